@@ -1,0 +1,2 @@
+//! The head-to-head shootout (to be written).
+fn main() {}

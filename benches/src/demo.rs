@@ -1,0 +1,1 @@
+//! Shootout adapter: demo (to be written).

@@ -1,0 +1,1 @@
+//! Shootout adapter: hashring (to be written).

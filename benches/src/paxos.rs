@@ -1,0 +1,1 @@
+//! Shootout adapter: paxos (to be written).

@@ -1,0 +1,1 @@
+//! Shootout adapter: raft (to be written).

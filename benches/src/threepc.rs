@@ -1,0 +1,1 @@
+//! Shootout adapter: threepc (to be written).

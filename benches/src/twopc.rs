@@ -1,0 +1,1 @@
+//! Shootout adapter: twopc (to be written).

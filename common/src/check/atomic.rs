@@ -1,0 +1,1 @@
+//! Atomic-commit history checker (to be written).

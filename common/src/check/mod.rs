@@ -1,0 +1,3 @@
+//! History checkers (to be written).
+
+pub mod atomic;

@@ -1,0 +1,37 @@
+//! The shared foundation of the workspace's protocol crates.
+//!
+//! Every protocol (`raft`, `paxos`, `twopc`, `threepc`) is written as a **sans-IO core**: a pure,
+//! deterministic state machine implementing [`Node`]. This crate holds what the cores share:
+//!
+//! - [`node`]: the [`Node`] trait, its [`Outbox`] of effects and the contract a driver follows;
+//! - [`codec`]: the [`Codec`](codec::Codec) trait over serde formats and the versioned frame envelope;
+//! - [`storage`]: the [`Storage`] trait for a node's records and an in-memory implementation;
+//! - [`wal`]: the durable, segmented write-ahead log implementing [`Storage`];
+//! - [`transport`]: the [`Transport`](transport::Transport) trait, an in-memory network with faults and TCP;
+//! - [`driver`]: the tokio driver that runs any core over any transport and storage;
+//! - [`demo`]: a tiny replicated counter that exercises all of the above;
+//! - `sim` and `check` (feature `sim`): the deterministic simulator, history checkers and
+//!   sequence diagrams;
+//! - [`rng`]: seeded randomness for cores.
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+pub mod codec;
+pub mod demo;
+pub mod driver;
+pub mod id;
+pub mod node;
+pub mod rng;
+pub mod storage;
+pub mod transport;
+pub mod txn;
+pub mod wal;
+
+#[cfg(feature = "sim")]
+pub mod check;
+#[cfg(feature = "sim")]
+pub mod sim;
+
+pub use id::{protocol, NodeId, RequestId};
+pub use node::{Effects, Node, Outbox, Persist};
+pub use rng::DetRng;
+pub use storage::{MemStorage, Storage, StorageError};

@@ -1,0 +1,251 @@
+//! The sans-IO node model every protocol core implements.
+//!
+//! A core is a deterministic state machine. It never touches a socket, a file, a clock or an
+//! unseeded random source: inputs arrive as method calls, and effects leave as data in an
+//! [`Outbox`]. The same core therefore runs unchanged under the tokio driver
+//! ([`crate::driver`]), the deterministic simulator (`common::sim`, feature `sim`) and a plain
+//! test that pumps messages by hand.
+//!
+//! # The contract between a core and whoever drives it
+//!
+//! 1. **Start.** Load the records the node persisted (none for a new node) and call
+//!    [`Node::recover`]. Recovery itself produces no effects.
+//! 2. **Steps.** Repeatedly call one of [`Node::handle_message`], [`Node::handle_request`] or
+//!    [`Node::tick`], passing an [`Outbox`]. Calls are never concurrent. A driver may run several
+//!    steps into the same outbox before releasing its effects (group commit).
+//! 3. **Release, in this order** (the *Outbox rule*):
+//!    1. append every record in [`Effects::records`] to storage, in order, and make them durable
+//!       (one `sync` for the whole batch);
+//!    2. only then send [`Effects::messages`], deliver [`Effects::responses`] and publish
+//!       [`Effects::events`].
+//!
+//!    If the records cannot be made durable, none of the batch's messages, responses or events
+//!    may leave the node: the driver stops the node instead (it would otherwise acknowledge state
+//!    it may forget). This single rule gives Raft's "persist before you answer", the Paxos
+//!    acceptor's "the promise is on disk before the reply" and 2PC's "prepared is forced before
+//!    voting yes".
+//! 4. **Crash.** Everything in memory is lost. Records that were appended but not yet synced may
+//!    or may not survive (a torn tail); records that were synced always survive. Restart is step 1.
+//!
+//! Time is measured in logical ticks: a core counts calls to [`Node::tick`] and never asks what
+//! time it is. Randomness comes from a seed in the core's configuration ([`crate::DetRng`]).
+
+use std::fmt::Debug;
+
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::{NodeId, RequestId};
+
+/// A protocol core: a pure, deterministic state machine (see the module documentation for the
+/// order in which a driver must call it).
+pub trait Node: Sized + Send + 'static {
+    /// Everything needed to build the node besides its persisted records: its id, its peers,
+    /// timeouts in ticks, the seed of its random source, limits.
+    type Config: Clone + Debug + Send + 'static;
+    /// Messages exchanged between nodes of this protocol. They cross the network, so they are
+    /// serialized by the workspace codec ([`crate::codec`]).
+    type Message: Clone + Debug + Serialize + DeserializeOwned + Send + 'static;
+    /// A client request (propose a command, read, begin a transaction, ...).
+    type Request: Debug + Send + 'static;
+    /// The answer to one [`Node::Request`], delivered through [`Outbox::respond`].
+    type Response: Debug + Send + 'static;
+    /// Notifications for observers that are not answers to a request (leader changed, slot
+    /// decided, transaction blocked, ...).
+    type Event: Clone + Debug + Send + 'static;
+    /// What must survive a crash. Records are appended to a log and replayed, in order, into
+    /// [`Node::recover`].
+    type Record: Clone + Debug + Serialize + DeserializeOwned + Send + 'static;
+    /// A snapshot of the node's state for dashboards and tests (role, term, commit index, ...).
+    type Metrics: Clone + Debug + Send + 'static;
+    /// Why a node could not be rebuilt from its configuration and records.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// The protocol tag written into every frame's envelope ([`crate::protocol`]).
+    const PROTOCOL: u16;
+    /// The wire version of [`Node::Message`]; bump it on any incompatible change.
+    const WIRE_VERSION: u16;
+
+    /// Rebuilds a node from its configuration and the records it persisted, oldest first. For a
+    /// node that never ran, `records` is empty. When the log was compacted, the first record is
+    /// the latest checkpoint ([`Outbox::checkpoint`]) and the rest came after it.
+    fn recover(config: Self::Config, records: Vec<Self::Record>) -> Result<Self, Self::Error>;
+
+    /// This node's id.
+    fn id(&self) -> NodeId;
+
+    /// A message from peer `from` arrived. `from` is authenticated by the transport; the core
+    /// still treats the content as untrusted (stale terms, impossible indexes, unknown senders
+    /// are rejected and counted, never a panic).
+    fn handle_message(&mut self, from: NodeId, msg: Self::Message, out: &mut Outbox<Self>);
+
+    /// A client request arrived. The core must eventually answer it exactly once with
+    /// [`Outbox::respond`] using `id` (possibly with an error such as "not the leader").
+    fn handle_request(&mut self, id: RequestId, req: Self::Request, out: &mut Outbox<Self>);
+
+    /// One logical tick of time passed.
+    fn tick(&mut self, out: &mut Outbox<Self>);
+
+    /// The node's current metrics.
+    fn metrics(&self) -> Self::Metrics;
+}
+
+/// One record a step asks to persist.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Persist<R> {
+    /// Append the record after all earlier ones.
+    Append(R),
+    /// Append the record as a checkpoint: it summarizes everything before it, so once it is
+    /// durable, storage may delete the records before it. Recovery then starts from it.
+    Checkpoint(R),
+}
+
+impl<R> Persist<R> {
+    /// The record, whichever way it is persisted.
+    pub fn record(&self) -> &R {
+        match self {
+            Persist::Append(r) | Persist::Checkpoint(r) => r,
+        }
+    }
+
+    /// Whether this is a checkpoint.
+    pub fn is_checkpoint(&self) -> bool {
+        matches!(self, Persist::Checkpoint(_))
+    }
+}
+
+/// The effects of one or more steps, taken out of an [`Outbox`] by a driver.
+///
+/// Fields are public so tests can assert the exact effects a step produced.
+pub struct Effects<N: Node> {
+    /// Records to make durable before anything else leaves the node, in order.
+    pub records: Vec<Persist<N::Record>>,
+    /// Messages to send after the records are durable: `(destination, message)`, in order.
+    pub messages: Vec<(NodeId, N::Message)>,
+    /// Answers to client requests, after the records are durable.
+    pub responses: Vec<(RequestId, N::Response)>,
+    /// Notifications, after the records are durable.
+    pub events: Vec<N::Event>,
+}
+
+impl<N: Node> Debug for Effects<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Effects")
+            .field("records", &self.records)
+            .field("messages", &self.messages)
+            .field("responses", &self.responses)
+            .field("events", &self.events)
+            .finish()
+    }
+}
+
+impl<N: Node> Default for Effects<N> {
+    fn default() -> Self {
+        Self {
+            records: Vec::new(),
+            messages: Vec::new(),
+            responses: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+}
+
+impl<N: Node> Effects<N> {
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+            && self.messages.is_empty()
+            && self.responses.is_empty()
+            && self.events.is_empty()
+    }
+}
+
+/// Where a core puts the effects of a step: records to persist, messages to send, responses to
+/// client requests and events. See the module documentation for the order in which a driver
+/// releases them.
+pub struct Outbox<N: Node> {
+    effects: Effects<N>,
+}
+
+impl<N: Node> Default for Outbox<N> {
+    fn default() -> Self {
+        Self {
+            effects: Effects::default(),
+        }
+    }
+}
+
+impl<N: Node> Debug for Outbox<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.effects.fmt(f)
+    }
+}
+
+impl<N: Node> Outbox<N> {
+    /// An empty outbox.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks for `record` to be appended to the node's durable log.
+    pub fn persist(&mut self, record: N::Record) {
+        self.effects.records.push(Persist::Append(record));
+    }
+
+    /// Asks for `record` to be appended as a checkpoint that supersedes every earlier record.
+    pub fn checkpoint(&mut self, record: N::Record) {
+        self.effects.records.push(Persist::Checkpoint(record));
+    }
+
+    /// Sends `msg` to `to` (after this step's records are durable).
+    pub fn send(&mut self, to: NodeId, msg: N::Message) {
+        self.effects.messages.push((to, msg));
+    }
+
+    /// Sends a copy of `msg` to every node in `to`.
+    pub fn broadcast<I: IntoIterator<Item = NodeId>>(&mut self, to: I, msg: &N::Message) {
+        for peer in to {
+            self.effects.messages.push((peer, msg.clone()));
+        }
+    }
+
+    /// Answers client request `id`.
+    pub fn respond(&mut self, id: RequestId, response: N::Response) {
+        self.effects.responses.push((id, response));
+    }
+
+    /// Publishes an event.
+    pub fn emit(&mut self, event: N::Event) {
+        self.effects.events.push(event);
+    }
+
+    /// The records asked for so far.
+    pub fn records(&self) -> &[Persist<N::Record>] {
+        &self.effects.records
+    }
+
+    /// The messages asked for so far.
+    pub fn messages(&self) -> &[(NodeId, N::Message)] {
+        &self.effects.messages
+    }
+
+    /// The responses given so far.
+    pub fn responses(&self) -> &[(RequestId, N::Response)] {
+        &self.effects.responses
+    }
+
+    /// The events published so far.
+    pub fn events(&self) -> &[N::Event] {
+        &self.effects.events
+    }
+
+    /// Whether no effect is pending.
+    pub fn is_empty(&self) -> bool {
+        self.effects.is_empty()
+    }
+
+    /// Takes every pending effect out, leaving the outbox empty (and its buffers' capacity
+    /// released to the caller).
+    pub fn take(&mut self) -> Effects<N> {
+        std::mem::take(&mut self.effects)
+    }
+}

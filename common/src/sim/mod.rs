@@ -1,0 +1,1 @@
+//! Deterministic simulator (to be written).

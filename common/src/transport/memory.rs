@@ -1,0 +1,1 @@
+//! In-memory network (to be written).

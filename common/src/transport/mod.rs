@@ -1,0 +1,81 @@
+//! Moving frames between nodes.
+//!
+//! A [`Transport`] carries opaque frames (already encoded by the driver with the workspace codec)
+//! between nodes identified by [`NodeId`]. Two implementations:
+//!
+//! - [`memory`]: an in-process network of tokio channels with faults (drop, delay, duplicate,
+//!   partitions) that can be changed while it runs, all seeded;
+//! - [`tcp`]: TCP with length-delimited frames, a maximum frame size, an authenticated handshake
+//!   (cluster name, node id, HMAC over a server nonce with the cluster's shared key), reconnect
+//!   with capped exponential backoff and a bounded send queue per peer.
+//!
+//! Both pass the same conformance suite (`common/tests/transport_conformance.rs`).
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::NodeId;
+
+pub mod memory;
+pub mod tcp;
+
+/// A frame received from a peer. `from` is the peer's authenticated id (for TCP, the id proven in
+/// the handshake), not a claim read from the frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inbound {
+    /// The sending node.
+    pub from: NodeId,
+    /// The frame's bytes.
+    pub frame: Bytes,
+}
+
+/// Why a frame could not be handed to the transport.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum TransportError {
+    /// The destination is not a member of this transport's cluster.
+    #[error("unknown peer {0}")]
+    UnknownPeer(NodeId),
+    /// The per-peer send queue is full; the frame was dropped (protocols retransmit).
+    #[error("send queue to {peer} is full ({capacity} frames); frame dropped")]
+    QueueFull {
+        /// The destination.
+        peer: NodeId,
+        /// The queue's capacity.
+        capacity: usize,
+    },
+    /// The frame is larger than the transport's maximum frame size.
+    #[error("frame of {len} bytes exceeds the maximum of {max} bytes")]
+    FrameTooLarge {
+        /// The frame's length.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// The transport was shut down.
+    #[error("transport is shut down")]
+    Closed,
+    /// Setting the transport up failed (binding a socket, invalid configuration, ...).
+    #[error("transport setup failed: {0}")]
+    Setup(String),
+}
+
+/// Sends frames to peers and receives frames from them.
+///
+/// `send` never blocks: it queues the frame (bounded) and returns. Delivery is best effort —
+/// frames may be lost when a peer is down, a queue is full or a fault is injected — and protocols
+/// are built to retransmit. When no fault is configured and both nodes stay up, frames on one
+/// link (one sender to one receiver) arrive in the order they were sent.
+#[async_trait]
+pub trait Transport: Send + 'static {
+    /// The id of the node this transport belongs to.
+    fn local_id(&self) -> NodeId;
+
+    /// Queues `frame` for delivery to `to`.
+    fn send(&self, to: NodeId, frame: Bytes) -> Result<(), TransportError>;
+
+    /// Waits for the next frame from any peer. Returns `None` once the transport is shut down.
+    async fn recv(&mut self) -> Option<Inbound>;
+
+    /// Stops sending and receiving, closes connections and releases the listening socket.
+    async fn shutdown(&mut self);
+}

@@ -1,0 +1,1 @@
+//! Types shared by the atomic-commit protocols (to be written).

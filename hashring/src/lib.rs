@@ -1,0 +1,1 @@
+//! The `hashring` crate (to be written).

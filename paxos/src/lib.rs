@@ -1,0 +1,1 @@
+//! The `paxos` crate (to be written).

@@ -1,0 +1,1 @@
+//! The `raft` crate (to be written).

@@ -1,0 +1,1 @@
+//! The `threepc` crate (to be written).

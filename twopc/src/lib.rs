@@ -1,0 +1,1 @@
+//! The `twopc` crate (to be written).
