@@ -1,75 +1,17 @@
 //! The driver running the demo protocol on in-process clusters.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use common::codec::{encode_frame, Bincode, Codec, Header};
 use common::demo::{DemoConfig, DemoMessage, DemoNode, DemoRequest, DemoResponse};
 use common::driver::{self, DriverConfig, DriverError, NodeHandle, Persistence};
-use common::transport::{Inbound, Transport, TransportError};
+use common::transport::memory::MemoryNetwork;
+use common::transport::Transport;
 use common::{protocol, MemStorage, Node, NodeId, Storage, StorageError};
-use tokio::sync::mpsc;
-
-/// A minimal network of unbounded channels: reliable, FIFO per link, and able to inject raw
-/// frames as if a peer had sent them.
-#[derive(Clone, Default)]
-struct TestNet {
-    inboxes: Arc<Mutex<HashMap<NodeId, mpsc::UnboundedSender<Inbound>>>>,
-}
-
-struct TestEndpoint {
-    id: NodeId,
-    net: TestNet,
-    inbox: mpsc::UnboundedReceiver<Inbound>,
-}
-
-impl TestNet {
-    fn join(&self, id: NodeId) -> TestEndpoint {
-        let (tx, inbox) = mpsc::unbounded_channel();
-        self.inboxes.lock().unwrap().insert(id, tx);
-        TestEndpoint {
-            id,
-            net: self.clone(),
-            inbox,
-        }
-    }
-
-    fn inject(&self, to: NodeId, from: NodeId, frame: Bytes) {
-        let inboxes = self.inboxes.lock().unwrap();
-        inboxes[&to].send(Inbound { from, frame }).unwrap();
-    }
-}
-
-#[async_trait]
-impl Transport for TestEndpoint {
-    fn local_id(&self) -> NodeId {
-        self.id
-    }
-
-    fn send(&self, to: NodeId, frame: Bytes) -> Result<(), TransportError> {
-        let inboxes = self.net.inboxes.lock().unwrap();
-        let tx = inboxes.get(&to).ok_or(TransportError::UnknownPeer(to))?;
-        tx.send(Inbound {
-            from: self.id,
-            frame,
-        })
-        .map_err(|_| TransportError::UnknownPeer(to))
-    }
-
-    async fn recv(&mut self) -> Option<Inbound> {
-        self.inbox.recv().await
-    }
-
-    async fn shutdown(&mut self) {
-        self.net.inboxes.lock().unwrap().remove(&self.id);
-        self.inbox.close();
-    }
-}
 
 /// Storage whose `sync` fails once `fail` is set.
 struct FailingStorage {
@@ -119,13 +61,27 @@ fn background() -> DriverConfig {
     DriverConfig::default()
 }
 
-fn cluster(net: &TestNet, config: DriverConfig) -> Vec<NodeHandle<DemoNode>> {
+fn cluster(net: &MemoryNetwork, config: DriverConfig) -> Vec<NodeHandle<DemoNode>> {
     MEMBERS
         .iter()
         .map(|&id| {
-            driver::spawn(demo(id), net.join(id), MemStorage::new(), Bincode, config).unwrap()
+            driver::spawn(
+                demo(id),
+                net.join(id).unwrap(),
+                MemStorage::new(),
+                Bincode,
+                config,
+            )
+            .unwrap()
         })
         .collect()
+}
+
+/// Runs a wait loop, failing the test if it does not end within a (virtual, when paused) minute.
+async fn bounded(wait: impl std::future::Future<Output = ()>) {
+    tokio::time::timeout(Duration::from_secs(60), wait)
+        .await
+        .expect("the awaited condition never came true");
 }
 
 /// Waits (in virtual time when the clock is paused) until every node's total is `expected`.
@@ -163,7 +119,7 @@ async fn add_many(nodes: &[NodeHandle<DemoNode>], count: u64) -> u64 {
 }
 
 async fn adds_are_acknowledged_and_converge(config: DriverConfig) {
-    let net = TestNet::default();
+    let net = MemoryNetwork::new(7);
     let nodes = cluster(&net, config);
     let expected = add_many(&nodes, 60).await;
     converge(&nodes, expected).await;
@@ -193,7 +149,7 @@ async fn three_nodes_acknowledge_adds_and_converge_background() {
 
 #[tokio::test(start_paused = true)]
 async fn group_commit_syncs_less_often_than_it_steps() {
-    let net = TestNet::default();
+    let net = MemoryNetwork::new(7);
     let nodes = cluster(&net, inline());
     let expected = add_many(&nodes, 300).await;
     converge(&nodes, expected).await;
@@ -228,12 +184,19 @@ impl Storage for SlowStorage {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_persistence_groups_steps_behind_a_slow_sync() {
-    let net = TestNet::default();
+    let net = MemoryNetwork::new(7);
     let nodes: Vec<_> = MEMBERS
         .iter()
         .map(|&id| {
             let storage = SlowStorage(MemStorage::new());
-            driver::spawn(demo(id), net.join(id), storage, Bincode, background()).unwrap()
+            driver::spawn(
+                demo(id),
+                net.join(id).unwrap(),
+                storage,
+                Bincode,
+                background(),
+            )
+            .unwrap()
         })
         .collect();
     let expected = add_many(&nodes, 200).await;
@@ -248,15 +211,29 @@ async fn background_persistence_groups_steps_behind_a_slow_sync() {
 }
 
 async fn failed_sync_stops_the_node_before_anything_of_the_batch_leaves(config: DriverConfig) {
-    let net = TestNet::default();
+    let net = MemoryNetwork::new(7);
     let fail = Arc::new(AtomicBool::new(false));
     let storage = FailingStorage {
         inner: MemStorage::new(),
         fail: fail.clone(),
     };
-    let n1 = driver::spawn(demo(1), net.join(1), storage, Bincode, config).unwrap();
-    let n2 = driver::spawn(demo(2), net.join(2), MemStorage::new(), Bincode, config).unwrap();
-    let n3 = driver::spawn(demo(3), net.join(3), MemStorage::new(), Bincode, config).unwrap();
+    let n1 = driver::spawn(demo(1), net.join(1).unwrap(), storage, Bincode, config).unwrap();
+    let n2 = driver::spawn(
+        demo(2),
+        net.join(2).unwrap(),
+        MemStorage::new(),
+        Bincode,
+        config,
+    )
+    .unwrap();
+    let n3 = driver::spawn(
+        demo(3),
+        net.join(3).unwrap(),
+        MemStorage::new(),
+        Bincode,
+        config,
+    )
+    .unwrap();
     assert_eq!(
         n1.request(DemoRequest::Add(1)).await.unwrap(),
         DemoResponse::Total(1)
@@ -301,8 +278,10 @@ async fn failed_sync_stops_the_node_background() {
 
 #[tokio::test(start_paused = true)]
 async fn bad_frames_are_rejected_and_counted_while_the_node_serves() {
-    let net = TestNet::default();
+    let net = MemoryNetwork::new(7);
     let nodes = cluster(&net, inline());
+    // A rogue endpoint on the network: the transport authenticates it as node 99.
+    let rogue = net.join(99).unwrap();
     let update = DemoMessage::Update {
         origin: 2,
         seq: 99,
@@ -320,35 +299,47 @@ async fn bad_frames_are_rejected_and_counted_while_the_node_serves() {
         // A hostile length prefix.
         Bytes::from(vec![253u8, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
         // Another protocol.
-        encode_frame(&Bincode, &header(protocol::RAFT, 1, 2, 1), &update).unwrap(),
+        encode_frame(&Bincode, &header(protocol::RAFT, 1, 99, 1), &update).unwrap(),
         // Another wire version.
-        encode_frame(&Bincode, &header(protocol::DEMO, 7, 2, 1), &update).unwrap(),
+        encode_frame(&Bincode, &header(protocol::DEMO, 7, 99, 1), &update).unwrap(),
         // A header that claims another sender than the authenticated one.
-        encode_frame(&Bincode, &header(protocol::DEMO, 1, 3, 1), &update).unwrap(),
+        encode_frame(&Bincode, &header(protocol::DEMO, 1, 2, 1), &update).unwrap(),
         // Meant for another node.
-        encode_frame(&Bincode, &header(protocol::DEMO, 1, 2, 3), &update).unwrap(),
+        encode_frame(&Bincode, &header(protocol::DEMO, 1, 99, 3), &update).unwrap(),
         // A valid header with a truncated payload.
         {
-            let mut f = Bincode.encode(&header(protocol::DEMO, 1, 2, 1)).unwrap();
+            let mut f = Bincode.encode(&header(protocol::DEMO, 1, 99, 1)).unwrap();
             f.push(0);
             Bytes::from(f)
         },
     ];
     let count = bad.len() as u64;
     for frame in bad {
-        net.inject(1, 2, frame);
+        rogue.send(1, frame).unwrap();
     }
     assert_eq!(
         nodes[0].request(DemoRequest::Add(5)).await.unwrap(),
         DemoResponse::Total(5)
     );
     assert_eq!(nodes[0].stats().frames_rejected, count);
+    assert_eq!(nodes[0].stats().messages_received, 2, "two acks");
+    converge(&nodes, 5).await;
+    // A well-formed frame from the non-member passes the driver and is refused by the core.
+    let frame = encode_frame(&Bincode, &header(protocol::DEMO, 1, 99, 1), &update).unwrap();
+    rogue.send(1, frame).unwrap();
+    bounded(async {
+        while nodes[0].metrics().await.unwrap().rejected == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    assert_eq!(nodes[0].stats().frames_rejected, count);
     converge(&nodes, 5).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn restarted_node_recovers_from_its_storage_and_continues() {
-    let net = TestNet::default();
+    let net = MemoryNetwork::new(7);
     let mut nodes = cluster(&net, inline());
     let expected = add_many(&nodes, 20).await;
     converge(&nodes, expected).await;
@@ -364,7 +355,7 @@ async fn restarted_node_recovers_from_its_storage_and_continues() {
     ));
     nodes[0] = driver::spawn_recovered::<DemoNode, _, _, _>(
         demo_config(1),
-        net.join(1),
+        net.join(1).unwrap(),
         storage,
         Bincode,
         inline(),
@@ -384,30 +375,43 @@ async fn restarted_node_recovers_from_its_storage_and_continues() {
 
 #[tokio::test(start_paused = true)]
 async fn full_request_queue_reports_busy_and_stop_fails_waiting_callers() {
-    let net = TestNet::default();
+    let net = MemoryNetwork::new(7);
     // Node 1 alone: its updates are never acknowledged, so requests stay pending.
     let config = DriverConfig {
         request_queue_capacity: 2,
         requests_pending_max: 1,
         ..inline()
     };
-    let n1 = driver::spawn(demo(1), net.join(1), MemStorage::new(), Bincode, config).unwrap();
+    let n1 = driver::spawn(
+        demo(1),
+        net.join(1).unwrap(),
+        MemStorage::new(),
+        Bincode,
+        config,
+    )
+    .unwrap();
     let first = tokio::spawn({
         let n = n1.clone();
         async move { n.request(DemoRequest::Add(1)).await }
     });
-    while n1.metrics().await.unwrap().pending == 0 {
-        tokio::task::yield_now().await;
-    }
+    bounded(async {
+        while n1.metrics().await.unwrap().pending == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
     let queued: Vec<_> = (0..2)
         .map(|_| {
             let n = n1.clone();
             tokio::spawn(async move { n.request(DemoRequest::Get).await })
         })
         .collect();
-    while n1.stats().requests < 3 {
-        tokio::task::yield_now().await;
-    }
+    bounded(async {
+        while n1.stats().requests < 3 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
     assert!(matches!(
         n1.request(DemoRequest::Get).await,
         Err(DriverError::Busy { capacity: 2 })
@@ -423,17 +427,29 @@ async fn full_request_queue_reports_busy_and_stop_fails_waiting_callers() {
 
 #[tokio::test]
 async fn invalid_configuration_is_refused() {
-    let net = TestNet::default();
+    let net = MemoryNetwork::new(7);
     let zero = DriverConfig {
         batch_steps_max: 0,
         ..DriverConfig::default()
     };
     assert!(matches!(
-        driver::spawn(demo(1), net.join(1), MemStorage::new(), Bincode, zero),
+        driver::spawn(
+            demo(1),
+            net.join(1).unwrap(),
+            MemStorage::new(),
+            Bincode,
+            zero
+        ),
         Err(DriverError::Config(_))
     ));
     assert!(matches!(
-        driver::spawn(demo(1), net.join(2), MemStorage::new(), Bincode, inline()),
+        driver::spawn(
+            demo(1),
+            net.join(2).unwrap(),
+            MemStorage::new(),
+            Bincode,
+            inline()
+        ),
         Err(DriverError::Config(_))
     ));
 }
