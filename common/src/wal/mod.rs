@@ -78,8 +78,9 @@
 //! over the limit is refused without reading or allocating anything. It also makes the search for
 //! "is there an intact frame after this damage?" cheap (9 bytes hashed per candidate offset).
 //!
-//! Every checkpoint starts a new segment, so "the records before the latest checkpoint" are always
-//! whole segments, and compaction is deleting files. A segment is also closed when the next frame
+//! Every checkpoint starts a new segment (unless the current one holds no frame yet), so "the
+//! records before the latest checkpoint" are always whole segments, and compaction is deleting
+//! files. A segment is also closed when the next frame
 //! would make it exceed [`WalConfig::segment_bytes_max`]. Closing a segment fsyncs it before the
 //! next one is created; creating one writes and fsyncs its header, then fsyncs the directory.
 //!
