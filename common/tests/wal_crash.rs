@@ -11,9 +11,11 @@
 //! process-crash half of the durability contract (no acknowledged record lost, recovery of
 //! half-written frames and segments, compaction interrupted at any point). Power loss is
 //! modelled by the torn-tail tests in `wal_recovery.rs`.
+#![cfg(unix)]
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -35,6 +37,8 @@ const CHECKPOINT_EVERY: u64 = 37;
 /// Bound on the child's work, in case the parent never kills it.
 const CHILD_RECORDS_MAX: u64 = 1_000_000;
 const ACK_PREFIX: &str = "ACK ";
+/// The signal `Child::kill` sends on unix.
+const SIGKILL: i32 = 9;
 const SEGMENT_BYTES: u64 = 16 * 1024;
 
 fn config(dir: &Path) -> WalConfig {
@@ -72,6 +76,15 @@ fn decode(r: &[u8]) -> (u64, bool) {
         "record {seq} damaged"
     );
     (seq, checkpoint)
+}
+
+/// The segment file with the highest number in `dir`, if the child got to create one.
+fn last_segment(dir: &Path) -> Option<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .max()
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -164,10 +177,16 @@ fn sigkill_loses_no_acknowledged_record() {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
+        // The pipe stays open until the child is dead: closing it first would kill the child
+        // with EPIPE at its next acknowledgement instead of with SIGKILL at a random point.
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut seen = 0u64;
-        for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
+        let mut line = String::new();
+        while seen < target || (target == 0 && line.is_empty()) {
+            line.clear();
+            if stdout.read_line(&mut line).unwrap() == 0 {
+                break;
+            }
             if let Some(at) = line.find(ACK_PREFIX) {
                 let seq: u64 = line[at + ACK_PREFIX.len()..].trim().parse().unwrap();
                 // Within one run acks are consecutive; across runs they continue after whatever
@@ -184,9 +203,6 @@ fn sigkill_loses_no_acknowledged_record() {
                 acked = Some(seq);
                 seen += 1;
             }
-            if seen >= target {
-                break;
-            }
         }
         assert!(
             seen >= target,
@@ -194,9 +210,37 @@ fn sigkill_loses_no_acknowledged_record() {
         );
         child.kill().unwrap();
         let status = child.wait().unwrap();
-        assert!(!status.success(), "round {round}: the child was not killed");
+        drop(stdout);
+        assert_eq!(
+            status.signal(),
+            Some(SIGKILL),
+            "round {round}: the child ended by itself ({status}), not by the kill"
+        );
 
+        // In some rounds, also leave garbage after the last frame, as a torn write of a record
+        // that was never synced would after a power loss: recovery must cut exactly that.
+        let last = last_segment(dir.path());
+        let garbage = if let Some(last) = last.filter(|_| rng.chance(0.5)) {
+            let len = rng.range_inclusive(1, 300) as usize;
+            let bytes: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+            let mut file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&last)
+                .unwrap();
+            file.write_all(&bytes).unwrap();
+            len as u64
+        } else {
+            0
+        };
         let mut wal = Wal::open(config(dir.path())).unwrap();
+        assert!(
+            wal.recovery().truncated_bytes >= garbage,
+            "round {round}: {garbage} bytes of garbage, {} truncated",
+            wal.recovery().truncated_bytes
+        );
+        if garbage > 0 {
+            assert!(wal.recovery().torn.is_some());
+        }
         let records = wal.load().unwrap();
         recovered_last = verify(&records, acked);
         // Compaction keeps the log short: at most the segments written since the latest
