@@ -246,7 +246,6 @@ impl WalStats {
 }
 
 /// The write-ahead log. See the [module documentation](self).
-#[derive(Debug)]
 pub struct Wal {
     config: WalConfig,
     /// Holds the exclusive lock on the data directory until dropped.
@@ -272,6 +271,21 @@ pub struct Wal {
     /// Test hook: the next fsync of a segment fails.
     #[cfg(test)]
     fail_next_fsync: bool,
+}
+
+impl std::fmt::Debug for Wal {
+    // By hand: the derived form would print the whole write buffer.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("dir", &self.config.dir)
+            .field("segments", &self.segments)
+            .field("segment_len", &self.segment_len)
+            .field("buffered_bytes", &self.buf.len())
+            .field("unsynced_records", &self.unsynced_records)
+            .field("checkpoint", &self.checkpoint)
+            .field("poisoned", &self.poisoned)
+            .finish()
+    }
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StorageError + '_ {
@@ -456,7 +470,14 @@ impl Wal {
     pub fn open(config: WalConfig) -> Result<Wal, StorageError> {
         config.validate()?;
         let dir = config.dir.clone();
-        fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+        if !dir.is_dir() {
+            fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+            // The new directory's entry must be durable too, or a power loss could lose the
+            // whole log along with it.
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fsync_dir(parent).map_err(io_error(parent))?;
+            }
+        }
         let lock_path = dir.join(LOCK_FILE_NAME);
         let lock = OpenOptions::new()
             .read(true)
