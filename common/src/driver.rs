@@ -278,6 +278,52 @@ pub struct DriverStats {
     pub events: u64,
 }
 
+macro_rules! stats_arithmetic {
+    ($($field:ident),* $(,)?) => {
+        impl std::ops::Add for DriverStats {
+            type Output = DriverStats;
+            /// Field-wise sum, for totals over the nodes of a cluster.
+            fn add(self, other: DriverStats) -> DriverStats {
+                DriverStats { $($field: self.$field.saturating_add(other.$field)),* }
+            }
+        }
+
+        impl std::ops::Sub for DriverStats {
+            type Output = DriverStats;
+            /// Field-wise difference (saturating at zero), for what happened between two
+            /// snapshots.
+            fn sub(self, other: DriverStats) -> DriverStats {
+                DriverStats { $($field: self.$field.saturating_sub(other.$field)),* }
+            }
+        }
+
+        impl std::iter::Sum for DriverStats {
+            fn sum<I: Iterator<Item = DriverStats>>(iter: I) -> DriverStats {
+                iter.fold(DriverStats::default(), |a, b| a + b)
+            }
+        }
+    };
+}
+
+stats_arithmetic!(
+    messages_sent,
+    bytes_sent,
+    send_failures,
+    messages_received,
+    bytes_received,
+    frames_rejected,
+    steps,
+    ticks,
+    batches,
+    records_persisted,
+    bytes_persisted,
+    syncs,
+    requests,
+    requests_busy,
+    responses,
+    events,
+);
+
 /// Counters shared between the node task and its handles.
 #[derive(Default)]
 struct Counters {
