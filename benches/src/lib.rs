@@ -30,7 +30,7 @@
 //!    #[async_trait]
 //!    impl Cluster for RaftCluster {
 //!        async fn run_op(&self, client: usize, seq: u64) -> Result<(), BenchError> {
-//!            let command = command_bytes(client, seq); // the shared 16-byte workload
+//!            let command = benches::command(client, seq); // the shared 16-byte workload
 //!            // ... send to the leader, follow redirects, map a failure to BenchError::Op
 //!        }
 //!        fn stats(&self) -> DriverStats { self.nodes.stats() }
@@ -195,6 +195,19 @@ pub trait Cluster: Send + Sync {
 
     /// Stops every node.
     async fn shutdown(&self) -> Result<(), BenchError>;
+}
+
+/// Bytes of the command every replicated-log protocol (Raft, Multi-Paxos) proposes per operation.
+pub const COMMAND_BYTES: usize = 16;
+
+/// The command of client `client`'s `seq`-th operation: [`COMMAND_BYTES`] bytes, the client and
+/// the sequence number in little endian, so every command is distinct and every protocol carries
+/// the same payload.
+pub fn command(client: usize, seq: u64) -> [u8; COMMAND_BYTES] {
+    let mut bytes = [0u8; COMMAND_BYTES];
+    bytes[..8].copy_from_slice(&(client as u64).to_le_bytes());
+    bytes[8..].copy_from_slice(&seq.to_le_bytes());
+    bytes
 }
 
 /// Every protocol registered in the shootout.
