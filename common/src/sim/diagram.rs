@@ -2,8 +2,8 @@
 //!
 //! [`render`] turns [`TraceEvent`]s (recorded with [`super::SimConfig::record_trace`]) into a
 //! Mermaid `sequenceDiagram`: one lifeline per node (and per client), delivered messages as solid
-//! arrows labelled `[sent..arrived] message`, lost messages as arrows ending in a cross, answers
-//! to clients as dashed arrows, and crashes, restarts, network faults and failed requests as
+//! arrows labelled `[sent..arrived] message`, lost messages as arrows ending in a cross, client
+//! requests (`r<id>`) as arrows from the client and answers as dashed arrows back, and crashes, restarts, network faults and failed requests as
 //! notes. A time window and a node filter keep a diagram of a long run readable; paste the
 //! output into any Markdown viewer that renders Mermaid.
 //!
@@ -198,8 +198,8 @@ pub fn render(trace: &[TraceEvent], options: &DiagramOptions) -> String {
                 id,
                 label,
             } if options.clients && shown(*node) => Some(format!(
-                "    c{client}->>n{node}: [{t}] {} {}",
-                escape(&id.to_string()),
+                "    c{client}->>n{node}: [{t}] r{} {}",
+                id.0,
                 escape(label)
             )),
             TraceKind::Complete {
@@ -208,8 +208,8 @@ pub fn render(trace: &[TraceEvent], options: &DiagramOptions) -> String {
                 id,
                 label,
             } if options.clients && shown(*node) => Some(format!(
-                "    n{node}-->>c{client}: [{t}] {} {}",
-                escape(&id.to_string()),
+                "    n{node}-->>c{client}: [{t}] r{} {}",
+                id.0,
                 escape(label)
             )),
             TraceKind::ClientFailed {
@@ -218,8 +218,8 @@ pub fn render(trace: &[TraceEvent], options: &DiagramOptions) -> String {
                 id,
                 reason,
             } if options.clients && shown(*node) => Some(format!(
-                "    Note over c{client}: [{t}] {} {}",
-                escape(&id.to_string()),
+                "    Note over c{client}: [{t}] r{} {}",
+                id.0,
                 escape(reason)
             )),
             TraceKind::Event { node, label } if options.events && shown(*node) => Some(format!(
