@@ -381,3 +381,71 @@ fn run_seeds_reports_the_first_failing_seed() {
     assert_eq!(err.seed, 4);
     assert!(err.to_string().contains("SIM_SEED=4"), "{err}");
 }
+
+#[test]
+fn recording_a_trace_does_not_change_the_run() {
+    let run = |record_trace: bool, hash_contents: bool| {
+        let mut config = SimConfig::new(21, MEMBERS.to_vec());
+        config.record_trace = record_trace;
+        config.hash_contents = hash_contents;
+        config.link.drop = 0.1;
+        config.link.duplicate = 0.1;
+        config.sync_latency_max = 3;
+        let mut sim = demo_sim(config);
+        sim.schedule(common::sim::FaultPlan::random(
+            21,
+            &MEMBERS,
+            &common::sim::RandomFaults::new(10, 500, 2.0),
+        ));
+        for i in 0..10 {
+            sim.submit(
+                20 + 30 * i,
+                MEMBERS[(i % 3) as usize],
+                DemoRequest::Add(i + 1),
+            );
+        }
+        sim.run_until(1_000).unwrap();
+        (
+            sim.trace_hash(),
+            sim.steps(),
+            format!("{:?}", sim.history()),
+        )
+    };
+    let plain = run(false, true);
+    assert_eq!(plain, run(true, true));
+    // Without contents the hash differs, but the run itself (steps, history) does not.
+    let skeleton = run(false, false);
+    assert_ne!(skeleton.0, plain.0);
+    assert_eq!((skeleton.1, &skeleton.2), (plain.1, &plain.2));
+}
+
+#[test]
+fn clock_drift_gives_nodes_their_own_pace() {
+    let mut config = SimConfig::new(22, MEMBERS.to_vec());
+    config.tick_interval = 10;
+    config.tick_skew = 0;
+    config.tick_drift_max = 10;
+    let mut sim = demo_sim(config);
+    // Retransmissions follow each origin's own clock: cut everyone off and see when each origin
+    // gives up.
+    for id in MEMBERS {
+        sim.apply(Fault::Isolate(id)).unwrap();
+    }
+    for id in MEMBERS {
+        sim.submit(1, id, DemoRequest::Add(1));
+    }
+    sim.run_until(3_000).unwrap();
+    // Each node gave up after the same number of retransmissions, at a time set by its clock.
+    let gave_up: Vec<u64> = sim
+        .history()
+        .iter()
+        .map(|op| op.completed_at.unwrap())
+        .collect();
+    assert!(sim.history().iter().all(|op| op.outcome
+        == Outcome::Response(DemoResponse::Failed(common::demo::DemoError::Timeout))));
+    let distinct: std::collections::BTreeSet<_> = gave_up.iter().collect();
+    assert!(
+        distinct.len() >= 2,
+        "drifting clocks time out at different times: {gave_up:?}"
+    );
+}

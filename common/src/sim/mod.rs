@@ -144,8 +144,12 @@ pub struct SimConfig {
     pub nodes: Vec<NodeId>,
     /// Virtual time between two ticks of a node.
     pub tick_interval: u64,
-    /// Each tick is late by up to this much (seeded), so nodes drift apart as real clocks do.
+    /// Each tick is late by up to this much (seeded, drawn per tick): timers jitter.
     pub tick_skew: u64,
+    /// Each node's clock runs slow by a fixed amount drawn once per node from
+    /// `0..=tick_drift_max`: its ticks come every `tick_interval + drift`, so nodes' timeouts
+    /// drift apart as real clocks do.
+    pub tick_drift_max: u64,
     /// The behaviour of every link at the start (see [`Network`] and [`Fault`] for changes).
     pub link: LinkConfig,
     /// Delay from a node's step to the sync of its records, drawn from
@@ -188,6 +192,7 @@ impl SimConfig {
             nodes,
             tick_interval: TICK_INTERVAL_DEFAULT,
             tick_skew: 1,
+            tick_drift_max: 0,
             link: LinkConfig::default(),
             sync_latency_min: 0,
             sync_latency_max: 0,
@@ -455,6 +460,8 @@ enum GenKind {
 
 struct Slot<N: Node> {
     id: NodeId,
+    /// Extra time between this node's ticks ([`SimConfig::tick_drift_max`]).
+    drift: u64,
     node: Option<N>,
     durable: Vec<N::Record>,
     outbox: Outbox<N>,
@@ -717,8 +724,10 @@ where
                 })
             })?;
             sim.index.insert(id, i);
+            let drift = sim.node_rng.range_inclusive(0, sim.config.tick_drift_max);
             sim.slots.push(Slot {
                 id,
+                drift,
                 node: Some(node),
                 durable: Vec::new(),
                 outbox: Outbox::new(),
@@ -1130,6 +1139,7 @@ where
                 };
                 n.tick(&mut slot.outbox);
                 let next = self.config.tick_interval
+                    + slot.drift
                     + self.node_rng.range_inclusive(0, self.config.tick_skew);
                 self.push(self.now + next, Ev::Tick { node, incarnation });
                 self.after_step(node)
