@@ -104,6 +104,22 @@
 //! `simulation failed: seed 17, step 2351, time 842: invariant "total matches records": node 2:
 //! total 5 != records 4 (replay: SIM_SEED=17)`.
 //!
+//! # Semantics worth knowing
+//!
+//! - A message is checked against the network twice: when it is sent (a cut link or a random
+//!   loss drops it) and when it arrives (a link cut meanwhile, or a destination that is down,
+//!   drops it). Messages already in flight from a node that crashes still arrive.
+//! - A step is one event: a tick, a delivery, a client request, a fault, a sync. Invariants run
+//!   after each; [`SimError::step`] counts them.
+//! - Time is virtual and only moves with events; [`SimConfig::tick_interval`] sets how much of
+//!   it a tick is worth, so latencies and timeouts are in the same unit.
+//! - To add a node mid-run (membership change), list it in [`SimConfig::nodes`], crash it
+//!   before the first step ([`Sim::crash`]) and schedule [`Fault::Restart`] when it should join:
+//!   it starts from no records.
+//! - A client history converts to a checker history with
+//!   [`History::from_sim`](crate::check::History::from_sim), for
+//!   [`check_kv`](crate::check::check_kv) (linearizability of key-value operations).
+//!
 //! # Requirements on the core
 //!
 //! The simulator keeps a copy of each client request for the history, so it needs
