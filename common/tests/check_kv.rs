@@ -156,6 +156,14 @@ fn stale_read_is_caught() {
     assert_eq!(v.key, "x");
     assert_eq!(v.operations.len(), 3);
     assert!(v.to_string().contains("not linearizable"));
+    let verdict = check_kv(&h).unwrap();
+    assert!(
+        verdict
+            .to_string()
+            .contains("key \"x\" is not linearizable"),
+        "{verdict}"
+    );
+    assert_eq!(Verdict::Linearizable.to_string(), "linearizable");
 }
 
 #[test]

@@ -183,6 +183,16 @@ pub enum Verdict {
     },
 }
 
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Linearizable => write!(f, "linearizable"),
+            Verdict::NotLinearizable(v) => v.fmt(f),
+            Verdict::Unknown { key } => write!(f, "unknown: the search on key {key:?} timed out"),
+        }
+    }
+}
+
 impl Verdict {
     /// Whether the history is linearizable.
     pub fn is_linearizable(&self) -> bool {

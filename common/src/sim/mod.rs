@@ -599,6 +599,14 @@ impl<'a, N: Node> SimView<'a, N> {
         &self.sim.history
     }
 
+    /// The history entry of request `id`, once it has been invoked.
+    pub fn op(&self, id: RequestId) -> Option<&'a ClientOp<N>> {
+        self.sim
+            .op_index
+            .get(&id)
+            .and_then(|&i| self.sim.history.get(i))
+    }
+
     /// Events the nodes published: `(time, node, event)` ([`SimConfig::record_events`]).
     pub fn events(&self) -> &'a [(u64, NodeId, N::Event)] {
         &self.sim.events
@@ -666,6 +674,8 @@ pub struct Sim<N: Node> {
     abandoned: BTreeSet<RequestId>,
     /// The generator each history entry came from.
     op_generator: Vec<Option<usize>>,
+    /// Every invoked request: id -> index into `history`.
+    op_index: BTreeMap<RequestId, usize>,
     events: Vec<(u64, NodeId, N::Event)>,
     trace: Vec<TraceEvent>,
     next_request: u64,
@@ -723,6 +733,7 @@ where
             inflight: BTreeMap::new(),
             abandoned: BTreeSet::new(),
             op_generator: Vec::new(),
+            op_index: BTreeMap::new(),
             events: Vec::new(),
             trace: Vec::new(),
             next_request: 1,
@@ -1036,6 +1047,11 @@ where
         &self.events
     }
 
+    /// The history entry of request `id`, once it has been invoked (see [`Sim::submit`]).
+    pub fn op(&self, id: RequestId) -> Option<&ClientOp<N>> {
+        self.view().op(id)
+    }
+
     /// The recorded trace (empty unless [`SimConfig::record_trace`]).
     pub fn trace(&self) -> &[TraceEvent] {
         &self.trace
@@ -1280,6 +1296,7 @@ where
             outcome: Outcome::Pending,
         });
         self.op_generator.push(generator);
+        self.op_index.insert(id, op);
         let Some(&i) = self.index.get(&node) else {
             self.end_op(op, Outcome::NodeDown, "unknown node");
             return Ok(());
