@@ -513,3 +513,49 @@ fn simulated_single_copy_is_linearizable_and_local_reads_are_not() {
         "local reads from three replicas must show stale reads"
     );
 }
+
+#[test]
+fn from_sim_maps_crashes_to_info_and_down_nodes_to_fail() {
+    let members = vec![1, 2, 3];
+    let mut config = SimConfig::new(5, members.clone());
+    config.sync_latency_min = 5; // answers wait for the sync: a crash can catch them
+    config.sync_latency_max = 5;
+    let m = members.clone();
+    let mut sim: Sim<LocalKv> = Sim::new(config, move |id| (id, m.clone())).unwrap();
+    sim.schedule(
+        common::sim::FaultPlan::new()
+            .at(102, common::sim::Fault::Crash(2))
+            .at(300, common::sim::Fault::Restart(2)),
+    );
+    let crashed = sim.submit(100, 2, put("x", "1"));
+    let down = sim.submit(200, 2, get("x"));
+    let fine = sim.submit(400, 1, put("x", "2"));
+    sim.run_until(1_000).unwrap();
+    let h: H = History::from_sim(
+        sim.history(),
+        |req: &KvInput| Some(req.clone()),
+        |_, resp| Completion::Ok(resp.clone()),
+    );
+    let kind = |id: RequestId| {
+        h.events
+            .iter()
+            .filter(|e| e.id() == id.0)
+            .map(|e| match e {
+                HistoryEvent::Invoke { .. } => "invoke",
+                HistoryEvent::Ok { .. } => "ok",
+                HistoryEvent::Fail { .. } => "fail",
+                HistoryEvent::Info { .. } => "info",
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(kind(crashed), ["invoke", "info"]);
+    assert_eq!(kind(down), ["invoke", "fail"]);
+    assert_eq!(kind(fine), ["invoke", "ok"]);
+    // The failed read is left out; the crashed write stays open-ended.
+    let ops = h.operations().unwrap();
+    assert_eq!(ops.len(), 2);
+    assert!(ops
+        .iter()
+        .any(|op| op.id == crashed.0 && op.ret.is_none() && op.output.is_none()));
+    assert!(check_kv(&h).unwrap().is_linearizable());
+}
