@@ -1,5 +1,6 @@
 //! Linearizability checking of key-value histories: known good and bad histories, unknown
 //! outcomes, JSON lines, and histories recorded from simulated clusters.
+#![cfg(feature = "sim")]
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::BTreeMap;

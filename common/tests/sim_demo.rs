@@ -1,5 +1,6 @@
 //! The demo replicated counter under the simulator: every fault type, invariants after every
 //! step, a deliberately broken variant caught and replayed, and determinism.
+#![cfg(feature = "sim")]
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,5 +1,6 @@
 //! Sequence diagrams of a small fixed scenario of the demo protocol, checked against a committed
 //! expected diagram. Set `UPDATE_EXPECT=1` to rewrite the expected file after an intended change.
+#![cfg(feature = "sim")]
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::PathBuf;

@@ -1,5 +1,6 @@
 //! The simulator's own machinery: network faults by hand, client timeouts and open-loop load,
 //! the node contract, codec round trips, clock skew, and early stops.
+#![cfg(feature = "sim")]
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use common::demo::{DemoConfig, DemoNode, DemoRequest, DemoResponse};
