@@ -156,8 +156,9 @@ impl FaultPlan {
     }
 
     /// A random plan over `nodes`, fully determined by `seed`: crashes followed by restarts,
-    /// symmetric and one-way partitions, isolated nodes, partial connectivity, loss,
-    /// duplication and latency spikes, each repaired after a while. Unless
+    /// symmetric and one-way partitions, partial connectivity (a node reaching only some peers,
+    /// possibly none), loss, duplication, latency spikes and single slow or lossy directed
+    /// links, each repaired after a while (a repair may also end overlapping faults early). Unless
     /// [`RandomFaults::allow_majority_down`], at most a minority of nodes is down at any time.
     /// At [`RandomFaults::until`] everything is repaired.
     pub fn random(seed: u64, nodes: &[NodeId], knobs: &RandomFaults) -> Self {
@@ -185,7 +186,7 @@ impl FaultPlan {
             let duration = rng.range_inclusive(knobs.duration_min, knobs.duration_max);
             let end = (t + duration).min(knobs.until);
             let pick = |rng: &mut DetRng| nodes[rng.index(n).unwrap_or(0)];
-            match rng.range_inclusive(0, 7) {
+            match rng.range_inclusive(0, 8) {
                 0 | 1 => {
                     let down = down_until.iter().filter(|d| d.is_some()).count();
                     let up: Vec<usize> = (0..n).filter(|&i| down_until[i].is_none()).collect();
@@ -248,10 +249,36 @@ impl FaultPlan {
                     plan.push(t, Fault::Duplicate(p));
                     plan.push(end, Fault::ResetNetwork);
                 }
-                _ => {
+                7 => {
                     let max = rng.range_inclusive(1, knobs.latency_max.max(1));
                     plan.push(t, Fault::Latency { min: 1, max });
                     plan.push(end, Fault::ResetNetwork);
+                }
+                _ => {
+                    // One slow, lossy direction of one link (asymmetric links exist: a bad
+                    // cable, a full queue on one side).
+                    let from = pick(&mut rng);
+                    let others: Vec<NodeId> =
+                        nodes.iter().copied().filter(|&x| x != from).collect();
+                    if let Some(i) = rng.index(others.len()) {
+                        let latency_max = rng.range_inclusive(1, knobs.latency_max.max(1));
+                        let drop = rng.range_inclusive(0, 1000) as f64 / 1000.0 * knobs.drop_max;
+                        let link = LinkConfig {
+                            latency_min: 1,
+                            latency_max,
+                            drop,
+                            duplicate: 0.0,
+                        };
+                        plan.push(
+                            t,
+                            Fault::Link {
+                                from,
+                                to: others[i],
+                                link,
+                            },
+                        );
+                        plan.push(end, Fault::ResetNetwork);
+                    }
                 }
             }
         }
