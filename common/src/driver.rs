@@ -40,6 +40,15 @@
 //! Either way a batch without records that has nothing before it waiting for storage is released
 //! at once, with no thread hop: the in-memory path stays short.
 //!
+//! # What the driver expects from its parts
+//!
+//! - [`Transport::recv`] is cancel-safe: a frame is either returned or stays queued when the
+//!   future is dropped. The driver selects over it and polls it once, without waiting, when it
+//!   gathers a batch. (Both transports of the workspace are.)
+//! - Storage calls of [`Persistence::Inline`] never block for long; see [`Persistence`].
+//! - The core answers every request exactly once ([`Node::handle_request`]); an answer to an
+//!   unknown request id is logged and dropped.
+//!
 //! # Example
 //!
 //! A one-node demo counter over a loopback transport (any [`Transport`] works; the workspace
@@ -133,6 +142,10 @@ pub const QUEUE_CAPACITY_LIMIT: usize = 1 << 20;
 pub enum Persistence {
     /// A dedicated thread per node owns the storage; the node keeps stepping while it syncs.
     /// Use this for storage that does real IO (the write-ahead log).
+    ///
+    /// Under tokio's paused test clock (`start_paused = true`), time jumps ahead whenever every
+    /// task waits, including while the node waits for this thread: ticks then fire faster than
+    /// storage answers. Tests on a paused clock use [`Persistence::Inline`].
     #[default]
     Background,
     /// The node task calls storage itself. Only for storage whose calls never block, such as
@@ -277,6 +290,52 @@ pub struct DriverStats {
     /// Events published.
     pub events: u64,
 }
+
+macro_rules! stats_arithmetic {
+    ($($field:ident),* $(,)?) => {
+        impl std::ops::Add for DriverStats {
+            type Output = DriverStats;
+            /// Field-wise sum, for totals over the nodes of a cluster.
+            fn add(self, other: DriverStats) -> DriverStats {
+                DriverStats { $($field: self.$field.saturating_add(other.$field)),* }
+            }
+        }
+
+        impl std::ops::Sub for DriverStats {
+            type Output = DriverStats;
+            /// Field-wise difference (saturating at zero), for what happened between two
+            /// snapshots.
+            fn sub(self, other: DriverStats) -> DriverStats {
+                DriverStats { $($field: self.$field.saturating_sub(other.$field)),* }
+            }
+        }
+
+        impl std::iter::Sum for DriverStats {
+            fn sum<I: Iterator<Item = DriverStats>>(iter: I) -> DriverStats {
+                iter.fold(DriverStats::default(), |a, b| a + b)
+            }
+        }
+    };
+}
+
+stats_arithmetic!(
+    messages_sent,
+    bytes_sent,
+    send_failures,
+    messages_received,
+    bytes_received,
+    frames_rejected,
+    steps,
+    ticks,
+    batches,
+    records_persisted,
+    bytes_persisted,
+    syncs,
+    requests,
+    requests_busy,
+    responses,
+    events,
+);
 
 /// Counters shared between the node task and its handles.
 #[derive(Default)]

@@ -124,6 +124,8 @@ async fn adds_are_acknowledged_and_converge(config: DriverConfig) {
     let expected = add_many(&nodes, 60).await;
     converge(&nodes, expected).await;
     for n in &nodes {
+        // Shutdown persists what the node's steps produced: the counters are final after it.
+        n.shutdown().await.unwrap();
         let s = n.stats();
         assert!(s.messages_sent > 0 && s.messages_received > 0 && s.bytes_sent > 0);
         assert_eq!(s.frames_rejected, 0);
@@ -131,7 +133,6 @@ async fn adds_are_acknowledged_and_converge(config: DriverConfig) {
             s.records_persisted, 60,
             "each node persists every update once"
         );
-        n.shutdown().await.unwrap();
     }
 }
 
@@ -201,13 +202,16 @@ async fn background_persistence_groups_steps_behind_a_slow_sync() {
         .collect();
     let expected = add_many(&nodes, 200).await;
     converge(&nodes, expected).await;
+    let storage: SlowStorage = nodes[0].shutdown_and_take_storage().await.unwrap();
+    assert_eq!(storage.0.len(), 200, "every update is in node 1's storage");
+    for n in &nodes[1..] {
+        n.shutdown().await.unwrap();
+    }
     let stats: Vec<_> = nodes.iter().map(|n| n.stats()).collect();
     let records: u64 = stats.iter().map(|s| s.records_persisted).sum();
     let syncs: u64 = stats.iter().map(|s| s.syncs).sum();
     assert_eq!(records, 600);
     assert!(syncs < records, "no group commit: {stats:?}");
-    let storage: SlowStorage = nodes[0].shutdown_and_take_storage().await.unwrap();
-    assert_eq!(storage.0.len(), 200, "every update is in node 1's storage");
 }
 
 async fn failed_sync_stops_the_node_before_anything_of_the_batch_leaves(config: DriverConfig) {

@@ -443,6 +443,58 @@ mod tcp_only {
         shutdown_all(&mut nodes).await;
     }
 
+    /// Collects what the transport logs on this thread (tests run on a current-thread runtime,
+    /// so the transport's tasks log here too).
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        }
+    }
+
+    #[tokio::test]
+    async fn disconnect_reasons_are_logged() {
+        let captured = Captured::default();
+        let sink = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        refused_while_good_peer_works(3, |c| {
+            c.cluster_key = b"not the conformance cluster key!".to_vec()
+        })
+        .await;
+        hostile_client_disconnected(b"\x00\x00\x00\x03abc").await;
+        hostile_client_disconnected(&[0xff, 0xff, 0xff, 0xff]).await;
+        let log = captured.text();
+        for reason in [
+            "the peer does not hold the cluster key",
+            "malformed handshake message",
+            "frame size too big",
+        ] {
+            assert!(log.contains(reason), "no {reason:?} in the log:\n{log}");
+        }
+        assert!(
+            log.contains("inbound handshake rejected; disconnecting"),
+            "{log}"
+        );
+    }
+
     #[tokio::test]
     async fn full_send_queue_drops_the_new_frame() {
         // A peer that is never reachable: frames queue up to the bound, then are refused.

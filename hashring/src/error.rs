@@ -23,13 +23,14 @@ pub enum Error {
     /// A node asked for zero virtual nodes (it would own nothing, yet count as a member).
     #[error("a node needs at least one virtual node")]
     ZeroVirtualNodes,
-    /// A node asked for more virtual nodes than [`crate::VNODES_PER_NODE_MAX`].
+    /// A node asked for more virtual nodes than [`crate::VNODES_PER_NODE_MAX`], or a ring would
+    /// hold more than [`crate::RING_VNODES_MAX`].
     #[error("{vnodes} virtual nodes exceeds the limit of {max}")]
     TooManyVirtualNodes {
         /// The requested count.
         vnodes: u64,
         /// The limit.
-        max: u32,
+        max: u64,
     },
     /// The node id is already a member.
     #[error("duplicate node id")]

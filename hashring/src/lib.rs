@@ -156,4 +156,4 @@ pub use placement::{
     MAGLEV_TABLE_SIZE_MIN_RECOMMENDED,
 };
 pub use rebalance::{diff, HashRange, RangeMove};
-pub use ring::{PreferenceList, Ring, PREFERENCE_INLINE_MAX};
+pub use ring::{PreferenceList, Ring, PREFERENCE_INLINE_MAX, RING_VNODES_MAX};

@@ -142,7 +142,7 @@ impl<N> Member<N> {
         if vnodes > u64::from(VNODES_PER_NODE_MAX) {
             return Err(Error::TooManyVirtualNodes {
                 vnodes,
-                max: VNODES_PER_NODE_MAX,
+                max: u64::from(VNODES_PER_NODE_MAX),
             });
         }
         Ok(vnodes as u32)

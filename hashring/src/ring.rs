@@ -40,14 +40,26 @@ const ZONE_OWN_BIT: u64 = 1 << 32;
 pub(crate) struct Index {
     pub(crate) positions: Vec<u64>,
     pub(crate) owners: Vec<u32>,
-    /// `starts[b]` is the first `i` with `positions[i] >> shift >= b`; `starts.len() == 2^bits + 1`.
-    starts: Vec<u32>,
+    /// One entry per bucket of hashes sharing their top `bits` bits (2^bits ≈ 2k buckets, so
+    /// most buckets hold no position at all). The low 32 bits are the index of the bucket's
+    /// first position, or, with [`BUCKET_EMPTY`] set, of the successor every hash in the (empty)
+    /// bucket has; the high 32 bits are that index's owner. A lookup in an empty bucket (≈ 60 %)
+    /// reads nothing but this entry: one cache miss.
+    buckets: Vec<u64>,
     shift: u32,
 }
 
-/// Prefix-table bits: about one virtual node per bucket, between 2 and 2^22 buckets (16 MiB cap).
+/// Flag of a bucket that holds no position (its entry is then the successor's index).
+const BUCKET_EMPTY: u32 = 1 << 31;
+/// Prefix-table bits: about two buckets per virtual node, between 2 and 2^24 buckets (a 64 MiB
+/// cap, reached at 8 M virtual nodes).
 const PREFIX_BITS_MIN: u32 = 1;
-const PREFIX_BITS_MAX: u32 = 22;
+const PREFIX_BITS_MAX: u32 = 24;
+/// Positions scanned linearly inside a bucket before falling back to binary search (a bucket
+/// holds 0.5 positions on average; more than 8 is rare).
+const BUCKET_SCAN_MAX: usize = 8;
+/// The most virtual nodes a ring may hold: the prefix table stores indexes in 31 bits.
+pub const RING_VNODES_MAX: usize = 1 << 28;
 
 impl Index {
     fn build(entries: &BTreeMap<(u64, u64, u32), u32>) -> Self {
@@ -59,44 +71,90 @@ impl Index {
             owners.push(slot);
         }
         let bits =
-            (usize::BITS - len.max(1).leading_zeros()).clamp(PREFIX_BITS_MIN, PREFIX_BITS_MAX);
+            (usize::BITS - len.max(1).leading_zeros() + 1).clamp(PREFIX_BITS_MIN, PREFIX_BITS_MAX);
         let shift = 64 - bits;
-        let buckets = 1usize << bits;
-        let mut starts = Vec::with_capacity(buckets + 1);
+        let bucket_count = 1usize << bits;
+        let mut buckets = Vec::with_capacity(bucket_count);
         let mut i = 0usize;
-        for bucket in 0..buckets as u64 {
+        for bucket in 0..bucket_count as u64 {
             while i < len && (positions[i] >> shift) < bucket {
                 i += 1;
             }
-            starts.push(i as u32);
+            let has_position = i < len && (positions[i] >> shift) == bucket;
+            let entry = if has_position {
+                i as u32
+            } else {
+                // Every hash of this bucket is above all earlier positions and below all later
+                // ones: its successor is `i`, wrapping to 0 past the end.
+                (if i == len { 0 } else { i as u32 }) | BUCKET_EMPTY
+            };
+            let owner = owners
+                .get((entry & !BUCKET_EMPTY) as usize)
+                .copied()
+                .unwrap_or(0);
+            buckets.push(u64::from(entry) | (u64::from(owner) << 32));
         }
-        starts.push(len as u32);
         Self {
             positions,
             owners,
-            starts,
+            buckets,
             shift,
         }
+    }
+
+    /// The owner (slot) of `hash`: [`Index::successor`]'s owner, reading only the prefix table
+    /// when the hash's bucket is empty.
+    #[inline]
+    pub(crate) fn owner(&self, hash: u64) -> Option<u32> {
+        let entry = *self.buckets.get((hash >> self.shift) as usize)?;
+        if self.positions.is_empty() {
+            return None;
+        }
+        if entry as u32 & BUCKET_EMPTY != 0 {
+            return Some((entry >> 32) as u32);
+        }
+        let i = self.scan(hash, entry as u32 as usize);
+        self.owners.get(i).copied()
     }
 
     /// The index of the first virtual node at or clockwise after `hash` (wrapping), or `None`
     /// when empty.
     #[inline]
     pub(crate) fn successor(&self, hash: u64) -> Option<usize> {
+        let entry = *self.buckets.get((hash >> self.shift) as usize)? as u32;
         if self.positions.is_empty() {
             return None;
         }
-        let bucket = (hash >> self.shift) as usize;
-        let lo = self.starts[bucket] as usize;
-        let hi = self.starts[bucket + 1] as usize;
-        // Every position in later buckets is > hash, so the answer is in [lo, hi] (hi meaning
-        // "first entry of a later bucket").
-        let i = lo + self.positions[lo..hi].partition_point(|&p| p < hash);
-        Some(if i == self.positions.len() { 0 } else { i })
+        let lo = (entry & !BUCKET_EMPTY) as usize;
+        if entry & BUCKET_EMPTY != 0 {
+            return Some(lo);
+        }
+        Some(self.scan(hash, lo))
+    }
+
+    /// The successor of `hash` in a non-empty bucket whose first position is at `lo`.
+    #[inline]
+    fn scan(&self, hash: u64, lo: usize) -> usize {
+        // The answer is in this bucket or is the first position after it: positions are sorted,
+        // so scan forward from the bucket's first position.
+        let len = self.positions.len();
+        let end = (lo + BUCKET_SCAN_MAX).min(len);
+        let mut i = lo;
+        while i < end && self.positions[i] < hash {
+            i += 1;
+        }
+        if i == end && end < len {
+            i = end + self.positions[end..].partition_point(|&p| p < hash);
+        }
+        if i == len {
+            0
+        } else {
+            i
+        }
     }
 
     fn heap_bytes(&self) -> usize {
-        self.positions.capacity() * 8 + self.owners.capacity() * 4 + self.starts.capacity() * 4
+        self.positions.capacity() * 8 + self.owners.capacity() * 4 + self.buckets.capacity() * 8
     }
 }
 
@@ -105,7 +163,6 @@ struct NodeSlot<N> {
     member: Member<N>,
     id_hash: u64,
     vnodes: u32,
-    zone: ZoneKey,
 }
 
 /// A consistent-hash ring with virtual nodes, over node ids of type `N`.
@@ -118,6 +175,10 @@ pub struct Ring<N: NodeId> {
     version: u64,
     /// Nodes by slot; the index stores slots (u32) rather than ids. Freed slots are reused.
     slots: Vec<Option<NodeSlot<N>>>,
+    /// The ids and zones by slot again, densely: the lookup path reads only these (a node slot
+    /// is ~10× larger than an id), so they stay in cache.
+    ids: Vec<Option<N>>,
+    slot_zones: Vec<ZoneKey>,
     free_slots: Vec<u32>,
     slot_of: HashMap<N, u32>,
     /// Membership order, for `membership()`: (insertion sequence → slot).
@@ -146,6 +207,8 @@ impl<N: NodeId> Ring<N> {
             config: RingConfig::default(),
             version: 0,
             slots: Vec::new(),
+            ids: Vec::new(),
+            slot_zones: Vec::new(),
             free_slots: Vec::new(),
             slot_of: HashMap::new(),
             order: BTreeMap::new(),
@@ -180,6 +243,12 @@ impl<N: NodeId> Ring<N> {
             let id_hash = ring.config.hasher.hash(&member.id);
             let slot = ring.insert_slot(member.clone(), id_hash, vnodes);
             all.extend((0..vnodes).map(|v| (ring.vnode_key(id_hash, v), slot)));
+        }
+        if all.len() > RING_VNODES_MAX {
+            return Err(Error::TooManyVirtualNodes {
+                vnodes: all.len() as u64,
+                max: RING_VNODES_MAX as u64,
+            });
         }
         // `BTreeMap: FromIterator` sorts and bulk-builds: O(k log k) with a small constant.
         ring.entries = all.into_iter().collect();
@@ -264,6 +333,12 @@ impl<N: NodeId> Ring<N> {
         if self.slot_of.len() >= MEMBERS_MAX {
             return Err(Error::TooManyNodes { max: MEMBERS_MAX });
         }
+        if self.entries.len() + vnodes as usize > RING_VNODES_MAX {
+            return Err(Error::TooManyVirtualNodes {
+                vnodes: (self.entries.len() + vnodes as usize) as u64,
+                max: RING_VNODES_MAX as u64,
+            });
+        }
         let id_hash = self.config.hasher.hash(&member.id);
         if self.id_hashes.contains_key(&id_hash) {
             return Err(Error::NodeIdHashCollision { id_hash });
@@ -283,6 +358,7 @@ impl<N: NodeId> Ring<N> {
         let Some(node) = self.slots.get_mut(slot as usize).and_then(Option::take) else {
             return Err(Error::NodeNotFound);
         };
+        self.ids[slot as usize] = None;
         for v in 0..node.vnodes {
             self.entries.remove(&self.vnode_key(node.id_hash, v));
         }
@@ -317,9 +393,7 @@ impl<N: NodeId> Ring<N> {
     /// [`Ring::locate`] for an already hashed key.
     #[inline]
     pub fn locate_hash(&self, key_hash: u64) -> Option<&N> {
-        let index = self.index();
-        let i = index.successor(key_hash)?;
-        self.slot(index.owners[i]).map(|s| &s.member.id)
+        self.id_of_slot(self.index().owner(key_hash)?)
     }
 
     /// The preference list of `key` (Dynamo §4.3): the first `count` **distinct** nodes
@@ -367,8 +441,9 @@ impl<N: NodeId> Ring<N> {
         self.index.get_or_init(|| Index::build(&self.entries))
     }
 
+    #[inline]
     pub(crate) fn id_of_slot(&self, slot: u32) -> Option<&N> {
-        self.slot(slot).map(|s| &s.member.id)
+        self.ids.get(slot as usize).and_then(Option::as_ref)
     }
 
     pub(crate) fn slot_of(&self, id: &N) -> Option<u32> {
@@ -383,9 +458,12 @@ impl<N: NodeId> Ring<N> {
         self.slot(slot).map_or(0, |s| s.vnodes)
     }
 
+    #[inline]
     fn zone_of_slot(&self, slot: u32) -> ZoneKey {
-        self.slot(slot)
-            .map_or(ZONE_OWN_BIT | u64::from(slot), |s| s.zone)
+        self.slot_zones
+            .get(slot as usize)
+            .copied()
+            .unwrap_or(ZONE_OWN_BIT | u64::from(slot))
     }
 
     #[inline]
@@ -404,6 +482,8 @@ impl<N: NodeId> Ring<N> {
             Some(slot) => slot,
             None => {
                 self.slots.push(None);
+                self.ids.push(None);
+                self.slot_zones.push(0);
                 (self.slots.len() - 1) as u32
             }
         };
@@ -430,11 +510,12 @@ impl<N: NodeId> Ring<N> {
         self.order.insert(self.next_order, slot);
         self.order_of_slot.insert(slot, self.next_order);
         self.next_order += 1;
+        self.ids[slot as usize] = Some(member.id.clone());
+        self.slot_zones[slot as usize] = zone;
         self.slots[slot as usize] = Some(NodeSlot {
             member,
             id_hash,
             vnodes,
-            zone,
         });
         slot
     }

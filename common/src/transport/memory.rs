@@ -587,6 +587,9 @@ impl Transport for MemoryTransport {
             match next_due {
                 Some(due) => {
                     tokio::select! {
+                        // Fixed polling order: tokio would otherwise pick a branch at random, from an
+                        // unseeded source, and a seeded simulation (turmoil) would not replay.
+                        biased;
                         _ = self.notify.notified() => {}
                         _ = tokio::time::sleep_until(due) => {}
                     }

@@ -615,6 +615,9 @@ async fn serve_inbound<S: Sockets>(
         .encoder_mut()
         .set_max_frame_length(cfg.frame_bytes_max);
     let reason = tokio::select! {
+        // Fixed polling order: tokio would otherwise pick a branch at random, from an
+        // unseeded source, and a seeded simulation (turmoil) would not replay.
+        biased;
         r = read_frames::<S>(&ctx, peer, &mut reader, &inbound) => r,
         r = send_keepalives::<S>(&ctx, &mut writer) => r,
     };
@@ -784,6 +787,9 @@ async fn dial_loop<S: Sockets>(
                 tracing::debug!(peer, %addr, "outbound connection authenticated");
                 backoff = cfg.backoff_min;
                 let outcome = tokio::select! {
+                    // Fixed polling order: tokio would otherwise pick a branch at random, from an
+                    // unseeded source, and a seeded simulation (turmoil) would not replay.
+                    biased;
                     r = write_frames::<S>(&ctx, &mut writer, &mut queue) => r,
                     r = watch_acceptor::<S>(&ctx, &mut reader) => r.map(|()| false),
                 };
