@@ -100,6 +100,10 @@
 //! assert_eq!(report.seeds, 20);
 //! ```
 //!
+//! To see what a failing seed did, replay it with [`SimConfig::record_trace`] on and print
+//! [`Sim::diagram`] for the time window before [`SimError::time`] (the failing invariant appears
+//! as the diagram's last note); recording does not change the run.
+//!
 //! A failing run's error reads like
 //! `simulation failed: seed 17, step 2351, time 842: invariant "total matches records": node 2:
 //! total 5 != records 4 (replay: SIM_SEED=17)`.
@@ -1055,6 +1059,11 @@ where
     /// The recorded trace (empty unless [`SimConfig::record_trace`]).
     pub fn trace(&self) -> &[TraceEvent] {
         &self.trace
+    }
+
+    /// The recorded trace as a Mermaid sequence diagram ([`diagram::render`]).
+    pub fn diagram(&self, options: &diagram::DiagramOptions) -> String {
+        diagram::render(&self.trace, options)
     }
 
     /// A hash of every event so far: equal for two runs of the same seed (within one build of
