@@ -680,6 +680,8 @@ pub struct Sim<N: Node> {
     op_generator: Vec<Option<usize>>,
     /// Every invoked request: id -> index into `history`.
     op_index: BTreeMap<RequestId, usize>,
+    /// Each client's latest request: client -> index into `history`.
+    last_op: BTreeMap<u64, usize>,
     events: Vec<(u64, NodeId, N::Event)>,
     trace: Vec<TraceEvent>,
     next_request: u64,
@@ -738,6 +740,7 @@ where
             abandoned: BTreeSet::new(),
             op_generator: Vec::new(),
             op_index: BTreeMap::new(),
+            last_op: BTreeMap::new(),
             events: Vec::new(),
             trace: Vec::new(),
             next_request: 1,
@@ -1306,6 +1309,7 @@ where
         });
         self.op_generator.push(generator);
         self.op_index.insert(id, op);
+        self.last_op.insert(client, op);
         let Some(&i) = self.index.get(&node) else {
             self.end_op(op, Outcome::NodeDown, "unknown node");
             return Ok(());
@@ -1370,7 +1374,7 @@ where
             let last = if open {
                 None
             } else {
-                self.history.iter().rev().find(|op| op.client == client)
+                self.last_op.get(&client).and_then(|&i| self.history.get(i))
             };
             let ctx = ClientCtx {
                 client,
