@@ -246,6 +246,11 @@ async fn unknown_peer_rejected<H: Harness>(mut h: H) {
         Err(TransportError::UnknownPeer(1)),
         "a node is not its own peer"
     );
+    assert_eq!(
+        nodes[0].send(2, Bytes::new()),
+        Err(TransportError::EmptyFrame),
+        "empty frames are refused alike"
+    );
     shutdown_all(&mut nodes).await;
 }
 
@@ -613,7 +618,7 @@ mod memory_faults {
         assert_eq!(b.queued(), 1);
         drop(b);
         assert_eq!(
-            a.send(2, Bytes::new()),
+            a.send(2, Bytes::from_static(b"?")),
             Ok(()),
             "a node that is down is not unknown"
         );

@@ -26,8 +26,8 @@
 //! - **Liveness.** Both sides send an empty keepalive frame after
 //!   [`TcpConfig::keepalive_interval`] without traffic, and drop a connection that stays silent
 //!   for [`TcpConfig::idle_timeout`]: a half-open connection (the peer's machine vanished, or a
-//!   partition swallowed its packets) is noticed and replaced. Empty frames are therefore the
-//!   keepalive and are never delivered; the workspace codec never produces one.
+//!   partition swallowed its packets) is noticed and replaced. Empty frames are the keepalive,
+//!   which is why `send` refuses empty frames ([`TransportError::EmptyFrame`]).
 //!
 //! ```no_run
 //! use std::collections::BTreeMap;
@@ -451,6 +451,9 @@ impl<S: Sockets> Transport for TcpTransport<S> {
                 len: frame.len(),
                 max: self.frame_bytes_max,
             });
+        }
+        if frame.is_empty() {
+            return Err(TransportError::EmptyFrame);
         }
         let Some(queue) = self.peers.get(&to) else {
             return Err(TransportError::UnknownPeer(to));
