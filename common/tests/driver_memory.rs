@@ -457,3 +457,31 @@ async fn invalid_configuration_is_refused() {
         Err(DriverError::Config(_))
     ));
 }
+
+#[tokio::test(start_paused = true)]
+async fn dropping_every_handle_shuts_the_node_down() {
+    let net = MemoryNetwork::new(7);
+    let handle = driver::spawn(
+        demo(1),
+        net.join(1).unwrap(),
+        MemStorage::new(),
+        Bincode,
+        inline(),
+    )
+    .unwrap();
+    let other = handle.clone();
+    drop(handle);
+    assert_eq!(
+        other.request(DemoRequest::Get).await.unwrap(),
+        DemoResponse::Total(0)
+    );
+    assert!(net.running().contains(&1));
+    drop(other);
+    // The node task notices, shuts its transport down and leaves the network.
+    bounded(async {
+        while net.running().contains(&1) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+}
