@@ -326,6 +326,14 @@ async fn bad_frames_are_rejected_and_counted_while_the_node_serves() {
         DemoResponse::Total(5)
     );
     assert_eq!(nodes[0].stats().frames_rejected, count);
+    // Both acks arrive (the second possibly after the answer); rejected frames are not counted
+    // as received.
+    bounded(async {
+        while nodes[0].stats().messages_received < 2 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
     assert_eq!(nodes[0].stats().messages_received, 2, "two acks");
     converge(&nodes, 5).await;
     // A well-formed frame from the non-member passes the driver and is refused by the core.
