@@ -110,7 +110,10 @@ pub enum BenchError {
 }
 
 /// Which transport a cluster runs over.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum TransportKind {
     /// The in-process network of tokio channels (no faults).
     Memory,
@@ -358,7 +361,7 @@ impl Workload {
 }
 
 /// One line of the shootout's table: one protocol, transport, cluster size and concurrency.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Row {
     /// The protocol ([`Contender::name`]).
     pub protocol: String,
@@ -575,6 +578,25 @@ pub fn cells(row: &Row) -> [String; COLUMNS.len()] {
         format!("{:.1}", row.bytes_per_op),
         format!("{:.2}", row.syncs_per_op),
     ]
+}
+
+/// Renders `rows` as a Markdown table (figures right-aligned).
+pub fn render_markdown(rows: &[Row]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "| {} |", COLUMNS.join(" | "));
+    let align: Vec<&str> = (0..COLUMNS.len())
+        .map(|i| if i < 3 { "---" } else { "---:" })
+        .collect();
+    let _ = writeln!(out, "| {} |", align.join(" | "));
+    for row in rows {
+        let _ = writeln!(out, "| {} |", cells(row).join(" | "));
+    }
+    out
+}
+
+/// Renders `rows` as pretty-printed JSON (an array of objects with every [`Row`] field).
+pub fn render_json(rows: &[Row]) -> Result<String, BenchError> {
+    serde_json::to_string_pretty(rows).map_err(|e| BenchError::Invalid(format!("json: {e}")))
 }
 
 /// Renders `rows` as an aligned text table (one header line, one line per row).

@@ -326,6 +326,14 @@ async fn bad_frames_are_rejected_and_counted_while_the_node_serves() {
         DemoResponse::Total(5)
     );
     assert_eq!(nodes[0].stats().frames_rejected, count);
+    // Both acks arrive (the second possibly after the answer); rejected frames are not counted
+    // as received.
+    bounded(async {
+        while nodes[0].stats().messages_received < 2 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
     assert_eq!(nodes[0].stats().messages_received, 2, "two acks");
     converge(&nodes, 5).await;
     // A well-formed frame from the non-member passes the driver and is refused by the core.
@@ -456,4 +464,32 @@ async fn invalid_configuration_is_refused() {
         ),
         Err(DriverError::Config(_))
     ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_every_handle_shuts_the_node_down() {
+    let net = MemoryNetwork::new(7);
+    let handle = driver::spawn(
+        demo(1),
+        net.join(1).unwrap(),
+        MemStorage::new(),
+        Bincode,
+        inline(),
+    )
+    .unwrap();
+    let other = handle.clone();
+    drop(handle);
+    assert_eq!(
+        other.request(DemoRequest::Get).await.unwrap(),
+        DemoResponse::Total(0)
+    );
+    assert!(net.running().contains(&1));
+    drop(other);
+    // The node task notices, shuts its transport down and leaves the network.
+    bounded(async {
+        while net.running().contains(&1) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
 }
