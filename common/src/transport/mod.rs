@@ -9,7 +9,15 @@
 //!   (cluster name, node id, HMAC over a server nonce with the cluster's shared key), reconnect
 //!   with capped exponential backoff and a bounded send queue per peer.
 //!
-//! Both pass the same conformance suite (`common/tests/transport_conformance.rs`).
+//! Both pass the same conformance suite (`common/tests/transport_conformance.rs`): delivery to
+//! the right node, per-link FIFO without faults, frames up to the limit, oversize, empty and
+//! unknown-destination frames refused with a typed [`TransportError`], delivery resuming after a
+//! peer restarts.
+//!
+//! The TCP transport is generic over its socket layer ([`tcp::Sockets`]); with the feature
+//! `turmoil`, `tcp::TurmoilSockets` runs the same code over turmoil's simulated network, which
+//! is how `common/tests/turmoil_transport.rs` tests it (and the driver on top of it) under
+//! seeded partitions and host crashes.
 
 use async_trait::async_trait;
 use bytes::Bytes;

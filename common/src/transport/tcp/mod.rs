@@ -251,13 +251,14 @@ pub struct TcpStats {
     pub frames_in: u64,
     /// Bytes of those frames (without length prefixes).
     pub bytes_in: u64,
-    /// Frames written to a connection.
+    /// Frames handed to a connection's socket (a frame can still be lost if the connection
+    /// breaks before the peer reads it).
     pub frames_out: u64,
     /// Bytes of those frames (without length prefixes).
     pub bytes_out: u64,
     /// Frames refused by `send` because the peer's queue was full.
     pub dropped_queue_full: u64,
-    /// Frames lost because their connection broke while writing them.
+    /// Frames taken from a send queue and lost because their connection broke while writing.
     pub dropped_write_failed: u64,
     /// Handshakes completed (both directions).
     pub handshakes_ok: u64,
@@ -887,8 +888,12 @@ async fn write_frames<S: Sockets>(
                 None
             };
             if let Err(e) = write_bounded::<S>(ctx, writer, frame, more.is_none()).await {
-                // This frame, and any fed but not yet flushed, are lost with the connection.
-                bump(&ctx.counters.dropped_write_failed, batch as u64);
+                // This frame and the next one already taken from the queue are lost with the
+                // connection (frames fed before it may be lost too; they were counted as out).
+                bump(
+                    &ctx.counters.dropped_write_failed,
+                    1 + u64::from(more.is_some()),
+                );
                 return Err(e);
             }
             bump(&ctx.counters.frames_out, 1);
