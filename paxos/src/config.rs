@@ -37,13 +37,13 @@ pub struct Config {
     pub members: Vec<NodeId>,
     /// Seed of the replica's random source (election jitter).
     pub seed: u64,
-    /// Ticks per heartbeat round of the leader election. A leader is declared dead after one
-    /// round without hearing it (plus a random number of rounds, see
-    /// [`Config::election_jitter_rounds_max`]).
+    /// Ticks per heartbeat round of the leader election (see
+    /// [`Config::election_jitter_rounds_max`] for when a silent leader is declared dead).
     pub heartbeat_ticks: u64,
-    /// A replica that finds the leader dead waits a random number of extra rounds in
-    /// `0..=election_jitter_rounds_max` before it raises its own ballot, so simultaneous
-    /// candidates rarely duel (ties are broken by node id in any case).
+    /// A replica declares the leader dead after two heartbeat rounds without hearing it (a
+    /// reply may be a round late) plus a random number of extra rounds in
+    /// `0..=election_jitter_rounds_max`, then raises its own ballot; the jitter makes
+    /// simultaneous candidates rarer (ties are broken by node id in any case).
     pub election_jitter_rounds_max: u64,
     /// Ticks between retransmissions of unanswered prepares, accepts, read probes and catch-up
     /// requests.

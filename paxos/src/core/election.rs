@@ -78,7 +78,7 @@ impl Election {
         seed: u64,
     ) -> Self {
         let mut rng = DetRng::for_node(seed, id);
-        let wait_rounds = rng.range_inclusive(0, jitter_rounds_max);
+        let wait_rounds = Self::draw_wait(&mut rng, jitter_rounds_max);
         Election {
             id,
             majority,
@@ -98,6 +98,13 @@ impl Election {
             wait_rounds,
             rng,
         }
+    }
+
+    /// Rounds to tolerate without hearing the leader before raising: one full round (a reply
+    /// can be one round late, and a new leader's quorum flag lags by a round) plus a random
+    /// `0..=jitter` more.
+    fn draw_wait(rng: &mut DetRng, jitter_rounds_max: u64) -> u64 {
+        1 + rng.range_inclusive(0, jitter_rounds_max)
     }
 
     /// The leader this replica follows, if any.
@@ -187,7 +194,7 @@ impl Election {
         self.missed_rounds += 1;
         if self.missed_rounds > self.wait_rounds {
             self.missed_rounds = 0;
-            self.wait_rounds = self.rng.range_inclusive(0, self.jitter_rounds_max);
+            self.wait_rounds = Self::draw_wait(&mut self.rng, self.jitter_rounds_max);
             self.raise_above(leader);
         }
         None
@@ -236,11 +243,18 @@ mod tests {
             info(Ballot::new(1, 3), true, Ballot::new(3, 2), false),
         );
         assert_eq!(e.tick().unwrap().new_leader, None);
+        assert_eq!(e.ballot, Ballot::new(1, 1), "one missed round is tolerated");
+        e.on_reply(
+            3,
+            5,
+            info(Ballot::new(1, 3), true, Ballot::new(3, 2), false),
+        );
+        assert_eq!(e.tick().unwrap().new_leader, None);
         assert_eq!(e.ballot, Ballot::new(4, 1), "raised above the dead leader");
         // Next round: our own ballot is the top quorum-connected one: we lead.
         e.on_reply(
             3,
-            5,
+            6,
             info(Ballot::new(1, 3), true, Ballot::new(3, 2), false),
         );
         assert_eq!(e.tick().unwrap().new_leader, Some(Ballot::new(4, 1)));

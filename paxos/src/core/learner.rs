@@ -62,17 +62,18 @@ impl<S: StateMachine> Replica<S> {
         );
     }
 
-    /// The learner's timer: keep asking while we know we are behind.
+    /// The learner's timer: keep asking while we know we are behind. Retries alternate between
+    /// the peer that last told us it knows more and the other peers in turn, so an unreachable
+    /// leader (partial connectivity) cannot starve catch-up.
     pub(crate) fn learner_tick(&mut self, out: &mut Outbox<Self>) {
         self.catch_up_cooldown = self.catch_up_cooldown.saturating_sub(1);
         if self.commit_hint > self.log.decided && self.catch_up_cooldown == 0 {
-            // Ask the leader if we know one, else rotate through the peers.
-            let peer = match self.election.leader_id() {
-                Some(l) if l != self.config.id && self.is_member(l) => Some(l),
-                _ => {
-                    let n = self.peers.len();
-                    (n > 0).then(|| self.peers[(self.election.round as usize) % n])
-                }
+            self.catch_up_attempts = self.catch_up_attempts.wrapping_add(1);
+            let n = self.peers.len() as u64;
+            let peer = match self.catch_up_peer {
+                Some(p) if self.catch_up_attempts % 2 == 0 => Some(p),
+                _ if n > 0 => Some(self.peers[((self.catch_up_attempts / 2) % n) as usize]),
+                _ => None,
             };
             if let Some(peer) = peer {
                 self.request_catch_up(peer, out);

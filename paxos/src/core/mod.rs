@@ -135,6 +135,10 @@ pub struct Replica<S: StateMachine> {
     pub(crate) commit_hint: Slot,
     /// Ticks until the next catch-up request may be sent.
     pub(crate) catch_up_cooldown: u64,
+    /// Catch-up requests sent by the timer (rotates the peer asked).
+    pub(crate) catch_up_attempts: u64,
+    /// The peer that last told us it decided more than we did.
+    pub(crate) catch_up_peer: Option<NodeId>,
     /// Client proposals answered when their slot is applied: slot -> (batch origin, requests).
     pub(crate) pending: BTreeMap<Slot, (Ballot, Vec<RequestId>)>,
     // ---- proposer ----
@@ -191,17 +195,36 @@ impl<S: StateMachine> Replica<S> {
         self.leader.as_ref().is_some_and(|l| l.is_active())
     }
 
-    /// Follows a change of leader decided by the election or seen in the replication protocol.
+    /// Follows a change of leader seen in the replication protocol (a higher ballot promised or
+    /// named in a rejection).
     pub(crate) fn on_leader_change(&mut self, ballot: Ballot, out: &mut Outbox<Self>) {
         out.emit(Event::LeaderChanged {
             leader: self.election.leader_id(),
             ballot,
         });
-        if ballot.leader == self.config.id && ballot == self.election.ballot {
+        if ballot.leader != self.config.id && self.leader.is_some() {
+            self.step_down(out);
+        }
+    }
+
+    /// After each election round: lead exactly when the election chose this replica and it is
+    /// quorum-connected. A leader that no longer hears a majority cannot commit anything, so it
+    /// stops claiming leadership and clients go elsewhere (a quorum-connected replica takes over).
+    pub(crate) fn reconcile_leadership(&mut self, out: &mut Outbox<Self>) {
+        let e = &self.election;
+        let elected = e.leader.leader == self.config.id && e.leader == e.ballot;
+        let ballot = e.leader;
+        if elected && e.quorum_connected {
+            if self.leader.as_ref().is_some_and(|l| l.ballot == ballot) {
+                return;
+            }
             if ballot <= self.promised {
                 // Our own acceptor promised something at least as high: we could not lead with
                 // this ballot. Raise; the next round elects us with the higher one.
                 self.election.raise_above(self.promised);
+                if self.leader.is_some() {
+                    self.step_down(out);
+                }
                 return;
             }
             self.start_leading(ballot, out);
@@ -303,6 +326,8 @@ impl<S: StateMachine> Node for Replica<S> {
             state: S::default(),
             applied: 0,
             catch_up_cooldown: 0,
+            catch_up_attempts: 0,
+            catch_up_peer: None,
             pending: BTreeMap::new(),
             leader: None,
             election,
@@ -389,8 +414,12 @@ impl<S: StateMachine> Node for Replica<S> {
             let peers = self.peers.clone();
             out.broadcast(peers, &Message::Heartbeat { round: round.round });
             if let Some(ballot) = round.new_leader {
-                self.on_leader_change(ballot, out);
+                out.emit(Event::LeaderChanged {
+                    leader: self.election.leader_id(),
+                    ballot,
+                });
             }
+            self.reconcile_leadership(out);
         }
         self.leader_tick(out);
         self.learner_tick(out);
@@ -447,6 +476,7 @@ impl<S: StateMachine> Replica<S> {
         if decided > self.log.decided {
             // The peer knows more chosen slots than we do: fetch them.
             self.commit_hint = self.commit_hint.max(decided);
+            self.catch_up_peer = Some(from);
             self.request_catch_up(from, out);
         }
     }

@@ -40,7 +40,8 @@ fn leader() -> (R, Ballot) {
     let mut out = Outbox::new();
     a.election.ballot = b;
     a.election.leader = b;
-    a.on_leader_change(b, &mut out);
+    a.election.quorum_connected = true;
+    a.reconcile_leadership(&mut out);
     let e = out.take();
     assert_eq!(e.records, vec![Persist::Append(Record::Promise(b))]);
     assert!(e.messages.iter().all(|(_, m)| *m
@@ -262,7 +263,8 @@ fn phase1_reproposes_highest_ballot_values_and_fills_holes_with_noops() {
     let b = Ballot::new(3, 1);
     a.election.ballot = b;
     a.election.leader = b;
-    a.on_leader_change(b, &mut out);
+    a.election.quorum_connected = true;
+    a.reconcile_leadership(&mut out);
     out.take();
     let old = Ballot::new(1, 2);
     let newer = Ballot::new(2, 3);
@@ -310,7 +312,8 @@ fn phase1_reproposes_highest_ballot_values_and_fills_holes_with_noops() {
     let mut a = replica(1);
     a.election.ballot = b;
     a.election.leader = b;
-    a.on_leader_change(b, &mut out);
+    a.election.quorum_connected = true;
+    a.reconcile_leadership(&mut out);
     for (from, entry) in [(2, (old, v_old.clone())), (3, (newer, v_new.clone()))] {
         a.handle_message(
             from,
@@ -415,7 +418,8 @@ fn pipeline_is_bounded_and_backlog_is_batched() {
     let mut out = Outbox::new();
     a.election.ballot = b;
     a.election.leader = b;
-    a.on_leader_change(b, &mut out);
+    a.election.quorum_connected = true;
+    a.reconcile_leadership(&mut out);
     a.handle_message(
         2,
         M::Promise {
