@@ -25,6 +25,8 @@ pub const WINDOW_SLOTS_MAX_DEFAULT: u64 = 4_096;
 pub const CATCH_UP_SLOTS_MAX_DEFAULT: u64 = 256;
 /// Default for [`Config::sessions_max`].
 pub const SESSIONS_MAX_DEFAULT: usize = 65_536;
+/// Default for [`Config::snapshot_interval_slots`].
+pub const SNAPSHOT_INTERVAL_SLOTS_DEFAULT: u64 = 4_096;
 /// Default for [`Config::reads_pending_max`].
 pub const READS_PENDING_MAX_DEFAULT: usize = 4_096;
 
@@ -67,6 +69,9 @@ pub struct Config {
     /// Most reads waiting at the leader for a quorum round; more are refused with
     /// [`Error::Busy`].
     pub reads_pending_max: usize,
+    /// Take a snapshot (and compact the log before it) once this many applied slots are held
+    /// in the log; 0 never compacts.
+    pub snapshot_interval_slots: u64,
 }
 
 impl Config {
@@ -86,6 +91,7 @@ impl Config {
             catch_up_slots_max: CATCH_UP_SLOTS_MAX_DEFAULT,
             sessions_max: SESSIONS_MAX_DEFAULT,
             reads_pending_max: READS_PENDING_MAX_DEFAULT,
+            snapshot_interval_slots: SNAPSHOT_INTERVAL_SLOTS_DEFAULT,
         }
     }
 

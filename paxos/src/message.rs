@@ -222,6 +222,14 @@ pub enum Message<C> {
         /// One chosen value per slot.
         values: Vec<Value<C>>,
     },
+    /// Catch-up for a replica behind the sender's compacted prefix: the state after applying
+    /// every slot below `slot`.
+    Snapshot {
+        /// The first slot the snapshot does not cover.
+        slot: Slot,
+        /// The encoded state machine and session table.
+        data: Vec<u8>,
+    },
 }
 
 /// What a replica persists. Replayed, in order, by [`common::Node::recover`].
@@ -250,5 +258,20 @@ pub enum Record<C> {
         from_slot: Slot,
         /// One chosen value per slot.
         values: Vec<Value<C>>,
+    },
+    /// A checkpoint (written with [`common::Outbox::checkpoint`], so storage drops every record
+    /// before it): everything the replica must remember, with the slots below `slot` compacted
+    /// into a state machine snapshot.
+    Snapshot {
+        /// The first slot the snapshot does not cover.
+        slot: Slot,
+        /// The encoded state machine and session table.
+        data: Vec<u8>,
+        /// The acceptor's promise.
+        promised: Ballot,
+        /// First slot not known to be chosen (at least `slot`).
+        decided: Slot,
+        /// Every entry the acceptor holds from `slot` on, with its ballot.
+        accepted: Vec<PromisedEntry<C>>,
     },
 }

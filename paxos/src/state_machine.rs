@@ -14,17 +14,27 @@ use crate::message::{Session, Slot};
 pub trait StateMachine: Default + Send + 'static {
     /// A command that changes the state; it crosses the network and the disk.
     type Command: Clone + Debug + PartialEq + Serialize + DeserializeOwned + Send + 'static;
-    /// What applying a command or running a query returns.
-    type Output: Clone + Debug + PartialEq + Send + 'static;
+    /// What applying a command or running a query returns. Serializable because the session
+    /// table (which remembers the last output of every client) is part of snapshots.
+    type Output: Clone + Debug + PartialEq + Serialize + DeserializeOwned + Send + 'static;
     /// A read-only question, answered by [`StateMachine::query`] on the leader after a quorum
     /// confirms its leadership (linearizable reads).
     type Query: Debug + Send + 'static;
+    /// The state machine's snapshot: it crosses the network and the disk.
+    type Snapshot: Clone + Debug + Serialize + DeserializeOwned + Send + 'static;
 
     /// Applies one decided command.
     fn apply(&mut self, command: &Self::Command) -> Self::Output;
 
     /// Answers a read without changing the state.
     fn query(&self, query: &Self::Query) -> Self::Output;
+
+    /// The state as a snapshot, so the log before it can be compacted and a replica that fell
+    /// behind the compacted prefix can be brought up to date.
+    fn snapshot(&self) -> Self::Snapshot;
+
+    /// Rebuilds the state from a snapshot.
+    fn restore(snapshot: Self::Snapshot) -> Self;
 }
 
 /// What the session table remembers of one client.
@@ -117,6 +127,41 @@ impl<O: Clone> Sessions<O> {
     pub(crate) fn len(&self) -> usize {
         self.clients.len()
     }
+
+    /// The table as plain data for a snapshot.
+    pub(crate) fn export(&self) -> SessionsSnapshot<O> {
+        SessionsSnapshot {
+            clients: self
+                .clients
+                .iter()
+                .map(|(&c, e)| (c, e.seq, e.output.clone(), e.slot))
+                .collect(),
+            evicted: self.evicted.iter().map(|(&c, &s)| (c, s)).collect(),
+        }
+    }
+
+    /// Rebuilds the table from a snapshot (bounded by the capacity: extra entries are dropped).
+    pub(crate) fn import(snapshot: SessionsSnapshot<O>, capacity: usize) -> Self {
+        Sessions {
+            clients: snapshot
+                .clients
+                .into_iter()
+                .take(capacity)
+                .map(|(c, seq, output, slot)| (c, SessionEntry { seq, output, slot }))
+                .collect(),
+            evicted: snapshot.evicted.into_iter().take(capacity).collect(),
+            capacity,
+        }
+    }
+}
+
+/// The session table as plain data (part of a snapshot).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct SessionsSnapshot<O> {
+    /// (client, last sequence number, its output, slot applied).
+    clients: Vec<(u64, u64, O, Slot)>,
+    /// (client, last sequence number) of evicted sessions.
+    evicted: Vec<(u64, u64)>,
 }
 
 /// A command of [`KvStore`].
@@ -161,6 +206,7 @@ impl StateMachine for KvStore {
     type Command = KvCommand;
     type Output = Option<String>;
     type Query = KvQuery;
+    type Snapshot = BTreeMap<String, String>;
 
     fn apply(&mut self, command: &KvCommand) -> Option<String> {
         match command {
@@ -178,6 +224,14 @@ impl StateMachine for KvStore {
     fn query(&self, query: &KvQuery) -> Option<String> {
         self.map.get(&query.key).cloned()
     }
+
+    fn snapshot(&self) -> BTreeMap<String, String> {
+        self.map.clone()
+    }
+
+    fn restore(map: BTreeMap<String, String>) -> Self {
+        KvStore { map }
+    }
 }
 
 /// A counter: the smallest state machine, used by the benchmarks (each command adds to it).
@@ -191,6 +245,7 @@ impl StateMachine for Counter {
     type Command = u64;
     type Output = u64;
     type Query = ();
+    type Snapshot = u64;
 
     fn apply(&mut self, command: &u64) -> u64 {
         self.total = self.total.wrapping_add(*command);
@@ -199,6 +254,14 @@ impl StateMachine for Counter {
 
     fn query(&self, _: &()) -> u64 {
         self.total
+    }
+
+    fn snapshot(&self) -> u64 {
+        self.total
+    }
+
+    fn restore(total: u64) -> Self {
+        Counter { total }
     }
 }
 

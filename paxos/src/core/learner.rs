@@ -236,8 +236,6 @@ impl<S: StateMachine> Replica<S> {
             }
         }
         self.answer_reads(out);
+        self.maybe_snapshot(out);
     }
-
-    /// Sends our snapshot to a peer behind our compacted prefix (see the snapshot module).
-    pub(crate) fn send_snapshot(&mut self, _to: NodeId, _out: &mut Outbox<Self>) {}
 }

@@ -27,7 +27,6 @@ pub(crate) struct SlotLog<C> {
     pub decided: Slot,
 }
 
-#[allow(dead_code)] // compact/reset serve snapshots, which come next
 impl<C> SlotLog<C> {
     pub(crate) fn new() -> Self {
         SlotLog {
@@ -71,21 +70,29 @@ impl<C> SlotLog<C> {
             .filter_map(move |(i, e)| e.as_ref().map(|e| (start + i as u64, e)))
     }
 
-    /// Drops every slot below `upto` (which must not exceed `decided`): they are covered by a
-    /// snapshot.
+    /// Drops every slot below `upto` (which must not exceed `decided`): a snapshot covers them.
     pub(crate) fn compact(&mut self, upto: Slot) {
         let upto = upto.min(self.decided);
-        while self.start < upto {
-            self.entries.pop_front();
-            self.start += 1;
-        }
+        self.drop_below(upto);
     }
 
-    /// Forgets everything and restarts the log at `start` with every slot below it chosen
-    /// (installing a snapshot).
-    pub(crate) fn reset(&mut self, start: Slot) {
-        self.entries.clear();
-        self.start = start;
-        self.decided = start;
+    /// Installs a snapshot covering every slot below `slot`: those slots are chosen and
+    /// dropped; accepted entries at or above `slot` stay (they are still acceptor state).
+    pub(crate) fn install(&mut self, slot: Slot) {
+        self.drop_below(slot);
+        self.decided = self.decided.max(slot);
+    }
+
+    fn drop_below(&mut self, slot: Slot) {
+        if slot <= self.start {
+            return;
+        }
+        let n = usize::try_from(slot - self.start).unwrap_or(usize::MAX);
+        if n >= self.entries.len() {
+            self.entries.clear();
+        } else {
+            self.entries.drain(..n);
+        }
+        self.start = slot;
     }
 }

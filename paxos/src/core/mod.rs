@@ -23,6 +23,7 @@ pub(crate) mod election;
 pub(crate) mod learner;
 pub(crate) mod log;
 pub(crate) mod proposer;
+pub(crate) mod snapshot;
 
 use election::Election;
 use log::{Entry, SlotLog};
@@ -104,6 +105,10 @@ pub struct Metrics {
     pub stale: u64,
     /// Commands recognised as retries of an applied command and not applied again.
     pub duplicates: u64,
+    /// Snapshots received from peers and installed (catch-up behind a compacted prefix).
+    pub snapshots_installed: u64,
+    /// The first slot still in the log (slots below were compacted into a snapshot).
+    pub log_start: Slot,
 }
 
 /// Counters of rejected input.
@@ -112,6 +117,7 @@ pub(crate) struct Counters {
     pub rejected: u64,
     pub stale: u64,
     pub duplicates: u64,
+    pub snapshots_installed: u64,
 }
 
 /// One Multi-Paxos replica over state machine `S`. See the crate documentation for the
@@ -251,8 +257,39 @@ impl<S: StateMachine> Node for Replica<S> {
         config.validate()?;
         let mut promised = Ballot::ZERO;
         let mut log = SlotLog::new();
+        let mut snapshot: Option<(Slot, Vec<u8>)> = None;
         for record in records {
             match record {
+                Record::Snapshot {
+                    slot,
+                    data,
+                    promised: p,
+                    decided,
+                    accepted,
+                } => {
+                    // A checkpoint restates everything: start over from it.
+                    promised = promised.max(p);
+                    log = SlotLog::new();
+                    log.install(slot);
+                    for e in accepted {
+                        log.set(
+                            e.slot,
+                            Entry {
+                                ballot: e.ballot,
+                                value: e.value,
+                            },
+                        );
+                    }
+                    if decided > slot {
+                        if (slot..decided).any(|s| log.get(s).is_none()) {
+                            return Err(Error::Corrupt(format!(
+                                "snapshot decided up to {decided} without the entries"
+                            )));
+                        }
+                        log.decided = decided;
+                    }
+                    snapshot = Some((slot, data));
+                }
                 Record::Promise(b) => promised = promised.max(b),
                 Record::Accept {
                     ballot,
@@ -333,6 +370,9 @@ impl<S: StateMachine> Node for Replica<S> {
             election,
             counters: Counters::default(),
         };
+        if let Some((slot, data)) = snapshot {
+            replica.restore_snapshot(slot, &data)?;
+        }
         // Re-apply the chosen prefix: the state machine lives in memory only.
         let mut scratch = Outbox::new();
         replica.apply_decided(&mut scratch);
@@ -394,6 +434,7 @@ impl<S: StateMachine> Node for Replica<S> {
             Message::CatchUp { from_slot, values } => {
                 self.on_catch_up(from, from_slot, values, out)
             }
+            Message::Snapshot { slot, data } => self.on_snapshot(from, slot, data, out),
         }
     }
 
@@ -440,6 +481,8 @@ impl<S: StateMachine> Node for Replica<S> {
             rejected: self.counters.rejected,
             stale: self.counters.stale,
             duplicates: self.counters.duplicates,
+            snapshots_installed: self.counters.snapshots_installed,
+            log_start: self.log.start(),
         }
     }
 }
