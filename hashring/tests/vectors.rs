@@ -109,8 +109,9 @@ fn jump_vectors() {
     let h = KeyHasher::default().hash(&42u64);
     assert_eq!(
         [1, 10, 100, 1000].map(|b| jump_bucket(h, b)),
-        [0, 2, 59, 708]
+        [Some(0), Some(2), Some(59), Some(708)]
     );
+    assert_eq!(jump_bucket(h, 0), None);
 }
 
 #[test]
