@@ -1,1 +1,11 @@
-//! The `twopc` crate (to be written).
+//! Two-phase commit (to be documented).
+
+mod coordinator;
+mod error;
+mod node;
+mod participant;
+mod types;
+
+pub use error::TwoPcError;
+pub use node::TwoPcNode;
+pub use types::*;
