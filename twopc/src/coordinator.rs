@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use common::txn::{Outcome, Resource, TxId, Vote, Write};
 use common::{NodeId, Outbox, RequestId};
 
-use crate::types::{Config, Event, Message, Record, Response, SEQ_BLOCK};
+use crate::types::{Config, Event, Message, Record, Response, DECISION_BACKOFF_FACTOR, SEQ_BLOCK};
 use crate::{TwoPcError, TwoPcNode};
 
 /// Where a coordinated transaction stands.
@@ -76,7 +76,7 @@ impl Coordinator {
         true
     }
 
-    /// Transactions whose commit acks the coordinator stopped pushing for.
+    /// Committed transactions still unacknowledged after `decision_retries_max` resends.
     pub(crate) fn unacknowledged(&self, config: &Config) -> usize {
         self.txs
             .values()
@@ -378,11 +378,17 @@ impl Coordinator {
                     }
                 }
                 Phase::Committing { pending, retries } => {
-                    if ctx.since_send_ticks >= config.resend_ticks
-                        && *retries < config.decision_retries_max
-                    {
+                    // A commit cannot be forgotten before it is acked, so the coordinator never
+                    // stops resending; past the retry limit it only slows down (in-doubt
+                    // participants also pull the decision themselves).
+                    let interval = if *retries < config.decision_retries_max {
+                        config.resend_ticks
+                    } else {
+                        config.resend_ticks * DECISION_BACKOFF_FACTOR
+                    };
+                    if ctx.since_send_ticks >= interval {
                         ctx.since_send_ticks = 0;
-                        *retries += 1;
+                        *retries = retries.saturating_add(1);
                         for &p in pending.iter() {
                             out.send(p, Message::Commit { tx });
                         }

@@ -28,7 +28,8 @@
 //!    with no record (**presumed abort**: a coordinator with no record of a transaction answers
 //!    Abort to anyone who asks).
 //! 4. A participant told Commit forces [`Record::Committed`], applies, and acks. Told Abort, it
-//!    drops the writes; it does not log or ack. When every Yes voter has acked, the coordinator
+//!    drops the writes and neither forces a record nor acks (a lazy [`Record::Aborted`] only
+//!    spares a restarted participant the question). When every Yes voter has acked, the coordinator
 //!    writes a lazy [`Record::End`] and forgets the transaction.
 //!
 //! With a single participant the coordinator sends [`Message::OnePhaseCommit`] and the
@@ -65,7 +66,7 @@
 //!      │ staged and locked
 //!      ▼ force Prepared, vote Yes
 //!   PREPARED (in doubt) ──Commit──► force Committed, apply, Ack ──► COMMITTED
-//!      │    │           ──Abort───► drop writes (no record, no ack) ──► ABORTED
+//!      │    │           ──Abort───► drop writes (lazy record, no ack) ──► ABORTED
 //!      │    └─ every in_doubt_query_ticks: DecisionRequest + StatusQuery to peers;
 //!      │       a peer Committed/Aborted decides it; a silent round ⇒ BLOCKED (still PREPARED)
 //!      └─ recovery: Prepared without outcome ⇒ re-take locks, ask at the first tick

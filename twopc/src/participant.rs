@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use common::txn::{Outcome, Resource, TxId, Vote, Write};
+use common::txn::{Outcome, Resource, ResourceError, TxId, Vote, Write};
 use common::{NodeId, Outbox};
 
 use crate::types::{Config, Event, InDoubt, Message, PeerStatus, Record};
@@ -70,9 +70,7 @@ impl<R: Resource + Default> Participant<R> {
                 peers,
                 writes,
             } => {
-                self.resource
-                    .recover_prepared(tx, writes)
-                    .map_err(|e| TwoPcError::Recovery(e.to_string()))?;
+                self.recover_prepared(config, tx, writes)?;
                 self.prepared.insert(
                     tx,
                     PreparedTx {
@@ -105,6 +103,36 @@ impl<R: Resource + Default> Participant<R> {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Re-takes the locks of a transaction logged as prepared.
+    ///
+    /// A key may still be locked by an older transaction that the log shows prepared and not
+    /// finished. That older transaction was aborted: it must have released the key before this
+    /// one could lock it (no-wait locking), and had it committed, its `Committed` record would
+    /// precede this `Prepared` record. Its abort record is missing because aborts are not forced
+    /// (presumed abort), so the crash lost it; it is released here.
+    fn recover_prepared(
+        &mut self,
+        config: &Config,
+        tx: TxId,
+        writes: Vec<Write>,
+    ) -> Result<(), TwoPcError> {
+        for _ in 0..=writes.len() {
+            match self.resource.recover_prepared(tx, writes.clone()) {
+                Ok(()) => return Ok(()),
+                Err(ResourceError::LockTaken { holder, .. })
+                    if holder != tx && self.prepared.remove(&holder).is_some() =>
+                {
+                    self.resource.abort(holder);
+                    self.remember(config, holder, Outcome::Aborted);
+                }
+                Err(e) => return Err(TwoPcError::Recovery(e.to_string())),
+            }
+        }
+        Err(TwoPcError::Recovery(format!(
+            "{tx}: could not re-take its locks"
+        )))
     }
 
     pub(crate) fn in_doubt(&self) -> Vec<InDoubt> {
@@ -284,8 +312,10 @@ impl<R: Resource + Default> Participant<R> {
                 self.applied += 1;
             }
             Outcome::Aborted => {
-                // Presumed abort: no record. After a crash the Prepared record makes us ask
-                // again, and the answer is still abort.
+                // Presumed abort: the abort record is not forced. It goes out with no message
+                // waiting on it (nothing is acked), and if a crash loses it, the Prepared record
+                // makes us ask again after recovery: the answer is still abort.
+                out.persist(Record::Aborted { tx });
                 self.resource.abort(tx);
                 self.aborted += 1;
             }
@@ -342,11 +372,10 @@ impl<R: Resource + Default> Participant<R> {
             return Ok(());
         }
         match self.decided.get(&tx) {
-            Some(Outcome::Committed) => {
-                self.decision_conflicts += 1;
-                tracing::error!(%tx, "abort received for a transaction committed here");
-                Err("abort of a committed transaction")
-            }
+            // Legitimate and harmless: a coordinator that finished a commit and forgot it
+            // answers a stale duplicate (a late Yes vote, an old decision request) with a
+            // presumed Abort. The commit stands.
+            Some(Outcome::Committed) => Err("stale presumed abort of a committed transaction"),
             Some(Outcome::Aborted) => Ok(()),
             None => {
                 // The Abort overtook the Prepare: remember it so the Prepare is voted No.

@@ -26,6 +26,9 @@ pub const PARTICIPANTS_MAX_DEFAULT: usize = 64;
 pub const PREPARED_MAX_DEFAULT: usize = 4096;
 /// Default for [`Config::decided_remembered_max`].
 pub const DECIDED_REMEMBERED_MAX_DEFAULT: usize = 100_000;
+/// Past [`Config::decision_retries_max`], a coordinator resends an unacknowledged Commit only
+/// every `resend_ticks * DECISION_BACKOFF_FACTOR` ticks.
+pub const DECISION_BACKOFF_FACTOR: u64 = 16;
 /// How many transaction sequence numbers a coordinator reserves with one durable record.
 pub const SEQ_BLOCK: u64 = 1024;
 
@@ -42,8 +45,9 @@ pub struct Config {
     pub resend_ticks: u64,
     /// Coordinator: ticks to wait for every vote before aborting.
     pub vote_timeout_ticks: u64,
-    /// Coordinator: how many times a Commit is resent to a participant that has not acked. After
-    /// that the coordinator stops pushing; the participant, still in doubt, keeps asking.
+    /// Coordinator: how many times a Commit is resent every `resend_ticks` to a participant that
+    /// has not acked. After that it is resent only every
+    /// `resend_ticks * DECISION_BACKOFF_FACTOR` ticks (an in-doubt participant also keeps asking).
     pub decision_retries_max: u32,
     /// Coordinator: how many times a one-phase commit is resent before the client is told the
     /// outcome is unknown (only the participant decides a one-phase commit).
@@ -192,8 +196,9 @@ pub enum PeerStatus {
 }
 
 /// What a node persists. Participant records: `Prepared` (forced before voting Yes), `Committed`
-/// (forced before acking), `Aborted` (only where the participant itself decides: a failed
-/// one-phase commit, or a refusal to vote given to an in-doubt peer). Coordinator records:
+/// (forced before acking), `Aborted` (lazy after an abort: nothing is acked, so no message waits
+/// for it; forced only where the participant itself decides: a failed one-phase commit, or a
+/// refusal to vote given to an in-doubt peer). Coordinator records:
 /// `Reserved` (sequence numbers), `CommitDecision` (forced before any Commit leaves) and `End`
 /// (lazy: nothing waits for it). There is no coordinator abort record: presumed abort.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -306,7 +311,8 @@ pub struct InDoubt {
 pub struct Metrics {
     /// Coordinator: transactions in progress (voting, one-phase or committing).
     pub coordinating: usize,
-    /// Coordinator: committed transactions whose acks it stopped pushing for.
+    /// Coordinator: committed transactions still unacknowledged after
+    /// [`Config::decision_retries_max`] resends.
     pub unacknowledged: usize,
     /// Coordinator: transactions decided commit.
     pub decided_committed: u64,
@@ -323,7 +329,9 @@ pub struct Metrics {
     /// Messages rejected: unknown senders, unknown transactions, votes from non-participants,
     /// out-of-place messages.
     pub rejected: u64,
-    /// Participant: decisions that contradicted one already taken here (never expected; a
-    /// protocol bug or a forged message). They are ignored.
+    /// Participant: Commit messages for a transaction aborted here (never expected; a protocol
+    /// bug or a forged message). They are ignored. (An Abort for a transaction committed here is
+    /// expected: a coordinator that forgot a finished commit presumes abort when a stale message
+    /// asks; it counts as rejected.)
     pub decision_conflicts: u64,
 }

@@ -254,7 +254,7 @@ fn vote_timeout_resends_prepare_to_the_silent_then_aborts() {
 }
 
 #[test]
-fn missing_acks_resend_the_decision_up_to_the_retry_limit() {
+fn missing_acks_resend_the_decision_then_back_off() {
     let mut c = coordinator_voting(false);
     for p in [2, 3, 4] {
         msg(&mut c, p, vote(tx0(), Vote::Yes));
@@ -278,6 +278,12 @@ fn missing_acks_resend_the_decision_up_to_the_retry_limit() {
     }
     assert_eq!(resends, cfg.decision_retries_max);
     assert_eq!(c.metrics().unacknowledged, 1);
+    // Then it backs off but never gives up: a commit cannot be forgotten before it is acked.
+    let mut slow = 0;
+    for _ in 0..(cfg.resend_ticks * twopc::DECISION_BACKOFF_FACTOR * 2) {
+        slow += usize::from(!tick(&mut c).messages.is_empty());
+    }
+    assert_eq!(slow, 2);
     // The participants can still pull the decision.
     let e = msg(&mut c, 3, Message::DecisionRequest { tx: tx0() });
     assert_eq!(e.messages, vec![(3, Message::Commit { tx: tx0() })]);
@@ -647,7 +653,9 @@ fn commit_forces_the_outcome_before_the_ack_and_applies() {
 fn abort_releases_without_record_or_ack() {
     let mut p = prepared_participant(2);
     let e = msg(&mut p, C, Message::Abort { tx: tx0() });
-    assert!(e.records.is_empty() && e.messages.is_empty());
+    // The abort record is lazy: no message of the step waits for it.
+    assert_eq!(appended(&e), vec![Record::Aborted { tx: tx0() }]);
+    assert!(e.messages.is_empty());
     assert_eq!(
         e.events,
         vec![Event::Finished {
@@ -771,7 +779,8 @@ fn cooperative_termination_a_peer_that_aborted_decides() {
             status: PeerStatus::Aborted,
         },
     );
-    assert!(e.records.is_empty());
+    assert_eq!(appended(&e), vec![Record::Aborted { tx: tx0() }]);
+    assert!(e.messages.is_empty());
     assert_eq!(
         e.events,
         vec![Event::Finished {
@@ -985,9 +994,16 @@ fn participant_rejects_messages_from_impostors() {
     assert!(msg(&mut p, 42, Message::Commit { tx: tx0() }).is_empty());
     assert_eq!(p.metrics().rejected, 4);
     assert_eq!(p.metrics().in_doubt.len(), 1);
-    // A decision contradicting one taken here is ignored and counted.
+    // A stale presumed abort after the commit is ignored.
     msg(&mut p, C, Message::Commit { tx: tx0() });
     assert!(msg(&mut p, C, Message::Abort { tx: tx0() }).is_empty());
+    assert_eq!(p.metrics().decision_conflicts, 0);
+    assert_eq!(p.metrics().rejected, 5);
+    assert_eq!(p.resource().applied(), &[tx0()]);
+    // A Commit contradicting an abort taken here is ignored and counted as a conflict.
+    let t1 = TxId::new(C, 1);
+    msg(&mut p, C, Message::Abort { tx: t1 });
+    assert!(msg(&mut p, C, Message::Commit { tx: t1 }).is_empty());
     assert_eq!(p.metrics().decision_conflicts, 1);
     assert_eq!(p.resource().applied(), &[tx0()]);
 }
@@ -1006,4 +1022,44 @@ fn invalid_configuration_is_explained() {
         TwoPcNode::<common::txn::MemKv>::recover(cfg, vec![]),
         Err(TwoPcError::Config(_))
     ));
+}
+
+#[test]
+fn recovery_releases_an_older_prepared_transaction_whose_abort_record_was_lost() {
+    // tx0 prepared on "a", was aborted (its lazy abort record lost in a crash), then tx1
+    // prepared on "a". tx1 could only lock "a" because tx0 had finished, and tx0 has no Committed
+    // record before tx1's Prepared: tx0 aborted.
+    let t1 = TxId::new(C, 1);
+    let records = vec![
+        Record::Prepared {
+            tx: tx0(),
+            coordinator: C,
+            peers: vec![2, 3],
+            writes: w("a"),
+        },
+        Record::Prepared {
+            tx: t1,
+            coordinator: C,
+            peers: vec![2, 3],
+            writes: w("a"),
+        },
+    ];
+    let mut p = node_with(2, records);
+    assert_eq!(p.resource().lock_holder("a"), Some(t1));
+    let m = p.metrics();
+    assert_eq!(
+        m.in_doubt.iter().map(|d| d.tx).collect::<Vec<_>>(),
+        vec![t1]
+    );
+    let e = msg(&mut p, 3, Message::StatusQuery { tx: tx0() });
+    assert_eq!(
+        e.messages,
+        vec![(
+            3,
+            Message::StatusReply {
+                tx: tx0(),
+                status: PeerStatus::Aborted
+            }
+        )]
+    );
 }
