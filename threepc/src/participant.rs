@@ -524,16 +524,23 @@ impl<R: Resource + Default> Participant<R> {
         if !u.participants.contains(&from) {
             return Err("state reply from a non-participant");
         }
-        match state {
-            State::Committed => {
-                self.finish(config, tx, Outcome::Committed, out);
-                return Ok(());
+        let decided = match state {
+            State::Committed => Some(Decide::Commit),
+            State::Aborted => Some(Decide::Abort),
+            _ => None,
+        };
+        if let Some(decision) = decided {
+            if u.term.is_some() {
+                // As backup: the rule "any Committed / any Aborted" decides, for everyone.
+                self.apply(config, tx, decision, out);
+            } else {
+                let outcome = match decision {
+                    Decide::Commit => Outcome::Committed,
+                    _ => Outcome::Aborted,
+                };
+                self.finish(config, tx, outcome, out);
             }
-            State::Aborted => {
-                self.finish(config, tx, Outcome::Aborted, out);
-                return Ok(());
-            }
-            _ => {}
+            return Ok(());
         }
         if u.recovering {
             u.recovery_replies.insert(from, (state, recovering));
