@@ -140,12 +140,14 @@
 //! [`Config::decided_remembered_max`]; a duplicate Prepare delayed past that many later
 //! transactions would be voted on again (and resolved by asking, like any prepared transaction).
 
+pub mod client;
 mod coordinator;
 mod error;
 mod node;
 mod participant;
 mod types;
 
+pub use client::{ClientError, ParticipantStatus, Transaction, TxClient};
 pub use error::TwoPcError;
 pub use node::TwoPcNode;
 pub use types::*;
