@@ -133,12 +133,14 @@
 //! [`Config::decided_remembered_max`]. There is no read-only optimisation: every participant
 //! takes part in all three phases (a participant with no writes votes Yes and holds no locks).
 
+pub mod client;
 mod coordinator;
 mod error;
 mod node;
 mod participant;
 mod types;
 
+pub use client::{ClientError, ParticipantStatus, Transaction, TxClient};
 pub use error::ThreePcError;
 pub use node::ThreePcNode;
 pub use types::*;
