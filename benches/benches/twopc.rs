@@ -1,9 +1,10 @@
-//! Criterion suite: two-phase commit with 3 and 5 participants, in memory.
+//! Criterion suite: two-phase commit with 3 and 5 participants, in memory and with the WAL.
 //!
 //! - `twopc_core`: the cores alone, pumped in one thread (the protocol's CPU cost per
 //!   transaction); prints messages per committed transaction beside theory (4 per participant).
-//! - `twopc_driver`: end to end through the shared driver and the in-memory network, one
-//!   transaction at a time (latency-bound throughput).
+//! - `twopc_driver` and `twopc_wal`: end to end through the shared driver and the in-memory
+//!   network, with in-memory storage or a write-ahead log (fsync per batch), one transaction at
+//!   a time (latency-bound throughput).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use benches::twopc::{CoreCluster, DriverCluster, THEORY_MESSAGES_PER_PARTICIPANT};
@@ -42,20 +43,31 @@ fn driver(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let mut group = c.benchmark_group("twopc_driver");
-    group.throughput(Throughput::Elements(1));
-    for n in PARTICIPANTS {
-        let cluster = rt.block_on(async { DriverCluster::start(n, 1) }).unwrap();
-        let mut i = 0u64;
-        group.bench_with_input(BenchmarkId::new("twopc", n), &n, |b, _| {
-            b.iter(|| {
-                i += 1;
-                rt.block_on(cluster.commit(i)).unwrap()
-            })
-        });
-        rt.block_on(cluster.shutdown());
+    for wal in [false, true] {
+        let mut group = c.benchmark_group(if wal { "twopc_wal" } else { "twopc_driver" });
+        group.throughput(Throughput::Elements(1));
+        for n in PARTICIPANTS {
+            let dir = tempfile::tempdir().unwrap();
+            let cluster = rt
+                .block_on(async {
+                    if wal {
+                        DriverCluster::start_wal(n, 1, dir.path())
+                    } else {
+                        DriverCluster::start(n, 1)
+                    }
+                })
+                .unwrap();
+            let mut i = 0u64;
+            group.bench_with_input(BenchmarkId::new("twopc", n), &n, |b, _| {
+                b.iter(|| {
+                    i += 1;
+                    rt.block_on(cluster.commit(i)).unwrap()
+                })
+            });
+            rt.block_on(cluster.shutdown());
+        }
+        group.finish();
     }
-    group.finish();
 }
 
 criterion_group!(benches, core, driver);

@@ -3,12 +3,14 @@
 //! the in-memory network (end to end).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
 
 use common::codec::Bincode;
 use common::driver::{self, DriverConfig, DriverError, Persistence};
 use common::transport::memory::MemoryNetwork;
 use common::txn::{Outcome, Write};
-use common::{MemStorage, Node, NodeId, Outbox, RequestId};
+use common::wal::{Wal, WalConfig};
+use common::{MemStorage, Node, NodeId, Outbox, RequestId, Storage};
 use twopc::{ClientError, Config, Message, Request, Response, TwoPcNode, TxClient};
 
 /// Messages per participant of a committing transaction, in theory: Prepare, Vote, Commit, Ack.
@@ -100,7 +102,7 @@ impl CoreCluster {
     }
 }
 
-/// A cluster on the shared driver over the in-memory network, with in-memory storage.
+/// A cluster on the shared driver over the in-memory network, with in-memory or WAL storage.
 pub struct DriverCluster {
     /// One client per node; the first is the coordinator's.
     pub clients: Vec<TxClient>,
@@ -108,14 +110,37 @@ pub struct DriverCluster {
 }
 
 impl DriverCluster {
-    /// Starts a coordinator and `participants` participants. Must run inside a tokio runtime.
+    /// Starts a coordinator and `participants` participants with in-memory storage. Must run
+    /// inside a tokio runtime.
     pub fn start(participants: usize, seed: u64) -> Result<Self, DriverError> {
-        let network = MemoryNetwork::new(seed);
-        let ids = members(participants);
         let config = DriverConfig {
             persistence: Persistence::Inline,
             ..DriverConfig::default()
         };
+        Self::start_with(participants, seed, config, |_| Ok(MemStorage::new()))
+    }
+
+    /// Starts the same cluster with each node's log in a write-ahead log (fsync per batch) under
+    /// `dir`. Must run inside a tokio runtime.
+    pub fn start_wal(participants: usize, seed: u64, dir: &Path) -> Result<Self, DriverError> {
+        let config = DriverConfig {
+            persistence: Persistence::Background,
+            ..DriverConfig::default()
+        };
+        Self::start_with(participants, seed, config, |id| {
+            Wal::open(WalConfig::new(dir.join(format!("node-{id}"))))
+                .map_err(|e| DriverError::Config(e.to_string()))
+        })
+    }
+
+    fn start_with<S: Storage>(
+        participants: usize,
+        seed: u64,
+        config: DriverConfig,
+        storage: impl Fn(NodeId) -> Result<S, DriverError>,
+    ) -> Result<Self, DriverError> {
+        let network = MemoryNetwork::new(seed);
+        let ids = members(participants);
         let mut clients = Vec::new();
         for &id in &ids {
             let core = TwoPcNode::recover(Config::new(id, ids.clone()), vec![])
@@ -126,7 +151,7 @@ impl DriverCluster {
             clients.push(TxClient::new(driver::spawn(
                 core,
                 transport,
-                MemStorage::new(),
+                storage(id)?,
                 Bincode,
                 config,
             )?));
