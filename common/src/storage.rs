@@ -13,6 +13,14 @@
 //!   (if any) followed by every record appended after it.
 //! - After a crash, every synced record survives; an unsynced suffix may be lost, but never a
 //!   record in the middle.
+//! - A checkpoint supersedes the records before it only once it is synced. A crash before that
+//!   sync may lose the checkpoint (it is part of the unsynced suffix), and then the records it was
+//!   meant to replace are still there.
+//! - A record longer than the implementation's maximum is refused with
+//!   [`StorageError::RecordTooLarge`] and nothing is appended.
+//!
+//! The conformance suite in `common/tests/storage_conformance.rs` checks every implementation
+//! against this contract.
 
 /// The largest record storage accepts by default (16 MiB).
 pub const RECORD_BYTES_MAX: usize = 16 * 1024 * 1024;

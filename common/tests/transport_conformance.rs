@@ -246,6 +246,11 @@ async fn unknown_peer_rejected<H: Harness>(mut h: H) {
         Err(TransportError::UnknownPeer(1)),
         "a node is not its own peer"
     );
+    assert_eq!(
+        nodes[0].send(2, Bytes::new()),
+        Err(TransportError::EmptyFrame),
+        "empty frames are refused alike"
+    );
     shutdown_all(&mut nodes).await;
 }
 
@@ -444,6 +449,75 @@ mod tcp_only {
     }
 
     #[tokio::test]
+    async fn a_newer_connection_from_a_peer_supersedes_the_older() {
+        // Two processes claiming id 2 (as after a restart whose old connection lingers): node 1
+        // keeps one inbound connection per peer and closes the older one.
+        let (mut nodes, addrs) = tcp_cluster(2, |_| {}).await;
+        let (first, rest) = nodes.split_at_mut(1);
+        send_until_received(&rest[0], &mut first[0]).await;
+        let mut twin = intruder(2, addrs[&1], |_| {}).await;
+        send_until_received(&twin, &mut first[0]).await;
+        wait_until("node 1 closed the older connection", || {
+            first[0].stats().connections_superseded >= 1
+        })
+        .await;
+        twin.shutdown().await;
+        shutdown_all(&mut nodes).await;
+    }
+
+    /// Collects what the transport logs on this thread (tests run on a current-thread runtime,
+    /// so the transport's tasks log here too).
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        }
+    }
+
+    #[tokio::test]
+    async fn disconnect_reasons_are_logged() {
+        let captured = Captured::default();
+        let sink = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        refused_while_good_peer_works(3, |c| {
+            c.cluster_key = b"not the conformance cluster key!".to_vec()
+        })
+        .await;
+        hostile_client_disconnected(b"\x00\x00\x00\x03abc").await;
+        hostile_client_disconnected(&[0xff, 0xff, 0xff, 0xff]).await;
+        let log = captured.text();
+        for reason in [
+            "the peer does not hold the cluster key",
+            "malformed handshake message",
+            "frame size too big",
+        ] {
+            assert!(log.contains(reason), "no {reason:?} in the log:\n{log}");
+        }
+        assert!(
+            log.contains("inbound handshake rejected; disconnecting"),
+            "{log}"
+        );
+    }
+
+    #[tokio::test]
     async fn full_send_queue_drops_the_new_frame() {
         // A peer that is never reachable: frames queue up to the bound, then are refused.
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -561,7 +635,7 @@ mod memory_faults {
         assert_eq!(b.queued(), 1);
         drop(b);
         assert_eq!(
-            a.send(2, Bytes::new()),
+            a.send(2, Bytes::from_static(b"?")),
             Ok(()),
             "a node that is down is not unknown"
         );

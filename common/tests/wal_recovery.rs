@@ -305,3 +305,37 @@ fn compaction_interrupted_by_a_crash_is_finished_on_open() {
     assert!(!seg0.exists());
     assert_eq!(wal.load().unwrap(), vec![b"ck".to_vec(), b"new".to_vec()]);
 }
+
+#[test]
+fn junk_past_the_segment_limit_in_the_last_segment_is_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = records(4);
+    let path = write_log(dir.path(), &records);
+    let clean = fs::metadata(&path).unwrap().len();
+    let limit = config(dir.path()).segment_bytes_max;
+    // A crash that extended the file with junk beyond anything the log would write.
+    let mut bytes = fs::read(&path).unwrap();
+    bytes.resize(limit as usize + 1000, 0xEE);
+    fs::write(&path, &bytes).unwrap();
+    let mut wal = Wal::open(config(dir.path())).unwrap();
+    assert_eq!(wal.load().unwrap(), records);
+    assert_eq!(wal.recovery().truncated_bytes, bytes.len() as u64 - clean);
+    assert_eq!(fs::metadata(&path).unwrap().len(), clean);
+}
+
+#[test]
+fn an_earlier_segment_over_the_limit_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.segment_bytes_max = 2048;
+    let mut wal = Wal::open(cfg.clone()).unwrap();
+    for r in records(40) {
+        wal.append(&r).unwrap();
+    }
+    wal.close().unwrap();
+    let first = dir.path().join(segment_file_name(0));
+    let mut bytes = fs::read(&first).unwrap();
+    bytes.resize(4096, 0);
+    fs::write(&first, &bytes).unwrap();
+    expect_corrupt(Wal::open(cfg), &first, 0);
+}

@@ -368,6 +368,9 @@ impl MemoryNetwork {
                 max: s.config.frame_bytes_max,
             });
         }
+        if frame.is_empty() {
+            return Err(TransportError::EmptyFrame);
+        }
         if to == from || !s.known.contains(&to) {
             return Err(TransportError::UnknownPeer(to));
         }
@@ -587,6 +590,9 @@ impl Transport for MemoryTransport {
             match next_due {
                 Some(due) => {
                     tokio::select! {
+                        // Fixed polling order: tokio would otherwise pick a branch at random, from an
+                        // unseeded source, and a seeded simulation (turmoil) would not replay.
+                        biased;
                         _ = self.notify.notified() => {}
                         _ = tokio::time::sleep_until(due) => {}
                     }

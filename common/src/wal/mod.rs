@@ -78,8 +78,9 @@
 //! over the limit is refused without reading or allocating anything. It also makes the search for
 //! "is there an intact frame after this damage?" cheap (9 bytes hashed per candidate offset).
 //!
-//! Every checkpoint starts a new segment, so "the records before the latest checkpoint" are always
-//! whole segments, and compaction is deleting files. A segment is also closed when the next frame
+//! Every checkpoint starts a new segment (unless the current one holds no frame yet), so "the
+//! records before the latest checkpoint" are always whole segments, and compaction is deleting
+//! files. A segment is also closed when the next frame
 //! would make it exceed [`WalConfig::segment_bytes_max`]. Closing a segment fsyncs it before the
 //! next one is created; creating one writes and fsyncs its header, then fsyncs the directory.
 //!
@@ -103,7 +104,9 @@
 //! 4. A torn tail is truncated at `x`, the truncation is fsynced and reported in
 //!    [`Wal::recovery`] ([`RecoveryReport::torn`]), and appends continue from there. A last
 //!    segment whose own header is torn (its creation was interrupted) is reset to a fresh header
-//!    when it holds no intact frame.
+//!    when it holds no intact frame. Bytes of the last segment beyond
+//!    [`WalConfig::segment_bytes_max`] are never read (the log never writes there) and are part
+//!    of the torn tail; any other segment over the limit is corruption.
 //!
 //! After recovery, the last segment and the directory are fsynced: what a crashed process left in
 //! the page cache becomes durable before anything is built on it. Then segments before the latest
@@ -142,7 +145,7 @@ pub mod format;
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use fs4::fs_std::FileExt;
@@ -243,7 +246,6 @@ impl WalStats {
 }
 
 /// The write-ahead log. See the [module documentation](self).
-#[derive(Debug)]
 pub struct Wal {
     config: WalConfig,
     /// Holds the exclusive lock on the data directory until dropped.
@@ -271,6 +273,21 @@ pub struct Wal {
     fail_next_fsync: bool,
 }
 
+impl std::fmt::Debug for Wal {
+    // By hand: the derived form would print the whole write buffer.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("dir", &self.config.dir)
+            .field("segments", &self.segments)
+            .field("segment_len", &self.segment_len)
+            .field("buffered_bytes", &self.buf.len())
+            .field("unsynced_records", &self.unsynced_records)
+            .field("checkpoint", &self.checkpoint)
+            .field("poisoned", &self.poisoned)
+            .finish()
+    }
+}
+
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StorageError + '_ {
     move |source| StorageError::Io {
         path: path.display().to_string(),
@@ -290,10 +307,20 @@ fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Reads a whole segment, refusing files larger than any segment this configuration writes.
-fn read_segment(path: &Path, segment_bytes_max: u64) -> Result<Vec<u8>, StorageError> {
+/// Reads a segment and returns its bytes and the file's length. A segment larger than any this
+/// configuration writes is refused, except the last one: a crash can leave junk past the end of
+/// the last segment (a torn tail), so of that one only the first `segment_bytes_max` bytes are
+/// read. Nothing past them can be a frame the log wrote.
+fn read_segment(
+    path: &Path,
+    segment_bytes_max: u64,
+    last: bool,
+) -> Result<(Vec<u8>, u64), StorageError> {
     let len = fs::metadata(path).map_err(io_error(path))?.len();
-    if len > segment_bytes_max {
+    if len <= segment_bytes_max {
+        return Ok((fs::read(path).map_err(io_error(path))?, len));
+    }
+    if !last {
         return Err(corrupt(
             path,
             0,
@@ -303,7 +330,11 @@ fn read_segment(path: &Path, segment_bytes_max: u64) -> Result<Vec<u8>, StorageE
             ),
         ));
     }
-    fs::read(path).map_err(io_error(path))
+    let mut data = Vec::new();
+    File::open(path)
+        .and_then(|f| f.take(segment_bytes_max).read_to_end(&mut data))
+        .map_err(io_error(path))?;
+    Ok((data, len))
 }
 
 /// How the scan of one segment ended.
@@ -439,7 +470,14 @@ impl Wal {
     pub fn open(config: WalConfig) -> Result<Wal, StorageError> {
         config.validate()?;
         let dir = config.dir.clone();
-        fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+        if !dir.is_dir() {
+            fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+            // The new directory's entry must be durable too, or a power loss could lose the
+            // whole log along with it.
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fsync_dir(parent).map_err(io_error(parent))?;
+            }
+        }
         let lock_path = dir.join(LOCK_FILE_NAME);
         let lock = OpenOptions::new()
             .read(true)
@@ -464,7 +502,7 @@ impl Wal {
         for (i, &seq) in seqs.iter().enumerate() {
             let last = i + 1 == seqs.len();
             let path = dir.join(segment_file_name(seq));
-            let data = read_segment(&path, config.segment_bytes_max)?;
+            let (data, file_len) = read_segment(&path, config.segment_bytes_max, last)?;
             let end = scan_segment(
                 &path,
                 seq,
@@ -478,6 +516,17 @@ impl Wal {
                     }
                 },
             )?;
+            let end = match end {
+                // Only the first `segment_bytes_max` bytes were read: the rest is junk.
+                ScanEnd::Clean { len } if (len as u64) < file_len => ScanEnd::Torn {
+                    offset: len,
+                    reason: format!(
+                        "{} bytes past the end of the last frame, beyond segment_bytes_max",
+                        file_len - len as u64
+                    ),
+                },
+                end => end,
+            };
             match end {
                 ScanEnd::Clean { len } => last_len = len as u64,
                 ScanEnd::Torn { offset, reason } => {
@@ -488,7 +537,7 @@ impl Wal {
                     file.set_len(offset as u64).map_err(io_error(&path))?;
                     file.sync_all().map_err(io_error(&path))?;
                     stats.fsyncs += 1;
-                    report.truncated_bytes = (data.len() - offset) as u64;
+                    report.truncated_bytes = file_len - offset as u64;
                     tracing::warn!(file = %path.display(), offset, %reason, bytes = report.truncated_bytes, "wal: torn tail truncated");
                     report.torn = Some(TornTail {
                         file: path,
@@ -507,7 +556,7 @@ impl Wal {
                         .map_err(io_error(&path))?;
                     file.sync_all().map_err(io_error(&path))?;
                     stats.fsyncs += 1;
-                    report.truncated_bytes = data.len() as u64;
+                    report.truncated_bytes = file_len;
                     tracing::warn!(file = %path.display(), %reason, "wal: torn segment header reset");
                     report.torn = Some(TornTail {
                         file: path,
@@ -774,7 +823,7 @@ impl Storage for Wal {
             .collect();
         for seq in seqs {
             let path = self.segment_path(seq);
-            let data = read_segment(&path, self.config.segment_bytes_max)?;
+            let (data, _) = read_segment(&path, self.config.segment_bytes_max, false)?;
             // Everything up to the buffer's end was written by this process: any damage now is
             // corruption, wherever it is.
             scan_segment(
