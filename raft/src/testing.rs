@@ -76,6 +76,16 @@ impl<S: StateMachine> Cluster<S> {
     ///
     /// If a configuration is invalid: this is a test harness.
     pub fn with_configs(configs: Vec<Config>, seed: u64) -> Self {
+        Self::with_disks(configs.into_iter().map(|c| (c, Vec::new())).collect(), seed)
+    }
+
+    /// A cluster of nodes recovered from the given configurations and durable records (to
+    /// start from a prepared state, such as the logs of the paper's figures).
+    ///
+    /// # Panics
+    ///
+    /// If a configuration or record list is invalid: this is a test harness.
+    pub fn with_disks(nodes: Vec<(Config, Vec<RecordOf<S>>)>, seed: u64) -> Self {
         let mut cluster = Self {
             configs: BTreeMap::new(),
             nodes: BTreeMap::new(),
@@ -90,10 +100,10 @@ impl<S: StateMachine> Cluster<S> {
             faults: Faults::default(),
             delivered: 0,
         };
-        for c in configs {
+        for (c, records) in nodes {
             let id = c.id;
             cluster.configs.insert(id, c);
-            cluster.disks.insert(id, Vec::new());
+            cluster.disks.insert(id, records);
             cluster.outboxes.insert(id, Outbox::new());
             cluster.nodes.insert(id, None);
             cluster.restart(id);
