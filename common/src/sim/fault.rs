@@ -1,0 +1,299 @@
+//! Faults and fault schedules: written by hand for a named scenario, or drawn from a seed.
+
+use crate::{DetRng, NodeId};
+
+use super::net::LinkConfig;
+
+/// One fault (or repair) applied to a simulation at a point in virtual time.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fault {
+    /// The node stops: its volatile state is gone, its unsynced records may be torn (see
+    /// [`super::SimConfig::torn_tail`]), its unsent messages and responses are lost, and its
+    /// clients' pending requests end with [`super::Outcome::Crashed`]. No-op if already down.
+    Crash(NodeId),
+    /// The node restarts through [`crate::Node::recover`] with its durable records. No-op if up.
+    Restart(NodeId),
+    /// Cuts every link between the groups `a` and `b`, both ways.
+    Partition {
+        /// One side.
+        a: Vec<NodeId>,
+        /// The other side.
+        b: Vec<NodeId>,
+    },
+    /// Cuts the links from every node of `from` to every node of `to`; replies still flow.
+    OneWay {
+        /// Senders whose messages are lost.
+        from: Vec<NodeId>,
+        /// Receivers that no longer hear from `from`.
+        to: Vec<NodeId>,
+    },
+    /// Cuts `node` off from everyone (both ways).
+    Isolate(NodeId),
+    /// Partial connectivity: `node` reaches (both ways) only the nodes of `reach`.
+    ConnectOnly {
+        /// The node whose links change.
+        node: NodeId,
+        /// The only peers it keeps.
+        reach: Vec<NodeId>,
+    },
+    /// Restores every cut link (latency, loss and duplication settings are kept).
+    Heal,
+    /// Sets the loss probability of every link without an override.
+    Drop(f64),
+    /// Sets the duplication probability of every link without an override.
+    Duplicate(f64),
+    /// Sets the delay range of every link without an override.
+    Latency {
+        /// Smallest delay.
+        min: u64,
+        /// Largest delay.
+        max: u64,
+    },
+    /// Overrides one directed link.
+    Link {
+        /// Sender.
+        from: NodeId,
+        /// Receiver.
+        to: NodeId,
+        /// Its new behaviour.
+        link: LinkConfig,
+    },
+    /// Restores the network configured at the start of the run: heals every cut, removes link
+    /// overrides and restores the default link's latency, loss and duplication.
+    ResetNetwork,
+}
+
+/// A schedule of faults: `(virtual time, fault)` pairs.
+///
+/// ```
+/// use common::sim::{Fault, FaultPlan};
+/// let plan = FaultPlan::new()
+///     .at(100, Fault::Partition { a: vec![1], b: vec![2, 3] })
+///     .at(400, Fault::Heal)
+///     .at(500, Fault::Crash(2))
+///     .at(650, Fault::Restart(2));
+/// assert_eq!(plan.faults().len(), 4);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FaultPlan {
+    faults: Vec<(u64, Fault)>,
+}
+
+/// Knobs of [`FaultPlan::random`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct RandomFaults {
+    /// Faults start after this time (lets a cluster come up first).
+    pub start: u64,
+    /// No new fault after this time; at `until` every node is restarted and the network is
+    /// reset, so that liveness can be observed in the quiet period that follows.
+    pub until: u64,
+    /// Mean virtual time between two faults.
+    pub mean_gap: u64,
+    /// How long a crashed node stays down, or a partition or degraded network lasts:
+    /// drawn from `duration_min..=duration_max`.
+    pub duration_min: u64,
+    /// See [`RandomFaults::duration_min`].
+    pub duration_max: u64,
+    /// Largest loss probability drawn for a degraded network.
+    pub drop_max: f64,
+    /// Largest duplication probability drawn for a degraded network.
+    pub duplicate_max: f64,
+    /// Largest delay drawn for a slow network.
+    pub latency_max: u64,
+    /// Allow more than a minority of nodes to be down at once (off by default: a majority stays
+    /// up, so a majority-based protocol can make progress).
+    pub allow_majority_down: bool,
+}
+
+impl RandomFaults {
+    /// Faults between `start` and `until` with gaps and durations scaled by `intensity`
+    /// (`1.0` is a fault every 50 time units on average, lasting 20 to 150).
+    pub fn new(start: u64, until: u64, intensity: f64) -> Self {
+        let intensity = if intensity.is_finite() && intensity > 0.0 {
+            intensity
+        } else {
+            1.0
+        };
+        Self {
+            start,
+            until,
+            mean_gap: ((50.0 / intensity) as u64).max(1),
+            duration_min: 20,
+            duration_max: 150,
+            drop_max: 0.3,
+            duplicate_max: 0.2,
+            latency_max: 30,
+            allow_majority_down: false,
+        }
+    }
+}
+
+impl FaultPlan {
+    /// An empty plan.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `fault` at virtual time `time`.
+    pub fn at(mut self, time: u64, fault: Fault) -> Self {
+        self.faults.push((time, fault));
+        self
+    }
+
+    /// Adds `fault` at virtual time `time` (in place).
+    pub fn push(&mut self, time: u64, fault: Fault) {
+        self.faults.push((time, fault));
+    }
+
+    /// The scheduled faults, in insertion order.
+    pub fn faults(&self) -> &[(u64, Fault)] {
+        &self.faults
+    }
+
+    /// Consumes the plan.
+    pub fn into_faults(self) -> Vec<(u64, Fault)> {
+        self.faults
+    }
+
+    /// A random plan over `nodes`, fully determined by `seed`: crashes followed by restarts,
+    /// symmetric and one-way partitions, isolated nodes, partial connectivity, loss,
+    /// duplication and latency spikes, each repaired after a while. Unless
+    /// [`RandomFaults::allow_majority_down`], at most a minority of nodes is down at any time.
+    /// At [`RandomFaults::until`] everything is repaired.
+    pub fn random(seed: u64, nodes: &[NodeId], knobs: &RandomFaults) -> Self {
+        let mut rng = DetRng::new(seed ^ 0xFA17_FA17_FA17_FA17);
+        let mut plan = FaultPlan::new();
+        let n = nodes.len();
+        let down_max = if knobs.allow_majority_down {
+            n
+        } else {
+            n.saturating_sub(1) / 2
+        };
+        // Until when each node is down (plan-time bookkeeping).
+        let mut down_until: Vec<Option<u64>> = vec![None; n];
+        let mut t = knobs.start;
+        loop {
+            t += rng.range_inclusive(1, knobs.mean_gap.saturating_mul(2).max(1));
+            if t >= knobs.until || n == 0 {
+                break;
+            }
+            for slot in down_until.iter_mut() {
+                if slot.is_some_and(|u| u <= t) {
+                    *slot = None;
+                }
+            }
+            let duration = rng.range_inclusive(knobs.duration_min, knobs.duration_max);
+            let end = (t + duration).min(knobs.until);
+            let pick = |rng: &mut DetRng| nodes[rng.index(n).unwrap_or(0)];
+            match rng.range_inclusive(0, 7) {
+                0 | 1 => {
+                    let down = down_until.iter().filter(|d| d.is_some()).count();
+                    let up: Vec<usize> = (0..n).filter(|&i| down_until[i].is_none()).collect();
+                    if down < down_max {
+                        if let Some(i) = rng.index(up.len()).map(|k| up[k]) {
+                            down_until[i] = Some(end);
+                            plan.push(t, Fault::Crash(nodes[i]));
+                            plan.push(end, Fault::Restart(nodes[i]));
+                        }
+                    }
+                }
+                2 => {
+                    // A random split into two non-empty groups.
+                    let mut a = Vec::new();
+                    let mut b = Vec::new();
+                    for &m in nodes {
+                        if rng.chance(0.5) {
+                            a.push(m);
+                        } else {
+                            b.push(m);
+                        }
+                    }
+                    if a.is_empty() || b.is_empty() {
+                        let m = pick(&mut rng);
+                        a = vec![m];
+                        b = nodes.iter().copied().filter(|&x| x != m).collect();
+                    }
+                    plan.push(t, Fault::Partition { a, b });
+                    plan.push(end, Fault::Heal);
+                }
+                3 => {
+                    let from = pick(&mut rng);
+                    let to: Vec<NodeId> = nodes.iter().copied().filter(|&x| x != from).collect();
+                    plan.push(
+                        t,
+                        Fault::OneWay {
+                            from: vec![from],
+                            to,
+                        },
+                    );
+                    plan.push(end, Fault::Heal);
+                }
+                4 => {
+                    let node = pick(&mut rng);
+                    let reach: Vec<NodeId> = nodes
+                        .iter()
+                        .copied()
+                        .filter(|&x| x != node && rng.chance(0.5))
+                        .collect();
+                    plan.push(t, Fault::ConnectOnly { node, reach });
+                    plan.push(end, Fault::Heal);
+                }
+                5 => {
+                    let p = rng.range_inclusive(0, 1000) as f64 / 1000.0 * knobs.drop_max;
+                    plan.push(t, Fault::Drop(p));
+                    plan.push(end, Fault::ResetNetwork);
+                }
+                6 => {
+                    let p = rng.range_inclusive(0, 1000) as f64 / 1000.0 * knobs.duplicate_max;
+                    plan.push(t, Fault::Duplicate(p));
+                    plan.push(end, Fault::ResetNetwork);
+                }
+                _ => {
+                    let max = rng.range_inclusive(1, knobs.latency_max.max(1));
+                    plan.push(t, Fault::Latency { min: 1, max });
+                    plan.push(end, Fault::ResetNetwork);
+                }
+            }
+        }
+        plan.push(knobs.until, Fault::ResetNetwork);
+        for &m in nodes {
+            plan.push(knobs.until, Fault::Restart(m));
+        }
+        // Keep the plan sorted by time (stable: same-time faults keep their order).
+        plan.faults.sort_by_key(|(t, _)| *t);
+        plan
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_plan_is_deterministic_and_keeps_a_majority_up() {
+        let knobs = RandomFaults::new(10, 2000, 2.0);
+        let a = FaultPlan::random(7, &[1, 2, 3, 4, 5], &knobs);
+        assert_eq!(a, FaultPlan::random(7, &[1, 2, 3, 4, 5], &knobs));
+        assert_ne!(a, FaultPlan::random(8, &[1, 2, 3, 4, 5], &knobs));
+        let mut down = std::collections::BTreeSet::new();
+        let mut max_down = 0;
+        for (_, f) in a.faults() {
+            match f {
+                Fault::Crash(n) => {
+                    down.insert(*n);
+                }
+                Fault::Restart(n) => {
+                    down.remove(n);
+                }
+                _ => {}
+            }
+            max_down = max_down.max(down.len());
+        }
+        assert!(
+            max_down <= 2,
+            "at most a minority of 5 down, saw {max_down}"
+        );
+        assert!(down.is_empty(), "everyone restarted at the end");
+        assert!(a.faults().iter().any(|(_, f)| matches!(f, Fault::Crash(_))));
+    }
+}
