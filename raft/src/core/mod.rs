@@ -588,3 +588,6 @@ impl<S: StateMachine> RaftNode<S> {
         });
     }
 }
+
+#[cfg(test)]
+mod tests;
