@@ -204,13 +204,23 @@ pub fn run(
                 committed = true;
                 break;
             }
-            _ => continue,
+            _ => {
+                // Refused (a transfer in progress, a leader that just lost its majority):
+                // let time pass before retrying.
+                for _ in 0..20 {
+                    cluster.deliver_all(100_000);
+                    cluster.tick_all();
+                }
+            }
         }
     }
     if let Err(e) = check(&cluster) {
         fail(plan.steps, e);
     }
     if !committed {
+        for n in cluster.running() {
+            eprintln!("{:?}", common::Node::metrics(n));
+        }
         fail(plan.steps, "no progress after the faults stopped".into());
     }
     RunStats {
@@ -371,22 +381,40 @@ pub fn state_machine_safety(obs: &mut Observed, c: &Cluster<KvStore>) -> Result<
 }
 
 /// Runs `seeds` seeds checking `check` after every step.
-pub fn run_seeds(
-    seeds: u64,
-    plan: &Plan,
-    mut make: impl FnMut() -> Box<dyn FnMut(&Cluster<KvStore>) -> Result<(), String>>,
-) {
+pub fn run_seeds(seeds: u64, plan: &Plan, mut make: impl FnMut() -> Check) {
     let mut busy = 0;
+    let mut snapshots = 0;
     for seed in 0..seeds {
         let mut check = make();
         let stats = run(seed, plan, &mut *check);
         if stats.applied_during_faults >= 5 {
             busy += 1;
         }
+        snapshots += stats.snapshots;
+    }
+    if plan.snapshot_log_entries_max > 0 {
+        assert!(
+            snapshots as u64 >= seeds,
+            "only {snapshots} snapshots in {seeds} runs"
+        );
     }
     // The faults must leave room for work, or the invariants hold vacuously.
     assert!(
         busy * 2 >= seeds,
         "only {busy} of {seeds} runs applied 5 proposals during the faults"
     );
+}
+
+/// A check run after every step.
+pub type Check = Box<dyn FnMut(&Cluster<KvStore>) -> Result<(), String>>;
+
+/// Every invariant of this module at once (for the feature simulations: snapshots, transfer).
+pub fn all_invariants() -> Check {
+    let mut obs = Observed::default();
+    Box::new(move |c| {
+        election_safety(&mut obs, c)?;
+        log_matching(c)?;
+        leader_completeness(&mut obs, c)?;
+        state_machine_safety(&mut obs, c)
+    })
 }
