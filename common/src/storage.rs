@@ -82,15 +82,23 @@ pub trait Storage: Send + 'static {
 
 /// Storage in memory. `sync` is free; nothing survives the process. Used by tests, the simulator
 /// and in-memory benchmarks.
+///
+/// It follows the same contract as the durable log, crashes included: [`MemStorage::crash`]
+/// drops exactly the unsynced suffix, and a checkpoint only lets older records go once it is
+/// synced (so a crash before that sync still finds the records the checkpoint was meant to
+/// replace).
 #[derive(Clone, Debug, Default)]
 pub struct MemStorage {
-    /// Records since (and including) the latest checkpoint.
-    records: Vec<Vec<u8>>,
-    /// How many leading records of `records` are synced.
+    /// Records since (and including) the latest *synced* checkpoint, oldest first, each with
+    /// whether it is a checkpoint.
+    records: Vec<(bool, Vec<u8>)>,
+    /// How many leading entries of `records` are synced.
     synced: usize,
+    /// Index in `records` of the latest checkpoint, synced or not: where [`Storage::load`] starts.
+    checkpoint: Option<usize>,
     /// Counts for reports.
     stats: MemStorageStats,
-    /// Largest record accepted.
+    /// Largest record accepted; 0 (from `Default`) means [`RECORD_BYTES_MAX`].
     record_bytes_max: usize,
 }
 
@@ -108,8 +116,13 @@ pub struct MemStorageStats {
 impl MemStorage {
     /// Empty storage accepting records up to [`RECORD_BYTES_MAX`].
     pub fn new() -> Self {
+        Self::with_record_bytes_max(RECORD_BYTES_MAX)
+    }
+
+    /// Empty storage accepting records up to `record_bytes_max` bytes.
+    pub fn with_record_bytes_max(record_bytes_max: usize) -> Self {
         Self {
-            record_bytes_max: RECORD_BYTES_MAX,
+            record_bytes_max,
             ..Self::default()
         }
     }
@@ -119,20 +132,22 @@ impl MemStorage {
         self.stats
     }
 
-    /// Simulates a crash: the unsynced tail is dropped. (The simulator uses its own, seeded model
-    /// of partially torn tails.)
+    /// Simulates a crash: the unsynced tail is dropped, unsynced checkpoints included. (The
+    /// simulator uses its own, seeded model of partially torn tails.)
     pub fn crash(&mut self) {
         self.records.truncate(self.synced);
+        self.checkpoint = self.records.iter().rposition(|(ck, _)| *ck);
     }
 
-    /// Number of records since the latest checkpoint, synced or not.
+    /// Number of records [`Storage::load`] would return: the latest checkpoint (if any) and the
+    /// records after it, synced or not.
     pub fn len(&self) -> usize {
-        self.records.len()
+        self.records.len() - self.checkpoint.unwrap_or(0)
     }
 
-    /// Whether no record is held.
+    /// Whether [`Storage::load`] would return nothing.
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.len() == 0
     }
 
     fn check_len(&self, record: &[u8]) -> Result<(), StorageError> {
@@ -149,38 +164,46 @@ impl MemStorage {
         }
         Ok(())
     }
+
+    fn push(&mut self, checkpoint: bool, record: &[u8]) -> Result<(), StorageError> {
+        self.check_len(record)?;
+        if checkpoint {
+            self.checkpoint = Some(self.records.len());
+        }
+        self.records.push((checkpoint, record.to_vec()));
+        self.stats.appends += 1;
+        self.stats.bytes += record.len() as u64;
+        Ok(())
+    }
 }
 
 impl Storage for MemStorage {
     fn append(&mut self, record: &[u8]) -> Result<(), StorageError> {
-        self.check_len(record)?;
-        self.records.push(record.to_vec());
-        self.stats.appends += 1;
-        self.stats.bytes += record.len() as u64;
-        Ok(())
+        self.push(false, record)
     }
 
     fn append_checkpoint(&mut self, record: &[u8]) -> Result<(), StorageError> {
-        self.check_len(record)?;
-        // Simplification: in memory the checkpoint replaces older records at once. A crash before
-        // the next sync could then lose the checkpoint *and* its predecessors; MemStorage is only
-        // used where crashes are modelled elsewhere (the simulator) or not at all.
-        self.records.clear();
-        self.synced = 0;
-        self.records.push(record.to_vec());
-        self.stats.appends += 1;
-        self.stats.bytes += record.len() as u64;
-        Ok(())
+        self.push(true, record)
     }
 
     fn sync(&mut self) -> Result<(), StorageError> {
         self.synced = self.records.len();
+        // The latest checkpoint is durable now: what came before it is no longer needed.
+        if let Some(at) = self.checkpoint {
+            self.records.drain(..at);
+            self.synced -= at;
+            self.checkpoint = Some(0);
+        }
         self.stats.syncs += 1;
         Ok(())
     }
 
     fn load(&mut self) -> Result<Vec<Vec<u8>>, StorageError> {
-        Ok(self.records.clone())
+        let from = self.checkpoint.unwrap_or(0);
+        Ok(self.records[from..]
+            .iter()
+            .map(|(_, r)| r.clone())
+            .collect())
     }
 }
 
@@ -206,6 +229,17 @@ mod tests {
         s.sync().unwrap();
         assert_eq!(s.load().unwrap(), vec![b"ck".to_vec(), b"d".to_vec()]);
         assert_eq!(s.stats().syncs, 2);
+    }
+
+    #[test]
+    fn crash_before_checkpoint_is_synced_keeps_its_predecessors() {
+        let mut s = MemStorage::new();
+        s.append(b"a").unwrap();
+        s.sync().unwrap();
+        s.append_checkpoint(b"ck").unwrap();
+        assert_eq!(s.load().unwrap(), vec![b"ck".to_vec()]);
+        s.crash();
+        assert_eq!(s.load().unwrap(), vec![b"a".to_vec()]);
     }
 
     #[test]

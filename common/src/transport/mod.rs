@@ -19,6 +19,10 @@ use crate::NodeId;
 pub mod memory;
 pub mod tcp;
 
+/// The default largest frame a transport carries (16 MiB): large enough for a snapshot chunk,
+/// small enough that a hostile length prefix cannot make a node allocate without bound.
+pub const FRAME_BYTES_MAX_DEFAULT: usize = 16 * 1024 * 1024;
+
 /// A frame received from a peer. `from` is the peer's authenticated id (for TCP, the id proven in
 /// the handshake), not a claim read from the frame.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,0 +1,459 @@
+//! The driver running the demo protocol on in-process clusters.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::codec::{encode_frame, Bincode, Codec, Header};
+use common::demo::{DemoConfig, DemoMessage, DemoNode, DemoRequest, DemoResponse};
+use common::driver::{self, DriverConfig, DriverError, NodeHandle, Persistence};
+use common::transport::memory::MemoryNetwork;
+use common::transport::Transport;
+use common::{protocol, MemStorage, Node, NodeId, Storage, StorageError};
+
+/// Storage whose `sync` fails once `fail` is set.
+struct FailingStorage {
+    inner: MemStorage,
+    fail: Arc<AtomicBool>,
+}
+
+impl Storage for FailingStorage {
+    fn append(&mut self, record: &[u8]) -> Result<(), StorageError> {
+        self.inner.append(record)
+    }
+    fn append_checkpoint(&mut self, record: &[u8]) -> Result<(), StorageError> {
+        self.inner.append_checkpoint(record)
+    }
+    fn sync(&mut self) -> Result<(), StorageError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(StorageError::Poisoned("injected sync failure".into()));
+        }
+        self.inner.sync()
+    }
+    fn load(&mut self) -> Result<Vec<Vec<u8>>, StorageError> {
+        self.inner.load()
+    }
+}
+
+const MEMBERS: [NodeId; 3] = [1, 2, 3];
+
+fn inline() -> DriverConfig {
+    DriverConfig {
+        persistence: Persistence::Inline,
+        ..DriverConfig::default()
+    }
+}
+
+fn demo_config(id: NodeId) -> DemoConfig {
+    let mut config = DemoConfig::new(id, MEMBERS.to_vec());
+    // Tests on a real clock must not time out on a loaded machine.
+    config.retries_max = 10_000;
+    config
+}
+
+fn demo(id: NodeId) -> DemoNode {
+    DemoNode::recover(demo_config(id), vec![]).unwrap()
+}
+
+fn background() -> DriverConfig {
+    DriverConfig::default()
+}
+
+fn cluster(net: &MemoryNetwork, config: DriverConfig) -> Vec<NodeHandle<DemoNode>> {
+    MEMBERS
+        .iter()
+        .map(|&id| {
+            driver::spawn(
+                demo(id),
+                net.join(id).unwrap(),
+                MemStorage::new(),
+                Bincode,
+                config,
+            )
+            .unwrap()
+        })
+        .collect()
+}
+
+/// Runs a wait loop, failing the test if it does not end within a (virtual, when paused) minute.
+async fn bounded(wait: impl std::future::Future<Output = ()>) {
+    tokio::time::timeout(Duration::from_secs(60), wait)
+        .await
+        .expect("the awaited condition never came true");
+}
+
+/// Waits (in virtual time when the clock is paused) until every node's total is `expected`.
+async fn converge(nodes: &[NodeHandle<DemoNode>], expected: u64) {
+    for _ in 0..1000 {
+        let mut all = true;
+        for n in nodes {
+            all &= n.metrics().await.unwrap().total == expected;
+        }
+        if all {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut totals = Vec::new();
+    for n in nodes {
+        totals.push(n.metrics().await.unwrap().total);
+    }
+    panic!("no convergence to {expected}: totals {totals:?}");
+}
+
+async fn add_many(nodes: &[NodeHandle<DemoNode>], count: u64) -> u64 {
+    let mut tasks = Vec::new();
+    for i in 0..count {
+        let node = nodes[(i % nodes.len() as u64) as usize].clone();
+        tasks.push(tokio::spawn(async move {
+            node.request(DemoRequest::Add(i + 1)).await
+        }));
+    }
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert!(matches!(r, Ok(DemoResponse::Total(_))), "{r:?}");
+    }
+    count * (count + 1) / 2
+}
+
+async fn adds_are_acknowledged_and_converge(config: DriverConfig) {
+    let net = MemoryNetwork::new(7);
+    let nodes = cluster(&net, config);
+    let expected = add_many(&nodes, 60).await;
+    converge(&nodes, expected).await;
+    for n in &nodes {
+        // Shutdown persists what the node's steps produced: the counters are final after it.
+        n.shutdown().await.unwrap();
+        let s = n.stats();
+        assert!(s.messages_sent > 0 && s.messages_received > 0 && s.bytes_sent > 0);
+        assert_eq!(s.frames_rejected, 0);
+        assert_eq!(
+            s.records_persisted, 60,
+            "each node persists every update once"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn three_nodes_acknowledge_adds_and_converge_inline() {
+    adds_are_acknowledged_and_converge(inline()).await;
+}
+
+// Background persistence runs on a real thread: under a paused clock tokio would advance time
+// while the node waits for it, so these tests run on the real clock (with generous timeouts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_acknowledge_adds_and_converge_background() {
+    adds_are_acknowledged_and_converge(background()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn group_commit_syncs_less_often_than_it_steps() {
+    let net = MemoryNetwork::new(7);
+    let nodes = cluster(&net, inline());
+    let expected = add_many(&nodes, 300).await;
+    converge(&nodes, expected).await;
+    for n in &nodes {
+        let s = n.stats();
+        assert!(
+            s.syncs < s.records_persisted && s.syncs < s.steps,
+            "no group commit: {s:?}"
+        );
+    }
+}
+
+/// Storage that takes real time to sync, as a disk does, so batches pile up behind it.
+struct SlowStorage(MemStorage);
+
+impl Storage for SlowStorage {
+    fn append(&mut self, record: &[u8]) -> Result<(), StorageError> {
+        self.0.append(record)
+    }
+    fn append_checkpoint(&mut self, record: &[u8]) -> Result<(), StorageError> {
+        self.0.append_checkpoint(record)
+    }
+    fn sync(&mut self) -> Result<(), StorageError> {
+        // Models an fsync: the persistence thread is busy while the node keeps stepping.
+        std::thread::sleep(Duration::from_millis(2));
+        self.0.sync()
+    }
+    fn load(&mut self) -> Result<Vec<Vec<u8>>, StorageError> {
+        self.0.load()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_persistence_groups_steps_behind_a_slow_sync() {
+    let net = MemoryNetwork::new(7);
+    let nodes: Vec<_> = MEMBERS
+        .iter()
+        .map(|&id| {
+            let storage = SlowStorage(MemStorage::new());
+            driver::spawn(
+                demo(id),
+                net.join(id).unwrap(),
+                storage,
+                Bincode,
+                background(),
+            )
+            .unwrap()
+        })
+        .collect();
+    let expected = add_many(&nodes, 200).await;
+    converge(&nodes, expected).await;
+    let storage: SlowStorage = nodes[0].shutdown_and_take_storage().await.unwrap();
+    assert_eq!(storage.0.len(), 200, "every update is in node 1's storage");
+    for n in &nodes[1..] {
+        n.shutdown().await.unwrap();
+    }
+    let stats: Vec<_> = nodes.iter().map(|n| n.stats()).collect();
+    let records: u64 = stats.iter().map(|s| s.records_persisted).sum();
+    let syncs: u64 = stats.iter().map(|s| s.syncs).sum();
+    assert_eq!(records, 600);
+    assert!(syncs < records, "no group commit: {stats:?}");
+}
+
+async fn failed_sync_stops_the_node_before_anything_of_the_batch_leaves(config: DriverConfig) {
+    let net = MemoryNetwork::new(7);
+    let fail = Arc::new(AtomicBool::new(false));
+    let storage = FailingStorage {
+        inner: MemStorage::new(),
+        fail: fail.clone(),
+    };
+    let n1 = driver::spawn(demo(1), net.join(1).unwrap(), storage, Bincode, config).unwrap();
+    let n2 = driver::spawn(
+        demo(2),
+        net.join(2).unwrap(),
+        MemStorage::new(),
+        Bincode,
+        config,
+    )
+    .unwrap();
+    let n3 = driver::spawn(
+        demo(3),
+        net.join(3).unwrap(),
+        MemStorage::new(),
+        Bincode,
+        config,
+    )
+    .unwrap();
+    assert_eq!(
+        n1.request(DemoRequest::Add(1)).await.unwrap(),
+        DemoResponse::Total(1)
+    );
+    converge(&[n1.clone(), n2.clone(), n3.clone()], 1).await;
+    let before = n1.stats();
+    let mut events = n1.subscribe();
+
+    fail.store(true, Ordering::SeqCst);
+    let err = n1.request(DemoRequest::Add(10)).await.unwrap_err();
+    assert!(matches!(err, DriverError::StorageFailed(_)), "{err}");
+    assert!(matches!(
+        n1.stopped().await,
+        Err(DriverError::StorageFailed(_))
+    ));
+    let after = n1.stats();
+    assert_eq!(after.messages_sent, before.messages_sent, "no update left");
+    assert_eq!(after.responses, before.responses);
+    assert_eq!(after.events, before.events);
+    assert!(events.try_recv().is_err(), "no event was published");
+    // The peers never heard of the failed update.
+    for peer in [&n2, &n3] {
+        assert_eq!(peer.metrics().await.unwrap().total, 1);
+    }
+    assert!(matches!(
+        n1.request(DemoRequest::Get).await,
+        Err(DriverError::StorageFailed(_))
+    ));
+    n2.shutdown().await.unwrap();
+    n3.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_sync_stops_the_node_inline() {
+    failed_sync_stops_the_node_before_anything_of_the_batch_leaves(inline()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_sync_stops_the_node_background() {
+    failed_sync_stops_the_node_before_anything_of_the_batch_leaves(background()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_frames_are_rejected_and_counted_while_the_node_serves() {
+    let net = MemoryNetwork::new(7);
+    let nodes = cluster(&net, inline());
+    // A rogue endpoint on the network: the transport authenticates it as node 99.
+    let rogue = net.join(99).unwrap();
+    let update = DemoMessage::Update {
+        origin: 2,
+        seq: 99,
+        amount: 1000,
+    };
+    let header = |protocol, version, from, to| Header {
+        protocol,
+        version,
+        from,
+        to,
+    };
+    let bad = [
+        // Garbage.
+        Bytes::from_static(&[0xff; 7]),
+        // A hostile length prefix.
+        Bytes::from(vec![253u8, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+        // Another protocol.
+        encode_frame(&Bincode, &header(protocol::RAFT, 1, 99, 1), &update).unwrap(),
+        // Another wire version.
+        encode_frame(&Bincode, &header(protocol::DEMO, 7, 99, 1), &update).unwrap(),
+        // A header that claims another sender than the authenticated one.
+        encode_frame(&Bincode, &header(protocol::DEMO, 1, 2, 1), &update).unwrap(),
+        // Meant for another node.
+        encode_frame(&Bincode, &header(protocol::DEMO, 1, 99, 3), &update).unwrap(),
+        // A valid header with a truncated payload.
+        {
+            let mut f = Bincode.encode(&header(protocol::DEMO, 1, 99, 1)).unwrap();
+            f.push(0);
+            Bytes::from(f)
+        },
+    ];
+    let count = bad.len() as u64;
+    for frame in bad {
+        rogue.send(1, frame).unwrap();
+    }
+    assert_eq!(
+        nodes[0].request(DemoRequest::Add(5)).await.unwrap(),
+        DemoResponse::Total(5)
+    );
+    assert_eq!(nodes[0].stats().frames_rejected, count);
+    assert_eq!(nodes[0].stats().messages_received, 2, "two acks");
+    converge(&nodes, 5).await;
+    // A well-formed frame from the non-member passes the driver and is refused by the core.
+    let frame = encode_frame(&Bincode, &header(protocol::DEMO, 1, 99, 1), &update).unwrap();
+    rogue.send(1, frame).unwrap();
+    bounded(async {
+        while nodes[0].metrics().await.unwrap().rejected == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    assert_eq!(nodes[0].stats().frames_rejected, count);
+    converge(&nodes, 5).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn restarted_node_recovers_from_its_storage_and_continues() {
+    let net = MemoryNetwork::new(7);
+    let mut nodes = cluster(&net, inline());
+    let expected = add_many(&nodes, 20).await;
+    converge(&nodes, expected).await;
+
+    let storage: MemStorage = nodes[0].shutdown_and_take_storage().await.unwrap();
+    assert!(
+        nodes[0].request(DemoRequest::Get).await.is_err(),
+        "a stopped node answers with an error"
+    );
+    assert!(matches!(
+        nodes[0].shutdown_and_take_storage::<MemStorage>().await,
+        Err(DriverError::StorageUnavailable)
+    ));
+    nodes[0] = driver::spawn_recovered::<DemoNode, _, _, _>(
+        demo_config(1),
+        net.join(1).unwrap(),
+        storage,
+        Bincode,
+        inline(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        nodes[0].request(DemoRequest::Get).await.unwrap(),
+        DemoResponse::Total(expected)
+    );
+    assert_eq!(
+        nodes[0].request(DemoRequest::Add(1000)).await.unwrap(),
+        DemoResponse::Total(expected + 1000)
+    );
+    converge(&nodes, expected + 1000).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn full_request_queue_reports_busy_and_stop_fails_waiting_callers() {
+    let net = MemoryNetwork::new(7);
+    // Node 1 alone: its updates are never acknowledged, so requests stay pending.
+    let config = DriverConfig {
+        request_queue_capacity: 2,
+        requests_pending_max: 1,
+        ..inline()
+    };
+    let n1 = driver::spawn(
+        demo(1),
+        net.join(1).unwrap(),
+        MemStorage::new(),
+        Bincode,
+        config,
+    )
+    .unwrap();
+    let first = tokio::spawn({
+        let n = n1.clone();
+        async move { n.request(DemoRequest::Add(1)).await }
+    });
+    bounded(async {
+        while n1.metrics().await.unwrap().pending == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    let queued: Vec<_> = (0..2)
+        .map(|_| {
+            let n = n1.clone();
+            tokio::spawn(async move { n.request(DemoRequest::Get).await })
+        })
+        .collect();
+    bounded(async {
+        while n1.stats().requests < 3 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    assert!(matches!(
+        n1.request(DemoRequest::Get).await,
+        Err(DriverError::Busy { capacity: 2 })
+    ));
+    assert_eq!(n1.stats().requests_busy, 1);
+
+    n1.shutdown().await.unwrap();
+    assert!(matches!(first.await.unwrap(), Err(DriverError::Stopped)));
+    for q in queued {
+        assert!(matches!(q.await.unwrap(), Err(DriverError::Stopped)));
+    }
+}
+
+#[tokio::test]
+async fn invalid_configuration_is_refused() {
+    let net = MemoryNetwork::new(7);
+    let zero = DriverConfig {
+        batch_steps_max: 0,
+        ..DriverConfig::default()
+    };
+    assert!(matches!(
+        driver::spawn(
+            demo(1),
+            net.join(1).unwrap(),
+            MemStorage::new(),
+            Bincode,
+            zero
+        ),
+        Err(DriverError::Config(_))
+    ));
+    assert!(matches!(
+        driver::spawn(
+            demo(1),
+            net.join(2).unwrap(),
+            MemStorage::new(),
+            Bincode,
+            inline()
+        ),
+        Err(DriverError::Config(_))
+    ));
+}

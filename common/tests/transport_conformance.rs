@@ -1,0 +1,621 @@
+//! One conformance suite for every `Transport`, run against the in-memory network and TCP on
+//! 127.0.0.1, followed by tests of what only one of them has (TCP's handshake and hostile
+//! clients; the memory network's faults).
+//!
+//! Every wait is bounded by `tokio::time::timeout` on a condition; nothing sleeps and hopes.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::transport::memory::{MemoryConfig, MemoryNetwork, MemoryTransport};
+use common::transport::tcp::{TcpConfig, TcpTransport};
+use common::transport::{Inbound, Transport, TransportError};
+use common::NodeId;
+
+/// The frame limit the suite configures on every transport.
+const FRAME_MAX: usize = 256 * 1024;
+/// Upper bound on any single wait in this file.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Builds `n` connected transports with ids `1..=n`, and restarts one of them.
+trait Harness {
+    type T: Transport;
+    async fn start(&mut self, n: u64) -> Vec<Self::T>;
+    /// Starts node `id` again (its previous transport was shut down) on the same id/address.
+    async fn restart(&mut self, id: NodeId) -> Self::T;
+}
+
+struct Memory {
+    network: Option<MemoryNetwork>,
+}
+
+impl Harness for Memory {
+    type T = MemoryTransport;
+
+    async fn start(&mut self, n: u64) -> Vec<MemoryTransport> {
+        let network = MemoryNetwork::with_config(
+            42,
+            MemoryConfig {
+                frame_bytes_max: FRAME_MAX,
+                ..MemoryConfig::default()
+            },
+        )
+        .unwrap();
+        let nodes = (1..=n).map(|id| network.join(id).unwrap()).collect();
+        self.network = Some(network);
+        nodes
+    }
+
+    async fn restart(&mut self, id: NodeId) -> MemoryTransport {
+        self.network.as_ref().unwrap().join(id).unwrap()
+    }
+}
+
+const KEY: &[u8] = b"conformance-suite-cluster-key-32b";
+
+fn tcp_config(id: NodeId, addrs: &BTreeMap<NodeId, SocketAddr>) -> TcpConfig {
+    let mut c = TcpConfig::new(id, "conformance", KEY.to_vec(), addrs[&id], addrs.clone());
+    c.frame_bytes_max = FRAME_MAX;
+    c.backoff_min = Duration::from_millis(5);
+    c.backoff_max = Duration::from_millis(100);
+    c.handshake_timeout = Duration::from_millis(500);
+    c.keepalive_interval = Duration::from_millis(200);
+    c.idle_timeout = Duration::from_secs(2);
+    c
+}
+
+/// Binds `n` listeners on port 0, then starts a transport on each with the learned addresses.
+async fn tcp_cluster(
+    n: u64,
+    tweak: impl Fn(&mut TcpConfig),
+) -> (Vec<TcpTransport>, BTreeMap<NodeId, SocketAddr>) {
+    let mut listeners = Vec::new();
+    let mut addrs = BTreeMap::new();
+    for id in 1..=n {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        addrs.insert(id, l.local_addr().unwrap());
+        listeners.push(l);
+    }
+    let nodes = listeners
+        .into_iter()
+        .zip(1..=n)
+        .map(|(l, id)| {
+            let mut c = tcp_config(id, &addrs);
+            tweak(&mut c);
+            TcpTransport::with_listener(c, l).unwrap()
+        })
+        .collect();
+    (nodes, addrs)
+}
+
+#[derive(Default)]
+struct Tcp {
+    addrs: BTreeMap<NodeId, SocketAddr>,
+}
+
+impl Harness for Tcp {
+    type T = TcpTransport;
+
+    async fn start(&mut self, n: u64) -> Vec<TcpTransport> {
+        let (nodes, addrs) = tcp_cluster(n, |_| {}).await;
+        self.addrs = addrs;
+        nodes
+    }
+
+    async fn restart(&mut self, id: NodeId) -> TcpTransport {
+        TcpTransport::start(tcp_config(id, &self.addrs))
+            .await
+            .unwrap()
+    }
+}
+
+async fn recv_bounded<T: Transport>(t: &mut T) -> Inbound {
+    tokio::time::timeout(WAIT, t.recv())
+        .await
+        .expect("a frame within the bound")
+        .expect("transport open")
+}
+
+/// Polls `cond` until it holds, at most `WAIT`.
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let waited = tokio::time::timeout(WAIT, async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "timed out waiting until {what}");
+}
+
+/// Sends numbered frames from `a` to `b` until `b` receives one from `a`: delivery is best
+/// effort across a restart, so the first frames may be lost on a connection that died.
+async fn send_until_received<A: Transport, B: Transport>(a: &A, b: &mut B) {
+    let (from, to) = (a.local_id(), b.local_id());
+    let done = tokio::time::timeout(WAIT, async {
+        for attempt in 0u64.. {
+            let _ = a.send(to, Bytes::from(attempt.to_le_bytes().to_vec()));
+            if let Ok(Some(got)) = tokio::time::timeout(Duration::from_millis(25), b.recv()).await {
+                assert_eq!(got.from, from);
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(done.is_ok(), "no delivery {from} → {to} within {WAIT:?}");
+}
+
+async fn shutdown_all<T: Transport>(nodes: &mut [T]) {
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The generic suite.
+
+async fn delivers_to_the_right_node<H: Harness>(mut h: H) {
+    let mut nodes = h.start(3).await;
+    for i in 0..3 {
+        for j in 0..3 {
+            if i != j {
+                let to = nodes[j].local_id();
+                let frame = format!("{}->{}", nodes[i].local_id(), to);
+                nodes[i].send(to, Bytes::from(frame)).unwrap();
+            }
+        }
+    }
+    for node in nodes.iter_mut() {
+        let me = node.local_id();
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let inbound = recv_bounded(node).await;
+            assert_eq!(
+                inbound.frame,
+                Bytes::from(format!("{}->{}", inbound.from, me)),
+                "frame attributed to its sender and delivered to its destination"
+            );
+            got.push(inbound.from);
+        }
+        got.sort();
+        let expected: Vec<NodeId> = (1..=3).filter(|&p| p != me).collect();
+        assert_eq!(got, expected);
+    }
+    shutdown_all(&mut nodes).await;
+}
+
+async fn fifo_per_link<H: Harness>(mut h: H) {
+    const FRAMES: u32 = 1000;
+    let mut nodes = h.start(3).await;
+    for seq in 0..FRAMES {
+        for sender in &nodes[..2] {
+            // Retry on a full queue: FIFO is about what is delivered, not about refusals.
+            loop {
+                match sender.send(3, Bytes::copy_from_slice(&seq.to_le_bytes())) {
+                    Ok(()) => break,
+                    Err(TransportError::QueueFull { .. }) => tokio::task::yield_now().await,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+    }
+    let mut next = BTreeMap::from([(1, 0u32), (2, 0u32)]);
+    for _ in 0..2 * FRAMES {
+        let inbound = recv_bounded(&mut nodes[2]).await;
+        let seq = u32::from_le_bytes(inbound.frame[..].try_into().unwrap());
+        let expected = next.get_mut(&inbound.from).unwrap();
+        assert_eq!(seq, *expected, "in order on link {} → 3", inbound.from);
+        *expected += 1;
+    }
+    shutdown_all(&mut nodes).await;
+}
+
+async fn frames_up_to_the_limit<H: Harness>(mut h: H) {
+    let mut nodes = h.start(2).await;
+    let big: Bytes = (0..FRAME_MAX)
+        .map(|i| (i % 251) as u8)
+        .collect::<Vec<u8>>()
+        .into();
+    nodes[0].send(2, Bytes::from_static(b"x")).unwrap();
+    nodes[0].send(2, big.clone()).unwrap();
+    assert_eq!(
+        nodes[0].send(2, vec![0u8; FRAME_MAX + 1].into()),
+        Err(TransportError::FrameTooLarge {
+            len: FRAME_MAX + 1,
+            max: FRAME_MAX
+        })
+    );
+    assert_eq!(
+        recv_bounded(&mut nodes[1]).await.frame,
+        Bytes::from_static(b"x")
+    );
+    assert_eq!(recv_bounded(&mut nodes[1]).await.frame, big);
+    shutdown_all(&mut nodes).await;
+}
+
+async fn unknown_peer_rejected<H: Harness>(mut h: H) {
+    let mut nodes = h.start(2).await;
+    assert_eq!(
+        nodes[0].send(99, Bytes::from_static(b"?")),
+        Err(TransportError::UnknownPeer(99))
+    );
+    assert_eq!(
+        nodes[0].send(1, Bytes::from_static(b"self")),
+        Err(TransportError::UnknownPeer(1)),
+        "a node is not its own peer"
+    );
+    shutdown_all(&mut nodes).await;
+}
+
+async fn shutdown_closes<H: Harness>(mut h: H) {
+    let mut nodes = h.start(2).await;
+    nodes[1].shutdown().await;
+    assert_eq!(nodes[1].recv().await, None);
+    assert_eq!(
+        nodes[1].send(1, Bytes::from_static(b"late")),
+        Err(TransportError::Closed)
+    );
+    nodes[1].shutdown().await; // idempotent
+    shutdown_all(&mut nodes).await;
+}
+
+async fn delivery_resumes_after_restart<H: Harness>(mut h: H) {
+    let mut nodes = h.start(2).await;
+    let mut b = nodes.pop().unwrap();
+    let mut a = nodes.pop().unwrap();
+    send_until_received(&a, &mut b).await;
+    send_until_received(&b, &mut a).await;
+    b.shutdown().await;
+    let mut b = h.restart(2).await;
+    send_until_received(&a, &mut b).await;
+    send_until_received(&b, &mut a).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(Memory { network: None }).await;
+                }
+            )*
+        }
+        mod tcp {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(Tcp::default()).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    delivers_to_the_right_node,
+    fifo_per_link,
+    frames_up_to_the_limit,
+    unknown_peer_rejected,
+    shutdown_closes,
+    delivery_resumes_after_restart,
+);
+
+// ---------------------------------------------------------------------------------------------
+// TCP only: authentication and hostile clients.
+
+mod tcp_only {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A node that is not who node 1 expects, dialing node 1 at `addr1`.
+    async fn intruder(
+        id: NodeId,
+        addr1: SocketAddr,
+        tweak: impl Fn(&mut TcpConfig),
+    ) -> TcpTransport {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addrs = BTreeMap::from([(1, addr1), (id, l.local_addr().unwrap())]);
+        let mut c = tcp_config(id, &addrs);
+        tweak(&mut c);
+        TcpTransport::with_listener(c, l).unwrap()
+    }
+
+    /// Node 1 refuses the intruder's handshakes and delivers nothing from it, while node 2 keeps
+    /// exchanging with node 1.
+    async fn refused_while_good_peer_works(intruder_id: NodeId, tweak: impl Fn(&mut TcpConfig)) {
+        let (mut nodes, addrs) = tcp_cluster(3, |_| {}).await;
+        let mut bad = intruder(intruder_id, addrs[&1], tweak).await;
+        bad.send(1, Bytes::from_static(b"let me in")).unwrap();
+        wait_until("node 1 rejected a handshake", || {
+            nodes[0].stats().handshakes_rejected >= 1
+        })
+        .await;
+        let (first, rest) = nodes.split_at_mut(1);
+        send_until_received(&rest[0], &mut first[0]).await;
+        send_until_received(&first[0], &mut rest[0]).await;
+        // Frames are written only on an authenticated connection.
+        assert_eq!(
+            bad.stats().frames_out,
+            0,
+            "the intruder never got a frame through"
+        );
+        assert_eq!(bad.stats().handshakes_ok, 0);
+        wait_until("the intruder saw its handshake fail", || {
+            bad.stats().handshakes_rejected >= 1
+        })
+        .await;
+        bad.shutdown().await;
+        shutdown_all(&mut nodes).await;
+    }
+
+    #[tokio::test]
+    async fn wrong_cluster_key_rejected() {
+        // Node 3 is a configured peer, but this impostor does not hold the key.
+        refused_while_good_peer_works(3, |c| {
+            c.cluster_key = b"not the conformance cluster key!".to_vec()
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn unknown_node_id_rejected() {
+        refused_while_good_peer_works(9, |_| {}).await;
+    }
+
+    #[tokio::test]
+    async fn wrong_cluster_name_rejected() {
+        refused_while_good_peer_works(3, |c| c.cluster = "another".into()).await;
+    }
+
+    /// Reads from `stream` until the server closes it; panics if it stays open past `WAIT`.
+    async fn closed_by_server(stream: &mut tokio::net::TcpStream) {
+        let mut buf = [0u8; 1024];
+        let closed = tokio::time::timeout(WAIT, async {
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "the server kept a hostile connection open");
+    }
+
+    async fn hostile_client_disconnected(payload: &[u8]) {
+        let (mut nodes, addrs) = tcp_cluster(2, |_| {}).await;
+        let mut raw = tokio::net::TcpStream::connect(addrs[&1]).await.unwrap();
+        if !payload.is_empty() {
+            raw.write_all(payload).await.unwrap();
+        }
+        closed_by_server(&mut raw).await;
+        assert!(nodes[0].stats().handshakes_rejected >= 1);
+        let (first, rest) = nodes.split_at_mut(1);
+        send_until_received(&rest[0], &mut first[0]).await;
+        send_until_received(&first[0], &mut rest[0]).await;
+        shutdown_all(&mut nodes).await;
+    }
+
+    #[tokio::test]
+    async fn garbage_client_disconnected_while_good_peer_exchanges() {
+        // A well-framed message that is not a handshake.
+        hostile_client_disconnected(b"\x00\x00\x00\x0bhello world").await;
+    }
+
+    #[tokio::test]
+    async fn oversize_length_prefix_disconnected_without_allocating() {
+        hostile_client_disconnected(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3]).await;
+    }
+
+    #[tokio::test]
+    async fn silent_client_disconnected_after_handshake_timeout() {
+        hostile_client_disconnected(&[]).await;
+    }
+
+    #[tokio::test]
+    async fn authenticated_peer_sending_oversize_frame_is_disconnected() {
+        // Node 2 allows itself larger frames than node 1 accepts: node 1 drops the connection
+        // at the length prefix, node 2 reconnects, and ordinary frames flow again.
+        let (mut nodes, _) = tcp_cluster(2, |c| {
+            if c.id == 2 {
+                c.frame_bytes_max = 2 * FRAME_MAX;
+            }
+        })
+        .await;
+        nodes[1].send(1, vec![1u8; FRAME_MAX + 1].into()).unwrap();
+        wait_until("node 1 dropped the connection", || {
+            nodes[0].stats().disconnects >= 1
+        })
+        .await;
+        let (first, rest) = nodes.split_at_mut(1);
+        send_until_received(&rest[0], &mut first[0]).await;
+        assert!(
+            first[0].stats().bytes_in < FRAME_MAX as u64,
+            "the oversize frame was not delivered"
+        );
+        shutdown_all(&mut nodes).await;
+    }
+
+    #[tokio::test]
+    async fn full_send_queue_drops_the_new_frame() {
+        // A peer that is never reachable: frames queue up to the bound, then are refused.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dead: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let addrs = BTreeMap::from([(1, l.local_addr().unwrap()), (2, dead)]);
+        let mut c = tcp_config(1, &addrs);
+        c.send_queue_max = 4;
+        let mut t = TcpTransport::with_listener(c, l).unwrap();
+        let mut refused = 0;
+        for i in 0..10u8 {
+            match t.send(2, Bytes::from(vec![i])) {
+                Ok(()) => {}
+                Err(TransportError::QueueFull {
+                    peer: 2,
+                    capacity: 4,
+                }) => refused += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        // The dialer takes frames from the queue only once connected.
+        assert_eq!(refused, 6);
+        assert_eq!(t.stats().dropped_queue_full, refused);
+        t.shutdown().await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memory only: faults.
+
+mod memory_faults {
+    use super::*;
+    use common::transport::memory::LinkFaults;
+
+    async fn two() -> (MemoryNetwork, MemoryTransport, MemoryTransport) {
+        let network = MemoryNetwork::new(5);
+        let a = network.join(1).unwrap();
+        let b = network.join(2).unwrap();
+        (network, a, b)
+    }
+
+    /// Whether `t` has nothing to receive (the memory network delivers synchronously when there
+    /// is no delay, so this is exact).
+    fn nothing_queued(t: &MemoryTransport) -> bool {
+        t.queued() == 0
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drop_everything() {
+        let (network, a, b) = two().await;
+        network.faults().set_default(LinkFaults {
+            drop_probability: 1.0,
+            ..LinkFaults::NONE
+        });
+        for _ in 0..100 {
+            a.send(2, Bytes::from_static(b"x")).unwrap();
+        }
+        assert!(nothing_queued(&b));
+        assert_eq!(network.stats().dropped_fault, 100);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn partial_drop_is_seeded() {
+        async fn lost(seed: u64) -> u64 {
+            let network = MemoryNetwork::new(seed);
+            let a = network.join(1).unwrap();
+            let _b = network.join(2).unwrap();
+            network.faults().set_link(
+                1,
+                2,
+                LinkFaults {
+                    drop_probability: 0.5,
+                    ..LinkFaults::NONE
+                },
+            );
+            for _ in 0..1000 {
+                a.send(2, Bytes::from_static(b"x")).unwrap();
+            }
+            network.stats().dropped_fault
+        }
+        let first = lost(11).await;
+        assert_eq!(first, lost(11).await, "same seed, same losses");
+        assert!((350..650).contains(&first), "about half lost: {first}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn partition_and_heal() {
+        let (network, mut a, mut b) = two().await;
+        let faults = network.faults();
+        faults.partition(&[1], &[2]);
+        a.send(2, Bytes::from_static(b"lost")).unwrap();
+        b.send(1, Bytes::from_static(b"lost")).unwrap();
+        assert!(nothing_queued(&a) && nothing_queued(&b));
+        assert_eq!(network.stats().dropped_partition, 2);
+        faults.heal();
+        a.send(2, Bytes::from_static(b"healed")).unwrap();
+        b.send(1, Bytes::from_static(b"healed")).unwrap();
+        assert_eq!(
+            recv_bounded(&mut b).await.frame,
+            Bytes::from_static(b"healed")
+        );
+        assert_eq!(
+            recv_bounded(&mut a).await.frame,
+            Bytes::from_static(b"healed")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_way_partition() {
+        let (network, mut a, b) = two().await;
+        network.faults().partition_one_way(&[2], &[1]);
+        assert!(network.faults().is_cut(2, 1) && !network.faults().is_cut(1, 2));
+        b.send(1, Bytes::from_static(b"lost")).unwrap();
+        assert!(nothing_queued(&a));
+        a.send(2, Bytes::from_static(b"arrives")).unwrap();
+        assert_eq!(b.queued(), 1);
+        drop(b);
+        assert_eq!(
+            a.send(2, Bytes::new()),
+            Ok(()),
+            "a node that is down is not unknown"
+        );
+        network.faults().isolate(1);
+        let b = network.join(2).unwrap();
+        b.send(1, Bytes::from_static(b"lost")).unwrap();
+        a.send(2, Bytes::from_static(b"lost")).unwrap();
+        assert!(nothing_queued(&a) && nothing_queued(&b));
+        network.faults().clear();
+        b.send(1, Bytes::from_static(b"back")).unwrap();
+        assert_eq!(
+            recv_bounded(&mut a).await.frame,
+            Bytes::from_static(b"back")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn duplication() {
+        let (network, a, mut b) = two().await;
+        network.faults().set_default(LinkFaults {
+            duplicate_probability: 1.0,
+            ..LinkFaults::NONE
+        });
+        for i in 0..10u8 {
+            a.send(2, Bytes::from(vec![i])).unwrap();
+        }
+        let mut got = Vec::new();
+        for _ in 0..20 {
+            got.push(recv_bounded(&mut b).await.frame[0]);
+        }
+        let expected: Vec<u8> = (0..10).flat_map(|i| [i, i]).collect();
+        assert_eq!(got, expected, "each frame twice, in order (no delay)");
+        assert_eq!(network.stats().duplicated, 10);
+        assert!(nothing_queued(&b));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn delay_holds_frames_until_due() {
+        let (network, a, mut b) = two().await;
+        network.faults().set_link(
+            1,
+            2,
+            LinkFaults {
+                delay_min: Duration::from_secs(5),
+                delay_max: Duration::from_secs(5),
+                ..LinkFaults::NONE
+            },
+        );
+        let start = tokio::time::Instant::now();
+        a.send(2, Bytes::from_static(b"late")).unwrap();
+        assert_eq!(
+            recv_bounded(&mut b).await.frame,
+            Bytes::from_static(b"late")
+        );
+        assert!(tokio::time::Instant::now() - start >= Duration::from_secs(5));
+    }
+}
