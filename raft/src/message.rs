@@ -1,7 +1,7 @@
 //! What crosses the network ([`Message`]), what reaches the disk ([`Record`]), and what clients
 //! and observers exchange with a node ([`Request`], [`Response`], [`Event`], [`Metrics`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use common::NodeId;
 use serde::{Deserialize, Serialize};
@@ -32,6 +32,83 @@ pub enum Payload<C> {
     Noop,
     /// A client command for the state machine.
     Command(C),
+    /// A new cluster configuration. It takes effect on each node as soon as the node appends
+    /// it, committed or not (thesis §4.1); a truncation reverts it.
+    Membership(Membership),
+}
+
+/// A cluster configuration: who votes, who only learns.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    /// The voting members.
+    pub voters: BTreeSet<NodeId>,
+    /// Members that receive the log but do not vote.
+    pub learners: BTreeSet<NodeId>,
+    /// During joint consensus (§6), the voters of the old configuration: elections and commits
+    /// then need a majority of `voters` *and* a majority of these.
+    pub voters_outgoing: Option<BTreeSet<NodeId>>,
+}
+
+impl Membership {
+    /// Whether `id` votes (in either half of a joint configuration).
+    pub fn is_voter(&self, id: NodeId) -> bool {
+        self.voters.contains(&id)
+            || self
+                .voters_outgoing
+                .as_ref()
+                .is_some_and(|o| o.contains(&id))
+    }
+
+    /// Whether `id` is a member at all.
+    pub fn is_member(&self, id: NodeId) -> bool {
+        self.is_voter(id) || self.learners.contains(&id)
+    }
+
+    /// Every member, voters first.
+    pub fn members(&self) -> BTreeSet<NodeId> {
+        let mut all: BTreeSet<NodeId> = self.voters.union(&self.learners).copied().collect();
+        if let Some(o) = &self.voters_outgoing {
+            all.extend(o.iter().copied());
+        }
+        all
+    }
+
+    /// The voter groups that must each reach a majority: one, or two during joint consensus.
+    pub fn groups(&self) -> Vec<&BTreeSet<NodeId>> {
+        let mut g = vec![&self.voters];
+        if let Some(o) = &self.voters_outgoing {
+            g.push(o);
+        }
+        g
+    }
+
+    /// Whether `granted` holds a majority of every voter group.
+    pub fn quorum(&self, granted: &BTreeSet<NodeId>) -> bool {
+        self.groups()
+            .iter()
+            .all(|g| g.iter().filter(|v| granted.contains(v)).count() > g.len() / 2)
+    }
+
+    /// Whether `refused` makes a majority impossible in some voter group.
+    pub fn quorum_impossible(&self, refused: &BTreeSet<NodeId>) -> bool {
+        self.groups()
+            .iter()
+            .any(|g| g.iter().filter(|v| refused.contains(v)).count() > g.len() - (g.len() / 2 + 1))
+    }
+
+    /// The highest value a majority of every voter group has reached, given each voter's value:
+    /// the commit rule's "replicated on a majority", generalized to joint consensus.
+    pub fn quorum_value(&self, value_of: impl Fn(NodeId) -> u64) -> u64 {
+        self.groups()
+            .iter()
+            .map(|g| {
+                let mut vals: Vec<u64> = g.iter().map(|&v| value_of(v)).collect();
+                vals.sort_unstable_by(|a, b| b.cmp(a));
+                vals.get(g.len() / 2).copied().unwrap_or(0)
+            })
+            .min()
+            .unwrap_or(0)
+    }
 }
 
 /// Describes the state a snapshot captures: everything up to and including `index`.
@@ -43,6 +120,8 @@ pub struct SnapshotMeta {
     pub term: Term,
     /// Total size of the snapshot data in bytes.
     pub bytes: u64,
+    /// The configuration as of `index`.
+    pub membership: Membership,
 }
 
 /// Messages between Raft nodes. Every message carries the sender's current term (§5.1).
@@ -214,6 +293,18 @@ pub enum Request<C, Q> {
     /// Hand leadership over to the given voter (leader only); answered with
     /// [`Response::TransferStarted`] once the target was told to start an election.
     TransferLeadership(NodeId),
+    /// Add a non-voting member (leader only). Answered with [`Response::MembershipChanged`]
+    /// once the configuration entry is committed.
+    AddLearner(NodeId),
+    /// Make a node a voter: promotes a learner, or adds a new node (single-server change,
+    /// thesis §4.1).
+    AddVoter(NodeId),
+    /// Remove a voter or learner (single-server change). Removing the leader is allowed: it
+    /// leads until the new configuration is committed, then steps down.
+    RemoveNode(NodeId),
+    /// Replace the voters with any new set through joint consensus (§6): first a joint
+    /// configuration, then the new one; answered once the new one is committed.
+    ChangeVoters(BTreeSet<NodeId>),
 }
 
 /// Answers to [`Request`]s.
@@ -230,6 +321,13 @@ pub enum Response<O> {
     Read(O),
     /// The transfer target was told to start an election.
     TransferStarted,
+    /// The configuration entry at `index` was committed.
+    MembershipChanged {
+        /// Where the entry sits in the log.
+        index: LogIndex,
+        /// The configuration now in force.
+        membership: Membership,
+    },
     /// The request failed; see [`RaftError`].
     Failed(RaftError),
 }
@@ -331,4 +429,6 @@ pub struct Metrics {
     pub elections_started: u64,
     /// Proposals waiting to be applied.
     pub proposals_pending: usize,
+    /// The configuration in force on this node (the latest in its log).
+    pub membership: Membership,
 }

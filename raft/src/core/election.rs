@@ -186,7 +186,7 @@ impl<S: StateMachine> RaftNode<S> {
         if had_leader {
             self.emit_leader(out);
         }
-        if self.votes_granted.len() >= self.quorum() {
+        if self.quorum(&self.votes_granted) {
             self.campaign(false, out);
             return;
         }
@@ -200,10 +200,11 @@ impl<S: StateMachine> RaftNode<S> {
     }
 
     fn other_voters(&self) -> Vec<NodeId> {
-        self.voters
-            .iter()
-            .copied()
-            .filter(|&v| v != self.config.id)
+        let me = self.config.id;
+        self.membership
+            .members()
+            .into_iter()
+            .filter(|&v| v != me && self.membership.is_voter(v))
             .collect()
     }
 
@@ -220,7 +221,7 @@ impl<S: StateMachine> RaftNode<S> {
         self.reset_election_timer();
         self.persist_hard_state(out);
         self.emit_leader(out);
-        if self.votes_granted.len() >= self.quorum() {
+        if self.quorum(&self.votes_granted) {
             self.become_leader(out);
             return;
         }
@@ -272,12 +273,12 @@ impl<S: StateMachine> RaftNode<S> {
         }
         if granted && term == self.term + 1 {
             self.votes_granted.insert(from);
-            if self.votes_granted.len() >= self.quorum() {
+            if self.quorum(&self.votes_granted) {
                 self.campaign(false, out);
             }
         } else if !granted {
             self.votes_refused.insert(from);
-            if self.votes_refused.len() >= self.quorum() {
+            if self.membership.quorum_impossible(&self.votes_refused) {
                 self.become_follower(self.term, None, out);
             }
         }
@@ -324,12 +325,12 @@ impl<S: StateMachine> RaftNode<S> {
         }
         if granted {
             self.votes_granted.insert(from);
-            if self.votes_granted.len() >= self.quorum() {
+            if self.quorum(&self.votes_granted) {
                 self.become_leader(out);
             }
         } else {
             self.votes_refused.insert(from);
-            if self.votes_refused.len() >= self.quorum() {
+            if self.membership.quorum_impossible(&self.votes_refused) {
                 self.become_follower(self.term, None, out);
             }
         }
@@ -384,15 +385,17 @@ impl<S: StateMachine> RaftNode<S> {
         {
             self.check_quorum_elapsed_ticks = 0;
             let me = self.config.id;
-            let active = self
-                .voters
+            let mut active: std::collections::BTreeSet<NodeId> = self
+                .progress
                 .iter()
-                .filter(|&&v| v == me || self.progress.get(&v).is_some_and(|p| p.recent_active))
-                .count();
+                .filter(|(_, p)| p.recent_active)
+                .map(|(&id, _)| id)
+                .collect();
+            active.insert(me);
             for p in self.progress.values_mut() {
                 p.recent_active = false;
             }
-            if active < self.quorum() {
+            if !self.quorum(&active) {
                 tracing::debug!(
                     node = me,
                     term = self.term,

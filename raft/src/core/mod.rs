@@ -14,6 +14,7 @@
 
 mod election;
 pub(crate) mod log;
+mod membership;
 mod read;
 mod replication;
 mod snapshot;
@@ -26,8 +27,8 @@ use common::{protocol, DetRng, Node, NodeId, Outbox, RequestId};
 use crate::config::Config;
 use crate::error::{RaftError, RecoverError};
 use crate::message::{
-    Entry, Event, LogIndex, Message, Metrics, Payload, Record, Rejected, Request, Response, Role,
-    SnapshotMeta, Term,
+    Entry, Event, LogIndex, Membership, Message, Metrics, Payload, Record, Rejected, Request,
+    Response, Role, SnapshotMeta, Term,
 };
 use crate::state_machine::StateMachine;
 use log::RaftLog;
@@ -53,6 +54,13 @@ struct Proposal {
     bytes: usize,
 }
 
+/// What applying one entry produced.
+enum Applied<O> {
+    Noop,
+    Output(O),
+    Membership(Membership),
+}
+
 /// A leadership transfer in progress.
 #[derive(Debug)]
 struct Transfer {
@@ -70,8 +78,14 @@ struct Transfer {
 /// which is what lets a single step both append entries and send them, or vote and answer.
 pub struct RaftNode<S: StateMachine> {
     config: Config,
-    voters: BTreeSet<NodeId>,
-    learners: BTreeSet<NodeId>,
+    /// The configuration in force: the latest in the log (or the snapshot's, or the initial
+    /// one from [`Config`]).
+    membership: Membership,
+    /// Configuration entries in the log after the snapshot, oldest first, to revert to on
+    /// truncation.
+    membership_history: Vec<(LogIndex, Membership)>,
+    /// The configuration as of the snapshot (the initial one before any).
+    snapshot_membership: Membership,
     rng: DetRng,
 
     // Persistent state (§5, Figure 2), mirrored by the records.
@@ -175,30 +189,29 @@ impl<S: StateMachine> RaftNode<S> {
         self.log.last_index()
     }
 
-    /// The voting members.
-    pub fn voters(&self) -> &BTreeSet<NodeId> {
-        &self.voters
+    /// The configuration in force on this node.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
     }
 
     fn is_voter(&self, id: NodeId) -> bool {
-        self.voters.contains(&id)
+        self.membership.is_voter(id)
     }
 
     fn is_member(&self, id: NodeId) -> bool {
-        self.voters.contains(&id) || self.learners.contains(&id)
+        self.membership.is_member(id)
     }
 
-    /// Votes needed for a majority of the voters.
-    fn quorum(&self) -> usize {
-        self.voters.len() / 2 + 1
+    /// Whether `granted` holds a majority of every voter group.
+    fn quorum(&self, granted: &BTreeSet<NodeId>) -> bool {
+        self.membership.quorum(granted)
     }
 
     /// Every member but this node.
     fn peers(&self) -> Vec<NodeId> {
-        self.voters
-            .iter()
-            .chain(self.learners.iter())
-            .copied()
+        self.membership
+            .members()
+            .into_iter()
             .filter(|&p| p != self.config.id)
             .collect()
     }
@@ -227,11 +240,13 @@ impl<S: StateMachine> RaftNode<S> {
                 return;
             };
             let term = entry.term;
-            let output = match &entry.payload {
-                Payload::Noop => None,
-                Payload::Command(c) => Some(self.state_machine.apply(c)),
+            let applied = match &entry.payload {
+                Payload::Noop => Applied::Noop,
+                Payload::Command(c) => Applied::Output(self.state_machine.apply(c)),
+                Payload::Membership(m) => Applied::Membership(m.clone()),
             };
             self.applied_index = index;
+            let mut joint_request = None;
             while let Some(first) = self.proposals.first_entry() {
                 if *first.key() > index {
                     break;
@@ -239,14 +254,32 @@ impl<S: StateMachine> RaftNode<S> {
                 let at = *first.key();
                 let p = first.remove();
                 self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(p.bytes);
-                let response = match (&output, at == index && p.term == term) {
-                    (Some(output), true) => Response::Applied {
+                let same = at == index && p.term == term;
+                let response = match (&applied, same) {
+                    (Applied::Output(output), true) => Response::Applied {
                         index,
                         output: output.clone(),
+                    },
+                    (Applied::Membership(m), true) if m.voters_outgoing.is_some() => {
+                        // The joint configuration is committed; the answer waits for the new
+                        // one (appended below).
+                        joint_request = Some(p.request);
+                        continue;
+                    }
+                    (Applied::Membership(m), true) => Response::MembershipChanged {
+                        index,
+                        membership: m.clone(),
                     },
                     _ => Response::Failed(RaftError::Dropped { index: at }),
                 };
                 out.respond(p.request, response);
+            }
+            if let Applied::Membership(m) = applied {
+                if self.membership_committed(index, &m, joint_request, out) {
+                    // Stepped down: a removed leader stops applying as leader; the loop goes
+                    // on as a follower.
+                    continue;
+                }
             }
         }
         self.advance_reads(out);
@@ -333,17 +366,21 @@ impl<S: StateMachine> Node for RaftNode<S> {
 
     fn recover(config: Config, records: Vec<RecordOf<S>>) -> Result<Self, RecoverError> {
         config.validate()?;
-        let voters: BTreeSet<NodeId> = config.voters.iter().copied().collect();
-        let learners: BTreeSet<NodeId> = config.learners.iter().copied().collect();
-        let role = if voters.contains(&config.id) {
+        let membership = Membership {
+            voters: config.voters.iter().copied().collect(),
+            learners: config.learners.iter().copied().collect(),
+            voters_outgoing: None,
+        };
+        let role = if membership.is_voter(config.id) {
             Role::Follower
         } else {
             Role::Learner
         };
         let mut node = RaftNode {
             rng: DetRng::for_node(config.seed, config.id),
-            voters,
-            learners,
+            snapshot_membership: membership.clone(),
+            membership,
+            membership_history: Vec::new(),
             term: 0,
             voted_for: None,
             log: RaftLog::new(),
@@ -376,6 +413,11 @@ impl<S: StateMachine> Node for RaftNode<S> {
         for record in records {
             node.replay(record)?;
         }
+        node.role = if node.is_voter(node.config.id) {
+            Role::Follower
+        } else {
+            Role::Learner
+        };
         node.reset_election_timer();
         Ok(node)
     }
@@ -463,6 +505,10 @@ impl<S: StateMachine> Node for RaftNode<S> {
             Request::Propose(command) => self.handle_propose(id, command, out),
             Request::Read(query) => self.handle_read(id, query, out),
             Request::TransferLeadership(target) => self.handle_transfer(id, target, out),
+            Request::AddLearner(node) => self.handle_add_learner(id, node, out),
+            Request::AddVoter(node) => self.handle_add_voter(id, node, out),
+            Request::RemoveNode(node) => self.handle_remove_node(id, node, out),
+            Request::ChangeVoters(voters) => self.handle_change_voters(id, voters, out),
         }
     }
 
@@ -494,6 +540,7 @@ impl<S: StateMachine> Node for RaftNode<S> {
             rejected: self.rejected.clone(),
             elections_started: self.elections_started,
             proposals_pending: self.proposals.len(),
+            membership: self.membership.clone(),
         }
     }
 }
@@ -524,6 +571,11 @@ impl<S: StateMachine> RaftNode<S> {
                     }
                     if e.index <= self.log.last_index() {
                         self.log.truncate_from(e.index);
+                        self.membership_truncated(e.index);
+                    }
+                    if let Payload::Membership(m) = &e.payload {
+                        self.membership_history.push((e.index, m.clone()));
+                        self.membership = m.clone();
                     }
                     self.log.push(e);
                 }
@@ -536,6 +588,7 @@ impl<S: StateMachine> RaftNode<S> {
                     ));
                 }
                 self.log.truncate_from(from);
+                self.membership_truncated(from);
             }
             Record::Snapshot {
                 term,
@@ -551,9 +604,16 @@ impl<S: StateMachine> RaftNode<S> {
                 self.voted_for = voted_for;
                 self.log = RaftLog::new();
                 self.log.compact(meta.index, meta.term);
+                self.snapshot_membership = meta.membership.clone();
+                self.membership = meta.membership.clone();
+                self.membership_history.clear();
                 for e in entries {
                     if e.index != self.log.last_index() + 1 {
                         return corrupt(format!("snapshot entries have a gap at {}", e.index));
+                    }
+                    if let Payload::Membership(m) = &e.payload {
+                        self.membership_history.push((e.index, m.clone()));
+                        self.membership = m.clone();
                     }
                     self.log.push(e);
                 }

@@ -76,7 +76,7 @@ impl<S: StateMachine> RaftNode<S> {
                 }
             }
         }
-        let lone = self.quorum() <= 1;
+        let lone = self.quorum(&std::collections::BTreeSet::from([self.config.id]));
         // A single voter confirms itself; otherwise a fresh round must be answered.
         let read_seq = if lone {
             self.read_seq
@@ -102,19 +102,13 @@ impl<S: StateMachine> RaftNode<S> {
     /// The highest heartbeat round a majority of voters (the leader included) answered.
     fn confirmed_read_seq(&self) -> u64 {
         let me = self.config.id;
-        let mut acked: Vec<u64> = self
-            .voters
-            .iter()
-            .map(|&v| {
-                if v == me {
-                    self.read_seq
-                } else {
-                    self.progress.get(&v).map_or(0, |p| p.read_seq_acked)
-                }
-            })
-            .collect();
-        acked.sort_unstable_by(|a, b| b.cmp(a));
-        acked.get(self.quorum() - 1).copied().unwrap_or(0)
+        self.membership.quorum_value(|v| {
+            if v == me {
+                self.read_seq
+            } else {
+                self.progress.get(&v).map_or(0, |p| p.read_seq_acked)
+            }
+        })
     }
 
     /// Answers the reads that are confirmed and applied; renews the lease.

@@ -68,6 +68,7 @@ impl<S: StateMachine> RaftNode<S> {
     fn entry_bytes(e: &Entry<S::Command>) -> usize {
         match &e.payload {
             crate::message::Payload::Noop => 1,
+            crate::message::Payload::Membership(m) => 16 * (m.members().len() + 1),
             crate::message::Payload::Command(c) => S::command_bytes(c),
         }
     }
@@ -75,6 +76,9 @@ impl<S: StateMachine> RaftNode<S> {
     /// Appends an entry of the leader's own term, persists it, and replicates it.
     pub(super) fn append_as_leader(&mut self, entry: Entry<S::Command>, out: &mut Outbox<Self>) {
         out.persist(Record::Entries(vec![entry.clone()]));
+        if let crate::message::Payload::Membership(m) = &entry.payload {
+            self.membership_appended(entry.index, m.clone(), out);
+        }
         self.log.push(entry);
         let peers: Vec<NodeId> = self.progress.keys().copied().collect();
         for p in peers {
@@ -256,7 +260,11 @@ impl<S: StateMachine> RaftNode<S> {
                     return;
                 }
                 self.log.truncate_from(e.index);
+                self.membership_truncated(e.index);
                 out.persist(Record::Truncate { from: e.index });
+            }
+            if let crate::message::Payload::Membership(m) = &e.payload {
+                self.membership_appended(e.index, m.clone(), out);
             }
             self.log.push(e.clone());
             fresh.push(e);
@@ -323,7 +331,7 @@ impl<S: StateMachine> RaftNode<S> {
                 }
                 ReplicationState::Replicate | ReplicationState::Snapshot => {}
             }
-            let is_voter = self.voters.contains(&from);
+            let is_voter = self.membership.is_voter(from);
             if is_voter {
                 self.maybe_commit(out);
             }
@@ -374,23 +382,18 @@ impl<S: StateMachine> RaftNode<S> {
     /// The commit rule (§5.3, §5.4.2): the highest index stored on a majority of voters is
     /// committed, but only if its entry is of the leader's current term (Figure 8).
     pub(super) fn maybe_commit(&mut self, out: &mut Outbox<Self>) {
+        if self.role != Role::Leader {
+            return;
+        }
         let me = self.config.id;
         let last = self.log.last_index();
-        let mut matched: Vec<LogIndex> = self
-            .voters
-            .iter()
-            .map(|&v| {
-                if v == me {
-                    last
-                } else {
-                    self.progress.get(&v).map_or(0, |p| p.match_index)
-                }
-            })
-            .collect();
-        matched.sort_unstable_by(|a, b| b.cmp(a));
-        let Some(&n) = matched.get(self.quorum() - 1) else {
-            return;
-        };
+        let n = self.membership.quorum_value(|v| {
+            if v == me {
+                last
+            } else {
+                self.progress.get(&v).map_or(0, |p| p.match_index)
+            }
+        });
         if n > self.commit_index && self.log.term(n) == Some(self.term) {
             self.commit_index = n;
             self.apply_committed(out);

@@ -29,12 +29,15 @@ impl<S: StateMachine> RaftNode<S> {
             return;
         }
         let data = self.state_machine.snapshot();
+        let membership = self.membership_at(index);
         let meta = SnapshotMeta {
             index,
             term,
             bytes: data.len() as u64,
+            membership: membership.clone(),
         };
         self.log.compact(index, term);
+        self.membership_compacted(index, membership);
         self.persist_snapshot(meta, data, out);
     }
 
@@ -186,6 +189,11 @@ impl<S: StateMachine> RaftNode<S> {
         let index: LogIndex = meta.index;
         self.state_machine = restored;
         self.log.compact(index, meta.term);
+        if self.log.last_index() == index {
+            // Nothing after the snapshot survived: no configuration entry either.
+            self.membership_history.clear();
+        }
+        self.membership_compacted(index, meta.membership.clone());
         self.commit_index = self.commit_index.max(index);
         self.applied_index = index;
         self.fail_proposals_through(index, out);

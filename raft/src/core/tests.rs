@@ -655,3 +655,162 @@ fn config_validate_explains() {
     assert!(c.validate().is_err());
     assert!(Config::new(1, vec![1, 2, 3]).validate().is_ok());
 }
+
+fn set(ids: &[NodeId]) -> std::collections::BTreeSet<NodeId> {
+    ids.iter().copied().collect()
+}
+
+fn membership_response(fx: &Fx, id: u64) -> Option<crate::message::Membership> {
+    fx.responses.iter().find_map(|(r, resp)| match resp {
+        Response::MembershipChanged { membership, .. } if r.0 == id => Some(membership.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn add_learner_then_promote_it() {
+    let mut l = leader(cfg(1, 3), 3);
+    let fx = request(&mut l, 1, Request::AddLearner(4));
+    let appended = records(&fx);
+    assert!(matches!(
+        appended.as_slice(),
+        [Record::Entries(e)] if matches!(&e[0].payload, Payload::Membership(m) if m.learners == set(&[4]))
+    ));
+    assert!(
+        fx.messages.iter().any(|(to, _)| *to == 4),
+        "the learner is replicated to at once"
+    );
+    assert_eq!(l.membership().learners, set(&[4]), "in force once appended");
+    let fx = recv(&mut l, 2, ack(1, 2, 1));
+    assert_eq!(membership_response(&fx, 1).unwrap().learners, set(&[4]));
+    // Promotion: now four voters, three needed.
+    request(&mut l, 2, Request::AddVoter(4));
+    let fx = recv(&mut l, 2, ack(1, 3, 1));
+    assert!(
+        fx.responses.is_empty(),
+        "two of four voters are not a majority"
+    );
+    let fx = recv(&mut l, 4, ack(1, 3, 1));
+    let m = membership_response(&fx, 2).unwrap();
+    assert_eq!((m.voters, m.learners), (set(&[1, 2, 3, 4]), set(&[])));
+}
+
+#[test]
+fn one_membership_change_at_a_time() {
+    let mut l = leader(cfg(1, 3), 3);
+    request(&mut l, 1, Request::AddLearner(4));
+    let fx = request(&mut l, 2, Request::AddLearner(5));
+    assert!(matches!(
+        fx.responses.as_slice(),
+        [(RequestId(2), Response::Failed(RaftError::Busy(_)))]
+    ));
+    let fx = request(&mut l, 3, Request::RemoveNode(9));
+    assert!(matches!(
+        fx.responses.as_slice(),
+        [(RequestId(3), Response::Failed(_))]
+    ));
+}
+
+#[test]
+fn removed_leader_steps_down_once_the_change_commits() {
+    let mut l = leader(cfg(1, 3), 3);
+    request(&mut l, 1, Request::RemoveNode(1));
+    assert_eq!(
+        l.role(),
+        Role::Leader,
+        "leads until the new configuration commits"
+    );
+    // One follower is not a majority of the new voters {2, 3}: the leader does not count itself.
+    let fx = recv(&mut l, 2, ack(1, 2, 1));
+    assert!(fx.responses.is_empty());
+    let fx = recv(&mut l, 3, ack(1, 2, 1));
+    assert_eq!(membership_response(&fx, 1).unwrap().voters, set(&[2, 3]));
+    assert_eq!(l.role(), Role::Learner);
+    // It no longer campaigns.
+    assert!(ticks(&mut l, 50).messages.is_empty());
+}
+
+#[test]
+fn joint_consensus_needs_both_majorities_then_finishes_by_itself() {
+    let mut l = leader(cfg(1, 3), 3);
+    // From {1, 2, 3} to {1, 4, 5}.
+    let fx = request(&mut l, 1, Request::ChangeVoters(set(&[1, 4, 5])));
+    let joint = l.membership().clone();
+    assert_eq!(joint.voters_outgoing, Some(set(&[1, 2, 3])));
+    assert!(fx.messages.iter().any(|(to, _)| *to == 4));
+    // Old majority only (1, 2, 3): not committed.
+    recv(&mut l, 2, ack(1, 2, 1));
+    recv(&mut l, 3, ack(1, 2, 1));
+    assert_eq!(l.commit_index(), 1);
+    // New majority too (1, 4): the joint entry commits and the leader appends the new
+    // configuration on its own.
+    let fx = recv(&mut l, 4, ack(1, 2, 1));
+    assert_eq!(l.commit_index(), 2);
+    assert!(
+        fx.responses.is_empty(),
+        "answered when the new configuration commits"
+    );
+    assert_eq!(l.membership().voters_outgoing, None);
+    assert_eq!(l.last_log_index(), 3);
+    let fx = recv(&mut l, 5, ack(1, 3, 1));
+    assert_eq!(membership_response(&fx, 1).unwrap().voters, set(&[1, 4, 5]));
+    assert_eq!(
+        l.metrics().progress.keys().copied().collect::<Vec<_>>(),
+        vec![4, 5]
+    );
+}
+
+#[test]
+fn truncation_reverts_an_uncommitted_configuration() {
+    let mut f = node(cfg(2, 3));
+    let m = crate::message::Membership {
+        voters: set(&[1, 2, 3, 4]),
+        learners: set(&[]),
+        voters_outgoing: None,
+    };
+    let ae = |entries: Vec<Entry<KvCommand>>, term| Message::AppendEntries {
+        term,
+        prev_log_index: 0,
+        prev_log_term: 0,
+        entries,
+        leader_commit: 0,
+        read_seq: 1,
+    };
+    recv(
+        &mut f,
+        1,
+        ae(
+            vec![Entry {
+                term: 1,
+                index: 1,
+                payload: Payload::Membership(m.clone()),
+            }],
+            1,
+        ),
+    );
+    assert_eq!(f.membership(), &m);
+    recv(
+        &mut f,
+        3,
+        ae(
+            vec![Entry {
+                term: 2,
+                index: 1,
+                payload: Payload::Noop,
+            }],
+            2,
+        ),
+    );
+    assert_eq!(f.membership().voters, set(&[1, 2, 3]));
+    // And recovery from the records agrees.
+    let records = vec![
+        Record::Entries(vec![Entry {
+            term: 1,
+            index: 1,
+            payload: Payload::Membership(m),
+        }]),
+        Record::Truncate { from: 1 },
+    ];
+    let r = N::recover(cfg(2, 3), records).unwrap();
+    assert_eq!(r.membership().voters, set(&[1, 2, 3]));
+}
