@@ -27,6 +27,7 @@ impl<S: StateMachine> RaftNode<S> {
         out: &mut Outbox<Self>,
     ) {
         self.membership_history.push((index, m.clone()));
+        self.known.extend(m.members());
         self.membership = m;
         self.membership_refresh(out);
     }
@@ -43,6 +44,7 @@ impl<S: StateMachine> RaftNode<S> {
 
     /// The log was compacted (or replaced) up to `index`.
     pub(super) fn membership_compacted(&mut self, index: LogIndex, at_snapshot: Membership) {
+        self.known.extend(at_snapshot.members());
         self.snapshot_membership = at_snapshot;
         self.membership_history.retain(|(i, _)| *i > index);
         self.membership = self
