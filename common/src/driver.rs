@@ -133,6 +133,9 @@ pub const EVENTS_CAPACITY_DEFAULT: usize = 1024;
 /// Metrics queries waiting for the node. They have their own small queue so a node that is
 /// saturated with requests still answers them.
 pub const METRICS_QUEUE_CAPACITY: usize = 16;
+/// Rejected frames logged individually before logging thins out (see
+/// [`DriverStats::frames_rejected`] for the full count).
+pub const REJECTIONS_LOGGED_FIRST: u64 = 16;
 /// Upper bound for every queue capacity and limit in [`DriverConfig`]: a larger value is a
 /// configuration mistake, not a deliberate choice.
 pub const QUEUE_CAPACITY_LIMIT: usize = 1 << 20;
@@ -249,6 +252,10 @@ pub enum DriverError {
     /// A thread could not be started (persistence thread, loading storage).
     #[error("could not start a thread: {0}")]
     Spawn(String),
+    /// The node task ended abnormally: the core panicked (a bug), or the runtime shut down under
+    /// it. Its storage is not handed back.
+    #[error("the node task ended abnormally: {0}")]
+    Panicked(String),
     /// The storage was asked back with a type it does not have, or was already taken.
     #[error("storage is not available as the requested type (already taken, or another type)")]
     StorageUnavailable,
@@ -464,7 +471,9 @@ impl<N: Node> NodeHandle<N> {
         }
         match answer.await {
             Ok(result) => result,
-            Err(_) => Err(self.stop_cause()),
+            // Dropped unanswered: the node task ended abnormally (a clean stop answers every
+            // waiting request). Its final status says why, and is set right after it ends.
+            Err(_) => Err(self.stopped().await.err().unwrap_or(DriverError::Stopped)),
         }
     }
 
@@ -607,10 +616,31 @@ where
         counters: counters.clone(),
         shutdown: shutdown.clone(),
         record_buf: Vec::new(),
-        status: status_tx,
         storage_slot: storage_slot.clone(),
     };
-    tokio::spawn(runner.run().instrument(tracing::info_span!("node", id)));
+    let task = tokio::spawn(runner.run().instrument(tracing::info_span!("node", id)));
+    // Reports how the node task ended, including a panic of the core, which would otherwise
+    // leave the handles believing the node runs.
+    tokio::spawn(async move {
+        let status = match task.await {
+            Ok(cause) => Status::Stopped(cause),
+            Err(join) => {
+                let reason = if join.is_panic() {
+                    let payload = join.into_panic();
+                    payload
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| payload.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic without a message".to_string())
+                } else {
+                    "the task was cancelled (the runtime shut down)".to_string()
+                };
+                tracing::error!(node = id, %reason, "node task ended abnormally");
+                Status::Stopped(Some(DriverError::Panicked(reason)))
+            }
+        };
+        status_tx.send_replace(status);
+    });
     Ok(NodeHandle {
         id,
         commands,
@@ -782,8 +812,14 @@ struct Runner<N: Node, T, S: Storage, C> {
     shutdown: Arc<Notify>,
     /// Reused buffer for encoding records when persisting inline.
     record_buf: Vec<u8>,
-    status: watch::Sender<Status>,
     storage_slot: Arc<Mutex<Option<Box<dyn Any + Send>>>>,
+}
+
+/// Whether the `rejected`-th rejected frame is logged at `warn`: the first
+/// [`REJECTIONS_LOGGED_FIRST`], then only at powers of two, so a peer flooding garbage cannot
+/// flood the log. Every rejection is counted in [`DriverStats::frames_rejected`].
+fn log_rejection(rejected: u64) -> bool {
+    rejected <= REJECTIONS_LOGGED_FIRST || rejected.is_power_of_two()
 }
 
 /// Waits for the next persistence result, or forever when persistence is inline.
@@ -801,9 +837,10 @@ where
     S: Storage,
     C: Codec,
 {
-    async fn run(mut self) {
+    /// Serves until shutdown or failure, then stops; returns the stop cause.
+    async fn run(mut self) -> Option<DriverError> {
         let cause = self.serve().await;
-        self.stop(cause).await;
+        self.stop(cause).await
     }
 
     /// Serves inputs until shutdown (`None`) or a fatal error.
@@ -910,19 +947,32 @@ where
                     .handle_message(inbound.from, msg, &mut self.outbox);
             }
             Ok((header, _)) => {
-                add(&self.counters.frames_rejected, 1);
-                tracing::warn!(
-                    peer = inbound.from,
-                    claimed_from = header.from,
-                    claimed_to = header.to,
-                    "frame rejected: its header does not match the authenticated sender and this node"
-                );
+                let rejected = self.count_rejected();
+                if log_rejection(rejected) {
+                    tracing::warn!(
+                        peer = inbound.from,
+                        claimed_from = header.from,
+                        claimed_to = header.to,
+                        rejected,
+                        "frame rejected: its header does not match the authenticated sender and this node"
+                    );
+                }
             }
             Err(error) => {
-                add(&self.counters.frames_rejected, 1);
-                tracing::warn!(peer = inbound.from, bytes = len, %error, "frame rejected");
+                let rejected = self.count_rejected();
+                if log_rejection(rejected) {
+                    tracing::warn!(peer = inbound.from, bytes = len, %error, rejected, "frame rejected");
+                }
             }
         }
+    }
+
+    /// Counts one rejected frame; returns how many were rejected so far.
+    fn count_rejected(&self) -> u64 {
+        self.counters
+            .frames_rejected
+            .fetch_add(1, Ordering::Relaxed)
+            + 1
     }
 
     fn on_tick(&mut self) {
@@ -1081,7 +1131,7 @@ where
     /// Ends the node: after a clean shutdown (`cause` is `None`) the steps already run are
     /// persisted and released; after a failure nothing more leaves. Then waiting callers get an
     /// error, the transport shuts down and the storage is handed back.
-    async fn stop(mut self, mut cause: Option<DriverError>) {
+    async fn stop(mut self, mut cause: Option<DriverError>) -> Option<DriverError> {
         if cause.is_none() {
             cause = self.drain().await.err();
         }
@@ -1116,7 +1166,7 @@ where
         if let (Some(storage), Ok(mut slot)) = (storage, self.storage_slot.lock()) {
             *slot = Some(Box::new(storage));
         }
-        self.status.send_replace(Status::Stopped(cause));
+        cause
     }
 
     /// Persists and releases everything the core produced so far.
@@ -1140,5 +1190,52 @@ where
                 None => return Err(DriverError::Stopped),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejection_logging_thins_out_but_never_stops() {
+        let logged: Vec<u64> = (1..=5000).filter(|&n| log_rejection(n)).collect();
+        assert_eq!(logged[..16], (1..=16).collect::<Vec<_>>()[..]);
+        assert_eq!(logged[16..], [32, 64, 128, 256, 512, 1024, 2048, 4096]);
+    }
+
+    #[test]
+    fn config_validation_names_the_field() {
+        assert!(DriverConfig::default().validate().is_ok());
+        let err = DriverConfig {
+            events_capacity: QUEUE_CAPACITY_LIMIT + 1,
+            ..DriverConfig::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(err.to_string().contains("events_capacity"), "{err}");
+        let zero_tick = DriverConfig {
+            tick: Duration::ZERO,
+            ..DriverConfig::default()
+        };
+        assert!(zero_tick.validate().is_err());
+    }
+
+    #[test]
+    fn stats_add_and_subtract_field_wise() {
+        let a = DriverStats {
+            messages_sent: 5,
+            syncs: 2,
+            ..DriverStats::default()
+        };
+        let b = DriverStats {
+            messages_sent: 3,
+            syncs: 7,
+            ..DriverStats::default()
+        };
+        let sum: DriverStats = [a, b].into_iter().sum();
+        assert_eq!((sum.messages_sent, sum.syncs), (8, 9));
+        let diff = a - b;
+        assert_eq!((diff.messages_sent, diff.syncs), (2, 0));
     }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use common::codec::{Bincode, Codec};
-use common::driver::{self, DriverConfig, Persistence};
+use common::driver::{self, DriverConfig, DriverError, Persistence};
 use common::transport::memory::MemoryNetwork;
 use common::{MemStorage, Node, NodeId, Outbox, RequestId, Storage, StorageError};
 
@@ -18,6 +18,8 @@ struct Register {
 }
 
 const CHECKPOINT_EVERY: usize = 4;
+/// A value the register panics on, standing for a bug in a core.
+const PANIC_VALUE: u64 = 666;
 
 #[derive(Debug, thiserror::Error)]
 #[error("never fails")]
@@ -50,6 +52,10 @@ impl Node for Register {
     fn handle_message(&mut self, _: NodeId, _: (), _: &mut Outbox<Self>) {}
 
     fn handle_request(&mut self, id: RequestId, value: u64, out: &mut Outbox<Self>) {
+        assert_ne!(
+            value, PANIC_VALUE,
+            "the register refuses to store {PANIC_VALUE}"
+        );
         self.history.push(value);
         if self.history.len() % CHECKPOINT_EVERY == 0 {
             out.checkpoint(self.history.clone());
@@ -167,4 +173,37 @@ async fn checkpoints_and_appends_persist_in_order_and_events_follow_sync_inline(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoints_and_appends_persist_in_order_and_events_follow_sync_background() {
     records_and_events(Persistence::Background).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_core_stops_the_node_and_callers_get_an_error() {
+    let network = MemoryNetwork::new(1);
+    let config = DriverConfig {
+        persistence: Persistence::Inline,
+        ..DriverConfig::default()
+    };
+    let node = Register::recover(1, vec![]).unwrap();
+    let handle = driver::spawn(
+        node,
+        network.join(1).unwrap(),
+        MemStorage::new(),
+        Bincode,
+        config,
+    )
+    .unwrap();
+    assert_eq!(handle.request(1).await.unwrap(), 1);
+    let err = handle.request(PANIC_VALUE).await.unwrap_err();
+    assert!(
+        matches!(&err, DriverError::Panicked(m) if m.contains("refuses")),
+        "{err}"
+    );
+    assert!(matches!(
+        handle.stopped().await,
+        Err(DriverError::Panicked(_))
+    ));
+    assert!(!handle.is_running());
+    assert!(matches!(
+        handle.request(2).await,
+        Err(DriverError::Panicked(_))
+    ));
 }
