@@ -425,4 +425,175 @@ mod tests {
         assert!(copy.restore(b"\xff not json").is_err());
         assert_eq!(copy.get("a"), Some("1"), "a failed restore changes nothing");
     }
+
+    /// The same machine replicated by both protocols, in process (tokio driver, in-memory
+    /// network): a leader is stopped with a request in flight, the client retries with the same
+    /// sequence number elsewhere, and every write counts once.
+    mod replicated {
+        use std::time::Duration;
+
+        use common::codec::Bincode;
+        use common::driver::{self, DriverConfig, NodeHandle, Persistence};
+        use common::transport::memory::MemoryNetwork;
+        use common::{MemStorage, Node as _, NodeId};
+
+        use super::super::*;
+
+        const WRITES: u64 = 20;
+        const STOP_AT: u64 = 8;
+        const ATTEMPTS_MAX: usize = 400;
+
+        /// A chain of compare-and-sets on one key: write `seq` expects `seq - 1`. Applied twice,
+        /// a write would be refused (the value moved on); applied once, every one swaps.
+        fn write(seq: u64) -> KvCommand {
+            KvCommand {
+                client: 1,
+                seq,
+                op: KvOp::Cas {
+                    key: "chain".into(),
+                    expected: (seq > 1).then(|| (seq - 1).to_string()),
+                    new: Some(seq.to_string()),
+                },
+            }
+        }
+
+        fn swapped(seq: u64) -> KvOutput {
+            KvOutput::Cas {
+                swapped: true,
+                current: Some(seq.to_string()),
+            }
+        }
+
+        #[tokio::test]
+        async fn on_raft() {
+            use raft::{spawn_memory_cluster, Config, RaftClient};
+            let configs: Vec<Config> = (1..=3).map(|id| Config::new(id, vec![1, 2, 3])).collect();
+            let network = MemoryNetwork::new(3);
+            let client: RaftClient<KvMachine> =
+                spawn_memory_cluster(configs, &network, DriverConfig::default()).unwrap();
+            let propose = |seq: u64| {
+                let client = &client;
+                async move {
+                    for _ in 0..ATTEMPTS_MAX {
+                        match client.propose(write(seq)).await {
+                            Ok((_, out)) => return out,
+                            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                        }
+                    }
+                    panic!("write {seq} never answered");
+                }
+            };
+            let mut stopped = None;
+            for seq in 1..=WRITES {
+                let out = if seq == STOP_AT {
+                    let mut leader = None;
+                    for node in client.nodes() {
+                        let m = node.metrics().await.unwrap();
+                        if m.leader == Some(m.id) {
+                            leader = Some(node.clone());
+                        }
+                    }
+                    let leader = leader.expect("a leader answered the first writes");
+                    stopped = Some(leader.id());
+                    let (out, stop) = tokio::join!(propose(seq), leader.shutdown());
+                    stop.unwrap();
+                    out
+                } else {
+                    propose(seq).await
+                };
+                assert_eq!(out, swapped(seq), "write {seq}");
+            }
+            // An explicit retry of the last write: the remembered answer, not a second apply.
+            assert_eq!(propose(WRITES).await, swapped(WRITES));
+            assert_eq!(client.propose(write(3)).await.unwrap().1, KvOutput::Stale);
+            let read = client.read(KvQuery::Get("chain".into())).await.unwrap();
+            assert_eq!(read, KvOutput::Value(Some(WRITES.to_string())));
+            for node in client.nodes().filter(|n| Some(n.id()) != stopped) {
+                node.shutdown().await.unwrap();
+            }
+        }
+
+        type Replica = paxos::Replica<KvMachine>;
+
+        /// Sends `request` to the replicas in turn, following leader hints, until one answers
+        /// with something other than "not the leader" or a stopped node.
+        async fn paxos_request(
+            nodes: &[NodeHandle<Replica>],
+            request: paxos::Request<KvCommand, KvQuery>,
+        ) -> KvOutput {
+            let mut target = 0;
+            for _ in 0..ATTEMPTS_MAX {
+                let node = &nodes[target % nodes.len()];
+                match node.request(request.clone()).await {
+                    Ok(paxos::Response::Applied { output, .. })
+                    | Ok(paxos::Response::Read(output)) => return output,
+                    Ok(paxos::Response::Failed(paxos::Error::NotLeader { leader: Some(l) }))
+                        if l != node.id() =>
+                    {
+                        target = nodes.iter().position(|n| n.id() == l).unwrap_or(target + 1);
+                        continue;
+                    }
+                    _ => {
+                        target += 1;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+            panic!("{request:?} never answered");
+        }
+
+        #[tokio::test]
+        async fn on_multi_paxos() {
+            let members: Vec<NodeId> = vec![1, 2, 3];
+            let network = MemoryNetwork::new(5);
+            let mut nodes = Vec::new();
+            for &id in &members {
+                let core =
+                    Replica::recover(paxos::Config::new(id, members.clone()), vec![]).unwrap();
+                let config = DriverConfig {
+                    persistence: Persistence::Inline,
+                    ..DriverConfig::default()
+                };
+                let transport = network.join(id).unwrap();
+                nodes.push(
+                    driver::spawn(core, transport, MemStorage::new(), Bincode, config).unwrap(),
+                );
+            }
+            // No session at the Paxos layer: deduplication here is the state machine's own.
+            let propose = |seq: u64| paxos::Request::Propose {
+                command: write(seq),
+                session: None,
+            };
+            let mut stopped = None;
+            for seq in 1..=WRITES {
+                let out = if seq == STOP_AT {
+                    let mut leader = None;
+                    for node in &nodes {
+                        if node.metrics().await.unwrap().leader == Some(node.id()) {
+                            leader = Some(node.clone());
+                        }
+                    }
+                    let leader = leader.expect("a leader answered the first writes");
+                    stopped = Some(leader.id());
+                    let (out, stop) =
+                        tokio::join!(paxos_request(&nodes, propose(seq)), leader.shutdown());
+                    stop.unwrap();
+                    out
+                } else {
+                    paxos_request(&nodes, propose(seq)).await
+                };
+                assert_eq!(out, swapped(seq), "write {seq}");
+            }
+            assert_eq!(
+                paxos_request(&nodes, propose(WRITES)).await,
+                swapped(WRITES)
+            );
+            let read =
+                paxos_request(&nodes, paxos::Request::Read(KvQuery::Get("chain".into()))).await;
+            assert_eq!(read, KvOutput::Value(Some(WRITES.to_string())));
+            for node in nodes.iter().filter(|n| Some(n.id()) != stopped) {
+                node.shutdown().await.unwrap();
+            }
+        }
+    }
 }
