@@ -157,3 +157,30 @@ fn labels_are_escaped_and_user_labels_apply() {
     let text = render(sim.trace(), &DiagramOptions::default());
     assert!(text.contains("] U0") && text.contains("] A0"));
 }
+
+#[test]
+fn a_failing_invariant_ends_the_diagram() {
+    let mut config = SimConfig::new(3, MEMBERS.to_vec());
+    config.record_trace = true;
+    let mut sim: Sim<DemoNode> =
+        Sim::new(config, |id| DemoConfig::new(id, MEMBERS.to_vec())).unwrap();
+    sim.add_invariant("total stays below 3", |view| {
+        for (id, node) in view.nodes() {
+            if node.is_some_and(|n| common::Node::metrics(n).total >= 3) {
+                return Err(format!("node {id} reached 3"));
+            }
+        }
+        Ok(())
+    });
+    sim.submit(10, 2, DemoRequest::Add(3));
+    let err = sim.run_until(100).unwrap_err();
+    let text = sim.diagram(&DiagramOptions {
+        from: err.time.saturating_sub(20),
+        ..DiagramOptions::default()
+    });
+    let last = text.lines().last().unwrap();
+    assert!(
+        last.contains("INVARIANT total stays below 3 FAILED: node 2 reached 3"),
+        "{text}"
+    );
+}

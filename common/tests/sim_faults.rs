@@ -450,3 +450,49 @@ fn clock_drift_gives_nodes_their_own_pace() {
         "drifting clocks time out at different times: {gave_up:?}"
     );
 }
+
+#[test]
+fn closed_loop_clients_are_sequential_and_see_their_last_answer() {
+    let mut sim = demo_sim(SimConfig::new(23, MEMBERS.to_vec()));
+    let seen_last = std::rc::Rc::new(std::cell::Cell::new(0u32));
+    let seen = seen_last.clone();
+    sim.closed_loop(
+        common::sim::ClosedLoop {
+            clients: 3,
+            start: 0,
+            think_min: 0,
+            think_max: 5,
+            requests_max: 30,
+            until: 10_000,
+            timeout: None,
+        },
+        move |rng, ctx| {
+            if let Some(last) = ctx.last {
+                assert_eq!(last.client, ctx.client);
+                assert!(
+                    !matches!(last.outcome, Outcome::Pending),
+                    "one request at a time"
+                );
+                seen.set(seen.get() + 1);
+            }
+            Some((ctx.nodes[rng.index(3)?], DemoRequest::Add(1)))
+        },
+    );
+    sim.run_until(5_000).unwrap();
+    assert_eq!(sim.history().len(), 30);
+    assert_eq!(
+        seen_last.get(),
+        27,
+        "every request but each client's first had a previous one"
+    );
+    for client in sim.history().iter().map(|op| op.client) {
+        let ops: Vec<_> = sim
+            .history()
+            .iter()
+            .filter(|op| op.client == client)
+            .collect();
+        for w in ops.windows(2) {
+            assert!(w[0].completed_at.unwrap() <= w[1].invoked_at);
+        }
+    }
+}

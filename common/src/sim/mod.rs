@@ -100,6 +100,10 @@
 //! assert_eq!(report.seeds, 20);
 //! ```
 //!
+//! To see what a failing seed did, replay it with [`SimConfig::record_trace`] on and print
+//! [`Sim::diagram`] for the time window before [`SimError::time`] (the failing invariant appears
+//! as the diagram's last note); recording does not change the run.
+//!
 //! A failing run's error reads like
 //! `simulation failed: seed 17, step 2351, time 842: invariant "total matches records": node 2:
 //! total 5 != records 4 (replay: SIM_SEED=17)`.
@@ -676,6 +680,8 @@ pub struct Sim<N: Node> {
     op_generator: Vec<Option<usize>>,
     /// Every invoked request: id -> index into `history`.
     op_index: BTreeMap<RequestId, usize>,
+    /// Each client's latest request: client -> index into `history`.
+    last_op: BTreeMap<u64, usize>,
     events: Vec<(u64, NodeId, N::Event)>,
     trace: Vec<TraceEvent>,
     next_request: u64,
@@ -734,6 +740,7 @@ where
             abandoned: BTreeSet::new(),
             op_generator: Vec::new(),
             op_index: BTreeMap::new(),
+            last_op: BTreeMap::new(),
             events: Vec::new(),
             trace: Vec::new(),
             next_request: 1,
@@ -1057,6 +1064,11 @@ where
         &self.trace
     }
 
+    /// The recorded trace as a Mermaid sequence diagram ([`diagram::render`]).
+    pub fn diagram(&self, options: &diagram::DiagramOptions) -> String {
+        diagram::render(&self.trace, options)
+    }
+
     /// A hash of every event so far: equal for two runs of the same seed (within one build of
     /// the workspace), and almost surely different for different runs.
     pub fn trace_hash(&self) -> u64 {
@@ -1297,6 +1309,7 @@ where
         });
         self.op_generator.push(generator);
         self.op_index.insert(id, op);
+        self.last_op.insert(client, op);
         let Some(&i) = self.index.get(&node) else {
             self.end_op(op, Outcome::NodeDown, "unknown node");
             return Ok(());
@@ -1361,7 +1374,7 @@ where
             let last = if open {
                 None
             } else {
-                self.history.iter().rev().find(|op| op.client == client)
+                self.last_op.get(&client).and_then(|&i| self.history.get(i))
             };
             let ctx = ClientCtx {
                 client,
