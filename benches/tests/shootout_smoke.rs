@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use benches::{cells, render_table, Plan, TransportKind, Workload, COLUMNS};
+use benches::{
+    cells, render_json, render_markdown, render_table, Plan, TransportKind, Workload, COLUMNS,
+};
 use indicatif::ProgressBar;
 
 const OPS: u64 = 200;
@@ -55,6 +57,16 @@ async fn every_protocol_completes_on_every_transport_with_every_column_filled() 
     assert!(COLUMNS
         .iter()
         .all(|c| table.lines().next().unwrap().contains(c)));
+    let markdown = render_markdown(&rows);
+    assert_eq!(markdown.lines().count(), rows.len() + 2);
+    let json: serde_json::Value = serde_json::from_str(&render_json(&rows).unwrap()).unwrap();
+    let objects = json.as_array().unwrap();
+    assert_eq!(objects.len(), rows.len());
+    for (object, row) in objects.iter().zip(&rows) {
+        assert_eq!(object["protocol"], row.protocol.as_str());
+        assert_eq!(object["ops"], row.ops);
+        assert!(object["transport"] == "memory" || object["transport"] == "tcp");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

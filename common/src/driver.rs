@@ -903,8 +903,12 @@ where
     }
 
     /// Takes inputs that are ready now, without waiting, until the batch is full or none is.
+    /// Inputs that are not steps (rejected frames) count against the same limit, so a peer
+    /// flooding garbage cannot keep the node task from yielding.
     fn gather_ready(&mut self) -> Result<(), DriverError> {
-        while self.open_steps < self.config.batch_steps_max {
+        let mut taken = 0;
+        while self.open_steps < self.config.batch_steps_max && taken < self.config.batch_steps_max {
+            taken += 1;
             let mut took = false;
             if self.pending.len() < self.config.requests_pending_max {
                 if let Ok(command) = self.commands.try_recv() {

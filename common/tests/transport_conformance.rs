@@ -246,6 +246,11 @@ async fn unknown_peer_rejected<H: Harness>(mut h: H) {
         Err(TransportError::UnknownPeer(1)),
         "a node is not its own peer"
     );
+    assert_eq!(
+        nodes[0].send(2, Bytes::new()),
+        Err(TransportError::EmptyFrame),
+        "empty frames are refused alike"
+    );
     shutdown_all(&mut nodes).await;
 }
 
@@ -443,6 +448,23 @@ mod tcp_only {
         shutdown_all(&mut nodes).await;
     }
 
+    #[tokio::test]
+    async fn a_newer_connection_from_a_peer_supersedes_the_older() {
+        // Two processes claiming id 2 (as after a restart whose old connection lingers): node 1
+        // keeps one inbound connection per peer and closes the older one.
+        let (mut nodes, addrs) = tcp_cluster(2, |_| {}).await;
+        let (first, rest) = nodes.split_at_mut(1);
+        send_until_received(&rest[0], &mut first[0]).await;
+        let mut twin = intruder(2, addrs[&1], |_| {}).await;
+        send_until_received(&twin, &mut first[0]).await;
+        wait_until("node 1 closed the older connection", || {
+            first[0].stats().connections_superseded >= 1
+        })
+        .await;
+        twin.shutdown().await;
+        shutdown_all(&mut nodes).await;
+    }
+
     /// Collects what the transport logs on this thread (tests run on a current-thread runtime,
     /// so the transport's tasks log here too).
     #[derive(Clone, Default)]
@@ -613,7 +635,7 @@ mod memory_faults {
         assert_eq!(b.queued(), 1);
         drop(b);
         assert_eq!(
-            a.send(2, Bytes::new()),
+            a.send(2, Bytes::from_static(b"?")),
             Ok(()),
             "a node that is down is not unknown"
         );

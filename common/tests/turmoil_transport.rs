@@ -3,10 +3,11 @@
 //! restart, in virtual time.
 //!
 //! Three echo hosts answer every frame; a client host pings each of them every 50 ms and counts
-//! the answers. The scenario checks that a partition stops delivery, that a repair lets it resume
-//! (the transport notices the dead connection through its idle timeout and redials with backoff),
-//! that a crashed host's peers carry on and that the restarted host is reached again. The whole
-//! run is a function of the seed: two runs of one seed produce the same trace.
+//! the answers. The scenario checks that a partition (symmetric, then one-way) stops delivery,
+//! that a repair lets it resume (the transport notices the dead connection through its idle
+//! timeout and redials with backoff), that a crashed host's peers carry on and that the
+//! restarted host is reached again. The whole run is a function of the seed: two runs of one
+//! seed produce the same trace.
 //!
 //! The second part runs the demo protocol through the tokio driver over the same transport
 //! (partition of one node from the majority, repair, crash and restart from its storage) and
@@ -178,6 +179,26 @@ fn scenario(seed: u64) -> Vec<(u128, NodeId)> {
         run_for(&mut sim, Duration::from_secs(10), || answers(&seen, 1)
             > n1 + 5),
         "seed {seed}: delivery to n1 resumes after repair"
+    );
+
+    // One-way partition: the client's frames to n3 are lost, n3's frames still arrive. The
+    // answers stop (there is nothing to answer); n3's keepalives keep arriving, so it is n3's
+    // idle timeout that closes the connection, and the client redials until the repair.
+    sim.partition_oneway(CLIENT.0, "n3");
+    run_for(&mut sim, Duration::from_millis(300), || false);
+    let (n3, n1) = (answers(&seen, 3), answers(&seen, 1));
+    run_for(&mut sim, Duration::from_secs(2), || false);
+    assert_eq!(
+        answers(&seen, 3),
+        n3,
+        "seed {seed}: nothing crosses the cut direction"
+    );
+    assert!(answers(&seen, 1) > n1 + 10, "seed {seed}: n1 unaffected");
+    sim.repair_oneway(CLIENT.0, "n3");
+    assert!(
+        run_for(&mut sim, Duration::from_secs(10), || answers(&seen, 3)
+            > n3 + 5),
+        "seed {seed}: delivery to n3 resumes after the one-way repair"
     );
 
     // Crash n2: its answers stop; n1 and n3 carry on.

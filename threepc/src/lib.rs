@@ -129,6 +129,9 @@
 //!
 //! # Simplifications
 //!
+//! A participant learns of a transaction from its CanCommit (the writes travel with it) and
+//! votes in the same step, so the textbook's "participant waiting for CanCommit" timeout has no
+//! state to apply to: a participant that cannot take part votes No at once (Initial → Aborted).
 //! The log is never compacted; decided transactions are remembered up to
 //! [`Config::decided_remembered_max`]. There is no read-only optimisation: every participant
 //! takes part in all three phases (a participant with no writes votes Yes and holds no locks).

@@ -127,3 +127,53 @@ async fn status_reports_undecided_transactions_then_termination_ends_them() {
     assert_eq!(participant.handle().metrics().await.unwrap().aborted, 1);
     participant.handle().shutdown().await.unwrap();
 }
+
+/// Undecodable bytes and messages from a non-member are rejected and counted; the node keeps
+/// serving.
+#[tokio::test(start_paused = true)]
+async fn bad_input_is_rejected_counted_and_harmless() {
+    let network = MemoryNetwork::new(11);
+    let nodes: Vec<TxClient> = MEMBERS.iter().map(|&id| spawn(&network, id)).collect();
+    let rogue = network.join(9).unwrap();
+    rogue
+        .send(2, Bytes::from_static(b"\xff\xffnot a frame"))
+        .unwrap();
+    let header = Header {
+        protocol: protocol::THREEPC,
+        version: <ThreePcNode as Node>::WIRE_VERSION,
+        from: 9,
+        to: 2,
+    };
+    let forged = Message::CanCommit {
+        tx: TxId::new(9, 0),
+        writes: vec![Write::put("x", "1")],
+        participants: vec![2],
+    };
+    rogue
+        .send(2, encode_frame(&Bincode, &header, &forged).unwrap())
+        .unwrap();
+    let mut counted = false;
+    for _ in 0..100 {
+        let frames = nodes[1].handle().stats().frames_rejected;
+        let rejected = nodes[1].handle().metrics().await.unwrap().rejected;
+        if frames >= 1 && rejected >= 1 {
+            counted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(counted, "garbage and the forged message were counted");
+    assert!(nodes[1]
+        .handle()
+        .metrics()
+        .await
+        .unwrap()
+        .in_doubt
+        .is_empty());
+    let mut tx = nodes[0].begin();
+    tx.write(2, "k", "v").write(3, "k", "v");
+    assert_eq!(tx.commit().await.unwrap(), Outcome::Committed);
+    for n in &nodes {
+        n.handle().shutdown().await.unwrap();
+    }
+}

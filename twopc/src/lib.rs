@@ -135,6 +135,12 @@
 //!
 //! # Simplifications
 //!
+//! The writes travel with the Prepare, so a participant learns of a transaction when it is asked
+//! to vote and answers in the same step: its right to abort before voting is exercised by voting
+//! No (a lock conflict, a full prepared table, invalid writes), and a participant that has not
+//! voted and is asked by a peer gives that right up durably (it logs an abort). There is no
+//! separate work phase whose idle timeout could abort it.
+//!
 //! The log is never compacted (a production participant would checkpoint its data and the set of
 //! decided transactions). Decided transactions are remembered in memory up to
 //! [`Config::decided_remembered_max`]; a duplicate Prepare delayed past that many later

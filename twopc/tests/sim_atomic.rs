@@ -389,3 +389,51 @@ fn coordinator_crash_before_the_commit_record_is_durable_aborts_everywhere() {
         "the client never heard a commit"
     );
 }
+
+/// Crashes at every step: for each node of a three-participant transaction and each step `k` of
+/// the run, crash that node right after step `k`, restart it later, and check atomicity,
+/// durability and that everything resolves. With a sync latency, crashes also fall between a
+/// step and the sync of its records (torn tails).
+#[test]
+fn crash_at_every_step_of_a_transaction() {
+    let mut crashed_mid_protocol = 0;
+    for victim in [1, 2, 3, 4] {
+        for k in 0..40u64 {
+            let mut cfg = SimConfig::new(k, MEMBERS.to_vec());
+            cfg.link = LinkConfig {
+                latency_min: 1,
+                latency_max: 6,
+                drop: 0.0,
+                duplicate: 0.0,
+            };
+            cfg.sync_latency_max = 2;
+            let mut sim: Sim2 = Sim::new(cfg, node_config).unwrap();
+            let outcomes = add_agreement_invariant(&mut sim);
+            let writes = BTreeMap::from([
+                (2, vec![Write::put("a", "1")]),
+                (3, vec![Write::put("b", "1")]),
+                (4, vec![Write::put("c", "1")]),
+            ]);
+            sim.submit(10, 1, Request::Commit { writes });
+            sim.run_until(9).unwrap();
+            for _ in 0..k {
+                sim.step().unwrap();
+            }
+            let undecided = outcomes.borrow().is_empty();
+            crashed_mid_protocol += usize::from(undecided);
+            sim.crash(victim).unwrap();
+            let back = sim.now() + 300;
+            sim.schedule_fault(back, Fault::Restart(victim));
+            sim.run_until(back).unwrap();
+            let settled = settle(&mut sim, back + 3_000).unwrap();
+            assert!(settled, "victim {victim}, step {k}: not settled");
+            let o = outcomes.borrow();
+            check_settled(&mut sim, &o)
+                .unwrap_or_else(|e| panic!("victim {victim}, step {k}: {e}"));
+        }
+    }
+    assert!(
+        crashed_mid_protocol >= 80,
+        "only {crashed_mid_protocol} crashes hit the protocol mid-way"
+    );
+}

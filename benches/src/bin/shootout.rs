@@ -16,7 +16,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use benches::{render_table, Plan, TransportKind, Workload};
+use benches::{render_json, render_markdown, render_table, Plan, TransportKind, Workload};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -54,6 +54,12 @@ struct Args {
     /// Seed of the protocols' and the network's randomness.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Print the table as Markdown instead of aligned text.
+    #[arg(long)]
+    markdown: bool,
+    /// Also write every figure as JSON to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
 }
 
 /// Operations per measurement in `--quick` mode.
@@ -140,7 +146,20 @@ fn main() -> ExitCode {
                     )
                 },
             );
-            print!("{}", render_table(&rows));
+            if args.markdown {
+                print!("{}", render_markdown(&rows));
+            } else {
+                print!("{}", render_table(&rows));
+            }
+            if let Some(path) = &args.json {
+                let written = render_json(&rows)
+                    .map_err(|e| e.to_string())
+                    .and_then(|json| std::fs::write(path, json).map_err(|e| e.to_string()));
+                if let Err(e) = written {
+                    eprintln!("shootout: cannot write {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -368,6 +368,9 @@ impl MemoryNetwork {
                 max: s.config.frame_bytes_max,
             });
         }
+        if frame.is_empty() {
+            return Err(TransportError::EmptyFrame);
+        }
         if to == from || !s.known.contains(&to) {
             return Err(TransportError::UnknownPeer(to));
         }

@@ -55,6 +55,11 @@ pub enum TransportError {
         /// The maximum.
         max: usize,
     },
+    /// The frame is empty. Transports may use empty frames internally (TCP sends them as
+    /// keepalives), and the workspace codec never produces one, so `send` refuses them on every
+    /// transport alike.
+    #[error("empty frames are not sent")]
+    EmptyFrame,
     /// The transport was shut down.
     #[error("transport is shut down")]
     Closed,

@@ -26,8 +26,8 @@
 //! - **Liveness.** Both sides send an empty keepalive frame after
 //!   [`TcpConfig::keepalive_interval`] without traffic, and drop a connection that stays silent
 //!   for [`TcpConfig::idle_timeout`]: a half-open connection (the peer's machine vanished, or a
-//!   partition swallowed its packets) is noticed and replaced. Empty frames are therefore the
-//!   keepalive and are never delivered; the workspace codec never produces one.
+//!   partition swallowed its packets) is noticed and replaced. Empty frames are the keepalive,
+//!   which is why `send` refuses empty frames ([`TransportError::EmptyFrame`]).
 //!
 //! ```no_run
 //! use std::collections::BTreeMap;
@@ -269,6 +269,8 @@ pub struct TcpStats {
     pub dials_failed: u64,
     /// Inbound connections refused because `connections_max` were open.
     pub connections_refused: u64,
+    /// Inbound connections closed because the same peer authenticated a newer one.
+    pub connections_superseded: u64,
 }
 
 #[derive(Default)]
@@ -284,6 +286,13 @@ struct Counters {
     disconnects: AtomicU64,
     dials_failed: AtomicU64,
     connections_refused: AtomicU64,
+    connections_superseded: AtomicU64,
+}
+
+/// Recovers the guard of a poisoned lock: the map it protects is updated in single steps, so it
+/// is consistent even if a holder panicked.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn bump(c: &AtomicU64, n: u64) {
@@ -305,6 +314,7 @@ impl Counters {
             disconnects: g(&self.disconnects),
             dials_failed: g(&self.dials_failed),
             connections_refused: g(&self.connections_refused),
+            connections_superseded: g(&self.connections_superseded),
         }
     }
 }
@@ -313,6 +323,10 @@ impl Counters {
 struct Ctx {
     config: TcpConfig,
     counters: Counters,
+    /// The live inbound connection of each peer: its number and how to tell it to stop.
+    inbound_by_peer: std::sync::Mutex<BTreeMap<NodeId, (u64, Arc<tokio::sync::Notify>)>>,
+    /// Numbers inbound connections, so a connection only unregisters itself.
+    next_connection: AtomicU64,
 }
 
 /// A node's TCP endpoint. See the module documentation.
@@ -394,6 +408,8 @@ impl<S: Sockets> TcpTransport<S> {
         let ctx = Arc::new(Ctx {
             config,
             counters: Counters::default(),
+            inbound_by_peer: std::sync::Mutex::new(BTreeMap::new()),
+            next_connection: AtomicU64::new(0),
         });
         let span = tracing::info_span!("tcp", node = id);
         let mut tasks = JoinSet::new();
@@ -451,6 +467,9 @@ impl<S: Sockets> Transport for TcpTransport<S> {
                 len: frame.len(),
                 max: self.frame_bytes_max,
             });
+        }
+        if frame.is_empty() {
+            return Err(TransportError::EmptyFrame);
         }
         let Some(queue) = self.peers.get(&to) else {
             return Err(TransportError::UnknownPeer(to));
@@ -614,15 +633,36 @@ async fn serve_inbound<S: Sockets>(
     writer
         .encoder_mut()
         .set_max_frame_length(cfg.frame_bytes_max);
+    // A peer has one inbound connection at a time. When it dials again (it restarted, or gave
+    // up on a connection it believed dead), the older connection stops reading at once: frames
+    // still unread there are lost rather than delivered after the newer connection's, which
+    // keeps the link FIFO across reconnects.
+    let number = ctx.next_connection.fetch_add(1, Ordering::Relaxed);
+    let superseded = Arc::new(tokio::sync::Notify::new());
+    let older = lock(&ctx.inbound_by_peer).insert(peer, (number, Arc::clone(&superseded)));
+    if let Some((_, older)) = older {
+        older.notify_one();
+    }
     let reason = tokio::select! {
         // Fixed polling order: tokio would otherwise pick a branch at random, from an
         // unseeded source, and a seeded simulation (turmoil) would not replay.
         biased;
+        _ = superseded.notified() => Err(ConnectionError::Superseded),
         r = read_frames::<S>(&ctx, peer, &mut reader, &inbound) => r,
         r = send_keepalives::<S>(&ctx, &mut writer) => r,
     };
+    {
+        let mut by_peer = lock(&ctx.inbound_by_peer);
+        if by_peer.get(&peer).is_some_and(|(n, _)| *n == number) {
+            by_peer.remove(&peer);
+        }
+    }
     match reason {
         Ok(()) => tracing::debug!(peer, %addr, "inbound connection closed"),
+        Err(ConnectionError::Superseded) => {
+            bump(&ctx.counters.connections_superseded, 1);
+            tracing::debug!(peer, %addr, "inbound connection superseded by a newer one");
+        }
         Err(reason) => {
             bump(&ctx.counters.disconnects, 1);
             tracing::warn!(peer, %addr, %reason, "disconnecting inbound peer");
@@ -645,6 +685,8 @@ enum ConnectionError {
     PeerClosed,
     #[error("the accepting side sent a data frame; it only ever sends keepalives")]
     Unexpected,
+    #[error("the peer opened a newer connection")]
+    Superseded,
 }
 
 /// Reads frames from an authenticated peer into the inbound queue. `Ok` when the transport is
