@@ -45,6 +45,10 @@ pub struct Config {
     /// Non-voting members of the initial configuration: they receive the log but neither vote
     /// nor count towards a majority.
     pub learners: Vec<NodeId>,
+    /// Nodes that may join the cluster later: messages from them are accepted even before a
+    /// configuration naming them reaches this node (which would otherwise reject them as
+    /// unknown senders). Nodes named by any configuration this node has seen are always known.
+    pub known_nodes: Vec<NodeId>,
     /// The shortest election timeout. A follower that hears nothing from a leader for a
     /// randomized timeout in `[min, max]` starts an election (§5.2).
     pub election_timeout_ticks_min: u64,
@@ -97,6 +101,7 @@ impl Config {
             id,
             voters,
             learners: Vec::new(),
+            known_nodes: Vec::new(),
             election_timeout_ticks_min: ELECTION_TIMEOUT_TICKS_MIN_DEFAULT,
             election_timeout_ticks_max: ELECTION_TIMEOUT_TICKS_MAX_DEFAULT,
             heartbeat_interval_ticks: HEARTBEAT_INTERVAL_TICKS_DEFAULT,

@@ -35,9 +35,9 @@ pub enum RaftError {
     /// The request names a node that is not a member of the cluster, or is otherwise invalid.
     #[error("invalid request: {0}")]
     Invalid(String),
-    /// The node installed a snapshot that covers the proposal's index before learning the
-    /// entry's fate: the command may or may not have been applied.
-    #[error("outcome of the proposal at index {index} is unknown (covered by a snapshot)")]
+    /// The node lost its leadership, or installed a snapshot that covers the proposal's index,
+    /// before learning the entry's fate: the command may or may not be applied.
+    #[error("outcome of the proposal at index {index} is unknown (leadership lost or snapshot installed)")]
     Indeterminate {
         /// Where the proposal had been appended.
         index: LogIndex,

@@ -126,6 +126,16 @@ impl<S: StateMachine> Cluster<S> {
         self.nodes.values().filter_map(Option::as_ref)
     }
 
+    /// Whether node `id` has released all its effects: its in-memory state then rests only on
+    /// durable records. (Before that, a leader may have counted its own unsynced entries towards
+    /// a commit that a crash would undo; nothing of it has left the node yet, by the Outbox
+    /// rule.)
+    pub fn is_flushed(&self, id: NodeId) -> bool {
+        self.outboxes
+            .get(&id)
+            .is_none_or(|o| o.records().is_empty())
+    }
+
     /// Node `id`'s durable records.
     pub fn disk(&self, id: NodeId) -> &[RecordOf<S>] {
         self.disks.get(&id).map_or(&[], Vec::as_slice)
@@ -296,12 +306,17 @@ impl<S: StateMachine> Cluster<S> {
             self.deliver_all(100_000);
             self.flush_all();
             if let Some(l) = self.leader() {
-                let term = self.node(l).map_or(0, RaftNode::term);
+                let (term, voters) = self.node(l).map_or((0, Default::default()), |n| {
+                    (n.term(), n.membership().voters.clone())
+                });
                 let following = self
                     .running()
-                    .filter(|n| n.term() == term && n.leader() == Some(l))
+                    .filter(|n| {
+                        voters.contains(&n.id()) && n.term() == term && n.leader() == Some(l)
+                    })
                     .count();
-                if following > self.nodes.len() / 2 {
+                // The leader counts itself among its followers here.
+                if following > voters.len() / 2 {
                     return Some(l);
                 }
             }

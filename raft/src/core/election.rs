@@ -158,12 +158,15 @@ impl<S: StateMachine> RaftNode<S> {
             }
         }
         self.fail_reads(out);
+        // The fate of the entries proposed here is decided by the next leader; this node may
+        // never learn it (it may have been removed), so the callers are told now.
+        self.fail_proposals_through(LogIndex::MAX, out);
     }
 
     /// Followers, learners and candidates count towards their election timeout.
     pub(super) fn tick_election(&mut self, out: &mut Outbox<Self>) {
         self.election_elapsed_ticks += 1;
-        if self.role == Role::Learner || !self.is_voter(self.config.id) {
+        if !self.may_campaign() {
             return;
         }
         if self.election_elapsed_ticks >= self.election_timeout_ticks {
@@ -173,6 +176,21 @@ impl<S: StateMachine> RaftNode<S> {
                 self.campaign(false, out);
             }
         }
+    }
+
+    /// Voters campaign; so does a node that its latest configuration removed while that
+    /// configuration is not known to be committed: until it is, the configuration before may
+    /// still need this node to elect a leader (thesis §4.2.2). Its own vote then does not count.
+    fn may_campaign(&self) -> bool {
+        let me = self.config.id;
+        if self.is_voter(me) {
+            return true;
+        }
+        let uncommitted = self
+            .membership_history
+            .last()
+            .is_some_and(|(i, _)| *i > self.commit_index);
+        uncommitted && self.membership_at(self.commit_index).is_voter(me)
     }
 
     fn start_pre_vote(&mut self, out: &mut Outbox<Self>) {
@@ -248,8 +266,10 @@ impl<S: StateMachine> RaftNode<S> {
         last_log_term: Term,
         out: &mut Outbox<Self>,
     ) {
+        // Whether this node votes is the candidate's configuration's business: a node that has
+        // not yet learnt that it was added must still be able to help elect a leader (thesis
+        // §4.1), so its own view of its membership is not consulted.
         let granted = term > self.term
-            && self.is_voter(self.config.id)
             && !self.in_lease()
             && self.log_up_to_date(last_log_index, last_log_term);
         out.send(
@@ -295,9 +315,8 @@ impl<S: StateMachine> RaftNode<S> {
         // up-to-date log.
         let can_vote =
             self.voted_for == Some(from) || (self.voted_for.is_none() && self.leader.is_none());
-        let granted = can_vote
-            && self.is_voter(self.config.id)
-            && self.log_up_to_date(last_log_index, last_log_term);
+        // As for pre-votes, this node's own view of its membership is not consulted.
+        let granted = can_vote && self.log_up_to_date(last_log_index, last_log_term);
         if granted && self.voted_for != Some(from) {
             self.voted_for = Some(from);
             self.persist_hard_state(out);

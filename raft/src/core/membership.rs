@@ -27,6 +27,7 @@ impl<S: StateMachine> RaftNode<S> {
         out: &mut Outbox<Self>,
     ) {
         self.membership_history.push((index, m.clone()));
+        self.known.extend(m.members());
         self.membership = m;
         self.membership_refresh(out);
     }
@@ -43,6 +44,7 @@ impl<S: StateMachine> RaftNode<S> {
 
     /// The log was compacted (or replaced) up to `index`.
     pub(super) fn membership_compacted(&mut self, index: LogIndex, at_snapshot: Membership) {
+        self.known.extend(at_snapshot.members());
         self.snapshot_membership = at_snapshot;
         self.membership_history.retain(|(i, _)| *i > index);
         self.membership = self
@@ -129,6 +131,26 @@ impl<S: StateMachine> RaftNode<S> {
             return true;
         }
         false
+    }
+
+    /// A leader whose latest configuration is a committed joint one (committed under an
+    /// earlier leader) finishes the change by appending the new configuration.
+    pub(super) fn maybe_finish_joint(&mut self, out: &mut Outbox<Self>) {
+        if self.role != Role::Leader || self.log.term(self.commit_index) != Some(self.term) {
+            return;
+        }
+        let Some((index, m)) = self.membership_history.last() else {
+            return;
+        };
+        if *index > self.commit_index || m.voters_outgoing.is_none() {
+            return;
+        }
+        let new = Membership {
+            voters: m.voters.clone(),
+            learners: m.learners.clone(),
+            voters_outgoing: None,
+        };
+        self.append_membership(new, None, out);
     }
 
     fn append_membership(

@@ -86,6 +86,9 @@ pub struct RaftNode<S: StateMachine> {
     membership_history: Vec<(LogIndex, Membership)>,
     /// The configuration as of the snapshot (the initial one before any).
     snapshot_membership: Membership,
+    /// Every node this node accepts messages from: [`Config::known_nodes`] and every node named
+    /// by a configuration it has seen. Anyone else is an unknown sender.
+    known: BTreeSet<NodeId>,
     rng: DetRng,
 
     // Persistent state (§5, Figure 2), mirrored by the records.
@@ -196,10 +199,6 @@ impl<S: StateMachine> RaftNode<S> {
 
     fn is_voter(&self, id: NodeId) -> bool {
         self.membership.is_voter(id)
-    }
-
-    fn is_member(&self, id: NodeId) -> bool {
-        self.membership.is_member(id)
     }
 
     /// Whether `granted` holds a majority of every voter group.
@@ -379,6 +378,11 @@ impl<S: StateMachine> Node for RaftNode<S> {
         let mut node = RaftNode {
             rng: DetRng::for_node(config.seed, config.id),
             snapshot_membership: membership.clone(),
+            known: membership
+                .members()
+                .into_iter()
+                .chain(config.known_nodes.iter().copied())
+                .collect(),
             membership,
             membership_history: Vec::new(),
             term: 0,
@@ -427,7 +431,7 @@ impl<S: StateMachine> Node for RaftNode<S> {
     }
 
     fn handle_message(&mut self, from: NodeId, msg: MessageOf<S>, out: &mut Outbox<Self>) {
-        if from == self.config.id || !self.is_member(from) {
+        if from == self.config.id || !self.known.contains(&from) {
             self.reject_unknown(from);
             return;
         }
@@ -576,6 +580,7 @@ impl<S: StateMachine> RaftNode<S> {
                     if let Payload::Membership(m) = &e.payload {
                         self.membership_history.push((e.index, m.clone()));
                         self.membership = m.clone();
+                        self.known.extend(m.members());
                     }
                     self.log.push(e);
                 }
@@ -606,6 +611,7 @@ impl<S: StateMachine> RaftNode<S> {
                 self.log.compact(meta.index, meta.term);
                 self.snapshot_membership = meta.membership.clone();
                 self.membership = meta.membership.clone();
+                self.known.extend(meta.membership.members());
                 self.membership_history.clear();
                 for e in entries {
                     if e.index != self.log.last_index() + 1 {
@@ -614,6 +620,7 @@ impl<S: StateMachine> RaftNode<S> {
                     if let Payload::Membership(m) = &e.payload {
                         self.membership_history.push((e.index, m.clone()));
                         self.membership = m.clone();
+                        self.known.extend(m.members());
                     }
                     self.log.push(e);
                 }

@@ -16,6 +16,19 @@ use raft::kv::{KvCommand, KvQuery, KvStore};
 use raft::testing::{Cluster, Faults};
 use raft::{Config, Entry, Payload, RaftNode, Request, Response, Role, StateMachine, Term};
 
+/// Prints every node's state (on failure only).
+fn dump(c: &Cluster<KvStore>) {
+    for n in c.running() {
+        let terms: Vec<_> = (n.first_log_index()..=n.last_log_index())
+            .map(|i| n.entry_term(i).unwrap_or(0))
+            .collect();
+        eprintln!("{:?}\n  terms {terms:?}", common::Node::metrics(n));
+    }
+}
+
+/// Ticks the quiet phase may take to elect a leader and commit.
+const QUIET_TICKS_MAX: usize = 5_000;
+
 /// How many seeds to run: `SIM_SEEDS` or `default`.
 pub fn seeds(default: u64) -> u64 {
     std::env::var("SIM_SEEDS")
@@ -33,6 +46,9 @@ pub struct Plan {
     pub snapshot_log_entries_max: u64,
     /// Whether to issue leadership transfers.
     pub transfers: bool,
+    /// Whether to change the membership: two spare nodes (4 and 5) may join, and any node may
+    /// be added, promoted or removed, by single-server changes or joint consensus.
+    pub membership: bool,
 }
 
 impl Default for Plan {
@@ -41,6 +57,7 @@ impl Default for Plan {
             steps: 1500,
             snapshot_log_entries_max: 0,
             transfers: false,
+            membership: false,
         }
     }
 }
@@ -62,10 +79,22 @@ pub fn run(
     let mut rng = DetRng::new(seed);
     let n = if rng.chance(0.5) { 3 } else { 5 };
     let voters: Vec<NodeId> = (1..=n).collect();
+    // Spare nodes know the initial voters and see themselves as learners until a leader's
+    // configuration says otherwise.
+    let spares: Vec<NodeId> = if plan.membership {
+        vec![n + 1, n + 2]
+    } else {
+        vec![]
+    };
     let configs = voters
         .iter()
+        .chain(spares.iter())
         .map(|&id| {
             let mut c = Config::new(id, voters.clone());
+            if spares.contains(&id) {
+                c.learners = vec![id];
+            }
+            c.known_nodes = voters.iter().chain(spares.iter()).copied().collect();
             c.seed = seed;
             c.election_timeout_ticks_min = 10;
             c.election_timeout_ticks_max = 20;
@@ -158,6 +187,22 @@ pub fn run(
                 let id = pick(&mut rng);
                 cluster.flush(id);
             }
+            990..=994 if plan.membership => {
+                if let Some(l) = cluster.leader() {
+                    let all = cluster.ids();
+                    let target = pick(&mut rng);
+                    let req = match rng.index(4).unwrap_or(0) {
+                        0 => Request::AddLearner(target),
+                        1 => Request::AddVoter(target),
+                        2 => Request::RemoveNode(target),
+                        _ => {
+                            let voters = all.iter().copied().filter(|_| rng.chance(0.5)).collect();
+                            Request::ChangeVoters(voters)
+                        }
+                    };
+                    cluster.submit(l, req);
+                }
+            }
             _ => {
                 if plan.transfers {
                     if let Some(l) = cluster.leader() {
@@ -190,27 +235,60 @@ pub fn run(
         }
     }
     cluster.flush_all();
+    // Deliver and tick by hand, checking after every step, until a proposal to the leader
+    // is applied.
     let mut committed = false;
-    for _attempt in 0..20 {
-        let Some(leader) = cluster.run_until_leader(500) else {
-            continue;
-        };
-        let cmd = KvCommand::Put {
-            key: "final".into(),
-            value: "done".into(),
-        };
-        match cluster.request(leader, Request::Propose(cmd), 200) {
-            Some(Response::Applied { .. }) => {
-                committed = true;
-                break;
+    let mut pending: Option<RequestId> = None;
+    let mut last_refusal = None;
+    let mut step = plan.steps;
+    'quiet: for _tick in 0..QUIET_TICKS_MAX {
+        while cluster.deliver_one() {
+            step += 1;
+            if let Err(e) = check(&cluster) {
+                dump(&cluster);
+                fail(step, e);
             }
-            _ => {
-                // Refused (a transfer in progress, a leader that just lost its majority):
-                // let time pass before retrying.
-                for _ in 0..20 {
-                    cluster.deliver_all(100_000);
-                    cluster.tick_all();
+            if let Some(rid) = pending {
+                match cluster.take_response(rid) {
+                    Some(Response::Applied { .. }) => {
+                        committed = true;
+                        break 'quiet;
+                    }
+                    Some(other) => {
+                        last_refusal = Some(other);
+                        pending = None
+                    }
+                    None => {}
                 }
+            }
+        }
+        cluster.flush_all();
+        cluster.tick_all();
+        step += 1;
+        if let Err(e) = check(&cluster) {
+            dump(&cluster);
+            fail(step, e);
+        }
+        if pending.is_none() {
+            if let Some(l) = cluster.leader() {
+                let cmd = KvCommand::Put {
+                    key: "final".into(),
+                    value: "done".into(),
+                };
+                pending = Some(cluster.submit(l, Request::Propose(cmd)));
+            }
+        }
+        if let Some(rid) = pending {
+            match cluster.take_response(rid) {
+                Some(Response::Applied { .. }) => {
+                    committed = true;
+                    break;
+                }
+                Some(other) => {
+                    last_refusal = Some(other);
+                    pending = None
+                }
+                None => {}
             }
         }
     }
@@ -221,7 +299,10 @@ pub fn run(
         for n in cluster.running() {
             eprintln!("{:?}", common::Node::metrics(n));
         }
-        fail(plan.steps, "no progress after the faults stopped".into());
+        fail(
+            plan.steps,
+            format!("no progress after the faults stopped; last refusal {last_refusal:?}"),
+        );
     }
     RunStats {
         applied_during_faults,
@@ -315,7 +396,8 @@ pub fn log_matching(c: &Cluster<KvStore>) -> Result<(), String> {
 /// Leader completeness (§5.4): every entry committed (by anyone, ever) is in the log of every
 /// leader of a later term.
 pub fn leader_completeness(obs: &mut Observed, c: &Cluster<KvStore>) -> Result<(), String> {
-    for n in c.running() {
+    // Only what rests on durable records counts as committed (see `Cluster::is_flushed`).
+    for n in c.running().filter(|n| c.is_flushed(common::Node::id(*n))) {
         for i in n.first_log_index()..=n.commit_index() {
             if let Some(t) = n.entry_term(i) {
                 obs.committed.entry(i).or_insert(t);
@@ -343,7 +425,9 @@ pub fn leader_completeness(obs: &mut Observed, c: &Cluster<KvStore>) -> Result<(
 /// State machine safety (§5.4.3): no two nodes apply different entries at the same index; nodes
 /// at the same applied index hold the same state.
 pub fn state_machine_safety(obs: &mut Observed, c: &Cluster<KvStore>) -> Result<(), String> {
-    for n in c.running() {
+    // Only what rests on durable records counts as applied (see `Cluster::is_flushed`); a crash
+    // legitimately forgets the rest, which never left the node.
+    for n in c.running().filter(|n| c.is_flushed(common::Node::id(*n))) {
         let id = common::Node::id(n);
         let from = obs.applied_checked.get(&id).copied().unwrap_or(0) + 1;
         for i in from.max(n.first_log_index())..=n.applied_index() {
@@ -362,7 +446,10 @@ pub fn state_machine_safety(obs: &mut Observed, c: &Cluster<KvStore>) -> Result<
         }
         obs.applied_checked.insert(id, n.applied_index());
     }
-    let nodes: Vec<&RaftNode<KvStore>> = c.running().collect();
+    let nodes: Vec<&RaftNode<KvStore>> = c
+        .running()
+        .filter(|n| c.is_flushed(common::Node::id(*n)))
+        .collect();
     for (i, a) in nodes.iter().enumerate() {
         for b in &nodes[i + 1..] {
             if a.applied_index() == b.applied_index()
