@@ -17,6 +17,13 @@ type R = Replica<Counter>;
 /// uncompacted log stays small.
 const CHUNK_COMMANDS: u64 = 50_000;
 
+fn in_flight_slots_max() -> u64 {
+    std::env::var("PAXOS_BENCH_SLOTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2)
+}
+
 struct Cluster {
     nodes: Vec<R>,
     leader: usize,
@@ -33,8 +40,8 @@ impl Cluster {
             .iter()
             .map(|&id| {
                 let mut c = Config::new(id, ids.clone());
-                c.in_flight_slots_max = 1024;
-                c.window_slots_max = 1 << 20;
+                // A short pipeline makes a backlog, and a backlog is batched into slots.
+                c.in_flight_slots_max = in_flight_slots_max();
                 R::recover(c, vec![]).unwrap()
             })
             .collect();
