@@ -18,10 +18,14 @@ fn diagrams_dir() -> PathBuf {
 fn committed_diagrams_match_the_trace_binary() {
     let update = std::env::var("UPDATE_DIAGRAMS").is_ok_and(|v| v == "1");
     let mut stale = Vec::new();
+    let mut pages = vec![("README".to_string(), trace::index())];
     for scenario in trace::SCENARIOS {
         let page = trace::markdown(scenario, trace::DEFAULT_SEED)
             .unwrap_or_else(|e| panic!("scenario {} failed: {e}", scenario.name));
-        let path = diagrams_dir().join(format!("{}.md", scenario.name));
+        pages.push((scenario.name.to_string(), page));
+    }
+    for (name, page) in pages {
+        let path = diagrams_dir().join(format!("{name}.md"));
         if update {
             std::fs::create_dir_all(diagrams_dir()).unwrap();
             std::fs::write(&path, &page).unwrap();

@@ -165,6 +165,27 @@ fn label<T: std::fmt::Debug>(message: &T) -> String {
     }
 }
 
+/// The index page of `docs/diagrams/`: one line per scenario, linking its page.
+pub fn index() -> String {
+    let mut out = String::from(
+        "# Protocol traces\n\nSeeded runs of the deterministic simulator, drawn as Mermaid sequence \
+         diagrams by the `trace` binary (`cargo run -p benches --bin trace -- --list`). Arrows are \
+         labelled `[sent..arrived] message`; a cross is a lost message; notes mark crashes, \
+         restarts and network changes. Regenerate every page with \
+         `UPDATE_DIAGRAMS=1 cargo test -p benches --test trace_diagrams`.\n\n",
+    );
+    for s in SCENARIOS {
+        let first = s.about.split(". ").next().unwrap_or(s.about);
+        out.push_str(&format!(
+            "- [`{}`]({}.md): {}.\n",
+            s.name,
+            s.name,
+            first.trim_end_matches('.')
+        ));
+    }
+    out
+}
+
 fn options(from: u64, to: u64, nodes: Option<Vec<NodeId>>) -> DiagramOptions {
     DiagramOptions {
         from,
