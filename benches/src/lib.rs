@@ -47,6 +47,7 @@
 
 pub mod demo;
 pub mod hashring;
+pub mod kv;
 pub mod paxos;
 pub mod raft;
 pub mod threepc;

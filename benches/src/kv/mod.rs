@@ -1,0 +1,599 @@
+//! A replicated key-value store: **one** state machine ([`KvMachine`]) that runs unchanged on
+//! Raft ([`raft::StateMachine`]) and on Multi-Paxos ([`paxos::StateMachine`]).
+//!
+//! # Guarantees
+//!
+//! - **Exactly-once writes.** Every command carries its client's id and a sequence number
+//!   ([`KvCommand`]). The state machine keeps, per client, the last sequence number it applied
+//!   and that command's output (a session table, as in the Raft thesis §6.3). A retried command
+//!   (same client, same sequence number) is answered with the remembered output and **not
+//!   applied again**; an older one is refused as [`KvOutput::Stale`]. Because the table is part
+//!   of the replicated state (and of snapshots), every replica deduplicates the same way, and a
+//!   retry sent to a new leader after a crash is still caught.
+//! - **Deterministic.** Every replica applying the same commands in the same order reaches the
+//!   same map and the same table, including which sessions are evicted when
+//!   [`SESSIONS_MAX`] is reached (the least recently used, by a counter of applied commands).
+//! - **Linearizable reads** come from the protocols ([`KvQuery`] is answered by the leader after
+//!   it confirmed its leadership), not from this module.
+//! - **Bad snapshots are typed errors.** [`raft::StateMachine::restore`] decodes bytes from disk
+//!   or the network and reports a malformed snapshot instead of panicking.
+//!
+//! ```
+//! use benches::kv::{KvCommand, KvMachine, KvOp, KvOutput};
+//! use raft::StateMachine;
+//!
+//! let mut kv = KvMachine::default();
+//! let put = KvCommand { client: 7, seq: 1, op: KvOp::Put { key: "x".into(), value: "1".into() } };
+//! assert_eq!(kv.apply(&put), KvOutput::Value(None)); // the previous value
+//! // The same request again (a retry after a lost answer): same answer, applied once.
+//! assert_eq!(kv.apply(&put), KvOutput::Value(None));
+//! let cas = KvCommand {
+//!     client: 7,
+//!     seq: 2,
+//!     op: KvOp::Cas { key: "x".into(), expected: Some("1".into()), new: Some("2".into()) },
+//! };
+//! assert_eq!(kv.apply(&cas), KvOutput::Cas { swapped: true, current: Some("2".into()) });
+//! assert_eq!(kv.get("x"), Some("2"));
+//! ```
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Clients remembered by the session table at most; beyond it the least recently used is
+/// forgotten. Its later requests are refused as stale rather than risk applying one twice; the
+/// one hole left is a retry of a forgotten client's *first* request, which is applied again (a
+/// production store registers sessions through the log and expires them explicitly, Raft thesis
+/// §6.3).
+pub const SESSIONS_MAX: usize = 10_000;
+/// Longest key or value accepted, in bytes; longer writes are refused ([`KvOutput::TooLarge`]).
+pub const ITEM_BYTES_MAX: usize = 64 * 1024;
+
+/// One change to the store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KvOp {
+    /// Sets `key` to `value`; outputs the previous value.
+    Put {
+        /// The key.
+        key: String,
+        /// The new value.
+        value: String,
+    },
+    /// Removes `key`; outputs the previous value.
+    Delete {
+        /// The key.
+        key: String,
+    },
+    /// Compare-and-set: if `key`'s value is `expected` (`None`: absent), sets it to `new`
+    /// (`None`: delete). Outputs whether it swapped and the value after.
+    Cas {
+        /// The key.
+        key: String,
+        /// The value the key must have.
+        expected: Option<String>,
+        /// The value to set.
+        new: Option<String>,
+    },
+}
+
+impl KvOp {
+    /// The key the operation changes.
+    pub fn key(&self) -> &str {
+        match self {
+            KvOp::Put { key, .. } | KvOp::Delete { key } | KvOp::Cas { key, .. } => key,
+        }
+    }
+
+    fn too_large(&self) -> bool {
+        let big = |s: &str| s.len() > ITEM_BYTES_MAX;
+        match self {
+            KvOp::Put { key, value } => big(key) || big(value),
+            KvOp::Delete { key } => big(key),
+            KvOp::Cas { key, expected, new } => {
+                big(key) || expected.as_deref().is_some_and(big) || new.as_deref().is_some_and(big)
+            }
+        }
+    }
+}
+
+/// A client's request: `op`, as sequence number `seq` of client `client`. A client numbers its
+/// requests 1, 2, 3, … and has one in flight at a time; a retry reuses the number.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvCommand {
+    /// The client's id, unique among clients.
+    pub client: u64,
+    /// The request's sequence number (from 1).
+    pub seq: u64,
+    /// What to do.
+    pub op: KvOp,
+}
+
+/// A read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KvQuery {
+    /// The value of one key.
+    Get(String),
+}
+
+/// What a command or query returns.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KvOutput {
+    /// A value: the previous one for put and delete, the current one for a read.
+    Value(Option<String>),
+    /// The result of a compare-and-set.
+    Cas {
+        /// Whether the value matched and was replaced.
+        swapped: bool,
+        /// The value after the operation.
+        current: Option<String>,
+    },
+    /// The sequence number is older than the client's last applied one (or its session was
+    /// forgotten): the request was not applied now. Its original answer is lost.
+    Stale,
+    /// A key or value exceeds [`ITEM_BYTES_MAX`]; nothing was applied.
+    TooLarge,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Session {
+    seq: u64,
+    output: KvOutput,
+    /// The value of [`KvMachine::applied`] when this session last applied: orders eviction.
+    used_at: u64,
+}
+
+/// The replicated store: the map and the session table.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvMachine {
+    map: BTreeMap<String, String>,
+    sessions: BTreeMap<u64, Session>,
+    /// Commands applied (not counting duplicates): a deterministic clock for eviction.
+    applied: u64,
+}
+
+impl KvMachine {
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.map.get(key).map(String::as_str)
+    }
+
+    /// Every key and value.
+    pub fn data(&self) -> &BTreeMap<String, String> {
+        &self.map
+    }
+
+    /// Commands applied, duplicates not counted.
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    /// Applies `command` once per (client, seq); see the module's guarantees.
+    pub fn apply_command(&mut self, command: &KvCommand) -> KvOutput {
+        match self.sessions.get(&command.client) {
+            Some(session) if command.seq == session.seq => return session.output.clone(),
+            Some(session) if command.seq < session.seq => return KvOutput::Stale,
+            Some(_) => {}
+            // A client starts at 1; an unknown client further on had its session forgotten,
+            // and this may be a retry of a command already applied: refuse it.
+            None if command.seq != 1 => return KvOutput::Stale,
+            None => {}
+        }
+        let output = self.apply_op(&command.op);
+        self.applied += 1;
+        if !self.sessions.contains_key(&command.client) && self.sessions.len() >= SESSIONS_MAX {
+            let oldest = self
+                .sessions
+                .iter()
+                .min_by_key(|(client, s)| (s.used_at, **client))
+                .map(|(client, _)| *client);
+            if let Some(oldest) = oldest {
+                self.sessions.remove(&oldest);
+            }
+        }
+        self.sessions.insert(
+            command.client,
+            Session {
+                seq: command.seq,
+                output: output.clone(),
+                used_at: self.applied,
+            },
+        );
+        output
+    }
+
+    fn apply_op(&mut self, op: &KvOp) -> KvOutput {
+        if op.too_large() {
+            return KvOutput::TooLarge;
+        }
+        match op {
+            KvOp::Put { key, value } => {
+                KvOutput::Value(self.map.insert(key.clone(), value.clone()))
+            }
+            KvOp::Delete { key } => KvOutput::Value(self.map.remove(key)),
+            KvOp::Cas { key, expected, new } => {
+                if self.map.get(key) != expected.as_ref() {
+                    return KvOutput::Cas {
+                        swapped: false,
+                        current: self.map.get(key).cloned(),
+                    };
+                }
+                match new {
+                    Some(v) => {
+                        self.map.insert(key.clone(), v.clone());
+                    }
+                    None => {
+                        self.map.remove(key);
+                    }
+                }
+                KvOutput::Cas {
+                    swapped: true,
+                    current: new.clone(),
+                }
+            }
+        }
+    }
+
+    fn answer(&self, query: &KvQuery) -> KvOutput {
+        match query {
+            KvQuery::Get(key) => KvOutput::Value(self.map.get(key).cloned()),
+        }
+    }
+}
+
+impl raft::StateMachine for KvMachine {
+    type Command = KvCommand;
+    type Query = KvQuery;
+    type Output = KvOutput;
+
+    fn apply(&mut self, command: &KvCommand) -> KvOutput {
+        self.apply_command(command)
+    }
+
+    fn query(&self, query: &KvQuery) -> KvOutput {
+        self.answer(query)
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        // JSON: the crate already depends on serde_json, and a snapshot's size is not on the
+        // hot path of these examples. Serializing plain maps of strings cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
+        *self = serde_json::from_slice(snapshot).map_err(|e| format!("kv snapshot: {e}"))?;
+        Ok(())
+    }
+
+    fn command_bytes(command: &KvCommand) -> usize {
+        let op = &command.op;
+        let len = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        16 + match op {
+            KvOp::Put { key, value } => key.len() + value.len(),
+            KvOp::Delete { key } => key.len(),
+            KvOp::Cas { key, expected, new } => key.len() + len(expected) + len(new),
+        }
+    }
+}
+
+impl paxos::StateMachine for KvMachine {
+    type Command = KvCommand;
+    type Output = KvOutput;
+    type Query = KvQuery;
+    type Snapshot = KvMachine;
+
+    fn apply(&mut self, command: &KvCommand) -> KvOutput {
+        self.apply_command(command)
+    }
+
+    fn query(&self, query: &KvQuery) -> KvOutput {
+        self.answer(query)
+    }
+
+    fn snapshot(&self) -> KvMachine {
+        self.clone()
+    }
+
+    fn restore(snapshot: KvMachine) -> Self {
+        snapshot
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(client: u64, seq: u64, op: KvOp) -> KvCommand {
+        KvCommand { client, seq, op }
+    }
+
+    fn put(key: &str, value: &str) -> KvOp {
+        KvOp::Put {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn a_retried_command_is_applied_once_and_answered_the_same() {
+        let mut kv = KvMachine::default();
+        let cas = cmd(
+            1,
+            1,
+            KvOp::Cas {
+                key: "k".into(),
+                expected: None,
+                new: Some("a".into()),
+            },
+        );
+        let first = kv.apply_command(&cas);
+        assert_eq!(
+            first,
+            KvOutput::Cas {
+                swapped: true,
+                current: Some("a".into())
+            }
+        );
+        // Applied again, a CAS expecting "absent" would now fail; the retry gets the first answer.
+        assert_eq!(kv.apply_command(&cas), first);
+        assert_eq!(kv.applied(), 1);
+        // An older request is refused, a newer one applies.
+        kv.apply_command(&cmd(1, 2, put("k", "b")));
+        assert_eq!(kv.apply_command(&cmd(1, 1, put("k", "z"))), KvOutput::Stale);
+        assert_eq!(kv.get("k"), Some("b"));
+        // Other clients have their own numbering.
+        assert_eq!(
+            kv.apply_command(&cmd(2, 1, KvOp::Delete { key: "k".into() })),
+            KvOutput::Value(Some("b".into()))
+        );
+        assert_eq!(kv.get("k"), None);
+    }
+
+    #[test]
+    fn cas_compares_and_deletes() {
+        let mut kv = KvMachine::default();
+        kv.apply_command(&cmd(1, 1, put("k", "a")));
+        let miss = kv.apply_command(&cmd(
+            1,
+            2,
+            KvOp::Cas {
+                key: "k".into(),
+                expected: Some("x".into()),
+                new: Some("y".into()),
+            },
+        ));
+        assert_eq!(
+            miss,
+            KvOutput::Cas {
+                swapped: false,
+                current: Some("a".into())
+            }
+        );
+        let delete = kv.apply_command(&cmd(
+            1,
+            3,
+            KvOp::Cas {
+                key: "k".into(),
+                expected: Some("a".into()),
+                new: None,
+            },
+        ));
+        assert_eq!(
+            delete,
+            KvOutput::Cas {
+                swapped: true,
+                current: None
+            }
+        );
+        assert!(kv.data().is_empty());
+    }
+
+    #[test]
+    fn oversized_writes_are_refused_and_sessions_are_bounded() {
+        let mut kv = KvMachine::default();
+        let big = "x".repeat(ITEM_BYTES_MAX + 1);
+        assert_eq!(
+            kv.apply_command(&cmd(1, 1, put("k", &big))),
+            KvOutput::TooLarge
+        );
+        assert!(kv.data().is_empty());
+        kv.apply_command(&cmd(1, 2, put("k", "v")));
+        for client in 0..(SESSIONS_MAX as u64 + 5) {
+            kv.apply_command(&cmd(client + 10, 1, put("k", "v")));
+        }
+        assert_eq!(kv.sessions.len(), SESSIONS_MAX);
+        // The least recently used session went first: client 1's retry is refused, not
+        // applied a second time.
+        assert!(!kv.sessions.contains_key(&1));
+        assert_eq!(kv.apply_command(&cmd(1, 2, put("k", "w"))), KvOutput::Stale);
+        assert_eq!(kv.get("k"), Some("v"));
+    }
+
+    #[test]
+    fn snapshots_round_trip_and_bad_bytes_are_errors() {
+        use raft::StateMachine as _;
+        let mut kv = KvMachine::default();
+        kv.apply_command(&cmd(1, 1, put("a", "1")));
+        let mut copy = KvMachine::default();
+        copy.restore(&kv.snapshot()).unwrap();
+        assert_eq!(copy, kv);
+        // The session table travels with the snapshot: the retry is still caught.
+        assert_eq!(
+            copy.apply_command(&cmd(1, 1, put("a", "2"))),
+            KvOutput::Value(None)
+        );
+        assert_eq!(copy.get("a"), Some("1"));
+        assert!(copy.restore(b"\xff not json").is_err());
+        assert_eq!(copy.get("a"), Some("1"), "a failed restore changes nothing");
+    }
+
+    /// The same machine replicated by both protocols, in process (tokio driver, in-memory
+    /// network): a leader is stopped with a request in flight, the client retries with the same
+    /// sequence number elsewhere, and every write counts once.
+    mod replicated {
+        use std::time::Duration;
+
+        use common::codec::Bincode;
+        use common::driver::{self, DriverConfig, NodeHandle, Persistence};
+        use common::transport::memory::MemoryNetwork;
+        use common::{MemStorage, Node as _, NodeId};
+
+        use super::super::*;
+
+        const WRITES: u64 = 20;
+        const STOP_AT: u64 = 8;
+        const ATTEMPTS_MAX: usize = 400;
+
+        /// A chain of compare-and-sets on one key: write `seq` expects `seq - 1`. Applied twice,
+        /// a write would be refused (the value moved on); applied once, every one swaps.
+        fn write(seq: u64) -> KvCommand {
+            KvCommand {
+                client: 1,
+                seq,
+                op: KvOp::Cas {
+                    key: "chain".into(),
+                    expected: (seq > 1).then(|| (seq - 1).to_string()),
+                    new: Some(seq.to_string()),
+                },
+            }
+        }
+
+        fn swapped(seq: u64) -> KvOutput {
+            KvOutput::Cas {
+                swapped: true,
+                current: Some(seq.to_string()),
+            }
+        }
+
+        #[tokio::test]
+        async fn on_raft() {
+            use raft::{spawn_memory_cluster, Config, RaftClient};
+            let configs: Vec<Config> = (1..=3).map(|id| Config::new(id, vec![1, 2, 3])).collect();
+            let network = MemoryNetwork::new(3);
+            let client: RaftClient<KvMachine> =
+                spawn_memory_cluster(configs, &network, DriverConfig::default()).unwrap();
+            let propose = |seq: u64| {
+                let client = &client;
+                async move {
+                    for _ in 0..ATTEMPTS_MAX {
+                        match client.propose(write(seq)).await {
+                            Ok((_, out)) => return out,
+                            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                        }
+                    }
+                    panic!("write {seq} never answered");
+                }
+            };
+            let mut stopped = None;
+            for seq in 1..=WRITES {
+                let out = if seq == STOP_AT {
+                    let mut leader = None;
+                    for node in client.nodes() {
+                        let m = node.metrics().await.unwrap();
+                        if m.leader == Some(m.id) {
+                            leader = Some(node.clone());
+                        }
+                    }
+                    let leader = leader.expect("a leader answered the first writes");
+                    stopped = Some(leader.id());
+                    let (out, stop) = tokio::join!(propose(seq), leader.shutdown());
+                    stop.unwrap();
+                    out
+                } else {
+                    propose(seq).await
+                };
+                assert_eq!(out, swapped(seq), "write {seq}");
+            }
+            // An explicit retry of the last write: the remembered answer, not a second apply.
+            assert_eq!(propose(WRITES).await, swapped(WRITES));
+            assert_eq!(client.propose(write(3)).await.unwrap().1, KvOutput::Stale);
+            let read = client.read(KvQuery::Get("chain".into())).await.unwrap();
+            assert_eq!(read, KvOutput::Value(Some(WRITES.to_string())));
+            for node in client.nodes().filter(|n| Some(n.id()) != stopped) {
+                node.shutdown().await.unwrap();
+            }
+        }
+
+        type Replica = paxos::Replica<KvMachine>;
+
+        /// Sends `request` to the replicas in turn, following leader hints, until one answers
+        /// with something other than "not the leader" or a stopped node.
+        async fn paxos_request(
+            nodes: &[NodeHandle<Replica>],
+            request: paxos::Request<KvCommand, KvQuery>,
+        ) -> KvOutput {
+            let mut target = 0;
+            for _ in 0..ATTEMPTS_MAX {
+                let node = &nodes[target % nodes.len()];
+                match node.request(request.clone()).await {
+                    Ok(paxos::Response::Applied { output, .. })
+                    | Ok(paxos::Response::Read(output)) => return output,
+                    Ok(paxos::Response::Failed(paxos::Error::NotLeader { leader: Some(l) }))
+                        if l != node.id() =>
+                    {
+                        target = nodes.iter().position(|n| n.id() == l).unwrap_or(target + 1);
+                        continue;
+                    }
+                    _ => {
+                        target += 1;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+            panic!("{request:?} never answered");
+        }
+
+        #[tokio::test]
+        async fn on_multi_paxos() {
+            let members: Vec<NodeId> = vec![1, 2, 3];
+            let network = MemoryNetwork::new(5);
+            let mut nodes = Vec::new();
+            for &id in &members {
+                let core =
+                    Replica::recover(paxos::Config::new(id, members.clone()), vec![]).unwrap();
+                let config = DriverConfig {
+                    persistence: Persistence::Inline,
+                    ..DriverConfig::default()
+                };
+                let transport = network.join(id).unwrap();
+                nodes.push(
+                    driver::spawn(core, transport, MemStorage::new(), Bincode, config).unwrap(),
+                );
+            }
+            // No session at the Paxos layer: deduplication here is the state machine's own.
+            let propose = |seq: u64| paxos::Request::Propose {
+                command: write(seq),
+                session: None,
+            };
+            let mut stopped = None;
+            for seq in 1..=WRITES {
+                let out = if seq == STOP_AT {
+                    let mut leader = None;
+                    for node in &nodes {
+                        if node.metrics().await.unwrap().leader == Some(node.id()) {
+                            leader = Some(node.clone());
+                        }
+                    }
+                    let leader = leader.expect("a leader answered the first writes");
+                    stopped = Some(leader.id());
+                    let (out, stop) =
+                        tokio::join!(paxos_request(&nodes, propose(seq)), leader.shutdown());
+                    stop.unwrap();
+                    out
+                } else {
+                    paxos_request(&nodes, propose(seq)).await
+                };
+                assert_eq!(out, swapped(seq), "write {seq}");
+            }
+            assert_eq!(
+                paxos_request(&nodes, propose(WRITES)).await,
+                swapped(WRITES)
+            );
+            let read =
+                paxos_request(&nodes, paxos::Request::Read(KvQuery::Get("chain".into()))).await;
+            assert_eq!(read, KvOutput::Value(Some(WRITES.to_string())));
+            for node in nodes.iter().filter(|n| Some(n.id()) != stopped) {
+                node.shutdown().await.unwrap();
+            }
+        }
+    }
+}
