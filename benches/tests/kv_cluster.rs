@@ -174,6 +174,28 @@ async fn wait_completed(load: &Load, target: u64, cluster: &Cluster) {
     }
 }
 
+/// Hostile client input: a frame that does not decode, then a length prefix above the limit.
+/// The node must close those connections and keep serving.
+async fn send_garbage(addr: SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff]).await.unwrap();
+    let mut buf = [0u8; 64];
+    // The node hangs up (0 bytes) rather than answering.
+    let n = tokio::time::timeout(WAIT_MAX, s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the node answered a malformed request");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+    let n = tokio::time::timeout(WAIT_MAX, s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the node accepted an oversized frame");
+}
+
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -191,6 +213,11 @@ async fn kill_the_leader_again_and_again(protocol: &'static str) {
         cluster.wait_serving(id, &mut probe).await;
     }
     cluster.leader(&mut probe).await;
+    send_garbage(cluster.clients[&1]).await;
+    assert!(
+        probe.status(1).await.is_some(),
+        "node 1 stopped serving after garbage"
+    );
 
     let load = Load::new();
     let options = LoadOptions {

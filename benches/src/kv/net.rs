@@ -340,3 +340,27 @@ pub fn parse_nodes(text: &str) -> Result<BTreeMap<NodeId, SocketAddr>, String> {
     }
     Ok(nodes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_lists_parse_and_bad_ones_are_refused() {
+        let nodes = parse_nodes("1=127.0.0.1:7001, 2=127.0.0.1:7002").unwrap();
+        assert_eq!(nodes.len(), 2);
+        assert_eq!(nodes[&2], "127.0.0.1:7002".parse().unwrap());
+        assert!(parse_nodes("1=127.0.0.1:7001,1=127.0.0.1:7002").is_err());
+        assert!(parse_nodes("x=127.0.0.1:7001").is_err());
+        assert!(parse_nodes("1:127.0.0.1").is_err());
+        assert!(parse_nodes("1=nowhere").is_err());
+    }
+
+    #[test]
+    fn replies_round_trip_and_garbage_is_an_error() {
+        let reply = ClientReply::NotLeader { leader: Some(3) };
+        assert_eq!(decode_reply(&encode_reply(&reply).unwrap()).unwrap(), reply);
+        assert!(decode_reply(&[]).is_err());
+        assert!(decode_request(&[0xff; 16]).is_err());
+    }
+}
