@@ -9,7 +9,8 @@
 //!
 //! `--nodes` lists the nodes' *client* addresses with their ids, so "not the leader, try node N"
 //! answers can be followed. `load` records every operation in `common::check`'s JSON-lines
-//! history format and checks it for linearizability at the end.
+//! history format and checks it for linearizability at the end; its keys are prefixed with
+//! `run<client id>/`, so every run starts from absent keys, as the checker assumes.
 
 use std::io::BufWriter;
 use std::path::PathBuf;
@@ -118,6 +119,8 @@ async fn run(args: Args) -> Result<(), String> {
                 ops_per_client: ops,
                 seed,
                 first_client_id: client_id,
+                // Fresh keys: the checker assumes every key starts absent.
+                key_prefix: format!("run{client_id}/"),
             };
             load.run(&nodes, &options).await;
             let h = load.recorder.history();

@@ -37,6 +37,10 @@ pub struct LoadOptions {
     /// The first client id; clients are numbered from it (ids name sessions: never reuse them
     /// against the same cluster).
     pub first_client_id: u64,
+    /// Prepended to every key. The checker assumes every key starts absent, so a load against
+    /// a cluster that already holds data uses a prefix of its own (the CLI uses the run's first
+    /// client id).
+    pub key_prefix: String,
 }
 
 /// A running (or finished) load: its history and acknowledged own-key writes.
@@ -96,7 +100,11 @@ impl Load {
             if self.stop.load(Ordering::SeqCst) {
                 return;
             }
-            let key = format!("k{}", rng.range_inclusive(0, SHARED_KEYS - 1));
+            let key = format!(
+                "{}k{}",
+                o.key_prefix,
+                rng.range_inclusive(0, SHARED_KEYS - 1)
+            );
             let value = format!("c{id}-{n}");
             let roll = rng.range_inclusive(0, 9);
             let is_read = roll < 4;
@@ -130,7 +138,7 @@ impl Load {
                 (op, client.write(cas).await)
             } else {
                 // A write to a key of this client's own, read back at the end.
-                let key = format!("own-{id}-{n}");
+                let key = format!("{}own-{id}-{n}", o.key_prefix);
                 let input = KvInput::Put {
                     key: key.clone(),
                     value: value.clone(),
