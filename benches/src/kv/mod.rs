@@ -36,6 +36,10 @@
 //! assert_eq!(kv.get("x"), Some("2"));
 //! ```
 
+pub mod load;
+pub mod net;
+pub mod server;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};

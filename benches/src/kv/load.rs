@@ -1,0 +1,190 @@
+//! The load generator: concurrent [`KvClient`]s issuing random gets, puts and compare-and-sets
+//! on a few shared keys, recording every operation in [`common::check`]'s history format, plus
+//! writes to keys of their own whose acknowledgements are remembered for a read-back.
+//!
+//! # Guarantees
+//!
+//! - **Every operation is recorded**: invoked right before it is sent, completed `ok` with the
+//!   answer, `fail` only when it certainly was not applied, `info` when it may have been.
+//! - **Seeded.** The operations a client issues depend only on the seed and the client's index.
+//! - **It stops by itself**: after [`LoadOptions::ops_per_client`] operations per client, or
+//!   when [`Load::stop`] is called, whichever comes first.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use common::check::{self, KvInput, Recorder};
+use common::rng::DetRng;
+use common::NodeId;
+
+use super::net::{CallOutcome, KvClient};
+use super::{KvOp, KvOutput};
+
+/// Shared keys the clients contend on.
+pub const SHARED_KEYS: u64 = 3;
+
+/// What the load generator does.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Concurrent clients (each has one operation in flight).
+    pub clients: u64,
+    /// Operations per client at most.
+    pub ops_per_client: u64,
+    /// Seed of the operation mix.
+    pub seed: u64,
+    /// The first client id; clients are numbered from it (ids name sessions: never reuse them
+    /// against the same cluster).
+    pub first_client_id: u64,
+    /// Prepended to every key. The checker assumes every key starts absent, so a load against
+    /// a cluster that already holds data uses a prefix of its own (the CLI uses the run's first
+    /// client id).
+    pub key_prefix: String,
+}
+
+/// A running (or finished) load: its history and acknowledged own-key writes.
+#[derive(Clone)]
+pub struct Load {
+    /// The history being recorded.
+    pub recorder: Recorder<KvInput, check::KvOutput>,
+    /// Operations completed so far (any outcome).
+    pub completed: Arc<AtomicU64>,
+    /// Operations completed `ok` so far.
+    pub acknowledged: Arc<AtomicU64>,
+    /// Own-key writes acknowledged: key to value. Each client writes each own key once.
+    pub acked_writes: Arc<Mutex<BTreeMap<String, String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Default for Load {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Load {
+    /// An empty load.
+    pub fn new() -> Self {
+        Self {
+            recorder: Recorder::new(),
+            completed: Arc::new(AtomicU64::new(0)),
+            acknowledged: Arc::new(AtomicU64::new(0)),
+            acked_writes: Arc::new(Mutex::new(BTreeMap::new())),
+            stop: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Asks every client to stop after its current operation.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Runs the clients against `nodes` until they are done or stopped.
+    pub async fn run(&self, nodes: &BTreeMap<NodeId, SocketAddr>, options: &LoadOptions) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..options.clients {
+            let this = self.clone();
+            let nodes = nodes.clone();
+            let options = options.clone();
+            tasks.spawn(async move { this.client(i, nodes, options).await });
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    async fn client(&self, index: u64, nodes: BTreeMap<NodeId, SocketAddr>, o: LoadOptions) {
+        let id = o.first_client_id + index;
+        let mut client = KvClient::new(id, nodes);
+        let mut rng = DetRng::new(o.seed ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        for n in 0..o.ops_per_client {
+            if self.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            let key = format!(
+                "{}k{}",
+                o.key_prefix,
+                rng.range_inclusive(0, SHARED_KEYS - 1)
+            );
+            let value = format!("c{id}-{n}");
+            let roll = rng.range_inclusive(0, 9);
+            let is_read = roll < 4;
+            let (input, outcome) = if is_read {
+                let input = KvInput::Get { key: key.clone() };
+                let op = self.recorder.invoke(id, input.clone());
+                (op, client.get(&key).await)
+            } else if roll < 7 {
+                let input = KvInput::Put {
+                    key: key.clone(),
+                    value: value.clone(),
+                };
+                let op = self.recorder.invoke(id, input);
+                (op, client.write(KvOp::Put { key, value }).await)
+            } else if roll < 9 {
+                // Expect a value some client wrote recently, so some swaps succeed.
+                let writer = o.first_client_id + rng.range_inclusive(0, o.clients.max(1) - 1);
+                let back = rng.range_inclusive(0, 2);
+                let expected = Some(format!("c{writer}-{}", n.saturating_sub(back)));
+                let input = KvInput::Cas {
+                    key: key.clone(),
+                    expected: expected.clone(),
+                    new: value.clone(),
+                };
+                let op = self.recorder.invoke(id, input);
+                let cas = KvOp::Cas {
+                    key,
+                    expected,
+                    new: Some(value),
+                };
+                (op, client.write(cas).await)
+            } else {
+                // A write to a key of this client's own, read back at the end.
+                let key = format!("{}own-{id}-{n}", o.key_prefix);
+                let input = KvInput::Put {
+                    key: key.clone(),
+                    value: value.clone(),
+                };
+                let op = self.recorder.invoke(id, input);
+                let outcome = client
+                    .write(KvOp::Put {
+                        key: key.clone(),
+                        value: value.clone(),
+                    })
+                    .await;
+                if matches!(outcome, CallOutcome::Ok(_)) {
+                    if let Ok(mut acked) = self.acked_writes.lock() {
+                        acked.insert(key, value);
+                    }
+                }
+                (op, outcome)
+            };
+            self.complete(input, is_read, outcome);
+        }
+    }
+
+    fn complete(&self, op: u64, is_read: bool, outcome: CallOutcome) {
+        match outcome {
+            CallOutcome::Ok(out) => match to_check_output(is_read, out) {
+                Some(out) => {
+                    self.recorder.ok(op, out);
+                    self.acknowledged.fetch_add(1, Ordering::SeqCst);
+                }
+                None => self.recorder.info(op),
+            },
+            CallOutcome::Failed(_) => self.recorder.fail(op),
+            CallOutcome::Unknown(_) => self.recorder.info(op),
+        }
+        self.completed.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// The checker's view of an answer (`is_read`: the answer of a get): a read is its value, put
+/// and delete are `Done` (their previous value is not checked), a compare-and-set is whether it
+/// swapped. `None` for answers that say nothing about the operation (stale, too large).
+pub fn to_check_output(is_read: bool, out: KvOutput) -> Option<check::KvOutput> {
+    match out {
+        KvOutput::Value(value) if is_read => Some(check::KvOutput::Value { value }),
+        KvOutput::Value(_) => Some(check::KvOutput::Done),
+        KvOutput::Cas { swapped, .. } => Some(check::KvOutput::Cas { swapped }),
+        KvOutput::Stale | KvOutput::TooLarge => None,
+    }
+}

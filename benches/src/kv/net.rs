@@ -1,0 +1,366 @@
+//! The KV store's client protocol over TCP, shared by `kv-node` (server side) and `kv-client`
+//! (the [`KvClient`] library and the load generator).
+//!
+//! # Guarantees
+//!
+//! - **Bounded frames.** Every message is one length-delimited frame (tokio-util's
+//!   `LengthDelimitedCodec`, 4-byte big-endian length) of at most [`CLIENT_FRAME_BYTES_MAX`]
+//!   bytes, carrying a [`ClientRequest`] or [`ClientReply`] encoded with the workspace's
+//!   [`Bincode`] codec (itself capped at decode time). A frame above the limit or that does not
+//!   decode closes that connection only; the node keeps serving everyone else.
+//! - **Exactly-once writes across retries.** [`KvClient`] numbers its writes and sends a retry
+//!   (after a timeout, a lost connection or "not the leader") with the *same* client id and
+//!   sequence number, so the replicated session table applies it once ([`super::KvMachine`]).
+//! - **Honest outcomes.** A call ends in [`CallOutcome::Ok`] (applied, with the answer),
+//!   [`CallOutcome::Failed`] (certainly not applied: no node accepted it) or
+//!   [`CallOutcome::Unknown`] (it may have been applied): exactly the three endings a
+//!   linearizability history needs ([`common::check`]).
+//!
+//! ```
+//! use benches::kv::net::{decode_request, encode_request, ClientRequest};
+//!
+//! let bytes = encode_request(&ClientRequest::Get { key: "x".into() }).unwrap();
+//! assert_eq!(decode_request(&bytes).unwrap(), ClientRequest::Get { key: "x".into() });
+//! // Bytes from the network are never trusted: garbage is a typed error, not a panic.
+//! assert!(decode_request(&[0xff, 0xff, 0xff]).is_err());
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::codec::{Bincode, Codec, CodecError};
+use common::NodeId;
+use futures::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpStream;
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+use super::{KvCommand, KvOp, KvOutput};
+
+/// Largest client frame accepted either way (a request carries at most two items of
+/// [`super::ITEM_BYTES_MAX`]).
+pub const CLIENT_FRAME_BYTES_MAX: usize = 4 * super::ITEM_BYTES_MAX;
+/// How long [`KvClient`] waits for one node's answer before trying another.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1_000);
+/// How long [`KvClient`] keeps retrying one call before giving up.
+pub const CALL_DEADLINE: Duration = Duration::from_secs(10);
+/// Pause before retrying when no node knows a leader (an election is under way).
+pub const NO_LEADER_BACKOFF: Duration = Duration::from_millis(20);
+
+/// A request from a client to a node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientRequest {
+    /// A write, applied through the log (exactly once per client and sequence number).
+    Write(KvCommand),
+    /// A linearizable read of one key.
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// Who leads, as this node knows it (for operators and tests).
+    Status,
+}
+
+/// A node's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientReply {
+    /// The request was applied (or read) with this output.
+    Output(KvOutput),
+    /// This node does not lead; `leader` is the one it knows of. Nothing was applied here.
+    NotLeader {
+        /// The leader, if known.
+        leader: Option<NodeId>,
+    },
+    /// Refused before anything was proposed (busy, invalid); nothing was applied.
+    Refused(String),
+    /// The request was proposed but its fate is unknown (leadership lost); retry it with the
+    /// same sequence number.
+    Unknown(String),
+    /// The answer to [`ClientRequest::Status`].
+    Status {
+        /// The answering node.
+        id: NodeId,
+        /// Whether it is the leader.
+        is_leader: bool,
+        /// The leader it knows of.
+        leader: Option<NodeId>,
+    },
+}
+
+/// Encodes a request.
+pub fn encode_request(request: &ClientRequest) -> Result<Vec<u8>, CodecError> {
+    Bincode.encode(request)
+}
+
+/// Decodes a request from untrusted bytes.
+pub fn decode_request(bytes: &[u8]) -> Result<ClientRequest, CodecError> {
+    Bincode.decode(bytes)
+}
+
+/// Encodes a reply.
+pub fn encode_reply(reply: &ClientReply) -> Result<Vec<u8>, CodecError> {
+    Bincode.encode(reply)
+}
+
+/// Decodes a reply from untrusted bytes.
+pub fn decode_reply(bytes: &[u8]) -> Result<ClientReply, CodecError> {
+    Bincode.decode(bytes)
+}
+
+/// The framing of the client protocol, with its limit.
+pub fn client_codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .max_frame_length(CLIENT_FRAME_BYTES_MAX)
+        .new_codec()
+}
+
+/// How a call ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// Applied (or read) with this output.
+    Ok(KvOutput),
+    /// Certainly not applied.
+    Failed(String),
+    /// Maybe applied.
+    Unknown(String),
+}
+
+/// A client of a cluster over the client protocol: one request in flight, follows leader hints,
+/// retries writes with the same sequence number.
+pub struct KvClient {
+    client: u64,
+    seq: u64,
+    nodes: BTreeMap<NodeId, SocketAddr>,
+    leader: NodeId,
+    conn: Option<(NodeId, Framed<TcpStream, LengthDelimitedCodec>)>,
+    attempt_timeout: Duration,
+    deadline: Duration,
+}
+
+/// Why one attempt at one node did not produce a final answer.
+enum Attempt {
+    Reply(ClientReply),
+    /// No connection or no answer: the request may or may not have arrived.
+    Lost(String),
+    /// Could not connect: the request certainly was not delivered.
+    NotSent(String),
+}
+
+impl KvClient {
+    /// A client with id `client` (unique among clients, never reused: it names the session)
+    /// of the nodes `nodes` (node id to client address).
+    pub fn new(client: u64, nodes: BTreeMap<NodeId, SocketAddr>) -> Self {
+        let leader = nodes.keys().next().copied().unwrap_or(0);
+        Self {
+            client,
+            seq: 0,
+            nodes,
+            leader,
+            conn: None,
+            attempt_timeout: ATTEMPT_TIMEOUT,
+            deadline: CALL_DEADLINE,
+        }
+    }
+
+    /// Changes how long one call keeps retrying before it gives up.
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// The client's id.
+    pub fn id(&self) -> u64 {
+        self.client
+    }
+
+    /// Runs a write (put, delete, compare-and-set) exactly once.
+    pub async fn write(&mut self, op: KvOp) -> CallOutcome {
+        self.seq += 1;
+        let command = KvCommand {
+            client: self.client,
+            seq: self.seq,
+            op,
+        };
+        self.call(ClientRequest::Write(command), true).await
+    }
+
+    /// A linearizable read of `key`.
+    pub async fn get(&mut self, key: &str) -> CallOutcome {
+        self.call(
+            ClientRequest::Get {
+                key: key.to_string(),
+            },
+            false,
+        )
+        .await
+    }
+
+    /// Asks node `id` who leads: `Some((is_leader, leader))`, or `None` if it does not answer.
+    pub async fn status(&mut self, id: NodeId) -> Option<(bool, Option<NodeId>)> {
+        match self.attempt(id, &ClientRequest::Status).await {
+            Attempt::Reply(ClientReply::Status {
+                is_leader, leader, ..
+            }) => Some((is_leader, leader)),
+            _ => None,
+        }
+    }
+
+    async fn call(&mut self, request: ClientRequest, is_write: bool) -> CallOutcome {
+        let started = Instant::now();
+        // Whether the request may have reached a node that could apply it.
+        let mut maybe_applied = false;
+        let mut last = String::from("no attempt");
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        if ids.is_empty() {
+            return CallOutcome::Failed("no nodes".into());
+        }
+        let mut rotate = 0usize;
+        while started.elapsed() < self.deadline {
+            let target = self.leader;
+            let next_in_turn = |rotate: &mut usize| {
+                *rotate += 1;
+                ids[*rotate % ids.len()]
+            };
+            match self.attempt(target, &request).await {
+                Attempt::Reply(ClientReply::Output(KvOutput::Stale)) => {
+                    // Our own earlier attempt was applied and a later one superseded it: cannot
+                    // happen with one request in flight, but never claim an answer we lack.
+                    return CallOutcome::Unknown("stale".into());
+                }
+                Attempt::Reply(ClientReply::Output(out)) => return CallOutcome::Ok(out),
+                Attempt::Reply(ClientReply::NotLeader { leader }) => {
+                    last = format!("node {target}: not the leader");
+                    match leader.filter(|l| self.nodes.contains_key(l) && *l != target) {
+                        Some(l) => self.leader = l,
+                        None => {
+                            self.leader = next_in_turn(&mut rotate);
+                            tokio::time::sleep(NO_LEADER_BACKOFF).await;
+                        }
+                    }
+                }
+                Attempt::Reply(ClientReply::Refused(why)) => {
+                    last = format!("node {target}: {why}");
+                    self.leader = next_in_turn(&mut rotate);
+                    tokio::time::sleep(NO_LEADER_BACKOFF).await;
+                }
+                Attempt::Reply(ClientReply::Unknown(why)) => {
+                    maybe_applied = true;
+                    last = format!("node {target}: {why}");
+                    self.leader = next_in_turn(&mut rotate);
+                }
+                Attempt::Reply(other) => {
+                    last = format!("node {target}: unexpected reply {other:?}");
+                    self.leader = next_in_turn(&mut rotate);
+                }
+                Attempt::Lost(why) => {
+                    maybe_applied = true;
+                    last = format!("node {target}: {why}");
+                    self.leader = next_in_turn(&mut rotate);
+                }
+                Attempt::NotSent(why) => {
+                    last = format!("node {target}: {why}");
+                    self.leader = next_in_turn(&mut rotate);
+                    tokio::time::sleep(NO_LEADER_BACKOFF).await;
+                }
+            }
+        }
+        if is_write && maybe_applied {
+            CallOutcome::Unknown(last)
+        } else {
+            CallOutcome::Failed(last)
+        }
+    }
+
+    async fn attempt(&mut self, target: NodeId, request: &ClientRequest) -> Attempt {
+        let Some(addr) = self.nodes.get(&target).copied() else {
+            return Attempt::NotSent(format!("unknown node {target}"));
+        };
+        if self.conn.as_ref().map(|(id, _)| *id) != Some(target) {
+            self.conn = None;
+            let stream =
+                match tokio::time::timeout(self.attempt_timeout, TcpStream::connect(addr)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => return Attempt::NotSent(format!("connect: {e}")),
+                    Err(_) => return Attempt::NotSent("connect timed out".into()),
+                };
+            let _ = stream.set_nodelay(true);
+            self.conn = Some((target, Framed::new(stream, client_codec())));
+        }
+        let bytes = match encode_request(request) {
+            Ok(b) => b,
+            Err(e) => return Attempt::NotSent(format!("encode: {e}")),
+        };
+        let Some((_, framed)) = self.conn.as_mut() else {
+            return Attempt::NotSent("no connection".into());
+        };
+        let exchange = async {
+            framed
+                .send(bytes::Bytes::from(bytes))
+                .await
+                .map_err(|e| e.to_string())?;
+            match framed.next().await {
+                Some(Ok(frame)) => decode_reply(&frame).map_err(|e| e.to_string()),
+                Some(Err(e)) => Err(e.to_string()),
+                None => Err("connection closed".into()),
+            }
+        };
+        match tokio::time::timeout(self.attempt_timeout, exchange).await {
+            Ok(Ok(reply)) => Attempt::Reply(reply),
+            Ok(Err(e)) => {
+                self.conn = None;
+                Attempt::Lost(e)
+            }
+            Err(_) => {
+                self.conn = None;
+                Attempt::Lost("timed out".into())
+            }
+        }
+    }
+}
+
+/// Parses `id=addr,id=addr,...`.
+pub fn parse_nodes(text: &str) -> Result<BTreeMap<NodeId, SocketAddr>, String> {
+    let mut nodes = BTreeMap::new();
+    for part in text.split(',').filter(|p| !p.trim().is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| format!("`{part}`: expected id=addr"))?;
+        let id: NodeId = id
+            .trim()
+            .parse()
+            .map_err(|e| format!("`{part}`: bad node id: {e}"))?;
+        let addr: SocketAddr = addr
+            .trim()
+            .parse()
+            .map_err(|e| format!("`{part}`: bad address: {e}"))?;
+        if nodes.insert(id, addr).is_some() {
+            return Err(format!("node {id} named twice"));
+        }
+    }
+    Ok(nodes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_lists_parse_and_bad_ones_are_refused() {
+        let nodes = parse_nodes("1=127.0.0.1:7001, 2=127.0.0.1:7002").unwrap();
+        assert_eq!(nodes.len(), 2);
+        assert_eq!(nodes[&2], "127.0.0.1:7002".parse().unwrap());
+        assert!(parse_nodes("1=127.0.0.1:7001,1=127.0.0.1:7002").is_err());
+        assert!(parse_nodes("x=127.0.0.1:7001").is_err());
+        assert!(parse_nodes("1:127.0.0.1").is_err());
+        assert!(parse_nodes("1=nowhere").is_err());
+    }
+
+    #[test]
+    fn replies_round_trip_and_garbage_is_an_error() {
+        let reply = ClientReply::NotLeader { leader: Some(3) };
+        assert_eq!(decode_reply(&encode_reply(&reply).unwrap()).unwrap(), reply);
+        assert!(decode_reply(&[]).is_err());
+        assert!(decode_request(&[0xff; 16]).is_err());
+    }
+}

@@ -1,0 +1,345 @@
+//! A real cluster of `kv-node` processes on 127.0.0.1: a load generator runs while the leader
+//! is killed with SIGKILL again and again and restarted from its data directory; afterwards every
+//! acknowledged write must be readable and the recorded history must be linearizable.
+//!
+//! `KV_KILLS` raises the number of kills (default 10) for a soak; `KV_SEED` picks the seed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use benches::kv::load::{to_check_output, Load, LoadOptions, SHARED_KEYS};
+use benches::kv::net::{CallOutcome, KvClient};
+use common::check::{check_kv, KvInput};
+use common::rng::DetRng;
+use common::NodeId;
+
+const NODES: u64 = 3;
+const KEY: &str = "a test cluster key of enough bytes";
+/// Longest wait for any one condition (a leader, a restarted node, progress).
+const WAIT_MAX: Duration = Duration::from_secs(20);
+const POLL: Duration = Duration::from_millis(10);
+
+struct Cluster {
+    protocol: &'static str,
+    dir: tempfile::TempDir,
+    peers: String,
+    listen: BTreeMap<NodeId, SocketAddr>,
+    clients: BTreeMap<NodeId, SocketAddr>,
+    children: BTreeMap<NodeId, Child>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.children.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Free ports: bind port 0, note the port, release it.
+fn free_addrs(n: usize) -> Vec<SocketAddr> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners.iter().map(|l| l.local_addr().unwrap()).collect()
+}
+
+impl Cluster {
+    fn new(protocol: &'static str) -> Self {
+        let addrs = free_addrs(2 * NODES as usize);
+        let listen: BTreeMap<NodeId, SocketAddr> =
+            (1..=NODES).map(|id| (id, addrs[id as usize - 1])).collect();
+        let clients: BTreeMap<NodeId, SocketAddr> = (1..=NODES)
+            .map(|id| (id, addrs[(NODES + id) as usize - 1]))
+            .collect();
+        let peers = listen
+            .iter()
+            .map(|(id, a)| format!("{id}={a}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Cluster {
+            protocol,
+            dir: tempfile::tempdir().unwrap(),
+            peers,
+            listen,
+            clients,
+            children: BTreeMap::new(),
+        };
+        for id in 1..=NODES {
+            cluster.start(id);
+        }
+        cluster
+    }
+
+    fn data_dir(&self, id: NodeId) -> PathBuf {
+        self.dir.path().join(format!("node-{id}"))
+    }
+
+    fn start(&mut self, id: NodeId) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("node-{id}.log")))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_kv-node"))
+            .arg("--protocol")
+            .arg(self.protocol)
+            .arg("--id")
+            .arg(id.to_string())
+            .arg("--listen")
+            .arg(self.listen[&id].to_string())
+            .arg("--client-listen")
+            .arg(self.clients[&id].to_string())
+            .arg("--peers")
+            .arg(&self.peers)
+            .arg("--data-dir")
+            .arg(self.data_dir(id))
+            .env("KV_CLUSTER_KEY", KEY)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.children.insert(id, child);
+    }
+
+    fn kill(&mut self, id: NodeId) {
+        let mut child = self.children.remove(&id).unwrap();
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+
+    fn logs(&self) -> String {
+        (1..=NODES)
+            .map(|id| {
+                let text = std::fs::read_to_string(self.dir.path().join(format!("node-{id}.log")))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(20).collect();
+                format!(
+                    "--- node {id} ---\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The node every answering node agrees leads, once there is one (bounded wait).
+    async fn leader(&self, probe: &mut KvClient) -> NodeId {
+        let deadline = Instant::now() + WAIT_MAX;
+        while Instant::now() < deadline {
+            for &id in self.children.keys() {
+                if let Some((true, _)) = probe.status(id).await {
+                    return id;
+                }
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        panic!("no leader within {WAIT_MAX:?}\n{}", self.logs());
+    }
+
+    /// Waits until node `id` answers on its client port.
+    async fn wait_serving(&self, id: NodeId, probe: &mut KvClient) {
+        let deadline = Instant::now() + WAIT_MAX;
+        while Instant::now() < deadline {
+            if probe.status(id).await.is_some() {
+                return;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        panic!(
+            "node {id} does not serve within {WAIT_MAX:?}\n{}",
+            self.logs()
+        );
+    }
+}
+
+/// Waits until `load` completed at least `target` operations.
+async fn wait_completed(load: &Load, target: u64, cluster: &Cluster) {
+    let deadline = Instant::now() + WAIT_MAX;
+    while load.completed.load(Ordering::SeqCst) < target {
+        assert!(
+            Instant::now() < deadline,
+            "load stalled at {} of {target} operations\n{}",
+            load.completed.load(Ordering::SeqCst),
+            cluster.logs()
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Hostile client input: a frame that does not decode, then a length prefix above the limit.
+/// The node must close those connections and keep serving.
+async fn send_garbage(addr: SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff]).await.unwrap();
+    let mut buf = [0u8; 64];
+    // The node hangs up (0 bytes) rather than answering.
+    let n = tokio::time::timeout(WAIT_MAX, s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the node answered a malformed request");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+    let n = tokio::time::timeout(WAIT_MAX, s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the node accepted an oversized frame");
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn kill_the_leader_again_and_again(protocol: &'static str) {
+    let kills = env_u64("KV_KILLS", 10);
+    let seed = env_u64("KV_SEED", 7);
+    let mut rng = DetRng::new(seed);
+    let mut cluster = Cluster::new(protocol);
+    let mut probe = KvClient::new(0, cluster.clients.clone());
+    for id in 1..=NODES {
+        cluster.wait_serving(id, &mut probe).await;
+    }
+    cluster.leader(&mut probe).await;
+    send_garbage(cluster.clients[&1]).await;
+    assert!(
+        probe.status(1).await.is_some(),
+        "node 1 stopped serving after garbage"
+    );
+
+    let load = Load::new();
+    let options = LoadOptions {
+        clients: 4,
+        ops_per_client: u64::MAX,
+        seed,
+        first_client_id: 1,
+        key_prefix: String::new(),
+    };
+    let runner = {
+        let load = load.clone();
+        let nodes = cluster.clients.clone();
+        tokio::spawn(async move { load.run(&nodes, &options).await })
+    };
+
+    for _ in 0..kills {
+        // A random moment: after a seeded number of further operations.
+        let target = load.completed.load(Ordering::SeqCst) + rng.range_inclusive(10, 60);
+        wait_completed(&load, target, &cluster).await;
+        let leader = cluster.leader(&mut probe).await;
+        cluster.kill(leader);
+        // The survivors elect another leader and keep serving without it.
+        // (`leader` only asks the running nodes.)
+        cluster.leader(&mut probe).await;
+        let target = load.completed.load(Ordering::SeqCst) + rng.range_inclusive(1, 10);
+        wait_completed(&load, target, &cluster).await;
+        cluster.start(leader);
+        cluster.wait_serving(leader, &mut probe).await;
+    }
+    let target = load.completed.load(Ordering::SeqCst) + 20;
+    wait_completed(&load, target, &cluster).await;
+    load.stop();
+    tokio::time::timeout(WAIT_MAX, runner)
+        .await
+        .expect("load generator stops")
+        .unwrap();
+
+    // Read everything back through the cluster, recording the shared keys' reads too.
+    let mut reader = KvClient::new(1_000_000, cluster.clients.clone());
+    for k in 0..SHARED_KEYS {
+        let key = format!("k{k}");
+        let op = load
+            .recorder
+            .invoke(reader.id(), KvInput::Get { key: key.clone() });
+        match reader.get(&key).await {
+            CallOutcome::Ok(out) => load.recorder.ok(op, to_check_output(true, out).unwrap()),
+            other => panic!("final read of {key}: {other:?}\n{}", cluster.logs()),
+        }
+    }
+    let acked = load.acked_writes.lock().unwrap().clone();
+    assert!(!acked.is_empty(), "no write to an own key was acknowledged");
+    for (key, value) in &acked {
+        match reader.get(key).await {
+            CallOutcome::Ok(benches::kv::KvOutput::Value(Some(v))) => {
+                assert_eq!(&v, value, "acknowledged write to {key} lost or changed")
+            }
+            other => panic!("acknowledged write to {key} missing: {other:?}"),
+        }
+    }
+    let history = load.recorder.history();
+    let acknowledged = load.acknowledged.load(Ordering::SeqCst);
+    assert!(
+        acknowledged > kills * 10,
+        "only {acknowledged} operations acknowledged"
+    );
+    let verdict = check_kv(&history).unwrap();
+    assert!(
+        verdict.is_linearizable(),
+        "{protocol} history is not linearizable: {verdict:?}"
+    );
+    client_binary_works(&cluster);
+}
+
+/// The `kv-client` command line against the cluster: put, get, cas, and a short recorded load.
+fn client_binary_works(cluster: &Cluster) {
+    let nodes = cluster
+        .clients
+        .iter()
+        .map(|(id, a)| format!("{id}={a}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_kv-client"))
+            .arg("--nodes")
+            .arg(&nodes)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "kv-client {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    run(&["--client-id", "2000000", "put", "cli", "1"]);
+    assert_eq!(
+        run(&["--client-id", "2000001", "get", "cli"]).trim(),
+        r#"Value(Some("1"))"#
+    );
+    assert!(run(&["--client-id", "2000002", "cas", "cli", "1", "2"]).contains("swapped: true"));
+    let history = cluster.dir.path().join("history.jsonl");
+    let summary = run(&[
+        "--client-id",
+        "3000000",
+        "load",
+        "--clients",
+        "2",
+        "--ops",
+        "20",
+        "--history",
+        history.to_str().unwrap(),
+    ]);
+    assert!(summary.contains("linearizable: true"), "{summary}");
+    let text = std::fs::read_to_string(&history).unwrap();
+    let recorded: common::check::History<KvInput, common::check::KvOutput> =
+        common::check::History::from_json_lines(&text).unwrap();
+    assert_eq!(recorded.operations().unwrap().len(), 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_cluster_survives_leader_kills_with_a_linearizable_history() {
+    kill_the_leader_again_and_again("raft").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paxos_cluster_survives_leader_kills_with_a_linearizable_history() {
+    kill_the_leader_again_and_again("paxos").await;
+}
