@@ -3,14 +3,14 @@
 //! Everything that crosses the network or reaches the disk is encoded by a [`Codec`]: a small
 //! trait over a serde format, so the format can be swapped without touching any protocol.
 //! [`Bincode`] (bincode 2.x in serde mode, pinned: bincode is unmaintained upstream and 3.0 on
-//! crates.io is an empty crate) is the default; [`Postcard`] (feature `postcard`) is the second
+//! crates.io is an empty crate) is the default; `Postcard` (feature `postcard`) is the second
 //! implementation, kept so the two can be benchmarked against each other.
 //!
 //! # Limits
 //!
 //! Decoding never trusts a length prefix. [`Bincode`] decodes with a byte limit of
 //! [`DECODE_BYTES_MAX`]: without it, bincode's standard configuration believes a 17-byte frame
-//! that claims 2^34 elements and aborts the process trying to allocate them. [`Postcard`] reads
+//! that claims 2^34 elements and aborts the process trying to allocate them. `Postcard` reads
 //! from a borrowed slice and lets serde cap pre-allocation, so a claimed length larger than the
 //! input fails with an error.
 //!
