@@ -24,7 +24,7 @@
 //!    requested transport and storage, through the driver) and implement [`Cluster::run_op`] by
 //!    sending one request, for instance to the current leader, retrying on "not the leader":
 //!
-//!    ```ignore
+//!    ```text
 //!    struct RaftCluster { nodes: Nodes<RaftNode>, leader: AtomicUsize }
 //!
 //!    #[async_trait]
@@ -708,5 +708,78 @@ impl Plan {
             }
         }
         Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(protocol: &str, ops: u64) -> Row {
+        Row {
+            protocol: protocol.into(),
+            transport: TransportKind::Tcp,
+            durable: true,
+            nodes: 5,
+            concurrency: 64,
+            ops,
+            errors: 1,
+            elapsed_secs: 2.0,
+            ops_per_sec: ops as f64 / 2.0,
+            p50_us: 10.0,
+            p99_us: 100.25,
+            max_us: 1000.0,
+            msgs_per_op: 4.0,
+            bytes_per_op: 40.5,
+            syncs_per_op: 0.5,
+        }
+    }
+
+    #[test]
+    fn table_aligns_every_column() {
+        let table = render_table(&[row("demo", 10), row("a-longer-name", 123_456)]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("protocol     "));
+        assert!(lines[2].starts_with("a-longer-name  tcp"));
+        assert!(lines[1].contains("wal+fsync") && lines[2].contains("61728"));
+        // Figures are right-aligned: every line ends at the same column.
+        let width = lines[0].chars().count();
+        assert!(lines.iter().all(|l| l.chars().count() == width), "{table}");
+        assert_eq!(cells(&row("x", 1)).len(), COLUMNS.len());
+    }
+
+    #[test]
+    fn commands_are_distinct_and_fixed_size() {
+        assert_eq!(command(1, 2).len(), COMMAND_BYTES);
+        assert_ne!(command(1, 2), command(2, 1));
+        assert_eq!(per_op(10, 0), 0.0);
+        assert_eq!(per_op(10, 4), 2.5);
+    }
+
+    #[test]
+    fn invalid_specs_and_workloads_are_refused() {
+        let spec = ClusterSpec {
+            nodes: 0,
+            transport: TransportKind::Memory,
+            durable: false,
+            seed: 0,
+        };
+        assert!(spec.validate().is_err());
+        assert!(ClusterSpec { nodes: 3, ..spec }.validate().is_ok());
+        assert_eq!(ClusterSpec { nodes: 3, ..spec }.members(), vec![1, 2, 3]);
+        let workload = Workload {
+            concurrency: 0,
+            warmup: Duration::ZERO,
+            duration: Duration::from_secs(1),
+            ops_max: None,
+        };
+        assert!(workload.validate().is_err());
+        let endless = Workload {
+            concurrency: 1,
+            duration: Duration::ZERO,
+            ..workload
+        };
+        assert!(endless.validate().is_err());
     }
 }

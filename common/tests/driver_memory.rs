@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::codec::{encode_frame, Bincode, Codec, Header};
-use common::demo::{DemoConfig, DemoMessage, DemoNode, DemoRequest, DemoResponse};
+use common::demo::{DemoConfig, DemoMessage, DemoNode, DemoRecord, DemoRequest, DemoResponse};
 use common::driver::{self, DriverConfig, DriverError, NodeHandle, Persistence};
 use common::transport::memory::MemoryNetwork;
 use common::transport::Transport;
@@ -183,27 +183,33 @@ impl Storage for SlowStorage {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn background_persistence_groups_steps_behind_a_slow_sync() {
+async fn groups_steps_behind_a_slow_sync(persist_batches_in_flight_max: usize) {
+    let config = DriverConfig {
+        persist_batches_in_flight_max,
+        ..background()
+    };
     let net = MemoryNetwork::new(7);
     let nodes: Vec<_> = MEMBERS
         .iter()
         .map(|&id| {
             let storage = SlowStorage(MemStorage::new());
-            driver::spawn(
-                demo(id),
-                net.join(id).unwrap(),
-                storage,
-                Bincode,
-                background(),
-            )
-            .unwrap()
+            driver::spawn(demo(id), net.join(id).unwrap(), storage, Bincode, config).unwrap()
         })
         .collect();
     let expected = add_many(&nodes, 200).await;
     converge(&nodes, expected).await;
-    let storage: SlowStorage = nodes[0].shutdown_and_take_storage().await.unwrap();
+    let mut storage: SlowStorage = nodes[0].shutdown_and_take_storage().await.unwrap();
     assert_eq!(storage.0.len(), 200, "every update is in node 1's storage");
+    // Batches reach storage in step order: node 1's own updates in sequence order.
+    let own: Vec<u64> = storage
+        .load()
+        .unwrap()
+        .iter()
+        .map(|r| Bincode.decode::<DemoRecord>(r).unwrap())
+        .filter_map(|DemoRecord::Applied { origin, seq, .. }| (origin == 1).then_some(seq))
+        .collect();
+    assert!(!own.is_empty());
+    assert!(own.windows(2).all(|w| w[0] < w[1]), "{own:?}");
     for n in &nodes[1..] {
         n.shutdown().await.unwrap();
     }
@@ -212,6 +218,16 @@ async fn background_persistence_groups_steps_behind_a_slow_sync() {
     let syncs: u64 = stats.iter().map(|s| s.syncs).sum();
     assert_eq!(records, 600);
     assert!(syncs < records, "no group commit: {stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_persistence_groups_steps_behind_a_slow_sync() {
+    groups_steps_behind_a_slow_sync(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_persistence_with_several_batches_in_flight_keeps_order() {
+    groups_steps_behind_a_slow_sync(3).await;
 }
 
 async fn failed_sync_stops_the_node_before_anything_of_the_batch_leaves(config: DriverConfig) {

@@ -116,6 +116,10 @@ impl<'a, N: NodeId> BoundedLoads<'a, N> {
     }
 
     /// Forgets one key assigned to `id` (the key was deleted or moved away).
+    ///
+    /// Releasing lowers every capacity a little but moves no key: nodes may then sit above the
+    /// new capacity until keys are re-assigned. (The paper re-places keys on deletion; a storage
+    /// layer that wants that can release and re-assign the affected keys itself.)
     pub fn release(&mut self, id: &N) -> Result<(), Error> {
         let slot = self.ring.slot_of(id).ok_or(Error::NodeNotFound)?;
         let load = &mut self.loads[slot as usize];

@@ -91,7 +91,8 @@
 //!
 //! A [`Membership`] is versioned, serde-serializable data that determines placement, so a
 //! consensus log can replicate it. [`diff`] lists the hash ranges that change owner between two
-//! rings, and [`Ring::owned_ranges`] the ranges a node holds:
+//! rings ([`diff_memberships`] between two memberships), and [`Ring::owned_ranges`] the ranges a
+//! node holds:
 //!
 //! ```
 //! use hashring::{diff, Member, Membership, Ring};
@@ -155,5 +156,5 @@ pub use placement::{
     jump_bucket, JumpHash, Maglev, Placement, Rendezvous, MAGLEV_TABLE_SIZE_MAX,
     MAGLEV_TABLE_SIZE_MIN_RECOMMENDED,
 };
-pub use rebalance::{diff, HashRange, RangeMove};
+pub use rebalance::{diff, diff_memberships, HashRange, RangeMove};
 pub use ring::{PreferenceList, Ring, PREFERENCE_INLINE_MAX, RING_VNODES_MAX};

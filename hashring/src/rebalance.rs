@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::membership::NodeId;
+use crate::membership::{Membership, NodeId};
 use crate::ring::Ring;
 
 /// An arc of the hash circle: the hashes `h` with `start < h <= end`, going clockwise and
@@ -162,4 +162,25 @@ pub fn diff<N: NodeId>(old: &Ring<N>, new: &Ring<N>) -> Result<Vec<RangeMove<N>>
         }
     }
     Ok(moves)
+}
+
+/// [`diff`] of the rings two memberships describe (for example the memberships of two
+/// consecutive entries of a replicated log).
+///
+/// ```
+/// use hashring::{diff_memberships, Member, Membership};
+///
+/// let mut old = Membership::new();
+/// for id in 0..3u64 { old.add(Member::new(id))?; }
+/// let mut new = old.clone();
+/// new.remove(&1)?;
+/// let moves = diff_memberships(&old, &new)?;
+/// assert!(moves.iter().all(|m| m.from == 1 && m.to != 1)); // only node 1's ranges move
+/// # Ok::<(), hashring::Error>(())
+/// ```
+pub fn diff_memberships<N: NodeId>(
+    old: &Membership<N>,
+    new: &Membership<N>,
+) -> Result<Vec<RangeMove<N>>, Error> {
+    diff(&Ring::from_membership(old)?, &Ring::from_membership(new)?)
 }

@@ -1,1 +1,113 @@
-//! The `raft` crate (to be written).
+//! Raft consensus (Ongaro and Ousterhout, "In Search of an Understandable Consensus
+//! Algorithm", 2014, and Ongaro's thesis, 2014) as a sans-IO core.
+//!
+//! # Guarantees
+//!
+//! - **Election safety** (§5.2): at most one leader per term.
+//! - **Log matching** (§5.3): two logs holding an entry with the same index and term are
+//!   identical up to it.
+//! - **Leader completeness** (§5.4): a committed entry is in the log of every later leader.
+//! - **State machine safety** (§5.4.3): every node applies the same command at a given index.
+//! - A proposal is answered [`Response::Applied`] only once its entry is committed and applied;
+//!   nothing is acknowledged before it is durable (the records of a step are synced before its
+//!   messages and responses leave, the contract of [`common::Node`]).
+//! - Reads ([`Request::Read`]) are linearizable: ReadIndex, or a lease under a documented clock
+//!   assumption (see [`Config::lease_reads`]).
+//!
+//! # Tutorial: a three-node cluster in one process
+//!
+//! The async API runs each node on the workspace's tokio driver ([`common::driver`]): a task per
+//! node, group commit of its records, and a transport (here the in-memory network). Proposals
+//! resolve once applied; a follower answers "not the leader, try node N", which
+//! [`RaftClient`] follows by itself.
+//!
+//! ```
+//! use common::driver::DriverConfig;
+//! use common::transport::memory::MemoryNetwork;
+//! use raft::kv::{KvCommand, KvOutput, KvQuery, KvStore};
+//! use raft::{spawn_memory_cluster, Config, RaftClient};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! // Three voters, ids 1..=3, default timeouts (in ticks of the driver's 10 ms).
+//! let configs: Vec<Config> = (1..=3).map(|id| Config::new(id, vec![1, 2, 3])).collect();
+//! let network = MemoryNetwork::new(7);
+//! let client: RaftClient<KvStore> =
+//!     spawn_memory_cluster(configs, &network, DriverConfig::default()).unwrap();
+//!
+//! // Propose a command: it resolves once committed by a majority and applied.
+//! let put = KvCommand::Put { key: "x".into(), value: "1".into() };
+//! let (index, output) = client.propose(put).await.unwrap();
+//! assert_eq!(output, KvOutput::Value(Some("1".into())));
+//! assert!(index >= 2, "entry 1 is the leader's no-op");
+//!
+//! // A linearizable read, served by the leader without writing to the log.
+//! let read = client.read(KvQuery::Get("x".into())).await.unwrap();
+//! assert_eq!(read, KvOutput::Value(Some("1".into())));
+//!
+//! // Metrics: role, term, leader, commit/applied index, per-peer progress.
+//! let leader = client.node(client.leader_guess()).unwrap();
+//! let m = leader.metrics().await.unwrap();
+//! assert_eq!(m.leader, Some(m.id));
+//! assert!(m.progress.values().all(|p| p.match_index <= m.last_log_index));
+//! client.shutdown().await.unwrap();
+//! # });
+//! ```
+//!
+//! # Using the core directly
+//!
+//! [`RaftNode`] implements [`common::Node`] (like raft-rs's `RawNode`): feed it messages, client
+//! requests and ticks, and release the effects it puts in an [`common::Outbox`]: first make its
+//! records durable, then send its messages and deliver its responses. The [`testing::Cluster`]
+//! harness does exactly that in one thread, deterministically:
+//!
+//! ```
+//! use raft::kv::{KvCommand, KvOutput, KvStore};
+//! use raft::testing::Cluster;
+//! use raft::{Request, Response};
+//!
+//! // Three nodes, seeded: the same seed gives the same run.
+//! let mut cluster = Cluster::<KvStore>::new(3, 42);
+//! let leader = cluster.run_until_leader(1_000).expect("a leader is elected");
+//!
+//! let put = KvCommand::Put { key: "x".into(), value: "1".into() };
+//! let response = cluster.request(leader, Request::Propose(put), 1_000);
+//! assert!(matches!(response, Some(Response::Applied { output: KvOutput::Value(Some(_)), .. })));
+//! ```
+//!
+//! # Features
+//!
+//! - Leader election with seeded randomized timeouts, **pre-vote** and **check-quorum**
+//!   ([`Config::pre_vote`], [`Config::check_quorum`]).
+//! - Log replication with the consistency check, fast backtracking by conflict term, the
+//!   §5.4.2 commit rule and a no-op entry per term; pipelining (probe and replicate states,
+//!   [`Config::inflight_max`]), batching ([`Config::append_entries_max`],
+//!   [`Config::append_bytes_max`]) and a cap on uncommitted bytes.
+//! - Persistence through [`Record`]s; recovery from them ([`common::Node::recover`]).
+//! - Snapshots ([`StateMachine::snapshot`]) when the log passes
+//!   [`Config::snapshot_log_entries_max`], persisted as checkpoints, sent to lagging followers
+//!   with InstallSnapshot in chunks.
+//! - Leadership transfer ([`Request::TransferLeadership`], TimeoutNow).
+//! - Linearizable reads: ReadIndex, and lease reads ([`Config::lease_reads`]).
+//! - Static membership with learners ([`Config::learners`]). Membership *change* is not
+//!   implemented yet.
+//! - Bad input (unknown senders, stale terms, impossible indexes) is rejected, logged and
+//!   counted ([`Metrics::rejected`]), never a panic.
+
+pub mod config;
+pub mod core;
+pub mod error;
+pub mod handle;
+pub mod kv;
+pub mod message;
+pub mod state_machine;
+pub mod testing;
+
+pub use crate::config::Config;
+pub use crate::core::RaftNode;
+pub use crate::error::{RaftError, RecoverError};
+pub use crate::handle::{spawn_memory_cluster, ClientError, RaftClient, RaftHandle};
+pub use crate::message::{
+    Entry, Event, LogIndex, Message, Metrics, Payload, PeerProgress, Record, Rejected,
+    ReplicationState, Request, Response, Role, SnapshotMeta, Term,
+};
+pub use crate::state_machine::StateMachine;

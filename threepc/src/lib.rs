@@ -1,1 +1,149 @@
-//! The `threepc` crate (to be written).
+//! Three-phase commit (Skeen, 1981) with its termination protocol — and its limits, shown.
+//!
+//! # Guarantees, and the assumption they rest on
+//!
+//! Under **crash-stop failures with reliable failure detection** (a silent node has crashed;
+//! the network does not partition; messages may be delayed, lost and retransmitted):
+//!
+//! - **Atomicity.** No transaction commits at one participant and aborts at another.
+//! - **Durability.** A commit reported to the client is applied at every participant, including
+//!   ones that crash and recover (they learn the outcome from the others).
+//! - **No blocking.** If the coordinator crashes, the operational participants finish every
+//!   transaction without it: they elect a backup coordinator (the lowest live id), which decides
+//!   by the termination rules; if the backup crashes, the next lowest takes over.
+//!
+//! **Partitions break all of this.** A timeout cannot tell a crashed node from an unreachable
+//! one: with a partition between a PreCommitted participant and Uncertain ones, one side commits
+//! and the other aborts (the `the_known_flaw_a_partition_splits_the_decision` simulation asserts
+//! exactly that). 2PC blocks instead of splitting; consensus-based commit (Paxos Commit, or the
+//! decision replicated by Raft) neither blocks with a majority up nor splits.
+//!
+//! # The protocol
+//!
+//! 1. The coordinator sends [`Message::CanCommit`] with each participant's writes. A participant
+//!    that can lock them (no-wait) forces [`Record::Voted`] and votes Yes (Initial → Uncertain);
+//!    otherwise it votes No and aborts alone.
+//! 2. All Yes: the coordinator forces [`Record::PreCommitDecision`] and sends
+//!    [`Message::PreCommit`]; each participant forces [`Record::PreCommitted`]
+//!    (Uncertain → PreCommitted) and acks. Any No or the vote timeout: Abort.
+//! 3. All acks, or the ack timeout (the silent are taken as crashed): the coordinator forces
+//!    [`Record::CommitDecision`], answers the client and sends [`Message::DoCommit`]; each
+//!    participant forces [`Record::Committed`], applies and answers
+//!    [`Message::HaveCommitted`] (6 messages per participant in all).
+//!
+//! **Termination.** A participant in Uncertain or PreCommitted that hears nothing from its
+//! coordinator for [`Config::termination_timeout_ticks`] takes it as crashed, elects as backup the
+//! lowest participant id it does not suspect, and tells it ([`Message::TerminationStart`]). The
+//! backup collects states ([`Message::StateRequest`]) and decides:
+//!
+//! | collected states                 | decision                                          |
+//! |----------------------------------|---------------------------------------------------|
+//! | any Aborted                      | abort                                             |
+//! | any Committed                    | commit                                            |
+//! | any PreCommitted                 | PreCommit the Uncertain ones, wait for acks, commit |
+//! | all Uncertain                    | abort                                             |
+//!
+//! Participants that do not answer within [`Config::state_timeout_ticks`] are taken as crashed.
+//! Followers that hear nothing from the backup for `termination_timeout_ticks` suspect it and
+//! re-elect. A participant that never voted and is asked logs an abort before answering, so it
+//! can never vote Yes later.
+//!
+//! **Recovery.** A participant restarted with an undecided transaction does not trust its
+//! possibly stale state to the others: it asks everyone ([`Message::DecisionRequest`]) and adopts
+//! any decision. Its state is used only with a complete view: all participants recovered and
+//! undecided, and the coordinator answering that it never decided commit
+//! ([`Message::NoDecision`]); then every state that exists is known and the rules apply. A
+//! recovered coordinator resends a logged commit, and otherwise learns the outcome.
+//!
+//! # State diagrams
+//!
+//! ```text
+//!  Coordinator (per transaction)
+//!
+//!   request ─► VOTING ──any No / vote timeout──► send Abort, answer Aborted
+//!                │ all Yes: force PreCommitDecision, send PreCommit
+//!                ▼
+//!           PRECOMMITTING ──all acks / ack timeout──► force CommitDecision, answer Committed,
+//!                                                     send DoCommit
+//!                                                          ▼
+//!                                    COMMITTING ──all HaveCommitted──► lazy End
+//!   recovery: CommitDecision ⇒ COMMITTING; PreCommitDecision only ⇒ LEARNING (ask, adopt)
+//!
+//!  Participant (per transaction)
+//!
+//!   INITIAL ──CanCommit, locks ok: force Voted, vote Yes──► UNCERTAIN
+//!      │ conflict: vote No                                   │ PreCommit: force, ack
+//!      ▼                                                     ▼
+//!   ABORTED ◄──Abort / termination: all Uncertain─── UNCERTAIN / PRECOMMITTED
+//!                                                          │ DoCommit / termination: commit
+//!                                                          ▼
+//!                                                      COMMITTED
+//!   UNCERTAIN, PRECOMMITTED: coordinator silent ⇒ termination protocol (backup = lowest live id)
+//! ```
+//!
+//! # Tutorial: three participants, pumped by hand
+//!
+//! ```
+//! use std::collections::{BTreeMap, VecDeque};
+//! use common::txn::{Outcome, Write};
+//! use common::{Node, Outbox, RequestId};
+//! use threepc::{Config, Message, Request, Response, ThreePcNode};
+//!
+//! let members = vec![1, 2, 3, 4];
+//! let mut nodes: BTreeMap<u64, ThreePcNode> = members
+//!     .iter()
+//!     .map(|&id| (id, ThreePcNode::recover(Config::new(id, members.clone()), vec![]).unwrap()))
+//!     .collect();
+//! let writes = BTreeMap::from([
+//!     (2, vec![Write::put("alice", "90")]),
+//!     (3, vec![Write::put("bob", "110")]),
+//!     (4, vec![Write::put("audit", "alice->bob:10")]),
+//! ]);
+//! let mut out = Outbox::new();
+//! nodes.get_mut(&1).unwrap().handle_request(RequestId(1), Request::Commit { writes }, &mut out);
+//!
+//! let mut answers = Vec::new();
+//! let mut queue: VecDeque<(u64, u64, Message)> = VecDeque::new();
+//! let (mut from, mut sent) = (1, 0);
+//! loop {
+//!     let effects = out.take(); // a driver would make effects.records durable first
+//!     answers.extend(effects.responses);
+//!     sent += effects.messages.len();
+//!     queue.extend(effects.messages.into_iter().map(|(to, m)| (from, to, m)));
+//!     let Some((src, to, msg)) = queue.pop_front() else { break };
+//!     from = to;
+//!     nodes.get_mut(&to).unwrap().handle_message(src, msg, &mut out);
+//! }
+//! assert!(matches!(answers[0].1, Response::Outcome { outcome: Outcome::Committed, .. }));
+//! assert_eq!(nodes[&3].resource().get("bob"), Some(&b"110"[..]));
+//! // CanCommit, Vote, PreCommit, PreCommitAck, DoCommit, HaveCommitted per participant.
+//! assert_eq!(sent, 6 * 3);
+//! assert!(nodes.values().all(|n| n.metrics().in_doubt.is_empty()));
+//! ```
+//!
+//! # Bad input
+//!
+//! Messages from non-members or from nodes outside a transaction, votes and acks out of place,
+//! duplicates and unknown transactions are rejected and counted in [`Metrics::rejected`]; none
+//! changes a durable state or panics a node. Undecodable bytes never reach the core.
+//!
+//! # Simplifications
+//!
+//! A participant learns of a transaction from its CanCommit (the writes travel with it) and
+//! votes in the same step, so the textbook's "participant waiting for CanCommit" timeout has no
+//! state to apply to: a participant that cannot take part votes No at once (Initial → Aborted).
+//! The log is never compacted; decided transactions are remembered up to
+//! [`Config::decided_remembered_max`]. There is no read-only optimisation: every participant
+//! takes part in all three phases (a participant with no writes votes Yes and holds no locks).
+
+pub mod client;
+mod coordinator;
+mod error;
+mod node;
+mod participant;
+mod types;
+
+pub use client::{ClientError, ParticipantStatus, Transaction, TxClient};
+pub use error::ThreePcError;
+pub use node::ThreePcNode;
+pub use types::*;

@@ -1,1 +1,159 @@
-//! The `twopc` crate (to be written).
+//! Two-phase commit as transaction systems run it: presumed abort, read-only and one-phase
+//! optimisations, forced log records, timeouts, recovery and cooperative termination.
+//!
+//! # Guarantees
+//!
+//! - **Atomicity.** No transaction commits at one participant and aborts at another, whatever
+//!   messages are lost, duplicated or reordered and whichever nodes crash and restart.
+//! - **Durability.** A commit reported to the client is durable at the coordinator, and is applied
+//!   at every participant that writes once it is reachable (recovered participants ask for it).
+//! - **No deadlocks.** Participants lock with no-wait ([`common::txn::MemKv`]): a conflicting
+//!   prepare votes No instead of waiting.
+//! - **Blocking, said out loud.** A participant that voted Yes may not decide alone. If the
+//!   coordinator is down and no reachable peer knows the outcome, the transaction stays prepared
+//!   (its locks held) until someone who knows comes back: it is reported as
+//!   [`Event::Blocked`] and in [`Metrics::in_doubt`]. This is the price of 2PC; `threepc` and
+//!   consensus-based commit exist to lower it.
+//!
+//! # The protocol (Bernstein, Hadzilacos & Goodman, ch. 7; X/Open XA)
+//!
+//! 1. A client asks a node, the **coordinator**, to commit a transaction: the writes of each
+//!    participant ([`Request::Commit`]). The coordinator names it with a globally unique
+//!    [`TxId`](common::txn::TxId) and sends each participant [`Message::Prepare`] with its writes.
+//! 2. Each participant stages and locks the writes in its [`Resource`](common::txn::Resource).
+//!    On success it forces a [`Record::Prepared`] (with the writes) and votes Yes; on a conflict it
+//!    votes No and forgets; with nothing to write it votes ReadOnly and leaves.
+//! 3. All Yes (or ReadOnly): the coordinator forces [`Record::CommitDecision`], answers the client
+//!    and sends Commit to the Yes voters. Any No, or the vote timeout: it sends Abort and forgets,
+//!    with no record (**presumed abort**: a coordinator with no record of a transaction answers
+//!    Abort to anyone who asks).
+//! 4. A participant told Commit forces [`Record::Committed`], applies, and acks. Told Abort, it
+//!    drops the writes and neither forces a record nor acks (a lazy [`Record::Aborted`] only
+//!    spares a restarted participant the question). When every Yes voter has acked, the coordinator
+//!    writes a lazy [`Record::End`] and forgets the transaction.
+//!
+//! With a single participant the coordinator sends [`Message::OnePhaseCommit`] and the
+//! participant decides alone (2 messages instead of 4).
+//!
+//! Timeouts are counted in ticks: Prepare and Commit are resent every
+//! [`Config::resend_ticks`]; votes missing after [`Config::vote_timeout_ticks`] abort the
+//! transaction; a prepared participant asks every [`Config::in_doubt_query_ticks`] — the
+//! coordinator ([`Message::DecisionRequest`]) and, with cooperative termination, the other
+//! participants ([`Message::StatusQuery`]). A peer that committed or aborted tells; a peer that has
+//! not voted logs that it never will vote Yes and says Aborted; a peer that is prepared too cannot
+//! help.
+//!
+//! # State diagrams
+//!
+//! ```text
+//!  Coordinator (per transaction)
+//!
+//!   request ──► VOTING ──any No / vote timeout──► (send Abort, answer Aborted, forget)
+//!                 │  resend Prepare to the silent every resend_ticks
+//!                 │ all Yes/ReadOnly
+//!                 ▼
+//!      force CommitDecision, answer Committed, send Commit
+//!                 ▼
+//!              COMMITTING ──all acks──► (lazy End, forget)
+//!                 │ resend Commit to the unacked (at most decision_retries_max times),
+//!                 │ answer DecisionRequests
+//!                 ▲
+//!   recovery: CommitDecision without End ───┘      no record at all ──► presumed Abort
+//!
+//!  Participant (per transaction)
+//!
+//!   Prepare ──conflict / full──► vote No (forget)      nothing to write ──► vote ReadOnly
+//!      │ staged and locked
+//!      ▼ force Prepared, vote Yes
+//!   PREPARED (in doubt) ──Commit──► force Committed, apply, Ack ──► COMMITTED
+//!      │    │           ──Abort───► drop writes (lazy record, no ack) ──► ABORTED
+//!      │    └─ every in_doubt_query_ticks: DecisionRequest + StatusQuery to peers;
+//!      │       a peer Committed/Aborted decides it; a silent round ⇒ BLOCKED (still PREPARED)
+//!      └─ recovery: Prepared without outcome ⇒ re-take locks, ask at the first tick
+//! ```
+//!
+//! # Tutorial: three participants, pumped by hand
+//!
+//! Every node is a [`TwoPcNode`] (a coordinator for its own clients and a participant in others'
+//! transactions). Here node 1 coordinates and nodes 2, 3 and 4 hold data. A real deployment runs
+//! the cores under `common`'s driver; this example moves the messages itself, respecting the
+//! Outbox rule trivially (nothing is lost between steps).
+//!
+//! ```
+//! use std::collections::{BTreeMap, VecDeque};
+//! use common::txn::{Outcome, Write};
+//! use common::{Node, Outbox, RequestId};
+//! use twopc::{Config, Request, Response, TwoPcNode};
+//!
+//! let members = vec![1, 2, 3, 4];
+//! let mut nodes: BTreeMap<u64, TwoPcNode> = members
+//!     .iter()
+//!     .map(|&id| (id, TwoPcNode::recover(Config::new(id, members.clone()), vec![]).unwrap()))
+//!     .collect();
+//!
+//! // One transaction writing at three participants.
+//! let writes = BTreeMap::from([
+//!     (2, vec![Write::put("alice", "90")]),
+//!     (3, vec![Write::put("bob", "110")]),
+//!     (4, vec![Write::put("audit", "alice->bob:10")]),
+//! ]);
+//! let mut out = Outbox::new();
+//! nodes.get_mut(&1).unwrap().handle_request(RequestId(1), Request::Commit { writes }, &mut out);
+//!
+//! // Deliver messages until the network is quiet, counting them.
+//! let mut answers = Vec::new();
+//! let mut queue: VecDeque<(u64, u64, twopc::Message)> = VecDeque::new();
+//! let mut from = 1;
+//! let mut sent = 0;
+//! loop {
+//!     let effects = out.take();
+//!     // (A driver would make effects.records durable here, before sending.)
+//!     answers.extend(effects.responses);
+//!     sent += effects.messages.len();
+//!     queue.extend(effects.messages.into_iter().map(|(to, m)| (from, to, m)));
+//!     let Some((src, to, msg)) = queue.pop_front() else { break };
+//!     from = to;
+//!     nodes.get_mut(&to).unwrap().handle_message(src, msg, &mut out);
+//! }
+//!
+//! assert!(matches!(answers[0].1, Response::Outcome { outcome: Outcome::Committed, .. }));
+//! assert_eq!(nodes[&2].resource().get("alice"), Some(&b"90"[..]));
+//! assert_eq!(nodes[&4].resource().get("audit"), Some(&b"alice->bob:10"[..]));
+//! // Prepare, Vote, Commit and Ack for each of the three participants.
+//! assert_eq!(sent, 4 * 3);
+//! // Everyone is done: nothing in doubt, nothing left at the coordinator.
+//! assert!(nodes.values().all(|n| n.metrics().in_doubt.is_empty()));
+//! assert_eq!(nodes[&1].metrics().coordinating, 0);
+//! ```
+//!
+//! # Bad input
+//!
+//! Messages from non-members, votes from non-participants, decisions from a node that is not the
+//! transaction's coordinator, duplicates and messages for unknown transactions are rejected and
+//! counted in [`Metrics::rejected`]; none changes a durable decision or panics the node. Bytes
+//! that do not decode never reach the core (the driver's codec rejects them).
+//!
+//! # Simplifications
+//!
+//! The writes travel with the Prepare, so a participant learns of a transaction when it is asked
+//! to vote and answers in the same step: its right to abort before voting is exercised by voting
+//! No (a lock conflict, a full prepared table, invalid writes), and a participant that has not
+//! voted and is asked by a peer gives that right up durably (it logs an abort). There is no
+//! separate work phase whose idle timeout could abort it.
+//!
+//! The log is never compacted (a production participant would checkpoint its data and the set of
+//! decided transactions). Decided transactions are remembered in memory up to
+//! [`Config::decided_remembered_max`]; a duplicate Prepare delayed past that many later
+//! transactions would be voted on again (and resolved by asking, like any prepared transaction).
+
+pub mod client;
+mod coordinator;
+mod error;
+mod node;
+mod participant;
+mod types;
+
+pub use client::{ClientError, ParticipantStatus, Transaction, TxClient};
+pub use error::TwoPcError;
+pub use node::TwoPcNode;
+pub use types::*;

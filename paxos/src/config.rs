@@ -1,0 +1,174 @@
+//! Configuration of a replica: a plain struct with public fields, named defaults and
+//! [`Config::validate`].
+
+use std::collections::BTreeSet;
+
+use common::NodeId;
+
+use crate::Error;
+
+/// Default for [`Config::heartbeat_ticks`].
+pub const HEARTBEAT_TICKS_DEFAULT: u64 = 2;
+/// Default for [`Config::election_jitter_rounds_max`].
+pub const ELECTION_JITTER_ROUNDS_MAX_DEFAULT: u64 = 2;
+/// Default for [`Config::retransmit_ticks`].
+pub const RETRANSMIT_TICKS_DEFAULT: u64 = 4;
+/// Default for [`Config::in_flight_slots_max`].
+pub const IN_FLIGHT_SLOTS_MAX_DEFAULT: u64 = 128;
+/// Default for [`Config::batch_commands_max`].
+pub const BATCH_COMMANDS_MAX_DEFAULT: usize = 64;
+/// Default for [`Config::queue_commands_max`].
+pub const QUEUE_COMMANDS_MAX_DEFAULT: usize = 16_384;
+/// Default for [`Config::window_slots_max`].
+pub const WINDOW_SLOTS_MAX_DEFAULT: u64 = 4_096;
+/// Default for [`Config::catch_up_slots_max`].
+pub const CATCH_UP_SLOTS_MAX_DEFAULT: u64 = 256;
+/// Default for [`Config::sessions_max`].
+pub const SESSIONS_MAX_DEFAULT: usize = 65_536;
+/// Default for [`Config::snapshot_interval_slots`].
+pub const SNAPSHOT_INTERVAL_SLOTS_DEFAULT: u64 = 4_096;
+/// Default for [`Config::reads_pending_max`].
+pub const READS_PENDING_MAX_DEFAULT: usize = 4_096;
+
+/// Configuration of one replica.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// This replica.
+    pub id: NodeId,
+    /// Every replica of the cluster (acceptors), this one included. At most 64.
+    pub members: Vec<NodeId>,
+    /// Seed of the replica's random source (election jitter).
+    pub seed: u64,
+    /// Ticks per heartbeat round of the leader election (see
+    /// [`Config::election_jitter_rounds_max`] for when a silent leader is declared dead).
+    pub heartbeat_ticks: u64,
+    /// A replica declares the leader dead after two heartbeat rounds without hearing it (a
+    /// reply may be a round late) plus a random number of extra rounds in
+    /// `0..=election_jitter_rounds_max`, then raises its own ballot; the jitter makes
+    /// simultaneous candidates rarer (ties are broken by node id in any case).
+    pub election_jitter_rounds_max: u64,
+    /// Ticks between retransmissions of unanswered prepares, accepts, read probes and catch-up
+    /// requests.
+    pub retransmit_ticks: u64,
+    /// Pipelining bound: most slots a leader has proposed but not yet seen chosen.
+    pub in_flight_slots_max: u64,
+    /// Batching bound: most client commands a leader puts into one slot.
+    pub batch_commands_max: usize,
+    /// Most client commands waiting at the leader for a slot; more are refused with
+    /// [`Error::Busy`].
+    pub queue_commands_max: usize,
+    /// An acceptor refuses slots at or beyond its first undecided slot plus this window (a
+    /// sender that far ahead is lying or this acceptor must catch up first). Must be at least
+    /// [`Config::in_flight_slots_max`].
+    pub window_slots_max: u64,
+    /// Most chosen values sent in one catch-up message.
+    pub catch_up_slots_max: u64,
+    /// Most client sessions remembered for deduplication; the least recently used one is
+    /// forgotten first (a retry of a forgotten session's command is refused, never re-applied).
+    pub sessions_max: usize,
+    /// Most reads waiting at the leader for a quorum round; more are refused with
+    /// [`Error::Busy`].
+    pub reads_pending_max: usize,
+    /// Take a snapshot (and compact the log before it) once this many applied slots are held
+    /// in the log; 0 never compacts.
+    pub snapshot_interval_slots: u64,
+}
+
+impl Config {
+    /// A configuration with default timeouts and limits, seeded with `id`.
+    pub fn new(id: NodeId, members: Vec<NodeId>) -> Self {
+        Config {
+            id,
+            members,
+            seed: id,
+            heartbeat_ticks: HEARTBEAT_TICKS_DEFAULT,
+            election_jitter_rounds_max: ELECTION_JITTER_ROUNDS_MAX_DEFAULT,
+            retransmit_ticks: RETRANSMIT_TICKS_DEFAULT,
+            in_flight_slots_max: IN_FLIGHT_SLOTS_MAX_DEFAULT,
+            batch_commands_max: BATCH_COMMANDS_MAX_DEFAULT,
+            queue_commands_max: QUEUE_COMMANDS_MAX_DEFAULT,
+            window_slots_max: WINDOW_SLOTS_MAX_DEFAULT,
+            catch_up_slots_max: CATCH_UP_SLOTS_MAX_DEFAULT,
+            sessions_max: SESSIONS_MAX_DEFAULT,
+            reads_pending_max: READS_PENDING_MAX_DEFAULT,
+            snapshot_interval_slots: SNAPSHOT_INTERVAL_SLOTS_DEFAULT,
+        }
+    }
+
+    /// Checks the configuration and explains what is wrong.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |why: String| Err(Error::Config(why));
+        if !self.members.contains(&self.id) {
+            return bad(format!(
+                "members {:?} do not include this replica {}",
+                self.members, self.id
+            ));
+        }
+        let distinct: BTreeSet<_> = self.members.iter().collect();
+        if distinct.len() != self.members.len() {
+            return bad(format!("members {:?} contain duplicates", self.members));
+        }
+        if self.members.len() > 64 {
+            return bad(format!(
+                "{} members; at most 64 are supported (acknowledgements are tracked in a 64-bit set)",
+                self.members.len()
+            ));
+        }
+        if self.heartbeat_ticks == 0 {
+            return bad("heartbeat_ticks must be at least 1".into());
+        }
+        if self.retransmit_ticks == 0 {
+            return bad("retransmit_ticks must be at least 1".into());
+        }
+        if self.in_flight_slots_max == 0 {
+            return bad("in_flight_slots_max must be at least 1".into());
+        }
+        if self.batch_commands_max == 0 {
+            return bad("batch_commands_max must be at least 1".into());
+        }
+        if self.queue_commands_max == 0 {
+            return bad("queue_commands_max must be at least 1".into());
+        }
+        if self.window_slots_max < self.in_flight_slots_max {
+            return bad(format!(
+                "window_slots_max ({}) must be at least in_flight_slots_max ({})",
+                self.window_slots_max, self.in_flight_slots_max
+            ));
+        }
+        if self.catch_up_slots_max == 0 {
+            return bad("catch_up_slots_max must be at least 1".into());
+        }
+        if self.sessions_max == 0 {
+            return bad("sessions_max must be at least 1".into());
+        }
+        if self.reads_pending_max == 0 {
+            return bad("reads_pending_max must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// How many acceptors form a majority.
+    pub fn majority(&self) -> usize {
+        self.members.len() / 2 + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid_and_errors_explain() {
+        assert!(Config::new(1, vec![1, 2, 3]).validate().is_ok());
+        let e = Config::new(4, vec![1, 2, 3]).validate().unwrap_err();
+        assert!(e.to_string().contains("do not include"), "{e}");
+        assert!(Config::new(1, vec![1, 1, 2]).validate().is_err());
+        let mut c = Config::new(1, vec![1, 2, 3]);
+        c.window_slots_max = 1;
+        assert!(c.validate().unwrap_err().to_string().contains("window"));
+        let mut c = Config::new(1, vec![1, 2, 3]);
+        c.heartbeat_ticks = 0;
+        assert!(c.validate().is_err());
+        assert_eq!(Config::new(1, vec![1, 2, 3, 4, 5]).majority(), 3);
+    }
+}

@@ -1,0 +1,241 @@
+//! The learner (the paper's step 5): learn which values are chosen, fetch what was missed, and
+//! apply chosen slots in slot order.
+//!
+//! - A leader's commit index `c` under ballot `b` means "every slot below `c` is chosen, and in
+//!   the slots I proposed, my value is the chosen one". So a slot whose entry was accepted under
+//!   `b` is decided here at once; any other slot below `c` is fetched from a peer (catch-up).
+//! - Decisions are durable (`Commit`/`Learn` records), so a restarted replica re-applies its
+//!   chosen prefix without asking anyone.
+//! - Slots are applied strictly in order; the session table makes a retried command apply at
+//!   most once; the replica that proposed a batch answers its clients.
+
+use common::{NodeId, Outbox};
+
+use crate::error::Error;
+use crate::message::{Ballot, Message, Record, Slot, Value};
+use crate::state_machine::{Dedup, StateMachine};
+
+use super::log::Entry;
+use super::{Replica, Response};
+
+impl<S: StateMachine> Replica<S> {
+    /// A commit index arrived (from the leader, piggybacked or explicit, or from ourselves as
+    /// leader).
+    pub(crate) fn on_commit(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        commit: Slot,
+        out: &mut Outbox<Self>,
+    ) {
+        if ballot.leader != from || ballot.round == 0 {
+            self.reject("commit under another node's ballot", from);
+            return;
+        }
+        self.commit_hint = self.commit_hint.max(commit);
+        let first = self.log.decided;
+        let mut decided = first;
+        while decided < commit && self.log.get(decided).is_some_and(|e| e.ballot == ballot) {
+            decided += 1;
+        }
+        if decided > first {
+            self.log.decided = decided;
+            out.persist(Record::Commit { decided });
+            self.apply_decided(out);
+        }
+        if self.log.decided < commit && from != self.config.id {
+            self.request_catch_up(from, out);
+        }
+    }
+
+    /// Asks `peer` for the chosen values we miss, at most once per retransmission interval.
+    pub(crate) fn request_catch_up(&mut self, peer: NodeId, out: &mut Outbox<Self>) {
+        if self.catch_up_cooldown > 0 || peer == self.config.id {
+            return;
+        }
+        self.catch_up_cooldown = self.config.retransmit_ticks;
+        out.send(
+            peer,
+            Message::CatchUpRequest {
+                from_slot: self.log.decided,
+            },
+        );
+    }
+
+    /// The learner's timer: keep asking while we know we are behind. Retries alternate between
+    /// the peer that last told us it knows more and the other peers in turn, so an unreachable
+    /// leader (partial connectivity) cannot starve catch-up.
+    pub(crate) fn learner_tick(&mut self, out: &mut Outbox<Self>) {
+        self.catch_up_cooldown = self.catch_up_cooldown.saturating_sub(1);
+        if self.commit_hint > self.log.decided && self.catch_up_cooldown == 0 {
+            self.catch_up_attempts = self.catch_up_attempts.wrapping_add(1);
+            let n = self.peers.len() as u64;
+            let peer = match self.catch_up_peer {
+                Some(p) if self.catch_up_attempts % 2 == 0 => Some(p),
+                _ if n > 0 => Some(self.peers[((self.catch_up_attempts / 2) % n) as usize]),
+                _ => None,
+            };
+            if let Some(peer) = peer {
+                self.request_catch_up(peer, out);
+            }
+        }
+    }
+
+    /// A peer asks for chosen values.
+    pub(crate) fn on_catch_up_request(
+        &mut self,
+        from: NodeId,
+        from_slot: Slot,
+        out: &mut Outbox<Self>,
+    ) {
+        if from_slot >= self.log.decided {
+            return; // nothing we know that it does not
+        }
+        if from_slot < self.log.start() {
+            // Compacted away: the values live only in our snapshot.
+            self.send_snapshot(from, out);
+            return;
+        }
+        let end = self
+            .log
+            .decided
+            .min(from_slot.saturating_add(self.config.catch_up_slots_max));
+        let mut values = Vec::with_capacity((end - from_slot) as usize);
+        for s in from_slot..end {
+            match self.log.get(s) {
+                Some(e) => values.push(e.value.clone()),
+                None => break,
+            }
+        }
+        if !values.is_empty() {
+            out.send(from, Message::CatchUp { from_slot, values });
+        }
+    }
+
+    /// Chosen values arrive from a peer.
+    pub(crate) fn on_catch_up(
+        &mut self,
+        from: NodeId,
+        from_slot: Slot,
+        values: Vec<Value<S::Command>>,
+        out: &mut Outbox<Self>,
+    ) {
+        if values.len() as u64 > self.config.catch_up_slots_max {
+            self.reject("catch-up larger than the limit", from);
+            return;
+        }
+        let first = self.log.decided;
+        if from_slot > first {
+            return; // would leave a gap; a later answer will fit
+        }
+        let skip = (first - from_slot) as usize;
+        if skip >= values.len() {
+            return; // nothing new
+        }
+        let learned: Vec<_> = values.into_iter().skip(skip).collect();
+        for (i, value) in learned.iter().enumerate() {
+            self.log.set(
+                first + i as u64,
+                Entry {
+                    ballot: Ballot::ZERO,
+                    value: value.clone(),
+                },
+            );
+        }
+        self.log.decided = first + learned.len() as u64;
+        out.persist(Record::Learn {
+            from_slot: first,
+            values: learned,
+        });
+        self.apply_decided(out);
+        if self.commit_hint > self.log.decided {
+            self.catch_up_cooldown = 0;
+            self.request_catch_up(from, out);
+        }
+    }
+
+    /// Applies every chosen slot not yet applied, in slot order, answering the clients whose
+    /// batch this replica created.
+    pub(crate) fn apply_decided(&mut self, out: &mut Outbox<Self>) {
+        while self.applied < self.log.decided {
+            let slot = self.applied;
+            let Some(entry) = self.log.get(slot) else {
+                break; // compacted: the snapshot already covers it
+            };
+            let mine = match self.pending.first_key_value() {
+                Some((&s, _)) if s == slot => self.pending.remove(&slot),
+                _ => None,
+            };
+            match &entry.value {
+                Value::Noop => {
+                    if let Some((_, requests)) = mine {
+                        for id in requests {
+                            out.respond(id, Response::Failed(Error::LeadershipLost));
+                        }
+                    }
+                }
+                Value::Batch { origin, commands } => {
+                    // Only the batch this replica created under this ballot answers its
+                    // requests; anything else in the slot means ours was not chosen there.
+                    let mut requests = match mine {
+                        Some((ballot, requests))
+                            if ballot == *origin && requests.len() == commands.len() =>
+                        {
+                            Some(requests.into_iter())
+                        }
+                        Some((_, requests)) => {
+                            for id in requests {
+                                out.respond(id, Response::Failed(Error::LeadershipLost));
+                            }
+                            None
+                        }
+                        None => None,
+                    };
+                    for command in commands {
+                        let result = match command.session {
+                            None => Ok(self.state.apply(&command.payload)),
+                            Some(session) => match self.sessions.check(session) {
+                                Dedup::Fresh => {
+                                    let output = self.state.apply(&command.payload);
+                                    self.sessions.record(session, output.clone(), slot);
+                                    Ok(output)
+                                }
+                                Dedup::Duplicate(output) => {
+                                    self.counters.duplicates += 1;
+                                    Ok(output)
+                                }
+                                Dedup::Stale => Err(Error::SessionStale {
+                                    client: session.client,
+                                    seq: session.seq,
+                                }),
+                            },
+                        };
+                        if let Some(id) = requests.as_mut().and_then(|r| r.next()) {
+                            out.respond(
+                                id,
+                                match result {
+                                    Ok(output) => Response::Applied { slot, output },
+                                    Err(e) => Response::Failed(e),
+                                },
+                            );
+                        }
+                    }
+                }
+            }
+            self.applied += 1;
+        }
+        // Pending batches of slots below what we applied (installed by a snapshot) are lost.
+        while let Some((&s, _)) = self.pending.first_key_value() {
+            if s >= self.applied {
+                break;
+            }
+            if let Some((_, requests)) = self.pending.remove(&s) {
+                for id in requests {
+                    out.respond(id, Response::Failed(Error::LeadershipLost));
+                }
+            }
+        }
+        self.answer_reads(out);
+        self.maybe_snapshot(out);
+    }
+}

@@ -1,0 +1,529 @@
+//! The sans-IO replica: one [`Replica`] plays the paper's three roles and runs the leader
+//! election. Each role lives in its own module and adds its handlers to [`Replica`]:
+//!
+//! - [`acceptor`]: promises and accepts (phase 1b, phase 2b), durable through [`Record`]s;
+//! - [`proposer`]: the leader's side (phase 1a once per leadership, phase 2a per slot,
+//!   pipelining, batching, commit index, linearizable reads);
+//! - [`learner`]: decisions, catch-up, applying chosen slots in order, answering clients;
+//! - [`election`]: heartbeats, ballots and the choice of leader.
+//!
+//! [`Replica`] itself only routes inputs to the roles and validates what it cannot trust.
+
+use std::collections::BTreeMap;
+
+use common::{protocol, Node, NodeId, Outbox, RequestId};
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::message::{Ballot, Message, Record, Session, Slot, Value};
+use crate::state_machine::{Sessions, StateMachine};
+
+pub(crate) mod acceptor;
+pub(crate) mod election;
+pub(crate) mod learner;
+pub(crate) mod log;
+pub(crate) mod proposer;
+pub(crate) mod snapshot;
+
+use election::Election;
+use log::{Entry, SlotLog};
+use proposer::Leader;
+
+/// A client request to a replica.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request<C, Q> {
+    /// Replicate `command`; answered with [`Response::Applied`] once its slot is chosen and
+    /// applied here. Only the leader accepts proposals.
+    Propose {
+        /// The command.
+        command: C,
+        /// The client session for at-most-once application across retries; `None` to skip
+        /// deduplication.
+        session: Option<Session>,
+    },
+    /// A linearizable read, answered by the leader after a quorum confirms its leadership and
+    /// its state machine has applied every slot proposed before the read arrived.
+    Read(Q),
+}
+
+/// The answer to a [`Request`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Response<O> {
+    /// The command was chosen in `slot` and applied; `output` is what applying it returned (for
+    /// a retried command: what applying it returned the first time).
+    Applied {
+        /// The slot the command was applied in (for a retry answered from the session table
+        /// without taking a slot: the first slot not yet applied at that moment).
+        slot: Slot,
+        /// The state machine's output.
+        output: O,
+    },
+    /// The answer to a [`Request::Read`].
+    Read(O),
+    /// The request failed (see [`Error`] for which failures leave the outcome unknown).
+    Failed(Error),
+}
+
+/// Notifications for observers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// This replica now follows (or is) a different leader.
+    LeaderChanged {
+        /// The leader, if any.
+        leader: Option<NodeId>,
+        /// Its ballot.
+        ballot: Ballot,
+    },
+}
+
+/// A snapshot of a replica's state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Metrics {
+    /// This replica.
+    pub id: NodeId,
+    /// The leader this replica follows, if any.
+    pub leader: Option<NodeId>,
+    /// Whether this replica leads (phase 1 completed, phase 2 running).
+    pub is_leader: bool,
+    /// The ballot of the leader this replica follows.
+    pub ballot: Ballot,
+    /// The highest ballot this replica's acceptor promised.
+    pub promised: Ballot,
+    /// First slot not known to be chosen here.
+    pub decided: Slot,
+    /// First slot not yet applied here.
+    pub applied: Slot,
+    /// Slots the leader proposed and has not seen chosen (0 on followers).
+    pub in_flight: u64,
+    /// Commands waiting at the leader for a slot.
+    pub queued: usize,
+    /// Client sessions remembered for deduplication.
+    pub sessions: usize,
+    /// Inputs rejected as malformed or from unknown senders.
+    pub rejected: u64,
+    /// Messages refused because their ballot was stale.
+    pub stale: u64,
+    /// Commands recognised as retries of an applied command and not applied again.
+    pub duplicates: u64,
+    /// Snapshots received from peers and installed (catch-up behind a compacted prefix).
+    pub snapshots_installed: u64,
+    /// The first slot still in the log (slots below were compacted into a snapshot).
+    pub log_start: Slot,
+}
+
+/// Counters of rejected input.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Counters {
+    pub rejected: u64,
+    pub stale: u64,
+    pub duplicates: u64,
+    pub snapshots_installed: u64,
+}
+
+/// One Multi-Paxos replica over state machine `S`. See the crate documentation for the
+/// protocol and [`common::node`] for how a driver calls it.
+pub struct Replica<S: StateMachine> {
+    pub(crate) config: Config,
+    pub(crate) majority: usize,
+    /// Peers (every member but this one), in member order.
+    pub(crate) peers: Vec<NodeId>,
+    // ---- acceptor (durable) ----
+    /// The highest ballot promised.
+    pub(crate) promised: Ballot,
+    /// Accepted and chosen values per slot.
+    pub(crate) log: SlotLog<S::Command>,
+    // ---- learner ----
+    pub(crate) state: S,
+    pub(crate) sessions: Sessions<S::Output>,
+    /// First slot not yet applied.
+    pub(crate) applied: Slot,
+    /// Highest commit index heard of (slots below are chosen somewhere).
+    pub(crate) commit_hint: Slot,
+    /// Ticks until the next catch-up request may be sent.
+    pub(crate) catch_up_cooldown: u64,
+    /// Catch-up requests sent by the timer (rotates the peer asked).
+    pub(crate) catch_up_attempts: u64,
+    /// The peer that last told us it decided more than we did.
+    pub(crate) catch_up_peer: Option<NodeId>,
+    /// Client proposals answered when their slot is applied: slot -> (batch origin, requests).
+    pub(crate) pending: BTreeMap<Slot, (Ballot, Vec<RequestId>)>,
+    // ---- proposer ----
+    pub(crate) leader: Option<Leader<S::Command, S::Query>>,
+    // ---- election ----
+    pub(crate) election: Election,
+    pub(crate) counters: Counters,
+}
+
+impl<S: StateMachine> Replica<S> {
+    /// The bit of `node` in a 64-bit acknowledgement set, if `node` is a member.
+    pub(crate) fn bit(&self, node: NodeId) -> Option<u64> {
+        self.config
+            .members
+            .iter()
+            .position(|&m| m == node)
+            .map(|i| 1u64 << i)
+    }
+
+    pub(crate) fn is_member(&self, node: NodeId) -> bool {
+        self.config.members.contains(&node)
+    }
+
+    pub(crate) fn reject(&mut self, why: &'static str, from: NodeId) {
+        self.counters.rejected += 1;
+        tracing::debug!(id = self.config.id, from, why, "paxos: input rejected");
+    }
+
+    /// The state machine (for tests and observers; it reflects applied slots only).
+    pub fn state(&self) -> &S {
+        &self.state
+    }
+
+    /// First slot not known to be chosen here: slots below it are chosen.
+    pub fn decided(&self) -> Slot {
+        self.log.decided
+    }
+
+    /// The chosen value of `slot`, if this replica knows it and did not compact it away.
+    pub fn decided_value(&self, slot: Slot) -> Option<&Value<S::Command>> {
+        if slot >= self.log.decided {
+            return None;
+        }
+        self.log.get(slot).map(|e| &e.value)
+    }
+
+    /// The first slot still held in the log (slots below were compacted into a snapshot).
+    pub fn log_start(&self) -> Slot {
+        self.log.start()
+    }
+
+    /// Whether this replica leads (phase 2 running).
+    pub fn is_leader(&self) -> bool {
+        self.leader.as_ref().is_some_and(|l| l.is_active())
+    }
+
+    /// Follows a change of leader seen in the replication protocol (a higher ballot promised or
+    /// named in a rejection).
+    pub(crate) fn on_leader_change(&mut self, ballot: Ballot, out: &mut Outbox<Self>) {
+        out.emit(Event::LeaderChanged {
+            leader: self.election.leader_id(),
+            ballot,
+        });
+        if ballot.leader != self.config.id && self.leader.is_some() {
+            self.step_down(out);
+        }
+    }
+
+    /// After each election round: lead exactly when the election chose this replica and it is
+    /// quorum-connected. A leader that no longer hears a majority cannot commit anything, so it
+    /// stops claiming leadership and clients go elsewhere (a quorum-connected replica takes over).
+    pub(crate) fn reconcile_leadership(&mut self, out: &mut Outbox<Self>) {
+        let e = &self.election;
+        let elected = e.leader.leader == self.config.id && e.leader == e.ballot;
+        let ballot = e.leader;
+        if elected && e.quorum_connected {
+            if self.leader.as_ref().is_some_and(|l| l.ballot == ballot) {
+                return;
+            }
+            if ballot <= self.promised {
+                // Our own acceptor promised something at least as high: we could not lead with
+                // this ballot. Raise; the next round elects us with the higher one.
+                self.election.raise_above(self.promised);
+                if self.leader.is_some() {
+                    self.step_down(out);
+                }
+                return;
+            }
+            self.start_leading(ballot, out);
+        } else if self.leader.is_some() {
+            self.step_down(out);
+        }
+    }
+}
+
+impl<S: StateMachine> Node for Replica<S> {
+    type Config = Config;
+    type Message = Message<S::Command>;
+    type Request = Request<S::Command, S::Query>;
+    type Response = Response<S::Output>;
+    type Event = Event;
+    type Record = Record<S::Command>;
+    type Metrics = Metrics;
+    type Error = Error;
+
+    const PROTOCOL: u16 = protocol::PAXOS;
+    const WIRE_VERSION: u16 = 1;
+
+    fn recover(config: Config, records: Vec<Record<S::Command>>) -> Result<Self, Error> {
+        config.validate()?;
+        let mut promised = Ballot::ZERO;
+        let mut log = SlotLog::new();
+        let mut snapshot: Option<(Slot, Vec<u8>)> = None;
+        for record in records {
+            match record {
+                Record::Snapshot {
+                    slot,
+                    data,
+                    promised: p,
+                    decided,
+                    accepted,
+                } => {
+                    // A checkpoint restates everything: start over from it.
+                    promised = promised.max(p);
+                    log = SlotLog::new();
+                    log.install(slot);
+                    for e in accepted {
+                        log.set(
+                            e.slot,
+                            Entry {
+                                ballot: e.ballot,
+                                value: e.value,
+                            },
+                        );
+                    }
+                    if decided > slot {
+                        if (slot..decided).any(|s| log.get(s).is_none()) {
+                            return Err(Error::Corrupt(format!(
+                                "snapshot decided up to {decided} without the entries"
+                            )));
+                        }
+                        log.decided = decided;
+                    }
+                    snapshot = Some((slot, data));
+                }
+                Record::Promise(b) => promised = promised.max(b),
+                Record::Accept {
+                    ballot,
+                    slot,
+                    values,
+                } => {
+                    promised = promised.max(ballot);
+                    for (i, value) in values.into_iter().enumerate() {
+                        let s = slot + i as u64;
+                        if s >= log.decided {
+                            log.set(s, Entry { ballot, value });
+                        }
+                    }
+                }
+                Record::Commit { decided } => {
+                    if decided > log.decided {
+                        if (log.decided..decided).any(|s| log.get(s).is_none()) {
+                            return Err(Error::Corrupt(format!(
+                                "commit up to slot {decided} but a slot below it has no entry"
+                            )));
+                        }
+                        log.decided = decided;
+                    }
+                }
+                Record::Learn { from_slot, values } => {
+                    if from_slot > log.decided {
+                        return Err(Error::Corrupt(format!(
+                            "learned slots from {from_slot} beyond the decided prefix {}",
+                            log.decided
+                        )));
+                    }
+                    for (i, value) in values.into_iter().enumerate() {
+                        let s = from_slot + i as u64;
+                        if s >= log.decided {
+                            log.set(
+                                s,
+                                Entry {
+                                    ballot: Ballot::ZERO,
+                                    value,
+                                },
+                            );
+                            log.decided = s + 1;
+                        }
+                    }
+                }
+            }
+        }
+        let majority = config.majority();
+        let peers = config
+            .members
+            .iter()
+            .copied()
+            .filter(|&m| m != config.id)
+            .collect();
+        let election = Election::new(
+            config.id,
+            majority,
+            config.heartbeat_ticks,
+            config.election_jitter_rounds_max,
+            promised,
+            config.seed,
+        );
+        let mut replica = Replica {
+            sessions: Sessions::new(config.sessions_max),
+            config,
+            majority,
+            peers,
+            promised,
+            commit_hint: log.decided,
+            log,
+            state: S::default(),
+            applied: 0,
+            catch_up_cooldown: 0,
+            catch_up_attempts: 0,
+            catch_up_peer: None,
+            pending: BTreeMap::new(),
+            leader: None,
+            election,
+            counters: Counters::default(),
+        };
+        if let Some((slot, data)) = snapshot {
+            replica.restore_snapshot(slot, &data)?;
+        }
+        // Re-apply the chosen prefix: the state machine lives in memory only.
+        let mut scratch = Outbox::new();
+        replica.apply_decided(&mut scratch);
+        Ok(replica)
+    }
+
+    fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    fn handle_message(&mut self, from: NodeId, msg: Message<S::Command>, out: &mut Outbox<Self>) {
+        if from == self.config.id || !self.is_member(from) {
+            self.reject("sender is not a peer", from);
+            return;
+        }
+        match msg {
+            Message::Heartbeat { round } => self.on_heartbeat(from, round, out),
+            Message::HeartbeatReply {
+                round,
+                ballot,
+                quorum_connected,
+                leader,
+                leader_alive,
+                decided,
+            } => self.on_heartbeat_reply(
+                from,
+                round,
+                election::HeartbeatInfo {
+                    ballot,
+                    quorum_connected,
+                    leader,
+                    leader_alive,
+                },
+                decided,
+                out,
+            ),
+            Message::Prepare { ballot, from_slot } => self.on_prepare(from, ballot, from_slot, out),
+            Message::Promise {
+                ballot,
+                decided,
+                accepted,
+            } => self.on_promise(from, ballot, decided, accepted, out),
+            Message::Accept {
+                ballot,
+                slot,
+                values,
+                commit,
+            } => self.on_accept(from, ballot, slot, values, commit, out),
+            Message::Accepted {
+                ballot,
+                slot,
+                count,
+            } => self.on_accepted(from, ballot, slot, count, out),
+            Message::Commit { ballot, commit } => self.on_commit(from, ballot, commit, out),
+            Message::Nack { ballot, promised } => self.on_nack(from, ballot, promised, out),
+            Message::ReadProbe { ballot, round } => self.on_read_probe(from, ballot, round, out),
+            Message::ReadAck { ballot, round } => self.on_read_ack(from, ballot, round, out),
+            Message::CatchUpRequest { from_slot } => self.on_catch_up_request(from, from_slot, out),
+            Message::CatchUp { from_slot, values } => {
+                self.on_catch_up(from, from_slot, values, out)
+            }
+            Message::Snapshot { slot, data } => self.on_snapshot(from, slot, data, out),
+        }
+    }
+
+    fn handle_request(
+        &mut self,
+        id: RequestId,
+        req: Request<S::Command, S::Query>,
+        out: &mut Outbox<Self>,
+    ) {
+        match req {
+            Request::Propose { command, session } => self.propose(id, command, session, out),
+            Request::Read(query) => self.read(id, query, out),
+        }
+    }
+
+    fn tick(&mut self, out: &mut Outbox<Self>) {
+        if let Some(round) = self.election.tick() {
+            let peers = self.peers.clone();
+            out.broadcast(peers, &Message::Heartbeat { round: round.round });
+            if let Some(ballot) = round.new_leader {
+                out.emit(Event::LeaderChanged {
+                    leader: self.election.leader_id(),
+                    ballot,
+                });
+            }
+            self.reconcile_leadership(out);
+        }
+        self.leader_tick(out);
+        self.learner_tick(out);
+    }
+
+    fn metrics(&self) -> Metrics {
+        Metrics {
+            id: self.config.id,
+            leader: self.election.leader_id(),
+            is_leader: self.is_leader(),
+            ballot: self.election.leader,
+            promised: self.promised,
+            decided: self.log.decided,
+            applied: self.applied,
+            in_flight: self.leader.as_ref().map_or(0, |l| l.in_flight()),
+            queued: self.leader.as_ref().map_or(0, |l| l.queued()),
+            sessions: self.sessions.len(),
+            rejected: self.counters.rejected,
+            stale: self.counters.stale,
+            duplicates: self.counters.duplicates,
+            snapshots_installed: self.counters.snapshots_installed,
+            log_start: self.log.start(),
+        }
+    }
+}
+
+impl<S: StateMachine> Replica<S> {
+    fn on_heartbeat(&mut self, from: NodeId, round: u64, out: &mut Outbox<Self>) {
+        let e = &self.election;
+        out.send(
+            from,
+            Message::HeartbeatReply {
+                round,
+                ballot: e.ballot,
+                quorum_connected: e.quorum_connected,
+                leader: e.leader,
+                leader_alive: e.leader_alive,
+                decided: self.log.decided,
+            },
+        );
+    }
+
+    fn on_heartbeat_reply(
+        &mut self,
+        from: NodeId,
+        round: u64,
+        info: election::HeartbeatInfo,
+        decided: Slot,
+        out: &mut Outbox<Self>,
+    ) {
+        if info.ballot.leader != from {
+            self.reject("candidacy ballot of another node", from);
+            return;
+        }
+        self.election.on_reply(from, round, info);
+        if decided > self.log.decided {
+            // The peer knows more chosen slots than we do: fetch them.
+            self.commit_hint = self.commit_hint.max(decided);
+            self.catch_up_peer = Some(from);
+            self.request_catch_up(from, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

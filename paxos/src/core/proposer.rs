@@ -1,0 +1,646 @@
+//! The proposer, in its multi-decree form: a stable leader (the paper's steps 1 and 3).
+//!
+//! - **Phase 1 once per leadership.** When the election makes this replica leader with ballot
+//!   `b`, it sends one `Prepare(b, from_slot)` covering *every* slot from its first undecided one
+//!   on, and waits for promises from a majority.
+//! - **Re-propose what may have been chosen.** For each slot past the highest decided prefix any
+//!   promise reported, the leader re-proposes the value accepted under the highest ballot; slots
+//!   no promise mentions below the highest one mentioned are holes and get a no-op, so the log
+//!   can be applied in order.
+//! - **Phase 2 per command.** Afterwards each client command costs one round trip: it is batched
+//!   into the next free slot (at most [`Config::batch_commands_max`] commands per slot) as long as
+//!   fewer than [`Config::in_flight_slots_max`] slots are in flight, and sent as `Accept(b, slot,
+//!   value)`. A slot is chosen once a majority answered `Accepted`; the commit index (every slot
+//!   below it is chosen) rides on the next `Accept` or, when idle, on a `Commit`.
+//! - **Linearizable reads** confirm leadership with one quorum round (`ReadProbe`) per batch of
+//!   reads and are answered once every slot proposed before the read is applied.
+//!
+//! [`Config::batch_commands_max`]: crate::Config::batch_commands_max
+//! [`Config::in_flight_slots_max`]: crate::Config::in_flight_slots_max
+
+use std::collections::{BTreeMap, VecDeque};
+
+use common::{NodeId, Outbox, RequestId};
+
+use crate::error::Error;
+use crate::message::{Ballot, Command, Message, PromisedEntry, Session, Slot, Value};
+use crate::state_machine::{Dedup, StateMachine};
+
+use super::{Replica, Response};
+
+/// A slot the leader proposed and has not yet seen chosen.
+#[derive(Debug)]
+struct InFlight<C> {
+    /// Acceptors that accepted it (one bit per member).
+    acks: u64,
+    value: Value<C>,
+}
+
+/// What the leader gathered in phase 1.
+#[derive(Debug)]
+struct Promises<C> {
+    /// Acceptor -> (its first undecided slot, what it accepted from there on).
+    by_acceptor: BTreeMap<NodeId, (Slot, Vec<PromisedEntry<C>>)>,
+}
+
+/// A round confirming leadership for a batch of reads.
+#[derive(Debug)]
+struct ReadRound<Q> {
+    round: u64,
+    /// Every slot below this was proposed before the reads arrived.
+    read_slot: Slot,
+    acks: u64,
+    reads: Vec<(RequestId, Q)>,
+}
+
+/// The leader's volatile state (lost on a crash; rebuilt by phase 1 of the next leadership).
+#[derive(Debug)]
+pub(crate) struct Leader<C, Q> {
+    pub ballot: Ballot,
+    /// `Some` while phase 1 runs.
+    promises: Option<Promises<C>>,
+    /// The slot phase 1 started from (the leader's first undecided slot at the time).
+    from_slot: Slot,
+    /// Every slot below is chosen.
+    pub commit: Slot,
+    /// The next free slot.
+    pub next_slot: Slot,
+    /// Slots `commit .. next_slot`.
+    in_flight: VecDeque<InFlight<C>>,
+    /// Commands waiting for a free slot.
+    queue: VecDeque<(RequestId, Command<C>)>,
+    /// The commit index last sent to followers.
+    commit_sent: Slot,
+    retransmit_in: u64,
+    read_round: u64,
+    reads_waiting: Vec<(RequestId, Q)>,
+    read_probe: Option<ReadRound<Q>>,
+    /// Confirmed reads waiting for the state machine to apply their slot.
+    reads_ready: Vec<(Slot, RequestId, Q)>,
+}
+
+impl<C, Q> Leader<C, Q> {
+    /// Whether phase 1 completed.
+    pub(crate) fn is_active(&self) -> bool {
+        self.promises.is_none()
+    }
+
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.next_slot - self.commit
+    }
+
+    pub(crate) fn queued(&self) -> usize {
+        self.queue.len()
+    }
+}
+
+impl<S: StateMachine> Replica<S> {
+    /// Step 1 of the paper: prepare. Runs once per leadership, for every undecided slot.
+    pub(crate) fn start_leading(&mut self, ballot: Ballot, out: &mut Outbox<Self>) {
+        if self.leader.is_some() {
+            self.step_down(out);
+        }
+        let from_slot = self.log.decided;
+        tracing::debug!(id = self.config.id, %ballot, from_slot, "paxos: phase 1");
+        self.leader = Some(Leader {
+            ballot,
+            promises: Some(Promises {
+                by_acceptor: BTreeMap::new(),
+            }),
+            from_slot,
+            commit: from_slot,
+            next_slot: from_slot,
+            in_flight: VecDeque::new(),
+            queue: VecDeque::new(),
+            commit_sent: from_slot,
+            retransmit_in: self.config.retransmit_ticks,
+            read_round: 0,
+            reads_waiting: Vec::new(),
+            read_probe: None,
+            reads_ready: Vec::new(),
+        });
+        // Our own acceptor promises first (durably, before the prepares leave).
+        match self.prepare_locally(ballot, from_slot, out) {
+            Some(Message::Promise {
+                decided, accepted, ..
+            }) => {
+                let id = self.config.id;
+                self.on_promise(id, ballot, decided, accepted, out);
+            }
+            _ => {
+                self.step_down(out);
+                return;
+            }
+        }
+        if self.leader.as_ref().is_some_and(|l| !l.is_active()) {
+            let peers = self.peers.clone();
+            out.broadcast(peers, &Message::Prepare { ballot, from_slot });
+        }
+    }
+
+    /// Stops leading: every request waiting here is answered.
+    pub(crate) fn step_down(&mut self, out: &mut Outbox<Self>) {
+        let Some(leader) = self.leader.take() else {
+            return;
+        };
+        tracing::debug!(id = self.config.id, ballot = %leader.ballot, "paxos: step down");
+        let hint = self.election.leader_id().filter(|&l| l != self.config.id);
+        for (id, _) in leader.queue {
+            out.respond(id, Response::Failed(Error::NotLeader { leader: hint }));
+        }
+        let reads = leader
+            .reads_waiting
+            .into_iter()
+            .map(|(id, _)| id)
+            .chain(
+                leader
+                    .read_probe
+                    .into_iter()
+                    .flat_map(|r| r.reads)
+                    .map(|(id, _)| id),
+            )
+            .chain(leader.reads_ready.into_iter().map(|(_, id, _)| id));
+        for id in reads {
+            out.respond(id, Response::Failed(Error::NotLeader { leader: hint }));
+        }
+        // Proposed commands may still be chosen (a later leader re-proposes them): the outcome
+        // is unknown to us, so the client must retry with its session.
+        for (_, (_, requests)) in std::mem::take(&mut self.pending) {
+            for id in requests {
+                out.respond(id, Response::Failed(Error::LeadershipLost));
+            }
+        }
+    }
+
+    /// Phase 1b arrives at the leader.
+    pub(crate) fn on_promise(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        decided: Slot,
+        accepted: Vec<PromisedEntry<S::Command>>,
+        out: &mut Outbox<Self>,
+    ) {
+        let window = self.config.window_slots_max;
+        let Some(leader) = self.leader.as_mut() else {
+            return;
+        };
+        if ballot != leader.ballot {
+            return; // a promise for an older leadership
+        }
+        let Some(promises) = leader.promises.as_mut() else {
+            return; // phase 1 already completed
+        };
+        // Untrusted content: entries must be in increasing slot order, inside the acceptor's
+        // window, and accepted under ballots below the one just promised.
+        let well_formed = accepted.windows(2).all(|w| w[0].slot < w[1].slot)
+            && accepted.iter().all(|e| {
+                e.ballot < ballot
+                    && e.slot >= decided.max(leader.from_slot)
+                    && e.slot < decided.saturating_add(window)
+            });
+        if !well_formed {
+            self.reject("malformed promise", from);
+            return;
+        }
+        promises.by_acceptor.insert(from, (decided, accepted));
+        if promises.by_acceptor.len() >= self.majority {
+            self.finish_phase1(out);
+        }
+    }
+
+    /// Step 3 of the paper for every slot at once: choose what to propose from a majority of
+    /// promises, then start phase 2.
+    fn finish_phase1(&mut self, out: &mut Outbox<Self>) {
+        let Some(leader) = self.leader.as_mut() else {
+            return;
+        };
+        let Some(promises) = leader.promises.take() else {
+            return;
+        };
+        // Slots below the highest decided prefix reported are chosen already: learners fetch
+        // them; the leader proposes from there on.
+        let start = promises
+            .by_acceptor
+            .values()
+            .map(|(d, _)| *d)
+            .max()
+            .unwrap_or(leader.from_slot)
+            .max(leader.from_slot);
+        // For each slot, the value accepted under the highest ballot (the paper's rule).
+        let mut chosen: BTreeMap<Slot, (Ballot, &Value<S::Command>)> = BTreeMap::new();
+        for (_, entries) in promises.by_acceptor.values() {
+            for e in entries.iter().filter(|e| e.slot >= start) {
+                let better = chosen.get(&e.slot).is_none_or(|(b, _)| e.ballot > *b);
+                if better {
+                    chosen.insert(e.slot, (e.ballot, &e.value));
+                }
+            }
+        }
+        let end = chosen.keys().next_back().map_or(start, |s| s + 1);
+        // Holes below the last reported slot become no-ops so the log can be applied in order.
+        let values: Vec<Value<S::Command>> = (start..end)
+            .map(|s| chosen.get(&s).map_or(Value::Noop, |(_, v)| (*v).clone()))
+            .collect();
+        leader.commit = start;
+        leader.commit_sent = start;
+        leader.next_slot = end;
+        leader.in_flight = values
+            .iter()
+            .map(|v| InFlight {
+                acks: 0,
+                value: v.clone(),
+            })
+            .collect();
+        let ballot = leader.ballot;
+        tracing::debug!(id = self.config.id, %ballot, start, end, "paxos: phase 2");
+        if self.log.decided < start {
+            self.commit_hint = self.commit_hint.max(start);
+        }
+        if !values.is_empty() {
+            self.propose_run(start, values, out);
+        }
+        // Reads and commands that arrived during phase 1.
+        self.flush_queue(out);
+        self.start_read_round(out);
+    }
+
+    /// Sends `values` for slots `first ..` (already in the in-flight window) to every acceptor.
+    fn propose_run(&mut self, first: Slot, values: Vec<Value<S::Command>>, out: &mut Outbox<Self>) {
+        let Some(leader) = self.leader.as_ref() else {
+            return;
+        };
+        let (ballot, commit) = (leader.ballot, leader.commit);
+        let chunk = usize::try_from(self.config.catch_up_slots_max).unwrap_or(usize::MAX);
+        let mut slot = first;
+        for run in values.chunks(chunk) {
+            let msg = Message::Accept {
+                ballot,
+                slot,
+                values: run.to_vec(),
+                commit,
+            };
+            for &peer in &self.peers {
+                out.send(peer, msg.clone());
+            }
+            slot += run.len() as u64;
+        }
+        if let Some(leader) = self.leader.as_mut() {
+            leader.commit_sent = commit;
+        }
+        // Our own acceptor accepts too, unless the run lies beyond its window (it is far behind
+        // and must learn first).
+        let count = values.len() as u64;
+        if first + count
+            <= self
+                .log
+                .decided
+                .saturating_add(self.config.window_slots_max)
+        {
+            if self.accept_locally(ballot, first, values, out) {
+                let id = self.config.id;
+                self.on_accepted(id, ballot, first, count, out);
+            } else {
+                self.step_down(out);
+            }
+        }
+    }
+
+    /// A client proposal arrives.
+    pub(crate) fn propose(
+        &mut self,
+        id: RequestId,
+        command: S::Command,
+        session: Option<Session>,
+        out: &mut Outbox<Self>,
+    ) {
+        let queue_max = self.config.queue_commands_max;
+        let hint = self.election.leader_id().filter(|&l| l != self.config.id);
+        let Some(leader) = self.leader.as_mut() else {
+            out.respond(id, Response::Failed(Error::NotLeader { leader: hint }));
+            return;
+        };
+        if let Some(session) = session {
+            // A retry of a command already applied is answered from the session table without
+            // taking a slot.
+            match self.sessions.check(session) {
+                Dedup::Fresh => {}
+                Dedup::Duplicate(output) => {
+                    self.counters.duplicates += 1;
+                    out.respond(
+                        id,
+                        Response::Applied {
+                            slot: self.applied,
+                            output,
+                        },
+                    );
+                    return;
+                }
+                Dedup::Stale => {
+                    out.respond(
+                        id,
+                        Response::Failed(Error::SessionStale {
+                            client: session.client,
+                            seq: session.seq,
+                        }),
+                    );
+                    return;
+                }
+            }
+        }
+        if leader.queue.len() >= queue_max {
+            out.respond(id, Response::Failed(Error::Busy));
+            return;
+        }
+        leader.queue.push_back((
+            id,
+            Command {
+                session,
+                payload: command,
+            },
+        ));
+        if leader.is_active() {
+            self.flush_queue(out);
+        }
+    }
+
+    /// Moves queued commands into free slots (batching when the pipeline is full).
+    pub(crate) fn flush_queue(&mut self, out: &mut Outbox<Self>) {
+        let in_flight_max = self.config.in_flight_slots_max;
+        let batch_max = self.config.batch_commands_max;
+        let Some(leader) = self.leader.as_mut() else {
+            return;
+        };
+        if !leader.is_active() {
+            return;
+        }
+        let first = leader.next_slot;
+        let mut values = Vec::new();
+        while !leader.queue.is_empty() && leader.in_flight() < in_flight_max {
+            let n = leader.queue.len().min(batch_max);
+            let mut requests = Vec::with_capacity(n);
+            let mut commands = Vec::with_capacity(n);
+            for (id, c) in leader.queue.drain(..n) {
+                requests.push(id);
+                commands.push(c);
+            }
+            let value = Value::Batch {
+                origin: leader.ballot,
+                commands,
+            };
+            self.pending
+                .insert(leader.next_slot, (leader.ballot, requests));
+            leader.in_flight.push_back(InFlight {
+                acks: 0,
+                value: value.clone(),
+            });
+            values.push(value);
+            leader.next_slot += 1;
+        }
+        if !values.is_empty() {
+            self.propose_run(first, values, out);
+        }
+    }
+
+    /// Phase 2b arrives at the leader.
+    pub(crate) fn on_accepted(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        slot: Slot,
+        count: u64,
+        out: &mut Outbox<Self>,
+    ) {
+        let Some(bit) = self.bit(from) else { return };
+        let majority = self.majority as u32;
+        let Some(leader) = self.leader.as_mut() else {
+            return;
+        };
+        if ballot != leader.ballot || !leader.is_active() {
+            return; // an answer to an older leadership
+        }
+        let lo = slot.max(leader.commit);
+        let hi = slot.saturating_add(count).min(leader.next_slot);
+        for s in lo..hi {
+            let i = (s - leader.commit) as usize;
+            leader.in_flight[i].acks |= bit;
+        }
+        // Step 5 of the paper, as seen by the leader: a majority accepted, the slot is chosen.
+        let mut advanced = false;
+        while leader
+            .in_flight
+            .front()
+            .is_some_and(|f| f.acks.count_ones() >= majority)
+        {
+            leader.in_flight.pop_front();
+            leader.commit += 1;
+            advanced = true;
+        }
+        if advanced {
+            let commit = leader.commit;
+            let id = self.config.id;
+            self.on_commit(id, ballot, commit, out);
+            self.flush_queue(out);
+        }
+    }
+
+    /// An acceptor refused our ballot: someone promised higher. Step down and follow.
+    pub(crate) fn on_nack(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        promised: Ballot,
+        out: &mut Outbox<Self>,
+    ) {
+        if promised <= ballot || !self.is_member(promised.leader) {
+            self.reject("malformed nack", from);
+            return;
+        }
+        if self.leader.as_ref().is_some_and(|l| l.ballot == ballot) {
+            self.step_down(out);
+        }
+        if let Some(b) = self.election.observe(promised) {
+            self.on_leader_change(b, out);
+        }
+    }
+
+    /// A linearizable read arrives.
+    pub(crate) fn read(&mut self, id: RequestId, query: S::Query, out: &mut Outbox<Self>) {
+        let reads_max = self.config.reads_pending_max;
+        let hint = self.election.leader_id().filter(|&l| l != self.config.id);
+        let Some(leader) = self.leader.as_mut() else {
+            out.respond(id, Response::Failed(Error::NotLeader { leader: hint }));
+            return;
+        };
+        let pending = leader.reads_waiting.len()
+            + leader.reads_ready.len()
+            + leader.read_probe.as_ref().map_or(0, |r| r.reads.len());
+        if pending >= reads_max {
+            out.respond(id, Response::Failed(Error::Busy));
+            return;
+        }
+        leader.reads_waiting.push((id, query));
+        self.start_read_round(out);
+    }
+
+    /// Starts a leadership-confirming round for the waiting reads, if none is running.
+    fn start_read_round(&mut self, out: &mut Outbox<Self>) {
+        let own = self.bit(self.config.id).unwrap_or(0);
+        let Some(leader) = self.leader.as_mut() else {
+            return;
+        };
+        if !leader.is_active() || leader.read_probe.is_some() || leader.reads_waiting.is_empty() {
+            return;
+        }
+        leader.read_round += 1;
+        let round = leader.read_round;
+        let ballot = leader.ballot;
+        leader.read_probe = Some(ReadRound {
+            round,
+            // Every slot that could have been chosen before the read arrived is below
+            // `next_slot`: phase 1 put all of them in this leader's log.
+            read_slot: leader.next_slot,
+            acks: own,
+            reads: std::mem::take(&mut leader.reads_waiting),
+        });
+        let peers = self.peers.clone();
+        out.broadcast(peers, &Message::ReadProbe { ballot, round });
+        let id = self.config.id;
+        self.on_read_ack(id, ballot, round, out);
+    }
+
+    /// An acceptor confirms it still holds our ballot.
+    pub(crate) fn on_read_ack(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        round: u64,
+        out: &mut Outbox<Self>,
+    ) {
+        let Some(bit) = self.bit(from) else { return };
+        let majority = self.majority as u32;
+        let Some(leader) = self.leader.as_mut() else {
+            return;
+        };
+        if leader.ballot != ballot {
+            return;
+        }
+        let Some(probe) = leader.read_probe.as_mut() else {
+            return;
+        };
+        if probe.round != round {
+            return;
+        }
+        probe.acks |= bit;
+        if probe.acks.count_ones() >= majority {
+            if let Some(done) = leader.read_probe.take() {
+                let read_slot = done.read_slot;
+                leader
+                    .reads_ready
+                    .extend(done.reads.into_iter().map(|(id, q)| (read_slot, id, q)));
+            }
+            self.answer_reads(out);
+            self.start_read_round(out);
+        }
+    }
+
+    /// Answers confirmed reads whose slot is applied.
+    pub(crate) fn answer_reads(&mut self, out: &mut Outbox<Self>) {
+        let applied = self.applied;
+        let Some(leader) = self.leader.as_mut() else {
+            return;
+        };
+        if leader.reads_ready.is_empty() {
+            return;
+        }
+        let state = &self.state;
+        leader.reads_ready.retain(|(slot, id, q)| {
+            if *slot <= applied {
+                out.respond(*id, Response::Read(state.query(q)));
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// The leader's timers: retransmissions and the idle commit.
+    pub(crate) fn leader_tick(&mut self, out: &mut Outbox<Self>) {
+        let retransmit_ticks = self.config.retransmit_ticks;
+        let chunk = self.config.catch_up_slots_max;
+        let Some(leader) = self.leader.as_mut() else {
+            return;
+        };
+        let ballot = leader.ballot;
+        // Followers learn a commit index within a tick even when no new command comes.
+        if leader.is_active() && leader.commit_sent < leader.commit {
+            leader.commit_sent = leader.commit;
+            let msg = Message::Commit {
+                ballot,
+                commit: leader.commit,
+            };
+            for &peer in &self.peers {
+                out.send(peer, msg.clone());
+            }
+        }
+        leader.retransmit_in = leader.retransmit_in.saturating_sub(1);
+        if leader.retransmit_in > 0 {
+            return;
+        }
+        leader.retransmit_in = retransmit_ticks;
+        if let Some(promises) = &leader.promises {
+            for &peer in &self.peers {
+                if !promises.by_acceptor.contains_key(&peer) {
+                    out.send(
+                        peer,
+                        Message::Prepare {
+                            ballot,
+                            from_slot: leader.from_slot,
+                        },
+                    );
+                }
+            }
+            return;
+        }
+        // Re-send, to each acceptor, the in-flight slots from the first it has not accepted.
+        for (i, &peer) in self.config.members.iter().enumerate() {
+            if peer == self.config.id {
+                continue;
+            }
+            let bit = 1u64 << i;
+            let Some(first) = leader.in_flight.iter().position(|f| f.acks & bit == 0) else {
+                continue;
+            };
+            let take = (leader.in_flight.len() - first).min(chunk as usize);
+            let values: Vec<_> = leader
+                .in_flight
+                .iter()
+                .skip(first)
+                .take(take)
+                .map(|f| f.value.clone())
+                .collect();
+            out.send(
+                peer,
+                Message::Accept {
+                    ballot,
+                    slot: leader.commit + first as u64,
+                    values,
+                    commit: leader.commit,
+                },
+            );
+        }
+        if let Some(probe) = &leader.read_probe {
+            for (i, &peer) in self.config.members.iter().enumerate() {
+                if peer != self.config.id && probe.acks & (1u64 << i) == 0 {
+                    out.send(
+                        peer,
+                        Message::ReadProbe {
+                            ballot,
+                            round: probe.round,
+                        },
+                    );
+                }
+            }
+        }
+    }
+}

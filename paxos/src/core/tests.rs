@@ -1,0 +1,837 @@
+//! Unit tests of each role, asserting the exact effects of each step.
+
+use common::{Node, Outbox, Persist, RequestId};
+
+use super::*;
+use crate::message::{Command, PromisedEntry};
+use crate::state_machine::{KvCommand, KvStore};
+
+type R = Replica<KvStore>;
+type M = Message<KvCommand>;
+
+fn replica(id: NodeId) -> R {
+    R::recover(Config::new(id, vec![1, 2, 3]), vec![]).unwrap()
+}
+
+fn put(k: &str, v: &str) -> KvCommand {
+    KvCommand::Put {
+        key: k.into(),
+        value: v.into(),
+    }
+}
+
+fn batch(origin: Ballot, cmds: &[KvCommand]) -> Value<KvCommand> {
+    Value::Batch {
+        origin,
+        commands: cmds
+            .iter()
+            .map(|c| Command {
+                session: None,
+                payload: c.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Makes replica 1 the leader of {1, 2, 3} with ballot (1, 1), promises from 2 and 3 empty.
+fn leader() -> (R, Ballot) {
+    let mut a = replica(1);
+    let b = Ballot::new(1, 1);
+    let mut out = Outbox::new();
+    a.election.ballot = b;
+    a.election.leader = b;
+    a.election.quorum_connected = true;
+    a.reconcile_leadership(&mut out);
+    let e = out.take();
+    assert_eq!(e.records, vec![Persist::Append(Record::Promise(b))]);
+    assert!(e.messages.iter().all(|(_, m)| *m
+        == M::Prepare {
+            ballot: b,
+            from_slot: 0
+        }));
+    a.handle_message(
+        2,
+        M::Promise {
+            ballot: b,
+            decided: 0,
+            accepted: vec![],
+        },
+        &mut out,
+    );
+    assert!(a.is_leader());
+    (a, b)
+}
+
+#[test]
+fn acceptor_promises_durably_and_reports_highest_accepted() {
+    let mut b = replica(2);
+    let mut out = Outbox::new();
+    let b1 = Ballot::new(1, 1);
+    let v = batch(b1, &[put("x", "1")]);
+    b.handle_message(
+        1,
+        M::Accept {
+            ballot: b1,
+            slot: 0,
+            values: vec![v.clone()],
+            commit: 0,
+        },
+        &mut out,
+    );
+    let e = out.take();
+    assert_eq!(
+        e.records,
+        vec![
+            Persist::Append(Record::Promise(b1)),
+            Persist::Append(Record::Accept {
+                ballot: b1,
+                slot: 0,
+                values: vec![v.clone()]
+            })
+        ]
+    );
+    assert_eq!(
+        e.messages,
+        vec![(
+            1,
+            M::Accepted {
+                ballot: b1,
+                slot: 0,
+                count: 1
+            }
+        )]
+    );
+    // A higher prepare: promise it, and report slot 0 accepted under b1.
+    let b2 = Ballot::new(2, 3);
+    b.handle_message(
+        3,
+        M::Prepare {
+            ballot: b2,
+            from_slot: 0,
+        },
+        &mut out,
+    );
+    let e = out.take();
+    assert_eq!(e.records, vec![Persist::Append(Record::Promise(b2))]);
+    assert_eq!(
+        e.messages,
+        vec![(
+            3,
+            M::Promise {
+                ballot: b2,
+                decided: 0,
+                accepted: vec![PromisedEntry {
+                    slot: 0,
+                    ballot: b1,
+                    value: v
+                }]
+            }
+        )]
+    );
+    // Now an accept under the lower b1 is refused, naming the promise; nothing is persisted.
+    b.handle_message(
+        1,
+        M::Accept {
+            ballot: b1,
+            slot: 1,
+            values: vec![Value::Noop],
+            commit: 0,
+        },
+        &mut out,
+    );
+    let e = out.take();
+    assert!(e.records.is_empty());
+    assert_eq!(
+        e.messages,
+        vec![(
+            1,
+            M::Nack {
+                ballot: b1,
+                promised: b2
+            }
+        )]
+    );
+    // And so is a prepare below the promise.
+    b.handle_message(
+        1,
+        M::Prepare {
+            ballot: b1,
+            from_slot: 0,
+        },
+        &mut out,
+    );
+    assert_eq!(
+        out.take().messages,
+        vec![(
+            1,
+            M::Nack {
+                ballot: b1,
+                promised: b2
+            }
+        )]
+    );
+    assert_eq!(b.metrics().promised, b2);
+    assert_eq!(b.metrics().stale, 2);
+}
+
+#[test]
+fn bad_input_is_rejected_counted_and_leaves_the_promise_alone() {
+    let mut b = replica(2);
+    let mut out = Outbox::new();
+    // Unknown sender.
+    b.handle_message(
+        9,
+        M::Prepare {
+            ballot: Ballot::new(5, 9),
+            from_slot: 0,
+        },
+        &mut out,
+    );
+    // A ballot owned by someone other than the sender.
+    b.handle_message(
+        1,
+        M::Prepare {
+            ballot: Ballot::new(5, 3),
+            from_slot: 0,
+        },
+        &mut out,
+    );
+    // Round 0 is not a real ballot.
+    b.handle_message(
+        1,
+        M::Accept {
+            ballot: Ballot::new(0, 1),
+            slot: 0,
+            values: vec![Value::Noop],
+            commit: 0,
+        },
+        &mut out,
+    );
+    // A slot far outside the window.
+    b.handle_message(
+        1,
+        M::Accept {
+            ballot: Ballot::new(5, 1),
+            slot: 1 << 40,
+            values: vec![Value::Noop],
+            commit: 0,
+        },
+        &mut out,
+    );
+    // An overflowing slot range.
+    b.handle_message(
+        1,
+        M::Accept {
+            ballot: Ballot::new(5, 1),
+            slot: u64::MAX,
+            values: vec![Value::Noop, Value::Noop],
+            commit: 0,
+        },
+        &mut out,
+    );
+    // An empty accept.
+    b.handle_message(
+        1,
+        M::Accept {
+            ballot: Ballot::new(5, 1),
+            slot: 0,
+            values: vec![],
+            commit: 0,
+        },
+        &mut out,
+    );
+    // An oversized catch-up.
+    b.handle_message(
+        1,
+        M::CatchUp {
+            from_slot: 0,
+            values: vec![Value::Noop; 10_000],
+        },
+        &mut out,
+    );
+    let e = out.take();
+    assert!(e.records.is_empty(), "no durable change: {:?}", e.records);
+    assert_eq!(b.metrics().promised, Ballot::ZERO);
+    assert_eq!(b.metrics().rejected, 7);
+    assert_eq!(b.decided(), 0);
+}
+
+#[test]
+fn phase1_reproposes_highest_ballot_values_and_fills_holes_with_noops() {
+    let mut a = replica(1);
+    let mut out = Outbox::new();
+    let b = Ballot::new(3, 1);
+    a.election.ballot = b;
+    a.election.leader = b;
+    a.election.quorum_connected = true;
+    a.reconcile_leadership(&mut out);
+    out.take();
+    let old = Ballot::new(1, 2);
+    let newer = Ballot::new(2, 3);
+    let v_old = batch(old, &[put("a", "old")]);
+    let v_new = batch(newer, &[put("a", "new")]);
+    let v2 = batch(old, &[put("b", "2")]);
+    // Acceptor 2 reports slot 0 under `old` and slot 3 under `old`; acceptor 3 is not needed:
+    // the leader itself and acceptor 2 form a majority.
+    a.handle_message(
+        2,
+        M::Promise {
+            ballot: b,
+            decided: 0,
+            accepted: vec![
+                PromisedEntry {
+                    slot: 0,
+                    ballot: old,
+                    value: v_old.clone(),
+                },
+                PromisedEntry {
+                    slot: 3,
+                    ballot: old,
+                    value: v2.clone(),
+                },
+            ],
+        },
+        &mut out,
+    );
+    assert!(a.is_leader());
+    let e = out.take();
+    let sent: Vec<_> = e.messages.iter().filter(|(to, _)| *to == 2).collect();
+    assert_eq!(
+        sent,
+        vec![&(
+            2,
+            M::Accept {
+                ballot: b,
+                slot: 0,
+                values: vec![v_old.clone(), Value::Noop, Value::Noop, v2.clone()],
+                commit: 0
+            }
+        )]
+    );
+    // With a higher-ballot value from another promise, that one wins (fresh leader).
+    let mut a = replica(1);
+    a.election.ballot = b;
+    a.election.leader = b;
+    a.election.quorum_connected = true;
+    a.reconcile_leadership(&mut out);
+    for (from, entry) in [(2, (old, v_old.clone())), (3, (newer, v_new.clone()))] {
+        a.handle_message(
+            from,
+            M::Promise {
+                ballot: b,
+                decided: 0,
+                accepted: vec![PromisedEntry {
+                    slot: 0,
+                    ballot: entry.0,
+                    value: entry.1,
+                }],
+            },
+            &mut out,
+        );
+    }
+    let e = out.take();
+    let accept = e
+        .messages
+        .iter()
+        .find_map(|(_, m)| match m {
+            M::Accept { values, .. } => Some(values.clone()),
+            _ => None,
+        })
+        .unwrap();
+    // Only acceptor 2's promise was needed for the majority; 3's came after phase 1 ended.
+    assert_eq!(accept, vec![v_old]);
+}
+
+#[test]
+fn stable_leader_runs_only_phase2_per_command_and_answers_when_applied() {
+    let (mut a, b) = leader();
+    let mut out = Outbox::new();
+    out.take();
+    a.handle_request(
+        RequestId(7),
+        Request::Propose {
+            command: put("k", "v"),
+            session: None,
+        },
+        &mut out,
+    );
+    let e = out.take();
+    let v = batch(b, &[put("k", "v")]);
+    assert_eq!(
+        e.records,
+        vec![Persist::Append(Record::Accept {
+            ballot: b,
+            slot: 0,
+            values: vec![v.clone()]
+        })]
+    );
+    let accept = M::Accept {
+        ballot: b,
+        slot: 0,
+        values: vec![v],
+        commit: 0,
+    };
+    assert_eq!(e.messages, vec![(2, accept.clone()), (3, accept)]);
+    assert!(e.responses.is_empty());
+    a.handle_message(
+        3,
+        M::Accepted {
+            ballot: b,
+            slot: 0,
+            count: 1,
+        },
+        &mut out,
+    );
+    let e = out.take();
+    assert_eq!(
+        e.records,
+        vec![Persist::Append(Record::Commit { decided: 1 })]
+    );
+    assert_eq!(
+        e.responses,
+        vec![(
+            RequestId(7),
+            Response::Applied {
+                slot: 0,
+                output: None
+            }
+        )]
+    );
+    // The idle commit goes out on the next tick.
+    a.tick(&mut out);
+    let e = out.take();
+    assert!(e.messages.contains(&(
+        2,
+        M::Commit {
+            ballot: b,
+            commit: 1
+        }
+    )));
+}
+
+#[test]
+fn pipeline_is_bounded_and_backlog_is_batched() {
+    let mut cfg = Config::new(1, vec![1, 2, 3]);
+    cfg.in_flight_slots_max = 2;
+    let mut a = R::recover(cfg, vec![]).unwrap();
+    let b = Ballot::new(1, 1);
+    let mut out = Outbox::new();
+    a.election.ballot = b;
+    a.election.leader = b;
+    a.election.quorum_connected = true;
+    a.reconcile_leadership(&mut out);
+    a.handle_message(
+        2,
+        M::Promise {
+            ballot: b,
+            decided: 0,
+            accepted: vec![],
+        },
+        &mut out,
+    );
+    out.take();
+    for i in 0..5 {
+        a.handle_request(
+            RequestId(i),
+            Request::Propose {
+                command: put("k", &i.to_string()),
+                session: None,
+            },
+            &mut out,
+        );
+    }
+    assert_eq!(a.metrics().in_flight, 2);
+    assert_eq!(a.metrics().queued, 3);
+    out.take();
+    a.handle_message(
+        2,
+        M::Accepted {
+            ballot: b,
+            slot: 0,
+            count: 2,
+        },
+        &mut out,
+    );
+    let e = out.take();
+    // Both slots chosen; the three queued commands go out as one batch in slot 2.
+    assert_eq!(e.responses.len(), 2);
+    let batched = e.messages.iter().find_map(|(_, m)| match m {
+        M::Accept { slot, values, .. } => Some((*slot, values[0].commands_len(), values.len())),
+        _ => None,
+    });
+    assert_eq!(batched, Some((2, 3, 1)));
+}
+
+#[test]
+fn learner_decides_matching_ballot_and_catches_up_the_rest() {
+    let mut c = replica(3);
+    let mut out = Outbox::new();
+    let b = Ballot::new(2, 1);
+    let v0 = batch(Ballot::new(1, 1), &[put("a", "1")]);
+    let v1 = batch(b, &[put("a", "2")]);
+    // Slot 1 accepted under b, slot 0 never received.
+    c.handle_message(
+        1,
+        M::Accept {
+            ballot: b,
+            slot: 1,
+            values: vec![v1.clone()],
+            commit: 0,
+        },
+        &mut out,
+    );
+    out.take();
+    c.handle_message(
+        1,
+        M::Commit {
+            ballot: b,
+            commit: 2,
+        },
+        &mut out,
+    );
+    let e = out.take();
+    assert!(
+        e.records.is_empty(),
+        "slot 0 is unknown: nothing decided yet"
+    );
+    assert_eq!(e.messages, vec![(1, M::CatchUpRequest { from_slot: 0 })]);
+    c.handle_message(
+        1,
+        M::CatchUp {
+            from_slot: 0,
+            values: vec![v0.clone(), v1.clone()],
+        },
+        &mut out,
+    );
+    let e = out.take();
+    assert_eq!(
+        e.records,
+        vec![Persist::Append(Record::Learn {
+            from_slot: 0,
+            values: vec![v0, v1]
+        })]
+    );
+    assert_eq!(c.decided(), 2);
+    assert_eq!(c.metrics().applied, 2);
+    assert_eq!(c.state().map.get("a").map(String::as_str), Some("2"));
+}
+
+#[test]
+fn retried_command_is_applied_once() {
+    let (mut a, b) = leader();
+    let mut out = Outbox::new();
+    let session = Some(Session { client: 5, seq: 1 });
+    let append = KvCommand::Append {
+        key: "k".into(),
+        value: "x".into(),
+    };
+    for id in [1, 2] {
+        a.handle_request(
+            RequestId(id),
+            Request::Propose {
+                command: append.clone(),
+                session,
+            },
+            &mut out,
+        );
+    }
+    out.take();
+    // Both copies were proposed (slots 0 and 1): the retry arrived before the first applied.
+    a.handle_message(
+        2,
+        M::Accepted {
+            ballot: b,
+            slot: 0,
+            count: 2,
+        },
+        &mut out,
+    );
+    let e = out.take();
+    assert_eq!(
+        e.responses,
+        vec![
+            (
+                RequestId(1),
+                Response::Applied {
+                    slot: 0,
+                    output: Some(String::new())
+                }
+            ),
+            (
+                RequestId(2),
+                Response::Applied {
+                    slot: 1,
+                    output: Some(String::new())
+                }
+            )
+        ]
+    );
+    assert_eq!(a.state().map.get("k"), Some(&"x".to_string()));
+    assert_eq!(a.metrics().duplicates, 1);
+    // A third retry is answered from the session table without a slot.
+    a.handle_request(
+        RequestId(3),
+        Request::Propose {
+            command: append,
+            session,
+        },
+        &mut out,
+    );
+    let e = out.take();
+    assert!(e.messages.is_empty());
+    assert_eq!(
+        e.responses,
+        vec![(
+            RequestId(3),
+            Response::Applied {
+                slot: 2,
+                output: Some(String::new())
+            }
+        )]
+    );
+}
+
+#[test]
+fn follower_refuses_proposals_and_reads_with_a_hint() {
+    let mut c = replica(3);
+    let mut out = Outbox::new();
+    c.handle_message(
+        1,
+        M::Prepare {
+            ballot: Ballot::new(1, 1),
+            from_slot: 0,
+        },
+        &mut out,
+    );
+    out.take();
+    c.handle_request(
+        RequestId(1),
+        Request::Propose {
+            command: put("a", "b"),
+            session: None,
+        },
+        &mut out,
+    );
+    c.handle_request(
+        RequestId(2),
+        Request::Read(crate::KvQuery { key: "a".into() }),
+        &mut out,
+    );
+    let e = out.take();
+    assert_eq!(
+        e.responses,
+        vec![
+            (
+                RequestId(1),
+                Response::Failed(Error::NotLeader { leader: Some(1) })
+            ),
+            (
+                RequestId(2),
+                Response::Failed(Error::NotLeader { leader: Some(1) })
+            )
+        ]
+    );
+}
+
+#[test]
+fn read_waits_for_a_quorum_round() {
+    let (mut a, b) = leader();
+    let mut out = Outbox::new();
+    out.take();
+    a.handle_request(
+        RequestId(1),
+        Request::Read(crate::KvQuery { key: "a".into() }),
+        &mut out,
+    );
+    let e = out.take();
+    assert!(e.responses.is_empty());
+    let probe = M::ReadProbe {
+        ballot: b,
+        round: 1,
+    };
+    assert_eq!(e.messages, vec![(2, probe.clone()), (3, probe)]);
+    // A stale round does nothing; the current one completes the quorum.
+    a.handle_message(
+        3,
+        M::ReadAck {
+            ballot: b,
+            round: 0,
+        },
+        &mut out,
+    );
+    assert!(out.take().responses.is_empty());
+    a.handle_message(
+        3,
+        M::ReadAck {
+            ballot: b,
+            round: 1,
+        },
+        &mut out,
+    );
+    assert_eq!(
+        out.take().responses,
+        vec![(RequestId(1), Response::Read(None))]
+    );
+}
+
+#[test]
+fn leader_steps_down_on_nack_and_fails_pending() {
+    let (mut a, b) = leader();
+    let mut out = Outbox::new();
+    a.handle_request(
+        RequestId(1),
+        Request::Propose {
+            command: put("a", "b"),
+            session: None,
+        },
+        &mut out,
+    );
+    out.take();
+    a.handle_message(
+        2,
+        M::Nack {
+            ballot: b,
+            promised: Ballot::new(4, 3),
+        },
+        &mut out,
+    );
+    let e = out.take();
+    assert!(!a.is_leader());
+    assert_eq!(
+        e.responses,
+        vec![(RequestId(1), Response::Failed(Error::LeadershipLost))]
+    );
+    assert_eq!(a.metrics().leader, Some(3));
+}
+
+#[test]
+fn recover_rebuilds_promise_log_and_state() {
+    let b = Ballot::new(2, 1);
+    let v = batch(b, &[put("a", "1")]);
+    let records = vec![
+        Record::Promise(b),
+        Record::Accept {
+            ballot: b,
+            slot: 0,
+            values: vec![v.clone(), Value::Noop],
+        },
+        Record::Commit { decided: 1 },
+    ];
+    let r = R::recover(Config::new(2, vec![1, 2, 3]), records).unwrap();
+    assert_eq!(r.metrics().promised, b);
+    assert_eq!(r.decided(), 1);
+    assert_eq!(r.state().map.get("a"), Some(&"1".to_string()));
+    assert_eq!(r.decided_value(0), Some(&v));
+    // A restarted replica's candidacy ballot is above anything it promised.
+    assert!(r.election.ballot > b);
+    // Contradictory records are refused.
+    let bad = vec![Record::Commit { decided: 3 }];
+    assert!(matches!(
+        R::recover(Config::new(2, vec![1, 2, 3]), bad),
+        Err(Error::Corrupt(_))
+    ));
+}
+
+#[test]
+fn snapshot_checkpoints_compacts_and_serves_lagging_peers() {
+    let mut cfg = Config::new(1, vec![1, 2, 3]);
+    cfg.snapshot_interval_slots = 2;
+    let mut a = R::recover(cfg, vec![]).unwrap();
+    let b = Ballot::new(1, 1);
+    let mut out = Outbox::new();
+    a.election.ballot = b;
+    a.election.leader = b;
+    a.election.quorum_connected = true;
+    a.reconcile_leadership(&mut out);
+    a.handle_message(
+        2,
+        M::Promise {
+            ballot: b,
+            decided: 0,
+            accepted: vec![],
+        },
+        &mut out,
+    );
+    let session = Some(Session { client: 9, seq: 1 });
+    a.handle_request(
+        RequestId(1),
+        Request::Propose {
+            command: put("a", "1"),
+            session,
+        },
+        &mut out,
+    );
+    a.handle_request(
+        RequestId(2),
+        Request::Propose {
+            command: put("b", "2"),
+            session: None,
+        },
+        &mut out,
+    );
+    out.take();
+    a.handle_message(
+        2,
+        M::Accepted {
+            ballot: b,
+            slot: 0,
+            count: 2,
+        },
+        &mut out,
+    );
+    let e = out.take();
+    // Two applied slots reach the interval: a checkpoint, and the log is compacted.
+    let checkpoint = e
+        .records
+        .iter()
+        .find(|r| r.is_checkpoint())
+        .map(|r| r.record().clone())
+        .unwrap();
+    assert!(matches!(
+        checkpoint,
+        Record::Snapshot {
+            slot: 2,
+            promised,
+            decided: 2,
+            ..
+        } if promised == b
+    ));
+    assert_eq!(a.log_start(), 2);
+    // A peer asking for slot 0 gets a snapshot instead of values.
+    a.handle_message(3, M::CatchUpRequest { from_slot: 0 }, &mut out);
+    let e = out.take();
+    let (to, snapshot) = e.messages[0].clone();
+    assert_eq!(to, 3);
+    assert!(matches!(snapshot, M::Snapshot { slot: 2, .. }));
+    // The peer installs it: same state, same sessions (the retry is recognised), durably.
+    let mut c = replica(3);
+    c.handle_message(1, snapshot, &mut out);
+    let e = out.take();
+    assert!(e.records.iter().any(|r| r.is_checkpoint()));
+    assert_eq!(c.state(), a.state());
+    assert_eq!(c.metrics().snapshots_installed, 1);
+    assert_eq!(c.decided(), 2);
+    // Recovery from the checkpoint alone rebuilds the same replica.
+    let r = R::recover(Config::new(1, vec![1, 2, 3]), vec![checkpoint]).unwrap();
+    assert_eq!(r.state(), a.state());
+    assert_eq!(r.metrics().promised, b);
+    assert_eq!(r.metrics().sessions, 1);
+}
+
+#[test]
+fn undecodable_snapshot_is_rejected_and_changes_nothing() {
+    let mut c = replica(3);
+    let mut out = Outbox::new();
+    c.handle_message(
+        1,
+        M::Snapshot {
+            slot: 5,
+            data: vec![0xff; 3],
+        },
+        &mut out,
+    );
+    assert!(out.take().records.is_empty());
+    assert_eq!(c.metrics().rejected, 1);
+    assert_eq!(c.decided(), 0);
+    assert_eq!(c.metrics().applied, 0);
+}

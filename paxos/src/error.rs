@@ -1,0 +1,36 @@
+//! The crate's error type.
+
+use common::NodeId;
+
+/// Why a request failed or a replica could not be built.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The configuration is invalid (fatal: the replica cannot start).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The persisted records contradict each other (fatal: recovery refuses to guess).
+    #[error("corrupt records: {0}")]
+    Corrupt(String),
+    /// This replica is not the leader; retry at `leader` if known. Nothing was proposed.
+    #[error("not the leader (leader hint: {leader:?})")]
+    NotLeader {
+        /// The replica this one believes leads, if any.
+        leader: Option<NodeId>,
+    },
+    /// This replica stopped leading before the command's slot was decided. The command may or
+    /// may not be applied: retry it with the same session to learn its outcome safely.
+    #[error("leadership lost before the command was decided; outcome unknown")]
+    LeadershipLost,
+    /// A queue is full; nothing was proposed. Retry later.
+    #[error("too many pending requests")]
+    Busy,
+    /// The session's sequence number is older than the last one applied for that client (or the
+    /// session was forgotten): the command was not applied now, and its old output is gone.
+    #[error("session sequence number {seq} of client {client} is stale")]
+    SessionStale {
+        /// The client.
+        client: u64,
+        /// The stale sequence number.
+        seq: u64,
+    },
+}

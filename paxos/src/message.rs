@@ -1,0 +1,277 @@
+//! Wire messages, durable records and the values decided in slots.
+//!
+//! Everything here crosses the network or the disk, so a receiver treats every field as
+//! untrusted: ballots may be stale or name a non-member, slots may lie far outside the window,
+//! vectors may be longer than any honest sender would make them. The core checks each of these
+//! before acting (see [`crate::Metrics::rejected`]).
+
+use common::NodeId;
+use serde::{Deserialize, Serialize};
+
+/// A position in the replicated log. Slot 0 is the first one.
+pub type Slot = u64;
+
+/// A ballot (the paper's "proposal number"), ordered first by `round`, then by `leader`.
+///
+/// Two proposers never use the same ballot because the node id breaks ties, and a node never
+/// reuses a round after a restart because its own acceptor durably promised every ballot it
+/// led with before it sent anything under it.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Ballot {
+    /// The round, compared first.
+    pub round: u64,
+    /// The node that owns this ballot (the proposer/leader that may use it), compared second.
+    pub leader: NodeId,
+}
+
+impl Ballot {
+    /// The ballot below every real one: nothing was promised yet.
+    pub const ZERO: Ballot = Ballot {
+        round: 0,
+        leader: 0,
+    };
+
+    /// A ballot of `round` owned by `leader`.
+    pub const fn new(round: u64, leader: NodeId) -> Self {
+        Ballot { round, leader }
+    }
+}
+
+impl std::fmt::Display for Ballot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "({}, {})", self.round, self.leader)
+    }
+}
+
+/// A client session: a client id and the client's sequence number for one command.
+///
+/// A client retries a command with the same session, so the replicated state machine can apply
+/// it at most once and hand the retry the original output (integrity).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Session {
+    /// The client, unique among all clients of the cluster.
+    pub client: u64,
+    /// The client's sequence number for this command; a client numbers its commands 1, 2, ...
+    pub seq: u64,
+}
+
+/// One client command as it is decided in a slot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command<C> {
+    /// The client session, for at-most-once application; `None` for a command that needs no
+    /// deduplication.
+    pub session: Option<Session>,
+    /// The state machine's command.
+    pub payload: C,
+}
+
+/// What a slot decides: a batch of commands, a no-op that fills a hole, or a configuration
+/// change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Value<C> {
+    /// Fills a slot that a new leader found empty in every promise it gathered, so later slots
+    /// can be applied.
+    Noop,
+    /// Commands batched into one slot by the leader that created the batch.
+    Batch {
+        /// The ballot of the leader that created this batch. A batch keeps this tag when a later
+        /// leader re-proposes it, which lets the creator recognise its own batch when the slot is
+        /// decided and answer its clients (and only its clients).
+        origin: Ballot,
+        /// The commands, applied in order.
+        commands: Vec<Command<C>>,
+    },
+}
+
+impl<C> Value<C> {
+    /// The number of client commands in this value.
+    pub fn commands_len(&self) -> usize {
+        match self {
+            Value::Noop => 0,
+            Value::Batch { commands, .. } => commands.len(),
+        }
+    }
+}
+
+/// One accepted entry reported in a promise.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromisedEntry<C> {
+    /// The slot.
+    pub slot: Slot,
+    /// The ballot under which the acceptor accepted `value`.
+    pub ballot: Ballot,
+    /// The accepted value.
+    pub value: Value<C>,
+}
+
+/// Messages between replicas.
+///
+/// Every replica plays all three roles of the paper (proposer, acceptor, learner) and runs the
+/// leader election, so every message goes from one replica to another.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message<C> {
+    // ---- leader election (failure detection) ----
+    /// Leader election: "are you there?", once per heartbeat round.
+    Heartbeat {
+        /// The sender's heartbeat round, echoed in the reply.
+        round: u64,
+    },
+    /// Leader election: the answer to [`Message::Heartbeat`].
+    HeartbeatReply {
+        /// The round being answered.
+        round: u64,
+        /// The replier's own candidacy ballot.
+        ballot: Ballot,
+        /// Whether the replier heard a majority (itself included) in its last round.
+        quorum_connected: bool,
+        /// The leader the replier follows.
+        leader: Ballot,
+        /// Whether the replier heard that leader directly, quorum-connected, in its last round.
+        leader_alive: bool,
+        /// The replier's first undecided slot, so a lagging replica notices it must catch up.
+        decided: Slot,
+    },
+
+    // ---- phase 1 ----
+    /// Phase 1a: "promise not to accept ballots below `ballot`, and tell me what you accepted in
+    /// slots `from_slot` and later".
+    Prepare {
+        /// The proposer's ballot.
+        ballot: Ballot,
+        /// The proposer's first undecided slot.
+        from_slot: Slot,
+    },
+    /// Phase 1b: the promise, with every value the acceptor accepted from `from_slot` on.
+    Promise {
+        /// The ballot promised.
+        ballot: Ballot,
+        /// The acceptor's first undecided slot: entries below it are known to be chosen.
+        decided: Slot,
+        /// Accepted entries from the prepare's `from_slot` on, in slot order.
+        accepted: Vec<PromisedEntry<C>>,
+    },
+
+    // ---- phase 2 ----
+    /// Phase 2a: "accept `values` in slots `slot`, `slot + 1`, ... under `ballot`"; also carries
+    /// the leader's commit index (every slot below `commit` is chosen).
+    Accept {
+        /// The leader's ballot.
+        ballot: Ballot,
+        /// The first slot of the run.
+        slot: Slot,
+        /// One value per slot.
+        values: Vec<Value<C>>,
+        /// The leader's commit index.
+        commit: Slot,
+    },
+    /// Phase 2b: the acceptor accepted slots `slot .. slot + count` under `ballot`.
+    Accepted {
+        /// The ballot accepted.
+        ballot: Ballot,
+        /// The first slot.
+        slot: Slot,
+        /// How many consecutive slots.
+        count: u64,
+    },
+    /// Decision: every slot below `commit` is chosen, and the values this leader proposed in
+    /// them are the chosen ones.
+    Commit {
+        /// The leader's ballot.
+        ballot: Ballot,
+        /// The commit index.
+        commit: Slot,
+    },
+    /// A prepare, accept or read probe under `ballot` was refused because the acceptor already
+    /// promised the higher `promised`.
+    Nack {
+        /// The refused ballot.
+        ballot: Ballot,
+        /// The acceptor's promise.
+        promised: Ballot,
+    },
+
+    // ---- linearizable reads ----
+    /// "Do you still hold my ballot as your promise?" (one round confirms leadership for every
+    /// read that arrived before it).
+    ReadProbe {
+        /// The leader's ballot.
+        ballot: Ballot,
+        /// The leader's read round.
+        round: u64,
+    },
+    /// The acceptor's promise is still `ballot`.
+    ReadAck {
+        /// The confirmed ballot.
+        ballot: Ballot,
+        /// The read round being answered.
+        round: u64,
+    },
+
+    // ---- catch-up ----
+    /// "Send me the chosen values from `from_slot` on."
+    CatchUpRequest {
+        /// The requester's first undecided slot.
+        from_slot: Slot,
+    },
+    /// Chosen values of slots `from_slot ..`.
+    CatchUp {
+        /// The first slot.
+        from_slot: Slot,
+        /// One chosen value per slot.
+        values: Vec<Value<C>>,
+    },
+    /// Catch-up for a replica behind the sender's compacted prefix: the state after applying
+    /// every slot below `slot`.
+    Snapshot {
+        /// The first slot the snapshot does not cover.
+        slot: Slot,
+        /// The encoded state machine and session table.
+        data: Vec<u8>,
+    },
+}
+
+/// What a replica persists. Replayed, in order, by [`common::Node::recover`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Record<C> {
+    /// The acceptor promised `ballot` (durable before the promise is sent).
+    Promise(Ballot),
+    /// The acceptor accepted `values` in slots `slot ..` under `ballot` (durable before the
+    /// `Accepted` reply is sent).
+    Accept {
+        /// The ballot.
+        ballot: Ballot,
+        /// The first slot.
+        slot: Slot,
+        /// One value per slot.
+        values: Vec<Value<C>>,
+    },
+    /// Every slot below `decided` is chosen and the log holds its chosen value.
+    Commit {
+        /// The first undecided slot.
+        decided: Slot,
+    },
+    /// Chosen values learned from a peer (catch-up) for slots `from_slot ..`.
+    Learn {
+        /// The first slot.
+        from_slot: Slot,
+        /// One chosen value per slot.
+        values: Vec<Value<C>>,
+    },
+    /// A checkpoint (written with [`common::Outbox::checkpoint`], so storage drops every record
+    /// before it): everything the replica must remember, with the slots below `slot` compacted
+    /// into a state machine snapshot.
+    Snapshot {
+        /// The first slot the snapshot does not cover.
+        slot: Slot,
+        /// The encoded state machine and session table.
+        data: Vec<u8>,
+        /// The acceptor's promise.
+        promised: Ballot,
+        /// First slot not known to be chosen (at least `slot`).
+        decided: Slot,
+        /// Every entry the acceptor holds from `slot` on, with its ballot.
+        accepted: Vec<PromisedEntry<C>>,
+    },
+}

@@ -1,0 +1,400 @@
+//! Shared pieces of the simulation tests: a cluster of [`Replica<KvStore>`] under
+//! `common::sim`, the safety invariants (each test file checks one of them across thousands of
+//! seeds), a retrying KV client workload and the linearizability check of its history.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+
+use common::sim::{
+    ClientOp, ClosedLoop, FaultPlan, Outcome, RandomFaults, Sim, SimConfig, SimError, SimView,
+};
+use common::{Node, NodeId};
+use paxos::{
+    Config, Error, KvCommand, KvQuery, KvStore, Replica, Request, Response, Session, Slot, Value,
+};
+
+pub type Kv = Replica<KvStore>;
+pub type KvRequest = Request<KvCommand, KvQuery>;
+
+/// A simulation of `n` replicas (ids `1..=n`) with replica configs from `tweak`.
+pub fn sim(seed: u64, n: u64, tweak: impl Fn(&mut Config) + 'static) -> Result<Sim<Kv>, SimError> {
+    let members: Vec<NodeId> = (1..=n).collect();
+    let mut config = SimConfig::new(seed, members.clone());
+    // Group commit: several steps share one sync, and a crash before it tears the tail.
+    config.sync_latency_min = 0;
+    config.sync_latency_max = 3;
+    config.torn_tail = true;
+    config.record_events = false;
+    config.hash_contents = false;
+    Sim::new(config, move |id| {
+        let mut c = Config::new(id, members.clone());
+        c.seed = seed;
+        // Half the seeds compact their logs every few slots, so catch-up by snapshot and
+        // recovery from checkpoints run under the same faults.
+        if seed % 2 == 1 {
+            c.snapshot_interval_slots = 4;
+        }
+        tweak(&mut c);
+        c
+    })
+}
+
+/// Every fault type of the simulator, drawn from the seed between `start` and `until`.
+pub fn random_faults(seed: u64, n: u64, start: u64, until: u64) -> FaultPlan {
+    let members: Vec<NodeId> = (1..=n).collect();
+    FaultPlan::random(seed, &members, &RandomFaults::new(start, until, 1.0))
+}
+
+/// The token a KV append carries (every appended value is `token;`).
+pub fn token(c: &KvCommand) -> Option<&str> {
+    match c {
+        KvCommand::Append { value, .. } => Some(value.trim_end_matches(';')),
+        _ => None,
+    }
+}
+
+/// Agreement (Paxos Made Simple, section 2.1: "only a single value is chosen"): no two
+/// replicas ever decide different values for a slot, including across crashes and restarts.
+pub fn add_agreement(sim: &mut Sim<Kv>) {
+    let mut chosen: BTreeMap<Slot, Value<KvCommand>> = BTreeMap::new();
+    let mut checked: BTreeMap<NodeId, Slot> = BTreeMap::new();
+    sim.add_invariant("agreement", move |view: &SimView<'_, Kv>| {
+        for (id, node) in view.nodes() {
+            let Some(node) = node else {
+                checked.remove(&id);
+                continue;
+            };
+            let from = checked.get(&id).copied().unwrap_or(0);
+            let from = if from > node.decided() { 0 } else { from }.max(node.log_start());
+            for slot in from..node.decided() {
+                let Some(v) = node.decided_value(slot) else {
+                    continue;
+                };
+                match chosen.get(&slot) {
+                    Some(first) if first != v => {
+                        return Err(format!(
+                            "slot {slot}: node {id} decided {v:?}, another replica {first:?}"
+                        ))
+                    }
+                    Some(_) => {}
+                    None => {
+                        chosen.insert(slot, v.clone());
+                    }
+                }
+            }
+            checked.insert(id, node.decided());
+        }
+        Ok(())
+    });
+}
+
+/// Validity (Paxos Made Simple, section 2.1: "only a value that has been proposed may be
+/// chosen"): every decided command was submitted by a client; everything else is a no-op.
+pub fn add_validity(sim: &mut Sim<Kv>) {
+    let mut proposed: BTreeSet<String> = BTreeSet::new();
+    let mut history_seen = 0;
+    let mut checked: BTreeMap<NodeId, Slot> = BTreeMap::new();
+    sim.add_invariant("validity", move |view: &SimView<'_, Kv>| {
+        for op in &view.history()[history_seen..] {
+            if let Request::Propose { command, .. } = &op.request {
+                if let Some(t) = token(command) {
+                    proposed.insert(t.to_string());
+                }
+            }
+        }
+        history_seen = view.history().len();
+        for (id, node) in view.nodes() {
+            let Some(node) = node else {
+                checked.remove(&id);
+                continue;
+            };
+            let from = checked.get(&id).copied().unwrap_or(0);
+            let from = if from > node.decided() { 0 } else { from }.max(node.log_start());
+            for slot in from..node.decided() {
+                if let Some(Value::Batch { commands, .. }) = node.decided_value(slot) {
+                    for c in commands {
+                        let t = token(&c.payload).unwrap_or("");
+                        if !proposed.contains(t) {
+                            return Err(format!(
+                                "slot {slot} on node {id}: {t:?} was never proposed"
+                            ));
+                        }
+                    }
+                }
+            }
+            checked.insert(id, node.decided());
+        }
+        Ok(())
+    });
+}
+
+/// Integrity (at most once, Paxos Made Moderately Complex's "a command is executed at most
+/// once" under client retries): in every replica's state, each appended token appears at most
+/// once, although clients retry commands whose outcome they did not learn.
+pub fn add_integrity(sim: &mut Sim<Kv>) {
+    let mut checked: BTreeMap<NodeId, Slot> = BTreeMap::new();
+    sim.add_invariant("integrity", move |view: &SimView<'_, Kv>| {
+        for (id, node) in view.nodes() {
+            let Some(node) = node else {
+                checked.remove(&id);
+                continue;
+            };
+            let applied = node.metrics().applied;
+            let from = checked.get(&id).copied().unwrap_or(0);
+            let from = if from > applied { 0 } else { from };
+            let mut keys = BTreeSet::new();
+            for slot in from.max(node.log_start())..applied {
+                if let Some(Value::Batch { commands, .. }) = node.decided_value(slot) {
+                    for c in commands {
+                        if let KvCommand::Append { key, .. } = &c.payload {
+                            keys.insert(key.clone());
+                        }
+                    }
+                }
+            }
+            if from == 0 {
+                keys.extend(node.state().map.keys().cloned());
+            }
+            for key in keys {
+                if let Some(value) = node.state().map.get(&key) {
+                    let mut seen = BTreeSet::new();
+                    for t in value.split(';').filter(|t| !t.is_empty()) {
+                        if !seen.insert(t) {
+                            return Err(format!("node {id}: {t} applied twice: {key}={value}"));
+                        }
+                    }
+                }
+            }
+            checked.insert(id, applied);
+        }
+        Ok(())
+    });
+}
+
+/// What a workload client is doing.
+#[derive(Clone, Debug, Default)]
+struct ClientState {
+    seq: u64,
+    /// The operation being attempted (retried until it gets an answer).
+    current: Option<KvRequest>,
+    target: NodeId,
+    done: u64,
+}
+
+/// Problems the workload saw that must fail the test.
+#[derive(Clone, Debug, Default)]
+pub struct WorkloadLog {
+    pub errors: Vec<String>,
+}
+
+/// A closed-loop KV workload: `clients` clients, each doing `ops` operations (appends of unique
+/// tokens and linearizable reads on three keys), following leader hints and retrying an
+/// operation (with its session) until it is answered.
+pub fn kv_workload(
+    sim: &mut Sim<Kv>,
+    n: u64,
+    clients: u64,
+    ops: u64,
+    start: u64,
+    until: u64,
+    reads: bool,
+) -> Rc<RefCell<WorkloadLog>> {
+    let log = Rc::new(RefCell::new(WorkloadLog::default()));
+    let log2 = log.clone();
+    let mut states: BTreeMap<u64, ClientState> = BTreeMap::new();
+    sim.closed_loop(
+        ClosedLoop {
+            clients,
+            start,
+            think_min: 1,
+            think_max: 15,
+            requests_max: u64::MAX,
+            until,
+            timeout: Some(120),
+        },
+        move |rng, ctx| {
+            let st = states.entry(ctx.client).or_insert_with(|| ClientState {
+                target: 1 + ctx.client % n,
+                ..Default::default()
+            });
+            let next_node = |t: NodeId| 1 + t % n;
+            if let Some(last) = ctx.last {
+                match &last.outcome {
+                    Outcome::Response(Response::Applied { .. } | Response::Read(_)) => {
+                        st.current = None;
+                        st.done += 1;
+                    }
+                    Outcome::Response(Response::Failed(Error::NotLeader { leader: Some(l) })) => {
+                        st.target = *l
+                    }
+                    Outcome::Response(Response::Failed(e @ Error::SessionStale { .. })) => {
+                        log2.borrow_mut()
+                            .errors
+                            .push(format!("client {}: {e}", ctx.client));
+                        st.current = None;
+                    }
+                    _ => st.target = next_node(st.target),
+                }
+            }
+            if st.current.is_none() {
+                if st.done >= ops {
+                    return None;
+                }
+                let key = format!("k{}", rng.index(3).unwrap_or(0));
+                st.current = Some(if reads && rng.chance(0.3) {
+                    Request::Read(KvQuery { key })
+                } else {
+                    st.seq += 1;
+                    Request::Propose {
+                        command: KvCommand::Append {
+                            key,
+                            value: format!("c{}s{};", ctx.client, st.seq),
+                        },
+                        session: Some(Session {
+                            client: ctx.client,
+                            seq: st.seq,
+                        }),
+                    }
+                });
+            }
+            st.current.clone().map(|r| (st.target, r))
+        },
+    );
+    log
+}
+
+/// Whether every client finished all its operations.
+pub fn all_answered(history: &[ClientOp<Kv>], clients: u64, ops: u64) -> bool {
+    let mut done: BTreeMap<u64, u64> = BTreeMap::new();
+    for op in history {
+        if matches!(
+            op.outcome,
+            Outcome::Response(Response::Applied { .. } | Response::Read(_))
+        ) {
+            *done.entry(op.client).or_default() += 1;
+        }
+    }
+    done.len() as u64 == clients && done.values().all(|&d| d >= ops)
+}
+
+// ---------------------------------------------------------------------------------------
+// Linearizability of the KV history (per key, with porcupine).
+// ---------------------------------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+pub enum KvOp {
+    /// Append `token;`; `prev` is the value before (None: outcome unknown).
+    Append { token: String, prev: Option<String> },
+    /// A read that returned `value` ("" when absent).
+    Read { value: String },
+}
+
+#[derive(Clone)]
+pub struct KvModel;
+
+impl porcupine_rs::Model for KvModel {
+    type State = String;
+    type Op = (String, KvOp);
+    type Metadata = ();
+
+    fn partition_operations(
+        history: &[porcupine_rs::Operation<Self>],
+    ) -> Vec<Vec<porcupine_rs::Operation<Self>>> {
+        let mut by_key: BTreeMap<String, Vec<porcupine_rs::Operation<Self>>> = BTreeMap::new();
+        for op in history {
+            by_key.entry(op.op.0.clone()).or_default().push(op.clone());
+        }
+        by_key.into_values().collect()
+    }
+
+    fn init() -> String {
+        String::new()
+    }
+
+    fn step(state: &String, op: &(String, KvOp)) -> (bool, String) {
+        match &op.1 {
+            KvOp::Append { token, prev } => {
+                let ok = prev.as_ref().is_none_or(|p| p == state);
+                (ok, format!("{state}{token};"))
+            }
+            KvOp::Read { value } => (value == state, state.clone()),
+        }
+    }
+}
+
+/// Builds the logical operations of the history (all attempts of one session are one
+/// operation, from its first invocation to its first answer) and checks them.
+pub fn check_linearizable(sim: &Sim<Kv>) -> Result<(), String> {
+    let mut ops: Vec<porcupine_rs::Operation<KvModel>> = Vec::new();
+    // (client, seq) -> index in ops
+    let mut appends: BTreeMap<(u64, u64), usize> = BTreeMap::new();
+    for op in sim.history() {
+        let invoked = op.invoked_at as i64;
+        let answered = op.completed_at.map(|t| t as i64);
+        match &op.request {
+            Request::Propose {
+                command: KvCommand::Append { key, value },
+                session: Some(s),
+            } => {
+                let output = match &op.outcome {
+                    Outcome::Response(Response::Applied { output, .. }) => {
+                        Some(output.clone().unwrap_or_default())
+                    }
+                    _ => None,
+                };
+                let i = *appends.entry((s.client, s.seq)).or_insert_with(|| {
+                    ops.push(porcupine_rs::Operation {
+                        client_id: Some(op.client as u32),
+                        call_time: invoked,
+                        return_time: i64::MAX,
+                        op: (
+                            key.clone(),
+                            KvOp::Append {
+                                token: value.trim_end_matches(';').to_string(),
+                                prev: None,
+                            },
+                        ),
+                        metadata: None,
+                    });
+                    ops.len() - 1
+                });
+                if let (Some(prev), Some(t)) = (output, answered) {
+                    let o = &mut ops[i];
+                    if o.return_time == i64::MAX {
+                        o.return_time = t;
+                        if let KvOp::Append { prev: p, .. } = &mut o.op.1 {
+                            *p = Some(prev);
+                        }
+                    }
+                }
+            }
+            Request::Read(KvQuery { key }) => {
+                if let (Outcome::Response(Response::Read(v)), Some(t)) = (&op.outcome, answered) {
+                    ops.push(porcupine_rs::Operation {
+                        client_id: Some(op.client as u32),
+                        call_time: invoked,
+                        return_time: t,
+                        op: (
+                            key.clone(),
+                            KvOp::Read {
+                                value: v.clone().unwrap_or_default(),
+                            },
+                        ),
+                        metadata: None,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    if porcupine_rs::check_operations::<KvModel>(&ops) {
+        Ok(())
+    } else {
+        Err(format!(
+            "history of {} operations is not linearizable",
+            ops.len()
+        ))
+    }
+}

@@ -1,0 +1,402 @@
+//! Log replication (§5.3) and the commit rule (§5.4.2), with the flow control of a production
+//! implementation: per-follower probe/replicate states, bounded in-flight AppendEntries, and
+//! caps on the entries and bytes of one message.
+
+use std::collections::VecDeque;
+
+use common::{NodeId, Outbox};
+
+use super::RaftNode;
+use crate::message::{
+    Entry, LogIndex, Message, PeerProgress, Record, ReplicationState, Role, Term,
+};
+use crate::state_machine::StateMachine;
+
+/// The leader's view of one follower (§5.3's `nextIndex` and `matchIndex`, plus flow control).
+#[derive(Debug)]
+pub(crate) struct Progress {
+    pub(crate) match_index: LogIndex,
+    pub(crate) next_index: LogIndex,
+    pub(crate) state: ReplicationState,
+    /// In probe state: an AppendEntries is out and unanswered; wait for its answer or the next
+    /// heartbeat before sending another.
+    pub(crate) probe_sent: bool,
+    /// In replicate state: the last index of each AppendEntries in flight, oldest first.
+    pub(crate) inflight: VecDeque<LogIndex>,
+    /// Heard from since the last check-quorum round.
+    pub(crate) recent_active: bool,
+    /// The highest heartbeat round the follower answered in this term.
+    pub(crate) read_seq_acked: u64,
+    /// In snapshot state: the snapshot being sent and the offset of the chunk in flight.
+    pub(crate) snapshot_index: LogIndex,
+    pub(crate) snapshot_offset: u64,
+}
+
+impl Progress {
+    pub(crate) fn new(next_index: LogIndex) -> Self {
+        Self {
+            match_index: 0,
+            next_index,
+            state: ReplicationState::Probe,
+            probe_sent: false,
+            inflight: VecDeque::new(),
+            recent_active: true,
+            read_seq_acked: 0,
+            snapshot_index: 0,
+            snapshot_offset: 0,
+        }
+    }
+
+    pub(crate) fn metrics(&self) -> PeerProgress {
+        PeerProgress {
+            match_index: self.match_index,
+            next_index: self.next_index,
+            state: self.state,
+            inflight: self.inflight.len(),
+        }
+    }
+
+    pub(crate) fn become_probe(&mut self) {
+        self.state = ReplicationState::Probe;
+        self.probe_sent = false;
+        self.inflight.clear();
+        self.next_index = self.next_index.max(self.match_index + 1);
+    }
+}
+
+impl<S: StateMachine> RaftNode<S> {
+    fn entry_bytes(e: &Entry<S::Command>) -> usize {
+        match &e.payload {
+            crate::message::Payload::Noop => 1,
+            crate::message::Payload::Membership(m) => 16 * (m.members().len() + 1),
+            crate::message::Payload::Command(c) => S::command_bytes(c),
+        }
+    }
+
+    /// Appends an entry of the leader's own term, persists it, and replicates it.
+    pub(super) fn append_as_leader(&mut self, entry: Entry<S::Command>, out: &mut Outbox<Self>) {
+        out.persist(Record::Entries(vec![entry.clone()]));
+        if let crate::message::Payload::Membership(m) = &entry.payload {
+            self.membership_appended(entry.index, m.clone(), out);
+        }
+        self.log.push(entry);
+        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for p in peers {
+            self.send_append(p, false, out);
+        }
+        // A single-voter cluster commits on its own.
+        self.maybe_commit(out);
+    }
+
+    /// Sends `peer` what it needs next, within the flow-control limits. `heartbeat` forces a
+    /// message even when there is nothing new, so the follower hears from the leader.
+    pub(super) fn send_append(&mut self, peer: NodeId, heartbeat: bool, out: &mut Outbox<Self>) {
+        let last = self.log.last_index();
+        let Some(p) = self.progress.get_mut(&peer) else {
+            return;
+        };
+        match p.state {
+            ReplicationState::Snapshot => {
+                if heartbeat {
+                    self.send_snapshot_chunk(peer, out);
+                }
+                return;
+            }
+            ReplicationState::Probe => {
+                if p.probe_sent && !heartbeat {
+                    return;
+                }
+            }
+            ReplicationState::Replicate => {
+                let full = p.inflight.len() >= self.config.inflight_max;
+                if (full || p.next_index > last) && !heartbeat {
+                    return;
+                }
+            }
+        }
+        let prev_log_index = p.next_index - 1;
+        let Some(prev_log_term) = self.log.term(prev_log_index) else {
+            // The entries the follower needs were compacted away (§7).
+            self.start_snapshot(peer, out);
+            return;
+        };
+        let room =
+            p.state != ReplicationState::Replicate || p.inflight.len() < self.config.inflight_max;
+        let entries = if room {
+            self.log.slice(
+                p.next_index,
+                self.config.append_entries_max,
+                self.config.append_bytes_max,
+                Self::entry_bytes,
+            )
+        } else {
+            Vec::new()
+        };
+        match p.state {
+            ReplicationState::Probe => p.probe_sent = true,
+            ReplicationState::Replicate => {
+                if let Some(e) = entries.last() {
+                    p.next_index = e.index + 1;
+                    p.inflight.push_back(e.index);
+                }
+            }
+            ReplicationState::Snapshot => {}
+        }
+        out.send(
+            peer,
+            Message::AppendEntries {
+                term: self.term,
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit: self.commit_index,
+                read_seq: self.read_seq,
+            },
+        );
+    }
+
+    /// Sends every follower a heartbeat of a new round (§5.2: leaders send periodic heartbeats
+    /// to maintain their authority).
+    pub(super) fn broadcast_heartbeat(&mut self, out: &mut Outbox<Self>) {
+        self.start_read_round();
+        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for peer in peers {
+            if let Some(p) = self.progress.get_mut(&peer) {
+                p.probe_sent = false;
+            }
+            self.send_append(peer, true, out);
+        }
+    }
+
+    /// The follower side of AppendEntries (§5.3, Figure 2 "receiver implementation").
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn handle_append_entries(
+        &mut self,
+        from: NodeId,
+        prev_log_index: LogIndex,
+        prev_log_term: Term,
+        entries: Vec<Entry<S::Command>>,
+        leader_commit: LogIndex,
+        read_seq: u64,
+        out: &mut Outbox<Self>,
+    ) {
+        if self.role == Role::Leader {
+            // Two leaders in one term would break election safety (§5.2): the message is forged
+            // or the sender is broken.
+            self.reject_invalid(from, "AppendEntries from another leader of this term");
+            return;
+        }
+        if self.role != Role::Follower && self.role != Role::Learner || self.leader != Some(from) {
+            self.become_follower(self.term, Some(from), out);
+        }
+        self.election_elapsed_ticks = 0;
+
+        // Never trust the shape of the message.
+        let mut expected = prev_log_index;
+        let mut prev_term = prev_log_term;
+        for e in &entries {
+            expected += 1;
+            if e.index != expected || e.term < prev_term || e.term > self.term {
+                self.reject_invalid(
+                    from,
+                    "AppendEntries entries out of order or from the future",
+                );
+                return;
+            }
+            prev_term = e.term;
+        }
+        if prev_log_term > self.term {
+            self.reject_invalid(from, "AppendEntries prev_log_term from the future");
+            return;
+        }
+
+        let reject = |node: &Self, conflict: Option<(Term, LogIndex)>, out: &mut Outbox<Self>| {
+            out.send(
+                from,
+                Message::AppendEntriesResponse {
+                    term: node.term,
+                    success: false,
+                    index: prev_log_index,
+                    conflict,
+                    last_log_index: node.log.last_index(),
+                    read_seq,
+                },
+            );
+        };
+        // The consistency check: our log must hold prev_log_index with prev_log_term.
+        if prev_log_index > self.log.last_index() {
+            reject(self, None, out);
+            return;
+        }
+        if prev_log_index >= self.log.snapshot_index() {
+            if let Some(t) = self.log.term(prev_log_index) {
+                if t != prev_log_term {
+                    if prev_log_index <= self.commit_index {
+                        self.reject_invalid(from, "AppendEntries contradicts a committed entry");
+                        return;
+                    }
+                    let first = self.log.first_index_of_term_at(prev_log_index);
+                    reject(self, Some((t, first)), out);
+                    return;
+                }
+            }
+        }
+        // Below the snapshot, entries are committed and therefore match (§5.4).
+
+        // Append what is new; replace what conflicts (§5.3: "if an existing entry conflicts
+        // with a new one, delete the existing entry and all that follow it").
+        let match_index = prev_log_index + entries.len() as u64;
+        let mut fresh = Vec::new();
+        for e in entries {
+            if e.index <= self.log.snapshot_index() {
+                continue;
+            }
+            if fresh.is_empty() && e.index <= self.log.last_index() {
+                if self.log.term(e.index) == Some(e.term) {
+                    continue;
+                }
+                if e.index <= self.commit_index {
+                    self.reject_invalid(from, "AppendEntries replaces a committed entry");
+                    return;
+                }
+                self.log.truncate_from(e.index);
+                self.membership_truncated(e.index);
+                out.persist(Record::Truncate { from: e.index });
+            }
+            if let crate::message::Payload::Membership(m) = &e.payload {
+                self.membership_appended(e.index, m.clone(), out);
+            }
+            self.log.push(e.clone());
+            fresh.push(e);
+        }
+        if !fresh.is_empty() {
+            out.persist(Record::Entries(fresh));
+        }
+        let commit = leader_commit.min(match_index);
+        if commit > self.commit_index {
+            self.commit_index = commit;
+            self.apply_committed(out);
+        }
+        out.send(
+            from,
+            Message::AppendEntriesResponse {
+                term: self.term,
+                success: true,
+                index: match_index,
+                conflict: None,
+                last_log_index: self.log.last_index(),
+                read_seq,
+            },
+        );
+    }
+
+    /// The leader side: advance or back off, then send more.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn handle_append_entries_response(
+        &mut self,
+        from: NodeId,
+        success: bool,
+        index: LogIndex,
+        conflict: Option<(Term, LogIndex)>,
+        last_log_index: LogIndex,
+        read_seq: u64,
+        out: &mut Outbox<Self>,
+    ) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let last = self.log.last_index();
+        if index > last || read_seq > self.read_seq {
+            self.reject_invalid(from, "AppendEntriesResponse past the leader's log");
+            return;
+        }
+        let Some(p) = self.progress.get_mut(&from) else {
+            return;
+        };
+        p.recent_active = true;
+        p.read_seq_acked = p.read_seq_acked.max(read_seq);
+        if success {
+            if index > p.match_index {
+                p.match_index = index;
+            }
+            p.next_index = p.next_index.max(p.match_index + 1);
+            while p.inflight.front().is_some_and(|&i| i <= index) {
+                p.inflight.pop_front();
+            }
+            match p.state {
+                ReplicationState::Probe => {
+                    p.state = ReplicationState::Replicate;
+                    p.inflight.clear();
+                    p.next_index = p.match_index + 1;
+                }
+                ReplicationState::Replicate | ReplicationState::Snapshot => {}
+            }
+            let is_voter = self.membership.is_voter(from);
+            if is_voter {
+                self.maybe_commit(out);
+            }
+            self.advance_reads(out);
+            self.maybe_send_timeout_now(out);
+            // Keep the pipeline full.
+            while let Some(p) = self.progress.get(&from) {
+                let before = (p.next_index, p.inflight.len());
+                if p.state != ReplicationState::Replicate || p.next_index > self.log.last_index() {
+                    break;
+                }
+                self.send_append(from, false, out);
+                let after = self
+                    .progress
+                    .get(&from)
+                    .map(|p| (p.next_index, p.inflight.len()));
+                if after == Some(before) {
+                    break;
+                }
+            }
+            return;
+        }
+        // Rejected. A rejection at or below what is known to match is stale.
+        let stale = index < p.match_index
+            || (index == p.match_index && index != 0)
+            || (index == 0 && conflict.is_none() && p.match_index > 0)
+            // An answer to an older probe.
+            || (p.state == ReplicationState::Probe && index + 1 != p.next_index);
+        if stale {
+            self.advance_reads(out);
+            return;
+        }
+        // Fast backtracking (§5.3, "the follower can include the term of the conflicting entry
+        // and the first index it stores for that term").
+        let hint = match conflict {
+            Some((term, first)) => match self.log.last_index_of_term(term) {
+                Some(i) => i + 1,
+                None => first,
+            },
+            None => last_log_index + 1,
+        };
+        p.next_index = hint.min(index).max(p.match_index + 1);
+        p.become_probe();
+        self.advance_reads(out);
+        self.send_append(from, false, out);
+    }
+
+    /// The commit rule (§5.3, §5.4.2): the highest index stored on a majority of voters is
+    /// committed, but only if its entry is of the leader's current term (Figure 8).
+    pub(super) fn maybe_commit(&mut self, out: &mut Outbox<Self>) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let me = self.config.id;
+        let last = self.log.last_index();
+        let n = self.membership.quorum_value(|v| {
+            if v == me {
+                last
+            } else {
+                self.progress.get(&v).map_or(0, |p| p.match_index)
+            }
+        });
+        if n > self.commit_index && self.log.term(n) == Some(self.term) {
+            self.commit_index = n;
+            self.apply_committed(out);
+        }
+    }
+}

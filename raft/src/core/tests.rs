@@ -1,0 +1,816 @@
+//! Unit tests of the core: each asserts the exact effects (records, messages, responses) of a
+//! step.
+
+use common::{Effects, Node, NodeId, Outbox, Persist, RequestId};
+
+use super::RaftNode;
+use crate::config::Config;
+use crate::error::{RaftError, RecoverError};
+use crate::kv::{KvCommand, KvOutput, KvQuery, KvStore};
+use crate::message::{Entry, Message, Payload, Record, ReplicationState, Request, Response, Role};
+
+type N = RaftNode<KvStore>;
+type Fx = Effects<N>;
+
+fn cfg(id: NodeId, n: u64) -> Config {
+    let mut c = Config::new(id, (1..=n).collect());
+    c.election_timeout_ticks_min = 10;
+    c.election_timeout_ticks_max = 10;
+    c.heartbeat_interval_ticks = 2;
+    c
+}
+
+fn node(c: Config) -> N {
+    N::recover(c, vec![]).unwrap()
+}
+
+fn step(n: &mut N, f: impl FnOnce(&mut N, &mut Outbox<N>)) -> Fx {
+    let mut out = Outbox::new();
+    f(n, &mut out);
+    out.take()
+}
+
+fn recv(n: &mut N, from: NodeId, m: Message<KvCommand>) -> Fx {
+    step(n, |n, o| n.handle_message(from, m, o))
+}
+
+fn tick(n: &mut N) -> Fx {
+    step(n, |n, o| n.tick(o))
+}
+
+fn ticks(n: &mut N, k: u64) -> Fx {
+    let mut all = Fx::default();
+    for _ in 0..k {
+        let fx = tick(n);
+        all.records.extend(fx.records);
+        all.messages.extend(fx.messages);
+        all.responses.extend(fx.responses);
+        all.events.extend(fx.events);
+    }
+    all
+}
+
+fn request(n: &mut N, id: u64, r: Request<KvCommand, KvQuery>) -> Fx {
+    step(n, |n, o| n.handle_request(RequestId(id), r, o))
+}
+
+fn put(v: &str) -> KvCommand {
+    KvCommand::Put {
+        key: "k".into(),
+        value: v.into(),
+    }
+}
+
+fn records(fx: &Fx) -> Vec<Record<KvCommand>> {
+    fx.records.iter().map(|p| p.record().clone()).collect()
+}
+
+/// A leader of term 1 over `n` nodes whose followers all acknowledged the no-op (so they are
+/// in replicate state).
+fn leader(mut c: Config, n: u64) -> N {
+    c.pre_vote = false;
+    let mut l = node(c);
+    ticks(&mut l, 10);
+    assert_eq!(l.role(), Role::Candidate);
+    for v in 2..=n {
+        recv(
+            &mut l,
+            v,
+            Message::RequestVoteResponse {
+                term: 1,
+                granted: true,
+            },
+        );
+    }
+    assert_eq!(l.role(), Role::Leader);
+    for v in 2..=n {
+        recv(&mut l, v, ack(1, 1, 1));
+    }
+    assert_eq!(l.commit_index(), 1);
+    l
+}
+
+fn ack(term: u64, index: u64, read_seq: u64) -> Message<KvCommand> {
+    Message::AppendEntriesResponse {
+        term,
+        success: true,
+        index,
+        conflict: None,
+        last_log_index: index,
+        read_seq,
+    }
+}
+
+fn heartbeat(term: u64, read_seq: u64) -> Message<KvCommand> {
+    Message::AppendEntries {
+        term,
+        prev_log_index: 0,
+        prev_log_term: 0,
+        entries: vec![],
+        leader_commit: 0,
+        read_seq,
+    }
+}
+
+#[test]
+fn pre_vote_keeps_the_term_until_a_majority_agrees() {
+    let mut n = node(cfg(1, 3));
+    let fx = ticks(&mut n, 10);
+    assert_eq!((n.role(), n.term()), (Role::PreCandidate, 0));
+    assert!(fx.records.is_empty(), "a pre-vote persists nothing");
+    let pv = Message::PreVote {
+        term: 1,
+        last_log_index: 0,
+        last_log_term: 0,
+    };
+    assert_eq!(fx.messages, vec![(2, pv.clone()), (3, pv)]);
+    let fx = recv(
+        &mut n,
+        2,
+        Message::PreVoteResponse {
+            term: 1,
+            granted: true,
+        },
+    );
+    assert_eq!((n.role(), n.term()), (Role::Candidate, 1));
+    assert_eq!(
+        records(&fx),
+        vec![Record::HardState {
+            term: 1,
+            voted_for: Some(1)
+        }]
+    );
+    let rv = Message::RequestVote {
+        term: 1,
+        last_log_index: 0,
+        last_log_term: 0,
+        transfer: false,
+    };
+    assert_eq!(fx.messages, vec![(2, rv.clone()), (3, rv)]);
+}
+
+#[test]
+fn pre_vote_and_vote_refused_while_the_leader_is_alive() {
+    let mut f = node(cfg(2, 3));
+    ticks(&mut f, 10); // past the start-up quiet period
+    recv(&mut f, 1, heartbeat(1, 1));
+    let fx = recv(
+        &mut f,
+        3,
+        Message::PreVote {
+            term: 2,
+            last_log_index: 5,
+            last_log_term: 1,
+        },
+    );
+    assert_eq!(
+        fx.messages,
+        vec![(
+            3,
+            Message::PreVoteResponse {
+                term: 1,
+                granted: false
+            }
+        )]
+    );
+    let rv = |transfer| Message::RequestVote {
+        term: 2,
+        last_log_index: 5,
+        last_log_term: 1,
+        transfer,
+    };
+    let fx = recv(&mut f, 3, rv(false));
+    assert!(fx.is_empty(), "ignored: the leader was heard from");
+    assert_eq!(f.term(), 1);
+    let fx = recv(&mut f, 3, rv(true));
+    assert_eq!(
+        fx.messages,
+        vec![(
+            3,
+            Message::RequestVoteResponse {
+                term: 2,
+                granted: true
+            }
+        )],
+        "a transfer election overrides the lease"
+    );
+}
+
+#[test]
+fn pre_vote_granted_after_the_leader_went_quiet() {
+    let mut f = node(cfg(2, 3));
+    ticks(&mut f, 3);
+    recv(&mut f, 1, heartbeat(1, 1));
+    // Not a voter's own timeout yet (10), but the lease (10 ticks) has run out at tick 10.
+    let mut out = Outbox::new();
+    for _ in 0..9 {
+        f.tick(&mut out);
+    }
+    let fx = recv(
+        &mut f,
+        3,
+        Message::PreVote {
+            term: 2,
+            last_log_index: 0,
+            last_log_term: 0,
+        },
+    );
+    assert_eq!(
+        fx.messages,
+        vec![(
+            3,
+            Message::PreVoteResponse {
+                term: 1,
+                granted: false
+            }
+        )],
+        "9 ticks after the heartbeat the leader may still be alive"
+    );
+    f.tick(&mut out);
+    let fx = recv(
+        &mut f,
+        3,
+        Message::PreVote {
+            term: 2,
+            last_log_index: 0,
+            last_log_term: 0,
+        },
+    );
+    assert!(matches!(
+        fx.messages.as_slice(),
+        [(
+            3,
+            Message::PreVoteResponse {
+                term: 2,
+                granted: true
+            }
+        )]
+    ));
+    assert_eq!(f.term(), 1, "granting a pre-vote changes no term");
+}
+
+#[test]
+fn check_quorum_leader_steps_down_without_a_majority() {
+    let mut l = leader(cfg(1, 3), 3);
+    // Heard from node 2 in this round: stays.
+    ticks(&mut l, 5);
+    recv(&mut l, 2, ack(1, 1, 1));
+    ticks(&mut l, 5);
+    assert_eq!(l.role(), Role::Leader);
+    // Silence for a full round: steps down, same term.
+    let fx = ticks(&mut l, 10);
+    assert_eq!((l.role(), l.term(), l.leader()), (Role::Follower, 1, None));
+    assert!(fx.records.is_empty(), "stepping down persists nothing");
+}
+
+#[test]
+fn replicate_state_pipelines_up_to_inflight_max() {
+    let mut c = cfg(1, 3);
+    c.inflight_max = 2;
+    c.append_entries_max = 1;
+    let mut l = leader(c, 3);
+    let mut to_2 = 0;
+    for i in 0..5 {
+        let fx = request(&mut l, i, Request::Propose(put(&i.to_string())));
+        to_2 += fx.messages.iter().filter(|(to, _)| *to == 2).count();
+    }
+    assert_eq!(to_2, 2, "two AppendEntries in flight, no more");
+    let p = &l.metrics().progress[&2];
+    assert_eq!(
+        (p.state, p.inflight, p.next_index),
+        (ReplicationState::Replicate, 2, 4)
+    );
+    // One answer frees one slot: exactly one more message, carrying the next entry.
+    let fx = recv(&mut l, 2, ack(1, 2, 1));
+    let sent: Vec<_> = fx
+        .messages
+        .iter()
+        .filter(|(to, _)| *to == 2)
+        .map(|(_, m)| match m {
+            Message::AppendEntries { entries, .. } => entries.iter().map(|e| e.index).collect(),
+            _ => vec![],
+        })
+        .collect();
+    assert_eq!(sent, vec![vec![4u64]]);
+}
+
+#[test]
+fn probe_state_sends_one_message_until_answered() {
+    let mut c = cfg(1, 3);
+    c.pre_vote = false;
+    let mut l = node(c);
+    ticks(&mut l, 10);
+    recv(
+        &mut l,
+        2,
+        Message::RequestVoteResponse {
+            term: 1,
+            granted: true,
+        },
+    );
+    assert_eq!(l.role(), Role::Leader);
+    // No follower answered yet: both are probed with the no-op, and proposals wait.
+    let fx = request(&mut l, 1, Request::Propose(put("a")));
+    assert!(fx.messages.is_empty());
+    assert_eq!(l.metrics().progress[&3].state, ReplicationState::Probe);
+    // A heartbeat re-probes.
+    let fx = ticks(&mut l, 2);
+    assert_eq!(fx.messages.iter().filter(|(to, _)| *to == 3).count(), 1);
+}
+
+#[test]
+fn append_entries_respects_the_byte_cap() {
+    let mut c = cfg(1, 3);
+    c.append_bytes_max = 20;
+    c.inflight_max = 1;
+    let mut l = leader(c, 3);
+    recv(&mut l, 2, ack(1, 1, 1));
+    // Fill the single in-flight slot, then queue three 10-byte commands.
+    request(&mut l, 0, Request::Propose(put("x")));
+    for i in 1..4 {
+        request(&mut l, i, Request::Propose(put("yy")));
+    }
+    let fx = recv(&mut l, 2, ack(1, 2, 1));
+    let sizes: Vec<usize> = fx
+        .messages
+        .iter()
+        .filter(|(to, _)| *to == 2)
+        .map(|(_, m)| match m {
+            Message::AppendEntries { entries, .. } => entries.len(),
+            _ => 0,
+        })
+        .collect();
+    assert_eq!(sizes, vec![1], "11 bytes per entry, 20 allowed: one entry");
+}
+
+#[test]
+fn bad_input_is_rejected_and_counted() {
+    let mut f = node(cfg(2, 3));
+    // Unknown sender.
+    assert!(recv(&mut f, 9, heartbeat(1, 1)).is_empty());
+    // Entries out of order.
+    let bad = Message::AppendEntries {
+        term: 1,
+        prev_log_index: 0,
+        prev_log_term: 0,
+        entries: vec![Entry {
+            term: 1,
+            index: 5,
+            payload: Payload::Noop,
+        }],
+        leader_commit: 0,
+        read_seq: 1,
+    };
+    let fx = recv(&mut f, 1, bad);
+    assert!(fx
+        .records
+        .iter()
+        .all(|p| !matches!(p.record(), Record::Entries(_))));
+    assert!(fx.messages.is_empty());
+    // Entries of a future term.
+    let future = Message::AppendEntries {
+        term: 1,
+        prev_log_index: 0,
+        prev_log_term: 0,
+        entries: vec![Entry {
+            term: 7,
+            index: 1,
+            payload: Payload::Noop,
+        }],
+        leader_commit: 0,
+        read_seq: 1,
+    };
+    assert!(recv(&mut f, 1, future).messages.is_empty());
+    // A leader hearing of an index past its log.
+    let mut l = leader(cfg(1, 3), 3);
+    assert!(recv(&mut l, 2, ack(1, 99, 1)).is_empty());
+    assert_eq!(l.metrics().progress[&2].match_index, 1);
+    let m = f.metrics();
+    assert_eq!(
+        (m.rejected.unknown_sender, m.rejected.invalid),
+        (1, 2),
+        "{m:?}"
+    );
+    assert_eq!(l.metrics().rejected.invalid, 1);
+    assert_eq!(f.last_log_index(), 0, "the log is untouched");
+}
+
+#[test]
+fn recover_rebuilds_term_vote_and_log_and_refuses_gaps() {
+    let e = |term, index| Entry {
+        term,
+        index,
+        payload: Payload::Command(put(&index.to_string())),
+    };
+    let records = vec![
+        Record::HardState {
+            term: 3,
+            voted_for: Some(2),
+        },
+        Record::Entries(vec![e(1, 1), e(2, 2), e(2, 3)]),
+        Record::Truncate { from: 3 },
+        Record::Entries(vec![e(3, 3)]),
+    ];
+    let n = N::recover(cfg(1, 3), records).unwrap();
+    assert_eq!(
+        (n.term(), n.last_log_index(), n.entry_term(3)),
+        (3, 3, Some(3))
+    );
+    assert_eq!(n.voted_for, Some(2));
+    assert_eq!(n.commit_index(), 0, "the commit index is volatile");
+    let gap = vec![Record::Entries(vec![e(1, 2)])];
+    assert!(matches!(
+        N::recover(cfg(1, 3), gap),
+        Err(RecoverError::Corrupt(_))
+    ));
+    let back = vec![
+        Record::HardState {
+            term: 3,
+            voted_for: None,
+        },
+        Record::HardState {
+            term: 2,
+            voted_for: None,
+        },
+    ];
+    assert!(matches!(
+        N::recover(cfg(1, 3), back),
+        Err(RecoverError::Corrupt(_))
+    ));
+}
+
+#[test]
+fn propose_to_a_follower_names_the_leader() {
+    let mut f = node(cfg(2, 3));
+    recv(&mut f, 1, heartbeat(1, 1));
+    let fx = request(&mut f, 5, Request::Propose(put("a")));
+    let expected = Response::Failed(RaftError::NotLeader { leader: Some(1) });
+    assert_eq!(fx.responses, vec![(RequestId(5), expected)]);
+    assert_eq!(
+        RaftError::NotLeader { leader: Some(1) }.to_string(),
+        "not the leader, try node 1"
+    );
+    assert!(fx.records.is_empty() && fx.messages.is_empty());
+}
+
+#[test]
+fn read_index_waits_for_a_majority_round_and_the_apply_point() {
+    let mut l = leader(cfg(1, 3), 3);
+    request(&mut l, 1, Request::Propose(put("a")));
+    let fx = request(&mut l, 2, Request::Read(KvQuery::Get("k".into())));
+    assert!(fx.responses.is_empty());
+    let seq = match &fx.messages[0].1 {
+        Message::AppendEntries { read_seq, .. } => *read_seq,
+        m => panic!("{m:?}"),
+    };
+    assert_eq!(fx.messages.len(), 2, "a round to both followers");
+    // An answer to an older round does not confirm it.
+    let fx = recv(&mut l, 2, ack(1, 1, seq - 1));
+    assert!(fx.responses.is_empty());
+    // A majority answered this round, but the read point (the commit index at the time, 1)
+    // is applied: the read is answered without the uncommitted write.
+    let fx = recv(&mut l, 2, ack(1, 1, seq));
+    assert_eq!(
+        fx.responses,
+        vec![(RequestId(2), Response::Read(KvOutput::Value(None)))]
+    );
+}
+
+#[test]
+fn reads_wait_for_the_leaders_first_commit() {
+    let mut c = cfg(1, 3);
+    c.pre_vote = false;
+    let mut l = node(c);
+    ticks(&mut l, 10);
+    recv(
+        &mut l,
+        2,
+        Message::RequestVoteResponse {
+            term: 1,
+            granted: true,
+        },
+    );
+    let fx = request(&mut l, 7, Request::Read(KvQuery::Get("k".into())));
+    let seq = match &fx.messages[0].1 {
+        Message::AppendEntries { read_seq, .. } => *read_seq,
+        m => panic!("{m:?}"),
+    };
+    // Confirmed round, but the no-op is not committed yet: no answer.
+    let fx = recv(
+        &mut l,
+        2,
+        Message::AppendEntriesResponse {
+            term: 1,
+            success: true,
+            index: 0,
+            conflict: None,
+            last_log_index: 0,
+            read_seq: seq,
+        },
+    );
+    assert!(fx.responses.is_empty());
+    let fx = recv(&mut l, 2, ack(1, 1, seq));
+    assert_eq!(
+        fx.responses,
+        vec![(RequestId(7), Response::Read(KvOutput::Value(None)))]
+    );
+}
+
+#[test]
+fn lease_reads_answer_locally_within_the_lease_only() {
+    let mut c = cfg(1, 3);
+    c.lease_reads = true;
+    c.lease_margin_ticks = 2;
+    let mut l = leader(c, 3);
+    // The no-op round (started at tick 10) was acknowledged: lease until 10 + 10 - 2 = 18.
+    let fx = request(&mut l, 1, Request::Read(KvQuery::Get("k".into())));
+    assert_eq!(fx.responses.len(), 1, "answered from the lease");
+    assert!(fx.messages.is_empty(), "no round needed");
+    // Let the lease run out without acknowledgements.
+    let mut out = Outbox::new();
+    for _ in 0..8 {
+        l.tick(&mut out);
+    }
+    let fx = request(&mut l, 2, Request::Read(KvQuery::Get("k".into())));
+    assert!(fx.responses.is_empty(), "lease expired: a ReadIndex round");
+    assert!(!fx.messages.is_empty());
+}
+
+#[test]
+fn leadership_transfer_sends_timeout_now_once_the_target_caught_up() {
+    let mut l = leader(cfg(1, 3), 3);
+    request(&mut l, 1, Request::Propose(put("a")));
+    let fx = request(&mut l, 2, Request::TransferLeadership(3));
+    assert!(fx.responses.is_empty(), "node 3 lacks entry 2");
+    // Proposals are refused during the transfer.
+    let fx = request(&mut l, 3, Request::Propose(put("b")));
+    assert_eq!(
+        fx.responses,
+        vec![(
+            RequestId(3),
+            Response::Failed(RaftError::TransferInProgress(3))
+        )]
+    );
+    let fx = recv(&mut l, 3, ack(1, 2, 1));
+    assert_eq!(
+        fx.responses,
+        vec![
+            (
+                RequestId(1),
+                Response::Applied {
+                    index: 2,
+                    output: KvOutput::Value(Some("a".into()))
+                }
+            ),
+            (RequestId(2), Response::TransferStarted)
+        ]
+    );
+    assert!(fx.messages.contains(&(3, Message::TimeoutNow { term: 1 })));
+    // The target starts a transfer election at once.
+    let mut t = node(cfg(3, 3));
+    recv(&mut t, 1, heartbeat(1, 1));
+    let fx = recv(&mut t, 1, Message::TimeoutNow { term: 1 });
+    assert_eq!((t.role(), t.term()), (Role::Candidate, 2));
+    assert!(fx.messages.iter().all(|(_, m)| matches!(
+        m,
+        Message::RequestVote {
+            transfer: true,
+            term: 2,
+            ..
+        }
+    )));
+    // A transfer to a non-member is refused.
+    let mut l = leader(cfg(1, 3), 3);
+    let fx = request(&mut l, 9, Request::TransferLeadership(7));
+    assert!(matches!(
+        fx.responses.as_slice(),
+        [(RequestId(9), Response::Failed(RaftError::Invalid(_)))]
+    ));
+}
+
+#[test]
+fn snapshot_compacts_the_log_and_installs_in_chunks() {
+    let mut c = cfg(1, 3);
+    c.snapshot_log_entries_max = 3;
+    c.snapshot_chunk_bytes_max = 8;
+    let mut l = leader(c, 3);
+    let mut checkpoints = Vec::new();
+    for i in 0..4 {
+        request(&mut l, i, Request::Propose(put(&format!("v{i}"))));
+        let fx = recv(&mut l, 2, ack(1, 2 + i, 1));
+        checkpoints.extend(fx.records.into_iter().filter(Persist::is_checkpoint));
+    }
+    assert_eq!(
+        checkpoints.len(),
+        1,
+        "one snapshot once 4 entries were applied"
+    );
+    assert!(l.first_log_index() > 1, "the log was compacted");
+    // Node 3 never answered: it needs the compacted entries, so it gets the snapshot.
+    let mut f = node(cfg(3, 3));
+    let mut out = Outbox::new();
+    l.tick(&mut out);
+    l.tick(&mut out);
+    let mut msgs: Vec<Message<KvCommand>> = out
+        .take()
+        .messages
+        .into_iter()
+        .filter(|(to, _)| *to == 3)
+        .map(|(_, m)| m)
+        .collect();
+    let mut chunks = 0;
+    for _ in 0..100 {
+        let Some(m) = msgs.pop() else { break };
+        if matches!(m, Message::InstallSnapshot { .. }) {
+            chunks += 1;
+        }
+        for (_, reply) in recv(&mut f, 1, m).messages {
+            msgs.extend(
+                recv(&mut l, 3, reply)
+                    .messages
+                    .into_iter()
+                    .filter(|(to, _)| *to == 3)
+                    .map(|(_, m)| m),
+            );
+        }
+    }
+    assert!(chunks >= 2, "{chunks} chunks");
+    assert_eq!(f.state_machine().get("k"), Some("v3"));
+    assert_eq!(f.last_log_index(), l.last_log_index());
+    assert_eq!(l.metrics().progress[&3].match_index, l.last_log_index());
+}
+
+#[test]
+fn config_validate_explains() {
+    let mut c = Config::new(1, vec![1, 2, 2]);
+    assert!(c.validate().unwrap_err().to_string().contains("duplicates"));
+    c = Config::new(4, vec![1, 2, 3]);
+    assert!(c.validate().is_err());
+    c = Config::new(1, vec![1, 2, 3]);
+    c.election_timeout_ticks_min = 2;
+    assert!(c.validate().unwrap_err().to_string().contains("heartbeat"));
+    c = Config::new(1, vec![1, 2, 3]);
+    c.check_quorum = false;
+    c.lease_reads = true;
+    assert!(c.validate().is_err());
+    assert!(Config::new(1, vec![1, 2, 3]).validate().is_ok());
+}
+
+fn set(ids: &[NodeId]) -> std::collections::BTreeSet<NodeId> {
+    ids.iter().copied().collect()
+}
+
+fn membership_response(fx: &Fx, id: u64) -> Option<crate::message::Membership> {
+    fx.responses.iter().find_map(|(r, resp)| match resp {
+        Response::MembershipChanged { membership, .. } if r.0 == id => Some(membership.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn add_learner_then_promote_it() {
+    let mut l = leader(cfg(1, 3), 3);
+    let fx = request(&mut l, 1, Request::AddLearner(4));
+    let appended = records(&fx);
+    assert!(matches!(
+        appended.as_slice(),
+        [Record::Entries(e)] if matches!(&e[0].payload, Payload::Membership(m) if m.learners == set(&[4]))
+    ));
+    assert!(
+        fx.messages.iter().any(|(to, _)| *to == 4),
+        "the learner is replicated to at once"
+    );
+    assert_eq!(l.membership().learners, set(&[4]), "in force once appended");
+    let fx = recv(&mut l, 2, ack(1, 2, 1));
+    assert_eq!(membership_response(&fx, 1).unwrap().learners, set(&[4]));
+    // Promotion: now four voters, three needed.
+    request(&mut l, 2, Request::AddVoter(4));
+    let fx = recv(&mut l, 2, ack(1, 3, 1));
+    assert!(
+        fx.responses.is_empty(),
+        "two of four voters are not a majority"
+    );
+    let fx = recv(&mut l, 4, ack(1, 3, 1));
+    let m = membership_response(&fx, 2).unwrap();
+    assert_eq!((m.voters, m.learners), (set(&[1, 2, 3, 4]), set(&[])));
+}
+
+#[test]
+fn one_membership_change_at_a_time() {
+    let mut l = leader(cfg(1, 3), 3);
+    request(&mut l, 1, Request::AddLearner(4));
+    let fx = request(&mut l, 2, Request::AddLearner(5));
+    assert!(matches!(
+        fx.responses.as_slice(),
+        [(RequestId(2), Response::Failed(RaftError::Busy(_)))]
+    ));
+    let fx = request(&mut l, 3, Request::RemoveNode(9));
+    assert!(matches!(
+        fx.responses.as_slice(),
+        [(RequestId(3), Response::Failed(_))]
+    ));
+}
+
+#[test]
+fn removed_leader_steps_down_once_the_change_commits() {
+    let mut l = leader(cfg(1, 3), 3);
+    request(&mut l, 1, Request::RemoveNode(1));
+    assert_eq!(
+        l.role(),
+        Role::Leader,
+        "leads until the new configuration commits"
+    );
+    // One follower is not a majority of the new voters {2, 3}: the leader does not count itself.
+    let fx = recv(&mut l, 2, ack(1, 2, 1));
+    assert!(fx.responses.is_empty());
+    let fx = recv(&mut l, 3, ack(1, 2, 1));
+    assert_eq!(membership_response(&fx, 1).unwrap().voters, set(&[2, 3]));
+    assert_eq!(l.role(), Role::Learner);
+    // It no longer campaigns.
+    assert!(ticks(&mut l, 50).messages.is_empty());
+}
+
+#[test]
+fn joint_consensus_needs_both_majorities_then_finishes_by_itself() {
+    let mut l = leader(cfg(1, 3), 3);
+    // From {1, 2, 3} to {1, 4, 5}.
+    let fx = request(&mut l, 1, Request::ChangeVoters(set(&[1, 4, 5])));
+    let joint = l.membership().clone();
+    assert_eq!(joint.voters_outgoing, Some(set(&[1, 2, 3])));
+    assert!(fx.messages.iter().any(|(to, _)| *to == 4));
+    // Old majority only (1, 2, 3): not committed.
+    recv(&mut l, 2, ack(1, 2, 1));
+    recv(&mut l, 3, ack(1, 2, 1));
+    assert_eq!(l.commit_index(), 1);
+    // New majority too (1, 4): the joint entry commits and the leader appends the new
+    // configuration on its own.
+    let fx = recv(&mut l, 4, ack(1, 2, 1));
+    assert_eq!(l.commit_index(), 2);
+    assert!(
+        fx.responses.is_empty(),
+        "answered when the new configuration commits"
+    );
+    assert_eq!(l.membership().voters_outgoing, None);
+    assert_eq!(l.last_log_index(), 3);
+    let fx = recv(&mut l, 5, ack(1, 3, 1));
+    assert_eq!(membership_response(&fx, 1).unwrap().voters, set(&[1, 4, 5]));
+    assert_eq!(
+        l.metrics().progress.keys().copied().collect::<Vec<_>>(),
+        vec![4, 5]
+    );
+}
+
+#[test]
+fn truncation_reverts_an_uncommitted_configuration() {
+    let mut f = node(cfg(2, 3));
+    let m = crate::message::Membership {
+        voters: set(&[1, 2, 3, 4]),
+        learners: set(&[]),
+        voters_outgoing: None,
+    };
+    let ae = |entries: Vec<Entry<KvCommand>>, term| Message::AppendEntries {
+        term,
+        prev_log_index: 0,
+        prev_log_term: 0,
+        entries,
+        leader_commit: 0,
+        read_seq: 1,
+    };
+    recv(
+        &mut f,
+        1,
+        ae(
+            vec![Entry {
+                term: 1,
+                index: 1,
+                payload: Payload::Membership(m.clone()),
+            }],
+            1,
+        ),
+    );
+    assert_eq!(f.membership(), &m);
+    recv(
+        &mut f,
+        3,
+        ae(
+            vec![Entry {
+                term: 2,
+                index: 1,
+                payload: Payload::Noop,
+            }],
+            2,
+        ),
+    );
+    assert_eq!(f.membership().voters, set(&[1, 2, 3]));
+    // And recovery from the records agrees.
+    let records = vec![
+        Record::Entries(vec![Entry {
+            term: 1,
+            index: 1,
+            payload: Payload::Membership(m),
+        }]),
+        Record::Truncate { from: 1 },
+    ];
+    let r = N::recover(cfg(2, 3), records).unwrap();
+    assert_eq!(r.membership().voters, set(&[1, 2, 3]));
+}

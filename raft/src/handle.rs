@@ -1,0 +1,364 @@
+//! The async API on the shared tokio driver ([`common::driver`]): [`RaftHandle`] for one node,
+//! [`RaftClient`] for a cluster (it follows "not the leader, try node N" hints), and
+//! [`spawn_memory_cluster`] to start an in-process cluster over the in-memory network.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use common::codec::Bincode;
+use common::driver::{self, DriverConfig, DriverError, NodeHandle, Persistence};
+use common::transport::memory::MemoryNetwork;
+use common::transport::TransportError;
+use common::{MemStorage, Node, NodeId};
+use tokio::sync::broadcast;
+
+use crate::config::Config;
+use crate::core::RaftNode;
+use crate::error::{RaftError, RecoverError};
+use crate::message::{Event, LogIndex, Metrics, Request, Response};
+use crate::state_machine::StateMachine;
+
+/// How many times [`RaftClient`] retries a request on another node before giving up.
+pub const CLIENT_RETRIES_MAX: usize = 64;
+
+/// Why a request through the async API failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Raft refused or could not complete the request (for instance "not the leader, try node
+    /// N").
+    #[error(transparent)]
+    Raft(#[from] RaftError),
+    /// The driver could not deliver the request or its answer (queue full, node stopped).
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+    /// Starting a node or its transport failed.
+    #[error("setup failed: {0}")]
+    Setup(String),
+    /// The node answered with a response of another kind (a bug).
+    #[error("unexpected response: {0}")]
+    Unexpected(String),
+}
+
+impl ClientError {
+    /// The leader this error points to, if any ("try node N").
+    pub fn leader_hint(&self) -> Option<NodeId> {
+        match self {
+            ClientError::Raft(RaftError::NotLeader { leader })
+            | ClientError::Raft(RaftError::LeadershipLost { leader }) => *leader,
+            _ => None,
+        }
+    }
+}
+
+impl From<RecoverError> for ClientError {
+    fn from(e: RecoverError) -> Self {
+        ClientError::Setup(e.to_string())
+    }
+}
+
+impl From<TransportError> for ClientError {
+    fn from(e: TransportError) -> Self {
+        ClientError::Setup(e.to_string())
+    }
+}
+
+/// A running Raft node: typed calls over the driver's [`NodeHandle`].
+pub struct RaftHandle<S: StateMachine> {
+    inner: NodeHandle<RaftNode<S>>,
+}
+
+impl<S: StateMachine> Clone for RaftHandle<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<S: StateMachine> RaftHandle<S>
+where
+    S::Command: Clone,
+{
+    /// Wraps a driver handle.
+    pub fn new(inner: NodeHandle<RaftNode<S>>) -> Self {
+        Self { inner }
+    }
+
+    /// The node's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.id()
+    }
+
+    /// The driver handle underneath (stats, shutdown, raw requests).
+    pub fn driver(&self) -> &NodeHandle<RaftNode<S>> {
+        &self.inner
+    }
+
+    /// Proposes `command`; resolves once it is committed and applied, with its log index and
+    /// the state machine's output. On a follower: [`RaftError::NotLeader`] naming the leader.
+    pub async fn propose(&self, command: S::Command) -> Result<(LogIndex, S::Output), ClientError> {
+        match self.inner.request(Request::Propose(command)).await? {
+            Response::Applied { index, output } => Ok((index, output)),
+            Response::Failed(e) => Err(e.into()),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// A linearizable read (ReadIndex or lease, as configured), answered by the leader.
+    pub async fn read(&self, query: S::Query) -> Result<S::Output, ClientError> {
+        match self.inner.request(Request::Read(query)).await? {
+            Response::Read(output) => Ok(output),
+            Response::Failed(e) => Err(e.into()),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Hands leadership to `target` (call on the leader); resolves once the target was told
+    /// to start its election.
+    pub async fn transfer_leadership(&self, target: NodeId) -> Result<(), ClientError> {
+        match self
+            .inner
+            .request(Request::TransferLeadership(target))
+            .await?
+        {
+            Response::TransferStarted => Ok(()),
+            Response::Failed(e) => Err(e.into()),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Role, term, leader, commit and applied index, and per-peer replication progress.
+    pub async fn metrics(&self) -> Result<Metrics, ClientError> {
+        Ok(self.inner.metrics().await?)
+    }
+
+    /// Leader changes and snapshots, as they happen.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.subscribe()
+    }
+
+    /// Stops the node.
+    pub async fn shutdown(&self) -> Result<(), ClientError> {
+        Ok(self.inner.shutdown().await?)
+    }
+}
+
+/// A client of a whole cluster: sends each request to the node it believes leads, and follows
+/// "not the leader, try node N" answers (up to [`CLIENT_RETRIES_MAX`] times, waiting a little
+/// when no leader is known).
+pub struct RaftClient<S: StateMachine> {
+    nodes: BTreeMap<NodeId, RaftHandle<S>>,
+    leader: AtomicU64,
+}
+
+impl<S: StateMachine> RaftClient<S>
+where
+    S::Command: Clone,
+    S::Query: Clone,
+{
+    /// A client of the given nodes.
+    pub fn new(nodes: Vec<RaftHandle<S>>) -> Self {
+        let first = nodes.first().map_or(0, RaftHandle::id);
+        Self {
+            nodes: nodes.into_iter().map(|h| (h.id(), h)).collect(),
+            leader: AtomicU64::new(first),
+        }
+    }
+
+    /// The nodes' handles.
+    pub fn nodes(&self) -> impl Iterator<Item = &RaftHandle<S>> {
+        self.nodes.values()
+    }
+
+    /// The handle of node `id`.
+    pub fn node(&self, id: NodeId) -> Option<&RaftHandle<S>> {
+        self.nodes.get(&id)
+    }
+
+    async fn with_leader<T, F, Fut>(&self, mut f: F) -> Result<T, ClientError>
+    where
+        F: FnMut(RaftHandle<S>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClientError>>,
+    {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        let mut last = ClientError::Setup("no nodes".into());
+        for attempt in 0..CLIENT_RETRIES_MAX {
+            let target = self.leader.load(Ordering::Relaxed);
+            let Some(h) = self.nodes.get(&target).cloned() else {
+                break;
+            };
+            match f(h).await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    let retry = matches!(
+                        e,
+                        ClientError::Raft(
+                            RaftError::NotLeader { .. }
+                                | RaftError::LeadershipLost { .. }
+                                | RaftError::TransferInProgress(_)
+                        ) | ClientError::Driver(DriverError::Stopped)
+                    );
+                    if !retry {
+                        return Err(e);
+                    }
+                    let next = e
+                        .leader_hint()
+                        .filter(|l| self.nodes.contains_key(l))
+                        .unwrap_or_else(|| ids[(attempt + 1) % ids.len()]);
+                    if e.leader_hint().is_none() {
+                        // No leader known: an election is likely under way.
+                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    }
+                    self.leader.store(next, Ordering::Relaxed);
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Proposes `command` to the leader; see [`RaftHandle::propose`].
+    pub async fn propose(&self, command: S::Command) -> Result<(LogIndex, S::Output), ClientError> {
+        self.with_leader(|h| {
+            let c = command.clone();
+            async move { h.propose(c).await }
+        })
+        .await
+    }
+
+    /// A linearizable read at the leader; see [`RaftHandle::read`].
+    pub async fn read(&self, query: S::Query) -> Result<S::Output, ClientError> {
+        self.with_leader(|h| {
+            let q = query.clone();
+            async move { h.read(q).await }
+        })
+        .await
+    }
+
+    /// Asks the leader to hand leadership to `target`.
+    pub async fn transfer_leadership(&self, target: NodeId) -> Result<(), ClientError> {
+        self.with_leader(|h| async move { h.transfer_leadership(target).await })
+            .await
+    }
+
+    /// The leader the client currently believes in.
+    pub fn leader_guess(&self) -> NodeId {
+        self.leader.load(Ordering::Relaxed)
+    }
+
+    /// Stops every node.
+    pub async fn shutdown(&self) -> Result<(), ClientError> {
+        for h in self.nodes.values() {
+            h.shutdown().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Starts `configs.len()` nodes over one in-memory network with in-memory storage (its `sync`
+/// is free, so the driver persists inline), and returns a client of the cluster. Must be called
+/// within a tokio runtime.
+pub fn spawn_memory_cluster<S: StateMachine>(
+    configs: Vec<Config>,
+    network: &MemoryNetwork,
+    driver_config: DriverConfig,
+) -> Result<RaftClient<S>, ClientError>
+where
+    S::Command: Clone,
+    S::Query: Clone,
+{
+    let mut handles = Vec::new();
+    for c in configs {
+        let id = c.id;
+        let core = RaftNode::<S>::recover(c, vec![])?;
+        let transport = network.join(id)?;
+        let config = DriverConfig {
+            persistence: Persistence::Inline,
+            ..driver_config
+        };
+        let h = driver::spawn(core, transport, MemStorage::new(), Bincode, config)?;
+        handles.push(RaftHandle::new(h));
+    }
+    Ok(RaftClient::new(handles))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::{KvCommand, KvOutput, KvQuery, KvStore};
+    use crate::message::Role;
+
+    fn configs(n: u64) -> Vec<Config> {
+        (1..=n)
+            .map(|id| Config::new(id, (1..=n).collect()))
+            .collect()
+    }
+
+    async fn wait_leader(client: &RaftClient<KvStore>) -> NodeId {
+        for _ in 0..1_000 {
+            for h in client.nodes() {
+                let m = h.metrics().await.unwrap();
+                if m.role == Role::Leader {
+                    return m.id;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("no leader elected");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn propose_read_and_not_leader_hint_through_the_driver() {
+        let net = MemoryNetwork::new(1);
+        let client: RaftClient<KvStore> =
+            spawn_memory_cluster(configs(3), &net, DriverConfig::default()).unwrap();
+        let leader = wait_leader(&client).await;
+        let put = KvCommand::Put {
+            key: "a".into(),
+            value: "1".into(),
+        };
+        let (index, out) = client.propose(put.clone()).await.unwrap();
+        assert!(index >= 2);
+        assert_eq!(out, KvOutput::Value(Some("1".into())));
+        assert_eq!(
+            client.read(KvQuery::Get("a".into())).await.unwrap(),
+            KvOutput::Value(Some("1".into()))
+        );
+        let follower = client.nodes().find(|h| h.id() != leader).unwrap();
+        let err = follower.propose(put).await.unwrap_err();
+        assert_eq!(err.leader_hint(), Some(leader));
+        assert_eq!(
+            err.to_string(),
+            format!("not the leader, try node {leader}")
+        );
+        let m = client.node(leader).unwrap().metrics().await.unwrap();
+        assert_eq!(m.commit_index, m.applied_index);
+        assert_eq!(m.progress.len(), 2);
+        client.shutdown().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn leadership_transfer_through_the_driver() {
+        let net = MemoryNetwork::new(2);
+        let client: RaftClient<KvStore> =
+            spawn_memory_cluster(configs(3), &net, DriverConfig::default()).unwrap();
+        let leader = wait_leader(&client).await;
+        let target = if leader == 1 { 2 } else { 1 };
+        // Make sure the target has the no-op before the transfer.
+        client.propose(KvCommand::Nop).await.unwrap();
+        client.transfer_leadership(target).await.unwrap();
+        let mut now = 0;
+        for _ in 0..1_000 {
+            let m = client.node(target).unwrap().metrics().await.unwrap();
+            if m.role == Role::Leader {
+                now = m.id;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(now, target);
+        // The client finds the new leader by itself.
+        client.propose(KvCommand::Nop).await.unwrap();
+        client.shutdown().await.unwrap();
+    }
+}

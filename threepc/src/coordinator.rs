@@ -1,0 +1,435 @@
+//! The coordinator role: votes, pre-commit, commit.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::txn::{Outcome, Resource, TxId, Vote, Write};
+use common::{NodeId, Outbox, RequestId};
+
+use crate::types::{Config, Event, Message, Record, Response, DECISION_BACKOFF_FACTOR, SEQ_BLOCK};
+use crate::{ThreePcError, ThreePcNode};
+
+#[derive(Debug)]
+pub(crate) enum Phase {
+    /// CanCommit sent; the Yes voters so far.
+    Voting { yes: BTreeSet<NodeId> },
+    /// PreCommit logged and sent; waiting for these acks.
+    PreCommitting { pending: BTreeSet<NodeId> },
+    /// Commit logged and sent; waiting for these HaveCommitted.
+    Committing {
+        pending: BTreeSet<NodeId>,
+        retries: u32,
+    },
+    /// Recovered with a PreCommit record and no decision: the participants' termination protocol
+    /// decides; the coordinator only asks what it was.
+    Learning,
+}
+
+#[derive(Debug)]
+pub(crate) struct CoordTx {
+    request: Option<RequestId>,
+    writes: BTreeMap<NodeId, Vec<Write>>,
+    participants: Vec<NodeId>,
+    phase: Phase,
+    phase_ticks: u64,
+    since_send_ticks: u64,
+}
+
+/// The coordinator half of a node.
+#[derive(Debug, Default)]
+pub(crate) struct Coordinator {
+    next_seq: u64,
+    seq_limit: u64,
+    pub(crate) txs: BTreeMap<TxId, CoordTx>,
+    pub(crate) decided_committed: u64,
+    pub(crate) decided_aborted: u64,
+}
+
+impl Coordinator {
+    pub(crate) fn replay(&mut self, config: &Config, record: &Record) -> bool {
+        let mut insert = |tx: TxId, participants: &[NodeId], phase| {
+            self.txs.insert(
+                tx,
+                CoordTx {
+                    request: None,
+                    writes: BTreeMap::new(),
+                    participants: participants.to_vec(),
+                    phase,
+                    phase_ticks: 0,
+                    since_send_ticks: config.resend_ticks,
+                },
+            );
+        };
+        match record {
+            Record::Reserved { seq_limit } => {
+                self.seq_limit = self.seq_limit.max(*seq_limit);
+                self.next_seq = self.seq_limit;
+            }
+            Record::PreCommitDecision { tx, participants } => {
+                insert(*tx, participants, Phase::Learning);
+            }
+            Record::CommitDecision { tx, participants } => insert(
+                *tx,
+                participants,
+                Phase::Committing {
+                    pending: participants.iter().copied().collect(),
+                    retries: 0,
+                },
+            ),
+            Record::End { tx } => {
+                self.txs.remove(tx);
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    pub(crate) fn begin<R: Resource + Default>(
+        &mut self,
+        config: &Config,
+        request: RequestId,
+        writes: BTreeMap<NodeId, Vec<Write>>,
+        out: &mut Outbox<ThreePcNode<R>>,
+    ) {
+        if writes.is_empty()
+            || writes.len() > config.participants_max
+            || writes
+                .keys()
+                .any(|p| *p == config.id || !config.members.contains(p))
+        {
+            out.respond(
+                request,
+                Response::Failed(ThreePcError::InvalidParticipants(
+                    writes.keys().copied().collect(),
+                )),
+            );
+            return;
+        }
+        if self.txs.len() >= config.txs_max {
+            out.respond(request, Response::Failed(ThreePcError::Busy));
+            return;
+        }
+        if self.next_seq >= self.seq_limit {
+            self.seq_limit = self.next_seq + SEQ_BLOCK;
+            out.persist(Record::Reserved {
+                seq_limit: self.seq_limit,
+            });
+        }
+        let tx = TxId::new(config.id, self.next_seq);
+        self.next_seq += 1;
+        let participants: Vec<NodeId> = writes.keys().copied().collect();
+        for (p, w) in &writes {
+            out.send(
+                *p,
+                Message::CanCommit {
+                    tx,
+                    writes: w.clone(),
+                    participants: participants.clone(),
+                },
+            );
+        }
+        self.txs.insert(
+            tx,
+            CoordTx {
+                request: Some(request),
+                writes,
+                participants,
+                phase: Phase::Voting {
+                    yes: BTreeSet::new(),
+                },
+                phase_ticks: 0,
+                since_send_ticks: 0,
+            },
+        );
+    }
+
+    pub(crate) fn on_vote<R: Resource + Default>(
+        &mut self,
+        from: NodeId,
+        tx: TxId,
+        vote: Vote,
+        out: &mut Outbox<ThreePcNode<R>>,
+    ) -> Result<(), &'static str> {
+        let Some(ctx) = self.txs.get_mut(&tx) else {
+            return Err("vote for an unknown transaction");
+        };
+        if !ctx.participants.contains(&from) {
+            return Err("vote from a non-participant");
+        }
+        let Phase::Voting { yes } = &mut ctx.phase else {
+            return Err("vote after the votes were counted");
+        };
+        if vote != Vote::Yes {
+            self.abort(tx, out);
+            return Ok(());
+        }
+        if !yes.insert(from) {
+            return Err("duplicate vote");
+        }
+        if yes.len() == ctx.participants.len() {
+            // Forced before any PreCommit leaves: a recovered coordinator must know it may have
+            // pre-committed someone.
+            out.persist(Record::PreCommitDecision {
+                tx,
+                participants: ctx.participants.clone(),
+            });
+            for &p in &ctx.participants {
+                out.send(p, Message::PreCommit { tx });
+            }
+            ctx.writes.clear();
+            ctx.phase = Phase::PreCommitting {
+                pending: ctx.participants.iter().copied().collect(),
+            };
+            ctx.phase_ticks = 0;
+            ctx.since_send_ticks = 0;
+        }
+        Ok(())
+    }
+
+    fn abort<R: Resource + Default>(&mut self, tx: TxId, out: &mut Outbox<ThreePcNode<R>>) {
+        let Some(ctx) = self.txs.remove(&tx) else {
+            return;
+        };
+        // No PreCommit was sent, so no participant can be PreCommitted and the termination
+        // protocol can only abort too: the coordinator's abort needs no record.
+        for &p in &ctx.participants {
+            out.send(p, Message::Abort { tx });
+        }
+        self.decided_aborted += 1;
+        out.emit(Event::Decided {
+            tx,
+            outcome: Outcome::Aborted,
+        });
+        if let Some(r) = ctx.request {
+            out.respond(
+                r,
+                Response::Outcome {
+                    tx,
+                    outcome: Outcome::Aborted,
+                },
+            );
+        }
+    }
+
+    fn commit<R: Resource + Default>(&mut self, tx: TxId, out: &mut Outbox<ThreePcNode<R>>) {
+        let Some(ctx) = self.txs.get_mut(&tx) else {
+            return;
+        };
+        out.persist(Record::CommitDecision {
+            tx,
+            participants: ctx.participants.clone(),
+        });
+        for &p in &ctx.participants {
+            out.send(p, Message::DoCommit { tx });
+        }
+        self.decided_committed += 1;
+        out.emit(Event::Decided {
+            tx,
+            outcome: Outcome::Committed,
+        });
+        if let Some(r) = ctx.request.take() {
+            out.respond(
+                r,
+                Response::Outcome {
+                    tx,
+                    outcome: Outcome::Committed,
+                },
+            );
+        }
+        ctx.phase = Phase::Committing {
+            pending: ctx.participants.iter().copied().collect(),
+            retries: 0,
+        };
+        ctx.phase_ticks = 0;
+        ctx.since_send_ticks = 0;
+    }
+
+    pub(crate) fn on_pre_commit_ack<R: Resource + Default>(
+        &mut self,
+        from: NodeId,
+        tx: TxId,
+        out: &mut Outbox<ThreePcNode<R>>,
+    ) -> Result<(), &'static str> {
+        let Some(ctx) = self.txs.get_mut(&tx) else {
+            return Err("pre-commit ack for an unknown transaction");
+        };
+        let Phase::PreCommitting { pending } = &mut ctx.phase else {
+            return Err("pre-commit ack out of place");
+        };
+        if !pending.remove(&from) {
+            return Err("duplicate pre-commit ack");
+        }
+        if pending.is_empty() {
+            self.commit(tx, out);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn on_have_committed<R: Resource + Default>(
+        &mut self,
+        from: NodeId,
+        tx: TxId,
+        out: &mut Outbox<ThreePcNode<R>>,
+    ) -> Result<(), &'static str> {
+        let Some(ctx) = self.txs.get_mut(&tx) else {
+            return Err("commit ack for an unknown transaction");
+        };
+        match &mut ctx.phase {
+            Phase::Committing { pending, .. } => {
+                if !pending.remove(&from) {
+                    return Err("duplicate commit ack");
+                }
+                if pending.is_empty() {
+                    self.txs.remove(&tx);
+                    out.persist(Record::End { tx });
+                }
+                Ok(())
+            }
+            // The termination protocol committed without us: learning is enough.
+            Phase::Learning => {
+                self.learned(tx, Outcome::Committed, out);
+                Ok(())
+            }
+            _ => Err("commit ack out of place"),
+        }
+    }
+
+    fn learned<R: Resource + Default>(
+        &mut self,
+        tx: TxId,
+        outcome: Outcome,
+        out: &mut Outbox<ThreePcNode<R>>,
+    ) {
+        if self.txs.remove(&tx).is_some() {
+            out.persist(Record::End { tx });
+            out.emit(Event::Decided { tx, outcome });
+        }
+    }
+
+    pub(crate) fn on_decision<R: Resource + Default>(
+        &mut self,
+        tx: TxId,
+        outcome: Outcome,
+        out: &mut Outbox<ThreePcNode<R>>,
+    ) -> Result<(), &'static str> {
+        match self.txs.get(&tx).map(|c| &c.phase) {
+            Some(Phase::Learning) => {
+                self.learned(tx, outcome, out);
+                Ok(())
+            }
+            _ => Err("decision not asked for"),
+        }
+    }
+
+    pub(crate) fn on_decision_request<R: Resource + Default>(
+        &mut self,
+        from: NodeId,
+        tx: TxId,
+        out: &mut Outbox<ThreePcNode<R>>,
+    ) -> Result<(), &'static str> {
+        let Some(ctx) = self.txs.get(&tx) else {
+            // No record: this coordinator never decided commit (a commit is only forgotten
+            // once every participant has it). No presumption either way: the participants'
+            // termination protocol decides.
+            out.send(from, Message::NoDecision { tx });
+            return Ok(());
+        };
+        if !ctx.participants.contains(&from) {
+            return Err("decision request from a non-participant");
+        }
+        // Answer with the current phase's message: it tells a recovered participant both that
+        // the coordinator is alive and what to do.
+        match &ctx.phase {
+            Phase::Voting { .. } => {
+                if let Some(w) = ctx.writes.get(&from) {
+                    out.send(
+                        from,
+                        Message::CanCommit {
+                            tx,
+                            writes: w.clone(),
+                            participants: ctx.participants.clone(),
+                        },
+                    );
+                }
+            }
+            Phase::PreCommitting { .. } => out.send(from, Message::PreCommit { tx }),
+            Phase::Committing { .. } => out.send(from, Message::DoCommit { tx }),
+            Phase::Learning => out.send(from, Message::NoDecision { tx }),
+        }
+        Ok(())
+    }
+
+    pub(crate) fn tick<R: Resource + Default>(
+        &mut self,
+        config: &Config,
+        out: &mut Outbox<ThreePcNode<R>>,
+    ) {
+        let mut to_abort = Vec::new();
+        let mut to_commit = Vec::new();
+        for (&tx, ctx) in self.txs.iter_mut() {
+            ctx.phase_ticks += 1;
+            ctx.since_send_ticks += 1;
+            let resend = ctx.since_send_ticks >= config.resend_ticks;
+            match &mut ctx.phase {
+                Phase::Voting { yes } => {
+                    if ctx.phase_ticks >= config.vote_timeout_ticks {
+                        to_abort.push(tx);
+                    } else if resend {
+                        ctx.since_send_ticks = 0;
+                        for (p, w) in &ctx.writes {
+                            if !yes.contains(p) {
+                                out.send(
+                                    *p,
+                                    Message::CanCommit {
+                                        tx,
+                                        writes: w.clone(),
+                                        participants: ctx.participants.clone(),
+                                    },
+                                );
+                            }
+                        }
+                    }
+                }
+                Phase::PreCommitting { pending } => {
+                    if ctx.phase_ticks >= config.ack_timeout_ticks {
+                        // Silent participants are taken as crashed (3PC's failure model): they
+                        // learn the commit when they recover.
+                        to_commit.push(tx);
+                    } else if resend {
+                        ctx.since_send_ticks = 0;
+                        for &p in pending.iter() {
+                            out.send(p, Message::PreCommit { tx });
+                        }
+                    }
+                }
+                Phase::Committing { pending, retries } => {
+                    let interval = if *retries < config.decision_retries_max {
+                        config.resend_ticks
+                    } else {
+                        config.resend_ticks * DECISION_BACKOFF_FACTOR
+                    };
+                    if ctx.since_send_ticks >= interval {
+                        ctx.since_send_ticks = 0;
+                        *retries = retries.saturating_add(1);
+                        for &p in pending.iter() {
+                            out.send(p, Message::DoCommit { tx });
+                        }
+                    }
+                }
+                Phase::Learning => {
+                    if resend {
+                        ctx.since_send_ticks = 0;
+                        for &p in &ctx.participants {
+                            out.send(p, Message::DecisionRequest { tx });
+                        }
+                    }
+                }
+            }
+        }
+        for tx in to_abort {
+            self.abort(tx, out);
+        }
+        for tx in to_commit {
+            self.commit(tx, out);
+        }
+    }
+}

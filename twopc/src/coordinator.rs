@@ -1,0 +1,447 @@
+//! The coordinator role: collects votes, decides, logs the decision, pushes it until acked.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::txn::{Outcome, Resource, TxId, Vote, Write};
+use common::{NodeId, Outbox, RequestId};
+
+use crate::types::{Config, Event, Message, Record, Response, DECISION_BACKOFF_FACTOR, SEQ_BLOCK};
+use crate::{TwoPcError, TwoPcNode};
+
+/// Where a coordinated transaction stands.
+#[derive(Debug)]
+pub(crate) enum Phase {
+    /// Prepare sent; collecting votes. A participant absent from `votes` has not answered.
+    Voting { votes: BTreeMap<NodeId, Vote> },
+    /// One-phase commit sent to the only participant, which decides.
+    OnePc { retries: u32 },
+    /// Commit logged and sent; waiting for the acks of `pending`.
+    Committing {
+        pending: BTreeSet<NodeId>,
+        retries: u32,
+    },
+}
+
+#[derive(Debug)]
+pub(crate) struct CoordTx {
+    /// The client waiting for the outcome (none after recovery).
+    request: Option<RequestId>,
+    /// Writes per participant. Kept while voting to resend Prepare; emptied afterwards.
+    writes: BTreeMap<NodeId, Vec<Write>>,
+    phase: Phase,
+    age_ticks: u64,
+    since_send_ticks: u64,
+}
+
+/// The coordinator half of a node.
+#[derive(Debug, Default)]
+pub(crate) struct Coordinator {
+    next_seq: u64,
+    seq_limit: u64,
+    pub(crate) txs: BTreeMap<TxId, CoordTx>,
+    pub(crate) decided_committed: u64,
+    pub(crate) decided_aborted: u64,
+}
+
+impl Coordinator {
+    /// Replays one coordinator record. Returns false if the record is not a coordinator's.
+    pub(crate) fn replay(&mut self, config: &Config, record: &Record) -> bool {
+        match record {
+            Record::Reserved { seq_limit } => {
+                // Numbers of the reserved block may have been used before the crash: skip them.
+                self.seq_limit = self.seq_limit.max(*seq_limit);
+                self.next_seq = self.seq_limit;
+            }
+            Record::CommitDecision { tx, participants } => {
+                self.txs.insert(
+                    *tx,
+                    CoordTx {
+                        request: None,
+                        writes: BTreeMap::new(),
+                        phase: Phase::Committing {
+                            pending: participants.iter().copied().collect(),
+                            retries: 0,
+                        },
+                        age_ticks: 0,
+                        // Resend at the first tick after recovery.
+                        since_send_ticks: config.resend_ticks,
+                    },
+                );
+            }
+            Record::End { tx } => {
+                self.txs.remove(tx);
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// Committed transactions still unacknowledged after `decision_retries_max` resends.
+    pub(crate) fn unacknowledged(&self, config: &Config) -> usize {
+        self.txs
+            .values()
+            .filter(|t| {
+                matches!(t.phase, Phase::Committing { retries, .. } if retries >= config.decision_retries_max)
+            })
+            .count()
+    }
+
+    pub(crate) fn begin<R: Resource + Default>(
+        &mut self,
+        config: &Config,
+        request: RequestId,
+        writes: BTreeMap<NodeId, Vec<Write>>,
+        out: &mut Outbox<TwoPcNode<R>>,
+    ) {
+        if writes.is_empty()
+            || writes.len() > config.participants_max
+            || writes
+                .keys()
+                .any(|p| *p == config.id || !config.members.contains(p))
+        {
+            out.respond(
+                request,
+                Response::Failed(TwoPcError::InvalidParticipants(
+                    writes.keys().copied().collect(),
+                )),
+            );
+            return;
+        }
+        if self.txs.len() >= config.txs_max {
+            out.respond(request, Response::Failed(TwoPcError::Busy));
+            return;
+        }
+        if self.next_seq >= self.seq_limit {
+            // Reserve the next block durably before any message of this step names a number
+            // from it (the Outbox rule), so a restarted coordinator never reuses a TxId.
+            self.seq_limit = self.next_seq + SEQ_BLOCK;
+            out.persist(Record::Reserved {
+                seq_limit: self.seq_limit,
+            });
+        }
+        let tx = TxId::new(config.id, self.next_seq);
+        self.next_seq += 1;
+        let one_phase = writes.len() == 1;
+        let phase = if one_phase {
+            Phase::OnePc { retries: 0 }
+        } else {
+            Phase::Voting {
+                votes: BTreeMap::new(),
+            }
+        };
+        let ctx = CoordTx {
+            request: Some(request),
+            writes,
+            phase,
+            age_ticks: 0,
+            since_send_ticks: 0,
+        };
+        send_phase_one(tx, &ctx, out);
+        self.txs.insert(tx, ctx);
+    }
+
+    pub(crate) fn on_vote<R: Resource + Default>(
+        &mut self,
+        from: NodeId,
+        tx: TxId,
+        vote: Vote,
+        out: &mut Outbox<TwoPcNode<R>>,
+    ) -> Result<(), &'static str> {
+        let Some(ctx) = self.txs.get_mut(&tx) else {
+            if vote == Vote::Yes {
+                // Presumed abort: no record of the transaction means it did not commit.
+                out.send(from, Message::Abort { tx });
+            }
+            return Err("vote for an unknown transaction");
+        };
+        match &mut ctx.phase {
+            Phase::Voting { votes } => {
+                if !ctx.writes.contains_key(&from) {
+                    return Err("vote from a non-participant");
+                }
+                if votes.contains_key(&from) {
+                    return Err("duplicate vote");
+                }
+                votes.insert(from, vote);
+                if vote == Vote::No {
+                    self.abort(tx, out);
+                } else if votes.len() == ctx.writes.len() {
+                    self.decide_commit(tx, out);
+                }
+                Ok(())
+            }
+            Phase::Committing { pending, .. } => {
+                if vote == Vote::Yes && pending.contains(&from) {
+                    // The participant missed the Commit; save it a decision request.
+                    out.send(from, Message::Commit { tx });
+                }
+                Err("vote after the decision")
+            }
+            Phase::OnePc { .. } => Err("vote in a one-phase commit"),
+        }
+    }
+
+    fn decide_commit<R: Resource + Default>(&mut self, tx: TxId, out: &mut Outbox<TwoPcNode<R>>) {
+        let Some(ctx) = self.txs.get_mut(&tx) else {
+            return;
+        };
+        let Phase::Voting { votes } = &ctx.phase else {
+            return;
+        };
+        let yes: Vec<NodeId> = votes
+            .iter()
+            .filter(|(_, v)| **v == Vote::Yes)
+            .map(|(p, _)| *p)
+            .collect();
+        self.decided_committed += 1;
+        out.emit(Event::Decided {
+            tx,
+            outcome: Outcome::Committed,
+        });
+        if let Some(request) = ctx.request.take() {
+            out.respond(
+                request,
+                Response::Outcome {
+                    tx,
+                    outcome: Outcome::Committed,
+                },
+            );
+        }
+        if yes.is_empty() {
+            // Every participant was read-only: nothing to log, nobody to tell.
+            self.txs.remove(&tx);
+            return;
+        }
+        // Forced: the decision is durable before the first Commit (or the client's answer)
+        // leaves, by the Outbox rule.
+        out.persist(Record::CommitDecision {
+            tx,
+            participants: yes.clone(),
+        });
+        for &p in &yes {
+            out.send(p, Message::Commit { tx });
+        }
+        ctx.writes.clear();
+        ctx.phase = Phase::Committing {
+            pending: yes.into_iter().collect(),
+            retries: 0,
+        };
+        ctx.since_send_ticks = 0;
+    }
+
+    /// Aborts a voting transaction: tells every participant that may be prepared, answers the
+    /// client and forgets it. Nothing is logged and nothing will be acked (presumed abort).
+    fn abort<R: Resource + Default>(&mut self, tx: TxId, out: &mut Outbox<TwoPcNode<R>>) {
+        let Some(ctx) = self.txs.remove(&tx) else {
+            return;
+        };
+        if let Phase::Voting { votes } = &ctx.phase {
+            for p in ctx.writes.keys() {
+                if !matches!(votes.get(p), Some(Vote::No) | Some(Vote::ReadOnly)) {
+                    out.send(*p, Message::Abort { tx });
+                }
+            }
+        }
+        self.decided_aborted += 1;
+        out.emit(Event::Decided {
+            tx,
+            outcome: Outcome::Aborted,
+        });
+        if let Some(request) = ctx.request {
+            out.respond(
+                request,
+                Response::Outcome {
+                    tx,
+                    outcome: Outcome::Aborted,
+                },
+            );
+        }
+    }
+
+    pub(crate) fn on_one_phase_result<R: Resource + Default>(
+        &mut self,
+        from: NodeId,
+        tx: TxId,
+        outcome: Outcome,
+        out: &mut Outbox<TwoPcNode<R>>,
+    ) -> Result<(), &'static str> {
+        let Some(ctx) = self.txs.get(&tx) else {
+            return Err("one-phase result for an unknown transaction");
+        };
+        if !matches!(ctx.phase, Phase::OnePc { .. }) || !ctx.writes.contains_key(&from) {
+            return Err("one-phase result out of place");
+        }
+        let Some(ctx) = self.txs.remove(&tx) else {
+            return Err("one-phase result for an unknown transaction");
+        };
+        match outcome {
+            Outcome::Committed => self.decided_committed += 1,
+            Outcome::Aborted => self.decided_aborted += 1,
+        }
+        out.emit(Event::Decided { tx, outcome });
+        if let Some(request) = ctx.request {
+            out.respond(request, Response::Outcome { tx, outcome });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn on_ack<R: Resource + Default>(
+        &mut self,
+        from: NodeId,
+        tx: TxId,
+        out: &mut Outbox<TwoPcNode<R>>,
+    ) -> Result<(), &'static str> {
+        let Some(ctx) = self.txs.get_mut(&tx) else {
+            return Err("ack for an unknown transaction");
+        };
+        let Phase::Committing { pending, .. } = &mut ctx.phase else {
+            return Err("ack before the decision");
+        };
+        if !pending.remove(&from) {
+            return Err("duplicate ack or ack from a non-participant");
+        }
+        if pending.is_empty() {
+            self.txs.remove(&tx);
+            // Lazy: nothing waits for it. If it is lost, recovery resends Commit and the
+            // participants ack again.
+            out.persist(Record::End { tx });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn on_decision_request<R: Resource + Default>(
+        &mut self,
+        from: NodeId,
+        tx: TxId,
+        out: &mut Outbox<TwoPcNode<R>>,
+    ) -> Result<(), &'static str> {
+        match self.txs.get(&tx).map(|c| &c.phase) {
+            // Presumed abort: no trace of the transaction means it did not commit.
+            None => out.send(from, Message::Abort { tx }),
+            Some(Phase::Committing { .. }) => out.send(from, Message::Commit { tx }),
+            // Not decided yet: the decision will be sent when taken.
+            Some(Phase::Voting { .. }) | Some(Phase::OnePc { .. }) => {
+                return Err("decision request before the decision")
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn tick<R: Resource + Default>(
+        &mut self,
+        config: &Config,
+        out: &mut Outbox<TwoPcNode<R>>,
+    ) {
+        let mut timed_out = Vec::new();
+        let mut unknown = Vec::new();
+        for (&tx, ctx) in self.txs.iter_mut() {
+            ctx.age_ticks += 1;
+            ctx.since_send_ticks += 1;
+            match &mut ctx.phase {
+                Phase::Voting { votes } => {
+                    if ctx.age_ticks >= config.vote_timeout_ticks {
+                        timed_out.push(tx);
+                    } else if ctx.since_send_ticks >= config.resend_ticks {
+                        ctx.since_send_ticks = 0;
+                        let peers = writing_participants(&ctx.writes);
+                        for (p, w) in &ctx.writes {
+                            if !votes.contains_key(p) {
+                                out.send(
+                                    *p,
+                                    Message::Prepare {
+                                        tx,
+                                        writes: w.clone(),
+                                        peers: peers.clone(),
+                                    },
+                                );
+                            }
+                        }
+                    }
+                }
+                Phase::OnePc { retries } => {
+                    if ctx.since_send_ticks >= config.resend_ticks {
+                        ctx.since_send_ticks = 0;
+                        if *retries >= config.one_phase_retries_max {
+                            unknown.push(tx);
+                        } else {
+                            *retries += 1;
+                            for (p, w) in &ctx.writes {
+                                out.send(
+                                    *p,
+                                    Message::OnePhaseCommit {
+                                        tx,
+                                        writes: w.clone(),
+                                    },
+                                );
+                            }
+                        }
+                    }
+                }
+                Phase::Committing { pending, retries } => {
+                    // A commit cannot be forgotten before it is acked, so the coordinator never
+                    // stops resending; past the retry limit it only slows down (in-doubt
+                    // participants also pull the decision themselves).
+                    let interval = if *retries < config.decision_retries_max {
+                        config.resend_ticks
+                    } else {
+                        config.resend_ticks * DECISION_BACKOFF_FACTOR
+                    };
+                    if ctx.since_send_ticks >= interval {
+                        ctx.since_send_ticks = 0;
+                        *retries = retries.saturating_add(1);
+                        for &p in pending.iter() {
+                            out.send(p, Message::Commit { tx });
+                        }
+                    }
+                }
+            }
+        }
+        for tx in timed_out {
+            self.abort(tx, out);
+        }
+        for tx in unknown {
+            if let Some(ctx) = self.txs.remove(&tx) {
+                if let Some(request) = ctx.request {
+                    out.respond(request, Response::Failed(TwoPcError::OutcomeUnknown(tx)));
+                }
+            }
+        }
+    }
+}
+
+fn writing_participants(writes: &BTreeMap<NodeId, Vec<Write>>) -> Vec<NodeId> {
+    writes
+        .iter()
+        .filter(|(_, w)| !w.is_empty())
+        .map(|(p, _)| *p)
+        .collect()
+}
+
+fn send_phase_one<R: Resource + Default>(tx: TxId, ctx: &CoordTx, out: &mut Outbox<TwoPcNode<R>>) {
+    match ctx.phase {
+        Phase::OnePc { .. } => {
+            for (p, w) in &ctx.writes {
+                out.send(
+                    *p,
+                    Message::OnePhaseCommit {
+                        tx,
+                        writes: w.clone(),
+                    },
+                );
+            }
+        }
+        _ => {
+            let peers = writing_participants(&ctx.writes);
+            for (p, w) in &ctx.writes {
+                out.send(
+                    *p,
+                    Message::Prepare {
+                        tx,
+                        writes: w.clone(),
+                        peers: peers.clone(),
+                    },
+                );
+            }
+        }
+    }
+}
