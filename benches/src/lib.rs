@@ -509,9 +509,9 @@ pub fn finding(
              count does not assume"
         }
         (true, false) => {
-            "below the paper's count with a single operation in flight, so not batching: not \
-             every node takes part in every operation (worth a look: a follower left out of \
-             replication commits nothing wrong but weakens fault tolerance)"
+            "below the paper's count with one operation in flight: the leader answers once a \
+             majority acknowledged, so a slower follower likely receives several entries in one \
+             message (records/op below the cluster size points the same way)"
         }
         (false, _) => {
             "above the paper's count: messages the steady-state count leaves out (heartbeats, \
