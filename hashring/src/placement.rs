@@ -96,12 +96,16 @@ impl<N: NodeId> JumpHash<N> {
     }
 }
 
-/// The bucket in `0..buckets` of a key hash (Lamping & Veach, Figure 1). `buckets` must be > 0.
+/// The bucket in `0..buckets` of a key hash (Lamping & Veach, Figure 1); `None` when `buckets`
+/// is 0.
 ///
 /// Its floating-point steps are IEEE-754 multiplications and divisions, exact and identical on
 /// every platform Rust supports.
 #[inline]
-pub fn jump_bucket(key_hash: u64, buckets: u32) -> u32 {
+pub fn jump_bucket(key_hash: u64, buckets: u32) -> Option<u32> {
+    if buckets == 0 {
+        return None;
+    }
     let mut key = key_hash;
     let mut b: i64 = -1;
     let mut j: i64 = 0;
@@ -110,7 +114,7 @@ pub fn jump_bucket(key_hash: u64, buckets: u32) -> u32 {
         key = key.wrapping_mul(2_862_933_555_777_941_757).wrapping_add(1);
         j = ((b + 1) as f64 * ((1u64 << 31) as f64 / ((key >> 33) + 1) as f64)) as i64;
     }
-    b as u32
+    Some(b as u32)
 }
 
 impl<N: NodeId> Placement<N> for JumpHash<N> {
@@ -122,11 +126,8 @@ impl<N: NodeId> Placement<N> for JumpHash<N> {
     }
     #[inline]
     fn locate_hash(&self, key_hash: u64) -> Option<&N> {
-        if self.ids.is_empty() {
-            return None;
-        }
-        self.ids
-            .get(jump_bucket(key_hash, self.ids.len() as u32) as usize)
+        let bucket = jump_bucket(key_hash, self.ids.len() as u32)?;
+        self.ids.get(bucket as usize)
     }
     fn node_count(&self) -> usize {
         self.ids.len()

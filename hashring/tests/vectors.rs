@@ -109,8 +109,9 @@ fn jump_vectors() {
     let h = KeyHasher::default().hash(&42u64);
     assert_eq!(
         [1, 10, 100, 1000].map(|b| jump_bucket(h, b)),
-        [0, 2, 59, 708]
+        [Some(0), Some(2), Some(59), Some(708)]
     );
+    assert_eq!(jump_bucket(h, 0), None);
 }
 
 #[test]
@@ -288,4 +289,22 @@ fn membership_round_trips_through_serde_and_deserialization_validates() {
     assert!(err.to_string().contains("duplicate"), "{err}");
     let zero = json.replacen("\"weight\":1.0", "\"weight\":0.0", 1);
     assert!(serde_json::from_str::<Membership<String>>(&zero).is_err());
+}
+
+#[test]
+fn bounded_load_vectors() {
+    // ε = 0.1 and few keys: capacities are tiny, so keys spill clockwise; the spill order is part
+    // of the pinned behaviour.
+    let ring = Ring::from_membership(&uniform()).unwrap();
+    let mut loads = BoundedLoads::new(&ring, 0.1).unwrap();
+    let ids = ids();
+    let got: Vec<usize> = keys()
+        .iter()
+        .map(|k| {
+            let n = loads.assign(k).unwrap();
+            ids.iter().position(|id| id == n).unwrap()
+        })
+        .collect();
+    // Unbounded, the same keys go to [2, 2, 2, 3, 3, 0, 4, 3, 3, 2, 4, 1] (`ring_vectors`).
+    assert_eq!(got, [2, 4, 3, 1, 3, 0, 4, 0, 2, 2, 4, 1]);
 }

@@ -19,6 +19,15 @@
 //! Each of these is checked after every step of thousands of seeded simulations with every fault
 //! of `common::sim` (the crate's `tests/` folder: one file per invariant, plus named scenarios).
 //!
+//! # Limitations
+//!
+//! - **Membership is fixed** at start ([`Config::members`], at most 64 replicas): changing the
+//!   set of acceptors (reconfiguration) is not implemented yet.
+//! - A snapshot travels in one message, so a state machine's snapshot must fit in the codec's
+//!   frame limit ([`common::codec::DECODE_BYTES_MAX`]).
+//! - Reads are served by the leader only, after one quorum round per batch of reads (no
+//!   leases: a lease would trade that round for a bound on clock drift).
+//!
 //! # Paxos in five steps, and where they live
 //!
 //! "Paxos Made Simple" describes single-decree Paxos in five steps. Multi-Paxos runs one

@@ -15,7 +15,7 @@ use tokio::sync::broadcast;
 use crate::config::Config;
 use crate::core::RaftNode;
 use crate::error::{RaftError, RecoverError};
-use crate::message::{Event, LogIndex, Metrics, Request, Response};
+use crate::message::{Event, LogIndex, Membership, Metrics, Request, Response};
 use crate::state_machine::StateMachine;
 
 /// How many times [`RaftClient`] retries a request on another node before giving up.
@@ -125,6 +125,42 @@ where
             Response::Failed(e) => Err(e.into()),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
+    }
+
+    /// Changes the membership (call on the leader): resolves once the new configuration is
+    /// committed, with the configuration now in force.
+    pub async fn change_membership(
+        &self,
+        request: Request<S::Command, S::Query>,
+    ) -> Result<Membership, ClientError> {
+        match self.inner.request(request).await? {
+            Response::MembershipChanged { membership, .. } => Ok(membership),
+            Response::Failed(e) => Err(e.into()),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Adds `node` as a learner (non-voting member).
+    pub async fn add_learner(&self, node: NodeId) -> Result<Membership, ClientError> {
+        self.change_membership(Request::AddLearner(node)).await
+    }
+
+    /// Makes `node` a voter (promotes a learner, or adds a new node).
+    pub async fn add_voter(&self, node: NodeId) -> Result<Membership, ClientError> {
+        self.change_membership(Request::AddVoter(node)).await
+    }
+
+    /// Removes `node` (the leader itself included).
+    pub async fn remove_node(&self, node: NodeId) -> Result<Membership, ClientError> {
+        self.change_membership(Request::RemoveNode(node)).await
+    }
+
+    /// Replaces the voters through joint consensus.
+    pub async fn change_voters(
+        &self,
+        voters: std::collections::BTreeSet<NodeId>,
+    ) -> Result<Membership, ClientError> {
+        self.change_membership(Request::ChangeVoters(voters)).await
     }
 
     /// Role, term, leader, commit and applied index, and per-peer replication progress.
@@ -241,6 +277,18 @@ where
             .await
     }
 
+    /// Changes the membership through the leader; see [`RaftHandle::change_membership`].
+    pub async fn change_membership(
+        &self,
+        request: Request<S::Command, S::Query>,
+    ) -> Result<Membership, ClientError> {
+        self.with_leader(|h| {
+            let r = request.clone();
+            async move { h.change_membership(r).await }
+        })
+        .await
+    }
+
     /// The leader the client currently believes in.
     pub fn leader_guess(&self) -> NodeId {
         self.leader.load(Ordering::Relaxed)
@@ -334,6 +382,46 @@ mod tests {
         let m = client.node(leader).unwrap().metrics().await.unwrap();
         assert_eq!(m.commit_index, m.applied_index);
         assert_eq!(m.progress.len(), 2);
+        client.shutdown().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn membership_changes_through_the_driver() {
+        // Node 4 starts outside the cluster (a learner in its own eyes) and joins.
+        let mut cs = configs(3);
+        for c in &mut cs {
+            c.known_nodes = vec![4];
+        }
+        let mut four = Config::new(4, vec![1, 2, 3]);
+        four.learners = vec![4];
+        cs.push(four);
+        let net = MemoryNetwork::new(3);
+        let client: RaftClient<KvStore> =
+            spawn_memory_cluster(cs, &net, DriverConfig::default()).unwrap();
+        wait_leader(&client).await;
+        client.propose(KvCommand::Nop).await.unwrap();
+        let m = client
+            .change_membership(Request::AddLearner(4))
+            .await
+            .unwrap();
+        assert!(m.learners.contains(&4));
+        let m = client
+            .change_membership(Request::AddVoter(4))
+            .await
+            .unwrap();
+        assert_eq!(m.voters.len(), 4);
+        let m = client
+            .change_membership(Request::ChangeVoters([2, 3, 4].into_iter().collect()))
+            .await
+            .unwrap();
+        assert_eq!(
+            (m.voters.into_iter().collect::<Vec<_>>(), m.voters_outgoing),
+            (vec![2, 3, 4], None)
+        );
+        // Node 1 is out (it may have been the leader); the cluster still commits.
+        client.propose(KvCommand::Nop).await.unwrap();
+        let m4 = client.node(4).unwrap().metrics().await.unwrap();
+        assert!(m4.membership.voters.contains(&4));
         client.shutdown().await.unwrap();
     }
 

@@ -88,8 +88,9 @@
 //!   with InstallSnapshot in chunks.
 //! - Leadership transfer ([`Request::TransferLeadership`], TimeoutNow).
 //! - Linearizable reads: ReadIndex, and lease reads ([`Config::lease_reads`]).
-//! - Static membership with learners ([`Config::learners`]). Membership *change* is not
-//!   implemented yet.
+//! - Membership change: single-server additions and removals ([`Request::AddVoter`],
+//!   [`Request::RemoveNode`]), learners and their promotion ([`Request::AddLearner`]), joint
+//!   consensus for arbitrary changes ([`Request::ChangeVoters`]), and removal of the leader.
 //! - Bad input (unknown senders, stale terms, impossible indexes) is rejected, logged and
 //!   counted ([`Metrics::rejected`]), never a panic.
 

@@ -18,3 +18,14 @@ fn invariants_hold_with_membership_changes_under_faults() {
     };
     run_seeds(seeds(300), &plan, all_invariants);
 }
+
+/// The same with snapshots: configurations travel inside snapshots (§7) and checkpoints.
+#[test]
+fn invariants_hold_with_membership_changes_and_snapshots_under_faults() {
+    let plan = Plan {
+        membership: true,
+        snapshot_log_entries_max: 5,
+        ..Plan::default()
+    };
+    run_seeds(seeds(200), &plan, all_invariants);
+}

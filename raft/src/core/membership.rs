@@ -133,6 +133,26 @@ impl<S: StateMachine> RaftNode<S> {
         false
     }
 
+    /// A leader whose latest configuration is a committed joint one (committed under an
+    /// earlier leader) finishes the change by appending the new configuration.
+    pub(super) fn maybe_finish_joint(&mut self, out: &mut Outbox<Self>) {
+        if self.role != Role::Leader || self.log.term(self.commit_index) != Some(self.term) {
+            return;
+        }
+        let Some((index, m)) = self.membership_history.last() else {
+            return;
+        };
+        if *index > self.commit_index || m.voters_outgoing.is_none() {
+            return;
+        }
+        let new = Membership {
+            voters: m.voters.clone(),
+            learners: m.learners.clone(),
+            voters_outgoing: None,
+        };
+        self.append_membership(new, None, out);
+    }
+
     fn append_membership(
         &mut self,
         m: Membership,

@@ -113,7 +113,7 @@ impl<S: StateMachine> RaftNode<S> {
 
     /// Answers the reads that are confirmed and applied; renews the lease.
     pub(super) fn advance_reads(&mut self, out: &mut Outbox<Self>) {
-        if self.role != Role::Leader {
+        if self.role != Role::Leader || (self.reads.is_empty() && !self.config.lease_reads) {
             return;
         }
         let confirmed = self.confirmed_read_seq();

@@ -397,6 +397,7 @@ impl<S: StateMachine> RaftNode<S> {
         if n > self.commit_index && self.log.term(n) == Some(self.term) {
             self.commit_index = n;
             self.apply_committed(out);
+            self.maybe_finish_joint(out);
         }
     }
 }

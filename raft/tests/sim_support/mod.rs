@@ -6,7 +6,8 @@
 //! torn unsynced tails, restarts, partitions and heals. Then a quiet phase without faults that
 //! must elect a leader and commit a final proposal (liveness once the network is healthy).
 //!
-//! The number of seeds per test is `SIM_SEEDS` (default in each file).
+//! The number of seeds per test is `SIM_SEEDS` (default in each file); `SIM_SEED=n` replays
+//! seed `n` alone.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -469,9 +470,18 @@ pub fn state_machine_safety(obs: &mut Observed, c: &Cluster<KvStore>) -> Result<
 
 /// Runs `seeds` seeds checking `check` after every step.
 pub fn run_seeds(seeds: u64, plan: &Plan, mut make: impl FnMut() -> Check) {
+    // `SIM_SEED=n` replays one seed (the failure message names it).
+    let range = match std::env::var("SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        Some(seed) => seed..seed + 1,
+        None => 0..seeds,
+    };
+    let seeds = range.end - range.start;
     let mut busy = 0;
     let mut snapshots = 0;
-    for seed in 0..seeds {
+    for seed in range {
         let mut check = make();
         let stats = run(seed, plan, &mut *check);
         if stats.applied_during_faults >= 5 {
