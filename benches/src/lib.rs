@@ -14,7 +14,17 @@
 //! warm-up period (discarded), then for the measured period. Latencies go into an HDR histogram;
 //! the driver counters of every node ([`DriverStats`]) are read before and after the measured
 //! period to give messages, bytes and syncs per operation. The result is a [`Row`];
-//! [`render_table`] prints the rows.
+//! [`render_table`] prints the rows. Beside each row stands the paper's cost of one operation
+//! ([`Contender::theory`], [`Theory`]); a measured message count more than
+//! [`THEORY_TOLERANCE`] away from it becomes a [`finding`].
+//!
+//! The crash scenario ([`measure_crash`], [`Plan::run_faults`]) runs a closed loop, crashes the
+//! leader or coordinator a third of the way in ([`Cluster::crash_leader`]: its driver stops and
+//! it stays down) and reports the window of unavailability (from the crash to the first
+//! acknowledgement of an operation issued after it) and the operations blocked or failed in it.
+//! A request in flight at the crashed node fails at once (its driver answers that it stopped),
+//! so such requests count as failed, not blocked; every client retries after 1 ms, so `failed`
+//! counts attempts.
 //!
 //! # Adding a protocol
 //!
