@@ -1246,8 +1246,10 @@ impl Report {
     }
 }
 
-/// Size of the chart, in pixels.
+/// Smallest size of the chart, in pixels.
 pub const CHART_SIZE: (u32, u32) = (1600, 800);
+/// Width given to each bar of the chart, in pixels, so its label fits beneath it.
+pub const CHART_BAR_WIDTH: u32 = 115;
 
 /// Renders an SVG chart of `rows`: throughput (top) and p99 latency (bottom), one bar per row.
 pub fn render_svg(rows: &[Row]) -> Result<String, BenchError> {
@@ -1266,7 +1268,10 @@ pub fn render_svg(rows: &[Row]) -> Result<String, BenchError> {
         .collect();
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, CHART_SIZE).into_drawing_area();
+        let width = CHART_SIZE
+            .0
+            .max(CHART_BAR_WIDTH.saturating_mul(u32::try_from(rows.len()).unwrap_or(u32::MAX)));
+        let root = SVGBackend::with_string(&mut svg, (width, CHART_SIZE.1)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| err(&e))?;
         let panels = root.split_evenly((2, 1));
         let figures: [(&str, Vec<f64>, RGBColor); 2] = [
