@@ -28,6 +28,10 @@ impl Contender for Demo {
         "demo"
     }
 
+    fn theory(&self, nodes: usize) -> crate::Theory {
+        crate::Theory::replicated_log(nodes)
+    }
+
     async fn start(&self, spec: &ClusterSpec) -> Result<Arc<dyn Cluster>, BenchError> {
         let nodes = Nodes::start(spec, |id, members| DemoConfig::new(id, members.to_vec())).await?;
         // Every node serves at once: there is no leader to wait for.

@@ -14,7 +14,17 @@
 //! warm-up period (discarded), then for the measured period. Latencies go into an HDR histogram;
 //! the driver counters of every node ([`DriverStats`]) are read before and after the measured
 //! period to give messages, bytes and syncs per operation. The result is a [`Row`];
-//! [`render_table`] prints the rows.
+//! [`render_table`] prints the rows. Beside each row stands the paper's cost of one operation
+//! ([`Contender::theory`], [`Theory`]); a measured message count more than
+//! [`THEORY_TOLERANCE`] away from it becomes a [`finding`].
+//!
+//! The crash scenario ([`measure_crash`], [`Plan::run_faults`]) runs a closed loop, crashes the
+//! leader or coordinator a third of the way in ([`Cluster::crash_leader`]: its driver stops and
+//! it stays down) and reports the window of unavailability (from the crash to the first
+//! acknowledgement of an operation issued after it) and the operations blocked or failed in it.
+//! A request in flight at the crashed node fails at once (its driver answers that it stopped),
+//! so such requests count as failed, not blocked; every client retries after 1 ms, so `failed`
+//! counts attempts.
 //!
 //! # Adding a protocol
 //!
@@ -56,7 +66,7 @@ pub mod twopc;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -183,6 +193,9 @@ pub trait Contender: Send + Sync {
     /// The protocol's name in tables ("raft", "2pc", ...).
     fn name(&self) -> &'static str;
 
+    /// What the protocol's paper states an operation costs on a cluster of `nodes` nodes.
+    fn theory(&self, nodes: usize) -> Theory;
+
     /// Starts a cluster of this protocol and returns once it can serve operations.
     async fn start(&self, spec: &ClusterSpec) -> Result<Arc<dyn Cluster>, BenchError>;
 }
@@ -197,8 +210,46 @@ pub trait Cluster: Send + Sync {
     /// The driver counters of every node, summed.
     fn stats(&self) -> DriverStats;
 
-    /// Stops every node.
+    /// Crashes (stops for good) the node that leads or coordinates, for the fault scenario;
+    /// returns its id, or `None` when the adapter does not support the scenario. Later
+    /// operations must avoid the crashed node where the protocol allows it.
+    async fn crash_leader(&self) -> Result<Option<NodeId>, BenchError> {
+        Ok(None)
+    }
+
+    /// Stops every node that is still running.
     async fn shutdown(&self) -> Result<(), BenchError>;
+}
+
+/// What a protocol's paper states one operation costs in the steady state, without batching.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct Theory {
+    /// One-way message delays from the node receiving the request (leader, coordinator) until
+    /// it can answer.
+    pub message_delays: u32,
+    /// Messages sent by all nodes per operation.
+    pub messages_per_op: f64,
+}
+
+impl Theory {
+    /// A replicated log with a stable leader (Raft, Multi-Paxos phase 2): the leader sends the
+    /// entry to the `n - 1` others and each answers: 2 message delays, `2(n - 1)` messages.
+    pub fn replicated_log(nodes: usize) -> Theory {
+        Theory {
+            message_delays: 2,
+            messages_per_op: 2.0 * nodes.saturating_sub(1) as f64,
+        }
+    }
+
+    /// An atomic commitment protocol with one coordinator and `nodes - 1` participants that
+    /// exchanges `rounds` request/answer rounds with each participant (2PC: 2 rounds, 4 delays,
+    /// 4 messages per participant; 3PC: 3 rounds, 6 delays, 6 messages per participant).
+    pub fn commit_rounds(nodes: usize, rounds: u32) -> Theory {
+        Theory {
+            message_delays: 2 * rounds,
+            messages_per_op: 2.0 * rounds as f64 * nodes.saturating_sub(1) as f64,
+        }
+    }
 }
 
 /// Bytes of the command every replicated-log protocol (Raft, Multi-Paxos) proposes per operation.
@@ -216,13 +267,21 @@ pub fn command(client: usize, seq: u64) -> [u8; COMMAND_BYTES] {
 
 /// Every protocol registered in the shootout.
 pub fn contenders() -> Vec<Box<dyn Contender>> {
-    vec![Box::new(demo::Demo)]
+    vec![
+        Box::new(demo::Demo),
+        Box::new(raft::Raft),
+        Box::new(paxos::MultiPaxos),
+        Box::new(twopc::TwoPc),
+        Box::new(threepc::ThreePc),
+    ]
 }
 
 /// The nodes of one cluster, each run by the driver over the requested transport and storage.
 pub struct Nodes<N: Node> {
     /// One handle per node, in id order (`handles[i]` is node `i + 1`).
     pub handles: Vec<NodeHandle<N>>,
+    /// `crashed[i]`: node `handles[i]` was crashed by the fault scenario.
+    crashed: Vec<AtomicBool>,
     /// Holds the write-ahead logs' directory of a durable run until the cluster is dropped.
     _dir: Option<tempfile::TempDir>,
 }
@@ -280,7 +339,12 @@ impl<N: Node> Nodes<N> {
                 }
             }
         }
-        Ok(Self { handles, _dir: dir })
+        let crashed = handles.iter().map(|_| AtomicBool::new(false)).collect();
+        Ok(Self {
+            handles,
+            crashed,
+            _dir: dir,
+        })
     }
 
     /// The driver counters of every node, summed.
@@ -288,10 +352,40 @@ impl<N: Node> Nodes<N> {
         self.handles.iter().map(|h| h.stats()).sum()
     }
 
-    /// Shuts every node down; reports the first error.
+    /// Whether `handles[i]` was crashed.
+    pub fn is_crashed(&self, i: usize) -> bool {
+        self.crashed
+            .get(i)
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
+    /// The first node after `handles[i]` (cyclically) that was not crashed.
+    pub fn next_live(&self, i: usize) -> usize {
+        let n = self.handles.len().max(1);
+        (1..=n)
+            .map(|d| (i + d) % n)
+            .find(|&j| !self.is_crashed(j))
+            .unwrap_or(i % n)
+    }
+
+    /// Crashes `handles[i]`: its driver stops at once, without a goodbye to its peers (they
+    /// only notice its silence), and it stays down. Returns its id.
+    pub async fn crash(&self, i: usize) -> NodeId {
+        if let Some(c) = self.crashed.get(i) {
+            c.store(true, Ordering::Relaxed);
+        }
+        // A node already stopped is as crashed as it gets: the error is not interesting.
+        let _ = self.handles[i].shutdown().await;
+        self.handles[i].id()
+    }
+
+    /// Shuts every node down (but the crashed ones); reports the first error.
     pub async fn shutdown(&self) -> Result<(), BenchError> {
         let mut first = Ok(());
-        for handle in &self.handles {
+        for (i, handle) in self.handles.iter().enumerate() {
+            if self.is_crashed(i) {
+                continue;
+            }
             if let Err(e) = handle.shutdown().await {
                 if first.is_ok() {
                     first = Err(BenchError::Driver(e));
@@ -392,8 +486,54 @@ pub struct Row {
     pub msgs_per_op: f64,
     /// Bytes of those messages per acknowledged operation.
     pub bytes_per_op: f64,
+    /// Records appended to storage by all nodes per acknowledged operation.
+    pub records_per_op: f64,
     /// Storage syncs of all nodes per acknowledged operation.
     pub syncs_per_op: f64,
+    /// What the paper states: message delays and messages per operation.
+    pub theory: Theory,
+    /// How the measured messages per operation compare with [`Row::theory`], when they differ.
+    pub finding: Option<String>,
+}
+
+/// Relative difference between measured and theoretical messages per operation below which they
+/// are said to match (heartbeats and the last acknowledgements in flight blur the count a bit).
+pub const THEORY_TOLERANCE: f64 = 0.10;
+
+/// Compares measured messages per operation with the paper's; `None` when they match within
+/// [`THEORY_TOLERANCE`].
+pub fn finding(
+    protocol: &str,
+    nodes: usize,
+    concurrency: usize,
+    measured: f64,
+    theory: &Theory,
+) -> Option<String> {
+    let expected = theory.messages_per_op;
+    if expected <= 0.0 || (measured - expected).abs() <= THEORY_TOLERANCE * expected {
+        return None;
+    }
+    let why = match (measured < expected, concurrency > 1) {
+        (true, true) => {
+            "below the paper's count: with several operations in flight one message carries \
+             many commands or acknowledgements (batching), which the paper's per-operation \
+             count does not assume"
+        }
+        (true, false) => {
+            "below the paper's count with one operation in flight: the leader answers once a \
+             majority acknowledged, so a slower follower likely receives several entries in one \
+             message (records/op below the cluster size points the same way)"
+        }
+        (false, _) => {
+            "above the paper's count: messages the steady-state count leaves out (heartbeats, \
+             commit notifications, retries, extra acknowledgement rounds) cost more than one per \
+             operation"
+        }
+    };
+    Some(format!(
+        "{protocol}, {nodes} nodes, {concurrency} clients: {measured:.2} messages/op measured vs \
+         {expected:.0} in theory, {why}"
+    ))
 }
 
 fn per_op(total: u64, ops: u64) -> f64 {
@@ -420,7 +560,17 @@ pub async fn measure(
     let (histogram, ops, errors, elapsed, stats) = result?;
     stopped?;
     let us = |ns: u64| ns as f64 / 1_000.0;
+    let theory = contender.theory(spec.nodes);
+    let msgs_per_op = per_op(stats.messages_sent, ops);
     Ok(Row {
+        finding: finding(
+            contender.name(),
+            spec.nodes,
+            workload.concurrency,
+            msgs_per_op,
+            &theory,
+        ),
+        theory,
         protocol: contender.name().to_string(),
         transport: spec.transport,
         durable: spec.durable,
@@ -437,8 +587,9 @@ pub async fn measure(
         p50_us: us(histogram.value_at_quantile(0.50)),
         p99_us: us(histogram.value_at_quantile(0.99)),
         max_us: us(histogram.max()),
-        msgs_per_op: per_op(stats.messages_sent, ops),
+        msgs_per_op,
         bytes_per_op: per_op(stats.bytes_sent, ops),
+        records_per_op: per_op(stats.records_persisted, ops),
         syncs_per_op: per_op(stats.syncs, ops),
     })
 }
@@ -544,7 +695,7 @@ async fn closed_loop(
 }
 
 /// The table's column headers.
-pub const COLUMNS: [&str; 14] = [
+pub const COLUMNS: [&str; 17] = [
     "protocol",
     "transport",
     "storage",
@@ -558,7 +709,10 @@ pub const COLUMNS: [&str; 14] = [
     "max µs",
     "msgs/op",
     "bytes/op",
+    "records/op",
     "syncs/op",
+    "theory delays",
+    "theory msgs/op",
 ];
 
 /// The cells of `row`, in the order of [`COLUMNS`].
@@ -577,7 +731,10 @@ pub fn cells(row: &Row) -> [String; COLUMNS.len()] {
         format!("{:.1}", row.max_us),
         format!("{:.2}", row.msgs_per_op),
         format!("{:.1}", row.bytes_per_op),
+        format!("{:.2}", row.records_per_op),
         format!("{:.2}", row.syncs_per_op),
+        row.theory.message_delays.to_string(),
+        format!("{:.0}", row.theory.messages_per_op),
     ]
 }
 
@@ -649,6 +806,8 @@ pub struct Plan {
     pub durable: bool,
     /// Seed of the protocols' and the network's randomness.
     pub seed: u64,
+    /// Length of each crash-scenario run ([`measure_crash`]); zero skips the scenario.
+    pub fault_duration: Duration,
 }
 
 impl Plan {
@@ -710,6 +869,459 @@ impl Plan {
         }
         Ok(rows)
     }
+
+    /// Runs the crash scenario ([`measure_crash`]) for every selected protocol and cluster size,
+    /// over the first transport, with the largest concurrency level. Protocols whose adapter
+    /// cannot crash a node are left out.
+    pub async fn run_faults(&self, progress: &ProgressBar) -> Result<Vec<FaultRow>, BenchError> {
+        let mut rows = Vec::new();
+        if self.fault_duration.is_zero() {
+            return Ok(rows);
+        }
+        let transport = self
+            .transports
+            .first()
+            .copied()
+            .unwrap_or(TransportKind::Memory);
+        let concurrency = self.concurrency.iter().copied().max().unwrap_or(1);
+        for contender in self.contenders()? {
+            for &nodes in &self.cluster_sizes {
+                progress.set_message(format!(
+                    "crash scenario: {} over {}, {nodes} nodes, {concurrency} clients",
+                    contender.name(),
+                    transport.name()
+                ));
+                let spec = ClusterSpec {
+                    nodes,
+                    transport,
+                    durable: self.durable,
+                    seed: self.seed,
+                };
+                let row = measure_crash(
+                    contender.as_ref(),
+                    &spec,
+                    concurrency,
+                    self.fault_duration,
+                    progress,
+                )
+                .await?;
+                if row.crashed.is_some() {
+                    rows.push(row);
+                }
+            }
+        }
+        Ok(rows)
+    }
+}
+
+/// Longest an operation may take in the fault scenario before it counts as failed (a request
+/// stuck at a crashed node must not stall the closed loop).
+pub const FAULT_OP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The outcome of the crash scenario for one protocol and cluster size: the leader (or
+/// coordinator) is crashed a third of the way into a closed-loop run and stays down.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct FaultRow {
+    /// The protocol ([`Contender::name`]).
+    pub protocol: String,
+    /// The transport.
+    pub transport: TransportKind,
+    /// Cluster size.
+    pub nodes: usize,
+    /// Clients in the closed loop.
+    pub concurrency: usize,
+    /// The node crashed; `None` when the adapter does not support the scenario.
+    pub crashed: Option<NodeId>,
+    /// Operations acknowledged before the crash.
+    pub ops_before: u64,
+    /// Operations acknowledged after the cluster recovered.
+    pub ops_after: u64,
+    /// Milliseconds from the crash until the first acknowledgement of an operation issued after
+    /// it; `None` when the cluster did not recover before the run ended.
+    pub unavailable_ms: Option<f64>,
+    /// Operations in flight across the outage that were acknowledged only once it ended.
+    pub blocked: u64,
+    /// Operations that failed (error or [`FAULT_OP_TIMEOUT`]) between the crash and the recovery
+    /// (or the end of the run).
+    pub failed: u64,
+    /// What happened, in words.
+    pub note: String,
+}
+
+/// Runs the crash scenario: `concurrency` clients in a closed loop for `duration`; a third of the
+/// way in, [`Cluster::crash_leader`] crashes the leader or coordinator for good.
+pub async fn measure_crash(
+    contender: &dyn Contender,
+    spec: &ClusterSpec,
+    concurrency: usize,
+    duration: Duration,
+    progress: &ProgressBar,
+) -> Result<FaultRow, BenchError> {
+    spec.validate()?;
+    Workload {
+        concurrency,
+        warmup: Duration::ZERO,
+        duration,
+        ops_max: None,
+    }
+    .validate()?;
+    let cluster = contender.start(spec).await?;
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut clients = tokio::task::JoinSet::new();
+    for client in 0..concurrency {
+        let cluster = cluster.clone();
+        let progress = progress.clone();
+        clients.spawn(async move {
+            // (issued, answered, acknowledged) of every operation of this client.
+            let mut ops: Vec<(Instant, Instant, bool)> = Vec::new();
+            for seq in 0.. {
+                let t0 = Instant::now();
+                if t0 >= deadline {
+                    break;
+                }
+                let ok = matches!(
+                    tokio::time::timeout(FAULT_OP_TIMEOUT, cluster.run_op(client, seq)).await,
+                    Ok(Ok(()))
+                );
+                ops.push((t0, Instant::now(), ok));
+                if ok {
+                    progress.inc(1);
+                } else {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            ops
+        });
+    }
+    tokio::time::sleep(duration / 3).await;
+    let crashed = cluster.crash_leader().await;
+    let crash_at = Instant::now();
+    let mut ops = Vec::new();
+    while let Some(joined) = clients.join_next().await {
+        ops.extend(joined.map_err(|e| BenchError::Op(format!("a client task failed: {e}")))?);
+    }
+    let stopped = cluster.shutdown().await;
+    let crashed = crashed?;
+    stopped?;
+    let recovered_at = ops
+        .iter()
+        .filter(|(issued, _, ok)| *ok && *issued >= crash_at)
+        .map(|&(_, answered, _)| answered)
+        .min();
+    let end = recovered_at.unwrap_or_else(Instant::now);
+    let ops_before = ops
+        .iter()
+        .filter(|(_, answered, ok)| *ok && *answered < crash_at)
+        .count() as u64;
+    let ops_after = ops
+        .iter()
+        .filter(|(_, answered, ok)| *ok && recovered_at.is_some_and(|r| *answered >= r))
+        .count() as u64;
+    let blocked = ops
+        .iter()
+        .filter(|(issued, answered, ok)| *ok && *issued < crash_at && *answered >= end)
+        .count() as u64;
+    let failed = ops
+        .iter()
+        .filter(|(_, answered, ok)| !*ok && *answered >= crash_at && *answered <= end)
+        .count() as u64;
+    let unavailable_ms = recovered_at.map(|r| r.duration_since(crash_at).as_secs_f64() * 1e3);
+    let note = match (crashed, unavailable_ms) {
+        (None, _) => "the adapter cannot crash a node".to_string(),
+        (Some(id), Some(ms)) => {
+            format!("node {id} crashed; a new leader served again after {ms:.0} ms")
+        }
+        (Some(id), None) => format!(
+            "node {id} crashed; no operation completed afterwards: nothing takes over from a \
+             crashed coordinator (it does not restart in this scenario), so the protocol blocks"
+        ),
+    };
+    Ok(FaultRow {
+        protocol: contender.name().to_string(),
+        transport: spec.transport,
+        nodes: spec.nodes,
+        concurrency,
+        crashed,
+        ops_before,
+        ops_after,
+        unavailable_ms,
+        blocked,
+        failed,
+        note,
+    })
+}
+
+/// The fault table's column headers.
+pub const FAULT_COLUMNS: [&str; 9] = [
+    "protocol",
+    "transport",
+    "nodes",
+    "clients",
+    "crashed",
+    "ops before",
+    "unavailable ms",
+    "blocked",
+    "failed",
+];
+
+fn fault_cells(row: &FaultRow) -> [String; FAULT_COLUMNS.len()] {
+    [
+        row.protocol.clone(),
+        row.transport.name().to_string(),
+        row.nodes.to_string(),
+        row.concurrency.to_string(),
+        row.crashed.map_or("-".into(), |id| format!("node {id}")),
+        row.ops_before.to_string(),
+        row.unavailable_ms
+            .map_or("not recovered".into(), |ms| format!("{ms:.0}")),
+        row.blocked.to_string(),
+        row.failed.to_string(),
+    ]
+}
+
+/// Renders rows of any table as Markdown; the first `names` columns are left-aligned.
+fn markdown_table(columns: &[&str], body: &[Vec<String>], names: usize) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "| {} |", columns.join(" | "));
+    let align: Vec<&str> = (0..columns.len())
+        .map(|i| if i < names { "---" } else { "---:" })
+        .collect();
+    let _ = writeln!(out, "| {} |", align.join(" | "));
+    for cells in body {
+        let _ = writeln!(out, "| {} |", cells.join(" | "));
+    }
+    out
+}
+
+/// Renders rows of any table as aligned text; the first `names` columns are left-aligned.
+fn text_table(columns: &[&str], body: &[Vec<String>], names: usize) -> String {
+    let mut widths: Vec<usize> = columns.iter().map(|c| c.chars().count()).collect();
+    for cells in body {
+        for (w, cell) in widths.iter_mut().zip(cells) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[String]| {
+        let mut text = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            let pad = w - cell.chars().count();
+            if i < names {
+                let _ = write!(text, "{cell}{:pad$}  ", "");
+            } else {
+                let _ = write!(text, "{:pad$}{cell}  ", "");
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(&columns.iter().map(|c| c.to_string()).collect::<Vec<_>>());
+    for cells in body {
+        line(cells);
+    }
+    out
+}
+
+/// Renders the fault rows as aligned text (or Markdown).
+pub fn render_faults(rows: &[FaultRow], markdown: bool) -> String {
+    let body: Vec<Vec<String>> = rows.iter().map(|r| fault_cells(r).to_vec()).collect();
+    let mut out = if markdown {
+        markdown_table(&FAULT_COLUMNS, &body, 2)
+    } else {
+        text_table(&FAULT_COLUMNS, &body, 2)
+    };
+    out.push('\n');
+    for row in rows {
+        let _ = writeln!(
+            out,
+            "{}{}, {} nodes: {}",
+            if markdown { "- " } else { "  " },
+            row.protocol,
+            row.nodes,
+            row.note
+        );
+    }
+    out
+}
+
+/// The findings of `rows`: every mismatch between measured and theoretical messages per
+/// operation.
+pub fn findings(rows: &[Row]) -> Vec<String> {
+    rows.iter().filter_map(|r| r.finding.clone()).collect()
+}
+
+/// The machine a report was produced on.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Machine {
+    /// Logical cores available to the process.
+    pub cores: usize,
+    /// Operating system and architecture (`linux x86_64`).
+    pub os: String,
+    /// The kernel release, when `uname -r` answers.
+    pub kernel: Option<String>,
+    /// `rustc --version`, when a compiler is on the path.
+    pub rustc: Option<String>,
+}
+
+impl Machine {
+    /// Describes the machine the process runs on.
+    pub fn describe() -> Machine {
+        let run = |cmd: &str, arg: &str| {
+            std::process::Command::new(cmd)
+                .arg(arg)
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .and_then(|o| String::from_utf8(o.stdout).ok())
+                .map(|s| s.trim().to_string())
+        };
+        Machine {
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+            kernel: run("uname", "-r"),
+            rustc: run("rustc", "--version"),
+        }
+    }
+}
+
+/// Every figure of one shootout run, as written to the JSON file.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Report {
+    /// Where it ran.
+    pub machine: Machine,
+    /// Transports, storage, durations, in words.
+    pub setup: String,
+    /// The steady-state measurements.
+    pub rows: Vec<Row>,
+    /// Mismatches between measured and theoretical message counts.
+    pub findings: Vec<String>,
+    /// The crash scenario (empty when not run).
+    pub faults: Vec<FaultRow>,
+    /// The consistent-hashing comparison (empty when not run).
+    pub hashring: Vec<hashring::Row>,
+}
+
+impl Report {
+    /// Renders the whole report as Markdown: setup, table, findings, faults, hashring.
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "# Shootout\n");
+        let _ = writeln!(
+            out,
+            "Machine: {} cores, {}{}{}. {}\n",
+            self.machine.cores,
+            self.machine.os,
+            self.machine
+                .kernel
+                .as_ref()
+                .map_or(String::new(), |k| format!(", kernel {k}")),
+            self.machine
+                .rustc
+                .as_ref()
+                .map_or(String::new(), |r| format!(", {r}")),
+            self.setup
+        );
+        out.push_str(&render_markdown(&self.rows));
+        if !self.findings.is_empty() {
+            let _ = writeln!(out, "\n## Findings: measurement against theory\n");
+            for f in &self.findings {
+                let _ = writeln!(out, "- {f}");
+            }
+        }
+        if !self.faults.is_empty() {
+            let _ = writeln!(out, "\n## Crash of the leader or coordinator\n");
+            out.push_str(&render_faults(&self.faults, true));
+        }
+        if !self.hashring.is_empty() {
+            let _ = writeln!(out, "\n## Consistent hashing\n\n```text");
+            out.push_str(&hashring::format_table(&self.hashring));
+            let _ = writeln!(out, "```");
+        }
+        out
+    }
+
+    /// Renders every figure as pretty-printed JSON.
+    pub fn json(&self) -> Result<String, BenchError> {
+        serde_json::to_string_pretty(self).map_err(|e| BenchError::Invalid(format!("json: {e}")))
+    }
+}
+
+/// Smallest size of the chart, in pixels.
+pub const CHART_SIZE: (u32, u32) = (1600, 800);
+/// Width given to each bar of the chart, in pixels, so its label fits beneath it.
+pub const CHART_BAR_WIDTH: u32 = 115;
+
+/// Renders an SVG chart of `rows`: throughput (top) and p99 latency (bottom), one bar per row.
+pub fn render_svg(rows: &[Row]) -> Result<String, BenchError> {
+    use plotters::prelude::*;
+    let err = |e: &dyn std::fmt::Display| BenchError::Invalid(format!("chart: {e}"));
+    let labels: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let tcp = if r.transport == TransportKind::Tcp {
+                " tcp"
+            } else {
+                ""
+            };
+            format!("{} {}n {}c{tcp}", r.protocol, r.nodes, r.concurrency)
+        })
+        .collect();
+    let mut svg = String::new();
+    {
+        let width = CHART_SIZE
+            .0
+            .max(CHART_BAR_WIDTH.saturating_mul(u32::try_from(rows.len()).unwrap_or(u32::MAX)));
+        let root = SVGBackend::with_string(&mut svg, (width, CHART_SIZE.1)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let panels = root.split_evenly((2, 1));
+        let figures: [(&str, Vec<f64>, RGBColor); 2] = [
+            (
+                "throughput (acknowledged ops/s, higher is better)",
+                rows.iter().map(|r| r.ops_per_sec).collect(),
+                RGBColor(31, 119, 180),
+            ),
+            (
+                "p99 latency (µs, lower is better)",
+                rows.iter().map(|r| r.p99_us).collect(),
+                RGBColor(214, 39, 40),
+            ),
+        ];
+        for (panel, (title, values, color)) in panels.iter().zip(figures) {
+            let top = values.iter().cloned().fold(0.0_f64, f64::max).max(1.0) * 1.1;
+            let mut chart = ChartBuilder::on(panel)
+                .caption(title, ("sans-serif", 20))
+                .margin(10)
+                .x_label_area_size(60)
+                .y_label_area_size(80)
+                .build_cartesian_2d((0..values.len()).into_segmented(), 0.0..top)
+                .map_err(|e| err(&e))?;
+            chart
+                .configure_mesh()
+                .disable_x_mesh()
+                .x_labels(values.len().max(1))
+                .x_label_style(("sans-serif", 10))
+                .x_label_formatter(&|v| match v {
+                    SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
+                        labels.get(*i).cloned().unwrap_or_default()
+                    }
+                    SegmentValue::Last => String::new(),
+                })
+                .y_label_formatter(&|v| format!("{v:.0}"))
+                .draw()
+                .map_err(|e| err(&e))?;
+            chart
+                .draw_series(
+                    Histogram::vertical(&chart)
+                        .style(color.filled())
+                        .margin(6)
+                        .data(values.iter().enumerate().map(|(i, v)| (i, *v))),
+                )
+                .map_err(|e| err(&e))?;
+        }
+        root.present().map_err(|e| err(&e))?;
+    }
+    Ok(svg)
 }
 
 #[cfg(test)]
@@ -732,7 +1344,10 @@ mod tests {
             max_us: 1000.0,
             msgs_per_op: 4.0,
             bytes_per_op: 40.5,
+            records_per_op: 1.0,
             syncs_per_op: 0.5,
+            theory: Theory::replicated_log(5),
+            finding: None,
         }
     }
 

@@ -66,6 +66,10 @@ impl Contender for MultiPaxos {
         "multi-paxos"
     }
 
+    fn theory(&self, nodes: usize) -> crate::Theory {
+        crate::Theory::replicated_log(nodes)
+    }
+
     async fn start(&self, spec: &ClusterSpec) -> Result<Arc<dyn Cluster>, BenchError> {
         let seed = spec.seed;
         let nodes = Nodes::start(spec, move |id, members| {
@@ -94,31 +98,66 @@ impl Contender for MultiPaxos {
     }
 }
 
+impl PaxosCluster {
+    /// Waits until a live replica reports itself leader; returns its index.
+    async fn wait_for_leader(&self, wait: Duration) -> Result<usize, BenchError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            for (i, h) in self.nodes.handles.iter().enumerate() {
+                if self.nodes.is_crashed(i) {
+                    continue;
+                }
+                if let Ok(metrics) = h.metrics().await {
+                    if metrics.is_leader {
+                        return Ok(i);
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(BenchError::NotReady("no leader elected".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
 #[async_trait]
 impl Cluster for PaxosCluster {
     async fn run_op(&self, client: usize, seq: u64) -> Result<(), BenchError> {
         let n = self.nodes.handles.len();
         let i = self.leader.load(Ordering::Relaxed) % n;
+        let next = self.nodes.next_live(i);
         let request = Request::Propose {
             command: command(client, seq),
             session: None,
         };
-        match self.nodes.handles[i].request(request).await? {
-            Response::Applied { .. } => Ok(()),
-            Response::Failed(Error::NotLeader { leader }) => {
-                let next = leader
+        match self.nodes.handles[i].request(request).await {
+            Ok(Response::Applied { .. }) => Ok(()),
+            Ok(Response::Failed(Error::NotLeader { leader })) => {
+                let to = leader
                     .and_then(|l| self.nodes.handles.iter().position(|h| h.id() == l))
-                    .unwrap_or((i + 1) % n);
-                self.leader.store(next, Ordering::Relaxed);
+                    .filter(|&j| !self.nodes.is_crashed(j))
+                    .unwrap_or(next);
+                self.leader.store(to, Ordering::Relaxed);
                 Err(BenchError::Op("not the leader".into()))
             }
-            Response::Failed(e) => Err(BenchError::Op(e.to_string())),
-            Response::Read(_) => Err(BenchError::Op("unexpected read answer".into())),
+            Ok(Response::Failed(e)) => Err(BenchError::Op(e.to_string())),
+            Ok(Response::Read(_)) => Err(BenchError::Op("unexpected read answer".into())),
+            Err(e) => {
+                // The replica is gone (crashed in the fault scenario): try the next live one.
+                self.leader.store(next, Ordering::Relaxed);
+                Err(BenchError::Driver(e))
+            }
         }
     }
 
     fn stats(&self) -> DriverStats {
         self.nodes.stats()
+    }
+
+    async fn crash_leader(&self) -> Result<Option<common::NodeId>, BenchError> {
+        let leader = self.wait_for_leader(LEADER_WAIT).await?;
+        Ok(Some(self.nodes.crash(leader).await))
     }
 
     async fn shutdown(&self) -> Result<(), BenchError> {

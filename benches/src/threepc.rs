@@ -211,6 +211,10 @@ impl Contender for ThreePc {
         "3pc"
     }
 
+    fn theory(&self, nodes: usize) -> crate::Theory {
+        crate::Theory::commit_rounds(nodes, 3)
+    }
+
     async fn start(&self, spec: &ClusterSpec) -> Result<Arc<dyn Cluster>, BenchError> {
         if spec.nodes < 2 {
             return Err(BenchError::Invalid(
@@ -245,6 +249,12 @@ impl Cluster for ThreePcCluster {
 
     fn stats(&self) -> DriverStats {
         self.nodes.stats()
+    }
+
+    /// Crashes the coordinator (node 1) for good. Nothing takes its place: a blocked
+    /// transaction waits for it, which is the scenario's point.
+    async fn crash_leader(&self) -> Result<Option<NodeId>, BenchError> {
+        Ok(Some(self.nodes.crash(0).await))
     }
 
     async fn shutdown(&self) -> Result<(), BenchError> {

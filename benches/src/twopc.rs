@@ -210,6 +210,10 @@ impl Contender for TwoPc {
         "2pc"
     }
 
+    fn theory(&self, nodes: usize) -> crate::Theory {
+        crate::Theory::commit_rounds(nodes, 2)
+    }
+
     async fn start(&self, spec: &ClusterSpec) -> Result<Arc<dyn Cluster>, BenchError> {
         if spec.nodes < 2 {
             return Err(BenchError::Invalid(
@@ -244,6 +248,12 @@ impl Cluster for TwoPcCluster {
 
     fn stats(&self) -> DriverStats {
         self.nodes.stats()
+    }
+
+    /// Crashes the coordinator (node 1) for good. Nothing takes its place: a blocked
+    /// transaction waits for it, which is the scenario's point.
+    async fn crash_leader(&self) -> Result<Option<NodeId>, BenchError> {
+        Ok(Some(self.nodes.crash(0).await))
     }
 
     async fn shutdown(&self) -> Result<(), BenchError> {

@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use benches::{
-    cells, render_json, render_markdown, render_table, Plan, TransportKind, Workload, COLUMNS,
+    cells, findings, render_faults, render_json, render_markdown, render_svg, render_table,
+    Machine, Plan, Report, TransportKind, Workload, COLUMNS,
 };
 use indicatif::ProgressBar;
 
@@ -26,11 +27,23 @@ async fn every_protocol_completes_on_every_transport_with_every_column_filled() 
         },
         durable: false,
         seed: 3,
+        fault_duration: Duration::ZERO,
     };
     let progress = ProgressBar::hidden();
     let rows = plan.run(&progress).await.unwrap();
     assert_eq!(rows.len(), plan.measurements().unwrap());
-    assert!(!rows.is_empty());
+    let names: Vec<&str> = plan
+        .contenders()
+        .unwrap()
+        .iter()
+        .map(|c| c.name())
+        .collect();
+    for wanted in ["raft", "multi-paxos", "2pc", "3pc"] {
+        assert!(
+            names.contains(&wanted),
+            "{wanted} is not registered: {names:?}"
+        );
+    }
     for contender in plan.contenders().unwrap() {
         for transport in &plan.transports {
             assert!(
@@ -49,6 +62,10 @@ async fn every_protocol_completes_on_every_transport_with_every_column_filled() 
         assert!(row.p50_us > 0.0 && row.p50_us <= row.p99_us && row.p99_us <= row.max_us);
         assert!(row.msgs_per_op > 0.0, "{row:?}");
         assert!(row.bytes_per_op > row.msgs_per_op, "{row:?}");
+        assert!(row.records_per_op > 0.0, "{row:?}");
+        assert!(row.syncs_per_op > 0.0, "{row:?}");
+        assert!(row.theory.message_delays >= 2, "{row:?}");
+        assert!(row.theory.messages_per_op > 0.0, "{row:?}");
         assert!(cells(row).iter().all(|c| !c.is_empty()));
     }
     assert_eq!(progress.position(), OPS * rows.len() as u64);
@@ -67,6 +84,58 @@ async fn every_protocol_completes_on_every_transport_with_every_column_filled() 
         assert_eq!(object["ops"], row.ops);
         assert!(object["transport"] == "memory" || object["transport"] == "tcp");
     }
+    let report = Report {
+        machine: Machine::describe(),
+        setup: "tiny".into(),
+        findings: findings(&rows),
+        rows: rows.clone(),
+        faults: Vec::new(),
+        hashring: benches::hashring::rows(&[10], 1000),
+    };
+    let markdown = report.markdown();
+    assert!(markdown.contains("| 3pc |") && markdown.contains("Consistent hashing"));
+    let json: serde_json::Value = serde_json::from_str(&report.json().unwrap()).unwrap();
+    assert!(json["machine"]["cores"].as_u64().unwrap() >= 1);
+    assert_eq!(json["rows"].as_array().unwrap().len(), rows.len());
+    let svg = render_svg(&rows).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("raft 3n 4c"));
+}
+
+/// The crash scenario: the leader of Raft and Multi-Paxos, the coordinator of 2PC, crashes; the
+/// replicated logs elect a new leader and serve again, 2PC blocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_scenario_measures_the_outage() {
+    let plan = Plan {
+        protocols: vec!["raft".into(), "multi-paxos".into(), "2pc".into()],
+        transports: vec![TransportKind::Memory],
+        cluster_sizes: vec![3],
+        concurrency: vec![4],
+        workload: Workload {
+            concurrency: 1,
+            warmup: Duration::ZERO,
+            duration: Duration::ZERO,
+            ops_max: Some(10),
+        },
+        durable: false,
+        seed: 5,
+        // A third in, the leader crashes; the rest leaves ample time for an election.
+        fault_duration: Duration::from_secs(3),
+    };
+    let faults = plan.run_faults(&ProgressBar::hidden()).await.unwrap();
+    assert_eq!(faults.len(), 3, "{faults:?}");
+    for row in &faults {
+        assert!(row.crashed.is_some(), "{row:?}");
+        assert!(row.ops_before > 0, "{row:?}");
+        if row.protocol == "2pc" {
+            assert_eq!(row.unavailable_ms, None, "{row:?}");
+            assert_eq!(row.ops_after, 0, "{row:?}");
+        } else {
+            assert!(row.unavailable_ms.is_some(), "{row:?}");
+            assert!(row.ops_after > 0, "{row:?}");
+        }
+    }
+    let text = render_faults(&faults, false);
+    assert!(text.contains("not recovered") && text.contains("multi-paxos"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,6 +153,7 @@ async fn durable_run_syncs_and_unknown_protocol_is_refused() {
         },
         durable: true,
         seed: 3,
+        fault_duration: Duration::ZERO,
     };
     let rows = plan.run(&ProgressBar::hidden()).await.unwrap();
     assert_eq!(rows.len(), 1);

@@ -2,42 +2,55 @@
 //! storage, under the same closed-loop workload, in one table.
 //!
 //! ```text
-//! cargo run --release -p benches --bin shootout              # the default run, about 20 s
+//! cargo run --release -p benches --bin shootout              # the default run, 1 to 2 min on 2 cores
 //! cargo run --release -p benches --bin shootout -- --quick   # a few seconds, a smoke run
 //! cargo run --release -p benches --bin shootout -- --help
+//! cargo run --release -p benches --bin shootout -- --faults  # plus the crash scenario
 //! ```
+//!
+//! It prints the table, the findings, the crash scenario and the hashring comparison, and
+//! writes `docs/shootout.md`, `docs/shootout.json` (every figure and the machine) and
+//! `docs/shootout.svg` (throughput and p99 latency per protocol), unless `--quick`.
 //!
 //! Columns: `ops/s` is acknowledged operations per second over the measured period; `p50`,
 //! `p99` and `max` are the latencies of acknowledged operations as seen by a client (closed
 //! loop: each client waits for its answer before sending the next operation); `msgs/op` and
-//! `bytes/op` are the frames (and their bytes) that all nodes handed to the transport, divided
-//! by the acknowledged operations.
+//! `bytes/op` are the frames (and their bytes) that all nodes handed to the transport,
+//! `records/op` and `syncs/op` the records appended and the storage syncs of all nodes, each
+//! divided by the acknowledged operations; `theory delays` and `theory msgs/op` are what the
+//! protocol's paper states for one operation without batching. A measured message count more
+//! than 10 % away from the paper's is printed as a finding.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use benches::{render_json, render_markdown, render_table, Plan, TransportKind, Workload};
+use benches::{
+    findings, render_faults, render_svg, render_table, Machine, Plan, Report, TransportKind,
+    Workload,
+};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// Runs the workspace's protocols head-to-head and prints a table.
+/// Runs the workspace's protocols head-to-head, prints a table and writes it as Markdown, JSON
+/// and an SVG chart.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Protocols to run (comma-separated); all registered ones when absent.
+    /// Protocols to run (comma-separated: demo, raft, multi-paxos, 2pc, 3pc); all when absent.
     #[arg(long, value_delimiter = ',')]
     protocols: Vec<String>,
     /// Transports to run over (comma-separated).
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [TransportKind::Memory, TransportKind::Tcp])]
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [TransportKind::Memory])]
     transport: Vec<TransportKind>,
     /// Cluster sizes (comma-separated).
-    #[arg(long, value_delimiter = ',', default_values_t = [3])]
+    #[arg(long, value_delimiter = ',', default_values_t = [3, 5])]
     nodes: Vec<usize>,
     /// Concurrency levels: clients, each with one operation in flight (comma-separated).
     #[arg(long, value_delimiter = ',', default_values_t = [1, 32])]
     concurrency: Vec<usize>,
     /// Measured seconds per measurement.
-    #[arg(long, default_value_t = 4.0)]
+    #[arg(long, default_value_t = 2.0)]
     duration_secs: f64,
     /// Warm-up seconds per measurement (not measured).
     #[arg(long, default_value_t = 0.5)]
@@ -48,22 +61,45 @@ struct Args {
     /// Persist to a write-ahead log with fsync (in a temporary directory) instead of memory.
     #[arg(long)]
     durable: bool,
-    /// A tiny run (a few hundred operations per measurement) to check that everything works.
+    /// Also run the crash scenario: the leader or coordinator crashes a third of the way in.
+    #[arg(long)]
+    faults: bool,
+    /// Seconds of each crash-scenario run.
+    #[arg(long, default_value_t = 3.0)]
+    fault_secs: f64,
+    /// Skip the consistent-hashing comparison.
+    #[arg(long)]
+    no_hashring: bool,
+    /// Cluster sizes of the consistent-hashing comparison (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = [100, 1000])]
+    hashring_nodes: Vec<usize>,
+    /// Keys of the consistent-hashing comparison.
+    #[arg(long, default_value_t = HASHRING_KEYS)]
+    hashring_keys: usize,
+    /// A tiny run (a few hundred operations per measurement) to check that everything works;
+    /// writes files only where paths are given.
     #[arg(long)]
     quick: bool,
     /// Seed of the protocols' and the network's randomness.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Print the table as Markdown instead of aligned text.
+    /// Write the report as Markdown here [default: docs/shootout.md].
     #[arg(long)]
-    markdown: bool,
-    /// Also write every figure as JSON to this file.
+    markdown: Option<PathBuf>,
+    /// Write every figure and the machine's description as JSON here [default:
+    /// docs/shootout.json].
     #[arg(long)]
-    json: Option<std::path::PathBuf>,
+    json: Option<PathBuf>,
+    /// Write the chart of throughput and p99 latency here [default: docs/shootout.svg].
+    #[arg(long)]
+    svg: Option<PathBuf>,
 }
 
 /// Operations per measurement in `--quick` mode.
-const QUICK_OPS: u64 = 500;
+const QUICK_OPS: u64 = 300;
+/// Keys of the default consistent-hashing comparison: enough for stable balance figures, few
+/// enough to keep the default run short.
+const HASHRING_KEYS: usize = 1 << 18;
 
 fn seconds(name: &str, secs: f64) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|e| format!("--{name} {secs}: {e}"))
@@ -92,29 +128,86 @@ fn plan(args: &Args) -> Result<Plan, String> {
         workload,
         durable: args.durable,
         seed: args.seed,
+        fault_duration: if args.faults {
+            seconds("fault-secs", args.fault_secs)?
+        } else {
+            Duration::ZERO
+        },
     })
+}
+
+/// Where an output goes: the path given, else (but in quick mode) the default under `docs/`.
+fn output(given: &Option<PathBuf>, quick: bool, name: &str) -> Option<PathBuf> {
+    given.clone().or_else(|| {
+        (!quick).then(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../docs")
+                .join(name)
+        })
+    })
+}
+
+fn setup(plan: &Plan) -> String {
+    format!(
+        "Closed loop over the {} transport, {} storage, {}{}; same driver, codec (bincode) and \
+         workload for every protocol (16-byte commands for Raft and Multi-Paxos, one write at \
+         every participant per 2PC/3PC transaction).",
+        plan.transports
+            .iter()
+            .map(|t| t.name())
+            .collect::<Vec<_>>()
+            .join(" and "),
+        if plan.durable {
+            "write-ahead log with fsync"
+        } else {
+            "in-memory"
+        },
+        match plan.workload.ops_max {
+            Some(ops) if plan.workload.duration.is_zero() => format!("{ops} operations each"),
+            _ => format!(
+                "{:.1} s measured each",
+                plan.workload.duration.as_secs_f64()
+            ),
+        },
+        if plan.workload.warmup.is_zero() {
+            String::new()
+        } else {
+            format!(
+                " after {:.1} s of warm-up",
+                plan.workload.warmup.as_secs_f64()
+            )
+        },
+    )
+}
+
+fn write(path: &Option<PathBuf>, text: &str) -> Result<(), String> {
+    let Some(path) = path else { return Ok(()) };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
 }
 
 fn main() -> ExitCode {
     tracing_subscriber_init();
     let args = Args::parse();
-    let plan = match plan(&args) {
-        Ok(plan) => plan,
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("shootout: {e}");
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
         }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    }
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    let plan = plan(args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("shootout: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let progress = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     if let Ok(style) =
         ProgressStyle::with_template("{spinner} {msg}: {pos} ops ({per_sec}) [{elapsed}]")
@@ -122,51 +215,59 @@ fn main() -> ExitCode {
         progress.set_style(style);
     }
     progress.enable_steady_tick(Duration::from_millis(100));
-    let result = runtime.block_on(plan.run(&progress));
+    let result = runtime.block_on(async {
+        let rows = plan.run(&progress).await?;
+        let faults = plan.run_faults(&progress).await?;
+        Ok::<_, benches::BenchError>((rows, faults))
+    });
+    let hashring = if args.no_hashring || args.quick {
+        Vec::new()
+    } else {
+        progress.set_message("consistent hashing");
+        benches::hashring::rows(&args.hashring_nodes, args.hashring_keys.max(1))
+    };
     progress.finish_and_clear();
-    match result {
-        Ok(rows) => {
-            println!(
-                "{} for {}, closed loop{}",
-                if plan.durable {
-                    "WAL with fsync"
-                } else {
-                    "in-memory storage"
-                },
-                match plan.workload.ops_max {
-                    Some(ops) if plan.workload.duration.is_zero() => format!("{ops} operations"),
-                    _ => format!("{:.1} s", plan.workload.duration.as_secs_f64()),
-                },
-                if plan.workload.warmup.is_zero() {
-                    String::new()
-                } else {
-                    format!(
-                        " after {:.1} s of warm-up",
-                        plan.workload.warmup.as_secs_f64()
-                    )
-                },
-            );
-            if args.markdown {
-                print!("{}", render_markdown(&rows));
-            } else {
-                print!("{}", render_table(&rows));
-            }
-            if let Some(path) = &args.json {
-                let written = render_json(&rows)
-                    .map_err(|e| e.to_string())
-                    .and_then(|json| std::fs::write(path, json).map_err(|e| e.to_string()));
-                if let Err(e) = written {
-                    eprintln!("shootout: cannot write {}: {e}", path.display());
-                    return ExitCode::FAILURE;
-                }
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("shootout: {e}");
-            ExitCode::FAILURE
+    let (rows, faults) = result.map_err(|e| e.to_string())?;
+    let report = Report {
+        machine: Machine::describe(),
+        setup: setup(&plan),
+        findings: findings(&rows),
+        rows,
+        faults,
+        hashring,
+    };
+    println!("{}\n", report.setup);
+    print!("{}", render_table(&report.rows));
+    if !report.findings.is_empty() {
+        println!("\nFindings (measured messages/op against the papers' counts):");
+        for f in &report.findings {
+            println!("  - {f}");
         }
     }
+    if !report.faults.is_empty() {
+        println!("\nCrash of the leader or coordinator:");
+        print!("{}", render_faults(&report.faults, false));
+    }
+    if !report.hashring.is_empty() {
+        println!("\nConsistent hashing:");
+        print!("{}", benches::hashring::format_table(&report.hashring));
+    }
+    write(
+        &output(&args.markdown, args.quick, "shootout.md"),
+        &report.markdown(),
+    )?;
+    write(
+        &output(&args.json, args.quick, "shootout.json"),
+        &report.json().map_err(|e| e.to_string())?,
+    )?;
+    let svg_path = output(&args.svg, args.quick, "shootout.svg");
+    if svg_path.is_some() {
+        write(
+            &svg_path,
+            &render_svg(&report.rows).map_err(|e| e.to_string())?,
+        )?;
+    }
+    Ok(())
 }
 
 /// Logs go to stderr at `warn` unless `RUST_LOG` says otherwise. The TCP transport's
