@@ -136,6 +136,11 @@
 //! ```
 //!
 //! Measured performance is in the crate's `README.md`.
+//!
+//! # Runnable example
+//!
+//! `cargo run -p hashring --example file_placement`: files on storage nodes with three replicas
+//! each; adding and removing a node prints exactly which files move, and only those move.
 
 pub mod bounded;
 mod error;

@@ -93,6 +93,13 @@
 //!   consensus for arbitrary changes ([`Request::ChangeVoters`]), and removal of the leader.
 //! - Bad input (unknown senders, stale terms, impossible indexes) is rejected, logged and
 //!   counted ([`Metrics::rejected`]), never a panic.
+//!
+//! # Runnable examples
+//!
+//! - `cargo run -p raft --example counter`: a distributed counter on three nodes; the leader is
+//!   stopped mid-run and the count stays exact.
+//! - `kv-node`/`kv-client` in the `benches` crate run a replicated key-value store on Raft as
+//!   separate processes over TCP (see the workspace README).
 
 pub mod config;
 pub mod core;

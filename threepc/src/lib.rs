@@ -135,6 +135,13 @@
 //! The log is never compacted; decided transactions are remembered up to
 //! [`Config::decided_remembered_max`]. There is no read-only optimisation: every participant
 //! takes part in all three phases (a participant with no writes votes Yes and holds no locks).
+//!
+//! # Runnable examples
+//!
+//! - `cargo run -p threepc --example bank_transfer`: the bank of the `twopc` example on three-phase
+//!   commit.
+//! - `cargo run -p benches --bin trace -- 3pc-coordinator-crash` (the termination protocol at work)
+//!   and `-- 3pc-partition` (the atomicity violation) as sequence diagrams.
 
 pub mod client;
 mod coordinator;

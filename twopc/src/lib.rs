@@ -145,6 +145,13 @@
 //! decided transactions). Decided transactions are remembered in memory up to
 //! [`Config::decided_remembered_max`]; a duplicate Prepare delayed past that many later
 //! transactions would be voted on again (and resolved by asking, like any prepared transaction).
+//!
+//! # Runnable examples
+//!
+//! - `cargo run -p twopc --example bank_transfer`: transfers across three shards with a participant
+//!   and the coordinator restarted mid-run; the total balance never changes.
+//! - `cargo run -p benches --bin trace -- 2pc-coordinator-crash`: the blocking case as a sequence
+//!   diagram.
 
 pub mod client;
 mod coordinator;
