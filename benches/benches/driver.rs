@@ -1,6 +1,8 @@
-//! Criterion suite: the demo protocol through the tokio driver on a three-node in-memory
-//! cluster, with 1 and 64 operations in flight. The figure is the time per acknowledged
-//! operation, so it is the latency at 1 in flight and the inverse throughput at 64.
+//! Criterion suite: every protocol of the shootout (demo, Raft, Multi-Paxos, 2PC, 3PC) through
+//! the tokio driver on in-memory clusters of 3 and 5 nodes, with 1 and 64 operations in flight
+//! (one group per in-flight count, `BenchmarkId::new(protocol, cluster_size)`). The figure is the
+//! time per acknowledged operation, so it is the latency at 1 in flight and the inverse
+//! throughput at 64.
 //!
 //! `BENCH_FAST=1` shortens measurement for a quick pass by hand.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -12,6 +14,7 @@ use benches::{Cluster, ClusterSpec, TransportKind};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 const IN_FLIGHT: [usize; 2] = [1, 64];
+const CLUSTER_SIZES: [usize; 2] = [3, 5];
 
 /// Runs `iters` operations with `in_flight` clients and returns the wall time.
 async fn run(cluster: &Arc<dyn Cluster>, in_flight: usize, iters: u64) -> Duration {
@@ -38,33 +41,36 @@ fn driver(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let mut group = c.benchmark_group("driver");
-    if std::env::var_os("BENCH_FAST").is_some() {
-        group.warm_up_time(Duration::from_millis(300));
-        group.measurement_time(Duration::from_secs(1));
-        group.sample_size(10);
-    }
-    group.throughput(Throughput::Elements(1));
-    for contender in benches::contenders() {
-        let spec = ClusterSpec {
-            nodes: 3,
-            transport: TransportKind::Memory,
-            durable: false,
-            seed: 1,
-        };
-        let cluster = rt.block_on(contender.start(&spec)).unwrap();
-        for in_flight in IN_FLIGHT {
-            group.bench_with_input(
-                BenchmarkId::new(contender.name(), in_flight),
-                &in_flight,
-                |b, &in_flight| {
-                    b.iter_custom(|iters| rt.block_on(run(&cluster, in_flight, iters)));
-                },
-            );
+    let fast = std::env::var_os("BENCH_FAST").is_some();
+    for in_flight in IN_FLIGHT {
+        let mut group = c.benchmark_group(format!("driver/in_flight_{in_flight}"));
+        if fast {
+            group.warm_up_time(Duration::from_millis(300));
+            group.measurement_time(Duration::from_secs(1));
+            group.sample_size(10);
         }
-        rt.block_on(cluster.shutdown()).unwrap();
+        group.throughput(Throughput::Elements(1));
+        for contender in benches::contenders() {
+            for nodes in CLUSTER_SIZES {
+                let spec = ClusterSpec {
+                    nodes,
+                    transport: TransportKind::Memory,
+                    durable: false,
+                    seed: 1,
+                };
+                let cluster = rt.block_on(contender.start(&spec)).unwrap();
+                group.bench_with_input(
+                    BenchmarkId::new(contender.name(), nodes),
+                    &in_flight,
+                    |b, &in_flight| {
+                        b.iter_custom(|iters| rt.block_on(run(&cluster, in_flight, iters)));
+                    },
+                );
+                rt.block_on(cluster.shutdown()).unwrap();
+            }
+        }
+        group.finish();
     }
-    group.finish();
 }
 
 criterion_group!(benches, driver);
