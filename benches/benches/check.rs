@@ -116,6 +116,7 @@ fn history(seed: u64, ops: usize, keys: usize, unknown: f64) -> History<KvInput,
 fn linearizability(c: &mut Criterion) {
     let mut group = c.benchmark_group("check_kv_10_clients");
     group.sample_size(10);
+    benches::fast_mode(&mut group);
     for (ops, keys, unknown) in [
         (OPS, 10usize, 0.0),
         (OPS, 100, 0.0),
@@ -139,6 +140,7 @@ fn linearizability(c: &mut Criterion) {
 fn simulator(c: &mut Criterion) {
     let mut group = c.benchmark_group("sim_demo_seed");
     group.sample_size(20);
+    benches::fast_mode(&mut group);
     group.bench_function("3_nodes_faults_60_requests", |b| {
         let mut seed = 0u64;
         b.iter(|| {

@@ -5,8 +5,6 @@
 //! `BENCH_FAST=1` shortens measurement for a quick pass by hand.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::time::Duration;
-
 use common::codec::{Bincode, Codec, Postcard};
 use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
@@ -87,16 +85,12 @@ fn bench_codec<C: Codec>(
 }
 
 fn codec(c: &mut Criterion) {
-    let fast = std::env::var_os("BENCH_FAST").is_some();
     for (name, direction) in [
         ("codec/encode", Direction::Encode),
         ("codec/decode", Direction::Decode),
     ] {
         let mut group = c.benchmark_group(name);
-        if fast {
-            group.warm_up_time(Duration::from_millis(200));
-            group.measurement_time(Duration::from_millis(500));
-        }
+        benches::fast_mode(&mut group);
         bench_codec(&mut group, direction, Bincode);
         bench_codec(&mut group, direction, Postcard);
         group.finish();

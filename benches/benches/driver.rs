@@ -41,14 +41,9 @@ fn driver(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let fast = std::env::var_os("BENCH_FAST").is_some();
     for in_flight in IN_FLIGHT {
         let mut group = c.benchmark_group(format!("driver/in_flight_{in_flight}"));
-        if fast {
-            group.warm_up_time(Duration::from_millis(300));
-            group.measurement_time(Duration::from_secs(1));
-            group.sample_size(10);
-        }
+        benches::fast_mode(&mut group);
         group.throughput(Throughput::Elements(1));
         for contender in benches::contenders() {
             for nodes in CLUSTER_SIZES {

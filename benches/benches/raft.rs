@@ -19,6 +19,7 @@ use raft::{spawn_memory_cluster, Config, RaftClient, Request, Response, Role};
 
 fn core(c: &mut Criterion) {
     let mut g = c.benchmark_group("raft_core");
+    benches::fast_mode(&mut g);
     for nodes in [3u64, 5] {
         for in_flight in [1u64, 100] {
             g.throughput(Throughput::Elements(in_flight));
@@ -86,6 +87,7 @@ fn driver(c: &mut Criterion) {
     let rt = runtime();
     let mut g = c.benchmark_group("raft_driver");
     g.measurement_time(Duration::from_secs(5));
+    benches::fast_mode(&mut g);
     let client = rt.block_on(cluster(3));
     g.throughput(Throughput::Elements(1));
     // criterion's async support is a feature the workspace does not enable: time whole

@@ -16,6 +16,7 @@ const PARTICIPANTS: [usize; 2] = [3, 5];
 fn core(c: &mut Criterion) {
     let mut group = c.benchmark_group("threepc_core");
     group.throughput(Throughput::Elements(1));
+    benches::fast_mode(&mut group);
     for n in PARTICIPANTS {
         let mut probe = CoreCluster::new(n);
         let (outcome, messages) = probe.commit(0);
@@ -46,6 +47,7 @@ fn driver(c: &mut Criterion) {
     for wal in [false, true] {
         let mut group = c.benchmark_group(if wal { "threepc_wal" } else { "threepc_driver" });
         group.throughput(Throughput::Elements(1));
+        benches::fast_mode(&mut group);
         for n in PARTICIPANTS {
             let dir = tempfile::tempdir().unwrap();
             let cluster = rt

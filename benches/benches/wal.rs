@@ -76,6 +76,7 @@ fn append_sync(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(2))
         .sampling_mode(SamplingMode::Flat);
+    benches::fast_mode(&mut group);
     for size in RECORD_SIZES {
         let record = vec![0xA5u8; size];
         for batch in BATCHES {
@@ -162,6 +163,7 @@ fn group_commit(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(2))
         .sampling_mode(SamplingMode::Flat);
+    benches::fast_mode(&mut group);
     let size = RECORD_SIZES[0];
     let record = vec![0x5Au8; size];
     for writers in WRITERS {
