@@ -55,6 +55,7 @@
 //!
 //! [`demo`] is the smallest complete adapter; copy it.
 
+mod commit;
 pub mod demo;
 pub mod hashring;
 pub mod kv;
