@@ -1,29 +1,26 @@
 //! The async handle: transactions through a coordinator node run by `common`'s driver.
 //!
-//! [`TxClient`] wraps the [`NodeHandle`] of a running [`ThreePcNode`]: [`TxClient::begin`] starts a
-//! [`Transaction`] that gathers writes per participant locally, and [`Transaction::commit`] hands
-//! them to the coordinator and waits for the outcome. [`TxClient::status`] reports the node's
-//! participant side: its undecided transactions, their state and age.
+//! [`TxClient`] (the shared [`common::txn::TxClient`] for [`ThreePcNode`]) wraps the node's
+//! [`NodeHandle`](common::driver::NodeHandle): [`TxClient::begin`] starts a [`Transaction`] that
+//! gathers writes per participant locally, and [`Transaction::commit`] hands them to the
+//! coordinator and waits for the outcome. [`TxClient::status`] reports the node's participant
+//! side as a [`ParticipantStatus`]: its undecided transactions, their state and age.
 
 use std::collections::BTreeMap;
 
-use common::driver::{DriverError, NodeHandle};
-use common::txn::{MemKv, Outcome, Resource, TxId, Write};
+use common::txn::{AtomicCommit, MemKv, Outcome, Resource, TxId, Write};
 use common::NodeId;
 
-use crate::{InDoubt, Request, Response, ThreePcError, ThreePcNode};
+use crate::{InDoubt, Metrics, Request, Response, ThreePcError, ThreePcNode};
+
+/// A client of one three-phase-commit coordinator node.
+pub type TxClient<R = MemKv> = common::txn::TxClient<ThreePcNode<R>>;
+
+/// A three-phase-commit transaction being built.
+pub type Transaction<'a, R = MemKv> = common::txn::Transaction<'a, ThreePcNode<R>>;
 
 /// Why a transaction could not be run to a known outcome.
-#[derive(Clone, Debug, thiserror::Error)]
-pub enum ClientError {
-    /// The driver did not deliver an answer (queue full, node stopped). The transaction may or
-    /// may not have been started.
-    #[error("driver: {0}")]
-    Driver(#[from] DriverError),
-    /// The coordinator refused or could not finish the request.
-    #[error("coordinator: {0}")]
-    Refused(#[from] ThreePcError),
-}
+pub type ClientError = common::txn::ClientError<ThreePcError>;
 
 /// Participant status of a node, from its metrics.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,102 +31,33 @@ pub struct ParticipantStatus {
     pub terminating: usize,
 }
 
-/// A client of one coordinator node.
-pub struct TxClient<R: Resource + Default = MemKv> {
-    handle: NodeHandle<ThreePcNode<R>>,
-}
+impl<R: Resource + Default> AtomicCommit for ThreePcNode<R> {
+    type Status = ParticipantStatus;
+    type Resource = R;
 
-impl<R: Resource + Default> Clone for TxClient<R> {
-    fn clone(&self) -> Self {
-        Self {
-            handle: self.handle.clone(),
-        }
-    }
-}
-
-impl<R: Resource + Default> TxClient<R> {
-    /// A client of the node behind `handle`, which coordinates the transactions.
-    pub fn new(handle: NodeHandle<ThreePcNode<R>>) -> Self {
-        Self { handle }
+    fn resource(&self) -> &R {
+        &self.participant.resource
     }
 
-    /// The node's handle.
-    pub fn handle(&self) -> &NodeHandle<ThreePcNode<R>> {
-        &self.handle
+    fn commit_request(writes: BTreeMap<NodeId, Vec<Write>>) -> Request {
+        Request::Commit { writes }
     }
 
-    /// Starts a transaction. Nothing is sent until [`Transaction::commit`].
-    pub fn begin(&self) -> Transaction<'_, R> {
-        Transaction {
-            client: self,
-            writes: BTreeMap::new(),
-        }
-    }
-
-    /// The node's participant status: undecided transactions, their state and age.
-    pub async fn status(&self) -> Result<ParticipantStatus, ClientError> {
-        let m = self.handle.metrics().await?;
-        Ok(ParticipantStatus {
-            terminating: m.in_doubt.iter().filter(|d| d.terminating).count(),
-            in_doubt: m.in_doubt,
-        })
-    }
-}
-
-/// A transaction being built: writes per participant.
-pub struct Transaction<'a, R: Resource + Default = MemKv> {
-    client: &'a TxClient<R>,
-    writes: BTreeMap<NodeId, Vec<Write>>,
-}
-
-impl<R: Resource + Default> Transaction<'_, R> {
-    /// Sets `key` to `value` at `participant`.
-    pub fn write(
-        &mut self,
-        participant: NodeId,
-        key: impl Into<String>,
-        value: impl Into<Vec<u8>>,
-    ) -> &mut Self {
-        self.writes
-            .entry(participant)
-            .or_default()
-            .push(Write::put(key, value));
-        self
-    }
-
-    /// Deletes `key` at `participant`.
-    pub fn delete(&mut self, participant: NodeId, key: impl Into<String>) -> &mut Self {
-        self.writes
-            .entry(participant)
-            .or_default()
-            .push(Write::delete(key));
-        self
-    }
-
-    /// Enlists `participant` without writes (3PC has no read-only optimisation: it takes part
-    /// in all three phases, holding no locks).
-    pub fn enlist(&mut self, participant: NodeId) -> &mut Self {
-        self.writes.entry(participant).or_default();
-        self
-    }
-
-    /// Runs the transaction and returns its outcome.
-    pub async fn commit(self) -> Result<Outcome, ClientError> {
-        self.commit_with_id().await.map(|(_, o)| o)
-    }
-
-    /// Runs the transaction and returns its id and outcome.
-    pub async fn commit_with_id(self) -> Result<(TxId, Outcome), ClientError> {
-        match self
-            .client
-            .handle
-            .request(Request::Commit {
-                writes: self.writes,
-            })
-            .await?
-        {
+    fn commit_outcome(response: Response) -> Result<(TxId, Outcome), ThreePcError> {
+        match response {
             Response::Outcome { tx, outcome } => Ok((tx, outcome)),
-            Response::Failed(e) => Err(ClientError::Refused(e)),
+            Response::Failed(e) => Err(e),
         }
+    }
+
+    fn participant_status(metrics: Metrics) -> ParticipantStatus {
+        ParticipantStatus {
+            terminating: metrics.in_doubt.iter().filter(|d| d.terminating).count(),
+            in_doubt: metrics.in_doubt,
+        }
+    }
+
+    fn undecided(metrics: &Metrics) -> usize {
+        metrics.in_doubt.len()
     }
 }
