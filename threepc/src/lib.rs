@@ -138,7 +138,7 @@
 //!
 //! # Runnable examples
 //!
-//! - `cargo run -p threepc --example bank_transfer`: the bank of the `twopc` example on three-phase
+//! - `cargo run -p threepc --example bank_transfer_3pc`: the bank of the `twopc` example on three-phase
 //!   commit.
 //! - `cargo run -p benches --bin trace -- 3pc-coordinator-crash` (the termination protocol at work)
 //!   and `-- 3pc-partition` (the atomicity violation) as sequence diagrams.

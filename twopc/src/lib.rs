@@ -148,7 +148,7 @@
 //!
 //! # Runnable examples
 //!
-//! - `cargo run -p twopc --example bank_transfer`: transfers across three shards with a participant
+//! - `cargo run -p twopc --example bank_transfer_2pc`: transfers across three shards with a participant
 //!   and the coordinator restarted mid-run; the total balance never changes.
 //! - `cargo run -p benches --bin trace -- 2pc-coordinator-crash`: the blocking case as a sequence
 //!   diagram.

@@ -1,39 +1,27 @@
-//! Bank transfers across shards with two-phase commit: the total balance never changes, whatever
-//! crashes.
-//!
-//! Run it with:
-//!
-//! ```text
-//! cargo run -p twopc --example bank_transfer
-//! ```
-//!
-//! Node 1 coordinates; nodes 2, 3 and 4 are participants, each holding a shard of the accounts
-//! in a [`Ledger`] (writes are balance deltas). Every node runs under `common`'s tokio driver over
-//! the in-memory network, with in-memory storage that keeps only what was synced when a node
-//! crashes. Client tasks run concurrent transfers: one transaction debits one account and
-//! credits another, possibly on two different shards. Mid-run a participant crashes and
-//! restarts from its log, then the coordinator does. Transfers caught by a crash end in doubt
-//! for their client, never half-applied: at the end every participant is rebuilt from its
-//! durable log alone and the sum of all balances is asserted to be what was deposited.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-#[path = "shared/ledger.rs"]
-mod ledger;
+//! The bank of the `bank_transfer_2pc` and `bank_transfer_3pc` examples, written once for any atomic-commit protocol:
+//! concurrent transfers between accounts sharded over three participants, a participant and then
+//! the coordinator crashed and restarted mid-run, and at the end every participant rebuilt from
+//! its durable log alone with the sum of all balances asserted unchanged. `threepc` includes this
+//! file, as it does `ledger.rs`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::ledger::{delta, Ledger};
 use common::codec::Bincode;
 use common::driver::{self, DriverConfig, NodeHandle, Persistence};
 use common::transport::memory::MemoryNetwork;
-use common::txn::Outcome;
-use common::{DetRng, MemStorage, Node, NodeId};
-use ledger::{delta, Ledger};
+use common::txn::{AtomicCommit, Outcome, TxClient};
+use common::{DetRng, MemStorage, NodeId};
 use tokio::sync::watch;
-use twopc::{Config, TwoPcNode, TxClient};
 
-type Bank = TwoPcNode<Ledger>;
+/// A protocol the bank runs on: an atomic-commit node over the [`Ledger`] that can be configured
+/// from its id and the members.
+pub trait Bank: AtomicCommit<Resource = Ledger> {
+    /// The configuration of node `id` in a cluster of `members`.
+    fn config(id: NodeId, members: Vec<NodeId>) -> Self::Config;
+}
 
 const COORDINATOR: NodeId = 1;
 const PARTICIPANTS: [NodeId; 3] = [2, 3, 4];
@@ -71,10 +59,10 @@ fn driver_config() -> DriverConfig {
 }
 
 /// Starts (or restarts) node `id` from whatever `storage` holds.
-async fn start(network: &MemoryNetwork, id: NodeId, storage: MemStorage) -> NodeHandle<Bank> {
+async fn start<B: Bank>(network: &MemoryNetwork, id: NodeId, storage: MemStorage) -> NodeHandle<B> {
     let transport = network.join(id).unwrap();
-    driver::spawn_recovered::<Bank, _, _, _>(
-        Config::new(id, members()),
+    driver::spawn_recovered::<B, _, _, _>(
+        B::config(id, members()),
         transport,
         storage,
         Bincode,
@@ -86,7 +74,10 @@ async fn start(network: &MemoryNetwork, id: NodeId, storage: MemStorage) -> Node
 
 /// Crashes a node: it stops, loses its volatile state and every record it had not synced, and
 /// restarts from its log alone.
-async fn crash_and_restart(network: &MemoryNetwork, handle: &NodeHandle<Bank>) -> NodeHandle<Bank> {
+async fn crash_and_restart<B: Bank>(
+    network: &MemoryNetwork,
+    handle: &NodeHandle<B>,
+) -> NodeHandle<B> {
     let id = handle.id();
     let mut storage: MemStorage = handle.shutdown_and_take_storage().await.unwrap();
     storage.crash();
@@ -115,7 +106,7 @@ struct Tally {
 
 /// One client: transfers between random accounts, retrying aborts and failures a bounded number
 /// of times. Always takes the coordinator's current handle (it changes when it restarts).
-async fn client(seed: u64, coordinator: watch::Receiver<TxClient<Ledger>>, tally: Arc<Tally>) {
+async fn client<B: Bank>(seed: u64, coordinator: watch::Receiver<TxClient<B>>, tally: Arc<Tally>) {
     let mut rng = DetRng::new(seed);
     for _ in 0..TRANSFERS_PER_CLIENT {
         let from = rng.range_inclusive(0, ACCOUNTS - 1);
@@ -153,14 +144,15 @@ async fn client(seed: u64, coordinator: watch::Receiver<TxClient<Ledger>>, tally
     }
 }
 
-#[tokio::main]
-async fn main() {
+/// Runs the bank on protocol `B`, crashing a participant and then the coordinator mid-run, and
+/// asserts that the total balance, rebuilt from the participants' durable logs, is unchanged.
+pub async fn run<B: Bank>() {
     let network = MemoryNetwork::new(42);
     let mut participants = Vec::new();
     for id in PARTICIPANTS {
-        participants.push(start(&network, id, MemStorage::new()).await);
+        participants.push(start::<B>(&network, id, MemStorage::new()).await);
     }
-    let coordinator = start(&network, COORDINATOR, MemStorage::new()).await;
+    let coordinator = start::<B>(&network, COORDINATOR, MemStorage::new()).await;
 
     // Open the accounts: one transaction deposits the opening balance everywhere.
     let bank = TxClient::new(coordinator.clone());
@@ -179,7 +171,7 @@ async fn main() {
     let tally = Arc::new(Tally::default());
     let mut clients = tokio::task::JoinSet::new();
     for c in 0..CLIENTS {
-        clients.spawn(client(c + 1, watched.clone(), tally.clone()));
+        clients.spawn(client::<B>(c + 1, watched.clone(), tally.clone()));
     }
 
     // Crash a participant once some transfers went through, then the coordinator.
@@ -202,13 +194,13 @@ async fn main() {
         joined.unwrap();
     }
 
-    // Every prepared transfer gets its outcome from the restarted coordinator (or, with no
-    // decision record, presumed abort).
+    // Every transfer left open by the crash is decided: under 2PC by the restarted coordinator
+    // (or, with no decision record, presumed abort), under 3PC by the termination protocol.
     for p in &participants {
         let p = p.clone();
         wait_for("no participant in doubt", move || {
             let p = p.clone();
-            async move { p.metrics().await.unwrap().in_doubt.is_empty() }
+            async move { B::undecided(&p.metrics().await.unwrap()) == 0 }
         })
         .await;
     }
@@ -224,7 +216,7 @@ async fn main() {
             .iter()
             .map(|bytes| common::codec::Codec::decode(&Bincode, bytes).unwrap())
             .collect();
-        let node = Bank::recover(Config::new(id, members()), records).unwrap();
+        let node = B::recover(B::config(id, members()), records).unwrap();
         let shard_total = node.resource().total();
         println!(
             "participant {id}: {:?} (sum {shard_total})",
