@@ -26,7 +26,7 @@ macro_rules! commit_adapter {
         use common::codec::Bincode;
         use common::driver::{self, DriverConfig, DriverError, DriverStats, Persistence};
         use common::transport::memory::MemoryNetwork;
-        use common::txn::{Outcome, Write};
+        use common::txn::{AtomicCommit, Outcome, Write};
         use common::wal::{Wal, WalConfig};
         use common::{MemStorage, Node, NodeId, Outbox, RequestId, Storage};
         use $krate::{$node, ClientError, Config, Message, Request, Response, TxClient};
@@ -270,6 +270,18 @@ macro_rules! commit_adapter {
             /// transaction waits for it, which is the scenario's point.
             async fn crash_leader(&self) -> Result<Option<NodeId>, BenchError> {
                 Ok(Some(self.nodes.crash(0).await))
+            }
+
+            async fn undecided(&self) -> Result<Option<u64>, BenchError> {
+                let mut undecided = 0;
+                for (i, handle) in self.nodes.handles.iter().enumerate() {
+                    if self.nodes.is_crashed(i) {
+                        continue;
+                    }
+                    let metrics = handle.metrics().await?;
+                    undecided += <$node as AtomicCommit>::undecided(&metrics) as u64;
+                }
+                Ok(Some(undecided))
             }
 
             async fn shutdown(&self) -> Result<(), BenchError> {

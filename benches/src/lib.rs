@@ -218,6 +218,13 @@ pub trait Cluster: Send + Sync {
         Ok(None)
     }
 
+    /// Transactions that the live participants voted on and whose outcome they still do not
+    /// know (each holds its locks), summed over the nodes; `None` for protocols without
+    /// participants. After the coordinator's crash this is atomic commit's blocked work.
+    async fn undecided(&self) -> Result<Option<u64>, BenchError> {
+        Ok(None)
+    }
+
     /// Stops every node that is still running.
     async fn shutdown(&self) -> Result<(), BenchError>;
 }
@@ -945,6 +952,11 @@ pub struct FaultRow {
     /// Operations that failed (error or [`FAULT_OP_TIMEOUT`]) between the crash and the recovery
     /// (or the end of the run).
     pub failed: u64,
+    /// Atomic commit only ([`Cluster::undecided`]): transactions the surviving participants still
+    /// hold undecided, with their locks, at the end of the run. Two-phase commit leaves here
+    /// what the crashed coordinator had prepared; three-phase commit's termination protocol
+    /// decides it without the coordinator.
+    pub undecided_at_end: Option<u64>,
     /// What happened, in words.
     pub note: String,
 }
@@ -1002,8 +1014,10 @@ pub async fn measure_crash(
     while let Some(joined) = clients.join_next().await {
         ops.extend(joined.map_err(|e| BenchError::Op(format!("a client task failed: {e}")))?);
     }
+    let undecided_at_end = cluster.undecided().await;
     let stopped = cluster.shutdown().await;
     let crashed = crashed?;
+    let undecided_at_end = undecided_at_end?;
     stopped?;
     let recovered_at = ops
         .iter()
@@ -1028,16 +1042,27 @@ pub async fn measure_crash(
         .filter(|(_, answered, ok)| !*ok && *answered >= crash_at && *answered <= end)
         .count() as u64;
     let unavailable_ms = recovered_at.map(|r| r.duration_since(crash_at).as_secs_f64() * 1e3);
-    let note = match (crashed, unavailable_ms) {
+    let mut note = match (crashed, unavailable_ms) {
         (None, _) => "the adapter cannot crash a node".to_string(),
         (Some(id), Some(ms)) => {
             format!("node {id} crashed; a new leader served again after {ms:.0} ms")
         }
         (Some(id), None) => format!(
             "node {id} crashed; no operation completed afterwards: nothing takes over from a \
-             crashed coordinator (it does not restart in this scenario), so the protocol blocks"
+             crashed coordinator (it does not restart in this scenario), so no new transaction \
+             starts"
         ),
     };
+    match undecided_at_end {
+        Some(0) => note.push_str(
+            "; the participants decided every transaction the coordinator left open, without it",
+        ),
+        Some(n) => note.push_str(&format!(
+            "; {n} transaction(s) stay undecided at the participants, holding their locks \
+             until the coordinator returns"
+        )),
+        None => {}
+    }
     Ok(FaultRow {
         protocol: contender.name().to_string(),
         transport: spec.transport,
@@ -1049,12 +1074,13 @@ pub async fn measure_crash(
         unavailable_ms,
         blocked,
         failed,
+        undecided_at_end,
         note,
     })
 }
 
 /// The fault table's column headers.
-pub const FAULT_COLUMNS: [&str; 9] = [
+pub const FAULT_COLUMNS: [&str; 10] = [
     "protocol",
     "transport",
     "nodes",
@@ -1064,6 +1090,7 @@ pub const FAULT_COLUMNS: [&str; 9] = [
     "unavailable ms",
     "blocked",
     "failed",
+    "undecided at end",
 ];
 
 fn fault_cells(row: &FaultRow) -> [String; FAULT_COLUMNS.len()] {
@@ -1078,6 +1105,7 @@ fn fault_cells(row: &FaultRow) -> [String; FAULT_COLUMNS.len()] {
             .map_or("not recovered".into(), |ms| format!("{ms:.0}")),
         row.blocked.to_string(),
         row.failed.to_string(),
+        row.undecided_at_end.map_or("-".into(), |n| n.to_string()),
     ]
 }
 
