@@ -814,3 +814,134 @@ fn truncation_reverts_an_uncommitted_configuration() {
     let r = N::recover(cfg(2, 3), records).unwrap();
     assert_eq!(r.membership().voters, set(&[1, 2, 3]));
 }
+
+// ----- flow control: caps on uncommitted bytes, pending proposals and reads, message size -----
+
+/// The bytes [`KvStore`] counts for `put(v)`: key, value and 8 bytes of overhead.
+fn put_bytes(v: &str) -> usize {
+    <KvStore as crate::StateMachine>::command_bytes(&put(v))
+}
+
+#[test]
+fn proposals_past_the_uncommitted_bytes_cap_are_refused_and_nothing_is_appended() {
+    let mut c = cfg(1, 3);
+    assert_eq!(put_bytes("ab"), 11);
+    c.uncommitted_bytes_max = 31;
+    let mut l = leader(c, 3);
+    // 11 + 11 bytes fit under 31.
+    for (id, v) in [(1, "ab"), (2, "cd")] {
+        let fx = request(&mut l, id, Request::Propose(put(v)));
+        assert!(fx.responses.is_empty());
+        assert_eq!(records(&fx).len(), 1, "the entry is persisted");
+    }
+    assert_eq!(l.last_log_index(), 3);
+    // A third would make 33: refused with a typed error; no record, no message, no entry.
+    let fx = request(&mut l, 3, Request::Propose(put("ef")));
+    assert_eq!(
+        fx.responses,
+        vec![(
+            RequestId(3),
+            Response::Failed(RaftError::Busy("too many uncommitted bytes"))
+        )]
+    );
+    assert!(fx.records.is_empty() && fx.messages.is_empty() && fx.events.is_empty());
+    assert_eq!(l.last_log_index(), 3);
+    // A smaller command that still fits (22 + 9 = 31) is accepted: the cap counts bytes.
+    let fx = request(&mut l, 4, Request::Propose(put("")));
+    assert!(fx.responses.is_empty());
+    assert_eq!((l.last_log_index(), put_bytes("")), (4, 9));
+    // Committing and applying releases the bytes: the refused proposal now fits.
+    let fx = recv(&mut l, 2, ack(1, 4, 1));
+    assert_eq!(l.commit_index(), 4);
+    assert_eq!(fx.responses.len(), 3, "proposals 1, 2 and 4 answered");
+    let fx = request(&mut l, 5, Request::Propose(put("ef")));
+    assert!(fx.responses.is_empty());
+    assert_eq!(l.last_log_index(), 5);
+}
+
+#[test]
+fn proposals_past_the_pending_cap_are_refused_and_nothing_is_appended() {
+    let mut c = cfg(1, 3);
+    c.proposals_pending_max = 2;
+    let mut l = leader(c, 3);
+    request(&mut l, 1, Request::Propose(put("a")));
+    request(&mut l, 2, Request::Propose(put("b")));
+    assert_eq!(l.last_log_index(), 3);
+    let fx = request(&mut l, 3, Request::Propose(put("c")));
+    assert_eq!(
+        fx.responses,
+        vec![(
+            RequestId(3),
+            Response::Failed(RaftError::Busy("too many pending proposals"))
+        )]
+    );
+    assert!(fx.records.is_empty() && fx.messages.is_empty());
+    assert_eq!(l.last_log_index(), 3);
+    // Applying entry 2 frees one slot: exactly one more proposal fits.
+    let fx = recv(&mut l, 2, ack(1, 2, 1));
+    assert_eq!(fx.responses.len(), 1);
+    let fx = request(&mut l, 4, Request::Propose(put("c")));
+    assert!(fx.responses.is_empty());
+    assert_eq!(l.last_log_index(), 4);
+    let fx = request(&mut l, 5, Request::Propose(put("d")));
+    assert_eq!(
+        fx.responses,
+        vec![(
+            RequestId(5),
+            Response::Failed(RaftError::Busy("too many pending proposals"))
+        )]
+    );
+    assert_eq!(l.last_log_index(), 4);
+}
+
+#[test]
+fn reads_past_the_pending_cap_are_refused() {
+    let mut c = cfg(1, 3);
+    c.reads_pending_max = 1;
+    let mut l = leader(c, 3);
+    let fx = request(&mut l, 1, Request::Read(KvQuery::Get("k".into())));
+    assert!(fx.responses.is_empty(), "waits for a heartbeat round");
+    let fx = request(&mut l, 2, Request::Read(KvQuery::Get("k".into())));
+    assert_eq!(
+        fx.responses,
+        vec![(
+            RequestId(2),
+            Response::Failed(RaftError::Busy("too many pending reads"))
+        )]
+    );
+    assert!(fx.records.is_empty());
+}
+
+#[test]
+fn append_entries_respects_the_entries_cap() {
+    let mut c = cfg(1, 3);
+    c.append_entries_max = 2;
+    c.inflight_max = 1;
+    let mut l = leader(c, 3);
+    // Entry 2 fills the single in-flight slot; entries 3..=7 wait.
+    request(&mut l, 0, Request::Propose(put("x")));
+    for i in 1..=5 {
+        let fx = request(&mut l, i, Request::Propose(put("y")));
+        assert!(fx.messages.is_empty(), "the slot is taken");
+    }
+    let batches = |fx: &Fx| -> Vec<Vec<u64>> {
+        fx.messages
+            .iter()
+            .filter(|(to, _)| *to == 2)
+            .map(|(_, m)| match m {
+                Message::AppendEntries { entries, .. } => entries.iter().map(|e| e.index).collect(),
+                _ => vec![],
+            })
+            .collect()
+    };
+    let fx = recv(&mut l, 2, ack(1, 2, 1));
+    assert_eq!(
+        batches(&fx),
+        vec![vec![3, 4]],
+        "two entries per message, no more"
+    );
+    let fx = recv(&mut l, 2, ack(1, 4, 1));
+    assert_eq!(batches(&fx), vec![vec![5, 6]]);
+    let fx = recv(&mut l, 2, ack(1, 6, 1));
+    assert_eq!(batches(&fx), vec![vec![7]]);
+}
