@@ -15,7 +15,7 @@ use sim_support::{
 };
 
 /// Seeds in the normal test run.
-const SEEDS: u64 = 500;
+const SEEDS: u64 = 750;
 
 #[test]
 fn leader_completeness_holds_under_faults() {

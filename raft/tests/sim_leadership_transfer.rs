@@ -15,7 +15,7 @@ mod sim_support;
 use sim_support::{check_seeds, install_all, Scenario};
 
 /// Seeds in the normal test run.
-const SEEDS: u64 = 200;
+const SEEDS: u64 = 300;
 
 #[test]
 fn invariants_hold_with_leadership_transfers_under_faults() {
@@ -27,5 +27,9 @@ fn invariants_hold_with_leadership_transfers_under_faults() {
     totals.assert_busy();
     if totals.is_sweep() {
         assert!(totals.sum.transfers >= totals.seeds, "{totals:?}");
+        assert!(
+            totals.sum.transfers_completed * 4 >= totals.sum.transfers,
+            "few transfers ended with the target leading: {totals:?}"
+        );
     }
 }

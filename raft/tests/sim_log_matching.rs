@@ -13,7 +13,7 @@ mod sim_support;
 use sim_support::{check_seeds, install, node_with_log, synced, Invariant, LogMatching, Scenario};
 
 /// Seeds in the normal test run.
-const SEEDS: u64 = 500;
+const SEEDS: u64 = 750;
 
 #[test]
 fn log_matching_holds_under_faults() {

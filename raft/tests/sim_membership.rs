@@ -17,7 +17,7 @@ mod sim_support;
 use sim_support::{check_seeds, install_all, Scenario};
 
 /// Seeds in the normal test run, per test.
-const SEEDS: u64 = 200;
+const SEEDS: u64 = 300;
 
 #[test]
 fn invariants_hold_with_membership_changes_under_faults() {
@@ -28,7 +28,19 @@ fn invariants_hold_with_membership_changes_under_faults() {
     let totals = check_seeds(SEEDS, &scenario, install_all);
     totals.assert_busy();
     if totals.is_sweep() {
-        assert!(totals.sum.membership_changes >= totals.seeds, "{totals:?}");
+        let s = &totals.sum;
+        assert!(s.membership_changes >= totals.seeds, "{totals:?}");
+        // Every kind of change happened, and spares joined.
+        for (what, n) in [
+            ("learners added", s.learners_added),
+            ("voters added", s.voters_added),
+            ("nodes removed", s.nodes_removed),
+            ("leaders removed", s.leaders_removed),
+            ("joint consensus changes", s.joint_changes),
+            ("spares joined", s.spares_joined),
+        ] {
+            assert!(n > 0, "no {what}: {totals:?}");
+        }
     }
 }
 

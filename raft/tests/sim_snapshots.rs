@@ -14,7 +14,7 @@ mod sim_support;
 use sim_support::{check_seeds, install_all, Scenario};
 
 /// Seeds in the normal test run.
-const SEEDS: u64 = 200;
+const SEEDS: u64 = 300;
 
 #[test]
 fn invariants_hold_with_snapshots_and_install_snapshot_under_faults() {

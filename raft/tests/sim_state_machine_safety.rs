@@ -20,7 +20,7 @@ use sim_support::{
 };
 
 /// Seeds in the normal test run.
-const SEEDS: u64 = 500;
+const SEEDS: u64 = 750;
 
 #[test]
 fn state_machine_safety_holds_under_faults() {

@@ -18,6 +18,8 @@
 //!   crash-restarts, symmetric and one-way partitions, partial connectivity, loss and
 //!   duplication bursts, latency spikes, a slow lossy link; on some seeds a majority may be down
 //!   at once. At `faults_until` everything is repaired.
+//! - **Nemesis**: every [`ADMIN_INTERVAL`] the current leader may be crashed or isolated for a
+//!   while ([`LEADER_FAULT_CHANCE`]), so that elections are frequent.
 //! - **Clients** ([`Sim::closed_loop`]): [`CLIENTS`] closed-loop clients propose `Put`/`Append`
 //!   commands and linearizable reads, following "not the leader, try node N" hints.
 //! - **Operator** (membership and transfer scenarios): every [`ADMIN_INTERVAL`] the current
@@ -67,6 +69,10 @@ pub const REQUESTS_MAX: u64 = 200;
 pub const REQUEST_TIMEOUT: u64 = 300;
 /// How often the operator may ask the leader for a membership change or a transfer.
 pub const ADMIN_INTERVAL: u64 = 100;
+/// The chance, every [`ADMIN_INTERVAL`], that the nemesis crashes or isolates the leader.
+pub const LEADER_FAULT_CHANCE: f64 = 0.25;
+/// A transfer counts as completed when its target leads within this long of the TimeoutNow.
+pub const TRANSFER_WITHIN: u64 = 300;
 /// Nodes outside the initial configuration in membership runs.
 pub const SPARES: u64 = 2;
 /// Bytes per InstallSnapshot chunk: small, so every snapshot travels in several chunks.
@@ -402,12 +408,30 @@ pub struct RunStats {
     pub busy: u64,
     /// Leadership transfers started.
     pub transfers: u64,
+    /// Transfers whose target then led (it announced itself leader within
+    /// [`TRANSFER_WITHIN`] of the TimeoutNow).
+    pub transfers_completed: u64,
     /// Membership changes committed.
     pub membership_changes: u64,
+    /// Of which: learners added.
+    pub learners_added: u64,
+    /// Of which: single-server additions of voters (new nodes or promoted learners).
+    pub voters_added: u64,
+    /// Of which: single-server removals.
+    pub nodes_removed: u64,
+    /// Of which: the leader removed itself.
+    pub leaders_removed: u64,
+    /// Of which: voter sets replaced through joint consensus.
+    pub joint_changes: u64,
+    /// Spares (nodes outside the initial configuration) that ended as members of the final
+    /// leader's configuration with entries applied.
+    pub spares_joined: u64,
     /// Snapshots taken or installed (events).
     pub snapshots: u64,
     /// Snapshots installed by InstallSnapshot (a node's log jumped past its end).
     pub installs: u64,
+    /// Terms in which a leader was elected.
+    pub elections: u64,
     /// Crashes and restarts.
     pub restarts: u64,
     /// Simulation steps.
@@ -435,9 +459,17 @@ impl Totals {
         t.reads += s.reads;
         t.busy += s.busy;
         t.transfers += s.transfers;
+        t.transfers_completed += s.transfers_completed;
         t.membership_changes += s.membership_changes;
+        t.learners_added += s.learners_added;
+        t.voters_added += s.voters_added;
+        t.nodes_removed += s.nodes_removed;
+        t.leaders_removed += s.leaders_removed;
+        t.joint_changes += s.joint_changes;
+        t.spares_joined += s.spares_joined;
         t.snapshots += s.snapshots;
         t.installs += s.installs;
+        t.elections += s.elections;
         t.restarts += s.restarts;
         t.steps += s.steps;
     }
@@ -461,6 +493,10 @@ impl Totals {
             self.seeds
         );
         assert!(self.sum.restarts >= self.seeds, "too few crashes: {self:?}");
+        assert!(
+            self.sum.elections >= 2 * self.seeds,
+            "too few elections: {self:?}"
+        );
         assert!(self.sum.reads >= self.seeds, "too few reads: {self:?}");
     }
 }
@@ -545,8 +581,9 @@ pub fn run(
         c.append_entries_max = append_entries_max;
         c.inflight_max = inflight_max;
         if small_caps {
-            c.uncommitted_bytes_max = 120;
-            c.proposals_pending_max = 4;
+            // About three commands of the workload, and two proposals per node.
+            c.uncommitted_bytes_max = 48;
+            c.proposals_pending_max = 2;
         }
         c.snapshot_log_entries_max = snapshot_log_entries_max;
         c.snapshot_chunk_bytes_max = SNAPSHOT_CHUNK_BYTES;
@@ -573,7 +610,7 @@ pub fn run(
     knobs.duration_max = 600;
     knobs.allow_majority_down = rng.chance(0.2);
     let plan = FaultPlan::random(seed, &all, &knobs);
-    let restarts = plan
+    let mut restarts = plan
         .faults()
         .iter()
         .filter(|(_, f)| matches!(f, Fault::Crash(_)))
@@ -618,17 +655,31 @@ pub fn run(
         },
     );
 
-    // The operator: membership changes and leadership transfers to whoever leads.
+    // Every ADMIN_INTERVAL: the nemesis may take the current leader down or cut it off (so
+    // elections happen often, not only when a random fault happens to hit the leader), and
+    // the operator may ask it for a membership change or a transfer.
     let mut t = FAULTS_START;
     while t < scenario.faults_until {
         sim.run_until(t)?;
         t += ADMIN_INTERVAL;
-        if !(scenario.membership || scenario.transfers) || !rng.chance(0.5) {
-            continue;
-        }
         let Some(leader) = current_leader(&sim.view()) else {
             continue;
         };
+        if rng.chance(LEADER_FAULT_CHANCE) {
+            let until = (sim.now() + rng.range_inclusive(50, 400)).min(scenario.faults_until);
+            if rng.chance(0.5) {
+                sim.crash(leader)?;
+                restarts += 1;
+                sim.schedule_fault(until, Fault::Restart(leader));
+            } else {
+                sim.apply(Fault::Isolate(leader))?;
+                sim.schedule_fault(until, Fault::Heal);
+            }
+            continue;
+        }
+        if !(scenario.membership || scenario.transfers) || !rng.chance(0.5) {
+            continue;
+        }
         let target = all[rng.index(all.len()).unwrap_or(0)];
         let transfer = scenario.transfers && (!scenario.membership || rng.chance(0.3));
         let req: Req = if transfer {
@@ -692,7 +743,33 @@ pub fn run(
         }
     }
 
+    let changed = |f: &dyn Fn(&Req, NodeId) -> bool| {
+        sim.history()
+            .iter()
+            .filter(|op| {
+                matches!(
+                    op.outcome,
+                    Outcome::Response(Response::MembershipChanged { .. })
+                ) && f(&op.request, op.node)
+            })
+            .count() as u64
+    };
+    let final_leader = current_leader(&sim.view()).and_then(|l| sim.node(l));
+    let spares_joined = spares
+        .iter()
+        .filter(|&&s| {
+            final_leader.is_some_and(|l| l.membership().is_member(s))
+                && sim.node(s).is_some_and(|n| n.applied_index() > 0)
+        })
+        .count() as u64;
     let stats = RunStats {
+        transfers_completed: transfers_completed(&sim),
+        learners_added: changed(&|r, _| matches!(r, Request::AddLearner(_))),
+        voters_added: changed(&|r, _| matches!(r, Request::AddVoter(_))),
+        nodes_removed: changed(&|r, _| matches!(r, Request::RemoveNode(_))),
+        leaders_removed: changed(&|r, at| *r == Request::RemoveNode(at)),
+        joint_changes: changed(&|r, _| matches!(r, Request::ChangeVoters(_))),
+        spares_joined,
         applied_during_faults,
         reads: count(&sim, |r| matches!(r, Response::Read(_))),
         busy: count(&sim, |r| matches!(r, Response::Failed(RaftError::Busy(_)))),
@@ -704,10 +781,41 @@ pub fn run(
             .filter(|(_, _, e)| matches!(e, Event::Snapshot { .. }))
             .count() as u64,
         installs: *installs.borrow(),
+        elections: sim
+            .events()
+            .iter()
+            .filter_map(|(_, node, e)| match e {
+                Event::LeaderChanged {
+                    term,
+                    leader: Some(l),
+                } if l == node => Some(*term),
+                _ => None,
+            })
+            .collect::<BTreeSet<Term>>()
+            .len() as u64,
         restarts,
         steps: sim.steps(),
     };
     Ok((sim, stats))
+}
+
+/// Transfers whose target announced itself leader within [`TRANSFER_WITHIN`] of the answer.
+fn transfers_completed(sim: &Sim<N>) -> u64 {
+    sim.history()
+        .iter()
+        .filter(|op| matches!(op.outcome, Outcome::Response(Response::TransferStarted)))
+        .filter(|op| {
+            let (Request::TransferLeadership(target), Some(at)) = (&op.request, op.completed_at)
+            else {
+                return false;
+            };
+            sim.events().iter().any(|(time, node, e)| {
+                node == target
+                    && (at..=at + TRANSFER_WITHIN).contains(time)
+                    && matches!(e, Event::LeaderChanged { leader: Some(l), .. } if l == target)
+            })
+        })
+        .count() as u64
 }
 
 /// Counts the answers of the history that match `f`.
