@@ -945,3 +945,99 @@ fn append_entries_respects_the_entries_cap() {
     let fx = recv(&mut l, 2, ack(1, 6, 1));
     assert_eq!(batches(&fx), vec![vec![7]]);
 }
+
+/// Ongaro's thesis §4.1: "a server that is not part of its own latest configuration should
+/// still start new elections, as it might still be needed until the C_new entry is committed".
+/// Leader 1 of voters {1, 2} appends C_new = {2} (removing itself), loses contact with node 2
+/// before C_new reaches it, and check-quorum makes it step down. Node 2 still runs C_old and
+/// needs node 1's vote, which node 1 refuses (its log is longer): only node 1 can lead again,
+/// with the vote of a majority of C_new, and commit C_new.
+#[test]
+fn removed_leader_still_campaigns_until_its_removal_commits() {
+    let mut l = leader(cfg(1, 2), 2);
+    let fx = request(&mut l, 1, Request::RemoveNode(1));
+    assert!(
+        fx.responses.is_empty(),
+        "C_new is appended, not yet committed"
+    );
+    assert_eq!(l.membership().voters, set(&[2]));
+    assert_eq!(l.commit_index(), 1, "C_new at index 2 is not committed");
+    // Node 2 is silent: check-quorum makes node 1 step down within an election timeout.
+    ticks(&mut l, 20);
+    assert_ne!(l.role(), Role::Leader);
+    // Node 1 still campaigns (pre-vote is off in `leader`): it asks node 2 for its vote.
+    let fx = ticks(&mut l, 40);
+    let asks_2 = fx.messages.iter().any(|(to, m)| {
+        *to == 2 && matches!(m, Message::RequestVote { .. } | Message::PreVote { .. })
+    });
+    assert!(asks_2, "node 1 ({:?}) never asked node 2", l.role());
+    // Node 2's vote, a majority of C_new, makes it leader again, to commit C_new.
+    let term = l.term();
+    recv(
+        &mut l,
+        2,
+        Message::RequestVoteResponse {
+            term,
+            granted: true,
+        },
+    );
+    assert_eq!(l.role(), Role::Leader);
+}
+
+/// The same rule after a restart. Node 3 joined voters {1, 2} later (its `Config` lists it as
+/// a learner), led term 2, and appended C_new = {1, 2} removing itself; then it crashed before
+/// C_new committed. Recovered from its records, it must still campaign: the other nodes may
+/// hold C_old = {1, 2, 3} and a shorter log, and need it to elect anyone. Today its commit
+/// index restarts at 0, `may_campaign` looks up the configuration at index 0 (the initial one,
+/// where node 3 is a learner) and node 3 never campaigns. Found by `tests/sim_membership.rs`
+/// (`SIM_SEEDS=3000`, seed 2024): node 5 removed itself as leader of {2, 5}, stepped down by
+/// check-quorum while node 2 was down, crashed, and after the restart neither node could be
+/// elected (node 2 needs node 5's vote; node 5 refuses it, its log being longer, and never
+/// campaigns).
+#[test]
+#[ignore = "core bug: after a restart, a node removed by an uncommitted configuration never campaigns (thesis §4.1), which can leave the cluster without a leader"]
+fn removed_node_still_campaigns_after_a_restart_until_its_removal_commits() {
+    let mut c = Config::new(3, vec![1, 2]);
+    c.learners = vec![3];
+    c.pre_vote = false;
+    c.election_timeout_ticks_min = 10;
+    c.election_timeout_ticks_max = 10;
+    let membership = |voters: &[NodeId]| {
+        Payload::Membership(crate::message::Membership {
+            voters: set(voters),
+            ..Default::default()
+        })
+    };
+    let entries = vec![
+        Entry {
+            term: 1,
+            index: 1,
+            payload: membership(&[1, 2, 3]),
+        },
+        Entry {
+            term: 2,
+            index: 2,
+            payload: Payload::Noop,
+        },
+        Entry {
+            term: 2,
+            index: 3,
+            payload: membership(&[1, 2]),
+        },
+    ];
+    let records = vec![
+        Record::HardState {
+            term: 2,
+            voted_for: Some(3),
+        },
+        Record::Entries(entries),
+    ];
+    let mut n = N::recover(c, records).unwrap();
+    assert_eq!(n.membership().voters, set(&[1, 2]), "C_new is in force");
+    let fx = ticks(&mut n, 40);
+    let asks = fx
+        .messages
+        .iter()
+        .any(|(_, m)| matches!(m, Message::RequestVote { .. } | Message::PreVote { .. }));
+    assert!(asks, "node 3 ({:?}) never campaigned", n.role());
+}
