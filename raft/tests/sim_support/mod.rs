@@ -151,9 +151,10 @@ pub fn install<I: Invariant>(sim: &mut Sim<N>, mut invariant: I) {
     sim.add_invariant(name, move |view| invariant.check(&live(view)));
 }
 
-/// Installs the four invariants of the paper's Figure 3 (§5.2–§5.4.3).
+/// Installs every property of the paper's Figure 3 (§5.2–§5.4.3).
 pub fn install_all(sim: &mut Sim<N>) {
     install(sim, ElectionSafety::default());
+    install(sim, LeaderAppendOnly::default());
     install(sim, LogMatching::default());
     install(sim, LeaderCompleteness::default());
     install(sim, StateMachineSafety::default());
@@ -189,6 +190,55 @@ impl Invariant for ElectionSafety {
                     n.id
                 ));
             }
+        }
+        Ok(())
+    }
+}
+
+/// Leader append-only (§5.3, Figure 3): a leader never overwrites or deletes entries in its
+/// log; it only appends new entries. While a node leads a term, every entry it held at an
+/// earlier step must still be there with the same term (compaction into a snapshot aside).
+#[derive(Default)]
+pub struct LeaderAppendOnly {
+    /// Per node leading a term: the term, its snapshot index and the terms of the entries after
+    /// it, as last read.
+    leading: BTreeMap<NodeId, (Term, LogIndex, Vec<Term>)>,
+}
+
+impl Invariant for LeaderAppendOnly {
+    fn name(&self) -> &'static str {
+        "leader append-only (§5.3)"
+    }
+
+    fn check(&mut self, nodes: &[Live<'_>]) -> Result<(), String> {
+        forget_down(&mut self.leading, nodes);
+        for n in nodes {
+            if n.node.role() != Role::Leader {
+                self.leading.remove(&n.id);
+                continue;
+            }
+            let term = n.node.term();
+            if let Some((t, base, terms)) = self.leading.get(&n.id) {
+                if *t == term {
+                    let first = n.node.first_log_index();
+                    for (k, &old) in terms.iter().enumerate() {
+                        let index = base + 1 + k as u64;
+                        let now = n.node.entry_term(index);
+                        if index >= first && now != Some(old) {
+                            return Err(format!(
+                                "leader {} of term {term} replaced or removed entry {index} \
+                                 (term {old}, now {now:?})",
+                                n.id
+                            ));
+                        }
+                    }
+                }
+            }
+            let base = n.node.first_log_index() - 1;
+            let terms = (base + 1..=n.node.last_log_index())
+                .map(|i| n.node.entry_term(i).unwrap_or(0))
+                .collect();
+            self.leading.insert(n.id, (term, base, terms));
         }
         Ok(())
     }
