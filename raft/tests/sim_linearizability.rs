@@ -19,7 +19,7 @@ use raft::{RaftError, Request, Response};
 use sim_support::{check_seeds_then, install, ElectionSafety, Req, Resp, Scenario, N};
 
 /// Seeds in the normal test run.
-const SEEDS: u64 = 300;
+const SEEDS: u64 = 500;
 
 /// The client history in the checker's terms. Puts and gets only (the scenario proposes no
 /// appends); a proposal whose fate the node could not tell is open-ended, a refused one failed.

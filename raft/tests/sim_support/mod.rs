@@ -723,6 +723,7 @@ pub fn run(
                 sim.schedule_fault(until, Fault::Restart(leader));
             } else {
                 sim.apply(Fault::Isolate(leader))?;
+                // Heal also ends the random plan's cuts early; its later faults still come.
                 sim.schedule_fault(until, Fault::Heal);
             }
             continue;
