@@ -6,9 +6,9 @@
 //! into the network, responses and events to the cluster). Everything is deterministic: the
 //! network is a queue, and the optional faults ([`Faults`]) draw from a seeded [`DetRng`].
 //!
-//! It serves the paper-section tests, the examples and the core benchmarks, where stepping by
-//! hand is the point; the simulation proofs (`tests/sim_*.rs`) run on the workspace simulator,
-//! `common::sim`, instead.
+//! It serves the paper-section tests, the crate documentation and the core benchmarks, where
+//! stepping by hand is the point; the simulation proofs (`tests/sim_*.rs`) run on the
+//! workspace simulator, `common::sim`, instead.
 //!
 //! Faults model what the simulator does: dropped, duplicated and reordered messages, several
 //! steps gathered before one flush (group commit), and crashes that lose the node's memory, its
