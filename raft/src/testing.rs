@@ -6,6 +6,10 @@
 //! into the network, responses and events to the cluster). Everything is deterministic: the
 //! network is a queue, and the optional faults ([`Faults`]) draw from a seeded [`DetRng`].
 //!
+//! It serves the paper-section tests, the crate documentation and the core benchmarks, where
+//! stepping by hand is the point; the simulation proofs (`tests/sim_*.rs`) run on the
+//! workspace simulator, `common::sim`, instead.
+//!
 //! Faults model what the simulator does: dropped, duplicated and reordered messages, several
 //! steps gathered before one flush (group commit), and crashes that lose the node's memory, its
 //! unsent effects, and a random part of its unsynced records (a torn tail).
