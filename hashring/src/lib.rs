@@ -162,4 +162,6 @@ pub use placement::{
     MAGLEV_TABLE_SIZE_MIN_RECOMMENDED,
 };
 pub use rebalance::{diff, diff_memberships, HashRange, RangeMove};
-pub use ring::{PreferenceList, Ring, PREFERENCE_INLINE_MAX, RING_VNODES_MAX};
+pub use ring::{
+    PreferenceList, Ring, PREFERENCE_INLINE_MAX, PREFERENCE_TABLE_LEN, RING_VNODES_MAX,
+};
