@@ -234,7 +234,12 @@ fn sort_ring_order(items: Vec<Vnode>, id_hash: impl Fn(u32) -> u64) -> Vec<Vnode
     for &end in &ends[..ends.len() - 1] {
         let bucket = &mut sorted[start..end as usize];
         if bucket.len() > 1 {
-            bucket.sort_unstable_by_key(|v| (v.position, id_hash(v.slot), v.vnode));
+            // Equal positions are rare: the tie-breakers are looked up only for them.
+            bucket.sort_unstable_by(|a, b| {
+                a.position
+                    .cmp(&b.position)
+                    .then_with(|| (id_hash(a.slot), a.vnode).cmp(&(id_hash(b.slot), b.vnode)))
+            });
         }
         start = end as usize;
     }
