@@ -808,6 +808,19 @@ impl<'a, N: NodeId> Iterator for PreferenceList<'a, N> {
             self.remaining -= 1;
             return self.ring.id_of_slot(u32::from(slot));
         }
+        self.next_by_walk()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.remaining))
+    }
+}
+
+impl<'a, N: NodeId> PreferenceList<'a, N> {
+    /// The next node of a list the records do not decide: walks the ring. Kept out of line so
+    /// that the common, table-read `next` stays small where it is inlined.
+    #[inline(never)]
+    fn next_by_walk(&mut self) -> Option<&'a N> {
         let len = self.index.len();
         while self.remaining > 0 {
             if self.step >= len {
@@ -855,10 +868,6 @@ impl<'a, N: NodeId> Iterator for PreferenceList<'a, N> {
             return self.ring.id_of_slot(slot);
         }
         None
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (0, Some(self.remaining))
     }
 }
 
