@@ -101,10 +101,10 @@ impl<'a, N: NodeId> BoundedLoads<'a, N> {
         let index = ring.index();
         let start = index.successor(key_hash)?;
         let keys = self.total + 1;
-        let len = index.owners.len();
+        let len = index.len();
         // At most one full turn: the total capacity exceeds `keys`, so a node with room exists.
         for step in 0..len {
-            let slot = index.owners[(start + step) % len];
+            let slot = index.owner_at((start + step) % len);
             let load = self.loads[slot as usize];
             if load < self.slot_capacity(slot, keys) {
                 self.loads[slot as usize] = load + 1;

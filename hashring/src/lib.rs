@@ -16,7 +16,10 @@
 //!   Deserializing a [`Membership`] validates it.
 //! * **Bounded.** [`BoundedLoads`] never gives a node more than `⌈(1 + ε)·m/n⌉` of `m` keys.
 //! * **Allocation-free lookups.** [`Ring::locate`] and the [`PreferenceList`] iterator do not
-//!   allocate; lookup is O(1) expected (a prefix table over sorted positions).
+//!   allocate; lookup is O(1) expected (a prefix table over compact records in ring order), and
+//!   a preference list of up to [`PREFERENCE_TABLE_LEN`] nodes costs one lookup (each record
+//!   lists its first distinct owners). The fast path is checked against a plain sorted-array
+//!   implementation by a property test.
 //! * **Incremental.** [`Ring::add`] and [`Ring::remove`] cost O(v·log k) for `v` virtual nodes
 //!   of a ring of `k`; the lookup index is rebuilt (O(k)) on the first lookup after a change.
 //!
@@ -162,4 +165,6 @@ pub use placement::{
     MAGLEV_TABLE_SIZE_MIN_RECOMMENDED,
 };
 pub use rebalance::{diff, diff_memberships, HashRange, RangeMove};
-pub use ring::{PreferenceList, Ring, PREFERENCE_INLINE_MAX, RING_VNODES_MAX};
+pub use ring::{
+    PreferenceList, Ring, PREFERENCE_INLINE_MAX, PREFERENCE_TABLE_LEN, RING_VNODES_MAX,
+};

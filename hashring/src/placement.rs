@@ -10,7 +10,7 @@
 //! | arbitrary removal | yes, moves only its keys | **no**: only the last bucket; removing another renumbers buckets | yes, optimal | yes, with the same extra churn as on add |
 //! | balance (peak/mean) | ≈ 1 + 3/√v (≈ 1.2–1.3 at v = 160) | ≈ 1.0 | ≈ 1.0 (binomial noise) | ≈ 1.0 (table entries differ by ≤ 1) |
 //! | weights | via virtual-node counts | **none** | exact (logarithmic method) | via fill turns |
-//! | memory | ≈ 12 B per vnode index + tree | just the id list | ids + hashes + weights | one `u32` per table entry (M ≥ 100·n recommended) |
+//! | memory | ≈ 19 B per vnode index (8 B record, 8 B position, 2–4 B prefix table) + tree | just the id list | ids + hashes + weights | one `u32` per table entry (M ≥ 100·n recommended) |
 //! | lookup | O(1) expected (prefix table) | O(log n) | **O(n)** | O(1), one table read |
 //! | preference lists | yes (walk clockwise) | no | yes (top N scores, O(n)) | no |
 //!

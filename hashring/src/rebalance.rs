@@ -72,7 +72,7 @@ impl<N: NodeId> Ring<N> {
         let len = index.positions.len();
         let mut ranges: Vec<HashRange> = Vec::new();
         for i in 0..len {
-            if index.owners[i] != slot {
+            if index.owner_at(i) != slot {
                 continue;
             }
             let prev = index.positions[(i + len - 1) % len];
