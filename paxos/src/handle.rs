@@ -111,7 +111,21 @@ impl<S: StateMachine> Handle<S> {
         }
     }
 
-    /// The replica's metrics: leader, ballot, decided and applied slots, slots in flight.
+    /// Changes the set of acceptors to `members` (see [`Request::Reconfigure`]) and returns the
+    /// new configuration's epoch once the change took effect: the stop-sign is chosen and applied
+    /// on this replica, which must lead, and `members` decide every later slot. A replica being
+    /// added must be running (started with the same [`Config::members`] as everyone); it catches
+    /// up before it votes.
+    pub async fn reconfigure(&self, members: Vec<common::NodeId>) -> Result<u64, HandleError> {
+        match self.node.request(Request::Reconfigure { members }).await? {
+            Response::Reconfigured { epoch, .. } => Ok(epoch),
+            Response::Failed(e) => Err(e.into()),
+            other => Err(HandleError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// The replica's metrics: leader, ballot, decided and applied slots, slots in flight, and
+    /// the configuration (epoch and members).
     pub async fn metrics(&self) -> Result<Metrics, HandleError> {
         Ok(self.node.metrics().await?)
     }

@@ -173,5 +173,7 @@ pub use config::Config;
 pub use core::{Event, Metrics, Replica, Request, Response};
 pub use error::Error;
 pub use handle::{Client, Handle, HandleError};
-pub use message::{Ballot, Command, Message, PromisedEntry, Record, Session, Slot, Value};
+pub use message::{
+    Ballot, Command, Membership, Message, PromisedEntry, Record, Session, Slot, Value,
+};
 pub use state_machine::{Counter, KvCommand, KvQuery, KvStore, StateMachine};

@@ -54,6 +54,7 @@ impl<S: StateMachine> Replica<S> {
             return;
         }
         self.catch_up_cooldown = self.config.retransmit_ticks;
+        self.catch_up_asked = Some(peer);
         out.send(
             peer,
             Message::CatchUpRequest {
@@ -166,8 +167,17 @@ impl<S: StateMachine> Replica<S> {
                 Some((&s, _)) if s == slot => self.pending.remove(&slot),
                 _ => None,
             };
+            if let Value::StopSign { epoch, members } = &entry.value {
+                let (epoch, members) = (*epoch, members.clone());
+                for id in mine.into_iter().flat_map(|(_, requests)| requests) {
+                    out.respond(id, Response::Failed(Error::LeadershipLost));
+                }
+                self.applied += 1;
+                self.apply_stop_sign(slot, epoch, members, out);
+                continue;
+            }
             match &entry.value {
-                Value::Noop => {
+                Value::Noop | Value::StopSign { .. } => {
                     if let Some((_, requests)) = mine {
                         for id in requests {
                             out.respond(id, Response::Failed(Error::LeadershipLost));
@@ -237,5 +247,6 @@ impl<S: StateMachine> Replica<S> {
         }
         self.answer_reads(out);
         self.maybe_snapshot(out);
+        self.after_apply(out);
     }
 }
