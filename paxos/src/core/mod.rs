@@ -559,7 +559,7 @@ impl<S: StateMachine> Node for Replica<S> {
 }
 
 impl<S: StateMachine> Replica<S> {
-    fn on_heartbeat(&mut self, from: NodeId, round: u64, out: &mut Outbox<Self>) {
+    pub(crate) fn on_heartbeat(&mut self, from: NodeId, round: u64, out: &mut Outbox<Self>) {
         let e = &self.election;
         out.send(
             from,

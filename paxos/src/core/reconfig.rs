@@ -135,7 +135,13 @@ impl<S: StateMachine> Replica<S> {
         }
         self.reject("sender is not a member of this configuration", from);
         let ahead = match msg {
-            Message::Heartbeat { .. } => true,
+            Message::Heartbeat { round } => {
+                // Not counted in our election, but answered: our decided slot tells a replica
+                // still in an older configuration (one that was removed, for instance) to
+                // catch up and learn where it stands.
+                self.on_heartbeat(from, *round, out);
+                true
+            }
             Message::Prepare { ballot, .. }
             | Message::Accept { ballot, .. }
             | Message::Commit { ballot, .. } => ballot.epoch > self.membership.epoch,
@@ -260,6 +266,15 @@ impl<S: StateMachine> Replica<S> {
         // The old leadership ends with its configuration; its commands and reads go along to
         // the next one.
         if let Some(leader) = self.leader.take() {
+            // The old members learn that the stop-sign was chosen (those removed would not hear
+            // of it otherwise).
+            if leader.is_active() {
+                let msg = Message::Commit {
+                    ballot: leader.ballot,
+                    commit: leader.commit,
+                };
+                out.broadcast(self.peers.clone(), &msg);
+            }
             let mut reads = leader.reads_waiting;
             reads.extend(leader.read_probe.into_iter().flat_map(|r| r.reads));
             reads.extend(leader.reads_ready.into_iter().map(|(_, id, q)| (id, q)));
