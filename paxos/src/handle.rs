@@ -184,10 +184,21 @@ where
         .await
     }
 
-    async fn retry<F, Fut>(&self, op: F) -> Result<S::Output, HandleError>
+    /// Changes the set of acceptors to `members` on whichever replica leads (see
+    /// [`Handle::reconfigure`]) and returns the new configuration's epoch. Retrying is safe: a
+    /// retry after the change took effect finds the members in place and returns at once.
+    pub async fn reconfigure(&self, members: Vec<common::NodeId>) -> Result<u64, HandleError> {
+        self.retry(|h| {
+            let members = members.clone();
+            async move { h.reconfigure(members).await }
+        })
+        .await
+    }
+
+    async fn retry<T, F, Fut>(&self, op: F) -> Result<T, HandleError>
     where
         F: Fn(Handle<S>) -> Fut,
-        Fut: std::future::Future<Output = Result<S::Output, HandleError>>,
+        Fut: std::future::Future<Output = Result<T, HandleError>>,
     {
         let n = self.replicas.len().max(1);
         for attempt in 0..CLIENT_RETRIES_MAX {
@@ -205,7 +216,9 @@ where
                         .unwrap_or((i + 1) % n);
                     self.leader.store(next, Ordering::Relaxed);
                 }
-                Err(HandleError::Paxos(e @ Error::SessionStale { .. })) => return Err(e.into()),
+                Err(HandleError::Paxos(e @ (Error::SessionStale { .. } | Error::Config(_)))) => {
+                    return Err(e.into())
+                }
                 Err(_) => self.leader.store((i + 1) % n, Ordering::Relaxed),
             }
             if (attempt as usize + 1) % n == 0 {

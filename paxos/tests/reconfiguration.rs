@@ -96,7 +96,7 @@ fn run(seed: u64) -> Result<u64, SimError> {
     add_agreement(&mut sim);
     add_decided_once(&mut sim);
     sim.schedule(random_faults(seed, NODES, 100, FAULTS_UNTIL));
-    let log = kv_workload_with(&mut sim, NODES, 3, 10, 30, 100_000, true, Write::Put);
+    let log = kv_workload_with(&mut sim, NODES, 3, 10, 30, 100_000, true, Write::Put, 120);
     // Membership changes during the faults, one after the other.
     let mut changes = 0;
     let mut step = seed;
@@ -184,7 +184,7 @@ fn reconfiguration_cycle_without_faults() {
     let mut sim = sim_with_spares(11, 3, NODES, |_| {}).unwrap();
     add_agreement(&mut sim);
     add_decided_once(&mut sim);
-    let log = kv_workload_with(&mut sim, NODES, 2, 20, 30, 100_000, true, Write::Put);
+    let log = kv_workload_with(&mut sim, NODES, 2, 20, 30, 100_000, true, Write::Put, 120);
     sim.run_until(300).unwrap();
     let mut epochs = Vec::new();
     for step in 0..8 {

@@ -220,6 +220,23 @@ impl<S: StateMachine> Replica<S> {
                                 }),
                             },
                         };
+                        if let Some(session) = command.session {
+                            if let Some(leader) = self.leader.as_mut() {
+                                leader.held.remove(&session);
+                            }
+                            for id in self.session_waiters.remove(&session).into_iter().flatten() {
+                                out.respond(
+                                    id,
+                                    match &result {
+                                        Ok(output) => Response::Applied {
+                                            slot,
+                                            output: output.clone(),
+                                        },
+                                        Err(e) => Response::Failed(e.clone()),
+                                    },
+                                );
+                            }
+                        }
                         if let Some(id) = requests.as_mut().and_then(|r| r.next()) {
                             out.respond(
                                 id,
@@ -248,5 +265,7 @@ impl<S: StateMachine> Replica<S> {
         self.answer_reads(out);
         self.maybe_snapshot(out);
         self.after_apply(out);
+        // A new leader waits to have applied what was chosen before it (see `proposer.rs`).
+        self.flush_queue(out);
     }
 }

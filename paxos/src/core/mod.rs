@@ -123,6 +123,9 @@ pub struct Metrics {
     pub stale: u64,
     /// Commands recognised as retries of an applied command and not applied again.
     pub duplicates: u64,
+    /// Retries a leader attached to the copy of their command it already held, instead of
+    /// proposing the command again.
+    pub retries_attached: u64,
     /// Snapshots received from peers and installed (catch-up behind a compacted prefix).
     pub snapshots_installed: u64,
     /// The first slot still in the log (slots below were compacted into a snapshot).
@@ -141,6 +144,7 @@ pub(crate) struct Counters {
     pub rejected: u64,
     pub stale: u64,
     pub duplicates: u64,
+    pub retries_attached: u64,
     pub snapshots_installed: u64,
 }
 
@@ -187,6 +191,9 @@ pub struct Replica<S: StateMachine> {
     pub(crate) carried: Option<reconfig::Carried<S::Command, S::Query>>,
     /// Client proposals answered when their slot is applied: slot -> (batch origin, requests).
     pub(crate) pending: BTreeMap<Slot, (Ballot, Vec<RequestId>)>,
+    /// Retries attached to a copy of their command the leader already holds, answered when a
+    /// command of that session is applied (see `proposer.rs`).
+    pub(crate) session_waiters: BTreeMap<Session, Vec<RequestId>>,
     // ---- proposer ----
     pub(crate) leader: Option<Leader<S::Command, S::Query>>,
     // ---- election ----
@@ -425,6 +432,7 @@ impl<S: StateMachine> Node for Replica<S> {
             relead_after_apply: false,
             carried: None,
             pending: BTreeMap::new(),
+            session_waiters: BTreeMap::new(),
             leader: None,
             election,
             counters: Counters::default(),
@@ -549,6 +557,7 @@ impl<S: StateMachine> Node for Replica<S> {
             rejected: self.counters.rejected,
             stale: self.counters.stale,
             duplicates: self.counters.duplicates,
+            retries_attached: self.counters.retries_attached,
             snapshots_installed: self.counters.snapshots_installed,
             log_start: self.log.start(),
             epoch: self.membership.epoch,

@@ -18,7 +18,7 @@
 //! [`Config::batch_commands_max`]: crate::Config::batch_commands_max
 //! [`Config::in_flight_slots_max`]: crate::Config::in_flight_slots_max
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use common::{NodeId, Outbox, RequestId};
 
@@ -27,6 +27,10 @@ use crate::message::{Ballot, Command, Message, PromisedEntry, Session, Slot, Val
 use crate::state_machine::{Dedup, StateMachine};
 
 use super::{reconfig, Replica, Response};
+
+/// Most retries of one command waiting for the copy a leader already holds (a client retrying
+/// faster than the cluster answers is refused with [`Error::Busy`] beyond it).
+pub const SESSION_WAITERS_MAX: usize = 16;
 
 /// A slot the leader proposed and has not yet seen chosen.
 #[derive(Debug)]
@@ -69,6 +73,13 @@ pub(crate) struct Leader<C, Q> {
     in_flight: VecDeque<InFlight<C>>,
     /// Commands waiting for a free slot.
     pub queue: VecDeque<(RequestId, Command<C>)>,
+    /// Sessions of the commands this leadership holds: queued, or in a slot it proposed or
+    /// re-proposed and has not applied yet. A retry of one of them takes no second slot.
+    pub held: BTreeSet<Session>,
+    /// Every slot below this was chosen before this leadership's phase 1 (the highest decided
+    /// prefix its promises reported); it proposes client commands only once it has applied
+    /// them, so that its session table covers every command chosen before it.
+    phase1_start: Slot,
     /// A requested reconfiguration not yet proposed (it waits for room in the pipeline).
     pub reconfig: Option<Vec<NodeId>>,
     /// The slot of the stop-sign this leadership proposed or re-proposed: nothing is proposed
@@ -117,6 +128,8 @@ impl<S: StateMachine> Replica<S> {
             next_slot: from_slot,
             in_flight: VecDeque::new(),
             queue: VecDeque::new(),
+            held: BTreeSet::new(),
+            phase1_start: from_slot,
             reconfig: None,
             stop_sign: None,
             commit_sent: from_slot,
@@ -171,6 +184,12 @@ impl<S: StateMachine> Replica<S> {
             out.respond(id, Response::Failed(Error::NotLeader { leader: hint }));
         }
         if let Some((id, _)) = self.reconfig_pending.take() {
+            out.respond(id, Response::Failed(Error::LeadershipLost));
+        }
+        for id in std::mem::take(&mut self.session_waiters)
+            .into_values()
+            .flatten()
+        {
             out.respond(id, Response::Failed(Error::LeadershipLost));
         }
         // Proposed commands may still be chosen (a later leader re-proposes them): the outcome
@@ -263,6 +282,15 @@ impl<S: StateMachine> Replica<S> {
         leader.commit = start;
         leader.commit_sent = start;
         leader.next_slot = end;
+        leader.phase1_start = start;
+        // Commands phase 1 found are this leadership's now: a retry of one attaches to it.
+        for v in &values {
+            if let Value::Batch { commands, .. } = v {
+                leader
+                    .held
+                    .extend(commands.iter().filter_map(|c| c.session));
+            }
+        }
         leader.in_flight = values
             .iter()
             .map(|v| InFlight {
@@ -342,7 +370,21 @@ impl<S: StateMachine> Replica<S> {
             // A retry of a command already applied is answered from the session table without
             // taking a slot.
             match self.sessions.check(session) {
-                Dedup::Fresh => {}
+                Dedup::Fresh => {
+                    // A retry of a command this leadership already holds (queued, or in a slot
+                    // it proposed or re-proposed after phase 1) takes no second slot: it is
+                    // answered when that copy is applied.
+                    if leader.held.contains(&session) {
+                        let waiters = self.session_waiters.entry(session).or_default();
+                        if waiters.len() >= SESSION_WAITERS_MAX {
+                            out.respond(id, Response::Failed(Error::Busy));
+                        } else {
+                            waiters.push(id);
+                            self.counters.retries_attached += 1;
+                        }
+                        return;
+                    }
+                }
                 Dedup::Duplicate(output) => {
                     self.counters.duplicates += 1;
                     out.respond(
@@ -369,6 +411,9 @@ impl<S: StateMachine> Replica<S> {
         if leader.queue.len() >= queue_max {
             out.respond(id, Response::Failed(Error::Busy));
             return;
+        }
+        if let Some(session) = session {
+            leader.held.insert(session);
         }
         leader.queue.push_back((
             id,
@@ -412,13 +457,39 @@ impl<S: StateMachine> Replica<S> {
                 return;
             }
         }
+        if self.applied < leader.phase1_start {
+            return; // catching up on what was chosen before us first (see `phase1_start`)
+        }
         while !leader.queue.is_empty() && leader.in_flight() < in_flight_max {
             let n = leader.queue.len().min(batch_max);
             let mut requests = Vec::with_capacity(n);
             let mut commands = Vec::with_capacity(n);
             for (id, c) in leader.queue.drain(..n) {
+                // The session table may have learned this command since it was queued (chosen
+                // before this leadership, applied while it caught up): answer, do not re-propose.
+                if let Some(session) = c.session {
+                    match self.sessions.check(session) {
+                        Dedup::Fresh => {}
+                        Dedup::Duplicate(output) => {
+                            self.counters.duplicates += 1;
+                            leader.held.remove(&session);
+                            let slot = self.applied;
+                            out.respond(id, Response::Applied { slot, output });
+                            continue;
+                        }
+                        Dedup::Stale => {
+                            leader.held.remove(&session);
+                            let (client, seq) = (session.client, session.seq);
+                            out.respond(id, Response::Failed(Error::SessionStale { client, seq }));
+                            continue;
+                        }
+                    }
+                }
                 requests.push(id);
                 commands.push(c);
+            }
+            if commands.is_empty() {
+                continue;
             }
             let value = Value::Batch {
                 origin: leader.ballot,

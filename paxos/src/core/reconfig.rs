@@ -318,6 +318,9 @@ impl<S: StateMachine> Replica<S> {
         };
         match self.leader.as_mut() {
             Some(leader) => {
+                leader
+                    .held
+                    .extend(carried.queue.iter().filter_map(|(_, c)| c.session));
                 leader.queue.extend(carried.queue);
                 leader.reads_waiting.extend(carried.reads);
                 let active = leader.is_active();
@@ -335,10 +338,18 @@ impl<S: StateMachine> Replica<S> {
 
     /// Answers what a former leader carried: not the leader any more.
     fn refuse_carried(&mut self, out: &mut Outbox<Self>) {
+        let hint = self.election.leader_id().filter(|&l| l != self.config.id);
+        // Retries attached to commands of the ended leadership: those commands were either
+        // applied already (and these answered) or are refused with them.
+        for id in std::mem::take(&mut self.session_waiters)
+            .into_values()
+            .flatten()
+        {
+            out.respond(id, Response::Failed(Error::NotLeader { leader: hint }));
+        }
         let Some(carried) = self.carried.take() else {
             return;
         };
-        let hint = self.election.leader_id().filter(|&l| l != self.config.id);
         let ids = carried
             .queue
             .into_iter()

@@ -535,39 +535,37 @@ fn retried_command_is_applied_once() {
             &mut out,
         );
     }
-    out.take();
-    // Both copies were proposed (slots 0 and 1): the retry arrived before the first applied.
+    let e = out.take();
+    // The retry arrived while the first copy was in flight: it takes no second slot.
+    let accepts: Vec<_> = e
+        .messages
+        .iter()
+        .filter(|(to, m)| *to == 2 && matches!(m, M::Accept { .. }))
+        .collect();
+    assert_eq!(accepts.len(), 1);
+    assert_eq!(a.metrics().in_flight, 1);
+    assert_eq!(a.metrics().retries_attached, 1);
     a.handle_message(
         2,
         M::Accepted {
             ballot: b,
             slot: 0,
-            count: 2,
+            count: 1,
         },
         &mut out,
     );
     let e = out.take();
+    // Both requests are answered by the one application.
+    let applied = Response::Applied {
+        slot: 0,
+        output: Some(String::new()),
+    };
     assert_eq!(
         e.responses,
-        vec![
-            (
-                RequestId(1),
-                Response::Applied {
-                    slot: 0,
-                    output: Some(String::new())
-                }
-            ),
-            (
-                RequestId(2),
-                Response::Applied {
-                    slot: 1,
-                    output: Some(String::new())
-                }
-            )
-        ]
+        vec![(RequestId(2), applied.clone()), (RequestId(1), applied)]
     );
     assert_eq!(a.state().map.get("k"), Some(&"x".to_string()));
-    assert_eq!(a.metrics().duplicates, 1);
+    assert_eq!(a.metrics().duplicates, 0);
     // A third retry is answered from the session table without a slot.
     a.handle_request(
         RequestId(3),
@@ -584,11 +582,151 @@ fn retried_command_is_applied_once() {
         vec![(
             RequestId(3),
             Response::Applied {
-                slot: 2,
+                slot: 1,
                 output: Some(String::new())
             }
         )]
     );
+}
+
+#[test]
+fn retry_of_a_command_found_in_phase1_attaches_to_its_slot() {
+    let mut a = replica(1);
+    let mut out = Outbox::new();
+    let b = Ballot::new(3, 1);
+    a.election.ballot = b;
+    a.election.leader = b;
+    a.election.quorum_connected = true;
+    a.reconcile_leadership(&mut out);
+    // Phase 1 finds a copy of the client's command accepted under an older ballot (its leader
+    // lost leadership before answering).
+    let session = Some(Session { client: 8, seq: 4 });
+    let old = Ballot::new(2, 2);
+    let copy = Value::Batch {
+        origin: old,
+        commands: vec![Command {
+            session,
+            payload: put("a", "1"),
+        }],
+    };
+    a.handle_message(
+        2,
+        M::Promise {
+            ballot: b,
+            decided: 0,
+            accepted: vec![PromisedEntry {
+                slot: 0,
+                ballot: old,
+                value: copy.clone(),
+            }],
+        },
+        &mut out,
+    );
+    assert!(a.is_leader());
+    out.take();
+    // The retry reaches the new leader: it attaches to slot 0 instead of taking slot 1.
+    a.handle_request(
+        RequestId(9),
+        Request::Propose {
+            command: put("a", "1"),
+            session,
+        },
+        &mut out,
+    );
+    let e = out.take();
+    assert!(e.messages.is_empty(), "{:?}", e.messages);
+    assert_eq!(a.metrics().in_flight, 1);
+    a.handle_message(
+        3,
+        M::Accepted {
+            ballot: b,
+            slot: 0,
+            count: 1,
+        },
+        &mut out,
+    );
+    assert_eq!(
+        out.take().responses,
+        vec![(
+            RequestId(9),
+            Response::Applied {
+                slot: 0,
+                output: None
+            }
+        )]
+    );
+    assert_eq!(a.decided_value(0), Some(&copy));
+}
+
+#[test]
+fn new_leader_proposes_only_after_applying_what_was_chosen_before_it() {
+    let mut a = replica(1);
+    let mut out = Outbox::new();
+    let b = Ballot::new(3, 1);
+    a.election.ballot = b;
+    a.election.leader = b;
+    a.election.quorum_connected = true;
+    a.reconcile_leadership(&mut out);
+    // Acceptor 2 decided slots 0 and 1 already; this leader knows neither.
+    a.handle_message(
+        2,
+        M::Promise {
+            ballot: b,
+            decided: 2,
+            accepted: vec![],
+        },
+        &mut out,
+    );
+    assert!(a.is_leader());
+    out.take();
+    let session = Some(Session { client: 8, seq: 1 });
+    a.handle_request(
+        RequestId(1),
+        Request::Propose {
+            command: put("a", "1"),
+            session,
+        },
+        &mut out,
+    );
+    let e = out.take();
+    assert!(
+        !e.messages
+            .iter()
+            .any(|(_, m)| matches!(m, M::Accept { .. })),
+        "no proposal before the chosen prefix is applied"
+    );
+    // It catches up: slot 1 holds the very same command (chosen under an older leader).
+    let chosen = Value::Batch {
+        origin: Ballot::new(2, 2),
+        commands: vec![Command {
+            session,
+            payload: put("a", "1"),
+        }],
+    };
+    a.handle_message(
+        2,
+        M::CatchUp {
+            from_slot: 0,
+            values: vec![Value::Noop, chosen],
+        },
+        &mut out,
+    );
+    let e = out.take();
+    // Answered from the session table: the command is not proposed a second time.
+    assert_eq!(
+        e.responses,
+        vec![(
+            RequestId(1),
+            Response::Applied {
+                slot: 2,
+                output: None
+            }
+        )]
+    );
+    assert!(!e
+        .messages
+        .iter()
+        .any(|(_, m)| matches!(m, M::Accept { .. })));
 }
 
 #[test]

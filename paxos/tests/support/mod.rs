@@ -270,7 +270,17 @@ pub fn kv_workload(
     until: u64,
     reads: bool,
 ) -> Rc<RefCell<WorkloadLog>> {
-    kv_workload_with(sim, n, clients, ops, start, until, reads, Write::Append)
+    kv_workload_with(
+        sim,
+        n,
+        clients,
+        ops,
+        start,
+        until,
+        reads,
+        Write::Append,
+        120,
+    )
 }
 
 /// What the workload's writes are.
@@ -283,7 +293,8 @@ pub enum Write {
     Put,
 }
 
-/// [`kv_workload`] with a choice of writes, over nodes `1..=n`.
+/// [`kv_workload`] with a choice of writes, over nodes `1..=n`; a client gives up waiting
+/// after `timeout` and retries (with the same session) at the next node.
 #[allow(clippy::too_many_arguments)]
 pub fn kv_workload_with(
     sim: &mut Sim<Kv>,
@@ -294,6 +305,7 @@ pub fn kv_workload_with(
     until: u64,
     reads: bool,
     write: Write,
+    timeout: u64,
 ) -> Rc<RefCell<WorkloadLog>> {
     let log = Rc::new(RefCell::new(WorkloadLog::default()));
     let log2 = log.clone();
@@ -306,7 +318,7 @@ pub fn kv_workload_with(
             think_max: 15,
             requests_max: u64::MAX,
             until,
-            timeout: Some(120),
+            timeout: Some(timeout),
         },
         move |rng, ctx| {
             let st = states.entry(ctx.client).or_insert_with(|| ClientState {
