@@ -393,126 +393,6 @@ pub fn all_answered(history: &[ClientOp<Kv>], clients: u64, ops: u64) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------
-// Linearizability of the KV history (per key, with porcupine).
-// ---------------------------------------------------------------------------------------
-
-#[derive(Clone, Debug)]
-pub enum KvOp {
-    /// Append `token;`; `prev` is the value before (None: outcome unknown).
-    Append { token: String, prev: Option<String> },
-    /// A read that returned `value` ("" when absent).
-    Read { value: String },
-}
-
-#[derive(Clone)]
-pub struct KvModel;
-
-impl porcupine_rs::Model for KvModel {
-    type State = String;
-    type Op = (String, KvOp);
-    type Metadata = ();
-
-    fn partition_operations(
-        history: &[porcupine_rs::Operation<Self>],
-    ) -> Vec<Vec<porcupine_rs::Operation<Self>>> {
-        let mut by_key: BTreeMap<String, Vec<porcupine_rs::Operation<Self>>> = BTreeMap::new();
-        for op in history {
-            by_key.entry(op.op.0.clone()).or_default().push(op.clone());
-        }
-        by_key.into_values().collect()
-    }
-
-    fn init() -> String {
-        String::new()
-    }
-
-    fn step(state: &String, op: &(String, KvOp)) -> (bool, String) {
-        match &op.1 {
-            KvOp::Append { token, prev } => {
-                let ok = prev.as_ref().is_none_or(|p| p == state);
-                (ok, format!("{state}{token};"))
-            }
-            KvOp::Read { value } => (value == state, state.clone()),
-        }
-    }
-}
-
-/// Builds the logical operations of the history (all attempts of one session are one
-/// operation, from its first invocation to its first answer) and checks them.
-pub fn check_linearizable(sim: &Sim<Kv>) -> Result<(), String> {
-    let mut ops: Vec<porcupine_rs::Operation<KvModel>> = Vec::new();
-    // (client, seq) -> index in ops
-    let mut appends: BTreeMap<(u64, u64), usize> = BTreeMap::new();
-    for op in sim.history() {
-        let invoked = op.invoked_at as i64;
-        let answered = op.completed_at.map(|t| t as i64);
-        match &op.request {
-            Request::Propose {
-                command: KvCommand::Append { key, value },
-                session: Some(s),
-            } => {
-                let output = match &op.outcome {
-                    Outcome::Response(Response::Applied { output, .. }) => {
-                        Some(output.clone().unwrap_or_default())
-                    }
-                    _ => None,
-                };
-                let i = *appends.entry((s.client, s.seq)).or_insert_with(|| {
-                    ops.push(porcupine_rs::Operation {
-                        client_id: Some(op.client as u32),
-                        call_time: invoked,
-                        return_time: i64::MAX,
-                        op: (
-                            key.clone(),
-                            KvOp::Append {
-                                token: value.trim_end_matches(';').to_string(),
-                                prev: None,
-                            },
-                        ),
-                        metadata: None,
-                    });
-                    ops.len() - 1
-                });
-                if let (Some(prev), Some(t)) = (output, answered) {
-                    let o = &mut ops[i];
-                    if o.return_time == i64::MAX {
-                        o.return_time = t;
-                        if let KvOp::Append { prev: p, .. } = &mut o.op.1 {
-                            *p = Some(prev);
-                        }
-                    }
-                }
-            }
-            Request::Read(KvQuery { key }) => {
-                if let (Outcome::Response(Response::Read(v)), Some(t)) = (&op.outcome, answered) {
-                    ops.push(porcupine_rs::Operation {
-                        client_id: Some(op.client as u32),
-                        call_time: invoked,
-                        return_time: t,
-                        op: (
-                            key.clone(),
-                            KvOp::Read {
-                                value: v.clone().unwrap_or_default(),
-                            },
-                        ),
-                        metadata: None,
-                    });
-                }
-            }
-            _ => {}
-        }
-    }
-    if porcupine_rs::check_operations::<KvModel>(&ops) {
-        Ok(())
-    } else {
-        Err(format!(
-            "history of {} operations is not linearizable",
-            ops.len()
-        ))
-    }
-}
-
-// ---------------------------------------------------------------------------------------
 // Linearizability through `common::check` (porcupine, per key).
 // ---------------------------------------------------------------------------------------
 
@@ -524,7 +404,20 @@ pub fn check_linearizable(sim: &Sim<Kv>) -> Result<(), String> {
 /// output (the previous value) to its value, so the check covers what every write saw too.
 /// Reads are checked when answered; a read refused or lost had no effect and is left out.
 pub fn check_kv_linearizable(sim: &Sim<Kv>) -> Result<(), String> {
-    use common::check::kv::{check_kv, KvInput, KvOutput};
+    use common::check::kv::check_kv;
+    match check_kv(&kv_history(sim)?) {
+        Ok(verdict) if verdict.is_linearizable() => Ok(()),
+        Ok(verdict) => Err(format!("not linearizable: {verdict}")),
+        Err(e) => Err(format!("malformed history: {e}")),
+    }
+}
+
+/// The checker's history of a [`Write::Put`] workload (see [`check_kv_linearizable`]).
+pub fn kv_history(
+    sim: &Sim<Kv>,
+) -> Result<common::check::History<common::check::kv::KvInput, common::check::kv::KvOutput>, String>
+{
+    use common::check::kv::{KvInput, KvOutput};
     use common::check::{History, HistoryEvent};
 
     struct Logical {
@@ -624,10 +517,5 @@ pub fn check_kv_linearizable(sim: &Sim<Kv>) -> Result<(), String> {
             }),
         }
     }
-    let history = History { events };
-    match check_kv(&history) {
-        Ok(verdict) if verdict.is_linearizable() => Ok(()),
-        Ok(verdict) => Err(format!("not linearizable: {verdict}")),
-        Err(e) => Err(format!("malformed history: {e}")),
-    }
+    Ok(History { events })
 }
