@@ -220,3 +220,60 @@ fn reconfiguration_cycle_without_faults() {
     }
     check_kv_linearizable(&sim).unwrap();
 }
+
+/// Every member replaced at once ({1, 2, 3} to {4, 5, 6}) on a lossy network: the new replicas
+/// learn that they form the configuration (from the old leader's last commit or, if that is
+/// lost, from the removed replicas' announcements), catch up, elect a leader and serve.
+#[test]
+fn replacing_every_member_at_once() {
+    for seed in 0..40 {
+        let mut sim = sim_with_spares(seed, 3, NODES, |_| {}).unwrap();
+        add_agreement(&mut sim);
+        add_decided_once(&mut sim);
+        sim.apply(common::sim::Fault::Drop(0.3)).unwrap();
+        let log = kv_workload_with(&mut sim, NODES, 3, 10, 30, 100_000, true, Write::Put, 120);
+        sim.run_until(300).unwrap();
+        let mut done = false;
+        while !done && sim.now() < 5_000 {
+            let m = latest(&sim);
+            if m.members == vec![4, 5, 6] {
+                break;
+            }
+            let Some(leader) = leader_of(&sim, &m) else {
+                sim.run_for(20).unwrap();
+                continue;
+            };
+            let id = sim.submit(
+                sim.now(),
+                leader,
+                Request::Reconfigure {
+                    members: vec![4, 5, 6],
+                },
+            );
+            let deadline = sim.now() + 500;
+            sim.run_until_cond(deadline, move |v| {
+                v.op(id)
+                    .is_some_and(|op| !matches!(op.outcome, Outcome::Pending))
+            })
+            .unwrap();
+            done = matches!(
+                sim.op(id).unwrap().outcome,
+                Outcome::Response(Response::Reconfigured { epoch: 1, .. })
+            );
+        }
+        assert_eq!(latest(&sim).members, vec![4, 5, 6], "seed {seed}");
+        let t = sim.now();
+        let served = sim
+            .run_until_cond(t + 10_000, |v| {
+                all_answered(v.history(), 3, 10)
+                    && (4..=6).any(|id| v.node(id).is_some_and(|r| r.is_leader()))
+            })
+            .unwrap();
+        assert!(served, "seed {seed}: the new configuration does not serve");
+        for id in 1..=3 {
+            assert!(!sim.node(id).unwrap().metrics().is_member, "seed {seed}");
+        }
+        assert!(log.borrow().errors.is_empty());
+        check_kv_linearizable(&sim).unwrap();
+    }
+}

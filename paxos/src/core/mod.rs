@@ -186,6 +186,9 @@ pub struct Replica<S: StateMachine> {
     /// Set when a stop-sign was applied while this replica led: after the apply loop, it leads
     /// again in the new configuration (if elected there) and takes along `carried`.
     pub(crate) relead_after_apply: bool,
+    /// Members of the current configuration that this replica, being outside it, knows to have
+    /// learned it (see `reconfig.rs`: a removed replica tells the new members until they have).
+    pub(crate) announced: std::collections::BTreeSet<NodeId>,
     /// Client commands and reads a leader held when its configuration ended, handed to its next
     /// leadership (or refused).
     pub(crate) carried: Option<reconfig::Carried<S::Command, S::Query>>,
@@ -430,6 +433,7 @@ impl<S: StateMachine> Node for Replica<S> {
             catch_up_asked: None,
             reconfig_pending: None,
             relead_after_apply: false,
+            announced: std::collections::BTreeSet::new(),
             carried: None,
             pending: BTreeMap::new(),
             session_waiters: BTreeMap::new(),
@@ -527,7 +531,11 @@ impl<S: StateMachine> Node for Replica<S> {
         // Only acceptors of the current configuration run the election; a joining or removed
         // replica is a passive learner.
         let member = self.is_member(self.config.id);
-        if let Some(round) = self.election.tick().filter(|_| member) {
+        let round_ended = self.election.tick();
+        if let (Some(round), false) = (round_ended, member) {
+            self.announce_membership(round.round, out);
+        }
+        if let Some(round) = round_ended.filter(|_| member) {
             let peers = self.peers.clone();
             out.broadcast(peers, &Message::Heartbeat { round: round.round });
             if let Some(ballot) = round.new_leader {
@@ -596,6 +604,9 @@ impl<S: StateMachine> Replica<S> {
             return;
         }
         self.election.on_reply(from, round, info);
+        if decided >= self.membership.start {
+            self.announced.insert(from);
+        }
         if decided > self.log.decided {
             // The peer knows more chosen slots than we do: fetch them.
             self.commit_hint = self.commit_hint.max(decided);

@@ -68,7 +68,7 @@
 //!   ([`crate::Metrics::rejected`]), except catch-up, which is served to anyone (chosen values are
 //!   not secret), and catch-up answers from the peer this replica asked.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use common::{NodeId, Outbox, RequestId};
 
@@ -265,15 +265,13 @@ impl<S: StateMachine> Replica<S> {
         let was_leading = self.leader.is_some() && old_leader.leader == id;
         // The old leadership ends with its configuration; its commands and reads go along to
         // the next one.
+        let mut final_commit = None;
         if let Some(leader) = self.leader.take() {
-            // The old members learn that the stop-sign was chosen (those removed would not hear
-            // of it otherwise).
             if leader.is_active() {
-                let msg = Message::Commit {
+                final_commit = Some(Message::Commit {
                     ballot: leader.ballot,
                     commit: leader.commit,
-                };
-                out.broadcast(self.peers.clone(), &msg);
+                });
             }
             let mut reads = leader.reads_waiting;
             reads.extend(leader.read_probe.into_iter().flat_map(|r| r.reads));
@@ -289,6 +287,19 @@ impl<S: StateMachine> Replica<S> {
                 out.respond(r, Response::Failed(Error::LeadershipLost));
             }
         }
+        // The old leader tells the old members and the new ones that the stop-sign was chosen:
+        // new members learn they are in (they ask for catch-up), removed ones that they are out.
+        if let Some(commit) = final_commit {
+            let to: BTreeSet<NodeId> = self
+                .peers
+                .iter()
+                .chain(m.members.iter())
+                .copied()
+                .filter(|&p| p != id)
+                .collect();
+            out.broadcast(to, &commit);
+        }
+        self.announced.clear();
         self.majority = m.majority();
         self.peers = m.members.iter().copied().filter(|&p| p != id).collect();
         self.election
@@ -304,6 +315,26 @@ impl<S: StateMachine> Replica<S> {
                 ballot: b,
             });
         }
+    }
+
+    /// A replica outside its configuration that knows of it from a stop-sign (it was removed)
+    /// sends each heartbeat round a heartbeat to the members that have not shown they learned
+    /// the configuration: a member answers with its decided slot, and a new member that has not
+    /// learned the stop-sign asks this replica for catch-up. Without it, a configuration of new
+    /// replicas only (every old member removed at once) would never hear that it exists, if the
+    /// old leader's final commit were lost. It stops once every member is caught up.
+    pub(crate) fn announce_membership(&mut self, round: u64, out: &mut Outbox<Self>) {
+        if self.membership.epoch == 0 {
+            return; // a replica that never was a member has nothing to announce
+        }
+        let to: Vec<NodeId> = self
+            .membership
+            .members
+            .iter()
+            .copied()
+            .filter(|m| *m != self.config.id && !self.announced.contains(m))
+            .collect();
+        out.broadcast(to, &Message::Heartbeat { round });
     }
 
     /// After an apply loop that crossed a stop-sign while leading: lead again in the new

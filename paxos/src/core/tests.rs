@@ -1152,7 +1152,46 @@ fn removed_leader_steps_down_and_goes_passive() {
     );
     assert!(!a.is_leader());
     assert!(!a.metrics().is_member);
-    // A passive replica runs no election: ticks send nothing.
+    // The new members hear that the stop-sign was chosen (4 learns it is in).
+    assert!(e.messages.contains(&(
+        4,
+        M::Commit {
+            ballot: b,
+            commit: 1
+        }
+    )));
+    // A removed replica runs no election; it only tells the new members, each heartbeat round,
+    // until each showed it learned the new configuration.
+    for _ in 0..2 {
+        a.tick(&mut out);
+    }
+    let e = out.take();
+    let mut told: Vec<_> = e.messages.iter().map(|(to, _)| *to).collect();
+    told.sort();
+    assert_eq!(told, vec![2, 3, 4]);
+    assert!(e
+        .messages
+        .iter()
+        .all(|(_, m)| matches!(m, M::Heartbeat { .. })));
+    let round = match e.messages[0].1 {
+        M::Heartbeat { round } => round,
+        _ => unreachable!(),
+    };
+    for from in [2, 3, 4] {
+        a.handle_message(
+            from,
+            M::HeartbeatReply {
+                round,
+                ballot: Ballot::in_epoch(1, 1, from),
+                quorum_connected: true,
+                leader: Ballot::in_epoch(1, 1, 2),
+                leader_alive: true,
+                decided: 1,
+            },
+            &mut out,
+        );
+    }
+    out.take();
     for _ in 0..10 {
         a.tick(&mut out);
     }
