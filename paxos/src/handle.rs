@@ -2,8 +2,9 @@
 //!
 //! - [`Handle`] talks to one replica: [`Handle::propose`] answers once the command is chosen
 //!   and applied *on that replica* (it must lead), [`Handle::read`] is a linearizable read
-//!   (confirmed by a quorum round), [`Handle::metrics`] shows the leader, ballot, decided and
-//!   applied slots and slots in flight.
+//!   (confirmed by a quorum round), [`Handle::reconfigure`] changes the set of acceptors and
+//!   answers once the change took effect, [`Handle::metrics`] shows the leader, ballot, decided
+//!   and applied slots, slots in flight and the configuration (epoch and members).
 //! - [`Client`] talks to a whole cluster: it follows "not the leader" hints, and retries a
 //!   command whose outcome it did not learn with the same [`Session`], so a command is applied
 //!   at most once however often it is retried (at most [`CLIENT_RETRIES_MAX`] times, with
