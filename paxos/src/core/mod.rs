@@ -606,6 +606,14 @@ impl<S: StateMachine> Replica<S> {
         self.election.on_reply(from, round, info);
         if decided >= self.membership.start {
             self.announced.insert(from);
+        } else if let Some(leader) = self.leader.as_ref().filter(|l| l.is_active()) {
+            // A member that has not learned the stop-sign that made this configuration (a new
+            // member that missed it, on an idle cluster): our commit index sends it to catch-up.
+            let msg = Message::Commit {
+                ballot: leader.ballot,
+                commit: leader.commit,
+            };
+            out.send(from, msg);
         }
         if decided > self.log.decided {
             // The peer knows more chosen slots than we do: fetch them.
