@@ -1108,6 +1108,31 @@ fn stop_sign_ends_the_configuration_and_the_leader_carries_on_in_the_next() {
         commit: 1,
     };
     assert!(e.messages.contains(&(4, accept)));
+    // A member that shows it has not learned the configuration (its decided slot is below the
+    // configuration's first) is sent the commit index, so it catches up even on an idle cluster.
+    let round = a.election.round;
+    a.handle_message(
+        2,
+        M::HeartbeatReply {
+            round,
+            ballot: Ballot::new(1, 2),
+            quorum_connected: true,
+            leader: b,
+            leader_alive: true,
+            decided: 0,
+        },
+        &mut out,
+    );
+    assert_eq!(
+        out.take().messages,
+        vec![(
+            2,
+            M::Commit {
+                ballot: b1,
+                commit: 1
+            }
+        )]
+    );
 }
 
 #[test]
