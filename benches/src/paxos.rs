@@ -142,7 +142,9 @@ impl Cluster for PaxosCluster {
                 Err(BenchError::Op("not the leader".into()))
             }
             Ok(Response::Failed(e)) => Err(BenchError::Op(e.to_string())),
-            Ok(Response::Read(_)) => Err(BenchError::Op("unexpected read answer".into())),
+            Ok(Response::Read(_) | Response::Reconfigured { .. }) => {
+                Err(BenchError::Op("unexpected answer to a proposal".into()))
+            }
             Err(e) => {
                 // The replica is gone (crashed in the fault scenario): try the next live one.
                 self.leader.store(next, Ordering::Relaxed);

@@ -7,6 +7,8 @@ use common::NodeId;
 
 use crate::Error;
 
+/// Most acceptors in one configuration (acknowledgements are tracked in a 64-bit set).
+pub const MEMBERS_MAX: usize = 64;
 /// Default for [`Config::heartbeat_ticks`].
 pub const HEARTBEAT_TICKS_DEFAULT: u64 = 2;
 /// Default for [`Config::election_jitter_rounds_max`].
@@ -35,7 +37,11 @@ pub const READS_PENDING_MAX_DEFAULT: usize = 4_096;
 pub struct Config {
     /// This replica.
     pub id: NodeId,
-    /// Every replica of the cluster (acceptors), this one included. At most 64.
+    /// The first configuration's acceptors (configuration 0, from slot 0): the same list on
+    /// every replica, for the cluster's whole life. At most [`MEMBERS_MAX`]. A replica started
+    /// later to join the cluster keeps this list and is simply not in it: it stays a passive
+    /// learner until it learns a chosen configuration that includes it (see
+    /// [`crate::Request::Reconfigure`]).
     pub members: Vec<NodeId>,
     /// Seed of the replica's random source (election jitter).
     pub seed: u64,
@@ -98,22 +104,7 @@ impl Config {
     /// Checks the configuration and explains what is wrong.
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |why: String| Err(Error::Config(why));
-        if !self.members.contains(&self.id) {
-            return bad(format!(
-                "members {:?} do not include this replica {}",
-                self.members, self.id
-            ));
-        }
-        let distinct: BTreeSet<_> = self.members.iter().collect();
-        if distinct.len() != self.members.len() {
-            return bad(format!("members {:?} contain duplicates", self.members));
-        }
-        if self.members.len() > 64 {
-            return bad(format!(
-                "{} members; at most 64 are supported (acknowledgements are tracked in a 64-bit set)",
-                self.members.len()
-            ));
-        }
+        validate_members(&self.members)?;
         if self.heartbeat_ticks == 0 {
             return bad("heartbeat_ticks must be at least 1".into());
         }
@@ -147,10 +138,29 @@ impl Config {
         Ok(())
     }
 
-    /// How many acceptors form a majority.
+    /// How many acceptors form a majority of the first configuration.
     pub fn majority(&self) -> usize {
         self.members.len() / 2 + 1
     }
+}
+
+/// Checks a list of acceptors: not empty, no duplicates, at most [`MEMBERS_MAX`].
+pub fn validate_members(members: &[NodeId]) -> Result<(), Error> {
+    let bad = |why: String| Err(Error::Config(why));
+    if members.is_empty() {
+        return bad("members must not be empty".into());
+    }
+    let distinct: BTreeSet<_> = members.iter().collect();
+    if distinct.len() != members.len() {
+        return bad(format!("members {members:?} contain duplicates"));
+    }
+    if members.len() > MEMBERS_MAX {
+        return bad(format!(
+            "{} members; at most {MEMBERS_MAX} are supported (acknowledgements are tracked in a 64-bit set)",
+            members.len()
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -160,9 +170,12 @@ mod tests {
     #[test]
     fn default_is_valid_and_errors_explain() {
         assert!(Config::new(1, vec![1, 2, 3]).validate().is_ok());
-        let e = Config::new(4, vec![1, 2, 3]).validate().unwrap_err();
-        assert!(e.to_string().contains("do not include"), "{e}");
-        assert!(Config::new(1, vec![1, 1, 2]).validate().is_err());
+        // A replica outside the first configuration may start (it joins later).
+        assert!(Config::new(4, vec![1, 2, 3]).validate().is_ok());
+        let e = Config::new(1, vec![1, 1, 2]).validate().unwrap_err();
+        assert!(e.to_string().contains("duplicates"), "{e}");
+        assert!(Config::new(1, vec![]).validate().is_err());
+        assert!(Config::new(1, (1..=65).collect()).validate().is_err());
         let mut c = Config::new(1, vec![1, 2, 3]);
         c.window_slots_max = 1;
         assert!(c.validate().unwrap_err().to_string().contains("window"));

@@ -5,7 +5,9 @@ use common::NodeId;
 /// Why a request failed or a replica could not be built.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    /// The configuration is invalid (fatal: the replica cannot start).
+    /// The configuration is invalid: fatal when a replica starts (it cannot); for a
+    /// [`crate::Request::Reconfigure`] with an invalid member list, the request is refused and
+    /// nothing changes.
     #[error("invalid configuration: {0}")]
     Config(String),
     /// The persisted records contradict each other (fatal: recovery refuses to guess).

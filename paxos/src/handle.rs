@@ -2,8 +2,9 @@
 //!
 //! - [`Handle`] talks to one replica: [`Handle::propose`] answers once the command is chosen
 //!   and applied *on that replica* (it must lead), [`Handle::read`] is a linearizable read
-//!   (confirmed by a quorum round), [`Handle::metrics`] shows the leader, ballot, decided and
-//!   applied slots and slots in flight.
+//!   (confirmed by a quorum round), [`Handle::reconfigure`] changes the set of acceptors and
+//!   answers once the change took effect, [`Handle::metrics`] shows the leader, ballot, decided
+//!   and applied slots, slots in flight and the configuration (epoch and members).
 //! - [`Client`] talks to a whole cluster: it follows "not the leader" hints, and retries a
 //!   command whose outcome it did not learn with the same [`Session`], so a command is applied
 //!   at most once however often it is retried (at most [`CLIENT_RETRIES_MAX`] times, with
@@ -111,7 +112,21 @@ impl<S: StateMachine> Handle<S> {
         }
     }
 
-    /// The replica's metrics: leader, ballot, decided and applied slots, slots in flight.
+    /// Changes the set of acceptors to `members` (see [`Request::Reconfigure`]) and returns the
+    /// new configuration's epoch once the change took effect: the stop-sign is chosen and applied
+    /// on this replica, which must lead, and `members` decide every later slot. A replica being
+    /// added must be running (started with the same [`Config::members`] as everyone); it catches
+    /// up before it votes.
+    pub async fn reconfigure(&self, members: Vec<common::NodeId>) -> Result<u64, HandleError> {
+        match self.node.request(Request::Reconfigure { members }).await? {
+            Response::Reconfigured { epoch, .. } => Ok(epoch),
+            Response::Failed(e) => Err(e.into()),
+            other => Err(HandleError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// The replica's metrics: leader, ballot, decided and applied slots, slots in flight, and
+    /// the configuration (epoch and members).
     pub async fn metrics(&self) -> Result<Metrics, HandleError> {
         Ok(self.node.metrics().await?)
     }
@@ -170,10 +185,21 @@ where
         .await
     }
 
-    async fn retry<F, Fut>(&self, op: F) -> Result<S::Output, HandleError>
+    /// Changes the set of acceptors to `members` on whichever replica leads (see
+    /// [`Handle::reconfigure`]) and returns the new configuration's epoch. Retrying is safe: a
+    /// retry after the change took effect finds the members in place and returns at once.
+    pub async fn reconfigure(&self, members: Vec<common::NodeId>) -> Result<u64, HandleError> {
+        self.retry(|h| {
+            let members = members.clone();
+            async move { h.reconfigure(members).await }
+        })
+        .await
+    }
+
+    async fn retry<T, F, Fut>(&self, op: F) -> Result<T, HandleError>
     where
         F: Fn(Handle<S>) -> Fut,
-        Fut: std::future::Future<Output = Result<S::Output, HandleError>>,
+        Fut: std::future::Future<Output = Result<T, HandleError>>,
     {
         let n = self.replicas.len().max(1);
         for attempt in 0..CLIENT_RETRIES_MAX {
@@ -191,7 +217,9 @@ where
                         .unwrap_or((i + 1) % n);
                     self.leader.store(next, Ordering::Relaxed);
                 }
-                Err(HandleError::Paxos(e @ Error::SessionStale { .. })) => return Err(e.into()),
+                Err(HandleError::Paxos(e @ (Error::SessionStale { .. } | Error::Config(_)))) => {
+                    return Err(e.into())
+                }
                 Err(_) => self.leader.store((i + 1) % n, Ordering::Relaxed),
             }
             if (attempt as usize + 1) % n == 0 {

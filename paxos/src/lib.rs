@@ -9,20 +9,34 @@
 //!   leave (the driver contract of [`common::node`]).
 //! - **Validity**: a slot decides only a proposed batch of commands or a no-op.
 //! - **Integrity**: a command proposed with a [`Session`] is applied at most once, however often
-//!   the client retries it; a retry is answered with the first application's output.
+//!   the client retries it; a retry is answered with the first application's output. It is
+//!   also *decided* at most once per leadership: a leader attaches a retry to the copy it already
+//!   holds (queued, in flight, or found in phase 1) and checks its session table, which covers
+//!   every slot chosen before its phase 1, before proposing. Across leader changes a command can
+//!   still be decided twice, and no Multi-Paxos leader can prevent it: a copy accepted by a
+//!   minority is invisible to the next leader's quorum, which takes the retry into a new slot,
+//!   and a later leader whose quorum does see the first copy must re-propose it (it might have
+//!   been chosen). The session table then skips the second copy when it is applied.
 //! - **Linearizability**: proposals and [`Request::Read`]s are linearizable (reads confirm the
 //!   leader's ballot with a quorum round and wait until every earlier slot is applied).
 //! - **Progress** when a majority is up and connected to one replica that is itself connected to
 //!   a majority, including the partial-connectivity cases where classic Multi-Paxos and Raft
 //!   stall (see [Leader election](#leader-election)).
+//! - **Reconfiguration** keeps all of the above while the set of acceptors changes (see
+//!   [Reconfiguration](#reconfiguration)): each slot is decided by the majorities of exactly one
+//!   configuration.
 //!
 //! Each of these is checked after every step of thousands of seeded simulations with every fault
 //! of `common::sim` (the crate's `tests/` folder: one file per invariant, plus named scenarios).
 //!
 //! # Limitations
 //!
-//! - **Membership is fixed** at start ([`Config::members`], at most 64 replicas): changing the
-//!   set of acceptors (reconfiguration) is not implemented yet.
+//! - At most 64 acceptors per configuration ([`config::MEMBERS_MAX`]); one reconfiguration at a
+//!   time. A change takes effect when its stop-sign is chosen, not when the new members have
+//!   caught up: until a majority of the new configuration has learned the log, it cannot decide
+//!   (add members one at a time, or start them early, to keep a majority ready).
+//! - A removed replica is not told to stop: it becomes a passive learner (it serves catch-up and
+//!   refuses requests with "not the leader").
 //! - A snapshot travels in one message, so a state machine's snapshot must fit in the codec's
 //!   frame limit ([`common::codec::DECODE_BYTES_MAX`]).
 //! - Reads are served by the leader only, after one quorum round per batch of reads (no
@@ -51,6 +65,27 @@
 //!    replica that missed values fetches them ([`Message::CatchUpRequest`]), or a snapshot when
 //!    the peer compacted them away ([`Message::Snapshot`]); slots are applied in order to the
 //!    [`StateMachine`].
+//!
+//! # Reconfiguration
+//!
+//! Changing the set of acceptors is one more chosen value, a **stop-sign**
+//! ([`Value::StopSign`], `core/reconfig.rs`), after Vertical Paxos and Omni-Paxos:
+//!
+//! - [`Request::Reconfigure`] (or [`Handle::reconfigure`], [`Client::reconfigure`]) asks the
+//!   leader of configuration `e` to put a stop-sign naming the new members in its next free
+//!   slot `s` (step 3); it proposes nothing after it. Steps 4 and 5 choose it like any value.
+//! - Every replica that applies the stop-sign moves to configuration `e + 1`, which decides the
+//!   slots from `s + 1` on with its own majorities. Ballots carry their configuration
+//!   ([`Ballot::epoch`], compared first), acceptors take part only in ballots of their own
+//!   configuration, and the leader, if it stays a member, runs step 1 again with a ballot of the
+//!   new epoch; if it was removed, the new members elect one among themselves.
+//! - A new acceptor starts with the same [`Config::members`] as everyone (it is not in them):
+//!   it learns the log, stop-sign included, by catch-up or snapshot before it promises or
+//!   accepts anything.
+//! - Safety: a leader that finds a stop-sign in phase 1 re-proposes it and drops later slots,
+//!   unless a later slot was accepted under a higher ballot, which proves the stop-sign was never
+//!   chosen (then it becomes a no-op). So once a stop-sign is chosen, the old configuration
+//!   chooses nothing after it; the full argument is in `core/reconfig.rs`.
 //!
 //! # Leader election
 //!
@@ -149,6 +184,24 @@
 //!     }
 //! }
 //! assert_eq!(leaders, 1);
+//!
+//! // Reconfiguration: replica 4 starts outside the first configuration, then joins it; it
+//! // catches up before it votes. The epoch names the new configuration.
+//! let config = Config::new(4, members.clone());
+//! let transport = network.join(4).unwrap();
+//! replicas.push(Handle::<KvStore>::spawn(config, transport, MemStorage::new(), driver).await.unwrap());
+//! let client = Client::new(43, replicas.clone());
+//! assert_eq!(client.reconfigure(vec![1, 2, 3, 4]).await.unwrap(), 1);
+//! // Then replica 1 leaves (were it the leader, the others would elect a new one).
+//! assert_eq!(client.reconfigure(vec![2, 3, 4]).await.unwrap(), 2);
+//! let append = KvCommand::Append { key: "x".into(), value: "2".into() };
+//! assert_eq!(client.propose(append).await.unwrap(), Some("1".to_string()));
+//! for r in &replicas {
+//!     let m = r.metrics().await.unwrap();
+//!     if m.is_leader {
+//!         assert_eq!((m.epoch, m.members), (2, vec![2, 3, 4]));
+//!     }
+//! }
 //! for r in &replicas {
 //!     r.shutdown().await.unwrap();
 //! }
@@ -173,5 +226,7 @@ pub use config::Config;
 pub use core::{Event, Metrics, Replica, Request, Response};
 pub use error::Error;
 pub use handle::{Client, Handle, HandleError};
-pub use message::{Ballot, Command, Message, PromisedEntry, Record, Session, Slot, Value};
+pub use message::{
+    Ballot, Command, Membership, Message, PromisedEntry, Record, Session, Slot, Value,
+};
 pub use state_machine::{Counter, KvCommand, KvQuery, KvStore, StateMachine};

@@ -11,37 +11,99 @@ use serde::{Deserialize, Serialize};
 /// A position in the replicated log. Slot 0 is the first one.
 pub type Slot = u64;
 
-/// A ballot (the paper's "proposal number"), ordered first by `round`, then by `leader`.
+/// A ballot (the paper's "proposal number"), ordered first by `epoch`, then `round`, then
+/// `leader`.
 ///
 /// Two proposers never use the same ballot because the node id breaks ties, and a node never
 /// reuses a round after a restart because its own acceptor durably promised every ballot it
-/// led with before it sent anything under it.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+/// led with before it sent anything under it. The `epoch` names the configuration (set of
+/// acceptors) the ballot belongs to: every ballot of configuration `e + 1` is above every ballot
+/// of configuration `e`, and an acceptor takes part only in ballots of the configuration it is
+/// in (see the crate documentation, "Reconfiguration").
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Ballot {
-    /// The round, compared first.
+    /// The configuration the ballot belongs to, compared first.
+    pub epoch: u64,
+    /// The round, compared second.
     pub round: u64,
-    /// The node that owns this ballot (the proposer/leader that may use it), compared second.
+    /// The node that owns this ballot (the proposer/leader that may use it), compared last.
     pub leader: NodeId,
 }
 
 impl Ballot {
     /// The ballot below every real one: nothing was promised yet.
     pub const ZERO: Ballot = Ballot {
+        epoch: 0,
         round: 0,
         leader: 0,
     };
 
-    /// A ballot of `round` owned by `leader`.
+    /// A ballot of `round` owned by `leader`, in the first configuration (epoch 0).
     pub const fn new(round: u64, leader: NodeId) -> Self {
-        Ballot { round, leader }
+        Ballot {
+            epoch: 0,
+            round,
+            leader,
+        }
+    }
+
+    /// A ballot of `round` owned by `leader` in configuration `epoch`.
+    pub const fn in_epoch(epoch: u64, round: u64, leader: NodeId) -> Self {
+        Ballot {
+            epoch,
+            round,
+            leader,
+        }
+    }
+}
+
+// Written by hand so that ballots of the first configuration print as they always did (the
+// committed sequence diagrams show them); later epochs print their epoch first.
+impl std::fmt::Debug for Ballot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("Ballot");
+        if self.epoch != 0 {
+            d.field("epoch", &self.epoch);
+        }
+        d.field("round", &self.round)
+            .field("leader", &self.leader)
+            .finish()
     }
 }
 
 impl std::fmt::Display for Ballot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "({}, {})", self.round, self.leader)
+        if self.epoch == 0 {
+            write!(f, "({}, {})", self.round, self.leader)
+        } else {
+            write!(f, "({}:{}, {})", self.epoch, self.round, self.leader)
+        }
+    }
+}
+
+/// A configuration: which acceptors decide the slots from `start` on.
+///
+/// Configuration 0 is [`crate::Config::members`] from slot 0. A [`Value::StopSign`] chosen in
+/// slot `s` of configuration `e` ends it; configuration `e + 1` starts at slot `s + 1`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    /// The configuration's number (the `epoch` of its ballots).
+    pub epoch: u64,
+    /// The first slot it decides.
+    pub start: Slot,
+    /// Its acceptors (every one also runs the election and learns).
+    pub members: Vec<NodeId>,
+}
+
+impl Membership {
+    /// How many acceptors form a majority of this configuration.
+    pub fn majority(&self) -> usize {
+        self.members.len() / 2 + 1
+    }
+
+    /// Whether `node` is one of its acceptors.
+    pub fn contains(&self, node: NodeId) -> bool {
+        self.members.contains(&node)
     }
 }
 
@@ -67,8 +129,8 @@ pub struct Command<C> {
     pub payload: C,
 }
 
-/// What a slot decides: a batch of commands, a no-op that fills a hole, or a configuration
-/// change.
+/// What a slot decides: a batch of commands, a no-op that fills a hole, or a stop-sign that
+/// ends the configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Value<C> {
     /// Fills a slot that a new leader found empty in every promise it gathered, so later slots
@@ -83,13 +145,21 @@ pub enum Value<C> {
         /// The commands, applied in order.
         commands: Vec<Command<C>>,
     },
+    /// Ends the current configuration: once chosen in slot `s`, no later slot is decided by the
+    /// current acceptors, and configuration `epoch` with `members` decides slots `s + 1 ..`.
+    StopSign {
+        /// The next configuration's number (the current one plus one).
+        epoch: u64,
+        /// The next configuration's acceptors.
+        members: Vec<NodeId>,
+    },
 }
 
 impl<C> Value<C> {
     /// The number of client commands in this value.
     pub fn commands_len(&self) -> usize {
         match self {
-            Value::Noop => 0,
+            Value::Noop | Value::StopSign { .. } => 0,
             Value::Batch { commands, .. } => commands.len(),
         }
     }

@@ -10,6 +10,11 @@ use common::wal::{Wal, WalConfig};
 use paxos::{Client, Config, Handle, KvCommand, KvQuery, KvStore};
 
 async fn start(dir: &std::path::Path, seed: u64) -> Vec<Handle<KvStore>> {
+    start_n(dir, seed, 3).await
+}
+
+/// Replicas `1..=n`, all with the first configuration {1, 2, 3}.
+async fn start_n(dir: &std::path::Path, seed: u64, n: u64) -> Vec<Handle<KvStore>> {
     let members = vec![1, 2, 3];
     let network = MemoryNetwork::new(seed);
     let driver = DriverConfig {
@@ -17,7 +22,7 @@ async fn start(dir: &std::path::Path, seed: u64) -> Vec<Handle<KvStore>> {
         ..DriverConfig::default()
     };
     let mut replicas = Vec::new();
-    for &id in &members {
+    for id in 1..=n {
         let wal = Wal::open(WalConfig::new(dir.join(format!("node-{id}")))).unwrap();
         let mut config = Config::new(id, members.clone());
         config.snapshot_interval_slots = 8;
@@ -65,6 +70,72 @@ async fn cluster_restarts_from_its_write_ahead_logs() {
         value: "20;".into(),
     };
     assert_eq!(client.propose(append).await.unwrap(), Some(expected));
+    for r in &replicas {
+        r.shutdown().await.unwrap();
+    }
+}
+
+/// The configuration survives a restart: it is rebuilt from the chosen log and the checkpoints
+/// in the write-ahead logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configuration_survives_a_restart_from_the_write_ahead_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let replicas = start_n(dir.path(), 3, 4).await;
+    let client = Client::new(1, replicas.clone());
+    for i in 0..10 {
+        let append = KvCommand::Append {
+            key: "k".into(),
+            value: format!("{i};"),
+        };
+        client.propose(append).await.unwrap();
+    }
+    // Replica 4 joins, replica 1 leaves.
+    assert_eq!(client.reconfigure(vec![1, 2, 3, 4]).await.unwrap(), 1);
+    assert_eq!(client.reconfigure(vec![2, 3, 4]).await.unwrap(), 2);
+    let append = KvCommand::Append {
+        key: "k".into(),
+        value: "10;".into(),
+    };
+    client.propose(append).await.unwrap();
+    // Every replica, the removed one included, learns the last configuration (bounded wait).
+    let mut learned = false;
+    for _ in 0..2_000 {
+        let mut epochs = Vec::new();
+        for r in &replicas {
+            epochs.push(r.metrics().await.unwrap().epoch);
+        }
+        if epochs.iter().all(|&e| e == 2) {
+            learned = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(learned, "not every replica learned configuration 2");
+    for r in &replicas {
+        let wal: Wal = r.node().shutdown_and_take_storage().await.unwrap();
+        drop(wal);
+    }
+    drop(client);
+    drop(replicas);
+
+    let replicas = start_n(dir.path(), 4, 4).await;
+    for r in &replicas[1..] {
+        let m = r.metrics().await.unwrap();
+        assert_eq!(
+            (m.epoch, m.members.clone(), m.is_member),
+            (2, vec![2, 3, 4], true)
+        );
+    }
+    let m = replicas[0].metrics().await.unwrap();
+    assert!(!m.is_member, "replica 1 recovered as removed: {m:?}");
+    let client = Client::new(2, replicas.clone());
+    let value = client
+        .read(KvQuery { key: "k".into() })
+        .await
+        .unwrap()
+        .unwrap();
+    let expected: String = (0..=10).map(|i| format!("{i};")).collect();
+    assert_eq!(value, expected);
     for r in &replicas {
         r.shutdown().await.unwrap();
     }

@@ -44,6 +44,9 @@ impl<S: StateMachine> Replica<S> {
             self.reject("malformed ballot in prepare", from);
             return;
         }
+        if !self.ballot_in_epoch(from, ballot, out) {
+            return;
+        }
         if let Some(promise) = self.prepare_locally(ballot, from_slot, out) {
             out.send(from, promise);
         } else {
@@ -80,9 +83,13 @@ impl<S: StateMachine> Replica<S> {
         // Everything accepted from the proposer's first undecided slot on, except our chosen
         // prefix (the leader learns that through `decided`). The window bounds how many slots
         // past our decided prefix we ever accepted, so the promise is bounded too.
+        // Entries of older configurations are left out: they were never chosen (their
+        // configuration ended before these slots).
+        let epoch = self.membership.epoch;
         let accepted = self
             .log
             .iter_from(from_slot.max(self.log.decided))
+            .filter(|(_, e)| e.ballot.epoch == epoch)
             .map(|(slot, e)| PromisedEntry {
                 slot,
                 ballot: e.ballot,
@@ -108,6 +115,9 @@ impl<S: StateMachine> Replica<S> {
     ) {
         if !self.ballot_is_well_formed(from, ballot) {
             self.reject("malformed ballot in accept", from);
+            return;
+        }
+        if !self.ballot_in_epoch(from, ballot, out) {
             return;
         }
         let count = values.len() as u64;
@@ -206,6 +216,9 @@ impl<S: StateMachine> Replica<S> {
     ) {
         if !self.ballot_is_well_formed(from, ballot) {
             self.reject("malformed ballot in read probe", from);
+            return;
+        }
+        if !self.ballot_in_epoch(from, ballot, out) {
             return;
         }
         if ballot == self.promised {

@@ -18,6 +18,10 @@
 //! - Candidates that raise at the same time pick the same round; the node id breaks the tie, so
 //!   every replica converges on the same leader at the next round (duelling proposers converge).
 //!   A seeded random delay of a few rounds before raising makes simultaneous raises rarer.
+//! - Only ballots of the replica's own configuration (`epoch`) take part: a peer still in an
+//!   older configuration is reachable (it counts for quorum connectivity) but cannot be elected
+//!   until it catches up. A reconfiguration moves every ballot to the new epoch, keeping rounds,
+//!   so a leader that stays a member usually stays leader.
 
 use common::{DetRng, NodeId};
 
@@ -36,6 +40,8 @@ pub(crate) struct HeartbeatInfo {
 #[derive(Debug)]
 pub(crate) struct Election {
     id: NodeId,
+    /// The configuration whose ballots this election deals in.
+    epoch: u64,
     majority: usize,
     heartbeat_ticks: u64,
     jitter_rounds_max: u64,
@@ -81,6 +87,7 @@ impl Election {
         let wait_rounds = Self::draw_wait(&mut rng, jitter_rounds_max);
         Election {
             id,
+            epoch: 0,
             majority,
             heartbeat_ticks,
             jitter_rounds_max,
@@ -112,6 +119,33 @@ impl Election {
         (self.leader != Ballot::ZERO).then_some(self.leader.leader)
     }
 
+    /// Moves the election to configuration `epoch` of `majority`: this replica's candidacy
+    /// ballot moves to the new epoch with its round (and stays above `promised`), the leader
+    /// followed does too if it is still a member (`leader_stays`), and the round's replies are
+    /// dropped (they came from the old members).
+    pub(crate) fn set_membership(
+        &mut self,
+        epoch: u64,
+        majority: usize,
+        leader_stays: bool,
+        promised: Ballot,
+    ) {
+        if epoch < self.epoch {
+            return;
+        }
+        self.epoch = epoch;
+        self.majority = majority;
+        self.ballot = Ballot::in_epoch(epoch, self.ballot.round, self.id);
+        self.raise_above(promised);
+        self.leader = if leader_stays && self.leader != Ballot::ZERO {
+            Ballot::in_epoch(epoch, self.leader.round, self.leader.leader)
+        } else {
+            Ballot::ZERO
+        };
+        self.replies.clear();
+        self.missed_rounds = 0;
+    }
+
     /// A heartbeat reply of the current round arrived.
     pub(crate) fn on_reply(&mut self, from: NodeId, round: u64, info: HeartbeatInfo) {
         if round != self.round || self.replies.iter().any(|(p, _)| *p == from) {
@@ -123,6 +157,9 @@ impl Election {
     /// A ballot was seen in the replication protocol (a prepare or accept this replica's acceptor
     /// promised, or a rejection naming a higher promise). Returns the new leader if it changed.
     pub(crate) fn observe(&mut self, ballot: Ballot) -> Option<Ballot> {
+        if ballot.epoch != self.epoch {
+            return None; // another configuration's ballot: not a leader for us
+        }
         if ballot > self.leader {
             self.leader = ballot;
             self.missed_rounds = 0;
@@ -135,8 +172,8 @@ impl Election {
     /// Makes this replica's candidacy ballot exceed `ballot` (its acceptor promised `ballot`, so
     /// it could not lead with anything lower).
     pub(crate) fn raise_above(&mut self, ballot: Ballot) {
-        if self.ballot <= ballot {
-            self.ballot = Ballot::new(ballot.round + 1, self.id);
+        if self.ballot <= ballot && ballot.epoch == self.epoch {
+            self.ballot = Ballot::in_epoch(self.epoch, ballot.round + 1, self.id);
         }
     }
 
@@ -164,7 +201,7 @@ impl Election {
             Ballot::ZERO
         };
         for (_, r) in &replies {
-            if r.quorum_connected && r.ballot > top {
+            if r.quorum_connected && r.ballot.epoch == self.epoch && r.ballot > top {
                 top = r.ballot;
             }
         }

@@ -54,6 +54,7 @@ impl<S: StateMachine> Replica<S> {
             return;
         }
         self.catch_up_cooldown = self.config.retransmit_ticks;
+        self.catch_up_asked = Some(peer);
         out.send(
             peer,
             Message::CatchUpRequest {
@@ -166,8 +167,17 @@ impl<S: StateMachine> Replica<S> {
                 Some((&s, _)) if s == slot => self.pending.remove(&slot),
                 _ => None,
             };
+            if let Value::StopSign { epoch, members } = &entry.value {
+                let (epoch, members) = (*epoch, members.clone());
+                for id in mine.into_iter().flat_map(|(_, requests)| requests) {
+                    out.respond(id, Response::Failed(Error::LeadershipLost));
+                }
+                self.applied += 1;
+                self.apply_stop_sign(slot, epoch, members, out);
+                continue;
+            }
             match &entry.value {
-                Value::Noop => {
+                Value::Noop | Value::StopSign { .. } => {
                     if let Some((_, requests)) = mine {
                         for id in requests {
                             out.respond(id, Response::Failed(Error::LeadershipLost));
@@ -210,6 +220,23 @@ impl<S: StateMachine> Replica<S> {
                                 }),
                             },
                         };
+                        if let Some(session) = command.session {
+                            if let Some(leader) = self.leader.as_mut() {
+                                leader.held.remove(&session);
+                            }
+                            for id in self.session_waiters.remove(&session).into_iter().flatten() {
+                                out.respond(
+                                    id,
+                                    match &result {
+                                        Ok(output) => Response::Applied {
+                                            slot,
+                                            output: output.clone(),
+                                        },
+                                        Err(e) => Response::Failed(e.clone()),
+                                    },
+                                );
+                            }
+                        }
                         if let Some(id) = requests.as_mut().and_then(|r| r.next()) {
                             out.respond(
                                 id,
@@ -237,5 +264,8 @@ impl<S: StateMachine> Replica<S> {
         }
         self.answer_reads(out);
         self.maybe_snapshot(out);
+        self.after_apply(out);
+        // A new leader waits to have applied what was chosen before it (see `proposer.rs`).
+        self.flush_queue(out);
     }
 }

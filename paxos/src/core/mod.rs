@@ -5,7 +5,8 @@
 //! - [`proposer`]: the leader's side (phase 1a once per leadership, phase 2a per slot,
 //!   pipelining, batching, commit index, linearizable reads);
 //! - [`learner`]: decisions, catch-up, applying chosen slots in order, answering clients;
-//! - [`election`]: heartbeats, ballots and the choice of leader.
+//! - [`election`]: heartbeats, ballots and the choice of leader;
+//! - [`reconfig`]: stop-signs, configurations (epochs) and the hand-over between them.
 //!
 //! [`Replica`] itself only routes inputs to the roles and validates what it cannot trust.
 
@@ -15,7 +16,7 @@ use common::{protocol, Node, NodeId, Outbox, RequestId};
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::message::{Ballot, Message, Record, Session, Slot, Value};
+use crate::message::{Ballot, Membership, Message, Record, Session, Slot, Value};
 use crate::state_machine::{Sessions, StateMachine};
 
 pub(crate) mod acceptor;
@@ -23,6 +24,7 @@ pub(crate) mod election;
 pub(crate) mod learner;
 pub(crate) mod log;
 pub(crate) mod proposer;
+pub(crate) mod reconfig;
 pub(crate) mod snapshot;
 
 use election::Election;
@@ -44,6 +46,14 @@ pub enum Request<C, Q> {
     /// A linearizable read, answered by the leader after a quorum confirms its leadership and
     /// its state machine has applied every slot proposed before the read arrived.
     Read(Q),
+    /// Changes the set of acceptors to `members` (adding, removing or replacing any, this
+    /// leader included) with a stop-sign; answered with [`Response::Reconfigured`] once the
+    /// stop-sign is chosen and applied here, that is once `members` decide every later slot.
+    /// Only the leader accepts it, one change at a time.
+    Reconfigure {
+        /// The next configuration's acceptors.
+        members: Vec<NodeId>,
+    },
 }
 
 /// The answer to a [`Request`].
@@ -60,6 +70,14 @@ pub enum Response<O> {
     },
     /// The answer to a [`Request::Read`].
     Read(O),
+    /// The answer to a [`Request::Reconfigure`]: the stop-sign was chosen in `slot - 1` and
+    /// configuration `epoch` decides every slot from `slot` on.
+    Reconfigured {
+        /// The new configuration's number.
+        epoch: u64,
+        /// The first slot the new configuration decides.
+        slot: Slot,
+    },
     /// The request failed (see [`Error`] for which failures leave the outcome unknown).
     Failed(Error),
 }
@@ -105,10 +123,19 @@ pub struct Metrics {
     pub stale: u64,
     /// Commands recognised as retries of an applied command and not applied again.
     pub duplicates: u64,
+    /// Retries a leader attached to the copy of their command it already held, instead of
+    /// proposing the command again.
+    pub retries_attached: u64,
     /// Snapshots received from peers and installed (catch-up behind a compacted prefix).
     pub snapshots_installed: u64,
     /// The first slot still in the log (slots below were compacted into a snapshot).
     pub log_start: Slot,
+    /// The configuration this replica is in (its number, the epoch of its ballots).
+    pub epoch: u64,
+    /// The acceptors of that configuration.
+    pub members: Vec<NodeId>,
+    /// Whether this replica is one of them (a joining or removed replica is a passive learner).
+    pub is_member: bool,
 }
 
 /// Counters of rejected input.
@@ -117,6 +144,7 @@ pub(crate) struct Counters {
     pub rejected: u64,
     pub stale: u64,
     pub duplicates: u64,
+    pub retries_attached: u64,
     pub snapshots_installed: u64,
 }
 
@@ -124,8 +152,12 @@ pub(crate) struct Counters {
 /// protocol and [`common::node`] for how a driver calls it.
 pub struct Replica<S: StateMachine> {
     pub(crate) config: Config,
+    /// The configuration in force for the slots from `membership.start` on (changed by applying
+    /// a stop-sign or installing a snapshot).
+    pub(crate) membership: Membership,
+    /// Majority of `membership`.
     pub(crate) majority: usize,
-    /// Peers (every member but this one), in member order.
+    /// Peers (every member of `membership` but this one), in member order.
     pub(crate) peers: Vec<NodeId>,
     // ---- acceptor (durable) ----
     /// The highest ballot promised.
@@ -145,8 +177,26 @@ pub struct Replica<S: StateMachine> {
     pub(crate) catch_up_attempts: u64,
     /// The peer that last told us it decided more than we did.
     pub(crate) catch_up_peer: Option<NodeId>,
+    /// The last peer a catch-up request went to: its answer is accepted even if it is not a
+    /// member of our configuration (we may be behind a reconfiguration that added it).
+    pub(crate) catch_up_asked: Option<NodeId>,
+    /// A reconfiguration this replica proposed, answered when a stop-sign with these members is
+    /// applied.
+    pub(crate) reconfig_pending: Option<(RequestId, Vec<NodeId>)>,
+    /// Set when a stop-sign was applied while this replica led: after the apply loop, it leads
+    /// again in the new configuration (if elected there) and takes along `carried`.
+    pub(crate) relead_after_apply: bool,
+    /// Members of the current configuration that this replica, being outside it, knows to have
+    /// learned it (see `reconfig.rs`: a removed replica tells the new members until they have).
+    pub(crate) announced: std::collections::BTreeSet<NodeId>,
+    /// Client commands and reads a leader held when its configuration ended, handed to its next
+    /// leadership (or refused).
+    pub(crate) carried: Option<reconfig::Carried<S::Command, S::Query>>,
     /// Client proposals answered when their slot is applied: slot -> (batch origin, requests).
     pub(crate) pending: BTreeMap<Slot, (Ballot, Vec<RequestId>)>,
+    /// Retries attached to a copy of their command the leader already holds, answered when a
+    /// command of that session is applied (see `proposer.rs`).
+    pub(crate) session_waiters: BTreeMap<Session, Vec<RequestId>>,
     // ---- proposer ----
     pub(crate) leader: Option<Leader<S::Command, S::Query>>,
     // ---- election ----
@@ -157,7 +207,7 @@ pub struct Replica<S: StateMachine> {
 impl<S: StateMachine> Replica<S> {
     /// The bit of `node` in a 64-bit acknowledgement set, if `node` is a member.
     pub(crate) fn bit(&self, node: NodeId) -> Option<u64> {
-        self.config
+        self.membership
             .members
             .iter()
             .position(|&m| m == node)
@@ -165,7 +215,7 @@ impl<S: StateMachine> Replica<S> {
     }
 
     pub(crate) fn is_member(&self, node: NodeId) -> bool {
-        self.config.members.contains(&node)
+        self.membership.contains(node)
     }
 
     pub(crate) fn reject(&mut self, why: &'static str, from: NodeId) {
@@ -201,6 +251,11 @@ impl<S: StateMachine> Replica<S> {
         self.leader.as_ref().is_some_and(|l| l.is_active())
     }
 
+    /// The configuration this replica is in.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
     /// Follows a change of leader seen in the replication protocol (a higher ballot promised or
     /// named in a rejection).
     pub(crate) fn on_leader_change(&mut self, ballot: Ballot, out: &mut Outbox<Self>) {
@@ -217,6 +272,10 @@ impl<S: StateMachine> Replica<S> {
     /// quorum-connected. A leader that no longer hears a majority cannot commit anything, so it
     /// stops claiming leadership and clients go elsewhere (a quorum-connected replica takes over).
     pub(crate) fn reconcile_leadership(&mut self, out: &mut Outbox<Self>) {
+        if !self.is_member(self.config.id) {
+            self.step_down(out);
+            return;
+        }
         let e = &self.election;
         let elected = e.leader.leader == self.config.id && e.leader == e.ballot;
         let ballot = e.leader;
@@ -337,8 +396,13 @@ impl<S: StateMachine> Node for Replica<S> {
                 }
             }
         }
-        let majority = config.majority();
-        let peers = config
+        let membership = Membership {
+            epoch: 0,
+            start: 0,
+            members: config.members.clone(),
+        };
+        let majority = membership.majority();
+        let peers = membership
             .members
             .iter()
             .copied()
@@ -353,6 +417,7 @@ impl<S: StateMachine> Node for Replica<S> {
             config.seed,
         );
         let mut replica = Replica {
+            membership,
             sessions: Sessions::new(config.sessions_max),
             config,
             majority,
@@ -365,16 +430,24 @@ impl<S: StateMachine> Node for Replica<S> {
             catch_up_cooldown: 0,
             catch_up_attempts: 0,
             catch_up_peer: None,
+            catch_up_asked: None,
+            reconfig_pending: None,
+            relead_after_apply: false,
+            announced: std::collections::BTreeSet::new(),
+            carried: None,
             pending: BTreeMap::new(),
+            session_waiters: BTreeMap::new(),
             leader: None,
             election,
             counters: Counters::default(),
         };
-        if let Some((slot, data)) = snapshot {
-            replica.restore_snapshot(slot, &data)?;
-        }
-        // Re-apply the chosen prefix: the state machine lives in memory only.
         let mut scratch = Outbox::new();
+        if let Some((slot, data)) = snapshot {
+            let membership = replica.restore_snapshot(slot, &data)?;
+            replica.adopt_membership(membership, &mut scratch);
+        }
+        // Re-apply the chosen prefix: the state machine lives in memory only (stop-signs in it
+        // bring the replica to its latest configuration).
         replica.apply_decided(&mut scratch);
         Ok(replica)
     }
@@ -384,8 +457,11 @@ impl<S: StateMachine> Node for Replica<S> {
     }
 
     fn handle_message(&mut self, from: NodeId, msg: Message<S::Command>, out: &mut Outbox<Self>) {
-        if from == self.config.id || !self.is_member(from) {
-            self.reject("sender is not a peer", from);
+        if from == self.config.id {
+            self.reject("message from this replica's own id", from);
+            return;
+        }
+        if !self.is_member(from) && !self.accepts_from_non_member(from, &msg, out) {
             return;
         }
         match msg {
@@ -447,11 +523,19 @@ impl<S: StateMachine> Node for Replica<S> {
         match req {
             Request::Propose { command, session } => self.propose(id, command, session, out),
             Request::Read(query) => self.read(id, query, out),
+            Request::Reconfigure { members } => self.reconfigure(id, members, out),
         }
     }
 
     fn tick(&mut self, out: &mut Outbox<Self>) {
-        if let Some(round) = self.election.tick() {
+        // Only acceptors of the current configuration run the election; a joining or removed
+        // replica is a passive learner.
+        let member = self.is_member(self.config.id);
+        let round_ended = self.election.tick();
+        if let (Some(round), false) = (round_ended, member) {
+            self.announce_membership(round.round, out);
+        }
+        if let Some(round) = round_ended.filter(|_| member) {
             let peers = self.peers.clone();
             out.broadcast(peers, &Message::Heartbeat { round: round.round });
             if let Some(ballot) = round.new_leader {
@@ -481,14 +565,18 @@ impl<S: StateMachine> Node for Replica<S> {
             rejected: self.counters.rejected,
             stale: self.counters.stale,
             duplicates: self.counters.duplicates,
+            retries_attached: self.counters.retries_attached,
             snapshots_installed: self.counters.snapshots_installed,
             log_start: self.log.start(),
+            epoch: self.membership.epoch,
+            members: self.membership.members.clone(),
+            is_member: self.is_member(self.config.id),
         }
     }
 }
 
 impl<S: StateMachine> Replica<S> {
-    fn on_heartbeat(&mut self, from: NodeId, round: u64, out: &mut Outbox<Self>) {
+    pub(crate) fn on_heartbeat(&mut self, from: NodeId, round: u64, out: &mut Outbox<Self>) {
         let e = &self.election;
         out.send(
             from,
@@ -516,6 +604,17 @@ impl<S: StateMachine> Replica<S> {
             return;
         }
         self.election.on_reply(from, round, info);
+        if decided >= self.membership.start {
+            self.announced.insert(from);
+        } else if let Some(leader) = self.leader.as_ref().filter(|l| l.is_active()) {
+            // A member that has not learned the stop-sign that made this configuration (a new
+            // member that missed it, on an idle cluster): our commit index sends it to catch-up.
+            let msg = Message::Commit {
+                ballot: leader.ballot,
+                commit: leader.commit,
+            };
+            out.send(from, msg);
+        }
         if decided > self.log.decided {
             // The peer knows more chosen slots than we do: fetch them.
             self.commit_hint = self.commit_hint.max(decided);

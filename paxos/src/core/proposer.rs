@@ -18,7 +18,7 @@
 //! [`Config::batch_commands_max`]: crate::Config::batch_commands_max
 //! [`Config::in_flight_slots_max`]: crate::Config::in_flight_slots_max
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use common::{NodeId, Outbox, RequestId};
 
@@ -26,7 +26,11 @@ use crate::error::Error;
 use crate::message::{Ballot, Command, Message, PromisedEntry, Session, Slot, Value};
 use crate::state_machine::{Dedup, StateMachine};
 
-use super::{Replica, Response};
+use super::{reconfig, Replica, Response};
+
+/// Most retries of one command waiting for the copy a leader already holds (a client retrying
+/// faster than the cluster answers is refused with [`Error::Busy`] beyond it).
+pub const SESSION_WAITERS_MAX: usize = 16;
 
 /// A slot the leader proposed and has not yet seen chosen.
 #[derive(Debug)]
@@ -45,12 +49,12 @@ struct Promises<C> {
 
 /// A round confirming leadership for a batch of reads.
 #[derive(Debug)]
-struct ReadRound<Q> {
+pub(crate) struct ReadRound<Q> {
     round: u64,
     /// Every slot below this was proposed before the reads arrived.
     read_slot: Slot,
     acks: u64,
-    reads: Vec<(RequestId, Q)>,
+    pub reads: Vec<(RequestId, Q)>,
 }
 
 /// The leader's volatile state (lost on a crash; rebuilt by phase 1 of the next leadership).
@@ -68,15 +72,27 @@ pub(crate) struct Leader<C, Q> {
     /// Slots `commit .. next_slot`.
     in_flight: VecDeque<InFlight<C>>,
     /// Commands waiting for a free slot.
-    queue: VecDeque<(RequestId, Command<C>)>,
+    pub queue: VecDeque<(RequestId, Command<C>)>,
+    /// Sessions of the commands this leadership holds: queued, or in a slot it proposed or
+    /// re-proposed and has not applied yet. A retry of one of them takes no second slot.
+    pub held: BTreeSet<Session>,
+    /// Every slot below this was chosen before this leadership's phase 1 (the highest decided
+    /// prefix its promises reported); it proposes client commands only once it has applied
+    /// them, so that its session table covers every command chosen before it.
+    phase1_start: Slot,
+    /// A requested reconfiguration not yet proposed (it waits for room in the pipeline).
+    pub reconfig: Option<Vec<NodeId>>,
+    /// The slot of the stop-sign this leadership proposed or re-proposed: nothing is proposed
+    /// after it (see `reconfig.rs`).
+    pub stop_sign: Option<Slot>,
     /// The commit index last sent to followers.
     commit_sent: Slot,
     retransmit_in: u64,
     read_round: u64,
-    reads_waiting: Vec<(RequestId, Q)>,
-    read_probe: Option<ReadRound<Q>>,
+    pub reads_waiting: Vec<(RequestId, Q)>,
+    pub read_probe: Option<ReadRound<Q>>,
     /// Confirmed reads waiting for the state machine to apply their slot.
-    reads_ready: Vec<(Slot, RequestId, Q)>,
+    pub reads_ready: Vec<(Slot, RequestId, Q)>,
 }
 
 impl<C, Q> Leader<C, Q> {
@@ -112,6 +128,10 @@ impl<S: StateMachine> Replica<S> {
             next_slot: from_slot,
             in_flight: VecDeque::new(),
             queue: VecDeque::new(),
+            held: BTreeSet::new(),
+            phase1_start: from_slot,
+            reconfig: None,
+            stop_sign: None,
             commit_sent: from_slot,
             retransmit_in: self.config.retransmit_ticks,
             read_round: 0,
@@ -162,6 +182,15 @@ impl<S: StateMachine> Replica<S> {
             .chain(leader.reads_ready.into_iter().map(|(_, id, _)| id));
         for id in reads {
             out.respond(id, Response::Failed(Error::NotLeader { leader: hint }));
+        }
+        if let Some((id, _)) = self.reconfig_pending.take() {
+            out.respond(id, Response::Failed(Error::LeadershipLost));
+        }
+        for id in std::mem::take(&mut self.session_waiters)
+            .into_values()
+            .flatten()
+        {
+            out.respond(id, Response::Failed(Error::LeadershipLost));
         }
         // Proposed commands may still be chosen (a later leader re-proposes them): the outcome
         // is unknown to us, so the client must retry with its session.
@@ -227,24 +256,41 @@ impl<S: StateMachine> Replica<S> {
             .max()
             .unwrap_or(leader.from_slot)
             .max(leader.from_slot);
-        // For each slot, the value accepted under the highest ballot (the paper's rule).
-        let mut chosen: BTreeMap<Slot, (Ballot, &Value<S::Command>)> = BTreeMap::new();
+        // For each slot, the value accepted under the highest ballot (the paper's rule), among
+        // ballots of this configuration only (older epochs' entries were never chosen: their
+        // configuration had ended before these slots, see `reconfig.rs`).
+        let epoch = leader.ballot.epoch;
+        let mut chosen: BTreeMap<Slot, (Ballot, Value<S::Command>)> = BTreeMap::new();
         for (_, entries) in promises.by_acceptor.values() {
-            for e in entries.iter().filter(|e| e.slot >= start) {
+            for e in entries
+                .iter()
+                .filter(|e| e.slot >= start && e.ballot.epoch == epoch)
+            {
                 let better = chosen.get(&e.slot).is_none_or(|(b, _)| e.ballot > *b);
                 if better {
-                    chosen.insert(e.slot, (e.ballot, &e.value));
+                    chosen.insert(e.slot, (e.ballot, e.value.clone()));
                 }
             }
         }
+        // A stop-sign that stands ends this leadership's slots; a void one becomes a no-op.
+        leader.stop_sign = reconfig::settle_stop_signs(&mut chosen);
         let end = chosen.keys().next_back().map_or(start, |s| s + 1);
         // Holes below the last reported slot become no-ops so the log can be applied in order.
         let values: Vec<Value<S::Command>> = (start..end)
-            .map(|s| chosen.get(&s).map_or(Value::Noop, |(_, v)| (*v).clone()))
+            .map(|s| chosen.remove(&s).map_or(Value::Noop, |(_, v)| v))
             .collect();
         leader.commit = start;
         leader.commit_sent = start;
         leader.next_slot = end;
+        leader.phase1_start = start;
+        // Commands phase 1 found are this leadership's now: a retry of one attaches to it.
+        for v in &values {
+            if let Value::Batch { commands, .. } = v {
+                leader
+                    .held
+                    .extend(commands.iter().filter_map(|c| c.session));
+            }
+        }
         leader.in_flight = values
             .iter()
             .map(|v| InFlight {
@@ -324,7 +370,21 @@ impl<S: StateMachine> Replica<S> {
             // A retry of a command already applied is answered from the session table without
             // taking a slot.
             match self.sessions.check(session) {
-                Dedup::Fresh => {}
+                Dedup::Fresh => {
+                    // A retry of a command this leadership already holds (queued, or in a slot
+                    // it proposed or re-proposed after phase 1) takes no second slot: it is
+                    // answered when that copy is applied.
+                    if leader.held.contains(&session) {
+                        let waiters = self.session_waiters.entry(session).or_default();
+                        if waiters.len() >= SESSION_WAITERS_MAX {
+                            out.respond(id, Response::Failed(Error::Busy));
+                        } else {
+                            waiters.push(id);
+                            self.counters.retries_attached += 1;
+                        }
+                        return;
+                    }
+                }
                 Dedup::Duplicate(output) => {
                     self.counters.duplicates += 1;
                     out.respond(
@@ -352,6 +412,9 @@ impl<S: StateMachine> Replica<S> {
             out.respond(id, Response::Failed(Error::Busy));
             return;
         }
+        if let Some(session) = session {
+            leader.held.insert(session);
+        }
         leader.queue.push_back((
             id,
             Command {
@@ -371,18 +434,62 @@ impl<S: StateMachine> Replica<S> {
         let Some(leader) = self.leader.as_mut() else {
             return;
         };
-        if !leader.is_active() {
-            return;
+        if !leader.is_active() || leader.stop_sign.is_some() {
+            return; // nothing goes after a stop-sign: commands wait for the next configuration
         }
         let first = leader.next_slot;
         let mut values = Vec::new();
+        if leader.in_flight() < in_flight_max {
+            if let Some(members) = leader.reconfig.take() {
+                // Rule 1 of `reconfig.rs`: a fresh stop-sign goes in the next free slot, after
+                // everything phase 1 found, and ends this leadership's slots.
+                let value = Value::StopSign {
+                    epoch: leader.ballot.epoch + 1,
+                    members,
+                };
+                leader.stop_sign = Some(leader.next_slot);
+                leader.in_flight.push_back(InFlight {
+                    acks: 0,
+                    value: value.clone(),
+                });
+                leader.next_slot += 1;
+                self.propose_run(first, vec![value], out);
+                return;
+            }
+        }
+        if self.applied < leader.phase1_start {
+            return; // catching up on what was chosen before us first (see `phase1_start`)
+        }
         while !leader.queue.is_empty() && leader.in_flight() < in_flight_max {
             let n = leader.queue.len().min(batch_max);
             let mut requests = Vec::with_capacity(n);
             let mut commands = Vec::with_capacity(n);
             for (id, c) in leader.queue.drain(..n) {
+                // The session table may have learned this command since it was queued (chosen
+                // before this leadership, applied while it caught up): answer, do not re-propose.
+                if let Some(session) = c.session {
+                    match self.sessions.check(session) {
+                        Dedup::Fresh => {}
+                        Dedup::Duplicate(output) => {
+                            self.counters.duplicates += 1;
+                            leader.held.remove(&session);
+                            let slot = self.applied;
+                            out.respond(id, Response::Applied { slot, output });
+                            continue;
+                        }
+                        Dedup::Stale => {
+                            leader.held.remove(&session);
+                            let (client, seq) = (session.client, session.seq);
+                            out.respond(id, Response::Failed(Error::SessionStale { client, seq }));
+                            continue;
+                        }
+                    }
+                }
                 requests.push(id);
                 commands.push(c);
+            }
+            if commands.is_empty() {
+                continue;
             }
             let value = Value::Batch {
                 origin: leader.ballot,
@@ -484,7 +591,7 @@ impl<S: StateMachine> Replica<S> {
     }
 
     /// Starts a leadership-confirming round for the waiting reads, if none is running.
-    fn start_read_round(&mut self, out: &mut Outbox<Self>) {
+    pub(crate) fn start_read_round(&mut self, out: &mut Outbox<Self>) {
         let own = self.bit(self.config.id).unwrap_or(0);
         let Some(leader) = self.leader.as_mut() else {
             return;
@@ -603,7 +710,7 @@ impl<S: StateMachine> Replica<S> {
             return;
         }
         // Re-send, to each acceptor, the in-flight slots from the first it has not accepted.
-        for (i, &peer) in self.config.members.iter().enumerate() {
+        for (i, &peer) in self.membership.members.iter().enumerate() {
             if peer == self.config.id {
                 continue;
             }
@@ -630,7 +737,7 @@ impl<S: StateMachine> Replica<S> {
             );
         }
         if let Some(probe) = &leader.read_probe {
-            for (i, &peer) in self.config.members.iter().enumerate() {
+            for (i, &peer) in self.membership.members.iter().enumerate() {
                 if peer != self.config.id && probe.acks & (1u64 << i) == 0 {
                     out.send(
                         peer,

@@ -15,7 +15,7 @@ use common::{NodeId, Outbox};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::message::{Message, PromisedEntry, Record, Slot};
+use crate::message::{Membership, Message, PromisedEntry, Record, Slot};
 use crate::state_machine::{Sessions, SessionsSnapshot, StateMachine};
 
 use super::{Replica, Response};
@@ -25,6 +25,9 @@ use super::{Replica, Response};
 struct SnapshotData<Snap, O> {
     state: Snap,
     sessions: SessionsSnapshot<O>,
+    /// The configuration in force at the snapshot's slot (it is a function of the compacted
+    /// log, so it must travel with the state).
+    membership: Membership,
 }
 
 impl<S: StateMachine> Replica<S> {
@@ -33,6 +36,7 @@ impl<S: StateMachine> Replica<S> {
         let data = SnapshotData {
             state: self.state.snapshot(),
             sessions: self.sessions.export(),
+            membership: self.membership.clone(),
         };
         match Bincode.encode(&data) {
             Ok(bytes) => Some(bytes),
@@ -43,15 +47,28 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
-    /// Replaces the state machine and session table by a snapshot's (untrusted bytes).
-    pub(crate) fn restore_snapshot(&mut self, slot: Slot, data: &[u8]) -> Result<(), Error> {
+    /// Replaces the state machine and session table by a snapshot's (untrusted bytes), and
+    /// returns the configuration it records (for the caller to adopt).
+    pub(crate) fn restore_snapshot(
+        &mut self,
+        slot: Slot,
+        data: &[u8],
+    ) -> Result<Membership, Error> {
         let decoded: SnapshotData<S::Snapshot, S::Output> = Bincode
             .decode(data)
             .map_err(|e| Error::Corrupt(format!("snapshot at slot {slot}: {e}")))?;
+        if decoded.membership.start > slot
+            || crate::config::validate_members(&decoded.membership.members).is_err()
+        {
+            return Err(Error::Corrupt(format!(
+                "snapshot at slot {slot}: invalid configuration {:?}",
+                decoded.membership
+            )));
+        }
         self.state = S::restore(decoded.state);
         self.sessions = Sessions::import(decoded.sessions, self.config.sessions_max);
         self.applied = slot;
-        Ok(())
+        Ok(decoded.membership)
     }
 
     /// Writes a checkpoint of everything durable, with the applied prefix as a snapshot.
@@ -111,11 +128,15 @@ impl<S: StateMachine> Replica<S> {
         if slot <= self.log.decided {
             return; // we know all of it already
         }
-        if let Err(e) = self.restore_snapshot(slot, &data) {
-            tracing::debug!(id = self.config.id, from, error = %e, "paxos: bad snapshot");
-            self.reject("undecodable snapshot", from);
-            return;
-        }
+        let membership = match self.restore_snapshot(slot, &data) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(id = self.config.id, from, error = %e, "paxos: bad snapshot");
+                self.reject("undecodable snapshot", from);
+                return;
+            }
+        };
+        self.adopt_membership(membership, out);
         self.log.install(slot);
         self.counters.snapshots_installed += 1;
         self.checkpoint(data, out);

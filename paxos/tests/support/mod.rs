@@ -41,6 +41,74 @@ pub fn sim(seed: u64, n: u64, tweak: impl Fn(&mut Config) + 'static) -> Result<S
     })
 }
 
+/// A simulation of replicas `1..=total` of which `1..=initial` form the first configuration;
+/// the others start outside it (passive learners until a reconfiguration adds them).
+pub fn sim_with_spares(
+    seed: u64,
+    initial: u64,
+    total: u64,
+    tweak: impl Fn(&mut Config) + 'static,
+) -> Result<Sim<Kv>, SimError> {
+    let first: Vec<NodeId> = (1..=initial).collect();
+    let all: Vec<NodeId> = (1..=total).collect();
+    let mut config = SimConfig::new(seed, all);
+    config.sync_latency_min = 0;
+    config.sync_latency_max = 3;
+    config.torn_tail = true;
+    config.record_events = false;
+    config.hash_contents = false;
+    Sim::new(config, move |id| {
+        let mut c = Config::new(id, first.clone());
+        c.seed = seed;
+        if seed % 2 == 1 {
+            c.snapshot_interval_slots = 4;
+        }
+        tweak(&mut c);
+        c
+    })
+}
+
+/// Integrity as the leader guarantees it ("decided at most once" within a leadership): no
+/// ballot ever puts one client command (session) into two decided slots. Across leaderships a
+/// retried command can be decided twice (a copy accepted by a minority that the next leader's
+/// quorum did not see, which a later leader re-proposes); the session table then applies it
+/// once ([`add_integrity`] checks that).
+pub fn add_decided_once(sim: &mut Sim<Kv>) {
+    let mut slots_of: BTreeMap<Session, Vec<(Slot, paxos::Ballot)>> = BTreeMap::new();
+    let mut recorded: BTreeSet<Slot> = BTreeSet::new();
+    let mut checked: BTreeMap<NodeId, Slot> = BTreeMap::new();
+    sim.add_invariant("decided at most once", move |view: &SimView<'_, Kv>| {
+        for (id, node) in view.nodes() {
+            let Some(node) = node else {
+                checked.remove(&id);
+                continue;
+            };
+            let from = checked.get(&id).copied().unwrap_or(0);
+            let from = if from > node.decided() { 0 } else { from }.max(node.log_start());
+            for slot in from..node.decided() {
+                if !recorded.insert(slot) {
+                    continue;
+                }
+                let Some(Value::Batch { origin, commands }) = node.decided_value(slot) else {
+                    continue;
+                };
+                for c in commands {
+                    let Some(session) = c.session else { continue };
+                    let copies = slots_of.entry(session).or_default();
+                    if let Some((other, _)) = copies.iter().find(|(_, o)| o == origin) {
+                        return Err(format!(
+                            "{session:?} decided in slots {other} and {slot}, both proposed under {origin}"
+                        ));
+                    }
+                    copies.push((slot, *origin));
+                }
+            }
+            checked.insert(id, node.decided());
+        }
+        Ok(())
+    });
+}
+
 /// Every fault type of the simulator, drawn from the seed between `start` and `until`.
 pub fn random_faults(seed: u64, n: u64, start: u64, until: u64) -> FaultPlan {
     let members: Vec<NodeId> = (1..=n).collect();
@@ -51,6 +119,7 @@ pub fn random_faults(seed: u64, n: u64, start: u64, until: u64) -> FaultPlan {
 pub fn token(c: &KvCommand) -> Option<&str> {
     match c {
         KvCommand::Append { value, .. } => Some(value.trim_end_matches(';')),
+        KvCommand::Put { value, .. } => Some(value),
         _ => None,
     }
 }
@@ -201,6 +270,43 @@ pub fn kv_workload(
     until: u64,
     reads: bool,
 ) -> Rc<RefCell<WorkloadLog>> {
+    kv_workload_with(
+        sim,
+        n,
+        clients,
+        ops,
+        start,
+        until,
+        reads,
+        Write::Append,
+        120,
+    )
+}
+
+/// What the workload's writes are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Write {
+    /// `Append` of a unique token `c<client>s<seq>;` (applied-twice shows in the state).
+    Append,
+    /// `Put` of a unique value `c<client>s<seq>` (its output, the previous value, is checked
+    /// for linearizability).
+    Put,
+}
+
+/// [`kv_workload`] with a choice of writes, over nodes `1..=n`; a client gives up waiting
+/// after `timeout` and retries (with the same session) at the next node.
+#[allow(clippy::too_many_arguments)]
+pub fn kv_workload_with(
+    sim: &mut Sim<Kv>,
+    n: u64,
+    clients: u64,
+    ops: u64,
+    start: u64,
+    until: u64,
+    reads: bool,
+    write: Write,
+    timeout: u64,
+) -> Rc<RefCell<WorkloadLog>> {
     let log = Rc::new(RefCell::new(WorkloadLog::default()));
     let log2 = log.clone();
     let mut states: BTreeMap<u64, ClientState> = BTreeMap::new();
@@ -212,7 +318,7 @@ pub fn kv_workload(
             think_max: 15,
             requests_max: u64::MAX,
             until,
-            timeout: Some(120),
+            timeout: Some(timeout),
         },
         move |rng, ctx| {
             let st = states.entry(ctx.client).or_insert_with(|| ClientState {
@@ -247,11 +353,18 @@ pub fn kv_workload(
                     Request::Read(KvQuery { key })
                 } else {
                     st.seq += 1;
-                    Request::Propose {
-                        command: KvCommand::Append {
+                    let command = match write {
+                        Write::Append => KvCommand::Append {
                             key,
                             value: format!("c{}s{};", ctx.client, st.seq),
                         },
+                        Write::Put => KvCommand::Put {
+                            key,
+                            value: format!("c{}s{}", ctx.client, st.seq),
+                        },
+                    };
+                    Request::Propose {
+                        command,
                         session: Some(Session {
                             client: ctx.client,
                             seq: st.seq,
@@ -280,121 +393,129 @@ pub fn all_answered(history: &[ClientOp<Kv>], clients: u64, ops: u64) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------
-// Linearizability of the KV history (per key, with porcupine).
+// Linearizability through `common::check` (porcupine, per key).
 // ---------------------------------------------------------------------------------------
 
-#[derive(Clone, Debug)]
-pub enum KvOp {
-    /// Append `token;`; `prev` is the value before (None: outcome unknown).
-    Append { token: String, prev: Option<String> },
-    /// A read that returned `value` ("" when absent).
-    Read { value: String },
-}
-
-#[derive(Clone)]
-pub struct KvModel;
-
-impl porcupine_rs::Model for KvModel {
-    type State = String;
-    type Op = (String, KvOp);
-    type Metadata = ();
-
-    fn partition_operations(
-        history: &[porcupine_rs::Operation<Self>],
-    ) -> Vec<Vec<porcupine_rs::Operation<Self>>> {
-        let mut by_key: BTreeMap<String, Vec<porcupine_rs::Operation<Self>>> = BTreeMap::new();
-        for op in history {
-            by_key.entry(op.op.0.clone()).or_default().push(op.clone());
-        }
-        by_key.into_values().collect()
-    }
-
-    fn init() -> String {
-        String::new()
-    }
-
-    fn step(state: &String, op: &(String, KvOp)) -> (bool, String) {
-        match &op.1 {
-            KvOp::Append { token, prev } => {
-                let ok = prev.as_ref().is_none_or(|p| p == state);
-                (ok, format!("{state}{token};"))
-            }
-            KvOp::Read { value } => (value == state, state.clone()),
-        }
+/// Checks the client history of a [`Write::Put`] workload with `common::check::kv::check_kv`.
+///
+/// Every attempt of one session is one logical operation, from its first invocation to its
+/// first `Applied` answer (the session table makes the retries one command); one never
+/// answered is open-ended. A put with a known answer is checked as a compare-and-set from its
+/// output (the previous value) to its value, so the check covers what every write saw too.
+/// Reads are checked when answered; a read refused or lost had no effect and is left out.
+pub fn check_kv_linearizable(sim: &Sim<Kv>) -> Result<(), String> {
+    use common::check::kv::check_kv;
+    match check_kv(&kv_history(sim)?) {
+        Ok(verdict) if verdict.is_linearizable() => Ok(()),
+        Ok(verdict) => Err(format!("not linearizable: {verdict}")),
+        Err(e) => Err(format!("malformed history: {e}")),
     }
 }
 
-/// Builds the logical operations of the history (all attempts of one session are one
-/// operation, from its first invocation to its first answer) and checks them.
-pub fn check_linearizable(sim: &Sim<Kv>) -> Result<(), String> {
-    let mut ops: Vec<porcupine_rs::Operation<KvModel>> = Vec::new();
-    // (client, seq) -> index in ops
-    let mut appends: BTreeMap<(u64, u64), usize> = BTreeMap::new();
+/// The checker's history of a [`Write::Put`] workload (see [`check_kv_linearizable`]).
+pub fn kv_history(
+    sim: &Sim<Kv>,
+) -> Result<common::check::History<common::check::kv::KvInput, common::check::kv::KvOutput>, String>
+{
+    use common::check::kv::{KvInput, KvOutput};
+    use common::check::{History, HistoryEvent};
+
+    struct Logical {
+        client: u64,
+        call: u64,
+        key: String,
+        value: String,
+        answer: Option<(u64, Option<String>)>,
+    }
+    let mut writes: BTreeMap<(u64, u64), Logical> = BTreeMap::new();
+    let mut events: Vec<HistoryEvent<KvInput, KvOutput>> = Vec::new();
+    let mut next_id = 0u64;
     for op in sim.history() {
-        let invoked = op.invoked_at as i64;
-        let answered = op.completed_at.map(|t| t as i64);
         match &op.request {
             Request::Propose {
-                command: KvCommand::Append { key, value },
+                command: KvCommand::Put { key, value },
                 session: Some(s),
             } => {
-                let output = match &op.outcome {
-                    Outcome::Response(Response::Applied { output, .. }) => {
-                        Some(output.clone().unwrap_or_default())
-                    }
-                    _ => None,
-                };
-                let i = *appends.entry((s.client, s.seq)).or_insert_with(|| {
-                    ops.push(porcupine_rs::Operation {
-                        client_id: Some(op.client as u32),
-                        call_time: invoked,
-                        return_time: i64::MAX,
-                        op: (
-                            key.clone(),
-                            KvOp::Append {
-                                token: value.trim_end_matches(';').to_string(),
-                                prev: None,
-                            },
-                        ),
-                        metadata: None,
-                    });
-                    ops.len() - 1
+                let w = writes.entry((s.client, s.seq)).or_insert_with(|| Logical {
+                    client: op.client,
+                    call: op.invoked_at,
+                    key: key.clone(),
+                    value: value.clone(),
+                    answer: None,
                 });
-                if let (Some(prev), Some(t)) = (output, answered) {
-                    let o = &mut ops[i];
-                    if o.return_time == i64::MAX {
-                        o.return_time = t;
-                        if let KvOp::Append { prev: p, .. } = &mut o.op.1 {
-                            *p = Some(prev);
-                        }
+                if let (Outcome::Response(Response::Applied { output, .. }), Some(t)) =
+                    (&op.outcome, op.completed_at)
+                {
+                    if w.answer.is_none() {
+                        w.answer = Some((t, output.clone()));
                     }
                 }
+            }
+            Request::Propose { command, .. } => {
+                return Err(format!("workload command {command:?} is not a checked put"))
             }
             Request::Read(KvQuery { key }) => {
-                if let (Outcome::Response(Response::Read(v)), Some(t)) = (&op.outcome, answered) {
-                    ops.push(porcupine_rs::Operation {
-                        client_id: Some(op.client as u32),
-                        call_time: invoked,
-                        return_time: t,
-                        op: (
-                            key.clone(),
-                            KvOp::Read {
-                                value: v.clone().unwrap_or_default(),
-                            },
-                        ),
-                        metadata: None,
+                if let (Outcome::Response(Response::Read(v)), Some(t)) =
+                    (&op.outcome, op.completed_at)
+                {
+                    next_id += 1;
+                    events.push(HistoryEvent::Invoke {
+                        id: next_id,
+                        client: op.client,
+                        time: op.invoked_at,
+                        wall_ns: None,
+                        input: KvInput::Get { key: key.clone() },
+                    });
+                    events.push(HistoryEvent::Ok {
+                        id: next_id,
+                        time: t,
+                        wall_ns: None,
+                        output: KvOutput::Value { value: v.clone() },
                     });
                 }
             }
-            _ => {}
+            Request::Reconfigure { .. } => {}
         }
     }
-    if porcupine_rs::check_operations::<KvModel>(&ops) {
-        Ok(())
-    } else {
-        Err(format!(
-            "history of {} operations is not linearizable",
-            ops.len()
-        ))
+    for w in writes.into_values() {
+        next_id += 1;
+        let (input, answer) = match w.answer {
+            Some((t, previous)) => (
+                KvInput::Cas {
+                    key: w.key,
+                    expected: previous,
+                    new: w.value,
+                },
+                Some((t, KvOutput::Cas { swapped: true })),
+            ),
+            None => (
+                KvInput::Put {
+                    key: w.key,
+                    value: w.value,
+                },
+                None,
+            ),
+        };
+        events.push(HistoryEvent::Invoke {
+            id: next_id,
+            client: w.client,
+            time: w.call,
+            wall_ns: None,
+            input,
+        });
+        match answer {
+            Some((time, output)) => events.push(HistoryEvent::Ok {
+                id: next_id,
+                time,
+                wall_ns: None,
+                output,
+            }),
+            None => events.push(HistoryEvent::Info {
+                id: next_id,
+                time: w.call,
+                wall_ns: None,
+            }),
+        }
     }
+    Ok(History { events })
 }

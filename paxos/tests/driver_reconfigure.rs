@@ -1,0 +1,120 @@
+//! `Handle::reconfigure` through the real driver and the in-memory network: a fourth replica,
+//! started outside the first configuration, is added; then the leader removes itself; the
+//! cluster keeps serving, the new member holds every command, and the metrics show the
+//! configuration.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::time::Duration;
+
+use common::driver::{DriverConfig, Persistence};
+use common::transport::memory::MemoryNetwork;
+use common::{MemStorage, NodeId};
+use paxos::{Client, Config, Handle, KvCommand, KvQuery, KvStore, Metrics};
+
+/// Polls `check` on every replica's metrics until it holds (bounded: the test fails after
+/// `POLLS_MAX` rounds).
+const POLLS_MAX: u32 = 2_000;
+
+async fn metrics(replicas: &[Handle<KvStore>]) -> Vec<Metrics> {
+    let mut all = Vec::new();
+    for r in replicas {
+        all.push(r.metrics().await.unwrap());
+    }
+    all
+}
+
+async fn wait_for(replicas: &[Handle<KvStore>], what: &str, check: impl Fn(&[Metrics]) -> bool) {
+    for _ in 0..POLLS_MAX {
+        if check(&metrics(replicas).await) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!(
+        "{what}: not reached; metrics: {:?}",
+        metrics(replicas).await
+    );
+}
+
+async fn leader(replicas: &[Handle<KvStore>]) -> usize {
+    wait_for(replicas, "a leader", |m| m.iter().any(|m| m.is_leader)).await;
+    metrics(replicas)
+        .await
+        .iter()
+        .position(|m| m.is_leader)
+        .unwrap()
+}
+
+fn append(i: u32) -> KvCommand {
+    KvCommand::Append {
+        key: "k".into(),
+        value: format!("{i};"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handle_reconfigure_adds_a_replica_and_removes_the_leader() {
+    let first: Vec<NodeId> = vec![1, 2, 3];
+    let network = MemoryNetwork::new(3);
+    let driver = DriverConfig {
+        persistence: Persistence::Inline,
+        ..DriverConfig::default()
+    };
+    let mut replicas = Vec::new();
+    for id in 1..=4 {
+        // Every replica gets the first configuration; replica 4 is not in it.
+        let mut config = Config::new(id, first.clone());
+        config.snapshot_interval_slots = 4;
+        let transport = network.join(id).unwrap();
+        replicas.push(
+            Handle::<KvStore>::spawn(config, transport, MemStorage::new(), driver)
+                .await
+                .unwrap(),
+        );
+    }
+    let client = Client::new(1, replicas.clone());
+    for i in 0..10 {
+        client.propose(append(i)).await.unwrap();
+    }
+    assert!(!replicas[3].metrics().await.unwrap().is_member);
+
+    // Add replica 4: it catches up (by snapshot: the others compacted) before it votes.
+    let l = leader(&replicas).await;
+    let epoch = replicas[l].reconfigure(vec![1, 2, 3, 4]).await.unwrap();
+    assert_eq!(epoch, 1);
+    let m = replicas[l].metrics().await.unwrap();
+    assert_eq!((m.epoch, m.members.clone()), (1, vec![1, 2, 3, 4]));
+    for i in 10..15 {
+        client.propose(append(i)).await.unwrap();
+    }
+
+    // The leader removes itself; the others elect a new leader and carry on.
+    let l = leader(&replicas).await;
+    let removed = l as NodeId + 1;
+    let rest: Vec<NodeId> = (1..=4).filter(|&id| id != removed).collect();
+    assert_eq!(replicas[l].reconfigure(rest.clone()).await.unwrap(), 2);
+    for i in 15..20 {
+        client.propose(append(i)).await.unwrap();
+    }
+    let read = client.read(KvQuery { key: "k".into() }).await.unwrap();
+    let expected: String = (0..20).map(|i| format!("{i};")).collect();
+    assert_eq!(read.as_deref(), Some(expected.as_str()));
+    let l = leader(&replicas).await;
+    assert_ne!(l as NodeId + 1, removed);
+    wait_for(&replicas, "every replica in epoch 2", |m| {
+        m.iter().all(|m| m.epoch == 2 && m.members == rest)
+    })
+    .await;
+    let m = metrics(&replicas).await;
+    assert!(!m[removed as usize - 1].is_member);
+    assert!(m[3].is_member);
+    // Replica 4 applied everything, although it joined late.
+    let decided = m[l].decided;
+    wait_for(&replicas, "replica 4 caught up", move |m| {
+        m[3].applied >= decided
+    })
+    .await;
+    for r in &replicas {
+        r.shutdown().await.unwrap();
+    }
+}
