@@ -71,7 +71,6 @@ fn invariants_hold_with_membership_changes_and_snapshots_under_faults() {
 /// until its removal commits). See the core unit test
 /// `removed_node_still_campaigns_after_a_restart_until_its_removal_commits`.
 #[test]
-#[ignore = "core bug: after a restart, a node removed by an uncommitted configuration never campaigns (thesis §4.1)"]
 fn removed_leader_restarting_before_its_removal_commits_does_not_stall_the_cluster() {
     let scenario = Scenario {
         membership: true,

@@ -181,16 +181,23 @@ impl<S: StateMachine> RaftNode<S> {
     /// Voters campaign; so does a node that its latest configuration removed while that
     /// configuration is not known to be committed: until it is, the configuration before may
     /// still need this node to elect a leader (thesis §4.2.2). Its own vote then does not count.
+    ///
+    /// "The configuration before" is the one preceding the latest configuration entry, not the
+    /// one at the commit index: after a restart the commit index starts over at the snapshot,
+    /// where this node may not have been a voter yet, although every configuration since the
+    /// snapshot needs it. A removed node whose removal did commit may thus campaign in vain;
+    /// pre-vote and the members' leader stickiness keep that from disturbing them.
     fn may_campaign(&self) -> bool {
         let me = self.config.id;
         if self.is_voter(me) {
             return true;
         }
-        let uncommitted = self
-            .membership_history
-            .last()
-            .is_some_and(|(i, _)| *i > self.commit_index);
-        uncommitted && self.membership_at(self.commit_index).is_voter(me)
+        match self.membership_history.last() {
+            Some(&(latest, _)) if latest > self.commit_index => {
+                self.membership_at(latest - 1).is_voter(me)
+            }
+            _ => false,
+        }
     }
 
     fn start_pre_vote(&mut self, out: &mut Outbox<Self>) {

@@ -995,7 +995,6 @@ fn removed_leader_still_campaigns_until_its_removal_commits() {
 /// elected (node 2 needs node 5's vote; node 5 refuses it, its log being longer, and never
 /// campaigns).
 #[test]
-#[ignore = "core bug: after a restart, a node removed by an uncommitted configuration never campaigns (thesis §4.1), which can leave the cluster without a leader"]
 fn removed_node_still_campaigns_after_a_restart_until_its_removal_commits() {
     let mut c = Config::new(3, vec![1, 2]);
     c.learners = vec![3];
