@@ -105,6 +105,7 @@
 
 use std::any::Any;
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -611,7 +612,7 @@ where
         open_steps: 0,
         open_requests: 0,
         in_flight: VecDeque::new(),
-        pending: HashMap::new(),
+        pending: HashMap::default(),
         next_request: 0,
         events: events.clone(),
         counters: counters.clone(),
@@ -808,7 +809,7 @@ struct Runner<N: Node, T, S: Storage, C> {
     /// what they release once synced.
     in_flight: VecDeque<Effects<N>>,
     /// Requests taken by the core and not answered yet.
-    pending: HashMap<RequestId, Reply<N>>,
+    pending: HashMap<RequestId, Reply<N>, BuildHasherDefault<RequestIdHasher>>,
     next_request: u64,
     events: broadcast::Sender<N::Event>,
     counters: Arc<Counters>,
@@ -816,6 +817,32 @@ struct Runner<N: Node, T, S: Storage, C> {
     /// Reused buffer for encoding records when persisting inline.
     record_buf: Vec<u8>,
     storage_slot: Arc<Mutex<Option<Box<dyn Any + Send>>>>,
+}
+
+/// Hashes the driver's own request ids for the pending-request map, which sees an insert and a
+/// removal per request. The ids are a counter this driver assigns, never chosen by a peer or a
+/// client, so the hash needs no protection against chosen collisions (the job of the default
+/// SipHash): one multiplication by 2^64 / φ (Fibonacci hashing) spreads consecutive ids over
+/// every bit, the high ones included, which the map's probing uses. Written by hand because it
+/// is two lines and the workspace has no hashing crate for it.
+#[derive(Default)]
+struct RequestIdHasher(u64);
+
+impl std::hash::Hasher for RequestIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by `RequestId` (it hashes one u64), but correct for any input.
+        for &b in bytes {
+            self.write_u64(u64::from(b) ^ self.0.rotate_left(8));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 /// Whether the `rejected`-th rejected frame is logged at `warn`: the first
