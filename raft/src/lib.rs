@@ -94,6 +94,40 @@
 //! - Bad input (unknown senders, stale terms, impossible indexes) is rejected, logged and
 //!   counted ([`Metrics::rejected`]), never a panic.
 //!
+//! # Performance
+//!
+//! The setup other Raft implementations publish figures for (openraft's benchmark): three
+//! nodes in one process, each on the shared tokio driver (multi-threaded runtime, one worker per
+//! core), in-memory storage (`MemStorage`, persisted inline), the in-memory transport (every
+//! message still encoded and decoded by the codec, as on a network), empty commands, default
+//! [`Config`], clients that each keep one proposal in flight. The criterion suite
+//! (`cargo bench -p benches --bench raft`: groups `raft_memory`, `raft_tcp`, and `raft_core`
+//! for the core alone) and the example `cargo run --release -p benches --example raft_load --
+//! CLIENTS SECONDS [memory|tcp]` both run it; the figures below come from the example, 3 s per
+//! run, on the code of commit 11c1b59.
+//!
+//! | clients | transport | proposals per second | time per proposal, one client | CPU per proposal |
+//! | ---: | --- | ---: | ---: | ---: |
+//! | 256 | memory | 532,000 to 688,000 | | 1.15 to 1.42 µs |
+//! | 1 | memory | 139,800 | 7.2 µs | 6.1 µs |
+//! | 64 | TCP loopback | 253,000 | | 2.4 µs |
+//! | 1 | TCP loopback | 14,800 | 67.6 µs | 36.5 µs |
+//!
+//! The code before the driver's request batching and the core's AppendEntries batching gave,
+//! in the same minute, 243,000 proposals per second at 256 clients (3.16 µs of CPU per
+//! proposal) and 10.3 µs per proposal with one client. openraft's published figures for this
+//! setup on a comparable two-core machine are about 217,000 per second at 256 clients and
+//! 162 µs per proposal with one client; the targets of this crate are 650,000 per second and
+//! under 30 µs.
+//!
+//! **Caveat: noise.** The machine is a two-core virtual machine shared with other compilations
+//! (load average 4 during the memory runs, 8 during the TCP runs) and has no hardware
+//! counters, so wall-clock figures vary by a fifth to a third between runs and are a lower
+//! bound: the process got less than its two cores. The CPU time per proposal (from `/proc`, all
+//! threads) is the steadier figure. At 256 clients one run of four reached the 650,000 per
+//! second target and three did not, so the target is met only at the edge of the noise; one
+//! client stays well under 30 µs even on the loaded machine.
+//!
 //! # Runnable examples
 //!
 //! - `cargo run -p raft --example counter`: a distributed counter on three nodes; the leader is
