@@ -1,16 +1,23 @@
-//! Shootout adapter for Raft ([`raft`]).
+//! Shootout adapter for Raft ([`raft`]), and the Raft groups of the criterion suite and of the
+//! `raft_load` example.
 //!
-//! Each operation proposes the shared 16-byte command ([`crate::command`]) to the node believed
-//! to lead, follows "not the leader" hints, and completes when the entry is committed and applied
-//! on the leader. The state machine only counts commands, so the figures are the protocol's and
-//! the plumbing's, not the application's.
+//! Each shootout operation proposes the shared 16-byte command ([`crate::command`]) to the node
+//! believed to lead, follows "not the leader" hints, and completes when the entry is committed and
+//! applied on the leader. The state machine only counts commands, so the figures are the
+//! protocol's and the plumbing's, not the application's.
+//!
+//! [`Group`] is the setup of the throughput and latency benchmarks that compare with other Raft
+//! implementations: `n` nodes in one process on the shared driver, [`common::MemStorage`]
+//! (persisted inline), the in-memory transport or TCP on 127.0.0.1, and the [`Empty`] state
+//! machine, whose command is `()`; [`Group::closed_loop`] runs clients that each keep one
+//! proposal in flight.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use common::driver::DriverStats;
+use common::driver::{DriverStats, NodeHandle};
 use common::NodeId;
 use raft::{Config, RaftError, RaftNode, Request, Response, StateMachine};
 
@@ -99,23 +106,7 @@ impl Contender for Raft {
 impl RaftCluster {
     /// Waits until a live node reports itself leader; returns its index.
     async fn wait_for_leader(&self, wait: Duration) -> Result<usize, BenchError> {
-        let deadline = Instant::now() + wait;
-        loop {
-            for (i, h) in self.nodes.handles.iter().enumerate() {
-                if self.nodes.is_crashed(i) {
-                    continue;
-                }
-                if let Ok(m) = h.metrics().await {
-                    if m.leader == Some(m.id) {
-                        return Ok(i);
-                    }
-                }
-            }
-            if Instant::now() >= deadline {
-                return Err(BenchError::NotReady("no leader elected".into()));
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        wait_for_leader(&self.nodes, wait).await
     }
 
     fn index_of(&self, id: Option<NodeId>) -> Option<usize> {
@@ -160,6 +151,175 @@ impl Cluster for RaftCluster {
     }
 
     async fn shutdown(&self) -> Result<(), BenchError> {
+        self.nodes.shutdown().await
+    }
+}
+
+/// Waits until a live node of `nodes` reports itself leader; returns its index in
+/// `nodes.handles`.
+pub async fn wait_for_leader<S: StateMachine>(
+    nodes: &Nodes<RaftNode<S>>,
+    wait: Duration,
+) -> Result<usize, BenchError> {
+    let deadline = Instant::now() + wait;
+    loop {
+        for (i, h) in nodes.handles.iter().enumerate() {
+            if nodes.is_crashed(i) {
+                continue;
+            }
+            if let Ok(m) = h.metrics().await {
+                if m.leader == Some(m.id) {
+                    return Ok(i);
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(BenchError::NotReady("no leader elected".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The state machine of "empty requests": the command is `()`, applying it returns `()`. What is
+/// measured is the protocol and the plumbing alone.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Empty;
+
+impl StateMachine for Empty {
+    type Command = ();
+    type Query = ();
+    type Output = ();
+
+    fn apply(&mut self, _: &()) {}
+
+    fn query(&self, _: &()) {}
+
+    fn snapshot(&self) -> Vec<u8> {
+        Vec::new()
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
+        if snapshot.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "an empty snapshot has no bytes, not {}",
+                snapshot.len()
+            ))
+        }
+    }
+}
+
+/// A running Raft group for the throughput and latency benchmarks: the nodes and the one that
+/// leads.
+pub struct Group {
+    /// The nodes, in id order.
+    pub nodes: Nodes<RaftNode<Empty>>,
+    /// Index of the leader in `nodes.handles` when the group started.
+    leader: usize,
+}
+
+/// Results of one [`Group::closed_loop`].
+#[derive(Clone, Copy, Debug)]
+pub struct LoopResult {
+    /// Proposals acknowledged (committed and applied on the leader).
+    pub ops: u64,
+    /// Wall time from the first proposal to the last acknowledgement.
+    pub elapsed: Duration,
+    /// What every node's driver did meanwhile, summed.
+    pub stats: DriverStats,
+}
+
+impl LoopResult {
+    /// Acknowledged proposals per second.
+    pub fn ops_per_sec(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64().max(f64::MIN_POSITIVE)
+    }
+}
+
+impl Group {
+    /// Starts `spec.nodes` nodes with `config` (each node's [`Config`] is built by
+    /// `Config::new(id, members)` with `seed = spec.seed`, then given to `config` to adjust) and
+    /// waits for a leader.
+    pub async fn start(
+        spec: &ClusterSpec,
+        config: impl Fn(&mut Config) + Send + Sync,
+    ) -> Result<Group, BenchError> {
+        let seed = spec.seed;
+        let nodes = Nodes::start(spec, |id, members| {
+            let mut c = Config::new(id, members.to_vec());
+            c.seed = seed;
+            config(&mut c);
+            c
+        })
+        .await?;
+        let leader = wait_for_leader(&nodes, LEADER_WAIT).await?;
+        Ok(Group { nodes, leader })
+    }
+
+    /// The leader's handle.
+    pub fn leader(&self) -> &NodeHandle<RaftNode<Empty>> {
+        &self.nodes.handles[self.leader]
+    }
+
+    /// Runs `clients` clients, each proposing `()` to the leader and waiting for the answer
+    /// before proposing again, until `ops` proposals in all were acknowledged, or, when `until`
+    /// is given, until that much time has passed. Any failed proposal (the leader changed, the
+    /// node is busy) is an error: the benchmark measures the steady state.
+    pub async fn closed_loop(
+        &self,
+        clients: usize,
+        ops: u64,
+        until: Option<Duration>,
+    ) -> Result<LoopResult, BenchError> {
+        let clients = clients.max(1);
+        let before = self.nodes.stats();
+        let start = Instant::now();
+        // A flag rather than a clock read per proposal: the loop should measure Raft, not the
+        // clock.
+        let stop = Arc::new(AtomicBool::new(false));
+        let timer = until.map(|d| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(d).await;
+                stop.store(true, Ordering::Relaxed);
+            })
+        });
+        let mut tasks = tokio::task::JoinSet::new();
+        for client in 0..clients {
+            // Spread `ops` over the clients.
+            let share = ops / clients as u64 + u64::from((client as u64) < ops % clients as u64);
+            let leader = self.leader().clone();
+            let stop = stop.clone();
+            tasks.spawn(async move {
+                let mut done = 0u64;
+                while done < share && !stop.load(Ordering::Relaxed) {
+                    match leader.request(Request::Propose(())).await {
+                        Ok(Response::Applied { .. }) => done += 1,
+                        Ok(other) => return Err(BenchError::Op(format!("{other:?}"))),
+                        Err(e) => return Err(BenchError::Driver(e)),
+                    }
+                }
+                Ok(done)
+            });
+        }
+        let mut acknowledged = 0;
+        while let Some(joined) = tasks.join_next().await {
+            acknowledged += joined.map_err(|e| BenchError::Op(format!("client task: {e}")))??;
+        }
+        let elapsed = start.elapsed();
+        if let Some(timer) = timer {
+            timer.abort();
+        }
+        Ok(LoopResult {
+            ops: acknowledged,
+            elapsed,
+            stats: self.nodes.stats() - before,
+        })
+    }
+
+    /// Stops every node.
+    pub async fn shutdown(&self) -> Result<(), BenchError> {
         self.nodes.shutdown().await
     }
 }

@@ -105,6 +105,7 @@
 
 use std::any::Any;
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -609,8 +610,9 @@ where
         tick,
         outbox: Outbox::new(),
         open_steps: 0,
+        open_requests: 0,
         in_flight: VecDeque::new(),
-        pending: HashMap::new(),
+        pending: HashMap::default(),
         next_request: 0,
         events: events.clone(),
         counters: counters.clone(),
@@ -801,11 +803,13 @@ struct Runner<N: Node, T, S: Storage, C> {
     outbox: Outbox<N>,
     /// Steps in the open batch.
     open_steps: usize,
+    /// Client requests among them.
+    open_requests: usize,
     /// Batches handed to the persistence thread, oldest first, with their records taken out:
     /// what they release once synced.
     in_flight: VecDeque<Effects<N>>,
     /// Requests taken by the core and not answered yet.
-    pending: HashMap<RequestId, Reply<N>>,
+    pending: HashMap<RequestId, Reply<N>, BuildHasherDefault<RequestIdHasher>>,
     next_request: u64,
     events: broadcast::Sender<N::Event>,
     counters: Arc<Counters>,
@@ -813,6 +817,32 @@ struct Runner<N: Node, T, S: Storage, C> {
     /// Reused buffer for encoding records when persisting inline.
     record_buf: Vec<u8>,
     storage_slot: Arc<Mutex<Option<Box<dyn Any + Send>>>>,
+}
+
+/// Hashes the driver's own request ids for the pending-request map, which sees an insert and a
+/// removal per request. The ids are a counter this driver assigns, never chosen by a peer or a
+/// client, so the hash needs no protection against chosen collisions (the job of the default
+/// SipHash): one multiplication by 2^64 / φ (Fibonacci hashing) spreads consecutive ids over
+/// every bit, the high ones included, which the map's probing uses. Written by hand because it
+/// is two lines and the workspace has no hashing crate for it.
+#[derive(Default)]
+struct RequestIdHasher(u64);
+
+impl std::hash::Hasher for RequestIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by `RequestId` (it hashes one u64), but correct for any input.
+        for &b in bytes {
+            self.write_u64(u64::from(b) ^ self.0.rotate_left(8));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 /// Whether the `rejected`-th rejected frame is logged at `warn`: the first
@@ -845,6 +875,11 @@ where
 
     /// Serves inputs until shutdown (`None`) or a fatal error.
     async fn serve(&mut self) -> Option<DriverError> {
+        // Registered once: a `Notified` made afresh on every turn would be added to and removed
+        // from the `Notify`'s waiter list (a lock each) on every turn.
+        let shutdown = Arc::clone(&self.shutdown);
+        let shutdown = shutdown.notified();
+        tokio::pin!(shutdown);
         loop {
             // The open batch may take more steps while it is under its limit.
             let can_step = self.open_steps < self.config.batch_steps_max;
@@ -855,13 +890,22 @@ where
                 Stage::Background { results, .. } => Some(results),
                 Stage::Inline(_) => None,
             };
+            // `biased`: branches are polled in this order, not in an order drawn by tokio from
+            // an unseeded source, so a seeded run (turmoil) replays exactly. The order is fair:
+            // shutdown and the storage results are rare and come first; a tick is ready once per
+            // `tick` and so cannot starve anything after it, and would itself be starved by a
+            // steady stream of frames if it came later (a leader under load would stop ticking);
+            // metrics queries are rare and bounded. Frames and requests come last, and after
+            // the first input `gather_ready` takes both kinds in turn, so neither starves the
+            // other.
             let input = tokio::select! {
-                _ = self.shutdown.notified() => Input::Shutdown,
+                biased;
+                _ = &mut shutdown => Input::Shutdown,
                 r = next_result(results), if waiting_storage => Input::Persisted(r),
-                f = self.transport.recv(), if can_step => Input::Frame(f),
                 _ = self.tick.tick(), if can_step => Input::Tick,
-                c = self.commands.recv(), if can_take_request => Input::Command(c),
                 Some(m) = self.metrics.recv() => Input::Metrics(m),
+                f = self.transport.recv(), if can_step => Input::Frame(f),
+                c = self.commands.recv(), if can_take_request => Input::Command(c),
             };
             match input {
                 Input::Shutdown => return None,
@@ -896,10 +940,31 @@ where
             if let Err(e) = self.gather_ready() {
                 return Some(e);
             }
+            if self.worth_waiting_for_more() {
+                // Other clients are likely runnable right now, about to send their next request
+                // (they were just answered in a bulk release). Letting them run first turns
+                // their requests into one batch: one sync, one AppendEntries, one release,
+                // instead of a turn each. `yield_now` puts this task behind the tasks that are
+                // ready, and costs one reschedule when none is.
+                tokio::task::yield_now().await;
+                if let Err(e) = self.gather_ready() {
+                    return Some(e);
+                }
+            }
             if let Err(e) = self.flush() {
                 return Some(e);
             }
         }
+    }
+
+    /// Whether the open batch should wait one scheduling round for more input before it is
+    /// flushed: only when it is not full, and more requests are waiting for answers than the
+    /// batch took (several clients are active, so more requests are probably on their way).
+    /// With one client this is never true, so its latency pays nothing.
+    fn worth_waiting_for_more(&self) -> bool {
+        self.open_steps < self.config.batch_steps_max
+            && self.open_requests > 0
+            && self.pending.len() > self.open_requests
     }
 
     /// Takes inputs that are ready now, without waiting, until the batch is full or none is.
@@ -992,6 +1057,7 @@ where
         self.pending.insert(id, reply);
         add(&self.counters.steps, 1);
         self.open_steps += 1;
+        self.open_requests += 1;
         self.node.handle_request(id, req, &mut self.outbox);
     }
 
@@ -1001,6 +1067,7 @@ where
     fn flush(&mut self) -> Result<(), DriverError> {
         if self.outbox.is_empty() {
             self.open_steps = 0;
+            self.open_requests = 0;
             return Ok(());
         }
         if self.in_flight.len() >= self.config.persist_batches_in_flight_max {
@@ -1008,6 +1075,7 @@ where
         }
         let mut effects = self.outbox.take();
         self.open_steps = 0;
+        self.open_requests = 0;
         if effects.records.is_empty() {
             match self.in_flight.back_mut() {
                 // Nothing to wait for: release now, no thread hop.

@@ -37,6 +37,10 @@ pub enum Payload<C> {
     Membership(Membership),
 }
 
+/// Voter groups up to this size have their quorum computed without allocating
+/// ([`Membership::quorum_value`]); larger ones work too, through a heap buffer.
+pub const QUORUM_GROUP_INLINE_MAX: usize = 16;
+
 /// A cluster configuration: who votes, who only learns.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Membership {
@@ -99,15 +103,27 @@ impl Membership {
     /// The highest value a majority of every voter group has reached, given each voter's value:
     /// the commit rule's "replicated on a majority", generalized to joint consensus.
     pub fn quorum_value(&self, value_of: impl Fn(NodeId) -> u64) -> u64 {
-        self.groups()
-            .iter()
-            .map(|g| {
+        // Runs on every acknowledgement: groups of up to `QUORUM_GROUP_INLINE_MAX` voters are
+        // sorted on the stack.
+        let group_value = |g: &BTreeSet<NodeId>| {
+            let majority_rank = g.len() / 2;
+            if g.len() <= QUORUM_GROUP_INLINE_MAX {
+                let mut vals = [0u64; QUORUM_GROUP_INLINE_MAX];
+                for (slot, &v) in vals.iter_mut().zip(g) {
+                    *slot = value_of(v);
+                }
+                let vals = &mut vals[..g.len()];
+                vals.sort_unstable_by(|a, b| b.cmp(a));
+                vals.get(majority_rank).copied().unwrap_or(0)
+            } else {
                 let mut vals: Vec<u64> = g.iter().map(|&v| value_of(v)).collect();
                 vals.sort_unstable_by(|a, b| b.cmp(a));
-                vals.get(g.len() / 2).copied().unwrap_or(0)
-            })
-            .min()
-            .unwrap_or(0)
+                vals.get(majority_rank).copied().unwrap_or(0)
+            }
+        };
+        let joint = self.voters_outgoing.as_ref().map(group_value);
+        let new = group_value(&self.voters);
+        joint.map_or(new, |old| old.min(new))
     }
 }
 

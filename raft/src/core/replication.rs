@@ -80,12 +80,61 @@ impl<S: StateMachine> RaftNode<S> {
             self.membership_appended(entry.index, m.clone(), out);
         }
         self.log.push(entry);
-        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
-        for p in peers {
-            self.send_append(p, false, out);
+        self.for_each_peer(|node, peer| node.send_new_entry(peer, out));
+        // The leader's own log is already the longest a quorum counts, so appending to it moves
+        // the commit point only where the leader is a quorum on its own (a single voter).
+        if self.leader_alone_is_quorum() {
+            self.maybe_commit(out);
         }
-        // A single-voter cluster commits on its own.
-        self.maybe_commit(out);
+    }
+
+    /// Calls `f` for every peer the leader replicates to, in id order, without collecting them
+    /// first (this runs for every proposal).
+    pub(super) fn for_each_peer(&mut self, mut f: impl FnMut(&mut Self, NodeId)) {
+        let mut next = self.progress.keys().next().copied();
+        while let Some(peer) = next {
+            f(self, peer);
+            next = self
+                .progress
+                .range(peer.saturating_add(1)..)
+                .next()
+                .map(|(&id, _)| id);
+            if peer == NodeId::MAX {
+                break;
+            }
+        }
+    }
+
+    /// Whether this node's vote alone is a majority of every voter group.
+    pub(super) fn leader_alone_is_quorum(&self) -> bool {
+        let me = self.config.id;
+        self.membership.quorum_value(|v| u64::from(v == me)) == 1
+    }
+
+    /// Replicates a freshly appended entry to `peer`, batching under load. A follower in the
+    /// replicate state with no AppendEntries in flight gets the entry at once (one client: no
+    /// wait). One with AppendEntries in flight gets it with the next message that the answer to
+    /// those triggers (in [`Self::handle_append_entries_response`]), together with every entry
+    /// proposed meanwhile, unless a full message's worth ([`Config::append_entries_max`]
+    /// entries) is already waiting. Under load this turns a message per proposal into a message
+    /// per round trip, carrying many proposals; the bounded window
+    /// ([`Config::inflight_max`]) is still used when entries come faster than one message per
+    /// round trip can carry.
+    ///
+    /// [`Config::append_entries_max`]: crate::Config::append_entries_max
+    /// [`Config::inflight_max`]: crate::Config::inflight_max
+    fn send_new_entry(&mut self, peer: NodeId, out: &mut Outbox<Self>) {
+        let last = self.log.last_index();
+        if let Some(p) = self.progress.get(&peer) {
+            let waiting = last.saturating_sub(p.next_index) + 1;
+            if p.state == ReplicationState::Replicate
+                && !p.inflight.is_empty()
+                && waiting < self.config.append_entries_max as u64
+            {
+                return;
+            }
+        }
+        self.send_append(peer, false, out);
     }
 
     /// Sends `peer` what it needs next, within the flow-control limits. `heartbeat` forces a
@@ -159,13 +208,12 @@ impl<S: StateMachine> RaftNode<S> {
     /// to maintain their authority).
     pub(super) fn broadcast_heartbeat(&mut self, out: &mut Outbox<Self>) {
         self.start_read_round();
-        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
-        for peer in peers {
-            if let Some(p) = self.progress.get_mut(&peer) {
+        self.for_each_peer(|node, peer| {
+            if let Some(p) = node.progress.get_mut(&peer) {
                 p.probe_sent = false;
             }
-            self.send_append(peer, true, out);
-        }
+            node.send_append(peer, true, out);
+        });
     }
 
     /// The follower side of AppendEntries (§5.3, Figure 2 "receiver implementation").
