@@ -20,25 +20,7 @@ pub type KvRequest = Request<KvCommand, KvQuery>;
 
 /// A simulation of `n` replicas (ids `1..=n`) with replica configs from `tweak`.
 pub fn sim(seed: u64, n: u64, tweak: impl Fn(&mut Config) + 'static) -> Result<Sim<Kv>, SimError> {
-    let members: Vec<NodeId> = (1..=n).collect();
-    let mut config = SimConfig::new(seed, members.clone());
-    // Group commit: several steps share one sync, and a crash before it tears the tail.
-    config.sync_latency_min = 0;
-    config.sync_latency_max = 3;
-    config.torn_tail = true;
-    config.record_events = false;
-    config.hash_contents = false;
-    Sim::new(config, move |id| {
-        let mut c = Config::new(id, members.clone());
-        c.seed = seed;
-        // Half the seeds compact their logs every few slots, so catch-up by snapshot and
-        // recovery from checkpoints run under the same faults.
-        if seed % 2 == 1 {
-            c.snapshot_interval_slots = 4;
-        }
-        tweak(&mut c);
-        c
-    })
+    sim_with_spares(seed, n, n, tweak)
 }
 
 /// A simulation of replicas `1..=total` of which `1..=initial` form the first configuration;
@@ -52,6 +34,7 @@ pub fn sim_with_spares(
     let first: Vec<NodeId> = (1..=initial).collect();
     let all: Vec<NodeId> = (1..=total).collect();
     let mut config = SimConfig::new(seed, all);
+    // Group commit: several steps share one sync, and a crash before it tears the tail.
     config.sync_latency_min = 0;
     config.sync_latency_max = 3;
     config.torn_tail = true;
@@ -60,6 +43,8 @@ pub fn sim_with_spares(
     Sim::new(config, move |id| {
         let mut c = Config::new(id, first.clone());
         c.seed = seed;
+        // Half the seeds compact their logs every few slots, so catch-up by snapshot and
+        // recovery from checkpoints run under the same faults.
         if seed % 2 == 1 {
             c.snapshot_interval_slots = 4;
         }
