@@ -119,38 +119,37 @@
 //! [`Config`], clients that each keep one proposal in flight. The criterion suite
 //! (`cargo bench -p benches --bench raft`: groups `raft_memory`, `raft_tcp`, and `raft_core`
 //! for the core alone) and the example `cargo run --release -p benches --example raft_load --
-//! CLIENTS SECONDS [memory|tcp]` both run it; the figures below come from the example, 3 s per
-//! run, on the code of commit 11c1b59.
+//! CLIENTS SECONDS [memory|tcp]` both run it. The figures below come from the example, 3 s per
+//! run, on the code of commit f8b1975, on a two-core virtual machine with nothing else running
+//! (load average about 1):
 //!
 //! | clients | transport | proposals per second | time per proposal, one client | CPU per proposal |
 //! | ---: | --- | ---: | ---: | ---: |
-//! | 256 | memory | 532,000 to 688,000 | | 1.15 to 1.42 µs |
-//! | 1 | memory | 139,800 | 7.2 µs | 6.1 µs |
-//! | 64 | TCP loopback | 253,000 | | 2.4 µs |
-//! | 1 | TCP loopback | 14,800 | 67.6 µs | 36.5 µs |
+//! | 256 | memory | 776,000 to 941,000 (three runs) | | 1.54 to 1.93 µs |
+//! | 1 | memory | 181,700 | 5.5 µs | 8.4 µs |
+//! | 64 | TCP loopback | 536,000 | | 3.1 µs |
+//! | 1 | TCP loopback | 20,100 | 49.8 µs | 82 µs |
 //!
-//! The criterion suite, in a quick pass (`BENCH_FAST=1`, ten short samples) a few minutes
-//! later on the same code, when the load average had fallen to about 1.4: `raft_memory`
-//! 1.08 µs per proposal at 256 clients (930,000 per second) and 7.8 µs with one client;
-//! `raft_tcp` 2.48 µs per proposal at 64 clients (403,000 per second) and 37.8 µs with one;
-//! `raft_core` (three cores pumped in one thread) 2.2 µs per proposal with one in flight and
-//! 0.89 µs with 100.
+//! openraft's published figures for this setup on a comparable two-core machine are about
+//! 217,000 proposals per second at 256 clients and 162 µs per proposal with one client; the
+//! targets of this crate are 650,000 per second and under 30 µs. What gets there: the driver
+//! lets the clients it just answered send their next requests before it flushes, so one batch
+//! (one record append, one AppendEntries per follower) carries a few dozen proposals (0.035
+//! batches and 0.06 messages per proposal at 256 clients), and a follower that already has
+//! AppendEntries in flight receives new entries with the message its answer triggers. The code
+//! before those two changes gave 243,000 per second at 256 clients (3.16 µs of CPU each) and
+//! 10.3 µs per proposal with one client, measured on the same machine under load.
 //!
-//! The code before the driver's request batching and the core's AppendEntries batching gave,
-//! in the same minute, 243,000 proposals per second at 256 clients (3.16 µs of CPU per
-//! proposal) and 10.3 µs per proposal with one client. openraft's published figures for this
-//! setup on a comparable two-core machine are about 217,000 per second at 256 clients and
-//! 162 µs per proposal with one client; the targets of this crate are 650,000 per second and
-//! under 30 µs.
+//! The criterion suite measures the same setup with its statistics: in a quick pass
+//! (`BENCH_FAST=1`) on a lightly loaded machine, `raft_memory` gave 1.08 µs per proposal at 256
+//! clients (930,000 per second) and 7.8 µs with one client; `raft_tcp` 2.48 µs per proposal at
+//! 64 clients and 37.8 µs with one; `raft_core` (three cores pumped in one thread, no driver)
+//! 2.2 µs per proposal with one in flight and 0.89 µs with 100.
 //!
-//! **Caveat: noise.** The machine is a two-core virtual machine shared with other compilations
-//! (load average 4 during the memory runs, 8 during the TCP runs) and has no hardware
-//! counters, so wall-clock figures vary by a fifth to a third between runs and are a lower
-//! bound: the process got less than its two cores. The CPU time per proposal (from `/proc`, all
-//! threads) is the steadier figure. At 256 clients one example run of four and the criterion
-//! pass reached the 650,000 per second target and three example runs did not, so the target is
-//! met only when the other builds leave the process most of its two cores; one client stays
-//! well under 30 µs even on the loaded machine.
+//! **Caveat: noise.** Wall-clock figures on a shared two-core virtual machine vary by a fifth to
+//! a third between runs, and drop by as much while other processes compete for the cores (with
+//! compilations running alongside, 256 clients gave 532,000 to 688,000 per second). The CPU
+//! time per proposal (from `/proc`, all threads) is the steadier figure.
 //!
 //! # Runnable examples
 //!
