@@ -614,6 +614,22 @@ impl<S: StateMachine> Replica<S> {
                 commit: leader.commit,
             };
             out.send(from, msg);
+        } else if !self.is_member(self.config.id) && self.membership.epoch > 0 {
+            // A removed replica announcing its configuration to a new member that has not
+            // learned the stop-sign: that member still counts this replica as one of its own
+            // (an older configuration), so the heartbeat alone tells it nothing. Our decided
+            // slot, as a commit index, sends it to catch up from us (every slot below it is
+            // chosen, so this claims nothing that is not true).
+            let ballot = Ballot::in_epoch(
+                self.membership.epoch,
+                self.election.ballot.round.max(1),
+                self.config.id,
+            );
+            let msg = Message::Commit {
+                ballot,
+                commit: self.log.decided,
+            };
+            out.send(from, msg);
         }
         if decided > self.log.decided {
             // The peer knows more chosen slots than we do: fetch them.
