@@ -17,6 +17,8 @@ pub const ELECTION_JITTER_ROUNDS_MAX_DEFAULT: u64 = 2;
 pub const RETRANSMIT_TICKS_DEFAULT: u64 = 4;
 /// Default for [`Config::in_flight_slots_max`].
 pub const IN_FLIGHT_SLOTS_MAX_DEFAULT: u64 = 128;
+/// Default for [`Config::eager_slots_max`].
+pub const EAGER_SLOTS_MAX_DEFAULT: u64 = 1;
 /// Default for [`Config::batch_commands_max`].
 pub const BATCH_COMMANDS_MAX_DEFAULT: usize = 64;
 /// Default for [`Config::queue_commands_max`].
@@ -58,6 +60,12 @@ pub struct Config {
     pub retransmit_ticks: u64,
     /// Pipelining bound: most slots a leader has proposed but not yet seen chosen.
     pub in_flight_slots_max: u64,
+    /// Slots a leader fills as soon as a command arrives. With this many or more in flight, a
+    /// new command waits in the queue until a slot is chosen (or a full batch of
+    /// [`Config::batch_commands_max`] waits), and then goes out with the others in one slot: one
+    /// Accept round for many commands under load, no added delay for a lone client. At most
+    /// [`Config::in_flight_slots_max`]; set it equal to pipeline every command at once.
+    pub eager_slots_max: u64,
     /// Batching bound: most client commands a leader puts into one slot.
     pub batch_commands_max: usize,
     /// Most client commands waiting at the leader for a slot; more are refused with
@@ -91,6 +99,7 @@ impl Config {
             election_jitter_rounds_max: ELECTION_JITTER_ROUNDS_MAX_DEFAULT,
             retransmit_ticks: RETRANSMIT_TICKS_DEFAULT,
             in_flight_slots_max: IN_FLIGHT_SLOTS_MAX_DEFAULT,
+            eager_slots_max: EAGER_SLOTS_MAX_DEFAULT,
             batch_commands_max: BATCH_COMMANDS_MAX_DEFAULT,
             queue_commands_max: QUEUE_COMMANDS_MAX_DEFAULT,
             window_slots_max: WINDOW_SLOTS_MAX_DEFAULT,
@@ -113,6 +122,12 @@ impl Config {
         }
         if self.in_flight_slots_max == 0 {
             return bad("in_flight_slots_max must be at least 1".into());
+        }
+        if self.eager_slots_max == 0 || self.eager_slots_max > self.in_flight_slots_max {
+            return bad(format!(
+                "eager_slots_max ({}) must be between 1 and in_flight_slots_max ({})",
+                self.eager_slots_max, self.in_flight_slots_max
+            ));
         }
         if self.batch_commands_max == 0 {
             return bad("batch_commands_max must be at least 1".into());
@@ -179,6 +194,15 @@ mod tests {
         let mut c = Config::new(1, vec![1, 2, 3]);
         c.window_slots_max = 1;
         assert!(c.validate().unwrap_err().to_string().contains("window"));
+        for eager in [0, IN_FLIGHT_SLOTS_MAX_DEFAULT + 1] {
+            let mut c = Config::new(1, vec![1, 2, 3]);
+            c.eager_slots_max = eager;
+            assert!(c
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("eager_slots_max"));
+        }
         let mut c = Config::new(1, vec![1, 2, 3]);
         c.heartbeat_ticks = 0;
         assert!(c.validate().is_err());

@@ -7,15 +7,18 @@
 //!   promise reported, the leader re-proposes the value accepted under the highest ballot; slots
 //!   no promise mentions below the highest one mentioned are holes and get a no-op, so the log
 //!   can be applied in order.
-//! - **Phase 2 per command.** Afterwards each client command costs one round trip: it is batched
-//!   into the next free slot (at most [`Config::batch_commands_max`] commands per slot) as long as
-//!   fewer than [`Config::in_flight_slots_max`] slots are in flight, and sent as `Accept(b, slot,
-//!   value)`. A slot is chosen once a majority answered `Accepted`; the commit index (every slot
+//! - **Phase 2 per command.** Afterwards each client command costs one round trip: it goes into
+//!   the next free slot at once while fewer than [`Config::eager_slots_max`] slots are in flight;
+//!   otherwise it waits for a slot to be chosen and shares the next one with the commands that
+//!   waited too (at most [`Config::batch_commands_max`] per slot, at most
+//!   [`Config::in_flight_slots_max`] slots in flight); each slot is sent as
+//!   `Accept(b, slot, value)`. A slot is chosen once a majority answered `Accepted`; the commit index (every slot
 //!   below it is chosen) rides on the next `Accept` or, when idle, on a `Commit`.
 //! - **Linearizable reads** confirm leadership with one quorum round (`ReadProbe`) per batch of
 //!   reads and are answered once every slot proposed before the read is applied.
 //!
 //! [`Config::batch_commands_max`]: crate::Config::batch_commands_max
+//! [`Config::eager_slots_max`]: crate::Config::eager_slots_max
 //! [`Config::in_flight_slots_max`]: crate::Config::in_flight_slots_max
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -422,7 +425,11 @@ impl<S: StateMachine> Replica<S> {
                 payload: command,
             },
         ));
-        if leader.is_active() {
+        // Under load, commands wait for the slot in flight to be chosen and then share the next
+        // one (`flush_queue` runs again on every chosen slot); a lone command goes out at once.
+        let eager = leader.in_flight() < self.config.eager_slots_max
+            || leader.queue.len() >= self.config.batch_commands_max;
+        if leader.is_active() && eager {
             self.flush_queue(out);
         }
     }

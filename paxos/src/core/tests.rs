@@ -413,6 +413,7 @@ fn stable_leader_runs_only_phase2_per_command_and_answers_when_applied() {
 fn pipeline_is_bounded_and_backlog_is_batched() {
     let mut cfg = Config::new(1, vec![1, 2, 3]);
     cfg.in_flight_slots_max = 2;
+    cfg.eager_slots_max = 2;
     let mut a = R::recover(cfg, vec![]).unwrap();
     let b = Ballot::new(1, 1);
     let mut out = Outbox::new();
@@ -460,6 +461,86 @@ fn pipeline_is_bounded_and_backlog_is_batched() {
         _ => None,
     });
     assert_eq!(batched, Some((2, 3, 1)));
+}
+
+/// With the default `eager_slots_max` of one, a command arriving while a slot is in flight
+/// waits; when that slot is chosen, everything that waited goes out in one slot (one Accept per
+/// acceptor), and a lone command still goes out at once.
+#[test]
+fn commands_arriving_under_load_share_the_next_slot() {
+    let cfg = Config::new(1, vec![1, 2, 3]);
+    assert_eq!(cfg.eager_slots_max, 1);
+    let mut a = R::recover(cfg, vec![]).unwrap();
+    let b = Ballot::new(1, 1);
+    let mut out = Outbox::new();
+    a.election.ballot = b;
+    a.election.leader = b;
+    a.election.quorum_connected = true;
+    a.reconcile_leadership(&mut out);
+    a.handle_message(
+        2,
+        M::Promise {
+            ballot: b,
+            decided: 0,
+            accepted: vec![],
+        },
+        &mut out,
+    );
+    out.take();
+    let propose = |a: &mut R, i: u64, out: &mut Outbox<R>| {
+        a.handle_request(
+            RequestId(i),
+            Request::Propose {
+                command: put("k", &i.to_string()),
+                session: None,
+            },
+            out,
+        )
+    };
+    // The first command goes out at once, alone in slot 0.
+    propose(&mut a, 0, &mut out);
+    let e = out.take();
+    let accepts: Vec<_> = e
+        .messages
+        .iter()
+        .filter_map(|(to, m)| match m {
+            M::Accept { slot, values, .. } => Some((*to, *slot, values.len())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(accepts, vec![(2, 0, 1), (3, 0, 1)]);
+    // Four more while slot 0 is in flight: they wait, nothing is sent.
+    for i in 1..5 {
+        propose(&mut a, i, &mut out);
+    }
+    let e = out.take();
+    assert!(e.messages.is_empty(), "{:?}", e.messages);
+    assert_eq!(a.metrics().in_flight, 1);
+    assert_eq!(a.metrics().queued, 4);
+    // Slot 0 is chosen: its client is answered and the four share slot 1.
+    a.handle_message(
+        2,
+        M::Accepted {
+            ballot: b,
+            slot: 0,
+            count: 1,
+        },
+        &mut out,
+    );
+    let e = out.take();
+    assert_eq!(e.responses.len(), 1);
+    let batched: Vec<_> = e
+        .messages
+        .iter()
+        .filter_map(|(to, m)| match m {
+            M::Accept { slot, values, .. } => {
+                Some((*to, *slot, values.len(), values[0].commands_len()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(batched, vec![(2, 1, 1, 4), (3, 1, 1, 4)]);
+    assert_eq!(a.metrics().queued, 0);
 }
 
 #[test]
@@ -874,6 +955,7 @@ fn recover_rebuilds_promise_log_and_state() {
 fn snapshot_checkpoints_compacts_and_serves_lagging_peers() {
     let mut cfg = Config::new(1, vec![1, 2, 3]);
     cfg.snapshot_interval_slots = 2;
+    cfg.eager_slots_max = 2;
     let mut a = R::recover(cfg, vec![]).unwrap();
     let b = Ballot::new(1, 1);
     let mut out = Outbox::new();
