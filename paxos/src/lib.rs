@@ -56,8 +56,10 @@
 //! 3. **Propose** (proposer): with promises from a majority, the leader re-proposes, in each
 //!    slot, the value accepted under the highest ballot, fills holes with [`Value::Noop`], and
 //!    from then on puts client commands into fresh slots ([`Message::Accept`]): each command
-//!    costs only phase 2. Commands are batched into slots and at most
-//!    [`Config::in_flight_slots_max`] slots are in flight.
+//!    costs only phase 2. A command goes out at once while fewer than
+//!    [`Config::eager_slots_max`] slots are in flight; under load the commands that arrive
+//!    meanwhile share the next slot, and at most [`Config::in_flight_slots_max`] slots are in
+//!    flight.
 //! 4. **Accept** (acceptor): an acceptor accepts unless it promised a higher ballot, durably
 //!    ([`Record::Accept`]) before answering [`Message::Accepted`].
 //! 5. **Learn** (learner, `core/learner.rs`): a value accepted by a majority is chosen. The
