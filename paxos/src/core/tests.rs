@@ -35,7 +35,12 @@ fn batch(origin: Ballot, cmds: &[KvCommand]) -> Value<KvCommand> {
 
 /// Makes replica 1 the leader of {1, 2, 3} with ballot (1, 1), promises from 2 and 3 empty.
 fn leader() -> (R, Ballot) {
-    let mut a = replica(1);
+    leader_with(Config::new(1, vec![1, 2, 3]))
+}
+
+/// [`leader`] with replica 1 configured by `cfg`.
+fn leader_with(cfg: Config) -> (R, Ballot) {
+    let mut a = R::recover(cfg, vec![]).unwrap();
     let b = Ballot::new(1, 1);
     let mut out = Outbox::new();
     a.election.ballot = b;
@@ -414,23 +419,8 @@ fn pipeline_is_bounded_and_backlog_is_batched() {
     let mut cfg = Config::new(1, vec![1, 2, 3]);
     cfg.in_flight_slots_max = 2;
     cfg.eager_slots_max = 2;
-    let mut a = R::recover(cfg, vec![]).unwrap();
-    let b = Ballot::new(1, 1);
+    let (mut a, b) = leader_with(cfg);
     let mut out = Outbox::new();
-    a.election.ballot = b;
-    a.election.leader = b;
-    a.election.quorum_connected = true;
-    a.reconcile_leadership(&mut out);
-    a.handle_message(
-        2,
-        M::Promise {
-            ballot: b,
-            decided: 0,
-            accepted: vec![],
-        },
-        &mut out,
-    );
-    out.take();
     for i in 0..5 {
         a.handle_request(
             RequestId(i),
@@ -470,23 +460,8 @@ fn pipeline_is_bounded_and_backlog_is_batched() {
 fn commands_arriving_under_load_share_the_next_slot() {
     let cfg = Config::new(1, vec![1, 2, 3]);
     assert_eq!(cfg.eager_slots_max, 1);
-    let mut a = R::recover(cfg, vec![]).unwrap();
-    let b = Ballot::new(1, 1);
+    let (mut a, b) = leader_with(cfg);
     let mut out = Outbox::new();
-    a.election.ballot = b;
-    a.election.leader = b;
-    a.election.quorum_connected = true;
-    a.reconcile_leadership(&mut out);
-    a.handle_message(
-        2,
-        M::Promise {
-            ballot: b,
-            decided: 0,
-            accepted: vec![],
-        },
-        &mut out,
-    );
-    out.take();
     let propose = |a: &mut R, i: u64, out: &mut Outbox<R>| {
         a.handle_request(
             RequestId(i),
@@ -956,22 +931,8 @@ fn snapshot_checkpoints_compacts_and_serves_lagging_peers() {
     let mut cfg = Config::new(1, vec![1, 2, 3]);
     cfg.snapshot_interval_slots = 2;
     cfg.eager_slots_max = 2;
-    let mut a = R::recover(cfg, vec![]).unwrap();
-    let b = Ballot::new(1, 1);
+    let (mut a, b) = leader_with(cfg);
     let mut out = Outbox::new();
-    a.election.ballot = b;
-    a.election.leader = b;
-    a.election.quorum_connected = true;
-    a.reconcile_leadership(&mut out);
-    a.handle_message(
-        2,
-        M::Promise {
-            ballot: b,
-            decided: 0,
-            accepted: vec![],
-        },
-        &mut out,
-    );
     let session = Some(Session { client: 9, seq: 1 });
     a.handle_request(
         RequestId(1),
