@@ -12,8 +12,9 @@
 //!   receiver and the transport's authenticated sender as its sender; anything else is counted in
 //!   [`DriverStats::frames_rejected`], logged, and dropped while the node keeps serving.
 //! - **Every queue is bounded.** Client requests wait in a queue of
-//!   [`DriverConfig::request_queue_capacity`]; a full queue answers [`DriverError::Busy`] instead
-//!   of growing. At most [`DriverConfig::requests_pending_max`] requests wait for the core's
+//!   [`DriverConfig::request_queue_capacity`]; when it is full, [`NodeHandle::request`] waits
+//!   for room (backpressure) and [`NodeHandle::try_request`] answers [`DriverError::Busy`]; the
+//!   queue never grows. At most [`DriverConfig::requests_pending_max`] requests wait for the core's
 //!   answer, at most [`DriverConfig::batch_steps_max`] steps go into one batch and at most
 //!   [`DriverConfig::persist_batches_in_flight_max`] batches wait for storage at once.
 //! - **No caller hangs.** A request pending when the node stops (shutdown, storage failure,
@@ -164,11 +165,12 @@ pub struct DriverConfig {
     /// Real time between two calls to [`Node::tick`].
     pub tick: Duration,
     /// Client requests and metrics queries waiting to be taken by the node. A request that finds
-    /// the queue full fails with [`DriverError::Busy`].
+    /// the queue full waits for room ([`NodeHandle::request`]) or fails with
+    /// [`DriverError::Busy`] ([`NodeHandle::try_request`]).
     pub request_queue_capacity: usize,
     /// Requests taken by the node and not answered yet. When reached, the node stops taking
-    /// requests from the queue until the core answers some (so the queue fills and callers see
-    /// [`DriverError::Busy`]).
+    /// requests from the queue until the core answers some (so the queue fills and callers wait,
+    /// or see [`DriverError::Busy`] from [`NodeHandle::try_request`]).
     pub requests_pending_max: usize,
     /// Most steps gathered into one batch before its records are persisted (group commit).
     pub batch_steps_max: usize,
@@ -456,9 +458,23 @@ impl<N: Node> NodeHandle<N> {
     /// Hands `req` to the node and waits for the core's answer, which is delivered only after the
     /// records of the step that produced it are durable.
     ///
-    /// Fails at once with [`DriverError::Busy`] when the request queue is full (the request is
-    /// dropped), and with the node's stop cause if it is or becomes stopped before answering.
+    /// Backpressure: when the request queue is full, waits for room instead of failing (the
+    /// caller slows down to the node's pace; [`NodeHandle::try_request`] is the form that fails
+    /// at once). Fails with the node's stop cause if it is or becomes stopped before answering,
+    /// including while waiting for room.
     pub async fn request(&self, req: N::Request) -> Result<N::Response, DriverError> {
+        let (reply, answer) = oneshot::channel();
+        if self.commands.send(Command(req, reply)).await.is_err() {
+            return Err(self.stop_cause());
+        }
+        add(&self.counters.requests, 1);
+        self.answer(answer).await
+    }
+
+    /// [`NodeHandle::request`] without waiting for room: fails at once with
+    /// [`DriverError::Busy`] when the request queue is full (the request is dropped), for callers
+    /// that would rather shed load than queue it.
+    pub async fn try_request(&self, req: N::Request) -> Result<N::Response, DriverError> {
         let (reply, answer) = oneshot::channel();
         match self.commands.try_send(Command(req, reply)) {
             Ok(()) => add(&self.counters.requests, 1),
@@ -470,6 +486,13 @@ impl<N: Node> NodeHandle<N> {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(self.stop_cause()),
         }
+        self.answer(answer).await
+    }
+
+    async fn answer(
+        &self,
+        answer: oneshot::Receiver<Result<N::Response, DriverError>>,
+    ) -> Result<N::Response, DriverError> {
         match answer.await {
             Ok(result) => result,
             // Dropped unanswered: the node task ended abnormally (a clean stop answers every

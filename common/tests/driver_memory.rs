@@ -57,6 +57,11 @@ fn demo(id: NodeId) -> DemoNode {
     DemoNode::recover(demo_config(id), vec![]).unwrap()
 }
 
+/// A cluster of one: it acknowledges its own updates.
+fn single(id: NodeId) -> DemoNode {
+    DemoNode::recover(DemoConfig::new(id, vec![id]), vec![]).unwrap()
+}
+
 fn background() -> DriverConfig {
     DriverConfig::default()
 }
@@ -402,7 +407,7 @@ async fn restarted_node_recovers_from_its_storage_and_continues() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn full_request_queue_reports_busy_and_stop_fails_waiting_callers() {
+async fn full_request_queue_makes_callers_wait_or_busy_and_stop_fails_them() {
     let net = MemoryNetwork::new(7);
     // Node 1 alone: its updates are never acknowledged, so requests stay pending.
     let config = DriverConfig {
@@ -441,16 +446,65 @@ async fn full_request_queue_reports_busy_and_stop_fails_waiting_callers() {
     })
     .await;
     assert!(matches!(
-        n1.request(DemoRequest::Get).await,
+        n1.try_request(DemoRequest::Get).await,
         Err(DriverError::Busy { capacity: 2 })
     ));
     assert_eq!(n1.stats().requests_busy, 1);
+    // The waiting form is not refused: it waits for room (backpressure), and is still waiting
+    // when the node stops, which answers it with the stop cause.
+    let waiting = tokio::spawn({
+        let n = n1.clone();
+        async move { n.request(DemoRequest::Get).await }
+    });
+    // Paused clock: the runtime advances time only once every task is idle, so after this the
+    // waiting request has run as far as it can.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !waiting.is_finished(),
+        "request() waits for room in the queue"
+    );
+    assert_eq!(n1.stats().requests_busy, 1, "and is not counted as refused");
 
     n1.shutdown().await.unwrap();
     assert!(matches!(first.await.unwrap(), Err(DriverError::Stopped)));
     for q in queued {
         assert!(matches!(q.await.unwrap(), Err(DriverError::Stopped)));
     }
+    assert!(matches!(waiting.await.unwrap(), Err(DriverError::Stopped)));
+}
+
+/// Backpressure: many more callers than the queue holds all get their answer, none is refused.
+#[tokio::test(start_paused = true)]
+async fn callers_beyond_the_queue_wait_for_room_and_are_all_answered() {
+    let net = MemoryNetwork::new(8);
+    let config = DriverConfig {
+        request_queue_capacity: 2,
+        requests_pending_max: 1,
+        ..inline()
+    };
+    let n1 = driver::spawn(
+        single(1),
+        net.join(1).unwrap(),
+        MemStorage::new(),
+        Bincode,
+        config,
+    )
+    .unwrap();
+    let callers: Vec<_> = (0..50)
+        .map(|_| {
+            let n = n1.clone();
+            tokio::spawn(async move { n.request(DemoRequest::Add(1)).await })
+        })
+        .collect();
+    for c in callers {
+        assert!(matches!(c.await.unwrap(), Ok(DemoResponse::Total(_))));
+    }
+    assert_eq!(n1.stats().requests_busy, 0);
+    assert_eq!(
+        n1.request(DemoRequest::Get).await.unwrap(),
+        DemoResponse::Total(50)
+    );
+    n1.shutdown().await.unwrap();
 }
 
 #[tokio::test]
