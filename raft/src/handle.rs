@@ -96,8 +96,23 @@ where
 
     /// Proposes `command`; resolves once it is committed and applied, with its log index and
     /// the state machine's output. On a follower: [`RaftError::NotLeader`] naming the leader.
+    /// When the node's request queue is full, waits for room (backpressure).
     pub async fn propose(&self, command: S::Command) -> Result<(LogIndex, S::Output), ClientError> {
-        match self.inner.request(Request::Propose(command)).await? {
+        Self::applied(self.inner.request(Request::Propose(command)).await?)
+    }
+
+    /// [`RaftHandle::propose`] that fails at once with a driver `Busy` error
+    /// ([`common::driver::DriverError::Busy`]) when the node's request queue is full, instead of
+    /// waiting: for callers that shed load.
+    pub async fn try_propose(
+        &self,
+        command: S::Command,
+    ) -> Result<(LogIndex, S::Output), ClientError> {
+        Self::applied(self.inner.try_request(Request::Propose(command)).await?)
+    }
+
+    fn applied(response: Response<S::Output>) -> Result<(LogIndex, S::Output), ClientError> {
+        match response {
             Response::Applied { index, output } => Ok((index, output)),
             Response::Failed(e) => Err(e.into()),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
@@ -379,6 +394,13 @@ mod tests {
             err.to_string(),
             format!("not the leader, try node {leader}")
         );
+        // The non-waiting form serves as well when the queue has room.
+        let b = KvCommand::Put {
+            key: "b".into(),
+            value: "2".into(),
+        };
+        let (b_index, _) = client.node(leader).unwrap().try_propose(b).await.unwrap();
+        assert!(b_index > index);
         let m = client.node(leader).unwrap().metrics().await.unwrap();
         assert_eq!(m.commit_index, m.applied_index);
         assert_eq!(m.progress.len(), 2);

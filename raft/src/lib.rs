@@ -74,6 +74,20 @@
 //! assert!(matches!(response, Some(Response::Applied { output: KvOutput::Value(Some(_)), .. })));
 //! ```
 //!
+//! # Limitations: slow networks
+//!
+//! Raft's timing requirement (§5.6) is `broadcastTime ≪ electionTimeout`: a candidate must
+//! gather its (pre-)votes, and a follower must hear its leader, within an election timeout.
+//! The timeouts do not adapt to the network. With the defaults (election timeout 10–20 ticks,
+//! a heartbeat every 2, the driver's 10 ms tick), one-way delays up to 4 ticks (a round trip
+//! under the shortest timeout) elect a leader and decide commands in every simulated seed,
+//! each node's clock up to 20 % slow (`tests/sim_slow_network.rs`). Longer round trips need
+//! longer timeouts: set [`Config::election_timeout_ticks_min`] above twice the longest round
+//! trip in ticks, since pre-vote and the vote take a round trip each (the same file runs
+//! delays up to 20 ticks one way with timeouts of 90–260 ticks). The price is failover time,
+//! which grows with the timeout. The shootout's wide-area table (`--rtt-ms`, committed as
+//! `docs/shootout-wan.md`) shows the defaults at 1, 20 and 100 ms round trips.
+//!
 //! # Features
 //!
 //! - Leader election with seeded randomized timeouts, **pre-vote** and **check-quorum**
@@ -105,7 +119,8 @@
 //!   the faults are repaired. `sim_linearizability.rs` checks the KV store's client histories
 //!   with `common::check`; `sim_membership.rs`, `sim_snapshots.rs` and
 //!   `sim_leadership_transfer.rs` run the same faults with membership changes, InstallSnapshot
-//!   and transfers, checking every property.
+//!   and transfers, checking every property. `sim_slow_network.rs` runs long message delays and
+//!   drifting clocks, with a leader crash, against the timeouts sized for them.
 //!   `SIM_SEEDS=n` runs more seeds, `SIM_SEED=n` replays the seed a failure names.
 //! - `src/core/tests.rs`: unit tests asserting the exact records, messages and responses of a
 //!   step.
