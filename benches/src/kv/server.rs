@@ -10,15 +10,18 @@
 //! - **Authenticated peers.** Replicas talk over [`TcpTransport`], which admits only configured
 //!   peers proving the cluster key.
 //! - **Bad clients cannot hurt the node.** Each client connection is served by its own task;
-//!   an oversized or malformed frame closes that connection, and at most
-//!   [`CLIENT_CONNECTIONS_MAX`] clients are served at once.
+//!   an oversized or malformed frame closes that connection; a connection that completes no
+//!   request within [`CLIENT_IDLE_TIMEOUT`] (idle, or trickling bytes) is closed; and at
+//!   [`CLIENT_CONNECTIONS_MAX`] open connections, a new client takes the place of the one idle
+//!   longest ([`ClientLimits`]), so idle sockets never lock new clients out.
 //! - **Honest answers.** A write the protocol may have applied but cannot confirm is answered
 //!   [`ClientReply::Unknown`], never as refused.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::driver::{self, DriverConfig};
 use common::transport::tcp::{TcpConfig, TcpTransport};
@@ -26,14 +29,12 @@ use common::wal::{Wal, WalConfig};
 use common::NodeId;
 use futures::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::Notify;
 use tokio_util::codec::Framed;
 
 use super::net::{client_codec, decode_request, encode_reply, ClientReply, ClientRequest};
 use super::{KvMachine, KvQuery};
 
-/// Client connections served at once; further ones wait in the accept backlog.
-pub const CLIENT_CONNECTIONS_MAX: usize = 256;
 /// The cluster name in the transport handshake.
 pub const CLUSTER_NAME: &str = "kv";
 
@@ -217,40 +218,244 @@ pub async fn run(options: NodeOptions) -> Result<(), ServeError> {
     };
     let listener = TcpListener::bind(options.client_listen).await?;
     println!("kv-node {} ready", options.id);
-    let permits = Arc::new(Semaphore::new(CLIENT_CONNECTIONS_MAX));
+    serve_clients(listener, ClientLimits::default(), move |request| {
+        let backend = backend.clone();
+        async move { backend.serve(request).await }
+    })
+    .await;
+    Ok(())
+}
+
+/// How the client port protects itself from idle, slow and too many clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Client connections open at once. When a new client arrives at the limit, the connection
+    /// that has been idle longest (between requests) is closed to make room; if every
+    /// connection is in the middle of a request, the new one is closed instead. Idle sockets
+    /// therefore never lock new clients out.
+    pub connections_max: usize,
+    /// A connection that completes no request for this long is closed: an idle client, or one
+    /// that trickles a request a byte at a time. A connection carries one request at a time
+    /// (the client waits for each answer), so this also bounds what one connection holds.
+    pub idle_timeout: Duration,
+}
+
+/// Default for [`ClientLimits::connections_max`].
+pub const CLIENT_CONNECTIONS_MAX: usize = 4_096;
+/// Default for [`ClientLimits::idle_timeout`].
+pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            connections_max: CLIENT_CONNECTIONS_MAX,
+            idle_timeout: CLIENT_IDLE_TIMEOUT,
+        }
+    }
+}
+
+/// One open client connection, as the accept loop sees it.
+struct Conn {
+    /// When it last finished a request (or was accepted).
+    idle_since: Instant,
+    /// Whether it is serving a request now (never evicted then).
+    busy: bool,
+    /// Tells its task to close it.
+    close: Arc<Notify>,
+}
+
+type Conns = Arc<Mutex<HashMap<u64, Conn>>>;
+
+/// Serves the client protocol on `listener` with `handler`, within `limits`, until the
+/// listener fails for good. Each connection is its own task; a malformed or oversized frame
+/// closes that connection only.
+pub async fn serve_clients<H, F>(listener: TcpListener, limits: ClientLimits, handler: H)
+where
+    H: Fn(ClientRequest) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = ClientReply> + Send,
+{
+    let conns: Conns = Arc::new(Mutex::new(HashMap::new()));
+    let mut next_id = 0u64;
     loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return Ok(());
-        };
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
+                // Out of descriptors, say: the accept backlog keeps the client waiting; pause
+                // so a persistent error does not spin.
                 tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                 continue;
             }
         };
-        let backend = backend.clone();
+        let close = Arc::new(Notify::new());
+        {
+            let mut open = conns.lock().unwrap_or_else(|e| e.into_inner());
+            if open.len() >= limits.connections_max.max(1) {
+                let oldest_idle = open
+                    .iter()
+                    .filter(|(_, c)| !c.busy)
+                    .min_by_key(|(_, c)| c.idle_since)
+                    .map(|(&id, _)| id);
+                match oldest_idle.and_then(|id| open.remove(&id)) {
+                    Some(evicted) => evicted.close.notify_one(),
+                    None => {
+                        tracing::warn!(%peer, "client refused: every connection is busy");
+                        continue;
+                    }
+                }
+            }
+            open.insert(
+                next_id,
+                Conn {
+                    idle_since: Instant::now(),
+                    busy: false,
+                    close: close.clone(),
+                },
+            );
+        }
+        let id = next_id;
+        next_id += 1;
+        let conns = conns.clone();
+        let handler = handler.clone();
         tokio::spawn(async move {
-            if let Err(why) = serve_connection(stream, backend).await {
+            let served = serve_connection(stream, id, &conns, close, limits, handler).await;
+            conns.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+            if let Err(why) = served {
                 tracing::info!(%peer, "client connection closed: {why}");
             }
-            drop(permit);
         });
     }
 }
 
-async fn serve_connection(stream: TcpStream, backend: Backend) -> Result<(), String> {
+/// Pause after a failed accept.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(10);
+
+fn set_busy(conns: &Conns, id: u64, busy: bool) {
+    if let Some(c) = conns.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&id) {
+        c.busy = busy;
+        c.idle_since = Instant::now();
+    }
+}
+
+async fn serve_connection<H, F>(
+    stream: TcpStream,
+    id: u64,
+    conns: &Conns,
+    close: Arc<Notify>,
+    limits: ClientLimits,
+    handler: H,
+) -> Result<(), String>
+where
+    H: Fn(ClientRequest) -> F,
+    F: std::future::Future<Output = ClientReply>,
+{
     let _ = stream.set_nodelay(true);
     let mut framed = Framed::new(stream, client_codec());
-    while let Some(frame) = framed.next().await {
-        let frame = frame.map_err(|e| e.to_string())?;
+    loop {
+        let frame = tokio::select! {
+            next = tokio::time::timeout(limits.idle_timeout, framed.next()) => match next {
+                Ok(Some(frame)) => frame.map_err(|e| e.to_string())?,
+                Ok(None) => return Ok(()),
+                Err(_) => return Err(format!("no request for {:?}", limits.idle_timeout)),
+            },
+            () = close.notified() => return Err("closed to make room for a new client".into()),
+        };
+        set_busy(conns, id, true);
         let request = decode_request(&frame).map_err(|e| format!("bad request: {e}"))?;
-        let reply = backend.serve(request).await;
+        let reply = handler(request).await;
         let bytes = encode_reply(&reply).map_err(|e| e.to_string())?;
         framed
             .send(bytes::Bytes::from(bytes))
             .await
             .map_err(|e| e.to_string())?;
+        set_busy(conns, id, false);
     }
-    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::net::{decode_reply, encode_request};
+    use tokio::io::AsyncReadExt;
+
+    /// Answers every request with who leads (nobody): enough to see a connection served.
+    async fn serve(limits: ClientLimits) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve_clients(listener, limits, |_| async {
+            ClientReply::NotLeader { leader: None }
+        }));
+        addr
+    }
+
+    /// Sends one status request on a new connection and returns the reply.
+    async fn status(stream: TcpStream) -> ClientReply {
+        let mut framed = Framed::new(stream, client_codec());
+        let request = encode_request(&ClientRequest::Status).unwrap();
+        framed.send(bytes::Bytes::from(request)).await.unwrap();
+        let frame = framed.next().await.unwrap().unwrap();
+        decode_reply(&frame).unwrap()
+    }
+
+    /// Whether the server closed `stream` (reads end of file).
+    async fn closed(stream: &mut TcpStream) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(stream.read(&mut byte).await, Ok(0) | Err(_))
+    }
+
+    /// Bounds a wait so a regression fails the test instead of hanging it.
+    async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(20), f)
+            .await
+            .unwrap_or_else(|_| panic!("{what} did not happen"))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_thousand_idle_sockets_do_not_lock_a_new_client_out() {
+        let addr = serve(ClientLimits::default()).await;
+        let mut idle = Vec::new();
+        for _ in 0..1_000 {
+            idle.push(TcpStream::connect(addr).await.unwrap());
+        }
+        let fresh = TcpStream::connect(addr).await.unwrap();
+        let reply = bounded("a reply to the new client", status(fresh)).await;
+        assert_eq!(reply, ClientReply::NotLeader { leader: None });
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn at_the_limit_the_longest_idle_connection_makes_room() {
+        let limits = ClientLimits {
+            connections_max: 4,
+            ..ClientLimits::default()
+        };
+        let addr = serve(limits).await;
+        let mut idle = Vec::new();
+        for _ in 0..4 {
+            idle.push(TcpStream::connect(addr).await.unwrap());
+        }
+        // Each was accepted in turn; the fifth evicts the first.
+        let fresh = TcpStream::connect(addr).await.unwrap();
+        let reply = bounded("a reply to the fifth client", status(fresh)).await;
+        assert_eq!(reply, ClientReply::NotLeader { leader: None });
+        assert!(bounded("the oldest closed", closed(&mut idle[0])).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_or_trickling_connection_is_closed_after_the_idle_timeout() {
+        let addr = serve(ClientLimits {
+            idle_timeout: Duration::from_secs(5),
+            ..ClientLimits::default()
+        })
+        .await;
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        // Half a frame: a length prefix announcing 100 bytes, then nothing more.
+        let mut trickle = TcpStream::connect(addr).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut trickle, &100u32.to_be_bytes())
+            .await
+            .unwrap();
+        // The paused clock jumps to the idle timeout once everything waits (and to the bound
+        // of `bounded` if the connections were never closed).
+        assert!(bounded("the silent one closed", closed(&mut silent)).await);
+        assert!(bounded("the trickling one closed", closed(&mut trickle)).await);
+    }
 }
