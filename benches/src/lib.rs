@@ -58,7 +58,6 @@
 mod commit;
 pub mod demo;
 pub mod hashring;
-pub mod kv;
 pub mod paxos;
 pub mod raft;
 pub mod threepc;

@@ -170,7 +170,7 @@
 //!
 //! - `cargo run -p raft --example counter`: a distributed counter on three nodes; the leader is
 //!   stopped mid-run and the count stays exact.
-//! - `kv-node`/`kv-client` in the `benches` crate run a replicated key-value store on Raft as
+//! - `kv-node`/`kv-client` in the `kv` crate run a replicated key-value store on Raft as
 //!   separate processes over TCP (see the workspace README).
 
 pub mod config;

@@ -13,8 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use benches::kv::load::{to_check_output, Load, LoadOptions, SHARED_KEYS};
-use benches::kv::net::{CallOutcome, KvClient};
+use kv::load::{to_check_output, Load, LoadOptions, SHARED_KEYS};
+use kv::net::{CallOutcome, KvClient};
 use common::check::{check_kv, KvInput};
 use common::rng::DetRng;
 use common::NodeId;
@@ -271,7 +271,7 @@ async fn kill_the_leader_again_and_again(protocol: &'static str) {
     assert!(!acked.is_empty(), "no write to an own key was acknowledged");
     for (key, value) in &acked {
         match reader.get(key).await {
-            CallOutcome::Ok(benches::kv::KvOutput::Value(Some(v))) => {
+            CallOutcome::Ok(kv::KvOutput::Value(Some(v))) => {
                 assert_eq!(&v, value, "acknowledged write to {key} lost or changed")
             }
             other => panic!("acknowledged write to {key} missing: {other:?}"),

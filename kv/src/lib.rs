@@ -19,7 +19,7 @@
 //!   or the network and reports a malformed snapshot instead of panicking.
 //!
 //! ```
-//! use benches::kv::{KvCommand, KvMachine, KvOp, KvOutput};
+//! use kv::{KvCommand, KvMachine, KvOp, KvOutput};
 //! use raft::StateMachine;
 //!
 //! let mut kv = KvMachine::default();

@@ -16,9 +16,9 @@ use std::io::BufWriter;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use benches::kv::load::{Load, LoadOptions};
-use benches::kv::net::{parse_nodes, CallOutcome, KvClient};
-use benches::kv::KvOp;
+use kv::load::{Load, LoadOptions};
+use kv::net::{parse_nodes, CallOutcome, KvClient};
+use kv::KvOp;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]

@@ -17,7 +17,7 @@
 //!   linearizability history needs ([`common::check`]).
 //!
 //! ```
-//! use benches::kv::net::{decode_request, encode_request, ClientRequest};
+//! use kv::net::{decode_request, encode_request, ClientRequest};
 //!
 //! let bytes = encode_request(&ClientRequest::Get { key: "x".into() }).unwrap();
 //! assert_eq!(decode_request(&bytes).unwrap(), ClientRequest::Get { key: "x".into() });

@@ -13,8 +13,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use benches::kv::net::parse_nodes;
-use benches::kv::server::{run, NodeOptions, Protocol};
+use kv::net::parse_nodes;
+use kv::server::{run, NodeOptions, Protocol};
 use clap::Parser;
 
 /// Longest key file read, in bytes.

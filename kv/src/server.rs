@@ -375,7 +375,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kv::net::{decode_reply, encode_request};
+    use crate::net::{decode_reply, encode_request};
     use tokio::io::AsyncReadExt;
 
     /// Answers every request with who leads (nobody): enough to see a connection served.
