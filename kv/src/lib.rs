@@ -117,7 +117,21 @@ pub struct KvCommand {
 pub enum KvQuery {
     /// The value of one key.
     Get(String),
+    /// The keys starting with `prefix`, in order, at most `limit` of them (capped at
+    /// [`SCAN_LIMIT_MAX`]).
+    Scan {
+        /// The keys' common prefix (empty: every key).
+        prefix: String,
+        /// Most entries returned.
+        limit: usize,
+    },
 }
+
+/// Most entries one scan returns, whatever its limit.
+pub const SCAN_LIMIT_MAX: usize = 1_000;
+/// Most key and value bytes one scan returns (one entry at least): with the frame's overhead
+/// the answer stays within a client frame (`net::CLIENT_FRAME_BYTES_MAX`).
+pub const SCAN_BYTES_MAX: usize = 2 * ITEM_BYTES_MAX;
 
 /// What a command or query returns.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,6 +150,13 @@ pub enum KvOutput {
     Stale,
     /// A key or value exceeds [`ITEM_BYTES_MAX`]; nothing was applied.
     TooLarge,
+    /// The answer to a scan: entries in key order, and whether more keys match.
+    Entries {
+        /// `(key, value)` pairs.
+        entries: Vec<(String, String)>,
+        /// More keys match than were returned.
+        more: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -240,6 +261,32 @@ impl KvMachine {
     fn answer(&self, query: &KvQuery) -> KvOutput {
         match query {
             KvQuery::Get(key) => KvOutput::Value(self.map.get(key).cloned()),
+            KvQuery::Scan { prefix, limit } => {
+                let limit = (*limit).min(SCAN_LIMIT_MAX);
+                // The map is ordered: the keys with a prefix are one contiguous range from it.
+                let matching = self
+                    .map
+                    .range::<str, _>((
+                        std::ops::Bound::Included(prefix.as_str()),
+                        std::ops::Bound::Unbounded,
+                    ))
+                    .take_while(|(k, _)| k.starts_with(prefix.as_str()));
+                let mut entries: Vec<(String, String)> = Vec::new();
+                let mut bytes = 0usize;
+                let mut more = false;
+                for (k, v) in matching {
+                    let size = k.len() + v.len();
+                    if entries.len() == limit
+                        || (!entries.is_empty() && bytes + size > SCAN_BYTES_MAX)
+                    {
+                        more = true;
+                        break;
+                    }
+                    bytes += size;
+                    entries.push((k.clone(), v.clone()));
+                }
+                KvOutput::Entries { entries, more }
+            }
         }
     }
 }
@@ -410,6 +457,76 @@ mod tests {
         assert!(!kv.sessions.contains_key(&1));
         assert_eq!(kv.apply_command(&cmd(1, 2, put("k", "w"))), KvOutput::Stale);
         assert_eq!(kv.get("k"), Some("v"));
+    }
+
+    #[test]
+    fn scans_return_the_prefix_range_in_order_within_their_limits() {
+        let mut kv = KvMachine::default();
+        for (i, key) in ["b/2", "a", "b/1", "b/3", "c", "b"].iter().enumerate() {
+            kv.apply_command(&cmd(1, i as u64 + 1, put(key, key)));
+        }
+        let scan = |prefix: &str, limit| {
+            kv.answer(&KvQuery::Scan {
+                prefix: prefix.into(),
+                limit,
+            })
+        };
+        let entries = |keys: &[&str]| {
+            keys.iter()
+                .map(|k| (k.to_string(), k.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            scan("b/", 10),
+            KvOutput::Entries {
+                entries: entries(&["b/1", "b/2", "b/3"]),
+                more: false
+            }
+        );
+        assert_eq!(
+            scan("b/", 2),
+            KvOutput::Entries {
+                entries: entries(&["b/1", "b/2"]),
+                more: true
+            }
+        );
+        assert_eq!(
+            scan("", 100),
+            KvOutput::Entries {
+                entries: entries(&["a", "b", "b/1", "b/2", "b/3", "c"]),
+                more: false
+            }
+        );
+        assert_eq!(
+            scan("z", 5),
+            KvOutput::Entries {
+                entries: vec![],
+                more: false
+            }
+        );
+        assert_eq!(
+            scan("b", 0),
+            KvOutput::Entries {
+                entries: vec![],
+                more: true
+            }
+        );
+        // A huge limit is capped; large values stop a scan at the byte bound, one entry at least.
+        let mut big = KvMachine::default();
+        let value = "v".repeat(ITEM_BYTES_MAX - 8);
+        for i in 0..5u64 {
+            big.apply_command(&cmd(2, i + 1, put(&format!("k{i}"), &value)));
+        }
+        match big.answer(&KvQuery::Scan {
+            prefix: "k".into(),
+            limit: usize::MAX,
+        }) {
+            KvOutput::Entries { entries, more } => {
+                assert_eq!(entries.len(), 2, "two entries fit in SCAN_BYTES_MAX");
+                assert!(more);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

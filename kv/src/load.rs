@@ -179,12 +179,13 @@ impl Load {
 
 /// The checker's view of an answer (`is_read`: the answer of a get): a read is its value, put
 /// and delete are `Done` (their previous value is not checked), a compare-and-set is whether it
-/// swapped. `None` for answers that say nothing about the operation (stale, too large).
+/// swapped. `None` for answers that say nothing about the operation (stale, too large, a scan,
+/// which the load does not issue).
 pub fn to_check_output(is_read: bool, out: KvOutput) -> Option<check::KvOutput> {
     match out {
         KvOutput::Value(value) if is_read => Some(check::KvOutput::Value { value }),
         KvOutput::Value(_) => Some(check::KvOutput::Done),
         KvOutput::Cas { swapped, .. } => Some(check::KvOutput::Cas { swapped }),
-        KvOutput::Stale | KvOutput::TooLarge => None,
+        KvOutput::Stale | KvOutput::TooLarge | KvOutput::Entries { .. } => None,
     }
 }

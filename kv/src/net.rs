@@ -60,6 +60,13 @@ pub enum ClientRequest {
     },
     /// Who leads, as this node knows it (for operators and tests).
     Status,
+    /// A linearizable read of the keys starting with `prefix`, in order.
+    Scan {
+        /// The keys' common prefix.
+        prefix: String,
+        /// Most entries returned (capped at [`crate::SCAN_LIMIT_MAX`]).
+        limit: usize,
+    },
 }
 
 /// A node's answer.
@@ -85,7 +92,31 @@ pub enum ClientReply {
         is_leader: bool,
         /// The leader it knows of.
         leader: Option<NodeId>,
+        /// Raft's term, or Multi-Paxos's ballot round.
+        term: u64,
+        /// See [`NodeStatus::commit_index`].
+        commit_index: u64,
+        /// See [`NodeStatus::applied_index`].
+        applied_index: u64,
     },
+}
+
+/// One node's answer to a status request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The node.
+    pub id: NodeId,
+    /// Whether it leads.
+    pub is_leader: bool,
+    /// The leader it knows of.
+    pub leader: Option<NodeId>,
+    /// Raft's term, or Multi-Paxos's ballot round.
+    pub term: u64,
+    /// How far the log is committed: Raft's commit index, Multi-Paxos's first undecided slot.
+    pub commit_index: u64,
+    /// How far it is applied to the store: Raft's applied index, Multi-Paxos's first
+    /// unapplied slot.
+    pub applied_index: u64,
 }
 
 /// Encodes a request.
@@ -198,12 +229,41 @@ impl KvClient {
 
     /// Asks node `id` who leads: `Some((is_leader, leader))`, or `None` if it does not answer.
     pub async fn status(&mut self, id: NodeId) -> Option<(bool, Option<NodeId>)> {
+        self.node_status(id).await.map(|s| (s.is_leader, s.leader))
+    }
+
+    /// Node `id`'s view of the cluster, or `None` if it does not answer.
+    pub async fn node_status(&mut self, id: NodeId) -> Option<NodeStatus> {
         match self.attempt(id, &ClientRequest::Status).await {
             Attempt::Reply(ClientReply::Status {
-                is_leader, leader, ..
-            }) => Some((is_leader, leader)),
+                id,
+                is_leader,
+                leader,
+                term,
+                commit_index,
+                applied_index,
+            }) => Some(NodeStatus {
+                id,
+                is_leader,
+                leader,
+                term,
+                commit_index,
+                applied_index,
+            }),
             _ => None,
         }
+    }
+
+    /// A linearizable read of up to `limit` keys starting with `prefix`, in order.
+    pub async fn scan(&mut self, prefix: &str, limit: usize) -> CallOutcome {
+        self.call(
+            ClientRequest::Scan {
+                prefix: prefix.to_string(),
+                limit,
+            },
+            false,
+        )
+        .await
     }
 
     async fn call(&mut self, request: ClientRequest, is_write: bool) -> CallOutcome {

@@ -126,11 +126,23 @@ async fn serve_raft(h: &raft::RaftHandle<KvMachine>, request: ClientRequest) -> 
                 other => other,
             },
         },
+        ClientRequest::Scan { prefix, limit } => {
+            match h.read(KvQuery::Scan { prefix, limit }).await {
+                Ok(out) => ClientReply::Output(out),
+                Err(e) => match map_err(e) {
+                    ClientReply::Unknown(why) => ClientReply::Refused(why),
+                    other => other,
+                },
+            }
+        }
         ClientRequest::Status => match h.metrics().await {
             Ok(m) => ClientReply::Status {
                 id: m.id,
                 is_leader: m.role == raft::Role::Leader,
                 leader: m.leader,
+                term: m.term,
+                commit_index: m.commit_index,
+                applied_index: m.applied_index,
             },
             Err(e) => ClientReply::Refused(e.to_string()),
         },
@@ -160,11 +172,23 @@ async fn serve_paxos(h: &paxos::Handle<KvMachine>, request: ClientRequest) -> Cl
                 other => other,
             },
         },
+        ClientRequest::Scan { prefix, limit } => {
+            match h.read(KvQuery::Scan { prefix, limit }).await {
+                Ok(out) => ClientReply::Output(out),
+                Err(e) => match map_err(e) {
+                    ClientReply::Unknown(why) => ClientReply::Refused(why),
+                    other => other,
+                },
+            }
+        }
         ClientRequest::Status => match h.metrics().await {
             Ok(m) => ClientReply::Status {
                 id: m.id,
                 is_leader: m.is_leader,
                 leader: m.leader,
+                term: m.ballot.round,
+                commit_index: m.decided,
+                applied_index: m.applied,
             },
             Err(e) => ClientReply::Refused(e.to_string()),
         },

@@ -13,11 +13,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use kv::load::{to_check_output, Load, LoadOptions, SHARED_KEYS};
-use kv::net::{CallOutcome, KvClient};
 use common::check::{check_kv, KvInput};
 use common::rng::DetRng;
 use common::NodeId;
+use kv::load::{to_check_output, Load, LoadOptions, SHARED_KEYS};
+use kv::net::{CallOutcome, KvClient};
 
 const NODES: u64 = 3;
 const KEY: &str = "a test cluster key of enough bytes";
@@ -310,11 +310,38 @@ fn client_binary_works(cluster: &Cluster) {
         String::from_utf8(out.stdout).unwrap()
     };
     run(&["--client-id", "2000000", "put", "cli", "1"]);
+    assert_eq!(run(&["--client-id", "2000001", "get", "cli"]).trim(), "1");
     assert_eq!(
-        run(&["--client-id", "2000001", "get", "cli"]).trim(),
-        r#"Value(Some("1"))"#
+        run(&["--client-id", "2000002", "cas", "cli", "1", "2"]).trim(),
+        "swapped; now 2"
     );
-    assert!(run(&["--client-id", "2000002", "cas", "cli", "1", "2"]).contains("swapped: true"));
+    assert_eq!(
+        run(&["--client-id", "2000003", "--output", "json", "get", "cli"]).trim(),
+        r#"{"value":"2"}"#
+    );
+    run(&["--client-id", "2000004", "put", "cli/b", "x"]);
+    run(&["--client-id", "2000005", "put", "cli/a", "y"]);
+    assert_eq!(
+        run(&["--client-id", "2000006", "scan", "cli/"]).trim(),
+        "cli/a\ty\ncli/b\tx"
+    );
+    assert_eq!(
+        run(&["--client-id", "2000007", "scan", "cli/", "--limit", "1"]).trim(),
+        "cli/a\ty\n(more keys match; raise --limit)"
+    );
+    run(&["--client-id", "2000008", "delete", "cli/a"]);
+    assert_eq!(
+        run(&["--client-id", "2000009", "get", "cli/a"]).trim(),
+        "(absent)"
+    );
+    let status = run(&["--client-id", "2000010", "status"]);
+    let lines: Vec<&str> = status.lines().collect();
+    assert_eq!(lines.len(), 1 + cluster.clients.len(), "{status}");
+    assert_eq!(
+        lines[1..].iter().filter(|l| l.contains(" leader ")).count(),
+        1,
+        "exactly one node leads: {status}"
+    );
     let history = cluster.dir.path().join("history.jsonl");
     let summary = run(&[
         "--client-id",

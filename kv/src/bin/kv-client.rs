@@ -4,8 +4,15 @@
 //! kv-client --nodes 1=127.0.0.1:8001,2=127.0.0.1:8002,3=127.0.0.1:8003 put x 1
 //! kv-client --nodes ... get x
 //! kv-client --nodes ... cas x 1 2          # set x to 2 if it is 1 (`-` for "absent")
+//! kv-client --nodes ... delete x
+//! kv-client --nodes ... scan user/ --limit 10
+//! kv-client --nodes ... status             # every node's view: leader, term, indexes
+//! kv-client --nodes ... --output json get x
 //! kv-client --nodes ... load --clients 4 --ops 200 --history history.jsonl
 //! ```
+//!
+//! Answers print as plain text by default (`get`: the value, or `(absent)`; `scan`: one
+//! `key<TAB>value` line per entry) and as one JSON object with `--output json`, for scripts.
 //!
 //! `--nodes` lists the nodes' *client* addresses with their ids, so "not the leader, try node N"
 //! answers can be followed. `load` records every operation in `common::check`'s JSON-lines
@@ -16,10 +23,10 @@ use std::io::BufWriter;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand, ValueEnum};
 use kv::load::{Load, LoadOptions};
-use kv::net::{parse_nodes, CallOutcome, KvClient};
-use kv::KvOp;
-use clap::{Parser, Subcommand};
+use kv::net::{parse_nodes, CallOutcome, KvClient, NodeStatus};
+use kv::{KvOp, KvOutput};
 
 #[derive(Parser, Debug)]
 #[command(about = "Client of the replicated key-value store")]
@@ -31,8 +38,20 @@ struct Args {
     /// from the clock.
     #[arg(long)]
     client_id: Option<u64>,
+    /// How answers are printed.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How answers are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Output {
+    /// Plain text for people.
+    Text,
+    /// One JSON object per answer, for scripts.
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -49,6 +68,21 @@ enum Command {
         /// The value.
         value: String,
     },
+    /// Removes a key.
+    Delete {
+        /// The key.
+        key: String,
+    },
+    /// Lists the keys starting with a prefix, in order (a linearizable read).
+    Scan {
+        /// The prefix (empty: every key).
+        prefix: String,
+        /// Most entries to list (the store caps it at kv::SCAN_LIMIT_MAX).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Every node's view: whether it leads, the leader it knows, term and indexes.
+    Status,
     /// Compare-and-set (`-` stands for "absent").
     Cas {
         /// The key.
@@ -86,9 +120,10 @@ async fn run(args: Args) -> Result<(), String> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64)
     });
+    let output = args.output;
     let single = |outcome: CallOutcome| match outcome {
         CallOutcome::Ok(out) => {
-            println!("{out:?}");
+            println!("{}", render(&out, output));
             Ok(())
         }
         CallOutcome::Failed(why) => Err(format!("failed (not applied): {why}")),
@@ -98,6 +133,20 @@ async fn run(args: Args) -> Result<(), String> {
     match args.command {
         Command::Get { key } => single(client.get(&key).await),
         Command::Put { key, value } => single(client.write(KvOp::Put { key, value }).await),
+        Command::Delete { key } => single(client.write(KvOp::Delete { key }).await),
+        Command::Scan { prefix, limit } => single(client.scan(&prefix, limit).await),
+        Command::Status => {
+            let mut rows = Vec::new();
+            for &id in nodes.keys() {
+                rows.push((id, client.node_status(id).await));
+            }
+            print_status(&rows, output);
+            if rows.iter().any(|(_, s)| s.is_some()) {
+                Ok(())
+            } else {
+                Err("no node answered".into())
+            }
+        }
         Command::Cas { key, expected, new } => single(
             client
                 .write(KvOp::Cas {
@@ -142,6 +191,83 @@ async fn run(args: Args) -> Result<(), String> {
             } else {
                 Err(format!("history is not linearizable: {verdict:?}"))
             }
+        }
+    }
+}
+
+/// An answer as text or JSON.
+fn render(out: &KvOutput, output: Output) -> String {
+    if output == Output::Json {
+        let value = match out {
+            KvOutput::Value(v) => serde_json::json!({ "value": v }),
+            KvOutput::Cas { swapped, current } => {
+                serde_json::json!({ "swapped": swapped, "current": current })
+            }
+            KvOutput::Stale => serde_json::json!({ "error": "stale" }),
+            KvOutput::TooLarge => serde_json::json!({ "error": "too large" }),
+            KvOutput::Entries { entries, more } => serde_json::json!({
+                "entries": entries
+                    .iter()
+                    .map(|(k, v)| serde_json::json!({ "key": k, "value": v }))
+                    .collect::<Vec<_>>(),
+                "more": more,
+            }),
+        };
+        return value.to_string();
+    }
+    let absent = |v: &Option<String>| v.clone().unwrap_or_else(|| "(absent)".into());
+    match out {
+        KvOutput::Value(v) => absent(v),
+        KvOutput::Cas {
+            swapped: true,
+            current,
+        } => format!("swapped; now {}", absent(current)),
+        KvOutput::Cas {
+            swapped: false,
+            current,
+        } => {
+            format!("not swapped; the value is {}", absent(current))
+        }
+        KvOutput::Stale => "stale: this request was superseded".into(),
+        KvOutput::TooLarge => "refused: a key or value is too large".into(),
+        KvOutput::Entries { entries, more } => {
+            let mut text: Vec<String> = entries.iter().map(|(k, v)| format!("{k}\t{v}")).collect();
+            if *more {
+                text.push("(more keys match; raise --limit)".into());
+            }
+            text.join("\n")
+        }
+    }
+}
+
+fn print_status(rows: &[(u64, Option<NodeStatus>)], output: Output) {
+    if output == Output::Json {
+        let nodes: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(id, s)| match s {
+                Some(s) => serde_json::json!({
+                    "id": s.id, "is_leader": s.is_leader, "leader": s.leader, "term": s.term,
+                    "commit_index": s.commit_index, "applied_index": s.applied_index,
+                }),
+                None => serde_json::json!({ "id": id, "error": "no answer" }),
+            })
+            .collect();
+        println!("{}", serde_json::json!({ "nodes": nodes }));
+        return;
+    }
+    println!("node  role      leader  term  commit  applied");
+    for (id, s) in rows {
+        match s {
+            Some(s) => println!(
+                "{:<4}  {:<8}  {:<6}  {:<4}  {:<6}  {}",
+                s.id,
+                if s.is_leader { "leader" } else { "follower" },
+                s.leader.map_or("-".into(), |l| l.to_string()),
+                s.term,
+                s.commit_index,
+                s.applied_index
+            ),
+            None => println!("{id:<4}  (no answer)"),
         }
     }
 }

@@ -13,9 +13,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::Parser;
 use kv::net::parse_nodes;
 use kv::server::{run, NodeOptions, Protocol};
-use clap::Parser;
 
 /// Longest key file read, in bytes.
 const KEY_FILE_BYTES_MAX: u64 = 4096;
