@@ -36,6 +36,7 @@
 //! assert_eq!(kv.get("x"), Some("2"));
 //! ```
 
+pub mod config;
 pub mod load;
 pub mod net;
 pub mod server;

@@ -390,10 +390,7 @@ pub fn parse_nodes(text: &str) -> Result<BTreeMap<NodeId, SocketAddr>, String> {
             .trim()
             .parse()
             .map_err(|e| format!("`{part}`: bad node id: {e}"))?;
-        let addr: SocketAddr = addr
-            .trim()
-            .parse()
-            .map_err(|e| format!("`{part}`: bad address: {e}"))?;
+        let addr = crate::config::resolve(&format!("node {id}"), addr.trim())?;
         if nodes.insert(id, addr).is_some() {
             return Err(format!("node {id} named twice"));
         }

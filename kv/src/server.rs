@@ -32,6 +32,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio_util::codec::Framed;
 
+use super::config::FileConfig;
 use super::net::{client_codec, decode_request, encode_reply, ClientReply, ClientRequest};
 use super::{KvMachine, KvQuery};
 
@@ -64,6 +65,10 @@ pub struct NodeOptions {
     pub data_dir: PathBuf,
     /// The shared cluster key (at least 16 bytes).
     pub cluster_key: Vec<u8>,
+    /// Protocol timeouts, the driver's tick and the client port's limits (the `[driver]`,
+    /// `[raft]`, `[paxos]` and `[client]` tables of the configuration file); the defaults where
+    /// it is silent.
+    pub tuning: FileConfig,
 }
 
 /// Why a replica could not start.
@@ -81,6 +86,9 @@ pub enum ServeError {
     /// The client port could not be bound.
     #[error("client listener: {0}")]
     Io(#[from] std::io::Error),
+    /// The configuration is invalid (the message names the field).
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 #[derive(Clone)]
@@ -215,12 +223,30 @@ pub async fn run(options: NodeOptions) -> Result<(), ServeError> {
         options.listen,
         peers,
     );
+    let tuning = &options.tuning;
+    let client_limits = tuning.client_limits().map_err(ServeError::Config)?;
+    let mut driver_config = DriverConfig::default();
+    if let Some(tick) = tuning.tick().map_err(ServeError::Config)? {
+        driver_config.tick = tick;
+    }
+    let mut raft_config = raft::Config::new(options.id, members.clone());
+    tuning.tune_raft(&mut raft_config);
+    let mut paxos_config = paxos::Config::new(options.id, members);
+    tuning.tune_paxos(&mut paxos_config);
+    // Check the configuration before binding anything, so a mistake is one clear error.
+    match options.protocol {
+        Protocol::Raft => raft_config
+            .validate()
+            .map_err(|e| ServeError::Config(format!("[raft] {e}")))?,
+        Protocol::Paxos => paxos_config
+            .validate()
+            .map_err(|e| ServeError::Config(format!("[paxos] {e}")))?,
+    }
     let transport = TcpTransport::start(tcp).await?;
     let wal = Wal::open(WalConfig::new(&options.data_dir))?;
-    let driver_config = DriverConfig::default();
     let backend = match options.protocol {
         Protocol::Raft => {
-            let config = raft::Config::new(options.id, members);
+            let config = raft_config;
             let h = driver::spawn_recovered::<raft::RaftNode<KvMachine>, _, _, _>(
                 config,
                 transport,
@@ -233,7 +259,7 @@ pub async fn run(options: NodeOptions) -> Result<(), ServeError> {
             Backend::Raft(raft::RaftHandle::new(h))
         }
         Protocol::Paxos => {
-            let config = paxos::Config::new(options.id, members);
+            let config = paxos_config;
             let h = paxos::Handle::spawn(config, transport, wal, driver_config)
                 .await
                 .map_err(|e| ServeError::Node(e.to_string()))?;
@@ -242,7 +268,7 @@ pub async fn run(options: NodeOptions) -> Result<(), ServeError> {
     };
     let listener = TcpListener::bind(options.client_listen).await?;
     println!("kv-node {} ready", options.id);
-    serve_clients(listener, ClientLimits::default(), move |request| {
+    serve_clients(listener, client_limits, move |request| {
         let backend = backend.clone();
         async move { backend.serve(request).await }
     })

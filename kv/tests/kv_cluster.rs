@@ -370,3 +370,96 @@ async fn raft_cluster_survives_leader_kills_with_a_linearizable_history() {
 async fn paxos_cluster_survives_leader_kills_with_a_linearizable_history() {
     kill_the_leader_again_and_again("paxos").await;
 }
+
+/// The operator's path: three replicas started from TOML files that name each other by host
+/// name (`localhost`), with the cluster key in a key file and tuned protocol timeouts; a client
+/// writes and reads through them. A configuration mistake stops a node at once with exit code 2
+/// and one error naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_starts_from_config_files_with_host_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let addrs = free_addrs(2 * NODES as usize);
+    let port = |i: u64| addrs[i as usize - 1].port();
+    let key_file = dir.path().join("cluster.key");
+    std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
+    let mut children = Vec::new();
+    let mut clients = BTreeMap::new();
+    for id in 1..=NODES {
+        let peers: String = (1..=NODES)
+            .filter(|&p| p != id)
+            .map(|p| format!("{p} = \"localhost:{}\"\n", port(p)))
+            .collect();
+        let text = format!(
+            "protocol = \"raft\"\nid = {id}\nlisten = \"localhost:{}\"\n\
+             client_listen = \"localhost:{}\"\ndata_dir = \"{}\"\nkey_file = \"{}\"\n\
+             [peers]\n{peers}\n[raft]\nelection_timeout_ticks_min = 15\n\
+             election_timeout_ticks_max = 30\n[client]\nidle_timeout_secs = 60\n",
+            port(id),
+            port(NODES + id),
+            dir.path().join(format!("node-{id}")).display(),
+            key_file.display(),
+        );
+        let path = dir.path().join(format!("node-{id}.toml"));
+        std::fs::write(&path, text).unwrap();
+        clients.insert(id, addrs[(NODES + id) as usize - 1]);
+        children.push(
+            Command::new(env!("CARGO_BIN_EXE_kv-node"))
+                .arg("--config")
+                .arg(&path)
+                .env_remove("KV_CLUSTER_KEY")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    let mut client = KvClient::new(4_000_000, clients);
+    let deadline = Instant::now() + WAIT_MAX;
+    let mut outcome = CallOutcome::Failed("not tried".into());
+    while Instant::now() < deadline {
+        outcome = client
+            .write(kv::KvOp::Put {
+                key: "configured".into(),
+                value: "yes".into(),
+            })
+            .await;
+        if matches!(outcome, CallOutcome::Ok(_)) {
+            break;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    let read = client.get("configured").await;
+    for mut child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(matches!(outcome, CallOutcome::Ok(_)), "{outcome:?}");
+    assert_eq!(
+        read,
+        CallOutcome::Ok(kv::KvOutput::Value(Some("yes".into())))
+    );
+
+    // A misspelt field: exit code 2, the field named.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "protocol = \"raft\"\nelecton_timeout = 3\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kv-node"))
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("electon_timeout"), "{stderr}");
+    // A missing setting says where to give it.
+    let out = Command::new(env!("CARGO_BIN_EXE_kv-node"))
+        .args(["--protocol", "raft", "--id", "1"])
+        .env_remove("KV_LISTEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--listen") && stderr.contains("KV_LISTEN"),
+        "{stderr}"
+    );
+}

@@ -5,64 +5,124 @@
 //!     --peers 2=127.0.0.1:7002,3=127.0.0.1:7003 --data-dir /var/lib/kv/1 --key-file /etc/kv/key
 //! ```
 //!
-//! The cluster key (16 bytes or more, shared by all replicas) comes from `--key-file` or the
-//! environment variable `KV_CLUSTER_KEY`, never from the command line, where other users of the
-//! machine could read it. Restarting a replica with the same `--data-dir` recovers it from its
+//! or, with the same settings in a file (see `kv::config` for every field, including the
+//! protocols' timeouts and the client port's limits):
+//!
+//! ```text
+//! kv-node --config /etc/kv/node-1.toml
+//! ```
+//!
+//! Each setting can be a flag, an environment variable (`KV_ID`, `KV_LISTEN`, ...) or a field of
+//! the file, in that precedence; addresses take host names or IP addresses. A missing or
+//! invalid setting stops the node with one error naming it (exit code 2). The cluster key (16
+//! bytes or more, shared by all replicas) comes from `--key-file` (or `key_file`) or the
+//! environment variable `KV_CLUSTER_KEY`, never from the command line, where other users of
+//! the machine could read it. Restarting a replica with the same `--data-dir` recovers it from its
 //! write-ahead log. Prints `kv-node <id> ready` once it serves.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use kv::net::parse_nodes;
-use kv::server::{run, NodeOptions, Protocol};
+use kv::config::{self, FileConfig};
+use kv::server::{run, NodeOptions};
 
 /// Longest key file read, in bytes.
 const KEY_FILE_BYTES_MAX: u64 = 4096;
 
+/// Every setting can also come from the environment (the variable named below) or from the
+/// `--config` file; a flag wins over the environment, which wins over the file.
 #[derive(Parser, Debug)]
 #[command(about = "One replica of the replicated key-value store")]
 struct Args {
-    /// The consensus protocol.
-    #[arg(long, value_enum)]
-    protocol: Protocol,
+    /// A TOML configuration file (see the `kv::config` documentation for every field).
+    #[arg(long, env = "KV_CONFIG")]
+    config: Option<PathBuf>,
+    /// The consensus protocol: raft or paxos.
+    #[arg(long, env = "KV_PROTOCOL")]
+    protocol: Option<String>,
     /// This replica's id.
-    #[arg(long)]
-    id: u64,
-    /// Address for the other replicas.
-    #[arg(long)]
-    listen: std::net::SocketAddr,
-    /// Address for clients.
-    #[arg(long)]
-    client_listen: std::net::SocketAddr,
-    /// The other replicas: `id=addr,id=addr`.
-    #[arg(long)]
-    peers: String,
+    #[arg(long, env = "KV_ID")]
+    id: Option<u64>,
+    /// Address for the other replicas: host:port (a host name or an IP address).
+    #[arg(long, env = "KV_LISTEN")]
+    listen: Option<String>,
+    /// Address for clients: host:port.
+    #[arg(long, env = "KV_CLIENT_LISTEN")]
+    client_listen: Option<String>,
+    /// The other replicas: `id=host:port,id=host:port`.
+    #[arg(long, env = "KV_PEERS")]
+    peers: Option<String>,
     /// The write-ahead log's directory.
-    #[arg(long)]
-    data_dir: PathBuf,
+    #[arg(long, env = "KV_DATA_DIR")]
+    data_dir: Option<PathBuf>,
     /// File holding the cluster key (else the environment variable KV_CLUSTER_KEY).
-    #[arg(long)]
+    #[arg(long, env = "KV_KEY_FILE")]
     key_file: Option<PathBuf>,
 }
 
-fn cluster_key(args: &Args) -> Result<Vec<u8>, String> {
-    match &args.key_file {
+fn cluster_key(key_file: Option<PathBuf>) -> Result<Vec<u8>, String> {
+    match key_file {
         Some(path) => {
-            let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let meta = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             if meta.len() > KEY_FILE_BYTES_MAX {
                 return Err(format!(
                     "{}: longer than {KEY_FILE_BYTES_MAX} bytes",
                     path.display()
                 ));
             }
-            let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             Ok(bytes.trim_ascii().to_vec())
         }
         None => std::env::var("KV_CLUSTER_KEY")
             .map(String::into_bytes)
-            .map_err(|_| "no cluster key: pass --key-file or set KV_CLUSTER_KEY".to_string()),
+            .map_err(|_| "no cluster key: give --key-file (or key_file in the config file) or set KV_CLUSTER_KEY".to_string()),
     }
+}
+
+/// Merges the flags (and the environment) over the file into the node's options.
+fn options(args: Args) -> Result<NodeOptions, String> {
+    let file = match &args.config {
+        Some(path) => FileConfig::read(path)?,
+        None => FileConfig::default(),
+    };
+    let protocol = config::protocol(&config::required(
+        "protocol",
+        "KV_PROTOCOL",
+        args.protocol,
+        file.protocol.clone(),
+    )?)?;
+    let id = config::required("id", "KV_ID", args.id, file.id)?;
+    let listen = config::required("listen", "KV_LISTEN", args.listen, file.listen.clone())?;
+    let client_listen = config::required(
+        "client_listen",
+        "KV_CLIENT_LISTEN",
+        args.client_listen,
+        file.client_listen.clone(),
+    )?;
+    let peers = match (args.peers, &file.peers) {
+        (Some(flag), _) => config::parse_peers(&flag)?,
+        (None, Some(table)) => config::resolve_peers(table)?,
+        (None, None) => {
+            return Err(config::required::<()>("peers", "KV_PEERS", None, None).unwrap_err())
+        }
+    };
+    let data_dir = config::required(
+        "data_dir",
+        "KV_DATA_DIR",
+        args.data_dir,
+        file.data_dir.clone(),
+    )?;
+    Ok(NodeOptions {
+        protocol,
+        id,
+        listen: config::resolve("listen", &listen)?,
+        client_listen: config::resolve("client_listen", &client_listen)?,
+        peers,
+        data_dir,
+        cluster_key: cluster_key(args.key_file.or(file.key_file.clone()))?,
+        tuning: file,
+    })
 }
 
 fn main() -> ExitCode {
@@ -73,18 +133,9 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    let args = Args::parse();
-    let options = match (cluster_key(&args), parse_nodes(&args.peers)) {
-        (Ok(cluster_key), Ok(peers)) => NodeOptions {
-            protocol: args.protocol,
-            id: args.id,
-            listen: args.listen,
-            client_listen: args.client_listen,
-            peers,
-            data_dir: args.data_dir.clone(),
-            cluster_key,
-        },
-        (Err(e), _) | (_, Err(e)) => {
+    let options = match options(Args::parse()) {
+        Ok(options) => options,
+        Err(e) => {
             eprintln!("kv-node: {e}");
             return ExitCode::from(2);
         }

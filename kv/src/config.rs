@@ -1,0 +1,371 @@
+//! `kv-node`'s configuration file, and how it merges with the environment and the flags.
+//!
+//! Every setting has one name in three places, in this order of precedence:
+//!
+//! 1. a command-line flag (`--client-listen`);
+//! 2. an environment variable (`KV_CLIENT_LISTEN`);
+//! 3. the TOML file given with `--config` (`client_listen`).
+//!
+//! The protocols' timeouts and the storage and client limits live in the file only, in their own
+//! tables. A misspelt or misplaced field is an error naming it, not a silent default:
+//!
+//! ```toml
+//! protocol = "raft"
+//! id = 1
+//! listen = "node-1.internal:7001"      # a host name or an IP address, and a port
+//! client_listen = "0.0.0.0:8001"
+//! data_dir = "/var/lib/kv/1"
+//! key_file = "/etc/kv/cluster.key"
+//!
+//! [peers]                              # the other replicas: id = "host:port"
+//! 2 = "node-2.internal:7002"
+//! 3 = "node-3.internal:7003"
+//!
+//! [driver]
+//! tick_ms = 10                         # one protocol tick
+//!
+//! [raft]                               # in ticks
+//! election_timeout_ticks_min = 10
+//! election_timeout_ticks_max = 20
+//! heartbeat_interval_ticks = 2
+//! snapshot_log_entries_max = 100000
+//!
+//! [paxos]
+//! heartbeat_ticks = 2
+//! snapshot_interval_slots = 4096
+//!
+//! [client]
+//! connections_max = 4096
+//! idle_timeout_secs = 30
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::NodeId;
+use serde::Deserialize;
+
+use crate::server::{ClientLimits, Protocol};
+
+/// Longest configuration file read, in bytes.
+pub const CONFIG_FILE_BYTES_MAX: u64 = 64 * 1024;
+/// Shortest and longest driver tick accepted, in milliseconds.
+pub const TICK_MS_RANGE: (u64, u64) = (1, 10_000);
+
+/// The file's contents: every field optional, so that flags and the environment can supply it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `raft` or `paxos`.
+    pub protocol: Option<String>,
+    /// This replica's id.
+    pub id: Option<NodeId>,
+    /// Where replicas reach this one (`host:port`).
+    pub listen: Option<String>,
+    /// Where clients reach this one (`host:port`).
+    pub client_listen: Option<String>,
+    /// The other replicas: id to `host:port`.
+    pub peers: Option<BTreeMap<String, String>>,
+    /// The write-ahead log's directory.
+    pub data_dir: Option<PathBuf>,
+    /// File holding the cluster key.
+    pub key_file: Option<PathBuf>,
+    /// The driver.
+    #[serde(default)]
+    pub driver: DriverSection,
+    /// Raft's timeouts and snapshots.
+    #[serde(default)]
+    pub raft: RaftSection,
+    /// Multi-Paxos's timeouts and snapshots.
+    #[serde(default)]
+    pub paxos: PaxosSection,
+    /// The client port.
+    #[serde(default)]
+    pub client: ClientSection,
+}
+
+/// `[driver]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriverSection {
+    /// Milliseconds per protocol tick.
+    pub tick_ms: Option<u64>,
+}
+
+/// `[raft]`: fields of [`raft::Config`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaftSection {
+    /// [`raft::Config::election_timeout_ticks_min`].
+    pub election_timeout_ticks_min: Option<u64>,
+    /// [`raft::Config::election_timeout_ticks_max`].
+    pub election_timeout_ticks_max: Option<u64>,
+    /// [`raft::Config::heartbeat_interval_ticks`].
+    pub heartbeat_interval_ticks: Option<u64>,
+    /// [`raft::Config::snapshot_log_entries_max`].
+    pub snapshot_log_entries_max: Option<u64>,
+}
+
+/// `[paxos]`: fields of [`paxos::Config`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaxosSection {
+    /// [`paxos::Config::heartbeat_ticks`].
+    pub heartbeat_ticks: Option<u64>,
+    /// [`paxos::Config::snapshot_interval_slots`].
+    pub snapshot_interval_slots: Option<u64>,
+}
+
+/// `[client]`: [`ClientLimits`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSection {
+    /// [`ClientLimits::connections_max`].
+    pub connections_max: Option<usize>,
+    /// [`ClientLimits::idle_timeout`], in seconds.
+    pub idle_timeout_secs: Option<u64>,
+}
+
+impl FileConfig {
+    /// Reads and parses `path` (at most [`CONFIG_FILE_BYTES_MAX`] bytes).
+    pub fn read(path: &Path) -> Result<Self, String> {
+        let shown = path.display();
+        let meta = std::fs::metadata(path).map_err(|e| format!("config file {shown}: {e}"))?;
+        if meta.len() > CONFIG_FILE_BYTES_MAX {
+            return Err(format!(
+                "config file {shown}: longer than {CONFIG_FILE_BYTES_MAX} bytes"
+            ));
+        }
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("config file {shown}: {e}"))?;
+        Self::parse(&text).map_err(|e| format!("config file {shown}: {e}"))
+    }
+
+    /// Parses TOML text; the error names the offending field and line.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
+    }
+
+    /// Applies the protocol settings of the file to a Raft configuration.
+    pub fn tune_raft(&self, c: &mut raft::Config) {
+        let r = &self.raft;
+        set(
+            &mut c.election_timeout_ticks_min,
+            r.election_timeout_ticks_min,
+        );
+        set(
+            &mut c.election_timeout_ticks_max,
+            r.election_timeout_ticks_max,
+        );
+        set(&mut c.heartbeat_interval_ticks, r.heartbeat_interval_ticks);
+        set(&mut c.snapshot_log_entries_max, r.snapshot_log_entries_max);
+    }
+
+    /// Applies the protocol settings of the file to a Multi-Paxos configuration.
+    pub fn tune_paxos(&self, c: &mut paxos::Config) {
+        set(&mut c.heartbeat_ticks, self.paxos.heartbeat_ticks);
+        set(
+            &mut c.snapshot_interval_slots,
+            self.paxos.snapshot_interval_slots,
+        );
+    }
+
+    /// The driver's tick.
+    pub fn tick(&self) -> Result<Option<Duration>, String> {
+        match self.driver.tick_ms {
+            None => Ok(None),
+            Some(ms) if (TICK_MS_RANGE.0..=TICK_MS_RANGE.1).contains(&ms) => {
+                Ok(Some(Duration::from_millis(ms)))
+            }
+            Some(ms) => Err(format!(
+                "driver.tick_ms = {ms}: must be between {} and {}",
+                TICK_MS_RANGE.0, TICK_MS_RANGE.1
+            )),
+        }
+    }
+
+    /// The client port's limits: the defaults, changed where the file says.
+    pub fn client_limits(&self) -> Result<ClientLimits, String> {
+        let mut limits = ClientLimits::default();
+        if let Some(n) = self.client.connections_max {
+            if n == 0 {
+                return Err("client.connections_max must be at least 1".into());
+            }
+            limits.connections_max = n;
+        }
+        if let Some(secs) = self.client.idle_timeout_secs {
+            if secs == 0 {
+                return Err("client.idle_timeout_secs must be at least 1".into());
+            }
+            limits.idle_timeout = Duration::from_secs(secs);
+        }
+        Ok(limits)
+    }
+}
+
+fn set<T>(field: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *field = v;
+    }
+}
+
+/// The first of `flag` (which clap already filled from the environment) and `file`, or an error
+/// saying where `name` can be given.
+pub fn required<T>(name: &str, env: &str, flag: Option<T>, file: Option<T>) -> Result<T, String> {
+    flag.or(file).ok_or_else(|| {
+        format!(
+            "`{name}` is not set: give --{} or {env}, or set `{name}` in the --config file",
+            name.replace('_', "-")
+        )
+    })
+}
+
+/// Parses a protocol name.
+pub fn protocol(name: &str) -> Result<Protocol, String> {
+    match name {
+        "raft" => Ok(Protocol::Raft),
+        "paxos" => Ok(Protocol::Paxos),
+        other => Err(format!("protocol `{other}`: expected `raft` or `paxos`")),
+    }
+}
+
+/// Resolves `host:port` (a host name or an IP address) to its first address; `field` names the
+/// setting in the error.
+pub fn resolve(field: &str, text: &str) -> Result<SocketAddr, String> {
+    text.to_socket_addrs()
+        .map_err(|e| format!("{field} `{text}`: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{field} `{text}`: the name has no address"))
+}
+
+/// Resolves a table of peers (`id = "host:port"`).
+pub fn resolve_peers(
+    peers: &BTreeMap<String, String>,
+) -> Result<BTreeMap<NodeId, SocketAddr>, String> {
+    let mut out = BTreeMap::new();
+    for (id, addr) in peers {
+        let parsed: NodeId = id
+            .trim()
+            .parse()
+            .map_err(|e| format!("peers.{id}: not a node id: {e}"))?;
+        out.insert(parsed, resolve(&format!("peers.{id}"), addr)?);
+    }
+    Ok(out)
+}
+
+/// Parses the flag form of the peers, `id=host:port,id=host:port`.
+pub fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, SocketAddr>, String> {
+    let mut table = BTreeMap::new();
+    for part in text.split(',').filter(|p| !p.trim().is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| format!("peers `{part}`: expected id=host:port"))?;
+        if table
+            .insert(id.trim().to_string(), addr.trim().to_string())
+            .is_some()
+        {
+            return Err(format!("peers: node {} named twice", id.trim()));
+        }
+    }
+    resolve_peers(&table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+protocol = "paxos"
+id = 2
+listen = "localhost:7002"
+client_listen = "127.0.0.1:8002"
+data_dir = "/tmp/kv/2"
+
+[peers]
+1 = "127.0.0.1:7001"
+3 = "localhost:7003"
+
+[driver]
+tick_ms = 5
+
+[raft]
+election_timeout_ticks_min = 30
+election_timeout_ticks_max = 60
+
+[paxos]
+heartbeat_ticks = 4
+
+[client]
+connections_max = 10
+idle_timeout_secs = 5
+"#;
+
+    #[test]
+    fn a_full_file_parses_and_tunes_both_protocols() {
+        let f = FileConfig::parse(FULL).unwrap();
+        assert_eq!(f.id, Some(2));
+        assert_eq!(
+            protocol(f.protocol.as_deref().unwrap()),
+            Ok(Protocol::Paxos)
+        );
+        assert_eq!(f.tick(), Ok(Some(Duration::from_millis(5))));
+        let peers = resolve_peers(f.peers.as_ref().unwrap()).unwrap();
+        assert_eq!(peers.len(), 2);
+        assert!(peers[&3].ip().is_loopback(), "host names resolve");
+        assert_eq!(resolve("listen", "localhost:7002").unwrap().port(), 7002);
+        let mut r = raft::Config::new(2, vec![1, 2, 3]);
+        f.tune_raft(&mut r);
+        assert_eq!(
+            (r.election_timeout_ticks_min, r.election_timeout_ticks_max),
+            (30, 60)
+        );
+        assert!(r.validate().is_ok());
+        let mut p = paxos::Config::new(2, vec![1, 2, 3]);
+        f.tune_paxos(&mut p);
+        assert_eq!(p.heartbeat_ticks, 4);
+        let limits = f.client_limits().unwrap();
+        assert_eq!(limits.connections_max, 10);
+        assert_eq!(limits.idle_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn mistakes_are_errors_that_name_the_field() {
+        let e = FileConfig::parse("idd = 1").unwrap_err();
+        assert!(e.contains("idd"), "{e}");
+        let e = FileConfig::parse("[raft]\nelection_timeout = 3").unwrap_err();
+        assert!(e.contains("election_timeout"), "{e}");
+        let e = FileConfig::parse("id = \"one\"").unwrap_err();
+        assert!(e.contains("id"), "{e}");
+        let e = FileConfig::parse("[driver]\ntick_ms = 0")
+            .unwrap()
+            .tick()
+            .unwrap_err();
+        assert!(e.contains("driver.tick_ms"), "{e}");
+        let e = FileConfig::parse("[client]\nconnections_max = 0")
+            .unwrap()
+            .client_limits()
+            .unwrap_err();
+        assert!(e.contains("client.connections_max"), "{e}");
+        let e = parse_peers("2=127.0.0.1:1,x=127.0.0.1:2").unwrap_err();
+        assert!(e.contains("peers.x"), "{e}");
+        let e = parse_peers("2=127.0.0.1:1,2=127.0.0.1:2").unwrap_err();
+        assert!(e.contains("named twice"), "{e}");
+        let e = resolve("listen", "no-port").unwrap_err();
+        assert!(e.starts_with("listen `no-port`"), "{e}");
+        let e = protocol("zab").unwrap_err();
+        assert!(e.contains("zab"), "{e}");
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_a_missing_setting_says_where_to_give_it() {
+        assert_eq!(required("id", "KV_ID", Some(1), Some(2)), Ok(1));
+        assert_eq!(required("id", "KV_ID", None, Some(2)), Ok(2));
+        let e = required::<u64>("client_listen", "KV_CLIENT_LISTEN", None, None).unwrap_err();
+        assert!(
+            e.contains("--client-listen") && e.contains("KV_CLIENT_LISTEN"),
+            "{e}"
+        );
+    }
+}
