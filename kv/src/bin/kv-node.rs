@@ -103,9 +103,7 @@ fn options(args: Args) -> Result<NodeOptions, String> {
     let peers = match (args.peers, &file.peers) {
         (Some(flag), _) => config::parse_peers(&flag)?,
         (None, Some(table)) => config::resolve_peers(table)?,
-        (None, None) => {
-            return Err(config::required::<()>("peers", "KV_PEERS", None, None).unwrap_err())
-        }
+        (None, None) => config::required("peers", "KV_PEERS", None, None)?,
     };
     let data_dir = config::required(
         "data_dir",
