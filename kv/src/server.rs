@@ -20,6 +20,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -97,7 +98,55 @@ enum Backend {
     Paxos(paxos::Handle<KvMachine>),
 }
 
+/// Longest a stopping leader waits for the follower it handed leadership to.
+pub const HANDOVER_WAIT: Duration = Duration::from_secs(3);
+/// How often a stopping leader looks whether its successor took over.
+const HANDOVER_POLL: Duration = Duration::from_millis(10);
+
 impl Backend {
+    /// Raft only: if this node leads, hands leadership to the most up-to-date follower and waits
+    /// (at most [`HANDOVER_WAIT`]) until it no longer leads, so clients meet a new leader
+    /// without waiting out an election timeout. Multi-Paxos has no transfer: its replicas elect
+    /// a new leader a few heartbeat rounds after this one stops answering.
+    async fn hand_over(&self) {
+        let Backend::Raft(h) = self else { return };
+        let Ok(m) = h.metrics().await else { return };
+        if m.role != raft::Role::Leader {
+            return;
+        }
+        let Some(target) = m
+            .progress
+            .iter()
+            .max_by_key(|(_, p)| p.match_index)
+            .map(|(&id, _)| id)
+        else {
+            return;
+        };
+        if let Err(e) = h.transfer_leadership(target).await {
+            tracing::warn!("leadership transfer to node {target} failed: {e}");
+            return;
+        }
+        let deadline = Instant::now() + HANDOVER_WAIT;
+        while Instant::now() < deadline {
+            match h.metrics().await {
+                Ok(m) if m.role == raft::Role::Leader => {
+                    tokio::time::sleep(HANDOVER_POLL).await;
+                }
+                _ => return,
+            }
+        }
+        tracing::warn!("node {target} did not take over within {HANDOVER_WAIT:?}");
+    }
+
+    /// Stops the node: it takes no new input, persists what its steps produced and fails the
+    /// requests still waiting.
+    async fn shutdown(&self) -> Result<(), String> {
+        match self {
+            Backend::Raft(h) => h.shutdown().await.map_err(|e| e.to_string()),
+            Backend::Paxos(h) => h.shutdown().await.map_err(|e| e.to_string()),
+        }
+    }
+
     async fn serve(&self, request: ClientRequest) -> ClientReply {
         match self {
             Backend::Raft(h) => serve_raft(h, request).await,
@@ -203,8 +252,10 @@ async fn serve_paxos(h: &paxos::Handle<KvMachine>, request: ClientRequest) -> Cl
     }
 }
 
-/// Starts the replica and serves clients until the process ends. Prints
-/// `kv-node <id> ready` on standard output once both ports are bound and the node runs.
+/// Starts the replica and serves clients until SIGTERM or SIGINT, then shuts down gracefully:
+/// no new work, leadership handed over (Raft), the node stopped with its records persisted.
+/// Prints `kv-node <id> ready` on standard output once both ports are bound and the node runs,
+/// and `kv-node <id> stopped` after a graceful shutdown.
 pub async fn run(options: NodeOptions) -> Result<(), ServeError> {
     let mut members: Vec<NodeId> = options.peers.keys().copied().collect();
     members.push(options.id);
@@ -268,12 +319,48 @@ pub async fn run(options: NodeOptions) -> Result<(), ServeError> {
     };
     let listener = TcpListener::bind(options.client_listen).await?;
     println!("kv-node {} ready", options.id);
-    serve_clients(listener, client_limits, move |request| {
+    let draining = Arc::new(AtomicBool::new(false));
+    let serving = serve_clients(listener, client_limits, {
         let backend = backend.clone();
-        async move { backend.serve(request).await }
-    })
-    .await;
+        let draining = draining.clone();
+        move |request| {
+            let backend = backend.clone();
+            let draining = draining.load(Ordering::Relaxed);
+            async move {
+                if draining {
+                    // Refused, so the client tries another node at once.
+                    return ClientReply::Refused("the node is shutting down".into());
+                }
+                backend.serve(request).await
+            }
+        }
+    });
+    tokio::select! {
+        () = serving => {}
+        signal = stop_signal() => {
+            let why = signal.map_err(ServeError::Io)?;
+            tracing::info!("{why}: shutting down");
+        }
+    }
+    // Graceful shutdown: accept nothing new (the accept loop is gone, open connections are
+    // refused), hand leadership over, then stop the node, which persists what it produced and
+    // fails what still waits.
+    draining.store(true, Ordering::Relaxed);
+    backend.hand_over().await;
+    backend.shutdown().await.map_err(ServeError::Node)?;
+    println!("kv-node {} stopped", options.id);
     Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C), naming it.
+async fn stop_signal() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
 }
 
 /// How the client port protects itself from idle, slow and too many clients.

@@ -115,6 +115,30 @@ impl Cluster {
         child.wait().unwrap();
     }
 
+    /// Sends SIGTERM to node `id` and waits (bounded) for it to exit; returns its exit code.
+    fn terminate(&mut self, id: NodeId) -> Option<i32> {
+        let mut child = self.children.remove(&id).unwrap();
+        let sent = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -TERM failed");
+        let deadline = Instant::now() + WAIT_MAX;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(POLL);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "node {id} did not stop within {WAIT_MAX:?} of SIGTERM\n{}",
+            self.logs()
+        );
+    }
+
     fn logs(&self) -> String {
         (1..=NODES)
             .map(|id| {
@@ -462,4 +486,72 @@ async fn a_cluster_starts_from_config_files_with_host_names() {
         stderr.contains("--listen") && stderr.contains("KV_LISTEN"),
         "{stderr}"
     );
+}
+
+/// SIGTERM drains a node: it stops taking work, hands leadership over (Raft), persists and
+/// exits 0; the cluster keeps serving, the node restarts from its directory, and no
+/// acknowledged write is lost.
+async fn sigterm_drains(protocol: &'static str) {
+    let mut cluster = Cluster::new(protocol);
+    let mut probe = KvClient::new(0, cluster.clients.clone());
+    for id in 1..=NODES {
+        cluster.wait_serving(id, &mut probe).await;
+    }
+    let load = Load::new();
+    let options = LoadOptions {
+        clients: 4,
+        ops_per_client: u64::MAX,
+        seed: 11,
+        first_client_id: 5_000_000,
+        key_prefix: "drain/".into(),
+    };
+    let runner = {
+        let load = load.clone();
+        let nodes = cluster.clients.clone();
+        tokio::spawn(async move { load.run(&nodes, &options).await })
+    };
+    for round in 0..2 {
+        let target = load.completed.load(Ordering::SeqCst) + 40;
+        wait_completed(&load, target, &cluster).await;
+        let leader = cluster.leader(&mut probe).await;
+        assert_eq!(
+            cluster.terminate(leader),
+            Some(0),
+            "round {round}: node {leader} did not exit cleanly\n{}",
+            cluster.logs()
+        );
+        cluster.leader(&mut probe).await;
+        let target = load.completed.load(Ordering::SeqCst) + 20;
+        wait_completed(&load, target, &cluster).await;
+        cluster.start(leader);
+        cluster.wait_serving(leader, &mut probe).await;
+    }
+    load.stop();
+    tokio::time::timeout(WAIT_MAX, runner)
+        .await
+        .expect("load generator stops")
+        .unwrap();
+    let mut reader = KvClient::new(6_000_000, cluster.clients.clone());
+    let acked = load.acked_writes.lock().unwrap().clone();
+    assert!(!acked.is_empty(), "no write was acknowledged");
+    for (key, value) in &acked {
+        match reader.get(key).await {
+            CallOutcome::Ok(kv::KvOutput::Value(Some(v))) => {
+                assert_eq!(&v, value, "acknowledged write to {key} lost or changed")
+            }
+            other => panic!("acknowledged write to {key} missing: {other:?}"),
+        }
+    }
+    let verdict = check_kv(&load.recorder.history()).unwrap();
+    assert!(verdict.is_linearizable(), "{protocol}: {verdict:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_node_drains_on_sigterm() {
+    sigterm_drains("raft").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paxos_node_drains_on_sigterm() {
+    sigterm_drains("paxos").await;
 }
