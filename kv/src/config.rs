@@ -16,6 +16,7 @@
 //! client_listen = "0.0.0.0:8001"
 //! data_dir = "/var/lib/kv/1"
 //! key_file = "/etc/kv/cluster.key"
+//! metrics_listen = "127.0.0.1:9001"     # GET /metrics and /health
 //!
 //! [peers]                              # the other replicas: id = "host:port"
 //! 2 = "node-2.internal:7002"
@@ -72,6 +73,8 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     /// File holding the cluster key.
     pub key_file: Option<PathBuf>,
+    /// Where to serve metrics and the health check (`host:port`).
+    pub metrics_listen: Option<String>,
     /// The driver.
     #[serde(default)]
     pub driver: DriverSection,

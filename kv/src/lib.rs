@@ -38,6 +38,7 @@
 
 pub mod config;
 pub mod load;
+pub mod metrics;
 pub mod net;
 pub mod server;
 

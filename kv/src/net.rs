@@ -69,6 +69,18 @@ pub enum ClientRequest {
     },
 }
 
+impl ClientRequest {
+    /// A short name of the request's kind, for logs and traces.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientRequest::Write(_) => "write",
+            ClientRequest::Get { .. } => "get",
+            ClientRequest::Status => "status",
+            ClientRequest::Scan { .. } => "scan",
+        }
+    }
+}
+
 /// A node's answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientReply {

@@ -33,7 +33,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio_util::codec::Framed;
 
+use common::driver::DriverStats;
+use prometheus_client::metrics::gauge::Gauge;
+use tracing::Instrument;
+
 use super::config::FileConfig;
+use super::metrics::{serve_http, Metrics, NodeView, TimedStorage};
 use super::net::{client_codec, decode_request, encode_reply, ClientReply, ClientRequest};
 use super::{KvMachine, KvQuery};
 
@@ -70,6 +75,8 @@ pub struct NodeOptions {
     /// `[raft]`, `[paxos]` and `[client]` tables of the configuration file); the defaults where
     /// it is silent.
     pub tuning: FileConfig,
+    /// Where to serve `GET /metrics` and `GET /health` ([`crate::metrics`]); `None`: nowhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Why a replica could not start.
@@ -136,6 +143,45 @@ impl Backend {
             }
         }
         tracing::warn!("node {target} did not take over within {HANDOVER_WAIT:?}");
+    }
+
+    /// The node's state for the metrics, or `None` if it does not answer.
+    async fn view(&self) -> Option<(NodeView, DriverStats)> {
+        match self {
+            Backend::Raft(h) => {
+                let m = h.metrics().await.ok()?;
+                let peer_lag = m
+                    .progress
+                    .iter()
+                    .map(|(&peer, p)| (peer, m.commit_index.saturating_sub(p.match_index)))
+                    .collect();
+                Some((
+                    NodeView {
+                        is_leader: m.role == raft::Role::Leader,
+                        leader: m.leader,
+                        term: m.term,
+                        commit_index: m.commit_index,
+                        applied_index: m.applied_index,
+                        peer_lag,
+                    },
+                    h.driver().stats(),
+                ))
+            }
+            Backend::Paxos(h) => {
+                let m = h.metrics().await.ok()?;
+                Some((
+                    NodeView {
+                        is_leader: m.is_leader,
+                        leader: m.leader,
+                        term: m.ballot.round,
+                        commit_index: m.decided,
+                        applied_index: m.applied,
+                        peer_lag: Vec::new(),
+                    },
+                    h.node().stats(),
+                ))
+            }
+        }
     }
 
     /// Stops the node: it takes no new input, persists what its steps produced and fails the
@@ -294,7 +340,11 @@ pub async fn run(options: NodeOptions) -> Result<(), ServeError> {
             .map_err(|e| ServeError::Config(format!("[paxos] {e}")))?,
     }
     let transport = TcpTransport::start(tcp).await?;
-    let wal = Wal::open(WalConfig::new(&options.data_dir))?;
+    let metrics = Metrics::new();
+    let wal = TimedStorage::new(
+        Wal::open(WalConfig::new(&options.data_dir))?,
+        metrics.clone(),
+    );
     let backend = match options.protocol {
         Protocol::Raft => {
             let config = raft_config;
@@ -318,23 +368,47 @@ pub async fn run(options: NodeOptions) -> Result<(), ServeError> {
         }
     };
     let listener = TcpListener::bind(options.client_listen).await?;
+    if let Some(addr) = options.metrics_listen {
+        let http = TcpListener::bind(addr).await?;
+        let backend = backend.clone();
+        tokio::spawn(serve_http(http, metrics.clone(), move || {
+            let backend = backend.clone();
+            async move { backend.view().await }
+        }));
+    }
     println!("kv-node {} ready", options.id);
     let draining = Arc::new(AtomicBool::new(false));
-    let serving = serve_clients(listener, client_limits, {
-        let backend = backend.clone();
-        let draining = draining.clone();
-        move |request| {
+    let id = options.id;
+    let serving = serve_clients(
+        listener,
+        client_limits,
+        metrics.client_connections.clone(),
+        {
             let backend = backend.clone();
-            let draining = draining.load(Ordering::Relaxed);
-            async move {
-                if draining {
-                    // Refused, so the client tries another node at once.
-                    return ClientReply::Refused("the node is shutting down".into());
+            let draining = draining.clone();
+            let latency = metrics.proposal_latency.clone();
+            move |request: ClientRequest| {
+                let backend = backend.clone();
+                let draining = draining.load(Ordering::Relaxed);
+                let latency = latency.clone();
+                let span = tracing::debug_span!("request", node = id, kind = request.kind());
+                async move {
+                    if draining {
+                        // Refused, so the client tries another node at once.
+                        return ClientReply::Refused("the node is shutting down".into());
+                    }
+                    let started = Instant::now();
+                    let is_write = matches!(request, ClientRequest::Write(_));
+                    let reply = backend.serve(request).await;
+                    if is_write {
+                        latency.observe(started.elapsed().as_secs_f64());
+                    }
+                    reply
                 }
-                backend.serve(request).await
+                .instrument(span)
             }
-        }
-    });
+        },
+    );
     tokio::select! {
         () = serving => {}
         signal = stop_signal() => {
@@ -406,8 +480,12 @@ type Conns = Arc<Mutex<HashMap<u64, Conn>>>;
 /// Serves the client protocol on `listener` with `handler`, within `limits`, until the
 /// listener fails for good. Each connection is its own task; a malformed or oversized frame
 /// closes that connection only.
-pub async fn serve_clients<H, F>(listener: TcpListener, limits: ClientLimits, handler: H)
-where
+pub async fn serve_clients<H, F>(
+    listener: TcpListener,
+    limits: ClientLimits,
+    connections: Gauge,
+    handler: H,
+) where
     H: Fn(ClientRequest) -> F + Clone + Send + Sync + 'static,
     F: std::future::Future<Output = ClientReply> + Send,
 {
@@ -449,14 +527,19 @@ where
                     close: close.clone(),
                 },
             );
+            connections.set(i64::try_from(open.len()).unwrap_or(i64::MAX));
         }
         let id = next_id;
         next_id += 1;
         let conns = conns.clone();
         let handler = handler.clone();
+        let connections = connections.clone();
         tokio::spawn(async move {
             let served = serve_connection(stream, id, &conns, close, limits, handler).await;
-            conns.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+            let mut open = conns.lock().unwrap_or_else(|e| e.into_inner());
+            open.remove(&id);
+            connections.set(i64::try_from(open.len()).unwrap_or(i64::MAX));
+            drop(open);
             if let Err(why) = served {
                 tracing::info!(%peer, "client connection closed: {why}");
             }
@@ -519,9 +602,12 @@ mod tests {
     async fn serve(limits: ClientLimits) -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(serve_clients(listener, limits, |_| async {
-            ClientReply::NotLeader { leader: None }
-        }));
+        tokio::spawn(serve_clients(
+            listener,
+            limits,
+            Gauge::default(),
+            |_| async { ClientReply::NotLeader { leader: None } },
+        ));
         addr
     }
 

@@ -402,7 +402,7 @@ async fn paxos_cluster_survives_leader_kills_with_a_linearizable_history() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_starts_from_config_files_with_host_names() {
     let dir = tempfile::tempdir().unwrap();
-    let addrs = free_addrs(2 * NODES as usize);
+    let addrs = free_addrs(3 * NODES as usize);
     let port = |i: u64| addrs[i as usize - 1].port();
     let key_file = dir.path().join("cluster.key");
     std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
@@ -415,11 +415,13 @@ async fn a_cluster_starts_from_config_files_with_host_names() {
             .collect();
         let text = format!(
             "protocol = \"raft\"\nid = {id}\nlisten = \"localhost:{}\"\n\
-             client_listen = \"localhost:{}\"\ndata_dir = \"{}\"\nkey_file = \"{}\"\n\
+             client_listen = \"localhost:{}\"\nmetrics_listen = \"127.0.0.1:{}\"\n\
+             data_dir = \"{}\"\nkey_file = \"{}\"\n\
              [peers]\n{peers}\n[raft]\nelection_timeout_ticks_min = 15\n\
              election_timeout_ticks_max = 30\n[client]\nidle_timeout_secs = 60\n",
             port(id),
             port(NODES + id),
+            port(2 * NODES + id),
             dir.path().join(format!("node-{id}")).display(),
             key_file.display(),
         );
@@ -453,6 +455,15 @@ async fn a_cluster_starts_from_config_files_with_host_names() {
         tokio::time::sleep(POLL).await;
     }
     let read = client.get("configured").await;
+    // Every node serves its metrics and its health.
+    let mut scraped = Vec::new();
+    for id in 1..=NODES {
+        let addr = addrs[(2 * NODES + id) as usize - 1];
+        scraped.push((
+            http_get(addr, "/metrics").await,
+            http_get(addr, "/health").await,
+        ));
+    }
     for mut child in children {
         let _ = child.kill();
         let _ = child.wait();
@@ -462,6 +473,32 @@ async fn a_cluster_starts_from_config_files_with_host_names() {
         read,
         CallOutcome::Ok(kv::KvOutput::Value(Some("yes".into())))
     );
+    for (metrics, health) in &scraped {
+        assert!(metrics.starts_with("HTTP/1.1 200 OK"), "{metrics}");
+        for name in [
+            "kv_is_leader",
+            "kv_term",
+            "kv_applied_index",
+            "kv_fsync_latency_seconds_count",
+            "kv_client_connections",
+            "kv_messages_sent_total",
+        ] {
+            assert!(metrics.contains(name), "{name} missing:\n{metrics}");
+        }
+        assert!(health.starts_with("HTTP/1.1 200 OK"), "{health}");
+    }
+    let leaders: usize = scraped
+        .iter()
+        .filter(|(m, _)| m.lines().any(|l| l == "kv_is_leader 1"))
+        .count();
+    assert_eq!(leaders, 1, "exactly one node reports itself leader");
+    let writes_timed: u64 = scraped
+        .iter()
+        .flat_map(|(m, _)| m.lines())
+        .filter_map(|l| l.strip_prefix("kv_proposal_latency_seconds_count "))
+        .map(|n| n.trim().parse::<u64>().unwrap())
+        .sum();
+    assert!(writes_timed >= 1, "the write was timed");
 
     // A misspelt field: exit code 2, the field named.
     let bad = dir.path().join("bad.toml");
@@ -554,4 +591,19 @@ async fn raft_node_drains_on_sigterm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paxos_node_drains_on_sigterm() {
     sigterm_drains("paxos").await;
+}
+
+/// A bounded HTTP GET on loopback; the whole answer as text.
+async fn http_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let get = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: kv\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    tokio::time::timeout(WAIT_MAX, get).await.unwrap()
 }

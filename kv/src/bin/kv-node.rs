@@ -59,6 +59,10 @@ struct Args {
     /// File holding the cluster key (else the environment variable KV_CLUSTER_KEY).
     #[arg(long, env = "KV_KEY_FILE")]
     key_file: Option<PathBuf>,
+    /// Serve Prometheus metrics (`GET /metrics`) and a health check (`GET /health`) here:
+    /// host:port.
+    #[arg(long, env = "KV_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
 }
 
 fn cluster_key(key_file: Option<PathBuf>) -> Result<Vec<u8>, String> {
@@ -119,6 +123,11 @@ fn options(args: Args) -> Result<NodeOptions, String> {
         peers,
         data_dir,
         cluster_key: cluster_key(args.key_file.or(file.key_file.clone()))?,
+        metrics_listen: args
+            .metrics_listen
+            .or(file.metrics_listen.clone())
+            .map(|a| config::resolve("metrics_listen", &a))
+            .transpose()?,
         tuning: file,
     })
 }
