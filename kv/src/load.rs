@@ -14,6 +14,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
 
 use common::check::{self, KvInput, Recorder};
 use common::rng::DetRng;
@@ -54,7 +57,18 @@ pub struct Load {
     pub acknowledged: Arc<AtomicU64>,
     /// Own-key writes acknowledged: key to value. Each client writes each own key once.
     pub acked_writes: Arc<Mutex<BTreeMap<String, String>>>,
+    /// Latency of every acknowledged operation, in microseconds.
+    pub latency_us: Arc<Mutex<Histogram<u64>>>,
     stop: Arc<AtomicBool>,
+}
+
+/// Longest latency the histogram tracks, in microseconds (longer ones are clamped to it).
+pub const LATENCY_US_MAX: u64 = 60_000_000;
+
+/// Three significant digits from 1 µs to [`LATENCY_US_MAX`].
+#[allow(clippy::expect_used)] // constant bounds, checked by the unit tests: cannot fail
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid constant bounds")
 }
 
 impl Default for Load {
@@ -71,6 +85,7 @@ impl Load {
             completed: Arc::new(AtomicU64::new(0)),
             acknowledged: Arc::new(AtomicU64::new(0)),
             acked_writes: Arc::new(Mutex::new(BTreeMap::new())),
+            latency_us: Arc::new(Mutex::new(latency_histogram())),
             stop: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -106,6 +121,7 @@ impl Load {
                 rng.range_inclusive(0, SHARED_KEYS - 1)
             );
             let value = format!("c{id}-{n}");
+            let started = Instant::now();
             let roll = rng.range_inclusive(0, 9);
             let is_read = roll < 4;
             let (input, outcome) = if is_read {
@@ -157,6 +173,12 @@ impl Load {
                 }
                 (op, outcome)
             };
+            if matches!(outcome, CallOutcome::Ok(_)) {
+                let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                if let Ok(mut h) = self.latency_us.lock() {
+                    h.saturating_record(us.clamp(1, LATENCY_US_MAX));
+                }
+            }
             self.complete(input, is_read, outcome);
         }
     }
@@ -187,5 +209,19 @@ pub fn to_check_output(is_read: bool, out: KvOutput) -> Option<check::KvOutput> 
         KvOutput::Value(_) => Some(check::KvOutput::Done),
         KvOutput::Cas { swapped, .. } => Some(check::KvOutput::Cas { swapped }),
         KvOutput::Stale | KvOutput::TooLarge | KvOutput::Entries { .. } => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_latency_histogram_spans_a_microsecond_to_a_minute() {
+        let mut h = latency_histogram();
+        h.saturating_record(1);
+        h.saturating_record(LATENCY_US_MAX);
+        assert_eq!(h.len(), 2);
+        assert!(h.max() >= LATENCY_US_MAX);
     }
 }

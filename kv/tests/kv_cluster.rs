@@ -379,6 +379,8 @@ fn client_binary_works(cluster: &Cluster) {
         history.to_str().unwrap(),
     ]);
     assert!(summary.contains("linearizable: true"), "{summary}");
+    assert!(summary.contains("acknowledged ops/s"), "{summary}");
+    assert!(summary.contains("latency ms: p50"), "{summary}");
     let text = std::fs::read_to_string(&history).unwrap();
     let recorded: common::check::History<KvInput, common::check::KvOutput> =
         common::check::History::from_json_lines(&text).unwrap();

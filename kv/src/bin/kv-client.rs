@@ -23,7 +23,11 @@ use std::io::BufWriter;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
 use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kv::load::{Load, LoadOptions};
 use kv::net::{parse_nodes, CallOutcome, KvClient, NodeStatus};
 use kv::{KvOp, KvOutput};
@@ -171,7 +175,27 @@ async fn run(args: Args) -> Result<(), String> {
                 // Fresh keys: the checker assumes every key starts absent.
                 key_prefix: format!("run{client_id}/"),
             };
+            let total = clients.saturating_mul(ops);
+            let progress = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+            if let Ok(style) = ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} operations ({per_sec}, {eta} left)",
+            ) {
+                progress.set_style(style);
+            }
+            let started = Instant::now();
+            {
+                let load = load.clone();
+                let progress = progress.clone();
+                tokio::spawn(async move {
+                    loop {
+                        progress.set_position(load.completed.load(Ordering::Relaxed));
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                });
+            }
             load.run(&nodes, &options).await;
+            let elapsed = started.elapsed();
+            progress.finish_and_clear();
             let h = load.recorder.history();
             if let Some(path) = history {
                 let file =
@@ -180,12 +204,26 @@ async fn run(args: Args) -> Result<(), String> {
                     .map_err(|e| e.to_string())?;
             }
             let verdict = common::check::check_kv(&h).map_err(|e| e.to_string())?;
+            let acknowledged = load.acknowledged.load(Ordering::SeqCst);
             println!(
                 "{} operations, {} acknowledged; linearizable: {}",
-                load.completed.load(std::sync::atomic::Ordering::SeqCst),
-                load.acknowledged.load(std::sync::atomic::Ordering::SeqCst),
+                load.completed.load(Ordering::SeqCst),
+                acknowledged,
                 verdict.is_linearizable()
             );
+            if let Ok(lat) = load.latency_us.lock() {
+                let ms = |q: f64| lat.value_at_quantile(q) as f64 / 1e3;
+                println!(
+                    "{:.0} acknowledged ops/s over {:.2} s; latency ms: p50 {:.2}, p99 {:.2}, \
+                     p99.9 {:.2}, max {:.2}",
+                    acknowledged as f64 / elapsed.as_secs_f64().max(1e-9),
+                    elapsed.as_secs_f64(),
+                    ms(0.5),
+                    ms(0.99),
+                    ms(0.999),
+                    lat.max() as f64 / 1e3
+                );
+            }
             if verdict.is_linearizable() {
                 Ok(())
             } else {
