@@ -239,7 +239,7 @@ fn round_trips_beyond_the_cap_are_reported() {
 /// fast one, which is the price of the adaptation.
 #[test]
 fn a_crashed_leader_is_replaced_on_a_slow_network() {
-    for seed in 0..20 {
+    for seed in 0..200 {
         let n = 3;
         let mut sim = slow_sim(seed, n, Delay::Drawn).unwrap();
         let leader =
@@ -272,7 +272,7 @@ fn a_crashed_leader_is_replaced_on_a_slow_network() {
 /// (the bound of `scenarios.rs`'s `leader_crash_and_recovery`).
 #[test]
 fn rounds_shrink_back_after_a_slow_period_and_fail_over_stays_quick() {
-    for seed in 0..20 {
+    for seed in 0..200 {
         let n = 3;
         let mut sim = sim(seed, n, |_| {}).unwrap();
         add_agreement(&mut sim);
