@@ -194,14 +194,17 @@ impl Election {
         (self.leader != Ballot::ZERO).then_some(self.leader.leader)
     }
 
-    /// Moves the election to configuration `epoch` of `majority`: this replica's candidacy
+    /// Moves the election to configuration `epoch` of `members`: this replica's candidacy
     /// ballot moves to the new epoch with its round (and stays above `promised`), the leader
-    /// followed does too if it is still a member (`leader_stays`), and the round's replies are
-    /// dropped (they came from the old members).
+    /// followed does too if it is still a member (`leader_stays`), and the round's replies from
+    /// replicas outside the new configuration are dropped. Replies from the members that stay
+    /// still count for quorum connectivity: they arrived in this round, and dropping them would
+    /// leave a leader that stays without a quorum at the end of the round, stepping down for
+    /// nothing (the longer the round, the likelier; their old-epoch ballots are not candidates).
     pub(crate) fn set_membership(
         &mut self,
         epoch: u64,
-        majority: usize,
+        members: &[NodeId],
         leader_stays: bool,
         promised: Ballot,
     ) {
@@ -209,7 +212,7 @@ impl Election {
             return;
         }
         self.epoch = epoch;
-        self.majority = majority;
+        self.majority = members.len() / 2 + 1;
         self.ballot = Ballot::in_epoch(epoch, self.ballot.round, self.id);
         self.raise_above(promised);
         self.leader = if leader_stays && self.leader != Ballot::ZERO {
@@ -217,7 +220,7 @@ impl Election {
         } else {
             Ballot::ZERO
         };
-        self.replies.clear();
+        self.replies.retain(|(p, _)| members.contains(p));
         self.missed_rounds = 0;
     }
 
@@ -665,5 +668,32 @@ mod tests {
         let mut e = adaptive(2, 128);
         e.on_reply(2, 40, info(Ballot::new(1, 2), true, Ballot::ZERO, false));
         assert_eq!(e.rtt_ticks_max, None);
+    }
+
+    #[test]
+    fn a_reconfiguration_keeps_the_replies_of_members_that_stay() {
+        // Leader 1 of {1, 2, 3}; replicas 2 and 3 answered this round, then a stop-sign moves
+        // the cluster to {1, 2, 4, 5} before the round ends.
+        let mut e = election(1);
+        e.tick();
+        let lead = Ballot::new(e.ballot.round, 1);
+        e.leader = lead;
+        e.on_reply(2, 1, info(Ballot::new(1, 2), true, lead, true));
+        e.on_reply(3, 1, info(Ballot::new(1, 3), true, lead, true));
+        e.set_membership(1, &[1, 2, 4, 5], true, Ballot::ZERO);
+        // Replica 2's answer still counts, replica 3's does not: with replica 4's, a majority
+        // of four. The leader stays quorum-connected instead of stepping down for one round.
+        e.on_reply(4, 1, info(Ballot::new(1, 4), false, Ballot::ZERO, false));
+        e.tick();
+        assert!(e.quorum_connected);
+        assert_eq!(e.leader, Ballot::in_epoch(1, lead.round, 1));
+        // Without replica 4, replica 2's answer alone is not a majority of four.
+        let mut e = election(1);
+        e.tick();
+        e.on_reply(2, 1, info(Ballot::new(1, 2), true, Ballot::ZERO, false));
+        e.on_reply(3, 1, info(Ballot::new(1, 3), true, Ballot::ZERO, false));
+        e.set_membership(1, &[1, 2, 4, 5], false, Ballot::ZERO);
+        e.tick();
+        assert!(!e.quorum_connected);
     }
 }
