@@ -11,6 +11,10 @@ use crate::Error;
 pub const MEMBERS_MAX: usize = 64;
 /// Default for [`Config::heartbeat_ticks`].
 pub const HEARTBEAT_TICKS_DEFAULT: u64 = 2;
+/// Default for [`Config::heartbeat_ticks_max`]: 64 rounds of the default length (128 ticks).
+/// Rounds grow to twice the longest round trip seen, up to this cap, so the election makes
+/// progress with its defaults as long as heartbeat round trips stay below 128 ticks.
+pub const HEARTBEAT_TICKS_MAX_DEFAULT: u64 = 64 * HEARTBEAT_TICKS_DEFAULT;
 /// Default for [`Config::election_jitter_rounds_max`].
 pub const ELECTION_JITTER_ROUNDS_MAX_DEFAULT: u64 = 2;
 /// Default for [`Config::retransmit_ticks`].
@@ -47,13 +51,23 @@ pub struct Config {
     pub members: Vec<NodeId>,
     /// Seed of the replica's random source (election jitter).
     pub seed: u64,
-    /// Ticks per heartbeat round of the leader election (see
-    /// [`Config::election_jitter_rounds_max`] for when a silent leader is declared dead).
+    /// Ticks per heartbeat round of the leader election at the start, and the shortest round:
+    /// each replica lengthens its rounds when heartbeat replies come back late and shortens
+    /// them again when they come back early, between this and [`Config::heartbeat_ticks_max`]
+    /// (see the crate documentation, "Limitations"). A reply counts only within the round that
+    /// asked for it, so on links that stay fast this bounds how soon a failed leader is noticed
+    /// (see [`Config::election_jitter_rounds_max`]).
     pub heartbeat_ticks: u64,
+    /// The longest heartbeat round: a replica whose round trips reach this many ticks cannot
+    /// count any peer as connected and reports [`crate::Event::QuorumNotReached`]. Must be at
+    /// least [`Config::heartbeat_ticks`]. Raising it lets the election work on slower links;
+    /// rounds only grow that long where round trips need it.
+    pub heartbeat_ticks_max: u64,
     /// A replica declares the leader dead after two heartbeat rounds without hearing it (a
     /// reply may be a round late) plus a random number of extra rounds in
     /// `0..=election_jitter_rounds_max`, then raises its own ballot; the jitter makes
-    /// simultaneous candidates rarer (ties are broken by node id in any case).
+    /// simultaneous candidates rarer (ties are broken by node id in any case). Rounds have the
+    /// replica's current length, so on slow links the leader is declared dead later.
     pub election_jitter_rounds_max: u64,
     /// Ticks between retransmissions of unanswered prepares, accepts, read probes and catch-up
     /// requests.
@@ -96,6 +110,7 @@ impl Config {
             members,
             seed: id,
             heartbeat_ticks: HEARTBEAT_TICKS_DEFAULT,
+            heartbeat_ticks_max: HEARTBEAT_TICKS_MAX_DEFAULT,
             election_jitter_rounds_max: ELECTION_JITTER_ROUNDS_MAX_DEFAULT,
             retransmit_ticks: RETRANSMIT_TICKS_DEFAULT,
             in_flight_slots_max: IN_FLIGHT_SLOTS_MAX_DEFAULT,
@@ -116,6 +131,12 @@ impl Config {
         validate_members(&self.members)?;
         if self.heartbeat_ticks == 0 {
             return bad("heartbeat_ticks must be at least 1".into());
+        }
+        if self.heartbeat_ticks_max < self.heartbeat_ticks {
+            return bad(format!(
+                "heartbeat_ticks_max ({}) must be at least heartbeat_ticks ({})",
+                self.heartbeat_ticks_max, self.heartbeat_ticks
+            ));
         }
         if self.retransmit_ticks == 0 {
             return bad("retransmit_ticks must be at least 1".into());
@@ -206,6 +227,15 @@ mod tests {
         let mut c = Config::new(1, vec![1, 2, 3]);
         c.heartbeat_ticks = 0;
         assert!(c.validate().is_err());
+        let mut c = Config::new(1, vec![1, 2, 3]);
+        c.heartbeat_ticks = HEARTBEAT_TICKS_MAX_DEFAULT + 1;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("heartbeat_ticks_max"));
+        c.heartbeat_ticks_max = c.heartbeat_ticks;
+        assert!(c.validate().is_ok());
         assert_eq!(Config::new(1, vec![1, 2, 3, 4, 5]).majority(), 3);
     }
 }

@@ -41,6 +41,26 @@
 //!   frame limit ([`common::codec::DECODE_BYTES_MAX`]).
 //! - Reads are served by the leader only, after one quorum round per batch of reads (no
 //!   leases: a lease would trade that round for a bound on clock drift).
+//! - **Slow links cost fail-over time.** A heartbeat reply counts only within the round that
+//!   asked for it, so each replica lengthens its rounds to twice the longest round trip it
+//!   measures, from [`Config::heartbeat_ticks`] (2 ticks by default) up to
+//!   [`Config::heartbeat_ticks_max`] (128 ticks by default), and shortens them again after
+//!   four rounds in a row that heard a quorum with every reply back within a quarter of the
+//!   round. With the defaults the election therefore makes progress whatever the message
+//!   delays, as long as heartbeat round trips stay below 128 ticks: `tests/slow_network.rs`
+//!   elects a leader and decides every command in every seed with delays drawn up to ten
+//!   heartbeat periods or fixed in that range, ticks drifting by 20 %, 3 and 5 replicas, and
+//!   with a fixed round trip of 120 ticks. The price: a failed leader is declared dead after a
+//!   few rounds *of the current length*, so on links with round trips of `r` ticks fail-over
+//!   takes a few times `2r` ticks instead of a few times `heartbeat_ticks` (a crashed leader is
+//!   still replaced there); and after a slow period the rounds stay long for at least four
+//!   rounds before they shrink back, after which fail-over is as quick as before (same file).
+//!   Round trips at or beyond the cap connect nobody: each replica then reports
+//!   [`Event::QuorumNotReached`] after the first round without a quorum and each time the count
+//!   doubles, with the longest round trip it saw, and shows [`Metrics::round_ticks`],
+//!   [`Metrics::rounds_without_quorum`] and [`Metrics::rtt_ticks_max`]. Knobs: raise
+//!   `heartbeat_ticks_max` for slower links; raise `heartbeat_ticks` to send fewer heartbeats,
+//!   at the price of slower fail-over on every link.
 //!
 //! # Paxos in five steps, and where they live
 //!
@@ -98,6 +118,12 @@
 //! hears the leader neither directly nor through a quorum-connected peer. Ties are broken by
 //! node id, so simultaneous candidates converge at the next round; a seeded random delay makes
 //! them rarer.
+//!
+//! Rounds are not of fixed length: each replica measures the round trip of every heartbeat
+//! reply, late ones included, and sizes its rounds so that replies come back within half a
+//! round (see [Limitations](#limitations) for the bounds and the price). With rounds of a fixed
+//! length, a cluster whose round trips reach that length would never count anyone as
+//! quorum-connected and would never elect a leader.
 //!
 //! # Using the core directly
 //!

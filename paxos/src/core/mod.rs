@@ -92,6 +92,49 @@ pub enum Event {
         /// Its ballot.
         ballot: Ballot,
     },
+    /// This replica's heartbeat rounds have not heard a majority (itself included) for
+    /// `rounds` rounds in a row, so it cannot lead and cannot depose a leader. Emitted after the
+    /// first such round, then each time `rounds` doubles. Peers are down or cut off, or their
+    /// round trips exceed even the longest round
+    /// ([`Config::heartbeat_ticks_max`](crate::Config::heartbeat_ticks_max)): compare
+    /// `rtt_ticks_max` with `round_ticks`.
+    QuorumNotReached {
+        /// Rounds in a row without a quorum.
+        rounds: u64,
+        /// The longest round trip of a heartbeat measured during those rounds (`None`: no
+        /// reply at all).
+        rtt_ticks_max: Option<u64>,
+        /// The length of this replica's rounds now.
+        round_ticks: u64,
+    },
+}
+
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Event::LeaderChanged {
+                leader: Some(leader),
+                ballot,
+            } => write!(f, "leader is now {leader} (ballot {ballot})"),
+            Event::LeaderChanged {
+                leader: None,
+                ballot,
+            } => write!(f, "no leader (ballot {ballot})"),
+            Event::QuorumNotReached {
+                rounds,
+                rtt_ticks_max,
+                round_ticks,
+            } => {
+                let plural = if *rounds == 1 { "" } else { "s" };
+                write!(f, "quorum not reached in {rounds} round{plural}; ")?;
+                match rtt_ticks_max {
+                    Some(rtt) => write!(f, "longest round trip seen {rtt} ticks")?,
+                    None => write!(f, "no heartbeat reply seen")?,
+                }
+                write!(f, " (rounds of {round_ticks} ticks)")
+            }
+        }
+    }
 }
 
 /// A snapshot of a replica's state.
@@ -136,6 +179,16 @@ pub struct Metrics {
     pub members: Vec<NodeId>,
     /// Whether this replica is one of them (a joining or removed replica is a passive learner).
     pub is_member: bool,
+    /// The length of this replica's heartbeat rounds now, between
+    /// [`Config::heartbeat_ticks`](crate::Config::heartbeat_ticks) and
+    /// [`Config::heartbeat_ticks_max`](crate::Config::heartbeat_ticks_max).
+    pub round_ticks: u64,
+    /// Heartbeat rounds in a row that did not hear a majority (0 while connected; always 0 on a
+    /// replica outside the configuration, which takes no part in the election).
+    pub rounds_without_quorum: u64,
+    /// The longest heartbeat round trip this replica measured since it started, in its ticks
+    /// (0 before the first reply).
+    pub rtt_ticks_max: u64,
 }
 
 /// Counters of rejected input.
@@ -412,6 +465,7 @@ impl<S: StateMachine> Node for Replica<S> {
             config.id,
             majority,
             config.heartbeat_ticks,
+            config.heartbeat_ticks_max,
             config.election_jitter_rounds_max,
             promised,
             config.seed,
@@ -544,6 +598,18 @@ impl<S: StateMachine> Node for Replica<S> {
                     ballot,
                 });
             }
+            if round.rounds_without_quorum.is_power_of_two() {
+                // The first round without a quorum, then each time the count doubles: enough to
+                // tell an operator, without one event per round during a long outage.
+                let e = &self.election;
+                let event = Event::QuorumNotReached {
+                    rounds: round.rounds_without_quorum,
+                    rtt_ticks_max: e.streak_rtt_ticks_max,
+                    round_ticks: e.round_ticks,
+                };
+                tracing::warn!(id = self.config.id, "paxos: {event}");
+                out.emit(event);
+            }
             self.reconcile_leadership(out);
         }
         self.leader_tick(out);
@@ -571,6 +637,13 @@ impl<S: StateMachine> Node for Replica<S> {
             epoch: self.membership.epoch,
             members: self.membership.members.clone(),
             is_member: self.is_member(self.config.id),
+            round_ticks: self.election.round_ticks,
+            rounds_without_quorum: if self.is_member(self.config.id) {
+                self.election.rounds_without_quorum
+            } else {
+                0
+            },
+            rtt_ticks_max: self.election.rtt_ticks_max.unwrap_or(0),
         }
     }
 }

@@ -303,7 +303,7 @@ impl<S: StateMachine> Replica<S> {
         self.majority = m.majority();
         self.peers = m.members.iter().copied().filter(|&p| p != id).collect();
         self.election
-            .set_membership(m.epoch, m.majority(), leader_stays, self.promised);
+            .set_membership(m.epoch, &m.members, leader_stays, self.promised);
         self.membership = m;
         self.relead_after_apply = was_leading && self.is_member(id);
         if !self.relead_after_apply {
