@@ -126,6 +126,9 @@ fn run(seed: u64) -> Result<u64, SimError> {
             last = true;
             break;
         }
+        // Refused at once (an earlier change is still pending, so the leader answers Busy):
+        // give that change time to finish before asking again.
+        sim.run_for(100)?;
     }
     if !last {
         return Err(sim.fail_now("no reconfiguration took effect after the faults".into()));
