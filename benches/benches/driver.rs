@@ -47,12 +47,7 @@ fn driver(c: &mut Criterion) {
         group.throughput(Throughput::Elements(1));
         for contender in benches::contenders() {
             for nodes in CLUSTER_SIZES {
-                let spec = ClusterSpec {
-                    nodes,
-                    transport: TransportKind::Memory,
-                    durable: false,
-                    seed: 1,
-                };
+                let spec = ClusterSpec::new(nodes, TransportKind::Memory, false, 1);
                 let cluster = rt.block_on(contender.start(&spec)).unwrap();
                 group.bench_with_input(
                     BenchmarkId::new(contender.name(), nodes),

@@ -76,12 +76,7 @@ fn group(c: &mut Criterion, name: &str, transport: TransportKind, clients: &[usi
     let mut g = c.benchmark_group(name);
     g.measurement_time(Duration::from_secs(5));
     benches::fast_mode(&mut g);
-    let spec = ClusterSpec {
-        nodes: 3,
-        transport,
-        durable: false,
-        seed: 3,
-    };
+    let spec = ClusterSpec::new(3, transport, false, 3);
     let raft = rt.block_on(Group::start(&spec, |_| {})).unwrap();
     // Connections up, buffers grown.
     rt.block_on(raft.closed_loop(64, 10_000, None)).unwrap();

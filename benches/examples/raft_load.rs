@@ -32,12 +32,7 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let spec = ClusterSpec {
-            nodes: 3,
-            transport,
-            durable: false,
-            seed: 3,
-        };
+        let spec = ClusterSpec::new(3, transport, false, 3);
         let group = Group::start(&spec, |_| {}).await.unwrap();
         // Warm-up: connections up, buffers grown.
         group

@@ -62,6 +62,7 @@ pub mod paxos;
 pub mod raft;
 pub mod threepc;
 pub mod twopc;
+pub mod wan;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -73,7 +74,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use common::codec::Bincode;
 use common::driver::{self, DriverConfig, DriverError, DriverStats, NodeHandle, Persistence};
-use common::transport::memory::MemoryNetwork;
+use common::transport::memory::{LinkFaults, MemoryNetwork};
 use common::transport::tcp::{TcpConfig, TcpTransport};
 use common::transport::{Transport, TransportError};
 use common::wal::{Wal, WalConfig};
@@ -154,9 +155,26 @@ pub struct ClusterSpec {
     pub durable: bool,
     /// Seed of the protocols' and the network's randomness.
     pub seed: u64,
+    /// Delay added to every message on every link, one way (the in-memory transport only):
+    /// half the round trip of the wide-area scenario ([`wan`]). Zero adds none.
+    pub one_way_delay: Duration,
 }
 
+/// Longest one-way delay a [`ClusterSpec`] may inject.
+pub const ONE_WAY_DELAY_MAX: Duration = Duration::from_secs(5);
+
 impl ClusterSpec {
+    /// A spec without injected delay.
+    pub fn new(nodes: usize, transport: TransportKind, durable: bool, seed: u64) -> Self {
+        ClusterSpec {
+            nodes,
+            transport,
+            durable,
+            seed,
+            one_way_delay: Duration::ZERO,
+        }
+    }
+
     /// Checks the spec.
     pub fn validate(&self) -> Result<(), BenchError> {
         if self.nodes == 0 || self.nodes > CLUSTER_SIZE_MAX {
@@ -164,6 +182,17 @@ impl ClusterSpec {
                 "cluster size {} is not between 1 and {CLUSTER_SIZE_MAX}",
                 self.nodes
             )));
+        }
+        if self.one_way_delay > ONE_WAY_DELAY_MAX {
+            return Err(BenchError::Invalid(format!(
+                "one-way delay {:?} exceeds {ONE_WAY_DELAY_MAX:?}",
+                self.one_way_delay
+            )));
+        }
+        if !self.one_way_delay.is_zero() && self.transport != TransportKind::Memory {
+            return Err(BenchError::Invalid(
+                "an injected delay needs the in-memory transport".into(),
+            ));
         }
         Ok(())
     }
@@ -311,6 +340,14 @@ impl<N: Node> Nodes<N> {
         match spec.transport {
             TransportKind::Memory => {
                 let network = MemoryNetwork::new(spec.seed);
+                if !spec.one_way_delay.is_zero() {
+                    // A fixed delay keeps every link FIFO, as a TCP connection across a WAN is.
+                    network.faults().set_default(LinkFaults {
+                        delay_min: spec.one_way_delay,
+                        delay_max: spec.one_way_delay,
+                        ..LinkFaults::NONE
+                    });
+                }
                 let transports = members
                     .iter()
                     .map(|&id| network.join(id))
@@ -859,12 +896,7 @@ impl Plan {
                             contender.name(),
                             transport.name(),
                         ));
-                        let spec = ClusterSpec {
-                            nodes,
-                            transport,
-                            durable: self.durable,
-                            seed: self.seed,
-                        };
+                        let spec = ClusterSpec::new(nodes, transport, self.durable, self.seed);
                         let workload = Workload {
                             concurrency,
                             ..self.workload
@@ -898,12 +930,7 @@ impl Plan {
                     contender.name(),
                     transport.name()
                 ));
-                let spec = ClusterSpec {
-                    nodes,
-                    transport,
-                    durable: self.durable,
-                    seed: self.seed,
-                };
+                let spec = ClusterSpec::new(nodes, transport, self.durable, self.seed);
                 let row = measure_crash(
                     contender.as_ref(),
                     &spec,
@@ -1109,7 +1136,7 @@ fn fault_cells(row: &FaultRow) -> [String; FAULT_COLUMNS.len()] {
 }
 
 /// Renders rows of any table as Markdown; the first `names` columns are left-aligned.
-fn markdown_table(columns: &[&str], body: &[Vec<String>], names: usize) -> String {
+pub(crate) fn markdown_table(columns: &[&str], body: &[Vec<String>], names: usize) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "| {} |", columns.join(" | "));
     let align: Vec<&str> = (0..columns.len())
@@ -1123,7 +1150,7 @@ fn markdown_table(columns: &[&str], body: &[Vec<String>], names: usize) -> Strin
 }
 
 /// Renders rows of any table as aligned text; the first `names` columns are left-aligned.
-fn text_table(columns: &[&str], body: &[Vec<String>], names: usize) -> String {
+pub(crate) fn text_table(columns: &[&str], body: &[Vec<String>], names: usize) -> String {
     let mut widths: Vec<usize> = columns.iter().map(|c| c.chars().count()).collect();
     for cells in body {
         for (w, cell) in widths.iter_mut().zip(cells) {
@@ -1420,12 +1447,7 @@ mod tests {
 
     #[test]
     fn invalid_specs_and_workloads_are_refused() {
-        let spec = ClusterSpec {
-            nodes: 0,
-            transport: TransportKind::Memory,
-            durable: false,
-            seed: 0,
-        };
+        let spec = ClusterSpec::new(0, TransportKind::Memory, false, 0);
         assert!(spec.validate().is_err());
         assert!(ClusterSpec { nodes: 3, ..spec }.validate().is_ok());
         assert_eq!(ClusterSpec { nodes: 3, ..spec }.members(), vec![1, 2, 3]);

@@ -331,12 +331,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn cluster_serves_operations_over_the_driver() {
-        let spec = ClusterSpec {
-            nodes: 3,
-            transport: TransportKind::Memory,
-            durable: false,
-            seed: 1,
-        };
+        let spec = ClusterSpec::new(3, TransportKind::Memory, false, 1);
         let cluster = Raft.start(&spec).await.unwrap();
         let mut ok = 0;
         for seq in 0..200 {

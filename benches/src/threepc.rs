@@ -39,12 +39,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_contender_commits_with_the_theoretical_message_count() {
-        let spec = ClusterSpec {
-            nodes: 4,
-            transport: crate::TransportKind::Memory,
-            durable: false,
-            seed: 5,
-        };
+        let spec = ClusterSpec::new(4, crate::TransportKind::Memory, false, 5);
         let cluster = ThreePc.start(&spec).await.unwrap();
         let ops = 20u64;
         for seq in 0..ops {

@@ -238,7 +238,7 @@
 //!
 //! # Runnable examples
 //!
-//! `kv-node --protocol paxos` and `kv-client` in the `benches` crate run a replicated key-value
+//! `kv-node --protocol paxos` and `kv-client` in the `kv` crate run a replicated key-value
 //! store on Multi-Paxos as separate processes over TCP (see the workspace README);
 //! `cargo run -p benches --bin trace -- paxos-duel` prints duelling proposers as a sequence diagram.
 #![forbid(unsafe_code)]

@@ -6,11 +6,16 @@
 //! cargo run --release -p benches --bin shootout -- --quick   # a few seconds, a smoke run
 //! cargo run --release -p benches --bin shootout -- --help
 //! cargo run --release -p benches --bin shootout -- --faults  # plus the crash scenario
+//! cargo run --release -p benches --bin shootout -- --rtt-ms 1,20,100  # the wide-area table
 //! ```
 //!
 //! It prints the table, the findings, the crash scenario and the hashring comparison, and
-//! writes `docs/shootout.md`, `docs/shootout.json` (every figure and the machine) and
-//! `docs/shootout.svg` (throughput and p99 latency per protocol), unless `--quick`.
+//! writes `shootout.md`, `shootout.json` (every figure and the machine) and `shootout.svg`
+//! (throughput and p99 latency per protocol) into `target/shootout/` (unless `--quick`), and
+//! prints where. `--write-docs` writes them into `docs/` instead, the committed copies the
+//! README quotes. With `--rtt-ms`, it runs the wide-area scenario instead (`benches::wan`:
+//! Raft and Multi-Paxos with every message delayed by half the round trip) and writes
+//! `shootout-wan.md` and `shootout-wan.json`.
 //!
 //! Columns: `ops/s` is acknowledged operations per second over the measured period; `p50`,
 //! `p99` and `max` are the latencies of acknowledged operations as seen by a client (closed
@@ -25,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use benches::wan::{self, WanPlan, WanReport};
 use benches::{
     findings, render_faults, render_svg, render_table, Machine, Plan, Report, TransportKind,
     Workload,
@@ -83,16 +89,25 @@ struct Args {
     /// Seed of the protocols' and the network's randomness.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Write the report as Markdown here [default: docs/shootout.md].
+    /// Write the report as Markdown here [default: shootout.md in the output directory].
     #[arg(long)]
     markdown: Option<PathBuf>,
-    /// Write every figure and the machine's description as JSON here [default:
-    /// docs/shootout.json].
+    /// Write every figure and the machine's description as JSON here [default: shootout.json
+    /// in the output directory].
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Write the chart of throughput and p99 latency here [default: docs/shootout.svg].
+    /// Write the chart of throughput and p99 latency here [default: shootout.svg in the output
+    /// directory].
     #[arg(long)]
     svg: Option<PathBuf>,
+    /// Write the default outputs into the repository's `docs/` (the committed copies) instead
+    /// of `target/shootout/`.
+    #[arg(long)]
+    write_docs: bool,
+    /// Run the wide-area scenario instead of the main table: Raft and Multi-Paxos with every
+    /// message delayed by half of each of these round trips, in milliseconds (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    rtt_ms: Vec<u64>,
 }
 
 /// Operations per measurement in `--quick` mode.
@@ -136,13 +151,21 @@ fn plan(args: &Args) -> Result<Plan, String> {
     })
 }
 
-/// Where an output goes: the path given, else (but in quick mode) the default under `docs/`.
-fn output(given: &Option<PathBuf>, quick: bool, name: &str) -> Option<PathBuf> {
+/// Where an output goes: the path given, else (but in quick mode) `name` in the output
+/// directory: `docs/` with `--write-docs`, `target/shootout/` otherwise, so that a plain run
+/// leaves the checkout as it was.
+fn output(given: &Option<PathBuf>, args: &Args, name: &str) -> Option<PathBuf> {
     given.clone().or_else(|| {
-        (!quick).then(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../docs")
-                .join(name)
+        (!args.quick).then(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let dir = if args.write_docs {
+                root.join("docs")
+            } else {
+                std::env::var_os("CARGO_TARGET_DIR")
+                    .map_or_else(|| root.join("target"), PathBuf::from)
+                    .join("shootout")
+            };
+            dir.join(name)
         })
     })
 }
@@ -203,18 +226,12 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<(), String> {
-    let plan = plan(args)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let progress = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-    if let Ok(style) =
-        ProgressStyle::with_template("{spinner} {msg}: {pos} ops ({per_sec}) [{elapsed}]")
-    {
-        progress.set_style(style);
+    if !args.rtt_ms.is_empty() {
+        return run_wan(args);
     }
-    progress.enable_steady_tick(Duration::from_millis(100));
+    let plan = plan(args)?;
+    let runtime = runtime()?;
+    let progress = progress();
     let result = runtime.block_on(async {
         let rows = plan.run(&progress).await?;
         let faults = plan.run_faults(&progress).await?;
@@ -253,20 +270,84 @@ fn run(args: &Args) -> Result<(), String> {
         print!("{}", benches::hashring::format_table(&report.hashring));
     }
     write(
-        &output(&args.markdown, args.quick, "shootout.md"),
+        &output(&args.markdown, args, "shootout.md"),
         &report.markdown(),
     )?;
     write(
-        &output(&args.json, args.quick, "shootout.json"),
+        &output(&args.json, args, "shootout.json"),
         &report.json().map_err(|e| e.to_string())?,
     )?;
-    let svg_path = output(&args.svg, args.quick, "shootout.svg");
+    let svg_path = output(&args.svg, args, "shootout.svg");
     if svg_path.is_some() {
         write(
             &svg_path,
             &render_svg(&report.rows).map_err(|e| e.to_string())?,
         )?;
     }
+    Ok(())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+fn progress() -> ProgressBar {
+    let progress = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} {msg}: {pos} ops ({per_sec}) [{elapsed}]")
+    {
+        progress.set_style(style);
+    }
+    progress.enable_steady_tick(Duration::from_millis(100));
+    progress
+}
+
+/// The wide-area scenario: its own table and files (`shootout-wan.{md,json}`).
+fn run_wan(args: &Args) -> Result<(), String> {
+    let plan = plan(args)?;
+    let wan = WanPlan {
+        protocols: args.protocols.clone(),
+        cluster_sizes: args.nodes.clone(),
+        rtts_ms: args.rtt_ms.clone(),
+        concurrency: args.concurrency.clone(),
+        workload: plan.workload,
+        crash_duration: if args.quick {
+            Duration::ZERO
+        } else {
+            seconds("fault-secs", args.fault_secs)?
+        },
+        seed: args.seed,
+    };
+    let runtime = runtime()?;
+    let progress = progress();
+    let rows = runtime
+        .block_on(wan.run(&progress))
+        .map_err(|e| e.to_string())?;
+    progress.finish_and_clear();
+    let report = WanReport {
+        machine: Machine::describe(),
+        setup: format!(
+            "In-memory transport with a fixed one-way delay of half the round trip on every \
+             link, in-memory storage, default protocol configurations (10 ms driver tick); \
+             {}; failover runs of {:.1} s.",
+            setup(&plan),
+            wan.crash_duration.as_secs_f64()
+        ),
+        rows,
+    };
+    println!("{}\n", report.setup);
+    print!("{}", wan::render(&report.rows, false));
+    write(
+        &output(&args.markdown, args, "shootout-wan.md"),
+        &report.markdown(),
+    )?;
+    write(
+        &output(&args.json, args, "shootout-wan.json"),
+        &report.json().map_err(|e| e.to_string())?,
+    )?;
     Ok(())
 }
 
