@@ -1,0 +1,63 @@
+//! Fuzz targets for the bytes a `kv-node` reads from clients and from snapshots: the client
+//! protocol's frames and the store's snapshot format. Bad bytes are typed errors, never panics;
+//! what decodes re-encodes to itself. Run by `cargo test` with `bolero` (`FUZZ_SECS=n` for a
+//! longer run).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::time::Duration;
+
+use kv::net::{decode_reply, decode_request, encode_reply, encode_request};
+use kv::KvMachine;
+
+/// Random inputs per target in the normal test run.
+const ITERATIONS: usize = 3_000;
+/// Longest random input.
+const INPUT_BYTES_MAX: usize = 1_024;
+
+fn fuzz_secs() -> Option<Duration> {
+    std::env::var("FUZZ_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs)
+}
+
+macro_rules! fuzz_bytes {
+    ($test:expr) => {{
+        let target = bolero::check!()
+            .with_generator(bolero::produce::<Vec<u8>>().with().len(0..=INPUT_BYTES_MAX))
+            .with_max_len(INPUT_BYTES_MAX);
+        let target = match fuzz_secs() {
+            Some(secs) => target.with_test_time(secs),
+            None => target.with_iterations(ITERATIONS),
+        };
+        target.for_each($test);
+    }};
+}
+
+#[test]
+fn client_frames_decode_or_fail_cleanly() {
+    fuzz_bytes!(|bytes: &Vec<u8>| {
+        if let Ok(request) = decode_request(bytes) {
+            let again = encode_request(&request).unwrap();
+            assert_eq!(decode_request(&again).unwrap(), request);
+        }
+        if let Ok(reply) = decode_reply(bytes) {
+            let again = encode_reply(&reply).unwrap();
+            assert_eq!(decode_reply(&again).unwrap(), reply);
+        }
+    });
+}
+
+#[test]
+fn snapshots_restore_or_fail_cleanly() {
+    use raft::StateMachine as _;
+    fuzz_bytes!(|bytes: &Vec<u8>| {
+        let mut store = KvMachine::default();
+        if store.restore(bytes).is_ok() {
+            let again = store.snapshot();
+            let mut copy = KvMachine::default();
+            copy.restore(&again).unwrap();
+            assert_eq!(copy, store);
+        }
+    });
+}
