@@ -229,7 +229,11 @@ impl WanReport {
             "`theory p50 ms` is one round trip from the leader to a majority, what the papers \
              predict for one operation without queueing. `failover ms` runs the largest client \
              count, crashes the leader a third of the way in and measures until an operation \
-             issued after the crash is acknowledged (election plus one commit round trip).\n"
+             issued after the crash is acknowledged (election plus one commit round trip); \
+             `not recovered` means no operation succeeded in the rest of the run. The \
+             in-memory transport delays frames with tokio's timer, which has millisecond \
+             resolution: at a 1 ms round trip each hop costs up to a millisecond more than \
+             injected, so those rows overstate latency.\n"
         );
         out.push_str(&render(&self.rows, true));
         out
