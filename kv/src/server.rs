@@ -40,7 +40,7 @@ use tracing::Instrument;
 use super::config::FileConfig;
 use super::metrics::{serve_http, Metrics, NodeView, TimedStorage};
 use super::net::{client_codec, decode_request, encode_reply, ClientReply, ClientRequest};
-use super::{KvMachine, KvQuery};
+use super::{KvMachine, KvOutput, KvQuery};
 
 /// The cluster name in the transport handshake.
 pub const CLUSTER_NAME: &str = "kv";
@@ -201,6 +201,16 @@ impl Backend {
     }
 }
 
+/// The answer to a read: a read changes nothing, so a failure whose effect would otherwise be
+/// unknown is a plain refusal.
+fn read_reply(result: Result<KvOutput, ClientReply>) -> ClientReply {
+    match result {
+        Ok(out) => ClientReply::Output(out),
+        Err(ClientReply::Unknown(why)) => ClientReply::Refused(why),
+        Err(other) => other,
+    }
+}
+
 async fn serve_raft(h: &raft::RaftHandle<KvMachine>, request: ClientRequest) -> ClientReply {
     use raft::{ClientError, RaftError};
     let map_err = |e: ClientError| match e {
@@ -221,23 +231,12 @@ async fn serve_raft(h: &raft::RaftHandle<KvMachine>, request: ClientRequest) -> 
             Ok((_, out)) => ClientReply::Output(out),
             Err(e) => map_err(e),
         },
-        ClientRequest::Get { key } => match h.read(KvQuery::Get(key)).await {
-            Ok(out) => ClientReply::Output(out),
-            // A read changes nothing: any failure is a refusal.
-            Err(e) => match map_err(e) {
-                ClientReply::Unknown(why) => ClientReply::Refused(why),
-                other => other,
-            },
-        },
-        ClientRequest::Scan { prefix, limit } => {
-            match h.read(KvQuery::Scan { prefix, limit }).await {
-                Ok(out) => ClientReply::Output(out),
-                Err(e) => match map_err(e) {
-                    ClientReply::Unknown(why) => ClientReply::Refused(why),
-                    other => other,
-                },
-            }
-        }
+        ClientRequest::Get { key } => read_reply(h.read(KvQuery::Get(key)).await.map_err(map_err)),
+        ClientRequest::Scan { prefix, limit } => read_reply(
+            h.read(KvQuery::Scan { prefix, limit })
+                .await
+                .map_err(map_err),
+        ),
         ClientRequest::Status => match h.metrics().await {
             Ok(m) => ClientReply::Status {
                 id: m.id,
@@ -268,22 +267,12 @@ async fn serve_paxos(h: &paxos::Handle<KvMachine>, request: ClientRequest) -> Cl
             Ok(out) => ClientReply::Output(out),
             Err(e) => map_err(e),
         },
-        ClientRequest::Get { key } => match h.read(KvQuery::Get(key)).await {
-            Ok(out) => ClientReply::Output(out),
-            Err(e) => match map_err(e) {
-                ClientReply::Unknown(why) => ClientReply::Refused(why),
-                other => other,
-            },
-        },
-        ClientRequest::Scan { prefix, limit } => {
-            match h.read(KvQuery::Scan { prefix, limit }).await {
-                Ok(out) => ClientReply::Output(out),
-                Err(e) => match map_err(e) {
-                    ClientReply::Unknown(why) => ClientReply::Refused(why),
-                    other => other,
-                },
-            }
-        }
+        ClientRequest::Get { key } => read_reply(h.read(KvQuery::Get(key)).await.map_err(map_err)),
+        ClientRequest::Scan { prefix, limit } => read_reply(
+            h.read(KvQuery::Scan { prefix, limit })
+                .await
+                .map_err(map_err),
+        ),
         ClientRequest::Status => match h.metrics().await {
             Ok(m) => ClientReply::Status {
                 id: m.id,
