@@ -28,6 +28,8 @@ pub mod wal;
 
 #[cfg(feature = "sim")]
 pub mod check;
+#[cfg(feature = "fuzz")]
+pub mod fuzz;
 #[cfg(feature = "sim")]
 pub mod sim;
 

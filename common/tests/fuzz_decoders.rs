@@ -12,8 +12,6 @@
 //! coverage-guided engines.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::time::Duration;
-
 use common::codec::{decode_frame, encode_frame, Bincode, Codec, Header};
 use common::demo::{DemoMessage, DemoNode};
 use common::wal::{segment_file_name, Wal, WalConfig};
@@ -31,7 +29,7 @@ const INPUT_BYTES_MAX: usize = 4_096;
 macro_rules! fuzz_bytes {
     ($iterations:expr, $test:expr) => {{
         let target = bolero::check!().with_max_len(INPUT_BYTES_MAX);
-        let target = match fuzz_secs() {
+        let target = match common::fuzz::fuzz_secs() {
             Some(secs) => target.with_test_time(secs),
             None => target.with_iterations($iterations),
         };
@@ -46,7 +44,7 @@ macro_rules! fuzz_edits {
     ($iterations:expr, $valid:expr, $test:expr) => {{
         let valid: Vec<u8> = $valid;
         let target = bolero::check!().with_type::<(u16, Vec<(u16, u8)>)>();
-        let target = match fuzz_secs() {
+        let target = match common::fuzz::fuzz_secs() {
             Some(secs) => target.with_test_time(secs),
             None => target.with_iterations($iterations),
         };
@@ -66,13 +64,6 @@ macro_rules! fuzz_edits {
             test(&bytes[..]);
         });
     }};
-}
-
-fn fuzz_secs() -> Option<Duration> {
-    std::env::var("FUZZ_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .map(Duration::from_secs)
 }
 
 /// A frame as the driver decodes it: the header must name the protocol and version, the payload

@@ -4,8 +4,6 @@
 //! longer run).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::time::Duration;
-
 use kv::net::{decode_reply, decode_request, encode_reply, encode_request};
 use kv::KvMachine;
 
@@ -14,29 +12,9 @@ const ITERATIONS: usize = 3_000;
 /// Longest random input.
 const INPUT_BYTES_MAX: usize = 1_024;
 
-fn fuzz_secs() -> Option<Duration> {
-    std::env::var("FUZZ_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .map(Duration::from_secs)
-}
-
-macro_rules! fuzz_bytes {
-    ($test:expr) => {{
-        let target = bolero::check!()
-            .with_generator(bolero::produce::<Vec<u8>>().with().len(0..=INPUT_BYTES_MAX))
-            .with_max_len(INPUT_BYTES_MAX);
-        let target = match fuzz_secs() {
-            Some(secs) => target.with_test_time(secs),
-            None => target.with_iterations(ITERATIONS),
-        };
-        target.for_each($test);
-    }};
-}
-
 #[test]
 fn client_frames_decode_or_fail_cleanly() {
-    fuzz_bytes!(|bytes: &Vec<u8>| {
+    common::fuzz_bytes!(INPUT_BYTES_MAX, ITERATIONS, |bytes: &Vec<u8>| {
         if let Ok(request) = decode_request(bytes) {
             let again = encode_request(&request).unwrap();
             assert_eq!(decode_request(&again).unwrap(), request);
@@ -51,7 +29,7 @@ fn client_frames_decode_or_fail_cleanly() {
 #[test]
 fn snapshots_restore_or_fail_cleanly() {
     use raft::StateMachine as _;
-    fuzz_bytes!(|bytes: &Vec<u8>| {
+    common::fuzz_bytes!(INPUT_BYTES_MAX, ITERATIONS, |bytes: &Vec<u8>| {
         let mut store = KvMachine::default();
         if store.restore(bytes).is_ok() {
             let again = store.snapshot();

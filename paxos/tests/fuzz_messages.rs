@@ -3,8 +3,6 @@
 //! panicking. Run by `cargo test` with `bolero` (`FUZZ_SECS=n` for a longer run).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::time::Duration;
-
 use common::codec::{Bincode, Codec};
 use common::{Node, Outbox};
 use paxos::{Config, KvCommand, KvStore, Membership, Message, Replica};
@@ -13,13 +11,6 @@ use paxos::{Config, KvCommand, KvStore, Membership, Message, Replica};
 const ITERATIONS: usize = 3_000;
 /// Longest random input.
 const INPUT_BYTES_MAX: usize = 512;
-
-fn fuzz_secs() -> Option<Duration> {
-    std::env::var("FUZZ_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .map(Duration::from_secs)
-}
 
 /// A replica of a three-member configuration, and one alone in its configuration (which elects
 /// itself and leads), each ticked into its steady state.
@@ -37,14 +28,7 @@ fn replicas() -> Vec<Replica<KvStore>> {
 
 #[test]
 fn message_payloads_never_panic_a_replica() {
-    let target = bolero::check!()
-        .with_generator(bolero::produce::<Vec<u8>>().with().len(0..=INPUT_BYTES_MAX))
-        .with_max_len(INPUT_BYTES_MAX);
-    let target = match fuzz_secs() {
-        Some(secs) => target.with_test_time(secs),
-        None => target.with_iterations(ITERATIONS),
-    };
-    target.for_each(|bytes: &Vec<u8>| {
+    common::fuzz_bytes!(INPUT_BYTES_MAX, ITERATIONS, |bytes: &Vec<u8>| {
         if let Ok((m, _)) = Bincode.decode_prefix::<Membership>(bytes) {
             let again = Bincode.encode(&m).unwrap();
             assert_eq!(Bincode.decode::<Membership>(&again).unwrap(), m);

@@ -8,8 +8,6 @@
 //! seconds each; `cargo bolero test` drives the same targets with coverage-guided engines.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::time::Duration;
-
 use common::codec::{Bincode, Codec};
 use common::Node as _;
 use raft::kv::{KvCommand, KvStore};
@@ -23,27 +21,6 @@ use raft::{Entry, Message, Payload, Role};
 const ITERATIONS: usize = 2_000;
 /// Longest random input.
 const INPUT_BYTES_MAX: usize = 512;
-
-fn fuzz_secs() -> Option<Duration> {
-    std::env::var("FUZZ_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .map(Duration::from_secs)
-}
-
-/// Random byte strings up to [`INPUT_BYTES_MAX`].
-macro_rules! fuzz_bytes {
-    ($iterations:expr, $test:expr) => {{
-        let target = bolero::check!()
-            .with_generator(bolero::produce::<Vec<u8>>().with().len(0..=INPUT_BYTES_MAX))
-            .with_max_len(INPUT_BYTES_MAX);
-        let target = match fuzz_secs() {
-            Some(secs) => target.with_test_time(secs),
-            None => target.with_iterations($iterations),
-        };
-        target.for_each($test);
-    }};
-}
 
 /// Three nodes with node 1 elected (bounded: the harness has no faults set).
 fn elected() -> Cluster<KvStore> {
@@ -88,7 +65,7 @@ fn survive(message: Message<KvCommand>) {
 /// Random payload bytes, decoded as the driver would (a prefix suffices).
 #[test]
 fn message_payloads_never_panic_a_node() {
-    fuzz_bytes!(ITERATIONS, |bytes: &Vec<u8>| {
+    common::fuzz_bytes!(INPUT_BYTES_MAX, ITERATIONS, |bytes: &Vec<u8>| {
         // A prefix is enough: random tails would otherwise fail every decode as trailing bytes.
         if let Ok((message, _)) = Bincode.decode_prefix::<Message<KvCommand>>(bytes) {
             survive(message);
@@ -101,8 +78,9 @@ fn message_payloads_never_panic_a_node() {
 /// Random bytes rarely decode (an enum tag must be in range), so this reaches the handlers.
 #[test]
 fn arbitrary_well_formed_messages_never_panic_a_node() {
-    let target = bolero::check!().with_type::<(u8, u64, u64, u64, u8, Vec<(u64, u64)>)>();
-    let target = match fuzz_secs() {
+    let target =
+        common::fuzz::bolero::check!().with_type::<(u8, u64, u64, u64, u8, Vec<(u64, u64)>)>();
+    let target = match common::fuzz::fuzz_secs() {
         Some(secs) => target.with_test_time(secs),
         None => target.with_iterations(ITERATIONS),
     };
@@ -200,7 +178,7 @@ fn arbitrary_well_formed_messages_never_panic_a_node() {
 
 #[test]
 fn membership_decoding_never_panics() {
-    fuzz_bytes!(ITERATIONS, |bytes: &Vec<u8>| {
+    common::fuzz_bytes!(INPUT_BYTES_MAX, ITERATIONS, |bytes: &Vec<u8>| {
         if let Ok((m, _)) = Bincode.decode_prefix::<Membership>(bytes) {
             let again = Bincode.encode(&m).unwrap();
             assert_eq!(Bincode.decode::<Membership>(&again).unwrap(), m);
