@@ -2,40 +2,38 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::txn::{Outcome, Resource, TxId, Vote, Write};
+use common::txn::{Backoff, Outcome, Resource, SendBudget, TxId, Vote, Write};
 use common::{NodeId, Outbox, RequestId};
 
-use crate::types::{Config, Event, Message, Record, Response, DECISION_BACKOFF_FACTOR, SEQ_BLOCK};
+use crate::types::{Config, Event, Message, Record, Response, SEQ_BLOCK};
 use crate::{ThreePcError, ThreePcNode};
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum Phase {
     /// CanCommit sent; the Yes voters so far.
     Voting { yes: BTreeSet<NodeId> },
     /// PreCommit logged and sent; waiting for these acks.
     PreCommitting { pending: BTreeSet<NodeId> },
     /// Commit logged and sent; waiting for these HaveCommitted.
-    Committing {
-        pending: BTreeSet<NodeId>,
-        retries: u32,
-    },
+    Committing { pending: BTreeSet<NodeId> },
     /// Recovered with a PreCommit record and no decision: the participants' termination protocol
     /// decides; the coordinator only asks what it was.
     Learning,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct CoordTx {
     request: Option<RequestId>,
     writes: BTreeMap<NodeId, Vec<Write>>,
     participants: Vec<NodeId>,
     phase: Phase,
     phase_ticks: u64,
-    since_send_ticks: u64,
+    /// When the current phase's message is resent to the silent participants.
+    resend: Backoff,
 }
 
 /// The coordinator half of a node.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Coordinator {
     next_seq: u64,
     seq_limit: u64,
@@ -55,7 +53,8 @@ impl Coordinator {
                     participants: participants.to_vec(),
                     phase,
                     phase_ticks: 0,
-                    since_send_ticks: config.resend_ticks,
+                    // Nothing was sent since the restart: resend at the first tick.
+                    resend: Backoff::due_now(config.resend_ticks, config.resend_ticks_max),
                 },
             );
         };
@@ -72,7 +71,6 @@ impl Coordinator {
                 participants,
                 Phase::Committing {
                     pending: participants.iter().copied().collect(),
-                    retries: 0,
                 },
             ),
             Record::End { tx } => {
@@ -137,13 +135,14 @@ impl Coordinator {
                     yes: BTreeSet::new(),
                 },
                 phase_ticks: 0,
-                since_send_ticks: 0,
+                resend: Backoff::new(config.resend_ticks, config.resend_ticks_max),
             },
         );
     }
 
     pub(crate) fn on_vote<R: Resource + Default>(
         &mut self,
+        config: &Config,
         from: NodeId,
         tx: TxId,
         vote: Vote,
@@ -180,7 +179,7 @@ impl Coordinator {
                 pending: ctx.participants.iter().copied().collect(),
             };
             ctx.phase_ticks = 0;
-            ctx.since_send_ticks = 0;
+            ctx.resend = Backoff::new(config.resend_ticks, config.resend_ticks_max);
         }
         Ok(())
     }
@@ -210,7 +209,12 @@ impl Coordinator {
         }
     }
 
-    fn commit<R: Resource + Default>(&mut self, tx: TxId, out: &mut Outbox<ThreePcNode<R>>) {
+    fn commit<R: Resource + Default>(
+        &mut self,
+        config: &Config,
+        tx: TxId,
+        out: &mut Outbox<ThreePcNode<R>>,
+    ) {
         let Some(ctx) = self.txs.get_mut(&tx) else {
             return;
         };
@@ -237,14 +241,14 @@ impl Coordinator {
         }
         ctx.phase = Phase::Committing {
             pending: ctx.participants.iter().copied().collect(),
-            retries: 0,
         };
         ctx.phase_ticks = 0;
-        ctx.since_send_ticks = 0;
+        ctx.resend = Backoff::new(config.resend_ticks, config.resend_ticks_max);
     }
 
     pub(crate) fn on_pre_commit_ack<R: Resource + Default>(
         &mut self,
+        config: &Config,
         from: NodeId,
         tx: TxId,
         out: &mut Outbox<ThreePcNode<R>>,
@@ -259,7 +263,7 @@ impl Coordinator {
             return Err("duplicate pre-commit ack");
         }
         if pending.is_empty() {
-            self.commit(tx, out);
+            self.commit(config, tx, out);
         }
         Ok(())
     }
@@ -358,66 +362,70 @@ impl Coordinator {
         Ok(())
     }
 
+    /// One tick: phase timeouts, and resends paced by each transaction's [`Backoff`] within the
+    /// node's per-tick [`SendBudget`] (a resend that does not fit stays due for a later tick).
     pub(crate) fn tick<R: Resource + Default>(
         &mut self,
         config: &Config,
+        budget: &mut SendBudget,
         out: &mut Outbox<ThreePcNode<R>>,
     ) {
         let mut to_abort = Vec::new();
         let mut to_commit = Vec::new();
         for (&tx, ctx) in self.txs.iter_mut() {
             ctx.phase_ticks += 1;
-            ctx.since_send_ticks += 1;
-            let resend = ctx.since_send_ticks >= config.resend_ticks;
-            match &mut ctx.phase {
+            let due = ctx.resend.tick();
+            match &ctx.phase {
                 Phase::Voting { yes } => {
                     if ctx.phase_ticks >= config.vote_timeout_ticks {
                         to_abort.push(tx);
-                    } else if resend {
-                        ctx.since_send_ticks = 0;
-                        for (p, w) in &ctx.writes {
-                            if !yes.contains(p) {
-                                out.send(
-                                    *p,
-                                    Message::CanCommit {
-                                        tx,
-                                        writes: w.clone(),
-                                        participants: ctx.participants.clone(),
-                                    },
-                                );
-                            }
+                        continue;
+                    }
+                    let silent: Vec<(&NodeId, &Vec<Write>)> = ctx
+                        .writes
+                        .iter()
+                        .filter(|(p, _)| !yes.contains(p))
+                        .collect();
+                    if due && budget.take(silent.len()) {
+                        ctx.resend.sent();
+                        for (p, w) in silent {
+                            out.send(
+                                *p,
+                                Message::CanCommit {
+                                    tx,
+                                    writes: w.clone(),
+                                    participants: ctx.participants.clone(),
+                                },
+                            );
                         }
                     }
                 }
                 Phase::PreCommitting { pending } => {
                     if ctx.phase_ticks >= config.ack_timeout_ticks {
                         // Silent participants are taken as crashed (3PC's failure model): they
-                        // learn the commit when they recover.
+                        // learn the commit when they recover. This is where a slow link breaks
+                        // atomicity: see the crate documentation.
                         to_commit.push(tx);
-                    } else if resend {
-                        ctx.since_send_ticks = 0;
-                        for &p in pending.iter() {
+                    } else if due && budget.take(pending.len()) {
+                        ctx.resend.sent();
+                        for &p in pending {
                             out.send(p, Message::PreCommit { tx });
                         }
                     }
                 }
-                Phase::Committing { pending, retries } => {
-                    let interval = if *retries < config.decision_retries_max {
-                        config.resend_ticks
-                    } else {
-                        config.resend_ticks * DECISION_BACKOFF_FACTOR
-                    };
-                    if ctx.since_send_ticks >= interval {
-                        ctx.since_send_ticks = 0;
-                        *retries = retries.saturating_add(1);
-                        for &p in pending.iter() {
+                Phase::Committing { pending } => {
+                    // A commit cannot be forgotten before every participant has it, so the
+                    // coordinator never stops resending; the backoff only slows it down.
+                    if due && budget.take(pending.len()) {
+                        ctx.resend.sent();
+                        for &p in pending {
                             out.send(p, Message::DoCommit { tx });
                         }
                     }
                 }
                 Phase::Learning => {
-                    if resend {
-                        ctx.since_send_ticks = 0;
+                    if due && budget.take(ctx.participants.len()) {
+                        ctx.resend.sent();
                         for &p in &ctx.participants {
                             out.send(p, Message::DecisionRequest { tx });
                         }
@@ -429,7 +437,7 @@ impl Coordinator {
             self.abort(tx, out);
         }
         for tx in to_commit {
-            self.commit(tx, out);
+            self.commit(config, tx, out);
         }
     }
 }

@@ -2,8 +2,23 @@
 //!
 //! # Guarantees, and the assumption they rest on
 //!
-//! Under **crash-stop failures with reliable failure detection** (a silent node has crashed;
-//! the network does not partition; messages may be delayed, lost and retransmitted):
+//! 3PC is correct only on a **synchronous network**: every message between live nodes that the
+//! protocol waits for arrives, retransmissions included, before the timeout that waits for it.
+//! Then a timeout fires only when its peer has crashed — the perfect failure detector of Skeen's
+//! model (Skeen, "Nonblocking commit protocols", 1981; Bernstein, Hadzilacos & Goodman,
+//! *Concurrency Control and Recovery in Database Systems*, 1987, §7.5, which states 3PC for
+//! "no communication failures" and a timeout that reliably means a site failure). The timeouts
+//! are:
+//!
+//! - [`Config::vote_timeout_ticks`]: the coordinator waits this long for every vote, then aborts;
+//! - [`Config::ack_timeout_ticks`]: the coordinator waits this long for the PreCommit acks, then
+//!   takes the silent participants as crashed and **commits** (and tells the client);
+//! - [`Config::termination_timeout_ticks`]: a participant that hears nothing from its coordinator
+//!   (or from its backup) this long takes it as crashed and runs the termination protocol;
+//! - [`Config::state_timeout_ticks`]: a backup coordinator waits this long for state replies and
+//!   PreCommit acks, then takes the silent participants as crashed and decides without them.
+//!
+//! Under that assumption, with nodes crashing and restarting from their logs:
 //!
 //! - **Atomicity.** No transaction commits at one participant and aborts at another.
 //! - **Durability.** A commit reported to the client is applied at every participant, including
@@ -12,11 +27,48 @@
 //!   transaction without it: they elect a backup coordinator (the lowest live id), which decides
 //!   by the termination rules; if the backup crashes, the next lowest takes over.
 //!
-//! **Partitions break all of this.** A timeout cannot tell a crashed node from an unreachable
-//! one: with a partition between a PreCommitted participant and Uncertain ones, one side commits
-//! and the other aborts (the `the_known_flaw_a_partition_splits_the_decision` simulation asserts
-//! exactly that). 2PC blocks instead of splitting; consensus-based commit (Paxos Commit, or the
-//! decision replicated by Raft) neither blocks with a majority up nor splits.
+//! **A delay beyond a timeout breaks all of this** — no loss, crash or partition needed, and
+//! message loss is only a longer delay (harmless while a retransmission still arrives in time):
+//!
+//! - PreCommits slower than the termination timeout: the participants take the coordinator as
+//!   crashed, elect a backup, find everyone Uncertain and **abort**, while the coordinator, its
+//!   ack timeout expired, has **committed and told the client Committed**. Seeded as
+//!   `scenario::slow_network` (feature `sim`) and asserted by the
+//!   `the_known_flaw_a_slow_network_is_taken_for_a_crash` simulation.
+//! - A state reply slower than the state timeout: the backup decides without a PreCommitted or
+//!   Committed participant and aborts what others commit — a **split** decision.
+//! - A partition is the extreme case: one side commits and the other aborts (the
+//!   `the_known_flaw_a_partition_splits_the_decision` simulation asserts exactly that).
+//!
+//! A timeout cannot tell a crashed node from a slow or unreachable one. 2PC blocks instead of
+//! splitting; consensus-based commit (Paxos Commit, or the decision replicated by Raft) neither
+//! blocks with a majority up nor splits. So set the timeouts long against the worst delay the
+//! network can show, retransmissions included, or do not use 3PC where that worst delay is not
+//! known.
+//!
+//! **Checked exhaustively.** `tests/model_check.rs` explores, with the `stateright` model
+//! checker, every interleaving of deliveries, ticks, crashes and restarts of the real cores (three
+//! nodes, one transaction, small bounds stated there): atomicity holds when time advances only
+//! with no message in flight to a live node, and without that assumption the checker finds a
+//! counterexample, whose shortest form is replayed on the cores as a regression test.
+//!
+//! # Retransmission: backoff and a send bound
+//!
+//! Every unanswered message is resent — CanCommit, PreCommit and DoCommit by the coordinator,
+//! DecisionRequest by a recovered coordinator and by recovered participants, TerminationStart to
+//! the elected backup, and the backup's StateRequest and PreCommit. The first resend comes
+//! [`Config::resend_ticks`] after the send, and each further one waits twice as long, up to
+//! [`Config::resend_ticks_max`] ([`common::txn::Backoff`]); a follower's wait before re-electing a
+//! silent backup doubles likewise, up to [`REELECTION_WAIT_FACTOR_MAX`] termination timeouts.
+//! At fixed-rate resends a slow network fills with copies, answers come later still, more
+//! exchanges stay unanswered and the network stays saturated (a retransmission storm); with
+//! backoff each exchange keeps a small constant number of copies in flight. Besides, one node
+//! resends at most [`Config::sends_per_tick_max`] messages per tick, whatever the number of open
+//! transactions; a resend that does not fit waits for a later tick. First transmissions and
+//! answers are not resends: they happen once per transaction and phase, or once per message
+//! received. The `sim_storm` simulation (slow, lossy network with crashes, then a fast one)
+//! asserts that the messages in flight stay bounded and that everything is decided once the
+//! network is fast again.
 //!
 //! # The protocol
 //!
@@ -44,8 +96,8 @@
 //! | all Uncertain                    | abort                                             |
 //!
 //! Participants that do not answer within [`Config::state_timeout_ticks`] are taken as crashed.
-//! Followers that hear nothing from the backup for `termination_timeout_ticks` suspect it and
-//! re-elect. A participant that never voted and is asked logs an abort before answering, so it
+//! Followers that hear nothing from the backup for `termination_timeout_ticks` (doubling after
+//! each re-election) suspect it and re-elect. A participant that never voted and is asked logs an abort before answering, so it
 //! can never vote Yes later.
 //!
 //! **Recovery.** A participant restarted with an undecided transaction does not trust its
@@ -142,12 +194,16 @@
 //!   commit.
 //! - `cargo run -p benches --bin trace -- 3pc-coordinator-crash` (the termination protocol at work)
 //!   and `-- 3pc-partition` (the atomicity violation) as sequence diagrams.
+//! - [`scenario`] (feature `sim`): the slow-network anomaly as a seeded simulation, for tests and
+//!   diagrams.
 
 pub mod client;
 mod coordinator;
 mod error;
 mod node;
 mod participant;
+#[cfg(feature = "sim")]
+pub mod scenario;
 mod types;
 
 pub use client::{ClientError, ParticipantStatus, Transaction, TxClient};

@@ -1,6 +1,6 @@
 //! [`ThreePcNode`]: one node hosting a coordinator and a participant.
 
-use common::txn::{MemKv, Outcome, Resource, TxId};
+use common::txn::{MemKv, Outcome, Resource, SendBudget, TxId};
 use common::{protocol, Node, NodeId, Outbox, RequestId};
 
 use crate::coordinator::Coordinator;
@@ -11,6 +11,9 @@ use crate::ThreePcError;
 /// A three-phase-commit node: the coordinator of its clients' transactions and a participant
 /// (over the resource `R`) in others'. One node type for both roles, as in `twopc`, so the two
 /// crates have the same shape and the shootout can swap them.
+///
+/// `Clone` and `Debug` let a model checker hold nodes in its states and tell states apart.
+#[derive(Clone, Debug)]
 pub struct ThreePcNode<R = MemKv> {
     pub(crate) config: Config,
     pub(crate) coordinator: Coordinator,
@@ -82,15 +85,15 @@ impl<R: Resource + Default> Node for ThreePcNode<R> {
             Message::DoCommit { tx } => p.on_decision(config, from, tx, Outcome::Committed, out),
             Message::Abort { tx } => p.on_decision(config, from, tx, Outcome::Aborted, out),
             Message::StateRequest { tx } => p.on_query(config, from, tx, true, out),
-            Message::TerminationStart { tx } => p.on_termination_start(from, tx, out),
+            Message::TerminationStart { tx } => p.on_termination_start(config, from, tx, out),
             Message::NoDecision { tx } => p.on_no_decision(from, tx),
             Message::StateReply {
                 tx,
                 state,
                 recovering,
             } => p.on_state_reply(config, from, tx, state, recovering, out),
-            Message::Vote { tx, vote } if mine(tx) => c.on_vote(from, tx, vote, out),
-            Message::PreCommitAck { tx } if mine(tx) => c.on_pre_commit_ack(from, tx, out),
+            Message::Vote { tx, vote } if mine(tx) => c.on_vote(config, from, tx, vote, out),
+            Message::PreCommitAck { tx } if mine(tx) => c.on_pre_commit_ack(config, from, tx, out),
             Message::PreCommitAck { tx } => p.on_pre_commit_ack(from, tx),
             Message::HaveCommitted { tx } if mine(tx) => c.on_have_committed(from, tx, out),
             Message::DecisionRequest { tx } if mine(tx) => c.on_decision_request(from, tx, out),
@@ -119,8 +122,10 @@ impl<R: Resource + Default> Node for ThreePcNode<R> {
     }
 
     fn tick(&mut self, out: &mut Outbox<Self>) {
-        self.coordinator.tick(&self.config, out);
-        self.participant.tick(&self.config, out);
+        // One budget for both roles: it bounds what this node resends in one tick.
+        let mut budget = SendBudget::new(self.config.sends_per_tick_max);
+        self.coordinator.tick(&self.config, &mut budget, out);
+        self.participant.tick(&self.config, &mut budget, out);
     }
 
     fn metrics(&self) -> Metrics {

@@ -3,14 +3,14 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use common::txn::{Outcome, Resource, ResourceError, TxId, Vote, Write};
+use common::txn::{Backoff, Outcome, Resource, ResourceError, SendBudget, TxId, Vote, Write};
 use common::{NodeId, Outbox};
 
-use crate::types::{Config, Event, InDoubt, Message, Record, State};
+use crate::types::{Config, Event, InDoubt, Message, Record, State, REELECTION_WAIT_FACTOR_MAX};
 use crate::{ThreePcError, ThreePcNode};
 
 /// The backup coordinator's current round.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum Round {
     /// Collecting states: replies so far as `(state, recovering)`.
     Collecting {
@@ -25,19 +25,42 @@ enum Round {
 }
 
 /// The termination protocol's state at one participant.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug)]
 struct Term {
     /// Participants taken as crashed (silent past a timeout).
     suspected: BTreeSet<NodeId>,
     /// Ticks without hearing from the current backup (when it is someone else).
     backup_silent_ticks: u64,
+    /// Ticks of silence after which the current backup is taken as crashed: starts at
+    /// `termination_timeout_ticks` and doubles after each re-election, up to
+    /// `REELECTION_WAIT_FACTOR_MAX` times that. Waiting longer is the safe side (a slow backup is
+    /// not replaced as readily), and repeated re-elections on a slow network do not each start a
+    /// new round of state requests at a fixed rate.
+    reelect_after: u64,
+    /// The backup currently elected (when it is someone else), to notice a change.
+    backup: Option<NodeId>,
     /// The round this node runs as backup.
     round: Option<Round>,
-    ticks_since_send: u64,
+    /// Pacing of this node's resends (TerminationStart to the backup, or as backup its state
+    /// requests and pre-commits).
+    resend: Backoff,
+}
+
+impl Term {
+    fn new(config: &Config) -> Self {
+        Self {
+            suspected: BTreeSet::new(),
+            backup_silent_ticks: 0,
+            reelect_after: config.termination_timeout_ticks,
+            backup: None,
+            round: None,
+            resend: Backoff::new(config.resend_ticks, config.resend_ticks_max),
+        }
+    }
 }
 
 /// A transaction voted Yes here and not yet decided.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Undecided {
     coordinator: NodeId,
     participants: Vec<NodeId>,
@@ -53,11 +76,12 @@ pub(crate) struct Undecided {
     recovery_replies: BTreeMap<NodeId, (State, bool)>,
     /// Recovering only: the coordinator said it has not decided commit and never will.
     coordinator_undecided: bool,
-    since_query_ticks: u64,
+    /// Recovering only: pacing of the decision requests.
+    query: Backoff,
 }
 
 /// The participant half of a node.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Participant<R> {
     pub(crate) resource: R,
     pub(crate) undecided: BTreeMap<TxId, Undecided>,
@@ -123,7 +147,7 @@ impl<R: Resource + Default> Participant<R> {
                         recovery_replies: BTreeMap::new(),
                         coordinator_undecided: false,
                         // Ask at the first tick.
-                        since_query_ticks: config.resend_ticks,
+                        query: Backoff::due_now(config.resend_ticks, config.resend_ticks_max),
                     },
                 );
             }
@@ -272,7 +296,7 @@ impl<R: Resource + Default> Participant<R> {
                 term: None,
                 recovery_replies: BTreeMap::new(),
                 coordinator_undecided: false,
-                since_query_ticks: 0,
+                query: Backoff::new(config.resend_ticks, config.resend_ticks_max),
             },
         );
         out.send(
@@ -482,6 +506,7 @@ impl<R: Resource + Default> Participant<R> {
     /// A participant takes the coordinator as crashed and this node as the backup.
     pub(crate) fn on_termination_start(
         &mut self,
+        config: &Config,
         from: NodeId,
         tx: TxId,
         out: &mut Outbox<ThreePcNode<R>>,
@@ -503,7 +528,7 @@ impl<R: Resource + Default> Participant<R> {
         if u.term.is_none() {
             // Under 3PC's failure model the sender's timeout is proof enough that the
             // coordinator crashed: join the termination protocol now.
-            u.term = Some(Term::default());
+            u.term = Some(Term::new(config));
             out.emit(Event::TerminationStarted { tx });
         }
         Ok(())
@@ -589,7 +614,14 @@ impl<R: Resource + Default> Participant<R> {
         Decide::Abort
     }
 
-    pub(crate) fn tick(&mut self, config: &Config, out: &mut Outbox<ThreePcNode<R>>) {
+    /// One tick: timeouts, and resends paced by [`Backoff`]s within the node's per-tick
+    /// [`SendBudget`].
+    pub(crate) fn tick(
+        &mut self,
+        config: &Config,
+        budget: &mut SendBudget,
+        out: &mut Outbox<ThreePcNode<R>>,
+    ) {
         let me = config.id;
         let txs: Vec<TxId> = self.undecided.keys().copied().collect();
         for tx in txs {
@@ -599,7 +631,7 @@ impl<R: Resource + Default> Participant<R> {
             u.age_ticks += 1;
             u.silent_ticks += 1;
             if u.recovering {
-                let decision = Self::tick_recovering(config, tx, u, out);
+                let decision = Self::tick_recovering(config, tx, u, budget, out);
                 self.apply(config, tx, decision, out);
                 continue;
             }
@@ -608,7 +640,7 @@ impl<R: Resource + Default> Participant<R> {
                     continue;
                 }
                 // The coordinator is silent: taken as crashed. Elect a backup and terminate.
-                u.term = Some(Term::default());
+                u.term = Some(Term::new(config));
                 out.emit(Event::TerminationStarted { tx });
             }
             let Some(term) = u.term.as_mut() else {
@@ -623,23 +655,32 @@ impl<R: Resource + Default> Participant<R> {
                 .unwrap_or(me);
             if backup != me {
                 term.round = None;
-                term.ticks_since_send += 1;
-                if term.ticks_since_send >= config.resend_ticks {
+                if term.backup != Some(backup) {
+                    // A new backup: tell it promptly, whatever the backoff reached for the last.
+                    term.backup = Some(backup);
+                    term.resend.reset();
+                }
+                if term.resend.tick() && budget.take(1) {
                     // Tell the backup the coordinator is gone, in case its own timer has not
                     // fired yet (it may have heard from the coordinator later than we did).
-                    term.ticks_since_send = 0;
+                    term.resend.sent();
                     out.send(backup, Message::TerminationStart { tx });
                 }
                 term.backup_silent_ticks += 1;
-                if term.backup_silent_ticks >= config.termination_timeout_ticks {
+                if term.backup_silent_ticks >= term.reelect_after {
                     // The backup crashed: re-election (the next lowest live id).
                     term.suspected.insert(backup);
                     term.backup_silent_ticks = 0;
+                    term.reelect_after = term.reelect_after.saturating_mul(2).min(
+                        config
+                            .termination_timeout_ticks
+                            .saturating_mul(REELECTION_WAIT_FACTOR_MAX),
+                    );
                 }
                 continue;
             }
-            term.ticks_since_send += 1;
-            let resend = term.ticks_since_send >= config.resend_ticks;
+            term.backup = None;
+            let due = term.resend.tick();
             let alive: Vec<NodeId> = u
                 .participants
                 .iter()
@@ -652,7 +693,9 @@ impl<R: Resource + Default> Participant<R> {
                         replies: BTreeMap::from([(me, (u.state, false))]),
                         ticks: 0,
                     });
-                    term.ticks_since_send = 0;
+                    // A round's first requests are not resends: they go out now, unbudgeted
+                    // (one round per election, and elections back off).
+                    term.resend = Backoff::new(config.resend_ticks, config.resend_ticks_max);
                     for &p in &alive {
                         out.send(p, Message::StateRequest { tx });
                     }
@@ -669,8 +712,8 @@ impl<R: Resource + Default> Participant<R> {
                         term.suspected.extend(missing);
                         Self::rules(replies, false)
                     } else {
-                        if resend {
-                            term.ticks_since_send = 0;
+                        if due && budget.take(missing.len()) {
+                            term.resend.sent();
                             for p in missing {
                                 out.send(p, Message::StateRequest { tx });
                             }
@@ -685,8 +728,8 @@ impl<R: Resource + Default> Participant<R> {
                         term.suspected.extend(pending.iter().copied());
                         Decide::Commit
                     } else {
-                        if resend {
-                            term.ticks_since_send = 0;
+                        if due && budget.take(pending.len()) {
+                            term.resend.sent();
                             for &p in pending.iter() {
                                 out.send(p, Message::PreCommit { tx });
                             }
@@ -708,32 +751,31 @@ impl<R: Resource + Default> Participant<R> {
         config: &Config,
         tx: TxId,
         u: &mut Undecided,
+        budget: &mut SendBudget,
         out: &mut Outbox<ThreePcNode<R>>,
     ) -> Decide {
         if let Some(Term {
             round: Some(Round::PreCommitting { pending, ticks }),
-            ticks_since_send,
+            resend,
             ..
         }) = u.term.as_mut()
         {
             *ticks += 1;
-            *ticks_since_send += 1;
+            let due = resend.tick();
             if pending.is_empty() || *ticks >= config.state_timeout_ticks {
                 return Decide::Commit;
             }
-            if *ticks_since_send >= config.resend_ticks {
-                *ticks_since_send = 0;
+            if due && budget.take(pending.len()) {
+                resend.sent();
                 for &p in pending.iter() {
                     out.send(p, Message::PreCommit { tx });
                 }
             }
             return Decide::Wait;
         }
-        u.since_query_ticks += 1;
-        if u.since_query_ticks < config.resend_ticks {
+        if !u.query.tick() {
             return Decide::Wait;
         }
-        u.since_query_ticks = 0;
         let others: Vec<NodeId> = u
             .participants
             .iter()
@@ -753,8 +795,14 @@ impl<R: Resource + Default> Participant<R> {
         } else {
             Decide::Wait
         };
-        u.recovery_replies.clear();
         if matches!(decision, Decide::Wait) {
+            // A new round of questions; one that does not fit this tick's budget stays due
+            // (and the answers gathered so far are kept for it).
+            if !budget.take(others.len() + 1) {
+                return Decide::Wait;
+            }
+            u.query.sent();
+            u.recovery_replies.clear();
             out.send(u.coordinator, Message::DecisionRequest { tx });
             for p in others {
                 out.send(p, Message::DecisionRequest { tx });
@@ -783,7 +831,7 @@ impl<R: Resource + Default> Participant<R> {
                     u.state = State::PreCommitted;
                 }
                 let me = config.id;
-                let term = u.term.get_or_insert_with(Term::default);
+                let term = u.term.get_or_insert_with(|| Term::new(config));
                 let pending: BTreeSet<NodeId> = u
                     .participants
                     .iter()
@@ -794,7 +842,7 @@ impl<R: Resource + Default> Participant<R> {
                     out.send(p, Message::PreCommit { tx });
                 }
                 term.round = Some(Round::PreCommitting { pending, ticks: 0 });
-                term.ticks_since_send = 0;
+                term.resend = Backoff::new(config.resend_ticks, config.resend_ticks_max);
                 return;
             }
         };

@@ -14,8 +14,10 @@ pub const RESEND_TICKS_DEFAULT: u64 = 2;
 pub const VOTE_TIMEOUT_TICKS_DEFAULT: u64 = 20;
 /// Default for [`Config::ack_timeout_ticks`].
 pub const ACK_TIMEOUT_TICKS_DEFAULT: u64 = 20;
-/// Default for [`Config::decision_retries_max`].
-pub const DECISION_RETRIES_MAX_DEFAULT: u32 = 20;
+/// Default for [`Config::resend_ticks_max`].
+pub const RESEND_TICKS_MAX_DEFAULT: u64 = 32;
+/// Default for [`Config::sends_per_tick_max`].
+pub const SENDS_PER_TICK_MAX_DEFAULT: usize = 256;
 /// Default for [`Config::termination_timeout_ticks`].
 pub const TERMINATION_TIMEOUT_TICKS_DEFAULT: u64 = 30;
 /// Default for [`Config::state_timeout_ticks`].
@@ -28,38 +30,59 @@ pub const PARTICIPANTS_MAX_DEFAULT: usize = 64;
 pub const PREPARED_MAX_DEFAULT: usize = 4096;
 /// Default for [`Config::decided_remembered_max`].
 pub const DECIDED_REMEMBERED_MAX_DEFAULT: usize = 100_000;
-/// Past [`Config::decision_retries_max`], an unacknowledged DoCommit is resent only every
-/// `resend_ticks * DECISION_BACKOFF_FACTOR` ticks.
-pub const DECISION_BACKOFF_FACTOR: u64 = 16;
+/// A follower's wait before re-electing a silent backup coordinator starts at
+/// [`Config::termination_timeout_ticks`] and doubles after each re-election, up to this many
+/// times that timeout.
+pub const REELECTION_WAIT_FACTOR_MAX: u64 = 4;
 /// How many transaction sequence numbers a coordinator reserves with one durable record.
 pub const SEQ_BLOCK: u64 = 1024;
 
 /// Configuration of a [`ThreePcNode`](crate::ThreePcNode).
 ///
-/// 3PC assumes that a silent node has crashed (a perfect failure detector): the timeouts below
-/// must be long against message delay and retransmission, so that silence means a crash and not
-/// a slow or lossy link. Partitions break that assumption (see the crate documentation).
+/// 3PC assumes that a silent node has crashed (a perfect failure detector), which holds only on
+/// a synchronous network: the four timeouts below (`vote_timeout_ticks`, `ack_timeout_ticks`,
+/// `termination_timeout_ticks`, `state_timeout_ticks`) must each exceed the longest delay of the
+/// messages they wait for, retransmissions included. When a delay exceeds them, a backup
+/// coordinator can abort what the coordinator committed, and a client can be told Committed
+/// while the participants abort (see the crate documentation). Partitions are the extreme case.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     /// This node.
     pub id: NodeId,
     /// Every node this one may exchange messages with, itself included.
     pub members: Vec<NodeId>,
-    /// Ticks between retransmissions of any unanswered message (CanCommit, PreCommit, DoCommit,
-    /// state requests, decision requests).
+    /// Ticks before the first retransmission of any unanswered message (CanCommit, PreCommit,
+    /// DoCommit, TerminationStart, state requests, decision requests). Each further
+    /// retransmission of the same message waits twice as long as the previous one, up to
+    /// [`Config::resend_ticks_max`] ([`common::txn::Backoff`]).
     pub resend_ticks: u64,
+    /// The longest wait between two retransmissions of one message. Without a cap a message lost
+    /// during a long slow spell would wait unboundedly long for its resend once the network is
+    /// fast again; without backoff a slow network would be flooded by its own resends.
+    pub resend_ticks_max: u64,
+    /// Most retransmissions one node sends in one tick, over all its transactions and both roles.
+    /// A transaction's resend batch (one message to each silent participant) that does not fit is
+    /// deferred to a later tick, not dropped. First transmissions (a new transaction's CanCommit,
+    /// a phase's first PreCommit or DoCommit, a decision, a backup's first state requests) and
+    /// answers to received messages are not counted: they happen once per transaction and phase,
+    /// or once per message received. Must be at least [`Config::participants_max`], so that every
+    /// batch fits.
+    pub sends_per_tick_max: usize,
     /// Coordinator: ticks to wait for every vote before aborting.
     pub vote_timeout_ticks: u64,
     /// Coordinator: ticks to wait for the PreCommit acks; silent participants are then taken as
-    /// crashed and the coordinator commits (they learn the outcome when they recover).
+    /// crashed and the coordinator commits (they learn the outcome when they recover). An ack
+    /// merely slower than this is where a slow network breaks atomicity.
     pub ack_timeout_ticks: u64,
-    /// Coordinator: DoCommit resends at `resend_ticks` before backing off.
-    pub decision_retries_max: u32,
     /// Participant: ticks without hearing from the coordinator (in Uncertain or PreCommitted), or
-    /// from the backup coordinator during termination, before taking it as crashed.
+    /// from the backup coordinator during termination, before taking it as crashed. A PreCommit
+    /// or DoCommit merely slower than this lets a backup abort what the coordinator committed.
+    /// The wait before re-electing a silent backup starts here and doubles after each
+    /// re-election, up to [`REELECTION_WAIT_FACTOR_MAX`] times this.
     pub termination_timeout_ticks: u64,
     /// Backup coordinator: ticks to wait for state replies or PreCommit acks before taking the
-    /// silent participants as crashed.
+    /// silent participants as crashed. A state reply merely slower than this can split the
+    /// decision.
     pub state_timeout_ticks: u64,
     /// Coordinator: most transactions in progress at once.
     pub txs_max: usize,
@@ -79,9 +102,10 @@ impl Config {
             id,
             members,
             resend_ticks: RESEND_TICKS_DEFAULT,
+            resend_ticks_max: RESEND_TICKS_MAX_DEFAULT,
+            sends_per_tick_max: SENDS_PER_TICK_MAX_DEFAULT,
             vote_timeout_ticks: VOTE_TIMEOUT_TICKS_DEFAULT,
             ack_timeout_ticks: ACK_TIMEOUT_TICKS_DEFAULT,
-            decision_retries_max: DECISION_RETRIES_MAX_DEFAULT,
             termination_timeout_ticks: TERMINATION_TIMEOUT_TICKS_DEFAULT,
             state_timeout_ticks: STATE_TIMEOUT_TICKS_DEFAULT,
             txs_max: TXS_MAX_DEFAULT,
@@ -109,6 +133,12 @@ impl Config {
             || self.termination_timeout_ticks <= self.resend_ticks
         {
             return bad("every timeout must exceed resend_ticks");
+        }
+        if self.resend_ticks_max < self.resend_ticks {
+            return bad("resend_ticks_max must be at least resend_ticks");
+        }
+        if self.sends_per_tick_max < self.participants_max {
+            return bad("sends_per_tick_max must be at least participants_max");
         }
         if self.txs_max == 0 || self.participants_max == 0 || self.prepared_max == 0 {
             return bad("txs_max, participants_max and prepared_max must be at least 1");

@@ -1,7 +1,7 @@
 //! Three-phase commit under the simulator (Skeen, "Nonblocking commit protocols", 1981): crash-stop
 //! failures with restarts, message delay and loss with retransmission, no partitions. Atomicity,
 //! durability and no blocking; the coordinator crash 2PC blocks on; and the known flaw, under a
-//! partition.
+//! partition and under a merely slow network.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::cell::RefCell;
@@ -11,7 +11,7 @@ use std::rc::Rc;
 use common::check::atomic::{AtomicChecker, AtomicViolation};
 use common::sim::{
     run_seeds, Fault, FaultPlan, LinkConfig, OpenLoop, Outcome as SimOutcome, Sim, SimConfig,
-    SimError, SimView,
+    SimError, SimView, TraceKind,
 };
 use common::txn::{Outcome, TxId, Write};
 use common::{DetRng, Node, NodeId};
@@ -476,4 +476,82 @@ fn crash_at_every_step_of_a_transaction() {
         crashed_mid_protocol >= 80,
         "only {crashed_mid_protocol} crashes hit the protocol mid-way"
     );
+}
+
+/// **The same flaw without a partition: a slow network.** Nothing is lost and nothing crashes;
+/// the coordinator's links to its participants slow down to 100 ticks just before the PreCommits
+/// leave (`threepc::scenario::slow_network`). The coordinator's ack timeout takes the silent
+/// participants as crashed and commits, telling the client; the participants' termination timeout
+/// takes the silent coordinator as crashed, and the backup (2), finding everyone Uncertain,
+/// aborts. The late PreCommits and DoCommits then contradict a durable abort. 3PC's timeouts are
+/// a failure detector only on a synchronous network.
+#[test]
+fn the_known_flaw_a_slow_network_is_taken_for_a_crash() {
+    use threepc::scenario::slow_network;
+    for seed in 0..20 {
+        // Built step by step, as a trace diagram would, with the trace on.
+        let mut cfg = slow_network::sim_config(seed);
+        cfg.record_trace = true;
+        let mut sim: Sim3 = Sim::new(cfg, slow_network::node_config).unwrap();
+        let request = slow_network::schedule(&mut sim);
+        sim.run_until(slow_network::RUN_UNTIL).unwrap();
+        let tx = TxId::new(slow_network::COORDINATOR, 0);
+        // No message was lost and no node crashed or was cut off: only delays.
+        assert!(!sim.trace().iter().any(|e| matches!(
+            e.kind,
+            TraceKind::Drop { .. } | TraceKind::Crash { .. } | TraceKind::Restart { .. }
+        )));
+        let op = sim.op(request).unwrap();
+        assert_eq!(
+            op.outcome,
+            SimOutcome::Response(Response::Outcome {
+                tx,
+                outcome: Outcome::Committed
+            }),
+            "seed {seed}: the coordinator committed and told the client"
+        );
+        for p in slow_network::PARTICIPANTS {
+            let n = sim.node(p).unwrap();
+            assert!(
+                sim.records(p).contains(&Record::Aborted { tx }),
+                "seed {seed}"
+            );
+            assert!(n.resource().applied().is_empty(), "seed {seed}");
+            assert!(n.metrics().in_doubt.is_empty(), "seed {seed}");
+            assert!(
+                n.metrics().decision_conflicts > 0,
+                "seed {seed}: the commit came late"
+            );
+        }
+        assert!(sim.events().iter().any(|(_, n, e)| *n == 2
+            && *e
+                == Event::TerminatedAsBackup {
+                    tx,
+                    outcome: Outcome::Aborted
+                }));
+        assert!(sim
+            .records(slow_network::COORDINATOR)
+            .iter()
+            .any(|r| matches!(r, Record::CommitDecision { tx: t, .. } if *t == tx)));
+        // The atomic-commit checker names the violation.
+        let mut outcomes: BTreeMap<TxId, BTreeMap<NodeId, Outcome>> = BTreeMap::new();
+        for (_, node, ev) in sim.events() {
+            if let Event::Finished { tx, outcome } = ev {
+                outcomes.entry(*tx).or_default().insert(*node, *outcome);
+            }
+        }
+        let check = checker(&sim, &outcomes);
+        assert!(
+            matches!(
+                check.check_agreement(),
+                Err(AtomicViolation::ReportContradicted {
+                    tx: t,
+                    reported: Outcome::Committed,
+                    ..
+                }) if t == tx
+            ),
+            "seed {seed}: {:?}",
+            check.check_agreement()
+        );
+    }
 }

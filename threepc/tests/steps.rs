@@ -104,6 +104,20 @@ fn committed(tx: TxId) -> Response {
 
 // ------------------------------------------------------------------ coordinator
 
+/// The ticks, counted from a send, at which it is resent while unanswered: `base` ticks after
+/// it, then after waits doubling up to `max` (`common::txn::Backoff`), up to tick `until`.
+fn resend_schedule(base: u64, max: u64, until: u64) -> Vec<u64> {
+    let (mut t, mut wait, mut at) = (0, base, Vec::new());
+    loop {
+        t += wait;
+        if t > until {
+            return at;
+        }
+        at.push(t);
+        wait = (wait * 2).min(max);
+    }
+}
+
 #[test]
 fn coordinator_three_phases_exact_effects() {
     let mut c = node(C);
@@ -194,9 +208,15 @@ fn coordinator_vote_timeout_resends_then_aborts() {
     let cfg = config(C);
     request(&mut c);
     msg(&mut c, 2, yes(tx0()));
+    let resends = resend_schedule(
+        cfg.resend_ticks,
+        cfg.resend_ticks_max,
+        cfg.vote_timeout_ticks,
+    );
+    assert!(resends.len() >= 2);
     for t in 1..cfg.vote_timeout_ticks {
         let e = tick(&mut c);
-        if t % cfg.resend_ticks == 0 {
+        if resends.contains(&t) {
             assert_eq!(
                 e.messages,
                 vec![(3, can_commit(tx0(), "b")), (4, can_commit(tx0(), "c"))],
@@ -220,9 +240,15 @@ fn coordinator_ack_timeout_resends_then_commits_without_the_silent() {
         msg(&mut c, p, yes(tx0()));
     }
     msg(&mut c, 2, Message::PreCommitAck { tx: tx0() });
+    let resends = resend_schedule(
+        cfg.resend_ticks,
+        cfg.resend_ticks_max,
+        cfg.ack_timeout_ticks,
+    );
+    assert!(resends.len() >= 2);
     for t in 1..cfg.ack_timeout_ticks {
         let e = tick(&mut c);
-        if t % cfg.resend_ticks == 0 {
+        if resends.contains(&t) {
             assert_eq!(
                 e.messages,
                 to_all(&[3, 4], Message::PreCommit { tx: tx0() }),

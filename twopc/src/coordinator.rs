@@ -2,14 +2,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::txn::{Outcome, Resource, TxId, Vote, Write};
+use common::txn::{Backoff, Outcome, Resource, SendBudget, TxId, Vote, Write};
 use common::{NodeId, Outbox, RequestId};
 
-use crate::types::{Config, Event, Message, Record, Response, DECISION_BACKOFF_FACTOR, SEQ_BLOCK};
+use crate::types::{Config, Event, Message, Record, Response, SEQ_BLOCK};
 use crate::{TwoPcError, TwoPcNode};
 
 /// Where a coordinated transaction stands.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum Phase {
     /// Prepare sent; collecting votes. A participant absent from `votes` has not answered.
     Voting { votes: BTreeMap<NodeId, Vote> },
@@ -22,7 +22,7 @@ pub(crate) enum Phase {
     },
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct CoordTx {
     /// The client waiting for the outcome (none after recovery).
     request: Option<RequestId>,
@@ -30,11 +30,12 @@ pub(crate) struct CoordTx {
     writes: BTreeMap<NodeId, Vec<Write>>,
     phase: Phase,
     age_ticks: u64,
-    since_send_ticks: u64,
+    /// When the current phase's message is resent to the silent participants.
+    resend: Backoff,
 }
 
 /// The coordinator half of a node.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Coordinator {
     next_seq: u64,
     seq_limit: u64,
@@ -64,7 +65,7 @@ impl Coordinator {
                         },
                         age_ticks: 0,
                         // Resend at the first tick after recovery.
-                        since_send_ticks: config.resend_ticks,
+                        resend: Backoff::due_now(config.resend_ticks, config.resend_ticks_max),
                     },
                 );
             }
@@ -134,7 +135,7 @@ impl Coordinator {
             writes,
             phase,
             age_ticks: 0,
-            since_send_ticks: 0,
+            resend: Backoff::new(config.resend_ticks, config.resend_ticks_max),
         };
         send_phase_one(tx, &ctx, out);
         self.txs.insert(tx, ctx);
@@ -226,7 +227,8 @@ impl Coordinator {
             pending: yes.into_iter().collect(),
             retries: 0,
         };
-        ctx.since_send_ticks = 0;
+        // A new phase: its first resend comes after the base interval again.
+        ctx.resend.reset();
     }
 
     /// Aborts a voting transaction: tells every participant that may be prepared, answers the
@@ -327,67 +329,72 @@ impl Coordinator {
         Ok(())
     }
 
+    /// One tick: the vote timeout, and resends paced by each transaction's [`Backoff`] within
+    /// the node's per-tick [`SendBudget`] (a resend that does not fit stays due for a later
+    /// tick).
     pub(crate) fn tick<R: Resource + Default>(
         &mut self,
         config: &Config,
+        budget: &mut SendBudget,
         out: &mut Outbox<TwoPcNode<R>>,
     ) {
         let mut timed_out = Vec::new();
         let mut unknown = Vec::new();
         for (&tx, ctx) in self.txs.iter_mut() {
             ctx.age_ticks += 1;
-            ctx.since_send_ticks += 1;
+            let due = ctx.resend.tick();
             match &mut ctx.phase {
                 Phase::Voting { votes } => {
                     if ctx.age_ticks >= config.vote_timeout_ticks {
                         timed_out.push(tx);
-                    } else if ctx.since_send_ticks >= config.resend_ticks {
-                        ctx.since_send_ticks = 0;
+                        continue;
+                    }
+                    let silent: Vec<(&NodeId, &Vec<Write>)> = ctx
+                        .writes
+                        .iter()
+                        .filter(|(p, _)| !votes.contains_key(p))
+                        .collect();
+                    if due && budget.take(silent.len()) {
+                        ctx.resend.sent();
                         let peers = writing_participants(&ctx.writes);
-                        for (p, w) in &ctx.writes {
-                            if !votes.contains_key(p) {
-                                out.send(
-                                    *p,
-                                    Message::Prepare {
-                                        tx,
-                                        writes: w.clone(),
-                                        peers: peers.clone(),
-                                    },
-                                );
-                            }
+                        for (p, w) in silent {
+                            out.send(
+                                *p,
+                                Message::Prepare {
+                                    tx,
+                                    writes: w.clone(),
+                                    peers: peers.clone(),
+                                },
+                            );
                         }
                     }
                 }
                 Phase::OnePc { retries } => {
-                    if ctx.since_send_ticks >= config.resend_ticks {
-                        ctx.since_send_ticks = 0;
-                        if *retries >= config.one_phase_retries_max {
-                            unknown.push(tx);
-                        } else {
-                            *retries += 1;
-                            for (p, w) in &ctx.writes {
-                                out.send(
-                                    *p,
-                                    Message::OnePhaseCommit {
-                                        tx,
-                                        writes: w.clone(),
-                                    },
-                                );
-                            }
+                    if !due {
+                        continue;
+                    }
+                    if *retries >= config.one_phase_retries_max {
+                        unknown.push(tx);
+                    } else if budget.take(ctx.writes.len()) {
+                        ctx.resend.sent();
+                        *retries += 1;
+                        for (p, w) in &ctx.writes {
+                            out.send(
+                                *p,
+                                Message::OnePhaseCommit {
+                                    tx,
+                                    writes: w.clone(),
+                                },
+                            );
                         }
                     }
                 }
                 Phase::Committing { pending, retries } => {
                     // A commit cannot be forgotten before it is acked, so the coordinator never
-                    // stops resending; past the retry limit it only slows down (in-doubt
-                    // participants also pull the decision themselves).
-                    let interval = if *retries < config.decision_retries_max {
-                        config.resend_ticks
-                    } else {
-                        config.resend_ticks * DECISION_BACKOFF_FACTOR
-                    };
-                    if ctx.since_send_ticks >= interval {
-                        ctx.since_send_ticks = 0;
+                    // stops resending; the backoff only slows it down (in-doubt participants
+                    // also pull the decision themselves).
+                    if due && budget.take(pending.len()) {
+                        ctx.resend.sent();
                         *retries = retries.saturating_add(1);
                         for &p in pending.iter() {
                             out.send(p, Message::Commit { tx });

@@ -35,13 +35,34 @@
 //! With a single participant the coordinator sends [`Message::OnePhaseCommit`] and the
 //! participant decides alone (2 messages instead of 4).
 //!
-//! Timeouts are counted in ticks: Prepare and Commit are resent every
-//! [`Config::resend_ticks`]; votes missing after [`Config::vote_timeout_ticks`] abort the
-//! transaction; a prepared participant asks every [`Config::in_doubt_query_ticks`] — the
+//! Timeouts are counted in ticks: Prepare and Commit are resent [`Config::resend_ticks`] after
+//! they were sent; votes missing after [`Config::vote_timeout_ticks`] abort the
+//! transaction; a prepared participant asks after [`Config::in_doubt_query_ticks`] — the
 //! coordinator ([`Message::DecisionRequest`]) and, with cooperative termination, the other
 //! participants ([`Message::StatusQuery`]). A peer that committed or aborted tells; a peer that has
 //! not voted logs that it never will vote Yes and says Aborted; a peer that is prepared too cannot
 //! help.
+//!
+//! # Retransmission: backoff and a send bound
+//!
+//! Each further resend of the same message (Prepare, one-phase commit, Commit) and each further
+//! query round of an in-doubt participant waits twice as long as the previous one, up to
+//! [`Config::resend_ticks_max`] ([`common::txn::Backoff`], shared with `threepc`). At a fixed
+//! rate, a slow network would fill with copies, answers would come later still and more
+//! exchanges would stay unanswered (a retransmission storm); with backoff each exchange keeps a
+//! small constant number of copies in flight, and the cap bounds how long a message lost in a
+//! slow spell waits once the network is fast again. One node also resends at most
+//! [`Config::sends_per_tick_max`] messages per tick, whatever the number of open transactions; a
+//! resend that does not fit waits for a later tick. First transmissions and answers are not
+//! resends: they happen once per transaction, or once per message received. Backoff changes only
+//! when a message is resent, never a decision, so atomicity needs no timing assumption.
+//!
+//! The `sim_storm` simulation (a slow, lossy network with crashes and restarts, then a fast one)
+//! asserts atomicity after every step, that the messages in flight stay under a bound, and that
+//! everything is decided once the network is fast again. `tests/model_check.rs` checks atomicity
+//! exhaustively with the `stateright` model checker over every interleaving of deliveries,
+//! losses, ticks, crashes and restarts of the real cores (three nodes, one and two transactions,
+//! bounds stated there).
 //!
 //! # State diagrams
 //!
@@ -49,13 +70,13 @@
 //!  Coordinator (per transaction)
 //!
 //!   request ──► VOTING ──any No / vote timeout──► (send Abort, answer Aborted, forget)
-//!                 │  resend Prepare to the silent every resend_ticks
+//!                 │  resend Prepare to the silent (backing off)
 //!                 │ all Yes/ReadOnly
 //!                 ▼
 //!      force CommitDecision, answer Committed, send Commit
 //!                 ▼
 //!              COMMITTING ──all acks──► (lazy End, forget)
-//!                 │ resend Commit to the unacked (at most decision_retries_max times),
+//!                 │ resend Commit to the unacked (backing off, never giving up),
 //!                 │ answer DecisionRequests
 //!                 ▲
 //!   recovery: CommitDecision without End ───┘      no record at all ──► presumed Abort
@@ -67,7 +88,7 @@
 //!      ▼ force Prepared, vote Yes
 //!   PREPARED (in doubt) ──Commit──► force Committed, apply, Ack ──► COMMITTED
 //!      │    │           ──Abort───► drop writes (lazy record, no ack) ──► ABORTED
-//!      │    └─ every in_doubt_query_ticks: DecisionRequest + StatusQuery to peers;
+//!      │    └─ query rounds (backing off): DecisionRequest + StatusQuery to peers;
 //!      │       a peer Committed/Aborted decides it; a silent round ⇒ BLOCKED (still PREPARED)
 //!      └─ recovery: Prepared without outcome ⇒ re-take locks, ask at the first tick
 //! ```

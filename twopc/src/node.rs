@@ -1,6 +1,6 @@
 //! [`TwoPcNode`]: one node hosting a coordinator and a participant, joined by message routing.
 
-use common::txn::{MemKv, Resource};
+use common::txn::{MemKv, Resource, SendBudget};
 use common::{protocol, Node, NodeId, Outbox, RequestId};
 
 use crate::coordinator::Coordinator;
@@ -16,6 +16,9 @@ use crate::TwoPcError;
 /// and one driver, and a homogeneous cluster is what the simulator and the driver run. Inside,
 /// the roles are separate state machines (coordinator-side and participant-side code
 /// never touch each other's state); messages are routed to the role they are addressed to.
+///
+/// `Clone` and `Debug` let a model checker hold nodes in its states and tell states apart.
+#[derive(Clone, Debug)]
 pub struct TwoPcNode<R = MemKv> {
     pub(crate) config: Config,
     pub(crate) coordinator: Coordinator,
@@ -118,8 +121,10 @@ impl<R: Resource + Default> Node for TwoPcNode<R> {
     }
 
     fn tick(&mut self, out: &mut Outbox<Self>) {
-        self.coordinator.tick(&self.config, out);
-        self.participant.tick(&self.config, out);
+        // One budget for both roles: it bounds what this node resends in one tick.
+        let mut budget = SendBudget::new(self.config.sends_per_tick_max);
+        self.coordinator.tick(&self.config, &mut budget, out);
+        self.participant.tick(&self.config, &mut budget, out);
     }
 
     fn metrics(&self) -> Metrics {

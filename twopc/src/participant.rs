@@ -3,19 +3,21 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use common::txn::{Outcome, Resource, ResourceError, TxId, Vote, Write};
+use common::txn::{Backoff, Outcome, Resource, ResourceError, SendBudget, TxId, Vote, Write};
 use common::{NodeId, Outbox};
 
 use crate::types::{Config, Event, InDoubt, Message, PeerStatus, Record};
 use crate::{TwoPcError, TwoPcNode};
 
 /// A prepared transaction: durable, locked, waiting for the outcome.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct PreparedTx {
     coordinator: NodeId,
     peers: Vec<NodeId>,
     age_ticks: u64,
-    since_query_ticks: u64,
+    /// Pacing of the query rounds: every `in_doubt_query_ticks` at first, doubling up to
+    /// `resend_ticks_max`.
+    query: Backoff,
     /// Query rounds sent so far without learning the outcome.
     rounds: u32,
     /// Peers that answered "prepared too" in the current round.
@@ -24,7 +26,7 @@ pub(crate) struct PreparedTx {
 }
 
 /// The participant half of a node.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Participant<R> {
     pub(crate) resource: R,
     pub(crate) prepared: BTreeMap<TxId, PreparedTx>,
@@ -78,7 +80,10 @@ impl<R: Resource + Default> Participant<R> {
                         peers,
                         age_ticks: 0,
                         // Ask for the outcome at the first tick after recovery.
-                        since_query_ticks: config.in_doubt_query_ticks,
+                        query: Backoff::due_now(
+                            config.in_doubt_query_ticks,
+                            config.resend_ticks_max,
+                        ),
                         rounds: 0,
                         prepared_peers: BTreeSet::new(),
                         blocked: false,
@@ -230,7 +235,7 @@ impl<R: Resource + Default> Participant<R> {
                 coordinator: from,
                 peers,
                 age_ticks: 0,
-                since_query_ticks: 0,
+                query: Backoff::new(config.in_doubt_query_ticks, config.resend_ticks_max),
                 rounds: 0,
                 prepared_peers: BTreeSet::new(),
                 blocked: false,
@@ -446,14 +451,29 @@ impl<R: Resource + Default> Participant<R> {
         Ok(())
     }
 
-    pub(crate) fn tick(&mut self, config: &Config, out: &mut Outbox<TwoPcNode<R>>) {
+    /// One tick: in-doubt transactions ask for their outcome, in rounds paced by a [`Backoff`]
+    /// within the node's per-tick [`SendBudget`].
+    pub(crate) fn tick(
+        &mut self,
+        config: &Config,
+        budget: &mut SendBudget,
+        out: &mut Outbox<TwoPcNode<R>>,
+    ) {
         for (&tx, p) in self.prepared.iter_mut() {
             p.age_ticks += 1;
-            p.since_query_ticks += 1;
-            if p.since_query_ticks < config.in_doubt_query_ticks {
+            if !p.query.tick() {
                 continue;
             }
-            p.since_query_ticks = 0;
+            let peers = if config.cooperative_termination {
+                p.peers.iter().filter(|q| **q != config.id).count()
+            } else {
+                0
+            };
+            if !budget.take(1 + peers) {
+                // Deferred: still due at the next tick.
+                continue;
+            }
+            p.query.sent();
             // A whole round passed without an answer that decides: nobody reachable knows.
             if p.rounds > 0 && !p.blocked {
                 p.blocked = true;

@@ -12,6 +12,10 @@ use crate::TwoPcError;
 pub const RESEND_TICKS_DEFAULT: u64 = 3;
 /// Default for [`Config::vote_timeout_ticks`].
 pub const VOTE_TIMEOUT_TICKS_DEFAULT: u64 = 20;
+/// Default for [`Config::resend_ticks_max`].
+pub const RESEND_TICKS_MAX_DEFAULT: u64 = 32;
+/// Default for [`Config::sends_per_tick_max`].
+pub const SENDS_PER_TICK_MAX_DEFAULT: usize = 256;
 /// Default for [`Config::decision_retries_max`].
 pub const DECISION_RETRIES_MAX_DEFAULT: u32 = 20;
 /// Default for [`Config::one_phase_retries_max`].
@@ -26,9 +30,6 @@ pub const PARTICIPANTS_MAX_DEFAULT: usize = 64;
 pub const PREPARED_MAX_DEFAULT: usize = 4096;
 /// Default for [`Config::decided_remembered_max`].
 pub const DECIDED_REMEMBERED_MAX_DEFAULT: usize = 100_000;
-/// Past [`Config::decision_retries_max`], a coordinator resends an unacknowledged Commit only
-/// every `resend_ticks * DECISION_BACKOFF_FACTOR` ticks.
-pub const DECISION_BACKOFF_FACTOR: u64 = 16;
 /// How many transaction sequence numbers a coordinator reserves with one durable record.
 pub const SEQ_BLOCK: u64 = 1024;
 
@@ -41,19 +42,34 @@ pub struct Config {
     /// Every node this one may exchange messages with, itself included. Messages from anyone
     /// else are rejected and counted.
     pub members: Vec<NodeId>,
-    /// Coordinator: ticks between resending an unanswered Prepare, one-phase commit or Commit.
+    /// Coordinator: ticks before the first resend of an unanswered Prepare, one-phase commit or
+    /// Commit. Each further resend of the same message waits twice as long as the previous one,
+    /// up to [`Config::resend_ticks_max`] ([`common::txn::Backoff`]).
     pub resend_ticks: u64,
+    /// The longest wait between two resends of one message (coordinator resends and the
+    /// participant's in-doubt query rounds). Without backoff a slow network is flooded by its own
+    /// resends; without a cap a message lost during a slow spell waits unboundedly long for its
+    /// resend once the network is fast again.
+    pub resend_ticks_max: u64,
+    /// Most resends one node sends in one tick, over all its transactions and both roles. A
+    /// transaction's resend batch (one message to each silent participant, or one query round)
+    /// that does not fit is deferred to a later tick, not dropped. First transmissions (a new
+    /// transaction's Prepare, a decision) and answers to received messages are not counted: they
+    /// happen once per transaction, or once per message received. Must be at least
+    /// [`Config::participants_max`], so that every batch fits.
+    pub sends_per_tick_max: usize,
     /// Coordinator: ticks to wait for every vote before aborting.
     pub vote_timeout_ticks: u64,
-    /// Coordinator: how many times a Commit is resent every `resend_ticks` to a participant that
-    /// has not acked. After that it is resent only every
-    /// `resend_ticks * DECISION_BACKOFF_FACTOR` ticks (an in-doubt participant also keeps asking).
+    /// Coordinator: after this many resends of a Commit that is still not acked, the transaction
+    /// is counted in [`Metrics::unacknowledged`]. Resending goes on (backing off): a commit is
+    /// never forgotten before every participant has it.
     pub decision_retries_max: u32,
     /// Coordinator: how many times a one-phase commit is resent before the client is told the
     /// outcome is unknown (only the participant decides a one-phase commit).
     pub one_phase_retries_max: u32,
-    /// Participant: ticks between two rounds of asking for the outcome of an in-doubt transaction
-    /// (the coordinator, and the peers when cooperative termination is on).
+    /// Participant: ticks before the second round of asking for the outcome of an in-doubt
+    /// transaction (the coordinator, and the peers when cooperative termination is on); each
+    /// further round waits twice as long, up to [`Config::resend_ticks_max`].
     pub in_doubt_query_ticks: u64,
     /// Participant: whether an in-doubt participant also asks its peers (cooperative
     /// termination), not only the coordinator.
@@ -76,6 +92,8 @@ impl Config {
             id,
             members,
             resend_ticks: RESEND_TICKS_DEFAULT,
+            resend_ticks_max: RESEND_TICKS_MAX_DEFAULT,
+            sends_per_tick_max: SENDS_PER_TICK_MAX_DEFAULT,
             vote_timeout_ticks: VOTE_TIMEOUT_TICKS_DEFAULT,
             decision_retries_max: DECISION_RETRIES_MAX_DEFAULT,
             one_phase_retries_max: ONE_PHASE_RETRIES_MAX_DEFAULT,
@@ -103,11 +121,19 @@ impl Config {
         if self.vote_timeout_ticks <= self.resend_ticks {
             return bad("vote_timeout_ticks must exceed resend_ticks");
         }
+        if self.resend_ticks_max < self.resend_ticks
+            || self.resend_ticks_max < self.in_doubt_query_ticks
+        {
+            return bad("resend_ticks_max must be at least resend_ticks and in_doubt_query_ticks");
+        }
         if self.txs_max == 0 || self.participants_max == 0 || self.prepared_max == 0 {
             return bad("txs_max, participants_max and prepared_max must be at least 1");
         }
         if self.decided_remembered_max == 0 {
             return bad("decided_remembered_max must be at least 1");
+        }
+        if self.sends_per_tick_max < self.participants_max {
+            return bad("sends_per_tick_max must be at least participants_max");
         }
         Ok(())
     }

@@ -87,6 +87,20 @@ fn coordinator_voting(ro: bool) -> TwoPcNode {
 
 // ---------------------------------------------------------------- coordinator
 
+/// The ticks, counted from a send, at which it is resent while unanswered: `base` ticks after
+/// it, then after waits doubling up to `max` (`common::txn::Backoff`), up to tick `until`.
+fn resend_schedule(base: u64, max: u64, until: u64) -> Vec<u64> {
+    let (mut t, mut wait, mut at) = (0, base, Vec::new());
+    loop {
+        t += wait;
+        if t > until {
+            return at;
+        }
+        at.push(t);
+        wait = (wait * 2).min(max);
+    }
+}
+
 #[test]
 fn commit_request_reserves_ids_and_sends_prepare_to_every_participant() {
     let mut c = node(C);
@@ -213,10 +227,15 @@ fn vote_timeout_resends_prepare_to_the_silent_then_aborts() {
     let cfg = config(C);
     msg(&mut c, 2, vote(tx0(), Vote::Yes));
     let mut resent = Vec::new();
+    let due = resend_schedule(
+        cfg.resend_ticks,
+        cfg.resend_ticks_max,
+        cfg.vote_timeout_ticks,
+    );
     for t in 1..cfg.vote_timeout_ticks {
         let e = tick(&mut c);
         assert!(e.records.is_empty() && e.responses.is_empty());
-        if t % cfg.resend_ticks == 0 {
+        if due.contains(&t) {
             assert_eq!(
                 e.messages,
                 vec![
@@ -254,15 +273,16 @@ fn vote_timeout_resends_prepare_to_the_silent_then_aborts() {
 }
 
 #[test]
-fn missing_acks_resend_the_decision_then_back_off() {
+fn missing_acks_resend_the_decision_backing_off_forever() {
     let mut c = coordinator_voting(false);
     for p in [2, 3, 4] {
         msg(&mut c, p, vote(tx0(), Vote::Yes));
     }
     msg(&mut c, 2, Message::Ack { tx: tx0() });
     let cfg = config(C);
-    let mut resends = 0;
-    for _ in 0..(cfg.resend_ticks * u64::from(cfg.decision_retries_max + 5)) {
+    let horizon = cfg.resend_ticks_max * 10;
+    let mut resent = Vec::new();
+    for t in 1..=horizon {
         let e = tick(&mut c);
         assert!(e.records.is_empty());
         if !e.messages.is_empty() {
@@ -273,17 +293,20 @@ fn missing_acks_resend_the_decision_then_back_off() {
                     (4, Message::Commit { tx: tx0() })
                 ]
             );
-            resends += 1;
+            resent.push(t);
+        }
+        if resent.len() == cfg.decision_retries_max as usize {
+            assert_eq!(c.metrics().unacknowledged, 1, "counted as unacknowledged");
         }
     }
-    assert_eq!(resends, cfg.decision_retries_max);
-    assert_eq!(c.metrics().unacknowledged, 1);
-    // Then it backs off but never gives up: a commit cannot be forgotten before it is acked.
-    let mut slow = 0;
-    for _ in 0..(cfg.resend_ticks * twopc::DECISION_BACKOFF_FACTOR * 2) {
-        slow += usize::from(!tick(&mut c).messages.is_empty());
-    }
-    assert_eq!(slow, 2);
+    // Waits double from resend_ticks up to resend_ticks_max, and it never gives up: a commit
+    // cannot be forgotten before it is acked.
+    assert_eq!(
+        resent,
+        resend_schedule(cfg.resend_ticks, cfg.resend_ticks_max, horizon)
+    );
+    let gaps: Vec<u64> = resent.windows(2).map(|w| w[1] - w[0]).collect();
+    assert_eq!(gaps.last(), Some(&cfg.resend_ticks_max));
     // The participants can still pull the decision.
     let e = msg(&mut c, 3, Message::DecisionRequest { tx: tx0() });
     assert_eq!(e.messages, vec![(3, Message::Commit { tx: tx0() })]);
@@ -395,7 +418,7 @@ fn one_phase_commit_without_answer_is_resent_then_reported_unknown() {
     });
     let mut resends = 0;
     let mut answer = None;
-    for _ in 0..(cfg.resend_ticks * u64::from(cfg.one_phase_retries_max + 2)) {
+    for _ in 0..(cfg.resend_ticks_max * u64::from(cfg.one_phase_retries_max + 2)) {
         let e = tick(&mut c);
         resends += e.messages.len();
         if let Some(r) = e.responses.first() {
@@ -742,8 +765,9 @@ fn silent_round_marks_blocked_without_cooperation() {
         tick(&mut p).messages,
         vec![(C, Message::DecisionRequest { tx: tx0() })]
     );
-    for _ in 0..cfg.in_doubt_query_ticks - 1 {
-        tick(&mut p);
+    // The next round waits twice as long (backoff).
+    for _ in 0..2 * cfg.in_doubt_query_ticks - 1 {
+        assert!(tick(&mut p).is_empty());
     }
     let e = tick(&mut p);
     assert_eq!(e.events, vec![Event::Blocked { tx: tx0() }]);

@@ -10,6 +10,8 @@
 //! - [`Resource`]: the local resource manager a participant drives (stage, prepare = validate and
 //!   lock, commit, abort, re-take the locks of a prepared transaction after a crash);
 //! - [`MemKv`]: an in-memory key-value resource with **no-wait locking**;
+//! - [`Backoff`] and [`SendBudget`]: how often an unanswered message is resent, and how many
+//!   resends one tick may carry (shared so both protocols pace retransmissions alike);
 //! - [`TxClient`]: the async client of a coordinator running under the driver, for any protocol
 //!   that implements [`AtomicCommit`].
 //!
@@ -43,8 +45,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::NodeId;
 
+mod backoff;
 mod client;
 
+pub use backoff::{Backoff, SendBudget};
 pub use client::{AtomicCommit, ClientError, Transaction, TxClient};
 
 /// A globally unique transaction id: the coordinator that started it and a sequence number that
