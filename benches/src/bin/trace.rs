@@ -89,6 +89,19 @@ pub const SCENARIOS: &[Scenario] = &[
                 not repair it.",
         run: threepc_partition,
     },
+    Scenario {
+        name: "3pc-slow-network",
+        about: "Three-phase commit on a slow network, with no loss, no crash and no partition \
+                (`threepc::scenario::slow_network`). Right after the votes, the links from the \
+                coordinator to the participants slow to 1,000 time units, longer than every \
+                timeout. The coordinator hears no PreCommit acknowledgement, takes the \
+                participants as crashed, commits and tells the client Committed. The \
+                participants hear nothing from the coordinator, take it as crashed, elect node \
+                2 as backup, find everyone Uncertain and abort. The slow PreCommits and \
+                DoCommits arrive long after: too late. 3PC is safe only when every message \
+                arrives within the timeouts.",
+        run: threepc_slow_network,
+    },
 ];
 
 /// The scenario called `name`.
@@ -170,8 +183,9 @@ pub fn index() -> String {
     let mut out = String::from(
         "# Protocol traces\n\nSeeded runs of the deterministic simulator, drawn as Mermaid sequence \
          diagrams by the `trace` binary (`cargo run -p benches --bin trace -- --list`). Arrows are \
-         labelled `[sent..arrived] message`; a cross is a lost message; notes mark crashes, \
-         restarts and network changes. Regenerate every page with \
+         labelled `[sent..arrived] message`; a cross is a lost message; a message repeated on \
+         its link with nothing else between its two nodes is drawn once, `[first..last] message \
+         ×n`; notes mark crashes, restarts and network changes. Regenerate every page with \
          `UPDATE_DIAGRAMS=1 cargo test -p benches --test trace_diagrams`.\n\n",
     );
     for s in SCENARIOS {
@@ -433,6 +447,23 @@ fn threepc_partition(seed: u64) -> Result<String, SimError> {
         sim.trace(),
         &options(0, end, Some(vec![1, 2, 3, 4])),
     ))
+}
+
+fn threepc_slow_network(seed: u64) -> Result<String, SimError> {
+    use threepc::scenario::slow_network;
+    let mut config = slow_network::sim_config(seed);
+    config.record_trace = true;
+    config.label_chars_max = LABEL_CHARS_MAX;
+    let mut sim = Sim::new(config, slow_network::node_config)?;
+    sim.set_message_label(label);
+    slow_network::schedule(&mut sim);
+    // Until the slow DoCommits have arrived and been refused, and a little after.
+    let end = 1_350;
+    sim.run_until(end)?;
+    if slow_network::client_outcome(&sim) != Some(common::txn::Outcome::Committed) {
+        return Err(sim.fail_now("the client was not told Committed".into()));
+    }
+    Ok(render(sim.trace(), &options(0, end, None)))
 }
 
 /// Prints a simulated scenario as a Mermaid sequence diagram.
