@@ -284,6 +284,32 @@ macro_rules! commit_adapter {
                 Ok(Some(undecided))
             }
 
+            /// Slows the coordinator's (node 1's) links to the participants.
+            async fn slow_leader_links(
+                &self,
+                delay: std::time::Duration,
+                window: std::time::Duration,
+            ) -> Result<Option<NodeId>, BenchError> {
+                if !self.nodes.slow_links_from(COORDINATOR, delay) {
+                    return Ok(None);
+                }
+                tokio::time::sleep(window).await;
+                self.nodes.heal_links();
+                Ok(Some(COORDINATOR))
+            }
+
+            async fn decision_conflicts(&self) -> Result<Option<u64>, BenchError> {
+                let mut conflicts = 0;
+                for (i, handle) in self.nodes.handles.iter().enumerate() {
+                    if self.nodes.is_crashed(i) {
+                        continue;
+                    }
+                    let metrics = handle.metrics().await?;
+                    conflicts += <$node as AtomicCommit>::decision_conflicts(&metrics);
+                }
+                Ok(Some(conflicts))
+            }
+
             async fn shutdown(&self) -> Result<(), BenchError> {
                 self.nodes.shutdown().await
             }

@@ -74,7 +74,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use common::codec::Bincode;
 use common::driver::{self, DriverConfig, DriverError, DriverStats, NodeHandle, Persistence};
-use common::transport::memory::{LinkFaults, MemoryNetwork};
+use common::transport::memory::{LinkFaults, MemoryNetwork, NetworkFaults};
 use common::transport::tcp::{TcpConfig, TcpTransport};
 use common::transport::{Transport, TransportError};
 use common::wal::{Wal, WalConfig};
@@ -253,6 +253,24 @@ pub trait Cluster: Send + Sync {
         Ok(None)
     }
 
+    /// Slows every link from the leader or coordinator to the others to `delay` for `window`,
+    /// then heals them; returns the slowed node, or `None` when the adapter does not support
+    /// the scenario.
+    async fn slow_leader_links(
+        &self,
+        delay: Duration,
+        window: Duration,
+    ) -> Result<Option<NodeId>, BenchError> {
+        let _ = (delay, window);
+        Ok(None)
+    }
+
+    /// Atomic commit only: decisions that reached a participant contradicting one it had
+    /// already taken, summed over the live nodes (each a transaction decided both ways).
+    async fn decision_conflicts(&self) -> Result<Option<u64>, BenchError> {
+        Ok(None)
+    }
+
     /// Stops every node that is still running.
     async fn shutdown(&self) -> Result<(), BenchError>;
 }
@@ -318,6 +336,8 @@ pub struct Nodes<N: Node> {
     pub handles: Vec<NodeHandle<N>>,
     /// `crashed[i]`: node `handles[i]` was crashed by the fault scenario.
     crashed: Vec<AtomicBool>,
+    /// The in-memory network's fault controls (`None` over TCP), for the slow-link scenario.
+    faults: Option<NetworkFaults>,
     /// Holds the write-ahead logs' directory of a durable run until the cluster is dropped.
     _dir: Option<tempfile::TempDir>,
 }
@@ -337,9 +357,11 @@ impl<N: Node> Nodes<N> {
             None
         };
         let mut handles = Vec::with_capacity(members.len());
+        let mut faults = None;
         match spec.transport {
             TransportKind::Memory => {
                 let network = MemoryNetwork::new(spec.seed);
+                faults = Some(network.faults());
                 if !spec.one_way_delay.is_zero() {
                     // A fixed delay keeps every link FIFO, as a TCP connection across a WAN is.
                     network.faults().set_default(LinkFaults {
@@ -387,8 +409,38 @@ impl<N: Node> Nodes<N> {
         Ok(Self {
             handles,
             crashed,
+            faults,
             _dir: dir,
         })
+    }
+
+    /// Delays every frame from node `from` to every other node by `delay` (in-memory transport
+    /// only; frames already sent keep the delay they were given). Returns whether it could.
+    pub fn slow_links_from(&self, from: NodeId, delay: Duration) -> bool {
+        let Some(faults) = &self.faults else {
+            return false;
+        };
+        for h in &self.handles {
+            if h.id() != from {
+                faults.set_link(
+                    from,
+                    h.id(),
+                    LinkFaults {
+                        delay_min: delay,
+                        delay_max: delay,
+                        ..LinkFaults::NONE
+                    },
+                );
+            }
+        }
+        true
+    }
+
+    /// Ends [`Nodes::slow_links_from`].
+    pub fn heal_links(&self) {
+        if let Some(faults) = &self.faults {
+            faults.clear();
+        }
     }
 
     /// The driver counters of every node, summed.
@@ -909,9 +961,10 @@ impl Plan {
         Ok(rows)
     }
 
-    /// Runs the crash scenario ([`measure_crash`]) for every selected protocol and cluster size,
-    /// over the first transport, with the largest concurrency level. Protocols whose adapter
-    /// cannot crash a node are left out.
+    /// Runs the fault scenarios ([`measure_fault`]: the crash, and the slow links over the
+    /// in-memory transport) for every selected protocol and cluster size, over the first
+    /// transport, with the largest concurrency level. Protocols whose adapter does not support
+    /// a scenario are left out of it (only the commit protocols slow their coordinator's links).
     pub async fn run_faults(&self, progress: &ProgressBar) -> Result<Vec<FaultRow>, BenchError> {
         let mut rows = Vec::new();
         if self.fault_duration.is_zero() {
@@ -931,16 +984,23 @@ impl Plan {
                     transport.name()
                 ));
                 let spec = ClusterSpec::new(nodes, transport, self.durable, self.seed);
-                let row = measure_crash(
-                    contender.as_ref(),
-                    &spec,
-                    concurrency,
-                    self.fault_duration,
-                    progress,
-                )
-                .await?;
-                if row.crashed.is_some() {
-                    rows.push(row);
+                for fault in [Fault::Crash, SLOW_LINKS] {
+                    // The slow links need the in-memory network's fault controls.
+                    if fault != Fault::Crash && transport != TransportKind::Memory {
+                        continue;
+                    }
+                    let row = measure_fault(
+                        contender.as_ref(),
+                        &spec,
+                        fault,
+                        concurrency,
+                        self.fault_duration,
+                        progress,
+                    )
+                    .await?;
+                    if row.crashed.is_some() {
+                        rows.push(row);
+                    }
                 }
             }
         }
@@ -964,7 +1024,10 @@ pub struct FaultRow {
     pub nodes: usize,
     /// Clients in the closed loop.
     pub concurrency: usize,
-    /// The node crashed; `None` when the adapter does not support the scenario.
+    /// The fault injected ([`Fault::name`]).
+    pub scenario: String,
+    /// The node crashed (or whose links were slowed); `None` when the adapter does not support
+    /// the scenario.
     pub crashed: Option<NodeId>,
     /// Operations acknowledged before the crash.
     pub ops_before: u64,
@@ -983,15 +1046,77 @@ pub struct FaultRow {
     /// what the crashed coordinator had prepared; three-phase commit's termination protocol
     /// decides it without the coordinator.
     pub undecided_at_end: Option<u64>,
+    /// Atomic commit only ([`Cluster::decision_conflicts`]): decisions that contradicted one a
+    /// participant had already taken, at the end of the run: transactions decided both ways.
+    pub conflicts_at_end: Option<u64>,
     /// What happened, in words.
     pub note: String,
 }
+
+/// A fault the fault scenarios inject a third of the way into a closed-loop run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The leader or coordinator crashes and stays down.
+    Crash,
+    /// Every link from the leader or coordinator to the others becomes slow: each frame sent
+    /// during `window` takes `delay` to arrive. Nothing is lost and nobody crashes.
+    SlowLinks {
+        /// One-way delay of a frame sent in the window.
+        delay: Duration,
+        /// How long the links stay slow.
+        window: Duration,
+    },
+}
+
+impl Fault {
+    /// The scenario's name in tables.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Fault::Crash => "crash",
+            Fault::SlowLinks { .. } => "slow links",
+        }
+    }
+}
+
+/// Quiet time after a slow-link fault's delay, before the participants are asked.
+pub const SLOW_LINKS_SETTLE: Duration = Duration::from_secs(1);
+
+/// The slow-link scenario of the shootout: 1 s per frame from the coordinator for half a
+/// second, far beyond 3PC's ack (200 ms) and termination (300 ms) timeouts with the driver's
+/// 10 ms tick.
+pub const SLOW_LINKS: Fault = Fault::SlowLinks {
+    delay: Duration::from_secs(1),
+    window: Duration::from_millis(500),
+};
 
 /// Runs the crash scenario: `concurrency` clients in a closed loop for `duration`; a third of the
 /// way in, [`Cluster::crash_leader`] crashes the leader or coordinator for good.
 pub async fn measure_crash(
     contender: &dyn Contender,
     spec: &ClusterSpec,
+    concurrency: usize,
+    duration: Duration,
+    progress: &ProgressBar,
+) -> Result<FaultRow, BenchError> {
+    measure_fault(
+        contender,
+        spec,
+        Fault::Crash,
+        concurrency,
+        duration,
+        progress,
+    )
+    .await
+}
+
+/// Runs a fault scenario: `concurrency` clients in a closed loop for `duration`; a third of the
+/// way in, `fault` hits the leader or coordinator. After a slow-link fault the cluster is left
+/// quiet for [`SLOW_LINKS_SETTLE`] more than the delay, so every late frame has arrived before
+/// the participants are asked what they decided.
+pub async fn measure_fault(
+    contender: &dyn Contender,
+    spec: &ClusterSpec,
+    fault: Fault,
     concurrency: usize,
     duration: Duration,
     progress: &ProgressBar,
@@ -1034,16 +1159,24 @@ pub async fn measure_crash(
         });
     }
     tokio::time::sleep(duration / 3).await;
-    let crashed = cluster.crash_leader().await;
     let crash_at = Instant::now();
+    let crashed = match fault {
+        Fault::Crash => cluster.crash_leader().await,
+        Fault::SlowLinks { delay, window } => cluster.slow_leader_links(delay, window).await,
+    };
     let mut ops = Vec::new();
     while let Some(joined) = clients.join_next().await {
         ops.extend(joined.map_err(|e| BenchError::Op(format!("a client task failed: {e}")))?);
     }
+    if let Fault::SlowLinks { delay, .. } = fault {
+        tokio::time::sleep(delay + SLOW_LINKS_SETTLE).await;
+    }
     let undecided_at_end = cluster.undecided().await;
+    let conflicts_at_end = cluster.decision_conflicts().await;
     let stopped = cluster.shutdown().await;
     let crashed = crashed?;
     let undecided_at_end = undecided_at_end?;
+    let conflicts_at_end = conflicts_at_end?;
     stopped?;
     let recovered_at = ops
         .iter()
@@ -1068,28 +1201,43 @@ pub async fn measure_crash(
         .filter(|(_, answered, ok)| !*ok && *answered >= crash_at && *answered <= end)
         .count() as u64;
     let unavailable_ms = recovered_at.map(|r| r.duration_since(crash_at).as_secs_f64() * 1e3);
-    let mut note = match (crashed, unavailable_ms) {
-        (None, _) => "the adapter cannot crash a node".to_string(),
-        (Some(id), Some(ms)) => {
+    let mut note = match (fault, crashed, unavailable_ms) {
+        (_, None, _) => format!("the adapter does not support the {} scenario", fault.name()),
+        (Fault::SlowLinks { delay, window }, Some(id), _) => format!(
+            "node {id}'s links delayed every frame by {} ms for {} ms",
+            delay.as_millis(),
+            window.as_millis()
+        ),
+        (Fault::Crash, Some(id), Some(ms)) => {
             format!("node {id} crashed; a new leader served again after {ms:.0} ms")
         }
-        (Some(id), None) => format!(
+        (Fault::Crash, Some(id), None) => format!(
             "node {id} crashed; no operation completed afterwards: nothing takes over from a \
              crashed coordinator (it does not restart in this scenario), so no new transaction \
              starts"
         ),
     };
     match undecided_at_end {
-        Some(0) => note.push_str(
+        Some(0) if fault == Fault::Crash => note.push_str(
             "; the participants decided every transaction the coordinator left open, without it",
         ),
+        Some(0) => note.push_str("; nothing is left undecided"),
         Some(n) => note.push_str(&format!(
             "; {n} transaction(s) stay undecided at the participants, holding their locks \
              until the coordinator returns"
         )),
         None => {}
     }
+    match conflicts_at_end {
+        Some(0) | None => {}
+        Some(n) => note.push_str(&format!(
+            "; {n} decision(s) reached a participant that had decided the other way: \
+             transactions decided both ways"
+        )),
+    }
     Ok(FaultRow {
+        scenario: fault.name().to_string(),
+        conflicts_at_end,
         protocol: contender.name().to_string(),
         transport: spec.transport,
         nodes: spec.nodes,
@@ -1106,7 +1254,8 @@ pub async fn measure_crash(
 }
 
 /// The fault table's column headers.
-pub const FAULT_COLUMNS: [&str; 10] = [
+pub const FAULT_COLUMNS: [&str; 12] = [
+    "scenario",
     "protocol",
     "transport",
     "nodes",
@@ -1117,10 +1266,12 @@ pub const FAULT_COLUMNS: [&str; 10] = [
     "blocked",
     "failed",
     "undecided at end",
+    "conflicts at end",
 ];
 
 fn fault_cells(row: &FaultRow) -> [String; FAULT_COLUMNS.len()] {
     [
+        row.scenario.clone(),
         row.protocol.clone(),
         row.transport.name().to_string(),
         row.nodes.to_string(),
@@ -1132,6 +1283,7 @@ fn fault_cells(row: &FaultRow) -> [String; FAULT_COLUMNS.len()] {
         row.blocked.to_string(),
         row.failed.to_string(),
         row.undecided_at_end.map_or("-".into(), |n| n.to_string()),
+        row.conflicts_at_end.map_or("-".into(), |n| n.to_string()),
     ]
 }
 
@@ -1182,17 +1334,18 @@ pub(crate) fn text_table(columns: &[&str], body: &[Vec<String>], names: usize) -
 pub fn render_faults(rows: &[FaultRow], markdown: bool) -> String {
     let body: Vec<Vec<String>> = rows.iter().map(|r| fault_cells(r).to_vec()).collect();
     let mut out = if markdown {
-        markdown_table(&FAULT_COLUMNS, &body, 2)
+        markdown_table(&FAULT_COLUMNS, &body, 3)
     } else {
-        text_table(&FAULT_COLUMNS, &body, 2)
+        text_table(&FAULT_COLUMNS, &body, 3)
     };
     out.push('\n');
     for row in rows {
         let _ = writeln!(
             out,
-            "{}{}, {} nodes: {}",
+            "{}{} ({}), {} nodes: {}",
             if markdown { "- " } else { "  " },
             row.protocol,
+            row.scenario,
             row.nodes,
             row.note
         );
@@ -1285,7 +1438,7 @@ impl Report {
             }
         }
         if !self.faults.is_empty() {
-            let _ = writeln!(out, "\n## Crash of the leader or coordinator\n");
+            let _ = writeln!(out, "\n## Faults: a crash, and slow links\n");
             out.push_str(&render_faults(&self.faults, true));
         }
         if !self.hashring.is_empty() {

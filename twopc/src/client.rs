@@ -60,4 +60,8 @@ impl<R: Resource + Default> AtomicCommit for TwoPcNode<R> {
     fn undecided(metrics: &Metrics) -> usize {
         metrics.in_doubt.len()
     }
+
+    fn decision_conflicts(metrics: &Metrics) -> u64 {
+        metrics.decision_conflicts
+    }
 }

@@ -5,7 +5,7 @@
 //! cargo run --release -p benches --bin shootout              # the default run, 1 to 2 min on 2 cores
 //! cargo run --release -p benches --bin shootout -- --quick   # a few seconds, a smoke run
 //! cargo run --release -p benches --bin shootout -- --help
-//! cargo run --release -p benches --bin shootout -- --faults  # plus the crash scenario
+//! cargo run --release -p benches --bin shootout -- --faults  # plus the crash and slow-link scenarios
 //! cargo run --release -p benches --bin shootout -- --rtt-ms 1,20,100  # the wide-area table
 //! ```
 //!
@@ -67,7 +67,8 @@ struct Args {
     /// Persist to a write-ahead log with fsync (in a temporary directory) instead of memory.
     #[arg(long)]
     durable: bool,
-    /// Also run the crash scenario: the leader or coordinator crashes a third of the way in.
+    /// Also run the fault scenarios: a third of the way in, the leader or coordinator crashes
+    /// (every protocol), or its links slow to 1 s per frame for 0.5 s (2PC and 3PC).
     #[arg(long)]
     faults: bool,
     /// Seconds of each crash-scenario run.
@@ -262,7 +263,7 @@ fn run(args: &Args) -> Result<(), String> {
         }
     }
     if !report.faults.is_empty() {
-        println!("\nCrash of the leader or coordinator:");
+        println!("\nFaults: the leader or coordinator crashes, or its links slow down:");
         print!("{}", render_faults(&report.faults, false));
     }
     if !report.hashring.is_empty() {

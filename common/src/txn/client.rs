@@ -41,6 +41,10 @@ pub trait AtomicCommit: Node {
     /// How many transactions, by `metrics`, this node has voted on as a participant without
     /// knowing their outcome yet (in doubt, uncertain or pre-committed).
     fn undecided(metrics: &Self::Metrics) -> usize;
+
+    /// How many decisions, by `metrics`, reached this node that contradicted one it had
+    /// already taken: each is a transaction decided both ways (atomicity broken).
+    fn decision_conflicts(metrics: &Self::Metrics) -> u64;
 }
 
 /// Why a transaction could not be run to a known outcome. `E` is the protocol's error type.
