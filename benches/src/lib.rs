@@ -1159,10 +1159,18 @@ pub async fn measure_fault(
         });
     }
     tokio::time::sleep(duration / 3).await;
-    let crash_at = Instant::now();
-    let crashed = match fault {
-        Fault::Crash => cluster.crash_leader().await,
-        Fault::SlowLinks { delay, window } => cluster.slow_leader_links(delay, window).await,
+    // The outage starts once the crashed node has stopped (operations it answered while
+    // stopping were served), or as soon as the links slow down (the call returns when they
+    // heal).
+    let (crashed, crash_at) = match fault {
+        Fault::Crash => {
+            let crashed = cluster.crash_leader().await;
+            (crashed, Instant::now())
+        }
+        Fault::SlowLinks { delay, window } => {
+            let at = Instant::now();
+            (cluster.slow_leader_links(delay, window).await, at)
+        }
     };
     let mut ops = Vec::new();
     while let Some(joined) = clients.join_next().await {
