@@ -86,17 +86,37 @@ impl<S: StateMachine> Handle<S> {
     }
 
     /// Proposes `command` (with an optional session for at-most-once retries) and returns its
-    /// output once it is chosen and applied. Only the leader accepts proposals.
+    /// output once it is chosen and applied. Only the leader accepts proposals. When the
+    /// replica's request queue is full, waits for room (backpressure).
     pub async fn propose(
         &self,
         command: S::Command,
         session: Option<Session>,
     ) -> Result<S::Output, HandleError> {
-        match self
-            .node
-            .request(Request::Propose { command, session })
-            .await?
-        {
+        Self::applied(
+            self.node
+                .request(Request::Propose { command, session })
+                .await?,
+        )
+    }
+
+    /// [`Handle::propose`] that fails at once with the driver's `Busy` error
+    /// ([`common::driver::DriverError::Busy`]) when the replica's request queue is full, instead
+    /// of waiting: for callers that shed load.
+    pub async fn try_propose(
+        &self,
+        command: S::Command,
+        session: Option<Session>,
+    ) -> Result<S::Output, HandleError> {
+        Self::applied(
+            self.node
+                .try_request(Request::Propose { command, session })
+                .await?,
+        )
+    }
+
+    fn applied(response: Response<S::Output>) -> Result<S::Output, HandleError> {
+        match response {
             Response::Applied { output, .. } => Ok(output),
             Response::Failed(e) => Err(e.into()),
             other => Err(HandleError::Unexpected(format!("{other:?}"))),

@@ -70,6 +70,23 @@ async fn cluster_restarts_from_its_write_ahead_logs() {
         value: "20;".into(),
     };
     assert_eq!(client.propose(append).await.unwrap(), Some(expected));
+    // The non-waiting form serves as well when the leader's queue has room.
+    let mut leader = None;
+    for r in &replicas {
+        if r.metrics().await.unwrap().is_leader {
+            leader = Some(r.clone());
+        }
+    }
+    let leader = leader.expect("a leader answered the proposal above");
+    let append = KvCommand::Append {
+        key: "k".into(),
+        value: "21;".into(),
+    };
+    let before = leader.try_propose(append, None).await.unwrap();
+    assert!(
+        before.as_deref().is_some_and(|v| v.ends_with("20;")),
+        "{before:?}"
+    );
     for r in &replicas {
         r.shutdown().await.unwrap();
     }
