@@ -21,122 +21,22 @@
 //! contradicted report), never a duplicated or phantom application.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::collections::BTreeMap;
-
 use common::check::atomic::{AtomicChecker, AtomicViolation};
-use common::sim::{
-    run_seeds, DropReason, Fault, FaultPlan, LinkConfig, OpenLoop, Outcome as SimOutcome, Sim,
-    SimConfig, SimError, TraceKind,
-};
-use common::txn::{Outcome, TxId, Write};
-use common::{DetRng, Node, NodeId};
+use common::sim::{run_seeds, InFlight, Outcome as SimOutcome, Sim, SimConfig, SimError};
+use common::txn::storm::{crash_plan, slow_link, workload, MEMBERS, QUIET_DEADLINE, SLOW_UNTIL};
+use common::txn::{Outcome, TxId};
+use common::{Node, NodeId};
 use threepc::{Config, Event, Request, Response, ThreePcNode};
 
-const MEMBERS: [NodeId; 4] = [1, 2, 3, 4];
-const KEYS: usize = 8;
-/// Virtual time of the slow, lossy phase (the simulator's tick is 10 time units: 400 ticks).
-const SLOW_UNTIL: u64 = 4_000;
-/// After the network is fast again: by then everything must be decided.
-const QUIET_DEADLINE: u64 = 12_000;
-/// Most messages in flight at any step. The workload opens at most [`REQUESTS_MAX`]
+/// Most messages in flight at any step. The workload opens at most [`common::txn::storm::REQUESTS_MAX`]
 /// transactions, each with 2 or 3 participants, and with backoff each open exchange keeps a
 /// small constant number of copies in flight. Over the 1,000 default seeds the peak is 369; with
 /// the fixed-rate resends this crate had before (every `resend_ticks`), it was 1,282, and seed 0
 /// alone went past this bound.
 const IN_FLIGHT_MAX: u64 = 500;
-const REQUESTS_MAX: u64 = 80;
 const SEEDS_DEFAULT: u64 = 1_000;
 
 type Sim3 = Sim<ThreePcNode>;
-
-fn slow_link() -> LinkConfig {
-    LinkConfig {
-        latency_min: 50,
-        latency_max: 800,
-        drop: 0.1,
-        duplicate: 0.0,
-    }
-}
-
-fn crash_plan(seed: u64) -> FaultPlan {
-    let mut rng = DetRng::new(seed ^ 0x5707_3C4A);
-    let mut plan = FaultPlan::new();
-    let mut t = 100;
-    loop {
-        t += rng.range_inclusive(100, 600);
-        if t >= SLOW_UNTIL {
-            break;
-        }
-        let node = MEMBERS[rng.index(MEMBERS.len()).unwrap_or(0)];
-        let back = (t + rng.range_inclusive(50, 500)).min(SLOW_UNTIL);
-        plan.push(t, Fault::Crash(node));
-        plan.push(back, Fault::Restart(node));
-    }
-    // The network becomes fast and reliable; everyone is up.
-    plan.push(SLOW_UNTIL, Fault::Latency { min: 1, max: 5 });
-    plan.push(SLOW_UNTIL, Fault::Drop(0.0));
-    for id in MEMBERS {
-        plan.push(SLOW_UNTIL, Fault::Restart(id));
-    }
-    plan
-}
-
-fn workload(sim: &mut Sim3) {
-    sim.open_loop(
-        OpenLoop {
-            start: 20,
-            until: SLOW_UNTIL - 500,
-            interval_min: 10,
-            interval_max: 80,
-            requests_max: REQUESTS_MAX,
-            timeout: None,
-        },
-        |rng, _ctx| {
-            let c = MEMBERS[rng.index(MEMBERS.len())?];
-            let others: Vec<NodeId> = MEMBERS.iter().copied().filter(|&m| m != c).collect();
-            let count = rng.range_inclusive(2, 3) as usize;
-            let mut writes = BTreeMap::new();
-            while writes.len() < count {
-                let p = others[rng.index(others.len())?];
-                let k = rng.index(KEYS)?;
-                writes.insert(p, vec![Write::put(format!("k{k}"), vec![1])]);
-            }
-            Some((c, Request::Commit { writes }))
-        },
-    );
-}
-
-/// Counts messages in flight from the trace: every scheduled delivery (a send that was not
-/// dropped at once, or a duplicate) minus every delivery and every drop at arrival.
-#[derive(Default)]
-struct InFlight {
-    seen: usize,
-    now: u64,
-    peak: u64,
-}
-
-impl InFlight {
-    fn update(&mut self, sim: &Sim3) -> u64 {
-        let trace = sim.trace();
-        for ev in &trace[self.seen..] {
-            match &ev.kind {
-                TraceKind::Send {
-                    arrives: Some(_), ..
-                }
-                | TraceKind::Duplicate { .. } => self.now += 1,
-                TraceKind::Deliver { .. }
-                | TraceKind::Drop {
-                    reason: DropReason::NodeDown,
-                    ..
-                } => self.now = self.now.saturating_sub(1),
-                _ => {}
-            }
-        }
-        self.seen = trace.len();
-        self.peak = self.peak.max(self.now);
-        self.now
-    }
-}
 
 fn settled(sim: &Sim3) -> bool {
     sim.view().nodes().all(|(id, n)| {
@@ -193,7 +93,7 @@ fn one_seed(seed: u64, totals: &mut Totals) -> Result<(), SimError> {
         if !sim.step()? {
             break;
         }
-        let n = in_flight.update(&sim);
+        let n = in_flight.update(sim.trace());
         if n > IN_FLIGHT_MAX {
             return Err(sim.fail_now(format!("{n} messages in flight (bound {IN_FLIGHT_MAX})")));
         }

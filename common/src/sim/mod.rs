@@ -142,7 +142,7 @@ use std::hash::Hasher;
 
 pub use fault::{Fault, FaultPlan, RandomFaults};
 pub use net::{DropReason, LinkConfig, Network};
-pub use trace::{short_debug, TraceEvent, TraceKind};
+pub use trace::{short_debug, InFlight, TraceEvent, TraceKind};
 
 use crate::codec::{Bincode, Codec};
 use crate::{DetRng, Node, NodeId, Outbox, Persist, RequestId};

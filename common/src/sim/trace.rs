@@ -150,3 +150,37 @@ pub fn shorten(s: String, max: usize) -> String {
     out.push('…');
     out
 }
+
+/// Counts the messages in flight from a trace, step by step: every scheduled delivery (a send
+/// not dropped at once, or a duplicate) minus every delivery and every drop at arrival. Feed
+/// it the whole trace after each step ([`InFlight::update`] reads only what is new).
+#[derive(Clone, Debug, Default)]
+pub struct InFlight {
+    seen: usize,
+    now: u64,
+    /// The most messages in flight seen so far.
+    pub peak: u64,
+}
+
+impl InFlight {
+    /// Reads the trace's new events and returns the messages in flight now.
+    pub fn update(&mut self, trace: &[TraceEvent]) -> u64 {
+        for ev in trace.get(self.seen..).unwrap_or_default() {
+            match &ev.kind {
+                TraceKind::Send {
+                    arrives: Some(_), ..
+                }
+                | TraceKind::Duplicate { .. } => self.now += 1,
+                TraceKind::Deliver { .. }
+                | TraceKind::Drop {
+                    reason: super::net::DropReason::NodeDown,
+                    ..
+                } => self.now = self.now.saturating_sub(1),
+                _ => {}
+            }
+        }
+        self.seen = trace.len();
+        self.peak = self.peak.max(self.now);
+        self.now
+    }
+}

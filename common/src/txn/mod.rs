@@ -47,6 +47,8 @@ use crate::NodeId;
 
 mod backoff;
 mod client;
+#[cfg(feature = "sim")]
+pub mod storm;
 
 pub use backoff::{Backoff, SendBudget};
 pub use client::{AtomicCommit, ClientError, Transaction, TxClient};
