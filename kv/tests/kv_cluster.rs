@@ -116,27 +116,29 @@ impl Cluster {
     }
 
     /// Sends SIGTERM to node `id` and waits (bounded) for it to exit; returns its exit code.
-    fn terminate(&mut self, id: NodeId) -> Option<i32> {
+    async fn terminate(&mut self, id: NodeId) -> Option<i32> {
         let mut child = self.children.remove(&id).unwrap();
-        let sent = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(sent.success(), "kill -TERM failed");
-        let deadline = Instant::now() + WAIT_MAX;
-        while Instant::now() < deadline {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status.code();
+        let pid = child.id().to_string();
+        let signal = |name: &str| {
+            Command::new("kill")
+                .arg(name)
+                .arg(&pid)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        assert!(signal("-TERM"), "kill -TERM failed");
+        let exited =
+            tokio::time::timeout(WAIT_MAX, tokio::task::spawn_blocking(move || child.wait())).await;
+        match exited {
+            Ok(Ok(Ok(status))) => status.code(),
+            _ => {
+                signal("-KILL");
+                panic!(
+                    "node {id} did not stop within {WAIT_MAX:?} of SIGTERM\n{}",
+                    self.logs()
+                );
             }
-            std::thread::sleep(POLL);
         }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!(
-            "node {id} did not stop within {WAIT_MAX:?} of SIGTERM\n{}",
-            self.logs()
-        );
     }
 
     fn logs(&self) -> String {
@@ -441,21 +443,15 @@ async fn a_cluster_starts_from_config_files_with_host_names() {
                 .unwrap(),
         );
     }
-    let mut client = KvClient::new(4_000_000, clients);
-    let deadline = Instant::now() + WAIT_MAX;
-    let mut outcome = CallOutcome::Failed("not tried".into());
-    while Instant::now() < deadline {
-        outcome = client
-            .write(kv::KvOp::Put {
-                key: "configured".into(),
-                value: "yes".into(),
-            })
-            .await;
-        if matches!(outcome, CallOutcome::Ok(_)) {
-            break;
-        }
-        tokio::time::sleep(POLL).await;
-    }
+    // The client follows leader hints and retries until its deadline: the election happens
+    // while it waits.
+    let mut client = KvClient::new(4_000_000, clients).with_deadline(WAIT_MAX);
+    let outcome = client
+        .write(kv::KvOp::Put {
+            key: "configured".into(),
+            value: "yes".into(),
+        })
+        .await;
     let read = client.get("configured").await;
     // Every node serves its metrics and its health.
     let mut scraped = Vec::new();
@@ -554,7 +550,7 @@ async fn sigterm_drains(protocol: &'static str) {
         wait_completed(&load, target, &cluster).await;
         let leader = cluster.leader(&mut probe).await;
         assert_eq!(
-            cluster.terminate(leader),
+            cluster.terminate(leader).await,
             Some(0),
             "round {round}: node {leader} did not exit cleanly\n{}",
             cluster.logs()
