@@ -642,6 +642,7 @@ where
         shutdown: shutdown.clone(),
         record_buf: Vec::new(),
         storage_slot: storage_slot.clone(),
+        checkpoints_durable: 0,
     };
     let task = tokio::spawn(runner.run().instrument(tracing::info_span!("node", id)));
     // Reports how the node task ended, including a panic of the core, which would otherwise
@@ -712,7 +713,8 @@ where
     .await
     .map_err(|e| DriverError::Spawn(e.to_string()))?;
     let (storage, records) = loaded?;
-    let node = N::recover(config, records).map_err(|e| DriverError::Recover(Arc::new(e)))?;
+    let node = N::recover_with_snapshots(config, records, storage.snapshots())
+        .map_err(|e| DriverError::Recover(Arc::new(e)))?;
     spawn(node, transport, storage, codec, driver_config)
 }
 
@@ -725,6 +727,8 @@ type BatchResult = Result<PersistedBatch, StorageError>;
 struct PersistedBatch {
     records: u64,
     bytes: u64,
+    /// How many of the records were checkpoints.
+    checkpoints: u64,
 }
 
 /// Where storage calls run.
@@ -788,8 +792,10 @@ fn persist_batch<'a, S: Storage>(
     let mut done = PersistedBatch {
         records: 0,
         bytes: 0,
+        checkpoints: 0,
     };
     for (checkpoint, bytes) in records {
+        done.checkpoints += u64::from(checkpoint);
         if checkpoint {
             storage.append_checkpoint(bytes)?;
         } else {
@@ -840,6 +846,8 @@ struct Runner<N: Node, T, S: Storage, C> {
     /// Reused buffer for encoding records when persisting inline.
     record_buf: Vec<u8>,
     storage_slot: Arc<Mutex<Option<Box<dyn Any + Send>>>>,
+    /// Checkpoints made durable since the node was spawned ([`Node::checkpoints_durable`]).
+    checkpoints_durable: u64,
 }
 
 /// Hashes the driver's own request ids for the pending-request map, which sees an insert and a
@@ -1122,6 +1130,7 @@ where
                 let mut done = PersistedBatch {
                     records: 0,
                     bytes: 0,
+                    checkpoints: 0,
                 };
                 for record in &records {
                     self.record_buf.clear();
@@ -1134,6 +1143,7 @@ where
                         storage.append(&self.record_buf)
                     };
                     appended.map_err(|e| DriverError::StorageFailed(Arc::new(e)))?;
+                    done.checkpoints += u64::from(record.is_checkpoint());
                     done.records += 1;
                     done.bytes += self.record_buf.len() as u64;
                 }
@@ -1169,10 +1179,14 @@ where
         Ok(())
     }
 
-    fn count_persisted(&self, done: &PersistedBatch) {
+    fn count_persisted(&mut self, done: &PersistedBatch) {
         add(&self.counters.records_persisted, done.records);
         add(&self.counters.bytes_persisted, done.bytes);
         add(&self.counters.syncs, 1);
+        if done.checkpoints > 0 {
+            self.checkpoints_durable += done.checkpoints;
+            self.node.checkpoints_durable(self.checkpoints_durable);
+        }
     }
 
     /// Lets a batch's effects leave the node. Only called once its records are durable.

@@ -31,9 +31,11 @@
 //! time it is. Randomness comes from a seed in the core's configuration ([`crate::DetRng`]).
 
 use std::fmt::Debug;
+use std::sync::Arc;
 
 use serde::{de::DeserializeOwned, Serialize};
 
+use crate::snapshot::SnapshotStore;
 use crate::{NodeId, RequestId};
 
 /// A protocol core: a pure, deterministic state machine (see the module documentation for the
@@ -69,6 +71,27 @@ pub trait Node: Sized + Send + 'static {
     /// node that never ran, `records` is empty. When the log was compacted, the first record is
     /// the latest checkpoint ([`Outbox::checkpoint`]) and the rest came after it.
     fn recover(config: Self::Config, records: Vec<Self::Record>) -> Result<Self, Self::Error>;
+
+    /// [`Node::recover`] for a node whose checkpoints name snapshot files: `snapshots` is the
+    /// store they live in ([`crate::Storage::snapshots`]), which the node keeps using to write,
+    /// send and delete snapshots. Drivers and the simulator call this form. The default ignores
+    /// the store, for cores that keep everything in their records.
+    fn recover_with_snapshots(
+        config: Self::Config,
+        records: Vec<Self::Record>,
+        snapshots: Arc<dyn SnapshotStore>,
+    ) -> Result<Self, Self::Error> {
+        let _ = snapshots;
+        Self::recover(config, records)
+    }
+
+    /// The first `count` checkpoints this node asked for since it was recovered
+    /// ([`Outbox::checkpoint`], counted in the order asked) are durable. Drivers call this after
+    /// each sync that made a checkpoint durable; a core that keeps snapshot files deletes those
+    /// that no durable checkpoint needs any more. The default does nothing.
+    fn checkpoints_durable(&mut self, count: u64) {
+        let _ = count;
+    }
 
     /// This node's id.
     fn id(&self) -> NodeId;

@@ -19,8 +19,15 @@
 //! - A record longer than the implementation's maximum is refused with
 //!   [`StorageError::RecordTooLarge`] and nothing is appended.
 //!
+//! - [`Storage::snapshots`] is the store of the node's snapshot files ([`crate::snapshot`]), which
+//!   live beside the log: what a checkpoint record names is found there after a restart.
+//!
 //! The conformance suite in `common/tests/storage_conformance.rs` checks every implementation
 //! against this contract.
+
+use std::sync::Arc;
+
+use crate::snapshot::{MemSnapshotStore, SnapshotStore};
 
 /// The largest record storage accepts by default (16 MiB).
 pub const RECORD_BYTES_MAX: usize = 16 * 1024 * 1024;
@@ -86,6 +93,10 @@ pub trait Storage: Send + 'static {
     /// The records recovery needs: the latest checkpoint (if any) and all records after it, in
     /// order, including records appended but not yet synced by this instance.
     fn load(&mut self) -> Result<Vec<Vec<u8>>, StorageError>;
+
+    /// The store of this node's snapshot files. Finished snapshots in it are as durable as
+    /// synced records: they survive every crash the records survive.
+    fn snapshots(&self) -> Arc<dyn SnapshotStore>;
 }
 
 /// Storage in memory. `sync` is free; nothing survives the process. Used by tests, the simulator
@@ -108,6 +119,8 @@ pub struct MemStorage {
     stats: MemStorageStats,
     /// Largest record accepted; 0 (from `Default`) means [`RECORD_BYTES_MAX`].
     record_bytes_max: usize,
+    /// Snapshot files, shared by clones (a clone is the same disk).
+    snapshots: MemSnapshotStore,
 }
 
 /// Counters kept by [`MemStorage`].
@@ -133,6 +146,11 @@ impl MemStorage {
             record_bytes_max,
             ..Self::default()
         }
+    }
+
+    /// The snapshot store (shared with every clone of this storage).
+    pub fn snapshot_store(&self) -> &MemSnapshotStore {
+        &self.snapshots
     }
 
     /// Counters since creation.
@@ -212,6 +230,10 @@ impl Storage for MemStorage {
             .iter()
             .map(|(_, r)| r.clone())
             .collect())
+    }
+
+    fn snapshots(&self) -> Arc<dyn SnapshotStore> {
+        Arc::new(self.snapshots.clone())
     }
 }
 

@@ -35,6 +35,10 @@ impl Storage for FailingStorage {
     fn load(&mut self) -> Result<Vec<Vec<u8>>, StorageError> {
         self.inner.load()
     }
+
+    fn snapshots(&self) -> std::sync::Arc<dyn common::SnapshotStore> {
+        self.inner.snapshots()
+    }
 }
 
 const MEMBERS: [NodeId; 3] = [1, 2, 3];
@@ -185,6 +189,10 @@ impl Storage for SlowStorage {
     }
     fn load(&mut self) -> Result<Vec<Vec<u8>>, StorageError> {
         self.0.load()
+    }
+
+    fn snapshots(&self) -> std::sync::Arc<dyn common::SnapshotStore> {
+        self.0.snapshots()
     }
 }
 

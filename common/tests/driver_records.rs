@@ -95,6 +95,10 @@ impl Storage for Shared {
     fn load(&mut self) -> Result<Vec<Vec<u8>>, StorageError> {
         self.0.lock().unwrap().load()
     }
+
+    fn snapshots(&self) -> std::sync::Arc<dyn common::SnapshotStore> {
+        self.0.lock().unwrap().snapshots()
+    }
 }
 
 async fn records_and_events(persistence: Persistence) {

@@ -294,6 +294,10 @@ mod demo {
         fn load(&mut self) -> Result<Vec<Vec<u8>>, StorageError> {
             self.lock().load()
         }
+
+        fn snapshots(&self) -> std::sync::Arc<dyn common::SnapshotStore> {
+            self.lock().snapshots()
+        }
     }
 
     fn tcp_config(id: NodeId) -> TcpConfig {

@@ -276,6 +276,10 @@ impl<S: Storage> Storage for TimedStorage<S> {
     fn load(&mut self) -> Result<Vec<Vec<u8>>, StorageError> {
         self.inner.load()
     }
+
+    fn snapshots(&self) -> std::sync::Arc<dyn common::SnapshotStore> {
+        self.inner.snapshots()
+    }
 }
 
 /// Serves `GET /metrics` and `GET /health` on `listener` until the listener fails for good.

@@ -139,12 +139,14 @@ pub mod trace;
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::hash::Hasher;
+use std::sync::Arc;
 
 pub use fault::{Fault, FaultPlan, RandomFaults};
 pub use net::{DropReason, LinkConfig, Network};
 pub use trace::{short_debug, InFlight, TraceEvent, TraceKind};
 
 use crate::codec::{Bincode, Codec};
+use crate::snapshot::MemSnapshotStore;
 use crate::{DetRng, Node, NodeId, Outbox, Persist, RequestId};
 
 /// Default for [`SimConfig::tick_interval`].
@@ -486,6 +488,10 @@ struct Slot<N: Node> {
     drift: u64,
     node: Option<N>,
     durable: Vec<N::Record>,
+    /// The node's snapshot files: finished ones survive crashes like synced records.
+    snapshots: MemSnapshotStore,
+    /// Checkpoints made durable since the node was last recovered.
+    checkpoints_durable: u64,
     outbox: Outbox<N>,
     batch_steps: usize,
     flush_scheduled: bool,
@@ -753,7 +759,13 @@ where
         };
         sim.hasher.write_u64(seed);
         for (i, &id) in sim.config.nodes.clone().iter().enumerate() {
-            let node = N::recover((sim.make_config)(id), Vec::new()).map_err(|e| {
+            let snapshots = MemSnapshotStore::new();
+            let node = N::recover_with_snapshots(
+                (sim.make_config)(id),
+                Vec::new(),
+                Arc::new(snapshots.clone()),
+            )
+            .map_err(|e| {
                 fail(SimErrorKind::Recover {
                     node: id,
                     message: e.to_string(),
@@ -766,6 +778,8 @@ where
                 drift,
                 node: Some(node),
                 durable: Vec::new(),
+                snapshots,
+                checkpoints_durable: 0,
                 outbox: Outbox::new(),
                 batch_steps: 0,
                 flush_scheduled: false,
@@ -1037,6 +1051,12 @@ where
     pub fn node_mut(&mut self, id: NodeId) -> Option<&mut N> {
         let i = *self.index.get(&id)?;
         self.slots[i].node.as_mut()
+    }
+
+    /// The snapshot store of node `id` (to inspect it, or to damage a snapshot as a disk fault
+    /// would with [`MemSnapshotStore::corrupt`]).
+    pub fn snapshot_store(&self, id: NodeId) -> Option<&MemSnapshotStore> {
+        self.slot(id).map(|s| &s.snapshots)
     }
 
     /// The durable records of node `id`.
@@ -1454,9 +1474,18 @@ where
         slot.flush_scheduled = false;
         let effects = slot.outbox.take();
         let from = slot.id;
+        let mut checkpoints = 0;
         for p in effects.records {
             self.hash_value(p.record());
+            checkpoints += u64::from(p.is_checkpoint());
             append(&mut self.slots[i].durable, p);
+        }
+        if checkpoints > 0 {
+            let slot = &mut self.slots[i];
+            slot.checkpoints_durable += checkpoints;
+            if let Some(node) = slot.node.as_mut() {
+                node.checkpoints_durable(slot.checkpoints_durable);
+            }
         }
         for (to, msg) in effects.messages {
             self.send(from, to, msg)?;
@@ -1671,6 +1700,7 @@ where
         }
         let slot = &mut self.slots[i];
         slot.node = None;
+        slot.checkpoints_durable = 0;
         slot.incarnation += 1;
         slot.batch_steps = 0;
         slot.flush_scheduled = false;
@@ -1703,10 +1733,13 @@ where
         }
         let records = self.slots[i].durable.clone();
         let count = records.len();
+        let snapshots = Arc::new(self.slots[i].snapshots.clone());
         let node =
-            N::recover((self.make_config)(id), records).map_err(|e| SimErrorKind::Recover {
-                node: id,
-                message: e.to_string(),
+            N::recover_with_snapshots((self.make_config)(id), records, snapshots).map_err(|e| {
+                SimErrorKind::Recover {
+                    node: id,
+                    message: e.to_string(),
+                }
             })?;
         self.slots[i].node = Some(node);
         self.record(TraceKind::Restart {

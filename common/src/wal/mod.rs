@@ -147,6 +147,7 @@ use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use fs4::fs_std::FileExt;
 
@@ -158,7 +159,11 @@ use format::{
     HeaderError, Parse, SEGMENT_HEADER_BYTES,
 };
 
+use crate::snapshot::{FileSnapshotStore, SnapshotStore};
 use crate::storage::{Storage, StorageError};
+
+/// The subdirectory of the data directory that holds snapshot files ([`Storage::snapshots`]).
+pub const SNAPSHOT_DIR_NAME: &str = "snapshots";
 
 /// Name of the lock file in the data directory.
 pub const LOCK_FILE_NAME: &str = "LOCK";
@@ -268,6 +273,9 @@ pub struct Wal {
     poisoned: Option<String>,
     recovery: RecoveryReport,
     stats: WalStats,
+    /// The snapshot files, in [`SNAPSHOT_DIR_NAME`] under the data directory (covered by its
+    /// lock).
+    snapshots: Arc<FileSnapshotStore>,
     /// Test hook: the next fsync of a segment fails.
     #[cfg(test)]
     fail_next_fsync: bool,
@@ -589,7 +597,13 @@ impl Wal {
             }
         };
 
+        let snapshot_dir = dir.join(SNAPSHOT_DIR_NAME);
+        let snapshots = FileSnapshotStore::open(&snapshot_dir).map_err(|e| StorageError::Io {
+            path: snapshot_dir.display().to_string(),
+            source: e.into(),
+        })?;
         let mut wal = Wal {
+            snapshots: Arc::new(snapshots),
             config,
             _lock: lock,
             segments: seqs,
@@ -806,6 +820,10 @@ impl Storage for Wal {
         // Records appended before a segment closed were fsynced then; count them here, once.
         self.unsynced_records = 0;
         self.compact()
+    }
+
+    fn snapshots(&self) -> Arc<dyn SnapshotStore> {
+        self.snapshots.clone()
     }
 
     fn load(&mut self) -> Result<Vec<Vec<u8>>, StorageError> {
