@@ -12,6 +12,7 @@
 //! machine, whose command is `()`; [`Group::closed_loop`] runs clients that each keep one
 //! proposal in flight.
 
+use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use common::driver::{DriverStats, NodeHandle};
 use common::NodeId;
-use raft::{Config, RaftError, RaftNode, Request, Response, StateMachine};
+use raft::{Config, RaftError, RaftNode, Request, Response, StateMachine, StateMachineError};
 
 use crate::{command, BenchError, Cluster, ClusterSpec, Contender, Nodes, Theory, COMMAND_BYTES};
 
@@ -38,7 +39,7 @@ impl StateMachine for Applied {
     type Query = ();
     type Output = u64;
 
-    fn apply(&mut self, _command: &[u8; COMMAND_BYTES]) -> u64 {
+    fn apply(&mut self, _index: u64, _command: &[u8; COMMAND_BYTES]) -> u64 {
         self.count += 1;
         self.count
     }
@@ -47,14 +48,19 @@ impl StateMachine for Applied {
         self.count
     }
 
-    fn snapshot(&self) -> Vec<u8> {
-        self.count.to_le_bytes().to_vec()
+    fn snapshot(&self, out: &mut dyn Write) -> Result<(), StateMachineError> {
+        out.write_all(&self.count.to_le_bytes())?;
+        Ok(())
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
-        let bytes: [u8; 8] = snapshot
-            .try_into()
-            .map_err(|_| format!("a counter snapshot is 8 bytes, not {}", snapshot.len()))?;
+    fn restore(&mut self, input: &mut dyn Read) -> Result<(), StateMachineError> {
+        let mut bytes = [0u8; 8];
+        input.read_exact(&mut bytes)?;
+        if input.read(&mut [0u8; 1])? != 0 {
+            return Err(StateMachineError::Malformed(
+                "a counter snapshot is 8 bytes".into(),
+            ));
+        }
         self.count = u64::from_le_bytes(bytes);
         Ok(())
     }
@@ -90,7 +96,7 @@ impl Contender for Raft {
         let nodes = Nodes::start(spec, move |id, members| {
             let mut c = Config::new(id, members.to_vec());
             c.seed = seed;
-            c
+            c.into()
         })
         .await?;
         let cluster = RaftCluster {
@@ -190,21 +196,20 @@ impl StateMachine for Empty {
     type Query = ();
     type Output = ();
 
-    fn apply(&mut self, _: &()) {}
+    fn apply(&mut self, _: u64, _: &()) {}
 
     fn query(&self, _: &()) {}
 
-    fn snapshot(&self) -> Vec<u8> {
-        Vec::new()
+    fn snapshot(&self, _: &mut dyn Write) -> Result<(), StateMachineError> {
+        Ok(())
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
-        if snapshot.is_empty() {
+    fn restore(&mut self, input: &mut dyn Read) -> Result<(), StateMachineError> {
+        if input.read(&mut [0u8; 1])? == 0 {
             Ok(())
         } else {
-            Err(format!(
-                "an empty snapshot has no bytes, not {}",
-                snapshot.len()
+            Err(StateMachineError::Malformed(
+                "an empty snapshot has no bytes".into(),
             ))
         }
     }
@@ -250,7 +255,7 @@ impl Group {
             let mut c = Config::new(id, members.to_vec());
             c.seed = seed;
             config(&mut c);
-            c
+            c.into()
         })
         .await?;
         let leader = wait_for_leader(&nodes, LEADER_WAIT).await?;

@@ -382,9 +382,11 @@ impl IncomingSnapshot {
         self.writer.bytes()
     }
 
-    /// Accepts the chunk `data` at `offset`. A duplicate of a chunk already received is ignored
-    /// (it answers with the current offset); a chunk past the current offset is out of order.
-    pub fn accept(mut self, offset: u64, data: &[u8]) -> Result<(Self, u64), SnapshotError> {
+    /// Accepts the chunk `data` at `offset` and returns the offset the next chunk must start at.
+    /// The part of a chunk already received is ignored (a duplicate changes nothing); a chunk
+    /// past the current offset is out of order and changes nothing either. Any other error
+    /// (a chunk past the announced length, a failed write) leaves the snapshot unusable: drop it.
+    pub fn accept(&mut self, offset: u64, data: &[u8]) -> Result<u64, SnapshotError> {
         let at = self.writer.bytes();
         if offset > at {
             return Err(SnapshotError::OutOfOrder {
@@ -405,8 +407,7 @@ impl IncomingSnapshot {
         if end > at {
             self.writer.append(&data[(at - offset) as usize..])?;
         }
-        let next = self.writer.bytes();
-        Ok((self, next))
+        Ok(self.writer.bytes())
     }
 
     /// Whether every byte arrived.
@@ -937,11 +938,9 @@ mod tests {
         let file = write(&src, &data);
         let dst = MemSnapshotStore::new();
         let mut inc = IncomingSnapshot::start(&dst, file.into(), 1000).unwrap();
-        // A chunk from the future is out of order.
+        // A chunk from the future is out of order, and changes nothing.
         assert!(matches!(
-            IncomingSnapshot::start(&dst, file.into(), 1000)
-                .unwrap()
-                .accept(10, &data[10..20]),
+            inc.accept(10, &data[10..20]),
             Err(SnapshotError::OutOfOrder {
                 expected: 0,
                 offset: 10
@@ -950,15 +949,14 @@ mod tests {
         let mut offset = 0;
         while !inc.is_complete() {
             let end = (offset + 30).min(100);
-            let (next_inc, next) = inc
+            let next = inc
                 .accept(offset, &data[offset as usize..end as usize])
                 .unwrap();
             // A duplicate of the same chunk changes nothing.
-            let (next_inc, again) = next_inc
+            let again = inc
                 .accept(offset, &data[offset as usize..end as usize])
                 .unwrap();
             assert_eq!(next, again);
-            inc = next_inc;
             offset = next;
         }
         let done = inc.finish().unwrap();
@@ -968,8 +966,8 @@ mod tests {
 
         // Same length, other bytes: refused at the end, and nothing becomes visible.
         let dst = MemSnapshotStore::new();
-        let inc = IncomingSnapshot::start(&dst, file.into(), 1000).unwrap();
-        let (inc, _) = inc.accept(0, &[8u8; 100]).unwrap();
+        let mut inc = IncomingSnapshot::start(&dst, file.into(), 1000).unwrap();
+        inc.accept(0, &[8u8; 100]).unwrap();
         assert!(matches!(inc.finish(), Err(SnapshotError::Corrupt { .. })));
         assert!(dst.list().unwrap().is_empty());
         // Announced larger than allowed: refused before anything is written.

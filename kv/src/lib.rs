@@ -43,7 +43,9 @@ pub mod net;
 pub mod server;
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
 
+use common::state_machine::{read_frame, write_frame, StateMachineError};
 use serde::{Deserialize, Serialize};
 
 /// Clients remembered by the session table at most; beyond it the least recently used is
@@ -293,12 +295,65 @@ impl KvMachine {
     }
 }
 
+/// The snapshot's first frame: everything but the map.
+#[derive(Serialize, Deserialize)]
+struct SnapshotHeader {
+    applied: u64,
+    sessions: Vec<(u64, Session)>,
+    keys: u64,
+}
+
+/// Largest frame of a snapshot: the header holds at most [`SESSIONS_MAX`] sessions, each with
+/// an output of at most a scan's size; a pair is at most two items.
+const SNAPSHOT_FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+impl KvMachine {
+    /// Writes the state as a stream: a header frame, then one frame per key (so a snapshot is
+    /// never one buffer, whatever the store's size).
+    fn write_snapshot(&self, out: &mut dyn Write) -> Result<(), StateMachineError> {
+        let header = SnapshotHeader {
+            applied: self.applied,
+            sessions: self.sessions.iter().map(|(c, s)| (*c, s.clone())).collect(),
+            keys: self.map.len() as u64,
+        };
+        write_frame(out, &header)?;
+        for pair in &self.map {
+            write_frame(out, &pair)?;
+        }
+        Ok(())
+    }
+
+    /// Reads a snapshot written by [`KvMachine::write_snapshot`]; the state is replaced only
+    /// once the whole stream has been read and checked.
+    fn read_snapshot(&mut self, input: &mut dyn Read) -> Result<(), StateMachineError> {
+        let header: SnapshotHeader = read_frame(input, SNAPSHOT_FRAME_BYTES_MAX)?
+            .ok_or_else(|| StateMachineError::Malformed("empty kv snapshot".into()))?;
+        let mut map = BTreeMap::new();
+        while let Some((k, v)) = read_frame::<(String, String)>(input, SNAPSHOT_FRAME_BYTES_MAX)? {
+            map.insert(k, v);
+        }
+        if map.len() as u64 != header.keys {
+            return Err(StateMachineError::Malformed(format!(
+                "kv snapshot announces {} keys and holds {}",
+                header.keys,
+                map.len()
+            )));
+        }
+        *self = KvMachine {
+            map,
+            sessions: header.sessions.into_iter().collect(),
+            applied: header.applied,
+        };
+        Ok(())
+    }
+}
+
 impl raft::StateMachine for KvMachine {
     type Command = KvCommand;
     type Query = KvQuery;
     type Output = KvOutput;
 
-    fn apply(&mut self, command: &KvCommand) -> KvOutput {
+    fn apply(&mut self, _index: u64, command: &KvCommand) -> KvOutput {
         self.apply_command(command)
     }
 
@@ -306,15 +361,12 @@ impl raft::StateMachine for KvMachine {
         self.answer(query)
     }
 
-    fn snapshot(&self) -> Vec<u8> {
-        // JSON: the crate already depends on serde_json, and a snapshot's size is not on the
-        // hot path of these examples. Serializing plain maps of strings cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
+    fn snapshot(&self, out: &mut dyn Write) -> Result<(), StateMachineError> {
+        self.write_snapshot(out)
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
-        *self = serde_json::from_slice(snapshot).map_err(|e| format!("kv snapshot: {e}"))?;
-        Ok(())
+    fn restore(&mut self, input: &mut dyn Read) -> Result<(), StateMachineError> {
+        self.read_snapshot(input)
     }
 
     fn command_bytes(command: &KvCommand) -> usize {
@@ -536,8 +588,11 @@ mod tests {
         use raft::StateMachine as _;
         let mut kv = KvMachine::default();
         kv.apply_command(&cmd(1, 1, put("a", "1")));
+        kv.apply_command(&cmd(2, 1, put("b", "2")));
+        let mut snap = Vec::new();
+        kv.snapshot(&mut snap).unwrap();
         let mut copy = KvMachine::default();
-        copy.restore(&kv.snapshot()).unwrap();
+        copy.restore(&mut &snap[..]).unwrap();
         assert_eq!(copy, kv);
         // The session table travels with the snapshot: the retry is still caught.
         assert_eq!(
@@ -545,8 +600,13 @@ mod tests {
             KvOutput::Value(None)
         );
         assert_eq!(copy.get("a"), Some("1"));
-        assert!(copy.restore(b"\xff not json").is_err());
+        assert!(copy.restore(&mut &b"\xff not a snapshot"[..]).is_err());
         assert_eq!(copy.get("a"), Some("1"), "a failed restore changes nothing");
+        // Cut anywhere: an error, never a silent partial state.
+        for cut in 0..snap.len() {
+            assert!(copy.restore(&mut &snap[..cut]).is_err(), "cut at {cut}");
+            assert_eq!(copy.get("b"), Some("2"));
+        }
     }
 
     /// The same machine replicated by both protocols, in process (tokio driver, in-memory

@@ -338,7 +338,7 @@ pub async fn run(options: NodeOptions) -> Result<(), ServeError> {
         Protocol::Raft => {
             let config = raft_config;
             let h = driver::spawn_recovered::<raft::RaftNode<KvMachine>, _, _, _>(
-                config,
+                config.into(),
                 transport,
                 wal,
                 common::codec::Bincode,

@@ -31,10 +31,11 @@ fn snapshots_restore_or_fail_cleanly() {
     use raft::StateMachine as _;
     common::fuzz_bytes!(INPUT_BYTES_MAX, ITERATIONS, |bytes: &Vec<u8>| {
         let mut store = KvMachine::default();
-        if store.restore(bytes).is_ok() {
-            let again = store.snapshot();
+        if store.restore(&mut &bytes[..]).is_ok() {
+            let mut again = Vec::new();
+            store.snapshot(&mut again).unwrap();
             let mut copy = KvMachine::default();
-            copy.restore(&again).unwrap();
+            copy.restore(&mut &again[..]).unwrap();
             assert_eq!(copy, store);
         }
     });

@@ -20,11 +20,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::driver::DriverConfig;
 use common::transport::memory::MemoryNetwork;
-use raft::{spawn_memory_cluster, Config, RaftClient, StateMachine};
+use raft::state_machine::{read_frame, write_frame};
+use raft::{spawn_memory_cluster, Config, RaftClient, StateMachine, StateMachineError};
 use serde::{Deserialize, Serialize};
 
 /// Adds made by the client.
@@ -59,7 +61,7 @@ impl StateMachine for Counter {
     type Query = Get;
     type Output = u64;
 
-    fn apply(&mut self, add: &Add) -> u64 {
+    fn apply(&mut self, _index: u64, add: &Add) -> u64 {
         let last = self.last_seq.entry(add.client).or_default();
         // A client runs one add at a time, so anything at or below its last applied sequence
         // number is a retry of an add already counted.
@@ -74,31 +76,26 @@ impl StateMachine for Counter {
         self.total
     }
 
-    // Fixed-width little-endian words: the total, then (client, last seq) pairs. Tiny and
-    // needs no serializer this example's crate does not already have.
-    fn snapshot(&self) -> Vec<u8> {
-        let mut bytes = self.total.to_le_bytes().to_vec();
-        for (client, seq) in &self.last_seq {
-            bytes.extend(client.to_le_bytes());
-            bytes.extend(seq.to_le_bytes());
+    // The total, then one frame per (client, last seq) pair: the state streams to the
+    // snapshot file.
+    fn snapshot(&self, out: &mut dyn Write) -> Result<(), StateMachineError> {
+        write_frame(out, &self.total)?;
+        for pair in &self.last_seq {
+            write_frame(out, &pair)?;
         }
-        bytes
+        Ok(())
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
-        if snapshot.len() < 8 || (snapshot.len() - 8) % 16 != 0 {
-            return Err(format!("counter snapshot of {} bytes", snapshot.len()));
+    fn restore(&mut self, input: &mut dyn Read) -> Result<(), StateMachineError> {
+        const FRAME_MAX: usize = 64;
+        let total = read_frame::<u64>(input, FRAME_MAX)?
+            .ok_or_else(|| StateMachineError::Malformed("empty counter snapshot".into()))?;
+        let mut last_seq = BTreeMap::new();
+        while let Some((client, seq)) = read_frame::<(u64, u64)>(input, FRAME_MAX)? {
+            last_seq.insert(client, seq);
         }
-        let word = |chunk: &[u8]| {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(chunk);
-            u64::from_le_bytes(w)
-        };
-        self.total = word(&snapshot[..8]);
-        self.last_seq = snapshot[8..]
-            .chunks_exact(16)
-            .map(|pair| (word(&pair[..8]), word(&pair[8..])))
-            .collect();
+        self.total = total;
+        self.last_seq = last_seq;
         Ok(())
     }
 }

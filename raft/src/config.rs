@@ -29,6 +29,9 @@ pub const READS_PENDING_MAX_DEFAULT: usize = 65_536;
 pub const SNAPSHOT_LOG_ENTRIES_MAX_DEFAULT: u64 = 100_000;
 /// Default for [`Config::snapshot_chunk_bytes_max`] (256 KiB).
 pub const SNAPSHOT_CHUNK_BYTES_MAX_DEFAULT: usize = 256 * 1024;
+/// The largest [`Config::snapshot_chunk_bytes_max`] accepted (8 MiB): half the transport's
+/// default frame limit, which an InstallSnapshot message must fit in.
+pub const SNAPSHOT_CHUNK_BYTES_LIMIT: usize = 8 * 1024 * 1024;
 /// Default for [`Config::snapshot_bytes_max`] (1 GiB).
 pub const SNAPSHOT_BYTES_MAX_DEFAULT: usize = 1024 * 1024 * 1024;
 
@@ -178,8 +181,13 @@ impl Config {
         if self.uncommitted_bytes_max == 0 {
             return err("uncommitted_bytes_max must be at least 1".into());
         }
-        if self.snapshot_chunk_bytes_max == 0 {
-            return err("snapshot_chunk_bytes_max must be at least 1".into());
+        if self.snapshot_chunk_bytes_max == 0
+            || self.snapshot_chunk_bytes_max > SNAPSHOT_CHUNK_BYTES_LIMIT
+        {
+            return err(format!(
+                "snapshot_chunk_bytes_max must be between 1 and {SNAPSHOT_CHUNK_BYTES_LIMIT} \
+                 (a chunk travels in one frame)"
+            ));
         }
         Ok(())
     }

@@ -57,7 +57,7 @@ pub enum RaftError {
 }
 
 /// Why a node could not be rebuilt (see [`common::Node::recover`]).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum RecoverError {
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
@@ -66,7 +66,11 @@ pub enum RecoverError {
     /// the storage is damaged and recovery refuses to guess.
     #[error("corrupt records: {0}")]
     Corrupt(String),
-    /// The state machine could not be restored from the persisted snapshot.
+    /// The snapshot the checkpoint names is missing or damaged, or the state machine could not
+    /// be restored from it.
     #[error("snapshot restore failed: {0}")]
-    Snapshot(String),
+    Snapshot(#[from] common::SnapshotError),
+    /// The state machine could not be built (its factory failed).
+    #[error("state machine could not be opened: {0}")]
+    StateMachine(#[from] common::StateMachineError),
 }

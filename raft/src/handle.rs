@@ -9,7 +9,7 @@ use common::codec::Bincode;
 use common::driver::{self, DriverConfig, DriverError, NodeHandle, Persistence};
 use common::transport::memory::MemoryNetwork;
 use common::transport::TransportError;
-use common::{MemStorage, Node, NodeId};
+use common::{MemStorage, Node, NodeId, Setup, Storage};
 use tokio::sync::broadcast;
 
 use crate::config::Config;
@@ -321,25 +321,36 @@ where
 /// Starts `configs.len()` nodes over one in-memory network with in-memory storage (its `sync`
 /// is free, so the driver persists inline), and returns a client of the cluster. Must be called
 /// within a tokio runtime.
-pub fn spawn_memory_cluster<S: StateMachine>(
+pub fn spawn_memory_cluster<S: StateMachine + Default>(
     configs: Vec<Config>,
     network: &MemoryNetwork,
     driver_config: DriverConfig,
-) -> Result<RaftClient<S>, ClientError>
-where
-    S::Command: Clone,
-    S::Query: Clone,
-{
+) -> Result<RaftClient<S>, ClientError> {
+    spawn_memory_cluster_with(
+        configs.into_iter().map(Setup::from).collect(),
+        network,
+        driver_config,
+    )
+}
+
+/// [`spawn_memory_cluster`] with state machines built by the factories in `setups` (which need
+/// not be `Default`).
+pub fn spawn_memory_cluster_with<S: StateMachine>(
+    setups: Vec<Setup<Config, S>>,
+    network: &MemoryNetwork,
+    driver_config: DriverConfig,
+) -> Result<RaftClient<S>, ClientError> {
     let mut handles = Vec::new();
-    for c in configs {
-        let id = c.id;
-        let core = RaftNode::<S>::recover(c, vec![])?;
+    for setup in setups {
+        let id = setup.config.id;
+        let storage = MemStorage::new();
+        let core = RaftNode::<S>::recover_with_snapshots(setup, vec![], storage.snapshots())?;
         let transport = network.join(id)?;
         let config = DriverConfig {
             persistence: Persistence::Inline,
             ..driver_config
         };
-        let h = driver::spawn(core, transport, MemStorage::new(), Bincode, config)?;
+        let h = driver::spawn(core, transport, storage, Bincode, config)?;
         handles.push(RaftHandle::new(h));
     }
     Ok(RaftClient::new(handles))

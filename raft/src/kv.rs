@@ -2,10 +2,12 @@
 //! (its client histories are checked for linearizability) and benchmarks.
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
 
+use common::state_machine::{read_frame, write_frame, FRAME_BYTES_MAX};
 use serde::{Deserialize, Serialize};
 
-use crate::StateMachine;
+use crate::{StateMachine, StateMachineError};
 
 /// Commands of the [`KvStore`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,7 +38,7 @@ pub enum KvQuery {
 }
 
 /// Outputs of the [`KvStore`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KvOutput {
     /// The key's value after a command, or at a read (`None`: absent).
     Value(Option<String>),
@@ -62,7 +64,7 @@ impl StateMachine for KvStore {
     type Query = KvQuery;
     type Output = KvOutput;
 
-    fn apply(&mut self, command: &KvCommand) -> KvOutput {
+    fn apply(&mut self, _index: u64, command: &KvCommand) -> KvOutput {
         match command {
             KvCommand::Put { key, value } => {
                 self.map.insert(key.clone(), value.clone());
@@ -83,36 +85,17 @@ impl StateMachine for KvStore {
         }
     }
 
-    fn snapshot(&self) -> Vec<u8> {
-        // Length-prefixed pairs: a format simple enough to parse defensively by hand.
-        let mut out = Vec::new();
-        for (k, v) in &self.map {
-            for s in [k, v] {
-                out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-                out.extend_from_slice(s.as_bytes());
-            }
+    fn snapshot(&self, out: &mut dyn Write) -> Result<(), StateMachineError> {
+        // One frame per pair: the snapshot streams to its file, never built in memory.
+        for pair in &self.map {
+            write_frame(out, &pair)?;
         }
-        out
+        Ok(())
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
+    fn restore(&mut self, input: &mut dyn Read) -> Result<(), StateMachineError> {
         let mut map = BTreeMap::new();
-        let mut rest = snapshot;
-        let take = |rest: &mut &[u8]| -> Result<String, String> {
-            let (len, tail) = rest
-                .split_first_chunk::<4>()
-                .ok_or("truncated length prefix")?;
-            let len = u32::from_le_bytes(*len) as usize;
-            if tail.len() < len {
-                return Err(format!("string of {len} bytes past the end"));
-            }
-            let (s, tail) = tail.split_at(len);
-            *rest = tail;
-            String::from_utf8(s.to_vec()).map_err(|e| e.to_string())
-        };
-        while !rest.is_empty() {
-            let k = take(&mut rest)?;
-            let v = take(&mut rest)?;
+        while let Some((k, v)) = read_frame::<(String, String)>(input, FRAME_BYTES_MAX)? {
             map.insert(k, v);
         }
         self.map = map;
@@ -136,19 +119,28 @@ mod tests {
     #[test]
     fn snapshot_round_trip_and_bad_bytes() {
         let mut kv = KvStore::default();
-        kv.apply(&KvCommand::Put {
-            key: "a".into(),
-            value: "1".into(),
-        });
-        kv.apply(&KvCommand::Append {
-            key: "a".into(),
-            value: "2".into(),
-        });
-        let snap = kv.snapshot();
+        kv.apply(
+            1,
+            &KvCommand::Put {
+                key: "a".into(),
+                value: "1".into(),
+            },
+        );
+        kv.apply(
+            2,
+            &KvCommand::Append {
+                key: "a".into(),
+                value: "2".into(),
+            },
+        );
+        let mut snap = Vec::new();
+        kv.snapshot(&mut snap).unwrap();
         let mut other = KvStore::default();
-        other.restore(&snap).unwrap();
+        other.restore(&mut &snap[..]).unwrap();
         assert_eq!(other.get("a"), Some("12"));
-        assert!(other.restore(&snap[..snap.len() - 1]).is_err());
-        assert!(other.restore(&[255, 255, 255, 255]).is_err());
+        for cut in 1..snap.len() {
+            assert!(other.restore(&mut &snap[..cut]).is_err(), "cut at {cut}");
+        }
+        assert!(other.restore(&mut &[255u8, 255, 255, 255][..]).is_err());
     }
 }

@@ -97,9 +97,20 @@
 //!   [`Config::inflight_max`]), batching ([`Config::append_entries_max`],
 //!   [`Config::append_bytes_max`]) and a cap on uncommitted bytes.
 //! - Persistence through [`Record`]s; recovery from them ([`common::Node::recover`]).
-//! - Snapshots ([`StateMachine::snapshot`]) when the log passes
-//!   [`Config::snapshot_log_entries_max`], persisted as checkpoints, sent to lagging followers
-//!   with InstallSnapshot in chunks.
+//! - Snapshots of any size ([`StateMachine::snapshot`]) when the log passes
+//!   [`Config::snapshot_log_entries_max`]: streamed into a file in the storage's snapshot store
+//!   ([`common::Storage::snapshots`]; for the WAL, `<data dir>/snapshots/`), fsynced and
+//!   renamed, and named (with its length and CRC32C) by a small checkpoint record; sent to
+//!   lagging followers with InstallSnapshot in chunks of [`Config::snapshot_chunk_bytes_max`]
+//!   (one chunk in flight, resent on each heartbeat until answered), received into a new file,
+//!   checked against the leader's CRC32C and only then installed. A snapshot file is deleted
+//!   once a durable checkpoint names a newer one. `tests/state_past_16_mib.rs` runs a 20 MiB
+//!   state, larger than any record or frame, and installs it on a node that was away.
+//! - One state-machine seam shared with `paxos` ([`common::StateMachine`]): the state machine
+//!   is built by the factory in the node's [`Setup`] (no `Default` needed; it may open a
+//!   database), gets each step's committed commands as one batch, and may report the index it
+//!   had durably applied so that recovery neither restores an older snapshot nor applies
+//!   entries again.
 //! - Leadership transfer ([`Request::TransferLeadership`], TimeoutNow).
 //! - Linearizable reads: ReadIndex, and lease reads ([`Config::lease_reads`]).
 //! - Membership change: single-server additions and removals ([`Request::AddVoter`],
@@ -185,9 +196,11 @@ pub mod testing;
 pub use crate::config::Config;
 pub use crate::core::RaftNode;
 pub use crate::error::{RaftError, RecoverError};
-pub use crate::handle::{spawn_memory_cluster, ClientError, RaftClient, RaftHandle};
+pub use crate::handle::{
+    spawn_memory_cluster, spawn_memory_cluster_with, ClientError, RaftClient, RaftHandle,
+};
 pub use crate::message::{
     Entry, Event, LogIndex, Message, Metrics, Payload, PeerProgress, Record, Rejected,
     ReplicationState, Request, Response, Role, SnapshotMeta, Term,
 };
-pub use crate::state_machine::StateMachine;
+pub use crate::state_machine::{Setup, StateMachine, StateMachineError};

@@ -136,6 +136,9 @@ pub struct SnapshotMeta {
     pub term: Term,
     /// Total size of the snapshot data in bytes.
     pub bytes: u64,
+    /// CRC32C of the snapshot data: the follower checks the received bytes against it before
+    /// installing them.
+    pub crc32c: u32,
     /// The configuration as of `index`.
     pub membership: Membership,
 }
@@ -291,8 +294,8 @@ pub enum Record<C> {
         voted_for: Option<NodeId>,
         /// What the snapshot covers.
         meta: SnapshotMeta,
-        /// The state machine's serialized state.
-        data: Vec<u8>,
+        /// The file in the node's snapshot store holding the state machine's state.
+        file: common::snapshot::SnapshotFile,
         /// The log entries after `meta.index`.
         entries: Vec<Entry<C>>,
     },
@@ -437,6 +440,8 @@ pub struct Metrics {
     pub last_log_term: Term,
     /// Last index covered by the snapshot.
     pub snapshot_index: LogIndex,
+    /// Size in bytes of the latest snapshot's file (0 without a snapshot).
+    pub snapshot_bytes: u64,
     /// Replication progress of each peer (leader only).
     pub progress: BTreeMap<NodeId, PeerProgress>,
     /// Messages rejected, by reason.

@@ -15,13 +15,15 @@
 //! unsent effects, and a random part of its unsynced records (a torn tail).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
+use common::snapshot::MemSnapshotStore;
 use common::{DetRng, Node, NodeId, Outbox, Persist, RequestId};
 
 use crate::config::Config;
 use crate::core::{MessageOf, RaftNode, RecordOf, RequestOf, ResponseOf};
 use crate::message::{Event, Role};
-use crate::state_machine::StateMachine;
+use crate::state_machine::{Setup, StateMachine};
 
 /// Probabilities of the faults a [`Cluster`] injects (all zero by default: a perfect network).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -36,9 +38,17 @@ pub struct Faults {
     pub defer_flush: f64,
 }
 
+/// A node's setup (configuration and state-machine factory) and the durable records it starts
+/// from.
+pub type NodeDisk<S> = (Setup<Config, S>, Vec<RecordOf<S>>);
+
 /// A cluster of [`RaftNode`]s in one thread, driven by hand.
 pub struct Cluster<S: StateMachine> {
-    configs: BTreeMap<NodeId, Config>,
+    configs: BTreeMap<NodeId, Setup<Config, S>>,
+    /// Each node's snapshot files (they survive crashes, like the disk).
+    snapshots: BTreeMap<NodeId, MemSnapshotStore>,
+    /// Checkpoints each node made durable since it was last recovered.
+    checkpoints: BTreeMap<NodeId, u64>,
     /// `None` while crashed.
     nodes: BTreeMap<NodeId, Option<RaftNode<S>>>,
     /// Each node's durable records (synced).
@@ -59,7 +69,7 @@ pub struct Cluster<S: StateMachine> {
     pub delivered: u64,
 }
 
-impl<S: StateMachine> Cluster<S> {
+impl<S: StateMachine + Default> Cluster<S> {
     /// A cluster of `n` voters with ids `1..=n` and default configurations, seeded by `seed`.
     pub fn new(n: u64, seed: u64) -> Self {
         let voters: Vec<NodeId> = (1..=n).collect();
@@ -90,8 +100,28 @@ impl<S: StateMachine> Cluster<S> {
     ///
     /// If a configuration or record list is invalid: this is a test harness.
     pub fn with_disks(nodes: Vec<(Config, Vec<RecordOf<S>>)>, seed: u64) -> Self {
+        Self::with_setups(
+            nodes
+                .into_iter()
+                .map(|(c, records)| (Setup::from(c), records))
+                .collect(),
+            seed,
+        )
+    }
+}
+
+impl<S: StateMachine> Cluster<S> {
+    /// A cluster of nodes built from the given setups (state-machine factories included) and
+    /// durable records.
+    ///
+    /// # Panics
+    ///
+    /// If a configuration or record list is invalid: this is a test harness.
+    pub fn with_setups(nodes: Vec<NodeDisk<S>>, seed: u64) -> Self {
         let mut cluster = Self {
             configs: BTreeMap::new(),
+            snapshots: BTreeMap::new(),
+            checkpoints: BTreeMap::new(),
             nodes: BTreeMap::new(),
             disks: BTreeMap::new(),
             outboxes: BTreeMap::new(),
@@ -105,8 +135,9 @@ impl<S: StateMachine> Cluster<S> {
             delivered: 0,
         };
         for (c, records) in nodes {
-            let id = c.id;
+            let id = c.config.id;
             cluster.configs.insert(id, c);
+            cluster.snapshots.insert(id, MemSnapshotStore::new());
             cluster.disks.insert(id, records);
             cluster.outboxes.insert(id, Outbox::new());
             cluster.nodes.insert(id, None);
@@ -183,15 +214,24 @@ impl<S: StateMachine> Cluster<S> {
             return;
         };
         let effects = out.take();
+        let mut checkpoints = 0;
         if let Some(disk) = self.disks.get_mut(&id) {
             for p in effects.records {
                 match p {
                     Persist::Append(r) => disk.push(r),
                     Persist::Checkpoint(r) => {
+                        checkpoints += 1;
                         disk.clear();
                         disk.push(r);
                     }
                 }
+            }
+        }
+        if checkpoints > 0 {
+            let count = self.checkpoints.entry(id).or_default();
+            *count += checkpoints;
+            if let Some(Some(node)) = self.nodes.get_mut(&id) {
+                node.checkpoints_durable(*count);
             }
         }
         for (to, msg) in effects.messages {
@@ -329,12 +369,18 @@ impl<S: StateMachine> Cluster<S> {
         None
     }
 
+    /// Node `id`'s snapshot store (to inspect it, or damage a snapshot as a disk fault would).
+    pub fn snapshot_store(&self, id: NodeId) -> Option<&MemSnapshotStore> {
+        self.snapshots.get(&id)
+    }
+
     /// Crashes node `id`: its memory and unreleased messages are lost. With `torn`, a random
     /// part of its unsynced records survives (a prefix, as a real log keeps); otherwise none.
     pub fn crash(&mut self, id: NodeId, torn: bool) {
         if let Some(slot) = self.nodes.get_mut(&id) {
             *slot = None;
         }
+        self.checkpoints.insert(id, 0);
         let Some(out) = self.outboxes.get_mut(&id) else {
             return;
         };
@@ -362,12 +408,21 @@ impl<S: StateMachine> Cluster<S> {
     ///
     /// If recovery fails: in this harness that is a bug to surface.
     pub fn restart(&mut self, id: NodeId) {
-        let (Some(config), Some(disk)) = (self.configs.get(&id), self.disks.get(&id)) else {
+        let (Some(config), Some(disk), Some(snapshots)) = (
+            self.configs.get(&id),
+            self.disks.get(&id),
+            self.snapshots.get(&id),
+        ) else {
             return;
         };
         #[allow(clippy::expect_used)]
-        let node = RaftNode::<S>::recover(config.clone(), disk.clone())
-            .expect("recovery from the harness's own records");
+        let node = RaftNode::<S>::recover_with_snapshots(
+            config.clone(),
+            disk.clone(),
+            Arc::new(snapshots.clone()),
+        )
+        .expect("recovery from the harness's own records");
+        self.checkpoints.insert(id, 0);
         self.nodes.insert(id, Some(node));
     }
 

@@ -153,6 +153,7 @@ fn arbitrary_well_formed_messages_never_panic_a_node() {
                         index: b,
                         term: c,
                         bytes: near(b.wrapping_mul(3), 6),
+                        crc32c: a as u32,
                         membership: Membership {
                             voters: (1..=3).collect(),
                             learners: BTreeSet::new(),

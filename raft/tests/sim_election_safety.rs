@@ -56,7 +56,7 @@ fn a_violation_stops_the_run_and_names_the_seed() {
         let mut sim: Sim<N> = Sim::new(SimConfig::new(seed, vec![1, 2, 3]), move |id| {
             let mut c = Config::new(id, vec![1, 2, 3]);
             c.seed = seed;
-            c
+            c.into()
         })?;
         // Planted: node 99 "led" every term, so the first real leader is a second one.
         let mut planted = ElectionSafety::default();

@@ -72,7 +72,7 @@ fn kv_history_is_linearizable_under_faults() {
 #[test]
 fn a_stale_read_is_reported() {
     let mut sim: Sim<N> = Sim::new(common::sim::SimConfig::new(1, vec![1, 2, 3]), |id| {
-        raft::Config::new(id, vec![1, 2, 3])
+        raft::Config::new(id, vec![1, 2, 3]).into()
     })
     .unwrap();
     // Planted: a write acknowledged before a read that then returns nothing.

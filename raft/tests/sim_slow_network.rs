@@ -89,7 +89,7 @@ fn run(seed: u64, setup: Setup) -> Result<(), SimError> {
         c.heartbeat_interval_ticks = HEARTBEAT_TICKS;
         c.election_timeout_ticks_min = min;
         c.election_timeout_ticks_max = max;
-        c
+        c.into()
     })?;
     install_all(&mut sim);
 

@@ -33,7 +33,7 @@ fn state_machine_safety_holds_under_faults() {
 /// A fresh follower of voters 1..=3 that accepted `entries` from leader 1 in term 1 with
 /// everything committed, so it applied them.
 fn follower_applying(id: NodeId, values: &[&str]) -> N {
-    let mut n = N::recover(plain_config(id, 3), vec![]).unwrap();
+    let mut n = N::recover(plain_config(id, 3).into(), vec![]).unwrap();
     let entries: Vec<Entry<KvCommand>> = values
         .iter()
         .enumerate()

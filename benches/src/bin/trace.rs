@@ -245,7 +245,7 @@ fn raft_election(seed: u64) -> Result<String, SimError> {
         c.election_timeout_ticks_max = 20;
         // Sparse heartbeats keep the diagram short; the timeout is still twice their interval.
         c.heartbeat_interval_ticks = 5;
-        c
+        c.into()
     })?;
     sim.set_message_label(label);
     let leader_of = |sim: &Sim<Node>| members.iter().copied().find(|&id| is_raft_leader(sim, id));

@@ -22,7 +22,11 @@ mod snapshot;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use common::{protocol, DetRng, Node, NodeId, Outbox, RequestId};
+use common::snapshot::{
+    IncomingSnapshot, MemSnapshotStore, SnapshotFile, SnapshotReader, SnapshotRetention,
+    SnapshotSource, SnapshotStore,
+};
+use common::{protocol, DetRng, Node, NodeId, Outbox, RequestId, Setup};
 
 use crate::config::Config;
 use crate::error::{RaftError, RecoverError};
@@ -59,6 +63,14 @@ enum Applied<O> {
     Noop,
     Output(O),
     Membership(Membership),
+}
+
+/// The latest snapshot this node holds.
+struct CurrentSnapshot {
+    meta: SnapshotMeta,
+    file: SnapshotFile,
+    /// Opened once; chunks are read from it at offsets.
+    source: Arc<dyn SnapshotSource>,
 }
 
 /// A leadership transfer in progress.
@@ -132,10 +144,19 @@ pub struct RaftNode<S: StateMachine> {
     /// Proposals made through this node, waiting to be applied, by log index.
     proposals: BTreeMap<LogIndex, Proposal>,
 
-    /// The latest snapshot: its description and data (shared with chunks being sent).
-    snapshot: Option<(SnapshotMeta, Arc<Vec<u8>>)>,
-    /// A snapshot being received in chunks.
-    incoming_snapshot: Option<(SnapshotMeta, Vec<u8>)>,
+    /// Where snapshot files live (beside the log).
+    snapshots: Arc<dyn SnapshotStore>,
+    /// Which snapshot files are still needed.
+    retention: SnapshotRetention,
+    /// The latest snapshot: its description, its file, and the file opened for sending chunks.
+    snapshot: Option<CurrentSnapshot>,
+    /// A snapshot being received in chunks, into a new file.
+    incoming_snapshot: Option<(SnapshotMeta, IncomingSnapshot)>,
+    /// Set when restoring a received snapshot failed: the state machine's state is unknown, so
+    /// nothing is applied or read until a snapshot restores cleanly.
+    state_machine_invalid: bool,
+    /// Reused buffer for the outputs of one applied batch.
+    outputs: Vec<S::Output>,
 
     rejected: Rejected,
     elections_started: u64,
@@ -225,7 +246,35 @@ impl<S: StateMachine> RaftNode<S> {
     /// Applies committed entries to the state machine, in order, answering the proposals made
     /// here (§5.3: "once an entry is committed, the leader applies it and returns the result").
     fn apply_committed(&mut self, out: &mut Outbox<Self>) {
-        while self.applied_index < self.commit_index {
+        if self.state_machine_invalid {
+            // Its state is unknown until a snapshot restores: no applies, no reads.
+            return;
+        }
+        if self.applied_index < self.commit_index {
+            self.apply_batch(out);
+        }
+        self.advance_reads(out);
+        self.maybe_snapshot(out);
+    }
+
+    /// Applies the entries from `applied_index + 1` to `commit_index`.
+    fn apply_batch(&mut self, out: &mut Outbox<Self>) {
+        // The state machine takes every command committed by this step as one batch; the
+        // bookkeeping below then walks the same entries, taking their outputs in order.
+        let first = self.applied_index + 1;
+        let last = self.commit_index;
+        self.outputs.clear();
+        let batch = (first..=last)
+            .filter_map(|i| self.log.entry(i))
+            .filter_map(|e| match &e.payload {
+                Payload::Command(c) => Some((e.index, c)),
+                _ => None,
+            });
+        self.state_machine.apply_batch(batch, &mut self.outputs);
+        self.state_machine.applied(last);
+        let mut outputs = std::mem::take(&mut self.outputs);
+        let mut outputs_iter = outputs.drain(..);
+        while self.applied_index < last {
             let index = self.applied_index + 1;
             let Some(entry) = self.log.entry(index) else {
                 // Unreachable: commit_index never passes the log's end and applied_index never
@@ -241,7 +290,18 @@ impl<S: StateMachine> RaftNode<S> {
             let term = entry.term;
             let applied = match &entry.payload {
                 Payload::Noop => Applied::Noop,
-                Payload::Command(c) => Applied::Output(self.state_machine.apply(c)),
+                Payload::Command(_) => match outputs_iter.next() {
+                    Some(output) => Applied::Output(output),
+                    None => {
+                        debug_assert!(false, "the state machine returned too few outputs");
+                        tracing::error!(
+                            node = self.config.id,
+                            index,
+                            "the state machine returned no output for a command"
+                        );
+                        Applied::Noop
+                    }
+                },
                 Payload::Membership(m) => Applied::Membership(m.clone()),
             };
             self.applied_index = index;
@@ -281,8 +341,8 @@ impl<S: StateMachine> RaftNode<S> {
                 }
             }
         }
-        self.advance_reads(out);
-        self.maybe_snapshot(out);
+        drop(outputs_iter);
+        self.outputs = outputs;
     }
 
     fn reject_unknown(&mut self, from: NodeId) {
@@ -351,7 +411,7 @@ impl<S: StateMachine> RaftNode<S> {
 }
 
 impl<S: StateMachine> Node for RaftNode<S> {
-    type Config = Config;
+    type Config = Setup<Config, S>;
     type Message = MessageOf<S>;
     type Request = RequestOf<S>;
     type Response = ResponseOf<S>;
@@ -363,8 +423,18 @@ impl<S: StateMachine> Node for RaftNode<S> {
     const PROTOCOL: u16 = protocol::RAFT;
     const WIRE_VERSION: u16 = 1;
 
-    fn recover(config: Config, records: Vec<RecordOf<S>>) -> Result<Self, RecoverError> {
+    fn recover(setup: Setup<Config, S>, records: Vec<RecordOf<S>>) -> Result<Self, RecoverError> {
+        Self::recover_with_snapshots(setup, records, Arc::new(MemSnapshotStore::new()))
+    }
+
+    fn recover_with_snapshots(
+        setup: Setup<Config, S>,
+        records: Vec<RecordOf<S>>,
+        snapshots: Arc<dyn SnapshotStore>,
+    ) -> Result<Self, RecoverError> {
+        let config = setup.config;
         config.validate()?;
+        let state_machine = (setup.state_machine)()?;
         let membership = Membership {
             voters: config.voters.iter().copied().collect(),
             learners: config.learners.iter().copied().collect(),
@@ -392,7 +462,7 @@ impl<S: StateMachine> Node for RaftNode<S> {
             leader: None,
             commit_index: 0,
             applied_index: 0,
-            state_machine: S::default(),
+            state_machine,
             election_elapsed_ticks: 0,
             election_timeout_ticks: config.election_timeout_ticks_min,
             votes_granted: BTreeSet::new(),
@@ -408,15 +478,23 @@ impl<S: StateMachine> Node for RaftNode<S> {
             transfer: None,
             uncommitted_bytes: 0,
             proposals: BTreeMap::new(),
+            snapshots,
+            retention: SnapshotRetention::default(),
             snapshot: None,
             incoming_snapshot: None,
+            state_machine_invalid: false,
+            outputs: Vec::new(),
             rejected: Rejected::default(),
             elections_started: 0,
             config,
         };
+        let mut snapshot = None;
         for record in records {
-            node.replay(record)?;
+            if let Some(named) = node.replay(record)? {
+                snapshot = Some(named);
+            }
         }
+        node.restore_recovered(snapshot)?;
         node.role = if node.is_voter(node.config.id) {
             Role::Follower
         } else {
@@ -424,6 +502,10 @@ impl<S: StateMachine> Node for RaftNode<S> {
         };
         node.reset_election_timer();
         Ok(node)
+    }
+
+    fn checkpoints_durable(&mut self, count: u64) {
+        self.retention.durable(&*self.snapshots, count);
     }
 
     fn id(&self) -> NodeId {
@@ -536,6 +618,7 @@ impl<S: StateMachine> Node for RaftNode<S> {
             last_log_index: self.log.last_index(),
             last_log_term: self.log.last_term(),
             snapshot_index: self.log.snapshot_index(),
+            snapshot_bytes: self.snapshot.as_ref().map_or(0, |s| s.meta.bytes),
             progress: self
                 .progress
                 .iter()
@@ -550,8 +633,12 @@ impl<S: StateMachine> Node for RaftNode<S> {
 }
 
 impl<S: StateMachine> RaftNode<S> {
-    /// Replays one persisted record during recovery.
-    fn replay(&mut self, record: RecordOf<S>) -> Result<(), RecoverError> {
+    /// Replays one persisted record during recovery. A checkpoint's snapshot is not restored
+    /// here but returned, so that only the last one is read (by [`Self::restore_recovered`]).
+    fn replay(
+        &mut self,
+        record: RecordOf<S>,
+    ) -> Result<Option<(SnapshotMeta, SnapshotFile)>, RecoverError> {
         let corrupt = |s: String| Err(RecoverError::Corrupt(s));
         match record {
             Record::HardState { term, voted_for } => {
@@ -599,12 +686,9 @@ impl<S: StateMachine> RaftNode<S> {
                 term,
                 voted_for,
                 meta,
-                data,
+                file,
                 entries,
             } => {
-                self.state_machine
-                    .restore(&data)
-                    .map_err(RecoverError::Snapshot)?;
                 self.term = term;
                 self.voted_for = voted_for;
                 self.log = RaftLog::new();
@@ -626,8 +710,40 @@ impl<S: StateMachine> RaftNode<S> {
                 }
                 self.commit_index = meta.index;
                 self.applied_index = meta.index;
-                self.snapshot = Some((meta, Arc::new(data)));
+                return Ok(Some((meta, file)));
             }
+        }
+        Ok(None)
+    }
+
+    /// The end of recovery: opens the snapshot the last checkpoint names and restores the state
+    /// machine from it, unless the state machine had applied that far already (a durable one).
+    /// Then deletes every snapshot file no checkpoint names.
+    fn restore_recovered(
+        &mut self,
+        snapshot: Option<(SnapshotMeta, SnapshotFile)>,
+    ) -> Result<(), RecoverError> {
+        let sm_applied = self.state_machine.applied_index();
+        if let Some((meta, file)) = snapshot {
+            let source = self.snapshots.open(file.id)?;
+            if sm_applied < meta.index {
+                let mut reader = SnapshotReader::new(source.clone(), file)?;
+                self.state_machine
+                    .restore(&mut reader)
+                    .map_err(common::SnapshotError::from)?;
+            }
+            self.retention = SnapshotRetention::recovered(&*self.snapshots, Some(file.id));
+            self.snapshot = Some(CurrentSnapshot { meta, file, source });
+        } else {
+            self.retention = SnapshotRetention::recovered(&*self.snapshots, None);
+        }
+        if sm_applied > self.applied_index {
+            // A durable state machine applied entries past the snapshot before the crash:
+            // they were committed, and are not applied again. (If the log lost some of them
+            // to an unsynced tail, the leader sends them again and they are skipped: applying
+            // only ever moves past `applied_index`.)
+            self.applied_index = sm_applied;
+            self.commit_index = self.commit_index.max(sm_applied.min(self.log.last_index()));
         }
         Ok(())
     }

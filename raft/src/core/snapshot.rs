@@ -1,11 +1,12 @@
 //! Log compaction (§7): snapshots of the state machine, persisted as checkpoints, and
 //! InstallSnapshot, sent in chunks to followers that need compacted entries.
 
-use std::sync::Arc;
-
+use common::snapshot::{
+    IncomingSnapshot, SnapshotDigest, SnapshotError, SnapshotFile, SnapshotReader, SnapshotWriter,
+};
 use common::{NodeId, Outbox};
 
-use super::RaftNode;
+use super::{CurrentSnapshot, RaftNode};
 use crate::message::{Event, LogIndex, Message, Record, ReplicationState, Role, SnapshotMeta};
 use crate::state_machine::StateMachine;
 
@@ -19,48 +20,72 @@ impl<S: StateMachine> RaftNode<S> {
         self.take_snapshot(out);
     }
 
-    /// Snapshots the state machine at the applied index and compacts the log up to it.
+    /// Snapshots the state machine at the applied index into a new file and compacts the log up
+    /// to it. If the file cannot be written (a full disk, say), the log stays as it is and the
+    /// next applied batch tries again.
     pub(super) fn take_snapshot(&mut self, out: &mut Outbox<Self>) {
         let index = self.applied_index;
         let Some(term) = self.log.term(index) else {
             return;
         };
-        if index <= self.log.snapshot_index() {
+        if index <= self.log.snapshot_index() || self.state_machine_invalid {
             return;
         }
-        let data = self.state_machine.snapshot();
+        let written =
+            SnapshotWriter::create(&*self.snapshots, self.config.snapshot_bytes_max as u64)
+                .and_then(|mut w| {
+                    self.state_machine.snapshot(&mut w)?;
+                    w.finish()
+                });
+        let file = match written {
+            Ok(file) => file,
+            Err(e) => {
+                tracing::error!(node = self.config.id, index, error = %e, "snapshot not written");
+                return;
+            }
+        };
+        let source = match self.snapshots.open(file.id) {
+            Ok(source) => source,
+            Err(e) => {
+                tracing::error!(node = self.config.id, index, error = %e, "snapshot not readable");
+                return;
+            }
+        };
         let membership = self.membership_at(index);
         let meta = SnapshotMeta {
             index,
             term,
-            bytes: data.len() as u64,
+            bytes: file.bytes,
+            crc32c: file.crc32c,
             membership: membership.clone(),
         };
         self.log.compact(index, term);
         self.membership_compacted(index, membership);
-        self.persist_snapshot(meta, data, out);
+        self.persist_snapshot(CurrentSnapshot { meta, file, source }, out);
     }
 
-    /// Persists the current snapshot as a checkpoint that holds everything recovery needs.
-    fn persist_snapshot(&mut self, meta: SnapshotMeta, data: Vec<u8>, out: &mut Outbox<Self>) {
-        let index = meta.index;
+    /// Persists a checkpoint that names the snapshot file and holds everything else recovery
+    /// needs, and makes the snapshot the current one.
+    fn persist_snapshot(&mut self, snapshot: CurrentSnapshot, out: &mut Outbox<Self>) {
+        let index = snapshot.meta.index;
         out.checkpoint(Record::Snapshot {
             term: self.term,
             voted_for: self.voted_for,
-            meta: meta.clone(),
-            data: data.clone(),
+            meta: snapshot.meta.clone(),
+            file: snapshot.file,
             entries: self.log.entries_after(index),
         });
-        self.snapshot = Some((meta, Arc::new(data)));
+        self.retention.checkpointed(Some(snapshot.file.id));
+        self.snapshot = Some(snapshot);
         out.emit(Event::Snapshot { index });
     }
 
     /// Switches `peer` to snapshot state and sends the first chunk.
     pub(super) fn start_snapshot(&mut self, peer: NodeId, out: &mut Outbox<Self>) {
-        let Some((meta, _)) = &self.snapshot else {
+        let Some(current) = &self.snapshot else {
             return;
         };
-        let index = meta.index;
+        let index = current.meta.index;
         if let Some(p) = self.progress.get_mut(&peer) {
             p.state = ReplicationState::Snapshot;
             p.inflight.clear();
@@ -73,29 +98,52 @@ impl<S: StateMachine> RaftNode<S> {
     /// Sends the chunk at the peer's snapshot offset (stop-and-wait: one chunk in flight,
     /// re-sent on every heartbeat until answered).
     pub(super) fn send_snapshot_chunk(&mut self, peer: NodeId, out: &mut Outbox<Self>) {
-        let Some((meta, data)) = &self.snapshot else {
+        let Some(current) = &self.snapshot else {
             return;
         };
         let Some(p) = self.progress.get_mut(&peer) else {
             return;
         };
+        let meta = &current.meta;
         if p.snapshot_index != meta.index {
             // A newer snapshot replaced the one being sent: start over.
             p.snapshot_index = meta.index;
             p.snapshot_offset = 0;
         }
-        let start = (p.snapshot_offset as usize).min(data.len());
-        let end = start
-            .saturating_add(self.config.snapshot_chunk_bytes_max)
-            .min(data.len());
+        let start = p.snapshot_offset.min(meta.bytes);
+        let len = (meta.bytes - start).min(self.config.snapshot_chunk_bytes_max as u64) as usize;
+        let mut data = vec![0u8; len];
+        let mut filled = 0;
+        while filled < len {
+            match current
+                .source
+                .read_at(start + filled as u64, &mut data[filled..])
+            {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) => {
+                    tracing::error!(node = self.config.id, peer, error = %e, "snapshot chunk not readable");
+                    return;
+                }
+            }
+        }
+        if filled < len {
+            tracing::error!(
+                node = self.config.id,
+                peer,
+                "snapshot file shorter than its description"
+            );
+            return;
+        }
+        let end = start + len as u64;
         out.send(
             peer,
             Message::InstallSnapshot {
                 term: self.term,
                 meta: meta.clone(),
-                offset: start as u64,
-                data: data[start..end].to_vec(),
-                done: end == data.len(),
+                offset: start,
+                data,
+                done: end == meta.bytes,
             },
         );
     }
@@ -127,12 +175,13 @@ impl<S: StateMachine> RaftNode<S> {
             self.reject_invalid(from, "InstallSnapshot chunk out of bounds");
             return;
         }
+        let snapshot_index = meta.index;
         let respond = |node: &Self, next_offset: u64, done: bool, out: &mut Outbox<Self>| {
             out.send(
                 from,
                 Message::InstallSnapshotResponse {
                     term: node.term,
-                    index: meta.index,
+                    index: snapshot_index,
                     next_offset,
                     done,
                 },
@@ -143,51 +192,105 @@ impl<S: StateMachine> RaftNode<S> {
             respond(self, meta.bytes, true, out);
             return;
         }
-        if offset == 0 {
-            self.incoming_snapshot = Some((meta.clone(), Vec::new()));
+        // A chunk of another snapshot than the one being received starts over (the partial
+        // file is discarded when the old receiver is dropped).
+        if self
+            .incoming_snapshot
+            .as_ref()
+            .is_some_and(|(m, _)| *m != meta)
+        {
+            self.incoming_snapshot = None;
         }
-        let Some((incoming_meta, buf)) = &mut self.incoming_snapshot else {
-            respond(self, 0, false, out);
+        if self.incoming_snapshot.is_none() {
+            if offset != 0 {
+                respond(self, 0, false, out);
+                return;
+            }
+            let digest = SnapshotDigest {
+                bytes: meta.bytes,
+                crc32c: meta.crc32c,
+            };
+            match IncomingSnapshot::start(
+                &*self.snapshots,
+                digest,
+                self.config.snapshot_bytes_max as u64,
+            ) {
+                Ok(incoming) => self.incoming_snapshot = Some((meta.clone(), incoming)),
+                Err(e) => {
+                    tracing::error!(node = self.config.id, error = %e, "snapshot not receivable");
+                    respond(self, 0, false, out);
+                    return;
+                }
+            }
+        }
+        let Some((_, mut incoming)) = self.incoming_snapshot.take() else {
             return;
         };
-        if *incoming_meta != meta || buf.len() as u64 != offset {
-            let expected = if *incoming_meta == meta {
-                buf.len() as u64
-            } else {
-                0
-            };
-            respond(self, expected, false, out);
-            return;
+        match incoming.accept(offset, &data) {
+            Ok(_) => {}
+            Err(SnapshotError::OutOfOrder { expected, .. }) => {
+                // A chunk from past a lost one: ask for the missing part again.
+                self.incoming_snapshot = Some((meta, incoming));
+                respond(self, expected, false, out);
+                return;
+            }
+            Err(e) => {
+                self.reject_invalid(from, "InstallSnapshot chunk refused");
+                tracing::warn!(node = self.config.id, error = %e, "snapshot chunk refused");
+                respond(self, 0, false, out);
+                return;
+            }
         }
-        buf.extend_from_slice(&data);
-        if !done {
-            let next = buf.len() as u64;
+        if !done || !incoming.is_complete() {
+            let next = incoming.received();
+            self.incoming_snapshot = Some((meta, incoming));
             respond(self, next, false, out);
             return;
         }
-        let Some((meta, data)) = self.incoming_snapshot.take() else {
-            return;
+        let file = match incoming.finish() {
+            Ok(file) => file,
+            Err(e) => {
+                // The bytes do not match the leader's checksum: damaged on the way. Start over.
+                self.reject_invalid(from, "InstallSnapshot data does not match its checksum");
+                tracing::warn!(node = self.config.id, error = %e, "snapshot discarded");
+                respond(self, 0, false, out);
+                return;
+            }
         };
-        let mut restored = S::default();
-        if let Err(e) = restored.restore(&data) {
-            self.reject_invalid(from, "InstallSnapshot data does not restore");
-            tracing::warn!(node = self.config.id, error = %e, "snapshot rejected");
-            respond(self, 0, false, out);
-            return;
+        match self.install_snapshot(meta.clone(), file, out) {
+            Ok(()) => respond(self, meta.bytes, true, out),
+            Err(e) => {
+                self.reject_invalid(from, "InstallSnapshot data does not restore");
+                tracing::warn!(node = self.config.id, error = %e, "snapshot not installed");
+                respond(self, 0, false, out);
+            }
         }
-        self.install_snapshot(meta.clone(), data, restored, out);
-        respond(self, meta.bytes, true, out);
     }
 
+    /// Replaces the state machine's state by the received snapshot's and the log's prefix by
+    /// the snapshot. If the state machine cannot restore it, its state is unknown: the node
+    /// applies and reads nothing until a snapshot restores cleanly.
     fn install_snapshot(
         &mut self,
         meta: SnapshotMeta,
-        data: Vec<u8>,
-        restored: S,
+        file: SnapshotFile,
         out: &mut Outbox<Self>,
-    ) {
+    ) -> Result<(), SnapshotError> {
+        let restored = self.snapshots.open(file.id).and_then(|source| {
+            let mut reader = SnapshotReader::new(source.clone(), file)?;
+            self.state_machine.restore(&mut reader)?;
+            Ok(source)
+        });
+        let source = match restored {
+            Ok(source) => source,
+            Err(e) => {
+                self.state_machine_invalid = true;
+                self.retention.discard(&*self.snapshots, file.id);
+                return Err(e);
+            }
+        };
+        self.state_machine_invalid = false;
         let index: LogIndex = meta.index;
-        self.state_machine = restored;
         self.log.compact(index, meta.term);
         if self.log.last_index() == index {
             // Nothing after the snapshot survived: no configuration entry either.
@@ -197,9 +300,10 @@ impl<S: StateMachine> RaftNode<S> {
         self.commit_index = self.commit_index.max(index);
         self.applied_index = index;
         self.fail_proposals_through(index, out);
-        self.persist_snapshot(meta, data, out);
+        self.persist_snapshot(CurrentSnapshot { meta, file, source }, out);
         // Entries kept after the snapshot may be committed already.
         self.apply_committed(out);
+        Ok(())
     }
 
     /// The leader side: next chunk, or back to replication once installed.

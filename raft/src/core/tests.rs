@@ -21,7 +21,7 @@ fn cfg(id: NodeId, n: u64) -> Config {
 }
 
 fn node(c: Config) -> N {
-    N::recover(c, vec![]).unwrap()
+    N::recover(c.into(), vec![]).unwrap()
 }
 
 fn step(n: &mut N, f: impl FnOnce(&mut N, &mut Outbox<N>)) -> Fx {
@@ -411,7 +411,7 @@ fn recover_rebuilds_term_vote_and_log_and_refuses_gaps() {
         Record::Truncate { from: 3 },
         Record::Entries(vec![e(3, 3)]),
     ];
-    let n = N::recover(cfg(1, 3), records).unwrap();
+    let n = N::recover(cfg(1, 3).into(), records).unwrap();
     assert_eq!(
         (n.term(), n.last_log_index(), n.entry_term(3)),
         (3, 3, Some(3))
@@ -420,7 +420,7 @@ fn recover_rebuilds_term_vote_and_log_and_refuses_gaps() {
     assert_eq!(n.commit_index(), 0, "the commit index is volatile");
     let gap = vec![Record::Entries(vec![e(1, 2)])];
     assert!(matches!(
-        N::recover(cfg(1, 3), gap),
+        N::recover(cfg(1, 3).into(), gap),
         Err(RecoverError::Corrupt(_))
     ));
     let back = vec![
@@ -434,7 +434,7 @@ fn recover_rebuilds_term_vote_and_log_and_refuses_gaps() {
         },
     ];
     assert!(matches!(
-        N::recover(cfg(1, 3), back),
+        N::recover(cfg(1, 3).into(), back),
         Err(RecoverError::Corrupt(_))
     ));
 }
@@ -640,6 +640,322 @@ fn snapshot_compacts_the_log_and_installs_in_chunks() {
     assert_eq!(l.metrics().progress[&3].match_index, l.last_log_index());
 }
 
+/// A leader with entries 2..=5 putting `v0..v3` and a snapshot at index 4, and the leader's
+/// checkpoint record.
+fn leader_with_snapshot(chunk: usize) -> (N, Vec<Persist<crate::message::Record<KvCommand>>>) {
+    let mut c = cfg(1, 3);
+    c.snapshot_log_entries_max = 3;
+    c.snapshot_chunk_bytes_max = chunk;
+    let mut l = leader(c, 3);
+    let mut checkpoints = Vec::new();
+    for i in 0..4 {
+        request(&mut l, i, Request::Propose(put(&format!("v{i}"))));
+        let fx = recv(&mut l, 2, ack(1, 2 + i, 1));
+        checkpoints.extend(fx.records.into_iter().filter(Persist::is_checkpoint));
+    }
+    (l, checkpoints)
+}
+
+/// Pumps messages between leader `l` and follower `f` (node 3), passing each message from the
+/// leader through `tamper` first (which may lose it, change it or repeat it). Messages waiting
+/// are delivered newest first, so several in flight arrive reordered. Returns how many
+/// InstallSnapshot chunks reached `f`.
+fn pump_snapshot(
+    l: &mut N,
+    f: &mut N,
+    mut tamper: impl FnMut(Message<KvCommand>) -> Vec<Message<KvCommand>>,
+) -> usize {
+    let mut out = Outbox::new();
+    l.tick(&mut out);
+    l.tick(&mut out);
+    let to_3 = |fx: Fx| -> Vec<Message<KvCommand>> {
+        fx.messages
+            .into_iter()
+            .filter(|(to, _)| *to == 3)
+            .map(|(_, m)| m)
+            .collect()
+    };
+    let mut msgs = to_3(out.take());
+    let mut chunks = 0;
+    for _ in 0..1000 {
+        let Some(m) = msgs.pop() else { break };
+        for m in tamper(m) {
+            if matches!(m, Message::InstallSnapshot { .. }) {
+                chunks += 1;
+            }
+            for (_, reply) in recv(f, 1, m).messages {
+                msgs.extend(to_3(recv(l, 3, reply)));
+            }
+        }
+        if msgs.is_empty() && f.last_log_index() < l.last_log_index() {
+            // A refused transfer restarts on the leader's next heartbeat.
+            msgs.extend(to_3(ticks(l, 2)));
+        }
+    }
+    chunks
+}
+
+#[test]
+fn snapshot_is_a_file_that_the_checkpoint_names() {
+    let (l, checkpoints) = leader_with_snapshot(8);
+    assert_eq!(checkpoints.len(), 1);
+    let Record::Snapshot { meta, file, .. } = checkpoints[0].record() else {
+        panic!("{checkpoints:?}");
+    };
+    assert_eq!(l.snapshots.list().unwrap(), vec![file.id]);
+    assert_eq!((meta.bytes, meta.crc32c), (file.bytes, file.crc32c));
+    // The file holds the state machine's stream, not a copy inside the record.
+    let mut stored = Vec::new();
+    std::io::Read::read_to_end(
+        &mut common::snapshot::SnapshotReader::open(&*l.snapshots, *file).unwrap(),
+        &mut stored,
+    )
+    .unwrap();
+    let mut restored = KvStore::default();
+    crate::StateMachine::restore(&mut restored, &mut &stored[..]).unwrap();
+    // It covers index 4: the no-op and `v0..v2`.
+    assert_eq!(meta.index, 4);
+    assert_eq!(restored.get("k"), Some("v2"));
+}
+
+#[test]
+fn a_corrupted_chunk_is_refused_and_the_transfer_starts_over() {
+    let (mut l, _) = leader_with_snapshot(8);
+    let mut f = node(cfg(3, 3));
+    let mut corrupted = 0;
+    let chunks = pump_snapshot(&mut l, &mut f, |m| match m {
+        Message::InstallSnapshot {
+            term,
+            meta,
+            offset,
+            mut data,
+            done,
+        } if corrupted == 0 && !data.is_empty() => {
+            corrupted += 1;
+            data[0] ^= 0x40;
+            vec![Message::InstallSnapshot {
+                term,
+                meta,
+                offset,
+                data,
+                done,
+            }]
+        }
+        m => vec![m],
+    });
+    assert_eq!(corrupted, 1);
+    assert_eq!(f.metrics().rejected.invalid, 1, "the checksum caught it");
+    assert!(chunks >= 4, "sent again from the start: {chunks} chunks");
+    assert_eq!(f.state_machine().get("k"), Some("v3"));
+    assert_eq!(f.last_log_index(), l.last_log_index());
+    // Only the good copy is in the follower's store; the damaged one never became visible.
+    assert_eq!(f.snapshots.list().unwrap().len(), 1);
+}
+
+#[test]
+fn lost_duplicated_and_reordered_chunks_still_install_the_snapshot() {
+    let (mut l, _) = leader_with_snapshot(3);
+    let mut f = node(cfg(3, 3));
+    // Every third chunk is lost; every other one arrives twice, with the chunk before it
+    // replayed after it (late and out of order).
+    let mut seen = 0;
+    let mut previous: Option<Message<KvCommand>> = None;
+    let chunks = pump_snapshot(&mut l, &mut f, |m| {
+        if !matches!(m, Message::InstallSnapshot { .. }) {
+            return vec![m];
+        }
+        seen += 1;
+        if seen % 3 == 0 {
+            return vec![];
+        }
+        let mut deliver = vec![m.clone(), m.clone()];
+        deliver.extend(previous.replace(m));
+        deliver
+    });
+    assert!(chunks > 6, "{chunks}");
+    assert_eq!(f.state_machine().get("k"), Some("v3"));
+    assert_eq!(f.last_log_index(), l.last_log_index());
+    assert_eq!(f.snapshots.list().unwrap().len(), 1);
+}
+
+#[test]
+fn recovery_refuses_a_missing_or_corrupted_snapshot_file() {
+    let (l, checkpoints) = leader_with_snapshot(8);
+    let records = vec![checkpoints[0].record().clone()];
+    let Record::Snapshot { file, .. } = &records[0] else {
+        panic!()
+    };
+    // The store it names is not there.
+    let empty = std::sync::Arc::new(common::snapshot::MemSnapshotStore::new());
+    assert!(matches!(
+        N::recover_with_snapshots(cfg(1, 3).into(), records.clone(), empty),
+        Err(RecoverError::Snapshot(common::SnapshotError::NotFound(_)))
+    ));
+    // A byte flipped on disk: the checksum refuses it.
+    let store = common::snapshot::MemSnapshotStore::new();
+    let copy = {
+        let mut w = common::snapshot::SnapshotWriter::create(&store, u64::MAX).unwrap();
+        let source = l.snapshots.open(file.id).unwrap();
+        let mut buf = vec![0u8; file.bytes as usize];
+        source.read_at(0, &mut buf).unwrap();
+        std::io::Write::write_all(&mut w, &buf).unwrap();
+        w.finish().unwrap()
+    };
+    assert_eq!((copy.bytes, copy.crc32c), (file.bytes, file.crc32c));
+    let records = vec![Record::Snapshot {
+        term: 1,
+        voted_for: Some(1),
+        meta: match &records[0] {
+            Record::Snapshot { meta, .. } => meta.clone(),
+            _ => unreachable!(),
+        },
+        file: copy,
+        entries: vec![],
+    }];
+    let store = std::sync::Arc::new(store);
+    // Intact, it recovers.
+    let n = N::recover_with_snapshots(cfg(1, 3).into(), records.clone(), store.clone()).unwrap();
+    assert_eq!(n.state_machine().get("k"), Some("v2"));
+    assert!(store.corrupt(copy.id, 2, 0x01));
+    assert!(matches!(
+        N::recover_with_snapshots(cfg(1, 3).into(), records, store),
+        Err(RecoverError::Snapshot(_))
+    ));
+}
+
+/// A state machine that persists its state and applied index in a shared "database", the way
+/// one over an embedded database would: it reopens with what it had applied.
+#[derive(Debug)]
+struct Durable {
+    db: std::sync::Arc<std::sync::Mutex<(KvStore, u64)>>,
+    kv: KvStore,
+    applied: u64,
+    applies: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    restores: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl crate::StateMachine for Durable {
+    type Command = KvCommand;
+    type Query = KvQuery;
+    type Output = KvOutput;
+
+    fn apply(&mut self, index: u64, command: &KvCommand) -> KvOutput {
+        self.applies
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.kv.apply(index, command)
+    }
+
+    fn applied(&mut self, index: u64) {
+        self.applied = index;
+        *self.db.lock().unwrap() = (self.kv.clone(), index);
+    }
+
+    fn applied_index(&self) -> u64 {
+        self.applied
+    }
+
+    fn query(&self, query: &KvQuery) -> KvOutput {
+        self.kv.query(query)
+    }
+
+    fn snapshot(&self, out: &mut dyn std::io::Write) -> Result<(), common::StateMachineError> {
+        self.kv.snapshot(out)
+    }
+
+    fn restore(&mut self, input: &mut dyn std::io::Read) -> Result<(), common::StateMachineError> {
+        self.restores
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.kv.restore(input)
+    }
+}
+
+#[test]
+fn a_durable_state_machine_is_neither_restored_nor_replayed_past_its_applied_index() {
+    use crate::StateMachine as _;
+    use std::sync::atomic::Ordering;
+    let db = std::sync::Arc::new(std::sync::Mutex::new((KvStore::default(), 0)));
+    let applies = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let restores = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let setup = {
+        let (db, applies, restores) = (db.clone(), applies.clone(), restores.clone());
+        common::Setup::new(cfg(1, 3), move || {
+            let (kv, applied) = db.lock().unwrap().clone();
+            Ok(Durable {
+                db: db.clone(),
+                kv,
+                applied,
+                applies: applies.clone(),
+                restores: restores.clone(),
+            })
+        })
+    };
+    type D = RaftNode<Durable>;
+    let store = std::sync::Arc::new(common::snapshot::MemSnapshotStore::new());
+    let mut n = D::recover_with_snapshots(setup.clone(), vec![], store.clone()).unwrap();
+    let mut records = Vec::new();
+    let mut out = Outbox::new();
+    let entries: Vec<Entry<KvCommand>> = (1..=6)
+        .map(|i| Entry {
+            term: 1,
+            index: i,
+            payload: Payload::Command(put(&format!("v{i}"))),
+        })
+        .collect();
+    n.handle_message(
+        2,
+        Message::AppendEntries {
+            term: 1,
+            prev_log_index: 0,
+            prev_log_term: 0,
+            entries,
+            leader_commit: 6,
+            read_seq: 0,
+        },
+        &mut out,
+    );
+    records.extend(out.take().records.into_iter().map(|p| p.record().clone()));
+    assert_eq!(n.applied_index(), 6);
+    assert_eq!(applies.load(Ordering::Relaxed), 6);
+    assert_eq!(
+        db.lock().unwrap().1,
+        6,
+        "applied() reported the batch's end"
+    );
+
+    // Restart: the state machine reopens at 6 and nothing is applied again.
+    let n = D::recover_with_snapshots(setup, records, store).unwrap();
+    assert_eq!(n.applied_index(), 6);
+    assert_eq!(n.state_machine().applied_index(), 6);
+    assert_eq!(applies.load(Ordering::Relaxed), 6);
+    assert_eq!(restores.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        n.state_machine().query(&KvQuery::Get("k".into())),
+        KvOutput::Value(Some("v6".into()))
+    );
+}
+
+#[test]
+fn checkpoints_made_durable_delete_the_snapshots_they_replace() {
+    let mut c = cfg(1, 3);
+    c.snapshot_log_entries_max = 2;
+    let mut l = leader(c, 3);
+    let mut checkpoints = 0;
+    for i in 0..12 {
+        request(&mut l, i, Request::Propose(put(&format!("v{i}"))));
+        let fx = recv(&mut l, 2, ack(1, 2 + i, 1));
+        checkpoints += fx.records.iter().filter(|p| p.is_checkpoint()).count() as u64;
+    }
+    assert!(checkpoints >= 3, "{checkpoints}");
+    // Nothing durable yet: every snapshot may still be the one a crash recovers from.
+    assert_eq!(l.snapshots.list().unwrap().len() as u64, checkpoints);
+    l.checkpoints_durable(checkpoints);
+    assert_eq!(
+        l.snapshots.list().unwrap().len(),
+        1,
+        "only the newest is kept"
+    );
+}
+
 #[test]
 fn config_validate_explains() {
     let mut c = Config::new(1, vec![1, 2, 2]);
@@ -811,7 +1127,7 @@ fn truncation_reverts_an_uncommitted_configuration() {
         }]),
         Record::Truncate { from: 1 },
     ];
-    let r = N::recover(cfg(2, 3), records).unwrap();
+    let r = N::recover(cfg(2, 3).into(), records).unwrap();
     assert_eq!(r.membership().voters, set(&[1, 2, 3]));
 }
 
@@ -1031,7 +1347,7 @@ fn removed_node_still_campaigns_after_a_restart_until_its_removal_commits() {
         },
         Record::Entries(entries),
     ];
-    let mut n = N::recover(c, records).unwrap();
+    let mut n = N::recover(c.into(), records).unwrap();
     assert_eq!(n.membership().voters, set(&[1, 2]), "C_new is in force");
     let fx = ticks(&mut n, 40);
     let asks = fx

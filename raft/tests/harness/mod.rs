@@ -24,7 +24,7 @@ pub fn config(id: NodeId, n: u64) -> Config {
 
 /// A node recovered from `records`.
 pub fn node_with(config: Config, records: Vec<Record<KvCommand>>) -> Node {
-    Node::recover(config, records).unwrap()
+    Node::recover(config.into(), records).unwrap()
 }
 
 /// A fresh node.

@@ -404,7 +404,9 @@ impl StateMachineSafety {
 /// A digest of a state machine's state.
 pub fn state_digest(s: &KvStore) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    s.snapshot().hash(&mut h);
+    let mut bytes = Vec::new();
+    s.snapshot(&mut bytes).expect("an in-memory snapshot");
+    bytes.hash(&mut h);
     h.finish()
 }
 
@@ -639,7 +641,7 @@ pub fn run(
         c.snapshot_chunk_bytes_max = SNAPSHOT_CHUNK_BYTES;
         c
     };
-    let mut sim: Sim<N> = Sim::new(sc, make)?;
+    let mut sim: Sim<N> = Sim::new(sc, move |id| make(id).into())?;
     install(&mut sim);
     let installs = Rc::new(RefCell::new(0u64));
     sim.add_invariant(
@@ -986,7 +988,7 @@ pub fn node_with_log(id: NodeId, n: u64, term: Term, log: &[(Term, &str)]) -> N 
         },
         Record::Entries(entries),
     ];
-    N::recover(plain_config(id, n), records).unwrap_or_else(|e| panic!("recover: {e}"))
+    N::recover(plain_config(id, n).into(), records).unwrap_or_else(|e| panic!("recover: {e}"))
 }
 
 /// Makes `node` campaign and win with the votes of every other voter of `1..=n`.
