@@ -34,6 +34,8 @@ pub mod check;
 pub mod fuzz;
 #[cfg(feature = "sim")]
 pub mod sim;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use id::{protocol, NodeId, RequestId};
 pub use node::{Effects, Node, Outbox, Persist};

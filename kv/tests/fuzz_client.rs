@@ -40,3 +40,36 @@ fn snapshots_restore_or_fail_cleanly() {
         }
     });
 }
+
+#[test]
+fn the_store_passes_the_state_machine_conformance_suite() {
+    use kv::{KvCommand, KvOp, KvQuery};
+    let commands: Vec<KvCommand> = (1..=40u64)
+        .map(|seq| KvCommand {
+            client: seq % 3 + 1,
+            seq: seq / 3 + 1,
+            op: match seq % 3 {
+                0 => KvOp::Put {
+                    key: format!("k{}", seq % 7),
+                    value: format!("v{seq}"),
+                },
+                1 => KvOp::Delete {
+                    key: format!("k{}", seq % 5),
+                },
+                _ => KvOp::Cas {
+                    key: format!("k{}", seq % 7),
+                    expected: None,
+                    new: Some(format!("c{seq}")),
+                },
+            },
+        })
+        .collect();
+    common::testing::state_machine_suite(
+        || Ok(KvMachine::default()),
+        &commands,
+        &KvQuery::Scan {
+            prefix: String::new(),
+            limit: 100,
+        },
+    );
+}

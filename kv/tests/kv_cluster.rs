@@ -1,6 +1,8 @@
 //! A real cluster of `kv-node` processes on 127.0.0.1: a load generator runs while the leader
 //! is killed with SIGKILL again and again and restarted from its data directory; afterwards every
-//! acknowledged write must be readable and the recorded history must be linearizable.
+//! acknowledged write must be readable and the recorded history must be linearizable. The nodes
+//! snapshot every [`SNAPSHOT_EVERY`] entries (slots), so kills also land while a snapshot file
+//! is being written or installed, and restarts recover from snapshot files.
 //!
 //! `KV_KILLS` raises the number of kills (default 10) for a soak; `KV_SEED` picks the seed.
 
@@ -24,6 +26,8 @@ const KEY: &str = "a test cluster key of enough bytes";
 /// Longest wait for any one condition (a leader, a restarted node, progress).
 const WAIT_MAX: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(10);
+/// Log entries (Raft) or slots (Multi-Paxos) between snapshots in the kill test.
+const SNAPSHOT_EVERY: u64 = 20;
 
 struct Cluster {
     protocol: &'static str,
@@ -64,9 +68,18 @@ impl Cluster {
             .map(|(id, a)| format!("{id}={a}"))
             .collect::<Vec<_>>()
             .join(",");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("node.toml"),
+            format!(
+                "[raft]\nsnapshot_log_entries_max = {SNAPSHOT_EVERY}\n\n\
+                 [paxos]\nsnapshot_interval_slots = {SNAPSHOT_EVERY}\n"
+            ),
+        )
+        .unwrap();
         let mut cluster = Cluster {
             protocol,
-            dir: tempfile::tempdir().unwrap(),
+            dir,
             peers,
             listen,
             clients,
@@ -89,6 +102,8 @@ impl Cluster {
             .open(self.dir.path().join(format!("node-{id}.log")))
             .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_kv-node"))
+            .arg("--config")
+            .arg(self.dir.path().join("node.toml"))
             .arg("--protocol")
             .arg(self.protocol)
             .arg("--id")
@@ -315,6 +330,15 @@ async fn kill_the_leader_again_and_again(protocol: &'static str) {
         "{protocol} history is not linearizable: {verdict:?}"
     );
     client_binary_works(&cluster);
+    // Snapshots were taken (as files beside each node's log) all along the run.
+    for id in 1..=NODES {
+        let snapshots = std::fs::read_dir(cluster.data_dir(id).join("snapshots"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".bin"))
+            .count();
+        assert!(snapshots >= 1, "node {id} holds no snapshot file");
+    }
 }
 
 /// The `kv-client` command line against the cluster: put, get, cas, and a short recorded load.

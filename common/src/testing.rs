@@ -1,0 +1,376 @@
+//! Conformance suites as public API (feature `testing`): the checks the workspace's own
+//! storage, snapshot stores and state machines pass, for a user who plugs in their own (a
+//! RocksDB-backed `Storage`, an object-store `SnapshotStore`, a state machine over an embedded
+//! database) to run against theirs.
+//!
+//! - **Storage**: implement [`StorageSubject`] (open the storage, simulate a crash of it) and call
+//!   [`storage_suite`], or its checks one by one to get a test each.
+//! - **Snapshot stores**: [`snapshot_store_suite`] with a function that opens the store (again
+//!   after a "restart", for a durable one).
+//! - **State machines**: [`state_machine_suite`] with the state machine's factory and a sequence
+//!   of commands: determinism, snapshot round trips, damaged snapshots refused without a panic,
+//!   and a reported applied index that survives reopening.
+//!
+//! Each check panics with a message naming what failed, the way a test assertion does.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::Read;
+
+use crate::snapshot::{SnapshotId, SnapshotReader, SnapshotStore, SnapshotWriter};
+use crate::state_machine::{StateMachine, StateMachineError};
+use crate::storage::{Storage, StorageError};
+
+/// A storage implementation under test: opens it, and simulates a crash of it.
+pub trait StorageSubject {
+    /// The storage type.
+    type S: Storage;
+    /// Opens the storage: empty the first time, recovered from what survived afterwards.
+    fn open(&mut self) -> Self::S;
+    /// Crashes `s`: whatever is not synced may be lost (a prefix of it may survive).
+    fn crash(&mut self, s: Self::S);
+    /// The record size limit the subject configures (the suite appends one record over it).
+    fn record_bytes_max(&self) -> usize;
+}
+
+/// Runs every storage check against `T`.
+pub fn storage_suite<T: StorageSubject + Default>() {
+    empty_storage_loads_nothing::<T>();
+    append_sync_load_in_order::<T>();
+    reopen_keeps_synced_records::<T>();
+    crash_loses_at_most_the_unsynced_suffix::<T>();
+    checkpoint_supersedes_earlier_records::<T>();
+    latest_checkpoint_wins::<T>();
+    unsynced_checkpoint_does_not_lose_its_predecessors::<T>();
+    oversize_record_is_refused::<T>();
+    finished_snapshots_survive_a_crash::<T>();
+}
+
+/// A snapshot finished in the storage's snapshot store survives a crash, like a synced record.
+pub fn finished_snapshots_survive_a_crash<T: StorageSubject + Default>() {
+    let mut t = T::default();
+    let s = t.open();
+    let store = s.snapshots();
+    let file = write_snapshot(&*store, b"state");
+    drop(store);
+    t.crash(s);
+    let s = t.open();
+    assert_eq!(read_snapshot(&*s.snapshots(), file), b"state");
+}
+
+fn write_snapshot(store: &dyn SnapshotStore, data: &[u8]) -> crate::snapshot::SnapshotFile {
+    let mut w = SnapshotWriter::create(store, u64::MAX).expect("snapshot created");
+    for chunk in data.chunks(3) {
+        w.append(chunk).expect("snapshot written");
+    }
+    w.finish().expect("snapshot finished")
+}
+
+fn read_snapshot(store: &dyn SnapshotStore, file: crate::snapshot::SnapshotFile) -> Vec<u8> {
+    let mut out = Vec::new();
+    SnapshotReader::open(store, file)
+        .expect("snapshot opens")
+        .read_to_end(&mut out)
+        .expect("snapshot reads back intact");
+    out
+}
+
+/// The [`SnapshotStore`] contract. `open` opens the store; called again, it must open the same
+/// store as after a restart (for an in-memory store, a clone sharing the same snapshots).
+pub fn snapshot_store_suite<S: SnapshotStore>(mut open: impl FnMut() -> S) {
+    let store = open();
+    assert!(store.list().unwrap().is_empty(), "a new store is empty");
+    // Written in pieces, read back whole and at offsets.
+    let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+    let a = write_snapshot(&store, &data);
+    assert_eq!(read_snapshot(&store, a), data);
+    let source = store.open(a.id).unwrap();
+    assert_eq!(source.len(), data.len() as u64);
+    let mut buf = [0u8; 10];
+    let n = source.read_at(4995, &mut buf).unwrap();
+    assert_eq!(&buf[..n], &data[4995..]);
+    assert_eq!(
+        source.read_at(5000, &mut buf).unwrap(),
+        0,
+        "read past the end"
+    );
+    // An unfinished snapshot is invisible, and ids only grow.
+    let mut unfinished = SnapshotWriter::create(&store, u64::MAX).unwrap();
+    unfinished.append(b"half").unwrap();
+    drop(unfinished);
+    let b = write_snapshot(&store, b"second");
+    assert!(b.id > a.id, "ids grow: {} then {}", a.id, b.id);
+    assert_eq!(store.list().unwrap(), vec![a.id, b.id]);
+    // After a restart: the finished snapshots, nothing else; new ids still grow.
+    drop(store);
+    let store = open();
+    assert_eq!(store.list().unwrap(), vec![a.id, b.id]);
+    assert_eq!(read_snapshot(&store, b), b"second");
+    let c = write_snapshot(&store, b"third");
+    assert!(c.id > b.id);
+    // Removal: readers opened before keep reading; a missing id is `NotFound`.
+    let held = store.open(a.id).unwrap();
+    store.remove(a.id).unwrap();
+    store.remove(a.id).unwrap();
+    assert_eq!(
+        held.read_at(0, &mut buf).unwrap(),
+        10,
+        "an open reader survives removal"
+    );
+    assert!(matches!(
+        store.open(a.id),
+        Err(crate::SnapshotError::NotFound(SnapshotId(_)))
+    ));
+    assert_eq!(store.list().unwrap(), vec![b.id, c.id]);
+}
+
+/// The [`StateMachine`] contract, exercised with `commands` (give a few dozen that change the
+/// state). `open` builds the state machine as the node's factory would; for a durable state
+/// machine, calling it again reopens the same state.
+///
+/// Checks: applying is deterministic (two fresh instances end with the same snapshot bytes and
+/// outputs); a snapshot restores into an instance that then snapshots to the same bytes and
+/// answers `query` the same; every truncation of a snapshot is refused with an error, never a
+/// panic; a state machine that reports an applied index reports the last `applied` one after
+/// reopening.
+pub fn state_machine_suite<S: StateMachine>(
+    mut open: impl FnMut() -> Result<S, StateMachineError>,
+    commands: &[S::Command],
+    query: &S::Query,
+) {
+    let snapshot_of = |s: &S| {
+        let mut bytes = Vec::new();
+        s.snapshot(&mut bytes).expect("snapshot written");
+        bytes
+    };
+    let mut a = open().expect("state machine opens");
+    let start = a.applied_index();
+    let mut outputs_a = Vec::new();
+    a.apply_batch(
+        commands
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (start + 1 + i as u64, c)),
+        &mut outputs_a,
+    );
+    let last = start + commands.len() as u64;
+    a.applied(last);
+    assert_eq!(outputs_a.len(), commands.len(), "one output per command");
+    let snap = snapshot_of(&a);
+
+    // Restored elsewhere: the same state.
+    let mut b = open().expect("state machine opens");
+    b.restore(&mut &snap[..])
+        .expect("its own snapshot restores");
+    assert_eq!(
+        snapshot_of(&b),
+        snap,
+        "restore then snapshot gives the same bytes"
+    );
+    assert_eq!(
+        b.query(query),
+        a.query(query),
+        "the restored state answers the same"
+    );
+
+    // Damaged: an error, never a panic; a good snapshot restores afterwards.
+    for cut in 0..snap.len() {
+        let mut c = open().expect("state machine opens");
+        if c.restore(&mut &snap[..cut]).is_ok() {
+            // A prefix may be a valid (smaller) state only if it is a different state.
+            assert_ne!(
+                snapshot_of(&c),
+                snap,
+                "a truncated snapshot restored as the whole"
+            );
+        }
+        c.restore(&mut &snap[..])
+            .expect("a good snapshot restores after a bad one");
+        assert_eq!(c.query(query), a.query(query));
+    }
+
+    // Durable applied index.
+    if a.applied_index() != 0 {
+        assert_eq!(
+            a.applied_index(),
+            last,
+            "applied_index is the last applied()"
+        );
+        drop((a, b));
+        let reopened = open().expect("state machine reopens");
+        assert_eq!(
+            reopened.applied_index(),
+            last,
+            "the applied index survives reopening"
+        );
+    }
+}
+
+fn v(items: &[&[u8]]) -> Vec<Vec<u8>> {
+    items.iter().map(|r| r.to_vec()).collect()
+}
+
+/// `loaded` must be `synced` followed by a prefix of `unsynced`.
+fn assert_synced_plus_prefix(loaded: &[Vec<u8>], synced: &[&[u8]], unsynced: &[&[u8]]) {
+    assert!(
+        loaded.len() >= synced.len() && loaded.len() <= synced.len() + unsynced.len(),
+        "loaded {} records, synced {}, unsynced {}",
+        loaded.len(),
+        synced.len(),
+        unsynced.len()
+    );
+    let expected: Vec<&[u8]> = synced.iter().chain(unsynced).copied().collect();
+    for (i, r) in loaded.iter().enumerate() {
+        assert_eq!(r.as_slice(), expected[i], "record {i}");
+    }
+}
+
+/// A new storage loads nothing, before and after a sync and a crash.
+pub fn empty_storage_loads_nothing<T: StorageSubject + Default>() {
+    let mut t = T::default();
+    let mut s = t.open();
+    assert!(s.load().unwrap().is_empty());
+    s.sync().unwrap();
+    assert!(s.load().unwrap().is_empty());
+    t.crash(s);
+    assert!(t.open().load().unwrap().is_empty());
+}
+
+/// Records load in the order appended, synced or not.
+pub fn append_sync_load_in_order<T: StorageSubject + Default>() {
+    let mut t = T::default();
+    let mut s = t.open();
+    s.append(b"a").unwrap();
+    s.append(b"bb").unwrap();
+    s.append(b"").unwrap();
+    // Unsynced records are part of what this instance loads.
+    assert_eq!(s.load().unwrap(), v(&[b"a", b"bb", b""]));
+    s.sync().unwrap();
+    s.append(b"ccc").unwrap();
+    assert_eq!(s.load().unwrap(), v(&[b"a", b"bb", b"", b"ccc"]));
+    s.sync().unwrap();
+    // A sync with nothing new is harmless.
+    s.sync().unwrap();
+    assert_eq!(s.load().unwrap(), v(&[b"a", b"bb", b"", b"ccc"]));
+}
+
+/// Synced records survive a crash and reopening; appending continues after them.
+pub fn reopen_keeps_synced_records<T: StorageSubject + Default>() {
+    let mut t = T::default();
+    let mut s = t.open();
+    let records: Vec<Vec<u8>> = (0..100u32)
+        .map(|i| i.to_le_bytes().repeat(i as usize % 40))
+        .collect();
+    for r in &records {
+        s.append(r).unwrap();
+    }
+    s.sync().unwrap();
+    t.crash(s);
+    let mut s = t.open();
+    assert_eq!(s.load().unwrap(), records);
+    // Appending continues after the recovered records.
+    s.append(b"more").unwrap();
+    s.sync().unwrap();
+    t.crash(s);
+    let loaded = t.open().load().unwrap();
+    assert_eq!(loaded.len(), 101);
+    assert_eq!(loaded[100], b"more");
+}
+
+/// A crash loses at most a suffix of the unsynced records, never one in the middle.
+pub fn crash_loses_at_most_the_unsynced_suffix<T: StorageSubject + Default>() {
+    let mut t = T::default();
+    let mut s = t.open();
+    s.append(b"a").unwrap();
+    s.append(b"b").unwrap();
+    s.sync().unwrap();
+    s.append(b"c").unwrap();
+    s.append(b"d").unwrap();
+    t.crash(s);
+    let mut s = t.open();
+    let loaded = s.load().unwrap();
+    assert_synced_plus_prefix(&loaded, &[b"a", b"b"], &[b"c", b"d"]);
+    // Whatever survived recovery is the new base.
+    s.append(b"e").unwrap();
+    s.sync().unwrap();
+    t.crash(s);
+    let mut expected = loaded;
+    expected.push(b"e".to_vec());
+    assert_eq!(t.open().load().unwrap(), expected);
+}
+
+/// A checkpoint supersedes the records before it.
+pub fn checkpoint_supersedes_earlier_records<T: StorageSubject + Default>() {
+    let mut t = T::default();
+    let mut s = t.open();
+    s.append(b"a").unwrap();
+    s.append(b"b").unwrap();
+    s.sync().unwrap();
+    s.append_checkpoint(b"ck").unwrap();
+    s.append(b"c").unwrap();
+    // Even unsynced, the latest checkpoint is where loading starts for this instance.
+    assert_eq!(s.load().unwrap(), v(&[b"ck", b"c"]));
+    s.sync().unwrap();
+    assert_eq!(s.load().unwrap(), v(&[b"ck", b"c"]));
+    t.crash(s);
+    let mut s = t.open();
+    assert_eq!(s.load().unwrap(), v(&[b"ck", b"c"]));
+    s.append(b"d").unwrap();
+    s.sync().unwrap();
+    assert_eq!(s.load().unwrap(), v(&[b"ck", b"c", b"d"]));
+}
+
+/// Loading starts at the latest checkpoint.
+pub fn latest_checkpoint_wins<T: StorageSubject + Default>() {
+    let mut t = T::default();
+    let mut s = t.open();
+    s.append_checkpoint(b"ck1").unwrap();
+    s.append(b"x").unwrap();
+    s.append_checkpoint(b"ck2").unwrap();
+    s.append_checkpoint(b"ck3").unwrap();
+    s.append(b"y").unwrap();
+    s.sync().unwrap();
+    assert_eq!(s.load().unwrap(), v(&[b"ck3", b"y"]));
+    t.crash(s);
+    assert_eq!(t.open().load().unwrap(), v(&[b"ck3", b"y"]));
+}
+
+/// A checkpoint lost in a crash leaves the records it was to replace.
+pub fn unsynced_checkpoint_does_not_lose_its_predecessors<T: StorageSubject + Default>() {
+    let mut t = T::default();
+    let mut s = t.open();
+    s.append(b"a").unwrap();
+    s.sync().unwrap();
+    s.append_checkpoint(b"ck").unwrap();
+    t.crash(s);
+    let loaded = t.open().load().unwrap();
+    // Either the checkpoint survived (and supersedes "a"), or "a" is still there.
+    assert!(
+        loaded == v(&[b"a"]) || loaded == v(&[b"ck"]),
+        "loaded {loaded:?}"
+    );
+}
+
+/// A record over the maximum is refused with `RecordTooLarge`, and nothing is appended.
+pub fn oversize_record_is_refused<T: StorageSubject + Default>() {
+    let mut t = T::default();
+    let max = t.record_bytes_max();
+    let mut s = t.open();
+    s.append(b"keep").unwrap();
+    let big = vec![7u8; max + 1];
+    match s.append(&big) {
+        Err(StorageError::RecordTooLarge { len, max: got_max }) => {
+            assert_eq!((len, got_max), (max + 1, max));
+        }
+        other => panic!("expected RecordTooLarge, got {other:?}"),
+    }
+    assert!(matches!(
+        s.append_checkpoint(&big),
+        Err(StorageError::RecordTooLarge { .. })
+    ));
+    // Nothing was appended, and the storage still works; exactly the maximum is fine.
+    let exact = vec![9u8; max];
+    s.append(&exact).unwrap();
+    s.sync().unwrap();
+    t.crash(s);
+    assert_eq!(t.open().load().unwrap(), vec![b"keep".to_vec(), exact]);
+}
