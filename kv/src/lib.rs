@@ -15,8 +15,11 @@
 //!   [`SESSIONS_MAX`] is reached (the least recently used, by a counter of applied commands).
 //! - **Linearizable reads** come from the protocols ([`KvQuery`] is answered by the leader after
 //!   it confirmed its leadership), not from this module.
-//! - **Bad snapshots are typed errors.** [`raft::StateMachine::restore`] decodes bytes from disk
-//!   or the network and reports a malformed snapshot instead of panicking.
+//! - **Snapshots stream.** [`common::StateMachine::snapshot`] writes a header frame (sessions,
+//!   counters) and then one frame per key into the snapshot file, so a store of any size is
+//!   never one buffer; [`common::StateMachine::restore`] reads them back with a size limit per
+//!   frame and reports a malformed or truncated snapshot as a typed error, never a panic, and
+//!   without touching the state.
 //!
 //! ```
 //! use kv::{KvCommand, KvMachine, KvOp, KvOutput};
@@ -24,15 +27,15 @@
 //!
 //! let mut kv = KvMachine::default();
 //! let put = KvCommand { client: 7, seq: 1, op: KvOp::Put { key: "x".into(), value: "1".into() } };
-//! assert_eq!(kv.apply(&put), KvOutput::Value(None)); // the previous value
+//! assert_eq!(kv.apply(1, &put), KvOutput::Value(None)); // the previous value
 //! // The same request again (a retry after a lost answer): same answer, applied once.
-//! assert_eq!(kv.apply(&put), KvOutput::Value(None));
+//! assert_eq!(kv.apply(2, &put), KvOutput::Value(None));
 //! let cas = KvCommand {
 //!     client: 7,
 //!     seq: 2,
 //!     op: KvOp::Cas { key: "x".into(), expected: Some("1".into()), new: Some("2".into()) },
 //! };
-//! assert_eq!(kv.apply(&cas), KvOutput::Cas { swapped: true, current: Some("2".into()) });
+//! assert_eq!(kv.apply(3, &cas), KvOutput::Cas { swapped: true, current: Some("2".into()) });
 //! assert_eq!(kv.get("x"), Some("2"));
 //! ```
 
