@@ -60,6 +60,7 @@ pub mod demo;
 pub mod hashring;
 pub mod paxos;
 pub mod raft;
+pub mod redb_kv;
 pub mod threepc;
 pub mod twopc;
 pub mod wan;

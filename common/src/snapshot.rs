@@ -789,9 +789,8 @@ impl SnapshotRetention {
     }
 
     /// The first `count` checkpoints asked for since recovery are durable: delete the snapshots
-    /// that only older checkpoints named. `keep` lists snapshots still in use otherwise (being
-    /// sent to a follower reads an open file, which deletion does not disturb, so it is usually
-    /// empty).
+    /// that only older checkpoints named. (A snapshot still being sent to a follower is read
+    /// through a file opened before, which deletion does not disturb.)
     pub fn durable(&mut self, store: &dyn SnapshotStore, count: u64) {
         let mut named = Vec::new();
         let mut newest = None;

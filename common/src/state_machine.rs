@@ -59,7 +59,9 @@ pub trait StateMachine: Send + 'static {
     /// keeps the last output of every client session in its snapshots.
     type Output: Clone + Debug + PartialEq + Serialize + DeserializeOwned + Send + 'static;
 
-    /// Applies one committed command, at log position `index`.
+    /// Applies one committed command, at log position `index`. Positions start at 1 and grow by
+    /// one per log entry (Raft: the log index; Multi-Paxos: the slot plus one), so an applied
+    /// index of 0 means nothing applied.
     fn apply(&mut self, index: u64, command: &Self::Command) -> Self::Output;
 
     /// Applies a batch of committed commands, in order, pushing one output per command onto
@@ -97,6 +99,11 @@ pub trait StateMachine: Send + 'static {
     /// The bytes come from disk or the network: a malformed snapshot is an error, never a panic.
     /// On an error the state machine is left in an unspecified state; the core either stops
     /// (at recovery) or restores again from another snapshot before using it.
+    ///
+    /// A state machine that reports [`StateMachine::applied_index`] writes that index into its
+    /// snapshot and, restoring, first forgets its own index durably (so a crash mid-restore
+    /// reopens as "nothing applied" and the core restores again), then records the snapshot's
+    /// index with the last of the restored state (`benches::redb_kv` does this over redb).
     fn restore(&mut self, input: &mut dyn Read) -> Result<(), StateMachineError>;
 
     /// The approximate size of a command in bytes, for the cores' flow-control limits.
