@@ -17,6 +17,9 @@
 //! - **Memory is bounded** by redb's page cache ([`RedbKv::open`]'s `cache_bytes`) and one write
 //!   transaction, not by the state's size.
 
+// redb's error is large; here it only travels on the cold path to a fatal stop.
+#![allow(clippy::result_large_err)]
+
 use std::io::{Read, Write};
 use std::path::Path;
 
