@@ -13,6 +13,10 @@ pub enum Error {
     /// The persisted records contradict each other (fatal: recovery refuses to guess).
     #[error("corrupt records: {0}")]
     Corrupt(String),
+    /// The state machine could not be built by its factory, or refused a snapshot for a reason
+    /// of its own (fatal at recovery).
+    #[error("state machine: {0}")]
+    StateMachine(String),
     /// This replica is not the leader; retry at `leader` if known. Nothing was proposed.
     #[error("not the leader (leader hint: {leader:?})")]
     NotLeader {

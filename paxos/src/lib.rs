@@ -147,7 +147,7 @@
 //! let members = vec![1, 2, 3];
 //! let mut nodes: Vec<Replica<KvStore>> = members
 //!     .iter()
-//!     .map(|&id| Replica::recover(Config::new(id, members.clone()), vec![]).unwrap())
+//!     .map(|&id| Replica::recover(Config::new(id, members.clone()).into(), vec![]).unwrap())
 //!     .collect();
 //! let (mut out, mut queue, mut answers) = (Outbox::new(), Queue::new(), Vec::new());
 //! // Ticks drive the election: a few heartbeat rounds elect a leader, which runs phase 1.
@@ -257,4 +257,6 @@ pub use handle::{Client, Handle, HandleError};
 pub use message::{
     Ballot, Command, Membership, Message, PromisedEntry, Record, Session, Slot, Value,
 };
-pub use state_machine::{Counter, KvCommand, KvQuery, KvStore, StateMachine};
+pub use state_machine::{
+    Counter, KvCommand, KvQuery, KvStore, Setup, StateMachine, StateMachineError,
+};

@@ -12,7 +12,8 @@
 
 use std::collections::BTreeMap;
 
-use common::{protocol, Node, NodeId, Outbox, RequestId};
+use common::state_machine::{StateMachineError, StateMachineFactory};
+use common::{protocol, Node, NodeId, Outbox, RequestId, Setup};
 
 use crate::config::Config;
 use crate::error::Error;
@@ -205,6 +206,8 @@ pub(crate) struct Counters {
 /// protocol and [`common::node`] for how a driver calls it.
 pub struct Replica<S: StateMachine> {
     pub(crate) config: Config,
+    /// Builds a state machine (a received snapshot is restored into a new one).
+    pub(crate) factory: StateMachineFactory<S>,
     /// The configuration in force for the slots from `membership.start` on (changed by applying
     /// a stop-sign or installing a snapshot).
     pub(crate) membership: Membership,
@@ -222,6 +225,13 @@ pub struct Replica<S: StateMachine> {
     pub(crate) sessions: Sessions<S::Output>,
     /// First slot not yet applied.
     pub(crate) applied: Slot,
+    /// First slot the state machine has not applied: above `applied` only after a restart with
+    /// a durable state machine ([`StateMachine::applied_index`]), while the apply loop brings
+    /// the session table up to it without applying those slots again.
+    pub(crate) sm_applied: Slot,
+    /// Set while [`Node::recover`] replays the log (no checkpoint may be asked for then: the
+    /// driver would never see it).
+    pub(crate) recovering: bool,
     /// Highest commit index heard of (slots below are chosen somewhere).
     pub(crate) commit_hint: Slot,
     /// Ticks until the next catch-up request may be sent.
@@ -353,7 +363,7 @@ impl<S: StateMachine> Replica<S> {
 }
 
 impl<S: StateMachine> Node for Replica<S> {
-    type Config = Config;
+    type Config = Setup<Config, S>;
     type Message = Message<S::Command>;
     type Request = Request<S::Command, S::Query>;
     type Response = Response<S::Output>;
@@ -365,7 +375,11 @@ impl<S: StateMachine> Node for Replica<S> {
     const PROTOCOL: u16 = protocol::PAXOS;
     const WIRE_VERSION: u16 = 1;
 
-    fn recover(config: Config, records: Vec<Record<S::Command>>) -> Result<Self, Error> {
+    fn recover(setup: Setup<Config, S>, records: Vec<Record<S::Command>>) -> Result<Self, Error> {
+        let Setup {
+            config,
+            state_machine: factory,
+        } = setup;
         config.validate()?;
         let mut promised = Ballot::ZERO;
         let mut log = SlotLog::new();
@@ -470,7 +484,10 @@ impl<S: StateMachine> Node for Replica<S> {
             promised,
             config.seed,
         );
+        let state = factory().map_err(|e| Error::StateMachine(e.to_string()))?;
+        let sm_position = state.applied_index();
         let mut replica = Replica {
+            factory,
             membership,
             sessions: Sessions::new(config.sessions_max),
             config,
@@ -479,8 +496,10 @@ impl<S: StateMachine> Node for Replica<S> {
             promised,
             commit_hint: log.decided,
             log,
-            state: S::default(),
+            state,
             applied: 0,
+            sm_applied: 0,
+            recovering: true,
             catch_up_cooldown: 0,
             catch_up_attempts: 0,
             catch_up_peer: None,
@@ -497,12 +516,27 @@ impl<S: StateMachine> Node for Replica<S> {
         };
         let mut scratch = Outbox::new();
         if let Some((slot, data)) = snapshot {
-            let membership = replica.restore_snapshot(slot, &data)?;
-            replica.adopt_membership(membership, &mut scratch);
+            let corrupt =
+                |e: StateMachineError| Error::Corrupt(format!("snapshot at slot {slot}: {e}"));
+            let mut input = &data[..];
+            let replicated =
+                snapshot::read_replicated(&mut input, slot, replica.config.sessions_max)
+                    .map_err(corrupt)?;
+            // A durable state machine already at or past the snapshot keeps its own state.
+            if sm_position < slot {
+                replica.state.restore(&mut input).map_err(corrupt)?;
+                replica.state.applied(slot);
+            }
+            replica.sessions = replicated.sessions;
+            replica.applied = slot;
+            replica.adopt_membership(replicated.membership, &mut scratch);
         }
-        // Re-apply the chosen prefix: the state machine lives in memory only (stop-signs in it
-        // bring the replica to its latest configuration).
+        replica.sm_applied = sm_position.max(replica.applied);
+        // Re-apply the chosen prefix (stop-signs in it bring the replica to its latest
+        // configuration); slots a durable state machine applied before only go through the
+        // session table.
         replica.apply_decided(&mut scratch);
+        replica.recovering = false;
         Ok(replica)
     }
 
@@ -614,6 +648,8 @@ impl<S: StateMachine> Node for Replica<S> {
         }
         self.leader_tick(out);
         self.learner_tick(out);
+        // A snapshot due when recovery replayed the log is taken at the first tick.
+        self.maybe_snapshot(out);
     }
 
     fn metrics(&self) -> Metrics {

@@ -10,7 +10,7 @@ type R = Replica<KvStore>;
 type M = Message<KvCommand>;
 
 fn replica(id: NodeId) -> R {
-    R::recover(Config::new(id, vec![1, 2, 3]), vec![]).unwrap()
+    R::recover(Config::new(id, vec![1, 2, 3]).into(), vec![]).unwrap()
 }
 
 fn put(k: &str, v: &str) -> KvCommand {
@@ -40,7 +40,7 @@ fn leader() -> (R, Ballot) {
 
 /// [`leader`] with replica 1 configured by `cfg`.
 fn leader_with(cfg: Config) -> (R, Ballot) {
-    let mut a = R::recover(cfg, vec![]).unwrap();
+    let mut a = R::recover(cfg.into(), vec![]).unwrap();
     let b = Ballot::new(1, 1);
     let mut out = Outbox::new();
     a.election.ballot = b;
@@ -911,7 +911,7 @@ fn recover_rebuilds_promise_log_and_state() {
         },
         Record::Commit { decided: 1 },
     ];
-    let r = R::recover(Config::new(2, vec![1, 2, 3]), records).unwrap();
+    let r = R::recover(Config::new(2, vec![1, 2, 3]).into(), records).unwrap();
     assert_eq!(r.metrics().promised, b);
     assert_eq!(r.decided(), 1);
     assert_eq!(r.state().map.get("a"), Some(&"1".to_string()));
@@ -921,7 +921,7 @@ fn recover_rebuilds_promise_log_and_state() {
     // Contradictory records are refused.
     let bad = vec![Record::Commit { decided: 3 }];
     assert!(matches!(
-        R::recover(Config::new(2, vec![1, 2, 3]), bad),
+        R::recover(Config::new(2, vec![1, 2, 3]).into(), bad),
         Err(Error::Corrupt(_))
     ));
 }
@@ -993,7 +993,7 @@ fn snapshot_checkpoints_compacts_and_serves_lagging_peers() {
     assert_eq!(c.metrics().snapshots_installed, 1);
     assert_eq!(c.decided(), 2);
     // Recovery from the checkpoint alone rebuilds the same replica.
-    let r = R::recover(Config::new(1, vec![1, 2, 3]), vec![checkpoint]).unwrap();
+    let r = R::recover(Config::new(1, vec![1, 2, 3]).into(), vec![checkpoint]).unwrap();
     assert_eq!(r.state(), a.state());
     assert_eq!(r.metrics().promised, b);
     assert_eq!(r.metrics().sessions, 1);
@@ -1336,7 +1336,7 @@ fn acceptor_refuses_ballots_of_other_epochs_and_catches_up() {
 #[test]
 fn joining_replica_learns_before_it_votes() {
     // Node 4 starts outside the first configuration {1, 2, 3}.
-    let mut d = R::recover(Config::new(4, vec![1, 2, 3]), vec![]).unwrap();
+    let mut d = R::recover(Config::new(4, vec![1, 2, 3]).into(), vec![]).unwrap();
     let mut out = Outbox::new();
     assert!(!d.metrics().is_member);
     for _ in 0..10 {
@@ -1369,7 +1369,7 @@ fn joining_replica_learns_before_it_votes() {
     let mut cfg = Config::new(1, vec![1, 2, 3]);
     cfg.snapshot_interval_slots = 2;
     let mut a = R::recover(
-        cfg,
+        cfg.into(),
         vec![
             Record::Accept {
                 ballot: Ballot::new(1, 1),
@@ -1381,6 +1381,11 @@ fn joining_replica_learns_before_it_votes() {
     )
     .unwrap();
     assert_eq!(a.metrics().epoch, 1, "recovery replays the stop-sign");
+    // The snapshot the replayed slots call for is taken at the first step after recovery.
+    assert_eq!(a.log_start(), 0);
+    a.tick(&mut out);
+    assert!(out.take().records.iter().any(|r| r.is_checkpoint()));
+    assert_eq!(a.log_start(), 2);
     a.handle_message(4, M::CatchUpRequest { from_slot: 0 }, &mut out);
     let e = out.take();
     let snapshot = e.messages.into_iter().find(|(to, _)| *to == 4).unwrap().1;
@@ -1466,7 +1471,7 @@ fn an_isolated_member_reports_it_then_doubles_the_interval() {
     // Replica 1 of three hears nobody for 40 rounds (round 0 sends no heartbeat and does not
     // count): an event after rounds 1, 2, 4, 8, 16 and 32, and the metrics say so.
     let mut replica: Replica<KvStore> =
-        Replica::recover(Config::new(1, vec![1, 2, 3]), vec![]).unwrap();
+        Replica::recover(Config::new(1, vec![1, 2, 3]).into(), vec![]).unwrap();
     let mut out = Outbox::new();
     let mut reported = Vec::new();
     for _ in 0..41 * crate::config::HEARTBEAT_TICKS_DEFAULT {

@@ -49,7 +49,7 @@ pub fn sim_with_spares(
             c.snapshot_interval_slots = 4;
         }
         tweak(&mut c);
-        c
+        c.into()
     })
 }
 
