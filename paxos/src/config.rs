@@ -35,6 +35,8 @@ pub const CATCH_UP_SLOTS_MAX_DEFAULT: u64 = 256;
 pub const SESSIONS_MAX_DEFAULT: usize = 65_536;
 /// Default for [`Config::snapshot_interval_slots`].
 pub const SNAPSHOT_INTERVAL_SLOTS_DEFAULT: u64 = 4_096;
+/// Default for [`Config::snapshot_bytes_max`]: 64 GiB.
+pub const SNAPSHOT_BYTES_MAX_DEFAULT: u64 = 64 << 30;
 /// Default for [`Config::reads_pending_max`].
 pub const READS_PENDING_MAX_DEFAULT: usize = 4_096;
 
@@ -100,6 +102,11 @@ pub struct Config {
     /// Take a snapshot (and compact the log before it) once this many applied slots are held
     /// in the log; 0 never compacts.
     pub snapshot_interval_slots: u64,
+    /// The largest snapshot this replica writes or accepts from a peer, in bytes. A snapshot
+    /// that would grow past it is not taken (the log is not compacted; counted in
+    /// [`Metrics::snapshot_failures`](crate::Metrics::snapshot_failures)); one announced larger
+    /// is refused before any byte is stored.
+    pub snapshot_bytes_max: u64,
 }
 
 impl Config {
@@ -122,6 +129,7 @@ impl Config {
             sessions_max: SESSIONS_MAX_DEFAULT,
             reads_pending_max: READS_PENDING_MAX_DEFAULT,
             snapshot_interval_slots: SNAPSHOT_INTERVAL_SLOTS_DEFAULT,
+            snapshot_bytes_max: SNAPSHOT_BYTES_MAX_DEFAULT,
         }
     }
 

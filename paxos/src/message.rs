@@ -5,6 +5,7 @@
 //! vectors may be longer than any honest sender would make them. The core checks each of these
 //! before acting (see [`crate::Metrics::rejected`]).
 
+use common::snapshot::SnapshotFile;
 use common::NodeId;
 use serde::{Deserialize, Serialize};
 
@@ -331,12 +332,14 @@ pub enum Record<C> {
     },
     /// A checkpoint (written with [`common::Outbox::checkpoint`], so storage drops every record
     /// before it): everything the replica must remember, with the slots below `slot` compacted
-    /// into a state machine snapshot.
+    /// into a snapshot file in the replica's snapshot store ([`common::Storage::snapshots`]).
+    /// The record names the file; it is as small as the state is large.
     Snapshot {
         /// The first slot the snapshot does not cover.
         slot: Slot,
-        /// The encoded state machine and session table.
-        data: Vec<u8>,
+        /// The snapshot file (configuration, session table and state machine at `slot`), with
+        /// its length and checksum.
+        file: SnapshotFile,
         /// The acceptor's promise.
         promised: Ballot,
         /// First slot not known to be chosen (at least `slot`).

@@ -11,8 +11,10 @@
 //! [`Replica`] itself only routes inputs to the roles and validates what it cannot trust.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use common::state_machine::{StateMachineError, StateMachineFactory};
+use common::snapshot::{MemSnapshotStore, SnapshotFile, SnapshotRetention, SnapshotStore};
+use common::state_machine::StateMachineFactory;
 use common::{protocol, Node, NodeId, Outbox, RequestId, Setup};
 
 use crate::config::Config;
@@ -172,6 +174,13 @@ pub struct Metrics {
     pub retries_attached: u64,
     /// Snapshots received from peers and installed (catch-up behind a compacted prefix).
     pub snapshots_installed: u64,
+    /// Snapshots received from peers and refused: they did not match the digest the sender
+    /// announced, or did not load. Nothing of them was installed.
+    pub snapshots_rejected: u64,
+    /// Snapshots this replica failed to write (the store, the state machine or
+    /// [`Config::snapshot_bytes_max`](crate::Config::snapshot_bytes_max) refused); the log
+    /// stays uncompacted until the next one succeeds.
+    pub snapshot_failures: u64,
     /// The first slot still in the log (slots below were compacted into a snapshot).
     pub log_start: Slot,
     /// The configuration this replica is in (its number, the epoch of its ballots).
@@ -200,6 +209,8 @@ pub(crate) struct Counters {
     pub duplicates: u64,
     pub retries_attached: u64,
     pub snapshots_installed: u64,
+    pub snapshots_rejected: u64,
+    pub snapshot_failures: u64,
 }
 
 /// One Multi-Paxos replica over state machine `S`. See the crate documentation for the
@@ -232,6 +243,15 @@ pub struct Replica<S: StateMachine> {
     /// Set while [`Node::recover`] replays the log (no checkpoint may be asked for then: the
     /// driver would never see it).
     pub(crate) recovering: bool,
+    // ---- snapshots ----
+    /// Where snapshot files live (the driver's [`common::Storage::snapshots`]).
+    pub(crate) snapshots: Arc<dyn SnapshotStore>,
+    /// Which snapshot files checkpoints still need.
+    pub(crate) retention: SnapshotRetention,
+    /// The snapshot the latest checkpoint names, opened.
+    pub(crate) latest: Option<snapshot::LocalSnapshot>,
+    /// After a failed snapshot, the next is not attempted before this slot is applied.
+    pub(crate) snapshot_retry_at: Slot,
     /// Highest commit index heard of (slots below are chosen somewhere).
     pub(crate) commit_hint: Slot,
     /// Ticks until the next catch-up request may be sent.
@@ -375,7 +395,17 @@ impl<S: StateMachine> Node for Replica<S> {
     const PROTOCOL: u16 = protocol::PAXOS;
     const WIRE_VERSION: u16 = 1;
 
+    /// [`Node::recover_with_snapshots`] with a new, empty [`MemSnapshotStore`]: for a replica
+    /// whose records name no snapshot (a checkpoint's file would be missing).
     fn recover(setup: Setup<Config, S>, records: Vec<Record<S::Command>>) -> Result<Self, Error> {
+        Self::recover_with_snapshots(setup, records, Arc::new(MemSnapshotStore::new()))
+    }
+
+    fn recover_with_snapshots(
+        setup: Setup<Config, S>,
+        records: Vec<Record<S::Command>>,
+        snapshots: Arc<dyn SnapshotStore>,
+    ) -> Result<Self, Error> {
         let Setup {
             config,
             state_machine: factory,
@@ -383,12 +413,12 @@ impl<S: StateMachine> Node for Replica<S> {
         config.validate()?;
         let mut promised = Ballot::ZERO;
         let mut log = SlotLog::new();
-        let mut snapshot: Option<(Slot, Vec<u8>)> = None;
+        let mut snapshot: Option<(Slot, SnapshotFile)> = None;
         for record in records {
             match record {
                 Record::Snapshot {
                     slot,
-                    data,
+                    file,
                     promised: p,
                     decided,
                     accepted,
@@ -414,7 +444,7 @@ impl<S: StateMachine> Node for Replica<S> {
                         }
                         log.decided = decided;
                     }
-                    snapshot = Some((slot, data));
+                    snapshot = Some((slot, file));
                 }
                 Record::Promise(b) => promised = promised.max(b),
                 Record::Accept {
@@ -500,6 +530,10 @@ impl<S: StateMachine> Node for Replica<S> {
             applied: 0,
             sm_applied: 0,
             recovering: true,
+            snapshots,
+            retention: SnapshotRetention::default(),
+            latest: None,
+            snapshot_retry_at: 0,
             catch_up_cooldown: 0,
             catch_up_attempts: 0,
             catch_up_peer: None,
@@ -515,22 +549,13 @@ impl<S: StateMachine> Node for Replica<S> {
             counters: Counters::default(),
         };
         let mut scratch = Outbox::new();
-        if let Some((slot, data)) = snapshot {
-            let corrupt =
-                |e: StateMachineError| Error::Corrupt(format!("snapshot at slot {slot}: {e}"));
-            let mut input = &data[..];
-            let replicated =
-                snapshot::read_replicated(&mut input, slot, replica.config.sessions_max)
-                    .map_err(corrupt)?;
-            // A durable state machine already at or past the snapshot keeps its own state.
-            if sm_position < slot {
-                replica.state.restore(&mut input).map_err(corrupt)?;
-                replica.state.applied(slot);
-            }
-            replica.sessions = replicated.sessions;
-            replica.applied = slot;
-            replica.adopt_membership(replicated.membership, &mut scratch);
+        if let Some((slot, file)) = snapshot {
+            replica.recover_snapshot(slot, file, &mut scratch)?;
         }
+        // Every other snapshot file is older than the checkpoint's, or an orphan of a crash
+        // before its checkpoint was durable.
+        replica.retention =
+            SnapshotRetention::recovered(&*replica.snapshots, snapshot.map(|(_, f)| f.id));
         replica.sm_applied = sm_position.max(replica.applied);
         // Re-apply the chosen prefix (stop-signs in it bring the replica to its latest
         // configuration); slots a durable state machine applied before only go through the
@@ -538,6 +563,10 @@ impl<S: StateMachine> Node for Replica<S> {
         replica.apply_decided(&mut scratch);
         replica.recovering = false;
         Ok(replica)
+    }
+
+    fn checkpoints_durable(&mut self, count: u64) {
+        self.retention.durable(&*self.snapshots, count);
     }
 
     fn id(&self) -> NodeId {
@@ -669,6 +698,8 @@ impl<S: StateMachine> Node for Replica<S> {
             duplicates: self.counters.duplicates,
             retries_attached: self.counters.retries_attached,
             snapshots_installed: self.counters.snapshots_installed,
+            snapshots_rejected: self.counters.snapshots_rejected,
+            snapshot_failures: self.counters.snapshot_failures,
             log_start: self.log.start(),
             epoch: self.membership.epoch,
             members: self.membership.members.clone(),

@@ -16,8 +16,12 @@
 //! [`Message::Snapshot`] instead (catch-up by snapshot), installs it, checkpoints it the same
 //! way, and continues with ordinary catch-up from there.
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
+use std::sync::Arc;
 
+use common::snapshot::{
+    SnapshotError, SnapshotFile, SnapshotReader, SnapshotSource, SnapshotStore, SnapshotWriter,
+};
 use common::state_machine::{read_frame, write_frame, StateMachineError, FRAME_BYTES_MAX};
 use common::{NodeId, Outbox};
 use serde::{Deserialize, Serialize};
@@ -130,45 +134,160 @@ pub(crate) fn read_replicated<O: Clone + serde::de::DeserializeOwned>(
     })
 }
 
+/// The replica's latest snapshot: the one its latest checkpoint names (or is about to), kept
+/// open so that catch-up reads it even after retention deleted the file.
+pub(crate) struct LocalSnapshot {
+    /// The first slot it does not cover.
+    pub slot: Slot,
+    /// The file in the store.
+    pub file: SnapshotFile,
+    /// The file, opened.
+    pub source: Arc<dyn SnapshotSource>,
+}
+
+/// Where reading a stored snapshot failed, for the error it becomes.
+enum ReadFailure {
+    /// The file is not in the store.
+    Missing,
+    /// Its length or checksum does not match, or its content does not decode.
+    Corrupt(String),
+    /// The store could not be read.
+    Io(String),
+    /// The state machine refused it for a reason of its own.
+    StateMachine(String),
+}
+
+impl ReadFailure {
+    fn from_snapshot(e: SnapshotError) -> Self {
+        match e {
+            SnapshotError::NotFound(_) => ReadFailure::Missing,
+            SnapshotError::Io { .. } => ReadFailure::Io(e.to_string()),
+            SnapshotError::StateMachine(e) => ReadFailure::from_state_machine(e),
+            other => ReadFailure::Corrupt(other.to_string()),
+        }
+    }
+
+    fn from_state_machine(e: StateMachineError) -> Self {
+        match e {
+            // A checksum or length mismatch found by the reader surfaces as invalid data.
+            StateMachineError::Io(e) => ReadFailure::from_io(e),
+            StateMachineError::Malformed(why) => ReadFailure::Corrupt(why),
+            StateMachineError::Other(e) => ReadFailure::StateMachine(e.to_string()),
+        }
+    }
+
+    fn from_io(e: io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => {
+                ReadFailure::Corrupt(e.to_string())
+            }
+            _ => ReadFailure::Io(e.to_string()),
+        }
+    }
+
+    /// The recovery error for the snapshot `file` of slot `slot`.
+    fn into_error(self, slot: Slot, file: SnapshotFile) -> Error {
+        match self {
+            ReadFailure::Missing => Error::SnapshotMissing {
+                slot,
+                id: file.id.0,
+            },
+            ReadFailure::Corrupt(reason) => Error::SnapshotCorrupt { slot, reason },
+            ReadFailure::Io(reason) => Error::SnapshotIo { slot, reason },
+            ReadFailure::StateMachine(why) => Error::StateMachine(why),
+        }
+    }
+}
+
+/// A stored snapshot's header and the opened file.
+type Loaded<O> = (Replicated<O>, Arc<dyn SnapshotSource>);
+
+/// Reads the snapshot `file` of slot `slot` from `store`: its header and session table, then
+/// (with `state`) restores the state machine from the rest, then reads to the end so the
+/// checksum is checked whatever the state machine read. Returns what the header holds and the
+/// opened file.
+fn read_snapshot_file<S: StateMachine>(
+    store: &dyn SnapshotStore,
+    slot: Slot,
+    file: SnapshotFile,
+    sessions_max: usize,
+    state: Option<&mut S>,
+) -> Result<Loaded<S::Output>, ReadFailure> {
+    let source = store.open(file.id).map_err(ReadFailure::from_snapshot)?;
+    let mut reader =
+        SnapshotReader::new(source.clone(), file).map_err(ReadFailure::from_snapshot)?;
+    let replicated = read_replicated(&mut reader, slot, sessions_max)
+        .map_err(ReadFailure::from_state_machine)?;
+    if let Some(state) = state {
+        state
+            .restore(&mut reader)
+            .map_err(ReadFailure::from_state_machine)?;
+    }
+    io::copy(&mut reader, &mut io::sink()).map_err(ReadFailure::from_io)?;
+    Ok((replicated, source))
+}
+
 impl<S: StateMachine> Replica<S> {
-    /// The current state (at `applied`), encoded.
-    fn encode_snapshot(&self) -> Option<Vec<u8>> {
-        let mut bytes = Vec::new();
-        match write_snapshot(
-            &mut bytes,
+    /// Recovery: loads the snapshot `file` of slot `slot` that the checkpoint names. The state
+    /// machine is restored from it unless it is durable and already at or past `slot`; the
+    /// header (configuration and session table) is read either way, and the whole file is
+    /// checked against its checksum. A missing, corrupt or unreadable file is an error: the
+    /// state it holds exists nowhere else on this replica.
+    pub(crate) fn recover_snapshot(
+        &mut self,
+        slot: Slot,
+        file: SnapshotFile,
+        out: &mut Outbox<Self>,
+    ) -> Result<(), Error> {
+        let restore = self.state.applied_index() < slot;
+        let (replicated, source) = read_snapshot_file(
+            &*self.snapshots,
+            slot,
+            file,
+            self.config.sessions_max,
+            restore.then_some(&mut self.state),
+        )
+        .map_err(|f| f.into_error(slot, file))?;
+        if restore {
+            self.state.applied(slot);
+        }
+        self.sessions = replicated.sessions;
+        self.applied = slot;
+        self.adopt_membership(replicated.membership, out);
+        self.latest = Some(LocalSnapshot { slot, file, source });
+        Ok(())
+    }
+
+    /// Writes the current state (at `applied`) into a new snapshot file.
+    fn write_snapshot_file(&self) -> Result<LocalSnapshot, SnapshotError> {
+        let store = &*self.snapshots;
+        let mut writer = SnapshotWriter::create(store, self.config.snapshot_bytes_max)?;
+        write_snapshot(
+            &mut writer,
             self.applied,
             &self.membership,
             &self.sessions,
             &self.state,
-        ) {
-            Ok(()) => Some(bytes),
+        )?;
+        let file = writer.finish()?;
+        match store.open(file.id) {
+            Ok(source) => Ok(LocalSnapshot {
+                slot: self.applied,
+                file,
+                source,
+            }),
             Err(e) => {
-                tracing::warn!(id = self.config.id, error = %e, "paxos: snapshot not encodable");
-                None
+                let _ = store.remove(file.id);
+                Err(e)
             }
         }
     }
 
-    /// Decodes a snapshot of slot `slot` (untrusted bytes) into a new state machine built by
-    /// the factory, the session table and the configuration it records. Nothing of this replica
-    /// changes: the caller installs the result.
-    pub(crate) fn decode_snapshot(
-        &self,
-        slot: Slot,
-        mut data: &[u8],
-    ) -> Result<(S, Replicated<S::Output>), Error> {
-        let corrupt =
-            |e: StateMachineError| Error::Corrupt(format!("snapshot at slot {slot}: {e}"));
-        let replicated =
-            read_replicated(&mut data, slot, self.config.sessions_max).map_err(corrupt)?;
-        let mut state = (self.factory)().map_err(|e| Error::StateMachine(e.to_string()))?;
-        state.restore(&mut data).map_err(corrupt)?;
-        Ok((state, replicated))
-    }
-
-    /// Writes a checkpoint of everything durable, with the applied prefix as a snapshot.
-    fn checkpoint(&mut self, data: Vec<u8>, out: &mut Outbox<Self>) {
-        let slot = self.applied;
+    /// Asks for a checkpoint of everything durable, naming `snapshot` (of slot `applied`), and
+    /// makes it the snapshot catch-up serves.
+    fn checkpoint(&mut self, snapshot: LocalSnapshot, out: &mut Outbox<Self>) {
+        debug_assert_eq!(snapshot.slot, self.applied);
+        let slot = snapshot.slot;
         let accepted = self
             .log
             .iter_from(slot)
@@ -180,45 +299,58 @@ impl<S: StateMachine> Replica<S> {
             .collect();
         out.checkpoint(Record::Snapshot {
             slot,
-            data,
+            file: snapshot.file,
             promised: self.promised,
             decided: self.log.decided,
             accepted,
         });
+        self.retention.checkpointed(Some(snapshot.file.id));
+        self.latest = Some(snapshot);
     }
 
     /// Takes a snapshot and compacts the log once enough applied slots accumulated. Not while
     /// recovering (the checkpoint would go nowhere; the first step after recovery takes it) nor
     /// while a durable state machine is ahead of the session table (its state is not the state
-    /// at `applied`).
+    /// at `applied`). After a failure (the store, the size limit or the state machine), the
+    /// next attempt waits for another interval of slots.
     pub(crate) fn maybe_snapshot(&mut self, out: &mut Outbox<Self>) {
         let interval = self.config.snapshot_interval_slots;
         if interval == 0
             || self.recovering
             || self.applied < self.sm_applied
+            || self.applied < self.snapshot_retry_at
             || self.applied.saturating_sub(self.log.start()) < interval
         {
             return;
         }
-        if let Some(data) = self.encode_snapshot() {
-            self.checkpoint(data, out);
-            self.log.compact(self.applied);
+        match self.write_snapshot_file() {
+            Ok(snapshot) => {
+                self.checkpoint(snapshot, out);
+                self.log.compact(self.applied);
+            }
+            Err(e) => {
+                self.counters.snapshot_failures += 1;
+                self.snapshot_retry_at = self.applied.saturating_add(interval);
+                tracing::warn!(id = self.config.id, slot = self.applied, error = %e, "paxos: snapshot failed");
+            }
         }
     }
 
-    /// Sends our current state to a peer behind our compacted prefix.
+    /// Sends our latest snapshot to a peer behind our compacted prefix.
     pub(crate) fn send_snapshot(&mut self, to: NodeId, out: &mut Outbox<Self>) {
-        if self.applied < self.sm_applied {
-            return; // the state machine is not at `applied` yet (see `maybe_snapshot`)
-        }
-        if let Some(data) = self.encode_snapshot() {
-            out.send(
+        let Some(latest) = &self.latest else {
+            return;
+        };
+        let mut data = vec![0u8; latest.file.bytes as usize];
+        match latest.source.read_at(0, &mut data) {
+            Ok(n) if n == data.len() => out.send(
                 to,
                 Message::Snapshot {
-                    slot: self.applied,
+                    slot: latest.slot,
                     data,
                 },
-            );
+            ),
+            _ => tracing::warn!(id = self.config.id, "paxos: snapshot not readable"),
         }
     }
 
@@ -233,11 +365,54 @@ impl<S: StateMachine> Replica<S> {
         if slot <= self.log.decided {
             return; // we know all of it already
         }
-        let (state, replicated) = match self.decode_snapshot(slot, &data) {
-            Ok(decoded) => decoded,
+        let file = SnapshotWriter::create(&*self.snapshots, self.config.snapshot_bytes_max)
+            .and_then(|mut w| {
+                w.append(&data)?;
+                w.finish()
+            });
+        match file {
+            Ok(file) => self.install(from, slot, file, out),
             Err(e) => {
+                tracing::debug!(id = self.config.id, from, error = %e, "paxos: snapshot not stored");
+                self.reject("snapshot not stored", from);
+            }
+        }
+    }
+
+    /// Installs the received, finished snapshot `file` of slot `slot`: restores a new state
+    /// machine from it, adopts its session table and configuration, and checkpoints it. If the
+    /// file does not load, nothing of this replica changes and the file is deleted.
+    pub(crate) fn install(
+        &mut self,
+        from: NodeId,
+        slot: Slot,
+        file: SnapshotFile,
+        out: &mut Outbox<Self>,
+    ) {
+        if slot <= self.log.decided {
+            self.retention.discard(&*self.snapshots, file.id);
+            return; // we learned all of it meanwhile
+        }
+        let loaded = (self.factory)()
+            .map_err(|e| ReadFailure::StateMachine(e.to_string()))
+            .and_then(|mut state| {
+                let (replicated, source) = read_snapshot_file(
+                    &*self.snapshots,
+                    slot,
+                    file,
+                    self.config.sessions_max,
+                    Some(&mut state),
+                )?;
+                Ok((state, replicated, source))
+            });
+        let (state, replicated, source) = match loaded {
+            Ok(loaded) => loaded,
+            Err(failure) => {
+                let e = failure.into_error(slot, file);
                 tracing::debug!(id = self.config.id, from, error = %e, "paxos: bad snapshot");
-                self.reject("undecodable snapshot", from);
+                self.counters.snapshots_rejected += 1;
+                self.reject("snapshot does not load", from);
+                self.retention.discard(&*self.snapshots, file.id);
                 return;
             }
         };
@@ -249,7 +424,7 @@ impl<S: StateMachine> Replica<S> {
         self.adopt_membership(replicated.membership, out);
         self.log.install(slot);
         self.counters.snapshots_installed += 1;
-        self.checkpoint(data, out);
+        self.checkpoint(LocalSnapshot { slot, file, source }, out);
         // Proposals of ours in the covered slots: their fate is unknown to us now.
         let covered: Vec<Slot> = self.pending.range(..slot).map(|(&s, _)| s).collect();
         for s in covered {

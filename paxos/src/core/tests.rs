@@ -992,11 +992,18 @@ fn snapshot_checkpoints_compacts_and_serves_lagging_peers() {
     assert_eq!(c.state(), a.state());
     assert_eq!(c.metrics().snapshots_installed, 1);
     assert_eq!(c.decided(), 2);
-    // Recovery from the checkpoint alone rebuilds the same replica.
-    let r = R::recover(Config::new(1, vec![1, 2, 3]).into(), vec![checkpoint]).unwrap();
+    // Recovery from the checkpoint and the snapshot store rebuilds the same replica.
+    let cfg = || Config::new(1, vec![1, 2, 3]).into();
+    let r =
+        R::recover_with_snapshots(cfg(), vec![checkpoint.clone()], a.snapshots.clone()).unwrap();
     assert_eq!(r.state(), a.state());
     assert_eq!(r.metrics().promised, b);
     assert_eq!(r.metrics().sessions, 1);
+    // Without the store that holds its file, the checkpoint does not recover.
+    assert!(matches!(
+        R::recover(cfg(), vec![checkpoint]),
+        Err(Error::SnapshotMissing { slot: 2, .. })
+    ));
 }
 
 #[test]
