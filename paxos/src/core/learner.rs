@@ -50,9 +50,10 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
-    /// Asks `peer` for the chosen values we miss, at most once per retransmission interval.
+    /// Asks `peer` for the chosen values we miss, at most once per retransmission interval, and
+    /// not while a snapshot is being received (see `transfer.rs`).
     pub(crate) fn request_catch_up(&mut self, peer: NodeId, out: &mut Outbox<Self>) {
-        if self.catch_up_cooldown > 0 || peer == self.config.id {
+        if self.catch_up_cooldown > 0 || peer == self.config.id || self.receiving_snapshot() {
             return;
         }
         self.catch_up_cooldown = self.config.retransmit_ticks;

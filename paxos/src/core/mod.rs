@@ -29,6 +29,7 @@ pub(crate) mod log;
 pub(crate) mod proposer;
 pub(crate) mod reconfig;
 pub(crate) mod snapshot;
+pub(crate) mod transfer;
 
 use election::Election;
 use log::{Entry, SlotLog};
@@ -252,6 +253,10 @@ pub struct Replica<S: StateMachine> {
     pub(crate) latest: Option<snapshot::LocalSnapshot>,
     /// After a failed snapshot, the next is not attempted before this slot is applied.
     pub(crate) snapshot_retry_at: Slot,
+    /// Snapshots being sent to peers behind our compacted prefix.
+    pub(crate) outgoing: BTreeMap<NodeId, transfer::Outgoing>,
+    /// The snapshot being received, if any.
+    pub(crate) incoming: Option<transfer::Incoming>,
     /// Highest commit index heard of (slots below are chosen somewhere).
     pub(crate) commit_hint: Slot,
     /// Ticks until the next catch-up request may be sent.
@@ -393,7 +398,8 @@ impl<S: StateMachine> Node for Replica<S> {
     type Error = Error;
 
     const PROTOCOL: u16 = protocol::PAXOS;
-    const WIRE_VERSION: u16 = 1;
+    /// 2: snapshots travel in chunks ([`Message::SnapshotChunk`], [`Message::SnapshotAck`]).
+    const WIRE_VERSION: u16 = 2;
 
     /// [`Node::recover_with_snapshots`] with a new, empty [`MemSnapshotStore`]: for a replica
     /// whose records name no snapshot (a checkpoint's file would be missing).
@@ -534,6 +540,8 @@ impl<S: StateMachine> Node for Replica<S> {
             retention: SnapshotRetention::default(),
             latest: None,
             snapshot_retry_at: 0,
+            outgoing: BTreeMap::new(),
+            incoming: None,
             catch_up_cooldown: 0,
             catch_up_attempts: 0,
             catch_up_peer: None,
@@ -627,7 +635,26 @@ impl<S: StateMachine> Node for Replica<S> {
             Message::CatchUp { from_slot, values } => {
                 self.on_catch_up(from, from_slot, values, out)
             }
-            Message::Snapshot { slot, data } => self.on_snapshot(from, slot, data, out),
+            Message::SnapshotChunk {
+                slot,
+                digest,
+                offset,
+                data,
+            } => self.on_snapshot_chunk(
+                from,
+                transfer::Chunk {
+                    slot,
+                    digest,
+                    offset,
+                    data,
+                },
+                out,
+            ),
+            Message::SnapshotAck {
+                slot,
+                next_offset,
+                done,
+            } => self.on_snapshot_ack(from, slot, next_offset, done, out),
         }
     }
 
@@ -677,6 +704,7 @@ impl<S: StateMachine> Node for Replica<S> {
         }
         self.leader_tick(out);
         self.learner_tick(out);
+        self.transfer_tick(out);
         // A snapshot due when recovery replayed the log is taken at the first tick.
         self.maybe_snapshot(out);
     }

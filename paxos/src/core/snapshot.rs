@@ -1,20 +1,49 @@
-//! Snapshots and log compaction, through the [`StateMachine`] trait.
+//! Snapshots and log compaction, through the [`StateMachine`] trait and the replica's
+//! snapshot store ([`common::snapshot`]).
+//!
+//! # Taking a snapshot
 //!
 //! Every [`Config::snapshot_interval_slots`](crate::Config::snapshot_interval_slots) applied
-//! slots, a replica writes a snapshot of its state, writes it in a [`Record::Snapshot`]
-//! *checkpoint* together with the rest of its durable state (promise, decided index, accepted
-//! entries from the snapshot on), and drops the log before it. Storage may then delete every
-//! earlier record.
+//! slots, a replica streams its state into a new file of its store with a [`SnapshotWriter`]
+//! (at most [`Config::snapshot_bytes_max`](crate::Config::snapshot_bytes_max) bytes), asks for a
+//! [`Record::Snapshot`] *checkpoint* naming the [`SnapshotFile`] together with the rest of its
+//! durable state (promise, decided index, accepted entries from the snapshot on), and drops the
+//! log before it. Storage may then delete every earlier record; [`SnapshotRetention`] deletes
+//! the previous file once the driver reports the checkpoint durable
+//! ([`common::Node::checkpoints_durable`]). A snapshot is never taken while recovering (its
+//! checkpoint would reach no driver): one due then is taken at the first step after recovery.
 //!
-//! A snapshot is a stream of [`write_frame`] frames: a header (format, slot, the configuration
-//! in force at the slot), the at-most-once session table (one frame per client, then one per
-//! evicted client), then the state machine's own stream ([`StateMachine::snapshot`]). The
-//! membership and the session table are part of the replicated state: they are functions of the
-//! compacted log, so they must travel with the state machine.
+//! # The file
 //!
-//! A replica asking for slots below a peer's compacted prefix receives a
-//! [`Message::Snapshot`] instead (catch-up by snapshot), installs it, checkpoints it the same
-//! way, and continues with ordinary catch-up from there.
+//! A stream of [`write_frame`] frames: a header (format, slot, the configuration in force at the
+//! slot, how many session frames follow), the at-most-once session table (one frame per client,
+//! then one per evicted client), then the state machine's own stream
+//! ([`StateMachine::snapshot`]). The configuration and the session table are part of the
+//! replicated state: functions of the compacted log, they travel with the state machine.
+//!
+//! # Recovery
+//!
+//! Recovery opens the file the latest checkpoint names with a [`SnapshotReader`], reads the
+//! header and session table, restores the state machine from the rest, and reads to the end so
+//! the length and CRC32C are checked whatever the state machine read. A durable state machine
+//! whose [`StateMachine::applied_index`] is at or past the snapshot's slot is not restored (the
+//! header is still read and the whole file still checked). A missing file is
+//! [`Error::SnapshotMissing`], one that does not match its checksum or does not decode
+//! [`Error::SnapshotCorrupt`], one that cannot be read [`Error::SnapshotIo`]: recovery fails,
+//! it never panics or starts from a wrong state. Every other file in the store is deleted
+//! ([`SnapshotRetention::recovered`]).
+//!
+//! [`SnapshotRetention`]: common::snapshot::SnapshotRetention
+//! [`SnapshotRetention::recovered`]: common::snapshot::SnapshotRetention::recovered
+//!
+//! # Installing a received snapshot
+//!
+//! A replica behind a peer's compacted prefix receives the peer's latest file in chunks
+//! (`transfer.rs`) into its own store. Once the file matched the announced digest, it is
+//! restored into a *new* state machine from the factory, which replaces the current one only if
+//! the whole file loaded (so a snapshot that does not load changes nothing and is deleted); the
+//! session table and configuration are adopted, the log before the slot is dropped, and a
+//! checkpoint names the file.
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -27,7 +56,7 @@ use common::{NodeId, Outbox};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::message::{Membership, Message, PromisedEntry, Record, Slot};
+use crate::message::{Membership, PromisedEntry, Record, Slot};
 use crate::state_machine::{SessionRecord, Sessions, StateMachine};
 
 use super::{Replica, Response};
@@ -332,49 +361,6 @@ impl<S: StateMachine> Replica<S> {
                 self.counters.snapshot_failures += 1;
                 self.snapshot_retry_at = self.applied.saturating_add(interval);
                 tracing::warn!(id = self.config.id, slot = self.applied, error = %e, "paxos: snapshot failed");
-            }
-        }
-    }
-
-    /// Sends our latest snapshot to a peer behind our compacted prefix.
-    pub(crate) fn send_snapshot(&mut self, to: NodeId, out: &mut Outbox<Self>) {
-        let Some(latest) = &self.latest else {
-            return;
-        };
-        let mut data = vec![0u8; latest.file.bytes as usize];
-        match latest.source.read_at(0, &mut data) {
-            Ok(n) if n == data.len() => out.send(
-                to,
-                Message::Snapshot {
-                    slot: latest.slot,
-                    data,
-                },
-            ),
-            _ => tracing::warn!(id = self.config.id, "paxos: snapshot not readable"),
-        }
-    }
-
-    /// A peer's snapshot arrives: install it if it takes us further.
-    pub(crate) fn on_snapshot(
-        &mut self,
-        from: NodeId,
-        slot: Slot,
-        data: Vec<u8>,
-        out: &mut Outbox<Self>,
-    ) {
-        if slot <= self.log.decided {
-            return; // we know all of it already
-        }
-        let file = SnapshotWriter::create(&*self.snapshots, self.config.snapshot_bytes_max)
-            .and_then(|mut w| {
-                w.append(&data)?;
-                w.finish()
-            });
-        match file {
-            Ok(file) => self.install(from, slot, file, out),
-            Err(e) => {
-                tracing::debug!(id = self.config.id, from, error = %e, "paxos: snapshot not stored");
-                self.reject("snapshot not stored", from);
             }
         }
     }

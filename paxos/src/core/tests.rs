@@ -1,5 +1,7 @@
 //! Unit tests of each role, asserting the exact effects of each step.
 
+use std::collections::VecDeque;
+
 use common::{Node, Outbox, Persist, RequestId};
 
 use super::*;
@@ -8,6 +10,72 @@ use crate::state_machine::{KvCommand, KvStore};
 
 type R = Replica<KvStore>;
 type M = Message<KvCommand>;
+
+/// A message in flight: (from, to, message).
+type Flight = (NodeId, NodeId, M);
+
+/// A hand-run network between a few replicas of a test.
+#[derive(Default)]
+struct Net {
+    queue: VecDeque<Flight>,
+    /// What each replica asked to persist, in order.
+    records: BTreeMap<NodeId, Vec<Persist<Record<KvCommand>>>>,
+    /// Snapshot chunks delivered.
+    chunks: usize,
+}
+
+impl Net {
+    /// Takes the effects of a step of replica `from`: records kept, messages queued.
+    fn collect(&mut self, from: NodeId, out: &mut Outbox<R>) {
+        let e = out.take();
+        self.records.entry(from).or_default().extend(e.records);
+        self.queue
+            .extend(e.messages.into_iter().map(|(to, m)| (from, to, m)));
+    }
+
+    /// Delivers messages in queue order, each through `fault` (which returns what arrives in
+    /// its place, and may push it back to the queue's end to reorder it), until nothing moves
+    /// for many ticks. When the queue is empty, the catch-up and transfer timers of every
+    /// replica run (no election: the test decides who leads). Messages to replicas not in
+    /// `nodes` are lost.
+    fn run(
+        &mut self,
+        nodes: &mut [&mut R],
+        fault: &mut dyn FnMut(Flight, &mut VecDeque<Flight>) -> Vec<Flight>,
+    ) {
+        let mut out = Outbox::new();
+        let mut quiet = 0;
+        for _ in 0..1_000_000 {
+            let Some(flight) = self.queue.pop_front() else {
+                quiet += 1;
+                if quiet > 50 {
+                    return;
+                }
+                for n in nodes.iter_mut() {
+                    n.learner_tick(&mut out);
+                    n.transfer_tick(&mut out);
+                    let id = n.id();
+                    self.collect(id, &mut out);
+                }
+                continue;
+            };
+            quiet = 0;
+            for (from, to, m) in fault(flight, &mut self.queue) {
+                if let Some(n) = nodes.iter_mut().find(|n| n.id() == to) {
+                    self.chunks += usize::from(matches!(m, M::SnapshotChunk { .. }));
+                    n.handle_message(from, m, &mut out);
+                    self.collect(to, &mut out);
+                }
+            }
+        }
+        panic!("the network never went quiet");
+    }
+}
+
+/// Delivers every message as it is.
+fn perfect(f: Flight, _: &mut VecDeque<Flight>) -> Vec<Flight> {
+    vec![f]
+}
 
 fn replica(id: NodeId) -> R {
     R::recover(Config::new(id, vec![1, 2, 3]).into(), vec![]).unwrap()
@@ -978,20 +1046,37 @@ fn snapshot_checkpoints_compacts_and_serves_lagging_peers() {
         } if promised == b
     ));
     assert_eq!(a.log_start(), 2);
-    // A peer asking for slot 0 gets a snapshot instead of values.
+    // A peer asking for slot 0 gets the snapshot file instead of values, in chunks.
+    let mut net = Net::default();
     a.handle_message(3, M::CatchUpRequest { from_slot: 0 }, &mut out);
-    let e = out.take();
-    let (to, snapshot) = e.messages[0].clone();
-    assert_eq!(to, 3);
-    assert!(matches!(snapshot, M::Snapshot { slot: 2, .. }));
+    net.collect(1, &mut out);
+    assert!(matches!(
+        net.queue.front(),
+        Some((
+            1,
+            3,
+            M::SnapshotChunk {
+                slot: 2,
+                offset: 0,
+                ..
+            }
+        ))
+    ));
     // The peer installs it: same state, same sessions (the retry is recognised), durably.
     let mut c = replica(3);
-    c.handle_message(1, snapshot, &mut out);
-    let e = out.take();
-    assert!(e.records.iter().any(|r| r.is_checkpoint()));
+    net.run(&mut [&mut a, &mut c], &mut perfect);
+    assert!(net.records[&3].iter().any(|r| r.is_checkpoint()));
     assert_eq!(c.state(), a.state());
     assert_eq!(c.metrics().snapshots_installed, 1);
     assert_eq!(c.decided(), 2);
+    assert_eq!(
+        c.sessions.check(Session { client: 9, seq: 1 }),
+        crate::state_machine::Dedup::Duplicate(Some(None))
+    );
+    assert!(
+        a.outgoing.is_empty(),
+        "the sender heard the transfer is done"
+    );
     // Recovery from the checkpoint and the snapshot store rebuilds the same replica.
     let cfg = || Config::new(1, vec![1, 2, 3]).into();
     let r =
@@ -1006,22 +1091,51 @@ fn snapshot_checkpoints_compacts_and_serves_lagging_peers() {
     ));
 }
 
+/// The digest of `data`, as a sender would announce it.
+fn digest_of(data: &[u8]) -> common::snapshot::SnapshotDigest {
+    let store = common::snapshot::MemSnapshotStore::new();
+    let mut w = common::snapshot::SnapshotWriter::create(&store, u64::MAX).unwrap();
+    w.append(data).unwrap();
+    w.finish().unwrap().into()
+}
+
 #[test]
 fn undecodable_snapshot_is_rejected_and_changes_nothing() {
     let mut c = replica(3);
     let mut out = Outbox::new();
+    // Bytes that match their digest but are no snapshot.
+    let data = vec![0xff; 3];
     c.handle_message(
         1,
-        M::Snapshot {
+        M::SnapshotChunk {
             slot: 5,
-            data: vec![0xff; 3],
+            digest: digest_of(&data),
+            offset: 0,
+            data,
         },
         &mut out,
     );
-    assert!(out.take().records.is_empty());
+    let e = out.take();
+    assert!(e.records.is_empty());
+    assert_eq!(
+        e.messages,
+        vec![(
+            1,
+            M::SnapshotAck {
+                slot: 5,
+                next_offset: 3,
+                done: true
+            }
+        )]
+    );
     assert_eq!(c.metrics().rejected, 1);
+    assert_eq!(c.metrics().snapshots_rejected, 1);
     assert_eq!(c.decided(), 0);
     assert_eq!(c.metrics().applied, 0);
+    assert!(
+        c.snapshots.list().unwrap().is_empty(),
+        "the file is deleted"
+    );
 }
 
 // ---- reconfiguration ----
@@ -1393,12 +1507,14 @@ fn joining_replica_learns_before_it_votes() {
     a.tick(&mut out);
     assert!(out.take().records.iter().any(|r| r.is_checkpoint()));
     assert_eq!(a.log_start(), 2);
+    let mut net = Net::default();
     a.handle_message(4, M::CatchUpRequest { from_slot: 0 }, &mut out);
-    let e = out.take();
-    let snapshot = e.messages.into_iter().find(|(to, _)| *to == 4).unwrap().1;
-    assert!(matches!(snapshot, M::Snapshot { slot: 2, .. }));
-    d.handle_message(1, snapshot, &mut out);
-    out.take();
+    net.collect(1, &mut out);
+    assert!(matches!(
+        net.queue.front(),
+        Some((1, 4, M::SnapshotChunk { slot: 2, .. }))
+    ));
+    net.run(&mut [&mut a, &mut d], &mut perfect);
     let m = d.metrics();
     assert_eq!((m.epoch, m.is_member, m.decided), (1, true, 2));
     // ...and then promises.
