@@ -809,4 +809,6 @@ impl<S: StateMachine> Replica<S> {
 }
 
 #[cfg(test)]
+mod snapshot_tests;
+#[cfg(test)]
 mod tests;

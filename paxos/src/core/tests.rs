@@ -12,21 +12,21 @@ type R = Replica<KvStore>;
 type M = Message<KvCommand>;
 
 /// A message in flight: (from, to, message).
-type Flight = (NodeId, NodeId, M);
+pub(super) type Flight = (NodeId, NodeId, M);
 
 /// A hand-run network between a few replicas of a test.
 #[derive(Default)]
-struct Net {
-    queue: VecDeque<Flight>,
+pub(super) struct Net {
+    pub queue: VecDeque<Flight>,
     /// What each replica asked to persist, in order.
-    records: BTreeMap<NodeId, Vec<Persist<Record<KvCommand>>>>,
+    pub records: BTreeMap<NodeId, Vec<Persist<Record<KvCommand>>>>,
     /// Snapshot chunks delivered.
-    chunks: usize,
+    pub chunks: usize,
 }
 
 impl Net {
     /// Takes the effects of a step of replica `from`: records kept, messages queued.
-    fn collect(&mut self, from: NodeId, out: &mut Outbox<R>) {
+    pub fn collect(&mut self, from: NodeId, out: &mut Outbox<R>) {
         let e = out.take();
         self.records.entry(from).or_default().extend(e.records);
         self.queue
@@ -34,11 +34,11 @@ impl Net {
     }
 
     /// Delivers messages in queue order, each through `fault` (which returns what arrives in
-    /// its place, and may push it back to the queue's end to reorder it), until nothing moves
-    /// for many ticks. When the queue is empty, the catch-up and transfer timers of every
-    /// replica run (no election: the test decides who leads). Messages to replicas not in
-    /// `nodes` are lost.
-    fn run(
+    /// its place, and may push it back to the queue's end to reorder it), until nothing is
+    /// delivered for many ticks. When the queue is empty, the catch-up and transfer timers of
+    /// every replica run (no election: the test decides who leads). Messages to replicas not
+    /// in `nodes` are lost.
+    pub fn run(
         &mut self,
         nodes: &mut [&mut R],
         fault: &mut dyn FnMut(Flight, &mut VecDeque<Flight>) -> Vec<Flight>,
@@ -48,7 +48,7 @@ impl Net {
         for _ in 0..1_000_000 {
             let Some(flight) = self.queue.pop_front() else {
                 quiet += 1;
-                if quiet > 50 {
+                if quiet > 100 {
                     return;
                 }
                 for n in nodes.iter_mut() {
@@ -59,9 +59,9 @@ impl Net {
                 }
                 continue;
             };
-            quiet = 0;
             for (from, to, m) in fault(flight, &mut self.queue) {
                 if let Some(n) = nodes.iter_mut().find(|n| n.id() == to) {
+                    quiet = 0;
                     self.chunks += usize::from(matches!(m, M::SnapshotChunk { .. }));
                     n.handle_message(from, m, &mut out);
                     self.collect(to, &mut out);
@@ -73,15 +73,15 @@ impl Net {
 }
 
 /// Delivers every message as it is.
-fn perfect(f: Flight, _: &mut VecDeque<Flight>) -> Vec<Flight> {
+pub(super) fn perfect(f: Flight, _: &mut VecDeque<Flight>) -> Vec<Flight> {
     vec![f]
 }
 
-fn replica(id: NodeId) -> R {
+pub(super) fn replica(id: NodeId) -> R {
     R::recover(Config::new(id, vec![1, 2, 3]).into(), vec![]).unwrap()
 }
 
-fn put(k: &str, v: &str) -> KvCommand {
+pub(super) fn put(k: &str, v: &str) -> KvCommand {
     KvCommand::Put {
         key: k.into(),
         value: v.into(),
