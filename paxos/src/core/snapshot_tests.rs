@@ -10,7 +10,7 @@ use common::snapshot::{MemSnapshotStore, SnapshotWriter};
 use common::state_machine::{read_frame, write_frame, FRAME_BYTES_MAX};
 use common::{DetRng, Node, Outbox, Persist, RequestId, Setup, StateMachineError};
 
-use super::tests::{perfect, put, replica, Flight, Net};
+use super::tests::{digest_of, perfect, put, replica, Flight, Net};
 use super::*;
 use crate::message::Command;
 use crate::state_machine::{Dedup, KvCommand, KvStore};
@@ -624,4 +624,186 @@ fn one_step_applies_its_slots_in_one_batch_without_duplicates() {
     assert_eq!(c.state().batches[1..], [vec![(4, 1)], vec![(6, 2)]]);
     assert_eq!(c.state().applied, vec![3, 6]);
     assert_eq!(c.metrics().epoch, 1);
+}
+
+#[test]
+fn stalled_transfers_resend_from_the_acknowledged_offset_then_give_up() {
+    let store = MemSnapshotStore::new();
+    let (mut a, b, _) = kv_leader(&store, 8, 100, |c| {
+        c.snapshot_chunk_bytes_max = 100;
+        c.snapshot_chunks_in_flight_max = 2;
+    });
+    let retransmit = a.config.retransmit_ticks;
+    let mut out = Outbox::new();
+    a.handle_message(3, M::CatchUpRequest { from_slot: 0 }, &mut out);
+    let offsets = |out: &mut Outbox<R>| -> Vec<u64> {
+        let e = out.take();
+        e.messages
+            .into_iter()
+            .filter_map(|(_, m)| match m {
+                M::SnapshotChunk { offset, .. } => Some(offset),
+                _ => None,
+            })
+            .collect()
+    };
+    // A window of two chunks.
+    assert_eq!(offsets(&mut out), vec![0, 100]);
+    // The first is acknowledged: the window slides by one.
+    let ack = |next_offset| M::SnapshotAck {
+        slot: 8,
+        next_offset,
+        done: false,
+    };
+    a.handle_message(3, ack(100), &mut out);
+    assert_eq!(offsets(&mut out), vec![200]);
+    // The same offset again while later chunks are out (100 was lost): back to it, once.
+    a.handle_message(3, ack(100), &mut out);
+    assert_eq!(offsets(&mut out), vec![100, 200]);
+    a.handle_message(3, ack(100), &mut out);
+    assert_eq!(offsets(&mut out), Vec::<u64>::new());
+    // A request crossing the transfer changes nothing.
+    a.handle_message(3, M::CatchUpRequest { from_slot: 0 }, &mut out);
+    assert_eq!(offsets(&mut out), Vec::<u64>::new());
+    // Silence: every retransmission interval, the window again from the acknowledged offset;
+    // after SNAPSHOT_SEND_TIMEOUTS_MAX intervals, the sender gives up.
+    let mut resends = 0;
+    for _ in 0..retransmit * (crate::config::SNAPSHOT_SEND_TIMEOUTS_MAX + 1) {
+        a.transfer_tick(&mut out);
+        match offsets(&mut out)[..] {
+            [] => {}
+            [100, 200] => resends += 1,
+            ref other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(resends, crate::config::SNAPSHOT_SEND_TIMEOUTS_MAX);
+    assert!(a.outgoing.is_empty());
+    // A late ack finds no transfer; a new request starts one from the beginning.
+    a.handle_message(3, ack(300), &mut out);
+    assert_eq!(offsets(&mut out), Vec::<u64>::new());
+    a.handle_message(3, M::CatchUpRequest { from_slot: 0 }, &mut out);
+    assert_eq!(offsets(&mut out), vec![0, 100]);
+
+    // The receiver's side: one transfer at a time, and catch-up requests wait for it.
+    let mut net = Net::default();
+    let mut c = behind(&a, b, &mut net);
+    net.queue.clear();
+    a.outgoing.clear();
+    a.handle_message(3, M::CatchUpRequest { from_slot: 0 }, &mut out);
+    let chunk = out.take().messages.into_iter().next().unwrap().1;
+    assert!(matches!(chunk, M::SnapshotChunk { offset: 0, .. }));
+    c.handle_message(1, chunk, &mut out);
+    assert_eq!(
+        out.take().messages,
+        vec![(1, ack(100))],
+        "the receiver needs offset 100 next"
+    );
+    // Another peer's transfer is told to stop while ours progresses.
+    let other = M::SnapshotChunk {
+        slot: 9,
+        digest: digest_of(b"another"),
+        offset: 0,
+        data: b"another".to_vec(),
+    };
+    c.handle_message(2, other, &mut out);
+    let stop = M::SnapshotAck {
+        slot: 9,
+        next_offset: 7,
+        done: true,
+    };
+    assert_eq!(out.take().messages, vec![(2, stop)]);
+    assert_eq!(c.incoming.as_ref().map(|i| (i.from, i.slot)), Some((1, 8)));
+    // A commit index from the leader: no catch-up request while the snapshot comes.
+    let commit = M::Commit {
+        ballot: b,
+        commit: 9,
+    };
+    c.catch_up_cooldown = 0;
+    c.handle_message(1, commit, &mut out);
+    assert!(out.take().messages.is_empty());
+    // Without progress, the receiver drops the transfer one interval after the sender gave up,
+    // and asks again.
+    let ticks = retransmit * (crate::config::SNAPSHOT_SEND_TIMEOUTS_MAX + 1);
+    for _ in 0..ticks {
+        c.transfer_tick(&mut out);
+    }
+    assert!(c.incoming.is_some());
+    c.transfer_tick(&mut out);
+    assert!(c.incoming.is_none());
+    c.learner_tick(&mut out);
+    assert!(matches!(
+        out.take().messages[..],
+        [(_, M::CatchUpRequest { from_slot: 0 })]
+    ));
+    assert!(c.snapshots.list().unwrap().is_empty());
+}
+
+#[test]
+fn a_transfer_finishes_its_snapshot_although_a_newer_one_is_taken() {
+    let store = MemSnapshotStore::new();
+    let (mut a, b, _) = kv_leader(&store, 8, 100, |c| {
+        c.snapshot_chunk_bytes_max = 100;
+    });
+    let mut net = Net::default();
+    let mut c = behind(&a, b, &mut net);
+    // The transfer of the snapshot of slot 8 starts: its first window is on the way...
+    let (from, _, request) = net.queue.pop_front().unwrap();
+    let mut out = Outbox::new();
+    a.handle_message(from, request, &mut out);
+    net.collect(1, &mut out);
+    assert_eq!(a.outgoing[&3].slot, 8);
+    // ...when the leader decides 8 more slots and takes a snapshot of slot 16, and tells the
+    // receiver that slots below 16 are chosen.
+    let more = (8..16)
+        .map(|i| (put(&format!("k{i}"), "v"), None))
+        .collect();
+    decide(&mut a, b, more);
+    assert_eq!(a.latest.as_ref().unwrap().slot, 16);
+    assert_eq!(a.log_start(), 16);
+    let commit = M::Commit {
+        ballot: b,
+        commit: 16,
+    };
+    net.queue.push_back((1, 3, commit));
+    // The transfer goes on with the file of slot 8, which is installed; the receiver, still
+    // behind the compacted log, then gets the snapshot of slot 16.
+    net.run(&mut [&mut a, &mut c], &mut perfect);
+    let installs: Vec<Slot> = net.records[&3]
+        .iter()
+        .filter_map(|r| match r.record() {
+            Record::Snapshot { slot, .. } => Some(*slot),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(installs, vec![8, 16]);
+    assert_eq!(c.state(), a.state());
+    assert_eq!(c.decided(), 16);
+}
+
+#[test]
+fn a_received_snapshot_is_restored_into_a_new_state_machine_from_the_factory() {
+    let store = MemSnapshotStore::new();
+    let (mut a, b, _) = kv_leader(&store, 4, 10, |_| {});
+    let opened = Arc::new(Mutex::new(0));
+    let counter = opened.clone();
+    let setup = Setup::new(Config::new(3, vec![1, 2, 3]), move || {
+        *counter.lock().unwrap() += 1;
+        Ok(KvStore::default())
+    });
+    let mut c = R::recover(setup, vec![]).unwrap();
+    assert_eq!(*opened.lock().unwrap(), 1);
+    let mut out = Outbox::new();
+    let commit = M::Commit {
+        ballot: b,
+        commit: 4,
+    };
+    c.handle_message(1, commit, &mut out);
+    let mut net = Net::default();
+    net.collect(3, &mut out);
+    net.run(&mut [&mut a, &mut c], &mut perfect);
+    assert_eq!(c.state(), a.state());
+    assert_eq!(
+        *opened.lock().unwrap(),
+        2,
+        "one more state machine, for the install"
+    );
 }

@@ -1092,7 +1092,7 @@ fn snapshot_checkpoints_compacts_and_serves_lagging_peers() {
 }
 
 /// The digest of `data`, as a sender would announce it.
-fn digest_of(data: &[u8]) -> common::snapshot::SnapshotDigest {
+pub(super) fn digest_of(data: &[u8]) -> common::snapshot::SnapshotDigest {
     let store = common::snapshot::MemSnapshotStore::new();
     let mut w = common::snapshot::SnapshotWriter::create(&store, u64::MAX).unwrap();
     w.append(data).unwrap();

@@ -55,7 +55,7 @@ use super::Replica;
 /// A snapshot being sent to one peer.
 pub(crate) struct Outgoing {
     /// The snapshot's slot.
-    slot: Slot,
+    pub(crate) slot: Slot,
     /// The file (its length and checksum announced in every chunk).
     file: SnapshotFile,
     /// The file, opened.
@@ -75,9 +75,9 @@ pub(crate) struct Outgoing {
 /// A snapshot being received.
 pub(crate) struct Incoming {
     /// The peer whose chunks move it on.
-    from: NodeId,
+    pub(crate) from: NodeId,
     /// The snapshot's slot.
-    slot: Slot,
+    pub(crate) slot: Slot,
     /// What the sender announced.
     digest: SnapshotDigest,
     /// The bytes so far, in an unfinished file of this replica's store.
