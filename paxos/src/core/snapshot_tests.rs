@@ -807,3 +807,50 @@ fn a_received_snapshot_is_restored_into_a_new_state_machine_from_the_factory() {
         "one more state machine, for the install"
     );
 }
+
+#[test]
+fn snapshots_past_the_size_limit_are_neither_taken_nor_accepted() {
+    let store = MemSnapshotStore::new();
+    let mut cfg = Config::new(1, vec![1, 2, 3]);
+    cfg.snapshot_interval_slots = 2;
+    cfg.snapshot_bytes_max = 100;
+    let (mut a, b) = lead::<KvStore>(cfg.into(), &store);
+    let big = |i: u64| (put(&format!("k{i}"), &"v".repeat(200)), None);
+    let records = decide(&mut a, b, (0..2).map(big).collect());
+    // The state does not fit: no snapshot, no checkpoint, the log stays, and nothing is left
+    // in the store.
+    assert_eq!(a.metrics().snapshot_failures, 1);
+    assert!(!records.iter().any(|r| r.is_checkpoint()));
+    assert_eq!(a.log_start(), 0);
+    assert!(store.list().unwrap().is_empty());
+    // The next attempt waits for another interval of slots (not every step).
+    decide(&mut a, b, vec![big(2)]);
+    assert_eq!(a.metrics().snapshot_failures, 1);
+    decide(&mut a, b, vec![big(3)]);
+    assert_eq!(a.metrics().snapshot_failures, 2);
+
+    // A receiver refuses a snapshot announced larger than its limit before storing a byte.
+    let mut cfg = Config::new(3, vec![1, 2, 3]);
+    cfg.snapshot_bytes_max = 100;
+    let mut c = R::recover(cfg.into(), vec![]).unwrap();
+    let mut out = Outbox::new();
+    let digest = common::snapshot::SnapshotDigest {
+        bytes: 101,
+        crc32c: 0,
+    };
+    let chunk = M::SnapshotChunk {
+        slot: 4,
+        digest,
+        offset: 0,
+        data: vec![0; 50],
+    };
+    c.handle_message(1, chunk, &mut out);
+    let done = M::SnapshotAck {
+        slot: 4,
+        next_offset: 101,
+        done: true,
+    };
+    assert_eq!(out.take().messages, vec![(1, done)]);
+    assert_eq!(c.metrics().snapshots_rejected, 1);
+    assert!(c.incoming.is_none());
+}
