@@ -7,8 +7,10 @@
 //!
 //! - **Built by a factory.** A replica's [`common::Node::Config`] is a
 //!   [`Setup<Config, S>`](common::Setup): the protocol's [`Config`](crate::Config) and a factory
-//!   that opens the state machine, at start and after every restart. `Config::new(..).into()`
-//!   uses `S::default()`; [`Setup::new`](common::Setup::new) takes any factory.
+//!   that opens the state machine at start, after every restart, and for each snapshot received
+//!   from a peer (restored into the new instance, which replaces the current one only once the
+//!   whole snapshot loaded). `Config::new(..).into()` uses `S::default()`;
+//!   [`Setup::new`](common::Setup::new) takes any factory.
 //! - **Log positions.** Slots start at 0; the state machine's log positions start at 1, so the
 //!   command of slot `s` is applied at position `s + 1`, and [`StateMachine::applied`]`(n)` and
 //!   [`StateMachine::applied_index`]` = n` both mean "every slot below `n` is applied" (the
@@ -16,8 +18,9 @@
 //! - **Batches.** Every chosen slot a step applies goes to [`StateMachine::apply_batch`] at once
 //!   (the commands of several slots in one call; a stop-sign ends a batch), minus the retries the
 //!   session table recognises; then [`StateMachine::applied`] names the first slot not applied.
-//! - **Snapshots stream** into a snapshot file after the replica's own header (membership and
-//!   session table): see `core/snapshot.rs` and the crate documentation.
+//! - **Snapshots stream** ([`StateMachine::snapshot`], [`StateMachine::restore`]) into and out of
+//!   a snapshot file, after the replica's own header (configuration and session table): see the
+//!   crate documentation, "The state machine, snapshots and catch-up".
 //! - **Durable state machines.** One whose [`StateMachine::applied_index`] is `n` when opened
 //!   is not restored from a snapshot of a slot at or below `n` and is not given the commands of
 //!   slots below `n` again. The replica still replays those slots through its session table

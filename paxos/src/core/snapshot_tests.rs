@@ -453,7 +453,9 @@ fn durable_state_machine_past_the_snapshot_is_neither_restored_nor_applied_again
         r.sessions.check(Session { client: 4, seq: 1 }),
         Dedup::Duplicate(None)
     );
-    // A copy of that command decided again later is not applied again either.
+    // A copy of that command decided again later is not applied again either, and a client
+    // waiting for it is told its command's output is gone.
+    r.pending.insert(4, (b, vec![RequestId(9)]));
     let again = Value::Batch {
         origin: b,
         commands: vec![Command {
@@ -467,10 +469,36 @@ fn durable_state_machine_past_the_snapshot_is_neither_restored_nor_applied_again
         values: vec![again],
     };
     r.handle_message(2, catch_up, &mut out);
+    let stale = Response::Failed(Error::SessionStale { client: 4, seq: 1 });
+    assert_eq!(out.take().responses, vec![(RequestId(9), stale)]);
     assert_eq!(r.metrics().applied, 5);
     assert_eq!(r.metrics().duplicates, 1);
     assert_eq!(disk.lock().unwrap().applies, vec![1, 2, 3, 4]);
     assert_eq!(disk.lock().unwrap().applied, 5);
+
+    // Although it is not restored, the snapshot is read whole and checked: a corrupt file
+    // stops the restart.
+    drop(r);
+    let file = records
+        .iter()
+        .rev()
+        .find_map(|r| match r.record() {
+            Record::Snapshot { file, .. } => Some(*file),
+            _ => None,
+        })
+        .unwrap();
+    assert!(store.corrupt(file.id, file.bytes - 1, 0x01));
+    let mut cfg = Config::new(1, vec![1, 2, 3]);
+    cfg.snapshot_interval_slots = 3;
+    assert!(matches!(
+        Replica::recover_with_snapshots(
+            durable_setup(cfg, &disk),
+            stored(&records),
+            Arc::new(store.clone())
+        ),
+        Err(Error::SnapshotCorrupt { slot: 3, .. })
+    ));
+    assert!(store.corrupt(file.id, file.bytes - 1, 0x01));
 
     // A state machine that starts empty (a lost database, say) is restored from the snapshot
     // and re-applies slot 3 only.
@@ -691,12 +719,26 @@ fn stalled_transfers_resend_from_the_acknowledged_offset_then_give_up() {
     a.handle_message(3, M::CatchUpRequest { from_slot: 0 }, &mut out);
     let chunk = out.take().messages.into_iter().next().unwrap().1;
     assert!(matches!(chunk, M::SnapshotChunk { offset: 0, .. }));
-    c.handle_message(1, chunk, &mut out);
+    c.handle_message(1, chunk.clone(), &mut out);
     assert_eq!(
         out.take().messages,
         vec![(1, ack(100))],
         "the receiver needs offset 100 next"
     );
+    // A duplicate, or a chunk past a gap: nothing written, the same answer.
+    let M::SnapshotChunk { digest, .. } = &chunk else {
+        panic!("{chunk:?}")
+    };
+    let past_a_gap = M::SnapshotChunk {
+        slot: 8,
+        digest: *digest,
+        offset: 200,
+        data: vec![0; 100],
+    };
+    for again in [chunk.clone(), past_a_gap] {
+        c.handle_message(1, again, &mut out);
+        assert_eq!(out.take().messages, vec![(1, ack(100))]);
+    }
     // Another peer's transfer is told to stop while ours progresses.
     let other = M::SnapshotChunk {
         slot: 9,
@@ -853,4 +895,66 @@ fn snapshots_past_the_size_limit_are_neither_taken_nor_accepted() {
     assert_eq!(out.take().messages, vec![(1, done)]);
     assert_eq!(c.metrics().snapshots_rejected, 1);
     assert!(c.incoming.is_none());
+}
+
+#[test]
+fn a_receiver_that_restarts_mid_transfer_gets_it_again_from_offset_zero() {
+    let store = MemSnapshotStore::new();
+    let (mut a, b, _) = kv_leader(&store, 8, 100, |c| {
+        c.snapshot_chunk_bytes_max = 100;
+        c.snapshot_chunks_in_flight_max = 2;
+    });
+    let mut net = Net::default();
+    let mut c = behind(&a, b, &mut net);
+    // Delivers the next message of the queue.
+    let step = |net: &mut Net, a: &mut R, c: &mut R| {
+        let (from, to, m) = net.queue.pop_front().unwrap();
+        let mut out = Outbox::new();
+        let node = if to == 1 { a } else { c };
+        node.handle_message(from, m, &mut out);
+        net.collect(to, &mut out);
+    };
+    step(&mut net, &mut a, &mut c); // the request: chunks 0 and 100 go out
+    step(&mut net, &mut a, &mut c); // chunk 0 arrives
+    assert!(matches!(
+        net.queue.back(),
+        Some((
+            3,
+            1,
+            M::SnapshotAck {
+                next_offset: 100,
+                ..
+            }
+        ))
+    ));
+    // The receiver restarts: what it received is gone with its unfinished file.
+    let snapshots = c.snapshots.clone();
+    c = R::recover_with_snapshots(Config::new(3, vec![1, 2, 3]).into(), vec![], snapshots).unwrap();
+    step(&mut net, &mut a, &mut c); // chunk 100 reaches the restarted receiver
+    assert!(matches!(
+        net.queue.back(),
+        Some((
+            3,
+            1,
+            M::SnapshotAck {
+                next_offset: 0,
+                done: false,
+                ..
+            }
+        ))
+    ));
+    step(&mut net, &mut a, &mut c); // the ack of chunk 0: the window slides to 200
+    step(&mut net, &mut a, &mut c); // "offset 0": the sender goes back there
+    let offsets: Vec<u64> = net
+        .queue
+        .iter()
+        .filter_map(|(_, _, m)| match m {
+            M::SnapshotChunk { offset, .. } => Some(*offset),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(offsets, vec![200, 0, 100]);
+    net.run(&mut [&mut a, &mut c], &mut perfect);
+    assert_eq!(c.state(), a.state());
+    assert_eq!(c.metrics().snapshots_installed, 1);
 }

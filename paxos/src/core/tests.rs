@@ -1103,6 +1103,14 @@ pub(super) fn digest_of(data: &[u8]) -> common::snapshot::SnapshotDigest {
 fn undecodable_snapshot_is_rejected_and_changes_nothing() {
     let mut c = replica(3);
     let mut out = Outbox::new();
+    // A replica with some state of its own.
+    let learned = M::CatchUp {
+        from_slot: 0,
+        values: vec![batch(Ballot::new(1, 1), &[put("a", "1")])],
+    };
+    c.handle_message(1, learned, &mut out);
+    out.take();
+    let before = c.state().clone();
     // Bytes that match their digest but are no snapshot.
     let data = vec![0xff; 3];
     c.handle_message(
@@ -1130,8 +1138,8 @@ fn undecodable_snapshot_is_rejected_and_changes_nothing() {
     );
     assert_eq!(c.metrics().rejected, 1);
     assert_eq!(c.metrics().snapshots_rejected, 1);
-    assert_eq!(c.decided(), 0);
-    assert_eq!(c.metrics().applied, 0);
+    assert_eq!((c.decided(), c.metrics().applied), (1, 1));
+    assert_eq!(c.state(), &before);
     assert!(
         c.snapshots.list().unwrap().is_empty(),
         "the file is deleted"

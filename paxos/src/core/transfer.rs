@@ -8,7 +8,8 @@
 //! - A [`Message::CatchUpRequest`] for a slot below the log's start starts a transfer of the
 //!   latest snapshot (the file the latest checkpoint names, kept open: retention may delete the
 //!   file meanwhile without disturbing it). One transfer per peer; a transfer keeps its file to
-//!   the end even when a newer snapshot is taken meanwhile, so it always finishes.
+//!   the end even when a newer snapshot is taken meanwhile, so a newer snapshot does not restart
+//!   it.
 //! - Chunks are read with [`SnapshotSource::read_at`], at most
 //!   [`Config::snapshot_chunk_bytes_max`](crate::Config::snapshot_chunk_bytes_max) bytes each,
 //!   with at most [`Config::snapshot_chunks_in_flight_max`](crate::Config::snapshot_chunks_in_flight_max)
@@ -32,7 +33,7 @@
 //!   without progress for [`SNAPSHOT_SEND_TIMEOUTS_MAX`]` + 1` retransmission intervals is
 //!   dropped with what it received.
 //! - Once every byte arrived, [`IncomingSnapshot::finish`] checks the length and CRC32C. A
-//!   mismatch (a corrupted chunk, a corrupted file at the sender) discards the file, is counted
+//!   mismatch (a chunk corrupted on the way, say) discards the file, is counted
 //!   in [`Metrics::snapshots_rejected`](crate::Metrics::snapshots_rejected), and the receiver
 //!   answers "done": its catch-up timer asks again (the same peer or another), which starts a
 //!   new transfer from offset 0. A matching file is installed (`snapshot.rs`): a new state
