@@ -42,7 +42,7 @@ impl Cluster {
                 let mut c = Config::new(id, ids.clone());
                 // A short pipeline makes a backlog, and a backlog is batched into slots.
                 c.in_flight_slots_max = in_flight_slots_max();
-                R::recover(c, vec![]).unwrap()
+                R::recover(c.into(), vec![]).unwrap()
             })
             .collect();
         let mut queue = VecDeque::new();

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use common::driver::DriverStats;
-use paxos::{Config, Error, Replica, Request, Response, StateMachine};
+use common::state_machine::{read_frame, write_frame, FRAME_BYTES_MAX};
+use paxos::{Config, Error, Replica, Request, Response, StateMachine, StateMachineError};
 
 use crate::{command, BenchError, Cluster, ClusterSpec, Contender, Nodes, COMMAND_BYTES};
 
@@ -27,11 +28,10 @@ pub struct Applied {
 
 impl StateMachine for Applied {
     type Command = [u8; COMMAND_BYTES];
-    type Output = u64;
     type Query = ();
-    type Snapshot = u64;
+    type Output = u64;
 
-    fn apply(&mut self, _command: &[u8; COMMAND_BYTES]) -> u64 {
+    fn apply(&mut self, _index: u64, _command: &[u8; COMMAND_BYTES]) -> u64 {
         self.count += 1;
         self.count
     }
@@ -40,12 +40,18 @@ impl StateMachine for Applied {
         self.count
     }
 
-    fn snapshot(&self) -> u64 {
-        self.count
+    fn snapshot(&self, out: &mut dyn std::io::Write) -> Result<(), StateMachineError> {
+        write_frame(out, &self.count)
     }
 
-    fn restore(count: u64) -> Self {
-        Applied { count }
+    fn restore(&mut self, input: &mut dyn std::io::Read) -> Result<(), StateMachineError> {
+        self.count = read_frame(input, FRAME_BYTES_MAX)?
+            .ok_or_else(|| StateMachineError::Malformed("empty snapshot".into()))?;
+        Ok(())
+    }
+
+    fn command_bytes(_: &[u8; COMMAND_BYTES]) -> usize {
+        COMMAND_BYTES
     }
 }
 
@@ -75,7 +81,7 @@ impl Contender for MultiPaxos {
         let nodes = Nodes::start(spec, move |id, members| {
             let mut c = Config::new(id, members.to_vec());
             c.seed = seed;
-            c
+            c.into()
         })
         .await?;
         // Wait for the steady state: one replica leads.

@@ -35,6 +35,20 @@ pub const CATCH_UP_SLOTS_MAX_DEFAULT: u64 = 256;
 pub const SESSIONS_MAX_DEFAULT: usize = 65_536;
 /// Default for [`Config::snapshot_interval_slots`].
 pub const SNAPSHOT_INTERVAL_SLOTS_DEFAULT: u64 = 4_096;
+/// Default for [`Config::snapshot_bytes_max`]: 64 GiB.
+pub const SNAPSHOT_BYTES_MAX_DEFAULT: u64 = 64 << 30;
+/// Default for [`Config::snapshot_chunk_bytes_max`]: 256 KiB.
+pub const SNAPSHOT_CHUNK_BYTES_MAX_DEFAULT: usize = 256 * 1024;
+/// The largest allowed [`Config::snapshot_chunk_bytes_max`] (8 MiB): a chunk and its message
+/// must stay well inside a transport frame (16 MiB by default).
+pub const SNAPSHOT_CHUNK_BYTES_LIMIT: usize = 8 * 1024 * 1024;
+/// Default for [`Config::snapshot_chunks_in_flight_max`].
+pub const SNAPSHOT_CHUNKS_IN_FLIGHT_MAX_DEFAULT: u64 = 4;
+/// A replica sending a snapshot resends from the last acknowledged offset every
+/// [`Config::retransmit_ticks`] without an acknowledgement that moves it on, and gives up after
+/// this many such intervals in a row (the receiver asks again when it still needs it). A
+/// receiver drops a transfer that made no progress for one interval more.
+pub const SNAPSHOT_SEND_TIMEOUTS_MAX: u64 = 8;
 /// Default for [`Config::reads_pending_max`].
 pub const READS_PENDING_MAX_DEFAULT: usize = 4_096;
 
@@ -100,6 +114,17 @@ pub struct Config {
     /// Take a snapshot (and compact the log before it) once this many applied slots are held
     /// in the log; 0 never compacts.
     pub snapshot_interval_slots: u64,
+    /// The largest snapshot this replica writes or accepts from a peer, in bytes. A snapshot
+    /// that would grow past it is not taken (the log is not compacted; counted in
+    /// [`Metrics::snapshot_failures`](crate::Metrics::snapshot_failures)); one announced larger
+    /// is refused before any byte is stored.
+    pub snapshot_bytes_max: u64,
+    /// Most bytes of a snapshot sent in one [`crate::Message::SnapshotChunk`]. At most
+    /// [`SNAPSHOT_CHUNK_BYTES_LIMIT`].
+    pub snapshot_chunk_bytes_max: usize,
+    /// Most chunks of a snapshot in flight to one peer (sent and not acknowledged): a transfer
+    /// has at most `snapshot_chunks_in_flight_max * snapshot_chunk_bytes_max` bytes on the way.
+    pub snapshot_chunks_in_flight_max: u64,
 }
 
 impl Config {
@@ -122,6 +147,9 @@ impl Config {
             sessions_max: SESSIONS_MAX_DEFAULT,
             reads_pending_max: READS_PENDING_MAX_DEFAULT,
             snapshot_interval_slots: SNAPSHOT_INTERVAL_SLOTS_DEFAULT,
+            snapshot_bytes_max: SNAPSHOT_BYTES_MAX_DEFAULT,
+            snapshot_chunk_bytes_max: SNAPSHOT_CHUNK_BYTES_MAX_DEFAULT,
+            snapshot_chunks_in_flight_max: SNAPSHOT_CHUNKS_IN_FLIGHT_MAX_DEFAULT,
         }
     }
 
@@ -170,6 +198,17 @@ impl Config {
         }
         if self.reads_pending_max == 0 {
             return bad("reads_pending_max must be at least 1".into());
+        }
+        if self.snapshot_chunk_bytes_max == 0
+            || self.snapshot_chunk_bytes_max > SNAPSHOT_CHUNK_BYTES_LIMIT
+        {
+            return bad(format!(
+                "snapshot_chunk_bytes_max ({}) must be between 1 and {SNAPSHOT_CHUNK_BYTES_LIMIT}",
+                self.snapshot_chunk_bytes_max
+            ));
+        }
+        if self.snapshot_chunks_in_flight_max == 0 {
+            return bad("snapshot_chunks_in_flight_max must be at least 1".into());
         }
         Ok(())
     }
@@ -237,5 +276,17 @@ mod tests {
         c.heartbeat_ticks_max = c.heartbeat_ticks;
         assert!(c.validate().is_ok());
         assert_eq!(Config::new(1, vec![1, 2, 3, 4, 5]).majority(), 3);
+        for chunk in [0, SNAPSHOT_CHUNK_BYTES_LIMIT + 1] {
+            let mut c = Config::new(1, vec![1, 2, 3]);
+            c.snapshot_chunk_bytes_max = chunk;
+            assert!(c
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("snapshot_chunk_bytes_max"));
+        }
+        let mut c = Config::new(1, vec![1, 2, 3]);
+        c.snapshot_chunks_in_flight_max = 0;
+        assert!(c.validate().is_err());
     }
 }

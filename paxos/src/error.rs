@@ -2,6 +2,8 @@
 
 use common::NodeId;
 
+use crate::message::Slot;
+
 /// Why a request failed or a replica could not be built.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
@@ -13,6 +15,36 @@ pub enum Error {
     /// The persisted records contradict each other (fatal: recovery refuses to guess).
     #[error("corrupt records: {0}")]
     Corrupt(String),
+    /// The state machine could not be built by its factory, or refused a snapshot for a reason
+    /// of its own (fatal at recovery).
+    #[error("state machine: {0}")]
+    StateMachine(String),
+    /// The snapshot file the latest checkpoint names is not in the snapshot store (fatal at
+    /// recovery: the state it holds exists nowhere else on this replica).
+    #[error("the snapshot of slot {slot} (file {id}) is missing from the snapshot store")]
+    SnapshotMissing {
+        /// The first slot the snapshot does not cover.
+        slot: Slot,
+        /// The file's id in the store.
+        id: u64,
+    },
+    /// The snapshot file the latest checkpoint names does not match its length or checksum, or
+    /// its content does not decode (fatal at recovery).
+    #[error("the snapshot of slot {slot} is corrupt: {reason}")]
+    SnapshotCorrupt {
+        /// The first slot the snapshot does not cover.
+        slot: Slot,
+        /// What does not match.
+        reason: String,
+    },
+    /// The snapshot file the latest checkpoint names could not be read (fatal at recovery).
+    #[error("the snapshot of slot {slot} could not be read: {reason}")]
+    SnapshotIo {
+        /// The first slot the snapshot does not cover.
+        slot: Slot,
+        /// The I/O error.
+        reason: String,
+    },
     /// This replica is not the leader; retry at `leader` if known. Nothing was proposed.
     #[error("not the leader (leader hint: {leader:?})")]
     NotLeader {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use common::codec::Bincode;
 use common::driver::{self, DriverConfig, DriverError, NodeHandle};
 use common::transport::Transport;
-use common::Storage;
+use common::{Setup, Storage};
 
 use crate::{Config, Error, Metrics, Replica, Request, Response, Session, StateMachine};
 
@@ -57,15 +57,31 @@ impl<S: StateMachine> Clone for Handle<S> {
 
 impl<S: StateMachine> Handle<S> {
     /// Starts a replica over `transport`, recovering it from `storage` (records encoded with the
-    /// workspace's [`Bincode`] codec). Must be called inside a tokio runtime.
+    /// workspace's [`Bincode`] codec, snapshot files in [`Storage::snapshots`]), with a state
+    /// machine built by `S::default()`. Must be called inside a tokio runtime.
     pub async fn spawn<T: Transport, St: Storage>(
         config: Config,
         transport: T,
         storage: St,
         driver_config: DriverConfig,
+    ) -> Result<Self, HandleError>
+    where
+        S: Default,
+    {
+        Self::spawn_with(config.into(), transport, storage, driver_config).await
+    }
+
+    /// [`Handle::spawn`] with a state machine built by `setup`'s factory (one that opens a
+    /// database, say), at start and whenever the replica restores a snapshot received from a
+    /// peer.
+    pub async fn spawn_with<T: Transport, St: Storage>(
+        setup: Setup<Config, S>,
+        transport: T,
+        storage: St,
+        driver_config: DriverConfig,
     ) -> Result<Self, HandleError> {
         let node = driver::spawn_recovered::<Replica<S>, T, St, Bincode>(
-            config,
+            setup,
             transport,
             storage,
             Bincode,
@@ -168,10 +184,7 @@ pub struct Client<S: StateMachine> {
     seq: AtomicU64,
 }
 
-impl<S: StateMachine> Client<S>
-where
-    S::Query: Clone,
-{
+impl<S: StateMachine> Client<S> {
     /// A client of `replicas` with session id `client_id` (unique among the cluster's clients).
     pub fn new(client_id: u64, replicas: Vec<Handle<S>>) -> Self {
         Client {

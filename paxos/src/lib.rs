@@ -37,8 +37,11 @@
 //!   (add members one at a time, or start them early, to keep a majority ready).
 //! - A removed replica is not told to stop: it becomes a passive learner (it serves catch-up and
 //!   refuses requests with "not the leader").
-//! - A snapshot travels in one message, so a state machine's snapshot must fit in the codec's
-//!   frame limit ([`common::codec::DECODE_BYTES_MAX`]).
+//! - A snapshot is taken inside the step that reaches
+//!   [`Config::snapshot_interval_slots`]: the state machine streams its whole state into the
+//!   snapshot store (the file store syncs it) before the step returns, so the replica handles
+//!   nothing else meanwhile. A snapshot transfer that stops (either side gives up, or the
+//!   receiver restarts) starts again from offset 0.
 //! - Reads are served by the leader only, after one quorum round per batch of reads (no
 //!   leases: a lease would trade that round for a bound on clock drift).
 //! - **Slow links cost fail-over time.** A heartbeat reply counts only within the round that
@@ -84,9 +87,10 @@
 //!    ([`Record::Accept`]) before answering [`Message::Accepted`].
 //! 5. **Learn** (learner, `core/learner.rs`): a value accepted by a majority is chosen. The
 //!    leader's commit index rides on later accepts (or on [`Message::Commit`] when idle); a
-//!    replica that missed values fetches them ([`Message::CatchUpRequest`]), or a snapshot when
-//!    the peer compacted them away ([`Message::Snapshot`]); slots are applied in order to the
-//!    [`StateMachine`].
+//!    replica that missed values fetches them ([`Message::CatchUpRequest`]), or the peer's
+//!    snapshot, in chunks, when the peer compacted them away ([`Message::SnapshotChunk`], see
+//!    [Catch-up by snapshot](#catch-up-by-snapshot-in-chunks)); slots are applied in order to
+//!    the [`StateMachine`].
 //!
 //! # Reconfiguration
 //!
@@ -125,6 +129,86 @@
 //! length, a cluster whose round trips reach that length would never count anyone as
 //! quorum-connected and would never elect a leader.
 //!
+//! # The state machine, snapshots and catch-up
+//!
+//! ## The seam
+//!
+//! A replica drives a [`StateMachine`] (the workspace's [`common::StateMachine`], re-exported;
+//! details in [`state_machine`]):
+//!
+//! - **Built by a factory.** [`Replica`]'s [`common::Node::Config`] is a
+//!   [`Setup<Config, S>`](Setup): the protocol's [`Config`] and a factory that opens the state
+//!   machine at start, after every restart, and once more for each snapshot received from a peer
+//!   (restored into the new instance, which replaces the current one only if the whole snapshot
+//!   loaded). `Config::new(..).into()` uses `S::default()`; [`Handle::spawn`] takes a [`Config`]
+//!   for `S: Default`, [`Handle::spawn_with`] a [`Setup`].
+//! - **Positions.** The command of slot `s` is applied at log position `s + 1`;
+//!   [`StateMachine::applied`]`(n)` and [`StateMachine::applied_index`]` = n` mean that every slot
+//!   below `n` is applied ([`Metrics::applied`]).
+//! - **Batches.** The chosen slots one step applies go to [`StateMachine::apply_batch`] together
+//!   (a stop-sign ends a batch), without the retries the session table recognises; then
+//!   [`StateMachine::applied`] once.
+//! - **Durable state machines.** One that reports [`StateMachine::applied_index`]` = n` when
+//!   opened is not restored from a snapshot of a slot at or below `n`, nor given the slots below
+//!   `n` again. The session table still replays those slots; a retry of a command so skipped is
+//!   refused with [`Error::SessionStale`] (its output was not kept).
+//!
+//! ## Snapshots are files
+//!
+//! Every [`Config::snapshot_interval_slots`] applied slots, a replica streams a snapshot into a
+//! new file of its snapshot store ([`common::Storage::snapshots`]: a directory beside the
+//! write-ahead log, or memory): a header frame with the configuration in force, the
+//! at-most-once session table (one frame per client), then the state machine's own stream. The
+//! checkpoint ([`Record::Snapshot`]) names the file, with its length and CRC32C, so it stays small
+//! however large the state; the log before it is dropped. An older file is deleted once the
+//! driver reports a checkpoint naming a newer one durable ([`common::Node::checkpoints_durable`]);
+//! recovery deletes every file but the one its checkpoint names.
+//!
+//! Recovery ([`common::Node::recover_with_snapshots`], which the driver and the simulator call)
+//! opens that file, restores from it, and reads it to the end so its length and CRC32C are
+//! checked. A missing file is [`Error::SnapshotMissing`], one that does not match or does not
+//! decode [`Error::SnapshotCorrupt`], one that cannot be read [`Error::SnapshotIo`]: the replica
+//! does not start, and neither panics nor starts from a wrong state.
+//! [`Replica::recover`](common::Node::recover) uses a new, empty in-memory store, for records that
+//! name no snapshot file.
+//!
+//! ## Catch-up by snapshot, in chunks
+//!
+//! A replica asking for slots below a peer's compacted log gets the peer's latest snapshot file
+//! as [`Message::SnapshotChunk`]s, answered with [`Message::SnapshotAck`]s:
+//!
+//! - The sender reads the file at offsets, at most [`Config::snapshot_chunk_bytes_max`] bytes per
+//!   chunk, with at most [`Config::snapshot_chunks_in_flight_max`] chunks unacknowledged. Each
+//!   ack names the offset the receiver needs next; the sender goes back to it when it is
+//!   repeated while later chunks are out, and after [`Config::retransmit_ticks`] without
+//!   progress; it gives up after [`config::SNAPSHOT_SEND_TIMEOUTS_MAX`] such intervals. A
+//!   transfer finishes with the file it started with, even if the sender takes a newer snapshot
+//!   meanwhile.
+//! - The receiver writes the chunks in order into a new file of its own store (refusing a
+//!   snapshot announced larger than [`Config::snapshot_bytes_max`]); a chunk it already has or
+//!   one past the offset it needs only makes it answer with that offset. So loss, duplication
+//!   and reordering cost resends, nothing else. It receives one transfer at a time and asks
+//!   nobody for catch-up meanwhile.
+//! - Only a file whose length and CRC32C match what the sender announced is installed. A
+//!   mismatch (a chunk corrupted on the way, say) is counted in [`Metrics::snapshots_rejected`],
+//!   the file is discarded, and the receiver's catch-up timer asks again, which starts a new
+//!   transfer.
+//!
+//! So a snapshot never travels as one message. The unit tests send a 17 MiB state, larger than a
+//! log record or a transport frame (16 MiB), in 256 KiB chunks, and a snapshot of dozens of
+//! chunks through loss, duplication and reordering; the simulations send the snapshots of a
+//! quarter of their seeds in 64-byte chunks under every fault of the simulator.
+//!
+//! ## Knobs
+//!
+//! | [`Config`] field | Default | What it bounds |
+//! |---|---|---|
+//! | [`snapshot_interval_slots`](Config::snapshot_interval_slots) | 4 096 | applied slots kept in the log before a snapshot (0: never) |
+//! | [`snapshot_bytes_max`](Config::snapshot_bytes_max) | 64 GiB | a snapshot written or accepted |
+//! | [`snapshot_chunk_bytes_max`](Config::snapshot_chunk_bytes_max) | 256 KiB | bytes per chunk (at most 8 MiB) |
+//! | [`snapshot_chunks_in_flight_max`](Config::snapshot_chunks_in_flight_max) | 4 | chunks unacknowledged per transfer |
+//! | [`retransmit_ticks`](Config::retransmit_ticks) | 4 | ticks without progress before a transfer resends |
+//!
 //! # Using the core directly
 //!
 //! A [`Replica`] is a [`common::Node`]: feed it messages, requests and ticks, and release the
@@ -147,7 +231,7 @@
 //! let members = vec![1, 2, 3];
 //! let mut nodes: Vec<Replica<KvStore>> = members
 //!     .iter()
-//!     .map(|&id| Replica::recover(Config::new(id, members.clone()), vec![]).unwrap())
+//!     .map(|&id| Replica::recover(Config::new(id, members.clone()).into(), vec![]).unwrap())
 //!     .collect();
 //! let (mut out, mut queue, mut answers) = (Outbox::new(), Queue::new(), Vec::new());
 //! // Ticks drive the election: a few heartbeat rounds elect a leader, which runs phase 1.
@@ -257,4 +341,6 @@ pub use handle::{Client, Handle, HandleError};
 pub use message::{
     Ballot, Command, Membership, Message, PromisedEntry, Record, Session, Slot, Value,
 };
-pub use state_machine::{Counter, KvCommand, KvQuery, KvStore, StateMachine};
+pub use state_machine::{
+    Counter, KvCommand, KvQuery, KvStore, Setup, StateMachine, StateMachineError,
+};

@@ -5,6 +5,7 @@
 //! vectors may be longer than any honest sender would make them. The core checks each of these
 //! before acting (see [`crate::Metrics::rejected`]).
 
+use common::snapshot::{SnapshotDigest, SnapshotFile};
 use common::NodeId;
 use serde::{Deserialize, Serialize};
 
@@ -292,13 +293,33 @@ pub enum Message<C> {
         /// One chosen value per slot.
         values: Vec<Value<C>>,
     },
-    /// Catch-up for a replica behind the sender's compacted prefix: the state after applying
-    /// every slot below `slot`.
-    Snapshot {
+    /// Catch-up for a replica behind the sender's compacted prefix, by snapshot: bytes
+    /// `offset .. offset + data.len()` of the sender's latest snapshot file, the state after
+    /// applying every slot below `slot`. A snapshot travels as many chunks of at most
+    /// [`Config::snapshot_chunk_bytes_max`](crate::Config::snapshot_chunk_bytes_max) bytes,
+    /// with at most [`Config::snapshot_chunks_in_flight_max`](crate::Config::snapshot_chunks_in_flight_max)
+    /// unacknowledged chunks in flight.
+    SnapshotChunk {
         /// The first slot the snapshot does not cover.
         slot: Slot,
-        /// The encoded state machine and session table.
+        /// The whole file's length and CRC32C, checked by the receiver before it installs it.
+        digest: SnapshotDigest,
+        /// Where in the file `data` starts.
+        offset: u64,
+        /// The bytes.
         data: Vec<u8>,
+    },
+    /// The receiver's answer to a [`Message::SnapshotChunk`]: where the sender must go on. A
+    /// chunk lost, duplicated or reordered shows up as an offset the sender already sent, and
+    /// it resends from there.
+    SnapshotAck {
+        /// The snapshot's slot (the chunk's).
+        slot: Slot,
+        /// The receiver holds every byte below this offset: the next chunk must start here.
+        next_offset: u64,
+        /// The receiver needs no more of this snapshot: it installed it, already knows every
+        /// slot it covers, or refused it (it then asks for catch-up again later).
+        done: bool,
     },
 }
 
@@ -331,12 +352,14 @@ pub enum Record<C> {
     },
     /// A checkpoint (written with [`common::Outbox::checkpoint`], so storage drops every record
     /// before it): everything the replica must remember, with the slots below `slot` compacted
-    /// into a state machine snapshot.
+    /// into a snapshot file in the replica's snapshot store ([`common::Storage::snapshots`]).
+    /// The record names the file; it is as small as the state is large.
     Snapshot {
         /// The first slot the snapshot does not cover.
         slot: Slot,
-        /// The encoded state machine and session table.
-        data: Vec<u8>,
+        /// The snapshot file (configuration, session table and state machine at `slot`), with
+        /// its length and checksum.
+        file: SnapshotFile,
         /// The acceptor's promise.
         promised: Ballot,
         /// First slot not known to be chosen (at least `slot`).

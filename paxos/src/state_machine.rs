@@ -1,47 +1,58 @@
-//! The replicated state machine: the trait an application implements, the at-most-once session
-//! table the replicas keep beside it, and a small key-value store used by the tests, benches and
-//! the crate's tutorial.
+//! The replicated state machine: the workspace's one seam ([`common::StateMachine`], re-exported
+//! here as [`StateMachine`]), the at-most-once session table the replicas keep beside it, and two
+//! small state machines used by the tests, benches and the crate's tutorial ([`KvStore`],
+//! [`Counter`]).
+//!
+//! # How a replica drives its state machine
+//!
+//! - **Built by a factory.** A replica's [`common::Node::Config`] is a
+//!   [`Setup<Config, S>`](common::Setup): the protocol's [`Config`](crate::Config) and a factory
+//!   that opens the state machine at start, after every restart, and for each snapshot received
+//!   from a peer (restored into the new instance, which replaces the current one only once the
+//!   whole snapshot loaded). `Config::new(..).into()` uses `S::default()`;
+//!   [`Setup::new`](common::Setup::new) takes any factory.
+//! - **Log positions.** Slots start at 0; the state machine's log positions start at 1, so the
+//!   command of slot `s` is applied at position `s + 1`, and [`StateMachine::applied`]`(n)` and
+//!   [`StateMachine::applied_index`]` = n` both mean "every slot below `n` is applied" (the
+//!   replica's [`Metrics::applied`](crate::Metrics::applied)).
+//! - **Batches.** Every chosen slot a step applies goes to [`StateMachine::apply_batch`] at once
+//!   (the commands of several slots in one call; a stop-sign ends a batch), minus the retries the
+//!   session table recognises; then [`StateMachine::applied`] names the first slot not applied.
+//! - **Snapshots stream** ([`StateMachine::snapshot`], [`StateMachine::restore`]) into and out of
+//!   a snapshot file, after the replica's own header (configuration and session table): see the
+//!   crate documentation, "The state machine, snapshots and catch-up".
+//! - **Durable state machines.** One whose [`StateMachine::applied_index`] is `n` when opened
+//!   is not restored from a snapshot of a slot at or below `n` and is not given the commands of
+//!   slots below `n` again. The replica still replays those slots through its session table
+//!   (which lives in its snapshots and log, not in the state machine); the outputs of the
+//!   commands it so skips are unknown, so a retry of one of them is refused with
+//!   [`Error::SessionStale`](crate::Error::SessionStale) instead of being answered with its
+//!   output.
+//!
+//! # Snapshot formats of the two state machines here
+//!
+//! Both write [`common::state_machine::write_frame`] frames: [`KvStore`] one `(key, value)`
+//! frame per pair, in key order; [`Counter`] one frame with its total. Restoring reads frames
+//! with a size limit ([`common::state_machine::FRAME_BYTES_MAX`]); a cut or undecodable stream
+//! is a [`StateMachineError`], never a panic.
 
 use std::collections::BTreeMap;
-use std::fmt::Debug;
+use std::io::{Read, Write};
 
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use common::state_machine::{read_frame, write_frame, FRAME_BYTES_MAX};
+pub use common::state_machine::{Setup, StateMachine, StateMachineError};
+use serde::{Deserialize, Serialize};
 
 use crate::message::{Session, Slot};
-
-/// An application replicated by Multi-Paxos. Every replica applies the same commands in slot
-/// order, so `apply` must be deterministic.
-pub trait StateMachine: Default + Send + 'static {
-    /// A command that changes the state; it crosses the network and the disk.
-    type Command: Clone + Debug + PartialEq + Serialize + DeserializeOwned + Send + 'static;
-    /// What applying a command or running a query returns. Serializable because the session
-    /// table (which remembers the last output of every client) is part of snapshots.
-    type Output: Clone + Debug + PartialEq + Serialize + DeserializeOwned + Send + 'static;
-    /// A read-only question, answered by [`StateMachine::query`] on the leader after a quorum
-    /// confirms its leadership (linearizable reads).
-    type Query: Debug + Send + 'static;
-    /// The state machine's snapshot: it crosses the network and the disk.
-    type Snapshot: Clone + Debug + Serialize + DeserializeOwned + Send + 'static;
-
-    /// Applies one decided command.
-    fn apply(&mut self, command: &Self::Command) -> Self::Output;
-
-    /// Answers a read without changing the state.
-    fn query(&self, query: &Self::Query) -> Self::Output;
-
-    /// The state as a snapshot, so the log before it can be compacted and a replica that fell
-    /// behind the compacted prefix can be brought up to date.
-    fn snapshot(&self) -> Self::Snapshot;
-
-    /// Rebuilds the state from a snapshot.
-    fn restore(snapshot: Self::Snapshot) -> Self;
-}
 
 /// What the session table remembers of one client.
 #[derive(Clone, Debug, PartialEq)]
 struct SessionEntry<O> {
     seq: u64,
-    output: O,
+    /// The output of the command `seq`; `None` while the batch it is in is being applied, or
+    /// for good when a durable state machine applied it before a restart (see the module
+    /// documentation).
+    output: Option<O>,
     slot: Slot,
 }
 
@@ -50,8 +61,8 @@ struct SessionEntry<O> {
 pub(crate) enum Dedup<O> {
     /// A new command: apply it.
     Fresh,
-    /// The same command was applied already: here is its output.
-    Duplicate(O),
+    /// The same command was applied already: here is its output, if known.
+    Duplicate(Option<O>),
     /// An older command, or one of a forgotten session: refuse it.
     Stale,
 }
@@ -70,6 +81,10 @@ pub(crate) struct Sessions<O> {
     evicted: BTreeMap<u64, u64>,
     capacity: usize,
 }
+
+/// One client's entry as it is written in a snapshot: (client, last sequence number, its
+/// output if known, slot applied).
+pub(crate) type SessionRecord<O> = (u64, u64, Option<O>, Slot);
 
 impl<O: Clone> Sessions<O> {
     pub(crate) fn new(capacity: usize) -> Self {
@@ -92,7 +107,10 @@ impl<O: Clone> Sessions<O> {
         }
     }
 
-    pub(crate) fn record(&mut self, session: Session, output: O, slot: Slot) {
+    /// Records that `session`'s command was applied in `slot`. The output may follow with
+    /// [`Sessions::set_output`] once the batch is applied: eviction, which must happen at the
+    /// same point on every replica, does not depend on it.
+    pub(crate) fn record(&mut self, session: Session, output: Option<O>, slot: Slot) {
         self.evicted.remove(&session.client);
         self.clients.insert(
             session.client,
@@ -124,44 +142,51 @@ impl<O: Clone> Sessions<O> {
         }
     }
 
+    /// The output of `session`'s command, recorded without it by [`Sessions::record`] (nothing
+    /// happens if the session was evicted or moved on meanwhile).
+    pub(crate) fn set_output(&mut self, session: Session, output: O) {
+        if let Some(e) = self.clients.get_mut(&session.client) {
+            if e.seq == session.seq {
+                e.output = Some(output);
+            }
+        }
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.clients.len()
     }
 
-    /// The table as plain data for a snapshot.
-    pub(crate) fn export(&self) -> SessionsSnapshot<O> {
-        SessionsSnapshot {
-            clients: self
-                .clients
-                .iter()
-                .map(|(&c, e)| (c, e.seq, e.output.clone(), e.slot))
-                .collect(),
-            evicted: self.evicted.iter().map(|(&c, &s)| (c, s)).collect(),
+    /// Sessions remembered, then evicted clients: what a snapshot holds.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        (self.clients.len() as u64, self.evicted.len() as u64)
+    }
+
+    /// The table's entries as plain data, in client order (for a snapshot).
+    pub(crate) fn entries(&self) -> impl Iterator<Item = SessionRecord<O>> + '_ {
+        self.clients
+            .iter()
+            .map(|(&c, e)| (c, e.seq, e.output.clone(), e.slot))
+    }
+
+    /// The evicted clients and their last sequence numbers, in client order (for a snapshot).
+    pub(crate) fn evicted(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.evicted.iter().map(|(&c, &s)| (c, s))
+    }
+
+    /// Adds an entry read from a snapshot (beyond the capacity, entries are dropped).
+    pub(crate) fn import_entry(&mut self, (client, seq, output, slot): SessionRecord<O>) {
+        if self.clients.len() < self.capacity {
+            self.clients
+                .insert(client, SessionEntry { seq, output, slot });
         }
     }
 
-    /// Rebuilds the table from a snapshot (bounded by the capacity: extra entries are dropped).
-    pub(crate) fn import(snapshot: SessionsSnapshot<O>, capacity: usize) -> Self {
-        Sessions {
-            clients: snapshot
-                .clients
-                .into_iter()
-                .take(capacity)
-                .map(|(c, seq, output, slot)| (c, SessionEntry { seq, output, slot }))
-                .collect(),
-            evicted: snapshot.evicted.into_iter().take(capacity).collect(),
-            capacity,
+    /// Adds an evicted client read from a snapshot (beyond the capacity, they are dropped).
+    pub(crate) fn import_evicted(&mut self, client: u64, seq: u64) {
+        if self.evicted.len() < self.capacity {
+            self.evicted.insert(client, seq);
         }
     }
-}
-
-/// The session table as plain data (part of a snapshot).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct SessionsSnapshot<O> {
-    /// (client, last sequence number, its output, slot applied).
-    clients: Vec<(u64, u64, O, Slot)>,
-    /// (client, last sequence number) of evicted sessions.
-    evicted: Vec<(u64, u64)>,
 }
 
 /// A command of [`KvStore`].
@@ -204,11 +229,10 @@ pub struct KvStore {
 
 impl StateMachine for KvStore {
     type Command = KvCommand;
-    type Output = Option<String>;
     type Query = KvQuery;
-    type Snapshot = BTreeMap<String, String>;
+    type Output = Option<String>;
 
-    fn apply(&mut self, command: &KvCommand) -> Option<String> {
+    fn apply(&mut self, _index: u64, command: &KvCommand) -> Option<String> {
         match command {
             KvCommand::Put { key, value } => self.map.insert(key.clone(), value.clone()),
             KvCommand::Append { key, value } => {
@@ -225,12 +249,31 @@ impl StateMachine for KvStore {
         self.map.get(&query.key).cloned()
     }
 
-    fn snapshot(&self) -> BTreeMap<String, String> {
-        self.map.clone()
+    /// One `(key, value)` frame per pair, in key order.
+    fn snapshot(&self, out: &mut dyn Write) -> Result<(), StateMachineError> {
+        for pair in &self.map {
+            write_frame(out, &pair)?;
+        }
+        Ok(())
     }
 
-    fn restore(map: BTreeMap<String, String>) -> Self {
-        KvStore { map }
+    fn restore(&mut self, input: &mut dyn Read) -> Result<(), StateMachineError> {
+        let mut map = BTreeMap::new();
+        while let Some((key, value)) = read_frame::<(String, String)>(input, FRAME_BYTES_MAX)? {
+            map.insert(key, value);
+        }
+        self.map = map;
+        Ok(())
+    }
+
+    fn command_bytes(command: &KvCommand) -> usize {
+        std::mem::size_of::<KvCommand>()
+            + match command {
+                KvCommand::Put { key, value } | KvCommand::Append { key, value } => {
+                    key.len() + value.len()
+                }
+                KvCommand::Get { key } => key.len(),
+            }
     }
 }
 
@@ -243,11 +286,10 @@ pub struct Counter {
 
 impl StateMachine for Counter {
     type Command = u64;
-    type Output = u64;
     type Query = ();
-    type Snapshot = u64;
+    type Output = u64;
 
-    fn apply(&mut self, command: &u64) -> u64 {
+    fn apply(&mut self, _index: u64, command: &u64) -> u64 {
         self.total = self.total.wrapping_add(*command);
         self.total
     }
@@ -256,12 +298,25 @@ impl StateMachine for Counter {
         self.total
     }
 
-    fn snapshot(&self) -> u64 {
-        self.total
+    /// One frame: the total.
+    fn snapshot(&self, out: &mut dyn Write) -> Result<(), StateMachineError> {
+        write_frame(out, &self.total)
     }
 
-    fn restore(total: u64) -> Self {
-        Counter { total }
+    fn restore(&mut self, input: &mut dyn Read) -> Result<(), StateMachineError> {
+        let total = read_frame::<u64>(input, FRAME_BYTES_MAX)?
+            .ok_or_else(|| StateMachineError::Malformed("empty counter snapshot".into()))?;
+        if read_frame::<u64>(input, FRAME_BYTES_MAX)?.is_some() {
+            return Err(StateMachineError::Malformed(
+                "counter snapshot holds more than one frame".into(),
+            ));
+        }
+        self.total = total;
+        Ok(())
+    }
+
+    fn command_bytes(_: &u64) -> usize {
+        8
     }
 }
 
@@ -277,12 +332,15 @@ mod tests {
     fn sessions_dedup_and_evict() {
         let mut t: Sessions<u32> = Sessions::new(2);
         assert_eq!(t.check(s(1, 1)), Dedup::Fresh);
-        t.record(s(1, 1), 10, 0);
-        assert_eq!(t.check(s(1, 1)), Dedup::Duplicate(10));
+        t.record(s(1, 1), Some(10), 0);
+        assert_eq!(t.check(s(1, 1)), Dedup::Duplicate(Some(10)));
         assert_eq!(t.check(s(1, 0)), Dedup::Stale);
         assert_eq!(t.check(s(1, 2)), Dedup::Fresh);
-        t.record(s(2, 1), 20, 1);
-        t.record(s(3, 1), 30, 2); // evicts client 1 (oldest slot)
+        t.record(s(2, 1), None, 1);
+        assert_eq!(t.check(s(2, 1)), Dedup::Duplicate(None));
+        t.set_output(s(2, 1), 20);
+        assert_eq!(t.check(s(2, 1)), Dedup::Duplicate(Some(20)));
+        t.record(s(3, 1), Some(30), 2); // evicts client 1 (oldest slot)
         assert_eq!(t.len(), 2);
         assert_eq!(
             t.check(s(1, 1)),
@@ -299,12 +357,49 @@ mod tests {
             key: "a".into(),
             value: "1".into(),
         };
-        assert_eq!(kv.apply(&put), None);
+        assert_eq!(kv.apply(1, &put), None);
         let app = KvCommand::Append {
             key: "a".into(),
             value: "2".into(),
         };
-        assert_eq!(kv.apply(&app), Some("1".into()));
+        assert_eq!(kv.apply(2, &app), Some("1".into()));
         assert_eq!(kv.query(&KvQuery { key: "a".into() }), Some("12".into()));
+    }
+
+    #[test]
+    fn kv_and_counter_snapshots_round_trip_and_refuse_bad_input() {
+        let mut kv = KvStore::default();
+        for i in 0..50 {
+            kv.map.insert(format!("k{i}"), "v".repeat(i));
+        }
+        let mut bytes = Vec::new();
+        kv.snapshot(&mut bytes).unwrap();
+        let mut back = KvStore::default();
+        back.map.insert("stale".into(), "gone".into());
+        back.restore(&mut &bytes[..]).unwrap();
+        assert_eq!(back, kv);
+        // Cut anywhere but at a frame boundary: an error, never a panic.
+        let mut errors = 0;
+        for cut in 1..bytes.len() {
+            if KvStore::default().restore(&mut &bytes[..cut]).is_err() {
+                errors += 1;
+            }
+        }
+        assert_eq!(errors, bytes.len() - 1 - (kv.map.len() - 1));
+        assert!(matches!(
+            KvStore::default().restore(&mut &[0xff, 0xff, 0xff, 0xff, 1][..]),
+            Err(StateMachineError::Malformed(_))
+        ));
+
+        let c = Counter { total: 42 };
+        let mut bytes = Vec::new();
+        c.snapshot(&mut bytes).unwrap();
+        let mut back = Counter::default();
+        back.restore(&mut &bytes[..]).unwrap();
+        assert_eq!(back, c);
+        assert!(Counter::default().restore(&mut &[][..]).is_err());
+        let mut twice = bytes.clone();
+        twice.extend_from_slice(&bytes);
+        assert!(Counter::default().restore(&mut &twice[..]).is_err());
     }
 }

@@ -54,6 +54,19 @@ async fn cluster_restarts_from_its_write_ahead_logs() {
     }
     drop(client);
     drop(replicas);
+    // Snapshots are files beside each log; once a checkpoint naming a newer one was durable,
+    // the older ones were deleted (20 commands, a snapshot every 8 slots).
+    let mut files = Vec::new();
+    for id in 1..=3 {
+        let snapshots = dir
+            .path()
+            .join(format!("node-{id}"))
+            .join(common::wal::SNAPSHOT_DIR_NAME);
+        let store = common::snapshot::FileSnapshotStore::open(snapshots).unwrap();
+        files.push(common::SnapshotStore::list(&store).unwrap().len());
+    }
+    assert!(files.iter().all(|&n| n <= 1), "{files:?}");
+    assert!(files.contains(&1), "{files:?}");
 
     let replicas = start(dir.path(), 2).await;
     let client = Client::new(2, replicas.clone());

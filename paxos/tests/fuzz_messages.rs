@@ -16,8 +16,8 @@ const INPUT_BYTES_MAX: usize = 512;
 /// itself and leads), each ticked into its steady state.
 fn replicas() -> Vec<Replica<KvStore>> {
     let mut out: Outbox<Replica<KvStore>> = Outbox::new();
-    let mut follower = Replica::recover(Config::new(1, vec![1, 2, 3]), vec![]).unwrap();
-    let mut alone = Replica::recover(Config::new(1, vec![1]), vec![]).unwrap();
+    let mut follower = Replica::recover(Config::new(1, vec![1, 2, 3]).into(), vec![]).unwrap();
+    let mut alone = Replica::recover(Config::new(1, vec![1]).into(), vec![]).unwrap();
     for _ in 0..50 {
         follower.tick(&mut out);
         alone.tick(&mut out);

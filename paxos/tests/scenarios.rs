@@ -1,7 +1,8 @@
 //! Named scenarios: duelling proposers converge; the three partial-connectivity scenarios of
 //! the Omni-Paxos paper (Ng et al., EuroSys 2023, section 2: quorum-loss, constrained election,
 //! chained) keep making progress; a crashed leader is replaced and, restarted, catches up; a
-//! replica cut off for a long time catches up.
+//! replica cut off for a long time catches up; a replica whose snapshot file was corrupted on
+//! disk refuses to restart, with a typed error.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod support;
@@ -330,4 +331,39 @@ fn restart_from_a_checkpoint_keeps_the_state() {
         .cloned()
         .unwrap();
     assert_eq!(value.matches(';').count(), 21, "{value}");
+}
+
+#[test]
+fn restart_over_a_corrupted_snapshot_file_fails_with_a_typed_error() {
+    let n = 3;
+    let mut sim = new_sim(3, n, 2).unwrap();
+    await_leader(&mut sim, n, 500).unwrap();
+    for seq in 1..=12 {
+        commit_within(&mut sim, n, seq, 300).unwrap();
+    }
+    let id = 1;
+    sim.apply(Fault::Crash(id)).unwrap();
+    // The snapshot file the node's checkpoint names, in the store that outlived the crash.
+    let Some(paxos::Record::Snapshot { slot, file, .. }) = sim.records(id).first().cloned() else {
+        panic!("no checkpoint: {:?}", sim.records(id).first());
+    };
+    let store = sim.snapshot_store(id).unwrap().clone();
+    assert!(common::SnapshotStore::list(&store)
+        .unwrap()
+        .contains(&file.id));
+    // A disk fault flips one byte in the middle of it: the node refuses to restart from it.
+    assert!(store.corrupt(file.id, file.bytes / 2, 0x08));
+    let e = sim.apply(Fault::Restart(id)).unwrap_err();
+    let expected = paxos::Error::SnapshotCorrupt {
+        slot,
+        reason: String::new(),
+    };
+    match e.kind {
+        common::sim::SimErrorKind::Recover { node, message } => {
+            assert_eq!(node, id);
+            let what = expected.to_string();
+            assert!(message.starts_with(&what), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
 }

@@ -71,7 +71,7 @@ fn slow_sim(seed: u64, n: u64, delay: Delay) -> Result<Sim<Kv>, SimError> {
     let mut sim = Sim::new(config, move |id| {
         let mut c = Config::new(id, members.clone());
         c.seed = seed;
-        c
+        c.into()
     })?;
     add_agreement(&mut sim);
     add_validity(&mut sim);
@@ -143,7 +143,7 @@ fn one_tick_delay_elects_a_leader_and_decides() {
         config.tick_interval = TICK;
         config.tick_skew = 0;
         config.link = LinkConfig::fixed(TICK);
-        let mut sim = Sim::new(config, move |id| Config::new(id, members.clone())).unwrap();
+        let mut sim = Sim::new(config, move |id| Config::new(id, members.clone()).into()).unwrap();
         add_agreement(&mut sim);
         let log = kv_workload(&mut sim, n, CLIENTS, OPS, 0, u64::MAX, false);
         let done = sim
@@ -176,7 +176,7 @@ fn round_trips_just_below_the_cap_still_elect_a_leader() {
     config.tick_interval = TICK;
     config.tick_skew = 0;
     config.link = LinkConfig::fixed(60 * TICK);
-    let mut sim = Sim::new(config, move |id| Config::new(id, members.clone())).unwrap();
+    let mut sim = Sim::new(config, move |id| Config::new(id, members.clone()).into()).unwrap();
     add_agreement(&mut sim);
     kv_workload(&mut sim, n, 1, 2, 0, u64::MAX, false);
     let done = sim
@@ -203,7 +203,7 @@ fn round_trips_beyond_the_cap_are_reported() {
     let mut sim: Sim<Kv> = Sim::new(config, move |id| {
         let mut c = Config::new(id, members.clone());
         c.heartbeat_ticks_max = 16; // round trips of 20 ticks never fit
-        c
+        c.into()
     })
     .unwrap();
     sim.run_until(300 * PERIOD).unwrap();

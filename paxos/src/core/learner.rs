@@ -9,10 +9,12 @@
 //! - Slots are applied strictly in order; the session table makes a retried command apply at
 //!   most once; the replica that proposed a batch answers its clients.
 
-use common::{NodeId, Outbox};
+use std::collections::BTreeMap;
+
+use common::{NodeId, Outbox, RequestId};
 
 use crate::error::Error;
-use crate::message::{Ballot, Message, Record, Slot, Value};
+use crate::message::{Ballot, Message, Record, Session, Slot, Value};
 use crate::state_machine::{Dedup, StateMachine};
 
 use super::log::Entry;
@@ -48,9 +50,10 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
-    /// Asks `peer` for the chosen values we miss, at most once per retransmission interval.
+    /// Asks `peer` for the chosen values we miss, at most once per retransmission interval, and
+    /// not while a snapshot is being received (see `transfer.rs`).
     pub(crate) fn request_catch_up(&mut self, peer: NodeId, out: &mut Outbox<Self>) {
-        if self.catch_up_cooldown > 0 || peer == self.config.id {
+        if self.catch_up_cooldown > 0 || peer == self.config.id || self.receiving_snapshot() {
             return;
         }
         self.catch_up_cooldown = self.config.retransmit_ticks;
@@ -156,100 +159,34 @@ impl<S: StateMachine> Replica<S> {
     }
 
     /// Applies every chosen slot not yet applied, in slot order, answering the clients whose
-    /// batch this replica created.
+    /// batch this replica created. The commands of every slot up to the next stop-sign go to the
+    /// state machine in one [`StateMachine::apply_batch`]; [`StateMachine::applied`] follows once.
     pub(crate) fn apply_decided(&mut self, out: &mut Outbox<Self>) {
-        while self.applied < self.log.decided {
+        let first = self.applied;
+        loop {
+            self.apply_run(out);
+            // `apply_run` stops at the end of the chosen prefix, at a gap, or at a stop-sign.
             let slot = self.applied;
-            let Some(entry) = self.log.get(slot) else {
+            if slot >= self.log.decided {
+                break;
+            }
+            let Some(Value::StopSign { epoch, members }) = self.log.get(slot).map(|e| &e.value)
+            else {
                 break; // compacted: the snapshot already covers it
             };
+            let (epoch, members) = (*epoch, members.clone());
             let mine = match self.pending.first_key_value() {
                 Some((&s, _)) if s == slot => self.pending.remove(&slot),
                 _ => None,
             };
-            if let Value::StopSign { epoch, members } = &entry.value {
-                let (epoch, members) = (*epoch, members.clone());
-                for id in mine.into_iter().flat_map(|(_, requests)| requests) {
-                    out.respond(id, Response::Failed(Error::LeadershipLost));
-                }
-                self.applied += 1;
-                self.apply_stop_sign(slot, epoch, members, out);
-                continue;
-            }
-            match &entry.value {
-                Value::Noop | Value::StopSign { .. } => {
-                    if let Some((_, requests)) = mine {
-                        for id in requests {
-                            out.respond(id, Response::Failed(Error::LeadershipLost));
-                        }
-                    }
-                }
-                Value::Batch { origin, commands } => {
-                    // Only the batch this replica created under this ballot answers its
-                    // requests; anything else in the slot means ours was not chosen there.
-                    let mut requests = match mine {
-                        Some((ballot, requests))
-                            if ballot == *origin && requests.len() == commands.len() =>
-                        {
-                            Some(requests.into_iter())
-                        }
-                        Some((_, requests)) => {
-                            for id in requests {
-                                out.respond(id, Response::Failed(Error::LeadershipLost));
-                            }
-                            None
-                        }
-                        None => None,
-                    };
-                    for command in commands {
-                        let result = match command.session {
-                            None => Ok(self.state.apply(&command.payload)),
-                            Some(session) => match self.sessions.check(session) {
-                                Dedup::Fresh => {
-                                    let output = self.state.apply(&command.payload);
-                                    self.sessions.record(session, output.clone(), slot);
-                                    Ok(output)
-                                }
-                                Dedup::Duplicate(output) => {
-                                    self.counters.duplicates += 1;
-                                    Ok(output)
-                                }
-                                Dedup::Stale => Err(Error::SessionStale {
-                                    client: session.client,
-                                    seq: session.seq,
-                                }),
-                            },
-                        };
-                        if let Some(session) = command.session {
-                            if let Some(leader) = self.leader.as_mut() {
-                                leader.held.remove(&session);
-                            }
-                            for id in self.session_waiters.remove(&session).into_iter().flatten() {
-                                out.respond(
-                                    id,
-                                    match &result {
-                                        Ok(output) => Response::Applied {
-                                            slot,
-                                            output: output.clone(),
-                                        },
-                                        Err(e) => Response::Failed(e.clone()),
-                                    },
-                                );
-                            }
-                        }
-                        if let Some(id) = requests.as_mut().and_then(|r| r.next()) {
-                            out.respond(
-                                id,
-                                match result {
-                                    Ok(output) => Response::Applied { slot, output },
-                                    Err(e) => Response::Failed(e),
-                                },
-                            );
-                        }
-                    }
-                }
+            for id in mine.into_iter().flat_map(|(_, requests)| requests) {
+                out.respond(id, Response::Failed(Error::LeadershipLost));
             }
             self.applied += 1;
+            self.apply_stop_sign(slot, epoch, members, out);
+        }
+        if self.applied > first && self.applied >= self.sm_applied {
+            self.state.applied(self.applied);
         }
         // Pending batches of slots below what we applied (installed by a snapshot) are lost.
         while let Some((&s, _)) = self.pending.first_key_value() {
@@ -268,4 +205,199 @@ impl<S: StateMachine> Replica<S> {
         // A new leader waits to have applied what was chosen before it (see `proposer.rs`).
         self.flush_queue(out);
     }
+
+    /// Applies the chosen slots from `applied` on up to the next stop-sign (excluded), as one
+    /// batch, and answers their clients.
+    ///
+    /// Three passes: the session table decides, command by command and in order, which commands
+    /// are new (recording them, output to follow, so that eviction happens exactly where it
+    /// would one command at a time); the new ones go to the state machine in one batch; then
+    /// the outputs are recorded and the clients answered. Slots below `sm_applied` were applied
+    /// by a durable state machine before a restart: only the session table sees them.
+    fn apply_run(&mut self, out: &mut Outbox<Self>) {
+        let mut plan: Vec<PlannedSlot<S::Output>> = Vec::new();
+        // (slot, index in the slot's batch) of every command the state machine applies.
+        let mut batch: Vec<(Slot, usize)> = Vec::new();
+        // New commands of this run by session, for retries of them later in the same run.
+        let mut fresh: BTreeMap<Session, usize> = BTreeMap::new();
+        while self.applied < self.log.decided {
+            let slot = self.applied;
+            let Some(entry) = self.log.get(slot) else {
+                break;
+            };
+            if matches!(entry.value, Value::StopSign { .. }) {
+                break;
+            }
+            let mine = match self.pending.first_key_value() {
+                Some((&s, _)) if s == slot => self.pending.remove(&slot),
+                _ => None,
+            };
+            match &entry.value {
+                Value::Noop | Value::StopSign { .. } => {
+                    for id in mine.into_iter().flat_map(|(_, requests)| requests) {
+                        out.respond(id, Response::Failed(Error::LeadershipLost));
+                    }
+                }
+                Value::Batch { origin, commands } => {
+                    // Only the batch this replica created under this ballot answers its
+                    // requests; anything else in the slot means ours was not chosen there.
+                    let requests = match mine {
+                        Some((ballot, requests))
+                            if ballot == *origin && requests.len() == commands.len() =>
+                        {
+                            requests
+                        }
+                        Some((_, requests)) => {
+                            for id in requests {
+                                out.respond(id, Response::Failed(Error::LeadershipLost));
+                            }
+                            Vec::new()
+                        }
+                        None => Vec::new(),
+                    };
+                    let skip = slot < self.sm_applied;
+                    let mut fates = Vec::with_capacity(commands.len());
+                    for (i, command) in commands.iter().enumerate() {
+                        let mut apply = || {
+                            batch.push((slot, i));
+                            batch.len() - 1
+                        };
+                        let fate = match command.session {
+                            None if skip => Fate::Unknown,
+                            None => Fate::Applied(apply()),
+                            Some(session) => match self.sessions.check(session) {
+                                Dedup::Fresh => {
+                                    self.sessions.record(session, None, slot);
+                                    if skip {
+                                        Fate::Unknown
+                                    } else {
+                                        let k = apply();
+                                        fresh.insert(session, k);
+                                        Fate::Applied(k)
+                                    }
+                                }
+                                Dedup::Duplicate(output) => {
+                                    self.counters.duplicates += 1;
+                                    match (output, fresh.get(&session)) {
+                                        (Some(output), _) => Fate::Known(output),
+                                        (None, Some(&k)) => Fate::SameAs(k),
+                                        (None, None) => Fate::Unknown,
+                                    }
+                                }
+                                Dedup::Stale => Fate::Stale,
+                            },
+                        };
+                        fates.push((command.session, fate));
+                    }
+                    plan.push(PlannedSlot {
+                        slot,
+                        requests,
+                        fates,
+                    });
+                }
+            }
+            self.applied += 1;
+        }
+        if plan.is_empty() {
+            return;
+        }
+        let mut outputs = Vec::with_capacity(batch.len());
+        if !batch.is_empty() {
+            let log = &self.log;
+            let commands =
+                batch
+                    .iter()
+                    .filter_map(|&(slot, i)| match log.get(slot).map(|e| &e.value) {
+                        Some(Value::Batch { commands, .. }) => {
+                            commands.get(i).map(|c| (slot + 1, &c.payload))
+                        }
+                        _ => None,
+                    });
+            self.state.apply_batch(commands, &mut outputs);
+            if outputs.len() != batch.len() {
+                // A state machine that breaks `apply_batch`'s contract: the commands without
+                // an output are answered as if their outcome were unknown.
+                tracing::error!(
+                    id = self.config.id,
+                    commands = batch.len(),
+                    outputs = outputs.len(),
+                    "paxos: apply_batch returned the wrong number of outputs"
+                );
+            }
+        }
+        for planned in plan {
+            let slot = planned.slot;
+            let mut requests = planned.requests.into_iter();
+            for (session, fate) in planned.fates {
+                let result = match fate {
+                    Fate::Applied(k) => {
+                        let output = outputs.get(k).cloned();
+                        if let (Some(session), Some(output)) = (session, &output) {
+                            self.sessions.set_output(session, output.clone());
+                        }
+                        output.ok_or(Error::LeadershipLost)
+                    }
+                    Fate::SameAs(k) => outputs.get(k).cloned().ok_or(Error::LeadershipLost),
+                    Fate::Known(output) => Ok(output),
+                    // Not applied now, and no output to give: refused like a stale retry.
+                    Fate::Unknown | Fate::Stale => Err(match session {
+                        Some(s) => Error::SessionStale {
+                            client: s.client,
+                            seq: s.seq,
+                        },
+                        None => Error::LeadershipLost,
+                    }),
+                };
+                if let Some(session) = session {
+                    if let Some(leader) = self.leader.as_mut() {
+                        leader.held.remove(&session);
+                    }
+                    for id in self.session_waiters.remove(&session).into_iter().flatten() {
+                        out.respond(
+                            id,
+                            match &result {
+                                Ok(output) => Response::Applied {
+                                    slot,
+                                    output: output.clone(),
+                                },
+                                Err(e) => Response::Failed(e.clone()),
+                            },
+                        );
+                    }
+                }
+                if let Some(id) = requests.next() {
+                    out.respond(
+                        id,
+                        match result {
+                            Ok(output) => Response::Applied { slot, output },
+                            Err(e) => Response::Failed(e),
+                        },
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// What became of one command of a run being applied.
+enum Fate<O> {
+    /// New: applied, its output is the batch's `k`-th.
+    Applied(usize),
+    /// A retry of the batch's `k`-th command, applied earlier in the same run.
+    SameAs(usize),
+    /// A retry of a command applied before: its output, from the session table.
+    Known(O),
+    /// Applied before a restart by a durable state machine: its output is unknown here.
+    Unknown,
+    /// An older command of its session, or one of a forgotten session: not applied.
+    Stale,
+}
+
+/// One slot of a run being applied.
+struct PlannedSlot<O> {
+    slot: Slot,
+    /// The client requests this replica answers for the slot's commands, in order.
+    requests: Vec<RequestId>,
+    /// Each command's session and fate, in order.
+    fates: Vec<(Option<Session>, Fate<O>)>,
 }

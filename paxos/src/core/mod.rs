@@ -11,8 +11,11 @@
 //! [`Replica`] itself only routes inputs to the roles and validates what it cannot trust.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use common::{protocol, Node, NodeId, Outbox, RequestId};
+use common::snapshot::{MemSnapshotStore, SnapshotFile, SnapshotRetention, SnapshotStore};
+use common::state_machine::StateMachineFactory;
+use common::{protocol, Node, NodeId, Outbox, RequestId, Setup};
 
 use crate::config::Config;
 use crate::error::Error;
@@ -26,6 +29,7 @@ pub(crate) mod log;
 pub(crate) mod proposer;
 pub(crate) mod reconfig;
 pub(crate) mod snapshot;
+pub(crate) mod transfer;
 
 use election::Election;
 use log::{Entry, SlotLog};
@@ -171,6 +175,13 @@ pub struct Metrics {
     pub retries_attached: u64,
     /// Snapshots received from peers and installed (catch-up behind a compacted prefix).
     pub snapshots_installed: u64,
+    /// Snapshots received from peers and refused: they did not match the digest the sender
+    /// announced, or did not load. Nothing of them was installed.
+    pub snapshots_rejected: u64,
+    /// Snapshots this replica failed to write (the store, the state machine or
+    /// [`Config::snapshot_bytes_max`](crate::Config::snapshot_bytes_max) refused); the log
+    /// stays uncompacted until the next one succeeds.
+    pub snapshot_failures: u64,
     /// The first slot still in the log (slots below were compacted into a snapshot).
     pub log_start: Slot,
     /// The configuration this replica is in (its number, the epoch of its ballots).
@@ -199,12 +210,16 @@ pub(crate) struct Counters {
     pub duplicates: u64,
     pub retries_attached: u64,
     pub snapshots_installed: u64,
+    pub snapshots_rejected: u64,
+    pub snapshot_failures: u64,
 }
 
 /// One Multi-Paxos replica over state machine `S`. See the crate documentation for the
 /// protocol and [`common::node`] for how a driver calls it.
 pub struct Replica<S: StateMachine> {
     pub(crate) config: Config,
+    /// Builds a state machine (a received snapshot is restored into a new one).
+    pub(crate) factory: StateMachineFactory<S>,
     /// The configuration in force for the slots from `membership.start` on (changed by applying
     /// a stop-sign or installing a snapshot).
     pub(crate) membership: Membership,
@@ -222,6 +237,26 @@ pub struct Replica<S: StateMachine> {
     pub(crate) sessions: Sessions<S::Output>,
     /// First slot not yet applied.
     pub(crate) applied: Slot,
+    /// First slot the state machine has not applied: above `applied` only after a restart with
+    /// a durable state machine ([`StateMachine::applied_index`]), while the apply loop brings
+    /// the session table up to it without applying those slots again.
+    pub(crate) sm_applied: Slot,
+    /// Set while [`Node::recover`] replays the log (no checkpoint may be asked for then: the
+    /// driver would never see it).
+    pub(crate) recovering: bool,
+    // ---- snapshots ----
+    /// Where snapshot files live (the driver's [`common::Storage::snapshots`]).
+    pub(crate) snapshots: Arc<dyn SnapshotStore>,
+    /// Which snapshot files checkpoints still need.
+    pub(crate) retention: SnapshotRetention,
+    /// The snapshot the latest checkpoint names, opened.
+    pub(crate) latest: Option<snapshot::LocalSnapshot>,
+    /// After a failed snapshot, the next is not attempted before this slot is applied.
+    pub(crate) snapshot_retry_at: Slot,
+    /// Snapshots being sent to peers behind our compacted prefix.
+    pub(crate) outgoing: BTreeMap<NodeId, transfer::Outgoing>,
+    /// The snapshot being received, if any.
+    pub(crate) incoming: Option<transfer::Incoming>,
     /// Highest commit index heard of (slots below are chosen somewhere).
     pub(crate) commit_hint: Slot,
     /// Ticks until the next catch-up request may be sent.
@@ -353,7 +388,7 @@ impl<S: StateMachine> Replica<S> {
 }
 
 impl<S: StateMachine> Node for Replica<S> {
-    type Config = Config;
+    type Config = Setup<Config, S>;
     type Message = Message<S::Command>;
     type Request = Request<S::Command, S::Query>;
     type Response = Response<S::Output>;
@@ -363,18 +398,33 @@ impl<S: StateMachine> Node for Replica<S> {
     type Error = Error;
 
     const PROTOCOL: u16 = protocol::PAXOS;
-    const WIRE_VERSION: u16 = 1;
+    /// 2: snapshots travel in chunks ([`Message::SnapshotChunk`], [`Message::SnapshotAck`]).
+    const WIRE_VERSION: u16 = 2;
 
-    fn recover(config: Config, records: Vec<Record<S::Command>>) -> Result<Self, Error> {
+    /// [`Node::recover_with_snapshots`] with a new, empty [`MemSnapshotStore`]: for a replica
+    /// whose records name no snapshot (a checkpoint's file would be missing).
+    fn recover(setup: Setup<Config, S>, records: Vec<Record<S::Command>>) -> Result<Self, Error> {
+        Self::recover_with_snapshots(setup, records, Arc::new(MemSnapshotStore::new()))
+    }
+
+    fn recover_with_snapshots(
+        setup: Setup<Config, S>,
+        records: Vec<Record<S::Command>>,
+        snapshots: Arc<dyn SnapshotStore>,
+    ) -> Result<Self, Error> {
+        let Setup {
+            config,
+            state_machine: factory,
+        } = setup;
         config.validate()?;
         let mut promised = Ballot::ZERO;
         let mut log = SlotLog::new();
-        let mut snapshot: Option<(Slot, Vec<u8>)> = None;
+        let mut snapshot: Option<(Slot, SnapshotFile)> = None;
         for record in records {
             match record {
                 Record::Snapshot {
                     slot,
-                    data,
+                    file,
                     promised: p,
                     decided,
                     accepted,
@@ -400,7 +450,7 @@ impl<S: StateMachine> Node for Replica<S> {
                         }
                         log.decided = decided;
                     }
-                    snapshot = Some((slot, data));
+                    snapshot = Some((slot, file));
                 }
                 Record::Promise(b) => promised = promised.max(b),
                 Record::Accept {
@@ -470,7 +520,10 @@ impl<S: StateMachine> Node for Replica<S> {
             promised,
             config.seed,
         );
+        let state = factory().map_err(|e| Error::StateMachine(e.to_string()))?;
+        let sm_position = state.applied_index();
         let mut replica = Replica {
+            factory,
             membership,
             sessions: Sessions::new(config.sessions_max),
             config,
@@ -479,8 +532,16 @@ impl<S: StateMachine> Node for Replica<S> {
             promised,
             commit_hint: log.decided,
             log,
-            state: S::default(),
+            state,
             applied: 0,
+            sm_applied: 0,
+            recovering: true,
+            snapshots,
+            retention: SnapshotRetention::default(),
+            latest: None,
+            snapshot_retry_at: 0,
+            outgoing: BTreeMap::new(),
+            incoming: None,
             catch_up_cooldown: 0,
             catch_up_attempts: 0,
             catch_up_peer: None,
@@ -496,14 +557,24 @@ impl<S: StateMachine> Node for Replica<S> {
             counters: Counters::default(),
         };
         let mut scratch = Outbox::new();
-        if let Some((slot, data)) = snapshot {
-            let membership = replica.restore_snapshot(slot, &data)?;
-            replica.adopt_membership(membership, &mut scratch);
+        if let Some((slot, file)) = snapshot {
+            replica.recover_snapshot(slot, file, &mut scratch)?;
         }
-        // Re-apply the chosen prefix: the state machine lives in memory only (stop-signs in it
-        // bring the replica to its latest configuration).
+        // Every other snapshot file is older than the checkpoint's, or an orphan of a crash
+        // before its checkpoint was durable.
+        replica.retention =
+            SnapshotRetention::recovered(&*replica.snapshots, snapshot.map(|(_, f)| f.id));
+        replica.sm_applied = sm_position.max(replica.applied);
+        // Re-apply the chosen prefix (stop-signs in it bring the replica to its latest
+        // configuration); slots a durable state machine applied before only go through the
+        // session table.
         replica.apply_decided(&mut scratch);
+        replica.recovering = false;
         Ok(replica)
+    }
+
+    fn checkpoints_durable(&mut self, count: u64) {
+        self.retention.durable(&*self.snapshots, count);
     }
 
     fn id(&self) -> NodeId {
@@ -564,7 +635,26 @@ impl<S: StateMachine> Node for Replica<S> {
             Message::CatchUp { from_slot, values } => {
                 self.on_catch_up(from, from_slot, values, out)
             }
-            Message::Snapshot { slot, data } => self.on_snapshot(from, slot, data, out),
+            Message::SnapshotChunk {
+                slot,
+                digest,
+                offset,
+                data,
+            } => self.on_snapshot_chunk(
+                from,
+                transfer::Chunk {
+                    slot,
+                    digest,
+                    offset,
+                    data,
+                },
+                out,
+            ),
+            Message::SnapshotAck {
+                slot,
+                next_offset,
+                done,
+            } => self.on_snapshot_ack(from, slot, next_offset, done, out),
         }
     }
 
@@ -614,6 +704,9 @@ impl<S: StateMachine> Node for Replica<S> {
         }
         self.leader_tick(out);
         self.learner_tick(out);
+        self.transfer_tick(out);
+        // A snapshot due when recovery replayed the log is taken at the first tick.
+        self.maybe_snapshot(out);
     }
 
     fn metrics(&self) -> Metrics {
@@ -633,6 +726,8 @@ impl<S: StateMachine> Node for Replica<S> {
             duplicates: self.counters.duplicates,
             retries_attached: self.counters.retries_attached,
             snapshots_installed: self.counters.snapshots_installed,
+            snapshots_rejected: self.counters.snapshots_rejected,
+            snapshot_failures: self.counters.snapshot_failures,
             log_start: self.log.start(),
             epoch: self.membership.epoch,
             members: self.membership.members.clone(),
@@ -713,5 +808,7 @@ impl<S: StateMachine> Replica<S> {
     }
 }
 
+#[cfg(test)]
+mod snapshot_tests;
 #[cfg(test)]
 mod tests;

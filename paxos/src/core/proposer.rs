@@ -388,7 +388,7 @@ impl<S: StateMachine> Replica<S> {
                         return;
                     }
                 }
-                Dedup::Duplicate(output) => {
+                Dedup::Duplicate(Some(output)) => {
                     self.counters.duplicates += 1;
                     out.respond(
                         id,
@@ -399,7 +399,8 @@ impl<S: StateMachine> Replica<S> {
                     );
                     return;
                 }
-                Dedup::Stale => {
+                // Applied, by a durable state machine before a restart: its output is gone.
+                Dedup::Duplicate(None) | Dedup::Stale => {
                     out.respond(
                         id,
                         Response::Failed(Error::SessionStale {
@@ -477,14 +478,14 @@ impl<S: StateMachine> Replica<S> {
                 if let Some(session) = c.session {
                     match self.sessions.check(session) {
                         Dedup::Fresh => {}
-                        Dedup::Duplicate(output) => {
+                        Dedup::Duplicate(Some(output)) => {
                             self.counters.duplicates += 1;
                             leader.held.remove(&session);
                             let slot = self.applied;
                             out.respond(id, Response::Applied { slot, output });
                             continue;
                         }
-                        Dedup::Stale => {
+                        Dedup::Duplicate(None) | Dedup::Stale => {
                             leader.held.remove(&session);
                             let (client, seq) = (session.client, session.seq);
                             out.respond(id, Response::Failed(Error::SessionStale { client, seq }));

@@ -125,8 +125,8 @@ impl<S: StateMachine> Replica<S> {
         out: &mut Outbox<Self>,
     ) -> bool {
         match msg {
-            Message::CatchUpRequest { .. } => return true,
-            Message::CatchUp { .. } | Message::Snapshot { .. }
+            Message::CatchUpRequest { .. } | Message::SnapshotAck { .. } => return true,
+            Message::CatchUp { .. } | Message::SnapshotChunk { .. }
                 if self.catch_up_asked == Some(from) =>
             {
                 return true

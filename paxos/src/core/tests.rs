@@ -1,5 +1,7 @@
 //! Unit tests of each role, asserting the exact effects of each step.
 
+use std::collections::VecDeque;
+
 use common::{Node, Outbox, Persist, RequestId};
 
 use super::*;
@@ -9,11 +11,77 @@ use crate::state_machine::{KvCommand, KvStore};
 type R = Replica<KvStore>;
 type M = Message<KvCommand>;
 
-fn replica(id: NodeId) -> R {
-    R::recover(Config::new(id, vec![1, 2, 3]), vec![]).unwrap()
+/// A message in flight: (from, to, message).
+pub(super) type Flight = (NodeId, NodeId, M);
+
+/// A hand-run network between a few replicas of a test.
+#[derive(Default)]
+pub(super) struct Net {
+    pub queue: VecDeque<Flight>,
+    /// What each replica asked to persist, in order.
+    pub records: BTreeMap<NodeId, Vec<Persist<Record<KvCommand>>>>,
+    /// Snapshot chunks delivered.
+    pub chunks: usize,
 }
 
-fn put(k: &str, v: &str) -> KvCommand {
+impl Net {
+    /// Takes the effects of a step of replica `from`: records kept, messages queued.
+    pub fn collect(&mut self, from: NodeId, out: &mut Outbox<R>) {
+        let e = out.take();
+        self.records.entry(from).or_default().extend(e.records);
+        self.queue
+            .extend(e.messages.into_iter().map(|(to, m)| (from, to, m)));
+    }
+
+    /// Delivers messages in queue order, each through `fault` (which returns what arrives in
+    /// its place, and may push it back to the queue's end to reorder it), until nothing is
+    /// delivered for many ticks. When the queue is empty, the catch-up and transfer timers of
+    /// every replica run (no election: the test decides who leads). Messages to replicas not
+    /// in `nodes` are lost.
+    pub fn run(
+        &mut self,
+        nodes: &mut [&mut R],
+        fault: &mut dyn FnMut(Flight, &mut VecDeque<Flight>) -> Vec<Flight>,
+    ) {
+        let mut out = Outbox::new();
+        let mut quiet = 0;
+        for _ in 0..1_000_000 {
+            let Some(flight) = self.queue.pop_front() else {
+                quiet += 1;
+                if quiet > 100 {
+                    return;
+                }
+                for n in nodes.iter_mut() {
+                    n.learner_tick(&mut out);
+                    n.transfer_tick(&mut out);
+                    let id = n.id();
+                    self.collect(id, &mut out);
+                }
+                continue;
+            };
+            for (from, to, m) in fault(flight, &mut self.queue) {
+                if let Some(n) = nodes.iter_mut().find(|n| n.id() == to) {
+                    quiet = 0;
+                    self.chunks += usize::from(matches!(m, M::SnapshotChunk { .. }));
+                    n.handle_message(from, m, &mut out);
+                    self.collect(to, &mut out);
+                }
+            }
+        }
+        panic!("the network never went quiet");
+    }
+}
+
+/// Delivers every message as it is.
+pub(super) fn perfect(f: Flight, _: &mut VecDeque<Flight>) -> Vec<Flight> {
+    vec![f]
+}
+
+pub(super) fn replica(id: NodeId) -> R {
+    R::recover(Config::new(id, vec![1, 2, 3]).into(), vec![]).unwrap()
+}
+
+pub(super) fn put(k: &str, v: &str) -> KvCommand {
     KvCommand::Put {
         key: k.into(),
         value: v.into(),
@@ -40,7 +108,7 @@ fn leader() -> (R, Ballot) {
 
 /// [`leader`] with replica 1 configured by `cfg`.
 fn leader_with(cfg: Config) -> (R, Ballot) {
-    let mut a = R::recover(cfg, vec![]).unwrap();
+    let mut a = R::recover(cfg.into(), vec![]).unwrap();
     let b = Ballot::new(1, 1);
     let mut out = Outbox::new();
     a.election.ballot = b;
@@ -911,7 +979,7 @@ fn recover_rebuilds_promise_log_and_state() {
         },
         Record::Commit { decided: 1 },
     ];
-    let r = R::recover(Config::new(2, vec![1, 2, 3]), records).unwrap();
+    let r = R::recover(Config::new(2, vec![1, 2, 3]).into(), records).unwrap();
     assert_eq!(r.metrics().promised, b);
     assert_eq!(r.decided(), 1);
     assert_eq!(r.state().map.get("a"), Some(&"1".to_string()));
@@ -921,7 +989,7 @@ fn recover_rebuilds_promise_log_and_state() {
     // Contradictory records are refused.
     let bad = vec![Record::Commit { decided: 3 }];
     assert!(matches!(
-        R::recover(Config::new(2, vec![1, 2, 3]), bad),
+        R::recover(Config::new(2, vec![1, 2, 3]).into(), bad),
         Err(Error::Corrupt(_))
     ));
 }
@@ -978,43 +1046,104 @@ fn snapshot_checkpoints_compacts_and_serves_lagging_peers() {
         } if promised == b
     ));
     assert_eq!(a.log_start(), 2);
-    // A peer asking for slot 0 gets a snapshot instead of values.
+    // A peer asking for slot 0 gets the snapshot file instead of values, in chunks.
+    let mut net = Net::default();
     a.handle_message(3, M::CatchUpRequest { from_slot: 0 }, &mut out);
-    let e = out.take();
-    let (to, snapshot) = e.messages[0].clone();
-    assert_eq!(to, 3);
-    assert!(matches!(snapshot, M::Snapshot { slot: 2, .. }));
+    net.collect(1, &mut out);
+    assert!(matches!(
+        net.queue.front(),
+        Some((
+            1,
+            3,
+            M::SnapshotChunk {
+                slot: 2,
+                offset: 0,
+                ..
+            }
+        ))
+    ));
     // The peer installs it: same state, same sessions (the retry is recognised), durably.
     let mut c = replica(3);
-    c.handle_message(1, snapshot, &mut out);
-    let e = out.take();
-    assert!(e.records.iter().any(|r| r.is_checkpoint()));
+    net.run(&mut [&mut a, &mut c], &mut perfect);
+    assert!(net.records[&3].iter().any(|r| r.is_checkpoint()));
     assert_eq!(c.state(), a.state());
     assert_eq!(c.metrics().snapshots_installed, 1);
     assert_eq!(c.decided(), 2);
-    // Recovery from the checkpoint alone rebuilds the same replica.
-    let r = R::recover(Config::new(1, vec![1, 2, 3]), vec![checkpoint]).unwrap();
+    assert_eq!(
+        c.sessions.check(Session { client: 9, seq: 1 }),
+        crate::state_machine::Dedup::Duplicate(Some(None))
+    );
+    assert!(
+        a.outgoing.is_empty(),
+        "the sender heard the transfer is done"
+    );
+    // Recovery from the checkpoint and the snapshot store rebuilds the same replica.
+    let cfg = || Config::new(1, vec![1, 2, 3]).into();
+    let r =
+        R::recover_with_snapshots(cfg(), vec![checkpoint.clone()], a.snapshots.clone()).unwrap();
     assert_eq!(r.state(), a.state());
     assert_eq!(r.metrics().promised, b);
     assert_eq!(r.metrics().sessions, 1);
+    // Without the store that holds its file, the checkpoint does not recover.
+    assert!(matches!(
+        R::recover(cfg(), vec![checkpoint]),
+        Err(Error::SnapshotMissing { slot: 2, .. })
+    ));
+}
+
+/// The digest of `data`, as a sender would announce it.
+pub(super) fn digest_of(data: &[u8]) -> common::snapshot::SnapshotDigest {
+    let store = common::snapshot::MemSnapshotStore::new();
+    let mut w = common::snapshot::SnapshotWriter::create(&store, u64::MAX).unwrap();
+    w.append(data).unwrap();
+    w.finish().unwrap().into()
 }
 
 #[test]
 fn undecodable_snapshot_is_rejected_and_changes_nothing() {
     let mut c = replica(3);
     let mut out = Outbox::new();
+    // A replica with some state of its own.
+    let learned = M::CatchUp {
+        from_slot: 0,
+        values: vec![batch(Ballot::new(1, 1), &[put("a", "1")])],
+    };
+    c.handle_message(1, learned, &mut out);
+    out.take();
+    let before = c.state().clone();
+    // Bytes that match their digest but are no snapshot.
+    let data = vec![0xff; 3];
     c.handle_message(
         1,
-        M::Snapshot {
+        M::SnapshotChunk {
             slot: 5,
-            data: vec![0xff; 3],
+            digest: digest_of(&data),
+            offset: 0,
+            data,
         },
         &mut out,
     );
-    assert!(out.take().records.is_empty());
+    let e = out.take();
+    assert!(e.records.is_empty());
+    assert_eq!(
+        e.messages,
+        vec![(
+            1,
+            M::SnapshotAck {
+                slot: 5,
+                next_offset: 3,
+                done: true
+            }
+        )]
+    );
     assert_eq!(c.metrics().rejected, 1);
-    assert_eq!(c.decided(), 0);
-    assert_eq!(c.metrics().applied, 0);
+    assert_eq!(c.metrics().snapshots_rejected, 1);
+    assert_eq!((c.decided(), c.metrics().applied), (1, 1));
+    assert_eq!(c.state(), &before);
+    assert!(
+        c.snapshots.list().unwrap().is_empty(),
+        "the file is deleted"
+    );
 }
 
 // ---- reconfiguration ----
@@ -1336,7 +1465,7 @@ fn acceptor_refuses_ballots_of_other_epochs_and_catches_up() {
 #[test]
 fn joining_replica_learns_before_it_votes() {
     // Node 4 starts outside the first configuration {1, 2, 3}.
-    let mut d = R::recover(Config::new(4, vec![1, 2, 3]), vec![]).unwrap();
+    let mut d = R::recover(Config::new(4, vec![1, 2, 3]).into(), vec![]).unwrap();
     let mut out = Outbox::new();
     assert!(!d.metrics().is_member);
     for _ in 0..10 {
@@ -1369,7 +1498,7 @@ fn joining_replica_learns_before_it_votes() {
     let mut cfg = Config::new(1, vec![1, 2, 3]);
     cfg.snapshot_interval_slots = 2;
     let mut a = R::recover(
-        cfg,
+        cfg.into(),
         vec![
             Record::Accept {
                 ballot: Ballot::new(1, 1),
@@ -1381,12 +1510,19 @@ fn joining_replica_learns_before_it_votes() {
     )
     .unwrap();
     assert_eq!(a.metrics().epoch, 1, "recovery replays the stop-sign");
+    // The snapshot the replayed slots call for is taken at the first step after recovery.
+    assert_eq!(a.log_start(), 0);
+    a.tick(&mut out);
+    assert!(out.take().records.iter().any(|r| r.is_checkpoint()));
+    assert_eq!(a.log_start(), 2);
+    let mut net = Net::default();
     a.handle_message(4, M::CatchUpRequest { from_slot: 0 }, &mut out);
-    let e = out.take();
-    let snapshot = e.messages.into_iter().find(|(to, _)| *to == 4).unwrap().1;
-    assert!(matches!(snapshot, M::Snapshot { slot: 2, .. }));
-    d.handle_message(1, snapshot, &mut out);
-    out.take();
+    net.collect(1, &mut out);
+    assert!(matches!(
+        net.queue.front(),
+        Some((1, 4, M::SnapshotChunk { slot: 2, .. }))
+    ));
+    net.run(&mut [&mut a, &mut d], &mut perfect);
     let m = d.metrics();
     assert_eq!((m.epoch, m.is_member, m.decided), (1, true, 2));
     // ...and then promises.
@@ -1466,7 +1602,7 @@ fn an_isolated_member_reports_it_then_doubles_the_interval() {
     // Replica 1 of three hears nobody for 40 rounds (round 0 sends no heartbeat and does not
     // count): an event after rounds 1, 2, 4, 8, 16 and 32, and the metrics say so.
     let mut replica: Replica<KvStore> =
-        Replica::recover(Config::new(1, vec![1, 2, 3]), vec![]).unwrap();
+        Replica::recover(Config::new(1, vec![1, 2, 3]).into(), vec![]).unwrap();
     let mut out = Outbox::new();
     let mut reported = Vec::new();
     for _ in 0..41 * crate::config::HEARTBEAT_TICKS_DEFAULT {

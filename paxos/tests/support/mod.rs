@@ -44,12 +44,18 @@ pub fn sim_with_spares(
         let mut c = Config::new(id, first.clone());
         c.seed = seed;
         // Half the seeds compact their logs every few slots, so catch-up by snapshot and
-        // recovery from checkpoints run under the same faults.
+        // recovery from checkpoints run under the same faults. Half of those send snapshots in
+        // chunks of 64 bytes, eight in flight, so their transfers take many chunks through the
+        // same faults (the others send each snapshot in one chunk, as the defaults do).
         if seed % 2 == 1 {
             c.snapshot_interval_slots = 4;
         }
+        if seed % 4 == 1 {
+            c.snapshot_chunk_bytes_max = 64;
+            c.snapshot_chunks_in_flight_max = 8;
+        }
         tweak(&mut c);
-        c
+        c.into()
     })
 }
 
