@@ -1,5 +1,6 @@
 //! A replicated key-value store: **one** state machine ([`KvMachine`]) that runs unchanged on
-//! Raft ([`raft::StateMachine`]) and on Multi-Paxos ([`paxos::StateMachine`]).
+//! Raft and on Multi-Paxos, through the one state-machine trait both share
+//! ([`common::StateMachine`]).
 //!
 //! # Guarantees
 //!
@@ -351,7 +352,9 @@ impl KvMachine {
     }
 }
 
-impl raft::StateMachine for KvMachine {
+/// One implementation serves both protocols: `raft::StateMachine` and `paxos::StateMachine` are
+/// the same trait, [`common::StateMachine`].
+impl common::StateMachine for KvMachine {
     type Command = KvCommand;
     type Query = KvQuery;
     type Output = KvOutput;
@@ -380,29 +383,6 @@ impl raft::StateMachine for KvMachine {
             KvOp::Delete { key } => key.len(),
             KvOp::Cas { key, expected, new } => key.len() + len(expected) + len(new),
         }
-    }
-}
-
-impl paxos::StateMachine for KvMachine {
-    type Command = KvCommand;
-    type Output = KvOutput;
-    type Query = KvQuery;
-    type Snapshot = KvMachine;
-
-    fn apply(&mut self, command: &KvCommand) -> KvOutput {
-        self.apply_command(command)
-    }
-
-    fn query(&self, query: &KvQuery) -> KvOutput {
-        self.answer(query)
-    }
-
-    fn snapshot(&self) -> KvMachine {
-        self.clone()
-    }
-
-    fn restore(snapshot: KvMachine) -> Self {
-        snapshot
     }
 }
 
@@ -734,8 +714,8 @@ mod tests {
             let network = MemoryNetwork::new(5);
             let mut nodes = Vec::new();
             for &id in &members {
-                let core =
-                    Replica::recover(paxos::Config::new(id, members.clone()), vec![]).unwrap();
+                let core = Replica::recover(paxos::Config::new(id, members.clone()).into(), vec![])
+                    .unwrap();
                 let config = DriverConfig {
                     persistence: Persistence::Inline,
                     ..DriverConfig::default()

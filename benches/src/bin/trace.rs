@@ -295,7 +295,7 @@ fn paxos_duel(seed: u64) -> Result<String, SimError> {
         c.seed = seed;
         // Everyone raises its ballot in the same round: a duel from the first tick.
         c.election_jitter_rounds_max = 0;
-        c
+        c.into()
     })?;
     sim.set_message_label(label);
     let found = sim.run_until_cond(2_000, |v| {

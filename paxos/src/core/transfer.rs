@@ -281,13 +281,12 @@ impl<S: StateMachine> Replica<S> {
             return;
         }
         match incoming.snapshot.accept(offset, &data) {
-            Ok((snapshot, next)) if !snapshot.is_complete() => {
-                incoming.snapshot = snapshot;
+            Ok(next) if !incoming.snapshot.is_complete() => {
                 incoming.idle_ticks = 0;
                 self.incoming = Some(incoming);
                 ack(out, next, false);
             }
-            Ok((snapshot, _)) => match snapshot.finish() {
+            Ok(_) => match incoming.snapshot.finish() {
                 Ok(file) => {
                     ack(out, digest.bytes, true);
                     self.install(from, slot, file, out);
