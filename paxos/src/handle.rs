@@ -72,8 +72,7 @@ impl<S: StateMachine> Handle<S> {
     }
 
     /// [`Handle::spawn`] with a state machine built by `setup`'s factory (one that opens a
-    /// database, say), at start and whenever the replica restores a snapshot received from a
-    /// peer.
+    /// database, say).
     pub async fn spawn_with<T: Transport, St: Storage>(
         setup: Setup<Config, S>,
         transport: T,

@@ -138,10 +138,9 @@
 //!
 //! - **Built by a factory.** [`Replica`]'s [`common::Node::Config`] is a
 //!   [`Setup<Config, S>`](Setup): the protocol's [`Config`] and a factory that opens the state
-//!   machine at start, after every restart, and once more for each snapshot received from a peer
-//!   (restored into the new instance, which replaces the current one only if the whole snapshot
-//!   loaded). `Config::new(..).into()` uses `S::default()`; [`Handle::spawn`] takes a [`Config`]
-//!   for `S: Default`, [`Handle::spawn_with`] a [`Setup`].
+//!   machine at start and after every restart; a snapshot received from a peer restores into
+//!   it in place. `Config::new(..).into()` uses `S::default()`; [`Handle::spawn`] takes a
+//!   [`Config`] for `S: Default`, [`Handle::spawn_with`] a [`Setup`].
 //! - **Positions.** The command of slot `s` is applied at log position `s + 1`;
 //!   [`StateMachine::applied`]`(n)` and [`StateMachine::applied_index`]` = n` mean that every slot
 //!   below `n` is applied ([`Metrics::applied`]).

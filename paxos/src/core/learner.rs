@@ -162,6 +162,9 @@ impl<S: StateMachine> Replica<S> {
     /// batch this replica created. The commands of every slot up to the next stop-sign go to the
     /// state machine in one [`StateMachine::apply_batch`]; [`StateMachine::applied`] follows once.
     pub(crate) fn apply_decided(&mut self, out: &mut Outbox<Self>) {
+        if self.state_invalid {
+            return;
+        }
         let first = self.applied;
         loop {
             self.apply_run(out);

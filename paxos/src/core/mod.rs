@@ -14,7 +14,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use common::snapshot::{MemSnapshotStore, SnapshotFile, SnapshotRetention, SnapshotStore};
-use common::state_machine::StateMachineFactory;
 use common::{protocol, Node, NodeId, Outbox, RequestId, Setup};
 
 use crate::config::Config;
@@ -218,8 +217,6 @@ pub(crate) struct Counters {
 /// protocol and [`common::node`] for how a driver calls it.
 pub struct Replica<S: StateMachine> {
     pub(crate) config: Config,
-    /// Builds a state machine (a received snapshot is restored into a new one).
-    pub(crate) factory: StateMachineFactory<S>,
     /// The configuration in force for the slots from `membership.start` on (changed by applying
     /// a stop-sign or installing a snapshot).
     pub(crate) membership: Membership,
@@ -244,6 +241,10 @@ pub struct Replica<S: StateMachine> {
     /// Set while [`Node::recover`] replays the log (no checkpoint may be asked for then: the
     /// driver would never see it).
     pub(crate) recovering: bool,
+    /// Set when restoring a received snapshot into the state machine failed part-way: its
+    /// state is unknown, so nothing is applied, read or snapshotted until a snapshot restores
+    /// cleanly.
+    pub(crate) state_invalid: bool,
     // ---- snapshots ----
     /// Where snapshot files live (the driver's [`common::Storage::snapshots`]).
     pub(crate) snapshots: Arc<dyn SnapshotStore>,
@@ -523,7 +524,6 @@ impl<S: StateMachine> Node for Replica<S> {
         let state = factory().map_err(|e| Error::StateMachine(e.to_string()))?;
         let sm_position = state.applied_index();
         let mut replica = Replica {
-            factory,
             membership,
             sessions: Sessions::new(config.sessions_max),
             config,
@@ -536,6 +536,7 @@ impl<S: StateMachine> Node for Replica<S> {
             applied: 0,
             sm_applied: 0,
             recovering: true,
+            state_invalid: false,
             snapshots,
             retention: SnapshotRetention::default(),
             latest: None,

@@ -662,6 +662,9 @@ impl<S: StateMachine> Replica<S> {
     /// Answers confirmed reads whose slot is applied.
     pub(crate) fn answer_reads(&mut self, out: &mut Outbox<Self>) {
         let applied = self.applied;
+        if self.state_invalid {
+            return;
+        }
         let Some(leader) = self.leader.as_mut() else {
             return;
         };

@@ -39,11 +39,13 @@
 //! # Installing a received snapshot
 //!
 //! A replica behind a peer's compacted prefix receives the peer's latest file in chunks
-//! (`transfer.rs`) into its own store. Once the file matched the announced digest, it is
-//! restored into a *new* state machine from the factory, which replaces the current one only if
-//! the whole file loaded (so a snapshot that does not load changes nothing and is deleted); the
-//! session table and configuration are adopted, the log before the slot is dropped, and a
-//! checkpoint names the file.
+//! (`transfer.rs`) into its own store. Once the file matched the announced digest, its header
+//! is read and the whole file checked again (a file that does not check changes nothing and is
+//! deleted); then the state machine restores from it in place (one over a database may not be
+//! opened twice), the session table and configuration are adopted, the log before the slot is
+//! dropped, and a checkpoint names the file. If the state machine fails part-way, its state is
+//! unknown: the replica applies, answers and snapshots nothing until a later snapshot restores
+//! cleanly.
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -346,6 +348,7 @@ impl<S: StateMachine> Replica<S> {
         let interval = self.config.snapshot_interval_slots;
         if interval == 0
             || self.recovering
+            || self.state_invalid
             || self.applied < self.sm_applied
             || self.applied < self.snapshot_retry_at
             || self.applied.saturating_sub(self.log.start()) < interval
@@ -365,9 +368,12 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
-    /// Installs the received, finished snapshot `file` of slot `slot`: restores a new state
-    /// machine from it, adopts its session table and configuration, and checkpoints it. If the
-    /// file does not load, nothing of this replica changes and the file is deleted.
+    /// Installs the received, finished snapshot `file` of slot `slot`: checks it, restores the
+    /// state machine from it in place, adopts its session table and configuration, and
+    /// checkpoints it. If the file does not check, nothing of this replica changes and the file
+    /// is deleted; if the state machine fails part-way through restoring it, its state is
+    /// unknown and the replica applies, answers and snapshots nothing until a later snapshot
+    /// restores cleanly.
     pub(crate) fn install(
         &mut self,
         from: NodeId,
@@ -379,19 +385,23 @@ impl<S: StateMachine> Replica<S> {
             self.retention.discard(&*self.snapshots, file.id);
             return; // we learned all of it meanwhile
         }
-        let loaded = (self.factory)()
-            .map_err(|e| ReadFailure::StateMachine(e.to_string()))
-            .and_then(|mut state| {
-                let (replicated, source) = read_snapshot_file(
-                    &*self.snapshots,
+        // The file matched its sender's checksum on arrival; read its header and check it
+        // whole once more before touching anything.
+        let store = &*self.snapshots;
+        let checked = read_snapshot_file::<S>(store, slot, file, self.config.sessions_max, None)
+            .and_then(|_| {
+                // Restore in place: a state machine may own files (a database) that only
+                // one instance can open at a time.
+                read_snapshot_file(
+                    store,
                     slot,
                     file,
                     self.config.sessions_max,
-                    Some(&mut state),
-                )?;
-                Ok((state, replicated, source))
+                    Some(&mut self.state),
+                )
+                .inspect_err(|_| self.state_invalid = true)
             });
-        let (state, replicated, source) = match loaded {
+        let (replicated, source) = match checked {
             Ok(loaded) => loaded,
             Err(failure) => {
                 let e = failure.into_error(slot, file);
@@ -402,7 +412,7 @@ impl<S: StateMachine> Replica<S> {
                 return;
             }
         };
-        self.state = state;
+        self.state_invalid = false;
         self.state.applied(slot);
         self.sessions = replicated.sessions;
         self.applied = slot;
