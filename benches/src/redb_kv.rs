@@ -43,7 +43,8 @@ pub enum RedbCommand {
     Put {
         /// The key.
         key: String,
-        /// The value.
+        /// The value (as bytes on the wire, not a sequence of numbers).
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     /// Removes `key`.
@@ -71,7 +72,7 @@ pub enum RedbOutput {
     /// A command took effect.
     Done,
     /// A value (`None`: absent).
-    Value(Option<Vec<u8>>),
+    Value(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
     /// A count.
     Count(u64),
 }
@@ -248,7 +249,7 @@ impl StateMachine for RedbKv {
         write_frame(out, &applied)?;
         for item in data.iter().map_err(db_error)? {
             let (k, v) = item.map_err(db_error)?;
-            write_frame(out, &(k.value(), v.value()))?;
+            write_frame(out, &(k.value(), serde_bytes::Bytes::new(v.value())))?;
         }
         Ok(())
     }
@@ -274,7 +275,7 @@ impl StateMachine for RedbKv {
             {
                 let mut data = txn.open_table(DATA).map_err(db_error)?;
                 while bytes < RESTORE_TXN_BYTES {
-                    match read_frame::<(String, Vec<u8>)>(input, FRAME_BYTES_MAX)? {
+                    match read_frame::<(String, serde_bytes::ByteBuf)>(input, FRAME_BYTES_MAX)? {
                         Some((k, v)) => {
                             bytes += k.len() + v.len();
                             data.insert(k.as_str(), v.as_slice()).map_err(db_error)?;

@@ -35,6 +35,8 @@ pub const CATCH_UP_SLOTS_MAX_DEFAULT: u64 = 256;
 pub const SESSIONS_MAX_DEFAULT: usize = 65_536;
 /// Default for [`Config::snapshot_interval_slots`].
 pub const SNAPSHOT_INTERVAL_SLOTS_DEFAULT: u64 = 4_096;
+/// Default for [`Config::snapshot_log_bytes_max`]: 64 MiB.
+pub const SNAPSHOT_LOG_BYTES_MAX_DEFAULT: u64 = 64 << 20;
 /// Default for [`Config::snapshot_bytes_max`]: 64 GiB.
 pub const SNAPSHOT_BYTES_MAX_DEFAULT: u64 = 64 << 30;
 /// Default for [`Config::snapshot_chunk_bytes_max`]: 256 KiB.
@@ -114,6 +116,11 @@ pub struct Config {
     /// Take a snapshot (and compact the log before it) once this many applied slots are held
     /// in the log; 0 never compacts.
     pub snapshot_interval_slots: u64,
+    /// Also take a snapshot once the commands applied since the last one add up to this many
+    /// bytes ([`StateMachine::command_bytes`](crate::StateMachine::command_bytes)): a slot holds
+    /// a whole batch of commands, so a count of slots alone does not bound the log's memory.
+    /// 0 disables this trigger.
+    pub snapshot_log_bytes_max: u64,
     /// The largest snapshot this replica writes or accepts from a peer, in bytes. A snapshot
     /// that would grow past it is not taken (the log is not compacted; counted in
     /// [`Metrics::snapshot_failures`](crate::Metrics::snapshot_failures)); one announced larger
@@ -147,6 +154,7 @@ impl Config {
             sessions_max: SESSIONS_MAX_DEFAULT,
             reads_pending_max: READS_PENDING_MAX_DEFAULT,
             snapshot_interval_slots: SNAPSHOT_INTERVAL_SLOTS_DEFAULT,
+            snapshot_log_bytes_max: SNAPSHOT_LOG_BYTES_MAX_DEFAULT,
             snapshot_bytes_max: SNAPSHOT_BYTES_MAX_DEFAULT,
             snapshot_chunk_bytes_max: SNAPSHOT_CHUNK_BYTES_MAX_DEFAULT,
             snapshot_chunks_in_flight_max: SNAPSHOT_CHUNKS_IN_FLIGHT_MAX_DEFAULT,

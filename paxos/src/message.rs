@@ -306,7 +306,8 @@ pub enum Message<C> {
         digest: SnapshotDigest,
         /// Where in the file `data` starts.
         offset: u64,
-        /// The bytes.
+        /// The bytes (encoded as one run of bytes, not byte by byte).
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
     /// The receiver's answer to a [`Message::SnapshotChunk`]: where the sender must go on. A

@@ -27,6 +27,8 @@ pub const PROPOSALS_PENDING_MAX_DEFAULT: usize = 65_536;
 pub const READS_PENDING_MAX_DEFAULT: usize = 65_536;
 /// Default for [`Config::snapshot_log_entries_max`].
 pub const SNAPSHOT_LOG_ENTRIES_MAX_DEFAULT: u64 = 100_000;
+/// Default for [`Config::snapshot_log_bytes_max`] (64 MiB).
+pub const SNAPSHOT_LOG_BYTES_MAX_DEFAULT: u64 = 64 * 1024 * 1024;
 /// Default for [`Config::snapshot_chunk_bytes_max`] (256 KiB).
 pub const SNAPSHOT_CHUNK_BYTES_MAX_DEFAULT: usize = 256 * 1024;
 /// The largest [`Config::snapshot_chunk_bytes_max`] accepted (8 MiB): half the transport's
@@ -91,6 +93,11 @@ pub struct Config {
     /// Take a snapshot and compact the log when it holds more than this many applied entries
     /// (0 disables snapshots).
     pub snapshot_log_entries_max: u64,
+    /// Also take a snapshot once the commands applied since the last one add up to this many
+    /// bytes ([`StateMachine::command_bytes`](crate::StateMachine::command_bytes)), so large
+    /// commands do not hold the log's memory at `snapshot_log_entries_max` of them (0: no
+    /// trigger by size).
+    pub snapshot_log_bytes_max: u64,
     /// Most snapshot bytes in one InstallSnapshot message.
     pub snapshot_chunk_bytes_max: usize,
     /// Largest snapshot a follower accepts.
@@ -120,6 +127,7 @@ impl Config {
             proposals_pending_max: PROPOSALS_PENDING_MAX_DEFAULT,
             reads_pending_max: READS_PENDING_MAX_DEFAULT,
             snapshot_log_entries_max: SNAPSHOT_LOG_ENTRIES_MAX_DEFAULT,
+            snapshot_log_bytes_max: SNAPSHOT_LOG_BYTES_MAX_DEFAULT,
             snapshot_chunk_bytes_max: SNAPSHOT_CHUNK_BYTES_MAX_DEFAULT,
             snapshot_bytes_max: SNAPSHOT_BYTES_MAX_DEFAULT,
         }

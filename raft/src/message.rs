@@ -225,7 +225,8 @@ pub enum Message<C> {
         meta: SnapshotMeta,
         /// Where this chunk starts in the snapshot data.
         offset: u64,
-        /// The chunk.
+        /// The chunk (encoded as one run of bytes, not byte by byte).
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
         /// Whether this is the last chunk.
         done: bool,

@@ -261,6 +261,9 @@ impl<S: StateMachine> Replica<S> {
                     let skip = slot < self.sm_applied;
                     let mut fates = Vec::with_capacity(commands.len());
                     for (i, command) in commands.iter().enumerate() {
+                        self.log_bytes = self
+                            .log_bytes
+                            .saturating_add(S::command_bytes(&command.payload) as u64);
                         let mut apply = || {
                             batch.push((slot, i));
                             batch.len() - 1

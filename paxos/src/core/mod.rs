@@ -183,6 +183,8 @@ pub struct Metrics {
     pub snapshot_failures: u64,
     /// The first slot still in the log (slots below were compacted into a snapshot).
     pub log_start: Slot,
+    /// Size in bytes of the latest snapshot's file (0 without a snapshot).
+    pub snapshot_bytes: u64,
     /// The configuration this replica is in (its number, the epoch of its ballots).
     pub epoch: u64,
     /// The acceptors of that configuration.
@@ -245,6 +247,9 @@ pub struct Replica<S: StateMachine> {
     /// state is unknown, so nothing is applied, read or snapshotted until a snapshot restores
     /// cleanly.
     pub(crate) state_invalid: bool,
+    /// Approximate bytes of the commands applied since the log was last compacted
+    /// ([`StateMachine::command_bytes`]): compaction's trigger by size.
+    pub(crate) log_bytes: u64,
     // ---- snapshots ----
     /// Where snapshot files live (the driver's [`common::Storage::snapshots`]).
     pub(crate) snapshots: Arc<dyn SnapshotStore>,
@@ -537,6 +542,7 @@ impl<S: StateMachine> Node for Replica<S> {
             sm_applied: 0,
             recovering: true,
             state_invalid: false,
+            log_bytes: 0,
             snapshots,
             retention: SnapshotRetention::default(),
             latest: None,
@@ -730,6 +736,7 @@ impl<S: StateMachine> Node for Replica<S> {
             snapshots_rejected: self.counters.snapshots_rejected,
             snapshot_failures: self.counters.snapshot_failures,
             log_start: self.log.start(),
+            snapshot_bytes: self.latest.as_ref().map_or(0, |l| l.file.bytes),
             epoch: self.membership.epoch,
             members: self.membership.members.clone(),
             is_member: self.is_member(self.config.id),

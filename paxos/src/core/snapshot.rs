@@ -346,12 +346,15 @@ impl<S: StateMachine> Replica<S> {
     /// next attempt waits for another interval of slots.
     pub(crate) fn maybe_snapshot(&mut self, out: &mut Outbox<Self>) {
         let interval = self.config.snapshot_interval_slots;
-        if interval == 0
+        let held = self.applied.saturating_sub(self.log.start());
+        let by_slots = interval != 0 && held >= interval;
+        let bytes_max = self.config.snapshot_log_bytes_max;
+        let by_bytes = bytes_max != 0 && held > 0 && self.log_bytes >= bytes_max;
+        if !(by_slots || by_bytes)
             || self.recovering
             || self.state_invalid
             || self.applied < self.sm_applied
             || self.applied < self.snapshot_retry_at
-            || self.applied.saturating_sub(self.log.start()) < interval
         {
             return;
         }
@@ -359,10 +362,11 @@ impl<S: StateMachine> Replica<S> {
             Ok(snapshot) => {
                 self.checkpoint(snapshot, out);
                 self.log.compact(self.applied);
+                self.log_bytes = 0;
             }
             Err(e) => {
                 self.counters.snapshot_failures += 1;
-                self.snapshot_retry_at = self.applied.saturating_add(interval);
+                self.snapshot_retry_at = self.applied.saturating_add(interval.max(1));
                 tracing::warn!(id = self.config.id, slot = self.applied, error = %e, "paxos: snapshot failed");
             }
         }
@@ -419,6 +423,7 @@ impl<S: StateMachine> Replica<S> {
         self.sm_applied = slot;
         self.adopt_membership(replicated.membership, out);
         self.log.install(slot);
+        self.log_bytes = 0;
         self.counters.snapshots_installed += 1;
         self.checkpoint(LocalSnapshot { slot, file, source }, out);
         // Proposals of ours in the covered slots: their fate is unknown to us now.

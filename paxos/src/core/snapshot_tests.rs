@@ -1072,3 +1072,22 @@ fn a_restore_failing_part_way_stops_applying_until_a_snapshot_restores() {
     assert_eq!(c.applied, a.applied);
     assert_eq!(c.state.kv, *a.state());
 }
+
+#[test]
+fn the_log_is_compacted_by_bytes_as_well_as_by_slots() {
+    let store = MemSnapshotStore::new();
+    let mut cfg = Config::new(1, vec![1, 2, 3]);
+    cfg.snapshot_interval_slots = 1_000_000;
+    cfg.snapshot_log_bytes_max = 10_000;
+    let (mut a, b) = lead::<KvStore>(cfg.into(), &store);
+    let big = |i: u64| (put(&format!("k{i}"), &"v".repeat(3_000)), None);
+    // Three commands of about 3 KB: under the limit, nothing compacted.
+    let records = decide(&mut a, b, (0..3).map(big).collect());
+    assert!(!records.iter().any(|r| r.is_checkpoint()));
+    assert_eq!(a.log_start(), 0);
+    // The fourth passes 10 000 bytes: a snapshot, and the log starts after it.
+    let records = decide(&mut a, b, vec![big(3)]);
+    assert_eq!(records.iter().filter(|r| r.is_checkpoint()).count(), 1);
+    assert_eq!(a.log_start(), a.applied);
+    assert_eq!(a.log_bytes, 0);
+}

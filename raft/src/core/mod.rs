@@ -157,6 +157,9 @@ pub struct RaftNode<S: StateMachine> {
     state_machine_invalid: bool,
     /// Reused buffer for the outputs of one applied batch.
     outputs: Vec<S::Output>,
+    /// Approximate bytes of the commands applied since the last snapshot
+    /// ([`StateMachine::command_bytes`]): compaction's trigger by size.
+    log_bytes: u64,
 
     rejected: Rejected,
     elections_started: u64,
@@ -290,8 +293,11 @@ impl<S: StateMachine> RaftNode<S> {
             let term = entry.term;
             let applied = match &entry.payload {
                 Payload::Noop => Applied::Noop,
-                Payload::Command(_) => match outputs_iter.next() {
-                    Some(output) => Applied::Output(output),
+                Payload::Command(c) => match outputs_iter.next() {
+                    Some(output) => {
+                        self.log_bytes = self.log_bytes.saturating_add(S::command_bytes(c) as u64);
+                        Applied::Output(output)
+                    }
                     None => {
                         debug_assert!(false, "the state machine returned too few outputs");
                         tracing::error!(
@@ -421,7 +427,8 @@ impl<S: StateMachine> Node for RaftNode<S> {
     type Error = RecoverError;
 
     const PROTOCOL: u16 = protocol::RAFT;
-    const WIRE_VERSION: u16 = 1;
+    // 2: snapshots carry a CRC32C in their description.
+    const WIRE_VERSION: u16 = 2;
 
     fn recover(setup: Setup<Config, S>, records: Vec<RecordOf<S>>) -> Result<Self, RecoverError> {
         Self::recover_with_snapshots(setup, records, Arc::new(MemSnapshotStore::new()))
@@ -484,6 +491,7 @@ impl<S: StateMachine> Node for RaftNode<S> {
             incoming_snapshot: None,
             state_machine_invalid: false,
             outputs: Vec::new(),
+            log_bytes: 0,
             rejected: Rejected::default(),
             elections_started: 0,
             config,

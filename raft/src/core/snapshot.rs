@@ -11,13 +11,17 @@ use crate::message::{Event, LogIndex, Message, Record, ReplicationState, Role, S
 use crate::state_machine::StateMachine;
 
 impl<S: StateMachine> RaftNode<S> {
-    /// Takes a snapshot once the log holds more than `snapshot_log_entries_max` applied entries.
+    /// Takes a snapshot once the log holds more than `snapshot_log_entries_max` applied entries,
+    /// or once the commands applied since the last one add up to `snapshot_log_bytes_max`.
     pub(super) fn maybe_snapshot(&mut self, out: &mut Outbox<Self>) {
+        let held = self.applied_index.saturating_sub(self.log.snapshot_index());
         let max = self.config.snapshot_log_entries_max;
-        if max == 0 || self.applied_index - self.log.snapshot_index() <= max {
-            return;
+        let bytes_max = self.config.snapshot_log_bytes_max;
+        let by_entries = max != 0 && held > max;
+        let by_bytes = bytes_max != 0 && held > 0 && self.log_bytes >= bytes_max;
+        if by_entries || by_bytes {
+            self.take_snapshot(out);
         }
-        self.take_snapshot(out);
     }
 
     /// Snapshots the state machine at the applied index into a new file and compacts the log up
@@ -60,6 +64,7 @@ impl<S: StateMachine> RaftNode<S> {
             membership: membership.clone(),
         };
         self.log.compact(index, term);
+        self.log_bytes = 0;
         self.membership_compacted(index, membership);
         self.persist_snapshot(CurrentSnapshot { meta, file, source }, out);
     }
@@ -292,6 +297,7 @@ impl<S: StateMachine> RaftNode<S> {
         self.state_machine_invalid = false;
         let index: LogIndex = meta.index;
         self.log.compact(index, meta.term);
+        self.log_bytes = 0;
         if self.log.last_index() == index {
             // Nothing after the snapshot survived: no configuration entry either.
             self.membership_history.clear();

@@ -957,6 +957,23 @@ fn checkpoints_made_durable_delete_the_snapshots_they_replace() {
 }
 
 #[test]
+fn the_log_is_compacted_by_bytes_as_well_as_by_entries() {
+    let mut c = cfg(1, 3);
+    c.snapshot_log_entries_max = 1_000;
+    // Each put below counts 1 + 100 + 8 bytes.
+    c.snapshot_log_bytes_max = 300;
+    let mut l = leader(c, 3);
+    let mut checkpoints = 0;
+    for i in 0..3 {
+        request(&mut l, i, Request::Propose(put(&"x".repeat(100))));
+        let fx = recv(&mut l, 2, ack(1, 2 + i, 1));
+        checkpoints += fx.records.iter().filter(|p| p.is_checkpoint()).count();
+    }
+    assert_eq!(checkpoints, 1, "the third put passed 300 bytes");
+    assert_eq!(l.first_log_index(), 5, "compacted through the third put");
+}
+
+#[test]
 fn config_validate_explains() {
     let mut c = Config::new(1, vec![1, 2, 2]);
     assert!(c.validate().unwrap_err().to_string().contains("duplicates"));

@@ -1,0 +1,406 @@
+//! A state far larger than any record or frame, and a new node catching up by snapshot.
+//!
+//! ```text
+//! cargo run --release -p benches --example big_state -- --protocol raft --state-mib 256
+//! cargo run --release -p benches --example big_state -- --protocol paxos --state-mib 256
+//! ```
+//!
+//! Three nodes in this process, each with its write-ahead log (fsync on) and its state machine
+//! in a redb database (`benches::redb_kv`, page cache `--cache-mib`) in a directory of its own,
+//! over the in-memory network. Clients write `--state-mib` MiB of distinct keys in values of
+//! `--value-kib` KiB; the nodes snapshot every `--snapshot-every` entries (Raft) or slots
+//! (Multi-Paxos), so the log is compacted far past the start. Then a fourth node starts empty
+//! and joins (Raft: as a learner; Multi-Paxos: by reconfiguration to four members); it can only
+//! catch up by snapshot, streamed in chunks from the leader's snapshot file into its own.
+//!
+//! It prints how many writes were acknowledged, the snapshot's size, the time the new node took
+//! to catch up, and the process's peak resident memory (`VmHWM`), against the state's size.
+//! The state lives on disk in every node, so the peak is the nodes' logs, caches and buffers:
+//! it does not grow with the state.
+// A command-line run: a failure stops it with the reason.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use benches::redb_kv::{RedbCommand, RedbKv, RedbOutput, RedbQuery};
+use clap::{Parser, ValueEnum};
+use common::codec::Bincode;
+use common::driver::{self, DriverConfig};
+use common::transport::memory::MemoryNetwork;
+use common::wal::{Wal, WalConfig};
+use common::{NodeId, Setup};
+
+/// How long the new node may take to catch up before the run fails.
+const CATCH_UP_MAX: Duration = Duration::from_secs(600);
+/// How long a write may be retried across leader changes.
+const WRITE_ATTEMPTS_MAX: usize = 100;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Protocol {
+    Raft,
+    Paxos,
+}
+
+#[derive(Debug, Parser)]
+#[command(about = "A state past any record or frame size, and a new node catching up by snapshot")]
+struct Args {
+    /// The consensus protocol.
+    #[arg(long, value_enum, default_value = "raft")]
+    protocol: Protocol,
+    /// MiB of state written.
+    #[arg(long, default_value_t = 256)]
+    state_mib: u64,
+    /// KiB per value.
+    #[arg(long, default_value_t = 4)]
+    value_kib: u64,
+    /// Concurrent writers.
+    #[arg(long, default_value_t = 32)]
+    clients: u64,
+    /// Entries (slots) between snapshots.
+    #[arg(long, default_value_t = 4096)]
+    snapshot_every: u64,
+    /// Page cache of each node's database, MiB.
+    #[arg(long, default_value_t = 8)]
+    cache_mib: usize,
+    /// Where the nodes keep their files (default: a temporary directory, removed at the end).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+/// The process's peak resident memory in bytes (`VmHWM` of `/proc/self/status`).
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn value(i: u64, bytes: usize) -> Vec<u8> {
+    let mut v = i.to_le_bytes().repeat(bytes / 8 + 1);
+    v.truncate(bytes);
+    v
+}
+
+fn put(i: u64, bytes: usize) -> RedbCommand {
+    RedbCommand::Put {
+        key: format!("key-{i:010}"),
+        value: value(i, bytes),
+    }
+}
+
+/// The files of node `id`: its WAL and its database.
+fn node_files(dir: &Path, id: NodeId, cache_bytes: usize) -> (Wal, Setup<(), RedbKv>) {
+    let node_dir = dir.join(format!("node-{id}"));
+    let wal = Wal::open(WalConfig::new(node_dir.join("wal")))
+        .unwrap_or_else(|e| panic!("node {id}: write-ahead log: {e}"));
+    let path = node_dir.join("sm.redb");
+    std::fs::create_dir_all(&node_dir).unwrap_or_else(|e| panic!("{}: {e}", node_dir.display()));
+    let setup = Setup::new((), move || RedbKv::open(&path, cache_bytes));
+    (wal, setup)
+}
+
+/// Opens node 4's database (the node is stopped) and checks that it holds every key, and the
+/// last one's value.
+fn new_node_holds_everything(dir: &Path, writes: u64, value_bytes: usize, cache: usize) -> bool {
+    use common::StateMachine as _;
+    let db = match RedbKv::open(&dir.join("node-4").join("sm.redb"), cache) {
+        Ok(db) => db,
+        Err(e) => {
+            eprintln!("node 4's database: {e}");
+            return false;
+        }
+    };
+    let last = writes - 1;
+    db.query(&RedbQuery::Len) == RedbOutput::Count(writes)
+        && db.query(&RedbQuery::Get(format!("key-{last:010}")))
+            == RedbOutput::Value(Some(value(last, value_bytes)))
+}
+
+struct Report {
+    acknowledged: u64,
+    writes: u64,
+    write_time: Duration,
+    snapshot_bytes: u64,
+    catch_up: Duration,
+    checked: bool,
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let temp;
+    let dir = match &args.dir {
+        Some(d) => d.clone(),
+        None => {
+            temp = tempfile::tempdir().expect("a temporary directory");
+            temp.path().to_path_buf()
+        }
+    };
+    let value_bytes = (args.value_kib * 1024) as usize;
+    let writes = (args.state_mib * 1024).div_ceil(args.value_kib).max(1);
+    println!(
+        "{:?}: 3 nodes + 1 joining, {} writes of {} KiB ({} MiB of state), snapshots every {} \
+         entries, WAL and redb under {}",
+        args.protocol,
+        writes,
+        args.value_kib,
+        args.state_mib,
+        args.snapshot_every,
+        dir.display()
+    );
+    let report = match args.protocol {
+        Protocol::Raft => run_raft(&args, &dir, writes, value_bytes).await,
+        Protocol::Paxos => run_paxos(&args, &dir, writes, value_bytes).await,
+    };
+    let peak = peak_rss_bytes().unwrap_or(0);
+    let state = args.state_mib * 1024 * 1024;
+    println!("acknowledged {} of {}", report.acknowledged, report.writes);
+    println!(
+        "writes: {:.1} s ({:.0} writes/s)",
+        report.write_time.as_secs_f64(),
+        report.writes as f64 / report.write_time.as_secs_f64().max(1e-9)
+    );
+    println!(
+        "snapshot: {:.1} MiB, installed on the new node in {:.2} s (its database holds every key: {})",
+        mib(report.snapshot_bytes),
+        report.catch_up.as_secs_f64(),
+        if report.checked { "yes" } else { "NO" }
+    );
+    println!(
+        "peak resident memory: {:.1} MiB for {:.1} MiB of state ({:+.1} MiB over the state)",
+        mib(peak),
+        mib(state),
+        mib(peak) - mib(state)
+    );
+    if report.acknowledged != report.writes || !report.checked {
+        std::process::exit(1);
+    }
+}
+
+async fn run_raft(args: &Args, dir: &Path, writes: u64, value_bytes: usize) -> Report {
+    use raft::{Config, RaftClient, RaftHandle, RaftNode, Request, Role};
+    let net = MemoryNetwork::new(1);
+    let cache = args.cache_mib * 1024 * 1024;
+    let config = |id: NodeId| {
+        let mut c = Config::new(id, vec![1, 2, 3]);
+        c.snapshot_log_entries_max = args.snapshot_every;
+        if id == 4 {
+            c.learners = vec![4];
+        } else {
+            c.known_nodes = vec![4];
+        }
+        c
+    };
+    let start = |id: NodeId| {
+        let (wal, setup) = node_files(dir, id, cache);
+        let setup = setup.with_config(config(id));
+        let transport = net.join(id).expect("joins the network");
+        async move {
+            let h = driver::spawn_recovered::<RaftNode<RedbKv>, _, _, _>(
+                setup,
+                transport,
+                wal,
+                Bincode,
+                DriverConfig::default(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("node {id}: {e}"));
+            RaftHandle::new(h)
+        }
+    };
+    let mut handles = Vec::new();
+    for id in 1..=3 {
+        handles.push(start(id).await);
+    }
+    let client = Arc::new(RaftClient::new(handles.clone()));
+    let leader_of = |handles: Vec<RaftHandle<RedbKv>>| async move {
+        loop {
+            for h in &handles {
+                if let Ok(m) = h.metrics().await {
+                    if m.role == Role::Leader {
+                        return (h.clone(), m);
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    leader_of(handles.clone()).await;
+
+    let began = Instant::now();
+    let acknowledged = Arc::new(AtomicU64::new(0));
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..args.clients {
+        let (client, acknowledged, next) = (client.clone(), acknowledged.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= writes {
+                    return;
+                }
+                for attempt in 0..WRITE_ATTEMPTS_MAX {
+                    match client.propose(put(i, value_bytes)).await {
+                        Ok(_) => {
+                            acknowledged.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                        Err(e) if attempt + 1 == WRITE_ATTEMPTS_MAX => {
+                            eprintln!("write {i} failed: {e}")
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("a writer task");
+    }
+    let write_time = began.elapsed();
+
+    let (_, m) = leader_of(handles.clone()).await;
+    let four = start(4).await;
+    let joined = Instant::now();
+    client
+        .change_membership(Request::AddLearner(4))
+        .await
+        .expect("node 4 added as a learner");
+    let target = m.applied_index;
+    let mut snapshot_bytes = 0;
+    loop {
+        let f = four.metrics().await.expect("node 4 runs");
+        if f.applied_index >= target {
+            snapshot_bytes = snapshot_bytes.max(f.snapshot_bytes);
+            break;
+        }
+        snapshot_bytes = snapshot_bytes.max(f.snapshot_bytes);
+        assert!(joined.elapsed() < CATCH_UP_MAX, "node 4 did not catch up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let catch_up = joined.elapsed();
+    for h in handles.iter().chain([&four]) {
+        let _ = h.shutdown().await;
+    }
+    drop((handles, four, client));
+    let checked = new_node_holds_everything(dir, writes, value_bytes, cache);
+    Report {
+        acknowledged: acknowledged.load(Ordering::Relaxed),
+        writes,
+        write_time,
+        snapshot_bytes,
+        catch_up,
+        checked,
+    }
+}
+
+async fn run_paxos(args: &Args, dir: &Path, writes: u64, value_bytes: usize) -> Report {
+    use paxos::{Client, Config, Handle};
+    let net = MemoryNetwork::new(2);
+    let cache = args.cache_mib * 1024 * 1024;
+    let start = |id: NodeId| {
+        let (wal, setup) = node_files(dir, id, cache);
+        let mut c = Config::new(id, vec![1, 2, 3]);
+        c.snapshot_interval_slots = args.snapshot_every;
+        let setup = setup.with_config(c);
+        let transport = net.join(id).expect("joins the network");
+        async move {
+            Handle::spawn_with(setup, transport, wal, DriverConfig::default())
+                .await
+                .unwrap_or_else(|e| panic!("replica {id}: {e}"))
+        }
+    };
+    let mut handles = Vec::new();
+    for id in 1..=3 {
+        handles.push(start(id).await);
+    }
+    let leader_of = |handles: Vec<Handle<RedbKv>>| async move {
+        loop {
+            for h in &handles {
+                if let Ok(m) = h.metrics().await {
+                    if m.is_leader {
+                        return (h.clone(), m);
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    leader_of(handles.clone()).await;
+
+    let began = Instant::now();
+    let acknowledged = Arc::new(AtomicU64::new(0));
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..args.clients {
+        let client = Client::new(c + 1, handles.clone());
+        let (acknowledged, next) = (acknowledged.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= writes {
+                    return;
+                }
+                match client.propose(put(i, value_bytes)).await {
+                    Ok(_) => {
+                        acknowledged.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => eprintln!("write {i} failed: {e}"),
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("a writer task");
+    }
+    let write_time = began.elapsed();
+
+    let four = start(4).await;
+    let joined = Instant::now();
+    let (leader, _) = leader_of(handles.clone()).await;
+    leader
+        .reconfigure(vec![1, 2, 3, 4])
+        .await
+        .expect("replica 4 added by reconfiguration");
+    let (_, m) = leader_of(handles.clone()).await;
+    let target = m.applied;
+    let mut snapshot_bytes = 0;
+    loop {
+        let f = four.metrics().await.expect("replica 4 runs");
+        snapshot_bytes = snapshot_bytes.max(f.snapshot_bytes);
+        if f.applied >= target {
+            break;
+        }
+        assert!(
+            joined.elapsed() < CATCH_UP_MAX,
+            "replica 4 did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let catch_up = joined.elapsed();
+    let installed = four
+        .metrics()
+        .await
+        .expect("replica 4 runs")
+        .snapshots_installed;
+    for h in handles.iter().chain([&four]) {
+        let _ = h.shutdown().await;
+    }
+    drop((handles, four, leader));
+    let checked = installed > 0 && new_node_holds_everything(dir, writes, value_bytes, cache);
+    Report {
+        acknowledged: acknowledged.load(Ordering::Relaxed),
+        writes,
+        write_time,
+        snapshot_bytes,
+        catch_up,
+        checked,
+    }
+}
