@@ -203,6 +203,7 @@
 //! | [`Config`] field | Default | What it bounds |
 //! |---|---|---|
 //! | [`snapshot_interval_slots`](Config::snapshot_interval_slots) | 4 096 | applied slots kept in the log before a snapshot (0: never) |
+//! | [`snapshot_log_bytes_max`](Config::snapshot_log_bytes_max) | 64 MiB | bytes of commands applied since the last snapshot before the next one (a slot holds a whole batch, so slots alone do not bound the log's memory; 0: no trigger by size) |
 //! | [`snapshot_bytes_max`](Config::snapshot_bytes_max) | 64 GiB | a snapshot written or accepted |
 //! | [`snapshot_chunk_bytes_max`](Config::snapshot_chunk_bytes_max) | 256 KiB | bytes per chunk (at most 8 MiB) |
 //! | [`snapshot_chunks_in_flight_max`](Config::snapshot_chunks_in_flight_max) | 4 | chunks unacknowledged per transfer |

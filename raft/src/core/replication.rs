@@ -147,7 +147,7 @@ impl<S: StateMachine> RaftNode<S> {
         match p.state {
             ReplicationState::Snapshot => {
                 if heartbeat {
-                    self.send_snapshot_chunk(peer, out);
+                    self.send_snapshot_probe(peer, out);
                 }
                 return;
             }

@@ -100,9 +100,21 @@ impl<S: StateMachine> RaftNode<S> {
         self.send_snapshot_chunk(peer, out);
     }
 
-    /// Sends the chunk at the peer's snapshot offset (stop-and-wait: one chunk in flight,
-    /// re-sent on every heartbeat until answered).
+    /// Sends the chunk at the peer's snapshot offset (stop-and-wait: one chunk in flight; a
+    /// lost one is sent again when the answer to a heartbeat's probe names its offset).
     pub(super) fn send_snapshot_chunk(&mut self, peer: NodeId, out: &mut Outbox<Self>) {
+        self.send_snapshot_message(peer, false, out);
+    }
+
+    /// On a heartbeat while a snapshot is being sent: an empty chunk at the current offset. It
+    /// keeps the follower's election timer quiet, and its answer names the offset the follower
+    /// needs, which sends the next real chunk (or again one that was lost). Re-sending a whole
+    /// chunk on every heartbeat instead would pile copies up behind a follower busy restoring.
+    pub(super) fn send_snapshot_probe(&mut self, peer: NodeId, out: &mut Outbox<Self>) {
+        self.send_snapshot_message(peer, true, out);
+    }
+
+    fn send_snapshot_message(&mut self, peer: NodeId, probe: bool, out: &mut Outbox<Self>) {
         let Some(current) = &self.snapshot else {
             return;
         };
@@ -116,7 +128,11 @@ impl<S: StateMachine> RaftNode<S> {
             p.snapshot_offset = 0;
         }
         let start = p.snapshot_offset.min(meta.bytes);
-        let len = (meta.bytes - start).min(self.config.snapshot_chunk_bytes_max as u64) as usize;
+        let len = if probe {
+            0
+        } else {
+            (meta.bytes - start).min(self.config.snapshot_chunk_bytes_max as u64) as usize
+        };
         let mut data = vec![0u8; len];
         let mut filled = 0;
         while filled < len {
@@ -148,7 +164,7 @@ impl<S: StateMachine> RaftNode<S> {
                 meta: meta.clone(),
                 offset: start,
                 data,
-                done: end == meta.bytes,
+                done: !probe && end == meta.bytes,
             },
         );
     }
