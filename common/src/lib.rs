@@ -19,6 +19,7 @@ pub mod codec;
 pub mod demo;
 pub mod driver;
 pub mod id;
+pub mod kv_store;
 pub mod node;
 pub mod rng;
 pub mod snapshot;

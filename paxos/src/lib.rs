@@ -216,13 +216,13 @@
 //!
 //! ```
 //! use common::{Node, NodeId, Outbox, RequestId};
-//! use paxos::{Config, KvCommand, KvStore, Message, Replica, Request, Response};
+//! use paxos::{Config, KvCommand, KvOutput, KvStore, Message, Replica, Request, Response};
 //!
 //! type Queue = Vec<(NodeId, NodeId, Message<KvCommand>)>;
 //!
 //! /// Runs one step's effects: records would be persisted here (first!); messages are queued.
 //! fn release(from: NodeId, out: &mut Outbox<Replica<KvStore>>, queue: &mut Queue)
-//!     -> Vec<(RequestId, Response<Option<String>>)> {
+//!     -> Vec<(RequestId, Response<KvOutput>)> {
 //!     let effects = out.take();
 //!     queue.extend(effects.messages.into_iter().map(|(to, m)| (from, to, m)));
 //!     effects.responses
@@ -255,8 +255,11 @@
 //!     nodes[(to - 1) as usize].handle_message(from, msg, &mut out);
 //!     answers.extend(release(to, &mut out, &mut queue));
 //! }
-//! assert_eq!(answers, vec![(RequestId(1), Response::Applied { slot: 0, output: None })]);
-//! assert_eq!(nodes[leader].state().map["x"], "1");
+//! assert_eq!(
+//!     answers,
+//!     vec![(RequestId(1), Response::Applied { slot: 0, output: KvOutput::Value(None) })]
+//! );
+//! assert_eq!(nodes[leader].state().get("x"), Some("1"));
 //! ```
 //!
 //! # A three-replica cluster with the async API
@@ -265,7 +268,7 @@
 //! use common::driver::{DriverConfig, Persistence};
 //! use common::transport::memory::MemoryNetwork;
 //! use common::MemStorage;
-//! use paxos::{Client, Config, Handle, KvCommand, KvQuery, KvStore};
+//! use paxos::{Client, Config, Handle, KvCommand, KvOutput, KvQuery, KvStore};
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! let members = vec![1, 2, 3];
@@ -282,9 +285,9 @@
 //! // The client finds the leader (following "not the leader" hints) and retries safely.
 //! let client = Client::new(42, replicas.clone());
 //! let put = KvCommand::Put { key: "x".into(), value: "1".into() };
-//! assert_eq!(client.propose(put).await.unwrap(), None);
-//! let read = client.read(KvQuery { key: "x".into() }).await.unwrap();
-//! assert_eq!(read, Some("1".to_string()));
+//! assert_eq!(client.propose(put).await.unwrap(), KvOutput::Value(None)); // the previous value
+//! let read = client.read(KvQuery::Get("x".into())).await.unwrap();
+//! assert_eq!(read, KvOutput::Value(Some("1".to_string())));
 //!
 //! // Metrics: exactly one replica leads, and it applied the put.
 //! let mut leaders = 0;
@@ -307,7 +310,7 @@
 //! // Then replica 1 leaves (were it the leader, the others would elect a new one).
 //! assert_eq!(client.reconfigure(vec![2, 3, 4]).await.unwrap(), 2);
 //! let append = KvCommand::Append { key: "x".into(), value: "2".into() };
-//! assert_eq!(client.propose(append).await.unwrap(), Some("1".to_string()));
+//! assert_eq!(client.propose(append).await.unwrap(), KvOutput::Value(Some("1".to_string())));
 //! for r in &replicas {
 //!     let m = r.metrics().await.unwrap();
 //!     if m.is_leader {
@@ -342,5 +345,5 @@ pub use message::{
     Ballot, Command, Membership, Message, PromisedEntry, Record, Session, Slot, Value,
 };
 pub use state_machine::{
-    Counter, KvCommand, KvQuery, KvStore, Setup, StateMachine, StateMachineError,
+    Counter, KvCommand, KvOutput, KvQuery, KvStore, Setup, StateMachine, StateMachineError,
 };

@@ -31,8 +31,9 @@
 //!
 //! # Snapshot formats of the two state machines here
 //!
-//! Both write [`common::state_machine::write_frame`] frames: [`KvStore`] one `(key, value)`
-//! frame per pair, in key order; [`Counter`] one frame with its total. Restoring reads frames
+//! Both write [`common::state_machine::write_frame`] frames: [`KvStore`] (the workspace's
+//! [`common::kv_store`], the same one `raft` uses) one `(key, value)` frame per pair, in key
+//! order; [`Counter`] one frame with its total. Restoring reads frames
 //! with a size limit ([`common::state_machine::FRAME_BYTES_MAX`]); a cut or undecodable stream
 //! is a [`StateMachineError`], never a panic.
 
@@ -41,7 +42,6 @@ use std::io::{Read, Write};
 
 use common::state_machine::{read_frame, write_frame, FRAME_BYTES_MAX};
 pub use common::state_machine::{Setup, StateMachine, StateMachineError};
-use serde::{Deserialize, Serialize};
 
 use crate::message::{Session, Slot};
 
@@ -189,93 +189,7 @@ impl<O: Clone> Sessions<O> {
     }
 }
 
-/// A command of [`KvStore`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum KvCommand {
-    /// Sets `key` to `value`; outputs the previous value.
-    Put {
-        /// The key.
-        key: String,
-        /// The new value.
-        value: String,
-    },
-    /// Appends `value` to `key`'s value; outputs the previous value.
-    Append {
-        /// The key.
-        key: String,
-        /// The suffix.
-        value: String,
-    },
-    /// Reads `key` through the log (a read ordered like a write).
-    Get {
-        /// The key.
-        key: String,
-    },
-}
-
-/// A query of [`KvStore`]: the value of a key.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KvQuery {
-    /// The key.
-    pub key: String,
-}
-
-/// A small replicated map from strings to strings.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KvStore {
-    /// The map.
-    pub map: BTreeMap<String, String>,
-}
-
-impl StateMachine for KvStore {
-    type Command = KvCommand;
-    type Query = KvQuery;
-    type Output = Option<String>;
-
-    fn apply(&mut self, _index: u64, command: &KvCommand) -> Option<String> {
-        match command {
-            KvCommand::Put { key, value } => self.map.insert(key.clone(), value.clone()),
-            KvCommand::Append { key, value } => {
-                let entry = self.map.entry(key.clone()).or_default();
-                let before = entry.clone();
-                entry.push_str(value);
-                Some(before)
-            }
-            KvCommand::Get { key } => self.map.get(key).cloned(),
-        }
-    }
-
-    fn query(&self, query: &KvQuery) -> Option<String> {
-        self.map.get(&query.key).cloned()
-    }
-
-    /// One `(key, value)` frame per pair, in key order.
-    fn snapshot(&self, out: &mut dyn Write) -> Result<(), StateMachineError> {
-        for pair in &self.map {
-            write_frame(out, &pair)?;
-        }
-        Ok(())
-    }
-
-    fn restore(&mut self, input: &mut dyn Read) -> Result<(), StateMachineError> {
-        let mut map = BTreeMap::new();
-        while let Some((key, value)) = read_frame::<(String, String)>(input, FRAME_BYTES_MAX)? {
-            map.insert(key, value);
-        }
-        self.map = map;
-        Ok(())
-    }
-
-    fn command_bytes(command: &KvCommand) -> usize {
-        std::mem::size_of::<KvCommand>()
-            + match command {
-                KvCommand::Put { key, value } | KvCommand::Append { key, value } => {
-                    key.len() + value.len()
-                }
-                KvCommand::Get { key } => key.len(),
-            }
-    }
-}
+pub use common::kv_store::{KvCommand, KvOutput, KvQuery, KvStore};
 
 /// A counter: the smallest state machine, used by the benchmarks (each command adds to it).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -357,25 +271,40 @@ mod tests {
             key: "a".into(),
             value: "1".into(),
         };
-        assert_eq!(kv.apply(1, &put), None);
+        assert_eq!(kv.apply(1, &put), KvOutput::Value(None));
         let app = KvCommand::Append {
             key: "a".into(),
             value: "2".into(),
         };
-        assert_eq!(kv.apply(2, &app), Some("1".into()));
-        assert_eq!(kv.query(&KvQuery { key: "a".into() }), Some("12".into()));
+        assert_eq!(kv.apply(2, &app), KvOutput::Value(Some("1".into())));
+        assert_eq!(
+            kv.query(&KvQuery::Get("a".into())),
+            KvOutput::Value(Some("12".into()))
+        );
     }
 
     #[test]
     fn kv_and_counter_snapshots_round_trip_and_refuse_bad_input() {
         let mut kv = KvStore::default();
         for i in 0..50 {
-            kv.map.insert(format!("k{i}"), "v".repeat(i));
+            kv.apply(
+                i as u64 + 1,
+                &KvCommand::Put {
+                    key: format!("k{i}"),
+                    value: "v".repeat(i),
+                },
+            );
         }
         let mut bytes = Vec::new();
         kv.snapshot(&mut bytes).unwrap();
         let mut back = KvStore::default();
-        back.map.insert("stale".into(), "gone".into());
+        back.apply(
+            1,
+            &KvCommand::Put {
+                key: "stale".into(),
+                value: "gone".into(),
+            },
+        );
         back.restore(&mut &bytes[..]).unwrap();
         assert_eq!(back, kv);
         // Cut anywhere but at a frame boundary: an error, never a panic.
@@ -385,7 +314,7 @@ mod tests {
                 errors += 1;
             }
         }
-        assert_eq!(errors, bytes.len() - 1 - (kv.map.len() - 1));
+        assert_eq!(errors, bytes.len() - 1 - (kv.data().len() - 1));
         assert!(matches!(
             KvStore::default().restore(&mut &[0xff, 0xff, 0xff, 0xff, 1][..]),
             Err(StateMachineError::Malformed(_))

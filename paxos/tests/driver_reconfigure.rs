@@ -96,9 +96,9 @@ async fn handle_reconfigure_adds_a_replica_and_removes_the_leader() {
     for i in 15..20 {
         client.propose(append(i)).await.unwrap();
     }
-    let read = client.read(KvQuery { key: "k".into() }).await.unwrap();
+    let read = client.read(KvQuery::Get("k".into())).await.unwrap();
     let expected: String = (0..20).map(|i| format!("{i};")).collect();
-    assert_eq!(read.as_deref(), Some(expected.as_str()));
+    assert_eq!(read.value(), Some(expected.as_str()));
     let l = leader(&replicas).await;
     assert_ne!(l as NodeId + 1, removed);
     wait_for(&replicas, "every replica in epoch 2", |m| {

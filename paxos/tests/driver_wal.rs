@@ -7,7 +7,7 @@
 use common::driver::{DriverConfig, Persistence};
 use common::transport::memory::MemoryNetwork;
 use common::wal::{Wal, WalConfig};
-use paxos::{Client, Config, Handle, KvCommand, KvQuery, KvStore};
+use paxos::{Client, Config, Handle, KvCommand, KvOutput, KvQuery, KvStore};
 
 async fn start(dir: &std::path::Path, seed: u64) -> Vec<Handle<KvStore>> {
     start_n(dir, seed, 3).await
@@ -71,9 +71,10 @@ async fn cluster_restarts_from_its_write_ahead_logs() {
     let replicas = start(dir.path(), 2).await;
     let client = Client::new(2, replicas.clone());
     let value = client
-        .read(KvQuery { key: "k".into() })
+        .read(KvQuery::Get("k".into()))
         .await
         .unwrap()
+        .into_value()
         .unwrap();
     let expected: String = (0..20).map(|i| format!("{i};")).collect();
     assert_eq!(value, expected);
@@ -82,7 +83,10 @@ async fn cluster_restarts_from_its_write_ahead_logs() {
         key: "k".into(),
         value: "20;".into(),
     };
-    assert_eq!(client.propose(append).await.unwrap(), Some(expected));
+    assert_eq!(
+        client.propose(append).await.unwrap(),
+        KvOutput::Value(Some(expected))
+    );
     // The non-waiting form serves as well when the leader's queue has room.
     let mut leader = None;
     for r in &replicas {
@@ -97,7 +101,7 @@ async fn cluster_restarts_from_its_write_ahead_logs() {
     };
     let before = leader.try_propose(append, None).await.unwrap();
     assert!(
-        before.as_deref().is_some_and(|v| v.ends_with("20;")),
+        before.value().is_some_and(|v| v.ends_with("20;")),
         "{before:?}"
     );
     for r in &replicas {
@@ -160,9 +164,10 @@ async fn configuration_survives_a_restart_from_the_write_ahead_logs() {
     assert!(!m.is_member, "replica 1 recovered as removed: {m:?}");
     let client = Client::new(2, replicas.clone());
     let value = client
-        .read(KvQuery { key: "k".into() })
+        .read(KvQuery::Get("k".into()))
         .await
         .unwrap()
+        .into_value()
         .unwrap();
     let expected: String = (0..=10).map(|i| format!("{i};")).collect();
     assert_eq!(value, expected);

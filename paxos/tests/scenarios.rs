@@ -199,7 +199,13 @@ fn constrained_election_scenario_makes_progress() {
             assert_eq!(by, c);
         }
         // Nothing chosen before was lost: every earlier append is in C's state.
-        let value = sim.node(c).unwrap().state().map.get("k").cloned().unwrap();
+        let value = sim
+            .node(c)
+            .unwrap()
+            .state()
+            .get("k")
+            .map(str::to_owned)
+            .unwrap();
         for seq in 1..=10 {
             assert!(value.contains(&format!("t{seq};")), "seed {seed}: {value}");
         }
@@ -264,7 +270,13 @@ fn leader_crash_and_recovery() {
             })
             .unwrap();
         assert!(caught_up, "seed {seed}: restarted leader did not catch up");
-        let value = sim.node(a).unwrap().state().map.get("k").cloned().unwrap();
+        let value = sim
+            .node(a)
+            .unwrap()
+            .state()
+            .get("k")
+            .map(str::to_owned)
+            .unwrap();
         assert_eq!(value.matches(';').count(), 10, "seed {seed}: {value}");
     }
 }
@@ -326,9 +338,8 @@ fn restart_from_a_checkpoint_keeps_the_state() {
         .node(leader)
         .unwrap()
         .state()
-        .map
         .get("k")
-        .cloned()
+        .map(str::to_owned)
         .unwrap();
     assert_eq!(value.matches(';').count(), 21, "{value}");
 }

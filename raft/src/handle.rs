@@ -393,7 +393,11 @@ mod tests {
         };
         let (index, out) = client.propose(put.clone()).await.unwrap();
         assert!(index >= 2);
-        assert_eq!(out, KvOutput::Value(Some("1".into())));
+        assert_eq!(
+            out,
+            KvOutput::Value(None),
+            "a put answers the previous value"
+        );
         assert_eq!(
             client.read(KvQuery::Get("a".into())).await.unwrap(),
             KvOutput::Value(Some("1".into()))

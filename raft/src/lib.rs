@@ -37,7 +37,7 @@
 //! // Propose a command: it resolves once committed by a majority and applied.
 //! let put = KvCommand::Put { key: "x".into(), value: "1".into() };
 //! let (index, output) = client.propose(put).await.unwrap();
-//! assert_eq!(output, KvOutput::Value(Some("1".into())));
+//! assert_eq!(output, KvOutput::Value(None)); // a write answers the previous value
 //! assert!(index >= 2, "entry 1 is the leader's no-op");
 //!
 //! // A linearizable read, served by the leader without writing to the log.
@@ -71,7 +71,7 @@
 //!
 //! let put = KvCommand::Put { key: "x".into(), value: "1".into() };
 //! let response = cluster.request(leader, Request::Propose(put), 1_000);
-//! assert!(matches!(response, Some(Response::Applied { output: KvOutput::Value(Some(_)), .. })));
+//! assert!(matches!(response, Some(Response::Applied { output: KvOutput::Value(None), .. })));
 //! ```
 //!
 //! # Limitations: slow networks

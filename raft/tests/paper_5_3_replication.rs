@@ -78,7 +78,8 @@ fn section_5_3_commit_on_majority_and_answer_the_client() {
                         RequestId(9),
                         Response::Applied {
                             index: 2,
-                            output: KvOutput::Value(Some("2".into()))
+                            // The key was absent: a write answers the previous value.
+                            output: KvOutput::Value(None)
                         }
                     )]
                 );

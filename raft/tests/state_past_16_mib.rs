@@ -56,15 +56,14 @@ async fn serves_past_sixteen_mib_of_state_and_installs_a_larger_snapshot() {
     let away = (1..=3).find(|&id| id != first).unwrap();
     net.faults().isolate(away);
     for i in 0..WRITES {
-        let value = value(i);
         let (_, out) = client
             .propose(KvCommand::Put {
                 key: format!("key-{i:04}"),
-                value: value.clone(),
+                value: value(i),
             })
             .await
             .unwrap_or_else(|e| panic!("write {i} of {WRITES}: {e}"));
-        assert_eq!(out, KvOutput::Value(Some(value)));
+        assert_eq!(out, KvOutput::Value(None), "a new key: no previous value");
     }
     let node = |id: u64| client.node(id).unwrap().clone();
     let lead = leader(&client).await;

@@ -206,7 +206,7 @@ fn corrupted_chunk_is_refused_then_the_transfer_restarts() {
     let m = c.metrics();
     assert_eq!((m.snapshots_installed, m.snapshots_rejected), (0, 1));
     assert_eq!((c.decided(), m.applied), (0, 0));
-    assert!(c.state().map.is_empty());
+    assert!(c.state().data().is_empty());
     assert!(!net.records[&3].iter().any(|r| r.is_checkpoint()));
     assert!(c.snapshots.list().unwrap().is_empty());
     assert!(c.incoming.is_none());
@@ -970,13 +970,13 @@ struct FailingRestore {
 impl StateMachine for FailingRestore {
     type Command = KvCommand;
     type Query = crate::state_machine::KvQuery;
-    type Output = Option<String>;
+    type Output = crate::state_machine::KvOutput;
 
-    fn apply(&mut self, index: u64, command: &KvCommand) -> Option<String> {
+    fn apply(&mut self, index: u64, command: &KvCommand) -> Self::Output {
         self.kv.apply(index, command)
     }
 
-    fn query(&self, query: &crate::state_machine::KvQuery) -> Option<String> {
+    fn query(&self, query: &crate::state_machine::KvQuery) -> Self::Output {
         self.kv.query(query)
     }
 

@@ -6,7 +6,7 @@ use common::{Node, Outbox, Persist, RequestId};
 
 use super::*;
 use crate::message::{Command, PromisedEntry};
-use crate::state_machine::{KvCommand, KvStore};
+use crate::state_machine::{KvCommand, KvOutput, KvStore};
 
 type R = Replica<KvStore>;
 type M = Message<KvCommand>;
@@ -466,7 +466,7 @@ fn stable_leader_runs_only_phase2_per_command_and_answers_when_applied() {
             RequestId(7),
             Response::Applied {
                 slot: 0,
-                output: None
+                output: KvOutput::Value(None)
             }
         )]
     );
@@ -637,7 +637,7 @@ fn learner_decides_matching_ballot_and_catches_up_the_rest() {
     );
     assert_eq!(c.decided(), 2);
     assert_eq!(c.metrics().applied, 2);
-    assert_eq!(c.state().map.get("a").map(String::as_str), Some("2"));
+    assert_eq!(c.state().get("a"), Some("2"));
 }
 
 #[test]
@@ -682,13 +682,13 @@ fn retried_command_is_applied_once() {
     // Both requests are answered by the one application.
     let applied = Response::Applied {
         slot: 0,
-        output: Some(String::new()),
+        output: KvOutput::Value(Some(String::new())),
     };
     assert_eq!(
         e.responses,
         vec![(RequestId(2), applied.clone()), (RequestId(1), applied)]
     );
-    assert_eq!(a.state().map.get("k"), Some(&"x".to_string()));
+    assert_eq!(a.state().get("k"), Some("x"));
     assert_eq!(a.metrics().duplicates, 0);
     // A third retry is answered from the session table without a slot.
     a.handle_request(
@@ -707,7 +707,7 @@ fn retried_command_is_applied_once() {
             RequestId(3),
             Response::Applied {
                 slot: 1,
-                output: Some(String::new())
+                output: KvOutput::Value(Some(String::new()))
             }
         )]
     );
@@ -775,7 +775,7 @@ fn retry_of_a_command_found_in_phase1_attaches_to_its_slot() {
             RequestId(9),
             Response::Applied {
                 slot: 0,
-                output: None
+                output: KvOutput::Value(None)
             }
         )]
     );
@@ -843,7 +843,7 @@ fn new_leader_proposes_only_after_applying_what_was_chosen_before_it() {
             RequestId(1),
             Response::Applied {
                 slot: 2,
-                output: None
+                output: KvOutput::Value(None)
             }
         )]
     );
@@ -876,7 +876,7 @@ fn follower_refuses_proposals_and_reads_with_a_hint() {
     );
     c.handle_request(
         RequestId(2),
-        Request::Read(crate::KvQuery { key: "a".into() }),
+        Request::Read(crate::KvQuery::Get("a".into())),
         &mut out,
     );
     let e = out.take();
@@ -902,7 +902,7 @@ fn read_waits_for_a_quorum_round() {
     out.take();
     a.handle_request(
         RequestId(1),
-        Request::Read(crate::KvQuery { key: "a".into() }),
+        Request::Read(crate::KvQuery::Get("a".into())),
         &mut out,
     );
     let e = out.take();
@@ -932,7 +932,7 @@ fn read_waits_for_a_quorum_round() {
     );
     assert_eq!(
         out.take().responses,
-        vec![(RequestId(1), Response::Read(None))]
+        vec![(RequestId(1), Response::Read(KvOutput::Value(None)))]
     );
 }
 
@@ -982,7 +982,7 @@ fn recover_rebuilds_promise_log_and_state() {
     let r = R::recover(Config::new(2, vec![1, 2, 3]).into(), records).unwrap();
     assert_eq!(r.metrics().promised, b);
     assert_eq!(r.decided(), 1);
-    assert_eq!(r.state().map.get("a"), Some(&"1".to_string()));
+    assert_eq!(r.state().get("a"), Some("1"));
     assert_eq!(r.decided_value(0), Some(&v));
     // A restarted replica's candidacy ballot is above anything it promised.
     assert!(r.election.ballot > b);
@@ -1071,7 +1071,7 @@ fn snapshot_checkpoints_compacts_and_serves_lagging_peers() {
     assert_eq!(c.decided(), 2);
     assert_eq!(
         c.sessions.check(Session { client: 9, seq: 1 }),
-        crate::state_machine::Dedup::Duplicate(Some(None))
+        crate::state_machine::Dedup::Duplicate(Some(KvOutput::Value(None)))
     );
     assert!(
         a.outgoing.is_empty(),

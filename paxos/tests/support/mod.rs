@@ -215,10 +215,10 @@ pub fn add_integrity(sim: &mut Sim<Kv>) {
                 }
             }
             if from == 0 {
-                keys.extend(node.state().map.keys().cloned());
+                keys.extend(node.state().data().keys().cloned());
             }
             for key in keys {
-                if let Some(value) = node.state().map.get(&key) {
+                if let Some(value) = node.state().get(&key) {
                     let mut seen = BTreeSet::new();
                     for t in value.split(';').filter(|t| !t.is_empty()) {
                         if !seen.insert(t) {
@@ -341,7 +341,7 @@ pub fn kv_workload_with(
                 }
                 let key = format!("k{}", rng.index(3).unwrap_or(0));
                 st.current = Some(if reads && rng.chance(0.3) {
-                    Request::Read(KvQuery { key })
+                    Request::Read(KvQuery::Get(key))
                 } else {
                     st.seq += 1;
                     let command = match write {
@@ -438,14 +438,14 @@ pub fn kv_history(
                     (&op.outcome, op.completed_at)
                 {
                     if w.answer.is_none() {
-                        w.answer = Some((t, output.clone()));
+                        w.answer = Some((t, output.clone().into_value()));
                     }
                 }
             }
             Request::Propose { command, .. } => {
                 return Err(format!("workload command {command:?} is not a checked put"))
             }
-            Request::Read(KvQuery { key }) => {
+            Request::Read(KvQuery::Get(key)) => {
                 if let (Outcome::Response(Response::Read(v)), Some(t)) =
                     (&op.outcome, op.completed_at)
                 {
@@ -461,7 +461,9 @@ pub fn kv_history(
                         id: next_id,
                         time: t,
                         wall_ns: None,
-                        output: KvOutput::Value { value: v.clone() },
+                        output: KvOutput::Value {
+                            value: v.clone().into_value(),
+                        },
                     });
                 }
             }

@@ -559,7 +559,7 @@ fn leadership_transfer_sends_timeout_now_once_the_target_caught_up() {
                 RequestId(1),
                 Response::Applied {
                     index: 2,
-                    output: KvOutput::Value(Some("a".into()))
+                    output: KvOutput::Value(None)
                 }
             ),
             (RequestId(2), Response::TransferStarted)
