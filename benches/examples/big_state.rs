@@ -15,8 +15,8 @@
 //!
 //! It prints how many writes were acknowledged, the snapshot's size, the time the new node took
 //! to catch up, and the process's peak resident memory (`VmHWM`), against the state's size.
-//! The state lives on disk in every node, so the peak is the nodes' logs, caches and buffers:
-//! it does not grow with the state.
+//! The state lives on disk in every node, so the peak is the nodes' logs, caches and buffers,
+//! not a copy of the state; recorded runs and their noise are in `docs/big-state.md`.
 // A command-line run: a failure stops it with the reason.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
