@@ -7,6 +7,8 @@
 //!   [`storage_suite`], or its checks one by one to get a test each.
 //! - **Snapshot stores**: [`snapshot_store_suite`] with a function that opens the store (again
 //!   after a "restart", for a durable one).
+//! - **Transports**: implement [`transport::TransportHarness`] and run the checks of
+//!   [`transport`], one test each.
 //! - **State machines**: [`state_machine_suite`] with the state machine's factory and a sequence
 //!   of commands: determinism, snapshot round trips, damaged snapshots refused without a panic,
 //!   and a reported applied index that survives reopening.
@@ -376,4 +378,207 @@ pub fn oversize_record_is_refused<T: StorageSubject + Default>() {
     s.sync().unwrap();
     t.crash(s);
     assert_eq!(t.open().load().unwrap(), vec![b"keep".to_vec(), exact]);
+}
+
+/// The [`Transport`](crate::transport::Transport) contract: implement
+/// [`TransportHarness`](transport::TransportHarness) for your transport and call each check (one
+/// test each, under a tokio runtime). Every wait is bounded by [`WAIT`](transport::WAIT).
+pub mod transport {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use crate::transport::{Inbound, Transport, TransportError};
+    use crate::NodeId;
+
+    /// Upper bound on any single wait of the suite.
+    pub const WAIT: Duration = Duration::from_secs(10);
+
+    /// Builds the transports under test: `n` connected ones with ids `1..=n`, and one again after
+    /// it was shut down.
+    #[allow(async_fn_in_trait)]
+    pub trait TransportHarness {
+        /// The transport type.
+        type T: Transport;
+        /// The frame limit the harness configures (the suite sends a frame of exactly this size).
+        fn frame_bytes_max(&self) -> usize;
+        /// Starts `n` transports with ids `1..=n`, able to reach each other.
+        async fn start(&mut self, n: u64) -> Vec<Self::T>;
+        /// Starts node `id` again (its previous transport was shut down) on the same id/address.
+        async fn restart(&mut self, id: NodeId) -> Self::T;
+    }
+
+    /// The next frame `t` receives, waiting at most [`WAIT`].
+    pub async fn recv_bounded<T: Transport>(t: &mut T) -> Inbound {
+        tokio::time::timeout(WAIT, t.recv())
+            .await
+            .expect("a frame within the bound")
+            .expect("transport open")
+    }
+
+    /// Polls `cond` until it holds, at most [`WAIT`].
+    pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+        let waited = tokio::time::timeout(WAIT, async {
+            while !cond() {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await;
+        assert!(waited.is_ok(), "timed out waiting until {what}");
+    }
+
+    /// Sends numbered frames from `a` to `b` until `b` receives one from `a`: delivery is best
+    /// effort across a restart, so the first frames may be lost on a connection that died.
+    pub async fn send_until_received<A: Transport, B: Transport>(a: &A, b: &mut B) {
+        let (from, to) = (a.local_id(), b.local_id());
+        let done = tokio::time::timeout(WAIT, async {
+            for attempt in 0u64.. {
+                let _ = a.send(to, Bytes::from(attempt.to_le_bytes().to_vec()));
+                if let Ok(Some(got)) =
+                    tokio::time::timeout(Duration::from_millis(25), b.recv()).await
+                {
+                    assert_eq!(got.from, from);
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(done.is_ok(), "no delivery {from} → {to} within {WAIT:?}");
+    }
+
+    /// Shuts every transport down.
+    pub async fn shutdown_all<T: Transport>(nodes: &mut [T]) {
+        for n in nodes {
+            n.shutdown().await;
+        }
+    }
+
+    /// Every frame reaches its destination, attributed to its sender.
+    pub async fn delivers_to_the_right_node<H: TransportHarness>(mut h: H) {
+        let mut nodes = h.start(3).await;
+        for i in 0..3 {
+            for j in 0..3 {
+                if i != j {
+                    let to = nodes[j].local_id();
+                    let frame = format!("{}->{}", nodes[i].local_id(), to);
+                    nodes[i].send(to, Bytes::from(frame)).unwrap();
+                }
+            }
+        }
+        for node in nodes.iter_mut() {
+            let me = node.local_id();
+            let mut got = Vec::new();
+            for _ in 0..2 {
+                let inbound = recv_bounded(node).await;
+                assert_eq!(
+                    inbound.frame,
+                    Bytes::from(format!("{}->{}", inbound.from, me)),
+                    "frame attributed to its sender and delivered to its destination"
+                );
+                got.push(inbound.from);
+            }
+            got.sort();
+            let expected: Vec<NodeId> = (1..=3).filter(|&p| p != me).collect();
+            assert_eq!(got, expected);
+        }
+        shutdown_all(&mut nodes).await;
+    }
+
+    /// Frames on one link arrive in the order sent.
+    pub async fn fifo_per_link<H: TransportHarness>(mut h: H) {
+        const FRAMES: u32 = 1000;
+        let mut nodes = h.start(3).await;
+        for seq in 0..FRAMES {
+            for sender in &nodes[..2] {
+                // Retry on a full queue: FIFO is about what is delivered, not about refusals.
+                loop {
+                    match sender.send(3, Bytes::copy_from_slice(&seq.to_le_bytes())) {
+                        Ok(()) => break,
+                        Err(TransportError::QueueFull { .. }) => tokio::task::yield_now().await,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+        }
+        let mut next = BTreeMap::from([(1, 0u32), (2, 0u32)]);
+        for _ in 0..2 * FRAMES {
+            let inbound = recv_bounded(&mut nodes[2]).await;
+            let seq = u32::from_le_bytes(inbound.frame[..].try_into().unwrap());
+            let expected = next.get_mut(&inbound.from).unwrap();
+            assert_eq!(seq, *expected, "in order on link {} → 3", inbound.from);
+            *expected += 1;
+        }
+        shutdown_all(&mut nodes).await;
+    }
+
+    /// A frame of exactly the limit travels; one byte more is `FrameTooLarge`.
+    pub async fn frames_up_to_the_limit<H: TransportHarness>(mut h: H) {
+        let max = h.frame_bytes_max();
+        let mut nodes = h.start(2).await;
+        let big: Bytes = (0..max)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>()
+            .into();
+        nodes[0].send(2, Bytes::from_static(b"x")).unwrap();
+        nodes[0].send(2, big.clone()).unwrap();
+        assert_eq!(
+            nodes[0].send(2, vec![0u8; max + 1].into()),
+            Err(TransportError::FrameTooLarge { len: max + 1, max })
+        );
+        assert_eq!(
+            recv_bounded(&mut nodes[1]).await.frame,
+            Bytes::from_static(b"x")
+        );
+        assert_eq!(recv_bounded(&mut nodes[1]).await.frame, big);
+        shutdown_all(&mut nodes).await;
+    }
+
+    /// Unknown peers, the node itself and empty frames are refused with typed errors.
+    pub async fn unknown_peer_rejected<H: TransportHarness>(mut h: H) {
+        let mut nodes = h.start(2).await;
+        assert_eq!(
+            nodes[0].send(99, Bytes::from_static(b"?")),
+            Err(TransportError::UnknownPeer(99))
+        );
+        assert_eq!(
+            nodes[0].send(1, Bytes::from_static(b"self")),
+            Err(TransportError::UnknownPeer(1)),
+            "a node is not its own peer"
+        );
+        assert_eq!(
+            nodes[0].send(2, Bytes::new()),
+            Err(TransportError::EmptyFrame),
+            "empty frames are refused alike"
+        );
+        shutdown_all(&mut nodes).await;
+    }
+
+    /// After `shutdown`, `recv` ends and `send` is `Closed`; shutting down twice is harmless.
+    pub async fn shutdown_closes<H: TransportHarness>(mut h: H) {
+        let mut nodes = h.start(2).await;
+        nodes[1].shutdown().await;
+        assert_eq!(nodes[1].recv().await, None);
+        assert_eq!(
+            nodes[1].send(1, Bytes::from_static(b"late")),
+            Err(TransportError::Closed)
+        );
+        nodes[1].shutdown().await; // idempotent
+        shutdown_all(&mut nodes).await;
+    }
+
+    /// Delivery resumes both ways after a peer restarts on the same id.
+    pub async fn delivery_resumes_after_restart<H: TransportHarness>(mut h: H) {
+        let mut nodes = h.start(2).await;
+        let mut b = nodes.pop().unwrap();
+        let mut a = nodes.pop().unwrap();
+        send_until_received(&a, &mut b).await;
+        send_until_received(&b, &mut a).await;
+        b.shutdown().await;
+        let mut b = h.restart(2).await;
+        send_until_received(&a, &mut b).await;
+        send_until_received(&b, &mut a).await;
+        a.shutdown().await;
+        b.shutdown().await;
+    }
 }

@@ -1,5 +1,5 @@
-//! One conformance suite for every `Transport`, run against the in-memory network and TCP on
-//! 127.0.0.1, followed by tests of what only one of them has (TCP's handshake and hostile
+//! The transport conformance suite of `common::testing` (the one a user runs against their own
+//! `Transport`), run against the in-memory network and TCP on 127.0.0.1, followed by tests of what only one of them has (TCP's handshake and hostile
 //! clients; the memory network's faults).
 //!
 //! Every wait is bounded by `tokio::time::timeout` on a condition; nothing sleeps and hopes.
@@ -10,9 +10,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::testing::transport::{
+    self as suite, recv_bounded, send_until_received, shutdown_all, wait_until, TransportHarness,
+};
 use common::transport::memory::{MemoryConfig, MemoryNetwork, MemoryTransport};
 use common::transport::tcp::{TcpConfig, TcpTransport};
-use common::transport::{Inbound, Transport, TransportError};
+use common::transport::{Transport, TransportError};
 use common::NodeId;
 
 /// The frame limit the suite configures on every transport.
@@ -20,20 +23,16 @@ const FRAME_MAX: usize = 256 * 1024;
 /// Upper bound on any single wait in this file.
 const WAIT: Duration = Duration::from_secs(10);
 
-/// Builds `n` connected transports with ids `1..=n`, and restarts one of them.
-trait Harness {
-    type T: Transport;
-    async fn start(&mut self, n: u64) -> Vec<Self::T>;
-    /// Starts node `id` again (its previous transport was shut down) on the same id/address.
-    async fn restart(&mut self, id: NodeId) -> Self::T;
-}
-
 struct Memory {
     network: Option<MemoryNetwork>,
 }
 
-impl Harness for Memory {
+impl TransportHarness for Memory {
     type T = MemoryTransport;
+
+    fn frame_bytes_max(&self) -> usize {
+        FRAME_MAX
+    }
 
     async fn start(&mut self, n: u64) -> Vec<MemoryTransport> {
         let network = MemoryNetwork::with_config(
@@ -96,8 +95,12 @@ struct Tcp {
     addrs: BTreeMap<NodeId, SocketAddr>,
 }
 
-impl Harness for Tcp {
+impl TransportHarness for Tcp {
     type T = TcpTransport;
+
+    fn frame_bytes_max(&self) -> usize {
+        FRAME_MAX
+    }
 
     async fn start(&mut self, n: u64) -> Vec<TcpTransport> {
         let (nodes, addrs) = tcp_cluster(n, |_| {}).await;
@@ -112,174 +115,6 @@ impl Harness for Tcp {
     }
 }
 
-async fn recv_bounded<T: Transport>(t: &mut T) -> Inbound {
-    tokio::time::timeout(WAIT, t.recv())
-        .await
-        .expect("a frame within the bound")
-        .expect("transport open")
-}
-
-/// Polls `cond` until it holds, at most `WAIT`.
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let waited = tokio::time::timeout(WAIT, async {
-        while !cond() {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    })
-    .await;
-    assert!(waited.is_ok(), "timed out waiting until {what}");
-}
-
-/// Sends numbered frames from `a` to `b` until `b` receives one from `a`: delivery is best
-/// effort across a restart, so the first frames may be lost on a connection that died.
-async fn send_until_received<A: Transport, B: Transport>(a: &A, b: &mut B) {
-    let (from, to) = (a.local_id(), b.local_id());
-    let done = tokio::time::timeout(WAIT, async {
-        for attempt in 0u64.. {
-            let _ = a.send(to, Bytes::from(attempt.to_le_bytes().to_vec()));
-            if let Ok(Some(got)) = tokio::time::timeout(Duration::from_millis(25), b.recv()).await {
-                assert_eq!(got.from, from);
-                return;
-            }
-        }
-    })
-    .await;
-    assert!(done.is_ok(), "no delivery {from} → {to} within {WAIT:?}");
-}
-
-async fn shutdown_all<T: Transport>(nodes: &mut [T]) {
-    for n in nodes {
-        n.shutdown().await;
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The generic suite.
-
-async fn delivers_to_the_right_node<H: Harness>(mut h: H) {
-    let mut nodes = h.start(3).await;
-    for i in 0..3 {
-        for j in 0..3 {
-            if i != j {
-                let to = nodes[j].local_id();
-                let frame = format!("{}->{}", nodes[i].local_id(), to);
-                nodes[i].send(to, Bytes::from(frame)).unwrap();
-            }
-        }
-    }
-    for node in nodes.iter_mut() {
-        let me = node.local_id();
-        let mut got = Vec::new();
-        for _ in 0..2 {
-            let inbound = recv_bounded(node).await;
-            assert_eq!(
-                inbound.frame,
-                Bytes::from(format!("{}->{}", inbound.from, me)),
-                "frame attributed to its sender and delivered to its destination"
-            );
-            got.push(inbound.from);
-        }
-        got.sort();
-        let expected: Vec<NodeId> = (1..=3).filter(|&p| p != me).collect();
-        assert_eq!(got, expected);
-    }
-    shutdown_all(&mut nodes).await;
-}
-
-async fn fifo_per_link<H: Harness>(mut h: H) {
-    const FRAMES: u32 = 1000;
-    let mut nodes = h.start(3).await;
-    for seq in 0..FRAMES {
-        for sender in &nodes[..2] {
-            // Retry on a full queue: FIFO is about what is delivered, not about refusals.
-            loop {
-                match sender.send(3, Bytes::copy_from_slice(&seq.to_le_bytes())) {
-                    Ok(()) => break,
-                    Err(TransportError::QueueFull { .. }) => tokio::task::yield_now().await,
-                    Err(e) => panic!("{e}"),
-                }
-            }
-        }
-    }
-    let mut next = BTreeMap::from([(1, 0u32), (2, 0u32)]);
-    for _ in 0..2 * FRAMES {
-        let inbound = recv_bounded(&mut nodes[2]).await;
-        let seq = u32::from_le_bytes(inbound.frame[..].try_into().unwrap());
-        let expected = next.get_mut(&inbound.from).unwrap();
-        assert_eq!(seq, *expected, "in order on link {} → 3", inbound.from);
-        *expected += 1;
-    }
-    shutdown_all(&mut nodes).await;
-}
-
-async fn frames_up_to_the_limit<H: Harness>(mut h: H) {
-    let mut nodes = h.start(2).await;
-    let big: Bytes = (0..FRAME_MAX)
-        .map(|i| (i % 251) as u8)
-        .collect::<Vec<u8>>()
-        .into();
-    nodes[0].send(2, Bytes::from_static(b"x")).unwrap();
-    nodes[0].send(2, big.clone()).unwrap();
-    assert_eq!(
-        nodes[0].send(2, vec![0u8; FRAME_MAX + 1].into()),
-        Err(TransportError::FrameTooLarge {
-            len: FRAME_MAX + 1,
-            max: FRAME_MAX
-        })
-    );
-    assert_eq!(
-        recv_bounded(&mut nodes[1]).await.frame,
-        Bytes::from_static(b"x")
-    );
-    assert_eq!(recv_bounded(&mut nodes[1]).await.frame, big);
-    shutdown_all(&mut nodes).await;
-}
-
-async fn unknown_peer_rejected<H: Harness>(mut h: H) {
-    let mut nodes = h.start(2).await;
-    assert_eq!(
-        nodes[0].send(99, Bytes::from_static(b"?")),
-        Err(TransportError::UnknownPeer(99))
-    );
-    assert_eq!(
-        nodes[0].send(1, Bytes::from_static(b"self")),
-        Err(TransportError::UnknownPeer(1)),
-        "a node is not its own peer"
-    );
-    assert_eq!(
-        nodes[0].send(2, Bytes::new()),
-        Err(TransportError::EmptyFrame),
-        "empty frames are refused alike"
-    );
-    shutdown_all(&mut nodes).await;
-}
-
-async fn shutdown_closes<H: Harness>(mut h: H) {
-    let mut nodes = h.start(2).await;
-    nodes[1].shutdown().await;
-    assert_eq!(nodes[1].recv().await, None);
-    assert_eq!(
-        nodes[1].send(1, Bytes::from_static(b"late")),
-        Err(TransportError::Closed)
-    );
-    nodes[1].shutdown().await; // idempotent
-    shutdown_all(&mut nodes).await;
-}
-
-async fn delivery_resumes_after_restart<H: Harness>(mut h: H) {
-    let mut nodes = h.start(2).await;
-    let mut b = nodes.pop().unwrap();
-    let mut a = nodes.pop().unwrap();
-    send_until_received(&a, &mut b).await;
-    send_until_received(&b, &mut a).await;
-    b.shutdown().await;
-    let mut b = h.restart(2).await;
-    send_until_received(&a, &mut b).await;
-    send_until_received(&b, &mut a).await;
-    a.shutdown().await;
-    b.shutdown().await;
-}
-
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -287,7 +122,7 @@ macro_rules! conformance {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    super::$name(Memory { network: None }).await;
+                    suite::$name(Memory { network: None }).await;
                 }
             )*
         }
@@ -296,7 +131,7 @@ macro_rules! conformance {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    super::$name(Tcp::default()).await;
+                    suite::$name(Tcp::default()).await;
                 }
             )*
         }
