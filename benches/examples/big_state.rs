@@ -126,6 +126,37 @@ fn new_node_holds_everything(dir: &Path, writes: u64, value_bytes: usize, cache:
             == RedbOutput::Value(Some(value(last, value_bytes)))
 }
 
+/// Runs the writers concurrently over writes `0..writes` (each takes the next number not yet
+/// taken) and returns how many were acknowledged and how long they all took.
+async fn write_all<W, F>(writers: Vec<W>, writes: u64) -> (u64, Duration)
+where
+    W: FnMut(u64) -> F + Send + 'static,
+    F: std::future::Future<Output = bool> + Send,
+{
+    let began = Instant::now();
+    let acknowledged = Arc::new(AtomicU64::new(0));
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for mut write in writers {
+        let (acknowledged, next) = (acknowledged.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= writes {
+                    return;
+                }
+                if write(i).await {
+                    acknowledged.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("a writer task");
+    }
+    (acknowledged.load(Ordering::Relaxed), began.elapsed())
+}
+
 struct Report {
     /// The leader's log was compacted below this position when the new node joined (and, for
     /// Multi-Paxos, the new replica installed a snapshot); 0: it could catch up from the log.
@@ -252,37 +283,25 @@ async fn run_raft(args: &Args, dir: &Path, writes: u64, value_bytes: usize) -> R
     };
     leader_of(handles.clone()).await;
 
-    let began = Instant::now();
-    let acknowledged = Arc::new(AtomicU64::new(0));
-    let next = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..args.clients {
-        let (client, acknowledged, next) = (client.clone(), acknowledged.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= writes {
-                    return;
-                }
+    let writers = (0..args.clients).map(|_| {
+        let client = client.clone();
+        move |i: u64| {
+            let client = client.clone();
+            async move {
                 for attempt in 0..WRITE_ATTEMPTS_MAX {
                     match client.propose(put(i, value_bytes)).await {
-                        Ok(_) => {
-                            acknowledged.fetch_add(1, Ordering::Relaxed);
-                            break;
-                        }
+                        Ok(_) => return true,
                         Err(e) if attempt + 1 == WRITE_ATTEMPTS_MAX => {
                             eprintln!("write {i} failed: {e}")
                         }
                         Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
                     }
                 }
+                false
             }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("a writer task");
-    }
-    let write_time = began.elapsed();
+        }
+    });
+    let (acknowledged, write_time) = write_all(writers.collect(), writes).await;
 
     let (_, m) = leader_of(handles.clone()).await;
     let four = start(4).await;
@@ -311,7 +330,7 @@ async fn run_raft(args: &Args, dir: &Path, writes: u64, value_bytes: usize) -> R
     let checked = new_node_holds_everything(dir, writes, value_bytes, cache);
     Report {
         compacted_through: m.snapshot_index,
-        acknowledged: acknowledged.load(Ordering::Relaxed),
+        acknowledged,
         writes,
         write_time,
         snapshot_bytes,
@@ -355,32 +374,23 @@ async fn run_paxos(args: &Args, dir: &Path, writes: u64, value_bytes: usize) -> 
     };
     leader_of(handles.clone()).await;
 
-    let began = Instant::now();
-    let acknowledged = Arc::new(AtomicU64::new(0));
-    let next = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for c in 0..args.clients {
-        let client = Client::new(c + 1, handles.clone());
-        let (acknowledged, next) = (acknowledged.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= writes {
-                    return;
-                }
+    // One client (one session) per writer: its sequence numbers make retries exactly-once.
+    let writers = (0..args.clients).map(|c| {
+        let client = Arc::new(Client::new(c + 1, handles.clone()));
+        move |i: u64| {
+            let client = client.clone();
+            async move {
                 match client.propose(put(i, value_bytes)).await {
-                    Ok(_) => {
-                        acknowledged.fetch_add(1, Ordering::Relaxed);
+                    Ok(_) => true,
+                    Err(e) => {
+                        eprintln!("write {i} failed: {e}");
+                        false
                     }
-                    Err(e) => eprintln!("write {i} failed: {e}"),
                 }
             }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("a writer task");
-    }
-    let write_time = began.elapsed();
+        }
+    });
+    let (acknowledged, write_time) = write_all(writers.collect(), writes).await;
 
     let (leader, before) = leader_of(handles.clone()).await;
     let compacted = before.log_start;
@@ -418,7 +428,7 @@ async fn run_paxos(args: &Args, dir: &Path, writes: u64, value_bytes: usize) -> 
     let checked = new_node_holds_everything(dir, writes, value_bytes, cache);
     Report {
         compacted_through: if installed > 0 { compacted } else { 0 },
-        acknowledged: acknowledged.load(Ordering::Relaxed),
+        acknowledged,
         writes,
         write_time,
         snapshot_bytes,
