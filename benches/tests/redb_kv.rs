@@ -64,7 +64,8 @@ async fn start(dir: &Path, net: &MemoryNetwork) -> RaftHandle<RedbKv> {
     panic!("node 1 did not lead its one-node group");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// On tokio's paused clock: the waits below poll in virtual time, bounded by a count.
+#[tokio::test(start_paused = true)]
 async fn restarts_without_replaying_what_the_database_applied() {
     let dir = tempfile::tempdir().unwrap();
     let net = MemoryNetwork::new(5);

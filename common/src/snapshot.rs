@@ -262,21 +262,6 @@ impl SnapshotReader {
             crc32c: 0,
         })
     }
-
-    /// Reads the whole snapshot to check its checksum, without keeping it.
-    pub fn verify(mut self) -> Result<(), SnapshotError> {
-        io::copy(&mut self, &mut io::sink()).map_err(|e| match e.kind() {
-            io::ErrorKind::InvalidData => SnapshotError::Corrupt {
-                what: self.file.id.to_string(),
-                reason: e.to_string(),
-            },
-            _ => SnapshotError::Io {
-                path: self.file.id.to_string(),
-                source: e,
-            },
-        })?;
-        Ok(())
-    }
 }
 
 impl Read for SnapshotReader {

@@ -148,11 +148,6 @@ impl MemStorage {
         }
     }
 
-    /// The snapshot store (shared with every clone of this storage).
-    pub fn snapshot_store(&self) -> &MemSnapshotStore {
-        &self.snapshots
-    }
-
     /// Counters since creation.
     pub fn stats(&self) -> MemStorageStats {
         self.stats

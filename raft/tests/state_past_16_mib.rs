@@ -39,7 +39,8 @@ async fn leader(client: &RaftClient<KvStore>) -> u64 {
     panic!("no leader elected");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// On tokio's paused clock: the waits below poll in virtual time, bounded by a count.
+#[tokio::test(start_paused = true)]
 async fn serves_past_sixteen_mib_of_state_and_installs_a_larger_snapshot() {
     let net = MemoryNetwork::new(7);
     let configs: Vec<Config> = (1..=3)
