@@ -300,6 +300,72 @@ mod tcp_only {
         shutdown_all(&mut nodes).await;
     }
 
+    #[tokio::test]
+    async fn peers_are_added_and_removed_at_run_time() {
+        // Nodes 1 and 2 know each other; node 3 starts knowing both, but they do not know it.
+        let (mut nodes, mut addrs) = tcp_cluster(2, |_| {}).await;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        addrs.insert(3, l.local_addr().unwrap());
+        let mut third = TcpTransport::with_listener(tcp_config(3, &addrs), l).unwrap();
+        assert!(matches!(
+            nodes[0].send(3, Bytes::from_static(b"x")),
+            Err(TransportError::UnknownPeer(3))
+        ));
+        // Node 1 refuses node 3's handshakes until it is added.
+        third.send(1, Bytes::from_static(b"early")).unwrap();
+        wait_until("node 1 refused the unknown node 3", || {
+            nodes[0].stats().handshakes_rejected >= 1
+        })
+        .await;
+
+        let peers = nodes[0].peers();
+        assert!(peers.add(3, addrs[&3]).unwrap());
+        assert!(!peers.add(3, addrs[&3]).unwrap(), "adding twice is a no-op");
+        assert!(
+            !peers.add(1, addrs[&1]).unwrap(),
+            "a node is not its own peer"
+        );
+        assert_eq!(peers.list().keys().copied().collect::<Vec<_>>(), [2, 3]);
+        send_until_received(&nodes[0], &mut third).await;
+        send_until_received(&third, &mut nodes[0]).await;
+
+        // Removed: sends fail at once, and node 3's connection and handshakes are refused.
+        assert!(peers.remove(3));
+        assert!(!peers.remove(3));
+        assert!(matches!(
+            nodes[0].send(3, Bytes::from_static(b"x")),
+            Err(TransportError::UnknownPeer(3))
+        ));
+        let rejected = nodes[0].stats().handshakes_rejected;
+        // Drain what node 3 delivered before its removal, then check nothing more arrives from it
+        // while node 2 still gets through.
+        while let Ok(Some(_)) =
+            tokio::time::timeout(Duration::from_millis(50), nodes[0].recv()).await
+        {}
+        for i in 0u64..20 {
+            let _ = third.send(1, Bytes::from(i.to_le_bytes().to_vec()));
+        }
+        wait_until("node 1 refused node 3 again", || {
+            nodes[0].stats().handshakes_rejected > rejected
+        })
+        .await;
+        let (first, rest) = nodes.split_at_mut(1);
+        send_until_received(&rest[0], &mut first[0]).await;
+        while let Ok(Some(got)) =
+            tokio::time::timeout(Duration::from_millis(50), first[0].recv()).await
+        {
+            assert_ne!(got.from, 3, "a removed peer delivered a frame");
+        }
+
+        // Shut down, the control refuses new peers.
+        third.shutdown().await;
+        shutdown_all(&mut nodes).await;
+        assert!(matches!(
+            peers.add(4, addrs[&2]),
+            Err(TransportError::Closed)
+        ));
+    }
+
     /// Collects what the transport logs on this thread (tests run on a current-thread runtime,
     /// so the transport's tasks log here too).
     #[derive(Clone, Default)]

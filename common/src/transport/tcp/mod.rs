@@ -47,6 +47,12 @@
 //! # Ok(()) }
 //! ```
 //!
+//! **Peers change at run time.** [`TcpConfig::peers`] is the set a transport starts with;
+//! [`TcpTransport::peers`] hands out a [`TcpPeers`] control that adds a peer (a new dialer and
+//! queue; its handshakes are admitted from then on) or removes one (its queue and dialer go, its
+//! inbound connection is closed, and its handshakes are refused) while the transport runs, for
+//! clusters whose membership changes.
+//!
 //! The socket layer is a type parameter ([`Sockets`]): [`TokioSockets`] by default, turmoil's
 //! simulated network with feature `turmoil` (`TurmoilSockets`), so the same code is tested under
 //! seeded partitions and crashes.
@@ -320,14 +326,44 @@ impl Counters {
     }
 }
 
+/// One peer's outbound link: where it listens, the queue its dialer drains, and the dialer.
+struct Link {
+    addr: SocketAddr,
+    queue: mpsc::Sender<Bytes>,
+    dialer: tokio::task::AbortHandle,
+}
+
 /// What every task of one transport shares.
 struct Ctx {
     config: TcpConfig,
     counters: Counters,
+    /// The current peers. Read on every `send` and handshake; written only when a peer is added
+    /// or removed.
+    links: std::sync::RwLock<BTreeMap<NodeId, Link>>,
+    /// The dialer tasks (aborted and awaited on shutdown).
+    dialers: std::sync::Mutex<JoinSet<()>>,
+    /// Set by shutdown: no peer is added after it.
+    closed: std::sync::atomic::AtomicBool,
+    /// The transport's tracing span, for dialers started later.
+    span: tracing::Span,
     /// The live inbound connection of each peer: its number and how to tell it to stop.
     inbound_by_peer: std::sync::Mutex<BTreeMap<NodeId, (u64, Arc<tokio::sync::Notify>)>>,
     /// Numbers inbound connections, so a connection only unregisters itself.
     next_connection: AtomicU64,
+}
+
+/// Read access to the links: the map is updated in single steps, so it is consistent even if a
+/// holder panicked.
+fn read_links(ctx: &Ctx) -> std::sync::RwLockReadGuard<'_, BTreeMap<NodeId, Link>> {
+    ctx.links
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write_links(ctx: &Ctx) -> std::sync::RwLockWriteGuard<'_, BTreeMap<NodeId, Link>> {
+    ctx.links
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A node's TCP endpoint. See the module documentation.
@@ -337,14 +373,105 @@ pub struct TcpTransport<S: Sockets = TokioSockets> {
     frame_bytes_max: usize,
     send_queue_max: usize,
     ctx: Arc<Ctx>,
-    /// One bounded queue per peer, drained by that peer's dialer task.
-    peers: BTreeMap<NodeId, mpsc::Sender<Bytes>>,
     inbound: mpsc::Receiver<Inbound>,
-    /// The listener task and one dialer task per peer. Aborted on shutdown or drop; the
-    /// listener task owns the connection tasks, so they end with it.
+    /// The listener task. Aborted on shutdown or drop; it owns the connection tasks, so they
+    /// end with it. (The dialers live in [`Ctx::dialers`].)
     tasks: JoinSet<()>,
     closed: bool,
     _sockets: PhantomData<S>,
+}
+
+impl<S: Sockets> Drop for TcpTransport<S> {
+    fn drop(&mut self) {
+        // The dialers hold the shared context, so they would outlive a transport dropped without
+        // `shutdown`: stop them here (the listener task ends with `tasks`).
+        self.ctx.closed.store(true, Ordering::Release);
+        write_links(&self.ctx).clear();
+        lock(&self.ctx.dialers).abort_all();
+    }
+}
+
+/// Adds and removes the peers of a running [`TcpTransport`]; see the module documentation.
+/// Cheap to clone. Its methods must be called inside the transport's tokio runtime.
+pub struct TcpPeers<S: Sockets = TokioSockets> {
+    ctx: Arc<Ctx>,
+    _sockets: PhantomData<S>,
+}
+
+impl<S: Sockets> Clone for TcpPeers<S> {
+    fn clone(&self) -> Self {
+        Self {
+            ctx: Arc::clone(&self.ctx),
+            _sockets: PhantomData,
+        }
+    }
+}
+
+impl<S: Sockets> std::fmt::Debug for TcpPeers<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(read_links(&self.ctx).iter().map(|(id, l)| (id, l.addr)))
+            .finish()
+    }
+}
+
+impl<S: Sockets> TcpPeers<S> {
+    /// Adds `id` at `addr`: frames sent to it are queued and delivered from now on, and its
+    /// handshakes are admitted. `Ok(false)` if it was already a peer at that address (or is this
+    /// node); a known peer at another address gets a new link, and the frames still queued for
+    /// the old address are dropped. Fails only once the transport is shut down.
+    pub fn add(&self, id: NodeId, addr: SocketAddr) -> Result<bool, TransportError> {
+        if self.ctx.closed.load(Ordering::Acquire) {
+            return Err(TransportError::Closed);
+        }
+        if id == self.ctx.config.id {
+            return Ok(false);
+        }
+        let mut links = write_links(&self.ctx);
+        if links.get(&id).is_some_and(|l| l.addr == addr) {
+            return Ok(false);
+        }
+        let link = start_link::<S>(&self.ctx, id, addr);
+        if let Some(old) = links.insert(id, link) {
+            old.dialer.abort();
+        }
+        tracing::info!(node = self.ctx.config.id, peer = id, %addr, "peer added");
+        Ok(true)
+    }
+
+    /// Removes `id`: its queue and dialer are dropped, its inbound connection is closed, and its
+    /// handshakes are refused from now on. Whether it was a peer.
+    pub fn remove(&self, id: NodeId) -> bool {
+        let Some(link) = write_links(&self.ctx).remove(&id) else {
+            return false;
+        };
+        link.dialer.abort();
+        if let Some((_, inbound)) = lock(&self.ctx.inbound_by_peer).remove(&id) {
+            inbound.notify_one();
+        }
+        tracing::info!(node = self.ctx.config.id, peer = id, "peer removed");
+        true
+    }
+
+    /// The current peers and their addresses.
+    pub fn list(&self) -> BTreeMap<NodeId, SocketAddr> {
+        read_links(&self.ctx)
+            .iter()
+            .map(|(&id, l)| (id, l.addr))
+            .collect()
+    }
+}
+
+/// Starts the dialer of a new link to `peer`.
+fn start_link<S: Sockets>(ctx: &Arc<Ctx>, peer: NodeId, addr: SocketAddr) -> Link {
+    let (queue, rx) = mpsc::channel(ctx.config.send_queue_max);
+    let dialer = lock(&ctx.dialers)
+        .spawn(dial_loop::<S>(Arc::clone(ctx), peer, addr, rx).instrument(ctx.span.clone()));
+    Link {
+        addr,
+        queue,
+        dialer,
+    }
 }
 
 impl<S: Sockets> std::fmt::Debug for TcpTransport<S> {
@@ -352,7 +479,7 @@ impl<S: Sockets> std::fmt::Debug for TcpTransport<S> {
         f.debug_struct("TcpTransport")
             .field("id", &self.id)
             .field("local_addr", &self.local_addr)
-            .field("peers", &self.peers.keys().collect::<Vec<_>>())
+            .field("peers", &read_links(&self.ctx).keys().collect::<Vec<_>>())
             .field("closed", &self.closed)
             .finish()
     }
@@ -406,22 +533,25 @@ impl<S: Sockets> TcpTransport<S> {
             .filter(|(&p, _)| p != id)
             .map(|(&p, &a)| (p, a))
             .collect();
+        let span = tracing::info_span!("tcp", node = id);
         let ctx = Arc::new(Ctx {
             config,
             counters: Counters::default(),
+            links: std::sync::RwLock::new(BTreeMap::new()),
+            dialers: std::sync::Mutex::new(JoinSet::new()),
+            closed: std::sync::atomic::AtomicBool::new(false),
+            span: span.clone(),
             inbound_by_peer: std::sync::Mutex::new(BTreeMap::new()),
             next_connection: AtomicU64::new(0),
         });
-        let span = tracing::info_span!("tcp", node = id);
         let mut tasks = JoinSet::new();
-        tasks.spawn(
-            accept_loop::<S>(Arc::clone(&ctx), listener, inbound_tx).instrument(span.clone()),
-        );
-        let mut peers = BTreeMap::new();
-        for (peer, addr) in peer_addrs {
-            let (tx, rx) = mpsc::channel(send_queue_max);
-            peers.insert(peer, tx);
-            tasks.spawn(dial_loop::<S>(Arc::clone(&ctx), peer, addr, rx).instrument(span.clone()));
+        tasks.spawn(accept_loop::<S>(Arc::clone(&ctx), listener, inbound_tx).instrument(span));
+        {
+            let mut links = write_links(&ctx);
+            for (peer, addr) in peer_addrs {
+                let link = start_link::<S>(&ctx, peer, addr);
+                links.insert(peer, link);
+            }
         }
         Ok(Self {
             id,
@@ -429,7 +559,6 @@ impl<S: Sockets> TcpTransport<S> {
             frame_bytes_max,
             send_queue_max,
             ctx,
-            peers,
             inbound,
             tasks,
             closed: false,
@@ -447,9 +576,19 @@ impl<S: Sockets> TcpTransport<S> {
         self.ctx.counters.snapshot()
     }
 
-    /// The configuration in use (with the actual listening address).
+    /// The configuration in use (with the actual listening address). Its `peers` are the ones
+    /// the transport started with; [`TcpPeers::list`] has the current ones.
     pub fn config(&self) -> &TcpConfig {
         &self.ctx.config
+    }
+
+    /// The control that adds and removes peers while the transport runs (for example after the
+    /// transport was handed to a driver).
+    pub fn peers(&self) -> TcpPeers<S> {
+        TcpPeers {
+            ctx: Arc::clone(&self.ctx),
+            _sockets: PhantomData,
+        }
     }
 }
 
@@ -472,10 +611,11 @@ impl<S: Sockets> Transport for TcpTransport<S> {
         if frame.is_empty() {
             return Err(TransportError::EmptyFrame);
         }
-        let Some(queue) = self.peers.get(&to) else {
+        let links = read_links(&self.ctx);
+        let Some(link) = links.get(&to) else {
             return Err(TransportError::UnknownPeer(to));
         };
-        match queue.try_send(frame) {
+        match link.queue.try_send(frame) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 bump(&self.ctx.counters.dropped_queue_full, 1);
@@ -500,11 +640,15 @@ impl<S: Sockets> Transport for TcpTransport<S> {
             return;
         }
         self.closed = true;
-        self.peers.clear();
+        self.ctx.closed.store(true, Ordering::Release);
+        write_links(&self.ctx).clear();
+        let mut dialers = std::mem::take(&mut *lock(&self.ctx.dialers));
+        dialers.abort_all();
         self.tasks.abort_all();
         // Wait until every task is gone, so the listening socket is released when this returns
         // and a restarted transport can bind the same address.
         while self.tasks.join_next().await.is_some() {}
+        while dialers.join_next().await.is_some() {}
         self.inbound.close();
         tracing::debug!(node = self.id, "tcp transport shut down");
     }
@@ -594,7 +738,7 @@ async fn accept_handshake<S: Sockets>(
         &cfg.cluster_key,
         &cfg.cluster,
         cfg.id,
-        |id| cfg.peers.contains_key(&id),
+        |id| read_links(ctx).contains_key(&id),
         &challenge,
         &hello,
     )?;
