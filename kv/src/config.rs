@@ -21,6 +21,8 @@
 //! [peers]                              # the other replicas: id = "host:port"
 //! 2 = "node-2.internal:7002"
 //! 3 = "node-3.internal:7003"
+//! # or, for a replica added at run time (`kv-client member add` first), instead of [peers]:
+//! # join = ["node-1.internal:8001", "node-2.internal:8002"]   # members' client addresses
 //!
 //! [driver]
 //! tick_ms = 10                         # one protocol tick
@@ -69,6 +71,9 @@ pub struct FileConfig {
     pub client_listen: Option<String>,
     /// The other replicas: id to `host:port`.
     pub peers: Option<BTreeMap<String, String>>,
+    /// Instead of `peers`, for a replica added at run time: client addresses (`host:port`) of
+    /// members to learn the cluster from.
+    pub join: Option<Vec<String>>,
     /// The write-ahead log's directory.
     pub data_dir: Option<PathBuf>,
     /// File holding the cluster key.

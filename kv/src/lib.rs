@@ -16,6 +16,12 @@
 //!   [`SESSIONS_MAX`] is reached (the least recently used, by a counter of applied commands).
 //! - **Linearizable reads** come from the protocols ([`KvQuery`] is answered by the leader after
 //!   it confirmed its leadership), not from this module.
+//! - **The cluster's address book is replicated state.** Where each replica added at run time
+//!   is reached ([`AddressBook`]) is written through the log by [`KvOp::Register`] and
+//!   [`KvOp::Deregister`] (`kv-client member add` and `member remove`), so every replica, and
+//!   every replica restarted or caught up by snapshot, knows the same peers. A removed id is
+//!   never registered again. A watcher ([`KvMachine::with_book_watch`]) sees every change: the
+//!   server uses it to add and drop transport peers.
 //! - **Snapshots stream.** [`common::StateMachine::snapshot`] writes a header frame (sessions,
 //!   counters) and then one frame per key into the snapshot file, so a store of any size is
 //!   never one buffer; [`common::StateMachine::restore`] reads them back with a size limit per
@@ -46,8 +52,11 @@ pub mod metrics;
 pub mod net;
 pub mod server;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
+use std::sync::Arc;
+
+use common::NodeId;
 
 use common::state_machine::{read_frame, write_frame, StateMachineError};
 use serde::{Deserialize, Serialize};
@@ -86,14 +95,37 @@ pub enum KvOp {
         /// The value to set.
         new: Option<String>,
     },
+    /// Records where replica `id` is reached, in the [`AddressBook`]; outputs the previous
+    /// peer address. Refused ([`KvOutput::Refused`]) for an id removed before. Written by
+    /// `member add`; a node refuses it as a plain client write.
+    Register {
+        /// The replica.
+        id: NodeId,
+        /// Where the other replicas reach it (`host:port`).
+        peer: String,
+        /// Where clients reach it (`host:port`).
+        client: String,
+    },
+    /// Forgets replica `id` for good (its id is never registered again); outputs its previous
+    /// peer address. Written by `member remove`; a node refuses it as a plain client write.
+    Deregister {
+        /// The replica.
+        id: NodeId,
+    },
 }
 
 impl KvOp {
-    /// The key the operation changes.
+    /// The key the operation changes (empty for the address book's operations).
     pub fn key(&self) -> &str {
         match self {
             KvOp::Put { key, .. } | KvOp::Delete { key } | KvOp::Cas { key, .. } => key,
+            KvOp::Register { .. } | KvOp::Deregister { .. } => "",
         }
+    }
+
+    /// Whether this changes the address book rather than the data.
+    pub fn is_membership(&self) -> bool {
+        matches!(self, KvOp::Register { .. } | KvOp::Deregister { .. })
     }
 
     fn too_large(&self) -> bool {
@@ -104,9 +136,69 @@ impl KvOp {
             KvOp::Cas { key, expected, new } => {
                 big(key) || expected.as_deref().is_some_and(big) || new.as_deref().is_some_and(big)
             }
+            KvOp::Register { peer, client, .. } => {
+                peer.len() > ADDRESS_BYTES_MAX || client.len() > ADDRESS_BYTES_MAX
+            }
+            KvOp::Deregister { .. } => false,
         }
     }
 }
+
+/// Longest address (`host:port`) the address book records.
+pub const ADDRESS_BYTES_MAX: usize = 256;
+/// Most replicas the address book records (registered and removed ones together).
+pub const ADDRESS_BOOK_NODES_MAX: usize = 1_024;
+
+/// Where one replica is reached.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberAddrs {
+    /// Where the other replicas reach it (`host:port`, resolved by each node when used).
+    pub peer: String,
+    /// Where clients reach it (`host:port`).
+    pub client: String,
+}
+
+/// The replicas added at run time and where they are reached, plus the ids removed for good.
+/// The replicas a cluster starts with are in each node's configuration instead.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressBook {
+    /// Registered replicas.
+    pub nodes: BTreeMap<NodeId, MemberAddrs>,
+    /// Replicas removed for good: never registered again, and dropped from every transport.
+    pub removed: BTreeSet<NodeId>,
+}
+
+/// Where [`KvMachine`] publishes its address book after each change (not replicated state: each
+/// node's own hook). Clones share the channel.
+#[derive(Clone, Default)]
+pub struct BookWatch(Option<Arc<tokio::sync::watch::Sender<AddressBook>>>);
+
+impl BookWatch {
+    fn publish(&self, book: &AddressBook) {
+        if let Some(tx) = &self.0 {
+            tx.send_replace(book.clone());
+        }
+    }
+}
+
+impl std::fmt::Debug for BookWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "BookWatch(on)"
+        } else {
+            "BookWatch(off)"
+        })
+    }
+}
+
+/// Every machine's watch is equal: it is not part of the replicated state.
+impl PartialEq for BookWatch {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for BookWatch {}
 
 /// A client's request: `op`, as sequence number `seq` of client `client`. A client numbers its
 /// requests 1, 2, 3, … and has one in flight at a time; a retry reuses the number.
@@ -158,6 +250,8 @@ pub enum KvOutput {
     Stale,
     /// A key or value exceeds [`ITEM_BYTES_MAX`]; nothing was applied.
     TooLarge,
+    /// The state machine refused the command, for the reason given; nothing was applied.
+    Refused(String),
     /// The answer to a scan: entries in key order, and whether more keys match.
     Entries {
         /// `(key, value)` pairs.
@@ -175,16 +269,32 @@ struct Session {
     used_at: u64,
 }
 
-/// The replicated store: the map and the session table.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The replicated store: the map, the session table and the address book.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KvMachine {
     map: BTreeMap<String, String>,
     sessions: BTreeMap<u64, Session>,
     /// Commands applied (not counting duplicates): a deterministic clock for eviction.
     applied: u64,
+    book: AddressBook,
+    watch: BookWatch,
 }
 
 impl KvMachine {
+    /// An empty store that publishes its address book to `watch` after every change to it
+    /// (registration, removal, snapshot restored).
+    pub fn with_book_watch(watch: tokio::sync::watch::Sender<AddressBook>) -> Self {
+        KvMachine {
+            watch: BookWatch(Some(Arc::new(watch))),
+            ..KvMachine::default()
+        }
+    }
+
+    /// The replicas registered at run time and the ids removed for good.
+    pub fn address_book(&self) -> &AddressBook {
+        &self.book
+    }
+
     /// The value of `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.map.get(key).map(String::as_str)
@@ -243,6 +353,41 @@ impl KvMachine {
                 KvOutput::Value(self.map.insert(key.clone(), value.clone()))
             }
             KvOp::Delete { key } => KvOutput::Value(self.map.remove(key)),
+            KvOp::Register { id, peer, client } => {
+                if self.book.removed.contains(id) {
+                    return KvOutput::Refused(format!(
+                        "node {id} was removed; a removed id is never used again"
+                    ));
+                }
+                if !self.book.nodes.contains_key(id)
+                    && self.book.nodes.len() + self.book.removed.len() >= ADDRESS_BOOK_NODES_MAX
+                {
+                    return KvOutput::Refused(format!(
+                        "the address book holds {ADDRESS_BOOK_NODES_MAX} nodes, its limit"
+                    ));
+                }
+                let addrs = MemberAddrs {
+                    peer: peer.clone(),
+                    client: client.clone(),
+                };
+                let previous = self.book.nodes.insert(*id, addrs).map(|a| a.peer);
+                self.watch.publish(&self.book);
+                KvOutput::Value(previous)
+            }
+            KvOp::Deregister { id } => {
+                if !self.book.removed.contains(id)
+                    && self.book.nodes.len() + self.book.removed.len() >= ADDRESS_BOOK_NODES_MAX
+                    && !self.book.nodes.contains_key(id)
+                {
+                    return KvOutput::Refused(format!(
+                        "the address book holds {ADDRESS_BOOK_NODES_MAX} nodes, its limit"
+                    ));
+                }
+                let previous = self.book.nodes.remove(id).map(|a| a.peer);
+                self.book.removed.insert(*id);
+                self.watch.publish(&self.book);
+                KvOutput::Value(previous)
+            }
             KvOp::Cas { key, expected, new } => {
                 if self.map.get(key) != expected.as_ref() {
                     return KvOutput::Cas {
@@ -304,6 +449,7 @@ impl KvMachine {
 struct SnapshotHeader {
     applied: u64,
     sessions: Vec<(u64, Session)>,
+    book: AddressBook,
     keys: u64,
 }
 
@@ -318,6 +464,7 @@ impl KvMachine {
         let header = SnapshotHeader {
             applied: self.applied,
             sessions: self.sessions.iter().map(|(c, s)| (*c, s.clone())).collect(),
+            book: self.book.clone(),
             keys: self.map.len() as u64,
         };
         write_frame(out, &header)?;
@@ -347,7 +494,10 @@ impl KvMachine {
             map,
             sessions: header.sessions.into_iter().collect(),
             applied: header.applied,
+            book: header.book,
+            watch: self.watch.clone(),
         };
+        self.watch.publish(&self.book);
         Ok(())
     }
 }
@@ -382,6 +532,8 @@ impl common::StateMachine for KvMachine {
             KvOp::Put { key, value } => key.len() + value.len(),
             KvOp::Delete { key } => key.len(),
             KvOp::Cas { key, expected, new } => key.len() + len(expected) + len(new),
+            KvOp::Register { peer, client, .. } => 8 + peer.len() + client.len(),
+            KvOp::Deregister { .. } => 8,
         }
     }
 }
@@ -590,6 +742,59 @@ mod tests {
             assert!(copy.restore(&mut &snap[..cut]).is_err(), "cut at {cut}");
             assert_eq!(copy.get("b"), Some("2"));
         }
+    }
+
+    #[test]
+    fn the_address_book_is_replicated_state_and_removed_ids_stay_removed() {
+        use raft::StateMachine as _;
+        let (tx, mut rx) = tokio::sync::watch::channel(AddressBook::default());
+        let mut kv = KvMachine::with_book_watch(tx);
+        let register = |seq, id| {
+            cmd(
+                9,
+                seq,
+                KvOp::Register {
+                    id,
+                    peer: format!("node-{id}:7000"),
+                    client: format!("node-{id}:8000"),
+                },
+            )
+        };
+        assert_eq!(kv.apply_command(&register(1, 4)), KvOutput::Value(None));
+        assert!(rx.has_changed().unwrap(), "a registration is published");
+        assert_eq!(rx.borrow_and_update().nodes[&4].client, "node-4:8000");
+        assert_eq!(kv.apply_command(&register(2, 5)), KvOutput::Value(None));
+        assert_eq!(
+            kv.apply_command(&cmd(9, 3, KvOp::Deregister { id: 4 })),
+            KvOutput::Value(Some("node-4:7000".into()))
+        );
+        assert!(rx.borrow_and_update().removed.contains(&4));
+        // A removed id is never registered again.
+        assert!(matches!(
+            kv.apply_command(&register(4, 4)),
+            KvOutput::Refused(_)
+        ));
+        let too_long = cmd(
+            9,
+            5,
+            KvOp::Register {
+                id: 6,
+                peer: "p".repeat(ADDRESS_BYTES_MAX + 1),
+                client: "c:1".into(),
+            },
+        );
+        assert_eq!(kv.apply_command(&too_long), KvOutput::TooLarge);
+        // The book travels with snapshots, and a restored machine publishes it.
+        let mut snap = Vec::new();
+        kv.snapshot(&mut snap).unwrap();
+        let (tx2, mut rx2) = tokio::sync::watch::channel(AddressBook::default());
+        let mut copy = KvMachine::with_book_watch(tx2);
+        copy.restore(&mut &snap[..]).unwrap();
+        assert_eq!(copy, kv);
+        assert!(rx2.has_changed().unwrap());
+        let book = rx2.borrow_and_update().clone();
+        assert_eq!(book.nodes.keys().copied().collect::<Vec<_>>(), [5]);
+        assert_eq!(book.removed.iter().copied().collect::<Vec<_>>(), [4]);
     }
 
     /// The same machine replicated by both protocols, in process (tokio driver, in-memory

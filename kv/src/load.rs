@@ -208,7 +208,9 @@ pub fn to_check_output(is_read: bool, out: KvOutput) -> Option<check::KvOutput> 
         KvOutput::Value(value) if is_read => Some(check::KvOutput::Value { value }),
         KvOutput::Value(_) => Some(check::KvOutput::Done),
         KvOutput::Cas { swapped, .. } => Some(check::KvOutput::Cas { swapped }),
-        KvOutput::Stale | KvOutput::TooLarge | KvOutput::Entries { .. } => None,
+        KvOutput::Stale | KvOutput::TooLarge | KvOutput::Refused(_) | KvOutput::Entries { .. } => {
+            None
+        }
     }
 }
 

@@ -67,6 +67,23 @@ pub enum ClientRequest {
         /// Most entries returned (capped at [`crate::SCAN_LIMIT_MAX`]).
         limit: usize,
     },
+    /// The cluster's members and where they are reached, as this node knows them; answered
+    /// [`ClientReply::Members`] by any node.
+    Members,
+    /// Adds a replica (leader only): the command's [`KvOp::Register`] records its addresses
+    /// through the log (exactly once per client session), then the replica joins the protocol's
+    /// configuration (Raft: as a learner; Multi-Paxos: as a member). Answered
+    /// [`ClientReply::Members`].
+    AddMember(KvCommand),
+    /// Makes a Raft learner a voter (leader only). Answered [`ClientReply::Members`].
+    PromoteMember(NodeId),
+    /// Removes a replica (leader only): it leaves the protocol's configuration, then the
+    /// command's [`KvOp::Deregister`] drops it from the address book and every transport.
+    /// Answered [`ClientReply::Members`].
+    RemoveMember(KvCommand),
+    /// Hands leadership to a voter (Raft; the leader runs it). Answered [`ClientReply::Members`]
+    /// once the target leads.
+    TransferLeader(NodeId),
 }
 
 impl ClientRequest {
@@ -77,6 +94,11 @@ impl ClientRequest {
             ClientRequest::Get { .. } => "get",
             ClientRequest::Status => "status",
             ClientRequest::Scan { .. } => "scan",
+            ClientRequest::Members => "members",
+            ClientRequest::AddMember(_) => "add-member",
+            ClientRequest::PromoteMember(_) => "promote-member",
+            ClientRequest::RemoveMember(_) => "remove-member",
+            ClientRequest::TransferLeader(_) => "transfer-leader",
         }
     }
 }
@@ -111,6 +133,43 @@ pub enum ClientReply {
         /// See [`NodeStatus::applied_index`].
         applied_index: u64,
     },
+    /// The answer to [`ClientRequest::Members`] and to membership changes.
+    Members(Box<MembersInfo>),
+}
+
+/// The cluster's membership as one node knows it: the answer to [`ClientRequest::Members`] and
+/// to membership changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembersInfo {
+    /// `raft` or `paxos`.
+    pub protocol: String,
+    /// The answering node.
+    pub id: NodeId,
+    /// The leader it knows of.
+    pub leader: Option<NodeId>,
+    /// The voting members.
+    pub voters: Vec<NodeId>,
+    /// Raft's learners: they receive the log and do not vote.
+    pub learners: Vec<NodeId>,
+    /// Multi-Paxos's first configuration (every replica must start with the same one); empty
+    /// for Raft.
+    pub initial: Vec<NodeId>,
+    /// Every replica this node can reach or has been told of, with its addresses where known.
+    pub nodes: Vec<MemberInfo>,
+    /// Ids removed for good.
+    pub removed: Vec<NodeId>,
+}
+
+/// Where one replica is reached.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// The replica.
+    pub id: NodeId,
+    /// Where replicas reach it.
+    pub peer: String,
+    /// Where clients reach it, when known (replicas added at run time register it; the
+    /// answering node knows its own).
+    pub client: Option<String>,
 }
 
 /// One node's answer to a status request.
@@ -160,9 +219,9 @@ pub fn client_codec() -> LengthDelimitedCodec {
 
 /// How a call ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CallOutcome {
+pub enum CallOutcome<T = KvOutput> {
     /// Applied (or read) with this output.
-    Ok(KvOutput),
+    Ok(T),
     /// Certainly not applied.
     Failed(String),
     /// Maybe applied.
@@ -179,6 +238,31 @@ pub struct KvClient {
     conn: Option<(NodeId, Framed<TcpStream, LengthDelimitedCodec>)>,
     attempt_timeout: Duration,
     deadline: Duration,
+}
+
+/// The final answers a call waits for: [`KvOutput`] for reads and writes, [`MembersInfo`] for
+/// membership requests.
+pub trait Answer: Sized {
+    /// The answer in `reply`, or the reply back if it is not one.
+    fn from_reply(reply: ClientReply) -> Result<Self, ClientReply>;
+}
+
+impl Answer for KvOutput {
+    fn from_reply(reply: ClientReply) -> Result<Self, ClientReply> {
+        match reply {
+            ClientReply::Output(out) => Ok(out),
+            other => Err(other),
+        }
+    }
+}
+
+impl Answer for MembersInfo {
+    fn from_reply(reply: ClientReply) -> Result<Self, ClientReply> {
+        match reply {
+            ClientReply::Members(info) => Ok(*info),
+            other => Err(other),
+        }
+    }
 }
 
 /// Why one attempt at one node did not produce a final answer.
@@ -219,13 +303,28 @@ impl KvClient {
 
     /// Runs a write (put, delete, compare-and-set) exactly once.
     pub async fn write(&mut self, op: KvOp) -> CallOutcome {
+        let command = self.next_command(op);
+        let outcome = self.call(ClientRequest::Write(command), true).await;
+        self.settle(outcome)
+    }
+
+    /// The next command of this client's session.
+    fn next_command(&mut self, op: KvOp) -> KvCommand {
         self.seq += 1;
-        let command = KvCommand {
+        KvCommand {
             client: self.client,
             seq: self.seq,
             op,
-        };
-        self.call(ClientRequest::Write(command), true).await
+        }
+    }
+
+    /// A write that certainly was not applied gives its sequence number back: the session
+    /// expects the numbers it applies to follow each other.
+    fn settle<T>(&mut self, outcome: CallOutcome<T>) -> CallOutcome<T> {
+        if matches!(outcome, CallOutcome::Failed(_)) {
+            self.seq -= 1;
+        }
+        outcome
     }
 
     /// A linearizable read of `key`.
@@ -278,7 +377,72 @@ impl KvClient {
         .await
     }
 
-    async fn call(&mut self, request: ClientRequest, is_write: bool) -> CallOutcome {
+    /// The membership as the first node that answers knows it.
+    pub async fn members(&mut self) -> CallOutcome<MembersInfo> {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        let mut last = String::from("no nodes");
+        for id in ids {
+            match self.attempt(id, &ClientRequest::Members).await {
+                Attempt::Reply(ClientReply::Members(info)) => {
+                    self.learn(&info);
+                    return CallOutcome::Ok(*info);
+                }
+                Attempt::Reply(other) => last = format!("node {id}: {other:?}"),
+                Attempt::Lost(why) | Attempt::NotSent(why) => last = format!("node {id}: {why}"),
+            }
+        }
+        CallOutcome::Failed(last)
+    }
+
+    /// Adds replica `id` (replica address `peer`, client address `client`): Raft as a learner
+    /// (promote it once it caught up), Multi-Paxos as a member. Exactly once, like a write.
+    pub async fn add_member(
+        &mut self,
+        id: NodeId,
+        peer: &str,
+        client: &str,
+    ) -> CallOutcome<MembersInfo> {
+        let command = self.next_command(KvOp::Register {
+            id,
+            peer: peer.to_string(),
+            client: client.to_string(),
+        });
+        let outcome = self.call(ClientRequest::AddMember(command), true).await;
+        self.settle(outcome)
+    }
+
+    /// Makes Raft learner `id` a voter.
+    pub async fn promote_member(&mut self, id: NodeId) -> CallOutcome<MembersInfo> {
+        self.call(ClientRequest::PromoteMember(id), true).await
+    }
+
+    /// Removes replica `id` for good.
+    pub async fn remove_member(&mut self, id: NodeId) -> CallOutcome<MembersInfo> {
+        let command = self.next_command(KvOp::Deregister { id });
+        let outcome = self.call(ClientRequest::RemoveMember(command), true).await;
+        self.settle(outcome)
+    }
+
+    /// Hands leadership to voter `id` (Raft).
+    pub async fn transfer_leader(&mut self, id: NodeId) -> CallOutcome<MembersInfo> {
+        self.call(ClientRequest::TransferLeader(id), true).await
+    }
+
+    /// Adds the client addresses `info` names to the nodes this client tries, so that a leader
+    /// added at run time can be followed.
+    fn learn(&mut self, info: &MembersInfo) {
+        for node in &info.nodes {
+            if self.nodes.contains_key(&node.id) || info.removed.contains(&node.id) {
+                continue;
+            }
+            let Some(client) = &node.client else { continue };
+            if let Ok(addr) = crate::config::resolve(&format!("node {}", node.id), client) {
+                self.nodes.insert(node.id, addr);
+            }
+        }
+    }
+
+    async fn call<T: Answer>(&mut self, request: ClientRequest, is_write: bool) -> CallOutcome<T> {
         let started = Instant::now();
         // Whether the request may have reached a node that could apply it.
         let mut maybe_applied = false;
@@ -294,15 +458,29 @@ impl KvClient {
                 *rotate += 1;
                 ids[*rotate % ids.len()]
             };
-            match self.attempt(target, &request).await {
+            let reply = match self.attempt(target, &request).await {
                 Attempt::Reply(ClientReply::Output(KvOutput::Stale)) => {
                     // Our own earlier attempt was applied and a later one superseded it: cannot
                     // happen with one request in flight, but never claim an answer we lack.
                     return CallOutcome::Unknown("stale".into());
                 }
-                Attempt::Reply(ClientReply::Output(out)) => return CallOutcome::Ok(out),
+                Attempt::Reply(reply) => match T::from_reply(reply) {
+                    Ok(answer) => return CallOutcome::Ok(answer),
+                    Err(reply) => Attempt::Reply(reply),
+                },
+                other => other,
+            };
+            match reply {
                 Attempt::Reply(ClientReply::NotLeader { leader }) => {
                     last = format!("node {target}: not the leader");
+                    if leader.is_some_and(|l| !self.nodes.contains_key(&l)) {
+                        // A leader added at run time: ask this node where it is.
+                        if let Attempt::Reply(ClientReply::Members(info)) =
+                            self.attempt(target, &ClientRequest::Members).await
+                        {
+                            self.learn(&info);
+                        }
+                    }
                     match leader.filter(|l| self.nodes.contains_key(l) && *l != target) {
                         Some(l) => self.leader = l,
                         None => {

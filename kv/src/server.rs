@@ -39,8 +39,13 @@ use tracing::Instrument;
 
 use super::config::FileConfig;
 use super::metrics::{serve_http, Metrics, NodeView, TimedStorage};
-use super::net::{client_codec, decode_request, encode_reply, ClientReply, ClientRequest};
-use super::{KvMachine, KvOutput, KvQuery};
+use super::net::{
+    client_codec, decode_request, encode_reply, CallOutcome, ClientReply, ClientRequest, KvClient,
+    MemberInfo, MembersInfo,
+};
+use super::{AddressBook, KvCommand, KvMachine, KvOp, KvOutput, KvQuery};
+use common::transport::tcp::TcpPeers;
+use tokio::sync::watch;
 
 /// The cluster name in the transport handshake.
 pub const CLUSTER_NAME: &str = "kv";
@@ -65,8 +70,11 @@ pub struct NodeOptions {
     pub listen: SocketAddr,
     /// Where clients reach this one.
     pub client_listen: SocketAddr,
-    /// The other replicas: id to replica address.
+    /// The other replicas: id to replica address (empty when joining).
     pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// For a replica added at run time, instead of `peers`: client addresses (`host:port`) of
+    /// members to learn the cluster from ([`ClientRequest::Members`]).
+    pub join: Vec<String>,
     /// The write-ahead log's directory.
     pub data_dir: PathBuf,
     /// The shared cluster key (at least 16 bytes).
@@ -193,11 +201,442 @@ impl Backend {
         }
     }
 
-    async fn serve(&self, request: ClientRequest) -> ClientReply {
-        match self {
-            Backend::Raft(h) => serve_raft(h, request).await,
-            Backend::Paxos(h) => serve_paxos(h, request).await,
+    async fn serve(&self, dir: &Directory, request: ClientRequest) -> ClientReply {
+        let result = match request {
+            ClientRequest::Write(command) if command.op.is_membership() => {
+                return ClientReply::Refused(
+                    "the address book changes only through `member add` and `member remove`".into(),
+                )
+            }
+            ClientRequest::Members => self.members(dir).await,
+            ClientRequest::AddMember(command) => self.add_member(dir, command).await,
+            ClientRequest::PromoteMember(id) => self.promote_member(dir, id).await,
+            ClientRequest::RemoveMember(command) => self.remove_member(dir, command).await,
+            ClientRequest::TransferLeader(id) => self.transfer_leader(dir, id).await,
+            other => {
+                return match self {
+                    Backend::Raft(h) => serve_raft(h, other).await,
+                    Backend::Paxos(h) => serve_paxos(h, other).await,
+                }
+            }
+        };
+        match result {
+            Ok(info) => ClientReply::Members(Box::new(info)),
+            Err(reply) => reply,
         }
+    }
+
+    /// Proposes an address-book command through the log (exactly once per session).
+    async fn record(&self, command: KvCommand) -> Result<(), ClientReply> {
+        let out = match self {
+            Backend::Raft(h) => h.propose(command).await.map(|(_, o)| o).map_err(raft_reply),
+            Backend::Paxos(h) => h.propose(command, None).await.map_err(paxos_reply),
+        }?;
+        match out {
+            KvOutput::Refused(why) => Err(ClientReply::Refused(why)),
+            KvOutput::Stale => Err(ClientReply::Output(KvOutput::Stale)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The protocol's configuration: leader, voters, learners.
+    async fn configuration(
+        &self,
+        dir: &Directory,
+    ) -> Result<(Option<NodeId>, bool, Vec<NodeId>, Vec<NodeId>), ClientReply> {
+        match self {
+            Backend::Raft(h) => {
+                let m = h.metrics().await.map_err(raft_reply)?;
+                Ok((
+                    m.leader,
+                    m.role == raft::Role::Leader,
+                    m.membership.voters.iter().copied().collect(),
+                    m.membership.learners.iter().copied().collect(),
+                ))
+            }
+            Backend::Paxos(h) => {
+                let m = h.metrics().await.map_err(paxos_reply)?;
+                // Registered replicas not (or not yet) in the configuration are its learners.
+                let book = dir.book.borrow().clone();
+                let learners = book
+                    .nodes
+                    .keys()
+                    .filter(|id| !m.members.contains(id))
+                    .copied()
+                    .collect();
+                Ok((m.leader, m.is_leader, m.members.clone(), learners))
+            }
+        }
+    }
+
+    /// The answer to [`ClientRequest::Members`].
+    async fn members(&self, dir: &Directory) -> Result<MembersInfo, ClientReply> {
+        let (leader, _, voters, learners) = self.configuration(dir).await?;
+        Ok(dir.info(leader, voters, learners))
+    }
+
+    /// Leader only: `NotLeader` elsewhere.
+    async fn require_leader(&self, dir: &Directory) -> Result<(), ClientReply> {
+        let (leader, is_leader, _, _) = self.configuration(dir).await?;
+        if is_leader {
+            Ok(())
+        } else {
+            Err(ClientReply::NotLeader { leader })
+        }
+    }
+
+    /// [`ClientRequest::AddMember`]: record the addresses, then join the configuration. A retry
+    /// finds both done and answers the same.
+    async fn add_member(
+        &self,
+        dir: &Directory,
+        command: KvCommand,
+    ) -> Result<MembersInfo, ClientReply> {
+        let KvOp::Register { id, .. } = command.op else {
+            return Err(ClientReply::Refused(
+                "add-member carries a registration".into(),
+            ));
+        };
+        if id == 0 {
+            return Err(ClientReply::Refused("node id 0 is reserved".into()));
+        }
+        if dir.book.borrow().removed.contains(&id) {
+            return Err(ClientReply::Refused(format!(
+                "node {id} was removed; a removed id is never used again"
+            )));
+        }
+        self.require_leader(dir).await?;
+        self.record(command).await?;
+        let joined = async {
+            match self {
+                Backend::Raft(h) => {
+                    let m = h.metrics().await.map_err(raft_reply)?;
+                    if !m.membership.is_member(id) {
+                        h.add_learner(id).await.map_err(raft_reply)?;
+                    }
+                }
+                Backend::Paxos(h) => {
+                    let m = h.metrics().await.map_err(paxos_reply)?;
+                    if !m.members.contains(&id) {
+                        let mut members = m.members.clone();
+                        members.push(id);
+                        h.reconfigure(members).await.map_err(paxos_reply)?;
+                    }
+                }
+            }
+            Ok(())
+        };
+        // The registration is applied: from here on a failure is not "nothing happened", and
+        // the client must retry the same request (which finds the registration done).
+        joined.await.map_err(|reply: ClientReply| match reply {
+            ClientReply::NotLeader { leader } => ClientReply::Unknown(format!(
+                "addresses recorded; leadership moved (to {leader:?}) before the replica joined"
+            )),
+            ClientReply::Refused(why) => {
+                ClientReply::Unknown(format!("addresses recorded; joining failed: {why}"))
+            }
+            other => other,
+        })?;
+        self.members(dir).await
+    }
+
+    /// [`ClientRequest::PromoteMember`] (Raft): learner to voter.
+    async fn promote_member(
+        &self,
+        dir: &Directory,
+        id: NodeId,
+    ) -> Result<MembersInfo, ClientReply> {
+        let Backend::Raft(h) = self else {
+            return Err(ClientReply::Refused(
+                "Multi-Paxos adds voting members directly; there is nothing to promote".into(),
+            ));
+        };
+        let m = h.metrics().await.map_err(raft_reply)?;
+        if m.membership.learners.contains(&id) {
+            h.add_voter(id).await.map_err(raft_reply)?;
+        } else if !m.membership.voters.contains(&id) {
+            return Err(ClientReply::Refused(format!(
+                "node {id} is not a learner: add it first"
+            )));
+        }
+        self.members(dir).await
+    }
+
+    /// [`ClientRequest::RemoveMember`]: leave the configuration, then the address book. A retry
+    /// (at the new leader, if the leader removed itself) finds the first part done.
+    async fn remove_member(
+        &self,
+        dir: &Directory,
+        command: KvCommand,
+    ) -> Result<MembersInfo, ClientReply> {
+        let KvOp::Deregister { id } = command.op else {
+            return Err(ClientReply::Refused(
+                "remove-member carries a deregistration".into(),
+            ));
+        };
+        self.require_leader(dir).await?;
+        match self {
+            Backend::Raft(h) => {
+                let m = h.metrics().await.map_err(raft_reply)?;
+                if m.membership.is_member(id) {
+                    if m.membership.voters.len() == 1 && m.membership.voters.contains(&id) {
+                        return Err(ClientReply::Refused(format!("node {id} is the last voter")));
+                    }
+                    h.remove_node(id).await.map_err(raft_reply)?;
+                }
+            }
+            Backend::Paxos(h) => {
+                let m = h.metrics().await.map_err(paxos_reply)?;
+                if m.members.contains(&id) {
+                    let members: Vec<NodeId> =
+                        m.members.iter().copied().filter(|&n| n != id).collect();
+                    if members.is_empty() {
+                        return Err(ClientReply::Refused(format!(
+                            "node {id} is the last member"
+                        )));
+                    }
+                    h.reconfigure(members).await.map_err(paxos_reply)?;
+                }
+            }
+        }
+        self.record(command).await?;
+        self.members(dir).await
+    }
+
+    /// [`ClientRequest::TransferLeader`] (Raft): hands over and waits (at most
+    /// [`HANDOVER_WAIT`]) until the target leads.
+    async fn transfer_leader(
+        &self,
+        dir: &Directory,
+        id: NodeId,
+    ) -> Result<MembersInfo, ClientReply> {
+        let Backend::Raft(h) = self else {
+            return Err(ClientReply::Refused(
+                "Multi-Paxos has no leadership transfer: stop the leader's process (SIGTERM) \
+                 and another replica takes over"
+                    .into(),
+            ));
+        };
+        let m = h.metrics().await.map_err(raft_reply)?;
+        if m.leader == Some(id) {
+            return self.members(dir).await;
+        }
+        if m.role != raft::Role::Leader {
+            return Err(ClientReply::NotLeader { leader: m.leader });
+        }
+        h.transfer_leadership(id).await.map_err(raft_reply)?;
+        let deadline = Instant::now() + HANDOVER_WAIT;
+        while Instant::now() < deadline {
+            let m = h.metrics().await.map_err(raft_reply)?;
+            if m.leader == Some(id) {
+                return self.members(dir).await;
+            }
+            tokio::time::sleep(HANDOVER_POLL).await;
+        }
+        Err(ClientReply::Refused(format!(
+            "node {id} did not take over within {HANDOVER_WAIT:?}"
+        )))
+    }
+}
+
+/// What a node knows of where the replicas are: its configuration (or what it learned when it
+/// joined) and the replicated address book.
+#[derive(Clone)]
+struct Directory {
+    protocol: Protocol,
+    id: NodeId,
+    listen: SocketAddr,
+    client_listen: SocketAddr,
+    /// The replicas this node started with.
+    peers: BTreeMap<NodeId, SocketAddr>,
+    /// Multi-Paxos's first configuration.
+    initial: Vec<NodeId>,
+    book: watch::Receiver<AddressBook>,
+}
+
+impl Directory {
+    fn info(
+        &self,
+        leader: Option<NodeId>,
+        voters: Vec<NodeId>,
+        learners: Vec<NodeId>,
+    ) -> MembersInfo {
+        let book = self.book.borrow().clone();
+        let mut nodes: BTreeMap<NodeId, MemberInfo> = self
+            .peers
+            .iter()
+            .map(|(&id, addr)| {
+                (
+                    id,
+                    MemberInfo {
+                        id,
+                        peer: addr.to_string(),
+                        client: None,
+                    },
+                )
+            })
+            .collect();
+        for (&id, a) in &book.nodes {
+            nodes.insert(
+                id,
+                MemberInfo {
+                    id,
+                    peer: a.peer.clone(),
+                    client: Some(a.client.clone()),
+                },
+            );
+        }
+        nodes.insert(
+            self.id,
+            MemberInfo {
+                id: self.id,
+                peer: self.listen.to_string(),
+                client: Some(self.client_listen.to_string()),
+            },
+        );
+        for id in &book.removed {
+            nodes.remove(id);
+        }
+        MembersInfo {
+            protocol: match self.protocol {
+                Protocol::Raft => "raft".into(),
+                Protocol::Paxos => "paxos".into(),
+            },
+            id: self.id,
+            leader,
+            voters,
+            learners,
+            initial: self.initial.clone(),
+            nodes: nodes.into_values().collect(),
+            removed: book.removed.iter().copied().collect(),
+        }
+    }
+}
+
+/// Keeps the transport's peers in step with the replicated address book: registered replicas
+/// are added (their addresses resolved now), removed ones dropped. Ends with the node.
+async fn follow_address_book(mut book: watch::Receiver<AddressBook>, peers: TcpPeers, me: NodeId) {
+    loop {
+        let current = book.borrow_and_update().clone();
+        for (&id, addrs) in &current.nodes {
+            if id == me || current.removed.contains(&id) {
+                continue;
+            }
+            match tokio::net::lookup_host(addrs.peer.as_str()).await {
+                Ok(mut found) => match found.next() {
+                    Some(addr) => {
+                        if let Err(e) = peers.add(id, addr) {
+                            tracing::debug!("peer {id} not added: {e}");
+                            return;
+                        }
+                    }
+                    None => tracing::warn!("node {id}: `{}` has no address", addrs.peer),
+                },
+                Err(e) => tracing::warn!("node {id}: resolving `{}`: {e}", addrs.peer),
+            }
+        }
+        for &id in &current.removed {
+            peers.remove(id);
+        }
+        if book.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Most time a joining replica spends asking members about the cluster.
+pub const JOIN_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Who the cluster is as this node starts: from its configuration, or learned from a member.
+struct Topology {
+    peers: BTreeMap<NodeId, SocketAddr>,
+    voters: Vec<NodeId>,
+    learners: Vec<NodeId>,
+    /// Raft: nodes whose messages are accepted before a configuration names them.
+    known: Vec<NodeId>,
+    /// Multi-Paxos's first configuration.
+    initial: Vec<NodeId>,
+}
+
+impl Topology {
+    async fn learn(options: &NodeOptions) -> Result<Self, ServeError> {
+        let me = options.id;
+        if options.join.is_empty() {
+            let peers: BTreeMap<NodeId, SocketAddr> = options
+                .peers
+                .iter()
+                .filter(|(id, _)| **id != me)
+                .map(|(id, a)| (*id, *a))
+                .collect();
+            let mut members: Vec<NodeId> = peers.keys().copied().collect();
+            members.push(me);
+            members.sort_unstable();
+            return Ok(Topology {
+                peers,
+                voters: members.clone(),
+                learners: Vec::new(),
+                known: Vec::new(),
+                initial: members,
+            });
+        }
+        let mut seeds = BTreeMap::new();
+        for (i, addr) in options.join.iter().enumerate() {
+            let addr = crate::config::resolve("join", addr).map_err(ServeError::Config)?;
+            seeds.insert(i as NodeId + 1, addr);
+        }
+        let mut client = KvClient::new(0, seeds).with_deadline(JOIN_DEADLINE);
+        let deadline = Instant::now() + JOIN_DEADLINE;
+        let info = loop {
+            match client.members().await {
+                CallOutcome::Ok(info) => break info,
+                CallOutcome::Failed(why) | CallOutcome::Unknown(why) => {
+                    if Instant::now() >= deadline {
+                        return Err(ServeError::Config(format!(
+                            "join: no member answered within {JOIN_DEADLINE:?}: {why}"
+                        )));
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
+        let protocol = match options.protocol {
+            Protocol::Raft => "raft",
+            Protocol::Paxos => "paxos",
+        };
+        if info.protocol != protocol {
+            return Err(ServeError::Config(format!(
+                "join: the cluster runs {}, this node is configured for {protocol}",
+                info.protocol
+            )));
+        }
+        if info.removed.contains(&me) {
+            return Err(ServeError::Config(format!(
+                "join: node {me} was removed from the cluster; a removed id is never used again"
+            )));
+        }
+        if !info.nodes.iter().any(|n| n.id == me) {
+            return Err(ServeError::Config(format!(
+                "join: node {me} is not registered: run `kv-client member add {me} PEER_ADDR \
+                 CLIENT_ADDR` first"
+            )));
+        }
+        let mut peers = BTreeMap::new();
+        for node in info.nodes.iter().filter(|n| n.id != me) {
+            let addr = crate::config::resolve(&format!("join: node {}", node.id), &node.peer)
+                .map_err(ServeError::Config)?;
+            peers.insert(node.id, addr);
+        }
+        let mut learners = info.learners.clone();
+        if !info.voters.contains(&me) && !learners.contains(&me) {
+            learners.push(me);
+        }
+        Ok(Topology {
+            known: info.nodes.iter().map(|n| n.id).collect(),
+            peers,
+            voters: info.voters,
+            learners,
+            initial: info.initial,
+        })
     }
 }
 
@@ -211,9 +650,10 @@ fn read_reply(result: Result<KvOutput, ClientReply>) -> ClientReply {
     }
 }
 
-async fn serve_raft(h: &raft::RaftHandle<KvMachine>, request: ClientRequest) -> ClientReply {
+/// A Raft error as the client's answer: refused when nothing was proposed, unknown otherwise.
+fn raft_reply(e: raft::ClientError) -> ClientReply {
     use raft::{ClientError, RaftError};
-    let map_err = |e: ClientError| match e {
+    match e {
         ClientError::Raft(RaftError::NotLeader { leader })
         | ClientError::Raft(RaftError::LeadershipLost { leader }) => {
             ClientReply::NotLeader { leader }
@@ -225,7 +665,23 @@ async fn serve_raft(h: &raft::RaftHandle<KvMachine>, request: ClientRequest) -> 
             | RaftError::Dropped { .. }),
         ) => ClientReply::Refused(e.to_string()),
         other => ClientReply::Unknown(other.to_string()),
-    };
+    }
+}
+
+/// A Multi-Paxos error as the client's answer.
+fn paxos_reply(e: paxos::HandleError) -> ClientReply {
+    use paxos::{Error, HandleError};
+    match e {
+        HandleError::Paxos(Error::NotLeader { leader }) => ClientReply::NotLeader { leader },
+        HandleError::Paxos(e @ (Error::Busy | Error::Config(_))) => {
+            ClientReply::Refused(e.to_string())
+        }
+        other => ClientReply::Unknown(other.to_string()),
+    }
+}
+
+async fn serve_raft(h: &raft::RaftHandle<KvMachine>, request: ClientRequest) -> ClientReply {
+    let map_err = raft_reply;
     match request {
         ClientRequest::Write(command) => match h.propose(command).await {
             Ok((_, out)) => ClientReply::Output(out),
@@ -248,18 +704,15 @@ async fn serve_raft(h: &raft::RaftHandle<KvMachine>, request: ClientRequest) -> 
             },
             Err(e) => ClientReply::Refused(e.to_string()),
         },
+        membership => ClientReply::Refused(format!(
+            "{} is answered by the node's membership service",
+            membership.kind()
+        )),
     }
 }
 
 async fn serve_paxos(h: &paxos::Handle<KvMachine>, request: ClientRequest) -> ClientReply {
-    use paxos::{Error, HandleError};
-    let map_err = |e: HandleError| match e {
-        HandleError::Paxos(Error::NotLeader { leader }) => ClientReply::NotLeader { leader },
-        HandleError::Paxos(e @ (Error::Busy | Error::Config(_))) => {
-            ClientReply::Refused(e.to_string())
-        }
-        other => ClientReply::Unknown(other.to_string()),
-    };
+    let map_err = paxos_reply;
     match request {
         // Exactly-once is the state machine's session table (the same on both protocols), so
         // no paxos-level session is passed.
@@ -284,6 +737,10 @@ async fn serve_paxos(h: &paxos::Handle<KvMachine>, request: ClientRequest) -> Cl
             },
             Err(e) => ClientReply::Refused(e.to_string()),
         },
+        membership => ClientReply::Refused(format!(
+            "{} is answered by the node's membership service",
+            membership.kind()
+        )),
     }
 }
 
@@ -292,22 +749,13 @@ async fn serve_paxos(h: &paxos::Handle<KvMachine>, request: ClientRequest) -> Cl
 /// Prints `kv-node <id> ready` on standard output once both ports are bound and the node runs,
 /// and `kv-node <id> stopped` after a graceful shutdown.
 pub async fn run(options: NodeOptions) -> Result<(), ServeError> {
-    let mut members: Vec<NodeId> = options.peers.keys().copied().collect();
-    members.push(options.id);
-    members.sort_unstable();
-    members.dedup();
-    let peers: BTreeMap<NodeId, SocketAddr> = options
-        .peers
-        .iter()
-        .filter(|(id, _)| **id != options.id)
-        .map(|(id, a)| (*id, *a))
-        .collect();
+    let topology = Topology::learn(&options).await?;
     let tcp = TcpConfig::new(
         options.id,
         CLUSTER_NAME,
         options.cluster_key.clone(),
         options.listen,
-        peers,
+        topology.peers.clone(),
     );
     let tuning = &options.tuning;
     let client_limits = tuning.client_limits().map_err(ServeError::Config)?;
@@ -315,9 +763,11 @@ pub async fn run(options: NodeOptions) -> Result<(), ServeError> {
     if let Some(tick) = tuning.tick().map_err(ServeError::Config)? {
         driver_config.tick = tick;
     }
-    let mut raft_config = raft::Config::new(options.id, members.clone());
+    let mut raft_config = raft::Config::new(options.id, topology.voters.clone());
+    raft_config.learners = topology.learners.clone();
+    raft_config.known_nodes = topology.known.clone();
     tuning.tune_raft(&mut raft_config);
-    let mut paxos_config = paxos::Config::new(options.id, members);
+    let mut paxos_config = paxos::Config::new(options.id, topology.initial.clone());
     tuning.tune_paxos(&mut paxos_config);
     // Check the configuration before binding anything, so a mistake is one clear error.
     match options.protocol {
@@ -329,6 +779,27 @@ pub async fn run(options: NodeOptions) -> Result<(), ServeError> {
             .map_err(|e| ServeError::Config(format!("[paxos] {e}")))?,
     }
     let transport = TcpTransport::start(tcp).await?;
+    let (book_tx, book_rx) = watch::channel(AddressBook::default());
+    tokio::spawn(follow_address_book(
+        book_rx.clone(),
+        transport.peers(),
+        options.id,
+    ));
+    let directory = Directory {
+        protocol: options.protocol,
+        id: options.id,
+        listen: transport.local_addr(),
+        client_listen: options.client_listen,
+        peers: topology.peers.clone(),
+        initial: match options.protocol {
+            Protocol::Raft => Vec::new(),
+            Protocol::Paxos => topology.initial.clone(),
+        },
+        book: book_rx,
+    };
+    // Every state machine the node builds (at start, and to restore a snapshot) publishes its
+    // address book to the same channel.
+    let machine = move || Ok(KvMachine::with_book_watch(book_tx.clone()));
     let metrics = Metrics::new();
     let wal = TimedStorage::new(
         Wal::open(WalConfig::new(&options.data_dir))?,
@@ -336,9 +807,8 @@ pub async fn run(options: NodeOptions) -> Result<(), ServeError> {
     );
     let backend = match options.protocol {
         Protocol::Raft => {
-            let config = raft_config;
             let h = driver::spawn_recovered::<raft::RaftNode<KvMachine>, _, _, _>(
-                config.into(),
+                common::Setup::new(raft_config, machine),
                 transport,
                 wal,
                 common::codec::Bincode,
@@ -349,10 +819,14 @@ pub async fn run(options: NodeOptions) -> Result<(), ServeError> {
             Backend::Raft(raft::RaftHandle::new(h))
         }
         Protocol::Paxos => {
-            let config = paxos_config;
-            let h = paxos::Handle::spawn(config, transport, wal, driver_config)
-                .await
-                .map_err(|e| ServeError::Node(e.to_string()))?;
+            let h = paxos::Handle::spawn_with(
+                common::Setup::new(paxos_config, machine),
+                transport,
+                wal,
+                driver_config,
+            )
+            .await
+            .map_err(|e| ServeError::Node(e.to_string()))?;
             Backend::Paxos(h)
         }
     };
@@ -378,6 +852,7 @@ pub async fn run(options: NodeOptions) -> Result<(), ServeError> {
             let latency = metrics.proposal_latency.clone();
             move |request: ClientRequest| {
                 let backend = backend.clone();
+                let directory = directory.clone();
                 let draining = draining.load(Ordering::Relaxed);
                 let latency = latency.clone();
                 let span = tracing::debug_span!("request", node = id, kind = request.kind());
@@ -388,7 +863,7 @@ pub async fn run(options: NodeOptions) -> Result<(), ServeError> {
                     }
                     let started = Instant::now();
                     let is_write = matches!(request, ClientRequest::Write(_));
-                    let reply = backend.serve(request).await;
+                    let reply = backend.serve(&directory, request).await;
                     if is_write {
                         latency.observe(started.elapsed().as_secs_f64());
                     }

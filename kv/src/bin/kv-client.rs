@@ -7,6 +7,11 @@
 //! kv-client --nodes ... delete x
 //! kv-client --nodes ... scan user/ --limit 10
 //! kv-client --nodes ... status             # every node's view: leader, term, indexes
+//! kv-client --nodes ... member list        # members, roles and addresses
+//! kv-client --nodes ... member add 4 node-4:7004 node-4:8004   # then start it with --join
+//! kv-client --nodes ... member promote 4   # Raft: the learner becomes a voter
+//! kv-client --nodes ... member remove 4    # for good: the id is never used again
+//! kv-client --nodes ... transfer-leader 2  # Raft
 //! kv-client --nodes ... --output json get x
 //! kv-client --nodes ... load --clients 4 --ops 200 --history history.jsonl
 //! ```
@@ -29,7 +34,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kv::load::{Load, LoadOptions};
-use kv::net::{parse_nodes, CallOutcome, KvClient, NodeStatus};
+use kv::net::{parse_nodes, CallOutcome, KvClient, MembersInfo, NodeStatus};
 use kv::{KvOp, KvOutput};
 
 #[derive(Parser, Debug)]
@@ -96,6 +101,16 @@ enum Command {
         /// The new value.
         new: String,
     },
+    /// Lists or changes the cluster's members.
+    Member {
+        #[command(subcommand)]
+        action: MemberAction,
+    },
+    /// Hands leadership to a voter (Raft).
+    TransferLeader {
+        /// The voter to lead.
+        id: u64,
+    },
     /// Runs the load generator and checks the history.
     Load {
         /// Concurrent clients.
@@ -110,6 +125,32 @@ enum Command {
         /// Where to write the JSON-lines history.
         #[arg(long)]
         history: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum MemberAction {
+    /// The members, their roles and addresses.
+    List,
+    /// Adds a replica: Raft as a learner (promote it once it caught up), Multi-Paxos as a voting
+    /// member. Then start it with `kv-node --join`.
+    Add {
+        /// The new replica's id (never used before in this cluster).
+        id: u64,
+        /// Where the other replicas reach it: host:port.
+        peer_addr: String,
+        /// Where clients reach it: host:port.
+        client_addr: String,
+    },
+    /// Makes a Raft learner a voter.
+    Promote {
+        /// The learner.
+        id: u64,
+    },
+    /// Removes a replica for good (its id is never used again); stop its process afterwards.
+    Remove {
+        /// The replica.
+        id: u64,
     },
 }
 
@@ -160,6 +201,20 @@ async fn run(args: Args) -> Result<(), String> {
                 })
                 .await,
         ),
+        Command::Member { action } => {
+            let outcome = match action {
+                MemberAction::List => client.members().await,
+                MemberAction::Add {
+                    id,
+                    peer_addr,
+                    client_addr,
+                } => client.add_member(id, &peer_addr, &client_addr).await,
+                MemberAction::Promote { id } => client.promote_member(id).await,
+                MemberAction::Remove { id } => client.remove_member(id).await,
+            };
+            members(outcome, output)
+        }
+        Command::TransferLeader { id } => members(client.transfer_leader(id).await, output),
         Command::Load {
             clients,
             ops,
@@ -233,6 +288,41 @@ async fn run(args: Args) -> Result<(), String> {
     }
 }
 
+/// Prints a membership answer.
+fn members(outcome: CallOutcome<MembersInfo>, output: Output) -> Result<(), String> {
+    let info = match outcome {
+        CallOutcome::Ok(info) => info,
+        CallOutcome::Failed(why) => return Err(format!("failed (not applied): {why}")),
+        CallOutcome::Unknown(why) => {
+            return Err(format!("outcome unknown (may be applied): {why}"))
+        }
+    };
+    if output == Output::Json {
+        println!("{}", serde_json::json!(info));
+        return Ok(());
+    }
+    println!("node  role      peer                   client");
+    for node in &info.nodes {
+        let role = if info.leader == Some(node.id) {
+            "leader"
+        } else if info.voters.contains(&node.id) {
+            "voter"
+        } else if info.learners.contains(&node.id) {
+            "learner"
+        } else {
+            "-"
+        };
+        println!(
+            "{:<4}  {:<8}  {:<21}  {}",
+            node.id,
+            role,
+            node.peer,
+            node.client.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(())
+}
+
 /// An answer as text or JSON.
 fn render(out: &KvOutput, output: Output) -> String {
     if output == Output::Json {
@@ -243,6 +333,7 @@ fn render(out: &KvOutput, output: Output) -> String {
             }
             KvOutput::Stale => serde_json::json!({ "error": "stale" }),
             KvOutput::TooLarge => serde_json::json!({ "error": "too large" }),
+            KvOutput::Refused(why) => serde_json::json!({ "error": why }),
             KvOutput::Entries { entries, more } => serde_json::json!({
                 "entries": entries
                     .iter()
@@ -268,6 +359,7 @@ fn render(out: &KvOutput, output: Output) -> String {
         }
         KvOutput::Stale => "stale: this request was superseded".into(),
         KvOutput::TooLarge => "refused: a key or value is too large".into(),
+        KvOutput::Refused(why) => format!("refused: {why}"),
         KvOutput::Entries { entries, more } => {
             let mut text: Vec<String> = entries.iter().map(|(k, v)| format!("{k}\t{v}")).collect();
             if *more {

@@ -19,6 +19,10 @@
 //! environment variable `KV_CLUSTER_KEY`, never from the command line, where other users of
 //! the machine could read it. Restarting a replica with the same `--data-dir` recovers it from its
 //! write-ahead log. Prints `kv-node <id> ready` once it serves.
+//!
+//! A replica added at run time is first registered with `kv-client member add ID PEER CLIENT`,
+//! then started with `--join` (members' client addresses) instead of `--peers`: it learns the
+//! members and their addresses from the first member that answers.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,6 +57,10 @@ struct Args {
     /// The other replicas: `id=host:port,id=host:port`.
     #[arg(long, env = "KV_PEERS")]
     peers: Option<String>,
+    /// Instead of --peers, for a replica added at run time with `kv-client member add`: client
+    /// addresses of members to learn the cluster from, `host:port,host:port`.
+    #[arg(long, env = "KV_JOIN", conflicts_with = "peers")]
+    join: Option<String>,
     /// The write-ahead log's directory.
     #[arg(long, env = "KV_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -104,10 +112,25 @@ fn options(args: Args) -> Result<NodeOptions, String> {
         args.client_listen,
         file.client_listen.clone(),
     )?;
+    let join: Vec<String> = match (&args.join, &file.join) {
+        (Some(flag), _) => flag
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(String::from)
+            .collect(),
+        (None, Some(list)) => list.clone(),
+        (None, None) => Vec::new(),
+    };
     let peers = match (args.peers, &file.peers) {
         (Some(flag), _) => config::parse_peers(&flag)?,
         (None, Some(table)) => config::resolve_peers(table)?,
-        (None, None) => config::required("peers", "KV_PEERS", None, None)?,
+        (None, None) if !join.is_empty() => Default::default(),
+        (None, None) => Err(
+            "`peers` is not set: give --peers or KV_PEERS, or set `peers` in the --config file \
+             (or `join` for a replica added at run time)"
+                .to_string(),
+        )?,
     };
     let data_dir = config::required(
         "data_dir",
@@ -121,6 +144,7 @@ fn options(args: Args) -> Result<NodeOptions, String> {
         listen: config::resolve("listen", &listen)?,
         client_listen: config::resolve("client_listen", &client_listen)?,
         peers,
+        join,
         data_dir,
         cluster_key: cluster_key(args.key_file.or(file.key_file.clone()))?,
         metrics_listen: args

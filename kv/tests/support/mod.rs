@@ -1,0 +1,311 @@
+//! The process harness shared by the process-level tests: a cluster of `kv-node` processes on
+//! 127.0.0.1, started, killed, stopped and restarted for real, with bounded waits.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::NodeId;
+use kv::load::Load;
+use kv::net::KvClient;
+
+pub const NODES: u64 = 3;
+pub const KEY: &str = "a test cluster key of enough bytes";
+/// Longest wait for any one condition (a leader, a restarted node, progress).
+pub const WAIT_MAX: Duration = Duration::from_secs(20);
+pub const POLL: Duration = Duration::from_millis(10);
+/// Log entries (Raft) or slots (Multi-Paxos) between snapshots in the kill test.
+pub const SNAPSHOT_EVERY: u64 = 20;
+
+pub struct Cluster {
+    pub protocol: &'static str,
+    pub dir: tempfile::TempDir,
+    pub peers: String,
+    /// Replica addresses, the spares' included.
+    pub listen: BTreeMap<NodeId, SocketAddr>,
+    /// Client addresses of the first `NODES` replicas (the ones clients are told of).
+    pub clients: BTreeMap<NodeId, SocketAddr>,
+    /// Client addresses of the spares, for replicas added at run time.
+    pub spare_clients: BTreeMap<NodeId, SocketAddr>,
+    pub children: BTreeMap<NodeId, Child>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.children.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Free ports: bind port 0, note the port, release it.
+pub fn free_addrs(n: usize) -> Vec<SocketAddr> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners.iter().map(|l| l.local_addr().unwrap()).collect()
+}
+
+impl Cluster {
+    pub fn new(protocol: &'static str) -> Self {
+        Self::with_spares(protocol, 0)
+    }
+
+    /// `NODES` replicas started, and addresses reserved for `spares` more (ids `NODES + 1`…),
+    /// to be added at run time and started with [`Cluster::start_joining`].
+    pub fn with_spares(protocol: &'static str, spares: u64) -> Self {
+        let total = NODES + spares;
+        let addrs = free_addrs(2 * total as usize);
+        let listen: BTreeMap<NodeId, SocketAddr> =
+            (1..=total).map(|id| (id, addrs[id as usize - 1])).collect();
+        let clients: BTreeMap<NodeId, SocketAddr> = (1..=NODES)
+            .map(|id| (id, addrs[(total + id) as usize - 1]))
+            .collect();
+        let spare_clients: BTreeMap<NodeId, SocketAddr> = (NODES + 1..=total)
+            .map(|id| (id, addrs[(total + id) as usize - 1]))
+            .collect();
+        let peers = listen
+            .iter()
+            .filter(|(id, _)| **id <= NODES)
+            .map(|(id, a)| format!("{id}={a}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("node.toml"),
+            format!(
+                "[raft]\nsnapshot_log_entries_max = {SNAPSHOT_EVERY}\n\n\
+                 [paxos]\nsnapshot_interval_slots = {SNAPSHOT_EVERY}\n"
+            ),
+        )
+        .unwrap();
+        let mut cluster = Cluster {
+            protocol,
+            dir,
+            peers,
+            listen,
+            clients,
+            spare_clients,
+            children: BTreeMap::new(),
+        };
+        for id in 1..=NODES {
+            cluster.start(id);
+        }
+        cluster
+    }
+
+    pub fn data_dir(&self, id: NodeId) -> PathBuf {
+        self.dir.path().join(format!("node-{id}"))
+    }
+
+    /// The client address of any replica, spares included.
+    pub fn client_addr(&self, id: NodeId) -> SocketAddr {
+        self.clients
+            .get(&id)
+            .or_else(|| self.spare_clients.get(&id))
+            .copied()
+            .unwrap()
+    }
+
+    /// Starts spare `id` with `--join` (the first replicas' client addresses) instead of
+    /// `--peers`; restarting it later with [`Cluster::start`] joins again.
+    pub fn start_joining(&mut self, id: NodeId) {
+        self.spawn(id, true);
+    }
+
+    pub fn start(&mut self, id: NodeId) {
+        self.spawn(id, id > NODES);
+    }
+
+    fn spawn(&mut self, id: NodeId, join: bool) {
+        let (how, whom) = if join {
+            let seeds = self
+                .clients
+                .values()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(",");
+            ("--join", seeds)
+        } else {
+            ("--peers", self.peers.clone())
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("node-{id}.log")))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_kv-node"))
+            .arg("--config")
+            .arg(self.dir.path().join("node.toml"))
+            .arg("--protocol")
+            .arg(self.protocol)
+            .arg("--id")
+            .arg(id.to_string())
+            .arg("--listen")
+            .arg(self.listen[&id].to_string())
+            .arg("--client-listen")
+            .arg(self.client_addr(id).to_string())
+            .arg(how)
+            .arg(whom)
+            .arg("--data-dir")
+            .arg(self.data_dir(id))
+            .env("KV_CLUSTER_KEY", KEY)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.children.insert(id, child);
+    }
+
+    /// Sends `signal` (`-STOP`, `-CONT`, …) to node `id`'s process.
+    pub fn signal(&self, id: NodeId, signal: &str) {
+        let pid = self.children[&id].id().to_string();
+        let ok = Command::new("kill")
+            .arg(signal)
+            .arg(&pid)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {signal} {pid} failed");
+    }
+
+    pub fn kill(&mut self, id: NodeId) {
+        let mut child = self.children.remove(&id).unwrap();
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+
+    /// Sends SIGTERM to node `id` and waits (bounded) for it to exit; returns its exit code.
+    pub async fn terminate(&mut self, id: NodeId) -> Option<i32> {
+        let mut child = self.children.remove(&id).unwrap();
+        let pid = child.id().to_string();
+        let signal = |name: &str| {
+            Command::new("kill")
+                .arg(name)
+                .arg(&pid)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        assert!(signal("-TERM"), "kill -TERM failed");
+        let exited =
+            tokio::time::timeout(WAIT_MAX, tokio::task::spawn_blocking(move || child.wait())).await;
+        match exited {
+            Ok(Ok(Ok(status))) => status.code(),
+            _ => {
+                signal("-KILL");
+                panic!(
+                    "node {id} did not stop within {WAIT_MAX:?} of SIGTERM\n{}",
+                    self.logs()
+                );
+            }
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        self.listen
+            .keys()
+            .map(|&id| {
+                let text = std::fs::read_to_string(self.dir.path().join(format!("node-{id}.log")))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(20).collect();
+                format!(
+                    "--- node {id} ---\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The node every answering node agrees leads, once there is one (bounded wait).
+    pub async fn leader(&self, probe: &mut KvClient) -> NodeId {
+        let deadline = Instant::now() + WAIT_MAX;
+        while Instant::now() < deadline {
+            for &id in self.children.keys() {
+                if let Some((true, _)) = probe.status(id).await {
+                    return id;
+                }
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        panic!("no leader within {WAIT_MAX:?}\n{}", self.logs());
+    }
+
+    /// Waits until node `id` answers on its client port.
+    pub async fn wait_serving(&self, id: NodeId, probe: &mut KvClient) {
+        let deadline = Instant::now() + WAIT_MAX;
+        while Instant::now() < deadline {
+            if probe.status(id).await.is_some() {
+                return;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        panic!(
+            "node {id} does not serve within {WAIT_MAX:?}\n{}",
+            self.logs()
+        );
+    }
+}
+
+/// Waits until `load` completed at least `target` operations.
+pub async fn wait_completed(load: &Load, target: u64, cluster: &Cluster) {
+    let deadline = Instant::now() + WAIT_MAX;
+    while load.completed.load(Ordering::SeqCst) < target {
+        assert!(
+            Instant::now() < deadline,
+            "load stalled at {} of {target} operations\n{}",
+            load.completed.load(Ordering::SeqCst),
+            cluster.logs()
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Hostile client input: a frame that does not decode, then a length prefix above the limit.
+/// The node must close those connections and keep serving.
+pub async fn send_garbage(addr: SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff]).await.unwrap();
+    let mut buf = [0u8; 64];
+    // The node hangs up (0 bytes) rather than answering.
+    let n = tokio::time::timeout(WAIT_MAX, s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the node answered a malformed request");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+    let n = tokio::time::timeout(WAIT_MAX, s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the node accepted an oversized frame");
+}
+
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A bounded HTTP GET on loopback; the whole answer as text.
+pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let get = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: kv\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    tokio::time::timeout(WAIT_MAX, get).await.unwrap()
+}
