@@ -377,7 +377,8 @@ impl KvClient {
         .await
     }
 
-    /// The membership as the first node that answers knows it.
+    /// The membership as the leader knows it (or, when the leader does not answer, the first
+    /// node that does: a follower's view may lag the latest change).
     pub async fn members(&mut self) -> CallOutcome<MembersInfo> {
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         let mut last = String::from("no nodes");
@@ -385,6 +386,14 @@ impl KvClient {
             match self.attempt(id, &ClientRequest::Members).await {
                 Attempt::Reply(ClientReply::Members(info)) => {
                     self.learn(&info);
+                    if let Some(leader) = info.leader.filter(|&l| l != info.id) {
+                        if let Attempt::Reply(ClientReply::Members(from_leader)) =
+                            self.attempt(leader, &ClientRequest::Members).await
+                        {
+                            self.learn(&from_leader);
+                            return CallOutcome::Ok(*from_leader);
+                        }
+                    }
                     return CallOutcome::Ok(*info);
                 }
                 Attempt::Reply(other) => last = format!("node {id}: {other:?}"),

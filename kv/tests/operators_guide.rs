@@ -1,0 +1,147 @@
+//! The operator's guide (`kv/README.md`) is a script: its shell blocks, from "Start a three-node
+//! cluster" to the `guide:end` marker, run here verbatim and in order in one `bash` (with
+//! `/tmp/kv` replaced by a temporary directory and the built binaries first on the `PATH`). They
+//! start three replicas from configuration files, write and read, add a fourth replica with
+//! `--join`, promote it, hand it the leadership, remove a replica, read the metrics and stop
+//! everything with SIGTERM. The guide uses fixed loopback ports (7001–7004, 8001–8004, 9001).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The whole guide must run within this.
+const GUIDE_MAX: Duration = Duration::from_secs(120);
+
+/// The guide's shell blocks, in order.
+fn guide_script() -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("kv/README.md");
+    let start = readme
+        .find("## Start a three-node cluster")
+        .expect("the guide's first section");
+    let end = readme
+        .find("<!-- guide:end -->")
+        .expect("the guide's end marker");
+    let mut blocks = Vec::new();
+    let mut rest = &readme[start..end];
+    while let Some(open) = rest.find("```sh\n") {
+        let body = &rest[open + 6..];
+        let close = body.find("\n```").expect("a closed shell block");
+        blocks.push(&body[..close]);
+        rest = &body[close + 4..];
+    }
+    assert!(blocks.len() >= 4, "the guide has its shell blocks");
+    blocks.join("\n")
+}
+
+#[test]
+fn the_operators_guide_runs_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = guide_script().replace("/tmp/kv", dir.path().to_str().unwrap());
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_kv-node"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut child = Command::new("bash")
+        .arg("-c")
+        // Every command must succeed; at the end, wait for the stopped replicas to exit.
+        .arg(format!("set -euo pipefail\n{script}\nwait\n"))
+        .env("PATH", path)
+        .env_remove("KV_NODES")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let group = child.id();
+    let deadline = Instant::now() + GUIDE_MAX;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Whatever happened, nothing the guide started outlives the test.
+    let _ = Command::new("kill")
+        .args(["-KILL", &format!("-{group}")])
+        .status();
+    let _ = child.wait();
+    let mut out = String::new();
+    let mut err = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let logs: String = (1..=4)
+        .map(|i| {
+            let log = std::fs::read_to_string(dir.path().join(format!("node-{i}.log")))
+                .unwrap_or_default();
+            format!("--- node {i} ---\n{log}")
+        })
+        .collect();
+    let context = format!("stdout:\n{out}\nstderr:\n{err}\n{logs}");
+    let status = status.unwrap_or_else(|| panic!("the guide ran past {GUIDE_MAX:?}\n{context}"));
+    assert!(status.success(), "the guide failed: {status}\n{context}");
+
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.contains(&"hello"), "{context}");
+    assert!(lines.contains(&"swapped; now bye"), "{context}");
+    assert!(lines.contains(&r#"{"value":"bye"}"#), "{context}");
+    assert!(out.contains("linearizable: true"), "{context}");
+    // The member lists: after the promotion node 4 votes; after the transfer it leads; after
+    // the removal node 3 is gone.
+    let lists: Vec<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with("node  role      peer"))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(lists.len(), 6, "{context}");
+    let table = |at: usize| -> Vec<&str> {
+        lines[at + 1..]
+            .iter()
+            .take_while(|l| l.chars().next().is_some_and(|c| c.is_ascii_digit()))
+            .copied()
+            .collect()
+    };
+    let row = |rows: &[&str], id: &str| -> Option<String> {
+        rows.iter()
+            .find(|r| r.split_whitespace().next() == Some(id))
+            .map(|r| r.split_whitespace().nth(1).unwrap_or("").to_string())
+    };
+    let promoted = table(lists[1]);
+    assert!(
+        matches!(row(&promoted, "4").as_deref(), Some("voter" | "leader")),
+        "{context}"
+    );
+    let transferred = table(lists[3]);
+    assert_eq!(
+        row(&transferred, "4").as_deref(),
+        Some("leader"),
+        "{context}"
+    );
+    let shrunk = table(lists[5]);
+    assert_eq!(row(&shrunk, "3"), None, "{context}");
+    assert_eq!(shrunk.len(), 3, "{context}");
+    assert!(out.contains("kv_is_leader "), "{context}");
+    assert!(out.contains("ok: leader 4"), "{context}");
+}
