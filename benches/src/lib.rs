@@ -59,6 +59,8 @@ mod commit;
 pub mod demo;
 pub mod hashring;
 pub mod paxos;
+#[cfg(feature = "peers")]
+pub mod peers;
 pub mod raft;
 pub mod redb_kv;
 pub mod threepc;
