@@ -68,6 +68,9 @@
 //! cargo run --release -p benches --features peers --bin core-shootout -- --quick # one pass
 //! cargo run --release -p benches --features peers --bin core-shootout -- --write-docs
 //! cargo bench -p benches --features peers --bench peers                          # criterion
+//! # one row, e.g. under a profiler:
+//! cargo run --release -p benches --features peers --bin core-shootout -- \
+//!     --only our-raft --replicas 3 --in-flight 100
 //! ```
 //!
 //! The binary prints, per setup (3 replicas with W = 1 and 100, 5 replicas with W = 100),

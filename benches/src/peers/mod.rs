@@ -94,7 +94,9 @@ pub trait Pump {
 }
 
 /// The implementations taking part.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum, serde::Serialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Implementation {
     /// omnipaxos 0.2: sequence paxos with ballot leader election.
