@@ -11,7 +11,10 @@
 //! - **Records in memory.** Each node keeps what it persists in an in-memory `Vec`: our cores'
 //!   durable records are released from their outbox into a `Vec` per node (a checkpoint replaces
 //!   the records before it, as storage would); omnipaxos writes to its own `MemoryStorage`;
-//!   raft-rs to its own `MemStorage`. Nothing syncs.
+//!   raft-rs to its own `MemStorage`. Nothing syncs. Our Raft checkpoints every 100 000 entries
+//!   by default (`snapshot_log_entries_max`), and the pump then frees the records before the
+//!   checkpoint inside the measured run; the peers are never asked to compact, so their logs
+//!   only grow.
 //! - **A leader first.** [`prepare`] ticks every node and delivers until one leader is followed
 //!   by all and ready for proposals; the election is not measured.
 //! - **Rounds of W proposals.** [`run`] hands `in_flight` (W) commands to the leader, one
