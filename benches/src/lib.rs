@@ -54,11 +54,37 @@
 //! 3. Register it in [`contenders`].
 //!
 //! [`demo`] is the smallest complete adapter; copy it.
+//!
+//! # The core shootout (the `peers` feature)
+//!
+//! The shootout above runs whole nodes; the core shootout compares the consensus cores alone
+//! with the libraries people compare them with. With the `peers` feature (off by default, so
+//! plain builds and tests never compile omnipaxos and raft-rs), `benches::peers` pumps
+//! omnipaxos, raft-rs, our Multi-Paxos and our Raft the same way in one thread: one FIFO queue,
+//! no codec, records in memory, rounds of W commands at the leader after an unmeasured election.
+//!
+//! ```text
+//! cargo run --release -p benches --features peers --bin core-shootout            # ~15 s
+//! cargo run --release -p benches --features peers --bin core-shootout -- --quick # one pass
+//! cargo run --release -p benches --features peers --bin core-shootout -- --write-docs
+//! cargo bench -p benches --features peers --bench peers                          # criterion
+//! # one row, e.g. under a profiler:
+//! cargo run --release -p benches --features peers --bin core-shootout -- \
+//!     --only our-raft --replicas 3 --in-flight 100
+//! ```
+//!
+//! The binary prints, per setup (3 replicas with W = 1 and 100, 5 replicas with W = 100),
+//! commands applied at the leader per second (median and range over `--reps`), the ratio to the
+//! best peer, and allocations and messages per command; it writes
+//! `target/core-shootout/core-shootout.{md,json}`, and with `--write-docs` refreshes the
+//! committed `docs/core-shootout.{md,json}`.
 
 mod commit;
 pub mod demo;
 pub mod hashring;
 pub mod paxos;
+#[cfg(feature = "peers")]
+pub mod peers;
 pub mod raft;
 pub mod redb_kv;
 pub mod threepc;
