@@ -15,6 +15,8 @@ use common::testing::transport::{
 };
 use common::transport::memory::{MemoryConfig, MemoryNetwork, MemoryTransport};
 use common::transport::tcp::{TcpConfig, TcpTransport};
+use common::transport::tls::testing::TestCa;
+use common::transport::tls::TlsConfig;
 use common::transport::{Transport, TransportError};
 use common::NodeId;
 
@@ -115,6 +117,39 @@ impl TransportHarness for Tcp {
     }
 }
 
+/// TCP with mutual TLS on every link: the same suite must hold inside TLS.
+#[derive(Default)]
+struct TcpTls {
+    addrs: BTreeMap<NodeId, SocketAddr>,
+    tls: BTreeMap<NodeId, TlsConfig>,
+}
+
+impl TransportHarness for TcpTls {
+    type T = TcpTransport;
+
+    fn frame_bytes_max(&self) -> usize {
+        FRAME_MAX
+    }
+
+    async fn start(&mut self, n: u64) -> Vec<TcpTransport> {
+        let ca = TestCa::new();
+        self.tls = (1..=n).map(|id| (id, ca.config(TLS_NAME))).collect();
+        let tls = self.tls.clone();
+        let (nodes, addrs) = tcp_cluster(n, |c| c.tls = Some(tls[&c.id].clone())).await;
+        self.addrs = addrs;
+        nodes
+    }
+
+    async fn restart(&mut self, id: NodeId) -> TcpTransport {
+        let mut c = tcp_config(id, &self.addrs);
+        c.tls = Some(self.tls[&id].clone());
+        TcpTransport::start(c).await.unwrap()
+    }
+}
+
+/// The name every test certificate carries.
+const TLS_NAME: &str = "conformance.cluster";
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -132,6 +167,15 @@ macro_rules! conformance {
                 #[tokio::test]
                 async fn $name() {
                     suite::$name(Tcp::default()).await;
+                }
+            )*
+        }
+        mod tcp_tls {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    suite::$name(TcpTls::default()).await;
                 }
             )*
         }
@@ -364,6 +408,48 @@ mod tcp_only {
             peers.add(4, addrs[&2]),
             Err(TransportError::Closed)
         ));
+    }
+
+    /// A TLS cluster refuses a peer that speaks plain TCP and one whose certificate another
+    /// authority signed, even though both hold the cluster key, while its members exchange.
+    #[tokio::test]
+    async fn tls_refuses_plain_peers_and_foreign_certificates() {
+        let ca = TestCa::new();
+        let (mut nodes, addrs) = tcp_cluster(3, |c| {
+            if c.id != 3 {
+                c.tls = Some(ca.config(TLS_NAME));
+            }
+        })
+        .await;
+        // Node 3 stays plain: nodes 1 and 2 refuse it.
+        nodes[2].send(1, Bytes::from_static(b"plain")).unwrap();
+        wait_until("node 1 refused the plain peer", || {
+            nodes[0].stats().handshakes_rejected >= 1
+        })
+        .await;
+        // An impostor with the right key and id but a certificate from another authority.
+        let other = TestCa::new();
+        let mut impostor = intruder(3, addrs[&1], |c| c.tls = Some(other.config(TLS_NAME))).await;
+        impostor.send(1, Bytes::from_static(b"forged")).unwrap();
+        wait_until("node 1 refused the foreign certificate", || {
+            nodes[0].stats().handshakes_rejected >= 2
+        })
+        .await;
+        let (first, rest) = nodes.split_at_mut(1);
+        send_until_received(&rest[0], &mut first[0]).await;
+        send_until_received(&first[0], &mut rest[0]).await;
+        assert_eq!(
+            rest[1].stats().frames_out,
+            0,
+            "the plain peer got nothing through"
+        );
+        assert_eq!(
+            impostor.stats().frames_out,
+            0,
+            "the impostor got nothing through"
+        );
+        impostor.shutdown().await;
+        shutdown_all(&mut nodes).await;
     }
 
     /// Collects what the transport logs on this thread (tests run on a current-thread runtime,

@@ -40,6 +40,12 @@
 //! [client]
 //! connections_max = 4096
 //! idle_timeout_secs = 30
+//!
+//! [tls]                                # mutual TLS on both ports (all four, or none)
+//! ca_file = "/etc/kv/ca.pem"           # the cluster's certificate authority
+//! cert_file = "/etc/kv/node-1.pem"     # this node's certificate chain
+//! key_file = "/etc/kv/node-1.key"      # and its private key
+//! server_name = "kv.internal"          # a DNS name every certificate of the cluster carries
 //! ```
 
 use std::collections::BTreeMap;
@@ -51,6 +57,7 @@ use common::NodeId;
 use serde::Deserialize;
 
 use crate::server::{ClientLimits, Protocol};
+use common::transport::tls::TlsConfig;
 
 /// Longest configuration file read, in bytes.
 pub const CONFIG_FILE_BYTES_MAX: u64 = 64 * 1024;
@@ -92,6 +99,57 @@ pub struct FileConfig {
     /// The client port.
     #[serde(default)]
     pub client: ClientSection,
+    /// Mutual TLS on both ports.
+    #[serde(default)]
+    pub tls: TlsSection,
+}
+
+/// `[tls]`: the files of [`TlsConfig::from_pem_files`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// The cluster's certificate authority (PEM).
+    pub ca_file: Option<PathBuf>,
+    /// This node's certificate chain (PEM).
+    pub cert_file: Option<PathBuf>,
+    /// This node's private key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// The DNS name every certificate of the cluster carries.
+    pub server_name: Option<String>,
+}
+
+impl TlsSection {
+    /// Fills the unset fields from `other` (the file under the flags).
+    pub fn or(self, other: &TlsSection) -> TlsSection {
+        TlsSection {
+            ca_file: self.ca_file.or_else(|| other.ca_file.clone()),
+            cert_file: self.cert_file.or_else(|| other.cert_file.clone()),
+            key_file: self.key_file.or_else(|| other.key_file.clone()),
+            server_name: self.server_name.or_else(|| other.server_name.clone()),
+        }
+    }
+
+    /// `None` when no field is set; the loaded configuration when all are; otherwise an error
+    /// naming the first missing field.
+    pub fn load(&self) -> Result<Option<TlsConfig>, String> {
+        let TlsSection {
+            ca_file,
+            cert_file,
+            key_file,
+            server_name,
+        } = self;
+        if ca_file.is_none() && cert_file.is_none() && key_file.is_none() && server_name.is_none() {
+            return Ok(None);
+        }
+        let missing = |name: &str| format!("tls.{name} is not set: TLS needs all four fields");
+        let ca = ca_file.as_ref().ok_or_else(|| missing("ca_file"))?;
+        let cert = cert_file.as_ref().ok_or_else(|| missing("cert_file"))?;
+        let key = key_file.as_ref().ok_or_else(|| missing("key_file"))?;
+        let name = server_name.as_ref().ok_or_else(|| missing("server_name"))?;
+        TlsConfig::from_pem_files(ca, cert, key, name)
+            .map(Some)
+            .map_err(|e| format!("tls: {e}"))
+    }
 }
 
 /// `[driver]`.
@@ -364,6 +422,17 @@ idle_timeout_secs = 5
         assert!(e.starts_with("listen `no-port`"), "{e}");
         let e = protocol("zab").unwrap_err();
         assert!(e.contains("zab"), "{e}");
+        let e = FileConfig::parse("[tls]\nca_file = \"/nonexistent/ca.pem\"")
+            .unwrap()
+            .tls
+            .load()
+            .unwrap_err();
+        assert!(e.contains("tls.cert_file"), "{e}");
+        let full = "[tls]\nca_file = \"/nonexistent/ca.pem\"\ncert_file = \"c\"\n\
+                    key_file = \"k\"\nserver_name = \"kv\"";
+        let e = FileConfig::parse(full).unwrap().tls.load().unwrap_err();
+        assert!(e.contains("/nonexistent/ca.pem"), "{e}");
+        assert_eq!(FileConfig::default().tls.load(), Ok(None));
     }
 
     #[test]

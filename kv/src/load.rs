@@ -24,6 +24,7 @@ use common::NodeId;
 
 use super::net::{CallOutcome, KvClient};
 use super::{KvOp, KvOutput};
+use common::transport::tls::TlsConfig;
 
 /// Shared keys the clients contend on.
 pub const SHARED_KEYS: u64 = 3;
@@ -60,6 +61,7 @@ pub struct Load {
     /// Latency of every acknowledged operation, in microseconds.
     pub latency_us: Arc<Mutex<Histogram<u64>>>,
     stop: Arc<AtomicBool>,
+    tls: Option<TlsConfig>,
 }
 
 /// Longest latency the histogram tracks, in microseconds (longer ones are clamped to it).
@@ -87,7 +89,14 @@ impl Load {
             acked_writes: Arc::new(Mutex::new(BTreeMap::new())),
             latency_us: Arc::new(Mutex::new(latency_histogram())),
             stop: Arc::new(AtomicBool::new(false)),
+            tls: None,
         }
+    }
+
+    /// The clients talk to the nodes over mutual TLS.
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Asks every client to stop after its current operation.
@@ -110,6 +119,9 @@ impl Load {
     async fn client(&self, index: u64, nodes: BTreeMap<NodeId, SocketAddr>, o: LoadOptions) {
         let id = o.first_client_id + index;
         let mut client = KvClient::new(id, nodes);
+        if let Some(tls) = &self.tls {
+            client = client.with_tls(tls.clone());
+        }
         let mut rng = DetRng::new(o.seed ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         for n in 0..o.ops_per_client {
             if self.stop.load(Ordering::SeqCst) {

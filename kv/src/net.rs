@@ -30,9 +30,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::codec::{Bincode, Codec, CodecError};
+use common::transport::tls::{secure, MaybeTlsRead, MaybeTlsWrite, TlsConfig};
 use common::NodeId;
 use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
@@ -113,8 +115,12 @@ pub enum ClientReply {
         /// The leader, if known.
         leader: Option<NodeId>,
     },
-    /// Refused before anything was proposed (busy, invalid); nothing was applied.
+    /// Refused before anything was proposed (busy, shutting down); nothing was applied, and
+    /// another node (or a later try) may accept it.
     Refused(String),
+    /// The request can never succeed as given (a removed id, a change Multi-Paxos does not
+    /// have); nothing was applied. Clients do not retry it.
+    Invalid(String),
     /// The request was proposed but its fate is unknown (leadership lost); retry it with the
     /// same sequence number.
     Unknown(String),
@@ -235,7 +241,8 @@ pub struct KvClient {
     seq: u64,
     nodes: BTreeMap<NodeId, SocketAddr>,
     leader: NodeId,
-    conn: Option<(NodeId, Framed<TcpStream, LengthDelimitedCodec>)>,
+    conn: Option<(NodeId, Framed<ClientStream, LengthDelimitedCodec>)>,
+    tls: Option<TlsConfig>,
     attempt_timeout: Duration,
     deadline: Duration,
 }
@@ -265,6 +272,12 @@ impl Answer for MembersInfo {
     }
 }
 
+/// A client connection, plain or inside TLS.
+type ClientStream = tokio::io::Join<
+    MaybeTlsRead<OwnedReadHalf, OwnedWriteHalf>,
+    MaybeTlsWrite<OwnedReadHalf, OwnedWriteHalf>,
+>;
+
 /// Why one attempt at one node did not produce a final answer.
 enum Attempt {
     Reply(ClientReply),
@@ -285,9 +298,16 @@ impl KvClient {
             nodes,
             leader,
             conn: None,
+            tls: None,
             attempt_timeout: ATTEMPT_TIMEOUT,
             deadline: CALL_DEADLINE,
         }
+    }
+
+    /// Talks to the nodes over mutual TLS (their client ports must have it too).
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Changes how long one call keeps retrying before it gives up.
@@ -377,30 +397,45 @@ impl KvClient {
         .await
     }
 
-    /// The membership as the leader knows it (or, when the leader does not answer, the first
-    /// node that does: a follower's view may lag the latest change).
+    /// The membership as the leader knows it; when no leader answers, as the first node that
+    /// does (a follower's view may lag the latest change).
     pub async fn members(&mut self) -> CallOutcome<MembersInfo> {
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         let mut last = String::from("no nodes");
+        let mut fallback = None;
         for id in ids {
-            match self.attempt(id, &ClientRequest::Members).await {
-                Attempt::Reply(ClientReply::Members(info)) => {
-                    self.learn(&info);
-                    if let Some(leader) = info.leader.filter(|&l| l != info.id) {
-                        if let Attempt::Reply(ClientReply::Members(from_leader)) =
-                            self.attempt(leader, &ClientRequest::Members).await
-                        {
+            let info = match self.attempt(id, &ClientRequest::Members).await {
+                Attempt::Reply(ClientReply::Members(info)) => info,
+                Attempt::Reply(other) => {
+                    last = format!("node {id}: {other:?}");
+                    continue;
+                }
+                Attempt::Lost(why) | Attempt::NotSent(why) => {
+                    last = format!("node {id}: {why}");
+                    continue;
+                }
+            };
+            self.learn(&info);
+            match info.leader {
+                Some(leader) if leader == info.id => return CallOutcome::Ok(*info),
+                Some(leader) => {
+                    if let Attempt::Reply(ClientReply::Members(from_leader)) =
+                        self.attempt(leader, &ClientRequest::Members).await
+                    {
+                        if from_leader.leader == Some(leader) {
                             self.learn(&from_leader);
                             return CallOutcome::Ok(*from_leader);
                         }
                     }
-                    return CallOutcome::Ok(*info);
                 }
-                Attempt::Reply(other) => last = format!("node {id}: {other:?}"),
-                Attempt::Lost(why) | Attempt::NotSent(why) => last = format!("node {id}: {why}"),
+                None => {}
             }
+            fallback.get_or_insert(info);
         }
-        CallOutcome::Failed(last)
+        match fallback {
+            Some(info) => CallOutcome::Ok(*info),
+            None => CallOutcome::Failed(last),
+        }
     }
 
     /// Adds replica `id` (replica address `peer`, client address `client`): Raft as a learner
@@ -498,6 +533,9 @@ impl KvClient {
                         }
                     }
                 }
+                Attempt::Reply(ClientReply::Invalid(why)) => {
+                    return CallOutcome::Failed(format!("node {target}: {why}"));
+                }
                 Attempt::Reply(ClientReply::Refused(why)) => {
                     last = format!("node {target}: {why}");
                     self.leader = next_in_turn(&mut rotate);
@@ -544,6 +582,18 @@ impl KvClient {
                     Err(_) => return Attempt::NotSent("connect timed out".into()),
                 };
             let _ = stream.set_nodelay(true);
+            let (read, write) = stream.into_split();
+            let (read, write) = match tokio::time::timeout(
+                self.attempt_timeout,
+                secure(self.tls.as_ref(), read, write, true),
+            )
+            .await
+            {
+                Ok(Ok(halves)) => halves,
+                Ok(Err(e)) => return Attempt::NotSent(format!("TLS handshake: {e}")),
+                Err(_) => return Attempt::NotSent("TLS handshake timed out".into()),
+            };
+            let stream = tokio::io::join(read, write);
             self.conn = Some((target, Framed::new(stream, client_codec())));
         }
         let bytes = match encode_request(request) {

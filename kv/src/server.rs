@@ -45,6 +45,7 @@ use super::net::{
 };
 use super::{AddressBook, KvCommand, KvMachine, KvOp, KvOutput, KvQuery};
 use common::transport::tcp::TcpPeers;
+use common::transport::tls::{secure, TlsConfig};
 use tokio::sync::watch;
 
 /// The cluster name in the transport handshake.
@@ -85,6 +86,8 @@ pub struct NodeOptions {
     pub tuning: FileConfig,
     /// Where to serve `GET /metrics` and `GET /health` ([`crate::metrics`]); `None`: nowhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// Mutual TLS on both ports (replicas and clients); `None`: plain TCP.
+    pub tls: Option<TlsConfig>,
 }
 
 /// Why a replica could not start.
@@ -204,7 +207,7 @@ impl Backend {
     async fn serve(&self, dir: &Directory, request: ClientRequest) -> ClientReply {
         let result = match request {
             ClientRequest::Write(command) if command.op.is_membership() => {
-                return ClientReply::Refused(
+                return ClientReply::Invalid(
                     "the address book changes only through `member add` and `member remove`".into(),
                 )
             }
@@ -233,7 +236,10 @@ impl Backend {
             Backend::Paxos(h) => h.propose(command, None).await.map_err(paxos_reply),
         }?;
         match out {
-            KvOutput::Refused(why) => Err(ClientReply::Refused(why)),
+            // Applied as a refusal: the session holds this sequence number now, so the client
+            // must not reuse it ("unknown" keeps it from doing so). Rare: the checks before
+            // proposing catch the usual cases.
+            KvOutput::Refused(why) => Err(ClientReply::Unknown(why)),
             KvOutput::Stale => Err(ClientReply::Output(KvOutput::Stale)),
             _ => Ok(()),
         }
@@ -293,15 +299,15 @@ impl Backend {
         command: KvCommand,
     ) -> Result<MembersInfo, ClientReply> {
         let KvOp::Register { id, .. } = command.op else {
-            return Err(ClientReply::Refused(
+            return Err(ClientReply::Invalid(
                 "add-member carries a registration".into(),
             ));
         };
         if id == 0 {
-            return Err(ClientReply::Refused("node id 0 is reserved".into()));
+            return Err(ClientReply::Invalid("node id 0 is reserved".into()));
         }
         if dir.book.borrow().removed.contains(&id) {
-            return Err(ClientReply::Refused(format!(
+            return Err(ClientReply::Invalid(format!(
                 "node {id} was removed; a removed id is never used again"
             )));
         }
@@ -347,7 +353,7 @@ impl Backend {
         id: NodeId,
     ) -> Result<MembersInfo, ClientReply> {
         let Backend::Raft(h) = self else {
-            return Err(ClientReply::Refused(
+            return Err(ClientReply::Invalid(
                 "Multi-Paxos adds voting members directly; there is nothing to promote".into(),
             ));
         };
@@ -355,7 +361,7 @@ impl Backend {
         if m.membership.learners.contains(&id) {
             h.add_voter(id).await.map_err(raft_reply)?;
         } else if !m.membership.voters.contains(&id) {
-            return Err(ClientReply::Refused(format!(
+            return Err(ClientReply::Invalid(format!(
                 "node {id} is not a learner: add it first"
             )));
         }
@@ -370,7 +376,7 @@ impl Backend {
         command: KvCommand,
     ) -> Result<MembersInfo, ClientReply> {
         let KvOp::Deregister { id } = command.op else {
-            return Err(ClientReply::Refused(
+            return Err(ClientReply::Invalid(
                 "remove-member carries a deregistration".into(),
             ));
         };
@@ -380,7 +386,7 @@ impl Backend {
                 let m = h.metrics().await.map_err(raft_reply)?;
                 if m.membership.is_member(id) {
                     if m.membership.voters.len() == 1 && m.membership.voters.contains(&id) {
-                        return Err(ClientReply::Refused(format!("node {id} is the last voter")));
+                        return Err(ClientReply::Invalid(format!("node {id} is the last voter")));
                     }
                     h.remove_node(id).await.map_err(raft_reply)?;
                 }
@@ -391,7 +397,7 @@ impl Backend {
                     let members: Vec<NodeId> =
                         m.members.iter().copied().filter(|&n| n != id).collect();
                     if members.is_empty() {
-                        return Err(ClientReply::Refused(format!(
+                        return Err(ClientReply::Invalid(format!(
                             "node {id} is the last member"
                         )));
                     }
@@ -411,7 +417,7 @@ impl Backend {
         id: NodeId,
     ) -> Result<MembersInfo, ClientReply> {
         let Backend::Raft(h) = self else {
-            return Err(ClientReply::Refused(
+            return Err(ClientReply::Invalid(
                 "Multi-Paxos has no leadership transfer: stop the leader's process (SIGTERM) \
                  and another replica takes over"
                     .into(),
@@ -546,6 +552,8 @@ async fn follow_address_book(mut book: watch::Receiver<AddressBook>, peers: TcpP
 
 /// Most time a joining replica spends asking members about the cluster.
 pub const JOIN_DEADLINE: Duration = Duration::from_secs(30);
+/// Pause between two rounds of asking.
+const JOIN_RETRY: Duration = Duration::from_millis(200);
 
 /// Who the cluster is as this node starts: from its configuration, or learned from a member.
 struct Topology {
@@ -579,25 +587,37 @@ impl Topology {
                 initial: members,
             });
         }
+        // The seeds' ids are unknown: number them from the top, where no replica's id is.
         let mut seeds = BTreeMap::new();
         for (i, addr) in options.join.iter().enumerate() {
             let addr = crate::config::resolve("join", addr).map_err(ServeError::Config)?;
-            seeds.insert(i as NodeId + 1, addr);
+            seeds.insert(NodeId::MAX - i as NodeId, addr);
         }
         let mut client = KvClient::new(0, seeds).with_deadline(JOIN_DEADLINE);
+        if let Some(tls) = &options.tls {
+            client = client.with_tls(tls.clone());
+        }
         let deadline = Instant::now() + JOIN_DEADLINE;
+        // A member that has not applied this node's registration yet answers without it: ask
+        // again (the answer comes from the leader when it can be reached) until the deadline.
         let info = loop {
-            match client.members().await {
-                CallOutcome::Ok(info) => break info,
+            let why = match client.members().await {
+                CallOutcome::Ok(info) if info.nodes.iter().any(|n| n.id == me) => break info,
+                CallOutcome::Ok(info) if info.removed.contains(&me) => break info,
+                CallOutcome::Ok(_) => format!(
+                    "node {me} is not registered: run `kv-client member add {me} PEER_ADDR \
+                     CLIENT_ADDR` first"
+                ),
                 CallOutcome::Failed(why) | CallOutcome::Unknown(why) => {
-                    if Instant::now() >= deadline {
-                        return Err(ServeError::Config(format!(
-                            "join: no member answered within {JOIN_DEADLINE:?}: {why}"
-                        )));
-                    }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    format!("no member answered: {why}")
                 }
+            };
+            if Instant::now() >= deadline {
+                return Err(ServeError::Config(format!(
+                    "join: {why} (tried for {JOIN_DEADLINE:?})"
+                )));
             }
+            tokio::time::sleep(JOIN_RETRY).await;
         };
         let protocol = match options.protocol {
             Protocol::Raft => "raft",
@@ -612,12 +632,6 @@ impl Topology {
         if info.removed.contains(&me) {
             return Err(ServeError::Config(format!(
                 "join: node {me} was removed from the cluster; a removed id is never used again"
-            )));
-        }
-        if !info.nodes.iter().any(|n| n.id == me) {
-            return Err(ServeError::Config(format!(
-                "join: node {me} is not registered: run `kv-client member add {me} PEER_ADDR \
-                 CLIENT_ADDR` first"
             )));
         }
         let mut peers = BTreeMap::new();
@@ -750,13 +764,14 @@ async fn serve_paxos(h: &paxos::Handle<KvMachine>, request: ClientRequest) -> Cl
 /// and `kv-node <id> stopped` after a graceful shutdown.
 pub async fn run(options: NodeOptions) -> Result<(), ServeError> {
     let topology = Topology::learn(&options).await?;
-    let tcp = TcpConfig::new(
+    let mut tcp = TcpConfig::new(
         options.id,
         CLUSTER_NAME,
         options.cluster_key.clone(),
         options.listen,
         topology.peers.clone(),
     );
+    tcp.tls = options.tls.clone();
     let tuning = &options.tuning;
     let client_limits = tuning.client_limits().map_err(ServeError::Config)?;
     let mut driver_config = DriverConfig::default();
@@ -845,6 +860,7 @@ pub async fn run(options: NodeOptions) -> Result<(), ServeError> {
     let serving = serve_clients(
         listener,
         client_limits,
+        options.tls.clone(),
         metrics.client_connections.clone(),
         {
             let backend = backend.clone();
@@ -947,6 +963,7 @@ type Conns = Arc<Mutex<HashMap<u64, Conn>>>;
 pub async fn serve_clients<H, F>(
     listener: TcpListener,
     limits: ClientLimits,
+    tls: Option<TlsConfig>,
     connections: Gauge,
     handler: H,
 ) where
@@ -998,8 +1015,10 @@ pub async fn serve_clients<H, F>(
         let conns = conns.clone();
         let handler = handler.clone();
         let connections = connections.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let served = serve_connection(stream, id, &conns, close, limits, handler).await;
+            let served =
+                serve_connection(stream, tls.as_ref(), id, &conns, close, limits, handler).await;
             let mut open = conns.lock().unwrap_or_else(|e| e.into_inner());
             open.remove(&id);
             connections.set(i64::try_from(open.len()).unwrap_or(i64::MAX));
@@ -1023,6 +1042,7 @@ fn set_busy(conns: &Conns, id: u64, busy: bool) {
 
 async fn serve_connection<H, F>(
     stream: TcpStream,
+    tls: Option<&TlsConfig>,
     id: u64,
     conns: &Conns,
     close: Arc<Notify>,
@@ -1034,7 +1054,16 @@ where
     F: std::future::Future<Output = ClientReply>,
 {
     let _ = stream.set_nodelay(true);
-    let mut framed = Framed::new(stream, client_codec());
+    let (read, write) = stream.into_split();
+    // The TLS handshake (when configured) must finish within the idle timeout too, so a client
+    // that connects and stays silent is closed like any idle one.
+    let (read, write) =
+        match tokio::time::timeout(limits.idle_timeout, secure(tls, read, write, false)).await {
+            Ok(Ok(halves)) => halves,
+            Ok(Err(e)) => return Err(format!("TLS handshake failed: {e}")),
+            Err(_) => return Err(format!("no TLS handshake within {:?}", limits.idle_timeout)),
+        };
+    let mut framed = Framed::new(tokio::io::join(read, write), client_codec());
     loop {
         let frame = tokio::select! {
             next = tokio::time::timeout(limits.idle_timeout, framed.next()) => match next {
@@ -1069,6 +1098,7 @@ mod tests {
         tokio::spawn(serve_clients(
             listener,
             limits,
+            None,
             Gauge::default(),
             |_| async { ClientReply::NotLeader { leader: None } },
         ));

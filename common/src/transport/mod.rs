@@ -7,9 +7,11 @@
 //!   partitions) that can be changed while it runs, all seeded;
 //! - [`tcp`]: TCP with length-delimited frames, a maximum frame size, an authenticated handshake
 //!   (cluster name, node id, HMAC over a server nonce with the cluster's shared key), reconnect
-//!   with capped exponential backoff and a bounded send queue per peer.
+//!   with capped exponential backoff, a bounded send queue per peer, peers added and removed at
+//!   run time, and optional mutual TLS ([`tls`]) under the handshake.
 //!
-//! Both pass the same conformance suite (`common/tests/transport_conformance.rs`): delivery to
+//! Both, and TCP inside TLS, pass the same conformance suite
+//! (`common/tests/transport_conformance.rs`): delivery to
 //! the right node, per-link FIFO without faults, frames up to the limit, oversize, empty and
 //! unknown-destination frames refused with a typed [`TransportError`], delivery resuming after a
 //! peer restarts.
@@ -26,6 +28,7 @@ use crate::NodeId;
 
 pub mod memory;
 pub mod tcp;
+pub mod tls;
 
 /// The default largest frame a transport carries (16 MiB): large enough for a snapshot chunk,
 /// small enough that a hostile length prefix cannot make a node allocate without bound.

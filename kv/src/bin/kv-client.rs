@@ -50,6 +50,18 @@ struct Args {
     /// How answers are printed.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     output: Output,
+    /// Mutual TLS (when the nodes' client ports have it): the cluster's CA certificate (PEM).
+    #[arg(long, env = "KV_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// The client's certificate chain, signed by the cluster's CA (PEM).
+    #[arg(long, env = "KV_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The client's private key (PEM).
+    #[arg(long, env = "KV_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// The DNS name the nodes' certificates carry.
+    #[arg(long, env = "KV_TLS_SERVER_NAME")]
+    tls_server_name: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -174,7 +186,17 @@ async fn run(args: Args) -> Result<(), String> {
         CallOutcome::Failed(why) => Err(format!("failed (not applied): {why}")),
         CallOutcome::Unknown(why) => Err(format!("outcome unknown (may be applied): {why}")),
     };
+    let tls = kv::config::TlsSection {
+        ca_file: args.tls_ca,
+        cert_file: args.tls_cert,
+        key_file: args.tls_key,
+        server_name: args.tls_server_name,
+    }
+    .load()?;
     let mut client = KvClient::new(client_id, nodes.clone());
+    if let Some(tls) = &tls {
+        client = client.with_tls(tls.clone());
+    }
     match args.command {
         Command::Get { key } => single(client.get(&key).await),
         Command::Put { key, value } => single(client.write(KvOp::Put { key, value }).await),
@@ -221,7 +243,10 @@ async fn run(args: Args) -> Result<(), String> {
             seed,
             history,
         } => {
-            let load = Load::new();
+            let mut load = Load::new();
+            if let Some(tls) = &tls {
+                load = load.with_tls(tls.clone());
+            }
             let options = LoadOptions {
                 clients,
                 ops_per_client: ops,

@@ -33,6 +33,8 @@ pub struct Cluster {
     /// Client addresses of the spares, for replicas added at run time.
     pub spare_clients: BTreeMap<NodeId, SocketAddr>,
     pub children: BTreeMap<NodeId, Child>,
+    /// Extra arguments of every node; `{id}` stands for the node's id.
+    pub extra_args: Vec<String>,
 }
 
 impl Drop for Cluster {
@@ -57,9 +59,22 @@ impl Cluster {
         Self::with_spares(protocol, 0)
     }
 
+    /// `NODES` replicas started with `extra_args` (`{id}` stands for each node's id).
+    pub fn with_args(protocol: &'static str, extra_args: &[&str]) -> Self {
+        Self::build(
+            protocol,
+            0,
+            extra_args.iter().map(|a| a.to_string()).collect(),
+        )
+    }
+
     /// `NODES` replicas started, and addresses reserved for `spares` more (ids `NODES + 1`…),
     /// to be added at run time and started with [`Cluster::start_joining`].
     pub fn with_spares(protocol: &'static str, spares: u64) -> Self {
+        Self::build(protocol, spares, Vec::new())
+    }
+
+    fn build(protocol: &'static str, spares: u64, extra_args: Vec<String>) -> Self {
         let total = NODES + spares;
         let addrs = free_addrs(2 * total as usize);
         let listen: BTreeMap<NodeId, SocketAddr> =
@@ -93,6 +108,7 @@ impl Cluster {
             clients,
             spare_clients,
             children: BTreeMap::new(),
+            extra_args,
         };
         for id in 1..=NODES {
             cluster.start(id);
@@ -155,6 +171,11 @@ impl Cluster {
             .arg(whom)
             .arg("--data-dir")
             .arg(self.data_dir(id))
+            .args(
+                self.extra_args
+                    .iter()
+                    .map(|a| a.replace("{id}", &id.to_string())),
+            )
             .env("KV_CLUSTER_KEY", KEY)
             .stdout(Stdio::null())
             .stderr(log)

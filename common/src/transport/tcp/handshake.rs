@@ -71,6 +71,9 @@ pub enum HandshakeError {
     /// The exchange did not finish within the handshake timeout.
     #[error("handshake timed out")]
     Timeout,
+    /// The TLS handshake failed (no certificate, one from another authority, not TLS at all).
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
     /// The connection closed during the handshake.
     #[error("connection closed during the handshake")]
     Closed,

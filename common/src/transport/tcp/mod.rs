@@ -79,6 +79,7 @@ use self::handshake::{Challenge, HandshakeError, Hello, Welcome, HANDSHAKE_FRAME
 #[cfg(feature = "turmoil")]
 pub use self::sockets::TurmoilSockets;
 pub use self::sockets::{Sockets, TokioSockets};
+use super::tls::{secure, MaybeTlsRead, MaybeTlsWrite, TlsConfig};
 use super::{Inbound, Transport, TransportError, FRAME_BYTES_MAX_DEFAULT};
 use crate::NodeId;
 
@@ -141,6 +142,9 @@ pub struct TcpConfig {
     pub idle_timeout: Duration,
     /// The most inbound connections (authenticated or still in their handshake).
     pub connections_max: usize,
+    /// Mutual TLS on every connection (see [`super::tls`]); `None`: plain TCP, authenticated
+    /// by the HMAC handshake but not encrypted. Both ends of a link must agree.
+    pub tls: Option<TlsConfig>,
 }
 
 impl std::fmt::Debug for TcpConfig {
@@ -164,6 +168,7 @@ impl std::fmt::Debug for TcpConfig {
             .field("keepalive_interval", &self.keepalive_interval)
             .field("idle_timeout", &self.idle_timeout)
             .field("connections_max", &self.connections_max)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -192,6 +197,7 @@ impl TcpConfig {
             keepalive_interval: KEEPALIVE_INTERVAL_DEFAULT,
             idle_timeout: IDLE_TIMEOUT_DEFAULT,
             connections_max: CONNECTIONS_MAX_DEFAULT,
+            tls: None,
         }
     }
 
@@ -660,8 +666,10 @@ fn codec(max: usize) -> LengthDelimitedCodec {
         .new_codec()
 }
 
-type Reader<S> = FramedRead<<S as Sockets>::ReadHalf, LengthDelimitedCodec>;
-type Writer<S> = FramedWrite<<S as Sockets>::WriteHalf, LengthDelimitedCodec>;
+type ReadHalf<S> = MaybeTlsRead<<S as Sockets>::ReadHalf, <S as Sockets>::WriteHalf>;
+type WriteHalf<S> = MaybeTlsWrite<<S as Sockets>::ReadHalf, <S as Sockets>::WriteHalf>;
+type Reader<S> = FramedRead<ReadHalf<S>, LengthDelimitedCodec>;
+type Writer<S> = FramedWrite<WriteHalf<S>, LengthDelimitedCodec>;
 
 /// Reads one handshake frame.
 async fn read_msg<S: Sockets, T: serde::de::DeserializeOwned>(
@@ -754,16 +762,20 @@ async fn serve_inbound<S: Sockets>(
     inbound: mpsc::Sender<Inbound>,
 ) {
     let cfg = &ctx.config;
-    let mut reader: Reader<S> = FramedRead::new(read_half, codec(HANDSHAKE_FRAME_BYTES_MAX));
-    let mut writer: Writer<S> = FramedWrite::new(write_half, codec(HANDSHAKE_FRAME_BYTES_MAX));
-    let peer = match tokio::time::timeout(
-        cfg.handshake_timeout,
-        accept_handshake::<S>(&ctx, &mut reader, &mut writer),
-    )
-    .await
-    .unwrap_or(Err(HandshakeError::Timeout))
+    let opened = async {
+        let (read_half, write_half) = secure(cfg.tls.as_ref(), read_half, write_half, false)
+            .await
+            .map_err(|e| HandshakeError::Tls(e.to_string()))?;
+        let mut reader: Reader<S> = FramedRead::new(read_half, codec(HANDSHAKE_FRAME_BYTES_MAX));
+        let mut writer: Writer<S> = FramedWrite::new(write_half, codec(HANDSHAKE_FRAME_BYTES_MAX));
+        let peer = accept_handshake::<S>(&ctx, &mut reader, &mut writer).await?;
+        Ok((peer, reader, writer))
+    };
+    let (peer, mut reader, mut writer) = match tokio::time::timeout(cfg.handshake_timeout, opened)
+        .await
+        .unwrap_or(Err(HandshakeError::Timeout))
     {
-        Ok(peer) => peer,
+        Ok(opened) => opened,
         Err(reason) => {
             bump(&ctx.counters.handshakes_rejected, 1);
             tracing::warn!(%addr, %reason, "inbound handshake rejected; disconnecting");
@@ -912,6 +924,9 @@ async fn dial<S: Sockets>(
 ) -> Result<(Reader<S>, Writer<S>), DialError> {
     let cfg = &ctx.config;
     let (read_half, write_half) = S::connect(addr).await.map_err(DialError::Connect)?;
+    let (read_half, write_half) = secure(cfg.tls.as_ref(), read_half, write_half, true)
+        .await
+        .map_err(|e| DialError::Handshake(HandshakeError::Tls(e.to_string())))?;
     let mut reader: Reader<S> = FramedRead::new(read_half, codec(HANDSHAKE_FRAME_BYTES_MAX));
     let mut writer: Writer<S> = FramedWrite::new(write_half, codec(HANDSHAKE_FRAME_BYTES_MAX));
     let exchange = async {
