@@ -1,0 +1,430 @@
+//! The durable load bench: three replicas on loopback, each its own `kv-node` process with its
+//! write-ahead log fsynced, under a closed-loop put load (16-byte values over 1,000 keys, every
+//! client one request in flight), for Raft and Multi-Paxos; and, when an `etcd` binary is on
+//! the `PATH`, a three-member etcd cluster under the same load, in the same run.
+//!
+//! ```text
+//! cargo build --release -p kv && cargo run --release -p kv --example load_bench
+//! cargo run --release -p kv --example load_bench -- --clients 1,32,256 --secs 5
+//! ```
+//!
+//! It also measures, in the same run and on the same disk, what bounds a durable write: the
+//! disk's `fdatasync` (4 KiB appends) and a loopback round trip. It prints the machine's load
+//! average before and after, so a noisy run shows. The etcd clients use its HTTP gateway
+//! (`POST /v3/kv/put`) over kept-alive connections, spread over the three members as etcd's
+//! own clients do; the `kv` clients talk to the leader. `LOAD_BENCH_DEBUG=1` prints every
+//! write that did not end `Ok` (the `errors` column counts them).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Parser;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use kv::net::{CallOutcome, KvClient};
+use kv::KvOp;
+
+#[derive(Parser, Debug)]
+#[command(about = "Closed-loop durable put load against kv-node (Raft, Multi-Paxos) and etcd")]
+struct Args {
+    /// Client counts to run, comma separated.
+    #[arg(long, default_value = "1,32,256", value_delimiter = ',')]
+    clients: Vec<usize>,
+    /// Measured seconds per row (after one second of warm-up).
+    #[arg(long, default_value_t = 5)]
+    secs: u64,
+    /// Systems to run: raft, paxos, etcd (etcd only when the binary is on the PATH).
+    #[arg(long, default_value = "raft,paxos,etcd", value_delimiter = ',')]
+    systems: Vec<String>,
+}
+
+/// Keys the load writes (uniformly at random).
+const KEYS: u64 = 1_000;
+/// Bytes per value.
+const VALUE_BYTES: usize = 16;
+/// Longest wait for a cluster to serve.
+const READY_MAX: Duration = Duration::from_secs(30);
+const WARM_UP: Duration = Duration::from_secs(1);
+const KEY: &str = "the load bench's cluster key, long enough";
+
+fn free_addrs(n: usize) -> Vec<SocketAddr> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners.iter().map(|l| l.local_addr().unwrap()).collect()
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// Processes that are killed when dropped.
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// One row's figures.
+struct Row {
+    ops: u64,
+    elapsed: Duration,
+    latency_us: Histogram<u64>,
+    errors: u64,
+}
+
+impl Row {
+    fn print(&self, system: &str, clients: usize) {
+        let ms = |q: f64| self.latency_us.value_at_quantile(q) as f64 / 1e3;
+        println!(
+            "| {system} | {clients} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+            self.ops as f64 / self.elapsed.as_secs_f64(),
+            ms(0.5),
+            ms(0.99),
+            ms(0.999),
+            self.errors
+        );
+    }
+}
+
+/// Runs `clients` closed loops of `op` for warm-up plus `secs`, counting only the measured part.
+async fn closed_loop<F, Fut>(clients: usize, secs: u64, op: F) -> Row
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let start = Instant::now() + WARM_UP;
+    let end = start + Duration::from_secs(secs);
+    let merged = Arc::new(Mutex::new((
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap(),
+        0u64,
+        0u64,
+    )));
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..clients {
+        let op = op.clone();
+        let merged = merged.clone();
+        tasks.spawn(async move {
+            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+            let (mut ops, mut errors) = (0u64, 0u64);
+            let mut n = 0u64;
+            loop {
+                let began = Instant::now();
+                if began >= end {
+                    break;
+                }
+                let ok = op(c, n).await;
+                n += 1;
+                if began >= start {
+                    if ok {
+                        ops += 1;
+                        let _ = h.record(began.elapsed().as_micros() as u64);
+                    } else {
+                        errors += 1;
+                    }
+                }
+            }
+            let mut m = merged.lock().unwrap();
+            m.0.add(&h).unwrap();
+            m.1 += ops;
+            m.2 += errors;
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let m = merged.lock().unwrap();
+    Row {
+        ops: m.1,
+        elapsed: Duration::from_secs(secs),
+        latency_us: m.0.clone(),
+        errors: m.2,
+    }
+}
+
+fn key_of(client: usize, n: u64) -> u64 {
+    // A cheap deterministic spread over the keys.
+    (client as u64)
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        .wrapping_add(n.wrapping_mul(0xbf58_476d_1ce4_e5b9))
+        % KEYS
+}
+
+/// Starts three `kv-node`s and waits until one leads.
+async fn start_kv(bin: &Path, protocol: &str, dir: &Path) -> (Procs, BTreeMap<u64, SocketAddr>) {
+    let addrs = free_addrs(6);
+    let peers = (1..=3)
+        .map(|i| format!("{i}={}", addrs[i - 1]))
+        .collect::<Vec<_>>()
+        .join(",");
+    let clients: BTreeMap<u64, SocketAddr> = (1..=3).map(|i| (i, addrs[2 + i as usize])).collect();
+    let mut procs = Procs(Vec::new());
+    for i in 1..=3u64 {
+        procs.0.push(
+            Command::new(bin)
+                .args(["--protocol", protocol, "--id", &i.to_string()])
+                .args(["--listen", &addrs[i as usize - 1].to_string()])
+                .args(["--client-listen", &clients[&i].to_string()])
+                .args(["--peers", &peers])
+                .arg("--data-dir")
+                .arg(dir.join(format!("{protocol}-{i}")))
+                .env("KV_CLUSTER_KEY", KEY)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("kv-node starts"),
+        );
+    }
+    let mut probe = KvClient::new(u64::MAX, clients.clone()).with_deadline(READY_MAX);
+    let ready = probe
+        .write(KvOp::Put {
+            key: "ready".into(),
+            value: "1".into(),
+        })
+        .await;
+    assert!(matches!(ready, CallOutcome::Ok(_)), "{protocol}: {ready:?}");
+    (procs, clients)
+}
+
+async fn run_kv(bin: &Path, protocol: &str, dir: &Path, clients: usize, secs: u64) -> Row {
+    let (_procs, nodes) = start_kv(bin, protocol, dir).await;
+    let value = "v".repeat(VALUE_BYTES);
+    let sessions: Arc<Vec<tokio::sync::Mutex<KvClient>>> = Arc::new(
+        (0..clients)
+            .map(|c| tokio::sync::Mutex::new(KvClient::new(1_000 + c as u64, nodes.clone())))
+            .collect(),
+    );
+    closed_loop(clients, secs, move |c, n| {
+        let sessions = sessions.clone();
+        let value = value.clone();
+        async move {
+            let mut client = sessions[c].lock().await;
+            let op = KvOp::Put {
+                key: format!("k{}", key_of(c, n)),
+                value,
+            };
+            let outcome = client.write(op).await;
+            if !matches!(outcome, CallOutcome::Ok(_))
+                && std::env::var_os("LOAD_BENCH_DEBUG").is_some()
+            {
+                eprintln!("{outcome:?}");
+            }
+            matches!(outcome, CallOutcome::Ok(_))
+        }
+    })
+    .await
+}
+
+async fn run_etcd(etcd: &Path, dir: &Path, clients: usize, secs: u64) -> Row {
+    let addrs = free_addrs(6);
+    let cluster = (1..=3)
+        .map(|i| format!("e{i}=http://{}", addrs[i - 1]))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut procs = Procs(Vec::new());
+    let data = dir.join(format!("etcd-{clients}"));
+    for i in 1..=3usize {
+        let client_url = format!("http://{}", addrs[2 + i]);
+        let peer_url = format!("http://{}", addrs[i - 1]);
+        procs.0.push(
+            Command::new(etcd)
+                .args(["--name", &format!("e{i}")])
+                .arg("--data-dir")
+                .arg(data.join(format!("e{i}")))
+                .args(["--listen-client-urls", &client_url])
+                .args(["--advertise-client-urls", &client_url])
+                .args(["--listen-peer-urls", &peer_url])
+                .args(["--initial-advertise-peer-urls", &peer_url])
+                .args(["--initial-cluster", &cluster])
+                .args(["--initial-cluster-state", "new"])
+                .args(["--initial-cluster-token", "load-bench"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("etcd starts"),
+        );
+    }
+    let http: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(clients)
+        .build_http();
+    let endpoints: Arc<Vec<String>> = Arc::new(
+        (1..=3)
+            .map(|i| format!("http://{}/v3/kv/put", addrs[2 + i]))
+            .collect(),
+    );
+    let b64 = |s: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(s)
+    };
+    let put = {
+        let http = http.clone();
+        let endpoints = endpoints.clone();
+        move |c: usize, n: u64, value: String| {
+            let http = http.clone();
+            let endpoints = endpoints.clone();
+            let body = format!(
+                r#"{{"key":"{}","value":"{}"}}"#,
+                b64(&format!("k{}", key_of(c, n))),
+                b64(&value)
+            );
+            async move {
+                let request = hyper::Request::post(endpoints[c % endpoints.len()].as_str())
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(body)))
+                    .unwrap();
+                match http.request(request).await {
+                    Ok(response) => {
+                        let ok = response.status().is_success();
+                        ok && response.into_body().collect().await.is_ok()
+                    }
+                    Err(_) => false,
+                }
+            }
+        }
+    };
+    let deadline = Instant::now() + READY_MAX;
+    while !put(0, 0, "ready".into()).await {
+        assert!(
+            Instant::now() < deadline,
+            "etcd did not serve within {READY_MAX:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let value = "v".repeat(VALUE_BYTES);
+    let row = closed_loop(clients, secs, move |c, n| put(c, n, value.clone())).await;
+    drop(procs);
+    row
+}
+
+/// `fdatasync` of 4 KiB appends in `dir`: (p50, p99) in milliseconds.
+fn fdatasync_ms(dir: &Path) -> (f64, f64) {
+    use std::io::Write;
+    let path = dir.join("fdatasync.probe");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let block = [7u8; 4096];
+    let mut times: Vec<f64> = (0..500)
+        .map(|_| {
+            file.write_all(&block).unwrap();
+            let began = Instant::now();
+            file.sync_data().unwrap();
+            began.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    (times[times.len() / 2], times[times.len() * 99 / 100])
+}
+
+/// A loopback TCP round trip of one small message, p50 in milliseconds.
+async fn loopback_rtt_ms() -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let _ = s.set_nodelay(true);
+        let mut buf = [0u8; 64];
+        while s.read_exact(&mut buf).await.is_ok() {
+            if s.write_all(&buf).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = s.set_nodelay(true);
+    let mut buf = [0u8; 64];
+    let mut times: Vec<f64> = Vec::new();
+    for _ in 0..2_000 {
+        let began = Instant::now();
+        s.write_all(&buf).await.unwrap();
+        s.read_exact(&mut buf).await.unwrap();
+        times.push(began.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args = Args::parse();
+    // The example lives in target/<profile>/examples/; kv-node beside target/<profile>/.
+    let exe = std::env::current_exe().unwrap();
+    let kv_node = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("kv-node"))
+        .filter(|p| p.is_file());
+    let dir = tempfile::tempdir().unwrap();
+    println!("load average before: {}", load_average());
+    let (sync_p50, sync_p99) = fdatasync_ms(dir.path());
+    let rtt = loopback_rtt_ms().await;
+    println!(
+        "fdatasync (4 KiB appends): p50 {sync_p50:.3} ms, p99 {sync_p99:.3} ms; \
+         loopback round trip p50 {rtt:.3} ms"
+    );
+    println!(
+        "closed-loop puts, {VALUE_BYTES}-byte values over {KEYS} keys, 3 replicas on \
+         loopback, fsync on; {} s per row after {} s of warm-up",
+        args.secs,
+        WARM_UP.as_secs()
+    );
+    println!();
+    println!("| system | clients | ops/s | p50 ms | p99 ms | p99.9 ms | errors |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let etcd = find_on_path("etcd");
+    for system in &args.systems {
+        for &clients in &args.clients {
+            match system.as_str() {
+                "raft" | "paxos" => {
+                    let Some(bin) = &kv_node else {
+                        eprintln!(
+                            "kv-node not found beside this example: \
+                             run `cargo build --release -p kv` first"
+                        );
+                        std::process::exit(2);
+                    };
+                    run_kv(bin, system, dir.path(), clients, args.secs)
+                        .await
+                        .print(&format!("kv-node ({system})"), clients);
+                }
+                "etcd" => match &etcd {
+                    Some(bin) => run_etcd(bin, dir.path(), clients, args.secs)
+                        .await
+                        .print("etcd", clients),
+                    None => {
+                        if clients == args.clients[0] {
+                            println!("| etcd | - | skipped: no `etcd` on the PATH | | | | |");
+                        }
+                    }
+                },
+                other => {
+                    eprintln!("unknown system `{other}`: expected raft, paxos or etcd");
+                    std::process::exit(2);
+                }
+            }
+        }
+    }
+    println!();
+    println!("load average after: {}", load_average());
+}
