@@ -391,3 +391,106 @@ async fn raft_node_drains_on_sigterm() {
 async fn paxos_node_drains_on_sigterm() {
     sigterm_drains("paxos").await;
 }
+
+/// Opens `n` TCP connections to `addr` and keeps them open without a byte sent.
+async fn idle_sockets(addr: std::net::SocketAddr, n: usize) -> Vec<tokio::net::TcpStream> {
+    let mut open = Vec::with_capacity(n);
+    for _ in 0..n {
+        if let Ok(Ok(s)) =
+            tokio::time::timeout(WAIT_MAX, tokio::net::TcpStream::connect(addr)).await
+        {
+            open.push(s);
+        }
+    }
+    open
+}
+
+/// 1,000 idle connections and garbage on both ports of the leader, under load: the cluster keeps
+/// serving, a fresh client is served at once, a follower restarted during the flood is admitted
+/// again on the leader's replica port and catches up, no acknowledged write is lost and the
+/// history is linearizable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_of_idle_and_garbage_connections_on_both_ports_lock_nobody_out() {
+    let mut cluster = Cluster::new("raft");
+    let mut probe = KvClient::new(0, cluster.clients.clone());
+    for id in 1..=NODES {
+        cluster.wait_serving(id, &mut probe).await;
+    }
+    let leader = cluster.leader(&mut probe).await;
+    let load = Load::new();
+    let options = LoadOptions {
+        clients: 4,
+        ops_per_client: u64::MAX,
+        seed: 17,
+        first_client_id: 7_000_000,
+        key_prefix: "flood/".into(),
+    };
+    let runner = {
+        let load = load.clone();
+        let nodes = cluster.clients.clone();
+        tokio::spawn(async move { load.run(&nodes, &options).await })
+    };
+    let target = load.completed.load(Ordering::SeqCst) + 50;
+    wait_completed(&load, target, &cluster).await;
+
+    let peer_port = cluster.listen[&leader];
+    let client_port = cluster.clients[&leader];
+    let idle_peer = idle_sockets(peer_port, 1_000).await;
+    let idle_client = idle_sockets(client_port, 1_000).await;
+    send_garbage(client_port).await;
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut s = tokio::net::TcpStream::connect(peer_port).await.unwrap();
+        let _ = s.write_all(&u32::MAX.to_be_bytes()).await;
+        let mut s = tokio::net::TcpStream::connect(peer_port).await.unwrap();
+        let _ = s.write_all(b"\x00\x00\x00\x05hello").await;
+    }
+    // A fresh client is served at once.
+    let mut fresh = KvClient::new(7_500_000, BTreeMap::from([(leader, client_port)]))
+        .with_deadline(std::time::Duration::from_secs(2));
+    let served = fresh.get("flood/none").await;
+    assert!(matches!(served, CallOutcome::Ok(_)), "{served:?}");
+    // A follower restarted now must be admitted by the flooded leader again.
+    let follower = (1..=NODES).find(|&n| n != leader).unwrap();
+    cluster.kill(follower);
+    let target = load.completed.load(Ordering::SeqCst) + 50;
+    wait_completed(&load, target, &cluster).await;
+    cluster.start(follower);
+    cluster.wait_serving(follower, &mut probe).await;
+    let commit = probe.node_status(leader).await.unwrap().commit_index;
+    let deadline = std::time::Instant::now() + WAIT_MAX;
+    while probe
+        .node_status(follower)
+        .await
+        .is_none_or(|s| s.applied_index < commit)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node {follower} did not catch up through the flooded leader\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    let target = load.completed.load(Ordering::SeqCst) + 50;
+    wait_completed(&load, target, &cluster).await;
+    drop((idle_peer, idle_client));
+    load.stop();
+    tokio::time::timeout(WAIT_MAX, runner)
+        .await
+        .expect("load generator stops")
+        .unwrap();
+    let mut reader = KvClient::new(7_600_000, cluster.clients.clone());
+    let acked = load.acked_writes.lock().unwrap().clone();
+    assert!(!acked.is_empty(), "no write was acknowledged");
+    for (key, value) in acked {
+        match reader.get(&key).await {
+            CallOutcome::Ok(kv::KvOutput::Value(Some(v))) => {
+                assert_eq!(v, value, "acknowledged write to {key} lost or changed")
+            }
+            other => panic!("acknowledged write to {key} missing: {other:?}"),
+        }
+    }
+    assert!(check_kv(&load.recorder.history())
+        .unwrap()
+        .is_linearizable());
+}
