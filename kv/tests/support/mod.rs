@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -35,6 +37,8 @@ pub struct Cluster {
     pub children: BTreeMap<NodeId, Child>,
     /// Extra arguments of every node; `{id}` stands for the node's id.
     pub extra_args: Vec<String>,
+    /// When set, replicas reach each other through these fault proxies.
+    pub proxies: Option<proxy::Proxies>,
 }
 
 impl Drop for Cluster {
@@ -74,7 +78,30 @@ impl Cluster {
         Self::build(protocol, spares, Vec::new())
     }
 
+    /// `NODES` replicas that reach each other only through fault proxies ([`proxy::Proxies`]).
+    pub async fn with_proxies(protocol: &'static str) -> Self {
+        let mut cluster = Self::prepare(protocol, 0, Vec::new());
+        cluster.proxies = Some(proxy::Proxies::start(&cluster.listen).await);
+        for id in 1..=NODES {
+            cluster.start(id);
+        }
+        cluster
+    }
+
+    /// The proxies (for clusters made by [`Cluster::with_proxies`]).
+    pub fn net(&self) -> &proxy::Proxies {
+        self.proxies.as_ref().unwrap()
+    }
+
     fn build(protocol: &'static str, spares: u64, extra_args: Vec<String>) -> Self {
+        let mut cluster = Self::prepare(protocol, spares, extra_args);
+        for id in 1..=NODES {
+            cluster.start(id);
+        }
+        cluster
+    }
+
+    fn prepare(protocol: &'static str, spares: u64, extra_args: Vec<String>) -> Self {
         let total = NODES + spares;
         let addrs = free_addrs(2 * total as usize);
         let listen: BTreeMap<NodeId, SocketAddr> =
@@ -100,7 +127,7 @@ impl Cluster {
             ),
         )
         .unwrap();
-        let mut cluster = Cluster {
+        Cluster {
             protocol,
             dir,
             peers,
@@ -109,11 +136,8 @@ impl Cluster {
             spare_clients,
             children: BTreeMap::new(),
             extra_args,
-        };
-        for id in 1..=NODES {
-            cluster.start(id);
+            proxies: None,
         }
-        cluster
     }
 
     pub fn data_dir(&self, id: NodeId) -> PathBuf {
@@ -148,6 +172,8 @@ impl Cluster {
                 .collect::<Vec<_>>()
                 .join(",");
             ("--join", seeds)
+        } else if let Some(proxies) = &self.proxies {
+            ("--peers", proxies.peers_for(id))
         } else {
             ("--peers", self.peers.clone())
         };
@@ -193,6 +219,14 @@ impl Cluster {
             .status()
             .is_ok_and(|s| s.success());
         assert!(ok, "kill {signal} {pid} failed");
+    }
+
+    /// SIGKILLs every running replica.
+    pub fn kill_all(&mut self) {
+        let ids: Vec<NodeId> = self.children.keys().copied().collect();
+        for id in ids {
+            self.kill(id);
+        }
     }
 
     pub fn kill(&mut self, id: NodeId) {

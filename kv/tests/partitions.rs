@@ -1,0 +1,187 @@
+//! Network faults between real replica processes: every replica reaches the others through a
+//! fault proxy per directed link (`support::proxy`), and a seeded nemesis runs one scenario after
+//! another under a load: the leader isolated (links reset, or silently swallowing), a minority
+//! cut off, one-way links (the leader cannot speak; the leader cannot hear), a chain (the leader
+//! and one follower cannot talk, the third replica reaches both), flapping links, and slow
+//! links. After each scenario the network heals and the load must make progress again within
+//! [`RECOVERY_MAX`]. At the end every acknowledged write must be readable and the history must
+//! be linearizable. Clients reach the replicas directly; only replica links are faulted.
+//!
+//! `KV_SEED` picks the seed, `KV_NEMESIS_ROUNDS` the number of passes over the scenarios.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::check::check_kv;
+use common::rng::DetRng;
+use common::NodeId;
+use kv::load::{Load, LoadOptions};
+use kv::net::{CallOutcome, KvClient};
+use support::*;
+
+/// Longest wait for the load to progress once the network healed.
+const RECOVERY_MAX: Duration = Duration::from_secs(15);
+/// Operations that count as progress after a heal.
+const PROGRESS_OPS: u64 = 40;
+
+#[derive(Clone, Copy, Debug)]
+enum Scenario {
+    IsolateLeader,
+    IsolateLeaderSilently,
+    CutOffOne,
+    LeaderCannotSpeak,
+    LeaderCannotHear,
+    Chain,
+    Flapping,
+    SlowLeader,
+}
+
+const SCENARIOS: [Scenario; 8] = [
+    Scenario::IsolateLeader,
+    Scenario::IsolateLeaderSilently,
+    Scenario::CutOffOne,
+    Scenario::LeaderCannotSpeak,
+    Scenario::LeaderCannotHear,
+    Scenario::Chain,
+    Scenario::Flapping,
+    Scenario::SlowLeader,
+];
+
+async fn wait_progress(load: &Load, cluster: &Cluster, what: &str) {
+    let target = load.completed.load(Ordering::SeqCst) + PROGRESS_OPS;
+    let deadline = Instant::now() + RECOVERY_MAX;
+    while load.completed.load(Ordering::SeqCst) < target {
+        assert!(
+            Instant::now() < deadline,
+            "no progress within {RECOVERY_MAX:?} after {what} healed\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+async fn nemesis(protocol: &'static str) {
+    let seed = env_u64("KV_SEED", 3);
+    let rounds = env_u64("KV_NEMESIS_ROUNDS", 1);
+    let mut rng = DetRng::new(seed);
+    let mut cluster = Cluster::with_proxies(protocol).await;
+    let mut probe = KvClient::new(0, cluster.clients.clone());
+    for id in 1..=NODES {
+        cluster.wait_serving(id, &mut probe).await;
+    }
+    cluster.leader(&mut probe).await;
+    let load = Load::new();
+    let options = LoadOptions {
+        clients: 4,
+        ops_per_client: u64::MAX,
+        seed,
+        first_client_id: 1,
+        key_prefix: String::new(),
+    };
+    let runner = {
+        let load = load.clone();
+        let nodes = cluster.clients.clone();
+        tokio::spawn(async move { load.run(&nodes, &options).await })
+    };
+    wait_progress(&load, &cluster, "the start").await;
+    let first_leader = cluster.leader(&mut probe).await;
+    let first_term = probe.node_status(first_leader).await.unwrap().term;
+    let mut leaders = std::collections::BTreeSet::from([first_leader]);
+
+    for _ in 0..rounds {
+        for scenario in SCENARIOS {
+            let leader = cluster.leader(&mut probe).await;
+            let others: Vec<NodeId> = (1..=NODES).filter(|&n| n != leader).collect();
+            let other = others[rng.range_inclusive(0, others.len() as u64 - 1) as usize];
+            let hold = Duration::from_millis(rng.range_inclusive(300, 1_500));
+            let net = cluster.net();
+            match scenario {
+                Scenario::IsolateLeader => net.partition(&[leader], &others, false),
+                Scenario::IsolateLeaderSilently => net.partition(&[leader], &others, true),
+                Scenario::CutOffOne => {
+                    let any = rng.range_inclusive(1, NODES);
+                    let rest: Vec<NodeId> = (1..=NODES).filter(|&n| n != any).collect();
+                    net.partition(&[any], &rest, rng.range_inclusive(0, 1) == 1);
+                }
+                Scenario::LeaderCannotSpeak => {
+                    for &o in &others {
+                        net.cut(leader, o);
+                    }
+                }
+                Scenario::LeaderCannotHear => {
+                    for &o in &others {
+                        net.cut(o, leader);
+                    }
+                }
+                Scenario::Chain => net.partition(&[leader], &[other], false),
+                Scenario::Flapping => {
+                    let until = Instant::now() + hold;
+                    while Instant::now() < until {
+                        let a = rng.range_inclusive(1, NODES);
+                        let b = (1..=NODES)
+                            .filter(|&n| n != a)
+                            .nth(rng.range_inclusive(0, 1) as usize);
+                        net.cut(a, b.unwrap());
+                        tokio::time::sleep(Duration::from_millis(rng.range_inclusive(20, 150)))
+                            .await;
+                        net.heal();
+                    }
+                }
+                Scenario::SlowLeader => {
+                    for &o in &others {
+                        net.delay(leader, o, Duration::from_millis(rng.range_inclusive(5, 60)));
+                    }
+                }
+            }
+            // The fault lasts a seeded while; nothing is asserted during it.
+            tokio::time::sleep(hold).await;
+            cluster.net().heal();
+            wait_progress(&load, &cluster, &format!("{scenario:?}")).await;
+            leaders.insert(cluster.leader(&mut probe).await);
+        }
+    }
+    // The faults bit: connections were cut, bytes swallowed and delayed, and leadership moved.
+    let stats = &cluster.net().stats;
+    assert!(stats.connections_cut.load(Ordering::Relaxed) > 0);
+    assert!(stats.bytes_swallowed.load(Ordering::Relaxed) > 0);
+    assert!(stats.chunks_delayed.load(Ordering::Relaxed) > 0);
+    let leader = cluster.leader(&mut probe).await;
+    let term = probe.node_status(leader).await.unwrap().term;
+    assert!(
+        term > first_term && leaders.len() > 1,
+        "leadership never moved: term {first_term} → {term}, leaders {leaders:?}"
+    );
+    load.stop();
+    tokio::time::timeout(WAIT_MAX, runner)
+        .await
+        .expect("load generator stops")
+        .unwrap();
+    let mut reader = KvClient::new(9_000_000, cluster.clients.clone());
+    let acked = load.acked_writes.lock().unwrap().clone();
+    assert!(!acked.is_empty(), "no write was acknowledged");
+    for (key, value) in &acked {
+        match reader.get(key).await {
+            CallOutcome::Ok(kv::KvOutput::Value(Some(v))) => {
+                assert_eq!(&v, value, "acknowledged write to {key} lost or changed")
+            }
+            other => panic!("acknowledged write to {key} missing: {other:?}"),
+        }
+    }
+    let verdict = check_kv(&load.recorder.history()).unwrap();
+    assert!(verdict.is_linearizable(), "{protocol}: {verdict:?}");
+    cluster.kill_all();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_survives_partitions_one_way_links_and_flapping_between_processes() {
+    nemesis("raft").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paxos_survives_partitions_one_way_links_and_flapping_between_processes() {
+    nemesis("paxos").await;
+}
