@@ -164,7 +164,7 @@ fn key_of(client: usize, n: u64) -> u64 {
         % KEYS
 }
 
-/// Starts three `kv-node`s and waits until one leads.
+/// Starts three `kv-node`s in fresh directories under `dir` and waits until one leads.
 async fn start_kv(bin: &Path, protocol: &str, dir: &Path) -> (Procs, BTreeMap<u64, SocketAddr>) {
     let addrs = free_addrs(6);
     let peers = (1..=3)
@@ -181,7 +181,7 @@ async fn start_kv(bin: &Path, protocol: &str, dir: &Path) -> (Procs, BTreeMap<u6
                 .args(["--client-listen", &clients[&i].to_string()])
                 .args(["--peers", &peers])
                 .arg("--data-dir")
-                .arg(dir.join(format!("{protocol}-{i}")))
+                .arg(dir.join(format!("node-{i}")))
                 .env("KV_CLUSTER_KEY", KEY)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -201,7 +201,8 @@ async fn start_kv(bin: &Path, protocol: &str, dir: &Path) -> (Procs, BTreeMap<u6
 }
 
 async fn run_kv(bin: &Path, protocol: &str, dir: &Path, clients: usize, secs: u64) -> Row {
-    let (_procs, nodes) = start_kv(bin, protocol, dir).await;
+    // A fresh cluster per row: no state (sessions included) carries over.
+    let (_procs, nodes) = start_kv(bin, protocol, &dir.join(format!("{protocol}-{clients}"))).await;
     let value = "v".repeat(VALUE_BYTES);
     let sessions: Arc<Vec<tokio::sync::Mutex<KvClient>>> = Arc::new(
         (0..clients)
