@@ -101,6 +101,12 @@ impl Cluster {
         cluster
     }
 
+    /// `NODES` replicas prepared but not started (to set up their directories first); start
+    /// them with [`Cluster::start`].
+    pub fn prepared(protocol: &'static str) -> Self {
+        Self::prepare(protocol, 0, Vec::new())
+    }
+
     fn prepare(protocol: &'static str, spares: u64, extra_args: Vec<String>) -> Self {
         let total = NODES + spares;
         let addrs = free_addrs(2 * total as usize);
