@@ -185,3 +185,114 @@ async fn raft_survives_partitions_one_way_links_and_flapping_between_processes()
 async fn paxos_survives_partitions_one_way_links_and_flapping_between_processes() {
     nemesis("paxos").await;
 }
+
+/// Node `node` keeps links (both ways) only to `reach`.
+fn connect_only(cluster: &Cluster, node: NodeId, reach: &[NodeId]) {
+    for other in (1..=cluster.n).filter(|&o| o != node && !reach.contains(&o)) {
+        cluster.net().partition(&[node], &[other], false);
+    }
+}
+
+/// Waits (bounded) until node `id` leads and the load progressed under the fault.
+async fn progress_led_by(
+    load: &Load,
+    cluster: &Cluster,
+    probe: &mut KvClient,
+    id: NodeId,
+    what: &str,
+) {
+    wait_progress(load, cluster, what).await;
+    let deadline = Instant::now() + RECOVERY_MAX;
+    while !probe.status(id).await.is_some_and(|(leads, _)| leads) {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: node {id} did not take the lead\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The partial-connectivity scenarios Multi-Paxos's leader election is built to survive, on five
+/// real processes (the simulated versions are in `paxos/tests/scenarios.rs`): quorum loss (the
+/// leader and everyone else reach only replica C, which must take over), a constrained election
+/// (C fell behind, then becomes the only replica a quorum can reach: it must lead, having caught
+/// up in phase 1), and a chain. Progress is required *during* each fault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paxos_makes_progress_in_quorum_loss_constrained_and_chained_partitions() {
+    let n = 5;
+    let mut cluster = Cluster::with_proxies_n("paxos", n).await;
+    let mut probe = KvClient::new(0, cluster.clients.clone());
+    for id in 1..=n {
+        cluster.wait_serving(id, &mut probe).await;
+    }
+    let load = Load::new();
+    let options = LoadOptions {
+        clients: 4,
+        ops_per_client: u64::MAX,
+        seed: 29,
+        first_client_id: 1,
+        key_prefix: String::new(),
+    };
+    let runner = {
+        let load = load.clone();
+        let nodes = cluster.clients.clone();
+        tokio::spawn(async move { load.run(&nodes, &options).await })
+    };
+    wait_progress(&load, &cluster, "the start").await;
+
+    // Quorum loss.
+    let a = cluster.leader(&mut probe).await;
+    let c = 1 + a % n;
+    for id in (1..=n).filter(|&id| id != c) {
+        connect_only(&cluster, id, &[c]);
+    }
+    progress_led_by(&load, &cluster, &mut probe, c, "quorum loss").await;
+    cluster.net().heal();
+    wait_progress(&load, &cluster, "quorum loss").await;
+
+    // Constrained election: C falls behind, then is the only replica a quorum reaches.
+    let a = cluster.leader(&mut probe).await;
+    let c = 1 + a % n;
+    let others: Vec<NodeId> = (1..=n).filter(|&id| id != c).collect();
+    cluster.net().partition(&[c], &others, false);
+    wait_progress(&load, &cluster, "C cut off").await;
+    cluster.net().heal();
+    let rest: Vec<NodeId> = (1..=n).filter(|&id| id != a).collect();
+    cluster.net().partition(&[a], &rest, false);
+    for id in (1..=n).filter(|&id| id != a && id != c) {
+        connect_only(&cluster, id, &[c]);
+    }
+    progress_led_by(&load, &cluster, &mut probe, c, "constrained election").await;
+    cluster.net().heal();
+    wait_progress(&load, &cluster, "constrained election").await;
+
+    // Chain: the leader and one replica cannot talk; the others reach both.
+    let a = cluster.leader(&mut probe).await;
+    let b = 1 + a % n;
+    cluster.net().partition(&[a], &[b], false);
+    wait_progress(&load, &cluster, "chain").await;
+    wait_progress(&load, &cluster, "chain").await;
+    cluster.net().heal();
+
+    load.stop();
+    tokio::time::timeout(WAIT_MAX, runner)
+        .await
+        .expect("load generator stops")
+        .unwrap();
+    let mut reader = KvClient::new(9_000_000, cluster.clients.clone());
+    let acked = load.acked_writes.lock().unwrap().clone();
+    assert!(!acked.is_empty(), "no write was acknowledged");
+    for (key, value) in &acked {
+        match reader.get(key).await {
+            CallOutcome::Ok(kv::KvOutput::Value(Some(v))) => {
+                assert_eq!(&v, value, "acknowledged write to {key} lost or changed")
+            }
+            other => panic!("acknowledged write to {key} missing: {other:?}"),
+        }
+    }
+    assert!(check_kv(&load.recorder.history())
+        .unwrap()
+        .is_linearizable());
+    cluster.kill_all();
+}

@@ -39,6 +39,8 @@ pub struct Cluster {
     pub extra_args: Vec<String>,
     /// When set, replicas reach each other through these fault proxies.
     pub proxies: Option<proxy::Proxies>,
+    /// Replicas the cluster starts with (`NODES` unless made with [`Cluster::with_proxies_n`]).
+    pub n: u64,
 }
 
 impl Drop for Cluster {
@@ -80,9 +82,20 @@ impl Cluster {
 
     /// `NODES` replicas that reach each other only through fault proxies ([`proxy::Proxies`]).
     pub async fn with_proxies(protocol: &'static str) -> Self {
-        let mut cluster = Self::prepare(protocol, 0, Vec::new());
-        cluster.proxies = Some(proxy::Proxies::start(&cluster.listen).await);
-        for id in 1..=NODES {
+        Self::with_proxies_n(protocol, NODES).await
+    }
+
+    /// [`Cluster::with_proxies`] with `n` replicas.
+    pub async fn with_proxies_n(protocol: &'static str, n: u64) -> Self {
+        let mut cluster = Self::prepare_n(protocol, n, 0, Vec::new());
+        let reserved = cluster
+            .listen
+            .values()
+            .chain(cluster.clients.values())
+            .copied()
+            .collect();
+        cluster.proxies = Some(proxy::Proxies::start(&cluster.listen, &reserved).await);
+        for id in 1..=n {
             cluster.start(id);
         }
         cluster
@@ -108,19 +121,23 @@ impl Cluster {
     }
 
     fn prepare(protocol: &'static str, spares: u64, extra_args: Vec<String>) -> Self {
-        let total = NODES + spares;
+        Self::prepare_n(protocol, NODES, spares, extra_args)
+    }
+
+    fn prepare_n(protocol: &'static str, n: u64, spares: u64, extra_args: Vec<String>) -> Self {
+        let total = n + spares;
         let addrs = free_addrs(2 * total as usize);
         let listen: BTreeMap<NodeId, SocketAddr> =
             (1..=total).map(|id| (id, addrs[id as usize - 1])).collect();
-        let clients: BTreeMap<NodeId, SocketAddr> = (1..=NODES)
+        let clients: BTreeMap<NodeId, SocketAddr> = (1..=n)
             .map(|id| (id, addrs[(total + id) as usize - 1]))
             .collect();
-        let spare_clients: BTreeMap<NodeId, SocketAddr> = (NODES + 1..=total)
+        let spare_clients: BTreeMap<NodeId, SocketAddr> = (n + 1..=total)
             .map(|id| (id, addrs[(total + id) as usize - 1]))
             .collect();
         let peers = listen
             .iter()
-            .filter(|(id, _)| **id <= NODES)
+            .filter(|(id, _)| **id <= n)
             .map(|(id, a)| format!("{id}={a}"))
             .collect::<Vec<_>>()
             .join(",");
@@ -143,6 +160,7 @@ impl Cluster {
             children: BTreeMap::new(),
             extra_args,
             proxies: None,
+            n,
         }
     }
 
@@ -166,7 +184,7 @@ impl Cluster {
     }
 
     pub fn start(&mut self, id: NodeId) {
-        self.spawn(id, id > NODES);
+        self.spawn(id, id > self.n);
     }
 
     fn spawn(&mut self, id: NodeId, join: bool) {

@@ -65,8 +65,12 @@ impl Drop for Proxies {
 }
 
 impl Proxies {
-    /// A proxy for every ordered pair of the replicas listening at `upstream`.
-    pub async fn start(upstream: &BTreeMap<NodeId, SocketAddr>) -> Self {
+    /// A proxy for every ordered pair of the replicas listening at `upstream`, on ports other
+    /// than `reserved` (addresses chosen for the replicas but not bound yet).
+    pub async fn start(
+        upstream: &BTreeMap<NodeId, SocketAddr>,
+        reserved: &std::collections::BTreeSet<SocketAddr>,
+    ) -> Self {
         let stats = Arc::new(Stats::default());
         let mut links = BTreeMap::new();
         let mut addrs = BTreeMap::new();
@@ -76,7 +80,12 @@ impl Proxies {
                 if from == to {
                     continue;
                 }
-                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let listener = loop {
+                    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                    if !reserved.contains(&l.local_addr().unwrap()) {
+                        break l;
+                    }
+                };
                 addrs.insert((from, to), listener.local_addr().unwrap());
                 let link = Link {
                     stats: Arc::clone(&stats),
