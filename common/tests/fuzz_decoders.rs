@@ -1,6 +1,7 @@
 //! Fuzz targets for the decoders that read bytes from the network or the disk, run by `cargo
-//! test` with `bolero`: the frame decoder (header and payload, with the codec's byte limit) and
-//! the write-ahead log's segment and record parsing.
+//! test` with `bolero`: the frame decoder (header and payload, with the codec's byte limit), the
+//! write-ahead log's segment and record parsing, and snapshots (chunks received in any order,
+//! duplicated, past the end; files read back against the length and checksum their record names).
 //!
 //! Each target replays its committed inputs (`tests/__fuzz__/<target>/corpus/`: valid
 //! encodings to start from, and every input that ever crashed a decoder, kept as a regression)
@@ -14,6 +15,10 @@
 
 use common::codec::{decode_frame, encode_frame, Bincode, Codec, Header};
 use common::demo::{DemoMessage, DemoNode};
+use common::snapshot::{
+    IncomingSnapshot, MemSnapshotStore, SnapshotDigest, SnapshotFile, SnapshotReader,
+    SnapshotWriter,
+};
 use common::wal::{segment_file_name, Wal, WalConfig};
 use common::{Node, Storage};
 
@@ -155,6 +160,102 @@ fn wal_segment() {
 #[test]
 fn wal_segment_edits() {
     fuzz_edits!(WAL_ITERATIONS, valid_segment(), check_wal);
+}
+
+/// A snapshot of `payload` written to `store`.
+fn snapshot_of(store: &MemSnapshotStore, payload: &[u8]) -> SnapshotFile {
+    let mut w = SnapshotWriter::create(store, payload.len() as u64).unwrap();
+    w.append(payload).unwrap();
+    w.finish().unwrap()
+}
+
+fn read_back(store: &MemSnapshotStore, file: SnapshotFile) -> Result<Vec<u8>, std::io::Error> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    SnapshotReader::open(store, file)
+        .map_err(std::io::Error::other)?
+        .read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// Chunks of a snapshot arrive at any offsets, with any bytes: out-of-order and past-the-end
+/// chunks are typed errors and duplicates change nothing. After the honest rest of the payload,
+/// the snapshot finishes if and only if what was accepted is exactly the sender's bytes (the
+/// digest catches everything else), and then it reads back as those bytes.
+fn check_snapshot_chunks((payload, chunks): &(Vec<u8>, Vec<(u16, Vec<u8>)>)) {
+    let sender = MemSnapshotStore::new();
+    let file = snapshot_of(&sender, payload);
+    let receiver = MemSnapshotStore::new();
+    let mut incoming =
+        IncomingSnapshot::start(&receiver, SnapshotDigest::from(file), 1 << 20).unwrap();
+    // What the receiver accepted so far, byte for byte.
+    let mut accepted: Vec<u8> = Vec::new();
+    for (offset, data) in chunks {
+        let before = incoming.received();
+        match incoming.accept(u64::from(*offset), data) {
+            Ok(next) => {
+                assert!(next >= before);
+                if next > before {
+                    let from = (before - u64::from(*offset)) as usize;
+                    let to = (next - u64::from(*offset)) as usize;
+                    accepted.extend_from_slice(&data[from..to]);
+                }
+            }
+            Err(_) => assert_eq!(incoming.received(), before, "a refused chunk wrote"),
+        }
+    }
+    assert_eq!(incoming.received(), accepted.len() as u64);
+    let at = accepted.len();
+    incoming.accept(at as u64, &payload[at..]).unwrap();
+    accepted.extend_from_slice(&payload[at..]);
+    match incoming.finish() {
+        Ok(done) => {
+            assert_eq!(accepted, *payload, "a snapshot with foreign bytes finished");
+            assert_eq!(read_back(&receiver, done).unwrap(), *payload);
+        }
+        Err(_) => assert_ne!(accepted, *payload, "the sender's own bytes were refused"),
+    }
+}
+
+/// A snapshot file whose bytes were changed (torn, flipped) after its record was written:
+/// reading it back fails with an error, or yields exactly the original bytes.
+fn check_snapshot_file((payload, flips, cut): &(Vec<u8>, Vec<(u16, u8)>, u16)) {
+    let store = MemSnapshotStore::new();
+    let file = snapshot_of(&store, payload);
+    for &(at, mask) in flips {
+        store.corrupt(file.id, u64::from(at) % (payload.len() as u64).max(1), mask);
+    }
+    let claimed = SnapshotFile {
+        bytes: if cut % 3 == 0 {
+            u64::from(*cut)
+        } else {
+            file.bytes
+        },
+        ..file
+    };
+    if let Ok(bytes) = read_back(&store, claimed) {
+        assert_eq!(bytes, *payload, "a changed snapshot read back as valid");
+    }
+}
+
+#[test]
+fn snapshot_chunks() {
+    let target = bolero::check!().with_type::<(Vec<u8>, Vec<(u16, Vec<u8>)>)>();
+    let target = match common::fuzz::fuzz_secs() {
+        Some(secs) => target.with_test_time(secs),
+        None => target.with_iterations(ITERATIONS),
+    };
+    target.for_each(check_snapshot_chunks);
+}
+
+#[test]
+fn snapshot_file() {
+    let target = bolero::check!().with_type::<(Vec<u8>, Vec<(u16, u8)>, u16)>();
+    let target = match common::fuzz::fuzz_secs() {
+        Some(secs) => target.with_test_time(secs),
+        None => target.with_iterations(ITERATIONS),
+    };
+    target.for_each(check_snapshot_file);
 }
 
 /// The seeds are valid: a decoder that refused them would make the edits test nothing.
