@@ -149,13 +149,26 @@ fn sigkill_mid_snapshot_leaves_a_recoverable_snapshot() {
             }
         }
         assert_eq!(seen, target, "round {round}: the child stopped by itself");
-        // Right after an acknowledgement the child is writing the next snapshot.
+        // Right after an acknowledgement the child is writing the next snapshot. On a busy
+        // machine it may finish before this process runs again: kill it once an unfinished
+        // file is seen (bounded; the kill lands anyway when the bound is reached).
+        let snapshots = dir.path().join(SNAPSHOT_DIR_NAME);
+        let unfinished = || {
+            std::fs::read_dir(&snapshots).is_ok_and(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .any(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            })
+        };
+        let waited = std::time::Instant::now();
+        while !unfinished() && waited.elapsed() < std::time::Duration::from_secs(2) {
+            std::thread::yield_now();
+        }
         child.kill().unwrap();
         let status = child.wait().unwrap();
         drop(stdout);
         assert_eq!(status.signal(), Some(SIGKILL), "round {round}: {status}");
 
-        let snapshots = dir.path().join(SNAPSHOT_DIR_NAME);
         let names = |suffix: &str| {
             std::fs::read_dir(&snapshots)
                 .unwrap()

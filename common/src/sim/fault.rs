@@ -13,6 +13,11 @@ pub enum Fault {
     Crash(NodeId),
     /// The node restarts through [`crate::Node::recover`] with its durable records. No-op if up.
     Restart(NodeId),
+    /// The node's next sync that carries records fails (a full disk, a failing device): a
+    /// seeded prefix of those records reaches the disk (a short write), nothing else of that
+    /// batch leaves the node, and the node stops, as the driver stops a node whose sync failed
+    /// (fail-stop). It stays down until a [`Fault::Restart`]. Counted in [`super::Sim::failed_syncs`].
+    FailSync(NodeId),
     /// Cuts every link between the groups `a` and `b`, both ways.
     Partition {
         /// One side.

@@ -496,6 +496,8 @@ struct Slot<N: Node> {
     batch_steps: usize,
     flush_scheduled: bool,
     incarnation: u64,
+    /// [`Fault::FailSync`]: the next sync with records fails.
+    fail_next_sync: bool,
 }
 
 enum Ev<N: Node> {
@@ -674,6 +676,8 @@ pub struct Sim<N: Node> {
     now: u64,
     steps: u64,
     hasher: std::collections::hash_map::DefaultHasher,
+    /// Syncs failed by [`Fault::FailSync`].
+    failed_syncs: u64,
     scratch: Vec<u8>,
     invariants: Vec<(String, Invariant<N>)>,
     generators: Vec<Option<GenState<N>>>,
@@ -738,6 +742,7 @@ where
             now: 0,
             steps: 0,
             hasher: std::collections::hash_map::DefaultHasher::new(),
+            failed_syncs: 0,
             scratch: Vec::new(),
             invariants: Vec::new(),
             generators: Vec::new(),
@@ -784,6 +789,7 @@ where
                 batch_steps: 0,
                 flush_scheduled: false,
                 incarnation: 0,
+                fail_next_sync: false,
             });
             sim.schedule_first_tick(i);
         }
@@ -1051,6 +1057,11 @@ where
     pub fn node_mut(&mut self, id: NodeId) -> Option<&mut N> {
         let i = *self.index.get(&id)?;
         self.slots[i].node.as_mut()
+    }
+
+    /// Syncs that failed through [`Fault::FailSync`] so far (each stopped its node).
+    pub fn failed_syncs(&self) -> u64 {
+        self.failed_syncs
     }
 
     /// The snapshot store of node `id` (to inspect it, or to damage a snapshot as a disk fault
@@ -1474,6 +1485,14 @@ where
         slot.flush_scheduled = false;
         let effects = slot.outbox.take();
         let from = slot.id;
+        if slot.fail_next_sync && !effects.records.is_empty() {
+            // `Fault::FailSync`: the write reaches the disk only in part, and the node stops
+            // before anything of the batch leaves it (fail-stop, as the driver does).
+            slot.fail_next_sync = false;
+            self.failed_syncs += 1;
+            self.stop_node(i, effects, true);
+            return Ok(());
+        }
         let mut checkpoints = 0;
         for p in effects.records {
             self.hash_value(p.record());
@@ -1648,6 +1667,18 @@ where
                 self.hasher.write_u64(id);
                 self.restart_node(id)
             }
+            Fault::FailSync(id) => {
+                self.hasher.write_u64(id);
+                if let Some(&i) = self.index.get(&id) {
+                    self.slots[i].fail_next_sync = true;
+                }
+                if self.config.record_trace {
+                    self.record(TraceKind::Network {
+                        description: describe_fault(&Fault::FailSync(id)),
+                    });
+                }
+                Ok(())
+            }
             other => {
                 self.hasher.write_u8(0x4E);
                 if self.config.record_trace {
@@ -1673,7 +1704,7 @@ where
                     }
                     Fault::Link { from, to, link } => self.net.set_link(from, to, link),
                     Fault::ResetNetwork => self.net = Network::new(self.config.link.clone()),
-                    Fault::Crash(_) | Fault::Restart(_) => {}
+                    Fault::Crash(_) | Fault::Restart(_) | Fault::FailSync(_) => {}
                 }
                 Ok(())
             }
@@ -1688,8 +1719,15 @@ where
             return;
         }
         let effects = self.slots[i].outbox.take();
+        self.stop_node(i, effects, self.config.torn_tail);
+    }
+
+    /// Stops node `i` with `effects` unsynced: a seeded prefix of their records reaches the disk
+    /// when `torn` (else none), and nothing else of them leaves the node.
+    fn stop_node(&mut self, i: usize, effects: crate::Effects<N>, torn: bool) {
+        let id = self.slots[i].id;
         let unsynced = effects.records.len();
-        let kept = if self.config.torn_tail {
+        let kept = if torn {
             self.node_rng.range_inclusive(0, unsynced as u64) as usize
         } else {
             0
@@ -1815,5 +1853,6 @@ pub fn describe_fault(fault: &Fault) -> String {
             link.latency_min, link.latency_max, link.drop, link.duplicate
         ),
         Fault::ResetNetwork => "reset network".to_string(),
+        Fault::FailSync(n) => format!("the next sync of {n} fails"),
     }
 }
