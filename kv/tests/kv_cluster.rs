@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 
 use common::check::{check_kv, KvInput};
 use common::rng::DetRng;
-use kv::load::{to_check_output, Load, LoadOptions, SHARED_KEYS};
+use kv::load::{to_check_output, SHARED_KEYS};
 use kv::net::{CallOutcome, KvClient};
 
 mod support;
@@ -37,19 +37,7 @@ async fn kill_the_leader_again_and_again(protocol: &'static str) {
         "node 1 stopped serving after garbage"
     );
 
-    let load = Load::new();
-    let options = LoadOptions {
-        clients: 4,
-        ops_per_client: u64::MAX,
-        seed,
-        first_client_id: 1,
-        key_prefix: String::new(),
-    };
-    let runner = {
-        let load = load.clone();
-        let nodes = cluster.clients.clone();
-        tokio::spawn(async move { load.run(&nodes, &options).await })
-    };
+    let (load, runner) = start_load(&cluster, seed, 1, "");
 
     for _ in 0..kills {
         // A random moment: after a seeded number of further operations.
@@ -333,19 +321,7 @@ async fn sigterm_drains(protocol: &'static str) {
     for id in 1..=NODES {
         cluster.wait_serving(id, &mut probe).await;
     }
-    let load = Load::new();
-    let options = LoadOptions {
-        clients: 4,
-        ops_per_client: u64::MAX,
-        seed: 11,
-        first_client_id: 5_000_000,
-        key_prefix: "drain/".into(),
-    };
-    let runner = {
-        let load = load.clone();
-        let nodes = cluster.clients.clone();
-        tokio::spawn(async move { load.run(&nodes, &options).await })
-    };
+    let (load, runner) = start_load(&cluster, 11, 5_000_000, "drain/");
     for round in 0..2 {
         let target = load.completed.load(Ordering::SeqCst) + 40;
         wait_completed(&load, target, &cluster).await;
@@ -362,24 +338,7 @@ async fn sigterm_drains(protocol: &'static str) {
         cluster.start(leader);
         cluster.wait_serving(leader, &mut probe).await;
     }
-    load.stop();
-    tokio::time::timeout(WAIT_MAX, runner)
-        .await
-        .expect("load generator stops")
-        .unwrap();
-    let mut reader = KvClient::new(6_000_000, cluster.clients.clone());
-    let acked = load.acked_writes.lock().unwrap().clone();
-    assert!(!acked.is_empty(), "no write was acknowledged");
-    for (key, value) in &acked {
-        match reader.get(key).await {
-            CallOutcome::Ok(kv::KvOutput::Value(Some(v))) => {
-                assert_eq!(&v, value, "acknowledged write to {key} lost or changed")
-            }
-            other => panic!("acknowledged write to {key} missing: {other:?}"),
-        }
-    }
-    let verdict = check_kv(&load.recorder.history()).unwrap();
-    assert!(verdict.is_linearizable(), "{protocol}: {verdict:?}");
+    stop_and_check(&load, runner, &cluster, 6_000_000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -417,19 +376,7 @@ async fn floods_of_idle_and_garbage_connections_on_both_ports_lock_nobody_out() 
         cluster.wait_serving(id, &mut probe).await;
     }
     let leader = cluster.leader(&mut probe).await;
-    let load = Load::new();
-    let options = LoadOptions {
-        clients: 4,
-        ops_per_client: u64::MAX,
-        seed: 17,
-        first_client_id: 7_000_000,
-        key_prefix: "flood/".into(),
-    };
-    let runner = {
-        let load = load.clone();
-        let nodes = cluster.clients.clone();
-        tokio::spawn(async move { load.run(&nodes, &options).await })
-    };
+    let (load, runner) = start_load(&cluster, 17, 7_000_000, "flood/");
     let target = load.completed.load(Ordering::SeqCst) + 50;
     wait_completed(&load, target, &cluster).await;
 
@@ -474,23 +421,5 @@ async fn floods_of_idle_and_garbage_connections_on_both_ports_lock_nobody_out() 
     let target = load.completed.load(Ordering::SeqCst) + 50;
     wait_completed(&load, target, &cluster).await;
     drop((idle_peer, idle_client));
-    load.stop();
-    tokio::time::timeout(WAIT_MAX, runner)
-        .await
-        .expect("load generator stops")
-        .unwrap();
-    let mut reader = KvClient::new(7_600_000, cluster.clients.clone());
-    let acked = load.acked_writes.lock().unwrap().clone();
-    assert!(!acked.is_empty(), "no write was acknowledged");
-    for (key, value) in acked {
-        match reader.get(&key).await {
-            CallOutcome::Ok(kv::KvOutput::Value(Some(v))) => {
-                assert_eq!(v, value, "acknowledged write to {key} lost or changed")
-            }
-            other => panic!("acknowledged write to {key} missing: {other:?}"),
-        }
-    }
-    assert!(check_kv(&load.recorder.history())
-        .unwrap()
-        .is_linearizable());
+    stop_and_check(&load, runner, &cluster, 7_600_000).await;
 }

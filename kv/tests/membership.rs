@@ -15,9 +15,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use common::check::check_kv;
 use common::NodeId;
-use kv::load::{Load, LoadOptions};
+use kv::load::Load;
 use kv::net::{CallOutcome, KvClient, MembersInfo};
 use support::*;
 
@@ -70,19 +69,7 @@ async fn grow_and_shrink_under_load(protocol: &'static str) {
     }
     cluster.leader(&mut probe).await;
 
-    let load = Load::new();
-    let options = LoadOptions {
-        clients: 4,
-        ops_per_client: u64::MAX,
-        seed: 23,
-        first_client_id: 1,
-        key_prefix: String::new(),
-    };
-    let runner = {
-        let load = load.clone();
-        let nodes = cluster.clients.clone();
-        tokio::spawn(async move { load.run(&nodes, &options).await })
-    };
+    let (load, runner) = start_load(&cluster, 23, 1, "");
     let progress = |load: &Load, n: u64| load.completed.load(Ordering::SeqCst) + n;
     wait_completed(&load, progress(&load, 100), &cluster).await;
 
@@ -177,24 +164,7 @@ async fn grow_and_shrink_under_load(protocol: &'static str) {
     assert!(after.nodes.iter().all(|n| n.id <= NODES), "{after:?}");
 
     wait_completed(&load, progress(&load, 100), &cluster).await;
-    load.stop();
-    tokio::time::timeout(WAIT_MAX, runner)
-        .await
-        .expect("load generator stops")
-        .unwrap();
-    let mut reader = KvClient::new(8_000_000, cluster.clients.clone());
-    let acked = load.acked_writes.lock().unwrap().clone();
-    assert!(!acked.is_empty(), "no write was acknowledged");
-    for (key, value) in &acked {
-        match reader.get(key).await {
-            CallOutcome::Ok(kv::KvOutput::Value(Some(v))) => {
-                assert_eq!(&v, value, "acknowledged write to {key} lost or changed")
-            }
-            other => panic!("acknowledged write to {key} missing: {other:?}"),
-        }
-    }
-    let verdict = check_kv(&load.recorder.history()).unwrap();
-    assert!(verdict.is_linearizable(), "{protocol}: {verdict:?}");
+    stop_and_check(&load, runner, &cluster, 8_000_000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,11 +16,10 @@ mod support;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::check::check_kv;
 use common::rng::DetRng;
 use common::NodeId;
-use kv::load::{Load, LoadOptions};
-use kv::net::{CallOutcome, KvClient};
+use kv::load::Load;
+use kv::net::KvClient;
 use support::*;
 
 /// Longest wait for the load to progress once the network healed.
@@ -74,19 +73,7 @@ async fn nemesis(protocol: &'static str) {
         cluster.wait_serving(id, &mut probe).await;
     }
     cluster.leader(&mut probe).await;
-    let load = Load::new();
-    let options = LoadOptions {
-        clients: 4,
-        ops_per_client: u64::MAX,
-        seed,
-        first_client_id: 1,
-        key_prefix: String::new(),
-    };
-    let runner = {
-        let load = load.clone();
-        let nodes = cluster.clients.clone();
-        tokio::spawn(async move { load.run(&nodes, &options).await })
-    };
+    let (load, runner) = start_load(&cluster, seed, 1, "");
     wait_progress(&load, &cluster, "the start").await;
     let first_leader = cluster.leader(&mut probe).await;
     let first_term = probe.node_status(first_leader).await.unwrap().term;
@@ -155,24 +142,7 @@ async fn nemesis(protocol: &'static str) {
         term > first_term && leaders.len() > 1,
         "leadership never moved: term {first_term} → {term}, leaders {leaders:?}"
     );
-    load.stop();
-    tokio::time::timeout(WAIT_MAX, runner)
-        .await
-        .expect("load generator stops")
-        .unwrap();
-    let mut reader = KvClient::new(9_000_000, cluster.clients.clone());
-    let acked = load.acked_writes.lock().unwrap().clone();
-    assert!(!acked.is_empty(), "no write was acknowledged");
-    for (key, value) in &acked {
-        match reader.get(key).await {
-            CallOutcome::Ok(kv::KvOutput::Value(Some(v))) => {
-                assert_eq!(&v, value, "acknowledged write to {key} lost or changed")
-            }
-            other => panic!("acknowledged write to {key} missing: {other:?}"),
-        }
-    }
-    let verdict = check_kv(&load.recorder.history()).unwrap();
-    assert!(verdict.is_linearizable(), "{protocol}: {verdict:?}");
+    stop_and_check(&load, runner, &cluster, 9_000_000).await;
     cluster.kill_all();
 }
 
@@ -226,19 +196,7 @@ async fn paxos_makes_progress_in_quorum_loss_constrained_and_chained_partitions(
     for id in 1..=n {
         cluster.wait_serving(id, &mut probe).await;
     }
-    let load = Load::new();
-    let options = LoadOptions {
-        clients: 4,
-        ops_per_client: u64::MAX,
-        seed: 29,
-        first_client_id: 1,
-        key_prefix: String::new(),
-    };
-    let runner = {
-        let load = load.clone();
-        let nodes = cluster.clients.clone();
-        tokio::spawn(async move { load.run(&nodes, &options).await })
-    };
+    let (load, runner) = start_load(&cluster, 29, 1, "");
     wait_progress(&load, &cluster, "the start").await;
 
     // Quorum loss.
@@ -275,24 +233,6 @@ async fn paxos_makes_progress_in_quorum_loss_constrained_and_chained_partitions(
     wait_progress(&load, &cluster, "chain").await;
     cluster.net().heal();
 
-    load.stop();
-    tokio::time::timeout(WAIT_MAX, runner)
-        .await
-        .expect("load generator stops")
-        .unwrap();
-    let mut reader = KvClient::new(9_000_000, cluster.clients.clone());
-    let acked = load.acked_writes.lock().unwrap().clone();
-    assert!(!acked.is_empty(), "no write was acknowledged");
-    for (key, value) in &acked {
-        match reader.get(key).await {
-            CallOutcome::Ok(kv::KvOutput::Value(Some(v))) => {
-                assert_eq!(&v, value, "acknowledged write to {key} lost or changed")
-            }
-            other => panic!("acknowledged write to {key} missing: {other:?}"),
-        }
-    }
-    assert!(check_kv(&load.recorder.history())
-        .unwrap()
-        .is_linearizable());
+    stop_and_check(&load, runner, &cluster, 9_000_000).await;
     cluster.kill_all();
 }

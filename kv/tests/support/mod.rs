@@ -12,9 +12,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use common::check::check_kv;
 use common::NodeId;
-use kv::load::Load;
-use kv::net::KvClient;
+use kv::load::{Load, LoadOptions};
+use kv::net::{CallOutcome, KvClient};
 
 pub const NODES: u64 = 3;
 pub const KEY: &str = "a test cluster key of enough bytes";
@@ -387,4 +388,59 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> String {
         out
     };
     tokio::time::timeout(WAIT_MAX, get).await.unwrap()
+}
+
+/// A load of four clients against `cluster`'s first replicas, running until stopped.
+pub fn start_load(
+    cluster: &Cluster,
+    seed: u64,
+    first_client_id: u64,
+    key_prefix: &str,
+) -> (Load, tokio::task::JoinHandle<()>) {
+    let load = Load::new();
+    let options = LoadOptions {
+        clients: 4,
+        ops_per_client: u64::MAX,
+        seed,
+        first_client_id,
+        key_prefix: key_prefix.into(),
+    };
+    let runner = {
+        let load = load.clone();
+        let nodes = cluster.clients.clone();
+        tokio::spawn(async move { load.run(&nodes, &options).await })
+    };
+    (load, runner)
+}
+
+/// Stops `load`, then checks that every write it saw acknowledged reads back (through the
+/// cluster, as client `reader_id`) and that its history is linearizable.
+pub async fn stop_and_check(
+    load: &Load,
+    runner: tokio::task::JoinHandle<()>,
+    cluster: &Cluster,
+    reader_id: u64,
+) {
+    load.stop();
+    tokio::time::timeout(WAIT_MAX, runner)
+        .await
+        .expect("load generator stops")
+        .unwrap();
+    let mut reader = KvClient::new(reader_id, cluster.clients.clone());
+    let acked = load.acked_writes.lock().unwrap().clone();
+    assert!(!acked.is_empty(), "no write was acknowledged");
+    for (key, value) in &acked {
+        match reader.get(key).await {
+            CallOutcome::Ok(kv::KvOutput::Value(Some(v))) => {
+                assert_eq!(&v, value, "acknowledged write to {key} lost or changed")
+            }
+            other => panic!("acknowledged write to {key} missing: {other:?}"),
+        }
+    }
+    let verdict = check_kv(&load.recorder.history()).unwrap();
+    assert!(
+        verdict.is_linearizable(),
+        "{}: the history is not linearizable: {verdict:?}",
+        cluster.protocol
+    );
 }
