@@ -118,6 +118,35 @@ pub struct TlsSection {
     pub server_name: Option<String>,
 }
 
+/// The TLS flags `kv-node` and `kv-client` share (each also an environment variable).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct TlsArgs {
+    /// Mutual TLS: the cluster's CA certificate (PEM). With --tls-cert, --tls-key and
+    /// --tls-server-name.
+    #[arg(long, env = "KV_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// This program's certificate chain, signed by the cluster's CA (PEM).
+    #[arg(long, env = "KV_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// This program's private key (PEM).
+    #[arg(long, env = "KV_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// The DNS name every certificate of the cluster carries.
+    #[arg(long, env = "KV_TLS_SERVER_NAME")]
+    pub tls_server_name: Option<String>,
+}
+
+impl From<TlsArgs> for TlsSection {
+    fn from(a: TlsArgs) -> Self {
+        TlsSection {
+            ca_file: a.tls_ca,
+            cert_file: a.tls_cert,
+            key_file: a.tls_key,
+            server_name: a.tls_server_name,
+        }
+    }
+}
+
 impl TlsSection {
     /// Fills the unset fields from `other` (the file under the flags).
     pub fn or(self, other: &TlsSection) -> TlsSection {

@@ -50,18 +50,9 @@ struct Args {
     /// How answers are printed.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     output: Output,
-    /// Mutual TLS (when the nodes' client ports have it): the cluster's CA certificate (PEM).
-    #[arg(long, env = "KV_TLS_CA")]
-    tls_ca: Option<PathBuf>,
-    /// The client's certificate chain, signed by the cluster's CA (PEM).
-    #[arg(long, env = "KV_TLS_CERT")]
-    tls_cert: Option<PathBuf>,
-    /// The client's private key (PEM).
-    #[arg(long, env = "KV_TLS_KEY")]
-    tls_key: Option<PathBuf>,
-    /// The DNS name the nodes' certificates carry.
-    #[arg(long, env = "KV_TLS_SERVER_NAME")]
-    tls_server_name: Option<String>,
+    /// Mutual TLS, when the nodes' client ports have it.
+    #[command(flatten)]
+    tls: kv::config::TlsArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -190,13 +181,7 @@ async fn run(args: Args) -> Result<(), String> {
         CallOutcome::Failed(why) => Err(format!("failed (not applied): {why}")),
         CallOutcome::Unknown(why) => Err(format!("outcome unknown (may be applied): {why}")),
     };
-    let tls = kv::config::TlsSection {
-        ca_file: args.tls_ca,
-        cert_file: args.tls_cert,
-        key_file: args.tls_key,
-        server_name: args.tls_server_name,
-    }
-    .load()?;
+    let tls = kv::config::TlsSection::from(args.tls).load()?;
     let mut client = KvClient::new(client_id, nodes.clone());
     if let Some(tls) = &tls {
         client = client.with_tls(tls.clone());

@@ -71,19 +71,9 @@ struct Args {
     /// host:port.
     #[arg(long, env = "KV_METRICS_LISTEN")]
     metrics_listen: Option<String>,
-    /// Mutual TLS on both ports: the cluster's CA certificate (PEM). With --tls-cert,
-    /// --tls-key and --tls-server-name (or the `[tls]` table of the file).
-    #[arg(long, env = "KV_TLS_CA")]
-    tls_ca: Option<PathBuf>,
-    /// This node's certificate chain (PEM).
-    #[arg(long, env = "KV_TLS_CERT")]
-    tls_cert: Option<PathBuf>,
-    /// This node's private key (PEM).
-    #[arg(long, env = "KV_TLS_KEY")]
-    tls_key: Option<PathBuf>,
-    /// The DNS name every certificate of the cluster carries.
-    #[arg(long, env = "KV_TLS_SERVER_NAME")]
-    tls_server_name: Option<String>,
+    /// Mutual TLS on both ports (or the `[tls]` table of the file).
+    #[command(flatten)]
+    tls: config::TlsArgs,
 }
 
 fn cluster_key(key_file: Option<PathBuf>) -> Result<Vec<u8>, String> {
@@ -151,14 +141,7 @@ fn options(args: Args) -> Result<NodeOptions, String> {
         args.data_dir,
         file.data_dir.clone(),
     )?;
-    let tls = config::TlsSection {
-        ca_file: args.tls_ca,
-        cert_file: args.tls_cert,
-        key_file: args.tls_key,
-        server_name: args.tls_server_name,
-    }
-    .or(&file.tls)
-    .load()?;
+    let tls = config::TlsSection::from(args.tls).or(&file.tls).load()?;
     Ok(NodeOptions {
         tls,
         protocol,
