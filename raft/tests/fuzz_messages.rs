@@ -103,11 +103,11 @@ fn arbitrary_well_formed_messages_never_panic_a_node() {
                             key: format!("k{x}"),
                             value: "v".into(),
                         }),
-                        _ => Payload::Membership(Membership {
+                        _ => Payload::Membership(Box::new(Membership {
                             voters: (1..=(x % 5)).collect(),
                             learners: BTreeSet::new(),
                             voters_outgoing: None,
-                        }),
+                        })),
                     },
                 })
                 .collect();

@@ -161,19 +161,17 @@ impl<S: StateMachine> RaftNode<S> {
     ) {
         let index = self.log.last_index() + 1;
         if let Some(request) = request {
-            self.proposals.insert(
+            self.add_proposal(Proposal {
                 index,
-                Proposal {
-                    term: self.term,
-                    request,
-                    bytes: 0,
-                },
-            );
+                term: self.term,
+                request,
+                bytes: 0,
+            });
         }
         let entry = Entry {
             term: self.term,
             index,
-            payload: Payload::Membership(m),
+            payload: Payload::Membership(Box::new(m)),
         };
         self.append_as_leader(entry, out);
     }

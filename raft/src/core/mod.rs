@@ -51,6 +51,8 @@ pub type RecordOf<S> = Record<<S as StateMachine>::Command>;
 /// A proposal waiting to be applied.
 #[derive(Debug)]
 struct Proposal {
+    /// Where the entry was appended.
+    index: LogIndex,
     /// The term the entry was appended in: if the entry applied at its index has another term,
     /// the proposal was replaced.
     term: Term,
@@ -141,8 +143,9 @@ pub struct RaftNode<S: StateMachine> {
     transfer: Option<Transfer>,
     uncommitted_bytes: usize,
 
-    /// Proposals made through this node, waiting to be applied, by log index.
-    proposals: BTreeMap<LogIndex, Proposal>,
+    /// Proposals made through this node, waiting to be applied, in index order: a queue rather
+    /// than a map, so a proposal costs no tree node or rebalancing (see `add_proposal`).
+    proposals: VecDeque<Proposal>,
 
     /// Where snapshot files live (beside the log).
     snapshots: Arc<dyn SnapshotStore>,
@@ -308,16 +311,12 @@ impl<S: StateMachine> RaftNode<S> {
                         Applied::Noop
                     }
                 },
-                Payload::Membership(m) => Applied::Membership(m.clone()),
+                Payload::Membership(m) => Applied::Membership(Membership::clone(m)),
             };
             self.applied_index = index;
             let mut joint_request = None;
-            while let Some(first) = self.proposals.first_entry() {
-                if *first.key() > index {
-                    break;
-                }
-                let at = *first.key();
-                let p = first.remove();
+            while let Some(p) = self.pop_proposal_through(index) {
+                let at = p.index;
                 self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(p.bytes);
                 let same = at == index && p.term == term;
                 let response = match (&applied, same) {
@@ -349,6 +348,39 @@ impl<S: StateMachine> RaftNode<S> {
         }
         drop(outputs_iter);
         self.outputs = outputs;
+    }
+
+    /// Queues a proposal. Proposals are only made by a leader, at the end of its log, and a
+    /// leader that steps down answers all of its own (`step_down_leader`), so each one comes
+    /// after those queued.
+    fn add_proposal(&mut self, proposal: Proposal) {
+        let in_order = self
+            .proposals
+            .back()
+            .is_none_or(|last| last.index < proposal.index);
+        debug_assert!(in_order, "proposal at {} out of order", proposal.index);
+        if in_order {
+            self.proposals.push_back(proposal);
+            return;
+        }
+        // Unreachable; should it happen, keep the queue sorted rather than lose an answer.
+        tracing::error!(
+            node = self.config.id,
+            index = proposal.index,
+            "proposal out of index order"
+        );
+        let at = self
+            .proposals
+            .partition_point(|p| p.index <= proposal.index);
+        self.proposals.insert(at, proposal);
+    }
+
+    /// The oldest proposal, if its index is at most `index`.
+    fn pop_proposal_through(&mut self, index: LogIndex) -> Option<Proposal> {
+        if self.proposals.front()?.index > index {
+            return None;
+        }
+        self.proposals.pop_front()
     }
 
     fn reject_unknown(&mut self, from: NodeId) {
@@ -404,14 +436,12 @@ impl<S: StateMachine> RaftNode<S> {
             index,
             payload: Payload::Command(command),
         };
-        self.proposals.insert(
+        self.add_proposal(Proposal {
             index,
-            Proposal {
-                term: self.term,
-                request: id,
-                bytes,
-            },
-        );
+            term: self.term,
+            request: id,
+            bytes,
+        });
         self.append_as_leader(entry, out);
     }
 }
@@ -484,7 +514,7 @@ impl<S: StateMachine> Node for RaftNode<S> {
             reads: VecDeque::new(),
             transfer: None,
             uncommitted_bytes: 0,
-            proposals: BTreeMap::new(),
+            proposals: VecDeque::new(),
             snapshots,
             retention: SnapshotRetention::default(),
             snapshot: None,
@@ -673,8 +703,9 @@ impl<S: StateMachine> RaftNode<S> {
                         self.membership_truncated(e.index);
                     }
                     if let Payload::Membership(m) = &e.payload {
-                        self.membership_history.push((e.index, m.clone()));
-                        self.membership = m.clone();
+                        self.membership_history
+                            .push((e.index, Membership::clone(m)));
+                        self.membership = Membership::clone(m);
                         self.known.extend(m.members());
                     }
                     self.log.push(e);
@@ -710,8 +741,9 @@ impl<S: StateMachine> RaftNode<S> {
                         return corrupt(format!("snapshot entries have a gap at {}", e.index));
                     }
                     if let Payload::Membership(m) = &e.payload {
-                        self.membership_history.push((e.index, m.clone()));
-                        self.membership = m.clone();
+                        self.membership_history
+                            .push((e.index, Membership::clone(m)));
+                        self.membership = Membership::clone(m);
                         self.known.extend(m.members());
                     }
                     self.log.push(e);
@@ -759,12 +791,8 @@ impl<S: StateMachine> RaftNode<S> {
     /// Fails every pending proposal at `from` or after with `error` (used when a snapshot jumps
     /// past them and their fate is unknown).
     fn fail_proposals_through(&mut self, through: LogIndex, out: &mut Outbox<Self>) {
-        while let Some(first) = self.proposals.first_entry() {
-            if *first.key() > through {
-                break;
-            }
-            let index = *first.key();
-            let p = first.remove();
+        while let Some(p) = self.pop_proposal_through(through) {
+            let index = p.index;
             out.respond(
                 p.request,
                 Response::Failed(RaftError::Indeterminate { index }),

@@ -4,11 +4,11 @@
 
 use std::collections::VecDeque;
 
-use common::{NodeId, Outbox};
+use common::{NodeId, Outbox, Persist};
 
 use super::RaftNode;
 use crate::message::{
-    Entry, LogIndex, Message, PeerProgress, Record, ReplicationState, Role, Term,
+    Entry, LogIndex, Membership, Message, PeerProgress, Record, ReplicationState, Role, Term,
 };
 use crate::state_machine::StateMachine;
 
@@ -75,9 +75,19 @@ impl<S: StateMachine> RaftNode<S> {
 
     /// Appends an entry of the leader's own term, persists it, and replicates it.
     pub(super) fn append_as_leader(&mut self, entry: Entry<S::Command>, out: &mut Outbox<Self>) {
-        out.persist(Record::Entries(vec![entry.clone()]));
+        // Every entry proposed in one step goes into one record: the previous one, when it is
+        // the record this step asked for last and it ends just before this entry (storage gets
+        // the same entries in the same order as from one record per entry).
+        match out.last_record_mut() {
+            Some(Persist::Append(Record::Entries(batch)))
+                if batch.last().is_some_and(|e| e.index + 1 == entry.index) =>
+            {
+                batch.push(entry.clone());
+            }
+            _ => out.persist(Record::Entries(vec![entry.clone()])),
+        }
         if let crate::message::Payload::Membership(m) = &entry.payload {
-            self.membership_appended(entry.index, m.clone(), out);
+            self.membership_appended(entry.index, Membership::clone(m), out);
         }
         self.log.push(entry);
         self.for_each_peer(|node, peer| node.send_new_entry(peer, out));
@@ -294,31 +304,36 @@ impl<S: StateMachine> RaftNode<S> {
         // Append what is new; replace what conflicts (§5.3: "if an existing entry conflicts
         // with a new one, delete the existing entry and all that follow it").
         let match_index = prev_log_index + entries.len() as u64;
-        let mut fresh = Vec::new();
-        for e in entries {
-            if e.index <= self.log.snapshot_index() {
-                continue;
-            }
-            if fresh.is_empty() && e.index <= self.log.last_index() {
-                if self.log.term(e.index) == Some(e.term) {
-                    continue;
-                }
-                if e.index <= self.commit_index {
+        // The entries are consecutive (checked above), so those already held (below the
+        // snapshot, or in the log with the same term) are a prefix; every one after it is new.
+        let held = entries
+            .iter()
+            .take_while(|e| {
+                e.index <= self.log.snapshot_index()
+                    || (e.index <= self.log.last_index() && self.log.term(e.index) == Some(e.term))
+            })
+            .count();
+        let mut entries = entries;
+        entries.drain(..held);
+        if let Some(first) = entries.first() {
+            let first = first.index;
+            if first <= self.log.last_index() {
+                if first <= self.commit_index {
                     self.reject_invalid(from, "AppendEntries replaces a committed entry");
                     return;
                 }
-                self.log.truncate_from(e.index);
-                self.membership_truncated(e.index);
-                out.persist(Record::Truncate { from: e.index });
+                self.log.truncate_from(first);
+                self.membership_truncated(first);
+                out.persist(Record::Truncate { from: first });
             }
-            if let crate::message::Payload::Membership(m) = &e.payload {
-                self.membership_appended(e.index, m.clone(), out);
+            for e in &entries {
+                if let crate::message::Payload::Membership(m) = &e.payload {
+                    self.membership_appended(e.index, Membership::clone(m), out);
+                }
+                self.log.push(e.clone());
             }
-            self.log.push(e.clone());
-            fresh.push(e);
-        }
-        if !fresh.is_empty() {
-            out.persist(Record::Entries(fresh));
+            // The message's own buffer becomes the record: no second list of the entries.
+            out.persist(Record::Entries(entries));
         }
         let commit = leader_commit.min(match_index);
         if commit > self.commit_index {
