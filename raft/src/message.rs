@@ -225,8 +225,10 @@ pub enum Message<C> {
     InstallSnapshot {
         /// The leader's term.
         term: Term,
-        /// The snapshot being sent.
-        meta: SnapshotMeta,
+        /// The snapshot being sent (boxed, like the other rare large parts of messages, records
+        /// and responses, so that the frequent ones stay small: every message, record and
+        /// answer is moved through the outbox and the driver's buffers at its enum's size).
+        meta: Box<SnapshotMeta>,
         /// Where this chunk starts in the snapshot data.
         offset: u64,
         /// The chunk (encoded as one run of bytes, not byte by byte).
@@ -297,8 +299,8 @@ pub enum Record<C> {
         term: Term,
         /// The vote in `term`.
         voted_for: Option<NodeId>,
-        /// What the snapshot covers.
-        meta: SnapshotMeta,
+        /// What the snapshot covers (boxed: see [`Message::InstallSnapshot`]).
+        meta: Box<SnapshotMeta>,
         /// The file in the node's snapshot store holding the state machine's state.
         file: common::snapshot::SnapshotFile,
         /// The log entries after `meta.index`.
@@ -349,8 +351,8 @@ pub enum Response<O> {
     MembershipChanged {
         /// Where the entry sits in the log.
         index: LogIndex,
-        /// The configuration now in force.
-        membership: Membership,
+        /// The configuration now in force (boxed: see [`Message::InstallSnapshot`]).
+        membership: Box<Membership>,
     },
     /// The request failed; see [`RaftError`].
     Failed(RaftError),

@@ -332,7 +332,7 @@ impl<S: StateMachine> RaftNode<S> {
                     }
                     (Applied::Membership(m), true) => Response::MembershipChanged {
                         index,
-                        membership: m.clone(),
+                        membership: Box::new(m.clone()),
                     },
                     _ => Response::Failed(RaftError::Dropped { index: at }),
                 };
@@ -613,7 +613,7 @@ impl<S: StateMachine> Node for RaftNode<S> {
                 data,
                 done,
                 ..
-            } => self.handle_install_snapshot(from, meta, offset, data, done, out),
+            } => self.handle_install_snapshot(from, *meta, offset, data, done, out),
             Message::InstallSnapshotResponse {
                 index,
                 next_offset,
@@ -750,7 +750,7 @@ impl<S: StateMachine> RaftNode<S> {
                 }
                 self.commit_index = meta.index;
                 self.applied_index = meta.index;
-                return Ok(Some((meta, file)));
+                return Ok(Some((*meta, file)));
             }
         }
         Ok(None)

@@ -995,7 +995,7 @@ fn set(ids: &[NodeId]) -> std::collections::BTreeSet<NodeId> {
 
 fn membership_response(fx: &Fx, id: u64) -> Option<crate::message::Membership> {
     fx.responses.iter().find_map(|(r, resp)| match resp {
-        Response::MembershipChanged { membership, .. } if r.0 == id => Some(membership.clone()),
+        Response::MembershipChanged { membership, .. } if r.0 == id => Some(*membership.clone()),
         _ => None,
     })
 }
@@ -1393,10 +1393,22 @@ fn proposals_of_one_step_share_one_record() {
 }
 
 #[test]
-fn entries_stay_small() {
+fn entries_messages_records_and_answers_stay_small() {
+    use std::mem::size_of;
     // Every entry is cloned into the log, the records and each AppendEntries: a configuration
-    // inline would triple its size (see `Payload::Membership`).
-    assert!(std::mem::size_of::<Entry<u64>>() <= 32);
+    // inline would triple its size (see `Payload::Membership`). Messages, records and answers
+    // move through the outbox at the size of their largest variant, so the rare large ones are
+    // boxed (see `Message::InstallSnapshot`).
+    let sizes = (
+        size_of::<Entry<u64>>(),
+        size_of::<Message<u64>>(),
+        size_of::<Record<u64>>(),
+        size_of::<Response<u64>>(),
+    );
+    assert!(
+        sizes.0 <= 32 && sizes.1 <= 72 && sizes.2 <= 80 && sizes.3 <= 32,
+        "entry, message, record, response: {sizes:?}"
+    );
 }
 
 #[test]
