@@ -97,19 +97,30 @@ impl<C: Clone> RaftLog<C> {
         bytes_max: usize,
         size: impl Fn(&Entry<C>) -> usize,
     ) -> Vec<Entry<C>> {
-        let mut out = Vec::new();
         if from <= self.snapshot_index {
-            return out;
+            return Vec::new();
         }
         let start = (from - self.snapshot_index - 1) as usize;
+        // Count first, then allocate once: growing the list entry by entry reallocates it
+        // about log2(count) times per message.
         let mut bytes = 0usize;
-        for e in self.entries.iter().skip(start).take(count_max) {
-            bytes = bytes.saturating_add(size(e));
-            if !out.is_empty() && bytes > bytes_max {
-                break;
-            }
-            out.push(e.clone());
-        }
+        let count = self
+            .entries
+            .range(start.min(self.entries.len())..)
+            .take(count_max)
+            .enumerate()
+            .take_while(|(i, e)| {
+                bytes = bytes.saturating_add(size(e));
+                *i == 0 || bytes <= bytes_max
+            })
+            .count();
+        let mut out = Vec::with_capacity(count);
+        out.extend(
+            self.entries
+                .range(start.min(self.entries.len())..)
+                .take(count)
+                .cloned(),
+        );
         out
     }
 

@@ -131,6 +131,8 @@ pub struct RaftNode<S: StateMachine> {
 
     // Leader state.
     progress: BTreeMap<NodeId, Progress>,
+    /// Reused by `for_each_peer` for the ids it visits (it runs for every proposal).
+    peers_scratch: Vec<NodeId>,
     heartbeat_elapsed_ticks: u64,
     check_quorum_elapsed_ticks: u64,
     /// The current heartbeat round; peers echo it back.
@@ -506,6 +508,7 @@ impl<S: StateMachine> Node for RaftNode<S> {
             votes_refused: BTreeSet::new(),
             ticks: 0,
             progress: BTreeMap::new(),
+            peers_scratch: Vec::new(),
             heartbeat_elapsed_ticks: 0,
             check_quorum_elapsed_ticks: 0,
             read_seq: 0,

@@ -90,7 +90,7 @@ impl<S: StateMachine> RaftNode<S> {
             self.membership_appended(entry.index, Membership::clone(m), out);
         }
         self.log.push(entry);
-        self.for_each_peer(|node, peer| node.send_new_entry(peer, out));
+        self.send_new_entry(out);
         // The leader's own log is already the longest a quorum counts, so appending to it moves
         // the commit point only where the leader is a quorum on its own (a single voter).
         if self.leader_alone_is_quorum() {
@@ -98,30 +98,40 @@ impl<S: StateMachine> RaftNode<S> {
         }
     }
 
-    /// Calls `f` for every peer the leader replicates to, in id order, without collecting them
-    /// first (this runs for every proposal).
-    pub(super) fn for_each_peer(&mut self, mut f: impl FnMut(&mut Self, NodeId)) {
-        let mut next = self.progress.keys().next().copied();
-        while let Some(peer) = next {
+    /// Calls `f` for every peer the leader replicates to (or, with `only`, those it selects),
+    /// in id order. The ids are gathered first into a buffer the node keeps, so that `f` may
+    /// change the progress map, and nothing is allocated in the steady state. A peer that `f`
+    /// removes is still visited (every callee looks its progress up and does nothing without
+    /// one); one that `f` adds is not.
+    pub(super) fn for_each_peer(
+        &mut self,
+        only: impl Fn(&Progress) -> bool,
+        mut f: impl FnMut(&mut Self, NodeId),
+    ) {
+        let mut peers = std::mem::take(&mut self.peers_scratch);
+        peers.clear();
+        peers.extend(
+            self.progress
+                .iter()
+                .filter(|(_, p)| only(p))
+                .map(|(&id, _)| id),
+        );
+        for &peer in &peers {
             f(self, peer);
-            next = self
-                .progress
-                .range(peer.saturating_add(1)..)
-                .next()
-                .map(|(&id, _)| id);
-            if peer == NodeId::MAX {
-                break;
-            }
         }
+        self.peers_scratch = peers;
     }
 
     /// Whether this node's vote alone is a majority of every voter group.
     pub(super) fn leader_alone_is_quorum(&self) -> bool {
+        // This runs for every proposal: a majority of one voter is that voter, and a larger
+        // group needs more than one vote, so the sets are only looked at, never sorted.
         let me = self.config.id;
-        self.membership.quorum_value(|v| u64::from(v == me)) == 1
+        let alone = |g: &std::collections::BTreeSet<NodeId>| g.len() == 1 && g.contains(&me);
+        alone(&self.membership.voters) && self.membership.voters_outgoing.as_ref().is_none_or(alone)
     }
 
-    /// Replicates a freshly appended entry to `peer`, batching under load. A follower in the
+    /// Replicates a freshly appended entry to every peer, batching under load. A follower in the
     /// replicate state with no AppendEntries in flight gets the entry at once (one client: no
     /// wait). One with AppendEntries in flight gets it with the next message that the answer to
     /// those triggers (in [`Self::handle_append_entries_response`]), together with every entry
@@ -133,18 +143,19 @@ impl<S: StateMachine> RaftNode<S> {
     ///
     /// [`Config::append_entries_max`]: crate::Config::append_entries_max
     /// [`Config::inflight_max`]: crate::Config::inflight_max
-    fn send_new_entry(&mut self, peer: NodeId, out: &mut Outbox<Self>) {
+    fn send_new_entry(&mut self, out: &mut Outbox<Self>) {
         let last = self.log.last_index();
-        if let Some(p) = self.progress.get(&peer) {
+        let append_entries_max = self.config.append_entries_max as u64;
+        let waits = move |p: &Progress| {
             let waiting = last.saturating_sub(p.next_index) + 1;
-            if p.state == ReplicationState::Replicate
+            p.state == ReplicationState::Replicate
                 && !p.inflight.is_empty()
-                && waiting < self.config.append_entries_max as u64
-            {
-                return;
-            }
-        }
-        self.send_append(peer, false, out);
+                && waiting < append_entries_max
+        };
+        self.for_each_peer(
+            |p| !waits(p),
+            |node, peer| node.send_append(peer, false, out),
+        );
     }
 
     /// Sends `peer` what it needs next, within the flow-control limits. `heartbeat` forces a
@@ -218,12 +229,15 @@ impl<S: StateMachine> RaftNode<S> {
     /// to maintain their authority).
     pub(super) fn broadcast_heartbeat(&mut self, out: &mut Outbox<Self>) {
         self.start_read_round();
-        self.for_each_peer(|node, peer| {
-            if let Some(p) = node.progress.get_mut(&peer) {
-                p.probe_sent = false;
-            }
-            node.send_append(peer, true, out);
-        });
+        self.for_each_peer(
+            |_| true,
+            |node, peer| {
+                if let Some(p) = node.progress.get_mut(&peer) {
+                    p.probe_sent = false;
+                }
+                node.send_append(peer, true, out);
+            },
+        );
     }
 
     /// The follower side of AppendEntries (§5.3, Figure 2 "receiver implementation").
