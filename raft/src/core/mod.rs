@@ -272,14 +272,33 @@ impl<S: StateMachine> RaftNode<S> {
         let first = self.applied_index + 1;
         let last = self.commit_index;
         self.outputs.clear();
-        let batch = (first..=last)
-            .filter_map(|i| self.log.entry(i))
+        let mut commands = 0usize;
+        let mut command_bytes = 0u64;
+        let batch = self
+            .log
+            .range(first, last)
             .filter_map(|e| match &e.payload {
-                Payload::Command(c) => Some((e.index, c)),
+                Payload::Command(c) => {
+                    commands += 1;
+                    command_bytes = command_bytes.saturating_add(S::command_bytes(c) as u64);
+                    Some((e.index, c))
+                }
                 _ => None,
             });
         self.state_machine.apply_batch(batch, &mut self.outputs);
         self.state_machine.applied(last);
+        self.log_bytes = self.log_bytes.saturating_add(command_bytes);
+        let held = self.log.snapshot_index() < first && last <= self.log.last_index();
+        if self.role != Role::Leader
+            && held
+            && self.outputs.len() == commands
+            && self.proposals.front().is_none_or(|p| p.index > last)
+        {
+            // Nothing to answer and no configuration to act on (only a leader acts on a
+            // committed one, in `membership_committed`): the walk below would only count.
+            self.applied_index = last;
+            return;
+        }
         let mut outputs = std::mem::take(&mut self.outputs);
         let mut outputs_iter = outputs.drain(..);
         while self.applied_index < last {
@@ -298,11 +317,8 @@ impl<S: StateMachine> RaftNode<S> {
             let term = entry.term;
             let applied = match &entry.payload {
                 Payload::Noop => Applied::Noop,
-                Payload::Command(c) => match outputs_iter.next() {
-                    Some(output) => {
-                        self.log_bytes = self.log_bytes.saturating_add(S::command_bytes(c) as u64);
-                        Applied::Output(output)
-                    }
+                Payload::Command(_) => match outputs_iter.next() {
+                    Some(output) => Applied::Output(output),
                     None => {
                         debug_assert!(false, "the state machine returned too few outputs");
                         tracing::error!(
