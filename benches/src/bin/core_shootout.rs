@@ -367,10 +367,11 @@ fn markdown(report: &Report) -> String {
     let _ = writeln!(
         out,
         "Load average (1, 5, 15 minutes): {} when the run started, {} when it ended, at most \
-         {} over 1 minute between repetitions, on {} cores. A load above about 1 means other processes competed with this single-threaded \
-         run for the cores, and the figures (wall-clock rates) drop and spread accordingly; \
-         the interleaved repetitions spread such moments over every row, and the min–max \
-         column shows how far they reached.\n",
+         {} over 1 minute between repetitions, on {} cores. The run itself keeps one core busy, \
+         about 1 of the load; the rest is other processes, which share the caches and memory \
+         bandwidth with it and, beyond the number of cores, the cores themselves, so the \
+         figures (wall-clock rates) drop and spread with it. The interleaved repetitions spread \
+         such moments over every row, and the min–max column shows how far they reached.\n",
         describe_load(m.load_before),
         describe_load(m.load_after),
         m.load_one_minute_max
