@@ -86,8 +86,10 @@ impl<S: StateMachine> RaftNode<S> {
         let next = self.log.last_index() + 1;
         let mut added = Vec::new();
         for p in peers {
-            if let std::collections::btree_map::Entry::Vacant(slot) = self.progress.entry(p) {
-                slot.insert(super::Progress::new(next));
+            if self
+                .progress
+                .insert_if_absent(p, super::Progress::new(next))
+            {
                 added.push(p);
             }
         }

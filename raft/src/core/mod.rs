@@ -19,7 +19,7 @@ mod read;
 mod replication;
 mod snapshot;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use common::snapshot::{
@@ -37,7 +37,7 @@ use crate::message::{
 use crate::state_machine::StateMachine;
 use log::RaftLog;
 use read::PendingRead;
-use replication::Progress;
+use replication::{Peers, Progress};
 
 /// The wire message type of a [`RaftNode`] over state machine `S`.
 pub type MessageOf<S> = Message<<S as StateMachine>::Command>;
@@ -130,7 +130,7 @@ pub struct RaftNode<S: StateMachine> {
     ticks: u64,
 
     // Leader state.
-    progress: BTreeMap<NodeId, Progress>,
+    progress: Peers,
     /// Reused by `for_each_peer` for the ids it visits (it runs for every proposal).
     peers_scratch: Vec<NodeId>,
     heartbeat_elapsed_ticks: u64,
@@ -523,7 +523,7 @@ impl<S: StateMachine> Node for RaftNode<S> {
             votes_granted: BTreeSet::new(),
             votes_refused: BTreeSet::new(),
             ticks: 0,
-            progress: BTreeMap::new(),
+            progress: Peers::default(),
             peers_scratch: Vec::new(),
             heartbeat_elapsed_ticks: 0,
             check_quorum_elapsed_ticks: 0,

@@ -32,6 +32,70 @@ pub(crate) struct Progress {
     pub(crate) snapshot_offset: u64,
 }
 
+/// The leader's [`Progress`] of each follower, in id order. A cluster has a handful of peers
+/// and this is read for every proposal and acknowledgement, so it is a sorted list (lookups by
+/// binary search, iteration a walk over one buffer) rather than a tree map.
+#[derive(Debug, Default)]
+pub(crate) struct Peers {
+    peers: Vec<(NodeId, Progress)>,
+}
+
+impl Peers {
+    fn position(&self, id: NodeId) -> Result<usize, usize> {
+        self.peers.binary_search_by_key(&id, |(peer, _)| *peer)
+    }
+
+    pub(crate) fn get(&self, id: &NodeId) -> Option<&Progress> {
+        let i = self.position(*id).ok()?;
+        Some(&self.peers[i].1)
+    }
+
+    pub(crate) fn get_mut(&mut self, id: &NodeId) -> Option<&mut Progress> {
+        let i = self.position(*id).ok()?;
+        Some(&mut self.peers[i].1)
+    }
+
+    /// Adds `id` with `progress` unless it is there already; returns whether it was added.
+    pub(crate) fn insert_if_absent(&mut self, id: NodeId, progress: Progress) -> bool {
+        match self.position(id) {
+            Ok(_) => false,
+            Err(i) => {
+                self.peers.insert(i, (id, progress));
+                true
+            }
+        }
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&NodeId, &Progress)> {
+        self.peers.iter().map(|(id, p)| (id, p))
+    }
+
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &NodeId> {
+        self.peers.iter().map(|(id, _)| id)
+    }
+
+    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut Progress> {
+        self.peers.iter_mut().map(|(_, p)| p)
+    }
+
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&NodeId, &mut Progress) -> bool) {
+        self.peers.retain_mut(|(id, p)| keep(id, p));
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.peers.clear();
+    }
+}
+
+impl FromIterator<(NodeId, Progress)> for Peers {
+    fn from_iter<I: IntoIterator<Item = (NodeId, Progress)>>(iter: I) -> Self {
+        let mut peers: Vec<(NodeId, Progress)> = iter.into_iter().collect();
+        peers.sort_by_key(|(id, _)| *id);
+        peers.dedup_by_key(|(id, _)| *id);
+        Peers { peers }
+    }
+}
+
 impl Progress {
     pub(crate) fn new(next_index: LogIndex) -> Self {
         Self {
