@@ -202,9 +202,9 @@
 //!   allocation and a rebalance now and then per proposal); they are a queue in index order,
 //!   since a leader only appends and answers all its proposals when it steps down. Each
 //!   proposal also walked the followers through two map lookups per follower and ran the
-//!   sorting quorum computation to learn whether the leader alone is a quorum; the followers
-//!   are now gathered once into a kept buffer and the quorum question is answered from the
-//!   sets' sizes.
+//!   sorting quorum computation to learn whether the leader alone is a quorum; the followers'
+//!   progress is now a sorted list rather than a tree map, they are gathered once into a kept
+//!   buffer, and the quorum question is answered from the sets' sizes.
 //! - **Regrowing each AppendEntries' list** (about log2(n) reallocations for n entries): it is
 //!   allocated once.
 //! - **Two walks per applied entry on followers.** A follower answers no proposal and acts on no
