@@ -412,10 +412,46 @@ impl Node for DemoNode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Persist;
+    use crate::{Effects, Persist};
 
     fn node(id: NodeId) -> DemoNode {
         DemoNode::recover(DemoConfig::new(id, vec![1, 2, 3]), vec![]).unwrap()
+    }
+
+    #[test]
+    fn take_into_trades_buffers_with_the_outbox() {
+        let mut a = node(1);
+        let mut out = Outbox::new();
+        let mut effects = Effects::default();
+        a.handle_request(RequestId(1), DemoRequest::Add(4), &mut out);
+        out.take_into(&mut effects);
+        assert!(out.is_empty());
+        assert_eq!(effects.records.len(), 1);
+        assert_eq!(effects.messages.len(), 2);
+        let buffers = (effects.records.as_ptr(), effects.messages.as_ptr());
+        effects.clear();
+        // The next step writes into the outbox's own buffers; taking them hands the first
+        // step's buffers back to the outbox, so two steps later they are in use again.
+        a.handle_request(RequestId(2), DemoRequest::Add(5), &mut out);
+        let mut second = Effects::default();
+        out.take_into(&mut second);
+        out.take_into(&mut effects);
+        a.handle_request(RequestId(3), DemoRequest::Add(6), &mut out);
+        let mut third = Effects::default();
+        out.take_into(&mut third);
+        assert_eq!((third.records.as_ptr(), third.messages.as_ptr()), buffers);
+        assert_eq!(third.records.len(), 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "needs empty effects")]
+    fn take_into_refuses_to_lose_effects() {
+        let mut a = node(1);
+        let mut out = Outbox::new();
+        let mut effects = Effects::default();
+        a.handle_request(RequestId(1), DemoRequest::Add(4), &mut out);
+        out.take_into(&mut effects);
+        out.take_into(&mut effects);
     }
 
     #[test]

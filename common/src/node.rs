@@ -180,6 +180,14 @@ impl<N: Node> Effects<N> {
             && self.responses.is_empty()
             && self.events.is_empty()
     }
+
+    /// Empties every list, keeping its capacity for the next steps.
+    pub fn clear(&mut self) {
+        self.records.clear();
+        self.messages.clear();
+        self.responses.clear();
+        self.events.clear();
+    }
 }
 
 /// Where a core puts the effects of a step: records to persist, messages to send, responses to
@@ -246,6 +254,13 @@ impl<N: Node> Outbox<N> {
         &self.effects.records
     }
 
+    /// The record asked for last, if no effect was taken out since: a core may extend it (add
+    /// entries to a batch of entries) instead of asking for one more record. Nothing has left
+    /// the node yet, so the driver persists the extended record exactly as it would the two.
+    pub fn last_record_mut(&mut self) -> Option<&mut Persist<N::Record>> {
+        self.effects.records.last_mut()
+    }
+
     /// The messages asked for so far.
     pub fn messages(&self) -> &[(NodeId, N::Message)] {
         &self.effects.messages
@@ -270,5 +285,23 @@ impl<N: Node> Outbox<N> {
     /// released to the caller).
     pub fn take(&mut self) -> Effects<N> {
         std::mem::take(&mut self.effects)
+    }
+
+    /// Swaps every pending effect into `effects`, which must be empty, and keeps the buffers
+    /// of `effects` for the next steps. A driver that releases `effects` by draining its lists
+    /// and then hands the same `Effects` back on its next call trades two sets of buffers
+    /// between itself and the outbox, so steps in the steady state allocate no effect buffers
+    /// (with [`Outbox::take`], every step's first record, message and response regrows an
+    /// empty list).
+    ///
+    /// # Panics
+    ///
+    /// If `effects` is not empty: its effects would be lost.
+    pub fn take_into(&mut self, effects: &mut Effects<N>) {
+        assert!(
+            effects.is_empty(),
+            "Outbox::take_into needs empty effects; release them first"
+        );
+        std::mem::swap(&mut self.effects, effects);
     }
 }

@@ -149,7 +149,7 @@ where
         request: Request<S::Command, S::Query>,
     ) -> Result<Membership, ClientError> {
         match self.inner.request(request).await? {
-            Response::MembershipChanged { membership, .. } => Ok(membership),
+            Response::MembershipChanged { membership, .. } => Ok(*membership),
             Response::Failed(e) => Err(e.into()),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }

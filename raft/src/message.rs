@@ -34,7 +34,11 @@ pub enum Payload<C> {
     Command(C),
     /// A new cluster configuration. It takes effect on each node as soon as the node appends
     /// it, committed or not (thesis §4.1); a truncation reverts it.
-    Membership(Membership),
+    ///
+    /// Boxed: configurations are rare, and inline they would make every entry as large as
+    /// three sets (an `Entry<u64>` of 88 bytes instead of 32), which every clone, move and
+    /// buffer of entries on the hot path pays for. The encoding is the same either way.
+    Membership(Box<Membership>),
 }
 
 /// Voter groups up to this size have their quorum computed without allocating
@@ -221,8 +225,10 @@ pub enum Message<C> {
     InstallSnapshot {
         /// The leader's term.
         term: Term,
-        /// The snapshot being sent.
-        meta: SnapshotMeta,
+        /// The snapshot being sent (boxed, like the other rare large parts of messages, records
+        /// and responses, so that the frequent ones stay small: every message, record and
+        /// answer is moved through the outbox and the driver's buffers at its enum's size).
+        meta: Box<SnapshotMeta>,
         /// Where this chunk starts in the snapshot data.
         offset: u64,
         /// The chunk (encoded as one run of bytes, not byte by byte).
@@ -293,8 +299,8 @@ pub enum Record<C> {
         term: Term,
         /// The vote in `term`.
         voted_for: Option<NodeId>,
-        /// What the snapshot covers.
-        meta: SnapshotMeta,
+        /// What the snapshot covers (boxed: see [`Message::InstallSnapshot`]).
+        meta: Box<SnapshotMeta>,
         /// The file in the node's snapshot store holding the state machine's state.
         file: common::snapshot::SnapshotFile,
         /// The log entries after `meta.index`.
@@ -345,8 +351,8 @@ pub enum Response<O> {
     MembershipChanged {
         /// Where the entry sits in the log.
         index: LogIndex,
-        /// The configuration now in force.
-        membership: Membership,
+        /// The configuration now in force (boxed: see [`Message::InstallSnapshot`]).
+        membership: Box<Membership>,
     },
     /// The request failed; see [`RaftError`].
     Failed(RaftError),

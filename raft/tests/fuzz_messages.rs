@@ -103,11 +103,11 @@ fn arbitrary_well_formed_messages_never_panic_a_node() {
                             key: format!("k{x}"),
                             value: "v".into(),
                         }),
-                        _ => Payload::Membership(Membership {
+                        _ => Payload::Membership(Box::new(Membership {
                             voters: (1..=(x % 5)).collect(),
                             learners: BTreeSet::new(),
                             voters_outgoing: None,
-                        }),
+                        })),
                     },
                 })
                 .collect();
@@ -149,7 +149,7 @@ fn arbitrary_well_formed_messages_never_panic_a_node() {
                 },
                 6 => Message::InstallSnapshot {
                     term: a,
-                    meta: SnapshotMeta {
+                    meta: Box::new(SnapshotMeta {
                         index: b,
                         term: c,
                         bytes: near(b.wrapping_mul(3), 6),
@@ -159,7 +159,7 @@ fn arbitrary_well_formed_messages_never_panic_a_node() {
                             learners: BTreeSet::new(),
                             voters_outgoing: None,
                         },
-                    },
+                    }),
                     offset: near(c, 7),
                     data: vec![0; (c % 64) as usize],
                     done: flag,

@@ -122,6 +122,27 @@ struct Machine {
     rustc: String,
     date: String,
     command: String,
+    /// The load average (1, 5 and 15 minutes) when the run started, if the system reports it:
+    /// how much else competed for the cores.
+    load_before: Option<[f64; 3]>,
+    /// The same when the run ended.
+    load_after: Option<[f64; 3]>,
+    /// The highest 1-minute load average read after each repetition.
+    load_one_minute_max: Option<f64>,
+}
+
+/// The load average over 1, 5 and 15 minutes (Linux's `/proc/loadavg`).
+fn load_average() -> Option<[f64; 3]> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let mut fields = text.split_whitespace().map(|f| f.parse::<f64>().ok());
+    Some([fields.next()??, fields.next()??, fields.next()??])
+}
+
+fn describe_load(load: Option<[f64; 3]>) -> String {
+    load.map_or_else(
+        || "unknown".to_string(),
+        |[one, five, fifteen]| format!("{one:.2}, {five:.2}, {fifteen:.2}"),
+    )
 }
 
 impl Machine {
@@ -157,6 +178,9 @@ impl Machine {
             rustc: run("rustc", &["--version"]),
             date: run("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
             command,
+            load_before: load_average(),
+            load_after: None,
+            load_one_minute_max: None,
         }
     }
 }
@@ -206,7 +230,10 @@ it found waiting), then messages are delivered until none is in flight; every ro
 its W commands at the leader before the next. The figure is commands applied at the leader per \
 second. Each implementation runs with its defaults, except two of raft-rs's that let it batch \
 as the others do: max_size_per_msg is 1 MiB (as in TiKV; the default of 0 sends one entry per \
-append) and batch_append is on.";
+append) and batch_append is on. Our Raft keeps its default compaction: it checkpoints every \
+100 000 entries (snapshot_log_entries_max), and the pump then frees the records before the \
+checkpoint inside the measured run, as storage would; the peers are never asked to compact, so \
+their logs only grow and none of their records is freed during the run.";
 
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
@@ -337,6 +364,20 @@ fn markdown(report: &Report) -> String {
         report.warmup_commands,
         report.reps
     );
+    let _ = writeln!(
+        out,
+        "Load average (1, 5, 15 minutes): {} when the run started, {} when it ended, at most \
+         {} over 1 minute between repetitions, on {} cores. The run itself keeps one core busy, \
+         about 1 of the load; the rest is other processes, which share the caches and memory \
+         bandwidth with it and, beyond the number of cores, the cores themselves, so the \
+         figures (wall-clock rates) drop and spread with it. The interleaved repetitions spread \
+         such moments over every row, and the min–max column shows how far they reached.\n",
+        describe_load(m.load_before),
+        describe_load(m.load_after),
+        m.load_one_minute_max
+            .map_or_else(|| "unknown".to_string(), |l| format!("{l:.2}")),
+        m.cores
+    );
     let _ = writeln!(out, "{METHOD}\n");
     let _ = writeln!(
         out,
@@ -384,7 +425,7 @@ fn main() -> Result<(), BenchError> {
         )));
     }
     let warmup = (commands / 10).min(WARMUP_COMMANDS_MAX);
-    let machine = Machine::describe();
+    let mut machine = Machine::describe();
     println!(
         "core shootout on {} ({} cores): {commands} commands, {reps} repetitions",
         machine.cpu, machine.cores
@@ -415,6 +456,10 @@ fn main() -> Result<(), BenchError> {
             );
             samples[case].push(sample);
         }
+        if let Some([one, ..]) = load_average() {
+            machine.load_one_minute_max =
+                Some(machine.load_one_minute_max.map_or(one, |m| m.max(one)));
+        }
     }
 
     let mut rows: Vec<Row> = cases
@@ -435,8 +480,17 @@ fn main() -> Result<(), BenchError> {
         }
     }
 
+    machine.load_after = load_average();
     println!();
     print!("{}", text_table(&rows));
+    println!(
+        "load average (1, 5, 15 min): {} before, {} after, 1-minute at most {}",
+        describe_load(machine.load_before),
+        describe_load(machine.load_after),
+        machine
+            .load_one_minute_max
+            .map_or_else(|| "unknown".to_string(), |l| format!("{l:.2}"))
+    );
     let report = Report {
         machine,
         commands,

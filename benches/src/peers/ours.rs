@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 
-use common::{Node, NodeId, Outbox, Persist, RequestId};
+use common::{Effects, Node, NodeId, Outbox, Persist, RequestId};
 
 use super::{Pump, DELIVERIES_MAX};
 use crate::BenchError;
@@ -94,6 +94,9 @@ pub struct OurPump<N: OurCore> {
     checkpoints: Vec<u64>,
     /// One outbox, emptied after every step.
     out: Outbox<N>,
+    /// The effects of the step being released; drained, then traded back to the outbox by the
+    /// next release, so that steps reuse two sets of buffers (as a driver's loop would).
+    effects: Effects<N>,
     /// Messages in flight: `(from, to, message)`, oldest first.
     queue: VecDeque<(NodeId, NodeId, N::Message)>,
     /// Index of the leader, once found.
@@ -122,6 +125,7 @@ impl<N: OurCore> OurPump<N> {
             disks: vec![Vec::new(); n],
             checkpoints: vec![0; n],
             out: Outbox::new(),
+            effects: Effects::default(),
             queue: VecDeque::new(),
             leader: None,
             next_request: 0,
@@ -134,10 +138,11 @@ impl<N: OurCore> OurPump<N> {
 
     /// Releases the effects of node `i`'s last step by the Outbox rule.
     fn release(&mut self, i: usize) {
-        let effects = self.out.take();
+        let effects = &mut self.effects;
+        self.out.take_into(effects);
         let disk = &mut self.disks[i];
         let mut checkpoints = 0;
-        for record in effects.records {
+        for record in effects.records.drain(..) {
             match record {
                 Persist::Append(r) => disk.push(r),
                 Persist::Checkpoint(r) => {
@@ -152,10 +157,11 @@ impl<N: OurCore> OurPump<N> {
             self.nodes[i].checkpoints_durable(self.checkpoints[i]);
         }
         let from = i as NodeId + 1;
-        for (to, message) in effects.messages {
+        for (to, message) in effects.messages.drain(..) {
             self.queue.push_back((from, to, message));
         }
-        for (_, response) in effects.responses {
+        effects.events.clear();
+        for (_, response) in effects.responses.drain(..) {
             match N::applied(&response) {
                 Ok(Some(total)) => {
                     self.applied += 1;

@@ -218,9 +218,22 @@ impl<S: StateMachine> Replica<S> {
     /// the outputs are recorded and the clients answered. Slots below `sm_applied` were applied
     /// by a durable state machine before a restart: only the session table sees them.
     fn apply_run(&mut self, out: &mut Outbox<Self>) {
-        let mut plan: Vec<PlannedSlot<S::Output>> = Vec::new();
-        // (slot, index in the slot's batch) of every command the state machine applies.
-        let mut batch: Vec<(Slot, usize)> = Vec::new();
+        // The lists of the run are kept between runs (one run per step at one command in
+        // flight: allocating them made most of a command's allocations).
+        let mut scratch = std::mem::take(&mut self.apply_scratch);
+        scratch.clear();
+        self.apply_run_with(&mut scratch, out);
+        scratch.clear();
+        self.apply_scratch = scratch;
+    }
+
+    fn apply_run_with(&mut self, scratch: &mut ApplyScratch<S::Output>, out: &mut Outbox<Self>) {
+        let ApplyScratch {
+            plan,
+            fates,
+            batch,
+            outputs,
+        } = scratch;
         // New commands of this run by session, for retries of them later in the same run.
         let mut fresh: BTreeMap<Session, usize> = BTreeMap::new();
         while self.applied < self.log.decided {
@@ -259,7 +272,7 @@ impl<S: StateMachine> Replica<S> {
                         None => Vec::new(),
                     };
                     let skip = slot < self.sm_applied;
-                    let mut fates = Vec::with_capacity(commands.len());
+                    let fates_before = fates.len();
                     for (i, command) in commands.iter().enumerate() {
                         self.log_bytes = self
                             .log_bytes
@@ -298,7 +311,7 @@ impl<S: StateMachine> Replica<S> {
                     plan.push(PlannedSlot {
                         slot,
                         requests,
-                        fates,
+                        fates: fates.len() - fates_before,
                     });
                 }
             }
@@ -307,7 +320,6 @@ impl<S: StateMachine> Replica<S> {
         if plan.is_empty() {
             return;
         }
-        let mut outputs = Vec::with_capacity(batch.len());
         if !batch.is_empty() {
             let log = &self.log;
             let commands =
@@ -319,7 +331,7 @@ impl<S: StateMachine> Replica<S> {
                         }
                         _ => None,
                     });
-            self.state.apply_batch(commands, &mut outputs);
+            self.state.apply_batch(commands, outputs);
             if outputs.len() != batch.len() {
                 // A state machine that breaks `apply_batch`'s contract: the commands without
                 // an output are answered as if their outcome were unknown.
@@ -331,10 +343,11 @@ impl<S: StateMachine> Replica<S> {
                 );
             }
         }
-        for planned in plan {
+        let mut fates = fates.drain(..);
+        for planned in plan.drain(..) {
             let slot = planned.slot;
             let mut requests = planned.requests.into_iter();
-            for (session, fate) in planned.fates {
+            for (session, fate) in fates.by_ref().take(planned.fates) {
                 let result = match fate {
                     Fate::Applied(k) => {
                         let output = outputs.get(k).cloned();
@@ -400,10 +413,41 @@ enum Fate<O> {
 }
 
 /// One slot of a run being applied.
-struct PlannedSlot<O> {
+struct PlannedSlot {
     slot: Slot,
     /// The client requests this replica answers for the slot's commands, in order.
     requests: Vec<RequestId>,
-    /// Each command's session and fate, in order.
+    /// How many fates of the run's list are this slot's (one per command, in order).
+    fates: usize,
+}
+
+/// The lists `apply_run` fills, kept by the replica between runs; empty between runs.
+pub(crate) struct ApplyScratch<O> {
+    plan: Vec<PlannedSlot>,
+    /// Each command's session and fate, slot after slot.
     fates: Vec<(Option<Session>, Fate<O>)>,
+    /// (slot, index in the slot's batch) of every command the state machine applies.
+    batch: Vec<(Slot, usize)>,
+    /// The state machine's outputs for `batch`.
+    outputs: Vec<O>,
+}
+
+impl<O> Default for ApplyScratch<O> {
+    fn default() -> Self {
+        Self {
+            plan: Vec::new(),
+            fates: Vec::new(),
+            batch: Vec::new(),
+            outputs: Vec::new(),
+        }
+    }
+}
+
+impl<O> ApplyScratch<O> {
+    fn clear(&mut self) {
+        self.plan.clear();
+        self.fates.clear();
+        self.batch.clear();
+        self.outputs.clear();
+    }
 }

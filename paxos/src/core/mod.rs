@@ -296,6 +296,8 @@ pub struct Replica<S: StateMachine> {
     // ---- election ----
     pub(crate) election: Election,
     pub(crate) counters: Counters,
+    /// Reused by `apply_run` (see `learner.rs`).
+    pub(crate) apply_scratch: learner::ApplyScratch<S::Output>,
 }
 
 impl<S: StateMachine> Replica<S> {
@@ -562,6 +564,7 @@ impl<S: StateMachine> Node for Replica<S> {
             leader: None,
             election,
             counters: Counters::default(),
+            apply_scratch: learner::ApplyScratch::default(),
         };
         let mut scratch = Outbox::new();
         if let Some((slot, file)) = snapshot {

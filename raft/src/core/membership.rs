@@ -86,8 +86,10 @@ impl<S: StateMachine> RaftNode<S> {
         let next = self.log.last_index() + 1;
         let mut added = Vec::new();
         for p in peers {
-            if let std::collections::btree_map::Entry::Vacant(slot) = self.progress.entry(p) {
-                slot.insert(super::Progress::new(next));
+            if self
+                .progress
+                .insert_if_absent(p, super::Progress::new(next))
+            {
                 added.push(p);
             }
         }
@@ -161,19 +163,17 @@ impl<S: StateMachine> RaftNode<S> {
     ) {
         let index = self.log.last_index() + 1;
         if let Some(request) = request {
-            self.proposals.insert(
+            self.add_proposal(Proposal {
                 index,
-                Proposal {
-                    term: self.term,
-                    request,
-                    bytes: 0,
-                },
-            );
+                term: self.term,
+                request,
+                bytes: 0,
+            });
         }
         let entry = Entry {
             term: self.term,
             index,
-            payload: Payload::Membership(m),
+            payload: Payload::Membership(Box::new(m)),
         };
         self.append_as_leader(entry, out);
     }

@@ -19,7 +19,7 @@ mod read;
 mod replication;
 mod snapshot;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use common::snapshot::{
@@ -37,7 +37,7 @@ use crate::message::{
 use crate::state_machine::StateMachine;
 use log::RaftLog;
 use read::PendingRead;
-use replication::Progress;
+use replication::{Peers, Progress};
 
 /// The wire message type of a [`RaftNode`] over state machine `S`.
 pub type MessageOf<S> = Message<<S as StateMachine>::Command>;
@@ -51,6 +51,8 @@ pub type RecordOf<S> = Record<<S as StateMachine>::Command>;
 /// A proposal waiting to be applied.
 #[derive(Debug)]
 struct Proposal {
+    /// Where the entry was appended.
+    index: LogIndex,
     /// The term the entry was appended in: if the entry applied at its index has another term,
     /// the proposal was replaced.
     term: Term,
@@ -128,7 +130,9 @@ pub struct RaftNode<S: StateMachine> {
     ticks: u64,
 
     // Leader state.
-    progress: BTreeMap<NodeId, Progress>,
+    progress: Peers,
+    /// Reused by `for_each_peer` for the ids it visits (it runs for every proposal).
+    peers_scratch: Vec<NodeId>,
     heartbeat_elapsed_ticks: u64,
     check_quorum_elapsed_ticks: u64,
     /// The current heartbeat round; peers echo it back.
@@ -141,8 +145,9 @@ pub struct RaftNode<S: StateMachine> {
     transfer: Option<Transfer>,
     uncommitted_bytes: usize,
 
-    /// Proposals made through this node, waiting to be applied, by log index.
-    proposals: BTreeMap<LogIndex, Proposal>,
+    /// Proposals made through this node, waiting to be applied, in index order: a queue rather
+    /// than a map, so a proposal costs no tree node or rebalancing (see `add_proposal`).
+    proposals: VecDeque<Proposal>,
 
     /// Where snapshot files live (beside the log).
     snapshots: Arc<dyn SnapshotStore>,
@@ -267,14 +272,33 @@ impl<S: StateMachine> RaftNode<S> {
         let first = self.applied_index + 1;
         let last = self.commit_index;
         self.outputs.clear();
-        let batch = (first..=last)
-            .filter_map(|i| self.log.entry(i))
+        let mut commands = 0usize;
+        let mut command_bytes = 0u64;
+        let batch = self
+            .log
+            .range(first, last)
             .filter_map(|e| match &e.payload {
-                Payload::Command(c) => Some((e.index, c)),
+                Payload::Command(c) => {
+                    commands += 1;
+                    command_bytes = command_bytes.saturating_add(S::command_bytes(c) as u64);
+                    Some((e.index, c))
+                }
                 _ => None,
             });
         self.state_machine.apply_batch(batch, &mut self.outputs);
         self.state_machine.applied(last);
+        self.log_bytes = self.log_bytes.saturating_add(command_bytes);
+        let held = self.log.snapshot_index() < first && last <= self.log.last_index();
+        if self.role != Role::Leader
+            && held
+            && self.outputs.len() == commands
+            && self.proposals.front().is_none_or(|p| p.index > last)
+        {
+            // Nothing to answer and no configuration to act on (only a leader acts on a
+            // committed one, in `membership_committed`): the walk below would only count.
+            self.applied_index = last;
+            return;
+        }
         let mut outputs = std::mem::take(&mut self.outputs);
         let mut outputs_iter = outputs.drain(..);
         while self.applied_index < last {
@@ -293,11 +317,8 @@ impl<S: StateMachine> RaftNode<S> {
             let term = entry.term;
             let applied = match &entry.payload {
                 Payload::Noop => Applied::Noop,
-                Payload::Command(c) => match outputs_iter.next() {
-                    Some(output) => {
-                        self.log_bytes = self.log_bytes.saturating_add(S::command_bytes(c) as u64);
-                        Applied::Output(output)
-                    }
+                Payload::Command(_) => match outputs_iter.next() {
+                    Some(output) => Applied::Output(output),
                     None => {
                         debug_assert!(false, "the state machine returned too few outputs");
                         tracing::error!(
@@ -308,16 +329,12 @@ impl<S: StateMachine> RaftNode<S> {
                         Applied::Noop
                     }
                 },
-                Payload::Membership(m) => Applied::Membership(m.clone()),
+                Payload::Membership(m) => Applied::Membership(Membership::clone(m)),
             };
             self.applied_index = index;
             let mut joint_request = None;
-            while let Some(first) = self.proposals.first_entry() {
-                if *first.key() > index {
-                    break;
-                }
-                let at = *first.key();
-                let p = first.remove();
+            while let Some(p) = self.pop_proposal_through(index) {
+                let at = p.index;
                 self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(p.bytes);
                 let same = at == index && p.term == term;
                 let response = match (&applied, same) {
@@ -333,7 +350,7 @@ impl<S: StateMachine> RaftNode<S> {
                     }
                     (Applied::Membership(m), true) => Response::MembershipChanged {
                         index,
-                        membership: m.clone(),
+                        membership: Box::new(m.clone()),
                     },
                     _ => Response::Failed(RaftError::Dropped { index: at }),
                 };
@@ -349,6 +366,39 @@ impl<S: StateMachine> RaftNode<S> {
         }
         drop(outputs_iter);
         self.outputs = outputs;
+    }
+
+    /// Queues a proposal. Proposals are only made by a leader, at the end of its log, and a
+    /// leader that steps down answers all of its own (`step_down_leader`), so each one comes
+    /// after those queued.
+    fn add_proposal(&mut self, proposal: Proposal) {
+        let in_order = self
+            .proposals
+            .back()
+            .is_none_or(|last| last.index < proposal.index);
+        debug_assert!(in_order, "proposal at {} out of order", proposal.index);
+        if in_order {
+            self.proposals.push_back(proposal);
+            return;
+        }
+        // Unreachable; should it happen, keep the queue sorted rather than lose an answer.
+        tracing::error!(
+            node = self.config.id,
+            index = proposal.index,
+            "proposal out of index order"
+        );
+        let at = self
+            .proposals
+            .partition_point(|p| p.index <= proposal.index);
+        self.proposals.insert(at, proposal);
+    }
+
+    /// The oldest proposal, if its index is at most `index`.
+    fn pop_proposal_through(&mut self, index: LogIndex) -> Option<Proposal> {
+        if self.proposals.front()?.index > index {
+            return None;
+        }
+        self.proposals.pop_front()
     }
 
     fn reject_unknown(&mut self, from: NodeId) {
@@ -404,14 +454,12 @@ impl<S: StateMachine> RaftNode<S> {
             index,
             payload: Payload::Command(command),
         };
-        self.proposals.insert(
+        self.add_proposal(Proposal {
             index,
-            Proposal {
-                term: self.term,
-                request: id,
-                bytes,
-            },
-        );
+            term: self.term,
+            request: id,
+            bytes,
+        });
         self.append_as_leader(entry, out);
     }
 }
@@ -475,7 +523,8 @@ impl<S: StateMachine> Node for RaftNode<S> {
             votes_granted: BTreeSet::new(),
             votes_refused: BTreeSet::new(),
             ticks: 0,
-            progress: BTreeMap::new(),
+            progress: Peers::default(),
+            peers_scratch: Vec::new(),
             heartbeat_elapsed_ticks: 0,
             check_quorum_elapsed_ticks: 0,
             read_seq: 0,
@@ -484,7 +533,7 @@ impl<S: StateMachine> Node for RaftNode<S> {
             reads: VecDeque::new(),
             transfer: None,
             uncommitted_bytes: 0,
-            proposals: BTreeMap::new(),
+            proposals: VecDeque::new(),
             snapshots,
             retention: SnapshotRetention::default(),
             snapshot: None,
@@ -583,7 +632,7 @@ impl<S: StateMachine> Node for RaftNode<S> {
                 data,
                 done,
                 ..
-            } => self.handle_install_snapshot(from, meta, offset, data, done, out),
+            } => self.handle_install_snapshot(from, *meta, offset, data, done, out),
             Message::InstallSnapshotResponse {
                 index,
                 next_offset,
@@ -673,8 +722,9 @@ impl<S: StateMachine> RaftNode<S> {
                         self.membership_truncated(e.index);
                     }
                     if let Payload::Membership(m) = &e.payload {
-                        self.membership_history.push((e.index, m.clone()));
-                        self.membership = m.clone();
+                        self.membership_history
+                            .push((e.index, Membership::clone(m)));
+                        self.membership = Membership::clone(m);
                         self.known.extend(m.members());
                     }
                     self.log.push(e);
@@ -710,15 +760,16 @@ impl<S: StateMachine> RaftNode<S> {
                         return corrupt(format!("snapshot entries have a gap at {}", e.index));
                     }
                     if let Payload::Membership(m) = &e.payload {
-                        self.membership_history.push((e.index, m.clone()));
-                        self.membership = m.clone();
+                        self.membership_history
+                            .push((e.index, Membership::clone(m)));
+                        self.membership = Membership::clone(m);
                         self.known.extend(m.members());
                     }
                     self.log.push(e);
                 }
                 self.commit_index = meta.index;
                 self.applied_index = meta.index;
-                return Ok(Some((meta, file)));
+                return Ok(Some((*meta, file)));
             }
         }
         Ok(None)
@@ -759,12 +810,8 @@ impl<S: StateMachine> RaftNode<S> {
     /// Fails every pending proposal at `from` or after with `error` (used when a snapshot jumps
     /// past them and their fate is unknown).
     fn fail_proposals_through(&mut self, through: LogIndex, out: &mut Outbox<Self>) {
-        while let Some(first) = self.proposals.first_entry() {
-            if *first.key() > through {
-                break;
-            }
-            let index = *first.key();
-            let p = first.remove();
+        while let Some(p) = self.pop_proposal_through(through) {
+            let index = p.index;
             out.respond(
                 p.request,
                 Response::Failed(RaftError::Indeterminate { index }),

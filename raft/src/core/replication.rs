@@ -4,11 +4,11 @@
 
 use std::collections::VecDeque;
 
-use common::{NodeId, Outbox};
+use common::{NodeId, Outbox, Persist};
 
 use super::RaftNode;
 use crate::message::{
-    Entry, LogIndex, Message, PeerProgress, Record, ReplicationState, Role, Term,
+    Entry, LogIndex, Membership, Message, PeerProgress, Record, ReplicationState, Role, Term,
 };
 use crate::state_machine::StateMachine;
 
@@ -30,6 +30,70 @@ pub(crate) struct Progress {
     /// In snapshot state: the snapshot being sent and the offset of the chunk in flight.
     pub(crate) snapshot_index: LogIndex,
     pub(crate) snapshot_offset: u64,
+}
+
+/// The leader's [`Progress`] of each follower, in id order. A cluster has a handful of peers
+/// and this is read for every proposal and acknowledgement, so it is a sorted list (lookups by
+/// binary search, iteration a walk over one buffer) rather than a tree map.
+#[derive(Debug, Default)]
+pub(crate) struct Peers {
+    peers: Vec<(NodeId, Progress)>,
+}
+
+impl Peers {
+    fn position(&self, id: NodeId) -> Result<usize, usize> {
+        self.peers.binary_search_by_key(&id, |(peer, _)| *peer)
+    }
+
+    pub(crate) fn get(&self, id: &NodeId) -> Option<&Progress> {
+        let i = self.position(*id).ok()?;
+        Some(&self.peers[i].1)
+    }
+
+    pub(crate) fn get_mut(&mut self, id: &NodeId) -> Option<&mut Progress> {
+        let i = self.position(*id).ok()?;
+        Some(&mut self.peers[i].1)
+    }
+
+    /// Adds `id` with `progress` unless it is there already; returns whether it was added.
+    pub(crate) fn insert_if_absent(&mut self, id: NodeId, progress: Progress) -> bool {
+        match self.position(id) {
+            Ok(_) => false,
+            Err(i) => {
+                self.peers.insert(i, (id, progress));
+                true
+            }
+        }
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&NodeId, &Progress)> {
+        self.peers.iter().map(|(id, p)| (id, p))
+    }
+
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &NodeId> {
+        self.peers.iter().map(|(id, _)| id)
+    }
+
+    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut Progress> {
+        self.peers.iter_mut().map(|(_, p)| p)
+    }
+
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&NodeId, &mut Progress) -> bool) {
+        self.peers.retain_mut(|(id, p)| keep(id, p));
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.peers.clear();
+    }
+}
+
+impl FromIterator<(NodeId, Progress)> for Peers {
+    fn from_iter<I: IntoIterator<Item = (NodeId, Progress)>>(iter: I) -> Self {
+        let mut peers: Vec<(NodeId, Progress)> = iter.into_iter().collect();
+        peers.sort_by_key(|(id, _)| *id);
+        peers.dedup_by_key(|(id, _)| *id);
+        Peers { peers }
+    }
 }
 
 impl Progress {
@@ -75,12 +139,22 @@ impl<S: StateMachine> RaftNode<S> {
 
     /// Appends an entry of the leader's own term, persists it, and replicates it.
     pub(super) fn append_as_leader(&mut self, entry: Entry<S::Command>, out: &mut Outbox<Self>) {
-        out.persist(Record::Entries(vec![entry.clone()]));
+        // Every entry proposed in one step goes into one record: the previous one, when it is
+        // the record this step asked for last and it ends just before this entry (storage gets
+        // the same entries in the same order as from one record per entry).
+        match out.last_record_mut() {
+            Some(Persist::Append(Record::Entries(batch)))
+                if batch.last().is_some_and(|e| e.index + 1 == entry.index) =>
+            {
+                batch.push(entry.clone());
+            }
+            _ => out.persist(Record::Entries(vec![entry.clone()])),
+        }
         if let crate::message::Payload::Membership(m) = &entry.payload {
-            self.membership_appended(entry.index, m.clone(), out);
+            self.membership_appended(entry.index, Membership::clone(m), out);
         }
         self.log.push(entry);
-        self.for_each_peer(|node, peer| node.send_new_entry(peer, out));
+        self.send_new_entry(out);
         // The leader's own log is already the longest a quorum counts, so appending to it moves
         // the commit point only where the leader is a quorum on its own (a single voter).
         if self.leader_alone_is_quorum() {
@@ -88,30 +162,40 @@ impl<S: StateMachine> RaftNode<S> {
         }
     }
 
-    /// Calls `f` for every peer the leader replicates to, in id order, without collecting them
-    /// first (this runs for every proposal).
-    pub(super) fn for_each_peer(&mut self, mut f: impl FnMut(&mut Self, NodeId)) {
-        let mut next = self.progress.keys().next().copied();
-        while let Some(peer) = next {
+    /// Calls `f` for every peer the leader replicates to (or, with `only`, those it selects),
+    /// in id order. The ids are gathered first into a buffer the node keeps, so that `f` may
+    /// change the progress map, and nothing is allocated in the steady state. A peer that `f`
+    /// removes is still visited (every callee looks its progress up and does nothing without
+    /// one); one that `f` adds is not.
+    pub(super) fn for_each_peer(
+        &mut self,
+        only: impl Fn(&Progress) -> bool,
+        mut f: impl FnMut(&mut Self, NodeId),
+    ) {
+        let mut peers = std::mem::take(&mut self.peers_scratch);
+        peers.clear();
+        peers.extend(
+            self.progress
+                .iter()
+                .filter(|(_, p)| only(p))
+                .map(|(&id, _)| id),
+        );
+        for &peer in &peers {
             f(self, peer);
-            next = self
-                .progress
-                .range(peer.saturating_add(1)..)
-                .next()
-                .map(|(&id, _)| id);
-            if peer == NodeId::MAX {
-                break;
-            }
         }
+        self.peers_scratch = peers;
     }
 
     /// Whether this node's vote alone is a majority of every voter group.
     pub(super) fn leader_alone_is_quorum(&self) -> bool {
+        // This runs for every proposal: a majority of one voter is that voter, and a larger
+        // group needs more than one vote, so the sets are only looked at, never sorted.
         let me = self.config.id;
-        self.membership.quorum_value(|v| u64::from(v == me)) == 1
+        let alone = |g: &std::collections::BTreeSet<NodeId>| g.len() == 1 && g.contains(&me);
+        alone(&self.membership.voters) && self.membership.voters_outgoing.as_ref().is_none_or(alone)
     }
 
-    /// Replicates a freshly appended entry to `peer`, batching under load. A follower in the
+    /// Replicates a freshly appended entry to every peer, batching under load. A follower in the
     /// replicate state with no AppendEntries in flight gets the entry at once (one client: no
     /// wait). One with AppendEntries in flight gets it with the next message that the answer to
     /// those triggers (in [`Self::handle_append_entries_response`]), together with every entry
@@ -123,18 +207,19 @@ impl<S: StateMachine> RaftNode<S> {
     ///
     /// [`Config::append_entries_max`]: crate::Config::append_entries_max
     /// [`Config::inflight_max`]: crate::Config::inflight_max
-    fn send_new_entry(&mut self, peer: NodeId, out: &mut Outbox<Self>) {
+    fn send_new_entry(&mut self, out: &mut Outbox<Self>) {
         let last = self.log.last_index();
-        if let Some(p) = self.progress.get(&peer) {
+        let append_entries_max = self.config.append_entries_max as u64;
+        let waits = move |p: &Progress| {
             let waiting = last.saturating_sub(p.next_index) + 1;
-            if p.state == ReplicationState::Replicate
+            p.state == ReplicationState::Replicate
                 && !p.inflight.is_empty()
-                && waiting < self.config.append_entries_max as u64
-            {
-                return;
-            }
-        }
-        self.send_append(peer, false, out);
+                && waiting < append_entries_max
+        };
+        self.for_each_peer(
+            |p| !waits(p),
+            |node, peer| node.send_append(peer, false, out),
+        );
     }
 
     /// Sends `peer` what it needs next, within the flow-control limits. `heartbeat` forces a
@@ -208,12 +293,15 @@ impl<S: StateMachine> RaftNode<S> {
     /// to maintain their authority).
     pub(super) fn broadcast_heartbeat(&mut self, out: &mut Outbox<Self>) {
         self.start_read_round();
-        self.for_each_peer(|node, peer| {
-            if let Some(p) = node.progress.get_mut(&peer) {
-                p.probe_sent = false;
-            }
-            node.send_append(peer, true, out);
-        });
+        self.for_each_peer(
+            |_| true,
+            |node, peer| {
+                if let Some(p) = node.progress.get_mut(&peer) {
+                    p.probe_sent = false;
+                }
+                node.send_append(peer, true, out);
+            },
+        );
     }
 
     /// The follower side of AppendEntries (§5.3, Figure 2 "receiver implementation").
@@ -294,31 +382,36 @@ impl<S: StateMachine> RaftNode<S> {
         // Append what is new; replace what conflicts (§5.3: "if an existing entry conflicts
         // with a new one, delete the existing entry and all that follow it").
         let match_index = prev_log_index + entries.len() as u64;
-        let mut fresh = Vec::new();
-        for e in entries {
-            if e.index <= self.log.snapshot_index() {
-                continue;
-            }
-            if fresh.is_empty() && e.index <= self.log.last_index() {
-                if self.log.term(e.index) == Some(e.term) {
-                    continue;
-                }
-                if e.index <= self.commit_index {
+        // The entries are consecutive (checked above), so those already held (below the
+        // snapshot, or in the log with the same term) are a prefix; every one after it is new.
+        let held = entries
+            .iter()
+            .take_while(|e| {
+                e.index <= self.log.snapshot_index()
+                    || (e.index <= self.log.last_index() && self.log.term(e.index) == Some(e.term))
+            })
+            .count();
+        let mut entries = entries;
+        entries.drain(..held);
+        if let Some(first) = entries.first() {
+            let first = first.index;
+            if first <= self.log.last_index() {
+                if first <= self.commit_index {
                     self.reject_invalid(from, "AppendEntries replaces a committed entry");
                     return;
                 }
-                self.log.truncate_from(e.index);
-                self.membership_truncated(e.index);
-                out.persist(Record::Truncate { from: e.index });
+                self.log.truncate_from(first);
+                self.membership_truncated(first);
+                out.persist(Record::Truncate { from: first });
             }
-            if let crate::message::Payload::Membership(m) = &e.payload {
-                self.membership_appended(e.index, m.clone(), out);
+            for e in &entries {
+                if let crate::message::Payload::Membership(m) = &e.payload {
+                    self.membership_appended(e.index, Membership::clone(m), out);
+                }
+                self.log.push(e.clone());
             }
-            self.log.push(e.clone());
-            fresh.push(e);
-        }
-        if !fresh.is_empty() {
-            out.persist(Record::Entries(fresh));
+            // The message's own buffer becomes the record: no second list of the entries.
+            out.persist(Record::Entries(entries));
         }
         let commit = leader_commit.min(match_index);
         if commit > self.commit_index {

@@ -76,7 +76,7 @@ impl<S: StateMachine> RaftNode<S> {
         out.checkpoint(Record::Snapshot {
             term: self.term,
             voted_for: self.voted_for,
-            meta: snapshot.meta.clone(),
+            meta: Box::new(snapshot.meta.clone()),
             file: snapshot.file,
             entries: self.log.entries_after(index),
         });
@@ -161,7 +161,7 @@ impl<S: StateMachine> RaftNode<S> {
             peer,
             Message::InstallSnapshot {
                 term: self.term,
-                meta: meta.clone(),
+                meta: Box::new(meta.clone()),
                 offset: start,
                 data,
                 done: !probe && end == meta.bytes,

@@ -995,7 +995,7 @@ fn set(ids: &[NodeId]) -> std::collections::BTreeSet<NodeId> {
 
 fn membership_response(fx: &Fx, id: u64) -> Option<crate::message::Membership> {
     fx.responses.iter().find_map(|(r, resp)| match resp {
-        Response::MembershipChanged { membership, .. } if r.0 == id => Some(membership.clone()),
+        Response::MembershipChanged { membership, .. } if r.0 == id => Some(*membership.clone()),
         _ => None,
     })
 }
@@ -1116,7 +1116,7 @@ fn truncation_reverts_an_uncommitted_configuration() {
             vec![Entry {
                 term: 1,
                 index: 1,
-                payload: Payload::Membership(m.clone()),
+                payload: Payload::Membership(Box::new(m.clone())),
             }],
             1,
         ),
@@ -1140,7 +1140,7 @@ fn truncation_reverts_an_uncommitted_configuration() {
         Record::Entries(vec![Entry {
             term: 1,
             index: 1,
-            payload: Payload::Membership(m),
+            payload: Payload::Membership(Box::new(m)),
         }]),
         Record::Truncate { from: 1 },
     ];
@@ -1335,10 +1335,10 @@ fn removed_node_still_campaigns_after_a_restart_until_its_removal_commits() {
     c.election_timeout_ticks_min = 10;
     c.election_timeout_ticks_max = 10;
     let membership = |voters: &[NodeId]| {
-        Payload::Membership(crate::message::Membership {
+        Payload::Membership(Box::new(crate::message::Membership {
             voters: set(voters),
             ..Default::default()
-        })
+        }))
     };
     let entries = vec![
         Entry {
@@ -1372,4 +1372,98 @@ fn removed_node_still_campaigns_after_a_restart_until_its_removal_commits() {
         .iter()
         .any(|(_, m)| matches!(m, Message::RequestVote { .. } | Message::PreVote { .. }));
     assert!(asks, "node 3 ({:?}) never campaigned", n.role());
+}
+
+#[test]
+fn proposals_of_one_step_share_one_record() {
+    let mut l = leader(cfg(1, 3), 3);
+    let fx = step(&mut l, |l, o| {
+        for i in 0..3 {
+            l.handle_request(RequestId(i), Request::Propose(put(&i.to_string())), o);
+        }
+    });
+    let indexes: Vec<Vec<u64>> = records(&fx)
+        .iter()
+        .map(|r| match r {
+            Record::Entries(e) => e.iter().map(|e| e.index).collect(),
+            other => panic!("unexpected record {other:?}"),
+        })
+        .collect();
+    assert_eq!(indexes, vec![vec![2, 3, 4]]);
+}
+
+#[test]
+fn entries_messages_records_and_answers_stay_small() {
+    use std::mem::size_of;
+    // Every entry is cloned into the log, the records and each AppendEntries: a configuration
+    // inline would triple its size (see `Payload::Membership`). Messages, records and answers
+    // move through the outbox at the size of their largest variant, so the rare large ones are
+    // boxed (see `Message::InstallSnapshot`).
+    let sizes = (
+        size_of::<Entry<u64>>(),
+        size_of::<Message<u64>>(),
+        size_of::<Record<u64>>(),
+        size_of::<Response<u64>>(),
+    );
+    assert!(
+        sizes.0 <= 32 && sizes.1 <= 72 && sizes.2 <= 80 && sizes.3 <= 32,
+        "entry, message, record, response: {sizes:?}"
+    );
+}
+
+#[test]
+fn proposals_of_a_lost_leadership_are_answered_and_the_next_one_reuses_their_indexes() {
+    let mut l = leader(cfg(1, 3), 3);
+    for i in 1..=3 {
+        request(&mut l, i, Request::Propose(put(&i.to_string())));
+    }
+    // Node 2 leads term 2 and replaces index 2 onwards by one entry of its own: node 1 steps
+    // down and cannot know the fate of its proposals.
+    let fx = recv(
+        &mut l,
+        2,
+        Message::AppendEntries {
+            term: 2,
+            prev_log_index: 1,
+            prev_log_term: 1,
+            entries: vec![Entry {
+                term: 2,
+                index: 2,
+                payload: Payload::Noop,
+            }],
+            leader_commit: 1,
+            read_seq: 1,
+        },
+    );
+    assert_eq!((l.role(), l.last_log_index()), (Role::Follower, 2));
+    let answered: Vec<u64> = fx
+        .responses
+        .iter()
+        .filter(|(_, r)| matches!(r, Response::Failed(RaftError::Indeterminate { .. })))
+        .map(|(id, _)| id.0)
+        .collect();
+    assert_eq!(answered, vec![1, 2, 3]);
+    // Node 1 leads term 3: its no-op goes to index 3, a new proposal to index 4, where the
+    // third proposal of term 1 sat.
+    ticks(&mut l, 10);
+    recv(
+        &mut l,
+        2,
+        Message::RequestVoteResponse {
+            term: 3,
+            granted: true,
+        },
+    );
+    assert_eq!(l.role(), Role::Leader);
+    request(&mut l, 10, Request::Propose(put("new")));
+    assert_eq!(l.last_log_index(), 4);
+    let fx = recv(&mut l, 2, ack(3, 4, 0));
+    assert!(
+        matches!(
+            &fx.responses[..],
+            [(RequestId(10), Response::Applied { index: 4, .. })]
+        ),
+        "{:?}",
+        fx.responses
+    );
 }
