@@ -36,6 +36,10 @@ pub const SNAPSHOT_CHUNK_BYTES_MAX_DEFAULT: usize = 256 * 1024;
 pub const SNAPSHOT_CHUNK_BYTES_LIMIT: usize = 8 * 1024 * 1024;
 /// Default for [`Config::snapshot_bytes_max`] (1 GiB).
 pub const SNAPSHOT_BYTES_MAX_DEFAULT: usize = 1024 * 1024 * 1024;
+/// After a snapshot could not be written (a full disk, say), the next try waits for this many
+/// more applied entries at most: the wait starts at one entry and doubles after every failure,
+/// so a lasting failure costs a try (and an error line) per this many entries, not per entry.
+pub const SNAPSHOT_RETRY_BACKOFF_ENTRIES_MAX: u64 = 4_096;
 
 /// Configuration of one Raft node.
 ///

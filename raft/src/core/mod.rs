@@ -165,6 +165,10 @@ pub struct RaftNode<S: StateMachine> {
     /// Approximate bytes of the commands applied since the last snapshot
     /// ([`StateMachine::command_bytes`]): compaction's trigger by size.
     log_bytes: u64,
+    /// After a failed snapshot: no new try before this applied index (0: no wait).
+    snapshot_retry_at: LogIndex,
+    /// The current wait after failed snapshots, in applied entries (0 after a success).
+    snapshot_backoff: u64,
 
     rejected: Rejected,
     elections_started: u64,
@@ -541,6 +545,8 @@ impl<S: StateMachine> Node for RaftNode<S> {
             state_machine_invalid: false,
             outputs: Vec::new(),
             log_bytes: 0,
+            snapshot_retry_at: 0,
+            snapshot_backoff: 0,
             rejected: Rejected::default(),
             elections_started: 0,
             config,

@@ -19,14 +19,31 @@ impl<S: StateMachine> RaftNode<S> {
         let bytes_max = self.config.snapshot_log_bytes_max;
         let by_entries = max != 0 && held > max;
         let by_bytes = bytes_max != 0 && held > 0 && self.log_bytes >= bytes_max;
-        if by_entries || by_bytes {
+        if (by_entries || by_bytes) && self.applied_index >= self.snapshot_retry_at {
             self.take_snapshot(out);
         }
     }
 
+    /// A snapshot could not be written or read back: wait longer before the next try.
+    fn snapshot_failed(&mut self, index: LogIndex, what: &str, error: &SnapshotError) {
+        self.snapshot_backoff = self
+            .snapshot_backoff
+            .saturating_mul(2)
+            .clamp(1, crate::config::SNAPSHOT_RETRY_BACKOFF_ENTRIES_MAX);
+        self.snapshot_retry_at = index.saturating_add(self.snapshot_backoff);
+        tracing::error!(
+            node = self.config.id,
+            index,
+            %error,
+            retry_at = self.snapshot_retry_at,
+            "{what}"
+        );
+    }
+
     /// Snapshots the state machine at the applied index into a new file and compacts the log up
-    /// to it. If the file cannot be written (a full disk, say), the log stays as it is and the
-    /// next applied batch tries again.
+    /// to it. If the file cannot be written (a full disk, say), the log stays as it is and a
+    /// later applied batch tries again, after a wait that doubles with every failure (see
+    /// [`crate::config::SNAPSHOT_RETRY_BACKOFF_ENTRIES_MAX`]).
     pub(super) fn take_snapshot(&mut self, out: &mut Outbox<Self>) {
         let index = self.applied_index;
         let Some(term) = self.log.term(index) else {
@@ -44,17 +61,19 @@ impl<S: StateMachine> RaftNode<S> {
         let file = match written {
             Ok(file) => file,
             Err(e) => {
-                tracing::error!(node = self.config.id, index, error = %e, "snapshot not written");
+                self.snapshot_failed(index, "snapshot not written", &e);
                 return;
             }
         };
         let source = match self.snapshots.open(file.id) {
             Ok(source) => source,
             Err(e) => {
-                tracing::error!(node = self.config.id, index, error = %e, "snapshot not readable");
+                self.snapshot_failed(index, "snapshot not readable", &e);
                 return;
             }
         };
+        self.snapshot_retry_at = 0;
+        self.snapshot_backoff = 0;
         let membership = self.membership_at(index);
         let meta = SnapshotMeta {
             index,

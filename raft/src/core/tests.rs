@@ -69,7 +69,11 @@ fn records(fx: &Fx) -> Vec<Record<KvCommand>> {
 /// in replicate state).
 fn leader(mut c: Config, n: u64) -> N {
     c.pre_vote = false;
-    let mut l = node(c);
+    elect(node(c), n)
+}
+
+/// Makes the fresh node `l` (configured without pre-vote) the leader of term 1 over `n` nodes.
+fn elect(mut l: N, n: u64) -> N {
     ticks(&mut l, 10);
     assert_eq!(l.role(), Role::Candidate);
     for v in 2..=n {
@@ -971,6 +975,77 @@ fn the_log_is_compacted_by_bytes_as_well_as_by_entries() {
     }
     assert_eq!(checkpoints, 1, "the third put passed 300 bytes");
     assert_eq!(l.first_log_index(), 5, "compacted through the third put");
+}
+
+/// A snapshot store whose `create` fails while `fail` is set (a full disk), counting tries.
+struct FailingStore {
+    inner: common::snapshot::MemSnapshotStore,
+    fail: std::sync::atomic::AtomicBool,
+    tries: std::sync::atomic::AtomicU64,
+}
+
+impl common::SnapshotStore for FailingStore {
+    fn create(&self) -> Result<Box<dyn common::snapshot::SnapshotSink>, common::SnapshotError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.tries.fetch_add(1, SeqCst);
+        if self.fail.load(SeqCst) {
+            return Err(common::SnapshotError::Io {
+                path: "snapshots".into(),
+                source: std::io::Error::other("No space left on device"),
+            });
+        }
+        self.inner.create()
+    }
+    fn open(
+        &self,
+        id: common::snapshot::SnapshotId,
+    ) -> Result<std::sync::Arc<dyn common::snapshot::SnapshotSource>, common::SnapshotError> {
+        self.inner.open(id)
+    }
+    fn list(&self) -> Result<Vec<common::snapshot::SnapshotId>, common::SnapshotError> {
+        self.inner.list()
+    }
+    fn remove(&self, id: common::snapshot::SnapshotId) -> Result<(), common::SnapshotError> {
+        self.inner.remove(id)
+    }
+}
+
+#[test]
+fn a_failing_snapshot_is_retried_after_a_doubling_wait_not_after_every_entry() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let store = std::sync::Arc::new(FailingStore {
+        inner: common::snapshot::MemSnapshotStore::new(),
+        fail: true.into(),
+        tries: 0.into(),
+    });
+    let mut c = cfg(1, 3);
+    c.pre_vote = false;
+    c.snapshot_log_entries_max = 2;
+    let n = N::recover_with_snapshots(c.into(), vec![], store.clone()).unwrap();
+    let mut l = elect(n, 3);
+    let mut index = 1;
+    let mut propose = |l: &mut N, count: u64| {
+        let mut checkpoints = 0;
+        for _ in 0..count {
+            request(l, index, Request::Propose(put("v")));
+            index += 1;
+            let fx = recv(l, 2, ack(1, index, 1));
+            checkpoints += fx.records.iter().filter(|p| p.is_checkpoint()).count();
+        }
+        checkpoints
+    };
+    // 60 entries past the trigger with the disk full: tries at waits of 1, 2, 4, 8, 16 and 32
+    // entries, not 60 of them, and no checkpoint.
+    assert_eq!(propose(&mut l, 62), 0);
+    let tries = store.tries.load(SeqCst);
+    assert!((5..=7).contains(&tries), "{tries} tries");
+    // Space returns: the next try (within the current wait) succeeds and compacts.
+    store.fail.store(false, SeqCst);
+    assert_eq!(
+        propose(&mut l, 64),
+        64 / 3,
+        "then one checkpoint per 3 entries"
+    );
 }
 
 #[test]
