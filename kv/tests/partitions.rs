@@ -50,17 +50,9 @@ const SCENARIOS: [Scenario; 8] = [
     Scenario::SlowLeader,
 ];
 
+/// Waits until the load progressed after `what` healed (bounded by [`RECOVERY_MAX`]).
 async fn wait_progress(load: &Load, cluster: &Cluster, what: &str) {
-    let target = load.completed.load(Ordering::SeqCst) + PROGRESS_OPS;
-    let deadline = Instant::now() + RECOVERY_MAX;
-    while load.completed.load(Ordering::SeqCst) < target {
-        assert!(
-            Instant::now() < deadline,
-            "no progress within {RECOVERY_MAX:?} after {what} healed\n{}",
-            cluster.logs()
-        );
-        tokio::time::sleep(POLL).await;
-    }
+    support::wait_progress(load, cluster, PROGRESS_OPS, RECOVERY_MAX, what).await;
 }
 
 async fn nemesis(protocol: &'static str) {

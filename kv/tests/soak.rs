@@ -29,16 +29,7 @@ use support::*;
 const RECOVERY_MAX: Duration = Duration::from_secs(30);
 
 async fn progressed(load: &kv::load::Load, cluster: &Cluster, ops: u64, what: &str) {
-    let target = load.completed.load(Ordering::SeqCst) + ops;
-    let deadline = Instant::now() + RECOVERY_MAX;
-    while load.completed.load(Ordering::SeqCst) < target {
-        assert!(
-            Instant::now() < deadline,
-            "no progress within {RECOVERY_MAX:?} after {what}\n{}",
-            cluster.logs()
-        );
-        tokio::time::sleep(POLL).await;
-    }
+    wait_progress(load, cluster, ops, RECOVERY_MAX, what).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -444,3 +444,18 @@ pub async fn stop_and_check(
         cluster.protocol
     );
 }
+
+/// Waits until `load` completed `ops` more operations, failing after `within` with `what` and
+/// the replicas' logs.
+pub async fn wait_progress(load: &Load, cluster: &Cluster, ops: u64, within: Duration, what: &str) {
+    let target = load.completed.load(Ordering::SeqCst) + ops;
+    let deadline = Instant::now() + within;
+    while load.completed.load(Ordering::SeqCst) < target {
+        assert!(
+            Instant::now() < deadline,
+            "no progress within {within:?} after {what}\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
