@@ -12,8 +12,16 @@
 //! disk's `fdatasync` (4 KiB appends) and a loopback round trip. It prints the machine's load
 //! average before and after, so a noisy run shows. The etcd clients use its HTTP gateway
 //! (`POST /v3/kv/put`) over kept-alive connections, spread over the three members as etcd's
-//! own clients do; the `kv` clients talk to the leader. `LOAD_BENCH_DEBUG=1` prints every
-//! write that did not end `Ok` (the `errors` column counts them).
+//! own clients do; the `kv` clients talk to the leader, each over a connection of its own
+//! (`conns` = clients) or sharing a few pipelined connections (`--conns`,
+//! [`kv::net::SharedConnections`]), as etcd's own benchmark tool shares its gRPC connections
+//! among its clients. `LOAD_BENCH_DEBUG=1` prints every write that did not end `Ok` (the
+//! `errors` column counts them).
+//!
+//! For every row it also prints the CPU time spent per operation, read from `/proc` over the
+//! measured window: by the three server processes together, and by this process (the clients).
+//! Throughput moves with whatever else runs on the machine; CPU per operation much less, so it
+//! is the figure to compare across runs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -30,7 +38,7 @@ use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use kv::net::{CallOutcome, KvClient};
+use kv::net::{CallOutcome, KvClient, SharedConnections};
 use kv::KvOp;
 
 #[derive(Parser, Debug)]
@@ -42,6 +50,12 @@ struct Args {
     /// Measured seconds per row (after one second of warm-up).
     #[arg(long, default_value_t = 5)]
     secs: u64,
+    /// How the `kv` clients connect, comma separated, one row each: 0 gives every client a
+    /// connection of its own; N > 0 has the clients share N connections to the leader, each
+    /// carrying several clients' requests at once (a value not below the client count is
+    /// skipped). etcd's clients always use the HTTP client's pool of kept-alive connections.
+    #[arg(long, default_value = "0,16", value_delimiter = ',')]
+    conns: Vec<usize>,
     /// Systems to run: raft, paxos, etcd (etcd only when the binary is on the PATH).
     #[arg(long, default_value = "raft,paxos,etcd", value_delimiter = ',')]
     systems: Vec<String>,
@@ -87,13 +101,24 @@ struct Row {
     elapsed: Duration,
     latency_us: Histogram<u64>,
     errors: u64,
+    /// CPU time over the measured window: the servers' processes, and this process (the
+    /// clients).
+    cpu: Option<(Duration, Duration)>,
 }
 
 impl Row {
-    fn print(&self, system: &str, clients: usize) {
+    fn print(&self, system: &str, clients: usize, conns: &str) {
         let ms = |q: f64| self.latency_us.value_at_quantile(q) as f64 / 1e3;
+        let per_op = |d: Duration| d.as_secs_f64() * 1e6 / self.ops.max(1) as f64;
+        let (servers, client) = match self.cpu {
+            Some((servers, client)) => (
+                format!("{:.1}", per_op(servers)),
+                format!("{:.1}", per_op(client)),
+            ),
+            None => ("?".into(), "?".into()),
+        };
         println!(
-            "| {system} | {clients} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+            "| {system} | {clients} | {conns} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {servers} | {client} |",
             self.ops as f64 / self.elapsed.as_secs_f64(),
             ms(0.5),
             ms(0.99),
@@ -103,14 +128,44 @@ impl Row {
     }
 }
 
-/// Runs `clients` closed loops of `op` for warm-up plus `secs`, counting only the measured part.
-async fn closed_loop<F, Fut>(clients: usize, secs: u64, op: F) -> Row
+/// CPU time (user and system) `pid` has used so far, from `/proc/PID/stat`; `None` where that
+/// cannot be read (not Linux, the process is gone).
+fn cpu_time(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it are plain numbers.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let hz = Some(rustix::param::clock_ticks_per_second()).filter(|&h| h > 0)?;
+    Some(Duration::from_micros(ticks * 1_000_000 / hz))
+}
+
+/// CPU time used so far by the processes `pids` (summed) and by this process.
+fn cpu_now(pids: &[u32]) -> Option<(Duration, Duration)> {
+    let mut servers = Duration::ZERO;
+    for pid in pids {
+        servers += cpu_time(&pid.to_string())?;
+    }
+    Some((servers, cpu_time("self")?))
+}
+
+/// Runs `clients` closed loops of `op` for warm-up plus `secs`, counting only the measured part
+/// and the CPU time `pids` and this process use over it.
+async fn closed_loop<F, Fut>(clients: usize, secs: u64, pids: &[u32], op: F) -> Row
 where
     F: Fn(usize, u64) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
     let start = Instant::now() + WARM_UP;
     let end = start + Duration::from_secs(secs);
+    let cpu_at_start = {
+        let pids = pids.to_vec();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(start.into()).await;
+            cpu_now(&pids)
+        })
+    };
     let merged = Arc::new(Mutex::new((
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap(),
         0u64,
@@ -147,12 +202,17 @@ where
         });
     }
     while tasks.join_next().await.is_some() {}
+    let cpu = match (cpu_at_start.await.ok().flatten(), cpu_now(pids)) {
+        (Some(a), Some(b)) => Some((b.0.saturating_sub(a.0), b.1.saturating_sub(a.1))),
+        _ => None,
+    };
     let m = merged.lock().unwrap();
     Row {
         ops: m.1,
         elapsed: Duration::from_secs(secs),
         latency_us: m.0.clone(),
         errors: m.2,
+        cpu,
     }
 }
 
@@ -200,16 +260,32 @@ async fn start_kv(bin: &Path, protocol: &str, dir: &Path) -> (Procs, BTreeMap<u6
     (procs, clients)
 }
 
-async fn run_kv(bin: &Path, protocol: &str, dir: &Path, clients: usize, secs: u64) -> Row {
+async fn run_kv(
+    bin: &Path,
+    protocol: &str,
+    dir: &Path,
+    clients: usize,
+    conns: usize,
+    secs: u64,
+) -> Row {
     // A fresh cluster per row: no state (sessions included) carries over.
-    let (_procs, nodes) = start_kv(bin, protocol, &dir.join(format!("{protocol}-{clients}"))).await;
+    let data = dir.join(format!("{protocol}-{clients}-{conns}"));
+    let (procs, nodes) = start_kv(bin, protocol, &data).await;
+    let pids: Vec<u32> = procs.0.iter().map(Child::id).collect();
     let value = "v".repeat(VALUE_BYTES);
+    let shared = (conns > 0).then(|| SharedConnections::new(conns));
     let sessions: Arc<Vec<tokio::sync::Mutex<KvClient>>> = Arc::new(
         (0..clients)
-            .map(|c| tokio::sync::Mutex::new(KvClient::new(1_000 + c as u64, nodes.clone())))
+            .map(|c| {
+                let client = KvClient::new(1_000 + c as u64, nodes.clone());
+                tokio::sync::Mutex::new(match &shared {
+                    Some(shared) => client.with_shared_connections(shared.clone()),
+                    None => client,
+                })
+            })
             .collect(),
     );
-    closed_loop(clients, secs, move |c, n| {
+    closed_loop(clients, secs, &pids, move |c, n| {
         let sessions = sessions.clone();
         let value = value.clone();
         async move {
@@ -306,7 +382,8 @@ async fn run_etcd(etcd: &Path, dir: &Path, clients: usize, secs: u64) -> Row {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let value = "v".repeat(VALUE_BYTES);
-    let row = closed_loop(clients, secs, move |c, n| put(c, n, value.clone())).await;
+    let pids: Vec<u32> = procs.0.iter().map(Child::id).collect();
+    let row = closed_loop(clients, secs, &pids, move |c, n| put(c, n, value.clone())).await;
     drop(procs);
     row
 }
@@ -391,8 +468,11 @@ async fn main() {
         WARM_UP.as_secs()
     );
     println!();
-    println!("| system | clients | ops/s | p50 ms | p99 ms | p99.9 ms | errors |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!(
+        "| system | clients | conns | ops/s | p50 ms | p99 ms | p99.9 ms | errors \
+         | server CPU µs/op | client CPU µs/op |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     let etcd = find_on_path("etcd");
     for system in &args.systems {
         for &clients in &args.clients {
@@ -405,17 +485,26 @@ async fn main() {
                         );
                         std::process::exit(2);
                     };
-                    run_kv(bin, system, dir.path(), clients, args.secs)
-                        .await
-                        .print(&format!("kv-node ({system})"), clients);
+                    for &conns in args.conns.iter().filter(|&&n| n < clients) {
+                        let shown = if conns == 0 {
+                            clients.to_string()
+                        } else {
+                            conns.to_string()
+                        };
+                        run_kv(bin, system, dir.path(), clients, conns, args.secs)
+                            .await
+                            .print(&format!("kv-node ({system})"), clients, &shown);
+                    }
                 }
                 "etcd" => match &etcd {
                     Some(bin) => run_etcd(bin, dir.path(), clients, args.secs)
                         .await
-                        .print("etcd", clients),
+                        .print("etcd", clients, "pool"),
                     None => {
                         if clients == args.clients[0] {
-                            println!("| etcd | - | skipped: no `etcd` on the PATH | | | | |");
+                            println!(
+                                "| etcd | - | - | skipped: no `etcd` on the PATH | | | | | | |"
+                            );
                         }
                     }
                 },

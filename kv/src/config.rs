@@ -40,6 +40,7 @@
 //! [client]
 //! connections_max = 4096
 //! idle_timeout_secs = 30
+//! pipeline_max = 256                   # requests in flight per client connection
 //!
 //! [tls]                                # mutual TLS on both ports (all four, or none)
 //! ca_file = "/etc/kv/ca.pem"           # the cluster's certificate authority
@@ -213,6 +214,10 @@ pub struct PaxosSection {
     pub snapshot_interval_slots: Option<u64>,
 }
 
+/// Largest accepted `client.pipeline_max`: each request in flight holds up to a frame of
+/// [`crate::net::CLIENT_FRAME_BYTES_MAX`] bytes.
+pub const PIPELINE_MAX_LIMIT: usize = 4_096;
+
 /// `[client]`: [`ClientLimits`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -221,6 +226,8 @@ pub struct ClientSection {
     pub connections_max: Option<usize>,
     /// [`ClientLimits::idle_timeout`], in seconds.
     pub idle_timeout_secs: Option<u64>,
+    /// [`ClientLimits::pipeline_max`].
+    pub pipeline_max: Option<usize>,
 }
 
 impl FileConfig {
@@ -295,6 +302,14 @@ impl FileConfig {
                 return Err("client.idle_timeout_secs must be at least 1".into());
             }
             limits.idle_timeout = Duration::from_secs(secs);
+        }
+        if let Some(n) = self.client.pipeline_max {
+            if !(1..=PIPELINE_MAX_LIMIT).contains(&n) {
+                return Err(format!(
+                    "client.pipeline_max must be from 1 to {PIPELINE_MAX_LIMIT}"
+                ));
+            }
+            limits.pipeline_max = n;
         }
         Ok(limits)
     }
@@ -395,6 +410,7 @@ heartbeat_ticks = 4
 [client]
 connections_max = 10
 idle_timeout_secs = 5
+pipeline_max = 8
 "#;
 
     #[test]
@@ -423,6 +439,7 @@ idle_timeout_secs = 5
         let limits = f.client_limits().unwrap();
         assert_eq!(limits.connections_max, 10);
         assert_eq!(limits.idle_timeout, Duration::from_secs(5));
+        assert_eq!(limits.pipeline_max, 8);
     }
 
     #[test]
@@ -443,6 +460,11 @@ idle_timeout_secs = 5
             .client_limits()
             .unwrap_err();
         assert!(e.contains("client.connections_max"), "{e}");
+        let e = FileConfig::parse("[client]\npipeline_max = 0")
+            .unwrap()
+            .client_limits()
+            .unwrap_err();
+        assert!(e.contains("client.pipeline_max"), "{e}");
         let e = parse_peers("2=127.0.0.1:1,x=127.0.0.1:2").unwrap_err();
         assert!(e.contains("peers.x"), "{e}");
         let e = parse_peers("2=127.0.0.1:1,2=127.0.0.1:2").unwrap_err();

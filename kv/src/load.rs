@@ -22,7 +22,7 @@ use common::check::{self, KvInput, Recorder};
 use common::rng::DetRng;
 use common::NodeId;
 
-use super::net::{CallOutcome, KvClient};
+use super::net::{CallOutcome, KvClient, SharedConnections};
 use super::{KvOp, KvOutput};
 use common::transport::tls::TlsConfig;
 
@@ -62,6 +62,7 @@ pub struct Load {
     pub latency_us: Arc<Mutex<Histogram<u64>>>,
     stop: Arc<AtomicBool>,
     tls: Option<TlsConfig>,
+    shared: Option<usize>,
 }
 
 /// Longest latency the histogram tracks, in microseconds (longer ones are clamped to it).
@@ -90,12 +91,21 @@ impl Load {
             latency_us: Arc::new(Mutex::new(latency_histogram())),
             stop: Arc::new(AtomicBool::new(false)),
             tls: None,
+            shared: None,
         }
     }
 
     /// The clients talk to the nodes over mutual TLS.
     pub fn with_tls(mut self, tls: TlsConfig) -> Self {
         self.tls = Some(tls);
+        self
+    }
+
+    /// The clients share `per_node` connections to each node (each connection carries several
+    /// clients' requests at once, [`crate::net::SharedConnections`]) instead of one connection
+    /// each. Every client keeps its own session and one operation in flight.
+    pub fn with_shared_connections(mut self, per_node: usize) -> Self {
+        self.shared = Some(per_node);
         self
     }
 
@@ -107,20 +117,37 @@ impl Load {
     /// Runs the clients against `nodes` until they are done or stopped.
     pub async fn run(&self, nodes: &BTreeMap<NodeId, SocketAddr>, options: &LoadOptions) {
         let mut tasks = tokio::task::JoinSet::new();
+        let shared = self.shared.map(|per_node| {
+            let connections = SharedConnections::new(per_node);
+            match &self.tls {
+                Some(tls) => connections.with_tls(tls.clone()),
+                None => connections,
+            }
+        });
         for i in 0..options.clients {
             let this = self.clone();
             let nodes = nodes.clone();
             let options = options.clone();
-            tasks.spawn(async move { this.client(i, nodes, options).await });
+            let shared = shared.clone();
+            tasks.spawn(async move { this.client(i, nodes, options, shared).await });
         }
         while tasks.join_next().await.is_some() {}
     }
 
-    async fn client(&self, index: u64, nodes: BTreeMap<NodeId, SocketAddr>, o: LoadOptions) {
+    async fn client(
+        &self,
+        index: u64,
+        nodes: BTreeMap<NodeId, SocketAddr>,
+        o: LoadOptions,
+        shared: Option<SharedConnections>,
+    ) {
         let id = o.first_client_id + index;
         let mut client = KvClient::new(id, nodes);
         if let Some(tls) = &self.tls {
             client = client.with_tls(tls.clone());
+        }
+        if let Some(shared) = shared {
+            client = client.with_shared_connections(shared);
         }
         let mut rng = DetRng::new(o.seed ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         for n in 0..o.ops_per_client {

@@ -31,7 +31,6 @@ use common::NodeId;
 use futures::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
-use tokio_util::codec::Framed;
 
 use common::driver::DriverStats;
 use prometheus_client::metrics::gauge::Gauge;
@@ -926,21 +925,28 @@ pub struct ClientLimits {
     /// therefore never lock new clients out.
     pub connections_max: usize,
     /// A connection that completes no request for this long is closed: an idle client, or one
-    /// that trickles a request a byte at a time. A connection carries one request at a time
-    /// (the client waits for each answer), so this also bounds what one connection holds.
+    /// that trickles a request a byte at a time. The clock runs while nothing is in flight on
+    /// the connection.
     pub idle_timeout: Duration,
+    /// Requests one connection may have in flight (pipelined: sent before the answers to the
+    /// earlier ones arrived; answers come back in request order). Past it the connection is not
+    /// read until an answer goes out, so what one connection holds stays bounded.
+    pub pipeline_max: usize,
 }
 
 /// Default for [`ClientLimits::connections_max`].
 pub const CLIENT_CONNECTIONS_MAX: usize = 4_096;
 /// Default for [`ClientLimits::idle_timeout`].
 pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default for [`ClientLimits::pipeline_max`].
+pub const CLIENT_PIPELINE_MAX: usize = 256;
 
 impl Default for ClientLimits {
     fn default() -> Self {
         ClientLimits {
             connections_max: CLIENT_CONNECTIONS_MAX,
             idle_timeout: CLIENT_IDLE_TIMEOUT,
+            pipeline_max: CLIENT_PIPELINE_MAX,
         }
     }
 }
@@ -1053,6 +1059,10 @@ where
     H: Fn(ClientRequest) -> F,
     F: std::future::Future<Output = ClientReply>,
 {
+    use futures::stream::FuturesOrdered;
+    use futures::FutureExt;
+    use tokio_util::codec::{FramedRead, FramedWrite};
+
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
     // The TLS handshake (when configured) must finish within the idle timeout too, so a client
@@ -1063,25 +1073,68 @@ where
             Ok(Err(e)) => return Err(format!("TLS handshake failed: {e}")),
             Err(_) => return Err(format!("no TLS handshake within {:?}", limits.idle_timeout)),
         };
-    let mut framed = Framed::new(tokio::io::join(read, write), client_codec());
+    let mut requests = FramedRead::new(read, client_codec());
+    let mut replies = FramedWrite::new(write, client_codec());
+    // Requests being served, answered in the order they arrived (a client may pipeline: send
+    // several before reading an answer). At most `pipeline_max`; past that the connection is not
+    // read until an answer goes out, so TCP pushes back on the client.
+    let mut in_flight = FuturesOrdered::new();
+    let pipeline_max = limits.pipeline_max.max(1);
+    // The idle clock runs only while nothing is in flight: it starts when the connection goes
+    // quiet, and a request that arrives (whole) or an answer that goes out restarts it.
+    let idle = tokio::time::sleep(limits.idle_timeout);
+    tokio::pin!(idle);
     loop {
-        let frame = tokio::select! {
-            next = tokio::time::timeout(limits.idle_timeout, framed.next()) => match next {
-                Ok(Some(frame)) => frame.map_err(|e| e.to_string())?,
-                Ok(None) => return Ok(()),
-                Err(_) => return Err(format!("no request for {:?}", limits.idle_timeout)),
-            },
+        tokio::select! {
+            biased;
             () = close.notified() => return Err("closed to make room for a new client".into()),
-        };
-        set_busy(conns, id, true);
-        let request = decode_request(&frame).map_err(|e| format!("bad request: {e}"))?;
-        let reply = handler(request).await;
-        let bytes = encode_reply(&reply).map_err(|e| e.to_string())?;
-        framed
-            .send(bytes::Bytes::from(bytes))
-            .await
-            .map_err(|e| e.to_string())?;
-        set_busy(conns, id, false);
+            Some(reply) = in_flight.next(), if !in_flight.is_empty() => {
+                // Send every answer that is ready with one write.
+                let mut reply: ClientReply = reply;
+                loop {
+                    let bytes = encode_reply(&reply).map_err(|e| e.to_string())?;
+                    replies
+                        .feed(bytes::Bytes::from(bytes))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    match in_flight.next().now_or_never() {
+                        Some(Some(next)) => reply = next,
+                        _ => break,
+                    }
+                }
+                SinkExt::<bytes::Bytes>::flush(&mut replies).await.map_err(|e| e.to_string())?;
+                if in_flight.is_empty() {
+                    set_busy(conns, id, false);
+                    idle.as_mut().reset(tokio::time::Instant::now() + limits.idle_timeout);
+                }
+            }
+            next = requests.next(), if in_flight.len() < pipeline_max => {
+                let frame = match next {
+                    Some(frame) => frame.map_err(|e| e.to_string())?,
+                    None if in_flight.is_empty() => return Ok(()),
+                    // The client closed its side: answer what it sent, then close.
+                    None => {
+                        while let Some(reply) = in_flight.next().await {
+                            let bytes = encode_reply(&reply).map_err(|e| e.to_string())?;
+                            replies
+                                .feed(bytes::Bytes::from(bytes))
+                                .await
+                                .map_err(|e| e.to_string())?;
+                        }
+                        SinkExt::<bytes::Bytes>::flush(&mut replies).await.map_err(|e| e.to_string())?;
+                        return Ok(());
+                    }
+                };
+                if in_flight.is_empty() {
+                    set_busy(conns, id, true);
+                }
+                let request = decode_request(&frame).map_err(|e| format!("bad request: {e}"))?;
+                in_flight.push_back(handler(request));
+            }
+            () = &mut idle, if in_flight.is_empty() => {
+                return Err(format!("no request for {:?}", limits.idle_timeout));
+            }
+        }
     }
 }
 
@@ -1090,6 +1143,7 @@ mod tests {
     use super::*;
     use crate::net::{decode_reply, encode_request};
     use tokio::io::AsyncReadExt;
+    use tokio_util::codec::Framed;
 
     /// Answers every request with who leads (nobody): enough to see a connection served.
     async fn serve(limits: ClientLimits) -> SocketAddr {
@@ -1174,5 +1228,129 @@ mod tests {
         // of `bounded` if the connections were never closed).
         assert!(bounded("the silent one closed", closed(&mut silent)).await);
         assert!(bounded("the trickling one closed", closed(&mut trickle)).await);
+    }
+
+    /// Serves `get KEY` with the answer `KEY` after `KEY` milliseconds, counting the requests
+    /// being served; `gate` holds every answer back until it is opened.
+    async fn serve_slow(
+        limits: ClientLimits,
+        started: Arc<std::sync::atomic::AtomicUsize>,
+        gate: Arc<tokio::sync::Semaphore>,
+    ) -> (SocketAddr, Gauge) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Gauge::default();
+        tokio::spawn(serve_clients(
+            listener,
+            limits,
+            None,
+            connections.clone(),
+            move |request| {
+                let started = started.clone();
+                let gate = gate.clone();
+                async move {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    let _open = gate.acquire().await.unwrap();
+                    let ClientRequest::Get { key } = request else {
+                        return ClientReply::Invalid("not a get".into());
+                    };
+                    let ms: u64 = key.parse().unwrap();
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    ClientReply::Output(KvOutput::Value(Some(key)))
+                }
+            },
+        ));
+        (addr, connections)
+    }
+
+    fn get(key: &str) -> bytes::Bytes {
+        bytes::Bytes::from(
+            encode_request(&ClientRequest::Get {
+                key: key.to_string(),
+            })
+            .unwrap(),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pipelined_requests_are_answered_in_the_order_they_were_sent() {
+        let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let gate = Arc::new(tokio::sync::Semaphore::new(1_000));
+        let (addr, _) = serve_slow(ClientLimits::default(), started, gate).await;
+        let mut framed = Framed::new(TcpStream::connect(addr).await.unwrap(), client_codec());
+        // Later requests finish first; their answers still come back in request order.
+        let keys = ["50", "40", "30", "20", "10", "0"];
+        for key in keys {
+            framed.feed(get(key)).await.unwrap();
+        }
+        SinkExt::<bytes::Bytes>::flush(&mut framed).await.unwrap();
+        for key in keys {
+            let frame = bounded("an answer", framed.next()).await.unwrap().unwrap();
+            assert_eq!(
+                decode_reply(&frame).unwrap(),
+                ClientReply::Output(KvOutput::Value(Some(key.to_string())))
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_holds_at_most_pipeline_max_requests() {
+        let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let limits = ClientLimits {
+            pipeline_max: 2,
+            ..ClientLimits::default()
+        };
+        let (addr, _) = serve_slow(limits, started.clone(), gate.clone()).await;
+        let mut framed = Framed::new(TcpStream::connect(addr).await.unwrap(), client_codec());
+        for _ in 0..5 {
+            framed.feed(get("1")).await.unwrap();
+        }
+        SinkExt::<bytes::Bytes>::flush(&mut framed).await.unwrap();
+        // Let the server read what it will: with every answer held back, it stops at two.
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(started.load(Ordering::SeqCst), 2);
+        gate.add_permits(5);
+        for _ in 0..5 {
+            let frame = bounded("an answer", framed.next()).await.unwrap().unwrap();
+            assert_eq!(
+                decode_reply(&frame).unwrap(),
+                ClientReply::Output(KvOutput::Value(Some("1".into())))
+            );
+        }
+        assert_eq!(started.load(Ordering::SeqCst), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn clients_sharing_connections_each_get_their_own_answers() {
+        let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let gate = Arc::new(tokio::sync::Semaphore::new(1_000));
+        let (addr, connections) = serve_slow(ClientLimits::default(), started.clone(), gate).await;
+        let nodes = BTreeMap::from([(1, addr)]);
+        let shared = crate::net::SharedConnections::new(2);
+        let mut calls = tokio::task::JoinSet::new();
+        for c in 0..32u64 {
+            let mut client = crate::net::KvClient::new(c, nodes.clone())
+                .with_shared_connections(shared.clone());
+            calls.spawn(async move {
+                let mut answers = Vec::new();
+                for n in 0..3 {
+                    // Different delays, so answers on one connection finish out of order.
+                    let key = ((c * 7 + n) % 13).to_string();
+                    answers.push((key.clone(), client.get(&key).await));
+                }
+                answers
+            });
+        }
+        while let Some(answers) = bounded("the calls", calls.join_next()).await {
+            for (key, answer) in answers.unwrap() {
+                assert_eq!(answer, crate::net::CallOutcome::Ok(KvOutput::Value(Some(key))));
+            }
+        }
+        assert_eq!(started.load(Ordering::SeqCst), 96);
+        // Thirty-two clients, two sockets.
+        assert_eq!(connections.get(), 2);
     }
 }

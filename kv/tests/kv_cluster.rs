@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 
 use common::check::{check_kv, KvInput};
 use common::rng::DetRng;
-use kv::load::{to_check_output, SHARED_KEYS};
+use kv::load::{to_check_output, Load, SHARED_KEYS};
 use kv::net::{CallOutcome, KvClient};
 
 mod support;
@@ -37,7 +37,10 @@ async fn kill_the_leader_again_and_again(protocol: &'static str) {
         "node 1 stopped serving after garbage"
     );
 
-    let (load, runner) = start_load(&cluster, seed, 1, "");
+    // The four clients share two connections per node, pipelined: a killed leader fails
+    // several clients' calls at once, on one socket.
+    let load = Load::new().with_shared_connections(2);
+    let (load, runner) = start_load_with(load, &cluster, seed, 1, "");
 
     for _ in 0..kills {
         // A random moment: after a seeded number of further operations.

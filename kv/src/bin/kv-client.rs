@@ -132,6 +132,10 @@ enum Command {
         /// with the number of concurrent clients).
         #[arg(long)]
         no_check: bool,
+        /// Connections per node the clients share (each carries several clients' requests at
+        /// once); 0 gives every client a connection of its own.
+        #[arg(long, default_value_t = 0)]
+        conns: usize,
     },
 }
 
@@ -232,10 +236,14 @@ async fn run(args: Args) -> Result<(), String> {
             seed,
             history,
             no_check,
+            conns,
         } => {
             let mut load = Load::new();
             if let Some(tls) = &tls {
                 load = load.with_tls(tls.clone());
+            }
+            if conns > 0 {
+                load = load.with_shared_connections(conns);
             }
             let options = LoadOptions {
                 clients,

@@ -397,7 +397,17 @@ pub fn start_load(
     first_client_id: u64,
     key_prefix: &str,
 ) -> (Load, tokio::task::JoinHandle<()>) {
-    let load = Load::new();
+    start_load_with(Load::new(), cluster, seed, first_client_id, key_prefix)
+}
+
+/// [`start_load`] with `load` as configured (shared connections, say).
+pub fn start_load_with(
+    load: Load,
+    cluster: &Cluster,
+    seed: u64,
+    first_client_id: u64,
+    key_prefix: &str,
+) -> (Load, tokio::task::JoinHandle<()>) {
     let options = LoadOptions {
         clients: 4,
         ops_per_client: u64::MAX,
