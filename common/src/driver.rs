@@ -128,6 +128,10 @@ pub const REQUEST_QUEUE_CAPACITY_DEFAULT: usize = 1024;
 pub const REQUESTS_PENDING_MAX_DEFAULT: usize = 4096;
 /// Default for [`DriverConfig::batch_steps_max`].
 pub const BATCH_STEPS_MAX_DEFAULT: usize = 256;
+/// Most flushes in a row when persisting inline, each following the durability step of the one
+/// before ([`Node::records_durable`]).
+const INLINE_FLUSH_ROUNDS_MAX: usize = 4;
+
 /// Default for [`DriverConfig::persist_batches_in_flight_max`].
 pub const PERSIST_BATCHES_IN_FLIGHT_MAX_DEFAULT: usize = 1;
 /// Default for [`DriverConfig::events_capacity`].
@@ -643,6 +647,9 @@ where
         record_buf: Vec::new(),
         storage_slot: storage_slot.clone(),
         checkpoints_durable: 0,
+        records_durable: 0,
+        early_buf: Vec::new(),
+        early_answers_buf: Vec::new(),
     };
     let task = tokio::spawn(runner.run().instrument(tracing::info_span!("node", id)));
     // Reports how the node task ended, including a panic of the core, which would otherwise
@@ -848,6 +855,11 @@ struct Runner<N: Node, T, S: Storage, C> {
     storage_slot: Arc<Mutex<Option<Box<dyn Any + Send>>>>,
     /// Checkpoints made durable since the node was spawned ([`Node::checkpoints_durable`]).
     checkpoints_durable: u64,
+    /// Records made durable since the node was spawned ([`Node::records_durable`]).
+    records_durable: u64,
+    /// Reused buffers for early messages and answers.
+    early_buf: Vec<(NodeId, N::Message)>,
+    early_answers_buf: Vec<(RequestId, N::Response)>,
 }
 
 /// Hashes the driver's own request ids for the pending-request map, which sees an insert and a
@@ -1092,10 +1104,25 @@ where
         self.node.handle_request(id, req, &mut self.outbox);
     }
 
+    /// [`Self::flush_once`], again while persisting inline left new effects behind (the
+    /// [`Node::records_durable`] step that follows each inline sync), a bounded number of times;
+    /// whatever remains is flushed after the next input.
+    fn flush(&mut self) -> Result<(), DriverError> {
+        for _ in 0..INLINE_FLUSH_ROUNDS_MAX {
+            self.flush_once()?;
+            if self.outbox.is_empty() || !matches!(self.stage, Stage::Inline(_)) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Hands the open batch on: released at once when it has no records and nothing waits
     /// before it, persisted inline, or sent to the persistence thread. While the thread is
     /// already busy with as many batches as allowed, the open batch stays open and keeps growing.
-    fn flush(&mut self) -> Result<(), DriverError> {
+    fn flush_once(&mut self) -> Result<(), DriverError> {
+        // Even when the batch must stay open (storage is busy), its early messages go now.
+        self.send_early();
         if self.outbox.is_empty() {
             self.open_steps = 0;
             self.open_requests = 0;
@@ -1187,48 +1214,89 @@ where
             self.checkpoints_durable += done.checkpoints;
             self.node.checkpoints_durable(self.checkpoints_durable);
         }
+        if done.records > 0 {
+            // A step of its own: what it produces joins the open batch.
+            self.records_durable += done.records;
+            add(&self.counters.steps, 1);
+            self.open_steps += 1;
+            self.node
+                .records_durable(self.records_durable, &mut self.outbox);
+        }
+    }
+
+    /// Encodes and sends one message, counting it.
+    fn send(&mut self, to: NodeId, msg: &N::Message) {
+        let header = Header {
+            protocol: N::PROTOCOL,
+            version: N::WIRE_VERSION,
+            from: self.node.id(),
+            to,
+        };
+        let frame = match encode_frame(&self.codec, &header, msg) {
+            Ok(frame) => frame,
+            Err(error) => {
+                add(&self.counters.send_failures, 1);
+                tracing::error!(to, %error, "message could not be encoded; dropped");
+                return;
+            }
+        };
+        let len = frame.len() as u64;
+        match self.transport.send(to, frame) {
+            Ok(()) => {
+                add(&self.counters.messages_sent, 1);
+                add(&self.counters.bytes_sent, len);
+            }
+            Err(error) => {
+                add(&self.counters.send_failures, 1);
+                tracing::debug!(to, %error, "message not sent");
+            }
+        }
+    }
+
+    /// Sends the open batch's early messages ([`Outbox::send_early`]) now: they claim nothing
+    /// its records hold, so they need not wait for its sync.
+    fn send_early(&mut self) {
+        if !self.outbox.has_early() {
+            return;
+        }
+        let mut early = std::mem::take(&mut self.early_buf);
+        let mut answers = std::mem::take(&mut self.early_answers_buf);
+        self.outbox.take_early_into(&mut early, &mut answers);
+        for (to, msg) in early.drain(..) {
+            self.send(to, &msg);
+        }
+        for (id, response) in answers.drain(..) {
+            self.answer(id, response);
+        }
+        self.early_buf = early;
+        self.early_answers_buf = answers;
+    }
+
+    /// Hands `response` to the caller waiting for request `id`.
+    fn answer(&mut self, id: RequestId, response: N::Response) {
+        match self.pending.remove(&id) {
+            Some(reply) => {
+                add(&self.counters.responses, 1);
+                // The caller may have given up waiting; that is fine.
+                let _ = reply.send(Ok(response));
+            }
+            None => tracing::warn!(%id, "the core answered a request that is not pending"),
+        }
     }
 
     /// Lets a batch's effects leave the node. Only called once its records are durable.
     fn release(&mut self, effects: Effects<N>) {
         add(&self.counters.batches, 1);
-        let me = self.node.id();
         for (to, msg) in effects.messages {
-            let header = Header {
-                protocol: N::PROTOCOL,
-                version: N::WIRE_VERSION,
-                from: me,
-                to,
-            };
-            let frame = match encode_frame(&self.codec, &header, &msg) {
-                Ok(frame) => frame,
-                Err(error) => {
-                    add(&self.counters.send_failures, 1);
-                    tracing::error!(to, %error, "message could not be encoded; dropped");
-                    continue;
-                }
-            };
-            let len = frame.len() as u64;
-            match self.transport.send(to, frame) {
-                Ok(()) => {
-                    add(&self.counters.messages_sent, 1);
-                    add(&self.counters.bytes_sent, len);
-                }
-                Err(error) => {
-                    add(&self.counters.send_failures, 1);
-                    tracing::debug!(to, %error, "message not sent");
-                }
-            }
+            self.send(to, &msg);
         }
-        for (id, response) in effects.responses {
-            match self.pending.remove(&id) {
-                Some(reply) => {
-                    add(&self.counters.responses, 1);
-                    // The caller may have given up waiting; that is fine.
-                    let _ = reply.send(Ok(response));
-                }
-                None => tracing::warn!(%id, "the core answered a request that is not pending"),
-            }
+        for (to, msg) in effects.early {
+            // Early messages normally left when the batch was taken; any that remain (a batch
+            // released without records) go now.
+            self.send(to, &msg);
+        }
+        for (id, response) in effects.early_responses.into_iter().chain(effects.responses) {
+            self.answer(id, response);
         }
         for event in effects.events {
             add(&self.counters.events, 1);

@@ -24,6 +24,16 @@
 //!    it may forget). This single rule gives Raft's "persist before you answer", the Paxos
 //!    acceptor's "the promise is on disk before the reply" and 2PC's "prepared is forced before
 //!    voting yes".
+//!
+//!    Stated exactly, the rule is: *a record is durable before any message that claims it*.
+//!    A message that claims nothing about the sender's records not yet durable may leave at
+//!    once, in parallel with the write: [`Outbox::send_early`] asks for that (and
+//!    [`Outbox::respond_early`] for an answer), and a driver lets [`Effects::early`] and
+//!    [`Effects::early_responses`] go as soon as it takes the step's effects, before the sync. The
+//!    core that sends early learns when its records became durable from
+//!    [`Node::records_durable`], and must not count them as durable (towards a quorum, in an
+//!    answer) before. Raft's leader uses it to send AppendEntries while it writes the same
+//!    entries to its own log (Ongaro's thesis, §10.2.1).
 //! 4. **Crash.** Everything in memory is lost. Records that were appended but not yet synced may
 //!    or may not survive (a torn tail); records that were synced always survive. Restart is step 1.
 //!
@@ -93,6 +103,16 @@ pub trait Node: Sized + Send + 'static {
         let _ = count;
     }
 
+    /// The first `count` records this node asked for since it was recovered
+    /// ([`Outbox::persist`] and [`Outbox::checkpoint`], counted in the order asked; a record
+    /// extended through [`Outbox::last_record_mut`] counts once) are durable. Drivers and the
+    /// simulator call this after every sync that made records durable, as a step: its effects
+    /// are released like any other step's. A core that sends early ([`Outbox::send_early`])
+    /// uses it to know what of its own it may count; the default does nothing.
+    fn records_durable(&mut self, count: u64, out: &mut Outbox<Self>) {
+        let _ = (count, out);
+    }
+
     /// This node's id.
     fn id(&self) -> NodeId;
 
@@ -144,6 +164,12 @@ pub struct Effects<N: Node> {
     pub records: Vec<Persist<N::Record>>,
     /// Messages to send after the records are durable: `(destination, message)`, in order.
     pub messages: Vec<(NodeId, N::Message)>,
+    /// Messages that claim nothing the records hold ([`Outbox::send_early`]): sent as soon as
+    /// the driver takes the effects, without waiting for the sync, in order among themselves.
+    pub early: Vec<(NodeId, N::Message)>,
+    /// Answers that claim nothing the records hold ([`Outbox::respond_early`]): delivered as
+    /// soon as the driver takes the effects.
+    pub early_responses: Vec<(RequestId, N::Response)>,
     /// Answers to client requests, after the records are durable.
     pub responses: Vec<(RequestId, N::Response)>,
     /// Notifications, after the records are durable.
@@ -155,6 +181,8 @@ impl<N: Node> Debug for Effects<N> {
         f.debug_struct("Effects")
             .field("records", &self.records)
             .field("messages", &self.messages)
+            .field("early", &self.early)
+            .field("early_responses", &self.early_responses)
             .field("responses", &self.responses)
             .field("events", &self.events)
             .finish()
@@ -166,6 +194,8 @@ impl<N: Node> Default for Effects<N> {
         Self {
             records: Vec::new(),
             messages: Vec::new(),
+            early: Vec::new(),
+            early_responses: Vec::new(),
             responses: Vec::new(),
             events: Vec::new(),
         }
@@ -177,6 +207,8 @@ impl<N: Node> Effects<N> {
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
             && self.messages.is_empty()
+            && self.early.is_empty()
+            && self.early_responses.is_empty()
             && self.responses.is_empty()
             && self.events.is_empty()
     }
@@ -185,6 +217,8 @@ impl<N: Node> Effects<N> {
     pub fn clear(&mut self) {
         self.records.clear();
         self.messages.clear();
+        self.early.clear();
+        self.early_responses.clear();
         self.responses.clear();
         self.events.clear();
     }
@@ -232,6 +266,37 @@ impl<N: Node> Outbox<N> {
         self.effects.messages.push((to, msg));
     }
 
+    /// Sends `msg` to `to` without waiting for this step's records to be durable: only for a
+    /// message that claims nothing those records hold (the module's Outbox rule). Early
+    /// messages keep their order among themselves, not with [`Outbox::send`]'s.
+    pub fn send_early(&mut self, to: NodeId, msg: N::Message) {
+        self.effects.early.push((to, msg));
+    }
+
+    /// Answers client request `id` without waiting for this step's records to be durable:
+    /// only for an answer that claims nothing those records hold (a command a majority already
+    /// holds durably was applied, say).
+    pub fn respond_early(&mut self, id: RequestId, response: N::Response) {
+        self.effects.early_responses.push((id, response));
+    }
+
+    /// Takes the early messages and answers out ([`Outbox::send_early`],
+    /// [`Outbox::respond_early`]), leaving every other effect: a driver lets them go while the
+    /// batch they came with waits for its sync.
+    pub fn take_early_into(
+        &mut self,
+        early: &mut Vec<(NodeId, N::Message)>,
+        early_responses: &mut Vec<(RequestId, N::Response)>,
+    ) {
+        early.append(&mut self.effects.early);
+        early_responses.append(&mut self.effects.early_responses);
+    }
+
+    /// Whether any early message or answer waits to be taken.
+    pub fn has_early(&self) -> bool {
+        !self.effects.early.is_empty() || !self.effects.early_responses.is_empty()
+    }
+
     /// Sends a copy of `msg` to every node in `to`.
     pub fn broadcast<I: IntoIterator<Item = NodeId>>(&mut self, to: I, msg: &N::Message) {
         for peer in to {
@@ -264,6 +329,11 @@ impl<N: Node> Outbox<N> {
     /// The messages asked for so far.
     pub fn messages(&self) -> &[(NodeId, N::Message)] {
         &self.effects.messages
+    }
+
+    /// The early messages asked for so far ([`Outbox::send_early`]).
+    pub fn early_messages(&self) -> &[(NodeId, N::Message)] {
+        &self.effects.early
     }
 
     /// The responses given so far.

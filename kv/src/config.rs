@@ -32,6 +32,7 @@
 //! election_timeout_ticks_max = 20
 //! heartbeat_interval_ticks = 2
 //! snapshot_log_entries_max = 100000
+//! parallel_append = true               # the leader writes and replicates at once (§10.2.1)
 //!
 //! [paxos]
 //! heartbeat_ticks = 2
@@ -202,6 +203,9 @@ pub struct RaftSection {
     pub heartbeat_interval_ticks: Option<u64>,
     /// [`raft::Config::snapshot_log_entries_max`].
     pub snapshot_log_entries_max: Option<u64>,
+    /// [`raft::Config::parallel_append`] (on by default in `kv-node`, whose driver reports
+    /// durability).
+    pub parallel_append: Option<bool>,
 }
 
 /// `[paxos]`: fields of [`paxos::Config`].
@@ -263,6 +267,7 @@ impl FileConfig {
         );
         set(&mut c.heartbeat_interval_ticks, r.heartbeat_interval_ticks);
         set(&mut c.snapshot_log_entries_max, r.snapshot_log_entries_max);
+        set(&mut c.parallel_append, r.parallel_append);
     }
 
     /// Applies the protocol settings of the file to a Multi-Paxos configuration.

@@ -780,6 +780,8 @@ pub async fn run(options: NodeOptions) -> Result<(), ServeError> {
     let mut raft_config = raft::Config::new(options.id, topology.voters.clone());
     raft_config.learners = topology.learners.clone();
     raft_config.known_nodes = topology.known.clone();
+    // The driver reports durability, so the leader may replicate while it writes.
+    raft_config.parallel_append = true;
     tuning.tune_raft(&mut raft_config);
     let mut paxos_config = paxos::Config::new(options.id, topology.initial.clone());
     tuning.tune_paxos(&mut paxos_config);
@@ -1332,8 +1334,8 @@ mod tests {
         let shared = crate::net::SharedConnections::new(2);
         let mut calls = tokio::task::JoinSet::new();
         for c in 0..32u64 {
-            let mut client = crate::net::KvClient::new(c, nodes.clone())
-                .with_shared_connections(shared.clone());
+            let mut client =
+                crate::net::KvClient::new(c, nodes.clone()).with_shared_connections(shared.clone());
             calls.spawn(async move {
                 let mut answers = Vec::new();
                 for n in 0..3 {
@@ -1346,7 +1348,10 @@ mod tests {
         }
         while let Some(answers) = bounded("the calls", calls.join_next()).await {
             for (key, answer) in answers.unwrap() {
-                assert_eq!(answer, crate::net::CallOutcome::Ok(KvOutput::Value(Some(key))));
+                assert_eq!(
+                    answer,
+                    crate::net::CallOutcome::Ok(KvOutput::Value(Some(key)))
+                );
             }
         }
         assert_eq!(started.load(Ordering::SeqCst), 96);

@@ -87,6 +87,14 @@ pub struct Config {
     pub append_bytes_max: usize,
     /// Most AppendEntries messages in flight to one follower in the replicate state.
     pub inflight_max: usize,
+    /// The leader sends AppendEntries while it writes the same entries to its own log, instead
+    /// of after (Ongaro's thesis, §10.2.1): a commit waits for the slower of its own write and
+    /// a follower's round trip with the follower's write, not for the sum. The leader counts
+    /// itself towards a majority only for entries its driver reported durable
+    /// ([`common::Node::records_durable`]), so this needs a driver that reports durability: the
+    /// workspace's driver and simulator do; a hand-written pump that never reports it leaves
+    /// the leader out of every majority (a single voter then never commits). Off by default.
+    pub parallel_append: bool,
     /// Most bytes of proposals appended by this leader and not yet committed; more proposals
     /// are refused with [`crate::RaftError::Busy`].
     pub uncommitted_bytes_max: usize,
@@ -127,6 +135,7 @@ impl Config {
             append_entries_max: APPEND_ENTRIES_MAX_DEFAULT,
             append_bytes_max: APPEND_BYTES_MAX_DEFAULT,
             inflight_max: INFLIGHT_MAX_DEFAULT,
+            parallel_append: false,
             uncommitted_bytes_max: UNCOMMITTED_BYTES_MAX_DEFAULT,
             proposals_pending_max: PROPOSALS_PENDING_MAX_DEFAULT,
             reads_pending_max: READS_PENDING_MAX_DEFAULT,

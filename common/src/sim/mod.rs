@@ -492,6 +492,8 @@ struct Slot<N: Node> {
     snapshots: MemSnapshotStore,
     /// Checkpoints made durable since the node was last recovered.
     checkpoints_durable: u64,
+    /// Records made durable since the node was last recovered ([`Node::records_durable`]).
+    records_durable: u64,
     outbox: Outbox<N>,
     batch_steps: usize,
     flush_scheduled: bool,
@@ -785,6 +787,7 @@ where
                 durable: Vec::new(),
                 snapshots,
                 checkpoints_durable: 0,
+                records_durable: 0,
                 outbox: Outbox::new(),
                 batch_steps: 0,
                 flush_scheduled: false,
@@ -1453,6 +1456,21 @@ where
 
     /// After a node's step: release its effects now, or batch them until a scheduled sync.
     fn after_step(&mut self, i: usize) -> Result<(), SimErrorKind> {
+        // Early messages and answers (`Outbox::send_early`, `respond_early`) leave now,
+        // before the step's sync.
+        if self.slots[i].outbox.has_early() {
+            let (mut early, mut answers) = (Vec::new(), Vec::new());
+            self.slots[i]
+                .outbox
+                .take_early_into(&mut early, &mut answers);
+            let from = self.slots[i].id;
+            for (to, msg) in early {
+                self.send(from, to, msg)?;
+            }
+            for (id, response) in answers {
+                self.respond(from, id, response)?;
+            }
+        }
         let slot = &mut self.slots[i];
         if slot.outbox.is_empty() {
             return Ok(());
@@ -1494,6 +1512,7 @@ where
             return Ok(());
         }
         let mut checkpoints = 0;
+        let records = effects.records.len() as u64;
         for p in effects.records {
             self.hash_value(p.record());
             checkpoints += u64::from(p.is_checkpoint());
@@ -1520,6 +1539,23 @@ where
             if self.config.record_events {
                 self.events.push((self.now, from, event));
             }
+        }
+        for (to, msg) in effects.early {
+            // Normally sent right after their step; only a batch flushed by hand holds any.
+            self.send(from, to, msg)?;
+        }
+        for (id, response) in effects.early_responses {
+            self.respond(from, id, response)?;
+        }
+        if records > 0 {
+            // Tell the node, as a step of its own, which of its records are durable now.
+            let slot = &mut self.slots[i];
+            slot.records_durable += records;
+            if let Some(node) = slot.node.as_mut() {
+                let _span = node_span(slot.id, self.now, self.steps);
+                node.records_durable(slot.records_durable, &mut slot.outbox);
+            }
+            return self.after_step(i);
         }
         Ok(())
     }
@@ -1739,6 +1775,7 @@ where
         let slot = &mut self.slots[i];
         slot.node = None;
         slot.checkpoints_durable = 0;
+        slot.records_durable = 0;
         slot.incarnation += 1;
         slot.batch_steps = 0;
         slot.flush_scheduled = false;

@@ -129,6 +129,14 @@ pub struct RaftNode<S: StateMachine> {
     /// All ticks since recovery; the leader's clock for leases.
     ticks: u64,
 
+    /// Records asked for since recovery (what [`Node::records_durable`] counts).
+    records_asked: u64,
+    /// `(record, index)`: once the first `record` records are durable, so is every entry of
+    /// the current log up to `index`. Oldest first.
+    durable_pending: VecDeque<(u64, LogIndex)>,
+    /// Every entry of the current log up to here is durable on this node (a lower bound).
+    durable_index: LogIndex,
+
     // Leader state.
     progress: Peers,
     /// Reused by `for_each_peer` for the ids it visits (it runs for every proposal).
@@ -248,11 +256,27 @@ impl<S: StateMachine> RaftNode<S> {
             .collect()
     }
 
-    fn persist_hard_state(&self, out: &mut Outbox<Self>) {
+    fn persist_hard_state(&mut self, out: &mut Outbox<Self>) {
+        self.records_asked += 1;
         out.persist(Record::HardState {
             term: self.term,
             voted_for: self.voted_for,
         });
+    }
+
+    /// Counts a record just asked for that makes the log durable up to `index`.
+    pub(super) fn asked_durable_through(&mut self, index: LogIndex) {
+        self.records_asked += 1;
+        self.durable_pending.push_back((self.records_asked, index));
+    }
+
+    /// The log was cut or replaced after `index`: what was durable beyond it is no longer
+    /// this log's.
+    pub(super) fn durable_only_through(&mut self, index: LogIndex) {
+        self.durable_index = self.durable_index.min(index);
+        for (_, pending) in &mut self.durable_pending {
+            *pending = (*pending).min(index);
+        }
     }
 
     /// Applies committed entries to the state machine, in order, answering the proposals made
@@ -358,7 +382,14 @@ impl<S: StateMachine> RaftNode<S> {
                     },
                     _ => Response::Failed(RaftError::Dropped { index: at }),
                 };
-                out.respond(p.request, response);
+                if self.config.parallel_append {
+                    // The entry is committed, so a majority holds it durably (this node
+                    // counted itself only once durable): the answer claims nothing of the
+                    // records this batch still writes.
+                    out.respond_early(p.request, response);
+                } else {
+                    out.respond(p.request, response);
+                }
             }
             if let Applied::Membership(m) = applied {
                 if self.membership_committed(index, &m, joint_request, out) {
@@ -529,6 +560,9 @@ impl<S: StateMachine> Node for RaftNode<S> {
             ticks: 0,
             progress: Peers::default(),
             peers_scratch: Vec::new(),
+            records_asked: 0,
+            durable_pending: VecDeque::new(),
+            durable_index: 0,
             heartbeat_elapsed_ticks: 0,
             check_quorum_elapsed_ticks: 0,
             read_seq: 0,
@@ -558,6 +592,8 @@ impl<S: StateMachine> Node for RaftNode<S> {
             }
         }
         node.restore_recovered(snapshot)?;
+        // Everything recovered was read back from storage.
+        node.durable_index = node.log.last_index();
         node.role = if node.is_voter(node.config.id) {
             Role::Follower
         } else {
@@ -569,6 +605,21 @@ impl<S: StateMachine> Node for RaftNode<S> {
 
     fn checkpoints_durable(&mut self, count: u64) {
         self.retention.durable(&*self.snapshots, count);
+    }
+
+    fn records_durable(&mut self, count: u64, out: &mut Outbox<Self>) {
+        let before = self.durable_index;
+        while let Some(&(record, index)) = self.durable_pending.front() {
+            if record > count {
+                break;
+            }
+            self.durable_index = self.durable_index.max(index);
+            self.durable_pending.pop_front();
+        }
+        if self.durable_index > before && self.config.parallel_append {
+            // The leader's own copy may complete a majority now.
+            self.maybe_commit(out);
+        }
     }
 
     fn id(&self) -> NodeId {

@@ -147,8 +147,15 @@ impl<S: StateMachine> RaftNode<S> {
                 if batch.last().is_some_and(|e| e.index + 1 == entry.index) =>
             {
                 batch.push(entry.clone());
+                // The same record now makes the log durable one entry further.
+                if let Some(last) = self.durable_pending.back_mut() {
+                    last.1 = entry.index;
+                }
             }
-            _ => out.persist(Record::Entries(vec![entry.clone()])),
+            _ => {
+                out.persist(Record::Entries(vec![entry.clone()]));
+                self.asked_durable_through(entry.index);
+            }
         }
         if let crate::message::Payload::Membership(m) = &entry.payload {
             self.membership_appended(entry.index, Membership::clone(m), out);
@@ -276,17 +283,22 @@ impl<S: StateMachine> RaftNode<S> {
             }
             ReplicationState::Snapshot => {}
         }
-        out.send(
-            peer,
-            Message::AppendEntries {
-                term: self.term,
-                prev_log_index,
-                prev_log_term,
-                entries,
-                leader_commit: self.commit_index,
-                read_seq: self.read_seq,
-            },
-        );
+        let message = Message::AppendEntries {
+            term: self.term,
+            prev_log_index,
+            prev_log_term,
+            entries,
+            leader_commit: self.commit_index,
+            read_seq: self.read_seq,
+        };
+        if self.config.parallel_append {
+            // It claims nothing of this leader's own unsynced records: its term was durable
+            // before it could be elected, and its commit index counts only durable entries of
+            // its own (§10.2.1).
+            out.send_early(peer, message);
+        } else {
+            out.send(peer, message);
+        }
     }
 
     /// Sends every follower a heartbeat of a new round (§5.2: leaders send periodic heartbeats
@@ -402,7 +414,9 @@ impl<S: StateMachine> RaftNode<S> {
                 }
                 self.log.truncate_from(first);
                 self.membership_truncated(first);
+                self.durable_only_through(first - 1);
                 out.persist(Record::Truncate { from: first });
+                self.asked_durable_through(first - 1);
             }
             for e in &entries {
                 if let crate::message::Payload::Membership(m) = &e.payload {
@@ -412,6 +426,7 @@ impl<S: StateMachine> RaftNode<S> {
             }
             // The message's own buffer becomes the record: no second list of the entries.
             out.persist(Record::Entries(entries));
+            self.asked_durable_through(self.log.last_index());
         }
         let commit = leader_commit.min(match_index);
         if commit > self.commit_index {
@@ -527,7 +542,12 @@ impl<S: StateMachine> RaftNode<S> {
             return;
         }
         let me = self.config.id;
-        let last = self.log.last_index();
+        // With parallel appends the leader's own entries count once they are durable.
+        let last = if self.config.parallel_append {
+            self.log.last_index().min(self.durable_index)
+        } else {
+            self.log.last_index()
+        };
         let n = self.membership.quorum_value(|v| {
             if v == me {
                 last

@@ -99,6 +99,8 @@ impl<S: StateMachine> RaftNode<S> {
             file: snapshot.file,
             entries: self.log.entries_after(index),
         });
+        // It holds the whole log: the snapshot and every entry after it.
+        self.asked_durable_through(self.log.last_index());
         self.retention.checkpointed(Some(snapshot.file.id));
         self.snapshot = Some(snapshot);
         out.emit(Event::Snapshot { index });
@@ -331,6 +333,9 @@ impl<S: StateMachine> RaftNode<S> {
         };
         self.state_machine_invalid = false;
         let index: LogIndex = meta.index;
+        // Entries up to the commit index are the same in the log the snapshot leaves (committed
+        // entries never change); past it, what was durable may not be this log's any more.
+        self.durable_only_through(self.commit_index);
         self.log.compact(index, meta.term);
         self.log_bytes = 0;
         if self.log.last_index() == index {

@@ -1542,3 +1542,48 @@ fn proposals_of_a_lost_leadership_are_answered_and_the_next_one_reuses_their_ind
         fx.responses
     );
 }
+
+/// Thesis §10.2.1: with `parallel_append`, the leader sends AppendEntries before its own copy
+/// is durable, and counts that copy towards a majority only once the driver reports it durable.
+#[test]
+fn a_parallel_append_goes_out_at_once_and_counts_the_leader_once_durable() {
+    let mut c = cfg(1, 3);
+    c.parallel_append = true;
+    let mut l = leader(c, 3);
+    // Everything asked for while being elected is durable.
+    step(&mut l, |n, o| n.records_durable(u64::MAX, o));
+    let fx = request(&mut l, 7, Request::Propose(put("a")));
+    assert_eq!(records(&fx).len(), 1, "the entry's record");
+    assert!(fx.messages.is_empty(), "nothing waits for the sync");
+    let early: Vec<(NodeId, Vec<u64>)> = fx
+        .early
+        .iter()
+        .map(|(to, m)| match m {
+            Message::AppendEntries { entries, .. } => {
+                (*to, entries.iter().map(|e| e.index).collect())
+            }
+            other => panic!("unexpected early message {other:?}"),
+        })
+        .collect();
+    assert_eq!(early, vec![(2, vec![2]), (3, vec![2])]);
+    // One follower holds it durably; the leader's own copy is not durable yet: one of three.
+    let fx = recv(&mut l, 2, ack(1, 2, 1));
+    assert_eq!(l.commit_index(), 1);
+    assert!(fx.responses.is_empty() && fx.early_responses.is_empty());
+    // The leader's write is synced: itself and node 2 are a majority. The answer claims only
+    // what a majority holds durably, so it need not wait for the next sync either.
+    let fx = step(&mut l, |n, o| n.records_durable(u64::MAX, o));
+    assert_eq!(l.commit_index(), 2);
+    assert!(fx.responses.is_empty());
+    assert_eq!(fx.early_responses.len(), 1);
+    assert_eq!(fx.early_responses[0].0, RequestId(7));
+}
+
+/// Without `parallel_append` (the default) AppendEntries wait for the step's records.
+#[test]
+fn by_default_append_entries_wait_for_the_sync() {
+    let mut l = leader(cfg(1, 3), 3);
+    let fx = request(&mut l, 7, Request::Propose(put("a")));
+    assert!(fx.early.is_empty());
+    assert_eq!(fx.messages.len(), 2);
+}

@@ -43,6 +43,7 @@ use common::sim::{
 };
 use common::{DetRng, Node, NodeId, Outbox};
 use raft::kv::{KvCommand, KvOutput, KvQuery, KvStore};
+use raft::message::Membership;
 use raft::{
     Config, Entry, Event, LogIndex, Message, Payload, RaftError, RaftNode, Record, Request,
     Response, Role, StateMachine, Term,
@@ -614,6 +615,9 @@ pub fn run(
     let inflight_max = 1 + rng.index(4).unwrap_or(0);
     let small_caps = rng.chance(0.2);
     let snapshot_log_entries_max = scenario.snapshot_log_entries_max;
+    // Half the seeds let the leader send AppendEntries before its own write is durable
+    // (§10.2.1). Drawn from a stream of its own, so every other draw of a seed stays the same.
+    let parallel_append = DetRng::new(seed ^ 0x5041_5241_4c4c_454c).chance(0.5);
     let (cluster, joiners) = (voters.clone(), spares.clone());
     let make = move |id: NodeId| {
         let mut c = Config::new(id, cluster.clone());
@@ -632,6 +636,7 @@ pub fn run(
         c.lease_reads = lease_reads;
         c.append_entries_max = append_entries_max;
         c.inflight_max = inflight_max;
+        c.parallel_append = parallel_append;
         if small_caps {
             // About three commands of the workload, and two proposals per node.
             c.uncommitted_bytes_max = 48;
@@ -643,6 +648,9 @@ pub fn run(
     };
     let mut sim: Sim<N> = Sim::new(sc, move |id| make(id).into())?;
     install(&mut sim);
+    if !scenario.membership {
+        install_durable_commit(&mut sim, voters.iter().copied().collect());
+    }
     let installs = Rc::new(RefCell::new(0u64));
     sim.add_invariant(
         "observer: snapshot installs",
@@ -949,6 +957,78 @@ pub fn check_seeds_then(
 /// [`check_seeds_then`] without a final check.
 pub fn check_seeds(default: u64, scenario: &Scenario, install: impl Fn(&mut Sim<N>)) -> Totals {
     check_seeds_then(default, scenario, install, |_| Ok(()))
+}
+
+/// Whether a node's durable records (as recovery would read them) hold entry `index` of
+/// `term`; an index inside their snapshot counts as held (only committed entries are
+/// compacted, and those never change).
+fn durable_holds(records: &[Record<KvCommand>], index: LogIndex, term: Term) -> bool {
+    let mut held = None;
+    for record in records {
+        match record {
+            Record::HardState { .. } => {}
+            Record::Entries(entries) => {
+                if let Some(e) = entries.iter().find(|e| e.index == index) {
+                    held = Some(e.term);
+                }
+            }
+            Record::Truncate { from } => {
+                if *from <= index {
+                    held = None;
+                }
+            }
+            Record::Snapshot { meta, entries, .. } => {
+                held = if meta.index >= index {
+                    // Compacted: only committed entries are, and they never change.
+                    Some(term)
+                } else {
+                    entries.iter().find(|e| e.index == index).map(|e| e.term)
+                };
+            }
+        }
+    }
+    held == Some(term)
+}
+
+/// The durable-commit property behind the Outbox rule and the leader's parallel append
+/// (thesis §10.2.1): whatever commit index a node learned from a leader is held, *durably*, by
+/// a majority of `voters`. A leader that counted its own unsynced entries and sent the result
+/// early would break it at the first follower that learns such a commit index, crash or not.
+/// Checked when a non-leader's commit index grows; for a fixed set of voters (no membership
+/// changes, whose majorities move with the log).
+pub fn install_durable_commit(sim: &mut Sim<N>, voters: BTreeSet<NodeId>) {
+    let membership = Membership {
+        voters: voters.clone(),
+        voters_outgoing: None,
+        learners: BTreeSet::new(),
+    };
+    let mut checked: BTreeMap<NodeId, LogIndex> = BTreeMap::new();
+    sim.add_invariant("durable commit (§10.2.1)", move |view| {
+        for (id, node) in view.nodes() {
+            let Some(node) = node else { continue };
+            let commit = node.commit_index();
+            if node.role() == Role::Leader || commit <= checked.get(&id).copied().unwrap_or(0) {
+                continue;
+            }
+            checked.insert(id, commit);
+            // Compacted away: committed long since.
+            let Some(term) = node.entry_term(commit) else {
+                continue;
+            };
+            let holders: BTreeSet<NodeId> = voters
+                .iter()
+                .copied()
+                .filter(|&v| durable_holds(view.records(v), commit, term))
+                .collect();
+            if !membership.quorum(&holders) {
+                return Err(format!(
+                    "node {id} learned commit index {commit} (term {term}), durable only on \
+                     {holders:?} of {voters:?}"
+                ));
+            }
+        }
+        Ok(())
+    });
 }
 
 // ----- planting violations -----
