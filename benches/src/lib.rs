@@ -89,6 +89,7 @@ pub mod raft;
 pub mod redb_kv;
 pub mod threepc;
 pub mod twopc;
+pub mod viewer;
 pub mod wan;
 
 use std::collections::BTreeMap;
@@ -146,6 +147,10 @@ pub enum BenchError {
     /// An operating-system error (temporary directory, socket).
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// A simulator trace does not hold together (an arrival without its send), or could not be
+    /// written out.
+    #[error("trace: {0}")]
+    Trace(String),
 }
 
 /// Which transport a cluster runs over.
