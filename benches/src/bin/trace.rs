@@ -290,7 +290,12 @@ pub fn index() -> String {
          labelled `[sent..arrived] message`; a cross is a lost message; a message repeated on \
          its link with nothing else between its two nodes is drawn once, `[first..last] message \
          ×n`; notes mark crashes, restarts and network changes. Regenerate every page with \
-         `UPDATE_DIAGRAMS=1 cargo test -p benches --test trace_diagrams`.\n\n",
+         `UPDATE_DIAGRAMS=1 cargo test -p benches --test trace_diagrams`.\n\n\
+         To watch the same runs animated, open the [trace viewer](../viewer/index.html) in a \
+         browser (from disk; `?trace=NAME` picks one): nodes with their roles and terms, \
+         messages in flight, lost messages, crashes and partitions, with a timeline to scrub \
+         and step. Each run is also committed as JSON under [`viewer/traces/`](../viewer/traces/) \
+         (`trace -- NAME --json`).\n\n",
     );
     for s in SCENARIOS {
         let first = s.about.split(". ").next().unwrap_or(s.about);
