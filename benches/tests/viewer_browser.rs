@@ -93,7 +93,10 @@ fn run_browser(browser: &Path, args: &[String], url: &str) -> String {
     };
     let out = out.join().unwrap().unwrap();
     let err = err.join().unwrap().unwrap_or_default();
-    assert!(status.success(), "the browser failed ({status}) on {url}:\n{err}");
+    assert!(
+        status.success(),
+        "the browser failed ({status}) on {url}:\n{err}"
+    );
     out
 }
 
@@ -135,7 +138,12 @@ fn final_roles(trace: &Value) -> serde_json::Map<String, Value> {
 #[test]
 fn viewer_plays_committed_traces_to_the_end() {
     let Some(browser) = browser() else { return };
-    for name in ["raft-election", "paxos-duel", "2pc-coordinator-crash", "3pc-partition"] {
+    for name in [
+        "raft-election",
+        "paxos-duel",
+        "2pc-coordinator-crash",
+        "3pc-partition",
+    ] {
         let dom = run_browser(
             &browser,
             &["--dump-dom".into()],
@@ -143,7 +151,11 @@ fn viewer_plays_committed_traces_to_the_end() {
         );
         let shown = summary(&dom);
         let trace = committed_trace(name);
-        assert_eq!(shown["errors"], Value::Array(vec![]), "{name}: script errors");
+        assert_eq!(
+            shown["errors"],
+            Value::Array(vec![]),
+            "{name}: script errors"
+        );
         assert_eq!(shown["trace"], name);
         assert_eq!(shown["time"], trace["end"], "{name}: played to the end");
         assert_eq!(
@@ -190,7 +202,11 @@ fn viewer_draws_partitions_and_leaves_a_screenshot() {
         &viewer_url("trace=3pc-partition&t=30"),
     );
     let bytes = std::fs::read(&png).unwrap();
-    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG: {}", png.display());
+    assert!(
+        bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "not a PNG: {}",
+        png.display()
+    );
     eprintln!("screenshot: {}", png.display());
 }
 
