@@ -129,7 +129,7 @@ th,td{border:1px solid #d0d7de;padding:3px 7px}th{background:#f6f8fa}\
 td.num{text-align:right;font-variant-numeric:tabular-nums}\
 figure{margin:16px 0}figure svg{max-width:100%;height:auto;border:1px solid #d0d7de}\
 figcaption{color:#656d76;font-size:13px}pre,code{font-family:ui-monospace,Menlo,monospace}\
-pre{background:#f6f8fa;padding:8px;overflow:auto}#summary{display:none}";
+pre{background:#f6f8fa;padding:8px;overflow:auto;white-space:pre-wrap}#summary{display:none}";
 
 /// A script of the page itself (inline; the page loads nothing): it counts what the page
 /// shows and any script error into `#summary`, for the browser test and anyone curious.

@@ -1,9 +1,15 @@
-//! The trace viewer (`docs/viewer/index.html`) in a real browser: headless Chromium opens it
+//! The trace viewer (`docs/viewer/index.html`) and the shootout's report page in a real browser.
+//!
+//! The viewer: headless Chromium opens it
 //! from disk with a committed trace, plays the trace to its end (`?autoplay=end`) and dumps the
 //! page; the test reads the summary the page writes (`#summary`) and checks it against the
 //! committed JSON: how many nodes are drawn, every node's final role, that every message was
 //! drawn, and that no script error happened. A screenshot of one trace is left under the
 //! target directory (`target/tmp/viewer-*.png`) for a person to look at.
+//!
+//! The report page (`benches::report::html`, the shootout's `index.html`) is made here from
+//! made-up rows (no benchmark runs in a test), written under the target directory and opened from
+//! disk: it must show its four charts and tables without a script error.
 //!
 //! Without a `chromium` (or `chromium-browser`) on `PATH` the test says so and passes, unless
 //! `REQUIRE_BROWSER=1`, as in CI, where a missing browser fails it.
@@ -221,4 +227,103 @@ fn viewer_names_an_unknown_trace() {
     );
     assert!(dom.contains("No committed trace called"), "{dom}");
     assert_eq!(summary(&dom)["errors"], Value::Array(vec![]));
+}
+
+fn row(protocol: &str, concurrency: usize, ops_per_sec: f64) -> benches::Row {
+    let c = concurrency as f64;
+    benches::Row {
+        protocol: protocol.into(),
+        transport: benches::TransportKind::Memory,
+        durable: false,
+        nodes: 3,
+        concurrency,
+        ops: 1_000,
+        errors: 0,
+        elapsed_secs: 1.0,
+        ops_per_sec,
+        p50_us: 40.0 * c,
+        p99_us: 150.0 * c,
+        p999_us: 600.0 * c,
+        max_us: 1_000.0 * c,
+        msgs_per_op: 4.0,
+        bytes_per_op: 120.0,
+        records_per_op: 1.0,
+        syncs_per_op: 0.0,
+        theory: benches::Theory::replicated_log(3),
+        finding: Some(format!("{protocol}: a <finding> & more")),
+    }
+}
+
+fn crash_row(protocol: &str, acks_per_window: Vec<u64>) -> benches::FaultRow {
+    benches::FaultRow {
+        protocol: protocol.into(),
+        transport: benches::TransportKind::Memory,
+        nodes: 3,
+        concurrency: 16,
+        scenario: "crash".into(),
+        crashed: Some(1),
+        ops_before: 100,
+        ops_after: 100,
+        unavailable_ms: Some(40.0),
+        blocked: 0,
+        failed: 3,
+        undecided_at_end: None,
+        conflicts_at_end: None,
+        note: "a new leader served again".into(),
+        fault_at_ms: 50.0,
+        acks_per_window,
+    }
+}
+
+/// The report page opens from disk and shows its charts and tables, without a script error.
+#[test]
+fn report_page_shows_its_charts_offline() {
+    use benches::report::{html, Charts};
+    let Some(browser) = browser() else { return };
+    let mut rows = Vec::new();
+    for (protocol, speed) in [("raft", 20_000.0), ("multi-paxos", 15_000.0)] {
+        for c in [1, 4, 16, 64] {
+            rows.push(row(protocol, c, speed * (c as f64).sqrt()));
+        }
+    }
+    let report = benches::Report {
+        machine: benches::Machine::describe(),
+        setup: "made-up rows".into(),
+        findings: benches::findings(&rows),
+        rows,
+        faults: vec![
+            crash_row("raft", vec![10, 11, 12, 10, 9, 0, 0, 0, 0, 8, 12, 11]),
+            crash_row("multi-paxos", vec![9, 9, 10, 8, 9, 0, 0, 7, 9, 10, 9, 9]),
+        ],
+        hashring: Vec::new(),
+    };
+    let charts = Charts::of(&report, true).unwrap();
+    let page = html(&report, &charts, "shootout --sweep 1,4,16,64");
+    for outside in ["src=", "href=", "url(", "@import", "http://", "https://"] {
+        let allowed = "http://www.w3.org/"; // SVG's namespace, a name and no request
+        assert!(
+            !page.replace(allowed, "").contains(outside),
+            "the page refers to something outside it: {outside}"
+        );
+    }
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("report");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("index.html");
+    std::fs::write(&path, &page).unwrap();
+    let url = format!("file://{}", path.canonicalize().unwrap().display());
+    let dom = run_browser(&browser, &["--dump-dom".into()], &url);
+    let shown = summary(&dom);
+    assert_eq!(shown["errors"], Value::Array(vec![]), "script errors");
+    assert_eq!(shown["charts"].as_u64(), Some(4));
+    assert_eq!(
+        shown["chart_names"],
+        serde_json::json!([
+            "chart-throughput",
+            "chart-latency",
+            "chart-sweep",
+            "chart-crash"
+        ])
+    );
+    assert_eq!(shown["tables"].as_u64(), Some(2), "steady state and faults");
+    assert!(dom.contains("a &lt;finding&gt; &amp; more"), "escaped text");
 }
