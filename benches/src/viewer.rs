@@ -748,6 +748,68 @@ mod tests {
         assert_eq!((h[1].kind, h[1].text.as_str()), ("network", "heal"));
     }
 
+    /// The recorder keeps each node's first state, every change (a crash shows as `down`, a
+    /// restart as up again) and every change of the cut links, and nothing else.
+    #[test]
+    fn observed_runs_record_states_and_cuts() {
+        use common::demo::{DemoConfig, DemoNode, DemoRequest};
+        use common::sim::SimConfig;
+        let mut config = SimConfig::new(1, vec![1, 2, 3]);
+        config.record_trace = true;
+        let sim: Sim<DemoNode> = Sim::new(config, |id| DemoConfig::new(id, vec![1, 2, 3])).unwrap();
+        let probe: Probe<DemoNode> = |n| NodeState {
+            log: Some(n.metrics().applied),
+            ..NodeState::role("replica")
+        };
+        let mut run = Observed::new(sim, probe);
+        run.sim.submit(5, 1, DemoRequest::Add(1));
+        run.run_until(50).unwrap();
+        run.apply(Fault::Partition {
+            a: vec![1],
+            b: vec![2, 3],
+        })
+        .unwrap();
+        run.crash(3).unwrap();
+        run.run_for(10).unwrap();
+        run.restart(3).unwrap();
+        run.apply(Fault::Heal).unwrap();
+        let (states, cuts) = run.recorded();
+        let of = |node| -> Vec<(bool, Option<u64>)> {
+            states
+                .iter()
+                .filter(|s| s.node == node)
+                .map(|s| (s.state.up, s.state.log))
+                .collect()
+        };
+        assert_eq!(of(1), vec![(true, Some(0)), (true, Some(1))]);
+        assert_eq!(
+            of(3),
+            vec![
+                (true, Some(0)),
+                (true, Some(1)),
+                (false, None),
+                (true, Some(1))
+            ],
+            "applied, crashed, recovered its update"
+        );
+        assert!(states.iter().filter(|s| s.time == 0).count() == 3);
+        let cut_sets: Vec<usize> = cuts.iter().map(|c| c.cut.len()).collect();
+        assert_eq!(
+            cut_sets,
+            vec![0, 4, 0],
+            "whole, {{1}} cut both ways from {{2, 3}}, healed"
+        );
+        let trace = run.sim.trace().to_vec();
+        assert!(messages(&trace)
+            .unwrap()
+            .iter()
+            .all(|m| m.fate == Fate::Delivered));
+        let kinds: Vec<&str> = happenings(&trace).iter().map(|h| h.kind).collect();
+        assert!(
+            kinds.contains(&"crash") && kinds.contains(&"restart") && kinds.contains(&"network")
+        );
+    }
+
     #[test]
     fn json_has_one_line_per_message_and_parses() {
         let file = TraceFile {
