@@ -321,10 +321,11 @@ fn run(args: &Args) -> Result<(), String> {
         for (name, _, svg) in charts.named() {
             write(&output(&None, args, &format!("shootout-{name}.svg")), svg)?;
         }
-        write(
-            &output(&None, args, page),
-            &report::html(&report, &charts, &command_line()),
-        )?;
+        let path = output(&None, args, page);
+        write(&path, &report::html(&report, &charts, &command_line()))?;
+        if let Some(path) = path.and_then(|p| p.canonicalize().ok()) {
+            eprintln!("open the report: file://{}", path.display());
+        }
     }
     Ok(())
 }
