@@ -144,12 +144,26 @@ fn final_roles(trace: &Value) -> serde_json::Map<String, Value> {
 #[test]
 fn viewer_plays_committed_traces_to_the_end() {
     let Some(browser) = browser() else { return };
-    for name in [
+    let mut names: Vec<String> = std::fs::read_dir(docs_dir().join("viewer/traces"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    for wanted in [
         "raft-election",
         "paxos-duel",
         "2pc-coordinator-crash",
         "3pc-partition",
     ] {
+        assert!(
+            names.iter().any(|n| n == wanted),
+            "{wanted} is not committed"
+        );
+    }
+    for name in &names {
+        let name = name.as_str();
         let dom = run_browser(
             &browser,
             &["--dump-dom".into()],
