@@ -1,10 +1,9 @@
 //! The trace viewer (`docs/viewer/index.html`) and the shootout's report page in a real browser.
 //!
-//! The viewer: headless Chromium opens it
-//! from disk with a committed trace, plays the trace to its end (`?autoplay=end`) and dumps the
-//! page; the test reads the summary the page writes (`#summary`) and checks it against the
-//! committed JSON: how many nodes are drawn, every node's final role, that every message was
-//! drawn, and that no script error happened. A screenshot of one trace is left under the
+//! The viewer: headless Chromium opens it from disk with each committed trace, plays the trace
+//! to its end (`?autoplay=end`) and dumps the page; the test reads the summary the page writes
+//! (`#summary`) and checks it against the committed JSON: how many nodes are drawn, every node's
+//! final role, that every message was drawn, and that no script error happened. A screenshot of one trace is left under the
 //! target directory (`target/tmp/viewer-*.png`) for a person to look at.
 //!
 //! The report page (`benches::report::html`, the shootout's `index.html`) is made here from
@@ -155,6 +154,7 @@ fn viewer_plays_committed_traces_to_the_end() {
         "raft-election",
         "paxos-duel",
         "2pc-coordinator-crash",
+        "3pc-coordinator-crash",
         "3pc-partition",
     ] {
         assert!(
