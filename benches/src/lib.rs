@@ -79,6 +79,7 @@
 //! `target/core-shootout/core-shootout.{md,json}`, and with `--write-docs` refreshes the
 //! committed `docs/core-shootout.{md,json}`.
 
+pub mod charts;
 mod commit;
 pub mod demo;
 pub mod hashring;
@@ -87,8 +88,10 @@ pub mod paxos;
 pub mod peers;
 pub mod raft;
 pub mod redb_kv;
+pub mod report;
 pub mod threepc;
 pub mod twopc;
+pub mod viewer;
 pub mod wan;
 
 use std::collections::BTreeMap;
@@ -146,6 +149,10 @@ pub enum BenchError {
     /// An operating-system error (temporary directory, socket).
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// A simulator trace does not hold together (an arrival without its send), or could not be
+    /// written out.
+    #[error("trace: {0}")]
+    Trace(String),
 }
 
 /// Which transport a cluster runs over.
@@ -603,6 +610,8 @@ pub struct Row {
     pub p50_us: f64,
     /// 99th percentile latency, in microseconds.
     pub p99_us: f64,
+    /// 99.9th percentile latency, in microseconds.
+    pub p999_us: f64,
     /// Largest latency, in microseconds.
     pub max_us: f64,
     /// Messages sent by all nodes per acknowledged operation.
@@ -709,6 +718,7 @@ pub async fn measure(
         },
         p50_us: us(histogram.value_at_quantile(0.50)),
         p99_us: us(histogram.value_at_quantile(0.99)),
+        p999_us: us(histogram.value_at_quantile(0.999)),
         max_us: us(histogram.max()),
         msgs_per_op,
         bytes_per_op: per_op(stats.bytes_sent, ops),
@@ -818,7 +828,7 @@ async fn closed_loop(
 }
 
 /// The table's column headers.
-pub const COLUMNS: [&str; 17] = [
+pub const COLUMNS: [&str; 18] = [
     "protocol",
     "transport",
     "storage",
@@ -829,6 +839,7 @@ pub const COLUMNS: [&str; 17] = [
     "ops/s",
     "p50 µs",
     "p99 µs",
+    "p99.9 µs",
     "max µs",
     "msgs/op",
     "bytes/op",
@@ -851,6 +862,7 @@ pub fn cells(row: &Row) -> [String; COLUMNS.len()] {
         format!("{:.0}", row.ops_per_sec),
         format!("{:.1}", row.p50_us),
         format!("{:.1}", row.p99_us),
+        format!("{:.1}", row.p999_us),
         format!("{:.1}", row.max_us),
         format!("{:.2}", row.msgs_per_op),
         format!("{:.1}", row.bytes_per_op),
@@ -1078,7 +1090,45 @@ pub struct FaultRow {
     pub conflicts_at_end: Option<u64>,
     /// What happened, in words.
     pub note: String,
+    /// When the fault hit, in milliseconds from the start of the run.
+    pub fault_at_ms: f64,
+    /// Operations acknowledged in each [`FAULT_WINDOW`] of the run, from its start: the
+    /// throughput around the fault, window by window.
+    pub acks_per_window: Vec<u64>,
 }
+
+/// Width of the windows of [`FaultRow::acks_per_window`].
+pub const FAULT_WINDOW: Duration = Duration::from_millis(10);
+
+/// Counts the acknowledgements at `acked` (offsets from the start of a run) in consecutive
+/// windows of `window`, from the start to the end of the run, `span` (or to the last
+/// acknowledgement, if later). There are at most `windows_max` windows: acknowledgements past
+/// the last one are left out, so that a run far longer than planned cannot make the list grow
+/// without bound.
+pub fn windows(
+    acked: &[Duration],
+    span: Duration,
+    window: Duration,
+    windows_max: usize,
+) -> Vec<u64> {
+    let width = window.as_nanos().max(1);
+    let index = |d: Duration| usize::try_from(d.as_nanos() / width).unwrap_or(usize::MAX);
+    let mut counts: Vec<u64> = vec![0; index(span).min(windows_max)];
+    for &at in acked {
+        let i = index(at);
+        if i >= windows_max {
+            continue;
+        }
+        if counts.len() <= i {
+            counts.resize(i + 1, 0);
+        }
+        counts[i] += 1;
+    }
+    counts
+}
+
+/// Most windows of [`FaultRow::acks_per_window`]: 100 s of 10 ms windows.
+pub const FAULT_WINDOWS_MAX: usize = 10_000;
 
 /// A fault the fault scenarios inject a third of the way into a closed-loop run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1285,6 +1335,16 @@ pub async fn measure_fault(
         failed,
         undecided_at_end,
         note,
+        fault_at_ms: crash_at.duration_since(start).as_secs_f64() * 1e3,
+        acks_per_window: windows(
+            &ops.iter()
+                .filter(|(_, _, ok)| *ok)
+                .map(|&(_, answered, _)| answered.duration_since(start))
+                .collect::<Vec<_>>(),
+            duration,
+            FAULT_WINDOW,
+            FAULT_WINDOWS_MAX,
+        ),
     })
 }
 
@@ -1601,6 +1661,7 @@ mod tests {
             ops_per_sec: ops as f64 / 2.0,
             p50_us: 10.0,
             p99_us: 100.25,
+            p999_us: 400.0,
             max_us: 1000.0,
             msgs_per_op: 4.0,
             bytes_per_op: 40.5,
@@ -1609,6 +1670,17 @@ mod tests {
             theory: Theory::replicated_log(5),
             finding: None,
         }
+    }
+
+    #[test]
+    fn windows_count_acknowledgements_over_the_whole_run() {
+        let ms = Duration::from_millis;
+        let acked = [ms(1), ms(3), ms(12), ms(35)];
+        assert_eq!(windows(&acked, ms(50), ms(10), 100), vec![2, 1, 0, 1, 0]);
+        // A late acknowledgement extends the list; the cap bounds it.
+        assert_eq!(windows(&acked, ms(20), ms(10), 100), vec![2, 1, 0, 1]);
+        assert_eq!(windows(&acked, ms(50), ms(10), 2), vec![2, 1]);
+        assert!(windows(&[], Duration::ZERO, ms(10), 10).is_empty());
     }
 
     #[test]

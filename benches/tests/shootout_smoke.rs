@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
+use benches::report::Charts;
 use benches::{
     cells, findings, render_faults, render_json, render_markdown, render_svg, render_table,
-    Machine, Plan, Report, TransportKind, Workload, COLUMNS,
+    Machine, Plan, Report, TransportKind, Workload, COLUMNS, FAULT_WINDOW,
 };
 use indicatif::ProgressBar;
 
@@ -64,6 +65,10 @@ async fn every_protocol_completes_on_every_transport_with_every_column_filled() 
         assert_eq!(row.concurrency, 4);
         assert!(row.ops_per_sec > 0.0, "{row:?}");
         assert!(row.p50_us > 0.0 && row.p50_us <= row.p99_us && row.p99_us <= row.max_us);
+        assert!(
+            row.p99_us <= row.p999_us && row.p999_us <= row.max_us,
+            "{row:?}"
+        );
         assert!(row.msgs_per_op > 0.0, "{row:?}");
         assert!(row.bytes_per_op > row.msgs_per_op, "{row:?}");
         assert!(row.records_per_op > 0.0, "{row:?}");
@@ -103,6 +108,13 @@ async fn every_protocol_completes_on_every_transport_with_every_column_filled() 
     assert_eq!(json["rows"].as_array().unwrap().len(), rows.len());
     let svg = render_svg(&rows).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("raft 3n 4c"));
+    // The charts and the report page, from real rows.
+    let charts = Charts::of(&report, false).unwrap();
+    let names: Vec<&str> = charts.named().iter().map(|(n, _, _)| *n).collect();
+    assert_eq!(names, ["throughput", "latency"], "no sweep, no crash run");
+    let page = benches::report::html(&report, &charts, "shootout --quick");
+    assert_eq!(page.matches("<figure").count(), 2);
+    assert!(page.contains("multi-paxos") && page.contains("p99.9 µs"));
 }
 
 /// The crash scenario: the leader of Raft and Multi-Paxos, the coordinator of 2PC and 3PC,
@@ -169,6 +181,22 @@ async fn crash_scenario_measures_the_outage() {
                 assert_eq!(row.undecided_at_end, None, "{row:?}");
             }
         }
+    }
+    for row in &all {
+        assert!(row.fault_at_ms > 0.0, "{row:?}");
+        let acked: u64 = row.acks_per_window.iter().sum();
+        assert!(acked >= row.ops_before + row.ops_after, "{row:?}");
+        // Windows cover the whole run, even when nothing was acknowledged at its end.
+        let windows = row.acks_per_window.len() as f64 * FAULT_WINDOW.as_secs_f64();
+        assert!(
+            windows >= 3.0 - 0.02,
+            "{} windows",
+            row.acks_per_window.len()
+        );
+    }
+    let chart = benches::charts::crash(&all).unwrap();
+    for name in ["raft", "multi-paxos", "2pc", "3pc"] {
+        assert!(chart.contains(name), "{name} missing from the crash chart");
     }
     let text = render_faults(&all, false);
     assert!(text.contains("not recovered") && text.contains("multi-paxos"));

@@ -7,12 +7,17 @@
 //! cargo run --release -p benches --bin shootout -- --help
 //! cargo run --release -p benches --bin shootout -- --faults  # plus the crash and slow-link scenarios
 //! cargo run --release -p benches --bin shootout -- --rtt-ms 1,20,100  # the wide-area table
+//! cargo run --release -p benches --bin shootout -- --protocols raft,multi-paxos --nodes 3 \
+//!     --sweep 1,4,16,64,256,1024                                     # latency–throughput curves
 //! ```
 //!
 //! It prints the table, the findings, the crash scenario and the hashring comparison, and
-//! writes `shootout.md`, `shootout.json` (every figure and the machine) and `shootout.svg`
-//! (throughput and p99 latency per protocol) into `target/shootout/` (unless `--quick`), and
-//! prints where. `--write-docs` writes them into `docs/` instead, the committed copies the
+//! writes `shootout.md`, `shootout.json` (every figure and the machine), `shootout.svg`
+//! (throughput and p99 latency per protocol), the charts (`shootout-throughput.svg`,
+//! `shootout-latency.svg`, with `--sweep` `shootout-sweep.svg`, with `--faults`
+//! `shootout-crash.svg`; see `benches::charts`) and `index.html`, a self-contained report page
+//! with the tables and the charts inlined, into `target/shootout/` (unless `--quick`; `--out-dir`
+//! chooses another directory), and prints where. `--write-docs` writes them into `docs/` instead, the committed copies the
 //! README quotes. With `--rtt-ms`, it runs the wide-area scenario instead (`benches::wan`:
 //! Raft and Multi-Paxos with every message delayed by half the round trip) and writes
 //! `shootout-wan.md` and `shootout-wan.json`.
@@ -30,6 +35,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use benches::report::{self, Charts};
 use benches::wan::{self, WanPlan, WanReport};
 use benches::{
     findings, render_faults, render_svg, render_table, Machine, Plan, Report, TransportKind,
@@ -55,6 +61,10 @@ struct Args {
     /// Concurrency levels: clients, each with one operation in flight (comma-separated).
     #[arg(long, value_delimiter = ',', default_values_t = [1, 32])]
     concurrency: Vec<usize>,
+    /// Concurrency levels to sweep (comma-separated, e.g. 1,4,16,64,256,1024), in place of
+    /// --concurrency, and draw the latency–throughput curve of each protocol.
+    #[arg(long, value_delimiter = ',', conflicts_with = "concurrency")]
+    sweep: Vec<usize>,
     /// Measured seconds per measurement.
     #[arg(long, default_value_t = 2.0)]
     duration_secs: f64,
@@ -103,8 +113,12 @@ struct Args {
     svg: Option<PathBuf>,
     /// Write the default outputs into the repository's `docs/` (the committed copies) instead
     /// of `target/shootout/`.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "out_dir")]
     write_docs: bool,
+    /// Write the default outputs into this directory instead of `target/shootout/` (also
+    /// with --quick, which otherwise writes nothing but the paths given).
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
     /// Run the wide-area scenario instead of the main table: Raft and Multi-Paxos with every
     /// message delayed by half of each of these round trips, in milliseconds (comma-separated).
     #[arg(long, value_delimiter = ',')]
@@ -140,7 +154,11 @@ fn plan(args: &Args) -> Result<Plan, String> {
         protocols: args.protocols.clone(),
         transports: args.transport.clone(),
         cluster_sizes: args.nodes.clone(),
-        concurrency: args.concurrency.clone(),
+        concurrency: if args.sweep.is_empty() {
+            args.concurrency.clone()
+        } else {
+            args.sweep.clone()
+        },
         workload,
         durable: args.durable,
         seed: args.seed,
@@ -152,10 +170,16 @@ fn plan(args: &Args) -> Result<Plan, String> {
     })
 }
 
-/// Where an output goes: the path given, else (but in quick mode) `name` in the output
-/// directory: `docs/` with `--write-docs`, `target/shootout/` otherwise, so that a plain run
-/// leaves the checkout as it was.
+/// Where an output goes: the path given, else `name` in the output directory: `--out-dir`,
+/// else (but in quick mode) `docs/` with `--write-docs` and `target/shootout/` otherwise, so
+/// that a plain run leaves the checkout as it was.
 fn output(given: &Option<PathBuf>, args: &Args, name: &str) -> Option<PathBuf> {
+    if given.is_some() {
+        return given.clone();
+    }
+    if let Some(dir) = &args.out_dir {
+        return Some(dir.join(name));
+    }
     given.clone().or_else(|| {
         (!args.quick).then(|| {
             let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -285,7 +309,45 @@ fn run(args: &Args) -> Result<(), String> {
             &render_svg(&report.rows).map_err(|e| e.to_string())?,
         )?;
     }
+    // The charts and the report page go beside the tables (only where a default output goes).
+    // Under docs/ the page is `shootout.html`; `index.html` names the directory's page.
+    let page = if args.write_docs {
+        "shootout.html"
+    } else {
+        "index.html"
+    };
+    if output(&None, args, page).is_some() {
+        let charts = Charts::of(&report, !args.sweep.is_empty()).map_err(|e| e.to_string())?;
+        for (name, _, svg) in charts.named() {
+            write(&output(&None, args, &format!("shootout-{name}.svg")), svg)?;
+        }
+        let path = output(&None, args, page);
+        write(&path, &report::html(&report, &charts, &command_line()))?;
+        if let Some(path) = path.and_then(|p| p.canonicalize().ok()) {
+            eprintln!("open the report: file://{}", path.display());
+        }
+    }
     Ok(())
+}
+
+/// The command that reproduces this run, as typed (arguments with spaces quoted).
+fn command_line() -> String {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .map(|a| {
+            if a.contains(char::is_whitespace) || a.is_empty() {
+                format!("'{a}'")
+            } else {
+                a
+            }
+        })
+        .collect();
+    let mut line = String::from("cargo run --release -p benches --bin shootout");
+    if !args.is_empty() {
+        line.push_str(" -- ");
+        line.push_str(&args.join(" "));
+    }
+    line
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {

@@ -1,15 +1,22 @@
 //! `trace`: runs a named, seeded scenario in the deterministic simulator (`common::sim`) and
-//! prints the run as a Mermaid sequence diagram.
+//! prints the run as a Mermaid sequence diagram, or as JSON for the trace viewer.
 //!
 //! ```text
 //! cargo run -p benches --bin trace -- raft-election
 //! cargo run -p benches --bin trace -- --list
 //! cargo run -p benches --bin trace -- 3pc-partition --markdown > docs/diagrams/3pc-partition.md
+//! cargo run -p benches --bin trace -- 3pc-partition --json > docs/viewer/traces/3pc-partition.json
 //! ```
+//!
+//! The JSON ([`benches::viewer::TraceFile`]) holds the whole run, every node from time 0 to the
+//! end, whatever window the diagram shows: node roles and terms as the real cores reported them
+//! after every step, every message with its send time, arrival time and fate, cut links,
+//! crashes, restarts and client operations. `docs/viewer/index.html` animates it.
 //!
 //! Every scenario is deterministic: the same seed prints the same diagram, byte for byte. The
 //! diagrams committed under `docs/diagrams/` are what this program prints with `--markdown` and
-//! the default seed; `benches/tests/trace_diagrams.rs` fails when they drift apart
+//! the default seed, and so are the JSON files under `docs/viewer/traces/` (with `--json`) and
+//! `docs/viewer/traces.js`; `benches/tests/trace_diagrams.rs` fails when they drift apart
 //! (`UPDATE_DIAGRAMS=1 cargo test -p benches --test trace_diagrams` rewrites them).
 //!
 //! Each scenario shows one thing and keeps the diagram readable with a time window and, where it
@@ -19,10 +26,11 @@
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
+use benches::viewer::{self, CutChange, NodeState, Observed, StateChange, TraceFile};
 use clap::Parser;
 use common::demo::{DemoConfig, DemoNode, DemoRequest};
 use common::sim::diagram::{render, DiagramOptions};
-use common::sim::{Fault, LinkConfig, Sim, SimConfig, SimError};
+use common::sim::{Fault, LinkConfig, Sim, SimConfig, SimError, TraceEvent};
 use common::txn::Write;
 use common::{Node as _, NodeId};
 
@@ -32,19 +40,60 @@ pub struct Scenario {
     pub name: &'static str,
     /// What the diagram shows, one paragraph of Markdown.
     pub about: &'static str,
-    run: fn(u64) -> Result<String, SimError>,
+    /// The protocol, as a short name (the viewer's title).
+    pub protocol: &'static str,
+    /// What the cores' term means here (`term`, `ballot round`), if they have one.
+    pub term_name: Option<&'static str>,
+    run: fn(u64) -> Result<Run, SimError>,
+}
+
+/// One recorded run of a scenario: what the diagram and the JSON export are made from.
+pub struct Run {
+    /// The simulator's trace.
+    pub trace: Vec<TraceEvent>,
+    /// The nodes of the simulation.
+    pub nodes: Vec<NodeId>,
+    /// Virtual time at the end of the run.
+    pub end: u64,
+    /// Node states over time, read from the cores.
+    pub states: Vec<StateChange>,
+    /// Cut links over time.
+    pub cuts: Vec<CutChange>,
+    /// What the Mermaid diagram shows of it.
+    pub window: DiagramOptions,
+}
+
+impl Run {
+    fn of<N: common::Node>(run: Observed<N>, window: DiagramOptions) -> Self
+    where
+        N::Request: Clone,
+    {
+        let (states, cuts) = run.recorded();
+        Self {
+            trace: run.sim.trace().to_vec(),
+            nodes: run.sim.config().nodes.clone(),
+            end: run.sim.now(),
+            states: states.to_vec(),
+            cuts: cuts.to_vec(),
+            window,
+        }
+    }
 }
 
 /// Every scenario, in the order `--list` prints them.
 pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "demo",
+        protocol: "demo",
+        term_name: None,
         about: "The demo replicated counter of `common::demo`: two `Add` requests, each \
                 broadcast by the node that took it and applied everywhere.",
         run: demo,
     },
     Scenario {
         name: "raft-election",
+        protocol: "raft",
+        term_name: Some("term"),
         about: "Raft (§5.2): three nodes start as followers; the first whose randomized election \
                 timeout fires asks for votes (pre-vote first, then the real vote) and becomes \
                 leader; it appends its no-op and commits a client `Put`. Then the leader crashes: \
@@ -54,6 +103,8 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "paxos-duel",
+        protocol: "paxos",
+        term_name: Some("ballot round"),
         about: "Multi-Paxos with no election jitter: every replica raises its ballot in the \
                 same round, so proposers duel from the first tick. Ballots tie on the round and \
                 the node id breaks the tie, so the duel ends with one leader, which then chooses \
@@ -62,6 +113,8 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "2pc-coordinator-crash",
+        protocol: "2pc",
+        term_name: None,
         about: "Two-phase commit blocks. Node 1 coordinates a transaction at participants 2, 3 \
                 and 4. All vote Yes and the coordinator logs Commit, but its Commit messages \
                 never leave (its outgoing links are cut) and it crashes. Every participant is \
@@ -72,6 +125,8 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "3pc-coordinator-crash",
+        protocol: "3pc",
+        term_name: None,
         about: "Three-phase commit does not block on a coordinator crash (crash-stop, no \
                 partitions). The coordinator collects three Yes votes and crashes before any \
                 PreCommit leaves. The participants time out, elect the lowest id as backup \
@@ -81,6 +136,8 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "3pc-partition",
+        protocol: "3pc",
+        term_name: None,
         about: "Three-phase commit's known flaw: a partition is not a crash. The coordinator's \
                 PreCommit reaches participant 2 and then the network splits {1, 2} from \
                 {3, 4, 5}. Each side runs the termination protocol: the side with a \
@@ -91,6 +148,8 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "3pc-slow-network",
+        protocol: "3pc",
+        term_name: None,
         about: "Three-phase commit on a slow network, with no loss, no crash and no partition \
                 (`threepc::scenario::slow_network`). Right after the votes, the links from the \
                 coordinator to the participants slow to 1,000 time units, longer than every \
@@ -116,7 +175,52 @@ pub const DIAGRAM_LINES_MAX: usize = 400;
 
 /// Runs `scenario` with `seed` and returns its Mermaid diagram.
 pub fn diagram(scenario: &Scenario, seed: u64) -> Result<String, SimError> {
-    (scenario.run)(seed)
+    let run = (scenario.run)(seed)?;
+    Ok(render(&run.trace, &run.window))
+}
+
+/// Runs `scenario` with `seed` and exports the whole run (every node, from time 0 to its end)
+/// for the trace viewer.
+pub fn export(scenario: &Scenario, seed: u64) -> Result<TraceFile, String> {
+    let run = (scenario.run)(seed).map_err(|e| e.to_string())?;
+    Ok(TraceFile {
+        format: viewer::FORMAT,
+        scenario: scenario.name.to_string(),
+        protocol: scenario.protocol.to_string(),
+        about: scenario.about.to_string(),
+        seed,
+        end: run.end,
+        nodes: run.nodes,
+        term_name: scenario.term_name.map(str::to_string),
+        states: run.states,
+        cuts: run.cuts,
+        messages: viewer::messages(&run.trace).map_err(|e| e.to_string())?,
+        happenings: viewer::happenings(&run.trace),
+    })
+}
+
+/// The scenario's JSON file, as committed under `docs/viewer/traces/`.
+pub fn json(scenario: &Scenario, seed: u64) -> Result<String, String> {
+    export(scenario, seed)?.to_json().map_err(|e| e.to_string())
+}
+
+/// `docs/viewer/traces.js`: every scenario's JSON, defined as `TRACES[name]`, so that the viewer
+/// opened from disk (where a browser refuses `fetch`) has the committed traces at hand.
+pub fn traces_js(seed: u64) -> Result<String, String> {
+    let mut out = String::from(
+        "// Generated by `UPDATE_DIAGRAMS=1 cargo test -p benches --test trace_diagrams` from the \n\
+         // `trace` binary's scenarios (seed given in each); do not edit by hand.\n\
+         var TRACES = {};\n",
+    );
+    for s in SCENARIOS {
+        out.push_str(&format!(
+            "TRACES[{:?}] = {};",
+            s.name,
+            json(s, seed)?.trim_end()
+        ));
+        out.push('\n');
+    }
+    Ok(out)
 }
 
 /// The Markdown page of a scenario: a title, what it shows, how to reproduce it and the diagram.
@@ -186,7 +290,12 @@ pub fn index() -> String {
          labelled `[sent..arrived] message`; a cross is a lost message; a message repeated on \
          its link with nothing else between its two nodes is drawn once, `[first..last] message \
          ×n`; notes mark crashes, restarts and network changes. Regenerate every page with \
-         `UPDATE_DIAGRAMS=1 cargo test -p benches --test trace_diagrams`.\n\n",
+         `UPDATE_DIAGRAMS=1 cargo test -p benches --test trace_diagrams`.\n\n\
+         To watch the same runs animated, open the [trace viewer](../viewer/index.html) in a \
+         browser (from disk; `?trace=NAME` picks one): nodes with their roles and terms, \
+         messages in flight, lost messages, crashes and partitions, with a timeline to scrub \
+         and step. Each run is also committed as JSON under [`viewer/traces/`](../viewer/traces/) \
+         (`trace -- NAME --json`).\n\n",
     );
     for s in SCENARIOS {
         let first = s.about.split(". ").next().unwrap_or(s.about);
@@ -218,7 +327,16 @@ fn traced(seed: u64, nodes: Vec<NodeId>, latency: u64) -> SimConfig {
     config
 }
 
-fn demo(seed: u64) -> Result<String, SimError> {
+fn demo_state(n: &DemoNode) -> NodeState {
+    let m = n.metrics();
+    NodeState {
+        log: Some(m.applied),
+        detail: format!("total {}, {} waiting", m.total, m.pending),
+        ..NodeState::role("replica")
+    }
+}
+
+fn demo(seed: u64) -> Result<Run, SimError> {
     let members = vec![1, 2, 3];
     let cluster = members.clone();
     let mut sim: Sim<DemoNode> = Sim::new(traced(seed, members, 5), move |id| {
@@ -227,18 +345,39 @@ fn demo(seed: u64) -> Result<String, SimError> {
     sim.set_message_label(label);
     sim.submit(10, 1, DemoRequest::Add(5));
     sim.submit(40, 3, DemoRequest::Add(2));
-    sim.run_until(100)?;
-    Ok(render(sim.trace(), &options(0, 100, None)))
+    let mut run = Observed::new(sim, demo_state);
+    run.run_until(100)?;
+    Ok(Run::of(run, options(0, 100, None)))
 }
 
-fn raft_election(seed: u64) -> Result<String, SimError> {
-    use raft::kv::{KvCommand, KvStore};
-    use raft::{Config, RaftNode, Request};
-    type Node = RaftNode<KvStore>;
+type RaftKv = raft::RaftNode<raft::kv::KvStore>;
+
+fn raft_state(n: &RaftKv) -> NodeState {
+    use raft::Role;
+    let role = match n.role() {
+        Role::Follower => "follower",
+        Role::PreCandidate => "pre-candidate",
+        Role::Candidate => "candidate",
+        Role::Leader => "leader",
+        Role::Learner => "learner",
+    };
+    NodeState {
+        term: Some(n.term()),
+        log: Some(n.last_log_index()),
+        commit: Some(n.commit_index()),
+        leader: n.leader(),
+        ..NodeState::role(role)
+    }
+}
+
+fn raft_election(seed: u64) -> Result<Run, SimError> {
+    use raft::kv::KvCommand;
+    use raft::{Config, Request};
+    type Node = RaftKv;
 
     let members: Vec<NodeId> = vec![1, 2, 3];
     let voters = members.clone();
-    let mut sim: Sim<Node> = Sim::new(traced(seed, members.clone(), 3), move |id| {
+    let sim: Sim<Node> = Sim::new(traced(seed, members.clone(), 3), move |id| {
         let mut c = Config::new(id, voters.clone());
         c.seed = seed;
         c.election_timeout_ticks_min = 10;
@@ -247,14 +386,15 @@ fn raft_election(seed: u64) -> Result<String, SimError> {
         c.heartbeat_interval_ticks = 5;
         c.into()
     })?;
-    sim.set_message_label(label);
+    let mut run = Observed::new(sim, raft_state);
+    run.sim.set_message_label(label);
     let leader_of = |sim: &Sim<Node>| members.iter().copied().find(|&id| is_raft_leader(sim, id));
-    let found = sim.run_until_cond(2_000, |v| {
+    let found = run.run_until_cond(2_000, |v| {
         v.nodes()
             .any(|(_, n)| n.is_some_and(|n| n.metrics().leader == Some(n.id())))
     })?;
-    let Some(first) = leader_of(&sim).filter(|_| found) else {
-        return Err(sim.fail_now("no leader elected".into()));
+    let Some(first) = leader_of(&run.sim).filter(|_| found) else {
+        return Err(run.sim.fail_now("no leader elected".into()));
     };
     let put = |v: &str| {
         Request::Propose(KvCommand::Put {
@@ -262,31 +402,57 @@ fn raft_election(seed: u64) -> Result<String, SimError> {
             value: v.into(),
         })
     };
-    let now = sim.now();
-    sim.submit(now + 5, first, put("1"));
-    sim.run_for(40)?;
-    let crash_at = sim.now();
-    sim.crash(first)?;
-    let found = sim.run_until_cond(crash_at + 2_000, move |v| {
+    let now = run.sim.now();
+    run.sim.submit(now + 5, first, put("1"));
+    run.run_for(40)?;
+    let crash_at = run.sim.now();
+    run.crash(first)?;
+    let found = run.run_until_cond(crash_at + 2_000, move |v| {
         v.nodes()
             .any(|(id, n)| id != first && n.is_some_and(|n| n.metrics().leader == Some(id)))
     })?;
-    let Some(second) = leader_of(&sim).filter(|_| found) else {
-        return Err(sim.fail_now("no leader after the crash".into()));
+    let Some(second) = leader_of(&run.sim).filter(|_| found) else {
+        return Err(run.sim.fail_now("no leader after the crash".into()));
     };
-    let now = sim.now();
-    sim.submit(now + 5, second, put("2"));
-    sim.run_for(30)?;
-    Ok(render(sim.trace(), &options(0, sim.now(), None)))
+    let now = run.sim.now();
+    run.sim.submit(now + 5, second, put("2"));
+    run.run_for(30)?;
+    let end = run.sim.now();
+    Ok(Run::of(run, options(0, end, None)))
 }
 
-fn is_raft_leader(sim: &Sim<raft::RaftNode<raft::kv::KvStore>>, id: NodeId) -> bool {
+fn is_raft_leader(sim: &Sim<RaftKv>, id: NodeId) -> bool {
     sim.node(id).is_some_and(|n| n.metrics().leader == Some(id))
 }
 
-fn paxos_duel(seed: u64) -> Result<String, SimError> {
-    use paxos::{Config, KvCommand, KvStore, Replica, Request, Session};
-    type Node = Replica<KvStore>;
+type PaxosKv = paxos::Replica<paxos::KvStore>;
+
+fn paxos_state(r: &PaxosKv) -> NodeState {
+    let m = r.metrics();
+    // `leader` is who the ballot leader election picked; a replica it picked that has not yet
+    // finished phase 1 is still preparing.
+    let role = if m.is_leader {
+        "leader"
+    } else if m.leader == Some(m.id) {
+        "preparing"
+    } else if m.leader.is_some() {
+        "follower"
+    } else {
+        "no leader"
+    };
+    NodeState {
+        term: Some(m.promised.round),
+        log: Some(m.decided),
+        commit: Some(m.applied),
+        leader: m.leader,
+        detail: format!("promised b{}.{}", m.promised.round, m.promised.leader),
+        ..NodeState::role(role)
+    }
+}
+
+fn paxos_duel(seed: u64) -> Result<Run, SimError> {
+    use paxos::{Config, KvCommand, Request, Session};
+    type Node = PaxosKv;
 
     let members: Vec<NodeId> = vec![1, 2, 3];
     let cluster = members.clone();
@@ -298,27 +464,30 @@ fn paxos_duel(seed: u64) -> Result<String, SimError> {
         c.into()
     })?;
     sim.set_message_label(label);
-    let found = sim.run_until_cond(2_000, |v| {
+    let mut run = Observed::new(sim, paxos_state);
+    let found = run.run_until_cond(2_000, |v| {
         v.nodes()
             .filter(|(_, n)| n.is_some_and(|r| r.is_leader()))
             .count()
             == 1
     })?;
     if !found {
-        return Err(sim.fail_now("no leader".into()));
+        return Err(run.sim.fail_now("no leader".into()));
     }
     // Candidates that raised in the same round pre-empt each other for a few rounds; once one
     // leads alone for a while, the duel is over.
-    sim.run_for(60)?;
+    run.run_for(60)?;
     let leader = members
         .iter()
         .copied()
-        .find(|&id| sim.node(id).is_some_and(|r| r.is_leader()));
+        .find(|&id| run.sim.node(id).is_some_and(|r| r.is_leader()));
     let Some(leader) = leader else {
-        return Err(sim.fail_now("the duel did not end with one leader".into()));
+        return Err(run
+            .sim
+            .fail_now("the duel did not end with one leader".into()));
     };
-    let now = sim.now();
-    sim.submit(
+    let now = run.sim.now();
+    run.sim.submit(
         now + 5,
         leader,
         Request::Propose {
@@ -329,8 +498,9 @@ fn paxos_duel(seed: u64) -> Result<String, SimError> {
             session: Some(Session { client: 7, seq: 1 }),
         },
     );
-    sim.run_for(30)?;
-    Ok(render(sim.trace(), &options(0, sim.now(), None)))
+    run.run_for(30)?;
+    let end = run.sim.now();
+    Ok(Run::of(run, options(0, end, None)))
 }
 
 fn three_writes() -> BTreeMap<NodeId, Vec<Write>> {
@@ -341,7 +511,72 @@ fn three_writes() -> BTreeMap<NodeId, Vec<Write>> {
     ])
 }
 
-fn twopc_coordinator_crash(seed: u64) -> Result<String, SimError> {
+/// A commit-protocol node's role from its counters: what it is doing now, else how its
+/// transactions ended.
+fn commit_role(
+    coordinating: usize,
+    in_doubt: Option<&'static str>,
+    ended: [u64; 4],
+) -> &'static str {
+    let [decided_committed, decided_aborted, applied, aborted] = ended;
+    if coordinating > 0 {
+        "coordinating"
+    } else if let Some(role) = in_doubt {
+        role
+    } else if decided_committed > 0 {
+        "decided commit"
+    } else if decided_aborted > 0 {
+        "decided abort"
+    } else if applied > 0 {
+        "committed"
+    } else if aborted > 0 {
+        "aborted"
+    } else {
+        "idle"
+    }
+}
+
+fn twopc_state(n: &twopc::TwoPcNode) -> NodeState {
+    let m = n.metrics();
+    let in_doubt = match (m.blocked, m.in_doubt.len()) {
+        (0, 0) => None,
+        (0, _) => Some("prepared"),
+        _ => Some("blocked"),
+    };
+    let ended = [m.decided_committed, m.decided_aborted, m.applied, m.aborted];
+    NodeState {
+        detail: format!(
+            "{} in doubt, {} committed, {} aborted",
+            m.in_doubt.len(),
+            m.applied,
+            m.aborted
+        ),
+        ..NodeState::role(commit_role(m.coordinating, in_doubt, ended))
+    }
+}
+
+fn threepc_state(n: &threepc::ThreePcNode) -> NodeState {
+    use threepc::State;
+    let m = n.metrics();
+    let in_doubt = m.in_doubt.first().map(|d| match (d.state, d.terminating) {
+        (State::PreCommitted, true) => "precommitted, terminating",
+        (State::PreCommitted, false) => "precommitted",
+        (_, true) => "uncertain, terminating",
+        (_, false) => "uncertain",
+    });
+    let ended = [m.decided_committed, m.decided_aborted, m.applied, m.aborted];
+    NodeState {
+        detail: format!(
+            "{} in doubt, {} committed, {} aborted",
+            m.in_doubt.len(),
+            m.applied,
+            m.aborted
+        ),
+        ..NodeState::role(commit_role(m.coordinating, in_doubt, ended))
+    }
+}
+
+fn twopc_coordinator_crash(seed: u64) -> Result<Run, SimError> {
     use twopc::{Config, Request, TwoPcNode};
     let members: Vec<NodeId> = vec![1, 2, 3, 4];
     let cluster = members.clone();
@@ -356,24 +591,25 @@ fn twopc_coordinator_crash(seed: u64) -> Result<String, SimError> {
             writes: three_writes(),
         },
     );
+    let mut run = Observed::new(sim, twopc_state);
     // Prepare arrives at 15, the votes at 20. Cut the coordinator's outgoing links before the
     // votes arrive: it decides Commit, but the decision never leaves.
-    sim.run_until(17)?;
-    sim.apply(Fault::OneWay {
+    run.run_until(17)?;
+    run.apply(Fault::OneWay {
         from: vec![1],
         to: vec![2, 3, 4],
     })?;
-    sim.run_until(25)?;
-    sim.crash(1)?;
-    sim.apply(Fault::Heal)?;
+    run.run_until(25)?;
+    run.crash(1)?;
+    run.apply(Fault::Heal)?;
     // The participants ask and ask; nobody can tell them.
-    sim.run_until(400)?;
-    sim.restart(1)?;
-    sim.run_until(500)?;
-    Ok(render(sim.trace(), &options(0, 500, None)))
+    run.run_until(400)?;
+    run.restart(1)?;
+    run.run_until(500)?;
+    Ok(Run::of(run, options(0, 500, None)))
 }
 
-fn threepc_coordinator_crash(seed: u64) -> Result<String, SimError> {
+fn threepc_coordinator_crash(seed: u64) -> Result<Run, SimError> {
     use threepc::{Config, Request, ThreePcNode};
     let members: Vec<NodeId> = vec![1, 2, 3, 4];
     let cluster = members.clone();
@@ -388,30 +624,31 @@ fn threepc_coordinator_crash(seed: u64) -> Result<String, SimError> {
             writes: three_writes(),
         },
     );
+    let mut run = Observed::new(sim, threepc_state);
     // CanCommit arrives at 15, the votes at 20: the coordinator logs PreCommit and would send it.
     // Cut it off just before, then crash it: no PreCommit arrives anywhere.
-    sim.run_until(19)?;
-    sim.apply(Fault::OneWay {
+    run.run_until(19)?;
+    run.apply(Fault::OneWay {
         from: vec![1],
         to: vec![2, 3, 4],
     })?;
-    sim.run_until(21)?;
-    sim.crash(1)?;
-    sim.apply(Fault::Heal)?;
-    let decided = sim.run_until_cond(2_000, |v| {
+    run.run_until(21)?;
+    run.crash(1)?;
+    run.apply(Fault::Heal)?;
+    let decided = run.run_until_cond(2_000, |v| {
         [2, 3, 4]
             .iter()
             .all(|&p| v.node(p).is_some_and(|n| n.metrics().in_doubt.is_empty()))
     })?;
     if !decided {
-        return Err(sim.fail_now("the survivors did not decide".into()));
+        return Err(run.sim.fail_now("the survivors did not decide".into()));
     }
-    let end = sim.now() + 20;
-    sim.run_until(end)?;
-    Ok(render(sim.trace(), &options(0, end, None)))
+    let end = run.sim.now() + 20;
+    run.run_until(end)?;
+    Ok(Run::of(run, options(0, end, None)))
 }
 
-fn threepc_partition(seed: u64) -> Result<String, SimError> {
+fn threepc_partition(seed: u64) -> Result<Run, SimError> {
     use threepc::{Config, Request, ThreePcNode};
     let members: Vec<NodeId> = vec![1, 2, 3, 4, 5];
     let cluster = members.clone();
@@ -426,30 +663,28 @@ fn threepc_partition(seed: u64) -> Result<String, SimError> {
             writes: three_writes(),
         },
     );
+    let mut run = Observed::new(sim, threepc_state);
     // The votes arrive at 20 and PreCommit leaves at 20, arriving at 25. Split at 22: the
     // PreCommit to 2 is delivered (same side), those to 3 and 4 are dropped.
-    sim.run_until(22)?;
-    sim.apply(Fault::Partition {
+    run.run_until(22)?;
+    run.apply(Fault::Partition {
         a: vec![1, 2],
         b: vec![3, 4, 5],
     })?;
-    let decided = sim.run_until_cond(3_000, |v| {
+    let decided = run.run_until_cond(3_000, |v| {
         [2, 3, 4]
             .iter()
             .all(|&p| v.node(p).is_some_and(|n| n.metrics().in_doubt.is_empty()))
     })?;
     if !decided {
-        return Err(sim.fail_now("the two sides did not decide".into()));
+        return Err(run.sim.fail_now("the two sides did not decide".into()));
     }
-    let end = sim.now() + 20;
-    sim.run_until(end)?;
-    Ok(render(
-        sim.trace(),
-        &options(0, end, Some(vec![1, 2, 3, 4])),
-    ))
+    let end = run.sim.now() + 20;
+    run.run_until(end)?;
+    Ok(Run::of(run, options(0, end, Some(vec![1, 2, 3, 4]))))
 }
 
-fn threepc_slow_network(seed: u64) -> Result<String, SimError> {
+fn threepc_slow_network(seed: u64) -> Result<Run, SimError> {
     use threepc::scenario::slow_network;
     let mut config = slow_network::sim_config(seed);
     config.record_trace = true;
@@ -457,13 +692,14 @@ fn threepc_slow_network(seed: u64) -> Result<String, SimError> {
     let mut sim = Sim::new(config, slow_network::node_config)?;
     sim.set_message_label(label);
     slow_network::schedule(&mut sim);
+    let mut run = Observed::new(sim, threepc_state);
     // Until the slow DoCommits have arrived and been refused, and a little after.
     let end = 1_350;
-    sim.run_until(end)?;
-    if slow_network::client_outcome(&sim) != Some(common::txn::Outcome::Committed) {
-        return Err(sim.fail_now("the client was not told Committed".into()));
+    run.run_until(end)?;
+    if slow_network::client_outcome(&run.sim) != Some(common::txn::Outcome::Committed) {
+        return Err(run.sim.fail_now("the client was not told Committed".into()));
     }
-    Ok(render(sim.trace(), &options(0, end, None)))
+    Ok(Run::of(run, options(0, end, None)))
 }
 
 /// Prints a simulated scenario as a Mermaid sequence diagram.
@@ -476,8 +712,12 @@ struct Args {
     #[arg(long, default_value_t = DEFAULT_SEED)]
     seed: u64,
     /// Print the Markdown page committed under docs/diagrams/ instead of the bare diagram.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "json")]
     markdown: bool,
+    /// Print the whole run as JSON for the trace viewer (docs/viewer/): nodes, their roles and
+    /// terms over time, every message with its fate, crashes, partitions and client operations.
+    #[arg(long)]
+    json: bool,
     /// List the scenarios.
     #[arg(long)]
     list: bool,
@@ -501,10 +741,12 @@ fn main() -> ExitCode {
         eprintln!("unknown scenario {name:?}; --list shows them");
         return ExitCode::FAILURE;
     };
-    let text = if args.markdown {
-        markdown(scenario, args.seed)
+    let text = if args.json {
+        json(scenario, args.seed)
+    } else if args.markdown {
+        markdown(scenario, args.seed).map_err(|e| e.to_string())
     } else {
-        diagram(scenario, args.seed)
+        diagram(scenario, args.seed).map_err(|e| e.to_string())
     };
     match text {
         Ok(text) => {
