@@ -111,8 +111,18 @@
 //!   database), gets each step's committed commands as one batch, and may report the index it
 //!   had durably applied so that recovery neither restores an older snapshot nor applies
 //!   entries again.
+//! - The leader's parallel append (Ongaro's thesis, §10.2.1; [`Config::parallel_append`], off
+//!   by default, on in `kv-node`): AppendEntries leave while the leader writes the same entries
+//!   to its own log ([`common::Outbox::send_early`]); the leader counts itself in a majority
+//!   only for entries its driver reported durable ([`common::Node::records_durable`]), and
+//!   answers a committed proposal without waiting for the next sync. A commit then waits for
+//!   the slower of the leader's write and a follower's round trip with its write, not their
+//!   sum. The simulations run half their seeds this way and check after every step that every
+//!   commit index a follower learned is durable on a majority.
 //! - Leadership transfer ([`Request::TransferLeadership`], TimeoutNow).
-//! - Linearizable reads: ReadIndex, and lease reads ([`Config::lease_reads`]).
+//! - Linearizable reads: ReadIndex, and lease reads ([`Config::lease_reads`]). At most one
+//!   ReadIndex round is in flight: reads that arrive during one share the next, so a read-heavy
+//!   load costs a heartbeat per follower per round trip, not per read.
 //! - Membership change: single-server additions and removals ([`Request::AddVoter`],
 //!   [`Request::RemoveNode`]), learners and their promotion ([`Request::AddLearner`]), joint
 //!   consensus for arbitrary changes ([`Request::ChangeVoters`]), and removal of the leader.

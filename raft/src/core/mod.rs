@@ -145,6 +145,8 @@ pub struct RaftNode<S: StateMachine> {
     check_quorum_elapsed_ticks: u64,
     /// The current heartbeat round; peers echo it back.
     read_seq: u64,
+    /// Reads wait for a round that has not started yet (one was in flight when they came).
+    read_round_wanted: bool,
     /// When each recent round was started, for the lease: `(read_seq, tick)`.
     read_seq_ticks: VecDeque<(u64, u64)>,
     /// The leader may answer reads locally until this tick (lease reads).
@@ -566,6 +568,7 @@ impl<S: StateMachine> Node for RaftNode<S> {
             heartbeat_elapsed_ticks: 0,
             check_quorum_elapsed_ticks: 0,
             read_seq: 0,
+            read_round_wanted: false,
             read_seq_ticks: VecDeque::new(),
             lease_until_tick: 0,
             reads: VecDeque::new(),

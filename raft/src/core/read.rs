@@ -38,6 +38,7 @@ pub(crate) struct PendingRead<Q> {
 impl<S: StateMachine> RaftNode<S> {
     /// Starts a new heartbeat round.
     pub(super) fn start_read_round(&mut self) {
+        self.read_round_wanted = false;
         self.read_seq += 1;
         self.read_seq_ticks.push_back((self.read_seq, self.ticks));
         while self.read_seq_ticks.len() > READ_ROUNDS_REMEMBERED_MAX {
@@ -77,12 +78,20 @@ impl<S: StateMachine> RaftNode<S> {
             }
         }
         let lone = self.quorum(&std::collections::BTreeSet::from([self.config.id]));
-        // A single voter confirms itself; otherwise a fresh round must be answered.
+        // A single voter confirms itself; otherwise a round started after this read arrived
+        // must be answered. With no round in flight, one starts now. With one in flight (it
+        // started before this read), the read waits for the next: it starts as soon as the one
+        // in flight is answered, or at the next heartbeat, and confirms every read that arrived
+        // meanwhile. At most one round is in flight, however many reads come.
         let read_seq = if lone {
             self.read_seq
-        } else {
+        } else if self.confirmed_read_seq() >= self.read_seq {
             self.start_read_round();
+            self.send_read_round(out);
             self.read_seq
+        } else {
+            self.read_round_wanted = true;
+            self.read_seq + 1
         };
         self.reads.push_back(PendingRead {
             request: id,
@@ -90,13 +99,12 @@ impl<S: StateMachine> RaftNode<S> {
             read_seq,
             read_index,
         });
-        if !lone {
-            let peers: Vec<_> = self.progress.keys().copied().collect();
-            for peer in peers {
-                self.send_append(peer, true, out);
-            }
-        }
         self.advance_reads(out);
+    }
+
+    /// Sends every peer the current round's heartbeat.
+    fn send_read_round(&mut self, out: &mut Outbox<Self>) {
+        self.for_each_peer(|_| true, |node, peer| node.send_append(peer, true, out));
     }
 
     /// The highest heartbeat round a majority of voters (the leader included) answered.
@@ -116,7 +124,13 @@ impl<S: StateMachine> RaftNode<S> {
         if self.role != Role::Leader || (self.reads.is_empty() && !self.config.lease_reads) {
             return;
         }
-        let confirmed = self.confirmed_read_seq();
+        let mut confirmed = self.confirmed_read_seq();
+        if self.read_round_wanted && confirmed >= self.read_seq {
+            // The round in flight is answered; reads that arrived during it need the next.
+            self.start_read_round();
+            self.send_read_round(out);
+            confirmed = self.confirmed_read_seq();
+        }
         if self.config.lease_reads && self.transfer.is_none() {
             if let Some(&(_, tick)) = self
                 .read_seq_ticks
@@ -154,6 +168,7 @@ impl<S: StateMachine> RaftNode<S> {
 
     /// Fails every pending read (leadership lost).
     pub(super) fn fail_reads(&mut self, out: &mut Outbox<Self>) {
+        self.read_round_wanted = false;
         for r in self.reads.drain(..) {
             out.respond(
                 r.request,

@@ -70,10 +70,6 @@ impl Peers {
         self.peers.iter().map(|(id, p)| (id, p))
     }
 
-    pub(crate) fn keys(&self) -> impl Iterator<Item = &NodeId> {
-        self.peers.iter().map(|(id, _)| id)
-    }
-
     pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut Progress> {
         self.peers.iter_mut().map(|(_, p)| p)
     }
