@@ -98,6 +98,13 @@ pub struct Config {
     pub eager_slots_max: u64,
     /// Batching bound: most client commands a leader puts into one slot.
     pub batch_commands_max: usize,
+    /// The leader sends its Accepts while its own acceptor writes the same values, instead of
+    /// after (the rule of Raft's §10.2.1, applied to phase 2): its own acceptance counts towards
+    /// a majority only once its driver reported it durable
+    /// ([`common::Node::records_durable`]), and an applied command is answered at once. Needs a
+    /// driver that reports durability (the workspace's driver and simulator do); a pump that
+    /// never reports it leaves the leader's acceptor out of every majority. Off by default.
+    pub parallel_accept: bool,
     /// Most client commands waiting at the leader for a slot; more are refused with
     /// [`Error::Busy`].
     pub queue_commands_max: usize,
@@ -147,6 +154,7 @@ impl Config {
             retransmit_ticks: RETRANSMIT_TICKS_DEFAULT,
             in_flight_slots_max: IN_FLIGHT_SLOTS_MAX_DEFAULT,
             eager_slots_max: EAGER_SLOTS_MAX_DEFAULT,
+            parallel_accept: false,
             batch_commands_max: BATCH_COMMANDS_MAX_DEFAULT,
             queue_commands_max: QUEUE_COMMANDS_MAX_DEFAULT,
             window_slots_max: WINDOW_SLOTS_MAX_DEFAULT,

@@ -209,6 +209,14 @@
 //! | [`snapshot_chunks_in_flight_max`](Config::snapshot_chunks_in_flight_max) | 4 | chunks unacknowledged per transfer |
 //! | [`retransmit_ticks`](Config::retransmit_ticks) | 4 | ticks without progress before a transfer resends |
 //!
+//! **The leader's parallel accept** ([`Config::parallel_accept`], off by default, on in
+//! `kv-node`): the leader sends its Accepts while its own acceptor writes the same values
+//! ([`common::Outbox::send_early`]), counts its own acceptance only once its driver reported it
+//! durable ([`common::Node::records_durable`]), and answers an applied command without waiting
+//! for the next sync: Raft's §10.2.1 rule, applied to phase 2. The simulations run half their
+//! seeds this way; the agreement sweep also checks after every step that a slot a replica
+//! learned as chosen is held durably by a majority.
+//!
 //! # Using the core directly
 //!
 //! A [`Replica`] is a [`common::Node`]: feed it messages, requests and ticks, and release the

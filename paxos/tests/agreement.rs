@@ -13,6 +13,7 @@ fn run(seed: u64) -> Result<(), common::sim::SimError> {
     let n = if seed % 3 == 0 { 5 } else { 3 };
     let mut sim = sim(seed, n, |_| {})?;
     add_agreement(&mut sim);
+    add_durable_decision(&mut sim, n);
     sim.schedule(random_faults(seed, n, 50, 1_500));
     let log = kv_workload(&mut sim, n, 3, 6, 30, 100_000, true);
     sim.run_until(1_500)?;

@@ -29,6 +29,7 @@ impl<S: StateMachine> Replica<S> {
         debug_assert!(ballot > self.promised);
         self.promised = ballot;
         out.persist(Record::Promise(ballot));
+        self.records_asked += 1;
     }
 
     /// Phase 1b: the acceptor's answer to a prepare. Returns the promise message, or `None` if
@@ -203,6 +204,7 @@ impl<S: StateMachine> Replica<S> {
             slot: first,
             values: kept,
         });
+        self.records_asked += 1;
         true
     }
 

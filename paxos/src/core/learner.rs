@@ -21,6 +21,17 @@ use super::log::Entry;
 use super::{Replica, Response};
 
 impl<S: StateMachine> Replica<S> {
+    /// Answers a command that was applied (or refused by the session table). The slot is
+    /// chosen, so with [`crate::Config::parallel_accept`] the answer claims nothing of the
+    /// records this batch still writes and goes at once.
+    fn answer_applied(&self, id: RequestId, response: Response<S::Output>, out: &mut Outbox<Self>) {
+        if self.config.parallel_accept {
+            out.respond_early(id, response);
+        } else {
+            out.respond(id, response);
+        }
+    }
+
     /// A commit index arrived (from the leader, piggybacked or explicit, or from ourselves as
     /// leader).
     pub(crate) fn on_commit(
@@ -43,6 +54,7 @@ impl<S: StateMachine> Replica<S> {
         if decided > first {
             self.log.decided = decided;
             out.persist(Record::Commit { decided });
+            self.records_asked += 1;
             self.apply_decided(out);
         }
         if self.log.decided < commit && from != self.config.id {
@@ -151,6 +163,7 @@ impl<S: StateMachine> Replica<S> {
             from_slot: first,
             values: learned,
         });
+        self.records_asked += 1;
         self.apply_decided(out);
         if self.commit_hint > self.log.decided {
             self.catch_up_cooldown = 0;
@@ -372,26 +385,22 @@ impl<S: StateMachine> Replica<S> {
                         leader.held.remove(&session);
                     }
                     for id in self.session_waiters.remove(&session).into_iter().flatten() {
-                        out.respond(
-                            id,
-                            match &result {
-                                Ok(output) => Response::Applied {
-                                    slot,
-                                    output: output.clone(),
-                                },
-                                Err(e) => Response::Failed(e.clone()),
+                        let response = match &result {
+                            Ok(output) => Response::Applied {
+                                slot,
+                                output: output.clone(),
                             },
-                        );
+                            Err(e) => Response::Failed(e.clone()),
+                        };
+                        self.answer_applied(id, response, out);
                     }
                 }
                 if let Some(id) = requests.next() {
-                    out.respond(
-                        id,
-                        match result {
-                            Ok(output) => Response::Applied { slot, output },
-                            Err(e) => Response::Failed(e),
-                        },
-                    );
+                    let response = match result {
+                        Ok(output) => Response::Applied { slot, output },
+                        Err(e) => Response::Failed(e),
+                    };
+                    self.answer_applied(id, response, out);
                 }
             }
         }

@@ -255,6 +255,11 @@ pub struct Replica<S: StateMachine> {
     pub(crate) snapshots: Arc<dyn SnapshotStore>,
     /// Which snapshot files checkpoints still need.
     pub(crate) retention: SnapshotRetention,
+    /// Records asked for since recovery (what [`Node::records_durable`] counts).
+    pub(crate) records_asked: u64,
+    /// The leader's own acceptances waiting for their records to be durable
+    /// ([`Config::parallel_accept`]): `(record, ballot, first slot, slots)`, oldest first.
+    pub(crate) own_accepts: std::collections::VecDeque<(u64, Ballot, Slot, u64)>,
     /// The snapshot the latest checkpoint names, opened.
     pub(crate) latest: Option<snapshot::LocalSnapshot>,
     /// After a failed snapshot, the next is not attempted before this slot is applied.
@@ -547,6 +552,8 @@ impl<S: StateMachine> Node for Replica<S> {
             log_bytes: 0,
             snapshots,
             retention: SnapshotRetention::default(),
+            records_asked: 0,
+            own_accepts: std::collections::VecDeque::new(),
             latest: None,
             snapshot_retry_at: 0,
             outgoing: BTreeMap::new(),
@@ -585,6 +592,18 @@ impl<S: StateMachine> Node for Replica<S> {
 
     fn checkpoints_durable(&mut self, count: u64) {
         self.retention.durable(&*self.snapshots, count);
+    }
+
+    fn records_durable(&mut self, count: u64, out: &mut Outbox<Self>) {
+        let id = self.config.id;
+        while let Some(&(record, ballot, first, slots)) = self.own_accepts.front() {
+            if record > count {
+                break;
+            }
+            self.own_accepts.pop_front();
+            // Ignored if the leadership it was for is gone.
+            self.on_accepted(id, ballot, first, slots, out);
+        }
     }
 
     fn id(&self) -> NodeId {

@@ -329,12 +329,24 @@ impl<S: StateMachine> Replica<S> {
                 values: run.to_vec(),
                 commit,
             };
-            // The last peer gets the message itself: one deep copy of the run fewer.
+            // The last peer gets the message itself: one deep copy of the run fewer. With
+            // `parallel_accept` it goes before this replica's own acceptance is durable: it
+            // claims nothing of it (the commit index it carries counts that acceptance only once
+            // durable).
+            let early = self.config.parallel_accept;
             if let Some((&last, others)) = self.peers.split_last() {
                 for &peer in others {
-                    out.send(peer, msg.clone());
+                    if early {
+                        out.send_early(peer, msg.clone());
+                    } else {
+                        out.send(peer, msg.clone());
+                    }
                 }
-                out.send(last, msg);
+                if early {
+                    out.send_early(last, msg);
+                } else {
+                    out.send(last, msg);
+                }
             }
             slot += run.len() as u64;
         }
@@ -350,9 +362,16 @@ impl<S: StateMachine> Replica<S> {
                 .decided
                 .saturating_add(self.config.window_slots_max)
         {
+            let asked = self.records_asked;
             if self.accept_locally(ballot, first, values, out) {
-                let id = self.config.id;
-                self.on_accepted(id, ballot, first, count, out);
+                if self.config.parallel_accept && self.records_asked > asked {
+                    // Counted once its record is durable (`Node::records_durable`).
+                    self.own_accepts
+                        .push_back((self.records_asked, ballot, first, count));
+                } else {
+                    let id = self.config.id;
+                    self.on_accepted(id, ballot, first, count, out);
+                }
             } else {
                 self.step_down(out);
             }

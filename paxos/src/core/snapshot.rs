@@ -335,6 +335,7 @@ impl<S: StateMachine> Replica<S> {
             decided: self.log.decided,
             accepted,
         });
+        self.records_asked += 1;
         self.retention.checkpointed(Some(snapshot.file.id));
         self.latest = Some(snapshot);
     }

@@ -482,6 +482,68 @@ fn stable_leader_runs_only_phase2_per_command_and_answers_when_applied() {
     )));
 }
 
+/// With `parallel_accept`, the leader's Accepts leave before its own acceptance is durable, and
+/// that acceptance counts towards a majority only once the driver reports it durable (the rule
+/// of Raft's §10.2.1 applied to phase 2).
+#[test]
+fn a_parallel_accept_goes_out_at_once_and_counts_the_leader_once_durable() {
+    let mut cfg = Config::new(1, vec![1, 2, 3]);
+    cfg.parallel_accept = true;
+    let (mut a, b) = leader_with(cfg);
+    let mut out = Outbox::new();
+    // The promise of the election is durable.
+    a.records_durable(u64::MAX, &mut out);
+    out.take();
+    a.handle_request(
+        RequestId(7),
+        Request::Propose {
+            command: put("k", "v"),
+            session: None,
+        },
+        &mut out,
+    );
+    let e = out.take();
+    assert_eq!(e.records.len(), 1, "its own acceptance, to be written");
+    assert!(e.messages.is_empty(), "nothing waits for the sync");
+    let early: Vec<NodeId> = e
+        .early
+        .iter()
+        .map(|(to, m)| {
+            assert!(matches!(m, M::Accept { slot: 0, .. }), "{m:?}");
+            *to
+        })
+        .collect();
+    assert_eq!(early, vec![2, 3]);
+    // One acceptor accepted durably; the leader's own acceptance is not durable yet.
+    a.handle_message(
+        3,
+        M::Accepted {
+            ballot: b,
+            slot: 0,
+            count: 1,
+        },
+        &mut out,
+    );
+    let e = out.take();
+    assert!(e.responses.is_empty() && e.early_responses.is_empty());
+    assert_eq!(a.decided(), 0);
+    // Its write is synced: two of three, chosen, applied and answered at once.
+    a.records_durable(u64::MAX, &mut out);
+    let e = out.take();
+    assert_eq!(a.decided(), 1);
+    assert!(e.responses.is_empty());
+    assert_eq!(
+        e.early_responses,
+        vec![(
+            RequestId(7),
+            Response::Applied {
+                slot: 0,
+                output: KvOutput::Value(None)
+            }
+        )]
+    );
+}
+
 #[test]
 fn pipeline_is_bounded_and_backlog_is_batched() {
     let mut cfg = Config::new(1, vec![1, 2, 3]);

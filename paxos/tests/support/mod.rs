@@ -54,6 +54,9 @@ pub fn sim_with_spares(
             c.snapshot_chunk_bytes_max = 64;
             c.snapshot_chunks_in_flight_max = 8;
         }
+        // Half the seeds (across both of the above) let the leader send its Accepts before its
+        // own acceptance is durable.
+        c.parallel_accept = (seed >> 3) % 2 == 1;
         tweak(&mut c);
         c.into()
     })
@@ -95,6 +98,59 @@ pub fn add_decided_once(sim: &mut Sim<Kv>) {
                 }
             }
             checked.insert(id, node.decided());
+        }
+        Ok(())
+    });
+}
+
+/// Whether a replica's durable records (as recovery would read them) hold slot `slot`:
+/// accepted, learned, or compacted into a snapshot.
+fn durable_holds(records: &[paxos::Record<KvCommand>], slot: Slot) -> bool {
+    records.iter().any(|r| match r {
+        paxos::Record::Accept {
+            slot: first,
+            values,
+            ..
+        }
+        | paxos::Record::Learn {
+            from_slot: first,
+            values,
+        } => (*first..*first + values.len() as u64).contains(&slot),
+        paxos::Record::Snapshot {
+            slot: compacted,
+            accepted,
+            ..
+        } => slot < *compacted || accepted.iter().any(|e| e.slot == slot),
+        _ => false,
+    })
+}
+
+/// The durable-decision property behind the Outbox rule and the leader's parallel accept: a
+/// slot a replica learned as chosen (from a leader's commit index) is held durably by a
+/// majority of `members`. A leader that counted its own acceptance before it was durable, and
+/// sent the commit index early, would break it as soon as a follower learns the slot while
+/// only one acceptor's write has reached the disk. Checked when a non-leader's decided prefix
+/// grows, for a fixed configuration.
+pub fn add_durable_decision(sim: &mut Sim<Kv>, members: u64) {
+    let majority = members / 2 + 1;
+    let mut checked: BTreeMap<NodeId, Slot> = BTreeMap::new();
+    sim.add_invariant("durable decision", move |view: &SimView<'_, Kv>| {
+        for (id, node) in view.nodes() {
+            let Some(node) = node else { continue };
+            let decided = node.decided();
+            if node.is_leader() || decided <= checked.get(&id).copied().unwrap_or(0) {
+                continue;
+            }
+            checked.insert(id, decided);
+            let slot = decided - 1;
+            let holders: Vec<NodeId> = (1..=members)
+                .filter(|&r| durable_holds(view.records(r), slot))
+                .collect();
+            if (holders.len() as u64) < majority {
+                return Err(format!(
+                    "replica {id} learned slot {slot} chosen, durable only on {holders:?}"
+                ));
+            }
         }
         Ok(())
     });
