@@ -73,9 +73,14 @@ fn the_operators_guide_runs_as_written() {
         std::thread::sleep(Duration::from_millis(50));
     };
     // Whatever happened, nothing the guide started outlives the test.
-    let _ = Command::new("kill")
-        .args(["-KILL", &format!("-{group}")])
-        .status();
+    // Signalled directly, not through a `kill` binary: some parse `-KILL -PGID` as a kill of
+    // every process the user may signal (`kill(-1)`).
+    if let Some(group) = i32::try_from(group)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+    }
     let _ = child.wait();
     let mut out = String::new();
     let mut err = String::new();
