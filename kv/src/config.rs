@@ -36,6 +36,7 @@
 //!
 //! [paxos]
 //! heartbeat_ticks = 2
+//! parallel_accept = true               # the leader accepts and sends Accepts at once
 //! snapshot_interval_slots = 4096
 //!
 //! [client]
@@ -214,6 +215,9 @@ pub struct RaftSection {
 pub struct PaxosSection {
     /// [`paxos::Config::heartbeat_ticks`].
     pub heartbeat_ticks: Option<u64>,
+    /// [`paxos::Config::parallel_accept`] (on by default in `kv-node`, whose driver reports
+    /// durability).
+    pub parallel_accept: Option<bool>,
     /// [`paxos::Config::snapshot_interval_slots`].
     pub snapshot_interval_slots: Option<u64>,
 }
@@ -273,6 +277,7 @@ impl FileConfig {
     /// Applies the protocol settings of the file to a Multi-Paxos configuration.
     pub fn tune_paxos(&self, c: &mut paxos::Config) {
         set(&mut c.heartbeat_ticks, self.paxos.heartbeat_ticks);
+        set(&mut c.parallel_accept, self.paxos.parallel_accept);
         set(
             &mut c.snapshot_interval_slots,
             self.paxos.snapshot_interval_slots,

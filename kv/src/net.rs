@@ -667,8 +667,13 @@ const SHARED_QUEUE_MAX: usize = 1_024;
 pub struct SharedConnections {
     per_node: usize,
     tls: Option<TlsConfig>,
-    open: Arc<Mutex<HashMap<(NodeId, usize), Mux>>>,
+    /// One slot per (node, connection): the clients that share a connection wait on its slot
+    /// while one of them opens it, so a crowd starting at once opens one socket, not one each.
+    open: Arc<Mutex<HashMap<(NodeId, usize), MuxSlot>>>,
 }
+
+/// Where a shared connection lives once opened.
+type MuxSlot = Arc<tokio::sync::Mutex<Option<Mux>>>;
 
 /// One call handed to a shared connection's task: the encoded request and where its answer
 /// goes.
@@ -712,29 +717,28 @@ impl SharedConnections {
             Ok(b) => bytes::Bytes::from(b),
             Err(e) => return Attempt::NotSent(format!("encode: {e}")),
         };
-        let existing = self
+        let slot = self
             .open
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            .filter(|m| !m.calls.is_closed())
-            .cloned();
-        let mux = match existing {
-            Some(mux) => mux,
-            None => match self.connect(addr, timeout).await {
-                Ok(mux) => {
-                    let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-                    match open.get(&key).filter(|m| !m.calls.is_closed()) {
-                        // Another client opened it meanwhile: use theirs, drop ours.
-                        Some(theirs) => theirs.clone(),
-                        None => {
-                            open.insert(key, mux.clone());
-                            mux
-                        }
+            .entry(key)
+            .or_default()
+            .clone();
+        let mux = {
+            let mut slot = match tokio::time::timeout(timeout, slot.lock()).await {
+                Ok(slot) => slot,
+                Err(_) => return Attempt::NotSent("connect timed out".into()),
+            };
+            match slot.as_ref().filter(|m| !m.calls.is_closed()) {
+                Some(mux) => mux.clone(),
+                None => match self.connect(addr, timeout).await {
+                    Ok(mux) => {
+                        *slot = Some(mux.clone());
+                        mux
                     }
-                }
-                Err(attempt) => return attempt,
-            },
+                    Err(attempt) => return attempt,
+                },
+            }
         };
         let (answer, reply) = oneshot::channel();
         let exchange = async {

@@ -784,6 +784,7 @@ pub async fn run(options: NodeOptions) -> Result<(), ServeError> {
     raft_config.parallel_append = true;
     tuning.tune_raft(&mut raft_config);
     let mut paxos_config = paxos::Config::new(options.id, topology.initial.clone());
+    paxos_config.parallel_accept = true;
     tuning.tune_paxos(&mut paxos_config);
     // Check the configuration before binding anything, so a mistake is one clear error.
     match options.protocol {
