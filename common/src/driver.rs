@@ -6,7 +6,11 @@
 //!   durable with one [`Storage::sync`] before any message, response or event of that batch
 //!   leaves the node, and batches are released strictly in the order their steps ran. If storage
 //!   fails, the node stops: nothing of the failed batch (or of any later one) leaves, and every
-//!   caller waiting on a request gets [`DriverError::StorageFailed`].
+//!   caller waiting on a request gets [`DriverError::StorageFailed`]. The one exception is what
+//!   the core marked early ([`Outbox::send_early`], [`Outbox::respond_early`]: it claims nothing
+//!   of the batch's records): that leaves as soon as the driver takes the steps' effects, before
+//!   the sync. After every sync the driver tells the core how many of its records are durable
+//!   ([`Node::records_durable`], run as a step of its own).
 //! - **Nothing from the network can panic the node.** Every inbound frame is decoded with the
 //!   codec's limits, must carry this protocol's tag and wire version, must name this node as its
 //!   receiver and the transport's authenticated sender as its sender; anything else is counted in

@@ -335,7 +335,9 @@
 //!
 //! `kv-node --protocol paxos` and `kv-client` in the `kv` crate run a replicated key-value
 //! store on Multi-Paxos as separate processes over TCP (see the workspace README);
-//! `cargo run -p benches --bin trace -- paxos-duel` prints duelling proposers as a sequence diagram.
+//! `cargo run -p benches --bin trace -- paxos-duel` prints duelling proposers as a sequence diagram;
+//! `docs/viewer/index.html?trace=paxos-duel` in the repository plays the same run in a browser,
+//! opened from disk (the trace viewer: messages in flight, roles and logs over time).
 #![forbid(unsafe_code)]
 
 pub mod config;

@@ -285,6 +285,9 @@
 //!   stopped mid-run and the count stays exact.
 //! - `kv-node`/`kv-client` in the `kv` crate run a replicated key-value store on Raft as
 //!   separate processes over TCP (see the workspace README).
+//! - `cargo run -p benches --bin trace -- raft-election`: an election, a leader crash and the
+//!   next election as a sequence diagram; `docs/viewer/index.html?trace=raft-election` in the
+//!   repository plays the same run in a browser, opened from disk (the trace viewer).
 
 pub mod config;
 pub mod core;

@@ -193,7 +193,9 @@
 //! - `cargo run -p threepc --example bank_transfer_3pc`: the bank of the `twopc` example on three-phase
 //!   commit.
 //! - `cargo run -p benches --bin trace -- 3pc-coordinator-crash` (the termination protocol at work)
-//!   and `-- 3pc-partition` (the atomicity violation) as sequence diagrams.
+//!   and `-- 3pc-partition` (the atomicity violation) as sequence diagrams;
+//!   `docs/viewer/index.html?trace=3pc-partition` (or `3pc-coordinator-crash`) in the repository
+//!   plays the same runs in a browser, opened from disk (the trace viewer).
 //! - [`scenario`] (feature `sim`): the slow-network anomaly as a seeded simulation, for tests and
 //!   diagrams.
 

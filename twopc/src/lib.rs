@@ -172,7 +172,8 @@
 //! - `cargo run -p twopc --example bank_transfer_2pc`: transfers across three shards with a participant
 //!   and the coordinator restarted mid-run; the total balance never changes.
 //! - `cargo run -p benches --bin trace -- 2pc-coordinator-crash`: the blocking case as a sequence
-//!   diagram.
+//!   diagram; `docs/viewer/index.html?trace=2pc-coordinator-crash` in the repository plays the
+//!   same run in a browser, opened from disk (the trace viewer).
 
 pub mod client;
 mod coordinator;
