@@ -12,6 +12,8 @@ use std::time::Instant;
 use hashring::{JumpHash, Maglev, Member, Membership, Placement, Rendezvous, Ring, RingConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::BenchError;
+
 /// Keys per measurement: 2^20 (≈ 1 M), a power of two so benches can index with a mask.
 pub const KEYS_DEFAULT: usize = 1 << 20;
 /// Virtual nodes per node of the ring (weight 1 at the default 160 per unit of weight).
@@ -228,9 +230,143 @@ pub fn format_table(rows: &[Row]) -> String {
     out
 }
 
+/// The report as one chart of two panels, side by side: lookup time in nanoseconds (left) and
+/// the most loaded node's share against the mean (right, 1.0 is perfect balance), one group of
+/// bars per cluster size and one colour per algorithm, with a legend.
+pub fn chart(rows: &[Row]) -> Result<String, BenchError> {
+    use plotters::prelude::*;
+
+    let err = |e: &dyn std::fmt::Display| BenchError::Invalid(format!("chart: {e}"));
+    let mut algorithms: Vec<&str> = Vec::new();
+    let mut sizes: Vec<usize> = Vec::new();
+    for r in rows {
+        if !algorithms.contains(&r.algorithm.as_str()) {
+            algorithms.push(&r.algorithm);
+        }
+        if !sizes.contains(&r.nodes) {
+            sizes.push(r.nodes);
+        }
+    }
+    let colour = |i: usize| Palette99::pick(i).to_rgba();
+    let slot = 0.8 / algorithms.len().max(1) as f64;
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, crate::charts::SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let panels = root.split_evenly((1, 2));
+        type Metric = (&'static str, &'static str, fn(&Row) -> f64, fn(f64) -> String);
+        let metrics: [Metric; 2] = [
+            (
+                "Lookup (ns per key, lower is better)",
+                "ns",
+                |r| r.lookup_ns,
+                |v| format!("{v:.1}"),
+            ),
+            (
+                "Peak load / mean (1.0 is perfect)",
+                "peak/mean",
+                |r| r.peak_to_mean,
+                |v| format!("{v:.2}"),
+            ),
+        ];
+        for (panel, (caption, unit, value, shown)) in panels.iter().zip(metrics) {
+            let top = rows.iter().map(value).fold(0.0, f64::max).max(1e-9) * 1.2;
+            let mut chart = ChartBuilder::on(panel)
+                .caption(caption, ("sans-serif", 20))
+                .margin(16)
+                .x_label_area_size(40)
+                .y_label_area_size(70)
+                .build_cartesian_2d(-0.5..sizes.len() as f64 - 0.5, 0.0..top)
+                .map_err(|e| err(&e))?;
+            chart
+                .configure_mesh()
+                .disable_x_mesh()
+                .x_labels(sizes.len())
+                .x_label_formatter(&|x| {
+                    let i = x.round();
+                    match sizes.get(i as usize) {
+                        Some(n) if (x - i).abs() < 1e-6 && i >= 0.0 => format!("{n} nodes"),
+                        _ => String::new(),
+                    }
+                })
+                .y_desc(unit)
+                .draw()
+                .map_err(|e| err(&e))?;
+            for (a, name) in algorithms.iter().enumerate() {
+                let c = colour(a);
+                let bars = sizes.iter().enumerate().filter_map(|(s, n)| {
+                    let r = rows
+                        .iter()
+                        .find(|r| r.algorithm == *name && r.nodes == *n)?;
+                    let left = s as f64 - 0.4 + a as f64 * slot + slot * 0.08;
+                    Some(Rectangle::new(
+                        [(left, 0.0), (left + slot * 0.84, value(r))],
+                        c.filled(),
+                    ))
+                });
+                chart
+                    .draw_series(bars)
+                    .map_err(|e| err(&e))?
+                    .label(*name)
+                    .legend(move |(x, y)| {
+                        Rectangle::new([(x, y - 6), (x + 14, y + 6)], c.filled())
+                    });
+                // Each bar's value above it: a bar too short to see still reads.
+                let values = sizes.iter().enumerate().filter_map(|(s, n)| {
+                    let r = rows
+                        .iter()
+                        .find(|r| r.algorithm == *name && r.nodes == *n)?;
+                    let centre = s as f64 - 0.4 + a as f64 * slot + slot * 0.5;
+                    let style = ("sans-serif", 12).into_font().color(&BLACK).pos(
+                        plotters::style::text_anchor::Pos::new(
+                            plotters::style::text_anchor::HPos::Center,
+                            plotters::style::text_anchor::VPos::Bottom,
+                        ),
+                    );
+                    Some(Text::new(shown(value(r)), (centre, value(r)), style))
+                });
+                chart.draw_series(values).map_err(|e| err(&e))?;
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
+                .background_style(WHITE.mix(0.9))
+                .border_style(BLACK)
+                .label_font(("sans-serif", 14))
+                .draw()
+                .map_err(|e| err(&e))?;
+        }
+        root.present().map_err(|e| err(&e))?;
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_chart_is_svg_with_both_panels_and_every_algorithm() {
+        let rows = rows(&[10, 20], 1 << 12);
+        let svg = chart(&rows).unwrap();
+        let doc = roxmltree::Document::parse(&svg).expect("the chart is well-formed XML");
+        let text: Vec<&str> = doc.descendants().filter_map(|n| n.text()).collect();
+        for wanted in [
+            "ring",
+            "jump",
+            "rendezvous",
+            "maglev",
+            "10 nodes",
+            "20 nodes",
+            "Lookup (ns per key, lower is better)",
+            "Peak load / mean (1.0 is perfect)",
+        ] {
+            assert!(
+                text.iter().any(|t| t.trim() == wanted),
+                "`{wanted}` missing from the chart"
+            );
+        }
+    }
 
     #[test]
     fn the_report_has_a_row_per_algorithm_and_sane_figures() {
