@@ -12,46 +12,13 @@
 mod sim_support;
 
 use common::check::kv::{check_kv, KvInput, KvOutput as CheckOutput, Verdict};
-use common::check::{Completion, History};
-use common::sim::{Sim, SimError};
-use raft::kv::{KvCommand, KvOutput, KvQuery};
-use raft::{RaftError, Request, Response};
-use sim_support::{check_seeds_then, install, ElectionSafety, Req, Resp, Scenario, N};
+use common::sim::Sim;
+use raft::kv::KvCommand;
+use raft::{Request, Response};
+use sim_support::{check_seeds_then, history, install, linearizable, ElectionSafety, Scenario, N};
 
 /// Seeds in the normal test run.
 const SEEDS: u64 = 500;
-
-/// The client history in the checker's terms. Puts and gets only (the scenario proposes no
-/// appends); a proposal whose fate the node could not tell is open-ended, a refused one failed.
-fn history(sim: &Sim<N>) -> History<KvInput, CheckOutput> {
-    History::from_sim(
-        sim.history(),
-        |req: &Req| match req {
-            Request::Propose(KvCommand::Put { key, value }) => Some(KvInput::Put {
-                key: key.clone(),
-                value: value.clone(),
-            }),
-            Request::Read(KvQuery::Get(key)) => Some(KvInput::Get { key: key.clone() }),
-            _ => None,
-        },
-        |_req, resp: &Resp| match resp {
-            Response::Applied { .. } => Completion::Ok(CheckOutput::Done),
-            Response::Read(KvOutput::Value(value)) => Completion::Ok(CheckOutput::Value {
-                value: value.clone(),
-            }),
-            Response::Failed(RaftError::Indeterminate { .. }) => Completion::Unknown,
-            _ => Completion::Fail,
-        },
-    )
-}
-
-fn linearizable(sim: &mut Sim<N>) -> Result<(), SimError> {
-    match check_kv(&history(sim)) {
-        Ok(Verdict::Linearizable) => Ok(()),
-        Ok(v) => Err(sim.fail_now(format!("not linearizable: {v:?}"))),
-        Err(e) => Err(sim.fail_now(format!("bad history: {e}"))),
-    }
-}
 
 #[test]
 fn kv_history_is_linearizable_under_faults() {

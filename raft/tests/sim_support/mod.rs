@@ -37,6 +37,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::rc::Rc;
 
+use common::check::kv::{check_kv, KvInput, KvOutput as CheckOutput, Verdict};
+use common::check::{Completion, History};
 use common::sim::{
     run_seeds, ClosedLoop, Fault, FaultPlan, Outcome, RandomFaults, Sim, SimConfig, SimError,
     SimView,
@@ -1029,6 +1031,38 @@ pub fn install_durable_commit(sim: &mut Sim<N>, voters: BTreeSet<NodeId>) {
         }
         Ok(())
     });
+}
+
+/// The client history in `common::check`'s terms. Puts and gets only (the scenario proposes no
+/// appends); a proposal whose fate the node could not tell is open-ended, a refused one failed.
+pub fn history(sim: &Sim<N>) -> History<KvInput, CheckOutput> {
+    History::from_sim(
+        sim.history(),
+        |req: &Req| match req {
+            Request::Propose(KvCommand::Put { key, value }) => Some(KvInput::Put {
+                key: key.clone(),
+                value: value.clone(),
+            }),
+            Request::Read(KvQuery::Get(key)) => Some(KvInput::Get { key: key.clone() }),
+            _ => None,
+        },
+        |_req, resp: &Resp| match resp {
+            Response::Applied { .. } => Completion::Ok(CheckOutput::Done),
+            Response::Read(KvOutput::Value(value)) => Completion::Ok(CheckOutput::Value {
+                value: value.clone(),
+            }),
+            Response::Failed(RaftError::Indeterminate { .. }) => Completion::Unknown,
+            _ => Completion::Fail,
+        },
+    )
+}
+
+pub fn linearizable(sim: &mut Sim<N>) -> Result<(), SimError> {
+    match check_kv(&history(sim)) {
+        Ok(Verdict::Linearizable) => Ok(()),
+        Ok(v) => Err(sim.fail_now(format!("not linearizable: {v:?}"))),
+        Err(e) => Err(sim.fail_now(format!("bad history: {e}"))),
+    }
 }
 
 // ----- planting violations -----
