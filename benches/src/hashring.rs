@@ -254,7 +254,12 @@ pub fn chart(rows: &[Row]) -> Result<String, BenchError> {
         let root = SVGBackend::with_string(&mut out, crate::charts::SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(|e| err(&e))?;
         let panels = root.split_evenly((1, 2));
-        type Metric = (&'static str, &'static str, fn(&Row) -> f64, fn(f64) -> String);
+        type Metric = (
+            &'static str,
+            &'static str,
+            fn(&Row) -> f64,
+            fn(f64) -> String,
+        );
         let metrics: [Metric; 2] = [
             (
                 "Lookup (ns per key, lower is better)",

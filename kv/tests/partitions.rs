@@ -2,8 +2,9 @@
 //! fault proxy per directed link (`support::proxy`), and a seeded nemesis runs one scenario after
 //! another under a load: the leader isolated (links reset, or silently swallowing), a minority
 //! cut off, one-way links (the leader cannot speak; the leader cannot hear), a chain (the leader
-//! and one follower cannot talk, the third replica reaches both), flapping links, and slow
-//! links. After each scenario the network heals and the load must make progress again within
+//! and one follower cannot talk, the third replica reaches both), flapping links, narrow links
+//! (the leader's bandwidth throttled to 16–64 KiB/s, through which the load must keep going),
+//! and slow links. After each scenario the network heals and the load must make progress again within
 //! [`RECOVERY_MAX`]. At the end every acknowledged write must be readable and the history must
 //! be linearizable. Clients reach the replicas directly; only replica links are faulted.
 //!
@@ -37,9 +38,10 @@ enum Scenario {
     Chain,
     Flapping,
     SlowLeader,
+    NarrowLeader,
 }
 
-const SCENARIOS: [Scenario; 8] = [
+const SCENARIOS: [Scenario; 9] = [
     Scenario::IsolateLeader,
     Scenario::IsolateLeaderSilently,
     Scenario::CutOffOne,
@@ -48,7 +50,14 @@ const SCENARIOS: [Scenario; 8] = [
     Scenario::Chain,
     Scenario::Flapping,
     Scenario::SlowLeader,
+    Scenario::NarrowLeader,
 ];
+
+/// Bandwidth of the leader's links in [`Scenario::NarrowLeader`]: a few dozen kilobytes per
+/// second, far below what the load would use unchecked.
+const NARROW_BYTES_PER_SEC: std::ops::RangeInclusive<u64> = 16 * 1024..=64 * 1024;
+/// Operations the load must complete *while* the leader's links are narrow.
+const NARROW_PROGRESS_OPS: u64 = 10;
 
 /// Waits until the load progressed after `what` healed (bounded by [`RECOVERY_MAX`]).
 async fn wait_progress(load: &Load, cluster: &Cluster, what: &str) {
@@ -115,6 +124,25 @@ async fn nemesis(protocol: &'static str) {
                         net.delay(leader, o, Duration::from_millis(rng.range_inclusive(5, 60)));
                     }
                 }
+                Scenario::NarrowLeader => {
+                    let rate = rng.range_inclusive(
+                        *NARROW_BYTES_PER_SEC.start(),
+                        *NARROW_BYTES_PER_SEC.end(),
+                    );
+                    for &o in &others {
+                        net.throttle(leader, o, rate);
+                        net.throttle(o, leader, rate);
+                    }
+                    // A narrow link is slow, not down: the load goes on through it.
+                    support::wait_progress(
+                        &load,
+                        &cluster,
+                        NARROW_PROGRESS_OPS,
+                        RECOVERY_MAX,
+                        &format!("{scenario:?} at {rate} bytes/s, before the heal"),
+                    )
+                    .await;
+                }
             }
             // The fault lasts a seeded while; nothing is asserted during it.
             tokio::time::sleep(hold).await;
@@ -128,6 +156,7 @@ async fn nemesis(protocol: &'static str) {
     assert!(stats.connections_cut.load(Ordering::Relaxed) > 0);
     assert!(stats.bytes_swallowed.load(Ordering::Relaxed) > 0);
     assert!(stats.chunks_delayed.load(Ordering::Relaxed) > 0);
+    assert!(stats.bytes_throttled.load(Ordering::Relaxed) > 0);
     let leader = cluster.leader(&mut probe).await;
     let term = probe.node_status(leader).await.unwrap().term;
     assert!(

@@ -5,7 +5,8 @@
 //! cutting it is a one-way partition at the level of messages.
 //!
 //! Each link is in one mode at a time, changed while connections are open:
-//! - `Pass`: bytes flow, after an optional delay per chunk (order kept);
+//! - `Pass`: bytes flow, after an optional delay per chunk (order kept) and at an optional
+//!   bandwidth (a narrow link: each chunk waits as long as its bytes take at that rate);
 //! - `Cut`: open connections are closed and new ones closed at once (a reset link);
 //! - `Blackhole`: connections stay open but every byte is swallowed (a silent partition, which
 //!   only the transport's idle timeout notices).
@@ -32,6 +33,8 @@ struct Link {
     stats: Arc<Stats>,
     mode: Arc<AtomicU8>,
     delay_ms: Arc<AtomicU64>,
+    /// Bytes per second the link carries; 0 for no limit.
+    bytes_per_sec: Arc<AtomicU64>,
     /// Bumped on every cut, so open connections notice and close.
     generation: Arc<watch::Sender<u64>>,
 }
@@ -45,6 +48,8 @@ pub struct Stats {
     pub bytes_swallowed: AtomicU64,
     /// Chunks held back by a delay.
     pub chunks_delayed: AtomicU64,
+    /// Bytes paced by a bandwidth limit.
+    pub bytes_throttled: AtomicU64,
 }
 
 /// Every directed link of a cluster, and its controls.
@@ -91,6 +96,7 @@ impl Proxies {
                     stats: Arc::clone(&stats),
                     mode: Arc::new(AtomicU8::new(PASS)),
                     delay_ms: Arc::new(AtomicU64::new(0)),
+                    bytes_per_sec: Arc::new(AtomicU64::new(0)),
                     generation: Arc::new(watch::channel(0).0),
                 };
                 links.insert((from, to), link.clone());
@@ -151,7 +157,14 @@ impl Proxies {
             .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
-    /// Every link passes again, without delay. Connections that were swallowing bytes are
+    /// Limits the link from `from` to `to` to `bytes_per_sec` (at least 1).
+    pub fn throttle(&self, from: NodeId, to: NodeId, bytes_per_sec: u64) {
+        self.links[&(from, to)]
+            .bytes_per_sec
+            .store(bytes_per_sec.max(1), Ordering::SeqCst);
+    }
+
+    /// Every link passes again, without delay or bandwidth limit. Connections that were swallowing bytes are
     /// closed (their streams lost bytes mid-frame, as TCP never does: it would have given up).
     pub fn heal(&self) {
         for link in self.links.values() {
@@ -159,6 +172,7 @@ impl Proxies {
                 link.generation.send_modify(|g| *g += 1);
             }
             link.delay_ms.store(0, Ordering::SeqCst);
+            link.bytes_per_sec.store(0, Ordering::SeqCst);
         }
     }
 }
@@ -222,6 +236,15 @@ async fn pump(
         if delay > 0 {
             link.stats.chunks_delayed.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        let rate = link.bytes_per_sec.load(Ordering::SeqCst);
+        if rate > 0 {
+            // Paced chunk by chunk: the chunk leaves once a link of this bandwidth would have
+            // carried it (reads are at most CHUNK_BYTES, so the pacing stays fine-grained).
+            link.stats
+                .bytes_throttled
+                .fetch_add(n as u64, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_micros(n as u64 * 1_000_000 / rate)).await;
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;
