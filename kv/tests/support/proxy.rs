@@ -237,14 +237,15 @@ async fn pump(
             link.stats.chunks_delayed.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
+        // Paced chunk by chunk: the chunk leaves once a link of this bandwidth would have
+        // carried it (reads are at most CHUNK_BYTES, so the pacing stays fine-grained). No
+        // limit (0) divides to nothing.
         let rate = link.bytes_per_sec.load(Ordering::SeqCst);
-        if rate > 0 {
-            // Paced chunk by chunk: the chunk leaves once a link of this bandwidth would have
-            // carried it (reads are at most CHUNK_BYTES, so the pacing stays fine-grained).
+        if let Some(us) = (n as u64 * 1_000_000).checked_div(rate) {
             link.stats
                 .bytes_throttled
                 .fetch_add(n as u64, Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_micros(n as u64 * 1_000_000 / rate)).await;
+            tokio::time::sleep(Duration::from_micros(us)).await;
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;
