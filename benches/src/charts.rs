@@ -85,6 +85,25 @@ fn groups(rows: &[Row]) -> Vec<(String, Vec<&Row>)> {
     out
 }
 
+/// Draws `chart`'s legend at `position`, in the one style of every chart.
+pub(crate) fn legend<'a, DB, CT>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+) -> Result<(), BenchError>
+where
+    DB: DrawingBackend + 'a,
+    CT: plotters::coord::CoordTranslate,
+{
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 15))
+        .draw()
+        .map_err(|e| err(&e))
+}
+
 /// Draws `f` on a white canvas of [`SIZE`] and returns the SVG.
 fn svg(
     f: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> Result<(), BenchError>,
@@ -166,14 +185,7 @@ pub fn throughput(rows: &[Row]) -> Result<String, BenchError> {
                 .label(*name)
                 .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], c.filled()));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 15))
-            .draw()
-            .map_err(|e| err(&e))?;
+        legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         let labels: Vec<String> = groups.iter().map(|(l, _)| l.clone()).collect();
         group_labels(root, |x| chart.backend_coord(&(x, 0.0)), &labels)
     })
@@ -255,14 +267,7 @@ pub fn latency(rows: &[Row]) -> Result<String, BenchError> {
                 }))
                 .map_err(|e| err(&e))?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 15))
-            .draw()
-            .map_err(|e| err(&e))?;
+        legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         let labels: Vec<String> = groups.iter().map(|(l, _)| l.clone()).collect();
         group_labels(root, |x| chart.backend_coord(&(x, lo)), &labels)
     })
@@ -358,14 +363,7 @@ pub fn sweep(rows: &[Row]) -> Result<String, BenchError> {
                 }))
                 .map_err(|e| err(&e))?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 15))
-            .draw()
-            .map_err(|e| err(&e))
+        legend(&mut chart, SeriesLabelPosition::UpperLeft)
     })
 }
 
@@ -459,14 +457,7 @@ pub fn crash(faults: &[FaultRow]) -> Result<String, BenchError> {
                     PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(3))
                 });
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 15))
-            .draw()
-            .map_err(|e| err(&e))
+        legend(&mut chart, SeriesLabelPosition::UpperRight)
     })
 }
 

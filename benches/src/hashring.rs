@@ -332,14 +332,7 @@ pub fn chart(rows: &[Row]) -> Result<String, BenchError> {
                 });
                 chart.draw_series(values).map_err(|e| err(&e))?;
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
-                .background_style(WHITE.mix(0.9))
-                .border_style(BLACK)
-                .label_font(("sans-serif", 14))
-                .draw()
-                .map_err(|e| err(&e))?;
+            crate::charts::legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         }
         root.present().map_err(|e| err(&e))?;
     }
