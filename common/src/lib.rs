@@ -12,6 +12,7 @@
 //! - [`demo`]: a tiny replicated counter that exercises all of the above;
 //! - `sim` and `check` (feature `sim`): the deterministic simulator, history checkers and
 //!   sequence diagrams;
+//! - `pump` (feature `testing`): a cluster of any core pumped by hand, for tests and benches;
 //! - [`retry`]: the leader-following retry policy every client shares;
 //! - [`rng`]: seeded randomness for cores.
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
@@ -22,6 +23,8 @@ pub mod driver;
 pub mod id;
 pub mod kv_store;
 pub mod node;
+#[cfg(feature = "testing")]
+pub mod pump;
 pub mod retry;
 pub mod rng;
 pub mod snapshot;
