@@ -6,6 +6,8 @@
 //! development machine); and the simulator's speed on the demo protocol under faults.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::BTreeMap;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -59,26 +61,7 @@ fn history(seed: u64, ops: usize, keys: usize, unknown: f64) -> History<KvInput,
     let mut events = Vec::with_capacity(ops * 2);
     for (id, (_, client, call, ret, input)) in planned.into_iter().enumerate() {
         let id = id as u64;
-        let output = match &input {
-            KvInput::Get { key } => KvOutput::Value {
-                value: state.get(key).cloned(),
-            },
-            KvInput::Put { key, value } => {
-                state.insert(key.clone(), value.clone());
-                KvOutput::Done
-            }
-            KvInput::Delete { key } => {
-                state.remove(key);
-                KvOutput::Done
-            }
-            KvInput::Cas { key, expected, new } => {
-                let swapped = state.get(key) == expected.as_ref();
-                if swapped {
-                    state.insert(key.clone(), new.clone());
-                }
-                KvOutput::Cas { swapped }
-            }
-        };
+        let output = apply(&mut state, &input);
         let is_write = !matches!(input, KvInput::Get { .. });
         events.push((
             call,
@@ -113,10 +96,34 @@ fn history(seed: u64, ops: usize, keys: usize, unknown: f64) -> History<KvInput,
     }
 }
 
+/// Applies `input` to the key-value `state` and returns what it answers.
+fn apply(state: &mut BTreeMap<String, String>, input: &KvInput) -> KvOutput {
+    match input {
+        KvInput::Get { key } => KvOutput::Value {
+            value: state.get(key).cloned(),
+        },
+        KvInput::Put { key, value } => {
+            state.insert(key.clone(), value.clone());
+            KvOutput::Done
+        }
+        KvInput::Delete { key } => {
+            state.remove(key);
+            KvOutput::Done
+        }
+        KvInput::Cas { key, expected, new } => {
+            let swapped = state.get(key) == expected.as_ref();
+            if swapped {
+                state.insert(key.clone(), new.clone());
+            }
+            KvOutput::Cas { swapped }
+        }
+    }
+}
+
 fn linearizability(c: &mut Criterion) {
     let mut group = c.benchmark_group("check_kv_10_clients");
     group.sample_size(10);
-    benches::fast_mode(&mut group);
+    support::fast_mode(&mut group);
     for (ops, keys, unknown) in [
         (OPS, 10usize, 0.0),
         (OPS, 100, 0.0),
@@ -140,7 +147,7 @@ fn linearizability(c: &mut Criterion) {
 fn simulator(c: &mut Criterion) {
     let mut group = c.benchmark_group("sim_demo_seed");
     group.sample_size(20);
-    benches::fast_mode(&mut group);
+    support::fast_mode(&mut group);
     group.bench_function("3_nodes_faults_60_requests", |b| {
         let mut seed = 0u64;
         b.iter(|| {

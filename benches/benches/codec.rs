@@ -5,6 +5,8 @@
 //! `BENCH_FAST=1` shortens measurement for a quick pass by hand.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod support;
+
 use common::codec::{Bincode, Codec, Postcard};
 use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
@@ -90,7 +92,7 @@ fn codec(c: &mut Criterion) {
         ("codec/decode", Direction::Decode),
     ] {
         let mut group = c.benchmark_group(name);
-        benches::fast_mode(&mut group);
+        support::fast_mode(&mut group);
         bench_codec(&mut group, direction, Bincode);
         bench_codec(&mut group, direction, Postcard);
         group.finish();

@@ -12,6 +12,8 @@
 //! both), so one macro here writes the suite of each.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod support;
+
 use common::txn::Outcome;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
@@ -32,7 +34,7 @@ macro_rules! commit_suite {
             let name = stringify!($proto);
             let mut group = c.benchmark_group(format!("{name}_core"));
             group.throughput(Throughput::Elements(1));
-            benches::fast_mode(&mut group);
+            support::fast_mode(&mut group);
             for n in PARTICIPANTS {
                 let mut probe = CoreCluster::new(n);
                 let (outcome, messages) = probe.commit(0);
@@ -62,7 +64,7 @@ macro_rules! commit_suite {
                 let kind = if wal { "wal" } else { "driver" };
                 let mut group = c.benchmark_group(format!("{name}_{kind}"));
                 group.throughput(Throughput::Elements(1));
-                benches::fast_mode(&mut group);
+                support::fast_mode(&mut group);
                 for n in PARTICIPANTS {
                     let dir = tempfile::tempdir().unwrap();
                     let cluster = rt

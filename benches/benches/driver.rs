@@ -7,6 +7,8 @@
 //! `BENCH_FAST=1` shortens measurement for a quick pass by hand.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,7 +45,7 @@ fn driver(c: &mut Criterion) {
         .unwrap();
     for in_flight in IN_FLIGHT {
         let mut group = c.benchmark_group(format!("driver/in_flight_{in_flight}"));
-        benches::fast_mode(&mut group);
+        support::fast_mode(&mut group);
         group.throughput(Throughput::Elements(1));
         for contender in benches::contenders() {
             for nodes in CLUSTER_SIZES {

@@ -7,6 +7,8 @@
 //! include other processes' time slices.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod support;
+
 use std::hint::black_box;
 
 use benches::hashring::{membership, random_keys, time_per_op, KEYS_DEFAULT};
@@ -38,7 +40,7 @@ fn lookup(c: &mut Criterion) {
     assert!(keys.len().is_power_of_two());
     let mut group = c.benchmark_group("hashring/lookup");
     group.throughput(Throughput::Elements(1));
-    benches::fast_mode(&mut group);
+    support::fast_mode(&mut group);
     for nodes in NODE_COUNTS {
         let m = membership(nodes);
         bench_lookups(
@@ -78,7 +80,7 @@ fn preference_list(c: &mut Criterion) {
     let keys = random_keys(KEYS_DEFAULT);
     let mask = keys.len() as u64 - 1;
     let mut group = c.benchmark_group("hashring/preference_list_3");
-    benches::fast_mode(&mut group);
+    support::fast_mode(&mut group);
     for nodes in NODE_COUNTS {
         let ring = Ring::from_membership(&membership(nodes)).unwrap();
         group.bench_function(BenchmarkId::new("ring", nodes), |b| {
@@ -112,7 +114,7 @@ fn preference_list(c: &mut Criterion) {
 fn build(c: &mut Criterion) {
     let mut group = c.benchmark_group("hashring/build");
     group.sample_size(10);
-    benches::fast_mode(&mut group);
+    support::fast_mode(&mut group);
     for nodes in NODE_COUNTS {
         let m = membership(nodes);
         group.bench_function(BenchmarkId::new("ring", nodes), |b| {
@@ -128,7 +130,7 @@ fn build(c: &mut Criterion) {
 
 fn incremental(c: &mut Criterion) {
     let mut group = c.benchmark_group("hashring/add_remove");
-    benches::fast_mode(&mut group);
+    support::fast_mode(&mut group);
     for nodes in NODE_COUNTS {
         let mut ring = Ring::from_membership(&membership(nodes)).unwrap();
         let extra = u64::MAX;

@@ -4,6 +4,8 @@
 //! quantity is commands decided and applied per second.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod support;
+
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -136,7 +138,7 @@ fn decide(c: &mut Criterion) {
     group.throughput(Throughput::Elements(CHUNK_COMMANDS));
     group.measurement_time(Duration::from_secs(5));
     group.sample_size(20);
-    benches::fast_mode(&mut group);
+    support::fast_mode(&mut group);
     for (replicas, in_flight) in [(3u64, 1u64), (3, 100), (5, 100)] {
         group.bench_with_input(
             BenchmarkId::new(format!("in_flight_{in_flight}"), replicas),

@@ -14,6 +14,8 @@
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod support;
+
 use std::time::Duration;
 
 use benches::peers::{self, Implementation, SETUPS};
@@ -29,7 +31,7 @@ fn peers(c: &mut Criterion) {
         group.warm_up_time(Duration::from_millis(500));
         group.measurement_time(Duration::from_secs(2));
         group.sample_size(20);
-        benches::fast_mode(&mut group);
+        support::fast_mode(&mut group);
         for implementation in Implementation::ALL {
             let mut pump = peers::prepare(implementation, setup.replicas).unwrap();
             group.bench_function(BenchmarkId::from_parameter(implementation.name()), |b| {

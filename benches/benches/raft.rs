@@ -20,6 +20,8 @@
 //! runs the same groups for a fixed time, which is handier under `perf`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod support;
+
 use std::time::Duration;
 
 use benches::raft::{Empty, Group};
@@ -35,7 +37,7 @@ const TCP_CLIENTS: [usize; 2] = [1, 64];
 
 fn core(c: &mut Criterion) {
     let mut g = c.benchmark_group("raft_core");
-    benches::fast_mode(&mut g);
+    support::fast_mode(&mut g);
     for nodes in [3u64, 5] {
         for in_flight in [1u64, 100] {
             g.throughput(Throughput::Elements(in_flight));
@@ -75,7 +77,7 @@ fn group(c: &mut Criterion, name: &str, transport: TransportKind, clients: &[usi
     let rt = runtime();
     let mut g = c.benchmark_group(name);
     g.measurement_time(Duration::from_secs(5));
-    benches::fast_mode(&mut g);
+    support::fast_mode(&mut g);
     let spec = ClusterSpec::new(3, transport, false, 3);
     let raft = rt.block_on(Group::start(&spec, |_| {})).unwrap();
     // Connections up, buffers grown.

@@ -9,6 +9,8 @@
 //! handshake done before measuring).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -116,7 +118,7 @@ fn round_trip(c: &mut Criterion) {
     let mut group = c.benchmark_group("transport/round_trip");
     group.sample_size(30);
     group.measurement_time(Duration::from_secs(3));
-    benches::fast_mode(&mut group);
+    support::fast_mode(&mut group);
     round_trip_of(&mut group, &rt, "memory", memory_pair());
     let pair = rt.block_on(tcp_pair());
     round_trip_of(&mut group, &rt, "tcp", pair);
@@ -161,7 +163,7 @@ fn throughput(c: &mut Criterion) {
     let mut group = c.benchmark_group("transport/throughput");
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(5));
-    benches::fast_mode(&mut group);
+    support::fast_mode(&mut group);
     for size in SIZES {
         throughput_of(&mut group, &rt, "memory", size, memory_pair());
         let pair = rt.block_on(tcp_pair());

@@ -13,6 +13,8 @@
 //! hundred records per second: group commit is what makes the log fast.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod support;
+
 use std::cell::RefCell;
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread;
@@ -76,7 +78,7 @@ fn append_sync(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(2))
         .sampling_mode(SamplingMode::Flat);
-    benches::fast_mode(&mut group);
+    support::fast_mode(&mut group);
     for size in RECORD_SIZES {
         let record = vec![0xA5u8; size];
         for batch in BATCHES {
@@ -163,7 +165,7 @@ fn group_commit(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(2))
         .sampling_mode(SamplingMode::Flat);
-    benches::fast_mode(&mut group);
+    support::fast_mode(&mut group);
     let size = RECORD_SIZES[0];
     let record = vec![0x5Au8; size];
     for writers in WRITERS {

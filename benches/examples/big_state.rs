@@ -233,23 +233,12 @@ async fn main() {
 }
 
 async fn run_raft(args: &Args, dir: &Path, writes: u64, value_bytes: usize) -> Report {
-    use raft::{Config, RaftClient, RaftHandle, RaftNode, Request, Role};
+    use raft::{RaftClient, RaftHandle, RaftNode, Request};
     let net = MemoryNetwork::new(1);
     let cache = args.cache_mib * 1024 * 1024;
-    let config = |id: NodeId| {
-        let mut c = Config::new(id, vec![1, 2, 3]);
-        c.snapshot_log_entries_max = args.snapshot_every;
-        c.snapshot_log_bytes_max = args.snapshot_mib * 1024 * 1024;
-        if id == 4 {
-            c.learners = vec![4];
-        } else {
-            c.known_nodes = vec![4];
-        }
-        c
-    };
     let start = |id: NodeId| {
         let (wal, setup) = node_files(dir, id, cache);
-        let setup = setup.with_config(config(id));
+        let setup = setup.with_config(raft_config(args, id));
         let transport = net.join(id).expect("joins the network");
         async move {
             let h = driver::spawn_recovered::<RaftNode<RedbKv>, _, _, _>(
@@ -269,19 +258,7 @@ async fn run_raft(args: &Args, dir: &Path, writes: u64, value_bytes: usize) -> R
         handles.push(start(id).await);
     }
     let client = Arc::new(RaftClient::new(handles.clone()));
-    let leader_of = |handles: Vec<RaftHandle<RedbKv>>| async move {
-        loop {
-            for h in &handles {
-                if let Ok(m) = h.metrics().await {
-                    if m.role == Role::Leader {
-                        return (h.clone(), m);
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    leader_of(handles.clone()).await;
+    raft_leader(&handles).await;
 
     let writers = (0..args.clients).map(|_| {
         let client = client.clone();
@@ -303,25 +280,14 @@ async fn run_raft(args: &Args, dir: &Path, writes: u64, value_bytes: usize) -> R
     });
     let (acknowledged, write_time) = write_all(writers.collect(), writes).await;
 
-    let (_, m) = leader_of(handles.clone()).await;
+    let (_, m) = raft_leader(&handles).await;
     let four = start(4).await;
     let joined = Instant::now();
     client
         .change_membership(Request::AddLearner(4))
         .await
         .expect("node 4 added as a learner");
-    let target = m.applied_index;
-    let mut snapshot_bytes = 0;
-    loop {
-        let f = four.metrics().await.expect("node 4 runs");
-        if f.applied_index >= target {
-            snapshot_bytes = snapshot_bytes.max(f.snapshot_bytes);
-            break;
-        }
-        snapshot_bytes = snapshot_bytes.max(f.snapshot_bytes);
-        assert!(joined.elapsed() < CATCH_UP_MAX, "node 4 did not catch up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let snapshot_bytes = raft_catch_up(&four, m.applied_index, joined).await;
     let catch_up = joined.elapsed();
     for h in handles.iter().chain([&four]) {
         let _ = h.shutdown().await;
@@ -360,19 +326,7 @@ async fn run_paxos(args: &Args, dir: &Path, writes: u64, value_bytes: usize) -> 
     for id in 1..=3 {
         handles.push(start(id).await);
     }
-    let leader_of = |handles: Vec<Handle<RedbKv>>| async move {
-        loop {
-            for h in &handles {
-                if let Ok(m) = h.metrics().await {
-                    if m.is_leader {
-                        return (h.clone(), m);
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    leader_of(handles.clone()).await;
+    paxos_leader(&handles).await;
 
     // One client (one session) per writer: its sequence numbers make retries exactly-once.
     let writers = (0..args.clients).map(|c| {
@@ -392,7 +346,7 @@ async fn run_paxos(args: &Args, dir: &Path, writes: u64, value_bytes: usize) -> 
     });
     let (acknowledged, write_time) = write_all(writers.collect(), writes).await;
 
-    let (leader, before) = leader_of(handles.clone()).await;
+    let (leader, before) = paxos_leader(&handles).await;
     let compacted = before.log_start;
     let four = start(4).await;
     let joined = Instant::now();
@@ -400,21 +354,8 @@ async fn run_paxos(args: &Args, dir: &Path, writes: u64, value_bytes: usize) -> 
         .reconfigure(vec![1, 2, 3, 4])
         .await
         .expect("replica 4 added by reconfiguration");
-    let (_, m) = leader_of(handles.clone()).await;
-    let target = m.applied;
-    let mut snapshot_bytes = 0;
-    loop {
-        let f = four.metrics().await.expect("replica 4 runs");
-        snapshot_bytes = snapshot_bytes.max(f.snapshot_bytes);
-        if f.applied >= target {
-            break;
-        }
-        assert!(
-            joined.elapsed() < CATCH_UP_MAX,
-            "replica 4 did not catch up"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (_, m) = paxos_leader(&handles).await;
+    let snapshot_bytes = paxos_catch_up(&four, m.applied, joined).await;
     let catch_up = joined.elapsed();
     let installed = four
         .metrics()
@@ -434,5 +375,83 @@ async fn run_paxos(args: &Args, dir: &Path, writes: u64, value_bytes: usize) -> 
         snapshot_bytes,
         catch_up,
         checked,
+    }
+}
+
+/// Node `id`'s Raft configuration: nodes 1 to 3 vote and know node 4, which joins as a learner.
+fn raft_config(args: &Args, id: NodeId) -> raft::Config {
+    let mut c = raft::Config::new(id, vec![1, 2, 3]);
+    c.snapshot_log_entries_max = args.snapshot_every;
+    c.snapshot_log_bytes_max = args.snapshot_mib * 1024 * 1024;
+    if id == 4 {
+        c.learners = vec![4];
+    } else {
+        c.known_nodes = vec![4];
+    }
+    c
+}
+
+/// The Raft leader among `handles` and its metrics, once there is one.
+async fn raft_leader(
+    handles: &[raft::RaftHandle<RedbKv>],
+) -> (raft::RaftHandle<RedbKv>, raft::Metrics) {
+    loop {
+        for h in handles {
+            if let Ok(m) = h.metrics().await {
+                if m.role == raft::Role::Leader {
+                    return (h.clone(), m);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until the new node applied `target` (panics past [`CATCH_UP_MAX`] from `joined`);
+/// returns the largest snapshot it reported on the way.
+async fn raft_catch_up(four: &raft::RaftHandle<RedbKv>, target: u64, joined: Instant) -> u64 {
+    let mut snapshot_bytes = 0;
+    loop {
+        let f = four.metrics().await.expect("node 4 runs");
+        snapshot_bytes = snapshot_bytes.max(f.snapshot_bytes);
+        if f.applied_index >= target {
+            return snapshot_bytes;
+        }
+        assert!(joined.elapsed() < CATCH_UP_MAX, "node 4 did not catch up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The Multi-Paxos leader among `handles` and its metrics, once there is one.
+async fn paxos_leader(
+    handles: &[paxos::Handle<RedbKv>],
+) -> (paxos::Handle<RedbKv>, paxos::Metrics) {
+    loop {
+        for h in handles {
+            if let Ok(m) = h.metrics().await {
+                if m.is_leader {
+                    return (h.clone(), m);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until the new replica applied `target` (panics past [`CATCH_UP_MAX`] from `joined`);
+/// returns the largest snapshot it reported on the way.
+async fn paxos_catch_up(four: &paxos::Handle<RedbKv>, target: u64, joined: Instant) -> u64 {
+    let mut snapshot_bytes = 0;
+    loop {
+        let f = four.metrics().await.expect("replica 4 runs");
+        snapshot_bytes = snapshot_bytes.max(f.snapshot_bytes);
+        if f.applied >= target {
+            return snapshot_bytes;
+        }
+        assert!(
+            joined.elapsed() < CATCH_UP_MAX,
+            "replica 4 did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

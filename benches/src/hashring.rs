@@ -236,7 +236,6 @@ pub fn format_table(rows: &[Row]) -> String {
 pub fn chart(rows: &[Row]) -> Result<String, BenchError> {
     use plotters::prelude::*;
 
-    let err = |e: &dyn std::fmt::Display| BenchError::Invalid(format!("chart: {e}"));
     let mut algorithms: Vec<&str> = Vec::new();
     let mut sizes: Vec<usize> = Vec::new();
     for r in rows {
@@ -247,19 +246,12 @@ pub fn chart(rows: &[Row]) -> Result<String, BenchError> {
             sizes.push(r.nodes);
         }
     }
-    let colour = |i: usize| Palette99::pick(i).to_rgba();
-    let slot = 0.8 / algorithms.len().max(1) as f64;
     let mut out = String::new();
     {
-        let root = SVGBackend::with_string(&mut out, crate::charts::SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let root =
+            SVGBackend::with_string(&mut out, crate::report::charts::SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| chart_error(&e))?;
         let panels = root.split_evenly((1, 2));
-        type Metric = (
-            &'static str,
-            &'static str,
-            fn(&Row) -> f64,
-            fn(f64) -> String,
-        );
         let metrics: [Metric; 2] = [
             (
                 "Lookup (ns per key, lower is better)",
@@ -274,69 +266,100 @@ pub fn chart(rows: &[Row]) -> Result<String, BenchError> {
                 |v| format!("{v:.2}"),
             ),
         ];
-        for (panel, (caption, unit, value, shown)) in panels.iter().zip(metrics) {
-            let top = rows.iter().map(value).fold(0.0, f64::max).max(1e-9) * 1.2;
-            let mut chart = ChartBuilder::on(panel)
-                .caption(caption, ("sans-serif", 20))
-                .margin(16)
-                .x_label_area_size(40)
-                .y_label_area_size(70)
-                .build_cartesian_2d(-0.5..sizes.len() as f64 - 0.5, 0.0..top)
-                .map_err(|e| err(&e))?;
-            chart
-                .configure_mesh()
-                .disable_x_mesh()
-                .x_labels(sizes.len())
-                .x_label_formatter(&|x| {
-                    let i = x.round();
-                    match sizes.get(i as usize) {
-                        Some(n) if (x - i).abs() < 1e-6 && i >= 0.0 => format!("{n} nodes"),
-                        _ => String::new(),
-                    }
-                })
-                .y_desc(unit)
-                .draw()
-                .map_err(|e| err(&e))?;
-            for (a, name) in algorithms.iter().enumerate() {
-                let c = colour(a);
-                let bars = sizes.iter().enumerate().filter_map(|(s, n)| {
-                    let r = rows
-                        .iter()
-                        .find(|r| r.algorithm == *name && r.nodes == *n)?;
-                    let left = s as f64 - 0.4 + a as f64 * slot + slot * 0.08;
-                    Some(Rectangle::new(
-                        [(left, 0.0), (left + slot * 0.84, value(r))],
-                        c.filled(),
-                    ))
-                });
-                chart
-                    .draw_series(bars)
-                    .map_err(|e| err(&e))?
-                    .label(*name)
-                    .legend(move |(x, y)| {
-                        Rectangle::new([(x, y - 6), (x + 14, y + 6)], c.filled())
-                    });
-                // Each bar's value above it: a bar too short to see still reads.
-                let values = sizes.iter().enumerate().filter_map(|(s, n)| {
-                    let r = rows
-                        .iter()
-                        .find(|r| r.algorithm == *name && r.nodes == *n)?;
-                    let centre = s as f64 - 0.4 + a as f64 * slot + slot * 0.5;
-                    let style = ("sans-serif", 12).into_font().color(&BLACK).pos(
-                        plotters::style::text_anchor::Pos::new(
-                            plotters::style::text_anchor::HPos::Center,
-                            plotters::style::text_anchor::VPos::Bottom,
-                        ),
-                    );
-                    Some(Text::new(shown(value(r)), (centre, value(r)), style))
-                });
-                chart.draw_series(values).map_err(|e| err(&e))?;
-            }
-            crate::charts::legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
+        for (panel, metric) in panels.iter().zip(metrics) {
+            draw_panel(panel, rows, &algorithms, &sizes, metric)?;
         }
-        root.present().map_err(|e| err(&e))?;
+        root.present().map_err(|e| chart_error(&e))?;
     }
     Ok(out)
+}
+
+/// What one panel of [`chart`] shows: its caption, its unit, a row's value and how a value is
+/// written above its bar.
+type Metric = (
+    &'static str,
+    &'static str,
+    fn(&Row) -> f64,
+    fn(f64) -> String,
+);
+
+fn chart_error(e: &dyn std::fmt::Display) -> BenchError {
+    BenchError::Invalid(format!("chart: {e}"))
+}
+
+/// Draws one panel of [`chart`]: a group of bars per cluster size (`sizes`), a bar and colour
+/// per algorithm (`algorithms`), each bar's value above it, and the legend.
+fn draw_panel(
+    panel: &plotters::prelude::DrawingArea<
+        plotters::prelude::SVGBackend<'_>,
+        plotters::coord::Shift,
+    >,
+    rows: &[Row],
+    algorithms: &[&str],
+    sizes: &[usize],
+    (caption, unit, value, shown): Metric,
+) -> Result<(), BenchError> {
+    use plotters::prelude::*;
+
+    let err = chart_error;
+    let colour = |i: usize| Palette99::pick(i).to_rgba();
+    let slot = 0.8 / algorithms.len().max(1) as f64;
+    let top = rows.iter().map(value).fold(0.0, f64::max).max(1e-9) * 1.2;
+    let mut chart = ChartBuilder::on(panel)
+        .caption(caption, ("sans-serif", 20))
+        .margin(16)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(-0.5..sizes.len() as f64 - 0.5, 0.0..top)
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(sizes.len())
+        .x_label_formatter(&|x| {
+            let i = x.round();
+            match sizes.get(i as usize) {
+                Some(n) if (x - i).abs() < 1e-6 && i >= 0.0 => format!("{n} nodes"),
+                _ => String::new(),
+            }
+        })
+        .y_desc(unit)
+        .draw()
+        .map_err(|e| err(&e))?;
+    for (a, name) in algorithms.iter().enumerate() {
+        let c = colour(a);
+        let bars = sizes.iter().enumerate().filter_map(|(s, n)| {
+            let r = rows
+                .iter()
+                .find(|r| r.algorithm == *name && r.nodes == *n)?;
+            let left = s as f64 - 0.4 + a as f64 * slot + slot * 0.08;
+            Some(Rectangle::new(
+                [(left, 0.0), (left + slot * 0.84, value(r))],
+                c.filled(),
+            ))
+        });
+        chart
+            .draw_series(bars)
+            .map_err(|e| err(&e))?
+            .label(*name)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], c.filled()));
+        // Each bar's value above it: a bar too short to see still reads.
+        let values = sizes.iter().enumerate().filter_map(|(s, n)| {
+            let r = rows
+                .iter()
+                .find(|r| r.algorithm == *name && r.nodes == *n)?;
+            let centre = s as f64 - 0.4 + a as f64 * slot + slot * 0.5;
+            let style = ("sans-serif", 12).into_font().color(&BLACK).pos(
+                plotters::style::text_anchor::Pos::new(
+                    plotters::style::text_anchor::HPos::Center,
+                    plotters::style::text_anchor::VPos::Bottom,
+                ),
+            );
+            Some(Text::new(shown(value(r)), (centre, value(r)), style))
+        });
+        chart.draw_series(values).map_err(|e| err(&e))?;
+    }
+    crate::report::charts::legend(&mut chart, SeriesLabelPosition::UpperLeft)
 }
 
 #[cfg(test)]

@@ -20,9 +20,9 @@ use std::time::Duration;
 
 use indicatif::ProgressBar;
 
+use crate::report::table::{markdown_table, text_table};
 use crate::{
-    markdown_table, measure, measure_crash, text_table, BenchError, ClusterSpec, Contender,
-    Machine, TransportKind, Workload,
+    measure, measure_crash, BenchError, ClusterSpec, Contender, Machine, TransportKind, Workload,
 };
 
 /// Round trips of the default wide-area run, in milliseconds: a rack, two regions of one

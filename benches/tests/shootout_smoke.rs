@@ -4,11 +4,12 @@
 
 use std::time::Duration;
 
+use benches::faults::FAULT_WINDOW;
+use benches::report::json::render_json;
+use benches::report::svg::render_svg;
+use benches::report::table::{cells, render_faults, render_markdown, render_table, COLUMNS};
 use benches::report::Charts;
-use benches::{
-    cells, findings, render_faults, render_json, render_markdown, render_svg, render_table,
-    Machine, Plan, Report, TransportKind, Workload, COLUMNS, FAULT_WINDOW,
-};
+use benches::{findings, FaultRow, Machine, Plan, Report, Row, TransportKind, Workload};
 use indicatif::ProgressBar;
 
 const OPS: u64 = 200;
@@ -56,39 +57,50 @@ async fn every_protocol_completes_on_every_transport_with_every_column_filled() 
         }
     }
     for row in &rows {
-        // Every attempt is answered. Over TCP a leadership change while connections come up
-        // can legitimately refuse a few attempts ("not the leader"); the loop counts them as
-        // errors, so allow a small share, never a majority.
-        assert_eq!(row.ops + row.errors, OPS, "{row:?}");
-        assert!(row.errors * 10 <= OPS, "too many errors: {row:?}");
-        assert_eq!(row.nodes, 3);
-        assert_eq!(row.concurrency, 4);
-        assert!(row.ops_per_sec > 0.0, "{row:?}");
-        assert!(row.p50_us > 0.0 && row.p50_us <= row.p99_us && row.p99_us <= row.max_us);
-        assert!(
-            row.p99_us <= row.p999_us && row.p999_us <= row.max_us,
-            "{row:?}"
-        );
-        assert!(row.msgs_per_op > 0.0, "{row:?}");
-        assert!(row.bytes_per_op > row.msgs_per_op, "{row:?}");
-        assert!(row.records_per_op > 0.0, "{row:?}");
-        assert!(row.syncs_per_op > 0.0, "{row:?}");
-        assert!(row.theory.message_delays >= 2, "{row:?}");
-        assert!(row.theory.messages_per_op > 0.0, "{row:?}");
-        assert!(cells(row).iter().all(|c| !c.is_empty()));
+        check_row(row);
     }
     assert_eq!(progress.position(), rows.iter().map(|r| r.ops).sum::<u64>());
-    let table = render_table(&rows);
+    check_renderings(&rows);
+}
+
+/// Every column of a steady-state row is filled and consistent.
+fn check_row(row: &Row) {
+    // Every attempt is answered. Over TCP a leadership change while connections come up
+    // can legitimately refuse a few attempts ("not the leader"); the loop counts them as
+    // errors, so allow a small share, never a majority.
+    assert_eq!(row.ops + row.errors, OPS, "{row:?}");
+    assert!(row.errors * 10 <= OPS, "too many errors: {row:?}");
+    assert_eq!(row.nodes, 3);
+    assert_eq!(row.concurrency, 4);
+    assert!(row.ops_per_sec > 0.0, "{row:?}");
+    assert!(row.p50_us > 0.0 && row.p50_us <= row.p99_us && row.p99_us <= row.max_us);
+    assert!(
+        row.p99_us <= row.p999_us && row.p999_us <= row.max_us,
+        "{row:?}"
+    );
+    assert!(row.msgs_per_op > 0.0, "{row:?}");
+    assert!(row.bytes_per_op > row.msgs_per_op, "{row:?}");
+    assert!(row.records_per_op > 0.0, "{row:?}");
+    assert!(row.syncs_per_op > 0.0, "{row:?}");
+    assert!(row.theory.message_delays >= 2, "{row:?}");
+    assert!(row.theory.messages_per_op > 0.0, "{row:?}");
+    assert!(cells(row).iter().all(|c| !c.is_empty()));
+}
+
+/// Every rendering of the rows: text, Markdown, JSON, the whole report, the SVG chart, the
+/// charts and the report page.
+fn check_renderings(rows: &[Row]) {
+    let table = render_table(rows);
     assert_eq!(table.lines().count(), rows.len() + 1);
     assert!(COLUMNS
         .iter()
         .all(|c| table.lines().next().unwrap().contains(c)));
-    let markdown = render_markdown(&rows);
+    let markdown = render_markdown(rows);
     assert_eq!(markdown.lines().count(), rows.len() + 2);
-    let json: serde_json::Value = serde_json::from_str(&render_json(&rows).unwrap()).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&render_json(rows).unwrap()).unwrap();
     let objects = json.as_array().unwrap();
     assert_eq!(objects.len(), rows.len());
-    for (object, row) in objects.iter().zip(&rows) {
+    for (object, row) in objects.iter().zip(rows) {
         assert_eq!(object["protocol"], row.protocol.as_str());
         assert_eq!(object["ops"], row.ops);
         assert!(object["transport"] == "memory" || object["transport"] == "tcp");
@@ -96,8 +108,8 @@ async fn every_protocol_completes_on_every_transport_with_every_column_filled() 
     let report = Report {
         machine: Machine::describe(),
         setup: "tiny".into(),
-        findings: findings(&rows),
-        rows: rows.clone(),
+        findings: findings(rows),
+        rows: rows.to_vec(),
         faults: Vec::new(),
         hashring: benches::hashring::rows(&[10], 1000),
     };
@@ -106,7 +118,7 @@ async fn every_protocol_completes_on_every_transport_with_every_column_filled() 
     let json: serde_json::Value = serde_json::from_str(&report.json().unwrap()).unwrap();
     assert!(json["machine"]["cores"].as_u64().unwrap() >= 1);
     assert_eq!(json["rows"].as_array().unwrap().len(), rows.len());
-    let svg = render_svg(&rows).unwrap();
+    let svg = render_svg(rows).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("raft 3n 4c"));
     // The charts and the report page, from real rows.
     let charts = Charts::of(&report, false).unwrap();
@@ -162,25 +174,7 @@ async fn crash_scenario_measures_the_outage() {
         }
     }
     for row in &faults {
-        assert!(row.crashed.is_some(), "{row:?}");
-        assert!(row.ops_before > 0, "{row:?}");
-        match row.protocol.as_str() {
-            "2pc" | "3pc" => {
-                assert_eq!(row.unavailable_ms, None, "{row:?}");
-                assert_eq!(row.ops_after, 0, "{row:?}");
-                // How many transactions 2PC leaves blocked depends on where the crash fell;
-                // 3PC's termination protocol must have decided every one of them.
-                assert!(row.undecided_at_end.is_some(), "{row:?}");
-                if row.protocol == "3pc" {
-                    assert_eq!(row.undecided_at_end, Some(0), "{row:?}");
-                }
-            }
-            _ => {
-                assert!(row.unavailable_ms.is_some(), "{row:?}");
-                assert!(row.ops_after > 0, "{row:?}");
-                assert_eq!(row.undecided_at_end, None, "{row:?}");
-            }
-        }
+        check_crash_row(row);
     }
     for row in &all {
         assert!(row.fault_at_ms > 0.0, "{row:?}");
@@ -194,13 +188,37 @@ async fn crash_scenario_measures_the_outage() {
             row.acks_per_window.len()
         );
     }
-    let chart = benches::charts::crash(&all).unwrap();
+    let chart = benches::report::charts::crash(&all).unwrap();
     for name in ["raft", "multi-paxos", "2pc", "3pc"] {
         assert!(chart.contains(name), "{name} missing from the crash chart");
     }
     let text = render_faults(&all, false);
     assert!(text.contains("not recovered") && text.contains("multi-paxos"));
     assert!(text.contains("slow links") && text.contains("conflicts at end"));
+}
+
+/// A crash row: the replicated logs recover and serve again; the commit protocols do not, and
+/// 3PC leaves nothing undecided.
+fn check_crash_row(row: &FaultRow) {
+    assert!(row.crashed.is_some(), "{row:?}");
+    assert!(row.ops_before > 0, "{row:?}");
+    match row.protocol.as_str() {
+        "2pc" | "3pc" => {
+            assert_eq!(row.unavailable_ms, None, "{row:?}");
+            assert_eq!(row.ops_after, 0, "{row:?}");
+            // How many transactions 2PC leaves blocked depends on where the crash fell;
+            // 3PC's termination protocol must have decided every one of them.
+            assert!(row.undecided_at_end.is_some(), "{row:?}");
+            if row.protocol == "3pc" {
+                assert_eq!(row.undecided_at_end, Some(0), "{row:?}");
+            }
+        }
+        _ => {
+            assert!(row.unavailable_ms.is_some(), "{row:?}");
+            assert!(row.ops_after > 0, "{row:?}");
+            assert_eq!(row.undecided_at_end, None, "{row:?}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

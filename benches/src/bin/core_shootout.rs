@@ -412,6 +412,39 @@ fn write(dir: &Path, report: &Report) -> Result<(), BenchError> {
     Ok(())
 }
 
+/// Every (setup, implementation) the filters of `args` select, in the order they run.
+fn cases(args: &Args) -> Result<Vec<(Setup, Implementation)>, BenchError> {
+    let cases: Vec<(Setup, Implementation)> = SETUPS
+        .iter()
+        .filter(|s| args.replicas.is_none_or(|r| r == s.replicas))
+        .filter(|s| args.in_flight.is_none_or(|w| w == s.in_flight))
+        .flat_map(|&s| Implementation::ALL.iter().map(move |&i| (s, i)))
+        .filter(|(_, i)| args.only.is_empty() || args.only.contains(i))
+        .collect();
+    if cases.is_empty() {
+        return Err(BenchError::Invalid(
+            "no setup and implementation match the filters".into(),
+        ));
+    }
+    Ok(cases)
+}
+
+/// Sets each row's ratio to the best peer's median in its setup (when a peer ran in it).
+fn compare_with_best_peer(rows: &mut [Row]) {
+    for setup in SETUPS {
+        let best_peer = rows
+            .iter()
+            .filter(|r| r.setup == setup && !r.ours)
+            .map(|r| r.median_per_sec)
+            .fold(0.0_f64, f64::max);
+        for row in rows.iter_mut().filter(|r| r.setup == setup) {
+            if best_peer > 0.0 {
+                row.vs_best_peer = Some(row.median_per_sec / best_peer);
+            }
+        }
+    }
+}
+
 fn main() -> Result<(), BenchError> {
     let args = Args::parse();
     let (commands, reps) = if args.quick {
@@ -431,18 +464,7 @@ fn main() -> Result<(), BenchError> {
         machine.cpu, machine.cores
     );
 
-    let cases: Vec<(Setup, Implementation)> = SETUPS
-        .iter()
-        .filter(|s| args.replicas.is_none_or(|r| r == s.replicas))
-        .filter(|s| args.in_flight.is_none_or(|w| w == s.in_flight))
-        .flat_map(|&s| Implementation::ALL.iter().map(move |&i| (s, i)))
-        .filter(|(_, i)| args.only.is_empty() || args.only.contains(i))
-        .collect();
-    if cases.is_empty() {
-        return Err(BenchError::Invalid(
-            "no setup and implementation match the filters".into(),
-        ));
-    }
+    let cases = cases(&args)?;
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); cases.len()];
     for rep in 1..=reps {
         for (case, &(setup, implementation)) in cases.iter().enumerate() {
@@ -467,18 +489,7 @@ fn main() -> Result<(), BenchError> {
         .zip(samples)
         .map(|(&(setup, implementation), s)| summarize(setup, implementation, s))
         .collect();
-    for setup in SETUPS {
-        let best_peer = rows
-            .iter()
-            .filter(|r| r.setup == setup && !r.ours)
-            .map(|r| r.median_per_sec)
-            .fold(0.0_f64, f64::max);
-        for row in rows.iter_mut().filter(|r| r.setup == setup) {
-            if best_peer > 0.0 {
-                row.vs_best_peer = Some(row.median_per_sec / best_peer);
-            }
-        }
-    }
+    compare_with_best_peer(&mut rows);
 
     machine.load_after = load_average();
     println!();

@@ -15,7 +15,7 @@
 //! writes `shootout.md`, `shootout.json` (every figure and the machine), `shootout.svg`
 //! (throughput and p99 latency per protocol), the charts (`shootout-throughput.svg`,
 //! `shootout-latency.svg`, with `--sweep` `shootout-sweep.svg`, with `--faults`
-//! `shootout-crash.svg`; see `benches::charts`) and `index.html`, a self-contained report page
+//! `shootout-crash.svg`; see `benches::report::charts`) and `index.html`, a self-contained report page
 //! with the tables and the charts inlined, into `target/shootout/` (unless `--quick`; `--out-dir`
 //! chooses another directory), and prints where. `--write-docs` writes them into `docs/` instead, the committed copies the
 //! README quotes. With `--rtt-ms`, it runs the wide-area scenario instead (`benches::wan`:
@@ -35,12 +35,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use benches::report::svg::render_svg;
+use benches::report::table::{render_faults, render_table};
 use benches::report::{self, Charts};
 use benches::wan::{self, WanPlan, WanReport};
-use benches::{
-    findings, render_faults, render_svg, render_table, Machine, Plan, Report, TransportKind,
-    Workload,
-};
+use benches::{findings, Machine, Plan, Report, TransportKind, Workload};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 

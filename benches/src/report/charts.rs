@@ -15,7 +15,8 @@ use std::collections::BTreeMap;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::{BenchError, FaultRow, Row, TransportKind, FAULT_WINDOW};
+use crate::faults::FAULT_WINDOW;
+use crate::{BenchError, FaultRow, Row, TransportKind};
 
 /// Size of each chart, in pixels.
 pub const SIZE: (u32, u32) = (1200, 560);
@@ -273,16 +274,17 @@ pub fn latency(rows: &[Row]) -> Result<String, BenchError> {
     })
 }
 
-/// The latency–throughput curve of each protocol (and cluster size, and transport when there
-/// are several): one point per concurrency level, p99 latency (log scale) against throughput,
-/// each point labelled with its clients.
-pub fn sweep(rows: &[Row]) -> Result<String, BenchError> {
+/// The rows of `rows` by curve of [`sweep`]: one per protocol (in the order of `names`), and
+/// per cluster size and transport when `rows` has several; each with its label and protocol.
+type Curves<'a> = BTreeMap<(usize, String), (String, Vec<&'a Row>)>;
+
+/// Groups `rows` into the curves of [`sweep`].
+fn curves<'a>(rows: &'a [Row], names: &[&str]) -> Curves<'a> {
     let several_sizes = rows.iter().any(|r| r.nodes != rows[0].nodes);
     let several_transports = rows
         .iter()
         .any(|r| (r.transport, r.durable) != (rows[0].transport, rows[0].durable));
-    let mut curves: BTreeMap<(usize, String), (String, Vec<&Row>)> = BTreeMap::new();
-    let names = protocols(rows.iter().map(|r| r.protocol.as_str()));
+    let mut curves = Curves::new();
     for r in rows {
         let mut label = r.protocol.clone();
         if several_sizes {
@@ -302,6 +304,15 @@ pub fn sweep(rows: &[Row]) -> Result<String, BenchError> {
             .1
             .push(r);
     }
+    curves
+}
+
+/// The latency–throughput curve of each protocol (and cluster size, and transport when there
+/// are several): one point per concurrency level, p99 latency (log scale) against throughput,
+/// each point labelled with its clients.
+pub fn sweep(rows: &[Row]) -> Result<String, BenchError> {
+    let names = protocols(rows.iter().map(|r| r.protocol.as_str()));
+    let curves = curves(rows, &names);
     let right = rows
         .iter()
         .map(|r| r.ops_per_sec)
@@ -370,17 +381,12 @@ pub fn sweep(rows: &[Row]) -> Result<String, BenchError> {
 /// A labelled line of a chart: its label, colour and points.
 type Series = (String, RGBColor, Vec<(f64, f64)>);
 
-/// Throughput around the crash: acknowledged ops/s in each 10 ms window, against the time from
-/// the crash, one line per protocol (crash rows of the fault scenarios only).
-pub fn crash(faults: &[FaultRow]) -> Result<String, BenchError> {
-    let crashes: Vec<&FaultRow> = faults
-        .iter()
-        .filter(|f| f.scenario == "crash" && f.crashed.is_some() && !f.acks_per_window.is_empty())
-        .collect();
-    let names = protocols(crashes.iter().map(|f| f.protocol.as_str()));
+/// One line per crash row: acknowledged ops/s in each window, against the time from the
+/// crash; the label names the cluster size when a protocol ran on several, and TCP.
+fn crash_series(crashes: &[&FaultRow], names: &[&str]) -> Vec<Series> {
     let window_ms = FAULT_WINDOW.as_secs_f64() * 1e3;
     let per_sec = 1e3 / window_ms;
-    let series: Vec<Series> = crashes
+    crashes
         .iter()
         .map(|f| {
             let mut label = f.protocol.clone();
@@ -404,9 +410,20 @@ pub fn crash(faults: &[FaultRow]) -> Result<String, BenchError> {
                     )
                 })
                 .collect();
-            (label, colour(&f.protocol, &names), points)
+            (label, colour(&f.protocol, names), points)
         })
+        .collect()
+}
+
+/// Throughput around the crash: acknowledged ops/s in each 10 ms window, against the time from
+/// the crash, one line per protocol (crash rows of the fault scenarios only).
+pub fn crash(faults: &[FaultRow]) -> Result<String, BenchError> {
+    let crashes: Vec<&FaultRow> = faults
+        .iter()
+        .filter(|f| f.scenario == "crash" && f.crashed.is_some() && !f.acks_per_window.is_empty())
         .collect();
+    let names = protocols(crashes.iter().map(|f| f.protocol.as_str()));
+    let series = crash_series(&crashes, &names);
     let xs = series
         .iter()
         .flat_map(|(_, _, p)| p.iter().map(|(x, _)| *x));

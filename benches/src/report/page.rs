@@ -5,7 +5,10 @@
 
 use std::fmt::Write as _;
 
-use crate::{cells, charts, fault_cells, BenchError, Report, COLUMNS, FAULT_COLUMNS};
+use super::charts;
+use super::table::{cells, fault_cells, COLUMNS, FAULT_COLUMNS};
+use super::Report;
+use crate::BenchError;
 
 /// The charts of one shootout run, as SVG documents.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -190,27 +193,7 @@ pub fn html(report: &Report, charts: &Charts, command: &str) -> String {
         }
         out.push_str("</ul>\n");
     }
-    if !report.faults.is_empty() {
-        out.push_str("<h2>Faults: a crash, and slow links</h2>\n");
-        let body: Vec<Vec<String>> = report
-            .faults
-            .iter()
-            .map(|r| fault_cells(r).to_vec())
-            .collect();
-        table(&mut out, &FAULT_COLUMNS, &body, 3);
-        out.push_str("<ul>\n");
-        for r in &report.faults {
-            let _ = writeln!(
-                out,
-                "<li>{} ({}), {} nodes: {}</li>",
-                escape(&r.protocol),
-                escape(&r.scenario),
-                r.nodes,
-                escape(&r.note)
-            );
-        }
-        out.push_str("</ul>\n");
-    }
+    faults_section(&mut out, report);
     if !report.hashring.is_empty() {
         let _ = writeln!(
             out,
@@ -222,6 +205,32 @@ pub fn html(report: &Report, charts: &Charts, command: &str) -> String {
     out.push_str(SUMMARY_SCRIPT);
     out.push_str("</body>\n</html>\n");
     out
+}
+
+/// The fault scenarios' table and notes, when they ran.
+fn faults_section(out: &mut String, report: &Report) {
+    if report.faults.is_empty() {
+        return;
+    }
+    out.push_str("<h2>Faults: a crash, and slow links</h2>\n");
+    let body: Vec<Vec<String>> = report
+        .faults
+        .iter()
+        .map(|r| fault_cells(r).to_vec())
+        .collect();
+    table(out, &FAULT_COLUMNS, &body, 3);
+    out.push_str("<ul>\n");
+    for r in &report.faults {
+        let _ = writeln!(
+            out,
+            "<li>{} ({}), {} nodes: {}</li>",
+            escape(&r.protocol),
+            escape(&r.scenario),
+            r.nodes,
+            escape(&r.note)
+        );
+    }
+    out.push_str("</ul>\n");
 }
 
 #[cfg(test)]
