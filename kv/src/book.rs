@@ -32,8 +32,8 @@ pub struct AddressBook {
     pub removed: BTreeSet<NodeId>,
 }
 
-/// Where [`KvMachine`] publishes its address book after each change (not replicated state: each
-/// node's own hook). Clones share the channel.
+/// Where [`KvMachine`](crate::KvMachine) publishes its address book after each change (not
+/// replicated state: each node's own hook). Clones share the channel.
 #[derive(Clone, Default)]
 pub struct BookWatch(pub(crate) Option<Arc<tokio::sync::watch::Sender<AddressBook>>>);
 

@@ -34,9 +34,9 @@ pub enum KvOp {
         /// The value to set.
         new: Option<String>,
     },
-    /// Records where replica `id` is reached, in the [`AddressBook`]; outputs the previous
-    /// peer address. Refused ([`KvOutput::Refused`]) for an id removed before. Written by
-    /// `member add`; a node refuses it as a plain client write.
+    /// Records where replica `id` is reached, in the [`AddressBook`](crate::AddressBook);
+    /// outputs the previous peer address. Refused ([`KvOutput::Refused`]) for an id removed
+    /// before. Written by `member add`; a node refuses it as a plain client write.
     Register {
         /// The replica.
         id: NodeId,

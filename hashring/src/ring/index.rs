@@ -7,8 +7,8 @@ use crate::membership::MEMBERS_MAX;
 
 /// How many distinct owners each virtual node's record lists: the first
 /// `PREFERENCE_TABLE_LEN` distinct nodes clockwise from it, its own owner first. A
-/// [`PreferenceList`] of at most this many nodes (Dynamo's usual N = 3) is read from one record,
-/// without walking the ring; a longer one walks. Three keeps a record at 8 bytes (with a 16-bit
+/// [`PreferenceList`](super::PreferenceList) of at most this many nodes (Dynamo's usual N = 3)
+/// is read from one record, without walking the ring; a longer one walks. Three keeps a record at 8 bytes (with a 16-bit
 /// position suffix); five or six made records 12 or 16 bytes and lookups measurably slower.
 pub const PREFERENCE_TABLE_LEN: usize = 3;
 
