@@ -77,16 +77,16 @@ pub enum ClientRequest {
     /// The cluster's members and where they are reached, as this node knows them; answered
     /// [`ClientReply::Members`] by any node.
     Members,
-    /// Adds a replica (leader only): the command's [`KvOp::Register`] records its addresses
-    /// through the log (exactly once per client session), then the replica joins the protocol's
-    /// configuration (Raft: as a learner; Multi-Paxos: as a member). Answered
-    /// [`ClientReply::Members`].
+    /// Adds a replica (leader only): the command's [`KvOp::Register`](crate::KvOp::Register)
+    /// records its addresses through the log (exactly once per client session), then the replica
+    /// joins the protocol's configuration (Raft: as a learner; Multi-Paxos: as a member).
+    /// Answered [`ClientReply::Members`].
     AddMember(KvCommand),
     /// Makes a Raft learner a voter (leader only). Answered [`ClientReply::Members`].
     PromoteMember(NodeId),
     /// Removes a replica (leader only): it leaves the protocol's configuration, then the
-    /// command's [`KvOp::Deregister`] drops it from the address book and every transport.
-    /// Answered [`ClientReply::Members`].
+    /// command's [`KvOp::Deregister`](crate::KvOp::Deregister) drops it from the address book
+    /// and every transport. Answered [`ClientReply::Members`].
     RemoveMember(KvCommand),
     /// Hands leadership to a voter (Raft; the leader runs it). Answered [`ClientReply::Members`]
     /// once the target leads.

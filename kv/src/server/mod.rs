@@ -22,6 +22,7 @@
 //! leadership hand-over); `membership.rs` where the replicas are (the address book's follower
 //! and the cluster a node starts or joins); `clients.rs` the client port and its limits.
 
+// The submodules take these imports with `use super::*`: one list for the whole service.
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
