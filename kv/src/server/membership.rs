@@ -20,6 +20,28 @@ pub(super) struct Directory {
 }
 
 impl Directory {
+    /// What a node knows as it starts: its options and the cluster it starts in, the address
+    /// its transport bound, and the address book's channel.
+    pub(super) fn new(
+        options: &NodeOptions,
+        topology: &Topology,
+        listen: SocketAddr,
+        book: watch::Receiver<AddressBook>,
+    ) -> Self {
+        Directory {
+            protocol: options.protocol,
+            id: options.id,
+            listen,
+            client_listen: options.client_listen,
+            peers: topology.peers.clone(),
+            initial: match options.protocol {
+                Protocol::Raft => Vec::new(),
+                Protocol::Paxos => topology.initial.clone(),
+            },
+            book,
+        }
+    }
+
     pub(super) fn info(
         &self,
         leader: Option<NodeId>,

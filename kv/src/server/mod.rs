@@ -148,7 +148,7 @@ pub async fn run(options: NodeOptions) -> Result<(), ServeError> {
     if let Some(tick) = tuning.tick().map_err(ServeError::Config)? {
         driver_config.tick = tick;
     }
-    let (raft_config, paxos_config) = consensus_configs(&options, &topology)?;
+    let configs = consensus_configs(&options, &topology)?;
     let transport = TcpTransport::start(tcp).await?;
     let (book_tx, book_rx) = watch::channel(AddressBook::default());
     tokio::spawn(follow_address_book(
@@ -156,20 +156,8 @@ pub async fn run(options: NodeOptions) -> Result<(), ServeError> {
         transport.peers(),
         options.id,
     ));
-    let directory = Directory {
-        protocol: options.protocol,
-        id: options.id,
-        listen: transport.local_addr(),
-        client_listen: options.client_listen,
-        peers: topology.peers.clone(),
-        initial: match options.protocol {
-            Protocol::Raft => Vec::new(),
-            Protocol::Paxos => topology.initial.clone(),
-        },
-        book: book_rx,
-    };
+    let directory = Directory::new(&options, &topology, transport.local_addr(), book_rx);
     let metrics = Metrics::new();
-    let configs = (raft_config, paxos_config);
     let backend = start_backend(
         &options,
         configs,
