@@ -60,6 +60,7 @@ fn assert_distinct(placement: &Placement) {
 
 /// One membership change: prints the files that move and asserts that exactly those move, in
 /// the way the change allows. `added` / `removed` name the node that joined or left.
+// Kept whole: the example prints and checks one change in the order a reader follows it.
 fn rebalance(
     files: &[String],
     before: &Ring<String>,

@@ -306,6 +306,7 @@ async fn run_kv(
     .await
 }
 
+// Kept whole: start etcd, load it, measure and stop it are one sequence over the same process.
 async fn run_etcd(etcd: &Path, dir: &Path, clients: usize, secs: u64) -> Row {
     let addrs = free_addrs(6);
     let cluster = (1..=3)

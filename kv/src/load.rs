@@ -194,23 +194,7 @@ impl Load {
             } else {
                 // A write to a key of this client's own, read back at the end.
                 let key = format!("{}own-{id}-{n}", o.key_prefix);
-                let input = KvInput::Put {
-                    key: key.clone(),
-                    value: value.clone(),
-                };
-                let op = self.recorder.invoke(id, input);
-                let outcome = client
-                    .write(KvOp::Put {
-                        key: key.clone(),
-                        value: value.clone(),
-                    })
-                    .await;
-                if matches!(outcome, CallOutcome::Ok(_)) {
-                    if let Ok(mut acked) = self.acked_writes.lock() {
-                        acked.insert(key, value);
-                    }
-                }
-                (op, outcome)
+                self.own_write(&mut client, key, value).await
             };
             if matches!(outcome, CallOutcome::Ok(_)) {
                 let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -220,6 +204,33 @@ impl Load {
             }
             self.complete(input, is_read, outcome);
         }
+    }
+
+    /// Writes `value` to `key`, a key of this client's own, recording it to be read back at the
+    /// end once acknowledged. Returns the operation's id in the history and the outcome.
+    async fn own_write(
+        &self,
+        client: &mut KvClient,
+        key: String,
+        value: String,
+    ) -> (u64, CallOutcome) {
+        let input = KvInput::Put {
+            key: key.clone(),
+            value: value.clone(),
+        };
+        let op = self.recorder.invoke(client.id(), input);
+        let outcome = client
+            .write(KvOp::Put {
+                key: key.clone(),
+                value: value.clone(),
+            })
+            .await;
+        if matches!(outcome, CallOutcome::Ok(_)) {
+            if let Ok(mut acked) = self.acked_writes.lock() {
+                acked.insert(key, value);
+            }
+        }
+        (op, outcome)
     }
 
     fn complete(&self, op: u64, is_read: bool, outcome: CallOutcome) {

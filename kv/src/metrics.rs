@@ -120,52 +120,66 @@ impl Metrics {
             fsync_batch_records: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
             driver: DriverCounters::default(),
         };
+        m.register_node(&mut registry);
+        m.register_driver(&mut registry);
+        Metrics {
+            registry: Arc::new(registry),
+            ..m
+        }
+    }
+
+    /// Registers the node's own metrics: its role and log, the client port, latencies.
+    fn register_node(&self, registry: &mut Registry) {
         registry.register(
             "kv_is_leader",
             "Whether this node leads (1) or not (0)",
-            m.is_leader.clone(),
+            self.is_leader.clone(),
         );
         registry.register(
             "kv_term",
             "Raft's term, or Multi-Paxos's ballot round",
-            m.term.clone(),
+            self.term.clone(),
         );
         registry.register(
             "kv_commit_index",
             "How far the log is committed",
-            m.commit_index.clone(),
+            self.commit_index.clone(),
         );
         registry.register(
             "kv_applied_index",
             "How far the log is applied",
-            m.applied_index.clone(),
+            self.applied_index.clone(),
         );
         registry.register(
             "kv_peer_lag_entries",
             "Entries a follower is behind the leader",
-            m.peer_lag.clone(),
+            self.peer_lag.clone(),
         );
         registry.register(
             "kv_client_connections",
             "Open client connections",
-            m.client_connections.clone(),
+            self.client_connections.clone(),
         );
         registry.register(
             "kv_proposal_latency_seconds",
             "A write, from request to answer",
-            m.proposal_latency.clone(),
+            self.proposal_latency.clone(),
         );
         registry.register(
             "kv_fsync_latency_seconds",
             "One sync of the write-ahead log",
-            m.fsync_latency.clone(),
+            self.fsync_latency.clone(),
         );
         registry.register(
             "kv_fsync_batch_records",
             "Records made durable by one sync",
-            m.fsync_batch_records.clone(),
+            self.fsync_batch_records.clone(),
         );
-        let d = &m.driver;
+    }
+
+    /// Registers the driver's counters.
+    fn register_driver(&self, registry: &mut Registry) {
+        let d = &self.driver;
         registry.register(
             "kv_messages_sent",
             "Messages handed to the transport",
@@ -187,10 +201,6 @@ impl Metrics {
             "Client requests taken by the node",
             d.requests.clone(),
         );
-        Metrics {
-            registry: Arc::new(registry),
-            ..m
-        }
     }
 
     /// Sets the node's gauges and moves the driver's counters to `stats`.

@@ -63,6 +63,7 @@ impl Drop for Tmpfs {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Long on purpose: one scenario against real processes, read top to bottom, over one cluster.
 async fn a_full_disk_stops_the_node_and_it_recovers_when_space_returns() {
     let mut cluster = Cluster::prepared("raft");
     // Default snapshot settings: the log, not a snapshot file, is what fills the disk.

@@ -21,6 +21,7 @@ mod support;
 
 use support::*;
 
+// Long on purpose: one scenario against real processes, read top to bottom, over one cluster.
 async fn kill_the_leader_again_and_again(protocol: &'static str) {
     let kills = env_u64("KV_KILLS", 10);
     let seed = env_u64("KV_SEED", 7);
@@ -196,6 +197,7 @@ async fn paxos_cluster_survives_leader_kills_with_a_linearizable_history() {
 /// writes and reads through them. A configuration mistake stops a node at once with exit code 2
 /// and one error naming the field.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Long on purpose: one scenario against real processes, read top to bottom, over one cluster.
 async fn a_cluster_starts_from_config_files_with_host_names() {
     let dir = tempfile::tempdir().unwrap();
     let addrs = free_addrs(3 * NODES as usize);

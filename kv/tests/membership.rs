@@ -55,6 +55,7 @@ fn sorted(ids: &[NodeId]) -> Vec<NodeId> {
     ids
 }
 
+// Long on purpose: one scenario against real processes, read top to bottom, over one cluster.
 async fn grow_and_shrink_under_load(protocol: &'static str) {
     let raft = protocol == "raft";
     let mut cluster = Cluster::with_spares(protocol, 2);

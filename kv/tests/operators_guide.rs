@@ -38,6 +38,7 @@ fn guide_script() -> String {
 }
 
 #[test]
+// Long on purpose: it runs the guide's blocks in the guide's order, and the order is the test.
 fn the_operators_guide_runs_as_written() {
     let dir = tempfile::tempdir().unwrap();
     let script = guide_script().replace("/tmp/kv", dir.path().to_str().unwrap());

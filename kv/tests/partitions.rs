@@ -64,6 +64,7 @@ async fn wait_progress(load: &Load, cluster: &Cluster, what: &str) {
     support::wait_progress(load, cluster, PROGRESS_OPS, RECOVERY_MAX, what).await;
 }
 
+// Long on purpose: one run against real processes, read top to bottom, over one cluster.
 async fn nemesis(protocol: &'static str) {
     let seed = env_u64("KV_SEED", 3);
     let rounds = env_u64("KV_NEMESIS_ROUNDS", 1);

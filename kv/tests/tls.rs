@@ -28,6 +28,7 @@ fn write_pair(dir: &Path, stem: &str, (cert, key): (String, String)) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Long on purpose: one scenario against real processes, read top to bottom, over one cluster.
 async fn a_tls_cluster_serves_its_clients_and_nobody_else() {
     let pki = tempfile::tempdir().unwrap();
     let ca = TestCa::new();

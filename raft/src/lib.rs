@@ -57,8 +57,9 @@
 //!
 //! [`RaftNode`] implements [`common::Node`] (like raft-rs's `RawNode`): feed it messages, client
 //! requests and ticks, and release the effects it puts in an [`common::Outbox`]: first make its
-//! records durable, then send its messages and deliver its responses. The [`testing::Cluster`]
-//! harness does exactly that in one thread, deterministically:
+//! records durable, then send its messages and deliver its responses. The `testing::Cluster`
+//! harness (feature `testing`, off by default) does exactly that in one thread,
+//! deterministically:
 //!
 //! ```
 //! use raft::kv::{KvCommand, KvOutput, KvStore};
@@ -165,8 +166,8 @@
 //!   and transfers, checking every property. `sim_slow_network.rs` runs long message delays and
 //!   drifting clocks, with a leader crash, against the timeouts sized for them.
 //!   `SIM_SEEDS=n` runs more seeds, `SIM_SEED=n` replays the seed a failure names.
-//! - `src/core/tests.rs`: unit tests asserting the exact records, messages and responses of a
-//!   step.
+//! - `src/core/tests/`: unit tests asserting the exact records, messages and responses of a
+//!   step, one file per sub-protocol.
 //!
 //! # Performance
 //!
@@ -236,7 +237,7 @@
 //!   entries of 32 bytes, and so do its records, which is more than the caches hold.
 //!
 //! The same changes took the criterion group `raft_core` (three cores pumped in one thread by
-//! [`testing::Cluster`], `BENCH_FAST=1`, load average about 2) from 2.2 µs per proposal with one
+//! `testing::Cluster`, `BENCH_FAST=1`, load average about 2) from 2.2 µs per proposal with one
 //! in flight and 0.89 µs with 100 to 0.49 µs and 0.14 µs.
 //!
 //! ## Through the driver
@@ -290,16 +291,17 @@
 //!   repository plays the same run in a browser, opened from disk (the trace viewer).
 
 pub mod config;
-pub mod core;
+mod core;
 pub mod error;
 pub mod handle;
 pub mod kv;
 pub mod message;
 pub mod state_machine;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use crate::config::Config;
-pub use crate::core::RaftNode;
+pub use crate::core::{MessageOf, RaftNode, RecordOf, RequestOf, ResponseOf};
 pub use crate::error::{RaftError, RecoverError};
 pub use crate::handle::{
     spawn_memory_cluster, spawn_memory_cluster_with, ClientError, RaftClient, RaftHandle,

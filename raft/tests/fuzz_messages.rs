@@ -90,91 +90,106 @@ fn arbitrary_well_formed_messages_never_panic_a_node() {
             let near = |v: u64, bit: u8| if flags & (1 << bit) != 0 { v % 8 } else { v };
             let (a, b, c) = (near(*a, 0), near(*b, 1), near(*c, 2));
             let flag = flags & 0x80 != 0;
-            let entries: Vec<Entry<KvCommand>> = entries
-                .iter()
-                .take(16)
-                .enumerate()
-                .map(|(i, &(t, x))| Entry {
-                    term: near(t, 3),
-                    index: near(x, 4),
-                    payload: match i % 3 {
-                        0 => Payload::Noop,
-                        1 => Payload::Command(KvCommand::Put {
-                            key: format!("k{x}"),
-                            value: "v".into(),
-                        }),
-                        _ => Payload::Membership(Box::new(Membership {
-                            voters: (1..=(x % 5)).collect(),
-                            learners: BTreeSet::new(),
-                            voters_outgoing: None,
-                        })),
-                    },
-                })
-                .collect();
-            let message = match kind % 10 {
-                0 => Message::PreVote {
-                    term: a,
-                    last_log_index: b,
-                    last_log_term: c,
-                },
-                1 => Message::PreVoteResponse {
-                    term: a,
-                    granted: flag,
-                },
-                2 => Message::RequestVote {
-                    term: a,
-                    last_log_index: b,
-                    last_log_term: c,
-                    transfer: flag,
-                },
-                3 => Message::RequestVoteResponse {
-                    term: a,
-                    granted: flag,
-                },
-                4 => Message::AppendEntries {
-                    term: a,
-                    prev_log_index: b,
-                    prev_log_term: c,
-                    entries,
-                    leader_commit: near(b.wrapping_add(c), 5),
-                    read_seq: c,
-                },
-                5 => Message::AppendEntriesResponse {
-                    term: a,
-                    success: flag,
-                    index: b,
-                    conflict: (c % 2 == 0).then_some((c, b)),
-                    last_log_index: c,
-                    read_seq: b,
-                },
-                6 => Message::InstallSnapshot {
-                    term: a,
-                    meta: Box::new(SnapshotMeta {
-                        index: b,
-                        term: c,
-                        bytes: near(b.wrapping_mul(3), 6),
-                        crc32c: a as u32,
-                        membership: Membership {
-                            voters: (1..=3).collect(),
-                            learners: BTreeSet::new(),
-                            voters_outgoing: None,
-                        },
-                    }),
-                    offset: near(c, 7),
-                    data: vec![0; (c % 64) as usize],
-                    done: flag,
-                },
-                7 => Message::InstallSnapshotResponse {
-                    term: a,
-                    index: b,
-                    next_offset: c,
-                    done: flag,
-                },
-                _ => Message::TimeoutNow { term: a },
-            };
-            survive(message);
+            let entries = arbitrary_entries(entries, &near);
+            survive(arbitrary_message(*kind, (a, b, c), flag, entries, &near));
         },
     );
+}
+
+/// Up to 16 entries from raw `(term, index)` pairs, folded into range by `near`, with every
+/// kind of payload.
+fn arbitrary_entries(raw: &[(u64, u64)], near: &dyn Fn(u64, u8) -> u64) -> Vec<Entry<KvCommand>> {
+    raw.iter()
+        .take(16)
+        .enumerate()
+        .map(|(i, &(t, x))| Entry {
+            term: near(t, 3),
+            index: near(x, 4),
+            payload: match i % 3 {
+                0 => Payload::Noop,
+                1 => Payload::Command(KvCommand::Put {
+                    key: format!("k{x}"),
+                    value: "v".into(),
+                }),
+                _ => Payload::Membership(Box::new(Membership {
+                    voters: (1..=(x % 5)).collect(),
+                    learners: BTreeSet::new(),
+                    voters_outgoing: None,
+                })),
+            },
+        })
+        .collect()
+}
+
+/// A message of each kind (`kind % 10`), its fields taken from `a`, `b`, `c` and `flag`.
+fn arbitrary_message(
+    kind: u8,
+    (a, b, c): (u64, u64, u64),
+    flag: bool,
+    entries: Vec<Entry<KvCommand>>,
+    near: &dyn Fn(u64, u8) -> u64,
+) -> Message<KvCommand> {
+    match kind % 10 {
+        0 => Message::PreVote {
+            term: a,
+            last_log_index: b,
+            last_log_term: c,
+        },
+        1 => Message::PreVoteResponse {
+            term: a,
+            granted: flag,
+        },
+        2 => Message::RequestVote {
+            term: a,
+            last_log_index: b,
+            last_log_term: c,
+            transfer: flag,
+        },
+        3 => Message::RequestVoteResponse {
+            term: a,
+            granted: flag,
+        },
+        4 => Message::AppendEntries {
+            term: a,
+            prev_log_index: b,
+            prev_log_term: c,
+            entries,
+            leader_commit: near(b.wrapping_add(c), 5),
+            read_seq: c,
+        },
+        5 => Message::AppendEntriesResponse {
+            term: a,
+            success: flag,
+            index: b,
+            conflict: (c % 2 == 0).then_some((c, b)),
+            last_log_index: c,
+            read_seq: b,
+        },
+        6 => Message::InstallSnapshot {
+            term: a,
+            meta: Box::new(SnapshotMeta {
+                index: b,
+                term: c,
+                bytes: near(b.wrapping_mul(3), 6),
+                crc32c: a as u32,
+                membership: Membership {
+                    voters: (1..=3).collect(),
+                    learners: BTreeSet::new(),
+                    voters_outgoing: None,
+                },
+            }),
+            offset: near(c, 7),
+            data: vec![0; (c % 64) as usize],
+            done: flag,
+        },
+        7 => Message::InstallSnapshotResponse {
+            term: a,
+            index: b,
+            next_offset: c,
+            done: flag,
+        },
+        _ => Message::TimeoutNow { term: a },
+    }
 }
 
 #[test]

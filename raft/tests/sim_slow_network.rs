@@ -72,59 +72,10 @@ fn link(seed: u64, setup: Setup) -> LinkConfig {
 
 /// One seeded run: elect, serve, lose the leader, elect again, serve again.
 fn run(seed: u64, setup: Setup) -> Result<(), SimError> {
-    let n: u64 = if seed % 2 == 0 { 3 } else { 5 };
-    let members: Vec<NodeId> = (1..=n).collect();
-    let mut sc = SimConfig::new(seed, members.clone());
-    sc.tick_interval = TICK;
-    sc.tick_skew = 1;
-    // Up to 20 % slower clocks, a fixed rate per node.
-    sc.tick_drift_max = TICK / 5;
-    sc.link = link(seed, setup);
-    sc.sync_latency_max = 3;
-    sc.hash_contents = false;
-    let (min, max) = setup.election_timeout_ticks;
-    let mut sim: Sim<N> = Sim::new(sc, move |id| {
-        let mut c = Config::new(id, members.clone());
-        c.seed = seed;
-        c.heartbeat_interval_ticks = HEARTBEAT_TICKS;
-        c.election_timeout_ticks_min = min;
-        c.election_timeout_ticks_max = max;
-        c.into()
-    })?;
+    let mut sim = build_sim(seed, setup)?;
     install_all(&mut sim);
 
-    let mut hint: BTreeMap<u64, NodeId> = BTreeMap::new();
-    let mut seq = 0u64;
-    sim.closed_loop(
-        ClosedLoop {
-            clients: 2,
-            start: 0,
-            // A refused request (node down, not the leader) is retried after a think time, so
-            // the budget lasts through an election.
-            think_min: 20,
-            think_max: 60,
-            requests_max: 2_000,
-            until: END,
-            timeout: Some(1_500),
-        },
-        move |rng, ctx| {
-            let node = hint.entry(ctx.client).or_insert(1);
-            if let Some(last) = ctx.last {
-                match last.outcome.response() {
-                    Some(Response::Failed(
-                        RaftError::NotLeader { leader: Some(l) }
-                        | RaftError::LeadershipLost { leader: Some(l) },
-                    )) => *node = *l,
-                    Some(Response::Applied { .. }) => {}
-                    _ => *node = ctx.nodes[rng.index(ctx.nodes.len()).unwrap_or(0)],
-                }
-            }
-            seq += 1;
-            let key = format!("k{}", rng.index(3).unwrap_or(0));
-            let value = format!("{}.{seq}", ctx.client);
-            Some((*node, Request::Propose(KvCommand::Put { key, value })))
-        },
-    );
+    start_clients(&mut sim);
 
     sim.run_until(CRASH_AT)?;
     let applied = |sim: &Sim<N>, from: u64, to: u64| {
@@ -172,6 +123,66 @@ fn run(seed: u64, setup: Setup) -> Result<(), SimError> {
         return Err(sim.fail_now("no stable leader at the end".into()));
     }
     Ok(())
+}
+
+/// The simulator of one run: 3 or 5 nodes, drifting clocks, the seed's links, and the
+/// election timeouts of `setup`.
+fn build_sim(seed: u64, setup: Setup) -> Result<Sim<N>, SimError> {
+    let n: u64 = if seed % 2 == 0 { 3 } else { 5 };
+    let members: Vec<NodeId> = (1..=n).collect();
+    let mut sc = SimConfig::new(seed, members.clone());
+    sc.tick_interval = TICK;
+    sc.tick_skew = 1;
+    // Up to 20 % slower clocks, a fixed rate per node.
+    sc.tick_drift_max = TICK / 5;
+    sc.link = link(seed, setup);
+    sc.sync_latency_max = 3;
+    sc.hash_contents = false;
+    let (min, max) = setup.election_timeout_ticks;
+    Sim::new(sc, move |id| {
+        let mut c = Config::new(id, members.clone());
+        c.seed = seed;
+        c.heartbeat_interval_ticks = HEARTBEAT_TICKS;
+        c.election_timeout_ticks_min = min;
+        c.election_timeout_ticks_max = max;
+        c.into()
+    })
+}
+
+/// Two closed-loop clients writing through whichever node they last heard is the leader.
+fn start_clients(sim: &mut Sim<N>) {
+    let mut hint: BTreeMap<u64, NodeId> = BTreeMap::new();
+    let mut seq = 0u64;
+    sim.closed_loop(
+        ClosedLoop {
+            clients: 2,
+            start: 0,
+            // A refused request (node down, not the leader) is retried after a think time, so
+            // the budget lasts through an election.
+            think_min: 20,
+            think_max: 60,
+            requests_max: 2_000,
+            until: END,
+            timeout: Some(1_500),
+        },
+        move |rng, ctx| {
+            let node = hint.entry(ctx.client).or_insert(1);
+            if let Some(last) = ctx.last {
+                match last.outcome.response() {
+                    Some(Response::Failed(
+                        RaftError::NotLeader { leader: Some(l) }
+                        | RaftError::LeadershipLost { leader: Some(l) },
+                    )) => *node = *l,
+                    Some(Response::Applied { .. }) => {}
+                    _ => *node = ctx.nodes[rng.index(ctx.nodes.len()).unwrap_or(0)],
+                }
+            }
+            seq += 1;
+            let key = format!("k{}", rng.index(3).unwrap_or(0));
+            let value = format!("{}.{seq}", ctx.client);
+            Some((*node, Request::Propose(KvCommand::Put { key, value })))
+        },
+    );
 }
 
 /// Elections and client outcomes, for failure messages.

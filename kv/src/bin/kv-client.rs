@@ -24,7 +24,9 @@
 //! history format and checks it for linearizability at the end; its keys are prefixed with
 //! `run<client id>/`, so every run starts from absent keys, as the checker assumes.
 
+use std::collections::BTreeMap;
 use std::io::BufWriter;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -32,6 +34,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use common::transport::tls::TlsConfig;
+use common::NodeId;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kv::load::{Load, LoadOptions};
 use kv::net::{parse_nodes, CallOutcome, KvClient, MembersInfo, NodeStatus};
@@ -238,13 +242,6 @@ async fn run(args: Args) -> Result<(), String> {
             no_check,
             conns,
         } => {
-            let mut load = Load::new();
-            if let Some(tls) = &tls {
-                load = load.with_tls(tls.clone());
-            }
-            if conns > 0 {
-                load = load.with_shared_connections(conns);
-            }
             let options = LoadOptions {
                 clients,
                 ops_per_client: ops,
@@ -253,65 +250,89 @@ async fn run(args: Args) -> Result<(), String> {
                 // Fresh keys: the checker assumes every key starts absent.
                 key_prefix: format!("run{client_id}/"),
             };
-            let total = clients.saturating_mul(ops);
-            let progress = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-            if let Ok(style) = ProgressStyle::with_template(
-                "{bar:40} {pos}/{len} operations ({per_sec}, {eta} left)",
-            ) {
-                progress.set_style(style);
-            }
-            let started = Instant::now();
-            {
-                let load = load.clone();
-                let progress = progress.clone();
-                tokio::spawn(async move {
-                    loop {
-                        progress.set_position(load.completed.load(Ordering::Relaxed));
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                });
-            }
-            load.run(&nodes, &options).await;
-            let elapsed = started.elapsed();
-            progress.finish_and_clear();
-            let h = load.recorder.history();
-            if let Some(path) = history {
-                let file =
-                    std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-                h.write_json_lines(BufWriter::new(file))
-                    .map_err(|e| e.to_string())?;
-            }
-            let acknowledged = load.acknowledged.load(Ordering::SeqCst);
-            println!(
-                "{} operations, {} acknowledged",
-                load.completed.load(Ordering::SeqCst),
-                acknowledged,
-            );
-            if let Ok(lat) = load.latency_us.lock() {
-                let ms = |q: f64| lat.value_at_quantile(q) as f64 / 1e3;
-                println!(
-                    "{:.0} acknowledged ops/s over {:.2} s; latency ms: p50 {:.2}, p99 {:.2}, \
-                     p99.9 {:.2}, max {:.2}",
-                    acknowledged as f64 / elapsed.as_secs_f64().max(1e-9),
-                    elapsed.as_secs_f64(),
-                    ms(0.5),
-                    ms(0.99),
-                    ms(0.999),
-                    lat.max() as f64 / 1e3
-                );
-            }
-            if no_check {
-                println!("linearizable: not checked");
-                return Ok(());
-            }
-            let verdict = common::check::check_kv(&h).map_err(|e| e.to_string())?;
-            println!("linearizable: {}", verdict.is_linearizable());
-            if verdict.is_linearizable() {
-                Ok(())
-            } else {
-                Err(format!("history is not linearizable: {verdict:?}"))
-            }
+            run_load(&nodes, &options, tls, conns, history, no_check).await
         }
+    }
+}
+
+/// `kv-client load`: runs the recorded load with `options`, writes its history to `history`
+/// if asked, prints throughput and latency, and checks the history unless `no_check`.
+async fn run_load(
+    nodes: &BTreeMap<NodeId, SocketAddr>,
+    options: &LoadOptions,
+    tls: Option<TlsConfig>,
+    conns: usize,
+    history: Option<PathBuf>,
+    no_check: bool,
+) -> Result<(), String> {
+    let mut load = Load::new();
+    if let Some(tls) = &tls {
+        load = load.with_tls(tls.clone());
+    }
+    if conns > 0 {
+        load = load.with_shared_connections(conns);
+    }
+    let total = options.clients.saturating_mul(options.ops_per_client);
+    let progress = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:40} {pos}/{len} operations ({per_sec}, {eta} left)")
+    {
+        progress.set_style(style);
+    }
+    let started = Instant::now();
+    {
+        let load = load.clone();
+        let progress = progress.clone();
+        tokio::spawn(async move {
+            loop {
+                progress.set_position(load.completed.load(Ordering::Relaxed));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+    }
+    load.run(nodes, options).await;
+    let elapsed = started.elapsed();
+    progress.finish_and_clear();
+    let h = load.recorder.history();
+    if let Some(path) = history {
+        let file = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        h.write_json_lines(BufWriter::new(file))
+            .map_err(|e| e.to_string())?;
+    }
+    print_summary(&load, elapsed);
+    if no_check {
+        println!("linearizable: not checked");
+        return Ok(());
+    }
+    let verdict = common::check::check_kv(&h).map_err(|e| e.to_string())?;
+    println!("linearizable: {}", verdict.is_linearizable());
+    if verdict.is_linearizable() {
+        Ok(())
+    } else {
+        Err(format!("history is not linearizable: {verdict:?}"))
+    }
+}
+
+/// Prints what a load run did: operations, acknowledged ones, throughput and latency.
+fn print_summary(load: &Load, elapsed: Duration) {
+    let acknowledged = load.acknowledged.load(Ordering::SeqCst);
+    println!(
+        "{} operations, {} acknowledged",
+        load.completed.load(Ordering::SeqCst),
+        acknowledged,
+    );
+    if let Ok(lat) = load.latency_us.lock() {
+        let ms = |q: f64| lat.value_at_quantile(q) as f64 / 1e3;
+        println!(
+            "{:.0} acknowledged ops/s over {:.2} s; latency ms: p50 {:.2}, p99 {:.2}, \
+             p99.9 {:.2}, max {:.2}",
+            acknowledged as f64 / elapsed.as_secs_f64().max(1e-9),
+            elapsed.as_secs_f64(),
+            ms(0.5),
+            ms(0.99),
+            ms(0.999),
+            lat.max() as f64 / 1e3
+        );
     }
 }
 

@@ -13,7 +13,8 @@ use std::collections::BTreeSet;
 
 use common::{NodeId, Outbox, RequestId};
 
-use super::{Proposal, RaftNode};
+use super::apply::Proposal;
+use super::RaftNode;
 use crate::error::RaftError;
 use crate::message::{Entry, LogIndex, Membership, Payload, Response, Role};
 use crate::state_machine::StateMachine;

@@ -7,15 +7,20 @@
 //!   the commit rule (§5.3, §5.4);
 //! - `read`: linearizable reads through ReadIndex or a lease (thesis §6.4);
 //! - `snapshot`: log compaction and InstallSnapshot (§7);
+//! - `membership`: learners, single-server changes and joint consensus (§6; thesis §4);
+//! - `apply`: client proposals, applying committed entries and answering the proposals;
+//! - `recovery`: rebuilding a node from its persisted records;
 //! - `log`: the in-memory log.
 //!
-//! This file holds the node's state, the routing of inputs to those parts, recovery, applying
-//! committed entries, and the rejection of bad input.
+//! This file holds the node's state, its accessors, the routing of inputs to those parts, and
+//! the rejection of bad input.
 
+mod apply;
 mod election;
 pub(crate) mod log;
 mod membership;
 mod read;
+mod recovery;
 mod replication;
 mod snapshot;
 
@@ -23,18 +28,19 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use common::snapshot::{
-    IncomingSnapshot, MemSnapshotStore, SnapshotFile, SnapshotReader, SnapshotRetention,
-    SnapshotSource, SnapshotStore,
+    IncomingSnapshot, MemSnapshotStore, SnapshotFile, SnapshotRetention, SnapshotSource,
+    SnapshotStore,
 };
 use common::{protocol, DetRng, Node, NodeId, Outbox, RequestId, Setup};
 
 use crate::config::Config;
-use crate::error::{RaftError, RecoverError};
+use crate::error::RecoverError;
 use crate::message::{
-    Entry, Event, LogIndex, Membership, Message, Metrics, Payload, Record, Rejected, Request,
-    Response, Role, SnapshotMeta, Term,
+    Entry, Event, LogIndex, Membership, Message, Metrics, Record, Rejected, Request, Response,
+    Role, SnapshotMeta, Term,
 };
 use crate::state_machine::StateMachine;
+use apply::Proposal;
 use log::RaftLog;
 use read::PendingRead;
 use replication::{Peers, Progress};
@@ -47,25 +53,6 @@ pub type RequestOf<S> = Request<<S as StateMachine>::Command, <S as StateMachine
 pub type ResponseOf<S> = Response<<S as StateMachine>::Output>;
 /// The record type of a [`RaftNode`] over state machine `S`.
 pub type RecordOf<S> = Record<<S as StateMachine>::Command>;
-
-/// A proposal waiting to be applied.
-#[derive(Debug)]
-struct Proposal {
-    /// Where the entry was appended.
-    index: LogIndex,
-    /// The term the entry was appended in: if the entry applied at its index has another term,
-    /// the proposal was replaced.
-    term: Term,
-    request: RequestId,
-    bytes: usize,
-}
-
-/// What applying one entry produced.
-enum Applied<O> {
-    Noop,
-    Output(O),
-    Membership(Membership),
-}
 
 /// The latest snapshot this node holds.
 struct CurrentSnapshot {
@@ -281,163 +268,6 @@ impl<S: StateMachine> RaftNode<S> {
         }
     }
 
-    /// Applies committed entries to the state machine, in order, answering the proposals made
-    /// here (§5.3: "once an entry is committed, the leader applies it and returns the result").
-    fn apply_committed(&mut self, out: &mut Outbox<Self>) {
-        if self.state_machine_invalid {
-            // Its state is unknown until a snapshot restores: no applies, no reads.
-            return;
-        }
-        if self.applied_index < self.commit_index {
-            self.apply_batch(out);
-        }
-        self.advance_reads(out);
-        self.maybe_snapshot(out);
-    }
-
-    /// Applies the entries from `applied_index + 1` to `commit_index`.
-    fn apply_batch(&mut self, out: &mut Outbox<Self>) {
-        // The state machine takes every command committed by this step as one batch; the
-        // bookkeeping below then walks the same entries, taking their outputs in order.
-        let first = self.applied_index + 1;
-        let last = self.commit_index;
-        self.outputs.clear();
-        let mut commands = 0usize;
-        let mut command_bytes = 0u64;
-        let batch = self
-            .log
-            .range(first, last)
-            .filter_map(|e| match &e.payload {
-                Payload::Command(c) => {
-                    commands += 1;
-                    command_bytes = command_bytes.saturating_add(S::command_bytes(c) as u64);
-                    Some((e.index, c))
-                }
-                _ => None,
-            });
-        self.state_machine.apply_batch(batch, &mut self.outputs);
-        self.state_machine.applied(last);
-        self.log_bytes = self.log_bytes.saturating_add(command_bytes);
-        let held = self.log.snapshot_index() < first && last <= self.log.last_index();
-        if self.role != Role::Leader
-            && held
-            && self.outputs.len() == commands
-            && self.proposals.front().is_none_or(|p| p.index > last)
-        {
-            // Nothing to answer and no configuration to act on (only a leader acts on a
-            // committed one, in `membership_committed`): the walk below would only count.
-            self.applied_index = last;
-            return;
-        }
-        let mut outputs = std::mem::take(&mut self.outputs);
-        let mut outputs_iter = outputs.drain(..);
-        while self.applied_index < last {
-            let index = self.applied_index + 1;
-            let Some(entry) = self.log.entry(index) else {
-                // Unreachable: commit_index never passes the log's end and applied_index never
-                // falls below the snapshot. Stop rather than skip an entry.
-                tracing::error!(
-                    node = self.config.id,
-                    index,
-                    "committed entry missing from the log"
-                );
-                debug_assert!(false, "committed entry {index} missing");
-                return;
-            };
-            let term = entry.term;
-            let applied = match &entry.payload {
-                Payload::Noop => Applied::Noop,
-                Payload::Command(_) => match outputs_iter.next() {
-                    Some(output) => Applied::Output(output),
-                    None => {
-                        debug_assert!(false, "the state machine returned too few outputs");
-                        tracing::error!(
-                            node = self.config.id,
-                            index,
-                            "the state machine returned no output for a command"
-                        );
-                        Applied::Noop
-                    }
-                },
-                Payload::Membership(m) => Applied::Membership(Membership::clone(m)),
-            };
-            self.applied_index = index;
-            let mut joint_request = None;
-            while let Some(p) = self.pop_proposal_through(index) {
-                let at = p.index;
-                self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(p.bytes);
-                let same = at == index && p.term == term;
-                let response = match (&applied, same) {
-                    (Applied::Output(output), true) => Response::Applied {
-                        index,
-                        output: output.clone(),
-                    },
-                    (Applied::Membership(m), true) if m.voters_outgoing.is_some() => {
-                        // The joint configuration is committed; the answer waits for the new
-                        // one (appended below).
-                        joint_request = Some(p.request);
-                        continue;
-                    }
-                    (Applied::Membership(m), true) => Response::MembershipChanged {
-                        index,
-                        membership: Box::new(m.clone()),
-                    },
-                    _ => Response::Failed(RaftError::Dropped { index: at }),
-                };
-                if self.config.parallel_append {
-                    // The entry is committed, so a majority holds it durably (this node
-                    // counted itself only once durable): the answer claims nothing of the
-                    // records this batch still writes.
-                    out.respond_early(p.request, response);
-                } else {
-                    out.respond(p.request, response);
-                }
-            }
-            if let Applied::Membership(m) = applied {
-                if self.membership_committed(index, &m, joint_request, out) {
-                    // Stepped down: a removed leader stops applying as leader; the loop goes
-                    // on as a follower.
-                    continue;
-                }
-            }
-        }
-        drop(outputs_iter);
-        self.outputs = outputs;
-    }
-
-    /// Queues a proposal. Proposals are only made by a leader, at the end of its log, and a
-    /// leader that steps down answers all of its own (`step_down_leader`), so each one comes
-    /// after those queued.
-    fn add_proposal(&mut self, proposal: Proposal) {
-        let in_order = self
-            .proposals
-            .back()
-            .is_none_or(|last| last.index < proposal.index);
-        debug_assert!(in_order, "proposal at {} out of order", proposal.index);
-        if in_order {
-            self.proposals.push_back(proposal);
-            return;
-        }
-        // Unreachable; should it happen, keep the queue sorted rather than lose an answer.
-        tracing::error!(
-            node = self.config.id,
-            index = proposal.index,
-            "proposal out of index order"
-        );
-        let at = self
-            .proposals
-            .partition_point(|p| p.index <= proposal.index);
-        self.proposals.insert(at, proposal);
-    }
-
-    /// The oldest proposal, if its index is at most `index`.
-    fn pop_proposal_through(&mut self, index: LogIndex) -> Option<Proposal> {
-        if self.proposals.front()?.index > index {
-            return None;
-        }
-        self.proposals.pop_front()
-    }
-
     fn reject_unknown(&mut self, from: NodeId) {
         self.rejected.unknown_sender += 1;
         tracing::debug!(
@@ -450,54 +280,6 @@ impl<S: StateMachine> RaftNode<S> {
     fn reject_invalid(&mut self, from: NodeId, why: &str) {
         self.rejected.invalid += 1;
         tracing::warn!(node = self.config.id, from, why, "invalid message rejected");
-    }
-
-    fn handle_propose(&mut self, id: RequestId, command: S::Command, out: &mut Outbox<Self>) {
-        if self.role != Role::Leader {
-            out.respond(
-                id,
-                Response::Failed(RaftError::NotLeader {
-                    leader: self.leader,
-                }),
-            );
-            return;
-        }
-        if let Some(t) = &self.transfer {
-            out.respond(
-                id,
-                Response::Failed(RaftError::TransferInProgress(t.target)),
-            );
-            return;
-        }
-        if self.proposals.len() >= self.config.proposals_pending_max {
-            out.respond(
-                id,
-                Response::Failed(RaftError::Busy("too many pending proposals")),
-            );
-            return;
-        }
-        let bytes = S::command_bytes(&command);
-        if self.uncommitted_bytes.saturating_add(bytes) > self.config.uncommitted_bytes_max {
-            out.respond(
-                id,
-                Response::Failed(RaftError::Busy("too many uncommitted bytes")),
-            );
-            return;
-        }
-        self.uncommitted_bytes += bytes;
-        let index = self.log.last_index() + 1;
-        let entry = Entry {
-            term: self.term,
-            index,
-            payload: Payload::Command(command),
-        };
-        self.add_proposal(Proposal {
-            index,
-            term: self.term,
-            request: id,
-            bytes,
-        });
-        self.append_as_leader(entry, out);
     }
 }
 
@@ -524,86 +306,7 @@ impl<S: StateMachine> Node for RaftNode<S> {
         records: Vec<RecordOf<S>>,
         snapshots: Arc<dyn SnapshotStore>,
     ) -> Result<Self, RecoverError> {
-        let config = setup.config;
-        config.validate()?;
-        let state_machine = (setup.state_machine)()?;
-        let membership = Membership {
-            voters: config.voters.iter().copied().collect(),
-            learners: config.learners.iter().copied().collect(),
-            voters_outgoing: None,
-        };
-        let role = if membership.is_voter(config.id) {
-            Role::Follower
-        } else {
-            Role::Learner
-        };
-        let mut node = RaftNode {
-            rng: DetRng::for_node(config.seed, config.id),
-            snapshot_membership: membership.clone(),
-            known: membership
-                .members()
-                .into_iter()
-                .chain(config.known_nodes.iter().copied())
-                .collect(),
-            membership,
-            membership_history: Vec::new(),
-            term: 0,
-            voted_for: None,
-            log: RaftLog::new(),
-            role,
-            leader: None,
-            commit_index: 0,
-            applied_index: 0,
-            state_machine,
-            election_elapsed_ticks: 0,
-            election_timeout_ticks: config.election_timeout_ticks_min,
-            votes_granted: BTreeSet::new(),
-            votes_refused: BTreeSet::new(),
-            ticks: 0,
-            progress: Peers::default(),
-            peers_scratch: Vec::new(),
-            records_asked: 0,
-            durable_pending: VecDeque::new(),
-            durable_index: 0,
-            heartbeat_elapsed_ticks: 0,
-            check_quorum_elapsed_ticks: 0,
-            read_seq: 0,
-            read_round_wanted: false,
-            read_seq_ticks: VecDeque::new(),
-            lease_until_tick: 0,
-            reads: VecDeque::new(),
-            transfer: None,
-            uncommitted_bytes: 0,
-            proposals: VecDeque::new(),
-            snapshots,
-            retention: SnapshotRetention::default(),
-            snapshot: None,
-            incoming_snapshot: None,
-            state_machine_invalid: false,
-            outputs: Vec::new(),
-            log_bytes: 0,
-            snapshot_retry_at: 0,
-            snapshot_backoff: 0,
-            rejected: Rejected::default(),
-            elections_started: 0,
-            config,
-        };
-        let mut snapshot = None;
-        for record in records {
-            if let Some(named) = node.replay(record)? {
-                snapshot = Some(named);
-            }
-        }
-        node.restore_recovered(snapshot)?;
-        // Everything recovered was read back from storage.
-        node.durable_index = node.log.last_index();
-        node.role = if node.is_voter(node.config.id) {
-            Role::Follower
-        } else {
-            Role::Learner
-        };
-        node.reset_election_timer();
-        Ok(node)
+        Self::recover_from(setup, records, snapshots)
     }
 
     fn checkpoints_durable(&mut self, count: u64) {
@@ -750,135 +453,6 @@ impl<S: StateMachine> Node for RaftNode<S> {
 }
 
 impl<S: StateMachine> RaftNode<S> {
-    /// Replays one persisted record during recovery. A checkpoint's snapshot is not restored
-    /// here but returned, so that only the last one is read (by [`Self::restore_recovered`]).
-    fn replay(
-        &mut self,
-        record: RecordOf<S>,
-    ) -> Result<Option<(SnapshotMeta, SnapshotFile)>, RecoverError> {
-        let corrupt = |s: String| Err(RecoverError::Corrupt(s));
-        match record {
-            Record::HardState { term, voted_for } => {
-                if term < self.term {
-                    return corrupt(format!("term goes back from {} to {term}", self.term));
-                }
-                self.term = term;
-                self.voted_for = voted_for;
-            }
-            Record::Entries(entries) => {
-                for e in entries {
-                    if e.index == 0 || e.index > self.log.last_index() + 1 {
-                        return corrupt(format!(
-                            "entry {} after a log ending at {}",
-                            e.index,
-                            self.log.last_index()
-                        ));
-                    }
-                    if e.index <= self.log.snapshot_index() {
-                        continue;
-                    }
-                    if e.index <= self.log.last_index() {
-                        self.log.truncate_from(e.index);
-                        self.membership_truncated(e.index);
-                    }
-                    if let Payload::Membership(m) = &e.payload {
-                        self.membership_history
-                            .push((e.index, Membership::clone(m)));
-                        self.membership = Membership::clone(m);
-                        self.known.extend(m.members());
-                    }
-                    self.log.push(e);
-                }
-            }
-            Record::Truncate { from } => {
-                if from <= self.log.snapshot_index() {
-                    return corrupt(format!(
-                        "truncation from {from} reaches into the snapshot ending at {}",
-                        self.log.snapshot_index()
-                    ));
-                }
-                self.log.truncate_from(from);
-                self.membership_truncated(from);
-            }
-            Record::Snapshot {
-                term,
-                voted_for,
-                meta,
-                file,
-                entries,
-            } => {
-                self.term = term;
-                self.voted_for = voted_for;
-                self.log = RaftLog::new();
-                self.log.compact(meta.index, meta.term);
-                self.snapshot_membership = meta.membership.clone();
-                self.membership = meta.membership.clone();
-                self.known.extend(meta.membership.members());
-                self.membership_history.clear();
-                for e in entries {
-                    if e.index != self.log.last_index() + 1 {
-                        return corrupt(format!("snapshot entries have a gap at {}", e.index));
-                    }
-                    if let Payload::Membership(m) = &e.payload {
-                        self.membership_history
-                            .push((e.index, Membership::clone(m)));
-                        self.membership = Membership::clone(m);
-                        self.known.extend(m.members());
-                    }
-                    self.log.push(e);
-                }
-                self.commit_index = meta.index;
-                self.applied_index = meta.index;
-                return Ok(Some((*meta, file)));
-            }
-        }
-        Ok(None)
-    }
-
-    /// The end of recovery: opens the snapshot the last checkpoint names and restores the state
-    /// machine from it, unless the state machine had applied that far already (a durable one).
-    /// Then deletes every snapshot file no checkpoint names.
-    fn restore_recovered(
-        &mut self,
-        snapshot: Option<(SnapshotMeta, SnapshotFile)>,
-    ) -> Result<(), RecoverError> {
-        let sm_applied = self.state_machine.applied_index();
-        if let Some((meta, file)) = snapshot {
-            let source = self.snapshots.open(file.id)?;
-            if sm_applied < meta.index {
-                let mut reader = SnapshotReader::new(source.clone(), file)?;
-                self.state_machine
-                    .restore(&mut reader)
-                    .map_err(common::SnapshotError::from)?;
-            }
-            self.retention = SnapshotRetention::recovered(&*self.snapshots, Some(file.id));
-            self.snapshot = Some(CurrentSnapshot { meta, file, source });
-        } else {
-            self.retention = SnapshotRetention::recovered(&*self.snapshots, None);
-        }
-        if sm_applied > self.applied_index {
-            // A durable state machine applied entries past the snapshot before the crash:
-            // they were committed, and are not applied again. (If the log lost some of them
-            // to an unsynced tail, the leader sends them again and they are skipped: applying
-            // only ever moves past `applied_index`.)
-            self.applied_index = sm_applied;
-            self.commit_index = self.commit_index.max(sm_applied.min(self.log.last_index()));
-        }
-        Ok(())
-    }
-
-    /// Fails every pending proposal at `from` or after with `error` (used when a snapshot jumps
-    /// past them and their fate is unknown).
-    fn fail_proposals_through(&mut self, through: LogIndex, out: &mut Outbox<Self>) {
-        while let Some(p) = self.pop_proposal_through(through) {
-            let index = p.index;
-            out.respond(
-                p.request,
-                Response::Failed(RaftError::Indeterminate { index }),
-            );
-        }
-    }
-
     fn emit_leader(&self, out: &mut Outbox<Self>) {
         out.emit(Event::LeaderChanged {
             term: self.term,

@@ -336,21 +336,7 @@ impl<S: StateMachine> RaftNode<S> {
         self.election_elapsed_ticks = 0;
 
         // Never trust the shape of the message.
-        let mut expected = prev_log_index;
-        let mut prev_term = prev_log_term;
-        for e in &entries {
-            expected += 1;
-            if e.index != expected || e.term < prev_term || e.term > self.term {
-                self.reject_invalid(
-                    from,
-                    "AppendEntries entries out of order or from the future",
-                );
-                return;
-            }
-            prev_term = e.term;
-        }
-        if prev_log_term > self.term {
-            self.reject_invalid(from, "AppendEntries prev_log_term from the future");
+        if !self.append_is_well_formed(from, prev_log_index, prev_log_term, &entries) {
             return;
         }
 
@@ -390,39 +376,8 @@ impl<S: StateMachine> RaftNode<S> {
         // Append what is new; replace what conflicts (§5.3: "if an existing entry conflicts
         // with a new one, delete the existing entry and all that follow it").
         let match_index = prev_log_index + entries.len() as u64;
-        // The entries are consecutive (checked above), so those already held (below the
-        // snapshot, or in the log with the same term) are a prefix; every one after it is new.
-        let held = entries
-            .iter()
-            .take_while(|e| {
-                e.index <= self.log.snapshot_index()
-                    || (e.index <= self.log.last_index() && self.log.term(e.index) == Some(e.term))
-            })
-            .count();
-        let mut entries = entries;
-        entries.drain(..held);
-        if let Some(first) = entries.first() {
-            let first = first.index;
-            if first <= self.log.last_index() {
-                if first <= self.commit_index {
-                    self.reject_invalid(from, "AppendEntries replaces a committed entry");
-                    return;
-                }
-                self.log.truncate_from(first);
-                self.membership_truncated(first);
-                self.durable_only_through(first - 1);
-                out.persist(Record::Truncate { from: first });
-                self.asked_durable_through(first - 1);
-            }
-            for e in &entries {
-                if let crate::message::Payload::Membership(m) = &e.payload {
-                    self.membership_appended(e.index, Membership::clone(m), out);
-                }
-                self.log.push(e.clone());
-            }
-            // The message's own buffer becomes the record: no second list of the entries.
-            out.persist(Record::Entries(entries));
-            self.asked_durable_through(self.log.last_index());
+        if !self.append_new_entries(from, entries, out) {
+            return;
         }
         let commit = leader_commit.min(match_index);
         if commit > self.commit_index {
@@ -440,6 +395,83 @@ impl<S: StateMachine> RaftNode<S> {
                 read_seq,
             },
         );
+    }
+
+    /// Whether an AppendEntries is well formed: its entries consecutive from
+    /// `prev_log_index + 1`, their terms not decreasing and none from the future. Counts and
+    /// logs a malformed one.
+    fn append_is_well_formed(
+        &mut self,
+        from: NodeId,
+        prev_log_index: LogIndex,
+        prev_log_term: Term,
+        entries: &[Entry<S::Command>],
+    ) -> bool {
+        let mut expected = prev_log_index;
+        let mut prev_term = prev_log_term;
+        for e in entries {
+            expected += 1;
+            if e.index != expected || e.term < prev_term || e.term > self.term {
+                self.reject_invalid(
+                    from,
+                    "AppendEntries entries out of order or from the future",
+                );
+                return false;
+            }
+            prev_term = e.term;
+        }
+        if prev_log_term > self.term {
+            self.reject_invalid(from, "AppendEntries prev_log_term from the future");
+            return false;
+        }
+        true
+    }
+
+    /// Appends the entries of an AppendEntries that passed the consistency check: those already
+    /// held are skipped, a conflicting suffix is cut (§5.3: "if an existing entry conflicts
+    /// with a new one, delete the existing entry and all that follow it") and the rest
+    /// appended and persisted. False when the message would replace a committed entry.
+    fn append_new_entries(
+        &mut self,
+        from: NodeId,
+        entries: Vec<Entry<S::Command>>,
+        out: &mut Outbox<Self>,
+    ) -> bool {
+        // The entries are consecutive (checked above), so those already held (below the
+        // snapshot, or in the log with the same term) are a prefix; every one after it is new.
+        let held = entries
+            .iter()
+            .take_while(|e| {
+                e.index <= self.log.snapshot_index()
+                    || (e.index <= self.log.last_index() && self.log.term(e.index) == Some(e.term))
+            })
+            .count();
+        let mut entries = entries;
+        entries.drain(..held);
+        if let Some(first) = entries.first() {
+            let first = first.index;
+            if first <= self.log.last_index() {
+                if first <= self.commit_index {
+                    self.reject_invalid(from, "AppendEntries replaces a committed entry");
+                    return false;
+                }
+                self.log.truncate_from(first);
+                self.membership_truncated(first);
+                self.durable_only_through(first - 1);
+                out.persist(Record::Truncate { from: first });
+                self.asked_durable_through(first - 1);
+            }
+            for e in &entries {
+                if let crate::message::Payload::Membership(m) = &e.payload {
+                    self.membership_appended(e.index, Membership::clone(m), out);
+                }
+                self.log.push(e.clone());
+            }
+            // The message's own buffer becomes the record: no second list of the entries.
+            out.persist(Record::Entries(entries));
+            self.asked_durable_through(self.log.last_index());
+        }
+        true
     }
 
     /// The leader side: advance or back off, then send more.
@@ -468,42 +500,7 @@ impl<S: StateMachine> RaftNode<S> {
         p.recent_active = true;
         p.read_seq_acked = p.read_seq_acked.max(read_seq);
         if success {
-            if index > p.match_index {
-                p.match_index = index;
-            }
-            p.next_index = p.next_index.max(p.match_index + 1);
-            while p.inflight.front().is_some_and(|&i| i <= index) {
-                p.inflight.pop_front();
-            }
-            match p.state {
-                ReplicationState::Probe => {
-                    p.state = ReplicationState::Replicate;
-                    p.inflight.clear();
-                    p.next_index = p.match_index + 1;
-                }
-                ReplicationState::Replicate | ReplicationState::Snapshot => {}
-            }
-            let is_voter = self.membership.is_voter(from);
-            if is_voter {
-                self.maybe_commit(out);
-            }
-            self.advance_reads(out);
-            self.maybe_send_timeout_now(out);
-            // Keep the pipeline full.
-            while let Some(p) = self.progress.get(&from) {
-                let before = (p.next_index, p.inflight.len());
-                if p.state != ReplicationState::Replicate || p.next_index > self.log.last_index() {
-                    break;
-                }
-                self.send_append(from, false, out);
-                let after = self
-                    .progress
-                    .get(&from)
-                    .map(|p| (p.next_index, p.inflight.len()));
-                if after == Some(before) {
-                    break;
-                }
-            }
+            self.append_accepted(from, index, out);
             return;
         }
         // Rejected. A rejection at or below what is known to match is stale.
@@ -529,6 +526,50 @@ impl<S: StateMachine> RaftNode<S> {
         p.become_probe();
         self.advance_reads(out);
         self.send_append(from, false, out);
+    }
+
+    /// A follower holds the leader's log up to `index`: its progress advances, which may commit
+    /// entries, answer reads or complete a transfer, and the pipeline is kept full.
+    fn append_accepted(&mut self, from: NodeId, index: LogIndex, out: &mut Outbox<Self>) {
+        let Some(p) = self.progress.get_mut(&from) else {
+            return;
+        };
+        if index > p.match_index {
+            p.match_index = index;
+        }
+        p.next_index = p.next_index.max(p.match_index + 1);
+        while p.inflight.front().is_some_and(|&i| i <= index) {
+            p.inflight.pop_front();
+        }
+        match p.state {
+            ReplicationState::Probe => {
+                p.state = ReplicationState::Replicate;
+                p.inflight.clear();
+                p.next_index = p.match_index + 1;
+            }
+            ReplicationState::Replicate | ReplicationState::Snapshot => {}
+        }
+        let is_voter = self.membership.is_voter(from);
+        if is_voter {
+            self.maybe_commit(out);
+        }
+        self.advance_reads(out);
+        self.maybe_send_timeout_now(out);
+        // Keep the pipeline full.
+        while let Some(p) = self.progress.get(&from) {
+            let before = (p.next_index, p.inflight.len());
+            if p.state != ReplicationState::Replicate || p.next_index > self.log.last_index() {
+                break;
+            }
+            self.send_append(from, false, out);
+            let after = self
+                .progress
+                .get(&from)
+                .map(|p| (p.next_index, p.inflight.len()));
+            if after == Some(before) {
+                break;
+            }
+        }
     }
 
     /// The commit rule (§5.3, §5.4.2): the highest index stored on a majority of voters is

@@ -10,6 +10,16 @@ use super::{CurrentSnapshot, RaftNode};
 use crate::message::{Event, LogIndex, Message, Record, ReplicationState, Role, SnapshotMeta};
 use crate::state_machine::StateMachine;
 
+/// Where a chunk of InstallSnapshot left the snapshot being received.
+enum Chunk {
+    /// Every byte arrived: the file is ready to be finished.
+    Complete(IncomingSnapshot),
+    /// Answer with this offset, the next one wanted.
+    Want(u64),
+    /// Nothing to answer.
+    Ignored,
+}
+
 impl<S: StateMachine> RaftNode<S> {
     /// Takes a snapshot once the log holds more than `snapshot_log_entries_max` applied entries,
     /// or once the commands applied since the last one add up to `snapshot_log_bytes_max`.
@@ -234,61 +244,14 @@ impl<S: StateMachine> RaftNode<S> {
             respond(self, meta.bytes, true, out);
             return;
         }
-        // A chunk of another snapshot than the one being received starts over (the partial
-        // file is discarded when the old receiver is dropped).
-        if self
-            .incoming_snapshot
-            .as_ref()
-            .is_some_and(|(m, _)| *m != meta)
-        {
-            self.incoming_snapshot = None;
-        }
-        if self.incoming_snapshot.is_none() {
-            if offset != 0 {
-                respond(self, 0, false, out);
+        let incoming = match self.receive_chunk(from, &meta, offset, &data, done) {
+            Chunk::Complete(incoming) => incoming,
+            Chunk::Want(next_offset) => {
+                respond(self, next_offset, false, out);
                 return;
             }
-            let digest = SnapshotDigest {
-                bytes: meta.bytes,
-                crc32c: meta.crc32c,
-            };
-            match IncomingSnapshot::start(
-                &*self.snapshots,
-                digest,
-                self.config.snapshot_bytes_max as u64,
-            ) {
-                Ok(incoming) => self.incoming_snapshot = Some((meta.clone(), incoming)),
-                Err(e) => {
-                    tracing::error!(node = self.config.id, error = %e, "snapshot not receivable");
-                    respond(self, 0, false, out);
-                    return;
-                }
-            }
-        }
-        let Some((_, mut incoming)) = self.incoming_snapshot.take() else {
-            return;
+            Chunk::Ignored => return,
         };
-        match incoming.accept(offset, &data) {
-            Ok(_) => {}
-            Err(SnapshotError::OutOfOrder { expected, .. }) => {
-                // A chunk from past a lost one: ask for the missing part again.
-                self.incoming_snapshot = Some((meta, incoming));
-                respond(self, expected, false, out);
-                return;
-            }
-            Err(e) => {
-                self.reject_invalid(from, "InstallSnapshot chunk refused");
-                tracing::warn!(node = self.config.id, error = %e, "snapshot chunk refused");
-                respond(self, 0, false, out);
-                return;
-            }
-        }
-        if !done || !incoming.is_complete() {
-            let next = incoming.received();
-            self.incoming_snapshot = Some((meta, incoming));
-            respond(self, next, false, out);
-            return;
-        }
         let file = match incoming.finish() {
             Ok(file) => file,
             Err(e) => {
@@ -307,6 +270,69 @@ impl<S: StateMachine> RaftNode<S> {
                 respond(self, 0, false, out);
             }
         }
+    }
+
+    /// Takes one chunk of the snapshot `meta` describes into the file being received (a chunk
+    /// of another snapshot starts over).
+    fn receive_chunk(
+        &mut self,
+        from: NodeId,
+        meta: &SnapshotMeta,
+        offset: u64,
+        data: &[u8],
+        done: bool,
+    ) -> Chunk {
+        // A chunk of another snapshot than the one being received starts over (the partial
+        // file is discarded when the old receiver is dropped).
+        if self
+            .incoming_snapshot
+            .as_ref()
+            .is_some_and(|(m, _)| m != meta)
+        {
+            self.incoming_snapshot = None;
+        }
+        if self.incoming_snapshot.is_none() {
+            if offset != 0 {
+                return Chunk::Want(0);
+            }
+            let digest = SnapshotDigest {
+                bytes: meta.bytes,
+                crc32c: meta.crc32c,
+            };
+            match IncomingSnapshot::start(
+                &*self.snapshots,
+                digest,
+                self.config.snapshot_bytes_max as u64,
+            ) {
+                Ok(incoming) => self.incoming_snapshot = Some((meta.clone(), incoming)),
+                Err(e) => {
+                    tracing::error!(node = self.config.id, error = %e, "snapshot not receivable");
+                    return Chunk::Want(0);
+                }
+            }
+        }
+        let Some((_, mut incoming)) = self.incoming_snapshot.take() else {
+            return Chunk::Ignored;
+        };
+        match incoming.accept(offset, data) {
+            Ok(_) => {}
+            Err(SnapshotError::OutOfOrder { expected, .. }) => {
+                // A chunk from past a lost one: ask for the missing part again.
+                self.incoming_snapshot = Some((meta.clone(), incoming));
+                return Chunk::Want(expected);
+            }
+            Err(e) => {
+                self.reject_invalid(from, "InstallSnapshot chunk refused");
+                tracing::warn!(node = self.config.id, error = %e, "snapshot chunk refused");
+                return Chunk::Want(0);
+            }
+        }
+        if !done || !incoming.is_complete() {
+            let next = incoming.received();
+            self.incoming_snapshot = Some((meta.clone(), incoming));
+            return Chunk::Want(next);
+        }
+        Chunk::Complete(incoming)
     }
 
     /// Replaces the state machine's state by the received snapshot's and the log's prefix by

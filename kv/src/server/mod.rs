@@ -1,0 +1,329 @@
+//! One replica of the KV store as a network service: the consensus node (Raft or Multi-Paxos)
+//! over the TCP transport with a write-ahead log, and the client protocol ([`super::net`]) on a
+//! second port. The `kv-node` binary is a command line around [`run`].
+//!
+//! # Guarantees
+//!
+//! - **Durable before acknowledged.** The node runs on the shared driver with a [`Wal`] in its
+//!   data directory: nothing is acknowledged before its log records are fsynced, and a restart
+//!   (after a `kill -9`, say) recovers the node from the directory.
+//! - **Authenticated peers.** Replicas talk over [`TcpTransport`], which admits only configured
+//!   peers proving the cluster key.
+//! - **Bad clients cannot hurt the node.** Each client connection is served by its own task;
+//!   an oversized or malformed frame closes that connection; a connection that completes no
+//!   request within [`CLIENT_IDLE_TIMEOUT`] (idle, or trickling bytes) is closed; and at
+//!   [`CLIENT_CONNECTIONS_MAX`] open connections, a new client takes the place of the one idle
+//!   longest ([`ClientLimits`]), so idle sockets never lock new clients out.
+//! - **Honest answers.** A write the protocol may have applied but cannot confirm is answered
+//!   [`ClientReply::Unknown`], never as refused.
+//!
+//! This file holds the options and [`run`], which starts everything and shuts it down;
+//! `backend.rs` the consensus node as the client port sees it (requests, membership changes,
+//! leadership hand-over); `membership.rs` where the replicas are (the address book's follower
+//! and the cluster a node starts or joins); `clients.rs` the client port and its limits.
+
+// The submodules take these imports with `use super::*`: one list for the whole service.
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::driver::{self, DriverConfig};
+use common::transport::tcp::{TcpConfig, TcpTransport};
+use common::wal::{Wal, WalConfig};
+use common::NodeId;
+use futures::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+
+use common::driver::DriverStats;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use tracing::Instrument;
+
+use super::config::FileConfig;
+use super::metrics::{serve_http, Metrics, NodeView, TimedStorage};
+use super::net::{
+    client_codec, decode_request, encode_reply, CallOutcome, ClientReply, ClientRequest, KvClient,
+    MemberInfo, MembersInfo,
+};
+use super::{AddressBook, KvCommand, KvMachine, KvOp, KvOutput, KvQuery};
+use common::transport::tcp::TcpPeers;
+use common::transport::tls::{secure, TlsConfig};
+use tokio::sync::watch;
+
+mod backend;
+mod clients;
+mod membership;
+
+use backend::Backend;
+pub use backend::HANDOVER_WAIT;
+pub use clients::{
+    serve_clients, ClientLimits, CLIENT_CONNECTIONS_MAX, CLIENT_IDLE_TIMEOUT, CLIENT_PIPELINE_MAX,
+};
+pub use membership::JOIN_DEADLINE;
+use membership::{follow_address_book, Directory, Topology};
+
+/// The cluster name in the transport handshake.
+pub const CLUSTER_NAME: &str = "kv";
+
+/// Which consensus protocol replicates the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// Raft (`raft` crate).
+    Raft,
+    /// Multi-Paxos (`paxos` crate).
+    Paxos,
+}
+
+/// Everything one replica needs.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    /// The protocol.
+    pub protocol: Protocol,
+    /// This replica's id.
+    pub id: NodeId,
+    /// Where replicas reach this one.
+    pub listen: SocketAddr,
+    /// Where clients reach this one.
+    pub client_listen: SocketAddr,
+    /// The other replicas: id to replica address (empty when joining).
+    pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// For a replica added at run time, instead of `peers`: client addresses (`host:port`) of
+    /// members to learn the cluster from ([`ClientRequest::Members`]).
+    pub join: Vec<String>,
+    /// The write-ahead log's directory.
+    pub data_dir: PathBuf,
+    /// The shared cluster key (at least 16 bytes).
+    pub cluster_key: Vec<u8>,
+    /// Protocol timeouts, the driver's tick and the client port's limits (the `[driver]`,
+    /// `[raft]`, `[paxos]` and `[client]` tables of the configuration file); the defaults where
+    /// it is silent.
+    pub tuning: FileConfig,
+    /// Where to serve `GET /metrics` and `GET /health` ([`crate::metrics`]); `None`: nowhere.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Mutual TLS on both ports (replicas and clients); `None`: plain TCP.
+    pub tls: Option<TlsConfig>,
+}
+
+/// Why a replica could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The transport could not start (bad key, address in use…).
+    #[error("transport: {0}")]
+    Transport(#[from] common::transport::TransportError),
+    /// The write-ahead log could not be opened.
+    #[error("write-ahead log: {0}")]
+    Storage(#[from] common::StorageError),
+    /// The node could not be recovered or started.
+    #[error("node: {0}")]
+    Node(String),
+    /// The client port could not be bound.
+    #[error("client listener: {0}")]
+    Io(#[from] std::io::Error),
+    /// The configuration is invalid (the message names the field).
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+/// Starts the replica and serves clients until SIGTERM or SIGINT, then shuts down gracefully:
+/// no new work, leadership handed over (Raft), the node stopped with its records persisted.
+/// Prints `kv-node <id> ready` on standard output once both ports are bound and the node runs,
+/// and `kv-node <id> stopped` after a graceful shutdown.
+pub async fn run(options: NodeOptions) -> Result<(), ServeError> {
+    let topology = Topology::learn(&options).await?;
+    let mut tcp = TcpConfig::new(
+        options.id,
+        CLUSTER_NAME,
+        options.cluster_key.clone(),
+        options.listen,
+        topology.peers.clone(),
+    );
+    tcp.tls = options.tls.clone();
+    let tuning = &options.tuning;
+    let client_limits = tuning.client_limits().map_err(ServeError::Config)?;
+    let mut driver_config = DriverConfig::default();
+    if let Some(tick) = tuning.tick().map_err(ServeError::Config)? {
+        driver_config.tick = tick;
+    }
+    let configs = consensus_configs(&options, &topology)?;
+    let transport = TcpTransport::start(tcp).await?;
+    let (book_tx, book_rx) = watch::channel(AddressBook::default());
+    tokio::spawn(follow_address_book(
+        book_rx.clone(),
+        transport.peers(),
+        options.id,
+    ));
+    let directory = Directory::new(&options, &topology, transport.local_addr(), book_rx);
+    let metrics = Metrics::new();
+    let backend = start_backend(
+        &options,
+        configs,
+        driver_config,
+        transport,
+        book_tx,
+        &metrics,
+    )
+    .await?;
+    let listener = TcpListener::bind(options.client_listen).await?;
+    if let Some(addr) = options.metrics_listen {
+        serve_metrics(addr, metrics.clone(), backend.clone()).await?;
+    }
+    println!("kv-node {} ready", options.id);
+    let draining = Arc::new(AtomicBool::new(false));
+    let id = options.id;
+    let serving = serve_clients(
+        listener,
+        client_limits,
+        options.tls.clone(),
+        metrics.client_connections.clone(),
+        {
+            let backend = backend.clone();
+            let draining = draining.clone();
+            let latency = metrics.proposal_latency.clone();
+            move |request: ClientRequest| {
+                let draining = draining.load(Ordering::Relaxed);
+                let span = tracing::debug_span!("request", node = id, kind = request.kind());
+                let (backend, directory) = (backend.clone(), directory.clone());
+                serve_request(backend, directory, draining, latency.clone(), request)
+                    .instrument(span)
+            }
+        },
+    );
+    tokio::select! {
+        () = serving => {}
+        signal = stop_signal() => {
+            let why = signal.map_err(ServeError::Io)?;
+            tracing::info!("{why}: shutting down");
+        }
+    }
+    // Graceful shutdown: accept nothing new (the accept loop is gone, open connections are
+    // refused), hand leadership over, then stop the node, which persists what it produced and
+    // fails what still waits.
+    draining.store(true, Ordering::Relaxed);
+    backend.hand_over().await;
+    backend.shutdown().await.map_err(ServeError::Node)?;
+    println!("kv-node {} stopped", options.id);
+    Ok(())
+}
+
+/// Opens the write-ahead log (its fsyncs timed into `metrics`) and starts the consensus node on
+/// it over `transport`.
+async fn start_backend(
+    options: &NodeOptions,
+    configs: (raft::Config, paxos::Config),
+    driver_config: DriverConfig,
+    transport: TcpTransport,
+    book: watch::Sender<AddressBook>,
+    metrics: &Metrics,
+) -> Result<Backend, ServeError> {
+    // Every state machine the node builds (at start, and to restore a snapshot) publishes its
+    // address book to the same channel.
+    let machine = move || Ok(KvMachine::with_book_watch(book.clone()));
+    let wal = TimedStorage::new(
+        Wal::open(WalConfig::new(&options.data_dir))?,
+        metrics.clone(),
+    );
+    let (raft_config, paxos_config) = configs;
+    Ok(match options.protocol {
+        Protocol::Raft => {
+            let h = driver::spawn_recovered::<raft::RaftNode<KvMachine>, _, _, _>(
+                common::Setup::new(raft_config, machine),
+                transport,
+                wal,
+                common::codec::Bincode,
+                driver_config,
+            )
+            .await
+            .map_err(|e| ServeError::Node(e.to_string()))?;
+            Backend::Raft(raft::RaftHandle::new(h))
+        }
+        Protocol::Paxos => {
+            let h = paxos::Handle::spawn_with(
+                common::Setup::new(paxos_config, machine),
+                transport,
+                wal,
+                driver_config,
+            )
+            .await
+            .map_err(|e| ServeError::Node(e.to_string()))?;
+            Backend::Paxos(h)
+        }
+    })
+}
+
+/// Binds `addr` and serves `GET /metrics` and `GET /health` there from a task of its own.
+async fn serve_metrics(
+    addr: SocketAddr,
+    metrics: Metrics,
+    backend: Backend,
+) -> std::io::Result<()> {
+    let http = TcpListener::bind(addr).await?;
+    tokio::spawn(serve_http(http, metrics, move || {
+        let backend = backend.clone();
+        async move { backend.view().await }
+    }));
+    Ok(())
+}
+
+/// The consensus crates' configurations for this node, from its topology and tuning, checked
+/// before anything is bound so that a mistake is one clear error.
+fn consensus_configs(
+    options: &NodeOptions,
+    topology: &Topology,
+) -> Result<(raft::Config, paxos::Config), ServeError> {
+    let tuning = &options.tuning;
+    let mut raft_config = raft::Config::new(options.id, topology.voters.clone());
+    raft_config.learners = topology.learners.clone();
+    raft_config.known_nodes = topology.known.clone();
+    // The driver reports durability, so the leader may replicate while it writes.
+    raft_config.parallel_append = true;
+    tuning.tune_raft(&mut raft_config);
+    let mut paxos_config = paxos::Config::new(options.id, topology.initial.clone());
+    paxos_config.parallel_accept = true;
+    tuning.tune_paxos(&mut paxos_config);
+    match options.protocol {
+        Protocol::Raft => raft_config
+            .validate()
+            .map_err(|e| ServeError::Config(format!("[raft] {e}")))?,
+        Protocol::Paxos => paxos_config
+            .validate()
+            .map_err(|e| ServeError::Config(format!("[paxos] {e}")))?,
+    }
+    Ok((raft_config, paxos_config))
+}
+
+/// Serves one client request through `backend`, refused while `draining`; a write's time to
+/// its answer goes into `latency`.
+async fn serve_request(
+    backend: Backend,
+    directory: Directory,
+    draining: bool,
+    latency: Histogram,
+    request: ClientRequest,
+) -> ClientReply {
+    if draining {
+        // Refused, so the client tries another node at once.
+        return ClientReply::Refused("the node is shutting down".into());
+    }
+    let started = Instant::now();
+    let is_write = matches!(request, ClientRequest::Write(_));
+    let reply = backend.serve(&directory, request).await;
+    if is_write {
+        latency.observe(started.elapsed().as_secs_f64());
+    }
+    reply
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C), naming it.
+async fn stop_signal() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
