@@ -1,8 +1,14 @@
 //! Faults and fault schedules: written by hand for a named scenario, or drawn from a seed.
 
-use crate::{DetRng, NodeId};
+use std::hash::Hasher;
+use std::sync::Arc;
 
-use super::net::LinkConfig;
+use super::engine::append;
+use super::net::{LinkConfig, Network};
+use super::trace::TraceKind;
+use super::workload::Outcome;
+use super::{Sim, SimErrorKind};
+use crate::{DetRng, Node, NodeId};
 
 /// One fault (or repair) applied to a simulation at a point in virtual time.
 #[derive(Clone, Debug, PartialEq)]
@@ -294,6 +300,175 @@ impl FaultPlan {
         // Keep the plan sorted by time (stable: same-time faults keep their order).
         plan.faults.sort_by_key(|(t, _)| *t);
         plan
+    }
+}
+
+impl<N: Node> Sim<N>
+where
+    N::Request: Clone,
+{
+    /// Applies one fault or repair to the nodes or the network.
+    pub(super) fn apply_fault(&mut self, fault: Fault) -> Result<(), SimErrorKind> {
+        self.rec.hasher.write_u8(4);
+        match fault {
+            Fault::Crash(id) => {
+                self.rec.hasher.write_u64(id);
+                self.crash_node(id);
+                Ok(())
+            }
+            Fault::Restart(id) => {
+                self.rec.hasher.write_u64(id);
+                self.restart_node(id)
+            }
+            Fault::FailSync(id) => {
+                self.rec.hasher.write_u64(id);
+                if let Some(&i) = self.cluster.index.get(&id) {
+                    self.cluster.slots[i].fail_next_sync = true;
+                }
+                if self.config.record_trace {
+                    self.record(TraceKind::Network {
+                        description: describe_fault(&Fault::FailSync(id)),
+                    });
+                }
+                Ok(())
+            }
+            other => {
+                self.rec.hasher.write_u8(0x4E);
+                if self.config.record_trace {
+                    self.record(TraceKind::Network {
+                        description: describe_fault(&other),
+                    });
+                }
+                let members = self.config.nodes.clone();
+                match other {
+                    Fault::Partition { a, b } => self.links.net.partition(&a, &b),
+                    Fault::OneWay { from, to } => self.links.net.one_way(&from, &to),
+                    Fault::Isolate(n) => self.links.net.connect_only(n, &[], &members),
+                    Fault::ConnectOnly { node, reach } => {
+                        self.links.net.connect_only(node, &reach, &members)
+                    }
+                    Fault::Heal => self.links.net.heal(),
+                    Fault::Drop(p) => self.links.net.default_link_mut().drop = p,
+                    Fault::Duplicate(p) => self.links.net.default_link_mut().duplicate = p,
+                    Fault::Latency { min, max } => {
+                        let link = self.links.net.default_link_mut();
+                        link.latency_min = min;
+                        link.latency_max = max.max(min);
+                    }
+                    Fault::Link { from, to, link } => self.links.net.set_link(from, to, link),
+                    Fault::ResetNetwork => self.links.net = Network::new(self.config.link.clone()),
+                    Fault::Crash(_) | Fault::Restart(_) | Fault::FailSync(_) => {}
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) fn crash_node(&mut self, id: NodeId) {
+        let Some(&i) = self.cluster.index.get(&id) else {
+            return;
+        };
+        if self.cluster.slots[i].node.is_none() {
+            return;
+        }
+        let effects = self.cluster.slots[i].outbox.take();
+        self.stop_node(i, effects, self.config.torn_tail);
+    }
+
+    /// Stops node `i` with `effects` unsynced: a seeded prefix of their records reaches the disk
+    /// when `torn` (else none), and nothing else of them leaves the node.
+    pub(super) fn stop_node(&mut self, i: usize, effects: crate::Effects<N>, torn: bool) {
+        let id = self.cluster.slots[i].id;
+        let unsynced = effects.records.len();
+        let kept = if torn {
+            self.cluster.rng.range_inclusive(0, unsynced as u64) as usize
+        } else {
+            0
+        };
+        self.rec.hasher.write_usize(kept);
+        for p in effects.records.into_iter().take(kept) {
+            append(&mut self.cluster.slots[i].durable, p);
+        }
+        let slot = &mut self.cluster.slots[i];
+        slot.node = None;
+        slot.checkpoints_durable = 0;
+        slot.records_durable = 0;
+        slot.incarnation += 1;
+        slot.batch_steps = 0;
+        slot.flush_scheduled = false;
+        self.record(TraceKind::Crash {
+            node: id,
+            unsynced_kept: kept,
+            unsynced_lost: unsynced - kept,
+            effects_lost: effects.messages.len() + effects.responses.len(),
+        });
+        // Every request in flight at this node now has an unknown outcome.
+        let lost: Vec<usize> = self
+            .clients
+            .inflight
+            .iter()
+            .filter(|(_, &op)| self.clients.history[op].node == id)
+            .map(|(_, &op)| op)
+            .collect();
+        for op in lost {
+            let rid = self.clients.history[op].id;
+            self.clients.inflight.remove(&rid);
+            self.end_op(op, Outcome::Crashed, "node crashed");
+        }
+    }
+
+    pub(super) fn restart_node(&mut self, id: NodeId) -> Result<(), SimErrorKind> {
+        let Some(&i) = self.cluster.index.get(&id) else {
+            return Ok(());
+        };
+        if self.cluster.slots[i].node.is_some() {
+            return Ok(());
+        }
+        let records = self.cluster.slots[i].durable.clone();
+        let count = records.len();
+        let snapshots = Arc::new(self.cluster.slots[i].snapshots.clone());
+        let node = N::recover_with_snapshots((self.cluster.make_config)(id), records, snapshots)
+            .map_err(|e| SimErrorKind::Recover {
+                node: id,
+                message: e.to_string(),
+            })?;
+        self.cluster.slots[i].node = Some(node);
+        self.record(TraceKind::Restart {
+            node: id,
+            records: count,
+        });
+        self.schedule_first_tick(i);
+        Ok(())
+    }
+}
+
+/// A one-line description of a fault, for traces and diagrams.
+pub fn describe_fault(fault: &Fault) -> String {
+    let list = |v: &[NodeId]| {
+        v.iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    match fault {
+        Fault::Crash(n) => format!("crash {n}"),
+        Fault::Restart(n) => format!("restart {n}"),
+        Fault::Partition { a, b } => format!("partition {{{}}} | {{{}}}", list(a), list(b)),
+        Fault::OneWay { from, to } => format!("cut {{{}}} -> {{{}}}", list(from), list(to)),
+        Fault::Isolate(n) => format!("isolate {n}"),
+        Fault::ConnectOnly { node, reach } => {
+            format!("{node} reaches only {{{}}}", list(reach))
+        }
+        Fault::Heal => "heal".to_string(),
+        Fault::Drop(p) => format!("drop {p:.2}"),
+        Fault::Duplicate(p) => format!("duplicate {p:.2}"),
+        Fault::Latency { min, max } => format!("latency {min}..{max}"),
+        Fault::Link { from, to, link } => format!(
+            "link {from}->{to}: latency {}..{}, drop {:.2}, duplicate {:.2}",
+            link.latency_min, link.latency_max, link.drop, link.duplicate
+        ),
+        Fault::ResetNetwork => "reset network".to_string(),
+        Fault::FailSync(n) => format!("the next sync of {n} fails"),
     }
 }
 
