@@ -196,7 +196,6 @@ impl FaultPlan {
             }
             let duration = rng.range_inclusive(knobs.duration_min, knobs.duration_max);
             let end = (t + duration).min(knobs.until);
-            let pick = |rng: &mut DetRng| nodes[rng.index(n).unwrap_or(0)];
             match rng.range_inclusive(0, 8) {
                 0 | 1 => {
                     let down = down_until.iter().filter(|d| d.is_some()).count();
@@ -209,88 +208,8 @@ impl FaultPlan {
                         }
                     }
                 }
-                2 => {
-                    // A random split into two non-empty groups.
-                    let mut a = Vec::new();
-                    let mut b = Vec::new();
-                    for &m in nodes {
-                        if rng.chance(0.5) {
-                            a.push(m);
-                        } else {
-                            b.push(m);
-                        }
-                    }
-                    if a.is_empty() || b.is_empty() {
-                        let m = pick(&mut rng);
-                        a = vec![m];
-                        b = nodes.iter().copied().filter(|&x| x != m).collect();
-                    }
-                    plan.push(t, Fault::Partition { a, b });
-                    plan.push(end, Fault::Heal);
-                }
-                3 => {
-                    let from = pick(&mut rng);
-                    let to: Vec<NodeId> = nodes.iter().copied().filter(|&x| x != from).collect();
-                    plan.push(
-                        t,
-                        Fault::OneWay {
-                            from: vec![from],
-                            to,
-                        },
-                    );
-                    plan.push(end, Fault::Heal);
-                }
-                4 => {
-                    let node = pick(&mut rng);
-                    let reach: Vec<NodeId> = nodes
-                        .iter()
-                        .copied()
-                        .filter(|&x| x != node && rng.chance(0.5))
-                        .collect();
-                    plan.push(t, Fault::ConnectOnly { node, reach });
-                    plan.push(end, Fault::Heal);
-                }
-                5 => {
-                    let p = rng.range_inclusive(0, 1000) as f64 / 1000.0 * knobs.drop_max;
-                    plan.push(t, Fault::Drop(p));
-                    plan.push(end, Fault::ResetNetwork);
-                }
-                6 => {
-                    let p = rng.range_inclusive(0, 1000) as f64 / 1000.0 * knobs.duplicate_max;
-                    plan.push(t, Fault::Duplicate(p));
-                    plan.push(end, Fault::ResetNetwork);
-                }
-                7 => {
-                    let max = rng.range_inclusive(1, knobs.latency_max.max(1));
-                    plan.push(t, Fault::Latency { min: 1, max });
-                    plan.push(end, Fault::ResetNetwork);
-                }
-                _ => {
-                    // One slow, lossy direction of one link (asymmetric links exist: a bad
-                    // cable, a full queue on one side).
-                    let from = pick(&mut rng);
-                    let others: Vec<NodeId> =
-                        nodes.iter().copied().filter(|&x| x != from).collect();
-                    if let Some(i) = rng.index(others.len()) {
-                        let latency_max = rng.range_inclusive(1, knobs.latency_max.max(1));
-                        let drop = rng.range_inclusive(0, 1000) as f64 / 1000.0 * knobs.drop_max;
-                        let link = LinkConfig {
-                            latency_min: 1,
-                            latency_max,
-                            drop,
-                            duplicate: 0.0,
-                        };
-                        plan.push(
-                            t,
-                            Fault::Link {
-                                from,
-                                to: others[i],
-                                link,
-                            },
-                        );
-                        plan.push(end, Fault::ResetNetwork);
-                    }
-                }
+                kind @ 2..=4 => plan_partition(&mut rng, nodes, kind, t, end, &mut plan),
+                kind => plan_link_fault(&mut rng, nodes, knobs, kind, t, end, &mut plan),
             }
         }
         plan.push(knobs.until, Fault::ResetNetwork);
@@ -300,6 +219,119 @@ impl FaultPlan {
         // Keep the plan sorted by time (stable: same-time faults keep their order).
         plan.faults.sort_by_key(|(t, _)| *t);
         plan
+    }
+}
+
+/// Draws one connectivity fault for [`FaultPlan::random`], from `t` until `end`: a split into
+/// two groups (`kind` 2), one node's outbound links cut (3), or one node reaching only some
+/// peers (4).
+fn plan_partition(
+    rng: &mut DetRng,
+    nodes: &[NodeId],
+    kind: u64,
+    t: u64,
+    end: u64,
+    plan: &mut FaultPlan,
+) {
+    let pick = |rng: &mut DetRng| nodes[rng.index(nodes.len()).unwrap_or(0)];
+    match kind {
+        2 => {
+            // A random split into two non-empty groups.
+            let mut a = Vec::new();
+            let mut b = Vec::new();
+            for &m in nodes {
+                if rng.chance(0.5) {
+                    a.push(m);
+                } else {
+                    b.push(m);
+                }
+            }
+            if a.is_empty() || b.is_empty() {
+                let m = pick(rng);
+                a = vec![m];
+                b = nodes.iter().copied().filter(|&x| x != m).collect();
+            }
+            plan.push(t, Fault::Partition { a, b });
+            plan.push(end, Fault::Heal);
+        }
+        3 => {
+            let from = pick(rng);
+            let to: Vec<NodeId> = nodes.iter().copied().filter(|&x| x != from).collect();
+            plan.push(
+                t,
+                Fault::OneWay {
+                    from: vec![from],
+                    to,
+                },
+            );
+            plan.push(end, Fault::Heal);
+        }
+        _ => {
+            let node = pick(rng);
+            let reach: Vec<NodeId> = nodes
+                .iter()
+                .copied()
+                .filter(|&x| x != node && rng.chance(0.5))
+                .collect();
+            plan.push(t, Fault::ConnectOnly { node, reach });
+            plan.push(end, Fault::Heal);
+        }
+    }
+}
+
+/// Draws one link fault for [`FaultPlan::random`], from `t` until `end`: loss (`kind` 5),
+/// duplication (6), a latency spike (7), or one slow, lossy directed link (8).
+fn plan_link_fault(
+    rng: &mut DetRng,
+    nodes: &[NodeId],
+    knobs: &RandomFaults,
+    kind: u64,
+    t: u64,
+    end: u64,
+    plan: &mut FaultPlan,
+) {
+    let pick = |rng: &mut DetRng| nodes[rng.index(nodes.len()).unwrap_or(0)];
+    match kind {
+        5 => {
+            let p = rng.range_inclusive(0, 1000) as f64 / 1000.0 * knobs.drop_max;
+            plan.push(t, Fault::Drop(p));
+            plan.push(end, Fault::ResetNetwork);
+        }
+        6 => {
+            let p = rng.range_inclusive(0, 1000) as f64 / 1000.0 * knobs.duplicate_max;
+            plan.push(t, Fault::Duplicate(p));
+            plan.push(end, Fault::ResetNetwork);
+        }
+        7 => {
+            let max = rng.range_inclusive(1, knobs.latency_max.max(1));
+            plan.push(t, Fault::Latency { min: 1, max });
+            plan.push(end, Fault::ResetNetwork);
+        }
+        _ => {
+            // One slow, lossy direction of one link (asymmetric links exist: a bad
+            // cable, a full queue on one side).
+            let from = pick(rng);
+            let others: Vec<NodeId> = nodes.iter().copied().filter(|&x| x != from).collect();
+            if let Some(i) = rng.index(others.len()) {
+                let latency_max = rng.range_inclusive(1, knobs.latency_max.max(1));
+                let drop = rng.range_inclusive(0, 1000) as f64 / 1000.0 * knobs.drop_max;
+                let link = LinkConfig {
+                    latency_min: 1,
+                    latency_max,
+                    drop,
+                    duplicate: 0.0,
+                };
+                plan.push(
+                    t,
+                    Fault::Link {
+                        from,
+                        to: others[i],
+                        link,
+                    },
+                );
+                plan.push(end, Fault::ResetNetwork);
+            }
+        }
     }
 }
 
