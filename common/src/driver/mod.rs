@@ -1,4 +1,5 @@
-//! The tokio driver: runs any [`Node`] over any [`Transport`], [`Storage`] and [`Codec`].
+//! The tokio driver: runs any [`Node`] over any [`Transport`], [`Storage`] and [`Codec`]
+//! (feature `runtime`, on by default).
 //!
 //! # Guarantees
 //!

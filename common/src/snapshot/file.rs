@@ -9,6 +9,16 @@ use std::sync::Arc;
 
 use super::{SnapshotError, SnapshotId, SnapshotSink, SnapshotSource, SnapshotStore};
 
+impl SnapshotError {
+    /// Maps an I/O error on `path` to [`SnapshotError::Io`].
+    pub(super) fn io(path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
+        move |source| SnapshotError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
+
 /// Snapshot files in a directory (beside the write-ahead log: `<wal dir>/snapshots`).
 ///
 /// A snapshot with id `n` is the file `snap-<n>.bin` (`n` zero-padded to 20 digits); an

@@ -38,6 +38,7 @@
 //! [`SnapshotWriter`] and [`SnapshotReader`]; `incoming.rs` [`IncomingSnapshot`]; `mem.rs`
 //! [`MemSnapshotStore`]; `file.rs` [`FileSnapshotStore`]; `retention.rs` [`SnapshotRetention`].
 
+#[cfg(feature = "wal")]
 mod file;
 mod incoming;
 mod mem;
@@ -46,11 +47,12 @@ mod stream;
 
 use std::fmt::Debug;
 use std::io;
-use std::path::Path;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "wal")]
+#[cfg_attr(docsrs, doc(cfg(feature = "wal")))]
 pub use file::FileSnapshotStore;
 pub use incoming::{IncomingSnapshot, Received, SnapshotDigest};
 pub use mem::MemSnapshotStore;
@@ -121,15 +123,6 @@ pub enum SnapshotError {
     /// The state machine failed to write or read its snapshot.
     #[error("state machine: {0}")]
     StateMachine(#[from] crate::state_machine::StateMachineError),
-}
-
-impl SnapshotError {
-    pub(super) fn io(path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
-        move |source| SnapshotError::Io {
-            path: path.display().to_string(),
-            source,
-        }
-    }
 }
 
 impl From<SnapshotError> for io::Error {

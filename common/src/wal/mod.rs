@@ -1,4 +1,5 @@
-//! The durable, segmented write-ahead log: the [`Storage`] a node runs on in production.
+//! The durable, segmented write-ahead log: the [`Storage`] a node runs on in production
+//! (feature `wal`, implied by `runtime`).
 //!
 //! # Guarantees first
 //!

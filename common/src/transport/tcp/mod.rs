@@ -82,6 +82,7 @@ use tracing::Instrument;
 
 use self::handshake::{Challenge, HandshakeError, Hello, Welcome, HANDSHAKE_FRAME_BYTES_MAX};
 #[cfg(feature = "turmoil")]
+#[cfg_attr(docsrs, doc(cfg(feature = "turmoil")))]
 pub use self::sockets::TurmoilSockets;
 pub use self::sockets::{Sockets, TokioSockets};
 use super::tls::{secure, MaybeTlsRead, MaybeTlsWrite};
