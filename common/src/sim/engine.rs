@@ -280,6 +280,7 @@ where
 
     // ----- internals -----
 
+    /// Schedules `ev` at virtual time `time`, after every event already scheduled for then.
     pub(super) fn push(&mut self, time: u64, ev: Ev<N>) {
         self.sched.seq += 1;
         self.sched.queue.push(Reverse(Queued {
@@ -289,6 +290,7 @@ where
         }));
     }
 
+    /// Records a trace event now, if the configuration records a trace.
     pub(super) fn record(&mut self, kind: TraceKind) {
         if self.config.record_trace {
             self.rec.trace.push(TraceEvent {
@@ -299,6 +301,7 @@ where
         }
     }
 
+    /// Hashes `value`'s encoding into the run's hash, when contents are hashed.
     pub(super) fn hash_value<T: serde::Serialize>(&mut self, value: &T) {
         if !self.config.hash_contents {
             return;
@@ -309,6 +312,7 @@ where
         }
     }
 
+    /// Schedules node `i`'s first tick of its current life, at a seeded offset.
     pub(super) fn schedule_first_tick(&mut self, i: usize) {
         let offset = self
             .cluster
