@@ -25,7 +25,7 @@
 //! - [`driver`] (feature `runtime`): the tokio driver that runs any core over any transport and
 //!   storage: its configuration, counters, the [`NodeHandle`](driver::NodeHandle) clients use,
 //!   the node task (`runner.rs`) and where records are made durable (`persistence.rs`);
-//! - [`demo`] (feature `demo`): a tiny replicated counter that exercises all of the above;
+//! - `demo` (feature `demo`): a tiny replicated counter that exercises all of the above;
 //! - `sim` and `check` (feature `sim`): the deterministic simulator (`sim/`: configuration,
 //!   event loop, workload, faults, network, invariant view, seed runner, trace and sequence
 //!   diagrams) and the history checkers;

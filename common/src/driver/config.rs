@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::DriverError;
 #[cfg(doc)]
-use super::NodeHandle;
+use super::{DriverStats, NodeHandle};
 #[cfg(doc)]
 use crate::Node;
 

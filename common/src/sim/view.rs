@@ -6,6 +6,8 @@ use std::hash::Hasher;
 use super::net::Network;
 use super::trace::TraceEvent;
 use super::workload::ClientOp;
+#[cfg(doc)]
+use super::Fault;
 use super::{diagram, Sim, SimConfig, SimError, SimErrorKind};
 use crate::snapshot::MemSnapshotStore;
 use crate::{Node, NodeId, Persist, RequestId};

@@ -162,7 +162,7 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>, StorageError> {
 
 impl Wal {
     /// Opens (creating if needed) the log in `config.dir`, locks the directory and recovers: see
-    /// [the recovery rule](self#the-recovery-rule). The records are then available from
+    /// [the recovery rule](crate::wal#the-recovery-rule). The records are then available from
     /// [`Storage::load`], and what recovery did from [`Wal::recovery`].
     pub fn open(config: WalConfig) -> Result<Wal, StorageError> {
         config.validate()?;

@@ -3,6 +3,9 @@
 
 use std::path::PathBuf;
 
+#[cfg(doc)]
+use super::Wal;
+
 /// A torn tail found and truncated by recovery.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TornTail {

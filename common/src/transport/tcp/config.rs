@@ -70,7 +70,7 @@ pub struct TcpConfig {
     pub idle_timeout: Duration,
     /// The most inbound connections (authenticated or still in their handshake).
     pub connections_max: usize,
-    /// Mutual TLS on every connection (see [`super::tls`]); `None`: plain TCP, authenticated
+    /// Mutual TLS on every connection (see [`tls`](super::super::tls)); `None`: plain TCP, authenticated
     /// by the HMAC handshake but not encrypted. Both ends of a link must agree.
     pub tls: Option<TlsConfig>,
 }
