@@ -136,6 +136,7 @@ impl Codec for Bincode {
 
 /// postcard 1.x (varint integers, no schema), the second codec, for comparison.
 #[cfg(feature = "postcard")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postcard")))]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Postcard;
 

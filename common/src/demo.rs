@@ -1,4 +1,5 @@
-//! A small demo protocol that exercises the machinery end to end: a replicated counter.
+//! A small demo protocol that exercises the machinery end to end: a replicated counter
+//! (feature `demo`).
 //!
 //! It is not one of the workspace's protocols; it exists so the driver, transports, durable log
 //! and simulator can be tested and benchmarked without any real protocol, and as the smallest

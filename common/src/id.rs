@@ -26,7 +26,7 @@ impl std::fmt::Display for RequestId {
 /// Protocol tags carried in every frame's envelope, so that a node rejects a frame meant for
 /// another protocol with a clear error instead of misreading it.
 pub mod protocol {
-    /// The demo broadcast counter in [`crate::demo`].
+    /// The demo broadcast counter in `common::demo` (feature `demo`).
     pub const DEMO: u16 = 1;
     /// The `raft` crate.
     pub const RAFT: u16 = 2;

@@ -101,30 +101,7 @@ pub fn render(trace: &[TraceEvent], options: &DiagramOptions) -> String {
     // Lifelines: the filter's nodes in its order, else every node in the window, sorted.
     let nodes: Vec<NodeId> = match &options.nodes {
         Some(v) => v.clone(),
-        None => {
-            let mut set = BTreeSet::new();
-            for e in &in_window {
-                match &e.kind {
-                    TraceKind::Send { from, to, .. }
-                    | TraceKind::Duplicate { from, to, .. }
-                    | TraceKind::Deliver { from, to, .. }
-                    | TraceKind::Drop { from, to, .. } => {
-                        set.insert(*from);
-                        set.insert(*to);
-                    }
-                    TraceKind::Crash { node, .. }
-                    | TraceKind::Restart { node, .. }
-                    | TraceKind::Invoke { node, .. }
-                    | TraceKind::Complete { node, .. }
-                    | TraceKind::ClientFailed { node, .. }
-                    | TraceKind::Event { node, .. } => {
-                        set.insert(*node);
-                    }
-                    TraceKind::Network { .. } | TraceKind::InvariantFailed { .. } => {}
-                }
-            }
-            set.into_iter().collect()
-        }
+        None => nodes_in(&in_window),
     };
     let mut clients = BTreeSet::new();
     if options.clients {
@@ -157,95 +134,7 @@ pub fn render(trace: &[TraceEvent], options: &DiagramOptions) -> String {
 
     let mut body = Body::new(options.lines_max);
     for e in &in_window {
-        let t = e.time;
-        match &e.kind {
-            TraceKind::Deliver {
-                from,
-                to,
-                label,
-                sent,
-            } if shown(*from) && shown(*to) => body.message(Message {
-                from: *from,
-                to: *to,
-                arrow: "->>",
-                label: escape(label),
-                reason: None,
-                first: *sent,
-                last: t,
-            }),
-            TraceKind::Drop {
-                from,
-                to,
-                label,
-                reason,
-            } if options.drops && shown(*from) && shown(*to) => body.message(Message {
-                from: *from,
-                to: *to,
-                arrow: "-x",
-                label: escape(label),
-                reason: Some(drop_reason(*reason)),
-                first: t,
-                last: t,
-            }),
-            TraceKind::Crash {
-                node,
-                unsynced_lost,
-                effects_lost,
-                ..
-            } if shown(*node) => body.note(Some(*node), format!(
-                "    Note over n{node}: [{t}] CRASH (lost {unsynced_lost} unsynced records, {effects_lost} unsent effects)"
-            )),
-            TraceKind::Restart { node, records } if shown(*node) => body.note(
-                Some(*node),
-                format!("    Note over n{node}: [{t}] restart from {records} records"),
-            ),
-            TraceKind::Network { description } if !span.is_empty() => body.note(
-                None,
-                format!("    Note over {span}: [{t}] {}", escape(description)),
-            ),
-            TraceKind::Invoke {
-                client,
-                node,
-                id,
-                label,
-            } if options.clients && shown(*node) => body.text(format!(
-                "    c{client}->>n{node}: [{t}] r{} {}",
-                id.0,
-                escape(label)
-            )),
-            TraceKind::Complete {
-                client,
-                node,
-                id,
-                label,
-            } if options.clients && shown(*node) => body.text(format!(
-                "    n{node}-->>c{client}: [{t}] r{} {}",
-                id.0,
-                escape(label)
-            )),
-            TraceKind::ClientFailed {
-                client,
-                node,
-                id,
-                reason,
-            } if options.clients && shown(*node) => body.text(format!(
-                "    Note over c{client}: [{t}] r{} {}",
-                id.0,
-                escape(reason)
-            )),
-            TraceKind::Event { node, label } if options.events && shown(*node) => body.text(
-                format!("    Note right of n{node}: [{t}] {}", escape(label)),
-            ),
-            TraceKind::InvariantFailed { name, message } if !span.is_empty() => body.note(
-                None,
-                format!(
-                    "    Note over {span}: [{t}] INVARIANT {} FAILED: {}",
-                    escape(name),
-                    escape(message)
-                ),
-            ),
-            _ => {}
-        }
+        add_event(&mut body, e, options, &span);
     }
     let left_out = body.left_out;
     body.write(&mut out);
@@ -256,6 +145,127 @@ pub fn render(trace: &[TraceEvent], options: &DiagramOptions) -> String {
         );
     }
     out
+}
+
+/// Every node a message, crash, restart, client or event in `events` involves, sorted.
+fn nodes_in(events: &[&TraceEvent]) -> Vec<NodeId> {
+    let mut set = BTreeSet::new();
+    for e in events {
+        match &e.kind {
+            TraceKind::Send { from, to, .. }
+            | TraceKind::Duplicate { from, to, .. }
+            | TraceKind::Deliver { from, to, .. }
+            | TraceKind::Drop { from, to, .. } => {
+                set.insert(*from);
+                set.insert(*to);
+            }
+            TraceKind::Crash { node, .. }
+            | TraceKind::Restart { node, .. }
+            | TraceKind::Invoke { node, .. }
+            | TraceKind::Complete { node, .. }
+            | TraceKind::ClientFailed { node, .. }
+            | TraceKind::Event { node, .. } => {
+                set.insert(*node);
+            }
+            TraceKind::Network { .. } | TraceKind::InvariantFailed { .. } => {}
+        }
+    }
+    set.into_iter().collect()
+}
+
+/// Adds the diagram line(s) of one trace event to `body`, if `options` show it.
+// Over 80 lines: one flat arm per kind of trace event, each a line of the diagram.
+fn add_event(body: &mut Body, e: &TraceEvent, options: &DiagramOptions, span: &str) {
+    let shown = |n: NodeId| options.nodes.as_ref().is_none_or(|v| v.contains(&n));
+    let t = e.time;
+    match &e.kind {
+        TraceKind::Deliver {
+            from,
+            to,
+            label,
+            sent,
+        } if shown(*from) && shown(*to) => body.message(Message {
+            from: *from,
+            to: *to,
+            arrow: "->>",
+            label: escape(label),
+            reason: None,
+            first: *sent,
+            last: t,
+        }),
+        TraceKind::Drop {
+            from,
+            to,
+            label,
+            reason,
+        } if options.drops && shown(*from) && shown(*to) => body.message(Message {
+            from: *from,
+            to: *to,
+            arrow: "-x",
+            label: escape(label),
+            reason: Some(drop_reason(*reason)),
+            first: t,
+            last: t,
+        }),
+        TraceKind::Crash {
+            node,
+            unsynced_lost,
+            effects_lost,
+            ..
+        } if shown(*node) => body.note(Some(*node), format!(
+            "    Note over n{node}: [{t}] CRASH (lost {unsynced_lost} unsynced records, {effects_lost} unsent effects)"
+        )),
+        TraceKind::Restart { node, records } if shown(*node) => body.note(
+            Some(*node),
+            format!("    Note over n{node}: [{t}] restart from {records} records"),
+        ),
+        TraceKind::Network { description } if !span.is_empty() => body.note(
+            None,
+            format!("    Note over {span}: [{t}] {}", escape(description)),
+        ),
+        TraceKind::Invoke {
+            client,
+            node,
+            id,
+            label,
+        } if options.clients && shown(*node) => body.text(format!(
+            "    c{client}->>n{node}: [{t}] r{} {}",
+            id.0,
+            escape(label)
+        )),
+        TraceKind::Complete {
+            client,
+            node,
+            id,
+            label,
+        } if options.clients && shown(*node) => body.text(format!(
+            "    n{node}-->>c{client}: [{t}] r{} {}",
+            id.0,
+            escape(label)
+        )),
+        TraceKind::ClientFailed {
+            client,
+            node,
+            id,
+            reason,
+        } if options.clients && shown(*node) => body.text(format!(
+            "    Note over c{client}: [{t}] r{} {}",
+            id.0,
+            escape(reason)
+        )),
+        TraceKind::Event { node, label } if options.events && shown(*node) => body.text(
+            format!("    Note right of n{node}: [{t}] {}", escape(label)),
+        ),
+        TraceKind::InvariantFailed { name, message } if !span.is_empty() => body.note(
+            None,
+            format!(
+                "    Note over {span}: [{t}] INVARIANT {} FAILED: {}",
+                escape(name),
+                escape(message)
+            ),
+        ),
+        _ => {}
+    }
 }
 
 /// One message arrow of the diagram; repeats of it fold into one line.

@@ -1,8 +1,14 @@
 //! Faults and fault schedules: written by hand for a named scenario, or drawn from a seed.
 
-use crate::{DetRng, NodeId};
+use std::hash::Hasher;
+use std::sync::Arc;
 
-use super::net::LinkConfig;
+use super::engine::append;
+use super::net::{LinkConfig, Network};
+use super::trace::TraceKind;
+use super::workload::Outcome;
+use super::{Sim, SimErrorKind};
+use crate::{DetRng, Node, NodeId};
 
 /// One fault (or repair) applied to a simulation at a point in virtual time.
 #[derive(Clone, Debug, PartialEq)]
@@ -190,7 +196,6 @@ impl FaultPlan {
             }
             let duration = rng.range_inclusive(knobs.duration_min, knobs.duration_max);
             let end = (t + duration).min(knobs.until);
-            let pick = |rng: &mut DetRng| nodes[rng.index(n).unwrap_or(0)];
             match rng.range_inclusive(0, 8) {
                 0 | 1 => {
                     let down = down_until.iter().filter(|d| d.is_some()).count();
@@ -203,88 +208,8 @@ impl FaultPlan {
                         }
                     }
                 }
-                2 => {
-                    // A random split into two non-empty groups.
-                    let mut a = Vec::new();
-                    let mut b = Vec::new();
-                    for &m in nodes {
-                        if rng.chance(0.5) {
-                            a.push(m);
-                        } else {
-                            b.push(m);
-                        }
-                    }
-                    if a.is_empty() || b.is_empty() {
-                        let m = pick(&mut rng);
-                        a = vec![m];
-                        b = nodes.iter().copied().filter(|&x| x != m).collect();
-                    }
-                    plan.push(t, Fault::Partition { a, b });
-                    plan.push(end, Fault::Heal);
-                }
-                3 => {
-                    let from = pick(&mut rng);
-                    let to: Vec<NodeId> = nodes.iter().copied().filter(|&x| x != from).collect();
-                    plan.push(
-                        t,
-                        Fault::OneWay {
-                            from: vec![from],
-                            to,
-                        },
-                    );
-                    plan.push(end, Fault::Heal);
-                }
-                4 => {
-                    let node = pick(&mut rng);
-                    let reach: Vec<NodeId> = nodes
-                        .iter()
-                        .copied()
-                        .filter(|&x| x != node && rng.chance(0.5))
-                        .collect();
-                    plan.push(t, Fault::ConnectOnly { node, reach });
-                    plan.push(end, Fault::Heal);
-                }
-                5 => {
-                    let p = rng.range_inclusive(0, 1000) as f64 / 1000.0 * knobs.drop_max;
-                    plan.push(t, Fault::Drop(p));
-                    plan.push(end, Fault::ResetNetwork);
-                }
-                6 => {
-                    let p = rng.range_inclusive(0, 1000) as f64 / 1000.0 * knobs.duplicate_max;
-                    plan.push(t, Fault::Duplicate(p));
-                    plan.push(end, Fault::ResetNetwork);
-                }
-                7 => {
-                    let max = rng.range_inclusive(1, knobs.latency_max.max(1));
-                    plan.push(t, Fault::Latency { min: 1, max });
-                    plan.push(end, Fault::ResetNetwork);
-                }
-                _ => {
-                    // One slow, lossy direction of one link (asymmetric links exist: a bad
-                    // cable, a full queue on one side).
-                    let from = pick(&mut rng);
-                    let others: Vec<NodeId> =
-                        nodes.iter().copied().filter(|&x| x != from).collect();
-                    if let Some(i) = rng.index(others.len()) {
-                        let latency_max = rng.range_inclusive(1, knobs.latency_max.max(1));
-                        let drop = rng.range_inclusive(0, 1000) as f64 / 1000.0 * knobs.drop_max;
-                        let link = LinkConfig {
-                            latency_min: 1,
-                            latency_max,
-                            drop,
-                            duplicate: 0.0,
-                        };
-                        plan.push(
-                            t,
-                            Fault::Link {
-                                from,
-                                to: others[i],
-                                link,
-                            },
-                        );
-                        plan.push(end, Fault::ResetNetwork);
-                    }
-                }
+                kind @ 2..=4 => plan_partition(&mut rng, nodes, kind, t, end, &mut plan),
+                kind => plan_link_fault(&mut rng, nodes, knobs, kind, t, end, &mut plan),
             }
         }
         plan.push(knobs.until, Fault::ResetNetwork);
@@ -294,6 +219,288 @@ impl FaultPlan {
         // Keep the plan sorted by time (stable: same-time faults keep their order).
         plan.faults.sort_by_key(|(t, _)| *t);
         plan
+    }
+}
+
+/// Draws one connectivity fault for [`FaultPlan::random`], from `t` until `end`: a split into
+/// two groups (`kind` 2), one node's outbound links cut (3), or one node reaching only some
+/// peers (4).
+fn plan_partition(
+    rng: &mut DetRng,
+    nodes: &[NodeId],
+    kind: u64,
+    t: u64,
+    end: u64,
+    plan: &mut FaultPlan,
+) {
+    let pick = |rng: &mut DetRng| nodes[rng.index(nodes.len()).unwrap_or(0)];
+    match kind {
+        2 => {
+            // A random split into two non-empty groups.
+            let mut a = Vec::new();
+            let mut b = Vec::new();
+            for &m in nodes {
+                if rng.chance(0.5) {
+                    a.push(m);
+                } else {
+                    b.push(m);
+                }
+            }
+            if a.is_empty() || b.is_empty() {
+                let m = pick(rng);
+                a = vec![m];
+                b = nodes.iter().copied().filter(|&x| x != m).collect();
+            }
+            plan.push(t, Fault::Partition { a, b });
+            plan.push(end, Fault::Heal);
+        }
+        3 => {
+            let from = pick(rng);
+            let to: Vec<NodeId> = nodes.iter().copied().filter(|&x| x != from).collect();
+            plan.push(
+                t,
+                Fault::OneWay {
+                    from: vec![from],
+                    to,
+                },
+            );
+            plan.push(end, Fault::Heal);
+        }
+        _ => {
+            let node = pick(rng);
+            let reach: Vec<NodeId> = nodes
+                .iter()
+                .copied()
+                .filter(|&x| x != node && rng.chance(0.5))
+                .collect();
+            plan.push(t, Fault::ConnectOnly { node, reach });
+            plan.push(end, Fault::Heal);
+        }
+    }
+}
+
+/// Draws one link fault for [`FaultPlan::random`], from `t` until `end`: loss (`kind` 5),
+/// duplication (6), a latency spike (7), or one slow, lossy directed link (8).
+fn plan_link_fault(
+    rng: &mut DetRng,
+    nodes: &[NodeId],
+    knobs: &RandomFaults,
+    kind: u64,
+    t: u64,
+    end: u64,
+    plan: &mut FaultPlan,
+) {
+    let pick = |rng: &mut DetRng| nodes[rng.index(nodes.len()).unwrap_or(0)];
+    match kind {
+        5 => {
+            let p = rng.range_inclusive(0, 1000) as f64 / 1000.0 * knobs.drop_max;
+            plan.push(t, Fault::Drop(p));
+            plan.push(end, Fault::ResetNetwork);
+        }
+        6 => {
+            let p = rng.range_inclusive(0, 1000) as f64 / 1000.0 * knobs.duplicate_max;
+            plan.push(t, Fault::Duplicate(p));
+            plan.push(end, Fault::ResetNetwork);
+        }
+        7 => {
+            let max = rng.range_inclusive(1, knobs.latency_max.max(1));
+            plan.push(t, Fault::Latency { min: 1, max });
+            plan.push(end, Fault::ResetNetwork);
+        }
+        _ => {
+            // One slow, lossy direction of one link (asymmetric links exist: a bad
+            // cable, a full queue on one side).
+            let from = pick(rng);
+            let others: Vec<NodeId> = nodes.iter().copied().filter(|&x| x != from).collect();
+            if let Some(i) = rng.index(others.len()) {
+                let latency_max = rng.range_inclusive(1, knobs.latency_max.max(1));
+                let drop = rng.range_inclusive(0, 1000) as f64 / 1000.0 * knobs.drop_max;
+                let link = LinkConfig {
+                    latency_min: 1,
+                    latency_max,
+                    drop,
+                    duplicate: 0.0,
+                };
+                plan.push(
+                    t,
+                    Fault::Link {
+                        from,
+                        to: others[i],
+                        link,
+                    },
+                );
+                plan.push(end, Fault::ResetNetwork);
+            }
+        }
+    }
+}
+
+impl<N: Node> Sim<N>
+where
+    N::Request: Clone,
+{
+    /// Applies one fault or repair to the nodes or the network.
+    pub(super) fn apply_fault(&mut self, fault: Fault) -> Result<(), SimErrorKind> {
+        self.rec.hasher.write_u8(4);
+        match fault {
+            Fault::Crash(id) => {
+                self.rec.hasher.write_u64(id);
+                self.crash_node(id);
+                Ok(())
+            }
+            Fault::Restart(id) => {
+                self.rec.hasher.write_u64(id);
+                self.restart_node(id)
+            }
+            Fault::FailSync(id) => {
+                self.rec.hasher.write_u64(id);
+                if let Some(&i) = self.cluster.index.get(&id) {
+                    self.cluster.slots[i].fail_next_sync = true;
+                }
+                if self.config.record_trace {
+                    self.record(TraceKind::Network {
+                        description: describe_fault(&Fault::FailSync(id)),
+                    });
+                }
+                Ok(())
+            }
+            other => {
+                self.rec.hasher.write_u8(0x4E);
+                if self.config.record_trace {
+                    self.record(TraceKind::Network {
+                        description: describe_fault(&other),
+                    });
+                }
+                let members = self.config.nodes.clone();
+                match other {
+                    Fault::Partition { a, b } => self.links.net.partition(&a, &b),
+                    Fault::OneWay { from, to } => self.links.net.one_way(&from, &to),
+                    Fault::Isolate(n) => self.links.net.connect_only(n, &[], &members),
+                    Fault::ConnectOnly { node, reach } => {
+                        self.links.net.connect_only(node, &reach, &members)
+                    }
+                    Fault::Heal => self.links.net.heal(),
+                    Fault::Drop(p) => self.links.net.default_link_mut().drop = p,
+                    Fault::Duplicate(p) => self.links.net.default_link_mut().duplicate = p,
+                    Fault::Latency { min, max } => {
+                        let link = self.links.net.default_link_mut();
+                        link.latency_min = min;
+                        link.latency_max = max.max(min);
+                    }
+                    Fault::Link { from, to, link } => self.links.net.set_link(from, to, link),
+                    Fault::ResetNetwork => self.links.net = Network::new(self.config.link.clone()),
+                    Fault::Crash(_) | Fault::Restart(_) | Fault::FailSync(_) => {}
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) fn crash_node(&mut self, id: NodeId) {
+        let Some(&i) = self.cluster.index.get(&id) else {
+            return;
+        };
+        if self.cluster.slots[i].node.is_none() {
+            return;
+        }
+        let effects = self.cluster.slots[i].outbox.take();
+        self.stop_node(i, effects, self.config.torn_tail);
+    }
+
+    /// Stops node `i` with `effects` unsynced: a seeded prefix of their records reaches the disk
+    /// when `torn` (else none), and nothing else of them leaves the node.
+    pub(super) fn stop_node(&mut self, i: usize, effects: crate::Effects<N>, torn: bool) {
+        let id = self.cluster.slots[i].id;
+        let unsynced = effects.records.len();
+        let kept = if torn {
+            self.cluster.rng.range_inclusive(0, unsynced as u64) as usize
+        } else {
+            0
+        };
+        self.rec.hasher.write_usize(kept);
+        for p in effects.records.into_iter().take(kept) {
+            append(&mut self.cluster.slots[i].durable, p);
+        }
+        let slot = &mut self.cluster.slots[i];
+        slot.node = None;
+        slot.checkpoints_durable = 0;
+        slot.records_durable = 0;
+        slot.incarnation += 1;
+        slot.batch_steps = 0;
+        slot.flush_scheduled = false;
+        self.record(TraceKind::Crash {
+            node: id,
+            unsynced_kept: kept,
+            unsynced_lost: unsynced - kept,
+            effects_lost: effects.messages.len() + effects.responses.len(),
+        });
+        // Every request in flight at this node now has an unknown outcome.
+        let lost: Vec<usize> = self
+            .clients
+            .inflight
+            .iter()
+            .filter(|(_, &op)| self.clients.history[op].node == id)
+            .map(|(_, &op)| op)
+            .collect();
+        for op in lost {
+            let rid = self.clients.history[op].id;
+            self.clients.inflight.remove(&rid);
+            self.end_op(op, Outcome::Crashed, "node crashed");
+        }
+    }
+
+    pub(super) fn restart_node(&mut self, id: NodeId) -> Result<(), SimErrorKind> {
+        let Some(&i) = self.cluster.index.get(&id) else {
+            return Ok(());
+        };
+        if self.cluster.slots[i].node.is_some() {
+            return Ok(());
+        }
+        let records = self.cluster.slots[i].durable.clone();
+        let count = records.len();
+        let snapshots = Arc::new(self.cluster.slots[i].snapshots.clone());
+        let node = N::recover_with_snapshots((self.cluster.make_config)(id), records, snapshots)
+            .map_err(|e| SimErrorKind::Recover {
+                node: id,
+                message: e.to_string(),
+            })?;
+        self.cluster.slots[i].node = Some(node);
+        self.record(TraceKind::Restart {
+            node: id,
+            records: count,
+        });
+        self.schedule_first_tick(i);
+        Ok(())
+    }
+}
+
+/// A one-line description of a fault, for traces and diagrams.
+pub fn describe_fault(fault: &Fault) -> String {
+    let list = |v: &[NodeId]| {
+        v.iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    match fault {
+        Fault::Crash(n) => format!("crash {n}"),
+        Fault::Restart(n) => format!("restart {n}"),
+        Fault::Partition { a, b } => format!("partition {{{}}} | {{{}}}", list(a), list(b)),
+        Fault::OneWay { from, to } => format!("cut {{{}}} -> {{{}}}", list(from), list(to)),
+        Fault::Isolate(n) => format!("isolate {n}"),
+        Fault::ConnectOnly { node, reach } => {
+            format!("{node} reaches only {{{}}}", list(reach))
+        }
+        Fault::Heal => "heal".to_string(),
+        Fault::Drop(p) => format!("drop {p:.2}"),
+        Fault::Duplicate(p) => format!("duplicate {p:.2}"),
+        Fault::Latency { min, max } => format!("latency {min}..{max}"),
+        Fault::Link { from, to, link } => format!(
+            "link {from}->{to}: latency {}..{}, drop {:.2}, duplicate {:.2}",
+            link.latency_min, link.latency_max, link.drop, link.duplicate
+        ),
+        Fault::ResetNetwork => "reset network".to_string(),
+        Fault::FailSync(n) => format!("the next sync of {n} fails"),
     }
 }
 

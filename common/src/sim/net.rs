@@ -176,6 +176,13 @@ impl Network {
     }
 }
 
+/// A simulation's network and the stream its random choices (loss, duplication, latency)
+/// draw from.
+pub(super) struct Links {
+    pub(super) net: Network,
+    pub(super) rng: DetRng,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

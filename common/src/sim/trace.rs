@@ -1,8 +1,45 @@
 //! The recorded trace of a simulation, for diagrams and debugging.
 
-use crate::{NodeId, RequestId};
+use std::hash::Hasher;
+
+use crate::{Node, NodeId, RequestId};
 
 use super::net::DropReason;
+
+/// A boxed labeler.
+pub(super) type Labeler<T> = Box<dyn Fn(&T) -> String>;
+
+/// What a simulation records about its run: the trace, the events nodes publish, the running
+/// hash of every event ([`super::Sim::trace_hash`]) and how messages, requests and responses
+/// are labelled.
+pub(super) struct Recorder<N: Node> {
+    pub(super) hasher: std::collections::hash_map::DefaultHasher,
+    /// Reused buffer for encoding hashed contents.
+    pub(super) scratch: Vec<u8>,
+    pub(super) events: Vec<(u64, NodeId, N::Event)>,
+    pub(super) trace: Vec<TraceEvent>,
+    pub(super) message_label: Labeler<N::Message>,
+    pub(super) request_label: Labeler<N::Request>,
+    pub(super) response_label: Labeler<N::Response>,
+}
+
+impl<N: Node> Recorder<N> {
+    /// Nothing recorded yet; the hash starts from the seed; labels are `Debug`, shortened to
+    /// `label_max` characters.
+    pub(super) fn new(seed: u64, label_max: usize) -> Self {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        hasher.write_u64(seed);
+        Self {
+            hasher,
+            scratch: Vec::new(),
+            events: Vec::new(),
+            trace: Vec::new(),
+            message_label: Box::new(move |m| short_debug(m, label_max)),
+            request_label: Box::new(move |m| short_debug(m, label_max)),
+            response_label: Box::new(move |m| short_debug(m, label_max)),
+        }
+    }
+}
 
 /// One thing that happened during a run. Message, request and response texts are short labels
 /// (see [`super::Sim::set_message_label`]).

@@ -1,4 +1,4 @@
-//! Moving frames between nodes.
+//! Moving frames between nodes (feature `runtime`, on by default).
 //!
 //! A [`Transport`] carries opaque frames (already encoded by the driver with the workspace codec)
 //! between nodes identified by [`NodeId`]. Two implementations:

@@ -288,6 +288,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> AsyncWrite for MaybeTlsWrite<R
 
 /// Test material: a CA and certificates it signs, made with `rcgen` (tests only).
 #[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing {
     /// A certificate authority that signs certificates naming one server name.
     pub struct TestCa {

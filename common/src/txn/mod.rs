@@ -46,11 +46,13 @@ use serde::{Deserialize, Serialize};
 use crate::NodeId;
 
 mod backoff;
+#[cfg(feature = "runtime")]
 mod client;
 #[cfg(feature = "sim")]
 pub mod storm;
 
 pub use backoff::{Backoff, SendBudget};
+#[cfg(feature = "runtime")]
 pub use client::{AtomicCommit, ClientError, Transaction, TxClient};
 
 /// A globally unique transaction id: the coordinator that started it and a sequence number that

@@ -1,4 +1,5 @@
-//! The durable, segmented write-ahead log: the [`Storage`] a node runs on in production.
+//! The durable, segmented write-ahead log: the [`Storage`] a node runs on in production
+//! (feature `wal`, implied by `runtime`).
 //!
 //! # Guarantees first
 //!
@@ -140,24 +141,31 @@
 //! log; repair tooling that can salvage the readable records of a corrupt log; and metrics of
 //! fsync latency.
 
+//!
+//! # Layout
+//!
+//! This file holds [`Wal`] and its write path; `recovery.rs` opening and recovery;
+//! `report.rs` [`RecoveryReport`] and [`WalStats`]; `format.rs` the byte layout; `config.rs`
+//! the limits.
+
 pub mod config;
 pub mod format;
+mod recovery;
+mod report;
+
+use recovery::{read_segment, scan_segment};
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-use fs4::fs_std::FileExt;
 
 pub use config::{
     WalConfig, RECORD_BYTES_MAX_DEFAULT, SEGMENT_BYTES_MAX_DEFAULT, WRITE_BUFFER_BYTES_DEFAULT,
 };
-use format::{
-    encode_frame, find_intact_frame, parse_frame, parse_segment_header, segment_header, FrameKind,
-    HeaderError, Parse, SEGMENT_HEADER_BYTES,
-};
+use format::{encode_frame, segment_header, FrameKind, SEGMENT_HEADER_BYTES};
+pub use report::{RecoveryReport, TornTail, WalStats};
 
 use crate::snapshot::{FileSnapshotStore, SnapshotStore};
 use crate::storage::{Storage, StorageError};
@@ -183,71 +191,6 @@ fn parse_segment_file_name(name: &str) -> Option<u64> {
         return None;
     }
     digits.parse().ok()
-}
-
-/// A torn tail found and truncated by recovery.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TornTail {
-    /// The segment file (always the last one).
-    pub file: PathBuf,
-    /// Where the damaged frame started; the file now ends here.
-    pub offset: u64,
-    /// What was wrong with the frame at `offset`.
-    pub reason: String,
-}
-
-/// What [`Wal::open`] found and did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RecoveryReport {
-    /// Segment files found.
-    pub segments: usize,
-    /// Intact frames read, across all segments.
-    pub records: u64,
-    /// Bytes cut off the end of the last segment (0 if it ended cleanly).
-    pub truncated_bytes: u64,
-    /// The torn tail, if one was truncated.
-    pub torn: Option<TornTail>,
-    /// Segments before the latest checkpoint deleted by recovery (a compaction a crash
-    /// interrupted).
-    pub segments_deleted: usize,
-}
-
-/// Counters of a [`Wal`] since it was opened, for reports and benches.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct WalStats {
-    /// Records appended (checkpoints included).
-    pub appends: u64,
-    /// Checkpoints appended.
-    pub checkpoints: u64,
-    /// Payload bytes appended.
-    pub bytes_appended: u64,
-    /// Bytes written to segment files (frames and segment headers).
-    pub bytes_written: u64,
-    /// Calls to `sync`.
-    pub sync_calls: u64,
-    /// Calls to `sync` that had records to make durable (each one `fdatasync`).
-    pub syncs: u64,
-    /// Records made durable by those syncs.
-    pub records_synced: u64,
-    /// Largest number of records one sync made durable.
-    pub records_per_sync_max: u64,
-    /// Every fsync of a file or directory (syncs, segment closes and creations, deletions).
-    pub fsyncs: u64,
-    /// Segment files created.
-    pub segments_created: u64,
-    /// Segment files deleted by compaction.
-    pub segments_deleted: u64,
-}
-
-impl WalStats {
-    /// Average number of records made durable per sync: the group commit factor.
-    pub fn records_per_sync(&self) -> f64 {
-        if self.syncs == 0 {
-            0.0
-        } else {
-            self.records_synced as f64 / self.syncs as f64
-        }
-    }
 }
 
 /// The write-ahead log. See the [module documentation](self).
@@ -315,118 +258,6 @@ fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Reads a segment and returns its bytes and the file's length. A segment larger than any this
-/// configuration writes is refused, except the last one: a crash can leave junk past the end of
-/// the last segment (a torn tail), so of that one only the first `segment_bytes_max` bytes are
-/// read. Nothing past them can be a frame the log wrote.
-fn read_segment(
-    path: &Path,
-    segment_bytes_max: u64,
-    last: bool,
-) -> Result<(Vec<u8>, u64), StorageError> {
-    let len = fs::metadata(path).map_err(io_error(path))?.len();
-    if len <= segment_bytes_max {
-        return Ok((fs::read(path).map_err(io_error(path))?, len));
-    }
-    if !last {
-        return Err(corrupt(
-            path,
-            0,
-            format!(
-                "segment is {len} bytes, over segment_bytes_max {segment_bytes_max} \
-                 (written with a larger limit?)"
-            ),
-        ));
-    }
-    let mut data = Vec::new();
-    File::open(path)
-        .and_then(|f| f.take(segment_bytes_max).read_to_end(&mut data))
-        .map_err(io_error(path))?;
-    Ok((data, len))
-}
-
-/// How the scan of one segment ended.
-#[derive(Debug)]
-enum ScanEnd {
-    /// Every byte belongs to an intact frame; the segment is `len` bytes.
-    Clean { len: usize },
-    /// A torn tail starts at `offset` (last segment only).
-    Torn { offset: usize, reason: String },
-    /// The segment header itself is torn and no intact frame follows (last segment only).
-    HeaderTorn { reason: String },
-}
-
-/// Validates segment `seq` (already read into `data`), calling `on_frame(offset, kind, payload)`
-/// for every intact frame, and applies the recovery rule of the module docs. With `last` false,
-/// any damage is corruption.
-fn scan_segment(
-    path: &Path,
-    seq: u64,
-    data: &[u8],
-    last: bool,
-    record_bytes_max: usize,
-    mut on_frame: impl FnMut(usize, FrameKind, &[u8]),
-) -> Result<ScanEnd, StorageError> {
-    match parse_segment_header(data) {
-        Ok(found) if found == seq => {}
-        Ok(found) => {
-            return Err(corrupt(
-                path,
-                0,
-                format!("segment header names segment {found}, file name says {seq}"),
-            ))
-        }
-        Err(HeaderError::Invalid(reason)) => return Err(corrupt(path, 0, reason)),
-        Err(HeaderError::Torn(reason)) => {
-            return match (last, find_intact_frame(data, 0, record_bytes_max)) {
-                (true, None) => Ok(ScanEnd::HeaderTorn { reason }),
-                (true, Some(at)) => Err(corrupt(
-                    path,
-                    0,
-                    format!("{reason}; an intact frame follows at offset {at}"),
-                )),
-                (false, _) => Err(corrupt(path, 0, reason)),
-            };
-        }
-    }
-    let mut at = SEGMENT_HEADER_BYTES;
-    loop {
-        // Where to look for an intact frame after damage, when the damage might be a torn tail.
-        let (reason, search_from) = match parse_frame(data, at, record_bytes_max) {
-            Parse::Frame {
-                kind,
-                payload,
-                next,
-            } => {
-                on_frame(at, kind, payload);
-                at = next;
-                continue;
-            }
-            Parse::End => return Ok(ScanEnd::Clean { len: at }),
-            Parse::Invalid(reason) => return Err(corrupt(path, at, reason)),
-            // Nothing can follow a frame that runs to the end of the file.
-            Parse::Truncated(reason) => (reason, data.len()),
-            Parse::BadHeader(reason) => (reason, at + 1),
-            Parse::BadPayload { reason, next } => (reason, next),
-        };
-        if !last {
-            return Err(corrupt(
-                path,
-                at,
-                format!("{reason} in a segment that is not the last one"),
-            ));
-        }
-        if let Some(found) = find_intact_frame(data, search_from, record_bytes_max) {
-            return Err(corrupt(
-                path,
-                at,
-                format!("{reason}; an intact frame follows at offset {found}"),
-            ));
-        }
-        return Ok(ScanEnd::Torn { offset: at, reason });
-    }
-}
-
 /// Creates segment `seq` with its header, fsyncs it and the directory.
 fn create_segment(dir: &Path, seq: u64, stats: &mut WalStats) -> Result<File, StorageError> {
     let path = dir.join(segment_file_name(seq));
@@ -445,187 +276,7 @@ fn create_segment(dir: &Path, seq: u64, stats: &mut WalStats) -> Result<File, St
     Ok(file)
 }
 
-/// Lists the segment numbers in `dir`, sorted, and checks that they are contiguous.
-fn list_segments(dir: &Path) -> Result<Vec<u64>, StorageError> {
-    let mut seqs = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io_error(dir))? {
-        let entry = entry.map_err(io_error(dir))?;
-        if let Some(seq) = entry.file_name().to_str().and_then(parse_segment_file_name) {
-            seqs.push(seq);
-        }
-    }
-    seqs.sort_unstable();
-    for pair in seqs.windows(2) {
-        if pair[1] != pair[0] + 1 {
-            let missing = dir.join(segment_file_name(pair[0] + 1));
-            return Err(corrupt(
-                &missing,
-                0,
-                format!(
-                    "segment missing: found segments {} and {} but nothing between",
-                    pair[0], pair[1]
-                ),
-            ));
-        }
-    }
-    Ok(seqs)
-}
-
 impl Wal {
-    /// Opens (creating if needed) the log in `config.dir`, locks the directory and recovers: see
-    /// [the recovery rule](self#the-recovery-rule). The records are then available from
-    /// [`Storage::load`], and what recovery did from [`Wal::recovery`].
-    pub fn open(config: WalConfig) -> Result<Wal, StorageError> {
-        config.validate()?;
-        let dir = config.dir.clone();
-        if !dir.is_dir() {
-            fs::create_dir_all(&dir).map_err(io_error(&dir))?;
-            // The new directory's entry must be durable too, or a power loss could lose the
-            // whole log along with it.
-            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                fsync_dir(parent).map_err(io_error(parent))?;
-            }
-        }
-        let lock_path = dir.join(LOCK_FILE_NAME);
-        let lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .map_err(io_error(&lock_path))?;
-        // Fully qualified: std's `File` has lock methods of its own since Rust 1.89.
-        if !FileExt::try_lock_exclusive(&lock).map_err(io_error(&lock_path))? {
-            return Err(StorageError::Locked {
-                path: dir.display().to_string(),
-            });
-        }
-
-        let mut stats = WalStats::default();
-        let mut report = RecoveryReport::default();
-        let mut checkpoint = None;
-        let mut seqs: VecDeque<u64> = list_segments(&dir)?.into();
-        report.segments = seqs.len();
-        let mut last_len = 0u64;
-        for (i, &seq) in seqs.iter().enumerate() {
-            let last = i + 1 == seqs.len();
-            let path = dir.join(segment_file_name(seq));
-            let (data, file_len) = read_segment(&path, config.segment_bytes_max, last)?;
-            let end = scan_segment(
-                &path,
-                seq,
-                &data,
-                last,
-                config.record_bytes_max,
-                |offset, kind, _| {
-                    report.records += 1;
-                    if kind == FrameKind::Checkpoint {
-                        checkpoint = Some((seq, offset as u64));
-                    }
-                },
-            )?;
-            let end = match end {
-                // Only the first `segment_bytes_max` bytes were read: the rest is junk.
-                ScanEnd::Clean { len } if (len as u64) < file_len => ScanEnd::Torn {
-                    offset: len,
-                    reason: format!(
-                        "{} bytes past the end of the last frame, beyond segment_bytes_max",
-                        file_len - len as u64
-                    ),
-                },
-                end => end,
-            };
-            match end {
-                ScanEnd::Clean { len } => last_len = len as u64,
-                ScanEnd::Torn { offset, reason } => {
-                    let file = OpenOptions::new()
-                        .write(true)
-                        .open(&path)
-                        .map_err(io_error(&path))?;
-                    file.set_len(offset as u64).map_err(io_error(&path))?;
-                    file.sync_all().map_err(io_error(&path))?;
-                    stats.fsyncs += 1;
-                    report.truncated_bytes = file_len - offset as u64;
-                    tracing::warn!(file = %path.display(), offset, %reason, bytes = report.truncated_bytes, "wal: torn tail truncated");
-                    report.torn = Some(TornTail {
-                        file: path,
-                        offset: offset as u64,
-                        reason,
-                    });
-                    last_len = offset as u64;
-                }
-                ScanEnd::HeaderTorn { reason } => {
-                    let mut file = OpenOptions::new()
-                        .write(true)
-                        .open(&path)
-                        .map_err(io_error(&path))?;
-                    file.set_len(0).map_err(io_error(&path))?;
-                    file.write_all(&segment_header(seq))
-                        .map_err(io_error(&path))?;
-                    file.sync_all().map_err(io_error(&path))?;
-                    stats.fsyncs += 1;
-                    report.truncated_bytes = file_len;
-                    tracing::warn!(file = %path.display(), %reason, "wal: torn segment header reset");
-                    report.torn = Some(TornTail {
-                        file: path,
-                        offset: 0,
-                        reason,
-                    });
-                    last_len = SEGMENT_HEADER_BYTES as u64;
-                }
-            }
-        }
-
-        let file = match seqs.back() {
-            Some(&seq) => {
-                let path = dir.join(segment_file_name(seq));
-                let file = OpenOptions::new()
-                    .append(true)
-                    .open(&path)
-                    .map_err(io_error(&path))?;
-                // A crashed process's writes may still be only in the page cache: make what we
-                // recovered durable before building on it (and before compaction relies on it).
-                file.sync_data().map_err(io_error(&path))?;
-                fsync_dir(&dir).map_err(io_error(&dir))?;
-                stats.fsyncs += 2;
-                file
-            }
-            None => {
-                seqs.push_back(0);
-                last_len = SEGMENT_HEADER_BYTES as u64;
-                create_segment(&dir, 0, &mut stats)?
-            }
-        };
-
-        let snapshot_dir = dir.join(SNAPSHOT_DIR_NAME);
-        let snapshots = FileSnapshotStore::open(&snapshot_dir).map_err(|e| StorageError::Io {
-            path: snapshot_dir.display().to_string(),
-            source: e.into(),
-        })?;
-        let mut wal = Wal {
-            snapshots: Arc::new(snapshots),
-            config,
-            _lock: lock,
-            segments: seqs,
-            file,
-            segment_len: last_len,
-            buf: Vec::new(),
-            dirty: false,
-            unsynced_records: 0,
-            checkpoint,
-            poisoned: None,
-            recovery: report,
-            stats,
-            #[cfg(test)]
-            fail_next_fsync: false,
-        };
-        let deleted_before = wal.stats.segments_deleted;
-        wal.compact()?;
-        wal.recovery.segments_deleted = (wal.stats.segments_deleted - deleted_before) as usize;
-        tracing::debug!(dir = %wal.config.dir.display(), report = ?wal.recovery, "wal: opened");
-        Ok(wal)
-    }
-
     /// What recovery found when this log was opened.
     pub fn recovery(&self) -> &RecoveryReport {
         &self.recovery

@@ -75,6 +75,7 @@ impl Sockets for TokioSockets {
 /// turmoil's simulated TCP: hosts, latency, partitions and crashes on one thread from a seed.
 /// Addresses are the simulated hosts' (`turmoil::lookup("name")`).
 #[cfg(feature = "turmoil")]
+#[cfg_attr(docsrs, doc(cfg(feature = "turmoil")))]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TurmoilSockets;
 

@@ -1,0 +1,228 @@
+//! [`NodeHandle`]: how clients talk to a running node, and how the node task's end is
+//! reported to them.
+
+use std::any::Any;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{broadcast, mpsc, oneshot, watch, Notify};
+
+#[cfg(doc)]
+use super::config::METRICS_QUEUE_CAPACITY;
+use super::stats::{add, Counters, DriverStats};
+use super::DriverError;
+#[cfg(doc)]
+use super::{spawn, spawn_recovered};
+use crate::{Node, NodeId, Storage};
+
+/// Whether the node task still runs.
+#[derive(Clone, Debug)]
+pub(super) enum Status {
+    Running,
+    /// Stopped: `None` after a clean shutdown, the cause otherwise.
+    Stopped(Option<DriverError>),
+}
+
+pub(super) type Reply<N> = oneshot::Sender<Result<<N as Node>::Response, DriverError>>;
+
+/// A client request and where to send its answer.
+pub(super) struct Command<N: Node>(pub(super) N::Request, pub(super) Reply<N>);
+
+/// A handle to a running node. Cheap to clone; every clone talks to the same node. When the
+/// last handle is dropped the node shuts down.
+pub struct NodeHandle<N: Node> {
+    pub(super) id: NodeId,
+    pub(super) commands: mpsc::Sender<Command<N>>,
+    pub(super) metrics: mpsc::Sender<oneshot::Sender<N::Metrics>>,
+    pub(super) request_queue_capacity: usize,
+    pub(super) events: broadcast::Sender<N::Event>,
+    pub(super) counters: Arc<Counters>,
+    pub(super) shutdown: Arc<Notify>,
+    pub(super) status: watch::Receiver<Status>,
+    pub(super) storage: Arc<Mutex<Option<Box<dyn Any + Send>>>>,
+}
+
+impl<N: Node> Clone for NodeHandle<N> {
+    fn clone(&self) -> Self {
+        Self {
+            id: self.id,
+            commands: self.commands.clone(),
+            metrics: self.metrics.clone(),
+            request_queue_capacity: self.request_queue_capacity,
+            events: self.events.clone(),
+            counters: self.counters.clone(),
+            shutdown: self.shutdown.clone(),
+            status: self.status.clone(),
+            storage: self.storage.clone(),
+        }
+    }
+}
+
+impl<N: Node> std::fmt::Debug for NodeHandle<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeHandle")
+            .field("id", &self.id)
+            .field("status", &*self.status.borrow())
+            .finish()
+    }
+}
+
+impl<N: Node> NodeHandle<N> {
+    /// The node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Hands `req` to the node and waits for the core's answer, which is delivered only after the
+    /// records of the step that produced it are durable.
+    ///
+    /// Backpressure: when the request queue is full, waits for room instead of failing (the
+    /// caller slows down to the node's pace; [`NodeHandle::try_request`] is the form that fails
+    /// at once). Fails with the node's stop cause if it is or becomes stopped before answering,
+    /// including while waiting for room.
+    pub async fn request(&self, req: N::Request) -> Result<N::Response, DriverError> {
+        let (reply, answer) = oneshot::channel();
+        if self.commands.send(Command(req, reply)).await.is_err() {
+            return Err(self.stop_cause());
+        }
+        add(&self.counters.requests, 1);
+        self.answer(answer).await
+    }
+
+    /// [`NodeHandle::request`] without waiting for room: fails at once with
+    /// [`DriverError::Busy`] when the request queue is full (the request is dropped), for callers
+    /// that would rather shed load than queue it.
+    pub async fn try_request(&self, req: N::Request) -> Result<N::Response, DriverError> {
+        let (reply, answer) = oneshot::channel();
+        match self.commands.try_send(Command(req, reply)) {
+            Ok(()) => add(&self.counters.requests, 1),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                add(&self.counters.requests_busy, 1);
+                return Err(DriverError::Busy {
+                    capacity: self.request_queue_capacity,
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(self.stop_cause()),
+        }
+        self.answer(answer).await
+    }
+
+    async fn answer(
+        &self,
+        answer: oneshot::Receiver<Result<N::Response, DriverError>>,
+    ) -> Result<N::Response, DriverError> {
+        match answer.await {
+            Ok(result) => result,
+            // Dropped unanswered: the node task ended abnormally (a clean stop answers every
+            // waiting request). Its final status says why, and is set right after it ends.
+            Err(_) => Err(self.stopped().await.err().unwrap_or(DriverError::Stopped)),
+        }
+    }
+
+    /// Subscribes to the node's events (published after their records are durable). A
+    /// subscriber sees events published after it subscribed.
+    pub fn subscribe(&self) -> broadcast::Receiver<N::Event> {
+        self.events.subscribe()
+    }
+
+    /// The core's current metrics (its in-memory state, which may be ahead of what is durable).
+    /// Queries have their own small queue ([`METRICS_QUEUE_CAPACITY`]), served even while the
+    /// node is saturated with requests; a full queue makes this wait rather than fail.
+    pub async fn metrics(&self) -> Result<N::Metrics, DriverError> {
+        let (reply, answer) = oneshot::channel();
+        if self.metrics.send(reply).await.is_err() {
+            return Err(self.stop_cause());
+        }
+        answer.await.map_err(|_| self.stop_cause())
+    }
+
+    /// The driver's counters, read without waiting for the node.
+    pub fn stats(&self) -> DriverStats {
+        self.counters.snapshot()
+    }
+
+    /// Whether the node task is still running.
+    pub fn is_running(&self) -> bool {
+        matches!(*self.status.borrow(), Status::Running)
+    }
+
+    /// Waits until the node stops, and says why: `Ok(())` after a clean shutdown, the error that
+    /// stopped it otherwise.
+    pub async fn stopped(&self) -> Result<(), DriverError> {
+        let mut status = self.status.clone();
+        let result = status
+            .wait_for(|s| matches!(s, Status::Stopped(_)))
+            .await
+            .map(|s| s.clone());
+        match result {
+            Ok(Status::Stopped(None)) => Ok(()),
+            Ok(Status::Stopped(Some(e))) => Err(e),
+            // The node task ended without reporting (it panicked).
+            Ok(Status::Running) | Err(_) => Err(DriverError::Stopped),
+        }
+    }
+
+    /// Shuts the node down gracefully and waits until it has stopped: it takes no new input,
+    /// persists and releases what its steps already produced, fails the requests still waiting,
+    /// shuts the transport down and hands the storage back (see
+    /// [`NodeHandle::shutdown_and_take_storage`]). Returns the error that stopped the node, if
+    /// one did before.
+    pub async fn shutdown(&self) -> Result<(), DriverError> {
+        self.shutdown.notify_one();
+        self.stopped().await
+    }
+
+    /// Like [`NodeHandle::shutdown`], then takes the node's storage back (for instance to
+    /// restart the node from it with [`spawn_recovered`]). `S` must be the storage type given to
+    /// [`spawn`]; the storage can be taken once.
+    pub async fn shutdown_and_take_storage<S: Storage>(&self) -> Result<S, DriverError> {
+        self.shutdown().await?;
+        let mut slot = self
+            .storage
+            .lock()
+            .map_err(|_| DriverError::StorageUnavailable)?;
+        let boxed = slot.take().ok_or(DriverError::StorageUnavailable)?;
+        match boxed.downcast::<S>() {
+            Ok(storage) => Ok(*storage),
+            Err(other) => {
+                *slot = Some(other);
+                Err(DriverError::StorageUnavailable)
+            }
+        }
+    }
+
+    fn stop_cause(&self) -> DriverError {
+        match &*self.status.borrow() {
+            Status::Stopped(Some(e)) => e.clone(),
+            _ => DriverError::Stopped,
+        }
+    }
+}
+
+/// Reports how the node task ended, including a panic of the core, which would otherwise leave
+/// the handles believing the node runs.
+pub(super) fn report_end(
+    id: NodeId,
+    task: tokio::task::JoinHandle<Option<DriverError>>,
+    status_tx: watch::Sender<Status>,
+) {
+    tokio::spawn(async move {
+        let status = match task.await {
+            Ok(cause) => Status::Stopped(cause),
+            Err(join) => {
+                let reason = if join.is_panic() {
+                    let payload = join.into_panic();
+                    payload
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| payload.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic without a message".to_string())
+                } else {
+                    "the task was cancelled (the runtime shut down)".to_string()
+                };
+                tracing::error!(node = id, %reason, "node task ended abnormally");
+                Status::Stopped(Some(DriverError::Panicked(reason)))
+            }
+        };
+        status_tx.send_replace(status);
+    });
+}

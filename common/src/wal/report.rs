@@ -1,0 +1,72 @@
+//! What a [`Wal`](super::Wal) reports: the [`RecoveryReport`] of its opening (with the
+//! [`TornTail`] it truncated, if any) and its running [`WalStats`].
+
+use std::path::PathBuf;
+
+#[cfg(doc)]
+use super::Wal;
+
+/// A torn tail found and truncated by recovery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TornTail {
+    /// The segment file (always the last one).
+    pub file: PathBuf,
+    /// Where the damaged frame started; the file now ends here.
+    pub offset: u64,
+    /// What was wrong with the frame at `offset`.
+    pub reason: String,
+}
+
+/// What [`Wal::open`] found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Segment files found.
+    pub segments: usize,
+    /// Intact frames read, across all segments.
+    pub records: u64,
+    /// Bytes cut off the end of the last segment (0 if it ended cleanly).
+    pub truncated_bytes: u64,
+    /// The torn tail, if one was truncated.
+    pub torn: Option<TornTail>,
+    /// Segments before the latest checkpoint deleted by recovery (a compaction a crash
+    /// interrupted).
+    pub segments_deleted: usize,
+}
+
+/// Counters of a [`Wal`] since it was opened, for reports and benches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalStats {
+    /// Records appended (checkpoints included).
+    pub appends: u64,
+    /// Checkpoints appended.
+    pub checkpoints: u64,
+    /// Payload bytes appended.
+    pub bytes_appended: u64,
+    /// Bytes written to segment files (frames and segment headers).
+    pub bytes_written: u64,
+    /// Calls to `sync`.
+    pub sync_calls: u64,
+    /// Calls to `sync` that had records to make durable (each one `fdatasync`).
+    pub syncs: u64,
+    /// Records made durable by those syncs.
+    pub records_synced: u64,
+    /// Largest number of records one sync made durable.
+    pub records_per_sync_max: u64,
+    /// Every fsync of a file or directory (syncs, segment closes and creations, deletions).
+    pub fsyncs: u64,
+    /// Segment files created.
+    pub segments_created: u64,
+    /// Segment files deleted by compaction.
+    pub segments_deleted: u64,
+}
+
+impl WalStats {
+    /// Average number of records made durable per sync: the group commit factor.
+    pub fn records_per_sync(&self) -> f64 {
+        if self.syncs == 0 {
+            0.0
+        } else {
+            self.records_synced as f64 / self.syncs as f64
+        }
+    }
+}
