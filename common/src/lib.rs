@@ -31,7 +31,7 @@
 //!   diagrams) and the history checkers;
 //! - `testing` (feature `testing`, implies `runtime`): conformance suites for storage,
 //!   snapshot stores, state machines and transports;
-//! - `pump` (feature `testing`): a cluster of any core pumped by hand, for tests and benches;
+//! - `pump` (feature `pump`): a cluster of any core pumped by hand, for tests and benches;
 //! - `fuzz` (feature `fuzz`): what the fuzz targets share.
 //!
 //! # Features
@@ -45,7 +45,8 @@
 //! | `postcard` | no      | `codec::Postcard`                                                  |
 //! | `turmoil`  | no      | the TCP transport over turmoil's network (implies `runtime`)       |
 //! | `fuzz`     | no      | `fuzz`                                                             |
-//! | `testing`  | no      | `testing`, `pump`, TLS test certificates (implies `runtime`)       |
+//! | `pump`     | no      | `pump`, the hand-pumped cluster (sans-IO, no tokio)                |
+//! | `testing`  | no      | `testing`, TLS test certificates (implies `runtime` and `pump`)    |
 //!
 //! With `default-features = false` the crate is the sans-IO foundation alone: a core, its
 //! codec, the simulator and the checkers build without tokio, sockets or file I/O.
@@ -61,8 +62,8 @@ pub mod driver;
 pub mod id;
 pub mod kv_store;
 pub mod node;
-#[cfg(feature = "testing")]
-#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+#[cfg(feature = "pump")]
+#[cfg_attr(docsrs, doc(cfg(feature = "pump")))]
 pub mod pump;
 pub mod retry;
 pub mod rng;

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use common::codec::Bincode;
 use common::driver::{self, DriverConfig, DriverError, NodeHandle, Persistence};
+use common::retry::{FollowLeader, Retry, RetryLimits};
 use common::transport::memory::MemoryNetwork;
 use common::transport::TransportError;
 use common::{MemStorage, Node, NodeId, Setup, Storage};
@@ -18,8 +19,8 @@ use crate::error::{RaftError, RecoverError};
 use crate::message::{Event, LogIndex, Membership, Metrics, Request, Response};
 use crate::state_machine::StateMachine;
 
-/// How many times [`RaftClient`] retries a request on another node before giving up.
-pub const CLIENT_RETRIES_MAX: usize = 64;
+/// How many attempts [`RaftClient`] makes on one request before giving up, by default.
+pub const CLIENT_RETRIES_MAX: usize = common::retry::ATTEMPTS_MAX_DEFAULT;
 
 /// Why a request through the async API failed.
 #[derive(Debug, thiserror::Error)]
@@ -195,11 +196,14 @@ where
 }
 
 /// A client of a whole cluster: sends each request to the node it believes leads, and follows
-/// "not the leader, try node N" answers (up to [`CLIENT_RETRIES_MAX`] times, waiting a little
-/// when no leader is known).
+/// "not the leader, try node N" answers by the workspace's one retry policy
+/// ([`common::retry::FollowLeader`]: a named leader at once, otherwise the next node after a
+/// growing wait, up to [`CLIENT_RETRIES_MAX`] attempts; [`RaftClient::with_retry`] changes the
+/// limits).
 pub struct RaftClient<S: StateMachine> {
     nodes: BTreeMap<NodeId, RaftHandle<S>>,
     leader: AtomicU64,
+    retry: RetryLimits,
 }
 
 impl<S: StateMachine> RaftClient<S>
@@ -213,7 +217,14 @@ where
         Self {
             nodes: nodes.into_iter().map(|h| (h.id(), h)).collect(),
             leader: AtomicU64::new(first),
+            retry: RetryLimits::default(),
         }
+    }
+
+    /// The same client with other retry limits.
+    pub fn with_retry(mut self, retry: RetryLimits) -> Self {
+        self.retry = retry;
+        self
     }
 
     /// The nodes' handles.
@@ -232,40 +243,39 @@ where
         Fut: std::future::Future<Output = Result<T, ClientError>>,
     {
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
-        let mut last = ClientError::Setup("no nodes".into());
-        for attempt in 0..CLIENT_RETRIES_MAX {
-            let target = self.leader.load(Ordering::Relaxed);
+        let first = self.leader.load(Ordering::Relaxed);
+        let mut policy = FollowLeader::new(ids, first, self.retry);
+        loop {
+            let target = policy.target();
             let Some(h) = self.nodes.get(&target).cloned() else {
-                break;
+                return Err(ClientError::Setup(format!("no node {target}")));
             };
-            match f(h).await {
-                Ok(v) => return Ok(v),
-                Err(e) => {
-                    let retry = matches!(
-                        e,
-                        ClientError::Raft(
-                            RaftError::NotLeader { .. }
-                                | RaftError::LeadershipLost { .. }
-                                | RaftError::TransferInProgress(_)
-                        ) | ClientError::Driver(DriverError::Stopped)
-                    );
-                    if !retry {
-                        return Err(e);
-                    }
-                    let next = e
-                        .leader_hint()
-                        .filter(|l| self.nodes.contains_key(l))
-                        .unwrap_or_else(|| ids[(attempt + 1) % ids.len()]);
-                    if e.leader_hint().is_none() {
-                        // No leader known: an election is likely under way.
-                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-                    }
-                    self.leader.store(next, Ordering::Relaxed);
-                    last = e;
+            let e = match f(h).await {
+                Ok(v) => {
+                    self.leader.store(target, Ordering::Relaxed);
+                    return Ok(v);
                 }
+                Err(e) => e,
+            };
+            let next = match &e {
+                ClientError::Raft(
+                    RaftError::NotLeader { .. }
+                    | RaftError::LeadershipLost { .. }
+                    | RaftError::TransferInProgress(_),
+                ) => policy.redirected(e.leader_hint()),
+                ClientError::Driver(DriverError::Stopped) => policy.failed(),
+                _ => return Err(e),
+            };
+            match next {
+                Retry::After { target, wait } => {
+                    self.leader.store(target, Ordering::Relaxed);
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+                Retry::GiveUp => return Err(e),
             }
         }
-        Err(last)
     }
 
     /// Proposes `command` to the leader; see [`RaftHandle::propose`].

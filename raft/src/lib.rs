@@ -293,6 +293,8 @@
 pub mod config;
 mod core;
 pub mod error;
+#[cfg(feature = "runtime")]
+#[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
 pub mod handle;
 pub mod kv;
 pub mod message;
@@ -303,6 +305,7 @@ pub mod testing;
 pub use crate::config::Config;
 pub use crate::core::{MessageOf, RaftNode, RecordOf, RequestOf, ResponseOf};
 pub use crate::error::{RaftError, RecoverError};
+#[cfg(feature = "runtime")]
 pub use crate::handle::{
     spawn_memory_cluster, spawn_memory_cluster_with, ClientError, RaftClient, RaftHandle,
 };

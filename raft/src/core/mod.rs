@@ -14,6 +14,10 @@
 //!
 //! This file holds the node's state, its accessors, the routing of inputs to those parts, and
 //! the rejection of bad input.
+//!
+//! The sans-IO boundary is checked, not only promised: clippy denies here the clocks, sleeps,
+//! files, sockets, unseeded randomness and tokio that the workspace's `clippy.toml` lists.
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod apply;
 mod election;
