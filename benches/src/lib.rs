@@ -80,7 +80,7 @@
 //! committed `docs/core-shootout.{md,json}`.
 
 pub mod charts;
-mod commit;
+pub mod commit;
 pub mod demo;
 pub mod hashring;
 pub mod paxos;
