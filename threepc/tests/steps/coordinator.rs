@@ -2,31 +2,16 @@
 //! and bad input.
 
 use super::*;
-
-/// The ticks, counted from a send, at which it is resent while unanswered: `base` ticks after
-/// it, then after waits doubling up to `max` (`common::txn::Backoff`), up to tick `until`.
-fn resend_schedule(base: u64, max: u64, until: u64) -> Vec<u64> {
-    let (mut t, mut wait, mut at) = (0, base, Vec::new());
-    loop {
-        t += wait;
-        if t > until {
-            return at;
-        }
-        at.push(t);
-        wait = (wait * 2).min(max);
-    }
-}
+use common::txn::AtomicCommit;
 
 #[test]
 fn coordinator_three_phases_exact_effects() {
     let mut c = node(C);
     let e = request(&mut c);
-    assert_eq!(
-        appended(&e),
-        vec![Record::Reserved {
-            seq_limit: SEQ_BLOCK
-        }]
-    );
+    let reserved = Record::Reserved {
+        seq_limit: SEQ_BLOCK,
+    };
+    assert_eq!(appended(&e), [reserved]);
     assert_eq!(
         e.messages,
         vec![
@@ -61,10 +46,10 @@ fn coordinator_three_phases_exact_effects() {
     assert_eq!(e.responses, vec![(RequestId(1), committed(tx0()))]);
     assert_eq!(
         e.events,
-        vec![Event::Decided {
-            tx: tx0(),
-            outcome: Outcome::Committed
-        }]
+        vec![<N as AtomicCommit>::decided_event(
+            tx0(),
+            Outcome::Committed
+        )]
     );
     assert!(msg(&mut c, 2, Message::HaveCommitted { tx: tx0() }).is_empty());
     assert!(msg(&mut c, 3, Message::HaveCommitted { tx: tx0() }).is_empty());
@@ -89,16 +74,7 @@ fn a_no_vote_aborts_everywhere_without_a_record() {
     );
     assert!(e.records.is_empty());
     assert_eq!(e.messages, to_all(&PS, Message::Abort { tx: tx0() }));
-    assert_eq!(
-        e.responses,
-        vec![(
-            RequestId(1),
-            Response::Outcome {
-                tx: tx0(),
-                outcome: Outcome::Aborted
-            }
-        )]
-    );
+    assert_eq!(e.responses, first_answer(tx0(), Outcome::Aborted));
 }
 
 #[test]

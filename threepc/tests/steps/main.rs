@@ -5,8 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use common::txn::{Outcome, TxId, Vote, Write, SEQ_BLOCK};
-use common::{Effects, Node, NodeId, Outbox, Persist, RequestId};
+use common::txn::suite::{
+    deliver as msg, first_answer, one_write as w, resend_schedule, step, tick,
+};
+use common::txn::{Outcome, TxId, Vote, SEQ_BLOCK};
+use common::{Effects, Node, NodeId, Persist, RequestId};
 use threepc::{
     Config, Event, Message, Record, Request, Response, State, ThreePcError, ThreePcNode,
 };
@@ -29,26 +32,8 @@ fn node_with(id: NodeId, records: Vec<Record>) -> N {
     N::recover(config(id), records).unwrap()
 }
 
-fn w(k: &str) -> Vec<Write> {
-    vec![Write::put(k, "v")]
-}
-
 fn tx0() -> TxId {
     TxId::new(C, 0)
-}
-
-fn step(n: &mut N, f: impl FnOnce(&mut N, &mut Outbox<N>)) -> Effects<N> {
-    let mut out = Outbox::new();
-    f(n, &mut out);
-    out.take()
-}
-
-fn msg(n: &mut N, from: NodeId, m: Message) -> Effects<N> {
-    step(n, |n, o| n.handle_message(from, m, o))
-}
-
-fn tick(n: &mut N) -> Effects<N> {
-    step(n, |n, o| n.tick(o))
 }
 
 fn ticks(n: &mut N, count: u64) -> Effects<N> {

@@ -3,20 +3,6 @@
 
 use super::*;
 
-/// The ticks, counted from a send, at which it is resent while unanswered: `base` ticks after
-/// it, then after waits doubling up to `max` (`common::txn::Backoff`), up to tick `until`.
-fn resend_schedule(base: u64, max: u64, until: u64) -> Vec<u64> {
-    let (mut t, mut wait, mut at) = (0, base, Vec::new());
-    loop {
-        t += wait;
-        if t > until {
-            return at;
-        }
-        at.push(t);
-        wait = (wait * 2).min(max);
-    }
-}
-
 #[test]
 fn commit_request_reserves_ids_and_sends_prepare_to_every_participant() {
     let mut c = node(C);
@@ -75,16 +61,7 @@ fn all_yes_forces_commit_record_then_sends_commit_and_answers() {
             (4, Message::Commit { tx: tx0() })
         ]
     );
-    assert_eq!(
-        e.responses,
-        vec![(
-            RequestId(1),
-            Response::Outcome {
-                tx: tx0(),
-                outcome: Outcome::Committed
-            }
-        )]
-    );
+    assert_eq!(e.responses, first_answer(tx0(), Outcome::Committed));
     assert_eq!(
         e.events,
         vec![Event::Decided {
@@ -116,16 +93,7 @@ fn a_no_vote_aborts_at_once_without_a_record_or_acks() {
             (4, Message::Abort { tx: tx0() })
         ]
     );
-    assert_eq!(
-        e.responses,
-        vec![(
-            RequestId(1),
-            Response::Outcome {
-                tx: tx0(),
-                outcome: Outcome::Aborted
-            }
-        )]
-    );
+    assert_eq!(e.responses, first_answer(tx0(), Outcome::Aborted));
     assert_eq!(
         c.metrics().coordinating,
         0,
@@ -176,16 +144,7 @@ fn vote_timeout_resends_prepare_to_the_silent_then_aborts() {
             (4, Message::Abort { tx: tx0() })
         ]
     );
-    assert_eq!(
-        e.responses,
-        vec![(
-            RequestId(1),
-            Response::Outcome {
-                tx: tx0(),
-                outcome: Outcome::Aborted
-            }
-        )]
-    );
+    assert_eq!(e.responses, first_answer(tx0(), Outcome::Aborted));
 }
 
 #[test]
@@ -260,16 +219,7 @@ fn all_read_only_commits_with_no_record_and_no_second_phase() {
     msg(&mut c, 2, vote(tx0(), Vote::ReadOnly));
     let e = msg(&mut c, 3, vote(tx0(), Vote::ReadOnly));
     assert!(e.records.is_empty() && e.messages.is_empty());
-    assert_eq!(
-        e.responses,
-        vec![(
-            RequestId(1),
-            Response::Outcome {
-                tx: tx0(),
-                outcome: Outcome::Committed
-            }
-        )]
-    );
+    assert_eq!(e.responses, first_answer(tx0(), Outcome::Committed));
     assert_eq!(c.metrics().coordinating, 0);
 }
 
@@ -307,16 +257,7 @@ fn one_participant_uses_one_phase_commit() {
         e.records.is_empty() && e.messages.is_empty(),
         "the coordinator logs nothing for 1PC"
     );
-    assert_eq!(
-        e.responses,
-        vec![(
-            RequestId(1),
-            Response::Outcome {
-                tx: tx0(),
-                outcome: Outcome::Committed
-            }
-        )]
-    );
+    assert_eq!(e.responses, first_answer(tx0(), Outcome::Committed));
 }
 
 #[test]

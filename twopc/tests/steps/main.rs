@@ -5,8 +5,11 @@
 
 use std::collections::BTreeMap;
 
+use common::txn::suite::{
+    deliver as msg, first_answer, one_write as w, resend_schedule, step, tick,
+};
 use common::txn::{Outcome, TxId, Vote, Write, SEQ_BLOCK};
-use common::{Effects, Node, NodeId, Outbox, Persist, RequestId};
+use common::{Effects, Node, NodeId, Persist, RequestId};
 use twopc::{Config, Event, Message, PeerStatus, Record, Request, Response, TwoPcError, TwoPcNode};
 
 const C: NodeId = 1;
@@ -24,29 +27,8 @@ fn node_with(id: NodeId, records: Vec<Record>) -> TwoPcNode {
     TwoPcNode::recover(config(id), records).unwrap()
 }
 
-fn w(k: &str) -> Vec<Write> {
-    vec![Write::put(k, "v")]
-}
-
 fn tx0() -> TxId {
     TxId::new(C, 0)
-}
-
-fn step(
-    n: &mut TwoPcNode,
-    f: impl FnOnce(&mut TwoPcNode, &mut Outbox<TwoPcNode>),
-) -> Effects<TwoPcNode> {
-    let mut out = Outbox::new();
-    f(n, &mut out);
-    out.take()
-}
-
-fn msg(n: &mut TwoPcNode, from: NodeId, m: Message) -> Effects<TwoPcNode> {
-    step(n, |n, o| n.handle_message(from, m, o))
-}
-
-fn tick(n: &mut TwoPcNode) -> Effects<TwoPcNode> {
-    step(n, |n, o| n.tick(o))
 }
 
 fn appended(e: &Effects<TwoPcNode>) -> Vec<Record> {

@@ -22,7 +22,7 @@ use crate::sim::{
     run_seeds, Fault, InFlight, LinkConfig, OpenLoop, Outcome as SimOutcome, Sim, SimConfig,
     SimError, SimView,
 };
-use crate::NodeId;
+use crate::{Effects, Node, NodeId, Outbox, RequestId};
 
 use super::{storm, AtomicCommit, MemKv, Outcome, Request, Response, TxId, Write};
 
@@ -40,6 +40,50 @@ pub const WORKLOAD: Workload<'static> = Workload {
     keys: 6,
     enlisted_only: None,
 };
+
+/// Runs one step of a core (`f` calls it with an outbox) and returns its effects, for tests
+/// that assert the exact effects of every step.
+pub fn step<N: Node>(n: &mut N, f: impl FnOnce(&mut N, &mut Outbox<N>)) -> Effects<N> {
+    let mut out = Outbox::new();
+    f(n, &mut out);
+    out.take()
+}
+
+/// Delivers message `m` from `from` to `n`: one step.
+pub fn deliver<N: Node>(n: &mut N, from: NodeId, m: N::Message) -> Effects<N> {
+    step(n, |n, o| n.handle_message(from, m, o))
+}
+
+/// One tick of `n`: one step.
+pub fn tick<N: Node>(n: &mut N) -> Effects<N> {
+    step(n, |n, o| n.tick(o))
+}
+
+/// One participant's writes in a steps test: `key` set to `"v"`.
+pub fn one_write(key: &str) -> Vec<Write> {
+    vec![Write::put(key, "v")]
+}
+
+/// The ticks, counted from a send, at which a message is resent while unanswered: `base`
+/// ticks after it, then after waits doubling up to `max` ([`Backoff`](super::Backoff)), up to
+/// tick `until`.
+pub fn resend_schedule(base: u64, max: u64, until: u64) -> Vec<u64> {
+    let (mut t, mut wait, mut at) = (0, base, Vec::new());
+    loop {
+        t += wait;
+        if t > until {
+            return at;
+        }
+        at.push(t);
+        wait = (wait * 2).min(max);
+    }
+}
+
+/// The one answer a steps test expects for its first request (`RequestId(1)`): `tx` was
+/// decided `outcome`.
+pub fn first_answer(tx: TxId, outcome: Outcome) -> Vec<(RequestId, Response)> {
+    vec![(RequestId(1), Response::Outcome { tx, outcome })]
+}
 
 /// Every participant's outcome of every transaction, as its `Finished` events said.
 pub type Outcomes = Rc<RefCell<BTreeMap<TxId, BTreeMap<NodeId, Outcome>>>>;
