@@ -4,12 +4,16 @@
 //!
 //! # Skeen's rules, as this crate applies them
 //!
-//! Skeen ("Nonblocking commit protocols", SIGMOD 1981) shows that a commit protocol is
-//! non-blocking when no state is adjacent both to commit and to abort, and that two-phase commit
-//! fails this (its "prepared" state is next to both); three-phase commit inserts PreCommitted
-//! between Uncertain and Committed to fix that. Skeen and Stonebraker ("A formal model of crash
-//! recovery in a distributed system", IEEE TSE 1983) give the termination protocol the
-//! operational sites run when the coordinator fails. In our words:
+//! Skeen ("Nonblocking commit protocols", SIGMOD 1981) states, as his fundamental nonblocking
+//! theorem, when a commit protocol lets the operational sites finish without a failed one: no
+//! site's state may be adjacent both to a commit and to an abort state, and no state from which a
+//! site cannot yet commit may be adjacent to a commit state. Two-phase commit fails both (its
+//! prepared state is next to commit and to abort); three-phase commit inserts PreCommitted
+//! between Uncertain and Committed so that it holds. The same paper, and Skeen and Stonebraker
+//! ("A formal model of crash recovery in a distributed system", IEEE TSE, 1983), give the
+//! termination protocol the operational sites run when the coordinator fails, with a backup
+//! coordinator that gathers their states and decides from them. In our words, and as this crate
+//! applies it:
 //!
 //! 1. **Detect.** A participant in Uncertain or PreCommitted that hears nothing from its
 //!    coordinator for `termination_timeout_ticks` takes it as crashed (3PC's model: silence means
@@ -18,17 +22,18 @@
 //!    ([`Message::StateRequest`]); those silent for `state_timeout_ticks` are taken as crashed.
 //! 3. **Decide** on the collected states: any Aborted ⇒ abort; any Committed ⇒ commit; any
 //!    PreCommitted ⇒ first move the Uncertain ones to PreCommitted (so that no operational site is
-//!    left adjacent to abort), then commit; all Uncertain ⇒ abort (nobody can have committed:
-//!    a commit needs everyone PreCommitted first).
+//!    left in a state adjacent to abort), then commit; all Uncertain ⇒ abort (none can have
+//!    committed: the coordinator commits only once the PreCommit reached every participant it
+//!    does not take as crashed, and those would be PreCommitted).
 //! 4. **Re-elect.** If the backup falls silent, the followers suspect it and elect the next
-//!    lowest id, which runs the rules again: the rules are idempotent, so a second backup cannot
-//!    contradict a first one that died mid-way.
+//!    lowest id, which runs the rules again. Whatever a backup that died mid-way had done shows
+//!    in the states it left (PreCommitted, Committed or Aborted participants), and the rules lead
+//!    the next backup to the same decision.
 //! 5. **Recover.** A participant that crashed and restarted does not trust its own, possibly
 //!    stale, state to the others: it asks what was decided ([`Message::DecisionRequest`]). It
 //!    applies the rules itself only with a complete view (every participant recovered and
 //!    undecided, and the coordinator answering that it never decided commit); short of that it
-//!    waits, since after a total failure 3PC blocks too (Skeen & Stonebraker's "last process to
-//!    fail" condition).
+//!    waits: after a total failure 3PC blocks too, until the sites that may know are back.
 //!
 //! All of this rests on the synchronous assumption: a timeout fires only when its peer has
 //! crashed. A delay or a partition beyond the timeouts breaks it (see the crate documentation).
