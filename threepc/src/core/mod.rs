@@ -1,5 +1,5 @@
-//! [`ThreePcNode`]: one node hosting a coordinator ([`coordinator`]) and a participant
-//! ([`participant`], with the termination protocol in [`termination`]), joined by message
+//! [`ThreePcNode`]: one node hosting a coordinator (`coordinator.rs`) and a participant
+//! (`participant.rs`, with the termination protocol in `termination.rs`), joined by message
 //! routing; its [`Event`]s and [`Metrics`]; and its [`AtomicCommit`] binding to the shared
 //! skeleton of `common::txn`.
 

@@ -1,5 +1,5 @@
-//! [`TwoPcNode`]: one node hosting a coordinator ([`coordinator`]) and a participant
-//! ([`participant`]), joined by message routing; its [`Event`]s and [`Metrics`]; and its
+//! [`TwoPcNode`]: one node hosting a coordinator (`coordinator.rs`) and a participant
+//! (`participant.rs`), joined by message routing; its [`Event`]s and [`Metrics`]; and its
 //! [`AtomicCommit`] binding to the shared skeleton of `common::txn`.
 
 pub(crate) mod coordinator;
