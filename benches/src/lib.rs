@@ -99,7 +99,7 @@
 //! `target/core-shootout/core-shootout.{md,json}`, and with `--write-docs` refreshes the
 //! committed `docs/core-shootout.{md,json}`.
 
-mod commit;
+pub mod commit;
 pub mod demo;
 mod error;
 pub mod hashring;

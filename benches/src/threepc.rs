@@ -8,20 +8,42 @@
 //! coordinator answers Committed. Theory: 6 messages per participant
 //! ([`THEORY_MESSAGES_PER_PARTICIPANT`]), so `6 * (nodes - 1)` per operation.
 
-crate::commit::commit_adapter! {
-    krate: threepc,
-    node: ThreePcNode,
-    contender: ThreePc,
-    cluster: ThreePcCluster,
-    name: "3pc",
-    rounds: 3,
-    per_participant: 6,
-    theory_doc: "Messages per participant of a committing transaction, in theory: CanCommit, Vote, PreCommit, PreCommitAck, DoCommit, HaveCommitted.",
+use common::NodeId;
+use threepc::{Config, ThreePcNode};
+
+use crate::commit::{self, CommitProtocol};
+pub use crate::commit::{members, writes_for, COORDINATOR, KEYS_PER_PARTICIPANT};
+
+/// Messages per participant of a committing transaction, in theory: CanCommit, Vote, PreCommit, PreCommitAck, DoCommit, HaveCommitted.
+pub const THEORY_MESSAGES_PER_PARTICIPANT: u64 = 6;
+
+/// Three-phase commit as a shootout contender and benchmark subject (see [`crate::commit`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ThreePc;
+
+impl CommitProtocol for ThreePc {
+    type Node = ThreePcNode;
+    const NAME: &'static str = "3pc";
+    const ROUNDS: u32 = 3;
+    const MESSAGES_PER_PARTICIPANT: u64 = THEORY_MESSAGES_PER_PARTICIPANT;
+
+    fn config(id: NodeId, members: Vec<NodeId>) -> Config {
+        Config::new(id, members)
+    }
 }
+
+/// Cores of threepc in one process, pumped by hand.
+pub type CoreCluster = commit::CoreCluster<ThreePc>;
+/// A threepc cluster on the shared driver.
+pub type DriverCluster = commit::DriverCluster<ThreePc>;
+/// A running shootout cluster of threepc.
+pub type ThreePcCluster = commit::CommitCluster<ThreePc>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{ClusterSpec, Contender};
+    use common::txn::Outcome;
 
     #[test]
     fn a_committing_transaction_costs_six_messages_per_participant() {

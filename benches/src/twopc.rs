@@ -8,20 +8,42 @@
 //! coordinator answers Committed. Theory: 4 messages per participant
 //! ([`THEORY_MESSAGES_PER_PARTICIPANT`]), so `4 * (nodes - 1)` per operation.
 
-crate::commit::commit_adapter! {
-    krate: twopc,
-    node: TwoPcNode,
-    contender: TwoPc,
-    cluster: TwoPcCluster,
-    name: "2pc",
-    rounds: 2,
-    per_participant: 4,
-    theory_doc: "Messages per participant of a committing transaction, in theory: Prepare, Vote, Commit, Ack.",
+use common::NodeId;
+use twopc::{Config, TwoPcNode};
+
+use crate::commit::{self, CommitProtocol};
+pub use crate::commit::{members, writes_for, COORDINATOR, KEYS_PER_PARTICIPANT};
+
+/// Messages per participant of a committing transaction, in theory: Prepare, Vote, Commit, Ack.
+pub const THEORY_MESSAGES_PER_PARTICIPANT: u64 = 4;
+
+/// Two-phase commit as a shootout contender and benchmark subject (see [`crate::commit`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TwoPc;
+
+impl CommitProtocol for TwoPc {
+    type Node = TwoPcNode;
+    const NAME: &'static str = "2pc";
+    const ROUNDS: u32 = 2;
+    const MESSAGES_PER_PARTICIPANT: u64 = THEORY_MESSAGES_PER_PARTICIPANT;
+
+    fn config(id: NodeId, members: Vec<NodeId>) -> Config {
+        Config::new(id, members)
+    }
 }
+
+/// Cores of twopc in one process, pumped by hand.
+pub type CoreCluster = commit::CoreCluster<TwoPc>;
+/// A twopc cluster on the shared driver.
+pub type DriverCluster = commit::DriverCluster<TwoPc>;
+/// A running shootout cluster of twopc.
+pub type TwoPcCluster = commit::CommitCluster<TwoPc>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{ClusterSpec, Contender};
+    use common::txn::Outcome;
 
     #[test]
     fn a_committing_transaction_costs_four_messages_per_participant() {

@@ -10,7 +10,8 @@
 //! "no communication failures" and a timeout that reliably means a site failure). The timeouts
 //! are:
 //!
-//! - [`Config::vote_timeout_ticks`]: the coordinator waits this long for every vote, then aborts;
+//! - [`TxnConfig::vote_timeout_ticks`]: the coordinator waits this long for every vote, then
+//!   aborts;
 //! - [`Config::ack_timeout_ticks`]: the coordinator waits this long for the PreCommit acks, then
 //!   takes the silent participants as crashed and **commits** (and tells the client);
 //! - [`Config::termination_timeout_ticks`]: a participant that hears nothing from its coordinator
@@ -57,18 +58,17 @@
 //! Every unanswered message is resent — CanCommit, PreCommit and DoCommit by the coordinator,
 //! DecisionRequest by a recovered coordinator and by recovered participants, TerminationStart to
 //! the elected backup, and the backup's StateRequest and PreCommit. The first resend comes
-//! [`Config::resend_ticks`] after the send, and each further one waits twice as long, up to
-//! [`Config::resend_ticks_max`] ([`common::txn::Backoff`]); a follower's wait before re-electing a
-//! silent backup doubles likewise, up to [`REELECTION_WAIT_FACTOR_MAX`] termination timeouts.
-//! At fixed-rate resends a slow network fills with copies, answers come later still, more
-//! exchanges stay unanswered and the network stays saturated (a retransmission storm); with
-//! backoff each exchange keeps a small constant number of copies in flight. Besides, one node
-//! resends at most [`Config::sends_per_tick_max`] messages per tick, whatever the number of open
-//! transactions; a resend that does not fit waits for a later tick. First transmissions and
-//! answers are not resends: they happen once per transaction and phase, or once per message
-//! received. The `sim_storm` simulation (slow, lossy network with crashes, then a fast one)
-//! asserts that the messages in flight stay bounded and that everything is decided once the
-//! network is fast again.
+//! [`TxnConfig::resend_ticks`] after the send, and each further one waits twice as long, up to
+//! [`TxnConfig::resend_ticks_max`] ([`common::txn::Backoff`]); a follower's wait before re-electing
+//! a silent backup doubles likewise, up to [`REELECTION_WAIT_FACTOR_MAX`] termination timeouts. At
+//! fixed-rate resends a slow network fills with copies, answers come later still, more exchanges
+//! stay unanswered and the network stays saturated (a retransmission storm); with backoff each
+//! exchange keeps a small constant number of copies in flight. Besides, one node resends at most
+//! [`TxnConfig::sends_per_tick_max`] messages per tick, whatever the number of open transactions; a
+//! resend that does not fit waits for a later tick. First transmissions and answers are not
+//! resends: they happen once per transaction and phase, or once per message received. The
+//! `sim_storm` simulation (slow, lossy network with crashes, then a fast one) asserts that the
+//! messages in flight stay bounded and that everything is decided once the network is fast again.
 //!
 //! # The protocol
 //!
@@ -185,8 +185,31 @@
 //! votes in the same step, so the textbook's "participant waiting for CanCommit" timeout has no
 //! state to apply to: a participant that cannot take part votes No at once (Initial → Aborted).
 //! The log is never compacted; decided transactions are remembered up to
-//! [`Config::decided_remembered_max`]. There is no read-only optimisation: every participant
+//! [`TxnConfig::decided_remembered_max`]. There is no read-only optimisation: every participant
 //! takes part in all three phases (a participant with no writes votes Yes and holds no locks).
+//!
+//! # Layout
+//!
+//! This crate holds only what is three-phase commit's own; the atomic-commit skeleton it shares
+//! with `twopc` is in [`common::txn`]: transaction ids and their durable reservation, admitting
+//! a client's transaction, the participant's ledger (the resource, the decided-outcome cache,
+//! finishing a transaction, replay and lock recovery), the shared settings
+//! ([`TxnConfig`](common::txn::TxnConfig)), the client's [`Request`], [`Response`] and
+//! [`ThreePcError`], rejection of bad messages, the async client ([`TxClient`]) and the test
+//! suite both protocols run.
+//!
+//! - [`config`]: [`Config`], the shared settings plus 3PC's timeouts (acks, termination, state
+//!   replies);
+//! - [`message`]: Skeen's participant [`State`]s, the wire [`Message`]s and the log
+//!   [`Record`]s;
+//! - [`core`]: [`ThreePcNode`] and its routing, [`Event`] and [`Metrics`]; `core/coordinator.rs`
+//!   the three phases and the coordinator's recovery; `core/participant.rs` votes, pre-commit,
+//!   decisions and the answers to backups and recovering peers; `core/termination.rs` the
+//!   termination protocol (Skeen's rules, cited there), re-election and the recovery of a
+//!   participant that crashed;
+//! - [`client`]: the async handle, [`TxClient`] for this protocol with its
+//!   [`ParticipantStatus`];
+//! - [`scenario`] (feature `sim`): named seeded simulations.
 //!
 //! # Runnable examples
 //!
@@ -198,17 +221,24 @@
 //!   plays the same runs in a browser, opened from disk (the trace viewer).
 //! - [`scenario`] (feature `sim`): the slow-network anomaly as a seeded simulation, for tests and
 //!   diagrams.
+//!
+//! [`TxnConfig::decided_remembered_max`]: common::txn::TxnConfig::decided_remembered_max
+//! [`TxnConfig::resend_ticks`]: common::txn::TxnConfig::resend_ticks
+//! [`TxnConfig::resend_ticks_max`]: common::txn::TxnConfig::resend_ticks_max
+//! [`TxnConfig::sends_per_tick_max`]: common::txn::TxnConfig::sends_per_tick_max
+//! [`TxnConfig::vote_timeout_ticks`]: common::txn::TxnConfig::vote_timeout_ticks
 
 pub mod client;
-mod coordinator;
-mod error;
-mod node;
-mod participant;
+pub mod config;
+pub mod core;
+pub mod message;
 #[cfg(feature = "sim")]
 pub mod scenario;
-mod types;
 
-pub use client::{ClientError, ParticipantStatus, Transaction, TxClient};
-pub use error::ThreePcError;
-pub use node::ThreePcNode;
-pub use types::*;
+pub use crate::client::{ParticipantStatus, Transaction, TxClient};
+pub use crate::config::{Config, REELECTION_WAIT_FACTOR_MAX};
+pub use crate::core::{Event, InDoubt, Metrics, ThreePcNode};
+pub use crate::message::{Message, Record, State};
+/// Errors of the `threepc` crate: the shared [`common::txn::TxError`].
+pub use common::txn::TxError as ThreePcError;
+pub use common::txn::{ClientError, Request, Response};

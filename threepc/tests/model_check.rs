@@ -27,13 +27,11 @@
 #[path = "../../twopc/tests/model/mod.rs"]
 mod model;
 
-use std::collections::BTreeMap;
-
 use common::txn::{Outcome, TxId, Vote, Write};
 use common::NodeId;
 use model::{Action, Bounds, CommitModel, Protocol};
 use stateright::{Checker, Model};
-use threepc::{Config, Event, Message, Request, Response, ThreePcNode};
+use threepc::{Config, Message, ThreePcNode};
 
 struct ThreePc;
 
@@ -42,35 +40,13 @@ impl Protocol for ThreePc {
 
     fn config(&self, id: NodeId) -> Config {
         let mut c = Config::new(id, vec![1, 2, 3]);
-        c.resend_ticks = 1;
-        c.resend_ticks_max = 2;
-        c.vote_timeout_ticks = 2;
+        c.txn.resend_ticks = 1;
+        c.txn.resend_ticks_max = 2;
+        c.txn.vote_timeout_ticks = 2;
         c.ack_timeout_ticks = 2;
         c.termination_timeout_ticks = 2;
         c.state_timeout_ticks = 2;
         c
-    }
-
-    fn request(&self, k: usize) -> (NodeId, Request) {
-        let writes = BTreeMap::from([
-            (2, vec![Write::put("a", vec![k as u8])]),
-            (3, vec![Write::put("b", vec![k as u8])]),
-        ]);
-        (1, Request::Commit { writes })
-    }
-
-    fn finished(ev: &Event) -> Option<(TxId, Outcome)> {
-        match ev {
-            Event::Finished { tx, outcome } => Some((*tx, *outcome)),
-            _ => None,
-        }
-    }
-
-    fn answered(r: &Response) -> Option<(TxId, Outcome)> {
-        match r {
-            Response::Outcome { tx, outcome } => Some((*tx, *outcome)),
-            Response::Failed(_) => None,
-        }
     }
 }
 

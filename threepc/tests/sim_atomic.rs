@@ -4,91 +4,33 @@
 //! partition and under a merely slow network.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::rc::Rc;
 
 use common::check::atomic::{AtomicChecker, AtomicViolation};
 use common::sim::{
-    run_seeds, Fault, FaultPlan, LinkConfig, OpenLoop, Outcome as SimOutcome, Sim, SimConfig,
-    SimError, SimView, TraceKind,
+    Fault, FaultPlan, LinkConfig, Outcome as SimOutcome, Sim, SimConfig, SimError, TraceKind,
+};
+use common::txn::suite::{
+    self, CrashEveryStep, FaultTotals, Outcomes, Workload, FAULTS_UNTIL, MEMBERS, SEEDS_DEFAULT,
 };
 use common::txn::{Outcome, TxId, Write};
 use common::{DetRng, Node, NodeId};
 use threepc::{Config, Event, Record, Request, Response, ThreePcNode};
 
-const MEMBERS: [NodeId; 5] = [1, 2, 3, 4, 5];
-const COORDINATORS: [NodeId; 2] = [1, 2];
-const KEYS: usize = 6;
-const FAULTS_UNTIL: u64 = 1_500;
+/// Random transactions: a coordinator among 1 and 2, one to three other participants, one or
+/// two writes each on a small key set (so conflicts and no-wait aborts are common).
+const WORKLOAD: Workload<'static> = suite::WORKLOAD;
 const SETTLE_DEADLINE: u64 = 8_000;
-const SEEDS_DEFAULT: u64 = 2_000;
 
 type Sim3 = Sim<ThreePcNode>;
-type Outcomes = Rc<RefCell<BTreeMap<TxId, BTreeMap<NodeId, Outcome>>>>;
 
 fn node_config(id: NodeId) -> Config {
     Config::new(id, MEMBERS.to_vec())
 }
 
-/// Collects every participant's `Finished` events; when `enforce`, a contradiction stops the run
-/// (checked after every step, incrementally).
+/// Collects every participant's `Finished` events; when `enforce`, a contradiction stops the run.
 fn add_agreement(sim: &mut Sim3, enforce: bool) -> Outcomes {
-    let outcomes: Outcomes = Rc::default();
-    let seen = Rc::new(RefCell::new(0usize));
-    let o = outcomes.clone();
-    sim.add_invariant(
-        "atomic commit agreement",
-        move |view: &SimView<'_, ThreePcNode>| {
-            let events = view.events();
-            let mut seen = seen.borrow_mut();
-            let mut o = o.borrow_mut();
-            for (_, node, ev) in &events[*seen..] {
-                if let Event::Finished { tx, outcome } = ev {
-                    let at = o.entry(*tx).or_default();
-                    if enforce {
-                        if let Some((other, x)) = at.iter().find(|(_, x)| **x != *outcome) {
-                            return Err(format!("{tx}: {outcome} at {node} but {x} at {other}"));
-                        }
-                    }
-                    at.insert(*node, *outcome);
-                }
-            }
-            *seen = events.len();
-            Ok(())
-        },
-    );
-    outcomes
-}
-
-fn workload(sim: &mut Sim3, until: u64, requests_max: u64) {
-    sim.open_loop(
-        OpenLoop {
-            start: 20,
-            until,
-            interval_min: 5,
-            interval_max: 40,
-            requests_max,
-            timeout: None,
-        },
-        |rng, _ctx| {
-            let c = COORDINATORS[rng.index(COORDINATORS.len())?];
-            let others: Vec<NodeId> = MEMBERS.iter().copied().filter(|&m| m != c).collect();
-            let count = rng.range_inclusive(1, 3) as usize;
-            let mut writes = BTreeMap::new();
-            while writes.len() < count {
-                let p = others[rng.index(others.len())?];
-                let w: Vec<Write> = (0..rng.range_inclusive(1, 2))
-                    .map(|_| {
-                        let k = rng.index(KEYS).unwrap_or(0);
-                        Write::put(format!("k{k}"), rng.next_u64().to_le_bytes().to_vec())
-                    })
-                    .collect();
-                writes.insert(p, w);
-            }
-            Some((c, Request::Commit { writes }))
-        },
-    );
+    suite::add_agreement(sim, enforce)
 }
 
 /// Crash-stop faults with restarts, no partitions: any node (coordinators included) crashes at
@@ -110,76 +52,26 @@ fn crash_plan(seed: u64, until: u64) -> FaultPlan {
     plan
 }
 
-fn settled(view: &SimView<'_, ThreePcNode>) -> bool {
-    view.nodes().all(|(id, n)| {
-        view.unsynced(id).is_empty()
-            && n.is_some_and(|n| {
-                let m = n.metrics();
-                m.in_doubt.is_empty() && m.coordinating == 0
-            })
-    })
-}
-
-fn settle(sim: &mut Sim3, deadline: u64) -> Result<bool, SimError> {
-    let done = sim.run_until_cond(deadline, settled)?;
-    sim.run_for(100)?;
-    Ok(done && settled(&sim.view()))
-}
-
+/// The atomic-commit checker: a commit must reach every participant (3PC has no read-only
+/// participants).
 fn checker(sim: &Sim3, outcomes: &BTreeMap<TxId, BTreeMap<NodeId, Outcome>>) -> AtomicChecker {
-    let mut check = AtomicChecker::new();
-    for (tx, at) in outcomes {
-        for (node, o) in at {
-            check.participant_outcome(*node, *tx, *o);
-        }
-    }
-    for op in sim.history() {
-        let Request::Commit { writes } = &op.request;
-        if let SimOutcome::Response(Response::Outcome { tx, outcome }) = &op.outcome {
-            let ps: Vec<NodeId> = writes.keys().copied().collect();
-            check.client_outcome(*tx, *outcome, &ps);
-        }
-    }
-    for id in MEMBERS {
-        if let Some(n) = sim.node(id) {
-            check.set_applied(id, n.resource().applied().iter().copied());
-        }
-    }
-    check
+    suite::checker(sim, &MEMBERS, outcomes, false)
 }
 
-#[derive(Default)]
-struct Totals {
-    committed: usize,
-    reported: usize,
-    terminations: u64,
-}
-
-fn one_seed(seed: u64, totals: &mut Totals) -> Result<(), SimError> {
-    let mut cfg = SimConfig::new(seed, MEMBERS.to_vec());
-    cfg.link = LinkConfig {
+fn one_seed(seed: u64, totals: &mut FaultTotals, terminations: &mut u64) -> Result<(), SimError> {
+    let link = LinkConfig {
         latency_min: 1,
         latency_max: 8,
         drop: 0.02,
         duplicate: 0.02,
     };
-    cfg.sync_latency_max = 3;
-    cfg.steps_max = 400_000;
-    let mut sim: Sim3 = Sim::new(cfg, node_config)?;
+    let mut sim: Sim3 = Sim::new(suite::fault_config(seed, link), node_config)?;
     let outcomes = add_agreement(&mut sim, true);
     sim.schedule(crash_plan(seed, FAULTS_UNTIL));
-    workload(&mut sim, FAULTS_UNTIL - 100, 40);
+    suite::workload(&mut sim, WORKLOAD, FAULTS_UNTIL - 100, 40);
     sim.run_until(FAULTS_UNTIL)?;
     // No blocking: with every node back, every transaction finishes.
-    if !settle(&mut sim, SETTLE_DEADLINE)? {
-        let stuck: Vec<_> = MEMBERS
-            .iter()
-            .filter_map(|&id| sim.node(id).map(|n| (id, n.metrics())))
-            .collect();
-        return Err(sim.fail_now(format!(
-            "blocked: not settled by {SETTLE_DEADLINE}: {stuck:?}"
-        )));
-    }
+    suite::settle_or_fail(&mut sim, SETTLE_DEADLINE)?;
     let check = checker(&sim, &outcomes.borrow());
     if let Err(v) = check.check_final() {
         return Err(sim.fail_now(format!("atomic commit violated: {v}")));
@@ -192,29 +84,20 @@ fn one_seed(seed: u64, totals: &mut Totals) -> Result<(), SimError> {
                 m.decision_conflicts
             )));
         }
-        totals.terminations += m.terminated_as_backup;
+        *terminations += m.terminated_as_backup;
     }
-    totals.committed += check.reported_committed();
-    totals.reported += check.reported();
+    totals.add(&check);
     Ok(())
 }
 
 #[test]
 fn atomicity_durability_and_no_blocking_under_crashes() {
-    let mut totals = Totals::default();
-    let report = run_seeds(SEEDS_DEFAULT, |seed| one_seed(seed, &mut totals)).unwrap();
-    assert!(
-        totals.committed as u64 >= report.seeds * 5,
-        "only {} commits over {} seeds",
-        totals.committed,
-        report.seeds
-    );
-    assert!(totals.reported > totals.committed, "no aborts at all");
-    if report.seeds >= 100 {
-        assert!(
-            totals.terminations > 0,
-            "the termination protocol never ran"
-        );
+    let mut terminations = 0;
+    let seeds = suite::fault_seeds(SEEDS_DEFAULT, |seed, totals| {
+        one_seed(seed, totals, &mut terminations)
+    });
+    if seeds >= 100 {
+        assert!(terminations > 0, "the termination protocol never ran");
     }
 }
 
@@ -427,51 +310,19 @@ fn the_known_flaw_a_partition_splits_the_decision() {
     assert!(sim.node(3).unwrap().resource().applied().is_empty());
 }
 
-/// Crashes at every step: for each node of a three-participant transaction and each step `k` of
-/// the run, crash that node right after step `k` (with a sync latency, also between a step and
-/// the sync of its records), restart it later, and check atomicity, durability and that
-/// everything resolves.
+/// Crashes at every step of a three-participant transaction, each node in turn
+/// ([`suite::crash_at_every_step`]): atomicity, durability, and everything resolves.
 #[test]
 fn crash_at_every_step_of_a_transaction() {
-    let mut crashed_mid_protocol = 0;
-    for victim in [1, 2, 3, 4] {
-        for k in 0..60u64 {
-            let mut cfg = SimConfig::new(k, MEMBERS.to_vec());
-            cfg.link = LinkConfig {
-                latency_min: 1,
-                latency_max: 6,
-                drop: 0.0,
-                duplicate: 0.0,
-            };
-            cfg.sync_latency_max = 2;
-            let mut sim: Sim3 = Sim::new(cfg, node_config).unwrap();
-            let outcomes = add_agreement(&mut sim, true);
-            sim.submit(
-                10,
-                1,
-                Request::Commit {
-                    writes: three_writes(),
-                },
-            );
-            sim.run_until(9).unwrap();
-            for _ in 0..k {
-                sim.step().unwrap();
-            }
-            crashed_mid_protocol += usize::from(outcomes.borrow().is_empty());
-            sim.crash(victim).unwrap();
-            let back = sim.now() + 600;
-            sim.schedule_fault(back, Fault::Restart(victim));
-            sim.run_until(back).unwrap();
-            assert!(
-                settle(&mut sim, back + 5_000).unwrap(),
-                "victim {victim}, step {k}: not settled"
-            );
-            let check = checker(&sim, &outcomes.borrow());
-            check
-                .check_final()
-                .unwrap_or_else(|e| panic!("victim {victim}, step {k}: {e}"));
-        }
-    }
+    let plan = CrashEveryStep {
+        members: &MEMBERS,
+        steps: 60,
+        down_for: 600,
+        settle_within: 5_000,
+        writers_only: false,
+        strict: false,
+    };
+    let crashed_mid_protocol = suite::crash_at_every_step::<ThreePcNode>(plan, node_config);
     assert!(
         crashed_mid_protocol >= 80,
         "only {crashed_mid_protocol} crashes hit the protocol mid-way"
@@ -534,12 +385,7 @@ fn the_known_flaw_a_slow_network_is_taken_for_a_crash() {
             .iter()
             .any(|r| matches!(r, Record::CommitDecision { tx: t, .. } if *t == tx)));
         // The atomic-commit checker names the violation.
-        let mut outcomes: BTreeMap<TxId, BTreeMap<NodeId, Outcome>> = BTreeMap::new();
-        for (_, node, ev) in sim.events() {
-            if let Event::Finished { tx, outcome } = ev {
-                outcomes.entry(*tx).or_default().insert(*node, *outcome);
-            }
-        }
+        let outcomes = suite::finished_outcomes(&sim);
         let check = checker(&sim, &outcomes);
         assert!(
             matches!(

@@ -21,12 +21,12 @@
 //! contradicted report), never a duplicated or phantom application.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use common::check::atomic::{AtomicChecker, AtomicViolation};
-use common::sim::{run_seeds, InFlight, Outcome as SimOutcome, Sim, SimConfig, SimError};
-use common::txn::storm::{crash_plan, slow_link, workload, MEMBERS, QUIET_DEADLINE, SLOW_UNTIL};
-use common::txn::{Outcome, TxId};
-use common::{Node, NodeId};
-use threepc::{Config, Event, Request, Response, ThreePcNode};
+use common::check::atomic::AtomicViolation;
+use common::sim::{Outcome as SimOutcome, Sim, SimError};
+use common::txn::storm::MEMBERS;
+use common::txn::suite::{self, StormTotals};
+use common::txn::{Outcome, Response, TxId};
+use threepc::{Config, Event, ThreePcNode};
 
 /// Most messages in flight at any step. The workload opens at most [`common::txn::storm::REQUESTS_MAX`]
 /// transactions, each with 2 or 3 participants, and with backoff each open exchange keeps a
@@ -38,100 +38,24 @@ const SEEDS_DEFAULT: u64 = 1_000;
 
 type Sim3 = Sim<ThreePcNode>;
 
-fn settled(sim: &Sim3) -> bool {
-    sim.view().nodes().all(|(id, n)| {
-        sim.view().unsynced(id).is_empty()
-            && n.is_some_and(|n| {
-                let m = n.metrics();
-                m.in_doubt.is_empty() && m.coordinating == 0
-            })
-    })
-}
-
-fn violation(sim: &Sim3) -> Option<AtomicViolation> {
-    let mut check = AtomicChecker::new();
-    for (_, node, ev) in sim.events() {
-        if let Event::Finished { tx, outcome } = ev {
-            check.participant_outcome(*node, *tx, *outcome);
-        }
-    }
-    for op in sim.history() {
-        let Request::Commit { writes } = &op.request;
-        if let SimOutcome::Response(Response::Outcome { tx, outcome }) = &op.outcome {
-            let ps: Vec<NodeId> = writes.keys().copied().collect();
-            check.client_outcome(*tx, *outcome, &ps);
-        }
-    }
-    for id in MEMBERS {
-        if let Some(n) = sim.node(id) {
-            check.set_applied(id, n.resource().applied().iter().copied());
-        }
-    }
-    check.check_final().err()
-}
-
-#[derive(Default)]
-struct Totals {
-    peak: u64,
-    decided: u64,
-    anomalies: u64,
-}
-
-fn one_seed(seed: u64, totals: &mut Totals) -> Result<(), SimError> {
-    let mut cfg = SimConfig::new(seed, MEMBERS.to_vec());
-    cfg.link = slow_link();
-    cfg.sync_latency_max = 3;
-    cfg.record_trace = true;
-    cfg.steps_max = 2_000_000;
-    let mut sim: Sim3 = Sim::new(cfg, |id| Config::new(id, MEMBERS.to_vec()))?;
-    sim.set_message_label(|_| String::new());
-    sim.schedule(crash_plan(seed));
-    workload(&mut sim);
-    let mut in_flight = InFlight::default();
-    let mut quiet_since = None;
-    while sim.now() < QUIET_DEADLINE {
-        if !sim.step()? {
-            break;
-        }
-        let n = in_flight.update(sim.trace());
-        if n > IN_FLIGHT_MAX {
-            return Err(sim.fail_now(format!("{n} messages in flight (bound {IN_FLIGHT_MAX})")));
-        }
-        if sim.now() > SLOW_UNTIL && settled(&sim) {
-            let since = *quiet_since.get_or_insert(sim.now());
-            if sim.now() > since + 200 {
-                break;
-            }
-        } else {
-            quiet_since = None;
-        }
-    }
-    if !settled(&sim) {
-        let stuck: Vec<_> = MEMBERS
-            .iter()
-            .filter_map(|&id| sim.node(id).map(|n| (id, n.metrics())))
-            .collect();
-        return Err(sim.fail_now(format!(
-            "not settled by {QUIET_DEADLINE} on a fast network: {stuck:?}"
-        )));
-    }
-    if let Some(v) = violation(&sim) {
+/// One storm run; anomalies (3PC's known ones, outside its synchronous assumption) are counted
+/// in `anomalies`, anything else fails the run.
+fn one_seed(seed: u64, totals: &mut StormTotals, anomalies: &mut u64) -> Result<(), SimError> {
+    let config = |id| Config::new(id, MEMBERS.to_vec());
+    let (mut sim, peak) = suite::storm_run(seed, IN_FLIGHT_MAX, config, |_: &mut Sim3| {})?;
+    let outcomes = suite::finished_outcomes(&sim);
+    if let Err(v) = suite::checker(&sim, &MEMBERS, &outcomes, false).check_final() {
         match v {
             AtomicViolation::Split { .. } | AtomicViolation::ReportContradicted { .. } => {
-                totals.anomalies += 1;
+                *anomalies += 1;
             }
             AtomicViolation::CommitNotApplied { tx, .. } if reported_and_aborted(&sim, tx) => {
-                totals.anomalies += 1;
+                *anomalies += 1;
             }
             other => return Err(sim.fail_now(format!("unexpected violation: {other}"))),
         }
     }
-    totals.peak = totals.peak.max(in_flight.peak);
-    totals.decided += MEMBERS
-        .iter()
-        .filter_map(|&id| sim.node(id))
-        .map(|n| n.metrics().applied + n.metrics().aborted)
-        .sum::<u64>();
+    totals.add(&sim, peak);
     Ok(())
 }
 
@@ -156,20 +80,13 @@ fn reported_and_aborted(sim: &Sim3, tx: TxId) -> bool {
 
 #[test]
 fn slow_lossy_network_with_restarts_stays_bounded_and_terminates() {
-    let mut totals = Totals::default();
-    let report = run_seeds(SEEDS_DEFAULT, |seed| one_seed(seed, &mut totals)).unwrap();
-    assert!(totals.peak <= IN_FLIGHT_MAX);
-    assert!(
-        totals.decided >= report.seeds * 10,
-        "only {} decisions over {} seeds: the workload did not run",
-        totals.decided,
-        report.seeds
-    );
+    let mut anomalies = 0;
+    let seeds = suite::storm_seeds(SEEDS_DEFAULT, IN_FLIGHT_MAX, |seed, totals| {
+        one_seed(seed, totals, &mut anomalies)
+    });
     // Anomalies are allowed here (asynchrony), but they must stay the exception.
     assert!(
-        totals.anomalies * 10 <= report.seeds.max(10),
-        "{} anomalies in {} seeds",
-        totals.anomalies,
-        report.seeds
+        anomalies * 10 <= seeds.max(10),
+        "{anomalies} anomalies in {seeds} seeds"
     );
 }

@@ -35,8 +35,8 @@
 //! With a single participant the coordinator sends [`Message::OnePhaseCommit`] and the
 //! participant decides alone (2 messages instead of 4).
 //!
-//! Timeouts are counted in ticks: Prepare and Commit are resent [`Config::resend_ticks`] after
-//! they were sent; votes missing after [`Config::vote_timeout_ticks`] abort the
+//! Timeouts are counted in ticks: Prepare and Commit are resent [`TxnConfig::resend_ticks`] after
+//! they were sent; votes missing after [`TxnConfig::vote_timeout_ticks`] abort the
 //! transaction; a prepared participant asks after [`Config::in_doubt_query_ticks`] — the
 //! coordinator ([`Message::DecisionRequest`]) and, with cooperative termination, the other
 //! participants ([`Message::StatusQuery`]). A peer that committed or aborted tells; a peer that has
@@ -47,12 +47,12 @@
 //!
 //! Each further resend of the same message (Prepare, one-phase commit, Commit) and each further
 //! query round of an in-doubt participant waits twice as long as the previous one, up to
-//! [`Config::resend_ticks_max`] ([`common::txn::Backoff`], shared with `threepc`). At a fixed
+//! [`TxnConfig::resend_ticks_max`] ([`common::txn::Backoff`], shared with `threepc`). At a fixed
 //! rate, a slow network would fill with copies, answers would come later still and more
 //! exchanges would stay unanswered (a retransmission storm); with backoff each exchange keeps a
 //! small constant number of copies in flight, and the cap bounds how long a message lost in a
 //! slow spell waits once the network is fast again. One node also resends at most
-//! [`Config::sends_per_tick_max`] messages per tick, whatever the number of open transactions; a
+//! [`TxnConfig::sends_per_tick_max`] messages per tick, whatever the number of open transactions; a
 //! resend that does not fit waits for a later tick. First transmissions and answers are not
 //! resends: they happen once per transaction, or once per message received. Backoff changes only
 //! when a message is resent, never a decision, so atomicity needs no timing assumption.
@@ -164,8 +164,27 @@
 //!
 //! The log is never compacted (a production participant would checkpoint its data and the set of
 //! decided transactions). Decided transactions are remembered in memory up to
-//! [`Config::decided_remembered_max`]; a duplicate Prepare delayed past that many later
+//! [`TxnConfig::decided_remembered_max`]; a duplicate Prepare delayed past that many later
 //! transactions would be voted on again (and resolved by asking, like any prepared transaction).
+//!
+//! # Layout
+//!
+//! This crate holds only what is two-phase commit's own; the atomic-commit skeleton it shares
+//! with `threepc` is in [`common::txn`]: transaction ids and their durable reservation, admitting
+//! a client's transaction, the participant's ledger (the resource, the decided-outcome cache,
+//! finishing a transaction, replay and lock recovery), the shared settings
+//! ([`TxnConfig`](common::txn::TxnConfig)), the client's [`Request`], [`Response`] and
+//! [`TwoPcError`], rejection of bad messages, the async client ([`TxClient`]) and the test suite
+//! both protocols run.
+//!
+//! - [`config`]: [`Config`], the shared settings plus 2PC's own (in-doubt queries, cooperative
+//!   termination, retry bounds);
+//! - [`message`]: the wire [`Message`]s and the log [`Record`]s;
+//! - [`core`]: [`TwoPcNode`] and its routing, [`Event`] and [`Metrics`]; `core/coordinator.rs`
+//!   the voting phase, the decision, presumed abort and one-phase commit; `core/participant.rs`
+//!   votes, the read-only optimisation and the in-doubt queries of cooperative termination;
+//! - [`client`]: the async handle, [`TxClient`] for this protocol with its
+//!   [`ParticipantStatus`].
 //!
 //! # Runnable examples
 //!
@@ -174,15 +193,22 @@
 //! - `cargo run -p benches --bin trace -- 2pc-coordinator-crash`: the blocking case as a sequence
 //!   diagram; `docs/viewer/index.html?trace=2pc-coordinator-crash` in the repository plays the
 //!   same run in a browser, opened from disk (the trace viewer).
+//!
+//! [`TxnConfig::decided_remembered_max`]: common::txn::TxnConfig::decided_remembered_max
+//! [`TxnConfig::resend_ticks`]: common::txn::TxnConfig::resend_ticks
+//! [`TxnConfig::resend_ticks_max`]: common::txn::TxnConfig::resend_ticks_max
+//! [`TxnConfig::sends_per_tick_max`]: common::txn::TxnConfig::sends_per_tick_max
+//! [`TxnConfig::vote_timeout_ticks`]: common::txn::TxnConfig::vote_timeout_ticks
 
 pub mod client;
-mod coordinator;
-mod error;
-mod node;
-mod participant;
-mod types;
+pub mod config;
+pub mod core;
+pub mod message;
 
-pub use client::{ClientError, ParticipantStatus, Transaction, TxClient};
-pub use error::TwoPcError;
-pub use node::TwoPcNode;
-pub use types::*;
+pub use crate::client::{ParticipantStatus, Transaction, TxClient};
+pub use crate::config::Config;
+pub use crate::core::{Event, InDoubt, Metrics, TwoPcNode};
+pub use crate::message::{Message, PeerStatus, Record};
+/// Errors of the `twopc` crate: the shared [`common::txn::TxError`].
+pub use common::txn::TxError as TwoPcError;
+pub use common::txn::{ClientError, Request, Response};

@@ -25,13 +25,10 @@
 
 mod model;
 
-use std::collections::BTreeMap;
-
-use common::txn::{Outcome, TxId, Write};
 use common::NodeId;
 use model::{Bounds, CommitModel, Protocol};
 use stateright::{Checker, Model};
-use twopc::{Config, Event, Request, Response, TwoPcNode};
+use twopc::{Config, TwoPcNode};
 
 struct TwoPc;
 
@@ -40,35 +37,13 @@ impl Protocol for TwoPc {
 
     fn config(&self, id: NodeId) -> Config {
         let mut c = Config::new(id, vec![1, 2, 3]);
-        c.resend_ticks = 1;
-        c.resend_ticks_max = 2;
-        c.vote_timeout_ticks = 2;
+        c.txn.resend_ticks = 1;
+        c.txn.resend_ticks_max = 2;
+        c.txn.vote_timeout_ticks = 2;
         c.in_doubt_query_ticks = 1;
         c.one_phase_retries_max = 1;
         c.decision_retries_max = 1;
         c
-    }
-
-    fn request(&self, k: usize) -> (NodeId, Request) {
-        let writes = BTreeMap::from([
-            (2, vec![Write::put("a", vec![k as u8])]),
-            (3, vec![Write::put("b", vec![k as u8])]),
-        ]);
-        (1, Request::Commit { writes })
-    }
-
-    fn finished(ev: &Event) -> Option<(TxId, Outcome)> {
-        match ev {
-            Event::Finished { tx, outcome } => Some((*tx, *outcome)),
-            _ => None,
-        }
-    }
-
-    fn answered(r: &Response) -> Option<(TxId, Outcome)> {
-        match r {
-            Response::Outcome { tx, outcome } => Some((*tx, *outcome)),
-            Response::Failed(_) => None,
-        }
     }
 }
 

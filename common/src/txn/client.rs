@@ -8,55 +8,28 @@
 //!
 //! The client is written once because what a client does is the same for two-phase and
 //! three-phase commit: name the writes of each participant, ask the coordinator, wait for the
-//! outcome. Only the request and response types differ, and [`AtomicCommit`] maps them.
+//! outcome. Both answer the same [`Request`](super::Request) with the same
+//! [`Response`](super::Response); only the participant status differs, and [`AtomicCommit`] maps
+//! it.
+//!
+//! This is the only async part of [`common::txn`](super): everything else is sans-IO.
 
 use std::collections::BTreeMap;
 
-use super::{Outcome, Resource, TxId, Write};
+use super::{AtomicCommit, Outcome, TxError, TxId, Write};
 use crate::driver::{DriverError, NodeHandle};
-use crate::{Node, NodeId};
+use crate::NodeId;
 
-/// A coordinator protocol [`TxClient`] can drive: how a transaction is asked for, how its
-/// answer reads, and what the participant side reports.
-pub trait AtomicCommit: Node {
-    /// The participant status [`TxClient::status`] returns.
-    type Status;
-    /// The participant's resource manager.
-    type Resource: Resource;
-
-    /// The participant's resource (its data), for inspection.
-    fn resource(&self) -> &Self::Resource;
-
-    /// The request that runs a transaction with `writes` per participant (an empty list enlists
-    /// a participant without writes).
-    fn commit_request(writes: BTreeMap<NodeId, Vec<Write>>) -> Self::Request;
-
-    /// The transaction's id and outcome from the answer to [`AtomicCommit::commit_request`], or
-    /// the error the coordinator answered with.
-    fn commit_outcome(response: Self::Response) -> Result<(TxId, Outcome), Self::Error>;
-
-    /// The participant status in `metrics`.
-    fn participant_status(metrics: Self::Metrics) -> Self::Status;
-
-    /// How many transactions, by `metrics`, this node has voted on as a participant without
-    /// knowing their outcome yet (in doubt, uncertain or pre-committed).
-    fn undecided(metrics: &Self::Metrics) -> usize;
-
-    /// How many decisions, by `metrics`, reached this node that contradicted one it had
-    /// already taken: each is a transaction decided both ways (atomicity broken).
-    fn decision_conflicts(metrics: &Self::Metrics) -> u64;
-}
-
-/// Why a transaction could not be run to a known outcome. `E` is the protocol's error type.
+/// Why a transaction could not be run to a known outcome.
 #[derive(Clone, Debug, thiserror::Error)]
-pub enum ClientError<E> {
+pub enum ClientError {
     /// The driver did not deliver an answer (queue full, node stopped). The transaction may or
     /// may not have been started.
     #[error("driver: {0}")]
     Driver(#[from] DriverError),
     /// The coordinator refused or could not finish the request.
     #[error("coordinator: {0}")]
-    Refused(E),
+    Refused(TxError),
 }
 
 /// A client of one coordinator node of protocol `N`.
@@ -92,7 +65,7 @@ impl<N: AtomicCommit> TxClient<N> {
     }
 
     /// The node's participant status (its undecided transactions, in the protocol's terms).
-    pub async fn status(&self) -> Result<N::Status, ClientError<N::Error>> {
+    pub async fn status(&self) -> Result<N::Status, ClientError> {
         let metrics = self.handle.metrics().await?;
         Ok(N::participant_status(metrics))
     }
@@ -142,12 +115,12 @@ impl<N: AtomicCommit> Transaction<'_, N> {
     }
 
     /// Runs the transaction and returns its outcome.
-    pub async fn commit(self) -> Result<Outcome, ClientError<N::Error>> {
+    pub async fn commit(self) -> Result<Outcome, ClientError> {
         self.commit_with_id().await.map(|(_, outcome)| outcome)
     }
 
     /// Runs the transaction and returns its id and outcome.
-    pub async fn commit_with_id(self) -> Result<(TxId, Outcome), ClientError<N::Error>> {
+    pub async fn commit_with_id(self) -> Result<(TxId, Outcome), ClientError> {
         let response = self
             .client
             .handle

@@ -1,19 +1,34 @@
-//! Participant-side types shared by the atomic-commit protocols (`twopc`, `threepc`).
+//! The atomic-commit skeleton shared by `twopc` and `threepc`: everything but their phases and
+//! termination rules.
 //!
 //! Both protocols decide one thing: whether every participant of a transaction applies its writes
-//! or none does. What a participant *is* does not depend on the protocol, so it lives here:
+//! or none does. What a transaction, a participant's resource, a client's request and the
+//! bookkeeping around them *are* does not depend on the protocol, so it lives here:
 //!
 //! - [`TxId`]: a globally unique transaction id (the coordinator's node id plus a sequence number
-//!   the coordinator never reuses, even across crashes);
+//!   the coordinator never reuses, even across crashes), allocated by [`TxIds`], which reserves
+//!   blocks of sequence numbers durably (`coordinator.rs`);
 //! - [`Write`]: one staged write, and [`Vote`] / [`Outcome`]: what participants answer and what
 //!   is decided;
+//! - [`Request`], [`Response`] and [`TxError`]: what a client asks a coordinator and what it
+//!   hears back, and [`AtomicCommit`]: what a protocol plugs into the shared code (its records,
+//!   events and metrics) (`protocol.rs`);
+//! - [`TxnConfig`]: the settings every node has, their checks, and participant validation
+//!   (`config.rs`);
+//! - [`Coordination`]: admitting a client's transaction and announcing decisions
+//!   (`coordinator.rs`);
+//! - [`Ledger`] and [`Decided`]: a participant's resource, the decided-outcome cache, finishing a
+//!   transaction, replay and lock recovery (`participant.rs`);
+//! - [`replay_records`] and [`reject`]: routing records to a node's roles at recovery, and
+//!   counting and logging refused messages (`node.rs`);
 //! - [`Resource`]: the local resource manager a participant drives (stage, prepare = validate and
 //!   lock, commit, abort, re-take the locks of a prepared transaction after a crash);
 //! - [`MemKv`]: an in-memory key-value resource with **no-wait locking**;
 //! - [`Backoff`] and [`SendBudget`]: how often an unanswered message is resent, and how many
 //!   resends one tick may carry (shared so both protocols pace retransmissions alike);
 //! - [`TxClient`]: the async client of a coordinator running under the driver, for any protocol
-//!   that implements [`AtomicCommit`].
+//!   that implements [`AtomicCommit`] (`client.rs`, the only async module);
+//! - `storm` and `suite` (feature `sim`): the simulations and tests both protocols run.
 //!
 //! # No-wait locking
 //!
@@ -48,12 +63,24 @@ use crate::NodeId;
 mod backoff;
 #[cfg(feature = "runtime")]
 mod client;
+mod config;
+mod coordinator;
+mod node;
+mod participant;
+mod protocol;
 #[cfg(feature = "sim")]
 pub mod storm;
+#[cfg(feature = "sim")]
+pub mod suite;
 
 pub use backoff::{Backoff, SendBudget};
 #[cfg(feature = "runtime")]
-pub use client::{AtomicCommit, ClientError, Transaction, TxClient};
+pub use client::{ClientError, Transaction, TxClient};
+pub use config::TxnConfig;
+pub use coordinator::{Coordination, TxIds, SEQ_BLOCK};
+pub use node::{reject, replay_records};
+pub use participant::{oldest_first, Decided, Ledger};
+pub use protocol::{AtomicCommit, Counters, Request, Response, TxError};
 
 /// A globally unique transaction id: the coordinator that started it and a sequence number that
 /// coordinator never hands out twice (it reserves blocks of sequence numbers durably before using

@@ -58,11 +58,7 @@ pub fn crash_plan(seed: u64) -> FaultPlan {
 }
 
 /// An open loop of transactions at random coordinators, each writing at 2 or 3 of the others.
-pub fn workload<N>(sim: &mut Sim<N>)
-where
-    N: AtomicCommit,
-    N::Request: Clone,
-{
+pub fn workload<N: AtomicCommit>(sim: &mut Sim<N>) {
     sim.open_loop(
         OpenLoop {
             start: 20,

@@ -31,22 +31,33 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::hash::{Hash, Hasher};
 
-use common::txn::{Outcome, TxId};
+use common::txn::{AtomicCommit, Outcome, Request, Response, TxId, Write};
 use common::{Node, NodeId, Outbox, Persist, RequestId};
 use stateright::{Model, Property};
 
 /// What the model needs to know about one protocol.
 pub trait Protocol: Send + Sync + 'static {
     /// The core.
-    type N: Node + Clone + Debug + Sync;
+    type N: AtomicCommit + Clone + Debug + Sync;
     /// The configuration of node `id`.
     fn config(&self, id: NodeId) -> <Self::N as Node>::Config;
-    /// The `k`-th client request: its coordinator and the request.
-    fn request(&self, k: usize) -> (NodeId, <Self::N as Node>::Request);
-    /// A participant's event saying how a transaction ended there.
-    fn finished(ev: &<Self::N as Node>::Event) -> Option<(TxId, Outcome)>;
-    /// A client answer naming an outcome.
-    fn answered(r: &<Self::N as Node>::Response) -> Option<(TxId, Outcome)>;
+    /// The `k`-th client request: node 1 coordinates a write at 2 and 3 (the same keys for
+    /// every request, so a second transaction may conflict with the first).
+    fn request(&self, k: usize) -> (NodeId, Request) {
+        let writes = BTreeMap::from([
+            (2, vec![Write::put("a", vec![k as u8])]),
+            (3, vec![Write::put("b", vec![k as u8])]),
+        ]);
+        (1, Request::Commit { writes })
+    }
+}
+
+/// A client answer naming an outcome.
+fn answered(r: &Response) -> Option<(TxId, Outcome)> {
+    match r {
+        Response::Outcome { tx, outcome } => Some((*tx, *outcome)),
+        Response::Failed(_) => None,
+    }
 }
 
 /// The bounds of one model (what keeps the state space finite).
@@ -221,12 +232,12 @@ impl<P: Protocol> CommitModel<P> {
             }
         }
         for (_, response) in effects.responses {
-            if let Some((tx, outcome)) = P::answered(&response) {
+            if let Some((tx, outcome)) = answered(&response) {
                 s.answers.insert(tx, outcome);
             }
         }
         for ev in effects.events {
-            if let Some((tx, outcome)) = P::finished(&ev) {
+            if let Some((tx, outcome)) = P::N::finished(&ev) {
                 let at = s.outcomes.entry(tx).or_default();
                 match at.get(&id) {
                     Some(o) if *o != outcome => s.changed_mind = true,

@@ -2,11 +2,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::txn::{Backoff, Outcome, Resource, SendBudget, TxId, Vote, Write};
+use common::txn::{
+    Backoff, Coordination, Outcome, Resource, Response, SendBudget, TxError, TxId, Vote, Write,
+};
 use common::{NodeId, Outbox, RequestId};
 
-use crate::types::{Config, Event, Message, Record, Response, SEQ_BLOCK};
-use crate::{TwoPcError, TwoPcNode};
+use crate::{Config, Message, Record, TwoPcNode};
 
 /// Where a coordinated transaction stands.
 #[derive(Clone, Debug)]
@@ -37,22 +38,16 @@ pub(crate) struct CoordTx {
 /// The coordinator half of a node.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Coordinator {
-    next_seq: u64,
-    seq_limit: u64,
+    /// Numbering and decision counts, as every coordinator keeps them.
+    pub(crate) book: Coordination,
     pub(crate) txs: BTreeMap<TxId, CoordTx>,
-    pub(crate) decided_committed: u64,
-    pub(crate) decided_aborted: u64,
 }
 
 impl Coordinator {
     /// Replays one coordinator record. Returns false if the record is not a coordinator's.
     pub(crate) fn replay(&mut self, config: &Config, record: &Record) -> bool {
         match record {
-            Record::Reserved { seq_limit } => {
-                // Numbers of the reserved block may have been used before the crash: skip them.
-                self.seq_limit = self.seq_limit.max(*seq_limit);
-                self.next_seq = self.seq_limit;
-            }
+            Record::Reserved { seq_limit } => self.book.ids.replay_reserved(*seq_limit),
             Record::CommitDecision { tx, participants } => {
                 self.txs.insert(
                     *tx,
@@ -65,7 +60,10 @@ impl Coordinator {
                         },
                         age_ticks: 0,
                         // Resend at the first tick after recovery.
-                        resend: Backoff::due_now(config.resend_ticks, config.resend_ticks_max),
+                        resend: Backoff::due_now(
+                            config.txn.resend_ticks,
+                            config.txn.resend_ticks_max,
+                        ),
                     },
                 );
             }
@@ -94,34 +92,10 @@ impl Coordinator {
         writes: BTreeMap<NodeId, Vec<Write>>,
         out: &mut Outbox<TwoPcNode<R>>,
     ) {
-        if writes.is_empty()
-            || writes.len() > config.participants_max
-            || writes
-                .keys()
-                .any(|p| *p == config.id || !config.members.contains(p))
-        {
-            out.respond(
-                request,
-                Response::Failed(TwoPcError::InvalidParticipants(
-                    writes.keys().copied().collect(),
-                )),
-            );
+        let open = self.txs.len();
+        let Some(tx) = self.book.begin(&config.txn, open, request, &writes, out) else {
             return;
-        }
-        if self.txs.len() >= config.txs_max {
-            out.respond(request, Response::Failed(TwoPcError::Busy));
-            return;
-        }
-        if self.next_seq >= self.seq_limit {
-            // Reserve the next block durably before any message of this step names a number
-            // from it (the Outbox rule), so a restarted coordinator never reuses a TxId.
-            self.seq_limit = self.next_seq + SEQ_BLOCK;
-            out.persist(Record::Reserved {
-                seq_limit: self.seq_limit,
-            });
-        }
-        let tx = TxId::new(config.id, self.next_seq);
-        self.next_seq += 1;
+        };
         let one_phase = writes.len() == 1;
         let phase = if one_phase {
             Phase::OnePc { retries: 0 }
@@ -135,7 +109,7 @@ impl Coordinator {
             writes,
             phase,
             age_ticks: 0,
-            resend: Backoff::new(config.resend_ticks, config.resend_ticks_max),
+            resend: Backoff::new(config.txn.resend_ticks, config.txn.resend_ticks_max),
         };
         send_phase_one(tx, &ctx, out);
         self.txs.insert(tx, ctx);
@@ -194,20 +168,8 @@ impl Coordinator {
             .filter(|(_, v)| **v == Vote::Yes)
             .map(|(p, _)| *p)
             .collect();
-        self.decided_committed += 1;
-        out.emit(Event::Decided {
-            tx,
-            outcome: Outcome::Committed,
-        });
-        if let Some(request) = ctx.request.take() {
-            out.respond(
-                request,
-                Response::Outcome {
-                    tx,
-                    outcome: Outcome::Committed,
-                },
-            );
-        }
+        let request = ctx.request.take();
+        self.book.decided(tx, Outcome::Committed, request, out);
         if yes.is_empty() {
             // Every participant was read-only: nothing to log, nobody to tell.
             self.txs.remove(&tx);
@@ -244,20 +206,7 @@ impl Coordinator {
                 }
             }
         }
-        self.decided_aborted += 1;
-        out.emit(Event::Decided {
-            tx,
-            outcome: Outcome::Aborted,
-        });
-        if let Some(request) = ctx.request {
-            out.respond(
-                request,
-                Response::Outcome {
-                    tx,
-                    outcome: Outcome::Aborted,
-                },
-            );
-        }
+        self.book.decided(tx, Outcome::Aborted, ctx.request, out);
     }
 
     pub(crate) fn on_one_phase_result<R: Resource + Default>(
@@ -276,14 +225,7 @@ impl Coordinator {
         let Some(ctx) = self.txs.remove(&tx) else {
             return Err("one-phase result for an unknown transaction");
         };
-        match outcome {
-            Outcome::Committed => self.decided_committed += 1,
-            Outcome::Aborted => self.decided_aborted += 1,
-        }
-        out.emit(Event::Decided { tx, outcome });
-        if let Some(request) = ctx.request {
-            out.respond(request, Response::Outcome { tx, outcome });
-        }
+        self.book.decided(tx, outcome, ctx.request, out);
         Ok(())
     }
 
@@ -345,7 +287,7 @@ impl Coordinator {
             let due = ctx.resend.tick();
             match &mut ctx.phase {
                 Phase::Voting { votes } => {
-                    if ctx.age_ticks >= config.vote_timeout_ticks {
+                    if ctx.age_ticks >= config.txn.vote_timeout_ticks {
                         timed_out.push(tx);
                         continue;
                     }
@@ -409,7 +351,7 @@ impl Coordinator {
         for tx in unknown {
             if let Some(ctx) = self.txs.remove(&tx) {
                 if let Some(request) = ctx.request {
-                    out.respond(request, Response::Failed(TwoPcError::OutcomeUnknown(tx)));
+                    out.respond(request, Response::Failed(TxError::OutcomeUnknown(tx)));
                 }
             }
         }

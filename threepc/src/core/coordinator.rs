@@ -2,11 +2,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::txn::{Backoff, Outcome, Resource, SendBudget, TxId, Vote, Write};
+use common::txn::{Backoff, Coordination, Outcome, Resource, SendBudget, TxId, Vote, Write};
 use common::{NodeId, Outbox, RequestId};
 
-use crate::types::{Config, Event, Message, Record, Response, SEQ_BLOCK};
-use crate::{ThreePcError, ThreePcNode};
+use crate::{Config, Event, Message, Record, ThreePcNode};
 
 #[derive(Clone, Debug)]
 pub(crate) enum Phase {
@@ -28,21 +27,21 @@ pub(crate) struct CoordTx {
     participants: Vec<NodeId>,
     phase: Phase,
     phase_ticks: u64,
-    /// When the current phase's message is resent to the silent participants.
+    /// Paces the resends of this phase's message to the participants that did not answer.
     resend: Backoff,
 }
 
-/// The coordinator half of a node.
+/// The coordinator half of a three-phase-commit node: its transactions in progress, with the
+/// numbering and the decision counts that every coordinator keeps.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Coordinator {
-    next_seq: u64,
-    seq_limit: u64,
     pub(crate) txs: BTreeMap<TxId, CoordTx>,
-    pub(crate) decided_committed: u64,
-    pub(crate) decided_aborted: u64,
+    pub(crate) book: Coordination,
 }
 
 impl Coordinator {
+    /// Replays one record; false if it is not a coordinator's. A pre-commit decision without a
+    /// commit decision leaves the transaction to be learned from the participants.
     pub(crate) fn replay(&mut self, config: &Config, record: &Record) -> bool {
         let mut insert = |tx: TxId, participants: &[NodeId], phase| {
             self.txs.insert(
@@ -54,15 +53,15 @@ impl Coordinator {
                     phase,
                     phase_ticks: 0,
                     // Nothing was sent since the restart: resend at the first tick.
-                    resend: Backoff::due_now(config.resend_ticks, config.resend_ticks_max),
+                    resend: Backoff::due_now(config.txn.resend_ticks, config.txn.resend_ticks_max),
                 },
             );
         };
         match record {
-            Record::Reserved { seq_limit } => {
-                self.seq_limit = self.seq_limit.max(*seq_limit);
-                self.next_seq = self.seq_limit;
+            Record::End { tx } => {
+                self.txs.remove(tx);
             }
+            Record::Reserved { seq_limit } => self.book.ids.replay_reserved(*seq_limit),
             Record::PreCommitDecision { tx, participants } => {
                 insert(*tx, participants, Phase::Learning);
             }
@@ -73,14 +72,13 @@ impl Coordinator {
                     pending: participants.iter().copied().collect(),
                 },
             ),
-            Record::End { tx } => {
-                self.txs.remove(tx);
-            }
             _ => return false,
         }
         true
     }
 
+    /// A client's transaction: admitted and named by the shared [`Coordination`], then asked of
+    /// every participant (CanCommit).
     pub(crate) fn begin<R: Resource + Default>(
         &mut self,
         config: &Config,
@@ -88,32 +86,13 @@ impl Coordinator {
         writes: BTreeMap<NodeId, Vec<Write>>,
         out: &mut Outbox<ThreePcNode<R>>,
     ) {
-        if writes.is_empty()
-            || writes.len() > config.participants_max
-            || writes
-                .keys()
-                .any(|p| *p == config.id || !config.members.contains(p))
-        {
-            out.respond(
-                request,
-                Response::Failed(ThreePcError::InvalidParticipants(
-                    writes.keys().copied().collect(),
-                )),
-            );
+        let in_progress = self.txs.len();
+        let Some(tx) = self
+            .book
+            .begin(&config.txn, in_progress, request, &writes, out)
+        else {
             return;
-        }
-        if self.txs.len() >= config.txs_max {
-            out.respond(request, Response::Failed(ThreePcError::Busy));
-            return;
-        }
-        if self.next_seq >= self.seq_limit {
-            self.seq_limit = self.next_seq + SEQ_BLOCK;
-            out.persist(Record::Reserved {
-                seq_limit: self.seq_limit,
-            });
-        }
-        let tx = TxId::new(config.id, self.next_seq);
-        self.next_seq += 1;
+        };
         let participants: Vec<NodeId> = writes.keys().copied().collect();
         for (p, w) in &writes {
             out.send(
@@ -135,7 +114,7 @@ impl Coordinator {
                     yes: BTreeSet::new(),
                 },
                 phase_ticks: 0,
-                resend: Backoff::new(config.resend_ticks, config.resend_ticks_max),
+                resend: Backoff::new(config.txn.resend_ticks, config.txn.resend_ticks_max),
             },
         );
     }
@@ -179,7 +158,7 @@ impl Coordinator {
                 pending: ctx.participants.iter().copied().collect(),
             };
             ctx.phase_ticks = 0;
-            ctx.resend = Backoff::new(config.resend_ticks, config.resend_ticks_max);
+            ctx.resend = Backoff::new(config.txn.resend_ticks, config.txn.resend_ticks_max);
         }
         Ok(())
     }
@@ -193,20 +172,7 @@ impl Coordinator {
         for &p in &ctx.participants {
             out.send(p, Message::Abort { tx });
         }
-        self.decided_aborted += 1;
-        out.emit(Event::Decided {
-            tx,
-            outcome: Outcome::Aborted,
-        });
-        if let Some(r) = ctx.request {
-            out.respond(
-                r,
-                Response::Outcome {
-                    tx,
-                    outcome: Outcome::Aborted,
-                },
-            );
-        }
+        self.book.decided(tx, Outcome::Aborted, ctx.request, out);
     }
 
     fn commit<R: Resource + Default>(
@@ -225,25 +191,13 @@ impl Coordinator {
         for &p in &ctx.participants {
             out.send(p, Message::DoCommit { tx });
         }
-        self.decided_committed += 1;
-        out.emit(Event::Decided {
-            tx,
-            outcome: Outcome::Committed,
-        });
-        if let Some(r) = ctx.request.take() {
-            out.respond(
-                r,
-                Response::Outcome {
-                    tx,
-                    outcome: Outcome::Committed,
-                },
-            );
-        }
+        let waiting = ctx.request.take();
+        self.book.decided(tx, Outcome::Committed, waiting, out);
         ctx.phase = Phase::Committing {
             pending: ctx.participants.iter().copied().collect(),
         };
         ctx.phase_ticks = 0;
-        ctx.resend = Backoff::new(config.resend_ticks, config.resend_ticks_max);
+        ctx.resend = Backoff::new(config.txn.resend_ticks, config.txn.resend_ticks_max);
     }
 
     pub(crate) fn on_pre_commit_ack<R: Resource + Default>(
@@ -324,6 +278,7 @@ impl Coordinator {
         }
     }
 
+    /// A participant that recovered asks what was decided.
     pub(crate) fn on_decision_request<R: Resource + Default>(
         &mut self,
         from: NodeId,
@@ -377,7 +332,7 @@ impl Coordinator {
             let due = ctx.resend.tick();
             match &ctx.phase {
                 Phase::Voting { yes } => {
-                    if ctx.phase_ticks >= config.vote_timeout_ticks {
+                    if ctx.phase_ticks >= config.txn.vote_timeout_ticks {
                         to_abort.push(tx);
                         continue;
                     }
