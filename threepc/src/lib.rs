@@ -195,7 +195,7 @@
 //! a client's transaction, the participant's ledger (the resource, the decided-outcome cache,
 //! finishing a transaction, replay and lock recovery), the shared settings
 //! ([`TxnConfig`](common::txn::TxnConfig)), the client's [`Request`], [`Response`] and
-//! [`ThreePcError`], rejection of bad messages, the async client ([`TxClient`]) and the test
+//! [`ThreePcError`], rejection of bad messages, the async client ([`ThreePcClient`]) and the test
 //! suite both protocols run.
 //!
 //! - [`config`]: [`Config`], the shared settings plus 3PC's timeouts (acks, termination, state
@@ -207,7 +207,7 @@
 //!   decisions and the answers to backups and recovering peers; `core/termination.rs` the
 //!   termination protocol (Skeen's rules, cited there), re-election and the recovery of a
 //!   participant that crashed;
-//! - [`client`]: the async handle, [`TxClient`] for this protocol with its
+//! - [`client`]: the async handle, [`ThreePcClient`] for this protocol with its
 //!   [`ParticipantStatus`];
 //! - [`scenario`] (feature `sim`): named seeded simulations.
 //!
@@ -235,10 +235,14 @@ pub mod message;
 #[cfg(feature = "sim")]
 pub mod scenario;
 
-pub use crate::client::{ParticipantStatus, Transaction, TxClient};
+pub use crate::client::ParticipantStatus;
+#[cfg(feature = "runtime")]
+pub use crate::client::{ThreePcClient, ThreePcHandle, Transaction};
 pub use crate::config::{Config, REELECTION_WAIT_FACTOR_MAX};
 pub use crate::core::{Event, InDoubt, Metrics, ThreePcNode};
 pub use crate::message::{Message, Record, State};
+#[cfg(feature = "runtime")]
+pub use common::txn::ClientError;
 /// Errors of the `threepc` crate: the shared [`common::txn::TxError`].
 pub use common::txn::TxError as ThreePcError;
-pub use common::txn::{ClientError, Request, Response};
+pub use common::txn::{Request, Response};

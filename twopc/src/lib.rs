@@ -174,7 +174,7 @@
 //! a client's transaction, the participant's ledger (the resource, the decided-outcome cache,
 //! finishing a transaction, replay and lock recovery), the shared settings
 //! ([`TxnConfig`](common::txn::TxnConfig)), the client's [`Request`], [`Response`] and
-//! [`TwoPcError`], rejection of bad messages, the async client ([`TxClient`]) and the test suite
+//! [`TwoPcError`], rejection of bad messages, the async client ([`TwoPcClient`]) and the test suite
 //! both protocols run.
 //!
 //! - [`config`]: [`Config`], the shared settings plus 2PC's own (in-doubt queries, cooperative
@@ -183,7 +183,7 @@
 //! - [`core`]: [`TwoPcNode`] and its routing, [`Event`] and [`Metrics`]; `core/coordinator.rs`
 //!   the voting phase, the decision, presumed abort and one-phase commit; `core/participant.rs`
 //!   votes, the read-only optimisation and the in-doubt queries of cooperative termination;
-//! - [`client`]: the async handle, [`TxClient`] for this protocol with its
+//! - [`client`]: the async handle, [`TwoPcClient`] for this protocol with its
 //!   [`ParticipantStatus`].
 //!
 //! # Runnable examples
@@ -205,10 +205,14 @@ pub mod config;
 pub mod core;
 pub mod message;
 
-pub use crate::client::{ParticipantStatus, Transaction, TxClient};
+pub use crate::client::ParticipantStatus;
+#[cfg(feature = "runtime")]
+pub use crate::client::{Transaction, TwoPcClient, TwoPcHandle};
 pub use crate::config::Config;
 pub use crate::core::{Event, InDoubt, Metrics, TwoPcNode};
 pub use crate::message::{Message, PeerStatus, Record};
+#[cfg(feature = "runtime")]
+pub use common::txn::ClientError;
 /// Errors of the `twopc` crate: the shared [`common::txn::TxError`].
 pub use common::txn::TxError as TwoPcError;
-pub use common::txn::{ClientError, Request, Response};
+pub use common::txn::{Request, Response};

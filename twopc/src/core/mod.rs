@@ -1,6 +1,10 @@
 //! [`TwoPcNode`]: one node hosting a coordinator (`coordinator.rs`) and a participant
 //! (`participant.rs`), joined by message routing; its [`Event`]s and [`Metrics`]; and its
 //! [`AtomicCommit`] binding to the shared skeleton of `common::txn`.
+//!
+//! The sans-IO boundary is checked, not only promised: clippy denies here the clocks, sleeps,
+//! files, sockets, unseeded randomness and tokio that the workspace's `clippy.toml` lists.
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
 pub(crate) mod coordinator;
 pub(crate) mod participant;
