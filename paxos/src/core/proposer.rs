@@ -111,17 +111,11 @@ impl<C, Q> Leader<C, Q> {
     pub(crate) fn queued(&self) -> usize {
         self.queue.len()
     }
-}
 
-impl<S: StateMachine> Replica<S> {
-    /// Step 1 of the paper: prepare. Runs once per leadership, for every undecided slot.
-    pub(crate) fn start_leading(&mut self, ballot: Ballot, out: &mut Outbox<Self>) {
-        if self.leader.is_some() {
-            self.step_down(out);
-        }
-        let from_slot = self.log.decided;
-        tracing::debug!(id = self.config.id, %ballot, from_slot, "paxos: phase 1");
-        self.leader = Some(Leader {
+    /// A leadership of `ballot` entering phase 1 from `from_slot`, the leader's first
+    /// undecided slot.
+    fn new(ballot: Ballot, from_slot: Slot, retransmit_ticks: u64) -> Self {
+        Leader {
             ballot,
             promises: Some(Promises {
                 by_acceptor: BTreeMap::new(),
@@ -136,18 +130,246 @@ impl<S: StateMachine> Replica<S> {
             reconfig: None,
             stop_sign: None,
             commit_sent: from_slot,
-            retransmit_in: self.config.retransmit_ticks,
+            retransmit_in: retransmit_ticks,
             read_round: 0,
             reads_waiting: Vec::new(),
             read_probe: None,
             reads_ready: Vec::new(),
+        }
+    }
+
+    /// Phase 1b at the leader: records the promise `from` an acceptor, whose decided prefix
+    /// ends at `decided` and whose window is `window` slots.
+    fn record_promise(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        decided: Slot,
+        accepted: Vec<PromisedEntry<C>>,
+        window: u64,
+    ) -> Promised {
+        if ballot != self.ballot {
+            return Promised::Ignored; // a promise for an older leadership
+        }
+        let Some(promises) = self.promises.as_mut() else {
+            return Promised::Ignored; // phase 1 already completed
+        };
+        // Untrusted content: entries must be in increasing slot order, inside the acceptor's
+        // window, and accepted under ballots below the one just promised.
+        let well_formed = accepted.windows(2).all(|w| w[0].slot < w[1].slot)
+            && accepted.iter().all(|e| {
+                e.ballot < ballot
+                    && e.slot >= decided.max(self.from_slot)
+                    && e.slot < decided.saturating_add(window)
+            });
+        if !well_formed {
+            return Promised::Malformed;
+        }
+        promises.by_acceptor.insert(from, (decided, accepted));
+        Promised::Counted(promises.by_acceptor.len())
+    }
+
+    /// Phase 2b at the leader: acceptor `bit` accepted `count` slots from `slot` on. Returns
+    /// the new commit index if slots became chosen (step 5 of the paper, as the leader sees
+    /// it: a majority accepted).
+    fn record_accepted(
+        &mut self,
+        bit: u64,
+        ballot: Ballot,
+        slot: Slot,
+        count: u64,
+        majority: u32,
+    ) -> Option<Slot> {
+        if ballot != self.ballot || !self.is_active() {
+            return None; // an answer to an older leadership
+        }
+        let lo = slot.max(self.commit);
+        let hi = slot.saturating_add(count).min(self.next_slot);
+        for s in lo..hi {
+            let i = (s - self.commit) as usize;
+            self.in_flight[i].acks |= bit;
+        }
+        let mut advanced = false;
+        while self
+            .in_flight
+            .front()
+            .is_some_and(|f| f.acks.count_ones() >= majority)
+        {
+            self.in_flight.pop_front();
+            self.commit += 1;
+            advanced = true;
+        }
+        advanced.then_some(self.commit)
+    }
+
+    /// Acceptor `bit` confirmed `ballot` for read round `round`. `true` once a majority did:
+    /// the round's reads are confirmed and wait for their slot to be applied.
+    fn record_read_ack(&mut self, bit: u64, ballot: Ballot, round: u64, majority: u32) -> bool {
+        if self.ballot != ballot {
+            return false;
+        }
+        let Some(probe) = self.read_probe.as_mut() else {
+            return false;
+        };
+        if probe.round != round {
+            return false;
+        }
+        probe.acks |= bit;
+        if probe.acks.count_ones() < majority {
+            return false;
+        }
+        if let Some(done) = self.read_probe.take() {
+            let read_slot = done.read_slot;
+            self.reads_ready
+                .extend(done.reads.into_iter().map(|(id, q)| (read_slot, id, q)));
+        }
+        true
+    }
+}
+
+impl<C: Clone, Q> Leader<C, Q> {
+    /// Rule 1 of `reconfig.rs`: a fresh stop-sign goes in the next free slot, after everything
+    /// phase 1 found, and ends this leadership's slots. Returns it, to be sent.
+    fn push_stop_sign(&mut self, members: Vec<NodeId>) -> Value<C> {
+        let value = Value::StopSign {
+            epoch: self.ballot.epoch + 1,
+            members,
+        };
+        self.stop_sign = Some(self.next_slot);
+        self.in_flight.push_back(InFlight {
+            acks: 0,
+            value: value.clone(),
         });
+        self.next_slot += 1;
+        value
+    }
+
+    /// Step 2(a) of the paper for every slot at once, once a majority promised: chooses what to
+    /// propose in each slot from the promises, and makes those slots the in-flight window.
+    /// Returns the first slot and the values, or `None` if phase 1 was over already.
+    fn complete_phase1(&mut self) -> Option<(Slot, Vec<Value<C>>)> {
+        let promises = self.promises.take()?;
+        // Slots below the highest decided prefix reported are chosen already: learners fetch
+        // them; the leader proposes from there on.
+        let start = promises
+            .by_acceptor
+            .values()
+            .map(|(d, _)| *d)
+            .max()
+            .unwrap_or(self.from_slot)
+            .max(self.from_slot);
+        // For each slot, the value accepted under the highest ballot (the paper's rule), among
+        // ballots of this configuration only (older epochs' entries were never chosen: their
+        // configuration had ended before these slots, see `reconfig.rs`).
+        let epoch = self.ballot.epoch;
+        let mut chosen: BTreeMap<Slot, (Ballot, Value<C>)> = BTreeMap::new();
+        for (_, entries) in promises.by_acceptor.values() {
+            for e in entries
+                .iter()
+                .filter(|e| e.slot >= start && e.ballot.epoch == epoch)
+            {
+                let better = chosen.get(&e.slot).is_none_or(|(b, _)| e.ballot > *b);
+                if better {
+                    chosen.insert(e.slot, (e.ballot, e.value.clone()));
+                }
+            }
+        }
+        // A stop-sign that stands ends this leadership's slots; a void one becomes a no-op.
+        self.stop_sign = reconfig::settle_stop_signs(&mut chosen);
+        let end = chosen.keys().next_back().map_or(start, |s| s + 1);
+        // Holes below the last reported slot become no-ops so the log can be applied in order.
+        let values: Vec<Value<C>> = (start..end)
+            .map(|s| chosen.remove(&s).map_or(Value::Noop, |(_, v)| v))
+            .collect();
+        self.commit = start;
+        self.commit_sent = start;
+        self.next_slot = end;
+        self.phase1_start = start;
+        // Commands phase 1 found are this leadership's now: a retry of one attaches to it.
+        for v in &values {
+            if let Value::Batch { commands, .. } = v {
+                self.held.extend(commands.iter().filter_map(|c| c.session));
+            }
+        }
+        self.in_flight = values
+            .iter()
+            .map(|v| InFlight {
+                acks: 0,
+                value: v.clone(),
+            })
+            .collect();
+        Some((start, values))
+    }
+}
+
+/// What became of a promise that reached the leader.
+enum Promised {
+    /// For another leadership, or after phase 1: no effect.
+    Ignored,
+    /// Its content contradicts itself or the ballot: rejected.
+    Malformed,
+    /// Counted: this many acceptors promised so far.
+    Counted(usize),
+}
+
+/// The proposer: what this replica holds as a leader, and the client requests that outlive one
+/// leadership.
+///
+/// "Paxos Made Simple" §2.2: a proposer picks a number `n` and sends a prepare request to a
+/// majority of acceptors (step 1(a)); with their promises, it proposes in `n` the value of the
+/// highest-numbered proposal they reported, or any value if they reported none (step 2(a)).
+/// §3 makes one proposer the distinguished leader of a sequence of instances and observes that
+/// it may run phase 1 for every instance at once, with one short message, because the
+/// acceptors' answers are the same for all the instances nothing was accepted in: a stable
+/// leader pays phase 1 once and then only phase 2 per command. It fills the gaps phase 1
+/// leaves with no-ops, so the log can be applied in order.
+#[derive(Debug)]
+pub(crate) struct Proposer<C, Q> {
+    /// The current leadership, from phase 1 on (`None` on a follower).
+    pub leader: Option<Leader<C, Q>>,
+    /// A reconfiguration this replica proposed, answered when a stop-sign with these members is
+    /// applied.
+    pub reconfig_pending: Option<(RequestId, Vec<NodeId>)>,
+    /// Set when a stop-sign was applied while this replica led: after the apply loop, it leads
+    /// again in the new configuration (if elected there) and takes along `carried`.
+    pub relead_after_apply: bool,
+    /// Client commands and reads a leader held when its configuration ended, handed to its next
+    /// leadership (or refused).
+    pub carried: Option<reconfig::Carried<C, Q>>,
+    /// The leader's own acceptances waiting for their records to be durable
+    /// ([`Config::parallel_accept`](crate::Config::parallel_accept)): `(record, ballot, first
+    /// slot, slots)`, oldest first.
+    pub own_accepts: VecDeque<(u64, Ballot, Slot, u64)>,
+}
+
+impl<C, Q> Default for Proposer<C, Q> {
+    fn default() -> Self {
+        Proposer {
+            leader: None,
+            reconfig_pending: None,
+            relead_after_apply: false,
+            carried: None,
+            own_accepts: VecDeque::new(),
+        }
+    }
+}
+
+impl<S: StateMachine> Replica<S> {
+    /// Step 1 of the paper: prepare. Runs once per leadership, for every undecided slot.
+    pub(crate) fn start_leading(&mut self, ballot: Ballot, out: &mut Outbox<Self>) {
+        if self.proposer.leader.is_some() {
+            self.step_down(out);
+        }
+        let from_slot = self.shared.log.decided;
+        tracing::debug!(id = self.shared.config.id, %ballot, from_slot, "paxos: phase 1");
+        let retransmit = self.shared.config.retransmit_ticks;
+        self.proposer.leader = Some(Leader::new(ballot, from_slot, retransmit));
         // Our own acceptor promises first (durably, before the prepares leave).
         match self.prepare_locally(ballot, from_slot, out) {
             Some(Message::Promise {
                 decided, accepted, ..
             }) => {
-                let id = self.config.id;
+                let id = self.shared.config.id;
                 self.on_promise(id, ballot, decided, accepted, out);
             }
             _ => {
@@ -155,19 +377,27 @@ impl<S: StateMachine> Replica<S> {
                 return;
             }
         }
-        if self.leader.as_ref().is_some_and(|l| !l.is_active()) {
-            let peers = self.peers.clone();
+        if self
+            .proposer
+            .leader
+            .as_ref()
+            .is_some_and(|l| !l.is_active())
+        {
+            let peers = self.shared.peers.clone();
             out.broadcast(peers, &Message::Prepare { ballot, from_slot });
         }
     }
 
     /// Stops leading: every request waiting here is answered.
     pub(crate) fn step_down(&mut self, out: &mut Outbox<Self>) {
-        let Some(leader) = self.leader.take() else {
+        let Some(leader) = self.proposer.leader.take() else {
             return;
         };
-        tracing::debug!(id = self.config.id, ballot = %leader.ballot, "paxos: step down");
-        let hint = self.election.leader_id().filter(|&l| l != self.config.id);
+        tracing::debug!(id = self.shared.config.id, ballot = %leader.ballot, "paxos: step down");
+        let hint = self
+            .election
+            .leader_id()
+            .filter(|&l| l != self.shared.config.id);
         for (id, _) in leader.queue {
             out.respond(id, Response::Failed(Error::NotLeader { leader: hint }));
         }
@@ -186,10 +416,10 @@ impl<S: StateMachine> Replica<S> {
         for id in reads {
             out.respond(id, Response::Failed(Error::NotLeader { leader: hint }));
         }
-        if let Some((id, _)) = self.reconfig_pending.take() {
+        if let Some((id, _)) = self.proposer.reconfig_pending.take() {
             out.respond(id, Response::Failed(Error::LeadershipLost));
         }
-        for id in std::mem::take(&mut self.session_waiters)
+        for id in std::mem::take(&mut self.learner.session_waiters)
             .into_values()
             .flatten()
         {
@@ -197,7 +427,7 @@ impl<S: StateMachine> Replica<S> {
         }
         // Proposed commands may still be chosen (a later leader re-proposes them): the outcome
         // is unknown to us, so the client must retry with its session.
-        for (_, (_, requests)) in std::mem::take(&mut self.pending) {
+        for (_, (_, requests)) in std::mem::take(&mut self.learner.pending) {
             for id in requests {
                 out.respond(id, Response::Failed(Error::LeadershipLost));
             }
@@ -213,98 +443,32 @@ impl<S: StateMachine> Replica<S> {
         accepted: Vec<PromisedEntry<S::Command>>,
         out: &mut Outbox<Self>,
     ) {
-        let window = self.config.window_slots_max;
-        let Some(leader) = self.leader.as_mut() else {
+        let window = self.shared.config.window_slots_max;
+        let Some(leader) = self.proposer.leader.as_mut() else {
             return;
         };
-        if ballot != leader.ballot {
-            return; // a promise for an older leadership
-        }
-        let Some(promises) = leader.promises.as_mut() else {
-            return; // phase 1 already completed
-        };
-        // Untrusted content: entries must be in increasing slot order, inside the acceptor's
-        // window, and accepted under ballots below the one just promised.
-        let well_formed = accepted.windows(2).all(|w| w[0].slot < w[1].slot)
-            && accepted.iter().all(|e| {
-                e.ballot < ballot
-                    && e.slot >= decided.max(leader.from_slot)
-                    && e.slot < decided.saturating_add(window)
-            });
-        if !well_formed {
-            self.reject("malformed promise", from);
-            return;
-        }
-        promises.by_acceptor.insert(from, (decided, accepted));
-        if promises.by_acceptor.len() >= self.majority {
-            self.finish_phase1(out);
+        match leader.record_promise(from, ballot, decided, accepted, window) {
+            Promised::Ignored => {}
+            Promised::Malformed => self.shared.reject("malformed promise", from),
+            Promised::Counted(n) if n >= self.shared.majority => self.finish_phase1(out),
+            Promised::Counted(_) => {}
         }
     }
 
     /// Step 3 of the paper for every slot at once: choose what to propose from a majority of
     /// promises, then start phase 2.
     fn finish_phase1(&mut self, out: &mut Outbox<Self>) {
-        let Some(leader) = self.leader.as_mut() else {
+        let Some(leader) = self.proposer.leader.as_mut() else {
             return;
         };
-        let Some(promises) = leader.promises.take() else {
+        let Some((start, values)) = leader.complete_phase1() else {
             return;
         };
-        // Slots below the highest decided prefix reported are chosen already: learners fetch
-        // them; the leader proposes from there on.
-        let start = promises
-            .by_acceptor
-            .values()
-            .map(|(d, _)| *d)
-            .max()
-            .unwrap_or(leader.from_slot)
-            .max(leader.from_slot);
-        // For each slot, the value accepted under the highest ballot (the paper's rule), among
-        // ballots of this configuration only (older epochs' entries were never chosen: their
-        // configuration had ended before these slots, see `reconfig.rs`).
-        let epoch = leader.ballot.epoch;
-        let mut chosen: BTreeMap<Slot, (Ballot, Value<S::Command>)> = BTreeMap::new();
-        for (_, entries) in promises.by_acceptor.values() {
-            for e in entries
-                .iter()
-                .filter(|e| e.slot >= start && e.ballot.epoch == epoch)
-            {
-                let better = chosen.get(&e.slot).is_none_or(|(b, _)| e.ballot > *b);
-                if better {
-                    chosen.insert(e.slot, (e.ballot, e.value.clone()));
-                }
-            }
-        }
-        // A stop-sign that stands ends this leadership's slots; a void one becomes a no-op.
-        leader.stop_sign = reconfig::settle_stop_signs(&mut chosen);
-        let end = chosen.keys().next_back().map_or(start, |s| s + 1);
-        // Holes below the last reported slot become no-ops so the log can be applied in order.
-        let values: Vec<Value<S::Command>> = (start..end)
-            .map(|s| chosen.remove(&s).map_or(Value::Noop, |(_, v)| v))
-            .collect();
-        leader.commit = start;
-        leader.commit_sent = start;
-        leader.next_slot = end;
-        leader.phase1_start = start;
-        // Commands phase 1 found are this leadership's now: a retry of one attaches to it.
-        for v in &values {
-            if let Value::Batch { commands, .. } = v {
-                leader
-                    .held
-                    .extend(commands.iter().filter_map(|c| c.session));
-            }
-        }
-        leader.in_flight = values
-            .iter()
-            .map(|v| InFlight {
-                acks: 0,
-                value: v.clone(),
-            })
-            .collect();
+        let end = start + values.len() as u64;
         let ballot = leader.ballot;
-        tracing::debug!(id = self.config.id, %ballot, start, end, "paxos: phase 2");
-        if self.log.decided < start {
-            self.commit_hint = self.commit_hint.max(start);
+        tracing::debug!(id = self.shared.config.id, %ballot, start, end, "paxos: phase 2");
+        if self.shared.log.decided < start {
+            self.learner.commit_hint = self.learner.commit_hint.max(start);
         }
         if !values.is_empty() {
             self.propose_run(start, values, out);
@@ -316,11 +480,11 @@ impl<S: StateMachine> Replica<S> {
 
     /// Sends `values` for slots `first ..` (already in the in-flight window) to every acceptor.
     fn propose_run(&mut self, first: Slot, values: Vec<Value<S::Command>>, out: &mut Outbox<Self>) {
-        let Some(leader) = self.leader.as_ref() else {
+        let Some(leader) = self.proposer.leader.as_ref() else {
             return;
         };
         let (ballot, commit) = (leader.ballot, leader.commit);
-        let chunk = usize::try_from(self.config.catch_up_slots_max).unwrap_or(usize::MAX);
+        let chunk = usize::try_from(self.shared.config.catch_up_slots_max).unwrap_or(usize::MAX);
         let mut slot = first;
         for run in values.chunks(chunk) {
             let msg = Message::Accept {
@@ -333,8 +497,8 @@ impl<S: StateMachine> Replica<S> {
             // `parallel_accept` it goes before this replica's own acceptance is durable: it
             // claims nothing of it (the commit index it carries counts that acceptance only once
             // durable).
-            let early = self.config.parallel_accept;
-            if let Some((&last, others)) = self.peers.split_last() {
+            let early = self.shared.config.parallel_accept;
+            if let Some((&last, others)) = self.shared.peers.split_last() {
                 for &peer in others {
                     if early {
                         out.send_early(peer, msg.clone());
@@ -350,7 +514,7 @@ impl<S: StateMachine> Replica<S> {
             }
             slot += run.len() as u64;
         }
-        if let Some(leader) = self.leader.as_mut() {
+        if let Some(leader) = self.proposer.leader.as_mut() {
             leader.commit_sent = commit;
         }
         // Our own acceptor accepts too, unless the run lies beyond its window (it is far behind
@@ -358,18 +522,23 @@ impl<S: StateMachine> Replica<S> {
         let count = values.len() as u64;
         if first + count
             <= self
+                .shared
                 .log
                 .decided
-                .saturating_add(self.config.window_slots_max)
+                .saturating_add(self.shared.config.window_slots_max)
         {
-            let asked = self.records_asked;
+            let asked = self.shared.records_asked;
             if self.accept_locally(ballot, first, values, out) {
-                if self.config.parallel_accept && self.records_asked > asked {
+                if self.shared.config.parallel_accept && self.shared.records_asked > asked {
                     // Counted once its record is durable (`Node::records_durable`).
-                    self.own_accepts
-                        .push_back((self.records_asked, ballot, first, count));
+                    self.proposer.own_accepts.push_back((
+                        self.shared.records_asked,
+                        ballot,
+                        first,
+                        count,
+                    ));
                 } else {
-                    let id = self.config.id;
+                    let id = self.shared.config.id;
                     self.on_accepted(id, ballot, first, count, out);
                 }
             } else {
@@ -386,55 +555,21 @@ impl<S: StateMachine> Replica<S> {
         session: Option<Session>,
         out: &mut Outbox<Self>,
     ) {
-        let queue_max = self.config.queue_commands_max;
-        let hint = self.election.leader_id().filter(|&l| l != self.config.id);
-        let Some(leader) = self.leader.as_mut() else {
+        let queue_max = self.shared.config.queue_commands_max;
+        let hint = self
+            .election
+            .leader_id()
+            .filter(|&l| l != self.shared.config.id);
+        if self.proposer.leader.is_none() {
             out.respond(id, Response::Failed(Error::NotLeader { leader: hint }));
             return;
-        };
-        if let Some(session) = session {
-            // A retry of a command already applied is answered from the session table without
-            // taking a slot.
-            match self.sessions.check(session) {
-                Dedup::Fresh => {
-                    // A retry of a command this leadership already holds (queued, or in a slot
-                    // it proposed or re-proposed after phase 1) takes no second slot: it is
-                    // answered when that copy is applied.
-                    if leader.held.contains(&session) {
-                        let waiters = self.session_waiters.entry(session).or_default();
-                        if waiters.len() >= SESSION_WAITERS_MAX {
-                            out.respond(id, Response::Failed(Error::Busy));
-                        } else {
-                            waiters.push(id);
-                            self.counters.retries_attached += 1;
-                        }
-                        return;
-                    }
-                }
-                Dedup::Duplicate(Some(output)) => {
-                    self.counters.duplicates += 1;
-                    out.respond(
-                        id,
-                        Response::Applied {
-                            slot: self.applied,
-                            output,
-                        },
-                    );
-                    return;
-                }
-                // Applied, by a durable state machine before a restart: its output is gone.
-                Dedup::Duplicate(None) | Dedup::Stale => {
-                    out.respond(
-                        id,
-                        Response::Failed(Error::SessionStale {
-                            client: session.client,
-                            seq: session.seq,
-                        }),
-                    );
-                    return;
-                }
-            }
         }
+        if session.is_some_and(|s| self.answer_retry(id, s, out)) {
+            return;
+        }
+        let Some(leader) = self.proposer.leader.as_mut() else {
+            return;
+        };
         if leader.queue.len() >= queue_max {
             out.respond(id, Response::Failed(Error::Busy));
             return;
@@ -451,18 +586,71 @@ impl<S: StateMachine> Replica<S> {
         ));
         // Under load, commands wait for the slot in flight to be chosen and then share the next
         // one (`flush_queue` runs again on every chosen slot); a lone command goes out at once.
-        let eager = leader.in_flight() < self.config.eager_slots_max
-            || leader.queue.len() >= self.config.batch_commands_max;
+        let eager = leader.in_flight() < self.shared.config.eager_slots_max
+            || leader.queue.len() >= self.shared.config.batch_commands_max;
         if leader.is_active() && eager {
             self.flush_queue(out);
         }
     }
 
+    /// A proposal that takes no new slot, answered here: a retry of a command already applied
+    /// (from the session table) or stale, or a retry of a command this leadership already holds
+    /// (it waits for that copy). Returns whether the proposal was answered or attached.
+    fn answer_retry(&mut self, id: RequestId, session: Session, out: &mut Outbox<Self>) -> bool {
+        let held = self
+            .proposer
+            .leader
+            .as_ref()
+            .is_some_and(|l| l.held.contains(&session));
+        // A retry of a command already applied is answered from the session table without
+        // taking a slot.
+        match self.learner.sessions.check(session) {
+            Dedup::Fresh => {
+                // A retry of a command this leadership already holds (queued, or in a slot
+                // it proposed or re-proposed after phase 1) takes no second slot: it is
+                // answered when that copy is applied.
+                if held {
+                    let waiters = self.learner.session_waiters.entry(session).or_default();
+                    if waiters.len() >= SESSION_WAITERS_MAX {
+                        out.respond(id, Response::Failed(Error::Busy));
+                    } else {
+                        waiters.push(id);
+                        self.shared.counters.retries_attached += 1;
+                    }
+                    return true;
+                }
+            }
+            Dedup::Duplicate(Some(output)) => {
+                self.shared.counters.duplicates += 1;
+                out.respond(
+                    id,
+                    Response::Applied {
+                        slot: self.learner.applied,
+                        output,
+                    },
+                );
+                return true;
+            }
+            // Applied, by a durable state machine before a restart: its output is gone.
+            Dedup::Duplicate(None) | Dedup::Stale => {
+                out.respond(
+                    id,
+                    Response::Failed(Error::SessionStale {
+                        client: session.client,
+                        seq: session.seq,
+                    }),
+                );
+                return true;
+            }
+        }
+        false
+    }
+
     /// Moves queued commands into free slots (batching when the pipeline is full).
     pub(crate) fn flush_queue(&mut self, out: &mut Outbox<Self>) {
-        let in_flight_max = self.config.in_flight_slots_max;
-        let batch_max = self.config.batch_commands_max;
-        let Some(leader) = self.leader.as_mut() else {
+        let in_flight_max = self.shared.config.in_flight_slots_max;
+        let batch_max = self.shared.config.batch_commands_max;
+        let Some(leader) = self.proposer.leader.as_mut() else {
             return;
         };
         if !leader.is_active() || leader.stop_sign.is_some() {
@@ -472,23 +660,12 @@ impl<S: StateMachine> Replica<S> {
         let mut values = Vec::new();
         if leader.in_flight() < in_flight_max {
             if let Some(members) = leader.reconfig.take() {
-                // Rule 1 of `reconfig.rs`: a fresh stop-sign goes in the next free slot, after
-                // everything phase 1 found, and ends this leadership's slots.
-                let value = Value::StopSign {
-                    epoch: leader.ballot.epoch + 1,
-                    members,
-                };
-                leader.stop_sign = Some(leader.next_slot);
-                leader.in_flight.push_back(InFlight {
-                    acks: 0,
-                    value: value.clone(),
-                });
-                leader.next_slot += 1;
+                let value = leader.push_stop_sign(members);
                 self.propose_run(first, vec![value], out);
                 return;
             }
         }
-        if self.applied < leader.phase1_start {
+        if self.learner.applied < leader.phase1_start {
             return; // catching up on what was chosen before us first (see `phase1_start`)
         }
         while !leader.queue.is_empty() && leader.in_flight() < in_flight_max {
@@ -499,12 +676,12 @@ impl<S: StateMachine> Replica<S> {
                 // The session table may have learned this command since it was queued (chosen
                 // before this leadership, applied while it caught up): answer, do not re-propose.
                 if let Some(session) = c.session {
-                    match self.sessions.check(session) {
+                    match self.learner.sessions.check(session) {
                         Dedup::Fresh => {}
                         Dedup::Duplicate(Some(output)) => {
-                            self.counters.duplicates += 1;
+                            self.shared.counters.duplicates += 1;
                             leader.held.remove(&session);
-                            let slot = self.applied;
+                            let slot = self.learner.applied;
                             out.respond(id, Response::Applied { slot, output });
                             continue;
                         }
@@ -526,7 +703,8 @@ impl<S: StateMachine> Replica<S> {
                 origin: leader.ballot,
                 commands,
             };
-            self.pending
+            self.learner
+                .pending
                 .insert(leader.next_slot, (leader.ballot, requests));
             leader.in_flight.push_back(InFlight {
                 acks: 0,
@@ -549,34 +727,15 @@ impl<S: StateMachine> Replica<S> {
         count: u64,
         out: &mut Outbox<Self>,
     ) {
-        let Some(bit) = self.bit(from) else { return };
-        let majority = self.majority as u32;
-        let Some(leader) = self.leader.as_mut() else {
+        let Some(bit) = self.shared.bit(from) else {
             return;
         };
-        if ballot != leader.ballot || !leader.is_active() {
-            return; // an answer to an older leadership
-        }
-        let lo = slot.max(leader.commit);
-        let hi = slot.saturating_add(count).min(leader.next_slot);
-        for s in lo..hi {
-            let i = (s - leader.commit) as usize;
-            leader.in_flight[i].acks |= bit;
-        }
-        // Step 5 of the paper, as seen by the leader: a majority accepted, the slot is chosen.
-        let mut advanced = false;
-        while leader
-            .in_flight
-            .front()
-            .is_some_and(|f| f.acks.count_ones() >= majority)
-        {
-            leader.in_flight.pop_front();
-            leader.commit += 1;
-            advanced = true;
-        }
-        if advanced {
-            let commit = leader.commit;
-            let id = self.config.id;
+        let majority = self.shared.majority as u32;
+        let Some(leader) = self.proposer.leader.as_mut() else {
+            return;
+        };
+        if let Some(commit) = leader.record_accepted(bit, ballot, slot, count, majority) {
+            let id = self.shared.config.id;
             self.on_commit(id, ballot, commit, out);
             self.flush_queue(out);
         }
@@ -590,11 +749,16 @@ impl<S: StateMachine> Replica<S> {
         promised: Ballot,
         out: &mut Outbox<Self>,
     ) {
-        if promised <= ballot || !self.is_member(promised.leader) {
-            self.reject("malformed nack", from);
+        if promised <= ballot || !self.shared.is_member(promised.leader) {
+            self.shared.reject("malformed nack", from);
             return;
         }
-        if self.leader.as_ref().is_some_and(|l| l.ballot == ballot) {
+        if self
+            .proposer
+            .leader
+            .as_ref()
+            .is_some_and(|l| l.ballot == ballot)
+        {
             self.step_down(out);
         }
         if let Some(b) = self.election.observe(promised) {
@@ -604,9 +768,12 @@ impl<S: StateMachine> Replica<S> {
 
     /// A linearizable read arrives.
     pub(crate) fn read(&mut self, id: RequestId, query: S::Query, out: &mut Outbox<Self>) {
-        let reads_max = self.config.reads_pending_max;
-        let hint = self.election.leader_id().filter(|&l| l != self.config.id);
-        let Some(leader) = self.leader.as_mut() else {
+        let reads_max = self.shared.config.reads_pending_max;
+        let hint = self
+            .election
+            .leader_id()
+            .filter(|&l| l != self.shared.config.id);
+        let Some(leader) = self.proposer.leader.as_mut() else {
             out.respond(id, Response::Failed(Error::NotLeader { leader: hint }));
             return;
         };
@@ -623,8 +790,8 @@ impl<S: StateMachine> Replica<S> {
 
     /// Starts a leadership-confirming round for the waiting reads, if none is running.
     pub(crate) fn start_read_round(&mut self, out: &mut Outbox<Self>) {
-        let own = self.bit(self.config.id).unwrap_or(0);
-        let Some(leader) = self.leader.as_mut() else {
+        let own = self.shared.bit(self.shared.config.id).unwrap_or(0);
+        let Some(leader) = self.proposer.leader.as_mut() else {
             return;
         };
         if !leader.is_active() || leader.read_probe.is_some() || leader.reads_waiting.is_empty() {
@@ -641,9 +808,9 @@ impl<S: StateMachine> Replica<S> {
             acks: own,
             reads: std::mem::take(&mut leader.reads_waiting),
         });
-        let peers = self.peers.clone();
+        let peers = self.shared.peers.clone();
         out.broadcast(peers, &Message::ReadProbe { ballot, round });
-        let id = self.config.id;
+        let id = self.shared.config.id;
         self.on_read_ack(id, ballot, round, out);
     }
 
@@ -655,28 +822,14 @@ impl<S: StateMachine> Replica<S> {
         round: u64,
         out: &mut Outbox<Self>,
     ) {
-        let Some(bit) = self.bit(from) else { return };
-        let majority = self.majority as u32;
-        let Some(leader) = self.leader.as_mut() else {
+        let Some(bit) = self.shared.bit(from) else {
             return;
         };
-        if leader.ballot != ballot {
-            return;
-        }
-        let Some(probe) = leader.read_probe.as_mut() else {
+        let majority = self.shared.majority as u32;
+        let Some(leader) = self.proposer.leader.as_mut() else {
             return;
         };
-        if probe.round != round {
-            return;
-        }
-        probe.acks |= bit;
-        if probe.acks.count_ones() >= majority {
-            if let Some(done) = leader.read_probe.take() {
-                let read_slot = done.read_slot;
-                leader
-                    .reads_ready
-                    .extend(done.reads.into_iter().map(|(id, q)| (read_slot, id, q)));
-            }
+        if leader.record_read_ack(bit, ballot, round, majority) {
             self.answer_reads(out);
             self.start_read_round(out);
         }
@@ -684,17 +837,17 @@ impl<S: StateMachine> Replica<S> {
 
     /// Answers confirmed reads whose slot is applied.
     pub(crate) fn answer_reads(&mut self, out: &mut Outbox<Self>) {
-        let applied = self.applied;
-        if self.state_invalid {
+        let applied = self.learner.applied;
+        if self.learner.state_invalid {
             return;
         }
-        let Some(leader) = self.leader.as_mut() else {
+        let Some(leader) = self.proposer.leader.as_mut() else {
             return;
         };
         if leader.reads_ready.is_empty() {
             return;
         }
-        let state = &self.state;
+        let state = &self.learner.state;
         leader.reads_ready.retain(|(slot, id, q)| {
             if *slot <= applied {
                 out.respond(*id, Response::Read(state.query(q)));
@@ -707,9 +860,9 @@ impl<S: StateMachine> Replica<S> {
 
     /// The leader's timers: retransmissions and the idle commit.
     pub(crate) fn leader_tick(&mut self, out: &mut Outbox<Self>) {
-        let retransmit_ticks = self.config.retransmit_ticks;
-        let chunk = self.config.catch_up_slots_max;
-        let Some(leader) = self.leader.as_mut() else {
+        let retransmit_ticks = self.shared.config.retransmit_ticks;
+        let chunk = self.shared.config.catch_up_slots_max;
+        let Some(leader) = self.proposer.leader.as_mut() else {
             return;
         };
         let ballot = leader.ballot;
@@ -720,7 +873,7 @@ impl<S: StateMachine> Replica<S> {
                 ballot,
                 commit: leader.commit,
             };
-            for &peer in &self.peers {
+            for &peer in &self.shared.peers {
                 out.send(peer, msg.clone());
             }
         }
@@ -730,7 +883,7 @@ impl<S: StateMachine> Replica<S> {
         }
         leader.retransmit_in = retransmit_ticks;
         if let Some(promises) = &leader.promises {
-            for &peer in &self.peers {
+            for &peer in &self.shared.peers {
                 if !promises.by_acceptor.contains_key(&peer) {
                     out.send(
                         peer,
@@ -744,8 +897,8 @@ impl<S: StateMachine> Replica<S> {
             return;
         }
         // Re-send, to each acceptor, the in-flight slots from the first it has not accepted.
-        for (i, &peer) in self.membership.members.iter().enumerate() {
-            if peer == self.config.id {
+        for (i, &peer) in self.shared.membership.members.iter().enumerate() {
+            if peer == self.shared.config.id {
                 continue;
             }
             let bit = 1u64 << i;
@@ -771,8 +924,8 @@ impl<S: StateMachine> Replica<S> {
             );
         }
         if let Some(probe) = &leader.read_probe {
-            for (i, &peer) in self.membership.members.iter().enumerate() {
-                if peer != self.config.id && probe.acks & (1u64 << i) == 0 {
+            for (i, &peer) in self.shared.membership.members.iter().enumerate() {
+                if peer != self.shared.config.id && probe.acks & (1u64 << i) == 0 {
                     out.send(
                         peer,
                         Message::ReadProbe {
