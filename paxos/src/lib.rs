@@ -70,27 +70,47 @@
 //! "Paxos Made Simple" describes single-decree Paxos in five steps. Multi-Paxos runs one
 //! instance per *slot* of a log, and a stable leader shares step 1 among all slots:
 //!
-//! 1. **Prepare** (proposer, `core/proposer.rs`): a new leader picks a ballot `b` higher than any
+//! 1. **Prepare** (the `Proposer`, `core/proposer.rs`): a new leader picks a ballot `b` higher than any
 //!    it saw ([`Ballot`] = (round, node id)) and sends [`Message::Prepare`] for *every* slot from
 //!    its first undecided one on: once per leadership, not once per command.
-//! 2. **Promise** (acceptor, `core/acceptor.rs`): an acceptor whose promise is below `b` promises
+//! 2. **Promise** (the `Acceptor`, `core/acceptor.rs`): an acceptor whose promise is below `b` promises
 //!    `b` — durably ([`Record::Promise`]) before replying — and reports each value it accepted,
 //!    with its ballot ([`Message::Promise`]). Lower ballots are refused with [`Message::Nack`].
-//! 3. **Propose** (proposer): with promises from a majority, the leader re-proposes, in each
+//! 3. **Propose** (the `Proposer`): with promises from a majority, the leader re-proposes, in each
 //!    slot, the value accepted under the highest ballot, fills holes with [`Value::Noop`], and
 //!    from then on puts client commands into fresh slots ([`Message::Accept`]): each command
 //!    costs only phase 2. A command goes out at once while fewer than
 //!    [`Config::eager_slots_max`] slots are in flight; under load the commands that arrive
 //!    meanwhile share the next slot, and at most [`Config::in_flight_slots_max`] slots are in
 //!    flight.
-//! 4. **Accept** (acceptor): an acceptor accepts unless it promised a higher ballot, durably
+//! 4. **Accept** (the `Acceptor`): an acceptor accepts unless it promised a higher ballot, durably
 //!    ([`Record::Accept`]) before answering [`Message::Accepted`].
-//! 5. **Learn** (learner, `core/learner.rs`): a value accepted by a majority is chosen. The
+//! 5. **Learn** (the `Learner`, `core/learner.rs` and `core/apply.rs`): a value accepted by a majority is chosen. The
 //!    leader's commit index rides on later accepts (or on [`Message::Commit`] when idle); a
 //!    replica that missed values fetches them ([`Message::CatchUpRequest`]), or the peer's
 //!    snapshot, in chunks, when the peer compacted them away ([`Message::SnapshotChunk`], see
 //!    [Catch-up by snapshot](#catch-up-by-snapshot-in-chunks)); slots are applied in order to
 //!    the [`StateMachine`].
+//!
+//! # How the core is built
+//!
+//! [`Replica`] composes one struct per role, each owning its own state: the `Acceptor` (the
+//! durable promise), the `Proposer` (the leader's volatile state while leading), the `Learner`
+//! (the state machine, the session table, how far it applied, who waits for which slot) and
+//! the `Election`. What several roles read — the configuration, the slot log, counters — is
+//! a small shared context handed to the roles explicitly. `Replica`'s own methods route each
+//! input to the role it concerns and carry a step's consequences from one role to another (a
+//! chosen slot is applied; an applied stop-sign ends the leadership). Beside the roles:
+//!
+//! - `core/apply.rs`: the learner's apply pipeline (deduplicate with the session table, apply
+//!   as one batch, respond);
+//! - `core/recovery.rs`: replaying persisted records into the durable state, then rebuilding
+//!   the replica from it;
+//! - `core/reconfig.rs`, `core/snapshot.rs`, `core/transfer.rs`: stop-signs, snapshots and
+//!   compaction, catch-up by snapshot in chunks;
+//! - `core/heartbeat.rs` and `core/node.rs`: the election's messages, and the driver's entry
+//!   points ([`common::Node`]);
+//! - `core/api.rs`: [`Request`], [`Response`], [`Event`] and [`Metrics`].
 //!
 //! # Reconfiguration
 //!

@@ -15,8 +15,129 @@ use crate::message::{Ballot, Message, PromisedEntry, Record, Slot, Value};
 use crate::state_machine::StateMachine;
 
 use super::log::Entry;
-use super::Replica;
+use super::{Replica, Shared};
 
+/// The acceptor: the one piece of state Paxos needs to survive a crash besides the accepted
+/// values in the slot log ([`Shared::log`]), and the two answers it gives.
+///
+/// The paper's acceptor ("Paxos Made Simple", §2.2) answers a prepare request numbered `n`
+/// with a promise never to accept a proposal numbered below `n`, together with the
+/// highest-numbered proposal it accepted (step 1(b)); it accepts a proposal numbered `n` unless
+/// it has promised a higher number (step 2(b)). In Multi-Paxos one promise covers every slot
+/// from the proposer's first undecided one on (§3), so the promise is a single ballot and the
+/// answer lists the accepted value of each of those slots. Both the promise and the accepted
+/// values are persisted before the answer leaves.
+#[derive(Debug)]
+pub(crate) struct Acceptor {
+    /// The highest ballot promised.
+    pub promised: Ballot,
+}
+
+impl Acceptor {
+    /// Raises the durable promise to `ballot` (persisted before any message of this step).
+    fn promise<S: StateMachine>(
+        &mut self,
+        shared: &mut Shared<S::Command>,
+        ballot: Ballot,
+        out: &mut Outbox<Replica<S>>,
+    ) {
+        debug_assert!(ballot > self.promised);
+        self.promised = ballot;
+        shared.persist(Record::Promise(ballot), out);
+    }
+
+    /// Step 1(b), for any proposer, this replica included: promises `ballot` and reports what
+    /// was accepted from `from_slot` on. `None` if `ballot` is below the promise.
+    pub(crate) fn prepare<S: StateMachine>(
+        &mut self,
+        shared: &mut Shared<S::Command>,
+        ballot: Ballot,
+        from_slot: Slot,
+        out: &mut Outbox<Replica<S>>,
+    ) -> Option<Message<S::Command>> {
+        if ballot < self.promised {
+            return None;
+        }
+        if ballot > self.promised {
+            self.promise(shared, ballot, out);
+        }
+        // Everything accepted from the proposer's first undecided slot on, except our chosen
+        // prefix (the leader learns that through `decided`). The window bounds how many slots
+        // past our decided prefix we ever accepted, so the promise is bounded too.
+        // Entries of older configurations are left out: they were never chosen (their
+        // configuration ended before these slots).
+        let epoch = shared.membership.epoch;
+        let log = &shared.log;
+        let accepted = log
+            .iter_from(from_slot.max(log.decided))
+            .filter(|(_, e)| e.ballot.epoch == epoch)
+            .map(|(slot, e)| PromisedEntry {
+                slot,
+                ballot: e.ballot,
+                value: e.value.clone(),
+            })
+            .collect();
+        Some(Message::Promise {
+            ballot,
+            decided: log.decided,
+            accepted,
+        })
+    }
+
+    /// Step 2(b), for any proposer, this replica included: accepts `values` in the slots from
+    /// `slot` on under `ballot`. `false` if `ballot` is below the promise.
+    pub(crate) fn accept<S: StateMachine>(
+        &mut self,
+        shared: &mut Shared<S::Command>,
+        ballot: Ballot,
+        slot: Slot,
+        values: Vec<Value<S::Command>>,
+        out: &mut Outbox<Replica<S>>,
+    ) -> bool {
+        if ballot < self.promised {
+            return false;
+        }
+        if ballot > self.promised {
+            // Accepting b implies promising b (a missed prepare).
+            self.promise(shared, ballot, out);
+        }
+        // Slots already chosen here keep their value (by Paxos safety it is the same one).
+        let decided = shared.log.decided;
+        let skip = usize::try_from(decided.saturating_sub(slot)).unwrap_or(usize::MAX);
+        if skip >= values.len() {
+            return true;
+        }
+        let first = slot.max(decided);
+        let kept: Vec<Value<S::Command>> = values.into_iter().skip(skip).collect();
+        for (i, value) in kept.iter().enumerate() {
+            shared.log.set(
+                first + i as u64,
+                Entry {
+                    ballot,
+                    value: value.clone(),
+                },
+            );
+        }
+        let record = Record::Accept {
+            ballot,
+            slot: first,
+            values: kept,
+        };
+        shared.persist(record, out);
+        true
+    }
+
+    /// The refusal of a message under `ballot`, naming the promise that outranks it.
+    pub(crate) fn nack<C>(&self, ballot: Ballot) -> Message<C> {
+        Message::Nack {
+            ballot,
+            promised: self.promised,
+        }
+    }
+}
+
+/// Routing: the acceptor's messages, checked, handed to [`Acceptor`], and what a promise means
+/// for the election.
 impl<S: StateMachine> Replica<S> {
     /// Checks a ballot a peer claims to lead with: it must be owned by the sender (only the owner
     /// of a ballot proposes under it) and be a real ballot.
@@ -24,16 +145,19 @@ impl<S: StateMachine> Replica<S> {
         ballot.leader == from && ballot.round > 0
     }
 
-    /// Raises the durable promise to `ballot` (persisted before any message of this step).
-    pub(crate) fn promise(&mut self, ballot: Ballot, out: &mut Outbox<Self>) {
-        debug_assert!(ballot > self.promised);
-        self.promised = ballot;
-        out.persist(Record::Promise(ballot));
-        self.records_asked += 1;
+    /// After the acceptor raised its promise from `before` to another node's ballot: the
+    /// election follows that ballot's owner.
+    fn follow_promise(&mut self, before: Ballot, out: &mut Outbox<Self>) {
+        let ballot = self.acceptor.promised;
+        if ballot > before && ballot.leader != self.shared.id() {
+            if let Some(b) = self.election.observe(ballot) {
+                self.on_leader_change(b, out);
+            }
+        }
     }
 
-    /// Phase 1b: the acceptor's answer to a prepare. Returns the promise message, or `None` if
-    /// the prepare was refused (a `Nack` was queued instead).
+    /// Phase 1b: the acceptor's answer to a prepare: a promise, or a `Nack` if the prepare was
+    /// refused.
     pub(crate) fn on_prepare(
         &mut self,
         from: NodeId,
@@ -42,7 +166,7 @@ impl<S: StateMachine> Replica<S> {
         out: &mut Outbox<Self>,
     ) {
         if !self.ballot_is_well_formed(from, ballot) {
-            self.reject("malformed ballot in prepare", from);
+            self.shared.reject("malformed ballot in prepare", from);
             return;
         }
         if !self.ballot_in_epoch(from, ballot, out) {
@@ -51,14 +175,8 @@ impl<S: StateMachine> Replica<S> {
         if let Some(promise) = self.prepare_locally(ballot, from_slot, out) {
             out.send(from, promise);
         } else {
-            self.counters.stale += 1;
-            out.send(
-                from,
-                Message::Nack {
-                    ballot,
-                    promised: self.promised,
-                },
-            );
+            self.shared.counters.stale += 1;
+            out.send(from, self.acceptor.nack(ballot));
         }
     }
 
@@ -70,38 +188,12 @@ impl<S: StateMachine> Replica<S> {
         from_slot: Slot,
         out: &mut Outbox<Self>,
     ) -> Option<Message<S::Command>> {
-        if ballot < self.promised {
-            return None;
-        }
-        if ballot > self.promised {
-            self.promise(ballot, out);
-            if ballot.leader != self.config.id {
-                if let Some(b) = self.election.observe(ballot) {
-                    self.on_leader_change(b, out);
-                }
-            }
-        }
-        // Everything accepted from the proposer's first undecided slot on, except our chosen
-        // prefix (the leader learns that through `decided`). The window bounds how many slots
-        // past our decided prefix we ever accepted, so the promise is bounded too.
-        // Entries of older configurations are left out: they were never chosen (their
-        // configuration ended before these slots).
-        let epoch = self.membership.epoch;
-        let accepted = self
-            .log
-            .iter_from(from_slot.max(self.log.decided))
-            .filter(|(_, e)| e.ballot.epoch == epoch)
-            .map(|(slot, e)| PromisedEntry {
-                slot,
-                ballot: e.ballot,
-                value: e.value.clone(),
-            })
-            .collect();
-        Some(Message::Promise {
-            ballot,
-            decided: self.log.decided,
-            accepted,
-        })
+        let before = self.acceptor.promised;
+        let promise = self
+            .acceptor
+            .prepare(&mut self.shared, ballot, from_slot, out)?;
+        self.follow_promise(before, out);
+        Some(promise)
     }
 
     /// Phase 2b.
@@ -115,7 +207,7 @@ impl<S: StateMachine> Replica<S> {
         out: &mut Outbox<Self>,
     ) {
         if !self.ballot_is_well_formed(from, ballot) {
-            self.reject("malformed ballot in accept", from);
+            self.shared.reject("malformed ballot in accept", from);
             return;
         }
         if !self.ballot_in_epoch(from, ballot, out) {
@@ -123,41 +215,31 @@ impl<S: StateMachine> Replica<S> {
         }
         let count = values.len() as u64;
         let window_end = self
+            .shared
             .log
             .decided
-            .saturating_add(self.config.window_slots_max);
+            .saturating_add(self.shared.config.window_slots_max);
         if count == 0 || slot.checked_add(count).is_none_or(|end| end > window_end) {
             // Far outside the window: either a lie or we are too far behind to accept before
             // catching up. The commit index still tells us to catch up.
-            self.reject("accept outside the window", from);
-            if ballot >= self.promised {
-                self.commit_hint = self.commit_hint.max(commit.min(window_end));
+            self.shared.reject("accept outside the window", from);
+            if ballot >= self.acceptor.promised {
+                self.learner.commit_hint = self.learner.commit_hint.max(commit.min(window_end));
                 self.request_catch_up(from, out);
             }
             return;
         }
-        match self.accept_locally(ballot, slot, values, out) {
-            true => {
-                out.send(
-                    from,
-                    Message::Accepted {
-                        ballot,
-                        slot,
-                        count,
-                    },
-                );
-                self.on_commit(from, ballot, commit, out);
-            }
-            false => {
-                self.counters.stale += 1;
-                out.send(
-                    from,
-                    Message::Nack {
-                        ballot,
-                        promised: self.promised,
-                    },
-                );
-            }
+        if self.accept_locally(ballot, slot, values, out) {
+            let accepted = Message::Accepted {
+                ballot,
+                slot,
+                count,
+            };
+            out.send(from, accepted);
+            self.on_commit(from, ballot, commit, out);
+        } else {
+            self.shared.counters.stale += 1;
+            out.send(from, self.acceptor.nack(ballot));
         }
     }
 
@@ -170,42 +252,12 @@ impl<S: StateMachine> Replica<S> {
         values: Vec<Value<S::Command>>,
         out: &mut Outbox<Self>,
     ) -> bool {
-        if ballot < self.promised {
-            return false;
-        }
-        if ballot > self.promised {
-            // Accepting b implies promising b (a missed prepare).
-            self.promise(ballot, out);
-            if ballot.leader != self.config.id {
-                if let Some(b) = self.election.observe(ballot) {
-                    self.on_leader_change(b, out);
-                }
-            }
-        }
-        // Slots already chosen here keep their value (by Paxos safety it is the same one).
-        let decided = self.log.decided;
-        let skip = usize::try_from(decided.saturating_sub(slot)).unwrap_or(usize::MAX);
-        if skip >= values.len() {
-            return true;
-        }
-        let first = slot.max(decided);
-        let kept: Vec<Value<S::Command>> = values.into_iter().skip(skip).collect();
-        for (i, value) in kept.iter().enumerate() {
-            self.log.set(
-                first + i as u64,
-                Entry {
-                    ballot,
-                    value: value.clone(),
-                },
-            );
-        }
-        out.persist(Record::Accept {
-            ballot,
-            slot: first,
-            values: kept,
-        });
-        self.records_asked += 1;
-        true
+        let before = self.acceptor.promised;
+        let accepted = self
+            .acceptor
+            .accept(&mut self.shared, ballot, slot, values, out);
+        self.follow_promise(before, out);
+        accepted
     }
 
     /// A leader's read probe: confirm we still hold its ballot as our promise.
@@ -217,27 +269,22 @@ impl<S: StateMachine> Replica<S> {
         out: &mut Outbox<Self>,
     ) {
         if !self.ballot_is_well_formed(from, ballot) {
-            self.reject("malformed ballot in read probe", from);
+            self.shared.reject("malformed ballot in read probe", from);
             return;
         }
         if !self.ballot_in_epoch(from, ballot, out) {
             return;
         }
-        if ballot == self.promised {
+        let promised = self.acceptor.promised;
+        if ballot == promised {
             out.send(from, Message::ReadAck { ballot, round });
-        } else if ballot < self.promised {
-            self.counters.stale += 1;
-            out.send(
-                from,
-                Message::Nack {
-                    ballot,
-                    promised: self.promised,
-                },
-            );
+        } else if ballot < promised {
+            self.shared.counters.stale += 1;
+            out.send(from, self.acceptor.nack(ballot));
         } else {
             // A leader cannot hold a ballot we never promised (it needed our promise or
             // another majority's; either way it will get a Nack or an ack from others).
-            self.reject("read probe above the promise", from);
+            self.shared.reject("read probe above the promise", from);
         }
     }
 }

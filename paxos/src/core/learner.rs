@@ -7,7 +7,8 @@
 //! - Decisions are durable (`Commit`/`Learn` records), so a restarted replica re-applies its
 //!   chosen prefix without asking anyone.
 //! - Slots are applied strictly in order; the session table makes a retried command apply at
-//!   most once; the replica that proposed a batch answers its clients.
+//!   most once; the replica that proposed a batch answers its clients (the pipeline that does
+//!   so is in `apply.rs`).
 
 use std::collections::BTreeMap;
 
@@ -15,23 +16,139 @@ use common::{NodeId, Outbox, RequestId};
 
 use crate::error::Error;
 use crate::message::{Ballot, Message, Record, Session, Slot, Value};
-use crate::state_machine::{Dedup, StateMachine};
+use crate::state_machine::{Sessions, StateMachine};
 
-use super::log::Entry;
+use super::apply::ApplyScratch;
+use super::log::{Entry, SlotLog};
 use super::{Replica, Response};
 
-impl<S: StateMachine> Replica<S> {
-    /// Answers a command that was applied (or refused by the session table). The slot is
-    /// chosen, so with [`crate::Config::parallel_accept`] the answer claims nothing of the
-    /// records this batch still writes and goes at once.
-    fn answer_applied(&self, id: RequestId, response: Response<S::Output>, out: &mut Outbox<Self>) {
-        if self.config.parallel_accept {
-            out.respond_early(id, response);
-        } else {
-            out.respond(id, response);
+/// The learner: the state machine, the session table, how far this replica applied, and who
+/// waits for which slot.
+///
+/// "Paxos Made Simple" §2.3: a learner must find out that a proposal was accepted by a
+/// majority. The paper's cheapest scheme sends every acceptance to one distinguished learner,
+/// which tells the others; here the leader is that learner, and its commit index ("every slot
+/// below `c` is chosen") rides on its next accept or commit message. Since a learner may miss
+/// it, §2.3 lets a learner ask for the chosen value: that is catch-up, with whole snapshots for
+/// what peers compacted away. §3 applies the chosen commands in slot order, waiting at a gap.
+pub(crate) struct Learner<S: StateMachine> {
+    pub state: S,
+    pub sessions: Sessions<S::Output>,
+    /// First slot not yet applied.
+    pub applied: Slot,
+    /// First slot the state machine has not applied: above `applied` only after a restart with
+    /// a durable state machine ([`StateMachine::applied_index`]), while the apply loop brings
+    /// the session table up to it without applying those slots again.
+    pub sm_applied: Slot,
+    /// Set while [`common::Node::recover`] replays the log (no checkpoint may be asked for then:
+    /// the driver would never see it).
+    pub recovering: bool,
+    /// Set when restoring a received snapshot into the state machine failed part-way: its
+    /// state is unknown, so nothing is applied, read or snapshotted until a snapshot restores
+    /// cleanly.
+    pub state_invalid: bool,
+    /// Approximate bytes of the commands applied since the log was last compacted
+    /// ([`StateMachine::command_bytes`]): compaction's trigger by size.
+    pub log_bytes: u64,
+    /// Highest commit index heard of (slots below are chosen somewhere).
+    pub commit_hint: Slot,
+    /// Whom to ask for missed values, and when.
+    pub catch_up: CatchUp,
+    /// Client proposals answered when their slot is applied: slot -> (batch origin, requests).
+    pub pending: BTreeMap<Slot, (Ballot, Vec<RequestId>)>,
+    /// Retries attached to a copy of their command the leader already holds, answered when a
+    /// command of that session is applied (see `proposer.rs`).
+    pub session_waiters: BTreeMap<Session, Vec<RequestId>>,
+    /// Reused by `apply_run` (see `apply.rs`).
+    pub apply_scratch: ApplyScratch<S::Output>,
+}
+
+/// The catch-up timer and whom it asks.
+#[derive(Debug, Default)]
+pub(crate) struct CatchUp {
+    /// Ticks until the next catch-up request may be sent.
+    pub cooldown: u64,
+    /// Catch-up requests sent by the timer (rotates the peer asked).
+    pub attempts: u64,
+    /// The peer that last told us it decided more than we did.
+    pub peer: Option<NodeId>,
+    /// The last peer a catch-up request went to: its answer is accepted even if it is not a
+    /// member of our configuration (we may be behind a reconfiguration that added it).
+    pub asked: Option<NodeId>,
+}
+
+impl<S: StateMachine> Learner<S> {
+    /// A learner over `state` that has applied nothing yet (recovery re-applies the chosen
+    /// prefix, which ends below `commit_hint`).
+    pub(crate) fn new(state: S, sessions_max: usize, commit_hint: Slot) -> Self {
+        Learner {
+            state,
+            sessions: Sessions::new(sessions_max),
+            applied: 0,
+            sm_applied: 0,
+            recovering: true,
+            state_invalid: false,
+            log_bytes: 0,
+            commit_hint,
+            catch_up: CatchUp::default(),
+            pending: BTreeMap::new(),
+            session_waiters: BTreeMap::new(),
+            apply_scratch: ApplyScratch::default(),
         }
     }
 
+    /// Takes the requests owed for `slot` if it is the first slot with any.
+    pub(crate) fn take_owed(&mut self, slot: Slot) -> Option<(Ballot, Vec<RequestId>)> {
+        match self.pending.first_key_value() {
+            Some((&s, _)) if s == slot => self.pending.remove(&slot),
+            _ => None,
+        }
+    }
+
+    /// The stop-sign in the first slot not yet applied, if that slot is chosen and holds one
+    /// (the apply loop stops there: it ends the configuration).
+    fn stop_sign_next(&self, log: &SlotLog<S::Command>) -> Option<(Slot, u64, Vec<NodeId>)> {
+        let slot = self.applied;
+        if slot >= log.decided {
+            return None;
+        }
+        match log.get(slot).map(|e| &e.value) {
+            Some(Value::StopSign { epoch, members }) => Some((slot, *epoch, members.clone())),
+            // Compacted: the snapshot already covers it; or nothing left to apply.
+            _ => None,
+        }
+    }
+
+    /// After an apply loop that started at `first`: tells the state machine how far it got,
+    /// and fails the proposals of slots a snapshot covered (their fate is unknown here).
+    fn finish_apply(&mut self, first: Slot, out: &mut Outbox<Replica<S>>) {
+        if self.applied > first && self.applied >= self.sm_applied {
+            self.state.applied(self.applied);
+        }
+        while let Some((&s, _)) = self.pending.first_key_value() {
+            if s >= self.applied {
+                break;
+            }
+            if let Some((_, requests)) = self.pending.remove(&s) {
+                fail_all(requests, out);
+            }
+        }
+    }
+}
+
+/// Answers every request in `requests`: the leadership that proposed them cannot tell whether
+/// they were chosen.
+pub(crate) fn fail_all<S: StateMachine>(
+    requests: impl IntoIterator<Item = RequestId>,
+    out: &mut Outbox<Replica<S>>,
+) {
+    for id in requests {
+        out.respond(id, Response::Failed(Error::LeadershipLost));
+    }
+}
+
+/// Routing: decisions and catch-up messages, and what applying means for the other roles.
+impl<S: StateMachine> Replica<S> {
     /// A commit index arrived (from the leader, piggybacked or explicit, or from ourselves as
     /// leader).
     pub(crate) fn on_commit(
@@ -42,22 +159,28 @@ impl<S: StateMachine> Replica<S> {
         out: &mut Outbox<Self>,
     ) {
         if ballot.leader != from || ballot.round == 0 {
-            self.reject("commit under another node's ballot", from);
+            self.shared
+                .reject("commit under another node's ballot", from);
             return;
         }
-        self.commit_hint = self.commit_hint.max(commit);
-        let first = self.log.decided;
+        self.learner.commit_hint = self.learner.commit_hint.max(commit);
+        let first = self.shared.log.decided;
         let mut decided = first;
-        while decided < commit && self.log.get(decided).is_some_and(|e| e.ballot == ballot) {
+        while decided < commit
+            && self
+                .shared
+                .log
+                .get(decided)
+                .is_some_and(|e| e.ballot == ballot)
+        {
             decided += 1;
         }
         if decided > first {
-            self.log.decided = decided;
-            out.persist(Record::Commit { decided });
-            self.records_asked += 1;
+            self.shared.log.decided = decided;
+            self.shared.persist(Record::Commit { decided }, out);
             self.apply_decided(out);
         }
-        if self.log.decided < commit && from != self.config.id {
+        if self.shared.log.decided < commit && from != self.shared.config.id {
             self.request_catch_up(from, out);
         }
     }
@@ -65,15 +188,18 @@ impl<S: StateMachine> Replica<S> {
     /// Asks `peer` for the chosen values we miss, at most once per retransmission interval, and
     /// not while a snapshot is being received (see `transfer.rs`).
     pub(crate) fn request_catch_up(&mut self, peer: NodeId, out: &mut Outbox<Self>) {
-        if self.catch_up_cooldown > 0 || peer == self.config.id || self.receiving_snapshot() {
+        if self.learner.catch_up.cooldown > 0
+            || peer == self.shared.config.id
+            || self.receiving_snapshot()
+        {
             return;
         }
-        self.catch_up_cooldown = self.config.retransmit_ticks;
-        self.catch_up_asked = Some(peer);
+        self.learner.catch_up.cooldown = self.shared.config.retransmit_ticks;
+        self.learner.catch_up.asked = Some(peer);
         out.send(
             peer,
             Message::CatchUpRequest {
-                from_slot: self.log.decided,
+                from_slot: self.shared.log.decided,
             },
         );
     }
@@ -82,13 +208,16 @@ impl<S: StateMachine> Replica<S> {
     /// the peer that last told us it knows more and the other peers in turn, so an unreachable
     /// leader (partial connectivity) cannot starve catch-up.
     pub(crate) fn learner_tick(&mut self, out: &mut Outbox<Self>) {
-        self.catch_up_cooldown = self.catch_up_cooldown.saturating_sub(1);
-        if self.commit_hint > self.log.decided && self.catch_up_cooldown == 0 {
-            self.catch_up_attempts = self.catch_up_attempts.wrapping_add(1);
-            let n = self.peers.len() as u64;
-            let peer = match self.catch_up_peer {
-                Some(p) if self.catch_up_attempts % 2 == 0 => Some(p),
-                _ if n > 0 => Some(self.peers[((self.catch_up_attempts / 2) % n) as usize]),
+        self.learner.catch_up.cooldown = self.learner.catch_up.cooldown.saturating_sub(1);
+        if self.learner.commit_hint > self.shared.log.decided && self.learner.catch_up.cooldown == 0
+        {
+            self.learner.catch_up.attempts = self.learner.catch_up.attempts.wrapping_add(1);
+            let n = self.shared.peers.len() as u64;
+            let peer = match self.learner.catch_up.peer {
+                Some(p) if self.learner.catch_up.attempts % 2 == 0 => Some(p),
+                _ if n > 0 => {
+                    Some(self.shared.peers[((self.learner.catch_up.attempts / 2) % n) as usize])
+                }
                 _ => None,
             };
             if let Some(peer) = peer {
@@ -104,21 +233,22 @@ impl<S: StateMachine> Replica<S> {
         from_slot: Slot,
         out: &mut Outbox<Self>,
     ) {
-        if from_slot >= self.log.decided {
+        if from_slot >= self.shared.log.decided {
             return; // nothing we know that it does not
         }
-        if from_slot < self.log.start() {
+        if from_slot < self.shared.log.start() {
             // Compacted away: the values live only in our snapshot.
             self.send_snapshot(from, out);
             return;
         }
         let end = self
+            .shared
             .log
             .decided
-            .min(from_slot.saturating_add(self.config.catch_up_slots_max));
+            .min(from_slot.saturating_add(self.shared.config.catch_up_slots_max));
         let mut values = Vec::with_capacity((end - from_slot) as usize);
         for s in from_slot..end {
-            match self.log.get(s) {
+            match self.shared.log.get(s) {
                 Some(e) => values.push(e.value.clone()),
                 None => break,
             }
@@ -136,11 +266,11 @@ impl<S: StateMachine> Replica<S> {
         values: Vec<Value<S::Command>>,
         out: &mut Outbox<Self>,
     ) {
-        if values.len() as u64 > self.config.catch_up_slots_max {
-            self.reject("catch-up larger than the limit", from);
+        if values.len() as u64 > self.shared.config.catch_up_slots_max {
+            self.shared.reject("catch-up larger than the limit", from);
             return;
         }
-        let first = self.log.decided;
+        let first = self.shared.log.decided;
         if from_slot > first {
             return; // would leave a gap; a later answer will fit
         }
@@ -150,7 +280,7 @@ impl<S: StateMachine> Replica<S> {
         }
         let learned: Vec<_> = values.into_iter().skip(skip).collect();
         for (i, value) in learned.iter().enumerate() {
-            self.log.set(
+            self.shared.log.set(
                 first + i as u64,
                 Entry {
                     ballot: Ballot::ZERO,
@@ -158,305 +288,49 @@ impl<S: StateMachine> Replica<S> {
                 },
             );
         }
-        self.log.decided = first + learned.len() as u64;
-        out.persist(Record::Learn {
+        self.shared.log.decided = first + learned.len() as u64;
+        let record = Record::Learn {
             from_slot: first,
             values: learned,
-        });
-        self.records_asked += 1;
+        };
+        self.shared.persist(record, out);
         self.apply_decided(out);
-        if self.commit_hint > self.log.decided {
-            self.catch_up_cooldown = 0;
+        if self.learner.commit_hint > self.shared.log.decided {
+            self.learner.catch_up.cooldown = 0;
             self.request_catch_up(from, out);
         }
     }
 
     /// Applies every chosen slot not yet applied, in slot order, answering the clients whose
     /// batch this replica created. The commands of every slot up to the next stop-sign go to the
-    /// state machine in one [`StateMachine::apply_batch`]; [`StateMachine::applied`] follows once.
+    /// state machine in one [`StateMachine::apply_batch`] (`apply.rs`); a stop-sign is applied
+    /// on its own and moves the replica to the next configuration; [`StateMachine::applied`]
+    /// follows once. Then the other roles catch up with what was applied: reads waiting for it
+    /// are answered, a snapshot may be due, a leader that crossed a stop-sign leads again, and
+    /// a new leader may now propose.
     pub(crate) fn apply_decided(&mut self, out: &mut Outbox<Self>) {
-        if self.state_invalid {
+        if self.learner.state_invalid {
             return;
         }
-        let first = self.applied;
+        let first = self.learner.applied;
         loop {
-            self.apply_run(out);
+            let held = self.proposer.leader.as_mut().map(|l| &mut l.held);
+            self.learner.apply_run(&mut self.shared, held, out);
             // `apply_run` stops at the end of the chosen prefix, at a gap, or at a stop-sign.
-            let slot = self.applied;
-            if slot >= self.log.decided {
+            let Some((slot, epoch, members)) = self.learner.stop_sign_next(&self.shared.log) else {
                 break;
-            }
-            let Some(Value::StopSign { epoch, members }) = self.log.get(slot).map(|e| &e.value)
-            else {
-                break; // compacted: the snapshot already covers it
             };
-            let (epoch, members) = (*epoch, members.clone());
-            let mine = match self.pending.first_key_value() {
-                Some((&s, _)) if s == slot => self.pending.remove(&slot),
-                _ => None,
-            };
-            for id in mine.into_iter().flat_map(|(_, requests)| requests) {
-                out.respond(id, Response::Failed(Error::LeadershipLost));
+            if let Some((_, requests)) = self.learner.take_owed(slot) {
+                fail_all(requests, out);
             }
-            self.applied += 1;
+            self.learner.applied += 1;
             self.apply_stop_sign(slot, epoch, members, out);
         }
-        if self.applied > first && self.applied >= self.sm_applied {
-            self.state.applied(self.applied);
-        }
-        // Pending batches of slots below what we applied (installed by a snapshot) are lost.
-        while let Some((&s, _)) = self.pending.first_key_value() {
-            if s >= self.applied {
-                break;
-            }
-            if let Some((_, requests)) = self.pending.remove(&s) {
-                for id in requests {
-                    out.respond(id, Response::Failed(Error::LeadershipLost));
-                }
-            }
-        }
+        self.learner.finish_apply(first, out);
         self.answer_reads(out);
         self.maybe_snapshot(out);
         self.after_apply(out);
         // A new leader waits to have applied what was chosen before it (see `proposer.rs`).
         self.flush_queue(out);
-    }
-
-    /// Applies the chosen slots from `applied` on up to the next stop-sign (excluded), as one
-    /// batch, and answers their clients.
-    ///
-    /// Three passes: the session table decides, command by command and in order, which commands
-    /// are new (recording them, output to follow, so that eviction happens exactly where it
-    /// would one command at a time); the new ones go to the state machine in one batch; then
-    /// the outputs are recorded and the clients answered. Slots below `sm_applied` were applied
-    /// by a durable state machine before a restart: only the session table sees them.
-    fn apply_run(&mut self, out: &mut Outbox<Self>) {
-        // The lists of the run are kept between runs (one run per step at one command in
-        // flight: allocating them made most of a command's allocations).
-        let mut scratch = std::mem::take(&mut self.apply_scratch);
-        scratch.clear();
-        self.apply_run_with(&mut scratch, out);
-        scratch.clear();
-        self.apply_scratch = scratch;
-    }
-
-    fn apply_run_with(&mut self, scratch: &mut ApplyScratch<S::Output>, out: &mut Outbox<Self>) {
-        let ApplyScratch {
-            plan,
-            fates,
-            batch,
-            outputs,
-        } = scratch;
-        // New commands of this run by session, for retries of them later in the same run.
-        let mut fresh: BTreeMap<Session, usize> = BTreeMap::new();
-        while self.applied < self.log.decided {
-            let slot = self.applied;
-            let Some(entry) = self.log.get(slot) else {
-                break;
-            };
-            if matches!(entry.value, Value::StopSign { .. }) {
-                break;
-            }
-            let mine = match self.pending.first_key_value() {
-                Some((&s, _)) if s == slot => self.pending.remove(&slot),
-                _ => None,
-            };
-            match &entry.value {
-                Value::Noop | Value::StopSign { .. } => {
-                    for id in mine.into_iter().flat_map(|(_, requests)| requests) {
-                        out.respond(id, Response::Failed(Error::LeadershipLost));
-                    }
-                }
-                Value::Batch { origin, commands } => {
-                    // Only the batch this replica created under this ballot answers its
-                    // requests; anything else in the slot means ours was not chosen there.
-                    let requests = match mine {
-                        Some((ballot, requests))
-                            if ballot == *origin && requests.len() == commands.len() =>
-                        {
-                            requests
-                        }
-                        Some((_, requests)) => {
-                            for id in requests {
-                                out.respond(id, Response::Failed(Error::LeadershipLost));
-                            }
-                            Vec::new()
-                        }
-                        None => Vec::new(),
-                    };
-                    let skip = slot < self.sm_applied;
-                    let fates_before = fates.len();
-                    for (i, command) in commands.iter().enumerate() {
-                        self.log_bytes = self
-                            .log_bytes
-                            .saturating_add(S::command_bytes(&command.payload) as u64);
-                        let mut apply = || {
-                            batch.push((slot, i));
-                            batch.len() - 1
-                        };
-                        let fate = match command.session {
-                            None if skip => Fate::Unknown,
-                            None => Fate::Applied(apply()),
-                            Some(session) => match self.sessions.check(session) {
-                                Dedup::Fresh => {
-                                    self.sessions.record(session, None, slot);
-                                    if skip {
-                                        Fate::Unknown
-                                    } else {
-                                        let k = apply();
-                                        fresh.insert(session, k);
-                                        Fate::Applied(k)
-                                    }
-                                }
-                                Dedup::Duplicate(output) => {
-                                    self.counters.duplicates += 1;
-                                    match (output, fresh.get(&session)) {
-                                        (Some(output), _) => Fate::Known(output),
-                                        (None, Some(&k)) => Fate::SameAs(k),
-                                        (None, None) => Fate::Unknown,
-                                    }
-                                }
-                                Dedup::Stale => Fate::Stale,
-                            },
-                        };
-                        fates.push((command.session, fate));
-                    }
-                    plan.push(PlannedSlot {
-                        slot,
-                        requests,
-                        fates: fates.len() - fates_before,
-                    });
-                }
-            }
-            self.applied += 1;
-        }
-        if plan.is_empty() {
-            return;
-        }
-        if !batch.is_empty() {
-            let log = &self.log;
-            let commands =
-                batch
-                    .iter()
-                    .filter_map(|&(slot, i)| match log.get(slot).map(|e| &e.value) {
-                        Some(Value::Batch { commands, .. }) => {
-                            commands.get(i).map(|c| (slot + 1, &c.payload))
-                        }
-                        _ => None,
-                    });
-            self.state.apply_batch(commands, outputs);
-            if outputs.len() != batch.len() {
-                // A state machine that breaks `apply_batch`'s contract: the commands without
-                // an output are answered as if their outcome were unknown.
-                tracing::error!(
-                    id = self.config.id,
-                    commands = batch.len(),
-                    outputs = outputs.len(),
-                    "paxos: apply_batch returned the wrong number of outputs"
-                );
-            }
-        }
-        let mut fates = fates.drain(..);
-        for planned in plan.drain(..) {
-            let slot = planned.slot;
-            let mut requests = planned.requests.into_iter();
-            for (session, fate) in fates.by_ref().take(planned.fates) {
-                let result = match fate {
-                    Fate::Applied(k) => {
-                        let output = outputs.get(k).cloned();
-                        if let (Some(session), Some(output)) = (session, &output) {
-                            self.sessions.set_output(session, output.clone());
-                        }
-                        output.ok_or(Error::LeadershipLost)
-                    }
-                    Fate::SameAs(k) => outputs.get(k).cloned().ok_or(Error::LeadershipLost),
-                    Fate::Known(output) => Ok(output),
-                    // Not applied now, and no output to give: refused like a stale retry.
-                    Fate::Unknown | Fate::Stale => Err(match session {
-                        Some(s) => Error::SessionStale {
-                            client: s.client,
-                            seq: s.seq,
-                        },
-                        None => Error::LeadershipLost,
-                    }),
-                };
-                if let Some(session) = session {
-                    if let Some(leader) = self.leader.as_mut() {
-                        leader.held.remove(&session);
-                    }
-                    for id in self.session_waiters.remove(&session).into_iter().flatten() {
-                        let response = match &result {
-                            Ok(output) => Response::Applied {
-                                slot,
-                                output: output.clone(),
-                            },
-                            Err(e) => Response::Failed(e.clone()),
-                        };
-                        self.answer_applied(id, response, out);
-                    }
-                }
-                if let Some(id) = requests.next() {
-                    let response = match result {
-                        Ok(output) => Response::Applied { slot, output },
-                        Err(e) => Response::Failed(e),
-                    };
-                    self.answer_applied(id, response, out);
-                }
-            }
-        }
-    }
-}
-
-/// What became of one command of a run being applied.
-enum Fate<O> {
-    /// New: applied, its output is the batch's `k`-th.
-    Applied(usize),
-    /// A retry of the batch's `k`-th command, applied earlier in the same run.
-    SameAs(usize),
-    /// A retry of a command applied before: its output, from the session table.
-    Known(O),
-    /// Applied before a restart by a durable state machine: its output is unknown here.
-    Unknown,
-    /// An older command of its session, or one of a forgotten session: not applied.
-    Stale,
-}
-
-/// One slot of a run being applied.
-struct PlannedSlot {
-    slot: Slot,
-    /// The client requests this replica answers for the slot's commands, in order.
-    requests: Vec<RequestId>,
-    /// How many fates of the run's list are this slot's (one per command, in order).
-    fates: usize,
-}
-
-/// The lists `apply_run` fills, kept by the replica between runs; empty between runs.
-pub(crate) struct ApplyScratch<O> {
-    plan: Vec<PlannedSlot>,
-    /// Each command's session and fate, slot after slot.
-    fates: Vec<(Option<Session>, Fate<O>)>,
-    /// (slot, index in the slot's batch) of every command the state machine applies.
-    batch: Vec<(Slot, usize)>,
-    /// The state machine's outputs for `batch`.
-    outputs: Vec<O>,
-}
-
-impl<O> Default for ApplyScratch<O> {
-    fn default() -> Self {
-        Self {
-            plan: Vec::new(),
-            fates: Vec::new(),
-            batch: Vec::new(),
-            outputs: Vec::new(),
-        }
-    }
-}
-
-impl<O> ApplyScratch<O> {
-    fn clear(&mut self) {
-        self.plan.clear();
-        self.fates.clear();
-        self.batch.clear();
-        self.outputs.clear();
     }
 }

@@ -15,13 +15,16 @@
 //!   `Accept(b, slot, value)`. A slot is chosen once a majority answered `Accepted`; the commit index (every slot
 //!   below it is chosen) rides on the next `Accept` or, when idle, on a `Commit`.
 //! - **Linearizable reads** confirm leadership with one quorum round (`ReadProbe`) per batch of
-//!   reads and are answered once every slot proposed before the read is applied.
+//!   reads and are answered once every slot proposed before the read is applied (`reads.rs`).
+//!
+//! The leadership's own state and its per-phase bookkeeping are in `leader.rs`; this module
+//! holds [`Proposer`] and the steps that send messages.
 //!
 //! [`Config::batch_commands_max`]: crate::Config::batch_commands_max
 //! [`Config::eager_slots_max`]: crate::Config::eager_slots_max
 //! [`Config::in_flight_slots_max`]: crate::Config::in_flight_slots_max
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::VecDeque;
 
 use common::{NodeId, Outbox, RequestId};
 
@@ -29,125 +32,71 @@ use crate::error::Error;
 use crate::message::{Ballot, Command, Message, PromisedEntry, Session, Slot, Value};
 use crate::state_machine::{Dedup, StateMachine};
 
+use super::leader::{InFlight, Leader, Promised};
 use super::{reconfig, Replica, Response};
 
 /// Most retries of one command waiting for the copy a leader already holds (a client retrying
 /// faster than the cluster answers is refused with [`Error::Busy`] beyond it).
 pub const SESSION_WAITERS_MAX: usize = 16;
 
-/// A slot the leader proposed and has not yet seen chosen.
+/// The proposer: what this replica holds as a leader, and the client requests that outlive one
+/// leadership.
+///
+/// "Paxos Made Simple" §2.2: a proposer picks a number `n` and sends a prepare request to a
+/// majority of acceptors (step 1(a)); with their promises, it proposes in `n` the value of the
+/// highest-numbered proposal they reported, or any value if they reported none (step 2(a)).
+/// §3 makes one proposer the distinguished leader of a sequence of instances and observes that
+/// it may run phase 1 for every instance at once, with one short message, because the
+/// acceptors' answers are the same for all the instances nothing was accepted in: a stable
+/// leader pays phase 1 once and then only phase 2 per command. It fills the gaps phase 1
+/// leaves with no-ops, so the log can be applied in order.
 #[derive(Debug)]
-struct InFlight<C> {
-    /// Acceptors that accepted it (one bit per member).
-    acks: u64,
-    value: Value<C>,
+pub(crate) struct Proposer<C, Q> {
+    /// The current leadership, from phase 1 on (`None` on a follower).
+    pub leader: Option<Leader<C, Q>>,
+    /// A reconfiguration this replica proposed, answered when a stop-sign with these members is
+    /// applied.
+    pub reconfig_pending: Option<(RequestId, Vec<NodeId>)>,
+    /// Set when a stop-sign was applied while this replica led: after the apply loop, it leads
+    /// again in the new configuration (if elected there) and takes along `carried`.
+    pub relead_after_apply: bool,
+    /// Client commands and reads a leader held when its configuration ended, handed to its next
+    /// leadership (or refused).
+    pub carried: Option<reconfig::Carried<C, Q>>,
+    /// The leader's own acceptances waiting for their records to be durable
+    /// ([`Config::parallel_accept`](crate::Config::parallel_accept)): `(record, ballot, first
+    /// slot, slots)`, oldest first.
+    pub own_accepts: VecDeque<(u64, Ballot, Slot, u64)>,
 }
 
-/// What the leader gathered in phase 1.
-#[derive(Debug)]
-struct Promises<C> {
-    /// Acceptor -> (its first undecided slot, what it accepted from there on).
-    by_acceptor: BTreeMap<NodeId, (Slot, Vec<PromisedEntry<C>>)>,
-}
-
-/// A round confirming leadership for a batch of reads.
-#[derive(Debug)]
-pub(crate) struct ReadRound<Q> {
-    round: u64,
-    /// Every slot below this was proposed before the reads arrived.
-    read_slot: Slot,
-    acks: u64,
-    pub reads: Vec<(RequestId, Q)>,
-}
-
-/// The leader's volatile state (lost on a crash; rebuilt by phase 1 of the next leadership).
-#[derive(Debug)]
-pub(crate) struct Leader<C, Q> {
-    pub ballot: Ballot,
-    /// `Some` while phase 1 runs.
-    promises: Option<Promises<C>>,
-    /// The slot phase 1 started from (the leader's first undecided slot at the time).
-    from_slot: Slot,
-    /// Every slot below is chosen.
-    pub commit: Slot,
-    /// The next free slot.
-    pub next_slot: Slot,
-    /// Slots `commit .. next_slot`.
-    in_flight: VecDeque<InFlight<C>>,
-    /// Commands waiting for a free slot.
-    pub queue: VecDeque<(RequestId, Command<C>)>,
-    /// Sessions of the commands this leadership holds: queued, or in a slot it proposed or
-    /// re-proposed and has not applied yet. A retry of one of them takes no second slot.
-    pub held: BTreeSet<Session>,
-    /// Every slot below this was chosen before this leadership's phase 1 (the highest decided
-    /// prefix its promises reported); it proposes client commands only once it has applied
-    /// them, so that its session table covers every command chosen before it.
-    phase1_start: Slot,
-    /// A requested reconfiguration not yet proposed (it waits for room in the pipeline).
-    pub reconfig: Option<Vec<NodeId>>,
-    /// The slot of the stop-sign this leadership proposed or re-proposed: nothing is proposed
-    /// after it (see `reconfig.rs`).
-    pub stop_sign: Option<Slot>,
-    /// The commit index last sent to followers.
-    commit_sent: Slot,
-    retransmit_in: u64,
-    read_round: u64,
-    pub reads_waiting: Vec<(RequestId, Q)>,
-    pub read_probe: Option<ReadRound<Q>>,
-    /// Confirmed reads waiting for the state machine to apply their slot.
-    pub reads_ready: Vec<(Slot, RequestId, Q)>,
-}
-
-impl<C, Q> Leader<C, Q> {
-    /// Whether phase 1 completed.
-    pub(crate) fn is_active(&self) -> bool {
-        self.promises.is_none()
-    }
-
-    pub(crate) fn in_flight(&self) -> u64 {
-        self.next_slot - self.commit
-    }
-
-    pub(crate) fn queued(&self) -> usize {
-        self.queue.len()
+impl<C, Q> Default for Proposer<C, Q> {
+    fn default() -> Self {
+        Proposer {
+            leader: None,
+            reconfig_pending: None,
+            relead_after_apply: false,
+            carried: None,
+            own_accepts: VecDeque::new(),
+        }
     }
 }
 
 impl<S: StateMachine> Replica<S> {
     /// Step 1 of the paper: prepare. Runs once per leadership, for every undecided slot.
     pub(crate) fn start_leading(&mut self, ballot: Ballot, out: &mut Outbox<Self>) {
-        if self.leader.is_some() {
+        if self.proposer.leader.is_some() {
             self.step_down(out);
         }
-        let from_slot = self.log.decided;
-        tracing::debug!(id = self.config.id, %ballot, from_slot, "paxos: phase 1");
-        self.leader = Some(Leader {
-            ballot,
-            promises: Some(Promises {
-                by_acceptor: BTreeMap::new(),
-            }),
-            from_slot,
-            commit: from_slot,
-            next_slot: from_slot,
-            in_flight: VecDeque::new(),
-            queue: VecDeque::new(),
-            held: BTreeSet::new(),
-            phase1_start: from_slot,
-            reconfig: None,
-            stop_sign: None,
-            commit_sent: from_slot,
-            retransmit_in: self.config.retransmit_ticks,
-            read_round: 0,
-            reads_waiting: Vec::new(),
-            read_probe: None,
-            reads_ready: Vec::new(),
-        });
+        let from_slot = self.shared.log.decided;
+        tracing::debug!(id = self.shared.config.id, %ballot, from_slot, "paxos: phase 1");
+        let retransmit = self.shared.config.retransmit_ticks;
+        self.proposer.leader = Some(Leader::new(ballot, from_slot, retransmit));
         // Our own acceptor promises first (durably, before the prepares leave).
         match self.prepare_locally(ballot, from_slot, out) {
             Some(Message::Promise {
                 decided, accepted, ..
             }) => {
-                let id = self.config.id;
+                let id = self.shared.config.id;
                 self.on_promise(id, ballot, decided, accepted, out);
             }
             _ => {
@@ -155,19 +104,27 @@ impl<S: StateMachine> Replica<S> {
                 return;
             }
         }
-        if self.leader.as_ref().is_some_and(|l| !l.is_active()) {
-            let peers = self.peers.clone();
+        if self
+            .proposer
+            .leader
+            .as_ref()
+            .is_some_and(|l| !l.is_active())
+        {
+            let peers = self.shared.peers.clone();
             out.broadcast(peers, &Message::Prepare { ballot, from_slot });
         }
     }
 
     /// Stops leading: every request waiting here is answered.
     pub(crate) fn step_down(&mut self, out: &mut Outbox<Self>) {
-        let Some(leader) = self.leader.take() else {
+        let Some(leader) = self.proposer.leader.take() else {
             return;
         };
-        tracing::debug!(id = self.config.id, ballot = %leader.ballot, "paxos: step down");
-        let hint = self.election.leader_id().filter(|&l| l != self.config.id);
+        tracing::debug!(id = self.shared.config.id, ballot = %leader.ballot, "paxos: step down");
+        let hint = self
+            .election
+            .leader_id()
+            .filter(|&l| l != self.shared.config.id);
         for (id, _) in leader.queue {
             out.respond(id, Response::Failed(Error::NotLeader { leader: hint }));
         }
@@ -186,10 +143,10 @@ impl<S: StateMachine> Replica<S> {
         for id in reads {
             out.respond(id, Response::Failed(Error::NotLeader { leader: hint }));
         }
-        if let Some((id, _)) = self.reconfig_pending.take() {
+        if let Some((id, _)) = self.proposer.reconfig_pending.take() {
             out.respond(id, Response::Failed(Error::LeadershipLost));
         }
-        for id in std::mem::take(&mut self.session_waiters)
+        for id in std::mem::take(&mut self.learner.session_waiters)
             .into_values()
             .flatten()
         {
@@ -197,7 +154,7 @@ impl<S: StateMachine> Replica<S> {
         }
         // Proposed commands may still be chosen (a later leader re-proposes them): the outcome
         // is unknown to us, so the client must retry with its session.
-        for (_, (_, requests)) in std::mem::take(&mut self.pending) {
+        for (_, (_, requests)) in std::mem::take(&mut self.learner.pending) {
             for id in requests {
                 out.respond(id, Response::Failed(Error::LeadershipLost));
             }
@@ -213,98 +170,32 @@ impl<S: StateMachine> Replica<S> {
         accepted: Vec<PromisedEntry<S::Command>>,
         out: &mut Outbox<Self>,
     ) {
-        let window = self.config.window_slots_max;
-        let Some(leader) = self.leader.as_mut() else {
+        let window = self.shared.config.window_slots_max;
+        let Some(leader) = self.proposer.leader.as_mut() else {
             return;
         };
-        if ballot != leader.ballot {
-            return; // a promise for an older leadership
-        }
-        let Some(promises) = leader.promises.as_mut() else {
-            return; // phase 1 already completed
-        };
-        // Untrusted content: entries must be in increasing slot order, inside the acceptor's
-        // window, and accepted under ballots below the one just promised.
-        let well_formed = accepted.windows(2).all(|w| w[0].slot < w[1].slot)
-            && accepted.iter().all(|e| {
-                e.ballot < ballot
-                    && e.slot >= decided.max(leader.from_slot)
-                    && e.slot < decided.saturating_add(window)
-            });
-        if !well_formed {
-            self.reject("malformed promise", from);
-            return;
-        }
-        promises.by_acceptor.insert(from, (decided, accepted));
-        if promises.by_acceptor.len() >= self.majority {
-            self.finish_phase1(out);
+        match leader.record_promise(from, ballot, decided, accepted, window) {
+            Promised::Ignored => {}
+            Promised::Malformed => self.shared.reject("malformed promise", from),
+            Promised::Counted(n) if n >= self.shared.majority => self.finish_phase1(out),
+            Promised::Counted(_) => {}
         }
     }
 
     /// Step 3 of the paper for every slot at once: choose what to propose from a majority of
     /// promises, then start phase 2.
     fn finish_phase1(&mut self, out: &mut Outbox<Self>) {
-        let Some(leader) = self.leader.as_mut() else {
+        let Some(leader) = self.proposer.leader.as_mut() else {
             return;
         };
-        let Some(promises) = leader.promises.take() else {
+        let Some((start, values)) = leader.complete_phase1() else {
             return;
         };
-        // Slots below the highest decided prefix reported are chosen already: learners fetch
-        // them; the leader proposes from there on.
-        let start = promises
-            .by_acceptor
-            .values()
-            .map(|(d, _)| *d)
-            .max()
-            .unwrap_or(leader.from_slot)
-            .max(leader.from_slot);
-        // For each slot, the value accepted under the highest ballot (the paper's rule), among
-        // ballots of this configuration only (older epochs' entries were never chosen: their
-        // configuration had ended before these slots, see `reconfig.rs`).
-        let epoch = leader.ballot.epoch;
-        let mut chosen: BTreeMap<Slot, (Ballot, Value<S::Command>)> = BTreeMap::new();
-        for (_, entries) in promises.by_acceptor.values() {
-            for e in entries
-                .iter()
-                .filter(|e| e.slot >= start && e.ballot.epoch == epoch)
-            {
-                let better = chosen.get(&e.slot).is_none_or(|(b, _)| e.ballot > *b);
-                if better {
-                    chosen.insert(e.slot, (e.ballot, e.value.clone()));
-                }
-            }
-        }
-        // A stop-sign that stands ends this leadership's slots; a void one becomes a no-op.
-        leader.stop_sign = reconfig::settle_stop_signs(&mut chosen);
-        let end = chosen.keys().next_back().map_or(start, |s| s + 1);
-        // Holes below the last reported slot become no-ops so the log can be applied in order.
-        let values: Vec<Value<S::Command>> = (start..end)
-            .map(|s| chosen.remove(&s).map_or(Value::Noop, |(_, v)| v))
-            .collect();
-        leader.commit = start;
-        leader.commit_sent = start;
-        leader.next_slot = end;
-        leader.phase1_start = start;
-        // Commands phase 1 found are this leadership's now: a retry of one attaches to it.
-        for v in &values {
-            if let Value::Batch { commands, .. } = v {
-                leader
-                    .held
-                    .extend(commands.iter().filter_map(|c| c.session));
-            }
-        }
-        leader.in_flight = values
-            .iter()
-            .map(|v| InFlight {
-                acks: 0,
-                value: v.clone(),
-            })
-            .collect();
+        let end = start + values.len() as u64;
         let ballot = leader.ballot;
-        tracing::debug!(id = self.config.id, %ballot, start, end, "paxos: phase 2");
-        if self.log.decided < start {
-            self.commit_hint = self.commit_hint.max(start);
+        tracing::debug!(id = self.shared.config.id, %ballot, start, end, "paxos: phase 2");
+        if self.shared.log.decided < start {
+            self.learner.commit_hint = self.learner.commit_hint.max(start);
         }
         if !values.is_empty() {
             self.propose_run(start, values, out);
@@ -316,11 +207,11 @@ impl<S: StateMachine> Replica<S> {
 
     /// Sends `values` for slots `first ..` (already in the in-flight window) to every acceptor.
     fn propose_run(&mut self, first: Slot, values: Vec<Value<S::Command>>, out: &mut Outbox<Self>) {
-        let Some(leader) = self.leader.as_ref() else {
+        let Some(leader) = self.proposer.leader.as_ref() else {
             return;
         };
         let (ballot, commit) = (leader.ballot, leader.commit);
-        let chunk = usize::try_from(self.config.catch_up_slots_max).unwrap_or(usize::MAX);
+        let chunk = usize::try_from(self.shared.config.catch_up_slots_max).unwrap_or(usize::MAX);
         let mut slot = first;
         for run in values.chunks(chunk) {
             let msg = Message::Accept {
@@ -333,8 +224,8 @@ impl<S: StateMachine> Replica<S> {
             // `parallel_accept` it goes before this replica's own acceptance is durable: it
             // claims nothing of it (the commit index it carries counts that acceptance only once
             // durable).
-            let early = self.config.parallel_accept;
-            if let Some((&last, others)) = self.peers.split_last() {
+            let early = self.shared.config.parallel_accept;
+            if let Some((&last, others)) = self.shared.peers.split_last() {
                 for &peer in others {
                     if early {
                         out.send_early(peer, msg.clone());
@@ -350,7 +241,7 @@ impl<S: StateMachine> Replica<S> {
             }
             slot += run.len() as u64;
         }
-        if let Some(leader) = self.leader.as_mut() {
+        if let Some(leader) = self.proposer.leader.as_mut() {
             leader.commit_sent = commit;
         }
         // Our own acceptor accepts too, unless the run lies beyond its window (it is far behind
@@ -358,18 +249,23 @@ impl<S: StateMachine> Replica<S> {
         let count = values.len() as u64;
         if first + count
             <= self
+                .shared
                 .log
                 .decided
-                .saturating_add(self.config.window_slots_max)
+                .saturating_add(self.shared.config.window_slots_max)
         {
-            let asked = self.records_asked;
+            let asked = self.shared.records_asked;
             if self.accept_locally(ballot, first, values, out) {
-                if self.config.parallel_accept && self.records_asked > asked {
+                if self.shared.config.parallel_accept && self.shared.records_asked > asked {
                     // Counted once its record is durable (`Node::records_durable`).
-                    self.own_accepts
-                        .push_back((self.records_asked, ballot, first, count));
+                    self.proposer.own_accepts.push_back((
+                        self.shared.records_asked,
+                        ballot,
+                        first,
+                        count,
+                    ));
                 } else {
-                    let id = self.config.id;
+                    let id = self.shared.config.id;
                     self.on_accepted(id, ballot, first, count, out);
                 }
             } else {
@@ -386,55 +282,21 @@ impl<S: StateMachine> Replica<S> {
         session: Option<Session>,
         out: &mut Outbox<Self>,
     ) {
-        let queue_max = self.config.queue_commands_max;
-        let hint = self.election.leader_id().filter(|&l| l != self.config.id);
-        let Some(leader) = self.leader.as_mut() else {
+        let queue_max = self.shared.config.queue_commands_max;
+        let hint = self
+            .election
+            .leader_id()
+            .filter(|&l| l != self.shared.config.id);
+        if self.proposer.leader.is_none() {
             out.respond(id, Response::Failed(Error::NotLeader { leader: hint }));
             return;
-        };
-        if let Some(session) = session {
-            // A retry of a command already applied is answered from the session table without
-            // taking a slot.
-            match self.sessions.check(session) {
-                Dedup::Fresh => {
-                    // A retry of a command this leadership already holds (queued, or in a slot
-                    // it proposed or re-proposed after phase 1) takes no second slot: it is
-                    // answered when that copy is applied.
-                    if leader.held.contains(&session) {
-                        let waiters = self.session_waiters.entry(session).or_default();
-                        if waiters.len() >= SESSION_WAITERS_MAX {
-                            out.respond(id, Response::Failed(Error::Busy));
-                        } else {
-                            waiters.push(id);
-                            self.counters.retries_attached += 1;
-                        }
-                        return;
-                    }
-                }
-                Dedup::Duplicate(Some(output)) => {
-                    self.counters.duplicates += 1;
-                    out.respond(
-                        id,
-                        Response::Applied {
-                            slot: self.applied,
-                            output,
-                        },
-                    );
-                    return;
-                }
-                // Applied, by a durable state machine before a restart: its output is gone.
-                Dedup::Duplicate(None) | Dedup::Stale => {
-                    out.respond(
-                        id,
-                        Response::Failed(Error::SessionStale {
-                            client: session.client,
-                            seq: session.seq,
-                        }),
-                    );
-                    return;
-                }
-            }
         }
+        if session.is_some_and(|s| self.answer_retry(id, s, out)) {
+            return;
+        }
+        let Some(leader) = self.proposer.leader.as_mut() else {
+            return;
+        };
         if leader.queue.len() >= queue_max {
             out.respond(id, Response::Failed(Error::Busy));
             return;
@@ -451,18 +313,71 @@ impl<S: StateMachine> Replica<S> {
         ));
         // Under load, commands wait for the slot in flight to be chosen and then share the next
         // one (`flush_queue` runs again on every chosen slot); a lone command goes out at once.
-        let eager = leader.in_flight() < self.config.eager_slots_max
-            || leader.queue.len() >= self.config.batch_commands_max;
+        let eager = leader.in_flight() < self.shared.config.eager_slots_max
+            || leader.queue.len() >= self.shared.config.batch_commands_max;
         if leader.is_active() && eager {
             self.flush_queue(out);
         }
     }
 
+    /// A proposal that takes no new slot, answered here: a retry of a command already applied
+    /// (from the session table) or stale, or a retry of a command this leadership already holds
+    /// (it waits for that copy). Returns whether the proposal was answered or attached.
+    fn answer_retry(&mut self, id: RequestId, session: Session, out: &mut Outbox<Self>) -> bool {
+        let held = self
+            .proposer
+            .leader
+            .as_ref()
+            .is_some_and(|l| l.held.contains(&session));
+        // A retry of a command already applied is answered from the session table without
+        // taking a slot.
+        match self.learner.sessions.check(session) {
+            Dedup::Fresh => {
+                // A retry of a command this leadership already holds (queued, or in a slot
+                // it proposed or re-proposed after phase 1) takes no second slot: it is
+                // answered when that copy is applied.
+                if held {
+                    let waiters = self.learner.session_waiters.entry(session).or_default();
+                    if waiters.len() >= SESSION_WAITERS_MAX {
+                        out.respond(id, Response::Failed(Error::Busy));
+                    } else {
+                        waiters.push(id);
+                        self.shared.counters.retries_attached += 1;
+                    }
+                    return true;
+                }
+            }
+            Dedup::Duplicate(Some(output)) => {
+                self.shared.counters.duplicates += 1;
+                out.respond(
+                    id,
+                    Response::Applied {
+                        slot: self.learner.applied,
+                        output,
+                    },
+                );
+                return true;
+            }
+            // Applied, by a durable state machine before a restart: its output is gone.
+            Dedup::Duplicate(None) | Dedup::Stale => {
+                out.respond(
+                    id,
+                    Response::Failed(Error::SessionStale {
+                        client: session.client,
+                        seq: session.seq,
+                    }),
+                );
+                return true;
+            }
+        }
+        false
+    }
+
     /// Moves queued commands into free slots (batching when the pipeline is full).
     pub(crate) fn flush_queue(&mut self, out: &mut Outbox<Self>) {
-        let in_flight_max = self.config.in_flight_slots_max;
-        let batch_max = self.config.batch_commands_max;
-        let Some(leader) = self.leader.as_mut() else {
+        let in_flight_max = self.shared.config.in_flight_slots_max;
+        let batch_max = self.shared.config.batch_commands_max;
+        let Some(leader) = self.proposer.leader.as_mut() else {
             return;
         };
         if !leader.is_active() || leader.stop_sign.is_some() {
@@ -472,23 +387,12 @@ impl<S: StateMachine> Replica<S> {
         let mut values = Vec::new();
         if leader.in_flight() < in_flight_max {
             if let Some(members) = leader.reconfig.take() {
-                // Rule 1 of `reconfig.rs`: a fresh stop-sign goes in the next free slot, after
-                // everything phase 1 found, and ends this leadership's slots.
-                let value = Value::StopSign {
-                    epoch: leader.ballot.epoch + 1,
-                    members,
-                };
-                leader.stop_sign = Some(leader.next_slot);
-                leader.in_flight.push_back(InFlight {
-                    acks: 0,
-                    value: value.clone(),
-                });
-                leader.next_slot += 1;
+                let value = leader.push_stop_sign(members);
                 self.propose_run(first, vec![value], out);
                 return;
             }
         }
-        if self.applied < leader.phase1_start {
+        if self.learner.applied < leader.phase1_start {
             return; // catching up on what was chosen before us first (see `phase1_start`)
         }
         while !leader.queue.is_empty() && leader.in_flight() < in_flight_max {
@@ -499,12 +403,12 @@ impl<S: StateMachine> Replica<S> {
                 // The session table may have learned this command since it was queued (chosen
                 // before this leadership, applied while it caught up): answer, do not re-propose.
                 if let Some(session) = c.session {
-                    match self.sessions.check(session) {
+                    match self.learner.sessions.check(session) {
                         Dedup::Fresh => {}
                         Dedup::Duplicate(Some(output)) => {
-                            self.counters.duplicates += 1;
+                            self.shared.counters.duplicates += 1;
                             leader.held.remove(&session);
-                            let slot = self.applied;
+                            let slot = self.learner.applied;
                             out.respond(id, Response::Applied { slot, output });
                             continue;
                         }
@@ -526,7 +430,8 @@ impl<S: StateMachine> Replica<S> {
                 origin: leader.ballot,
                 commands,
             };
-            self.pending
+            self.learner
+                .pending
                 .insert(leader.next_slot, (leader.ballot, requests));
             leader.in_flight.push_back(InFlight {
                 acks: 0,
@@ -549,34 +454,15 @@ impl<S: StateMachine> Replica<S> {
         count: u64,
         out: &mut Outbox<Self>,
     ) {
-        let Some(bit) = self.bit(from) else { return };
-        let majority = self.majority as u32;
-        let Some(leader) = self.leader.as_mut() else {
+        let Some(bit) = self.shared.bit(from) else {
             return;
         };
-        if ballot != leader.ballot || !leader.is_active() {
-            return; // an answer to an older leadership
-        }
-        let lo = slot.max(leader.commit);
-        let hi = slot.saturating_add(count).min(leader.next_slot);
-        for s in lo..hi {
-            let i = (s - leader.commit) as usize;
-            leader.in_flight[i].acks |= bit;
-        }
-        // Step 5 of the paper, as seen by the leader: a majority accepted, the slot is chosen.
-        let mut advanced = false;
-        while leader
-            .in_flight
-            .front()
-            .is_some_and(|f| f.acks.count_ones() >= majority)
-        {
-            leader.in_flight.pop_front();
-            leader.commit += 1;
-            advanced = true;
-        }
-        if advanced {
-            let commit = leader.commit;
-            let id = self.config.id;
+        let majority = self.shared.majority as u32;
+        let Some(leader) = self.proposer.leader.as_mut() else {
+            return;
+        };
+        if let Some(commit) = leader.record_accepted(bit, ballot, slot, count, majority) {
+            let id = self.shared.config.id;
             self.on_commit(id, ballot, commit, out);
             self.flush_queue(out);
         }
@@ -590,11 +476,16 @@ impl<S: StateMachine> Replica<S> {
         promised: Ballot,
         out: &mut Outbox<Self>,
     ) {
-        if promised <= ballot || !self.is_member(promised.leader) {
-            self.reject("malformed nack", from);
+        if promised <= ballot || !self.shared.is_member(promised.leader) {
+            self.shared.reject("malformed nack", from);
             return;
         }
-        if self.leader.as_ref().is_some_and(|l| l.ballot == ballot) {
+        if self
+            .proposer
+            .leader
+            .as_ref()
+            .is_some_and(|l| l.ballot == ballot)
+        {
             self.step_down(out);
         }
         if let Some(b) = self.election.observe(promised) {
@@ -602,114 +493,11 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
-    /// A linearizable read arrives.
-    pub(crate) fn read(&mut self, id: RequestId, query: S::Query, out: &mut Outbox<Self>) {
-        let reads_max = self.config.reads_pending_max;
-        let hint = self.election.leader_id().filter(|&l| l != self.config.id);
-        let Some(leader) = self.leader.as_mut() else {
-            out.respond(id, Response::Failed(Error::NotLeader { leader: hint }));
-            return;
-        };
-        let pending = leader.reads_waiting.len()
-            + leader.reads_ready.len()
-            + leader.read_probe.as_ref().map_or(0, |r| r.reads.len());
-        if pending >= reads_max {
-            out.respond(id, Response::Failed(Error::Busy));
-            return;
-        }
-        leader.reads_waiting.push((id, query));
-        self.start_read_round(out);
-    }
-
-    /// Starts a leadership-confirming round for the waiting reads, if none is running.
-    pub(crate) fn start_read_round(&mut self, out: &mut Outbox<Self>) {
-        let own = self.bit(self.config.id).unwrap_or(0);
-        let Some(leader) = self.leader.as_mut() else {
-            return;
-        };
-        if !leader.is_active() || leader.read_probe.is_some() || leader.reads_waiting.is_empty() {
-            return;
-        }
-        leader.read_round += 1;
-        let round = leader.read_round;
-        let ballot = leader.ballot;
-        leader.read_probe = Some(ReadRound {
-            round,
-            // Every slot that could have been chosen before the read arrived is below
-            // `next_slot`: phase 1 put all of them in this leader's log.
-            read_slot: leader.next_slot,
-            acks: own,
-            reads: std::mem::take(&mut leader.reads_waiting),
-        });
-        let peers = self.peers.clone();
-        out.broadcast(peers, &Message::ReadProbe { ballot, round });
-        let id = self.config.id;
-        self.on_read_ack(id, ballot, round, out);
-    }
-
-    /// An acceptor confirms it still holds our ballot.
-    pub(crate) fn on_read_ack(
-        &mut self,
-        from: NodeId,
-        ballot: Ballot,
-        round: u64,
-        out: &mut Outbox<Self>,
-    ) {
-        let Some(bit) = self.bit(from) else { return };
-        let majority = self.majority as u32;
-        let Some(leader) = self.leader.as_mut() else {
-            return;
-        };
-        if leader.ballot != ballot {
-            return;
-        }
-        let Some(probe) = leader.read_probe.as_mut() else {
-            return;
-        };
-        if probe.round != round {
-            return;
-        }
-        probe.acks |= bit;
-        if probe.acks.count_ones() >= majority {
-            if let Some(done) = leader.read_probe.take() {
-                let read_slot = done.read_slot;
-                leader
-                    .reads_ready
-                    .extend(done.reads.into_iter().map(|(id, q)| (read_slot, id, q)));
-            }
-            self.answer_reads(out);
-            self.start_read_round(out);
-        }
-    }
-
-    /// Answers confirmed reads whose slot is applied.
-    pub(crate) fn answer_reads(&mut self, out: &mut Outbox<Self>) {
-        let applied = self.applied;
-        if self.state_invalid {
-            return;
-        }
-        let Some(leader) = self.leader.as_mut() else {
-            return;
-        };
-        if leader.reads_ready.is_empty() {
-            return;
-        }
-        let state = &self.state;
-        leader.reads_ready.retain(|(slot, id, q)| {
-            if *slot <= applied {
-                out.respond(*id, Response::Read(state.query(q)));
-                false
-            } else {
-                true
-            }
-        });
-    }
-
     /// The leader's timers: retransmissions and the idle commit.
     pub(crate) fn leader_tick(&mut self, out: &mut Outbox<Self>) {
-        let retransmit_ticks = self.config.retransmit_ticks;
-        let chunk = self.config.catch_up_slots_max;
-        let Some(leader) = self.leader.as_mut() else {
+        let retransmit_ticks = self.shared.config.retransmit_ticks;
+        let chunk = self.shared.config.catch_up_slots_max;
+        let Some(leader) = self.proposer.leader.as_mut() else {
             return;
         };
         let ballot = leader.ballot;
@@ -720,7 +508,7 @@ impl<S: StateMachine> Replica<S> {
                 ballot,
                 commit: leader.commit,
             };
-            for &peer in &self.peers {
+            for &peer in &self.shared.peers {
                 out.send(peer, msg.clone());
             }
         }
@@ -730,7 +518,7 @@ impl<S: StateMachine> Replica<S> {
         }
         leader.retransmit_in = retransmit_ticks;
         if let Some(promises) = &leader.promises {
-            for &peer in &self.peers {
+            for &peer in &self.shared.peers {
                 if !promises.by_acceptor.contains_key(&peer) {
                     out.send(
                         peer,
@@ -744,8 +532,8 @@ impl<S: StateMachine> Replica<S> {
             return;
         }
         // Re-send, to each acceptor, the in-flight slots from the first it has not accepted.
-        for (i, &peer) in self.membership.members.iter().enumerate() {
-            if peer == self.config.id {
+        for (i, &peer) in self.shared.membership.members.iter().enumerate() {
+            if peer == self.shared.config.id {
                 continue;
             }
             let bit = 1u64 << i;
@@ -771,8 +559,8 @@ impl<S: StateMachine> Replica<S> {
             );
         }
         if let Some(probe) = &leader.read_probe {
-            for (i, &peer) in self.membership.members.iter().enumerate() {
-                if peer != self.config.id && probe.acks & (1u64 << i) == 0 {
+            for (i, &peer) in self.shared.membership.members.iter().enumerate() {
+                if peer != self.shared.config.id && probe.acks & (1u64 << i) == 0 {
                     out.send(
                         peer,
                         Message::ReadProbe {

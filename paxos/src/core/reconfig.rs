@@ -127,13 +127,14 @@ impl<S: StateMachine> Replica<S> {
         match msg {
             Message::CatchUpRequest { .. } | Message::SnapshotAck { .. } => return true,
             Message::CatchUp { .. } | Message::SnapshotChunk { .. }
-                if self.catch_up_asked == Some(from) =>
+                if self.learner.catch_up.asked == Some(from) =>
             {
                 return true
             }
             _ => {}
         }
-        self.reject("sender is not a member of this configuration", from);
+        self.shared
+            .reject("sender is not a member of this configuration", from);
         let ahead = match msg {
             Message::Heartbeat { round } => {
                 // Not counted in our election, but answered: our decided slot tells a replica
@@ -144,7 +145,7 @@ impl<S: StateMachine> Replica<S> {
             }
             Message::Prepare { ballot, .. }
             | Message::Accept { ballot, .. }
-            | Message::Commit { ballot, .. } => ballot.epoch > self.membership.epoch,
+            | Message::Commit { ballot, .. } => ballot.epoch > self.shared.membership.epoch,
             _ => false,
         };
         if ahead {
@@ -162,12 +163,14 @@ impl<S: StateMachine> Replica<S> {
         ballot: Ballot,
         out: &mut Outbox<Self>,
     ) -> bool {
-        if ballot.epoch == self.membership.epoch && self.is_member(self.config.id) {
+        if ballot.epoch == self.shared.membership.epoch
+            && self.shared.is_member(self.shared.config.id)
+        {
             return true;
         }
-        self.counters.stale += 1;
-        if ballot.epoch > self.membership.epoch {
-            self.commit_hint = self.commit_hint.max(self.log.decided + 1);
+        self.shared.counters.stale += 1;
+        if ballot.epoch > self.shared.membership.epoch {
+            self.learner.commit_hint = self.learner.commit_hint.max(self.shared.log.decided + 1);
             self.request_catch_up(from, out);
         }
         false
@@ -180,8 +183,11 @@ impl<S: StateMachine> Replica<S> {
         members: Vec<NodeId>,
         out: &mut Outbox<Self>,
     ) {
-        let hint = self.election.leader_id().filter(|&l| l != self.config.id);
-        if self.leader.is_none() {
+        let hint = self
+            .election
+            .leader_id()
+            .filter(|&l| l != self.shared.config.id);
+        if self.proposer.leader.is_none() {
             out.respond(id, Response::Failed(Error::NotLeader { leader: hint }));
             return;
         }
@@ -189,18 +195,19 @@ impl<S: StateMachine> Replica<S> {
             out.respond(id, Response::Failed(e));
             return;
         }
-        if members == self.membership.members {
+        if members == self.shared.membership.members {
             out.respond(
                 id,
                 Response::Reconfigured {
-                    epoch: self.membership.epoch,
-                    slot: self.membership.start,
+                    epoch: self.shared.membership.epoch,
+                    slot: self.shared.membership.start,
                 },
             );
             return;
         }
-        let busy = self.reconfig_pending.is_some()
+        let busy = self.proposer.reconfig_pending.is_some()
             || self
+                .proposer
                 .leader
                 .as_ref()
                 .is_some_and(|l| l.stop_sign.is_some() || l.reconfig.is_some());
@@ -208,8 +215,8 @@ impl<S: StateMachine> Replica<S> {
             out.respond(id, Response::Failed(Error::Busy));
             return;
         }
-        self.reconfig_pending = Some((id, members.clone()));
-        if let Some(leader) = self.leader.as_mut() {
+        self.proposer.reconfig_pending = Some((id, members.clone()));
+        if let Some(leader) = self.proposer.leader.as_mut() {
             leader.reconfig = Some(members);
         }
         self.flush_queue(out);
@@ -224,13 +231,18 @@ impl<S: StateMachine> Replica<S> {
         members: Vec<NodeId>,
         out: &mut Outbox<Self>,
     ) {
-        if epoch != self.membership.epoch + 1 || validate_members(&members).is_err() {
+        if epoch != self.shared.membership.epoch + 1 || validate_members(&members).is_err() {
             // Cannot happen for a stop-sign proposed by a correct leader; every replica applies
             // the same chosen value and skips it the same way, like a no-op.
-            tracing::warn!(id = self.config.id, slot, epoch, "paxos: stop-sign ignored");
+            tracing::warn!(
+                id = self.shared.config.id,
+                slot,
+                epoch,
+                "paxos: stop-sign ignored"
+            );
             return;
         }
-        if let Some((request, wanted)) = self.reconfig_pending.take() {
+        if let Some((request, wanted)) = self.proposer.reconfig_pending.take() {
             if wanted == members {
                 out.respond(
                     request,
@@ -255,18 +267,18 @@ impl<S: StateMachine> Replica<S> {
 
     /// Moves this replica to configuration `m` (from a stop-sign or a snapshot).
     pub(crate) fn adopt_membership(&mut self, m: Membership, out: &mut Outbox<Self>) {
-        if m.epoch < self.membership.epoch || m == self.membership {
+        if m.epoch < self.shared.membership.epoch || m == self.shared.membership {
             return;
         }
-        tracing::debug!(id = self.config.id, epoch = m.epoch, members = ?m.members, "paxos: configuration");
-        let id = self.config.id;
+        tracing::debug!(id = self.shared.config.id, epoch = m.epoch, members = ?m.members, "paxos: configuration");
+        let id = self.shared.config.id;
         let old_leader = self.election.leader;
         let leader_stays = m.contains(old_leader.leader);
-        let was_leading = self.leader.is_some() && old_leader.leader == id;
+        let was_leading = self.proposer.leader.is_some() && old_leader.leader == id;
         // The old leadership ends with its configuration; its commands and reads go along to
         // the next one.
         let mut final_commit = None;
-        if let Some(leader) = self.leader.take() {
+        if let Some(leader) = self.proposer.leader.take() {
             if leader.is_active() {
                 final_commit = Some(Message::Commit {
                     ballot: leader.ballot,
@@ -276,13 +288,13 @@ impl<S: StateMachine> Replica<S> {
             let mut reads = leader.reads_waiting;
             reads.extend(leader.read_probe.into_iter().flat_map(|r| r.reads));
             reads.extend(leader.reads_ready.into_iter().map(|(_, id, q)| (id, q)));
-            self.carried = Some(Carried {
+            self.proposer.carried = Some(Carried {
                 queue: leader.queue,
                 reads,
             });
         }
         // Proposals after the stop-sign were never chosen in the old configuration.
-        for (_, (_, requests)) in std::mem::take(&mut self.pending) {
+        for (_, (_, requests)) in std::mem::take(&mut self.learner.pending) {
             for r in requests {
                 out.respond(r, Response::Failed(Error::LeadershipLost));
             }
@@ -291,6 +303,7 @@ impl<S: StateMachine> Replica<S> {
         // new members learn they are in (they ask for catch-up), removed ones that they are out.
         if let Some(commit) = final_commit {
             let to: BTreeSet<NodeId> = self
+                .shared
                 .peers
                 .iter()
                 .chain(m.members.iter())
@@ -300,13 +313,11 @@ impl<S: StateMachine> Replica<S> {
             out.broadcast(to, &commit);
         }
         self.announced.clear();
-        self.majority = m.majority();
-        self.peers = m.members.iter().copied().filter(|&p| p != id).collect();
         self.election
-            .set_membership(m.epoch, &m.members, leader_stays, self.promised);
-        self.membership = m;
-        self.relead_after_apply = was_leading && self.is_member(id);
-        if !self.relead_after_apply {
+            .set_membership(m.epoch, &m.members, leader_stays, self.acceptor.promised);
+        self.shared.set_membership(m);
+        self.proposer.relead_after_apply = was_leading && self.shared.is_member(id);
+        if !self.proposer.relead_after_apply {
             self.refuse_carried(out);
         }
         if let Some(b) = Some(self.election.leader).filter(|b| *b != Ballot::ZERO) {
@@ -324,15 +335,16 @@ impl<S: StateMachine> Replica<S> {
     /// replicas only (every old member removed at once) would never hear that it exists, if the
     /// old leader's final commit were lost. It stops once every member is caught up.
     pub(crate) fn announce_membership(&mut self, round: u64, out: &mut Outbox<Self>) {
-        if self.membership.epoch == 0 {
+        if self.shared.membership.epoch == 0 {
             return; // a replica that never was a member has nothing to announce
         }
         let to: Vec<NodeId> = self
+            .shared
             .membership
             .members
             .iter()
             .copied()
-            .filter(|m| *m != self.config.id && !self.announced.contains(m))
+            .filter(|m| *m != self.shared.config.id && !self.announced.contains(m))
             .collect();
         out.broadcast(to, &Message::Heartbeat { round });
     }
@@ -340,14 +352,14 @@ impl<S: StateMachine> Replica<S> {
     /// After an apply loop that crossed a stop-sign while leading: lead again in the new
     /// configuration, with what the old leadership held.
     pub(crate) fn after_apply(&mut self, out: &mut Outbox<Self>) {
-        if !std::mem::take(&mut self.relead_after_apply) {
+        if !std::mem::take(&mut self.proposer.relead_after_apply) {
             return;
         }
         self.reconcile_leadership(out);
-        let Some(carried) = self.carried.take() else {
+        let Some(carried) = self.proposer.carried.take() else {
             return;
         };
-        match self.leader.as_mut() {
+        match self.proposer.leader.as_mut() {
             Some(leader) => {
                 leader
                     .held
@@ -361,7 +373,7 @@ impl<S: StateMachine> Replica<S> {
                 }
             }
             None => {
-                self.carried = Some(carried);
+                self.proposer.carried = Some(carried);
                 self.refuse_carried(out);
             }
         }
@@ -369,16 +381,19 @@ impl<S: StateMachine> Replica<S> {
 
     /// Answers what a former leader carried: not the leader any more.
     fn refuse_carried(&mut self, out: &mut Outbox<Self>) {
-        let hint = self.election.leader_id().filter(|&l| l != self.config.id);
+        let hint = self
+            .election
+            .leader_id()
+            .filter(|&l| l != self.shared.config.id);
         // Retries attached to commands of the ended leadership: those commands were either
         // applied already (and these answered) or are refused with them.
-        for id in std::mem::take(&mut self.session_waiters)
+        for id in std::mem::take(&mut self.learner.session_waiters)
             .into_values()
             .flatten()
         {
             out.respond(id, Response::Failed(Error::NotLeader { leader: hint }));
         }
-        let Some(carried) = self.carried.take() else {
+        let Some(carried) = self.proposer.carried.take() else {
             return;
         };
         let ids = carried

@@ -47,11 +47,13 @@
 //! unknown: the replica applies, answers and snapshots nothing until a later snapshot restores
 //! cleanly.
 
+use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
 use common::snapshot::{
-    SnapshotError, SnapshotFile, SnapshotReader, SnapshotSource, SnapshotStore, SnapshotWriter,
+    SnapshotError, SnapshotFile, SnapshotReader, SnapshotRetention, SnapshotSource, SnapshotStore,
+    SnapshotWriter,
 };
 use common::state_machine::{read_frame, write_frame, StateMachineError, FRAME_BYTES_MAX};
 use common::{NodeId, Outbox};
@@ -61,7 +63,7 @@ use crate::error::Error;
 use crate::message::{Membership, PromisedEntry, Record, Slot};
 use crate::state_machine::{SessionRecord, Sessions, StateMachine};
 
-use super::{Replica, Response};
+use super::{transfer, Replica, Response};
 
 /// The version of the snapshot format below.
 const SNAPSHOT_FORMAT: u32 = 1;
@@ -176,6 +178,37 @@ pub(crate) struct LocalSnapshot {
     pub source: Arc<dyn SnapshotSource>,
 }
 
+/// The replica's snapshots: where they are stored, the latest one, and the transfers to and
+/// from peers.
+pub(crate) struct Snapshots {
+    /// Where snapshot files live (the driver's [`common::Storage::snapshots`]).
+    pub store: Arc<dyn SnapshotStore>,
+    /// Which snapshot files checkpoints still need.
+    pub retention: SnapshotRetention,
+    /// The snapshot the latest checkpoint names, opened.
+    pub latest: Option<LocalSnapshot>,
+    /// After a failed snapshot, the next is not attempted before this slot is applied.
+    pub retry_at: Slot,
+    /// Snapshots being sent to peers behind our compacted prefix.
+    pub outgoing: BTreeMap<NodeId, transfer::Outgoing>,
+    /// The snapshot being received, if any.
+    pub incoming: Option<transfer::Incoming>,
+}
+
+impl Snapshots {
+    /// No snapshot yet, in `store`.
+    pub(crate) fn new(store: Arc<dyn SnapshotStore>) -> Self {
+        Snapshots {
+            store,
+            retention: SnapshotRetention::default(),
+            latest: None,
+            retry_at: 0,
+            outgoing: BTreeMap::new(),
+            incoming: None,
+        }
+    }
+}
+
 /// Where reading a stored snapshot failed, for the error it becomes.
 enum ReadFailure {
     /// The file is not in the store.
@@ -270,40 +303,40 @@ impl<S: StateMachine> Replica<S> {
         file: SnapshotFile,
         out: &mut Outbox<Self>,
     ) -> Result<(), Error> {
-        let restore = self.state.applied_index() < slot;
+        let restore = self.learner.state.applied_index() < slot;
         let (replicated, source) = read_snapshot_file(
-            &*self.snapshots,
+            &*self.snapshots.store,
             slot,
             file,
-            self.config.sessions_max,
-            restore.then_some(&mut self.state),
+            self.shared.config.sessions_max,
+            restore.then_some(&mut self.learner.state),
         )
         .map_err(|f| f.into_error(slot, file))?;
         if restore {
-            self.state.applied(slot);
+            self.learner.state.applied(slot);
         }
-        self.sessions = replicated.sessions;
-        self.applied = slot;
+        self.learner.sessions = replicated.sessions;
+        self.learner.applied = slot;
         self.adopt_membership(replicated.membership, out);
-        self.latest = Some(LocalSnapshot { slot, file, source });
+        self.snapshots.latest = Some(LocalSnapshot { slot, file, source });
         Ok(())
     }
 
     /// Writes the current state (at `applied`) into a new snapshot file.
     fn write_snapshot_file(&self) -> Result<LocalSnapshot, SnapshotError> {
-        let store = &*self.snapshots;
-        let mut writer = SnapshotWriter::create(store, self.config.snapshot_bytes_max)?;
+        let store = &*self.snapshots.store;
+        let mut writer = SnapshotWriter::create(store, self.shared.config.snapshot_bytes_max)?;
         write_snapshot(
             &mut writer,
-            self.applied,
-            &self.membership,
-            &self.sessions,
-            &self.state,
+            self.learner.applied,
+            &self.shared.membership,
+            &self.learner.sessions,
+            &self.learner.state,
         )?;
         let file = writer.finish()?;
         match store.open(file.id) {
             Ok(source) => Ok(LocalSnapshot {
-                slot: self.applied,
+                slot: self.learner.applied,
                 file,
                 source,
             }),
@@ -317,9 +350,10 @@ impl<S: StateMachine> Replica<S> {
     /// Asks for a checkpoint of everything durable, naming `snapshot` (of slot `applied`), and
     /// makes it the snapshot catch-up serves.
     fn checkpoint(&mut self, snapshot: LocalSnapshot, out: &mut Outbox<Self>) {
-        debug_assert_eq!(snapshot.slot, self.applied);
+        debug_assert_eq!(snapshot.slot, self.learner.applied);
         let slot = snapshot.slot;
         let accepted = self
+            .shared
             .log
             .iter_from(slot)
             .map(|(s, e)| PromisedEntry {
@@ -331,13 +365,15 @@ impl<S: StateMachine> Replica<S> {
         out.checkpoint(Record::Snapshot {
             slot,
             file: snapshot.file,
-            promised: self.promised,
-            decided: self.log.decided,
+            promised: self.acceptor.promised,
+            decided: self.shared.log.decided,
             accepted,
         });
-        self.records_asked += 1;
-        self.retention.checkpointed(Some(snapshot.file.id));
-        self.latest = Some(snapshot);
+        self.shared.records_asked += 1;
+        self.snapshots
+            .retention
+            .checkpointed(Some(snapshot.file.id));
+        self.snapshots.latest = Some(snapshot);
     }
 
     /// Takes a snapshot and compacts the log once enough applied slots accumulated. Not while
@@ -346,29 +382,29 @@ impl<S: StateMachine> Replica<S> {
     /// at `applied`). After a failure (the store, the size limit or the state machine), the
     /// next attempt waits for another interval of slots.
     pub(crate) fn maybe_snapshot(&mut self, out: &mut Outbox<Self>) {
-        let interval = self.config.snapshot_interval_slots;
-        let held = self.applied.saturating_sub(self.log.start());
+        let interval = self.shared.config.snapshot_interval_slots;
+        let held = self.learner.applied.saturating_sub(self.shared.log.start());
         let by_slots = interval != 0 && held >= interval;
-        let bytes_max = self.config.snapshot_log_bytes_max;
-        let by_bytes = bytes_max != 0 && held > 0 && self.log_bytes >= bytes_max;
+        let bytes_max = self.shared.config.snapshot_log_bytes_max;
+        let by_bytes = bytes_max != 0 && held > 0 && self.learner.log_bytes >= bytes_max;
         if !(by_slots || by_bytes)
-            || self.recovering
-            || self.state_invalid
-            || self.applied < self.sm_applied
-            || self.applied < self.snapshot_retry_at
+            || self.learner.recovering
+            || self.learner.state_invalid
+            || self.learner.applied < self.learner.sm_applied
+            || self.learner.applied < self.snapshots.retry_at
         {
             return;
         }
         match self.write_snapshot_file() {
             Ok(snapshot) => {
                 self.checkpoint(snapshot, out);
-                self.log.compact(self.applied);
-                self.log_bytes = 0;
+                self.shared.log.compact(self.learner.applied);
+                self.learner.log_bytes = 0;
             }
             Err(e) => {
-                self.counters.snapshot_failures += 1;
-                self.snapshot_retry_at = self.applied.saturating_add(interval.max(1));
-                tracing::warn!(id = self.config.id, slot = self.applied, error = %e, "paxos: snapshot failed");
+                self.shared.counters.snapshot_failures += 1;
+                self.snapshots.retry_at = self.learner.applied.saturating_add(interval.max(1));
+                tracing::warn!(id = self.shared.config.id, slot = self.learner.applied, error = %e, "paxos: snapshot failed");
             }
         }
     }
@@ -386,59 +422,69 @@ impl<S: StateMachine> Replica<S> {
         file: SnapshotFile,
         out: &mut Outbox<Self>,
     ) {
-        if slot <= self.log.decided {
-            self.retention.discard(&*self.snapshots, file.id);
+        if slot <= self.shared.log.decided {
+            self.snapshots
+                .retention
+                .discard(&*self.snapshots.store, file.id);
             return; // we learned all of it meanwhile
         }
         // The file matched its sender's checksum on arrival; read its header and check it
         // whole once more before touching anything.
-        let store = &*self.snapshots;
-        let checked = read_snapshot_file::<S>(store, slot, file, self.config.sessions_max, None)
-            .and_then(|_| {
-                // Restore in place: a state machine may own files (a database) that only
-                // one instance can open at a time.
-                read_snapshot_file(
-                    store,
-                    slot,
-                    file,
-                    self.config.sessions_max,
-                    Some(&mut self.state),
-                )
-                .inspect_err(|_| self.state_invalid = true)
-            });
+        let store = &*self.snapshots.store;
+        let checked =
+            read_snapshot_file::<S>(store, slot, file, self.shared.config.sessions_max, None)
+                .and_then(|_| {
+                    // Restore in place: a state machine may own files (a database) that only
+                    // one instance can open at a time.
+                    read_snapshot_file(
+                        store,
+                        slot,
+                        file,
+                        self.shared.config.sessions_max,
+                        Some(&mut self.learner.state),
+                    )
+                    .inspect_err(|_| self.learner.state_invalid = true)
+                });
         let (replicated, source) = match checked {
             Ok(loaded) => loaded,
             Err(failure) => {
                 let e = failure.into_error(slot, file);
-                tracing::debug!(id = self.config.id, from, error = %e, "paxos: bad snapshot");
-                self.counters.snapshots_rejected += 1;
-                self.reject("snapshot does not load", from);
-                self.retention.discard(&*self.snapshots, file.id);
+                tracing::debug!(id = self.shared.config.id, from, error = %e, "paxos: bad snapshot");
+                self.shared.counters.snapshots_rejected += 1;
+                self.shared.reject("snapshot does not load", from);
+                self.snapshots
+                    .retention
+                    .discard(&*self.snapshots.store, file.id);
                 return;
             }
         };
-        self.state_invalid = false;
-        self.state.applied(slot);
-        self.sessions = replicated.sessions;
-        self.applied = slot;
-        self.sm_applied = slot;
+        self.learner.state_invalid = false;
+        self.learner.state.applied(slot);
+        self.learner.sessions = replicated.sessions;
+        self.learner.applied = slot;
+        self.learner.sm_applied = slot;
         self.adopt_membership(replicated.membership, out);
-        self.log.install(slot);
-        self.log_bytes = 0;
-        self.counters.snapshots_installed += 1;
+        self.shared.log.install(slot);
+        self.learner.log_bytes = 0;
+        self.shared.counters.snapshots_installed += 1;
         self.checkpoint(LocalSnapshot { slot, file, source }, out);
         // Proposals of ours in the covered slots: their fate is unknown to us now.
-        let covered: Vec<Slot> = self.pending.range(..slot).map(|(&s, _)| s).collect();
+        let covered: Vec<Slot> = self
+            .learner
+            .pending
+            .range(..slot)
+            .map(|(&s, _)| s)
+            .collect();
         for s in covered {
-            if let Some((_, requests)) = self.pending.remove(&s) {
+            if let Some((_, requests)) = self.learner.pending.remove(&s) {
                 for id in requests {
                     out.respond(id, Response::Failed(Error::LeadershipLost));
                 }
             }
         }
         self.apply_decided(out);
-        if self.commit_hint > self.log.decided {
-            self.catch_up_cooldown = 0;
+        if self.learner.commit_hint > self.shared.log.decided {
+            self.learner.catch_up.cooldown = 0;
             self.request_catch_up(from, out);
         }
     }

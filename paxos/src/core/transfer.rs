@@ -91,7 +91,8 @@ impl<S: StateMachine> Replica<S> {
     /// Ticks without progress after which a transfer is given up (sender) or dropped
     /// (receiver, one interval later).
     fn transfer_timeout_ticks(&self) -> u64 {
-        self.config
+        self.shared
+            .config
             .retransmit_ticks
             .saturating_mul(SNAPSHOT_SEND_TIMEOUTS_MAX + 1)
     }
@@ -99,17 +100,17 @@ impl<S: StateMachine> Replica<S> {
     /// Whether a snapshot is being received (a stalled transfer is dropped by the timer):
     /// catch-up requests wait meanwhile.
     pub(crate) fn receiving_snapshot(&self) -> bool {
-        self.incoming.is_some()
+        self.snapshots.incoming.is_some()
     }
 
     /// Starts sending our latest snapshot to `to` (a peer behind our compacted prefix), or
     /// resumes a stalled transfer from the acknowledged offset.
     pub(crate) fn send_snapshot(&mut self, to: NodeId, out: &mut Outbox<Self>) {
-        let Some(latest) = &self.latest else {
+        let Some(latest) = &self.snapshots.latest else {
             return;
         };
-        let retransmit = self.config.retransmit_ticks;
-        match self.outgoing.get_mut(&to) {
+        let retransmit = self.shared.config.retransmit_ticks;
+        match self.snapshots.outgoing.get_mut(&to) {
             // In progress: this request crossed our chunks.
             Some(send) if send.idle_ticks < retransmit => return,
             // Stalled, and there is a newer snapshot: send that one instead.
@@ -118,11 +119,11 @@ impl<S: StateMachine> Replica<S> {
             }
             Some(send) => send.rewind(),
             None => {
-                if self.outgoing.len() >= MEMBERS_MAX {
+                if self.snapshots.outgoing.len() >= MEMBERS_MAX {
                     return;
                 }
                 let send = Outgoing::new(latest.slot, latest.file, latest.source.clone());
-                self.outgoing.insert(to, send);
+                self.snapshots.outgoing.insert(to, send);
             }
         }
         self.pump_snapshot(to, out);
@@ -130,12 +131,13 @@ impl<S: StateMachine> Replica<S> {
 
     /// Sends chunks to `to` until its window is full or the file is all sent.
     fn pump_snapshot(&mut self, to: NodeId, out: &mut Outbox<Self>) {
-        let chunk_max = self.config.snapshot_chunk_bytes_max as u64;
+        let chunk_max = self.shared.config.snapshot_chunk_bytes_max as u64;
         let window = self
+            .shared
             .config
             .snapshot_chunks_in_flight_max
             .saturating_mul(chunk_max);
-        let Some(send) = self.outgoing.get_mut(&to) else {
+        let Some(send) = self.snapshots.outgoing.get_mut(&to) else {
             return;
         };
         let total = send.file.bytes;
@@ -143,8 +145,8 @@ impl<S: StateMachine> Replica<S> {
             let len = chunk_max.min(total - send.next);
             let mut data = vec![0u8; len as usize];
             if let Err(e) = read_fully(&*send.source, send.next, &mut data) {
-                tracing::warn!(id = self.config.id, to, error = %e, "paxos: snapshot not readable");
-                self.outgoing.remove(&to);
+                tracing::warn!(id = self.shared.config.id, to, error = %e, "paxos: snapshot not readable");
+                self.snapshots.outgoing.remove(&to);
                 return;
             }
             out.send(
@@ -169,18 +171,18 @@ impl<S: StateMachine> Replica<S> {
         done: bool,
         out: &mut Outbox<Self>,
     ) {
-        let Some(send) = self.outgoing.get_mut(&from) else {
+        let Some(send) = self.snapshots.outgoing.get_mut(&from) else {
             return; // no transfer to it (finished, given up, or never started)
         };
         if send.slot != slot {
             return; // about another snapshot
         }
         if next_offset > send.file.bytes {
-            self.reject("snapshot ack past the end", from);
+            self.shared.reject("snapshot ack past the end", from);
             return;
         }
         if done {
-            self.outgoing.remove(&from);
+            self.snapshots.outgoing.remove(&from);
             return;
         }
         if next_offset > send.acked {
@@ -211,64 +213,25 @@ impl<S: StateMachine> Replica<S> {
             data,
         } = chunk;
         let ack = |out: &mut Outbox<Self>, next_offset: u64, done: bool| {
-            out.send(
-                from,
-                Message::SnapshotAck {
-                    slot,
-                    next_offset,
-                    done,
-                },
-            );
+            snapshot_ack(out, from, slot, next_offset, done);
         };
-        if slot <= self.log.decided {
+        if slot <= self.shared.log.decided {
             // We know every slot it covers (installed it, or learned them meanwhile).
             if self
+                .snapshots
                 .incoming
                 .as_ref()
-                .is_some_and(|i| i.slot <= self.log.decided)
+                .is_some_and(|i| i.slot <= self.shared.log.decided)
             {
-                self.incoming = None;
+                self.snapshots.incoming = None;
             }
             ack(out, digest.bytes, true);
             return;
         }
-        let timeout = self.transfer_timeout_ticks();
-        let current = match &self.incoming {
-            Some(i) if i.slot == slot && i.digest == digest => true,
-            // While ours progresses, another peer's transfer is told to stop, and a late chunk
-            // of an older snapshot of our sender is ignored.
-            Some(i) if i.idle_ticks < timeout && (i.from != from || slot < i.slot) => {
-                if i.from != from {
-                    ack(out, digest.bytes, true);
-                }
-                return;
-            }
-            // None yet, or our sender moved on to a newer snapshot, or ours stalled.
-            _ => false,
-        };
-        if !current {
-            let store: &dyn SnapshotStore = &*self.snapshots;
-            match IncomingSnapshot::start(store, digest, self.config.snapshot_bytes_max) {
-                Ok(snapshot) => {
-                    self.incoming = Some(Incoming {
-                        from,
-                        slot,
-                        digest,
-                        snapshot,
-                        idle_ticks: 0,
-                    });
-                }
-                Err(e) => {
-                    tracing::debug!(id = self.config.id, from, error = %e, "paxos: snapshot refused");
-                    self.incoming = None;
-                    self.counters.snapshots_rejected += 1;
-                    self.reject("snapshot refused", from);
-                    ack(out, digest.bytes, true);
-                    return;
-                }
-            }
+        if !self.admit_transfer(from, slot, digest, out) {
+            return;
         }
-        let Some(mut incoming) = self.incoming.take() else {
+        let Some(mut incoming) = self.snapshots.incoming.take() else {
             return;
         };
         incoming.from = from;
@@ -276,14 +239,14 @@ impl<S: StateMachine> Replica<S> {
         let end = offset.saturating_add(data.len() as u64);
         if offset > at || end <= at {
             // A gap (a chunk before it was lost or is late) or a duplicate: nothing to write.
-            self.incoming = Some(incoming);
+            self.snapshots.incoming = Some(incoming);
             ack(out, at, false);
             return;
         }
         match incoming.snapshot.accept(offset, &data) {
             Ok(next) if !incoming.snapshot.is_complete() => {
                 incoming.idle_ticks = 0;
-                self.incoming = Some(incoming);
+                self.snapshots.incoming = Some(incoming);
                 ack(out, next, false);
             }
             Ok(_) => match incoming.snapshot.finish() {
@@ -297,6 +260,55 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
+    /// Makes the snapshot of `slot` announced as `digest` the one being received from `from`:
+    /// continues the current transfer, or starts one. `false` if the chunk is dropped (answered
+    /// as it needs: another peer's transfer is told to stop, a snapshot the store refuses too).
+    fn admit_transfer(
+        &mut self,
+        from: NodeId,
+        slot: Slot,
+        digest: SnapshotDigest,
+        out: &mut Outbox<Self>,
+    ) -> bool {
+        let timeout = self.transfer_timeout_ticks();
+        let current = match &self.snapshots.incoming {
+            Some(i) if i.slot == slot && i.digest == digest => true,
+            // While ours progresses, another peer's transfer is told to stop, and a late chunk
+            // of an older snapshot of our sender is ignored.
+            Some(i) if i.idle_ticks < timeout && (i.from != from || slot < i.slot) => {
+                if i.from != from {
+                    snapshot_ack(out, from, slot, digest.bytes, true);
+                }
+                return false;
+            }
+            // None yet, or our sender moved on to a newer snapshot, or ours stalled.
+            _ => false,
+        };
+        if !current {
+            let store: &dyn SnapshotStore = &*self.snapshots.store;
+            match IncomingSnapshot::start(store, digest, self.shared.config.snapshot_bytes_max) {
+                Ok(snapshot) => {
+                    self.snapshots.incoming = Some(Incoming {
+                        from,
+                        slot,
+                        digest,
+                        snapshot,
+                        idle_ticks: 0,
+                    });
+                }
+                Err(e) => {
+                    tracing::debug!(id = self.shared.config.id, from, error = %e, "paxos: snapshot refused");
+                    self.snapshots.incoming = None;
+                    self.shared.counters.snapshots_rejected += 1;
+                    self.shared.reject("snapshot refused", from);
+                    snapshot_ack(out, from, slot, digest.bytes, true);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
     /// A received snapshot does not match what its sender announced: nothing is installed, the
     /// partial file is gone (dropped or discarded by `finish`), and the sender stops; the
     /// catch-up timer asks again, which starts a new transfer.
@@ -308,10 +320,11 @@ impl<S: StateMachine> Replica<S> {
         e: &common::SnapshotError,
         out: &mut Outbox<Self>,
     ) {
-        tracing::debug!(id = self.config.id, from, slot, error = %e, "paxos: snapshot refused");
-        self.counters.snapshots_rejected += 1;
-        self.reject("snapshot does not match its digest", from);
-        self.incoming = None;
+        tracing::debug!(id = self.shared.config.id, from, slot, error = %e, "paxos: snapshot refused");
+        self.shared.counters.snapshots_rejected += 1;
+        self.shared
+            .reject("snapshot does not match its digest", from);
+        self.snapshots.incoming = None;
         out.send(
             from,
             Message::SnapshotAck {
@@ -326,9 +339,9 @@ impl<S: StateMachine> Replica<S> {
     /// and gives up after [`SNAPSHOT_SEND_TIMEOUTS_MAX`] intervals; a receiver drops a transfer
     /// without progress for one interval more.
     pub(crate) fn transfer_tick(&mut self, out: &mut Outbox<Self>) {
-        let retransmit = self.config.retransmit_ticks;
+        let retransmit = self.shared.config.retransmit_ticks;
         let mut resend = Vec::new();
-        self.outgoing.retain(|&to, send| {
+        self.snapshots.outgoing.retain(|&to, send| {
             send.idle_ticks += 1;
             if send.idle_ticks < retransmit {
                 return true;
@@ -345,15 +358,15 @@ impl<S: StateMachine> Replica<S> {
             self.pump_snapshot(to, out);
         }
         let timeout = self.transfer_timeout_ticks();
-        if let Some(incoming) = self.incoming.as_mut() {
+        if let Some(incoming) = self.snapshots.incoming.as_mut() {
             incoming.idle_ticks += 1;
             if incoming.idle_ticks > timeout {
                 tracing::debug!(
-                    id = self.config.id,
+                    id = self.shared.config.id,
                     from = incoming.from,
                     "paxos: snapshot transfer stalled"
                 );
-                self.incoming = None;
+                self.snapshots.incoming = None;
             }
         }
     }
@@ -407,4 +420,21 @@ fn read_fully(
         filled += n;
     }
     Ok(())
+}
+
+/// Tells `to` which byte of the snapshot of `slot` this replica needs next, or that it needs
+/// no more of it (`done`).
+fn snapshot_ack<S: StateMachine>(
+    out: &mut Outbox<Replica<S>>,
+    to: NodeId,
+    slot: Slot,
+    next_offset: u64,
+    done: bool,
+) {
+    let ack = Message::SnapshotAck {
+        slot,
+        next_offset,
+        done,
+    };
+    out.send(to, ack);
 }

@@ -342,6 +342,8 @@ pub enum Write {
 
 /// [`kv_workload`] with a choice of writes, over nodes `1..=n`; a client gives up waiting
 /// after `timeout` and retries (with the same session) at the next node.
+// Long: one closure drives every client (a state machine per client: retry, redirect,
+// next request); its cases share the client's state.
 #[allow(clippy::too_many_arguments)]
 pub fn kv_workload_with(
     sim: &mut Sim<Kv>,
@@ -460,6 +462,7 @@ pub fn check_kv_linearizable(sim: &Sim<Kv>) -> Result<(), String> {
 }
 
 /// The checker's history of a [`Write::Put`] workload (see [`check_kv_linearizable`]).
+// Long: one pass over the simulation's trace, with the local types it needs defined inside.
 pub fn kv_history(
     sim: &Sim<Kv>,
 ) -> Result<common::check::History<common::check::kv::KvInput, common::check::kv::KvOutput>, String>

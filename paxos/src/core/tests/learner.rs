@@ -1,0 +1,159 @@
+//! The learner's steps: deciding on a commit index, catch-up, applying once, and replaying
+//! the records on recovery.
+
+use super::*;
+
+#[test]
+fn learner_decides_matching_ballot_and_catches_up_the_rest() {
+    let mut c = replica(3);
+    let mut out = Outbox::new();
+    let b = Ballot::new(2, 1);
+    let v0 = batch(Ballot::new(1, 1), &[put("a", "1")]);
+    let v1 = batch(b, &[put("a", "2")]);
+    // Slot 1 accepted under b, slot 0 never received.
+    c.handle_message(
+        1,
+        M::Accept {
+            ballot: b,
+            slot: 1,
+            values: vec![v1.clone()],
+            commit: 0,
+        },
+        &mut out,
+    );
+    out.take();
+    c.handle_message(
+        1,
+        M::Commit {
+            ballot: b,
+            commit: 2,
+        },
+        &mut out,
+    );
+    let e = out.take();
+    assert!(
+        e.records.is_empty(),
+        "slot 0 is unknown: nothing decided yet"
+    );
+    assert_eq!(e.messages, vec![(1, M::CatchUpRequest { from_slot: 0 })]);
+    c.handle_message(
+        1,
+        M::CatchUp {
+            from_slot: 0,
+            values: vec![v0.clone(), v1.clone()],
+        },
+        &mut out,
+    );
+    let e = out.take();
+    assert_eq!(
+        e.records,
+        vec![Persist::Append(Record::Learn {
+            from_slot: 0,
+            values: vec![v0, v1]
+        })]
+    );
+    assert_eq!(c.decided(), 2);
+    assert_eq!(c.metrics().applied, 2);
+    assert_eq!(c.state().get("a"), Some("2"));
+}
+
+#[test]
+fn retried_command_is_applied_once() {
+    let (mut a, b) = leader();
+    let mut out = Outbox::new();
+    let session = Some(Session { client: 5, seq: 1 });
+    let append = KvCommand::Append {
+        key: "k".into(),
+        value: "x".into(),
+    };
+    for id in [1, 2] {
+        a.handle_request(
+            RequestId(id),
+            Request::Propose {
+                command: append.clone(),
+                session,
+            },
+            &mut out,
+        );
+    }
+    let e = out.take();
+    // The retry arrived while the first copy was in flight: it takes no second slot.
+    let accepts: Vec<_> = e
+        .messages
+        .iter()
+        .filter(|(to, m)| *to == 2 && matches!(m, M::Accept { .. }))
+        .collect();
+    assert_eq!(accepts.len(), 1);
+    assert_eq!(a.metrics().in_flight, 1);
+    assert_eq!(a.metrics().retries_attached, 1);
+    a.handle_message(
+        2,
+        M::Accepted {
+            ballot: b,
+            slot: 0,
+            count: 1,
+        },
+        &mut out,
+    );
+    let e = out.take();
+    // Both requests are answered by the one application.
+    let applied = Response::Applied {
+        slot: 0,
+        output: KvOutput::Value(Some(String::new())),
+    };
+    assert_eq!(
+        e.responses,
+        vec![(RequestId(2), applied.clone()), (RequestId(1), applied)]
+    );
+    assert_eq!(a.state().get("k"), Some("x"));
+    assert_eq!(a.metrics().duplicates, 0);
+    // A third retry is answered from the session table without a slot.
+    a.handle_request(
+        RequestId(3),
+        Request::Propose {
+            command: append,
+            session,
+        },
+        &mut out,
+    );
+    let e = out.take();
+    assert!(e.messages.is_empty());
+    assert_eq!(
+        e.responses,
+        vec![(
+            RequestId(3),
+            Response::Applied {
+                slot: 1,
+                output: KvOutput::Value(Some(String::new()))
+            }
+        )]
+    );
+}
+
+#[test]
+fn recover_rebuilds_promise_log_and_state() {
+    let b = Ballot::new(2, 1);
+    let v = batch(b, &[put("a", "1")]);
+    let records = vec![
+        Record::Promise(b),
+        Record::Accept {
+            ballot: b,
+            slot: 0,
+            values: vec![v.clone(), Value::Noop],
+        },
+        Record::Commit { decided: 1 },
+    ];
+    let r = R::recover(Config::new(2, vec![1, 2, 3]).into(), records).unwrap();
+    assert_eq!(r.metrics().promised, b);
+    assert_eq!(r.decided(), 1);
+    assert_eq!(r.state().get("a"), Some("1"));
+    assert_eq!(r.decided_value(0), Some(&v));
+    // A restarted replica's candidacy ballot is above anything it promised.
+    assert!(r.election.ballot > b);
+    // Contradictory records are refused.
+    let bad = vec![Record::Commit { decided: 3 }];
+    assert!(matches!(
+        R::recover(Config::new(2, vec![1, 2, 3]).into(), bad),
+        Err(Error::Corrupt(_))
+    ));
+}
