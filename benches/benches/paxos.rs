@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use common::{Node, NodeId, Outbox, RequestId};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use paxos::{Config, Counter, Message, Replica, Request, Response};
+use paxos::{Config, Counter, Message, PaxosNode, Request, Response};
 
-type R = Replica<Counter>;
+type R = PaxosNode<Counter>;
 
 /// Commands decided per timed chunk; a fresh cluster is built (untimed) for each chunk so the
 /// uncompacted log stays small.

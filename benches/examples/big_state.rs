@@ -306,7 +306,7 @@ async fn run_raft(args: &Args, dir: &Path, writes: u64, value_bytes: usize) -> R
 }
 
 async fn run_paxos(args: &Args, dir: &Path, writes: u64, value_bytes: usize) -> Report {
-    use paxos::{Client, Config, Handle};
+    use paxos::{Config, PaxosClient, PaxosHandle};
     let net = MemoryNetwork::new(2);
     let cache = args.cache_mib * 1024 * 1024;
     let start = |id: NodeId| {
@@ -317,7 +317,7 @@ async fn run_paxos(args: &Args, dir: &Path, writes: u64, value_bytes: usize) -> 
         let setup = setup.with_config(c);
         let transport = net.join(id).expect("joins the network");
         async move {
-            Handle::spawn_with(setup, transport, wal, DriverConfig::default())
+            PaxosHandle::spawn_with(setup, transport, wal, DriverConfig::default())
                 .await
                 .unwrap_or_else(|e| panic!("replica {id}: {e}"))
         }
@@ -330,7 +330,7 @@ async fn run_paxos(args: &Args, dir: &Path, writes: u64, value_bytes: usize) -> 
 
     // One client (one session) per writer: its sequence numbers make retries exactly-once.
     let writers = (0..args.clients).map(|c| {
-        let client = Arc::new(Client::new(c + 1, handles.clone()));
+        let client = Arc::new(PaxosClient::new(c + 1, handles.clone()));
         move |i: u64| {
             let client = client.clone();
             async move {
@@ -424,8 +424,8 @@ async fn raft_catch_up(four: &raft::RaftHandle<RedbKv>, target: u64, joined: Ins
 
 /// The Multi-Paxos leader among `handles` and its metrics, once there is one.
 async fn paxos_leader(
-    handles: &[paxos::Handle<RedbKv>],
-) -> (paxos::Handle<RedbKv>, paxos::Metrics) {
+    handles: &[paxos::PaxosHandle<RedbKv>],
+) -> (paxos::PaxosHandle<RedbKv>, paxos::Metrics) {
     loop {
         for h in handles {
             if let Ok(m) = h.metrics().await {
@@ -440,7 +440,7 @@ async fn paxos_leader(
 
 /// Waits until the new replica applied `target` (panics past [`CATCH_UP_MAX`] from `joined`);
 /// returns the largest snapshot it reported on the way.
-async fn paxos_catch_up(four: &paxos::Handle<RedbKv>, target: u64, joined: Instant) -> u64 {
+async fn paxos_catch_up(four: &paxos::PaxosHandle<RedbKv>, target: u64, joined: Instant) -> u64 {
     let mut snapshot_bytes = 0;
     loop {
         let f = four.metrics().await.expect("replica 4 runs");

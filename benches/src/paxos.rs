@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use common::driver::DriverStats;
 use common::state_machine::{read_frame, write_frame, FRAME_BYTES_MAX};
-use paxos::{Config, Error, Replica, Request, Response, StateMachine, StateMachineError};
+use paxos::{Config, PaxosError, PaxosNode, Request, Response, StateMachine, StateMachineError};
 
 use crate::{command, BenchError, Cluster, ClusterSpec, Contender, Nodes, COMMAND_BYTES};
 
@@ -61,7 +61,7 @@ pub struct MultiPaxos;
 
 /// A running Multi-Paxos cluster.
 pub struct PaxosCluster {
-    nodes: Nodes<Replica<Applied>>,
+    nodes: Nodes<PaxosNode<Applied>>,
     /// Index (into the handles) of the replica believed to lead.
     leader: AtomicUsize,
 }
@@ -139,7 +139,7 @@ impl Cluster for PaxosCluster {
         };
         match self.nodes.handles[i].request(request).await {
             Ok(Response::Applied { .. }) => Ok(()),
-            Ok(Response::Failed(Error::NotLeader { leader })) => {
+            Ok(Response::Failed(PaxosError::NotLeader { leader })) => {
                 let to = leader
                     .and_then(|l| self.nodes.handles.iter().position(|h| h.id() == l))
                     .filter(|&j| !self.nodes.is_crashed(j))

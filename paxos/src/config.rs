@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use common::NodeId;
 
-use crate::Error;
+use crate::PaxosError;
 
 /// Most acceptors in one configuration (acknowledgements are tracked in a 64-bit set).
 pub const MEMBERS_MAX: usize = 64;
@@ -106,7 +106,7 @@ pub struct Config {
     /// never reports it leaves the leader's acceptor out of every majority. Off by default.
     pub parallel_accept: bool,
     /// Most client commands waiting at the leader for a slot; more are refused with
-    /// [`Error::Busy`].
+    /// [`PaxosError::Busy`].
     pub queue_commands_max: usize,
     /// An acceptor refuses slots at or beyond its first undecided slot plus this window (a
     /// sender that far ahead is lying or this acceptor must catch up first). Must be at least
@@ -118,7 +118,7 @@ pub struct Config {
     /// forgotten first (a retry of a forgotten session's command is refused, never re-applied).
     pub sessions_max: usize,
     /// Most reads waiting at the leader for a quorum round; more are refused with
-    /// [`Error::Busy`].
+    /// [`PaxosError::Busy`].
     pub reads_pending_max: usize,
     /// Take a snapshot (and compact the log before it) once this many applied slots are held
     /// in the log; 0 never compacts.
@@ -170,8 +170,8 @@ impl Config {
     }
 
     /// Checks the configuration and explains what is wrong.
-    pub fn validate(&self) -> Result<(), Error> {
-        let bad = |why: String| Err(Error::Config(why));
+    pub fn validate(&self) -> Result<(), PaxosError> {
+        let bad = |why: String| Err(PaxosError::Config(why));
         validate_members(&self.members)?;
         if self.heartbeat_ticks == 0 {
             return bad("heartbeat_ticks must be at least 1".into());
@@ -236,8 +236,8 @@ impl Config {
 }
 
 /// Checks a list of acceptors: not empty, no duplicates, at most [`MEMBERS_MAX`].
-pub fn validate_members(members: &[NodeId]) -> Result<(), Error> {
-    let bad = |why: String| Err(Error::Config(why));
+pub fn validate_members(members: &[NodeId]) -> Result<(), PaxosError> {
+    let bad = |why: String| Err(PaxosError::Config(why));
     if members.is_empty() {
         return bad("members must not be empty".into());
     }

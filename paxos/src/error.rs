@@ -6,7 +6,7 @@ use crate::message::Slot;
 
 /// Why a request failed or a replica could not be built.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Error {
+pub enum PaxosError {
     /// The configuration is invalid: fatal when a replica starts (it cannot); for a
     /// [`crate::Request::Reconfigure`] with an invalid member list, the request is refused and
     /// nothing changes.

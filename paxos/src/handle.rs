@@ -1,61 +1,64 @@
 //! The async API: replicas run by the workspace's tokio driver ([`common::driver`]).
 //!
-//! - [`Handle`] talks to one replica: [`Handle::propose`] answers once the command is chosen
-//!   and applied *on that replica* (it must lead), [`Handle::read`] is a linearizable read
-//!   (confirmed by a quorum round), [`Handle::reconfigure`] changes the set of acceptors and
-//!   answers once the change took effect, [`Handle::metrics`] shows the leader, ballot, decided
+//! - [`PaxosHandle`] talks to one replica: [`PaxosHandle::propose`] answers once the command is chosen
+//!   and applied *on that replica* (it must lead), [`PaxosHandle::read`] is a linearizable read
+//!   (confirmed by a quorum round), [`PaxosHandle::reconfigure`] changes the set of acceptors and
+//!   answers once the change took effect, [`PaxosHandle::metrics`] shows the leader, ballot, decided
 //!   and applied slots, slots in flight and the configuration (epoch and members).
-//! - [`Client`] talks to a whole cluster: it follows "not the leader" hints, and retries a
+//! - [`PaxosClient`] talks to a whole cluster: it follows "not the leader" hints, and retries a
 //!   command whose outcome it did not learn with the same [`Session`], so a command is applied
-//!   at most once however often it is retried (at most [`CLIENT_RETRIES_MAX`] times, with
-//!   [`CLIENT_RETRY_BACKOFF`] between rounds).
+//!   at most once however often it is retried (at most [`CLIENT_RETRIES_MAX`] attempts, by the
+//!   workspace's one retry policy, [`common::retry::FollowLeader`]: a named leader at once,
+//!   otherwise the next replica after a wait that starts at [`CLIENT_RETRY_BACKOFF`] and grows).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::codec::Bincode;
 use common::driver::{self, DriverConfig, DriverError, NodeHandle};
+use common::retry::{FollowLeader, Retry, RetryLimits};
 use common::transport::Transport;
-use common::{Setup, Storage};
+use common::{NodeId, Setup, Storage};
 
-use crate::{Config, Error, Metrics, Replica, Request, Response, Session, StateMachine};
+use crate::{Config, Metrics, PaxosError, PaxosNode, Request, Response, Session, StateMachine};
 
-/// Most attempts of one [`Client`] operation before it gives up.
-pub const CLIENT_RETRIES_MAX: u32 = 200;
-/// Pause of a [`Client`] after trying every replica without success.
+/// Most attempts of one [`PaxosClient`] operation before it gives up, by default.
+pub const CLIENT_RETRIES_MAX: usize = 200;
+/// The first pause of a [`PaxosClient`] after an attempt that found no leader (the pauses then
+/// grow, by the workspace's retry policy, [`common::retry`]).
 pub const CLIENT_RETRY_BACKOFF: Duration = Duration::from_millis(10);
 
-/// Why an operation through a [`Handle`] or [`Client`] failed.
+/// Why an operation through a [`PaxosHandle`] or [`PaxosClient`] failed.
 #[derive(Debug, thiserror::Error)]
-pub enum HandleError {
+pub enum ClientError {
     /// The driver could not deliver the request or the node stopped.
     #[error("driver: {0}")]
     Driver(#[from] DriverError),
     /// The replica refused or could not complete the request.
     #[error("paxos: {0}")]
-    Paxos(#[from] Error),
-    /// A [`Client`] exhausted its retries.
+    Paxos(#[from] PaxosError),
+    /// A [`PaxosClient`] exhausted its retries.
     #[error("gave up after {0} attempts")]
-    GaveUp(u32),
+    GaveUp(usize),
     /// The replica answered with a response of the wrong kind (a bug).
     #[error("unexpected response: {0}")]
     Unexpected(String),
 }
 
 /// One replica run by the tokio driver.
-pub struct Handle<S: StateMachine> {
-    node: NodeHandle<Replica<S>>,
+pub struct PaxosHandle<S: StateMachine> {
+    node: NodeHandle<PaxosNode<S>>,
 }
 
-impl<S: StateMachine> Clone for Handle<S> {
+impl<S: StateMachine> Clone for PaxosHandle<S> {
     fn clone(&self) -> Self {
-        Handle {
+        PaxosHandle {
             node: self.node.clone(),
         }
     }
 }
 
-impl<S: StateMachine> Handle<S> {
+impl<S: StateMachine> PaxosHandle<S> {
     /// Starts a replica over `transport`, recovering it from `storage` (records encoded with the
     /// workspace's [`Bincode`] codec, snapshot files in [`Storage::snapshots`]), with a state
     /// machine built by `S::default()`. Must be called inside a tokio runtime.
@@ -64,22 +67,22 @@ impl<S: StateMachine> Handle<S> {
         transport: T,
         storage: St,
         driver_config: DriverConfig,
-    ) -> Result<Self, HandleError>
+    ) -> Result<Self, ClientError>
     where
         S: Default,
     {
         Self::spawn_with(config.into(), transport, storage, driver_config).await
     }
 
-    /// [`Handle::spawn`] with a state machine built by `setup`'s factory (one that opens a
+    /// [`PaxosHandle::spawn`] with a state machine built by `setup`'s factory (one that opens a
     /// database, say).
     pub async fn spawn_with<T: Transport, St: Storage>(
         setup: Setup<Config, S>,
         transport: T,
         storage: St,
         driver_config: DriverConfig,
-    ) -> Result<Self, HandleError> {
-        let node = driver::spawn_recovered::<Replica<S>, T, St, Bincode>(
+    ) -> Result<Self, ClientError> {
+        let node = driver::spawn_recovered::<PaxosNode<S>, T, St, Bincode>(
             setup,
             transport,
             storage,
@@ -87,16 +90,16 @@ impl<S: StateMachine> Handle<S> {
             driver_config,
         )
         .await?;
-        Ok(Handle { node })
+        Ok(PaxosHandle { node })
     }
 
     /// Wraps a driver handle started elsewhere.
-    pub fn from_node(node: NodeHandle<Replica<S>>) -> Self {
-        Handle { node }
+    pub fn from_node(node: NodeHandle<PaxosNode<S>>) -> Self {
+        PaxosHandle { node }
     }
 
     /// The driver's handle (events, counters, storage).
-    pub fn node(&self) -> &NodeHandle<Replica<S>> {
+    pub fn node(&self) -> &NodeHandle<PaxosNode<S>> {
         &self.node
     }
 
@@ -107,7 +110,7 @@ impl<S: StateMachine> Handle<S> {
         &self,
         command: S::Command,
         session: Option<Session>,
-    ) -> Result<S::Output, HandleError> {
+    ) -> Result<S::Output, ClientError> {
         Self::applied(
             self.node
                 .request(Request::Propose { command, session })
@@ -115,14 +118,14 @@ impl<S: StateMachine> Handle<S> {
         )
     }
 
-    /// [`Handle::propose`] that fails at once with the driver's `Busy` error
+    /// [`PaxosHandle::propose`] that fails at once with the driver's `Busy` error
     /// ([`common::driver::DriverError::Busy`]) when the replica's request queue is full, instead
     /// of waiting: for callers that shed load.
     pub async fn try_propose(
         &self,
         command: S::Command,
         session: Option<Session>,
-    ) -> Result<S::Output, HandleError> {
+    ) -> Result<S::Output, ClientError> {
         Self::applied(
             self.node
                 .try_request(Request::Propose { command, session })
@@ -130,20 +133,20 @@ impl<S: StateMachine> Handle<S> {
         )
     }
 
-    fn applied(response: Response<S::Output>) -> Result<S::Output, HandleError> {
+    fn applied(response: Response<S::Output>) -> Result<S::Output, ClientError> {
         match response {
             Response::Applied { output, .. } => Ok(output),
             Response::Failed(e) => Err(e.into()),
-            other => Err(HandleError::Unexpected(format!("{other:?}"))),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
     }
 
     /// A linearizable read on the leader.
-    pub async fn read(&self, query: S::Query) -> Result<S::Output, HandleError> {
+    pub async fn read(&self, query: S::Query) -> Result<S::Output, ClientError> {
         match self.node.request(Request::Read(query)).await? {
             Response::Read(output) => Ok(output),
             Response::Failed(e) => Err(e.into()),
-            other => Err(HandleError::Unexpected(format!("{other:?}"))),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
     }
 
@@ -152,51 +155,64 @@ impl<S: StateMachine> Handle<S> {
     /// on this replica, which must lead, and `members` decide every later slot. A replica being
     /// added must be running (started with the same [`Config::members`] as everyone); it catches
     /// up before it votes.
-    pub async fn reconfigure(&self, members: Vec<common::NodeId>) -> Result<u64, HandleError> {
+    pub async fn reconfigure(&self, members: Vec<common::NodeId>) -> Result<u64, ClientError> {
         match self.node.request(Request::Reconfigure { members }).await? {
             Response::Reconfigured { epoch, .. } => Ok(epoch),
             Response::Failed(e) => Err(e.into()),
-            other => Err(HandleError::Unexpected(format!("{other:?}"))),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
     }
 
     /// The replica's metrics: leader, ballot, decided and applied slots, slots in flight, and
     /// the configuration (epoch and members).
-    pub async fn metrics(&self) -> Result<Metrics, HandleError> {
+    pub async fn metrics(&self) -> Result<Metrics, ClientError> {
         Ok(self.node.metrics().await?)
     }
 
     /// Stops the replica.
-    pub async fn shutdown(&self) -> Result<(), HandleError> {
+    pub async fn shutdown(&self) -> Result<(), ClientError> {
         Ok(self.node.shutdown().await?)
     }
 }
 
 /// A client of a whole cluster: finds the leader and retries safely.
-pub struct Client<S: StateMachine> {
-    replicas: Vec<Handle<S>>,
-    /// Index of the replica believed to lead.
-    leader: AtomicUsize,
+pub struct PaxosClient<S: StateMachine> {
+    replicas: Vec<PaxosHandle<S>>,
+    /// The replica believed to lead.
+    leader: AtomicU64,
+    /// The limits of the retry policy.
+    retry: RetryLimits,
     /// This client's id in sessions.
     client_id: u64,
     /// The last sequence number used.
     seq: AtomicU64,
 }
 
-impl<S: StateMachine> Client<S> {
+impl<S: StateMachine> PaxosClient<S> {
     /// A client of `replicas` with session id `client_id` (unique among the cluster's clients).
-    pub fn new(client_id: u64, replicas: Vec<Handle<S>>) -> Self {
-        Client {
-            replicas,
-            leader: AtomicUsize::new(0),
+    pub fn new(client_id: u64, replicas: Vec<PaxosHandle<S>>) -> Self {
+        PaxosClient {
+            leader: AtomicU64::new(replicas.first().map_or(0, |h| h.node.id())),
+            retry: RetryLimits {
+                attempts_max: CLIENT_RETRIES_MAX,
+                backoff_min: CLIENT_RETRY_BACKOFF,
+                ..RetryLimits::default()
+            },
             client_id,
             seq: AtomicU64::new(0),
+            replicas,
         }
+    }
+
+    /// The same client with other retry limits.
+    pub fn with_retry(mut self, retry: RetryLimits) -> Self {
+        self.retry = retry;
+        self
     }
 
     /// Applies `command` exactly once (unless it gives up, in which case it was applied at most
     /// once) and returns its output.
-    pub async fn propose(&self, command: S::Command) -> Result<S::Output, HandleError> {
+    pub async fn propose(&self, command: S::Command) -> Result<S::Output, ClientError> {
         let session = Session {
             client: self.client_id,
             seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
@@ -209,7 +225,7 @@ impl<S: StateMachine> Client<S> {
     }
 
     /// A linearizable read, on whichever replica leads.
-    pub async fn read(&self, query: S::Query) -> Result<S::Output, HandleError> {
+    pub async fn read(&self, query: S::Query) -> Result<S::Output, ClientError> {
         self.retry(|h| {
             let query = query.clone();
             async move { h.read(query).await }
@@ -218,9 +234,9 @@ impl<S: StateMachine> Client<S> {
     }
 
     /// Changes the set of acceptors to `members` on whichever replica leads (see
-    /// [`Handle::reconfigure`]) and returns the new configuration's epoch. Retrying is safe: a
+    /// [`PaxosHandle::reconfigure`]) and returns the new configuration's epoch. Retrying is safe: a
     /// retry after the change took effect finds the members in place and returns at once.
-    pub async fn reconfigure(&self, members: Vec<common::NodeId>) -> Result<u64, HandleError> {
+    pub async fn reconfigure(&self, members: Vec<common::NodeId>) -> Result<u64, ClientError> {
         self.retry(|h| {
             let members = members.clone();
             async move { h.reconfigure(members).await }
@@ -228,36 +244,41 @@ impl<S: StateMachine> Client<S> {
         .await
     }
 
-    async fn retry<T, F, Fut>(&self, op: F) -> Result<T, HandleError>
+    async fn retry<T, F, Fut>(&self, op: F) -> Result<T, ClientError>
     where
-        F: Fn(Handle<S>) -> Fut,
-        Fut: std::future::Future<Output = Result<T, HandleError>>,
+        F: Fn(PaxosHandle<S>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClientError>>,
     {
-        let n = self.replicas.len().max(1);
-        for attempt in 0..CLIENT_RETRIES_MAX {
-            let i = self.leader.load(Ordering::Relaxed) % n;
-            let Some(handle) = self.replicas.get(i) else {
-                return Err(HandleError::GaveUp(0));
+        let ids: Vec<NodeId> = self.replicas.iter().map(|h| h.node.id()).collect();
+        let first = self.leader.load(Ordering::Relaxed);
+        let mut policy = FollowLeader::new(ids, first, self.retry);
+        loop {
+            let target = policy.target();
+            let Some(handle) = self.replicas.iter().find(|h| h.node.id() == target) else {
+                return Err(ClientError::GaveUp(0));
             };
-            match op(handle.clone()).await {
-                Ok(output) => return Ok(output),
-                Err(HandleError::Paxos(Error::NotLeader { leader: Some(l) })) => {
-                    let next = self
-                        .replicas
-                        .iter()
-                        .position(|h| h.node.id() == l)
-                        .unwrap_or((i + 1) % n);
-                    self.leader.store(next, Ordering::Relaxed);
+            let next = match op(handle.clone()).await {
+                Ok(output) => {
+                    self.leader.store(target, Ordering::Relaxed);
+                    return Ok(output);
                 }
-                Err(HandleError::Paxos(e @ (Error::SessionStale { .. } | Error::Config(_)))) => {
-                    return Err(e.into())
+                Err(ClientError::Paxos(PaxosError::NotLeader { leader })) => {
+                    policy.redirected(leader)
                 }
-                Err(_) => self.leader.store((i + 1) % n, Ordering::Relaxed),
-            }
-            if (attempt as usize + 1) % n == 0 {
-                tokio::time::sleep(CLIENT_RETRY_BACKOFF).await;
+                Err(ClientError::Paxos(
+                    e @ (PaxosError::SessionStale { .. } | PaxosError::Config(_)),
+                )) => return Err(e.into()),
+                Err(_) => policy.failed(),
+            };
+            match next {
+                Retry::After { target, wait } => {
+                    self.leader.store(target, Ordering::Relaxed);
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+                Retry::GiveUp => return Err(ClientError::GaveUp(policy.attempts())),
             }
         }
-        Err(HandleError::GaveUp(CLIENT_RETRIES_MAX))
     }
 }

@@ -1,5 +1,5 @@
-//! Multi-Paxos with a stable leader, as a sans-IO core ([`Replica`]) plus an async API on the
-//! workspace's tokio driver ([`Handle`], [`Client`]).
+//! Multi-Paxos with a stable leader, as a sans-IO core ([`PaxosNode`]) plus an async API on the
+//! workspace's tokio driver ([`PaxosHandle`], [`PaxosClient`]).
 //!
 //! # Guarantees
 //!
@@ -94,11 +94,11 @@
 //!
 //! # How the core is built
 //!
-//! [`Replica`] composes one struct per role, each owning its own state: the `Acceptor` (the
+//! [`PaxosNode`] composes one struct per role, each owning its own state: the `Acceptor` (the
 //! durable promise), the `Proposer` (the leader's volatile state while leading), the `Learner`
 //! (the state machine, the session table, how far it applied, who waits for which slot) and
 //! the `Election`. What several roles read — the configuration, the slot log, counters — is
-//! a small shared context handed to the roles explicitly. `Replica`'s own methods route each
+//! a small shared context handed to the roles explicitly. `PaxosNode`'s own methods route each
 //! input to the role it concerns and carry a step's consequences from one role to another (a
 //! chosen slot is applied; an applied stop-sign ends the leadership). Beside the roles:
 //!
@@ -117,7 +117,7 @@
 //! Changing the set of acceptors is one more chosen value, a **stop-sign**
 //! ([`Value::StopSign`], `core/reconfig.rs`), after Vertical Paxos and Omni-Paxos:
 //!
-//! - [`Request::Reconfigure`] (or [`Handle::reconfigure`], [`Client::reconfigure`]) asks the
+//! - [`Request::Reconfigure`] (or [`PaxosHandle::reconfigure`], [`PaxosClient::reconfigure`]) asks the
 //!   leader of configuration `e` to put a stop-sign naming the new members in its next free
 //!   slot `s` (step 3); it proposes nothing after it. Steps 4 and 5 choose it like any value.
 //! - Every replica that applies the stop-sign moves to configuration `e + 1`, which decides the
@@ -156,11 +156,11 @@
 //! A replica drives a [`StateMachine`] (the workspace's [`common::StateMachine`], re-exported;
 //! details in [`state_machine`]):
 //!
-//! - **Built by a factory.** [`Replica`]'s [`common::Node::Config`] is a
+//! - **Built by a factory.** [`PaxosNode`]'s [`common::Node::Config`] is a
 //!   [`Setup<Config, S>`](Setup): the protocol's [`Config`] and a factory that opens the state
 //!   machine at start and after every restart; a snapshot received from a peer restores into
-//!   it in place. `Config::new(..).into()` uses `S::default()`; [`Handle::spawn`] takes a
-//!   [`Config`] for `S: Default`, [`Handle::spawn_with`] a [`Setup`].
+//!   it in place. `Config::new(..).into()` uses `S::default()`; [`PaxosHandle::spawn`] takes a
+//!   [`Config`] for `S: Default`, [`PaxosHandle::spawn_with`] a [`Setup`].
 //! - **Positions.** The command of slot `s` is applied at log position `s + 1`;
 //!   [`StateMachine::applied`]`(n)` and [`StateMachine::applied_index`]` = n` mean that every slot
 //!   below `n` is applied ([`Metrics::applied`]).
@@ -170,7 +170,7 @@
 //! - **Durable state machines.** One that reports [`StateMachine::applied_index`]` = n` when
 //!   opened is not restored from a snapshot of a slot at or below `n`, nor given the slots below
 //!   `n` again. The session table still replays those slots; a retry of a command so skipped is
-//!   refused with [`Error::SessionStale`] (its output was not kept).
+//!   refused with [`PaxosError::SessionStale`] (its output was not kept).
 //!
 //! ## Snapshots are files
 //!
@@ -185,10 +185,10 @@
 //!
 //! Recovery ([`common::Node::recover_with_snapshots`], which the driver and the simulator call)
 //! opens that file, restores from it, and reads it to the end so its length and CRC32C are
-//! checked. A missing file is [`Error::SnapshotMissing`], one that does not match or does not
-//! decode [`Error::SnapshotCorrupt`], one that cannot be read [`Error::SnapshotIo`]: the replica
+//! checked. A missing file is [`PaxosError::SnapshotMissing`], one that does not match or does not
+//! decode [`PaxosError::SnapshotCorrupt`], one that cannot be read [`PaxosError::SnapshotIo`]: the replica
 //! does not start, and neither panics nor starts from a wrong state.
-//! [`Replica::recover`](common::Node::recover) uses a new, empty in-memory store, for records that
+//! [`PaxosNode::recover`](common::Node::recover) uses a new, empty in-memory store, for records that
 //! name no snapshot file.
 //!
 //! ## Catch-up by snapshot, in chunks
@@ -239,17 +239,17 @@
 //!
 //! # Using the core directly
 //!
-//! A [`Replica`] is a [`common::Node`]: feed it messages, requests and ticks, and release the
+//! A [`PaxosNode`] is a [`common::Node`]: feed it messages, requests and ticks, and release the
 //! [`common::Effects`] it produces (records first). Here the leader's side of one command:
 //!
 //! ```
 //! use common::{Node, NodeId, Outbox, RequestId};
-//! use paxos::{Config, KvCommand, KvOutput, KvStore, Message, Replica, Request, Response};
+//! use paxos::{Config, KvCommand, KvOutput, KvStore, Message, PaxosNode, Request, Response};
 //!
 //! type Queue = Vec<(NodeId, NodeId, Message<KvCommand>)>;
 //!
 //! /// Runs one step's effects: records would be persisted here (first!); messages are queued.
-//! fn release(from: NodeId, out: &mut Outbox<Replica<KvStore>>, queue: &mut Queue)
+//! fn release(from: NodeId, out: &mut Outbox<PaxosNode<KvStore>>, queue: &mut Queue)
 //!     -> Vec<(RequestId, Response<KvOutput>)> {
 //!     let effects = out.take();
 //!     queue.extend(effects.messages.into_iter().map(|(to, m)| (from, to, m)));
@@ -257,9 +257,9 @@
 //! }
 //!
 //! let members = vec![1, 2, 3];
-//! let mut nodes: Vec<Replica<KvStore>> = members
+//! let mut nodes: Vec<PaxosNode<KvStore>> = members
 //!     .iter()
-//!     .map(|&id| Replica::recover(Config::new(id, members.clone()).into(), vec![]).unwrap())
+//!     .map(|&id| PaxosNode::recover(Config::new(id, members.clone()).into(), vec![]).unwrap())
 //!     .collect();
 //! let (mut out, mut queue, mut answers) = (Outbox::new(), Queue::new(), Vec::new());
 //! // Ticks drive the election: a few heartbeat rounds elect a leader, which runs phase 1.
@@ -296,7 +296,7 @@
 //! use common::driver::{DriverConfig, Persistence};
 //! use common::transport::memory::MemoryNetwork;
 //! use common::MemStorage;
-//! use paxos::{Client, Config, Handle, KvCommand, KvOutput, KvQuery, KvStore};
+//! use paxos::{PaxosClient, Config, PaxosHandle, KvCommand, KvOutput, KvQuery, KvStore};
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! let members = vec![1, 2, 3];
@@ -307,11 +307,11 @@
 //!     let transport = network.join(id).unwrap();
 //!     let config = Config::new(id, members.clone());
 //!     replicas.push(
-//!         Handle::<KvStore>::spawn(config, transport, MemStorage::new(), driver).await.unwrap(),
+//!         PaxosHandle::<KvStore>::spawn(config, transport, MemStorage::new(), driver).await.unwrap(),
 //!     );
 //! }
 //! // The client finds the leader (following "not the leader" hints) and retries safely.
-//! let client = Client::new(42, replicas.clone());
+//! let client = PaxosClient::new(42, replicas.clone());
 //! let put = KvCommand::Put { key: "x".into(), value: "1".into() };
 //! assert_eq!(client.propose(put).await.unwrap(), KvOutput::Value(None)); // the previous value
 //! let read = client.read(KvQuery::Get("x".into())).await.unwrap();
@@ -332,8 +332,8 @@
 //! // catches up before it votes. The epoch names the new configuration.
 //! let config = Config::new(4, members.clone());
 //! let transport = network.join(4).unwrap();
-//! replicas.push(Handle::<KvStore>::spawn(config, transport, MemStorage::new(), driver).await.unwrap());
-//! let client = Client::new(43, replicas.clone());
+//! replicas.push(PaxosHandle::<KvStore>::spawn(config, transport, MemStorage::new(), driver).await.unwrap());
+//! let client = PaxosClient::new(43, replicas.clone());
 //! assert_eq!(client.reconfigure(vec![1, 2, 3, 4]).await.unwrap(), 1);
 //! // Then replica 1 leaves (were it the leader, the others would elect a new one).
 //! assert_eq!(client.reconfigure(vec![2, 3, 4]).await.unwrap(), 2);
@@ -363,14 +363,17 @@
 pub mod config;
 mod core;
 pub mod error;
+#[cfg(feature = "runtime")]
+#[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
 pub mod handle;
 pub mod message;
 pub mod state_machine;
 
 pub use config::Config;
-pub use core::{Event, Metrics, Replica, Request, Response};
-pub use error::Error;
-pub use handle::{Client, Handle, HandleError};
+pub use core::{Event, Metrics, PaxosNode, Request, Response};
+pub use error::PaxosError;
+#[cfg(feature = "runtime")]
+pub use handle::{ClientError, PaxosClient, PaxosHandle};
 pub use message::{
     Ballot, Command, Membership, Message, PromisedEntry, Record, Session, Slot, Value,
 };

@@ -26,7 +26,7 @@
 //!   slots below `n` again. The replica still replays those slots through its session table
 //!   (which lives in its snapshots and log, not in the state machine); the outputs of the
 //!   commands it so skips are unknown, so a retry of one of them is refused with
-//!   [`Error::SessionStale`](crate::Error::SessionStale) instead of being answered with its
+//!   [`PaxosError::SessionStale`](crate::PaxosError::SessionStale) instead of being answered with its
 //!   output.
 //!
 //! # Snapshot formats of the two state machines here

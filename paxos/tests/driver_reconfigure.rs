@@ -1,4 +1,4 @@
-//! `Handle::reconfigure` through the real driver and the in-memory network: a fourth replica,
+//! `PaxosHandle::reconfigure` through the real driver and the in-memory network: a fourth replica,
 //! started outside the first configuration, is added; then the leader removes itself; the
 //! cluster keeps serving, the new member holds every command, and the metrics show the
 //! configuration.
@@ -9,13 +9,13 @@ use std::time::Duration;
 use common::driver::{DriverConfig, Persistence};
 use common::transport::memory::MemoryNetwork;
 use common::{MemStorage, NodeId};
-use paxos::{Client, Config, Handle, KvCommand, KvQuery, KvStore, Metrics};
+use paxos::{Config, KvCommand, KvQuery, KvStore, Metrics, PaxosClient, PaxosHandle};
 
 /// Polls `check` on every replica's metrics until it holds (bounded: the test fails after
 /// `POLLS_MAX` rounds).
 const POLLS_MAX: u32 = 2_000;
 
-async fn metrics(replicas: &[Handle<KvStore>]) -> Vec<Metrics> {
+async fn metrics(replicas: &[PaxosHandle<KvStore>]) -> Vec<Metrics> {
     let mut all = Vec::new();
     for r in replicas {
         all.push(r.metrics().await.unwrap());
@@ -23,7 +23,11 @@ async fn metrics(replicas: &[Handle<KvStore>]) -> Vec<Metrics> {
     all
 }
 
-async fn wait_for(replicas: &[Handle<KvStore>], what: &str, check: impl Fn(&[Metrics]) -> bool) {
+async fn wait_for(
+    replicas: &[PaxosHandle<KvStore>],
+    what: &str,
+    check: impl Fn(&[Metrics]) -> bool,
+) {
     for _ in 0..POLLS_MAX {
         if check(&metrics(replicas).await) {
             return;
@@ -36,7 +40,7 @@ async fn wait_for(replicas: &[Handle<KvStore>], what: &str, check: impl Fn(&[Met
     );
 }
 
-async fn leader(replicas: &[Handle<KvStore>]) -> usize {
+async fn leader(replicas: &[PaxosHandle<KvStore>]) -> usize {
     wait_for(replicas, "a leader", |m| m.iter().any(|m| m.is_leader)).await;
     metrics(replicas)
         .await
@@ -67,12 +71,12 @@ async fn handle_reconfigure_adds_a_replica_and_removes_the_leader() {
         config.snapshot_interval_slots = 4;
         let transport = network.join(id).unwrap();
         replicas.push(
-            Handle::<KvStore>::spawn(config, transport, MemStorage::new(), driver)
+            PaxosHandle::<KvStore>::spawn(config, transport, MemStorage::new(), driver)
                 .await
                 .unwrap(),
         );
     }
-    let client = Client::new(1, replicas.clone());
+    let client = PaxosClient::new(1, replicas.clone());
     for i in 0..10 {
         client.propose(append(i)).await.unwrap();
     }

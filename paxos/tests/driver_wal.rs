@@ -7,14 +7,14 @@
 use common::driver::{DriverConfig, Persistence};
 use common::transport::memory::MemoryNetwork;
 use common::wal::{Wal, WalConfig};
-use paxos::{Client, Config, Handle, KvCommand, KvOutput, KvQuery, KvStore};
+use paxos::{Config, KvCommand, KvOutput, KvQuery, KvStore, PaxosClient, PaxosHandle};
 
-async fn start(dir: &std::path::Path, seed: u64) -> Vec<Handle<KvStore>> {
+async fn start(dir: &std::path::Path, seed: u64) -> Vec<PaxosHandle<KvStore>> {
     start_n(dir, seed, 3).await
 }
 
 /// Replicas `1..=n`, all with the first configuration {1, 2, 3}.
-async fn start_n(dir: &std::path::Path, seed: u64, n: u64) -> Vec<Handle<KvStore>> {
+async fn start_n(dir: &std::path::Path, seed: u64, n: u64) -> Vec<PaxosHandle<KvStore>> {
     let members = vec![1, 2, 3];
     let network = MemoryNetwork::new(seed);
     let driver = DriverConfig {
@@ -27,7 +27,7 @@ async fn start_n(dir: &std::path::Path, seed: u64, n: u64) -> Vec<Handle<KvStore
         let mut config = Config::new(id, members.clone());
         config.snapshot_interval_slots = 8;
         replicas.push(
-            Handle::<KvStore>::spawn(config, network.join(id).unwrap(), wal, driver)
+            PaxosHandle::<KvStore>::spawn(config, network.join(id).unwrap(), wal, driver)
                 .await
                 .unwrap(),
         );
@@ -39,7 +39,7 @@ async fn start_n(dir: &std::path::Path, seed: u64, n: u64) -> Vec<Handle<KvStore
 async fn cluster_restarts_from_its_write_ahead_logs() {
     let dir = tempfile::tempdir().unwrap();
     let replicas = start(dir.path(), 1).await;
-    let client = Client::new(1, replicas.clone());
+    let client = PaxosClient::new(1, replicas.clone());
     for i in 0..20 {
         let append = KvCommand::Append {
             key: "k".into(),
@@ -69,7 +69,7 @@ async fn cluster_restarts_from_its_write_ahead_logs() {
     assert!(files.contains(&1), "{files:?}");
 
     let replicas = start(dir.path(), 2).await;
-    let client = Client::new(2, replicas.clone());
+    let client = PaxosClient::new(2, replicas.clone());
     let value = client
         .read(KvQuery::Get("k".into()))
         .await
@@ -115,7 +115,7 @@ async fn cluster_restarts_from_its_write_ahead_logs() {
 async fn configuration_survives_a_restart_from_the_write_ahead_logs() {
     let dir = tempfile::tempdir().unwrap();
     let replicas = start_n(dir.path(), 3, 4).await;
-    let client = Client::new(1, replicas.clone());
+    let client = PaxosClient::new(1, replicas.clone());
     for i in 0..10 {
         let append = KvCommand::Append {
             key: "k".into(),
@@ -162,7 +162,7 @@ async fn configuration_survives_a_restart_from_the_write_ahead_logs() {
     }
     let m = replicas[0].metrics().await.unwrap();
     assert!(!m.is_member, "replica 1 recovered as removed: {m:?}");
-    let client = Client::new(2, replicas.clone());
+    let client = PaxosClient::new(2, replicas.clone());
     let value = client
         .read(KvQuery::Get("k".into()))
         .await

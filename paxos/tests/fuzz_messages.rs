@@ -5,7 +5,7 @@
 
 use common::codec::{Bincode, Codec};
 use common::{Node, Outbox};
-use paxos::{Config, KvCommand, KvStore, Membership, Message, Replica};
+use paxos::{Config, KvCommand, KvStore, Membership, Message, PaxosNode};
 
 /// Random inputs in the normal test run.
 const ITERATIONS: usize = 3_000;
@@ -14,10 +14,10 @@ const INPUT_BYTES_MAX: usize = 512;
 
 /// A replica of a three-member configuration, and one alone in its configuration (which elects
 /// itself and leads), each ticked into its steady state.
-fn replicas() -> Vec<Replica<KvStore>> {
-    let mut out: Outbox<Replica<KvStore>> = Outbox::new();
-    let mut follower = Replica::recover(Config::new(1, vec![1, 2, 3]).into(), vec![]).unwrap();
-    let mut alone = Replica::recover(Config::new(1, vec![1]).into(), vec![]).unwrap();
+fn replicas() -> Vec<PaxosNode<KvStore>> {
+    let mut out: Outbox<PaxosNode<KvStore>> = Outbox::new();
+    let mut follower = PaxosNode::recover(Config::new(1, vec![1, 2, 3]).into(), vec![]).unwrap();
+    let mut alone = PaxosNode::recover(Config::new(1, vec![1]).into(), vec![]).unwrap();
     for _ in 0..50 {
         follower.tick(&mut out);
         alone.tick(&mut out);
@@ -37,7 +37,7 @@ fn message_payloads_never_panic_a_replica() {
         let Ok((message, _)) = Bincode.decode_prefix::<Message<KvCommand>>(bytes) else {
             return;
         };
-        let mut out: Outbox<Replica<KvStore>> = Outbox::new();
+        let mut out: Outbox<PaxosNode<KvStore>> = Outbox::new();
         for mut replica in replicas() {
             // From a member, and from a stranger.
             replica.handle_message(2, message.clone(), &mut out);

@@ -365,7 +365,7 @@ fn restart_over_a_corrupted_snapshot_file_fails_with_a_typed_error() {
     // A disk fault flips one byte in the middle of it: the node refuses to restart from it.
     assert!(store.corrupt(file.id, file.bytes / 2, 0x08));
     let e = sim.apply(Fault::Restart(id)).unwrap_err();
-    let expected = paxos::Error::SnapshotCorrupt {
+    let expected = paxos::PaxosError::SnapshotCorrupt {
         slot,
         reason: String::new(),
     };

@@ -425,7 +425,7 @@ fn is_raft_leader(sim: &Sim<RaftKv>, id: NodeId) -> bool {
     sim.node(id).is_some_and(|n| n.metrics().leader == Some(id))
 }
 
-type PaxosKv = paxos::Replica<paxos::KvStore>;
+type PaxosKv = paxos::PaxosNode<paxos::KvStore>;
 
 fn paxos_state(r: &PaxosKv) -> NodeState {
     let m = r.metrics();

@@ -106,7 +106,7 @@ pub enum Implementation {
     Omnipaxos,
     /// raft-rs 0.7 (`RawNode` and `Ready`).
     RaftRs,
-    /// The workspace's Multi-Paxos core ([`paxos::Replica`]).
+    /// The workspace's Multi-Paxos core ([`paxos::PaxosNode`]).
     OurPaxos,
     /// The workspace's Raft core ([`raft::RaftNode`]).
     OurRaft,
@@ -147,7 +147,7 @@ impl Implementation {
             Implementation::Omnipaxos => Box::new(OmniPaxosPump::new(replicas)?),
             Implementation::RaftRs => Box::new(RaftRsPump::new(replicas)?),
             Implementation::OurPaxos => {
-                Box::new(OurPump::<paxos::Replica<paxos::Counter>>::new(replicas)?)
+                Box::new(OurPump::<paxos::PaxosNode<paxos::Counter>>::new(replicas)?)
             }
             Implementation::OurRaft => {
                 Box::new(OurPump::<raft::RaftNode<paxos::Counter>>::new(replicas)?)

@@ -29,7 +29,7 @@ pub trait OurCore: Node {
     fn applied(response: &Self::Response) -> Result<Option<u64>, String>;
 }
 
-impl OurCore for paxos::Replica<paxos::Counter> {
+impl OurCore for paxos::PaxosNode<paxos::Counter> {
     const NAME: &'static str = "our paxos";
 
     fn build(id: NodeId, members: Vec<NodeId>) -> Result<Self, BenchError> {

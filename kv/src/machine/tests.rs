@@ -346,7 +346,7 @@ mod replicated {
         }
     }
 
-    type Replica = paxos::Replica<KvMachine>;
+    type Replica = paxos::PaxosNode<KvMachine>;
 
     /// Sends `request` to the replicas in turn, following leader hints, until one answers
     /// with something other than "not the leader" or a stopped node.
@@ -361,7 +361,7 @@ mod replicated {
                 Ok(paxos::Response::Applied { output, .. }) | Ok(paxos::Response::Read(output)) => {
                     return output
                 }
-                Ok(paxos::Response::Failed(paxos::Error::NotLeader { leader: Some(l) }))
+                Ok(paxos::Response::Failed(paxos::PaxosError::NotLeader { leader: Some(l) }))
                     if l != node.id() =>
                 {
                     target = nodes.iter().position(|n| n.id() == l).unwrap_or(target + 1);

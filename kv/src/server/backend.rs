@@ -7,7 +7,7 @@ use super::*;
 #[derive(Clone)]
 pub(super) enum Backend {
     Raft(raft::RaftHandle<KvMachine>),
-    Paxos(paxos::Handle<KvMachine>),
+    Paxos(paxos::PaxosHandle<KvMachine>),
 }
 
 /// Longest a stopping leader waits for the follower it handed leadership to.
@@ -368,11 +368,11 @@ fn raft_reply(e: raft::ClientError) -> ClientReply {
 }
 
 /// A Multi-Paxos error as the client's answer.
-fn paxos_reply(e: paxos::HandleError) -> ClientReply {
-    use paxos::{Error, HandleError};
+fn paxos_reply(e: paxos::ClientError) -> ClientReply {
+    use paxos::{ClientError, PaxosError};
     match e {
-        HandleError::Paxos(Error::NotLeader { leader }) => ClientReply::NotLeader { leader },
-        HandleError::Paxos(e @ (Error::Busy | Error::Config(_))) => {
+        ClientError::Paxos(PaxosError::NotLeader { leader }) => ClientReply::NotLeader { leader },
+        ClientError::Paxos(e @ (PaxosError::Busy | PaxosError::Config(_))) => {
             ClientReply::Refused(e.to_string())
         }
         other => ClientReply::Unknown(other.to_string()),
@@ -410,7 +410,7 @@ async fn serve_raft(h: &raft::RaftHandle<KvMachine>, request: ClientRequest) -> 
     }
 }
 
-async fn serve_paxos(h: &paxos::Handle<KvMachine>, request: ClientRequest) -> ClientReply {
+async fn serve_paxos(h: &paxos::PaxosHandle<KvMachine>, request: ClientRequest) -> ClientReply {
     let map_err = paxos_reply;
     match request {
         // Exactly-once is the state machine's session table (the same on both protocols), so

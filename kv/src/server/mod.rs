@@ -241,7 +241,7 @@ async fn start_backend(
             Backend::Raft(raft::RaftHandle::new(h))
         }
         Protocol::Paxos => {
-            let h = paxos::Handle::spawn_with(
+            let h = paxos::PaxosHandle::spawn_with(
                 common::Setup::new(paxos_config, machine),
                 transport,
                 wal,

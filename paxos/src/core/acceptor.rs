@@ -15,7 +15,7 @@ use crate::message::{Ballot, Message, PromisedEntry, Record, Slot, Value};
 use crate::state_machine::StateMachine;
 
 use super::log::Entry;
-use super::{Replica, Shared};
+use super::{PaxosNode, Shared};
 
 /// The acceptor: the one piece of state Paxos needs to survive a crash besides the accepted
 /// values in the slot log ([`Shared::log`]), and the two answers it gives.
@@ -39,7 +39,7 @@ impl Acceptor {
         &mut self,
         shared: &mut Shared<S::Command>,
         ballot: Ballot,
-        out: &mut Outbox<Replica<S>>,
+        out: &mut Outbox<PaxosNode<S>>,
     ) {
         debug_assert!(ballot > self.promised);
         self.promised = ballot;
@@ -53,7 +53,7 @@ impl Acceptor {
         shared: &mut Shared<S::Command>,
         ballot: Ballot,
         from_slot: Slot,
-        out: &mut Outbox<Replica<S>>,
+        out: &mut Outbox<PaxosNode<S>>,
     ) -> Option<Message<S::Command>> {
         if ballot < self.promised {
             return None;
@@ -92,7 +92,7 @@ impl Acceptor {
         ballot: Ballot,
         slot: Slot,
         values: Vec<Value<S::Command>>,
-        out: &mut Outbox<Replica<S>>,
+        out: &mut Outbox<PaxosNode<S>>,
     ) -> bool {
         if ballot < self.promised {
             return false;
@@ -138,7 +138,7 @@ impl Acceptor {
 
 /// Routing: the acceptor's messages, checked, handed to [`Acceptor`], and what a promise means
 /// for the election.
-impl<S: StateMachine> Replica<S> {
+impl<S: StateMachine> PaxosNode<S> {
     /// Checks a ballot a peer claims to lead with: it must be owned by the sender (only the owner
     /// of a ballot proposes under it) and be a real ballot.
     fn ballot_is_well_formed(&self, from: NodeId, ballot: Ballot) -> bool {

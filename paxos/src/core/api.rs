@@ -3,7 +3,7 @@
 
 use common::NodeId;
 
-use crate::error::Error;
+use crate::error::PaxosError;
 use crate::message::{Ballot, Session, Slot};
 
 /// A client request to a replica.
@@ -53,8 +53,8 @@ pub enum Response<O> {
         /// The first slot the new configuration decides.
         slot: Slot,
     },
-    /// The request failed (see [`Error`] for which failures leave the outcome unknown).
-    Failed(Error),
+    /// The request failed (see [`PaxosError`] for which failures leave the outcome unknown).
+    Failed(PaxosError),
 }
 
 /// Notifications for observers.

@@ -14,19 +14,19 @@
 //!    retries attached to a command's session.
 //!
 //! A stop-sign never enters a run: [`Learner::deduplicate_run`] stops in front of it, and
-//! `Replica::apply_decided` applies it on its own (it ends the configuration).
+//! `PaxosNode::apply_decided` applies it on its own (it ends the configuration).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::{Outbox, RequestId};
 
-use crate::error::Error;
+use crate::error::PaxosError;
 use crate::message::{Ballot, Command, Session, Slot, Value};
 use crate::state_machine::{Dedup, StateMachine};
 
 use super::learner::{fail_all, Learner};
 use super::log::SlotLog;
-use super::{Replica, Response, Shared};
+use super::{PaxosNode, Response, Shared};
 
 /// What became of one command of a run being applied.
 enum Fate<O> {
@@ -89,7 +89,7 @@ fn answer<S: StateMachine>(
     early: bool,
     id: RequestId,
     response: Response<S::Output>,
-    out: &mut Outbox<Replica<S>>,
+    out: &mut Outbox<PaxosNode<S>>,
 ) {
     if early {
         out.respond_early(id, response);
@@ -107,7 +107,7 @@ impl<S: StateMachine> Learner<S> {
         &mut self,
         shared: &mut Shared<S::Command>,
         held: Option<&mut BTreeSet<Session>>,
-        out: &mut Outbox<Replica<S>>,
+        out: &mut Outbox<PaxosNode<S>>,
     ) {
         // The lists of the run are kept between runs (one run per step at one command in
         // flight: allocating them made most of a command's allocations).
@@ -128,7 +128,7 @@ impl<S: StateMachine> Learner<S> {
         &mut self,
         shared: &mut Shared<S::Command>,
         scratch: &mut ApplyScratch<S::Output>,
-        out: &mut Outbox<Replica<S>>,
+        out: &mut Outbox<PaxosNode<S>>,
     ) {
         let Shared { log, counters, .. } = shared;
         // New commands of this run by session, for retries of them later in the same run.
@@ -176,7 +176,7 @@ impl<S: StateMachine> Learner<S> {
         slot: Slot,
         origin: Ballot,
         commands: usize,
-        out: &mut Outbox<Replica<S>>,
+        out: &mut Outbox<PaxosNode<S>>,
     ) -> Vec<RequestId> {
         match self.take_owed(slot) {
             Some((ballot, requests)) if ballot == origin && requests.len() == commands => requests,
@@ -275,7 +275,7 @@ impl<S: StateMachine> Learner<S> {
         early: bool,
         mut held: Option<&mut BTreeSet<Session>>,
         scratch: &mut ApplyScratch<S::Output>,
-        out: &mut Outbox<Replica<S>>,
+        out: &mut Outbox<PaxosNode<S>>,
     ) {
         let ApplyScratch {
             plan,
@@ -313,24 +313,24 @@ impl<S: StateMachine> Learner<S> {
         session: Option<Session>,
         fate: Fate<S::Output>,
         outputs: &[S::Output],
-    ) -> Result<S::Output, Error> {
+    ) -> Result<S::Output, PaxosError> {
         match fate {
             Fate::Applied(k) => {
                 let output = outputs.get(k).cloned();
                 if let (Some(session), Some(output)) = (session, &output) {
                     self.sessions.set_output(session, output.clone());
                 }
-                output.ok_or(Error::LeadershipLost)
+                output.ok_or(PaxosError::LeadershipLost)
             }
-            Fate::SameAs(k) => outputs.get(k).cloned().ok_or(Error::LeadershipLost),
+            Fate::SameAs(k) => outputs.get(k).cloned().ok_or(PaxosError::LeadershipLost),
             Fate::Known(output) => Ok(output),
             // Not applied now, and no output to give: refused like a stale retry.
             Fate::Unknown | Fate::Stale => Err(match session {
-                Some(s) => Error::SessionStale {
+                Some(s) => PaxosError::SessionStale {
                     client: s.client,
                     seq: s.seq,
                 },
-                None => Error::LeadershipLost,
+                None => PaxosError::LeadershipLost,
             }),
         }
     }
@@ -341,8 +341,8 @@ impl<S: StateMachine> Learner<S> {
         early: bool,
         session: Session,
         slot: Slot,
-        result: &Result<S::Output, Error>,
-        out: &mut Outbox<Replica<S>>,
+        result: &Result<S::Output, PaxosError>,
+        out: &mut Outbox<PaxosNode<S>>,
     ) {
         for id in self.session_waiters.remove(&session).into_iter().flatten() {
             let response = match result {

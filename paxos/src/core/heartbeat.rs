@@ -9,9 +9,9 @@ use common::{NodeId, Outbox};
 use crate::message::{Ballot, Message, Slot};
 use crate::state_machine::StateMachine;
 
-use super::{election, Replica};
+use super::{election, PaxosNode};
 
-impl<S: StateMachine> Replica<S> {
+impl<S: StateMachine> PaxosNode<S> {
     pub(crate) fn on_heartbeat(&mut self, from: NodeId, round: u64, out: &mut Outbox<Self>) {
         let e = &self.election;
         out.send(

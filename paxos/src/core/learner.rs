@@ -14,13 +14,13 @@ use std::collections::BTreeMap;
 
 use common::{NodeId, Outbox, RequestId};
 
-use crate::error::Error;
+use crate::error::PaxosError;
 use crate::message::{Ballot, Message, Record, Session, Slot, Value};
 use crate::state_machine::{Sessions, StateMachine};
 
 use super::apply::ApplyScratch;
 use super::log::{Entry, SlotLog};
-use super::{Replica, Response};
+use super::{PaxosNode, Response};
 
 /// The learner: the state machine, the session table, how far this replica applied, and who
 /// waits for which slot.
@@ -121,7 +121,7 @@ impl<S: StateMachine> Learner<S> {
 
     /// After an apply loop that started at `first`: tells the state machine how far it got,
     /// and fails the proposals of slots a snapshot covered (their fate is unknown here).
-    fn finish_apply(&mut self, first: Slot, out: &mut Outbox<Replica<S>>) {
+    fn finish_apply(&mut self, first: Slot, out: &mut Outbox<PaxosNode<S>>) {
         if self.applied > first && self.applied >= self.sm_applied {
             self.state.applied(self.applied);
         }
@@ -140,15 +140,15 @@ impl<S: StateMachine> Learner<S> {
 /// they were chosen.
 pub(crate) fn fail_all<S: StateMachine>(
     requests: impl IntoIterator<Item = RequestId>,
-    out: &mut Outbox<Replica<S>>,
+    out: &mut Outbox<PaxosNode<S>>,
 ) {
     for id in requests {
-        out.respond(id, Response::Failed(Error::LeadershipLost));
+        out.respond(id, Response::Failed(PaxosError::LeadershipLost));
     }
 }
 
 /// Routing: decisions and catch-up messages, and what applying means for the other roles.
-impl<S: StateMachine> Replica<S> {
+impl<S: StateMachine> PaxosNode<S> {
     /// A commit index arrived (from the leader, piggybacked or explicit, or from ourselves as
     /// leader).
     pub(crate) fn on_commit(

@@ -1,4 +1,4 @@
-//! The sans-IO replica. A [`Replica`] composes the paper's three roles and the leader election,
+//! The sans-IO replica. A [`PaxosNode`] composes the paper's three roles and the leader election,
 //! each a struct owning its own state, beside the little they share:
 //!
 //! - [`acceptor::Acceptor`]: the durable promise; phase 1b and phase 2b ("Paxos Made Simple"
@@ -16,9 +16,13 @@
 //! Around them: [`reconfig`] (stop-signs and the hand-over between configurations),
 //! [`snapshot`] and [`transfer`] (snapshots, compaction, catch-up in chunks), [`recovery`]
 //! (replaying persisted records), [`heartbeat`] (the election's messages) and [`node`] (the
-//! driver's entry points). `Replica`'s own methods route an input to the roles it concerns and
+//! driver's entry points). `PaxosNode`'s own methods route an input to the roles it concerns and
 //! carry what one role's step means for another (a chosen slot is applied; an applied stop-sign
 //! ends the leadership); they validate what they cannot trust.
+//!
+//! The sans-IO boundary is checked, not only promised: clippy denies here the clocks, sleeps,
+//! files, sockets, unseeded randomness and tokio that the workspace's `clippy.toml` lists.
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use std::collections::BTreeSet;
 
@@ -151,7 +155,7 @@ impl<C> Shared<C> {
 
 /// One Multi-Paxos replica over state machine `S`. See the crate documentation for the
 /// protocol and [`common::node`] for how a driver calls it.
-pub struct Replica<S: StateMachine> {
+pub struct PaxosNode<S: StateMachine> {
     /// The configuration, the slot log and the counters every role reads.
     pub(crate) shared: Shared<S::Command>,
     /// Phase 1b and 2b: the durable promise.
@@ -169,7 +173,7 @@ pub struct Replica<S: StateMachine> {
     pub(crate) announced: BTreeSet<NodeId>,
 }
 
-impl<S: StateMachine> Replica<S> {
+impl<S: StateMachine> PaxosNode<S> {
     /// The state machine (for tests and observers; it reflects applied slots only).
     pub fn state(&self) -> &S {
         &self.learner.state

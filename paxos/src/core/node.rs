@@ -7,13 +7,13 @@ use common::snapshot::{MemSnapshotStore, SnapshotStore};
 use common::{protocol, Node, NodeId, Outbox, RequestId, Setup};
 
 use crate::config::Config;
-use crate::error::Error;
+use crate::error::PaxosError;
 use crate::message::{Message, Record};
 use crate::state_machine::StateMachine;
 
-use super::{election, transfer, Event, Metrics, Replica, Request, Response};
+use super::{election, transfer, Event, Metrics, PaxosNode, Request, Response};
 
-impl<S: StateMachine> Node for Replica<S> {
+impl<S: StateMachine> Node for PaxosNode<S> {
     type Config = Setup<Config, S>;
     type Message = Message<S::Command>;
     type Request = Request<S::Command, S::Query>;
@@ -21,7 +21,7 @@ impl<S: StateMachine> Node for Replica<S> {
     type Event = Event;
     type Record = Record<S::Command>;
     type Metrics = Metrics;
-    type Error = Error;
+    type Error = PaxosError;
 
     const PROTOCOL: u16 = protocol::PAXOS;
     /// 2: snapshots travel in chunks ([`Message::SnapshotChunk`], [`Message::SnapshotAck`]).
@@ -29,7 +29,10 @@ impl<S: StateMachine> Node for Replica<S> {
 
     /// [`Node::recover_with_snapshots`] with a new, empty [`MemSnapshotStore`]: for a replica
     /// whose records name no snapshot (a checkpoint's file would be missing).
-    fn recover(setup: Setup<Config, S>, records: Vec<Record<S::Command>>) -> Result<Self, Error> {
+    fn recover(
+        setup: Setup<Config, S>,
+        records: Vec<Record<S::Command>>,
+    ) -> Result<Self, PaxosError> {
         Self::recover_with_snapshots(setup, records, Arc::new(MemSnapshotStore::new()))
     }
 
@@ -37,7 +40,7 @@ impl<S: StateMachine> Node for Replica<S> {
         setup: Setup<Config, S>,
         records: Vec<Record<S::Command>>,
         snapshots: Arc<dyn SnapshotStore>,
-    ) -> Result<Self, Error> {
+    ) -> Result<Self, PaxosError> {
         Self::recover_from(setup, records, snapshots)
     }
 

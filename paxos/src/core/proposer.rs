@@ -28,15 +28,15 @@ use std::collections::VecDeque;
 
 use common::{NodeId, Outbox, RequestId};
 
-use crate::error::Error;
+use crate::error::PaxosError;
 use crate::message::{Ballot, Command, Message, PromisedEntry, Session, Slot, Value};
 use crate::state_machine::{Dedup, StateMachine};
 
 use super::leader::{InFlight, Leader, Promised};
-use super::{reconfig, Replica, Response};
+use super::{reconfig, PaxosNode, Response};
 
 /// Most retries of one command waiting for the copy a leader already holds (a client retrying
-/// faster than the cluster answers is refused with [`Error::Busy`] beyond it).
+/// faster than the cluster answers is refused with [`PaxosError::Busy`] beyond it).
 pub const SESSION_WAITERS_MAX: usize = 16;
 
 /// The proposer: what this replica holds as a leader, and the client requests that outlive one
@@ -81,7 +81,7 @@ impl<C, Q> Default for Proposer<C, Q> {
     }
 }
 
-impl<S: StateMachine> Replica<S> {
+impl<S: StateMachine> PaxosNode<S> {
     /// Step 1 of the paper: prepare. Runs once per leadership, for every undecided slot.
     pub(crate) fn start_leading(&mut self, ballot: Ballot, out: &mut Outbox<Self>) {
         if self.proposer.leader.is_some() {
@@ -126,7 +126,7 @@ impl<S: StateMachine> Replica<S> {
             .leader_id()
             .filter(|&l| l != self.shared.config.id);
         for (id, _) in leader.queue {
-            out.respond(id, Response::Failed(Error::NotLeader { leader: hint }));
+            out.respond(id, Response::Failed(PaxosError::NotLeader { leader: hint }));
         }
         let reads = leader
             .reads_waiting
@@ -141,22 +141,22 @@ impl<S: StateMachine> Replica<S> {
             )
             .chain(leader.reads_ready.into_iter().map(|(_, id, _)| id));
         for id in reads {
-            out.respond(id, Response::Failed(Error::NotLeader { leader: hint }));
+            out.respond(id, Response::Failed(PaxosError::NotLeader { leader: hint }));
         }
         if let Some((id, _)) = self.proposer.reconfig_pending.take() {
-            out.respond(id, Response::Failed(Error::LeadershipLost));
+            out.respond(id, Response::Failed(PaxosError::LeadershipLost));
         }
         for id in std::mem::take(&mut self.learner.session_waiters)
             .into_values()
             .flatten()
         {
-            out.respond(id, Response::Failed(Error::LeadershipLost));
+            out.respond(id, Response::Failed(PaxosError::LeadershipLost));
         }
         // Proposed commands may still be chosen (a later leader re-proposes them): the outcome
         // is unknown to us, so the client must retry with its session.
         for (_, (_, requests)) in std::mem::take(&mut self.learner.pending) {
             for id in requests {
-                out.respond(id, Response::Failed(Error::LeadershipLost));
+                out.respond(id, Response::Failed(PaxosError::LeadershipLost));
             }
         }
     }
@@ -288,7 +288,7 @@ impl<S: StateMachine> Replica<S> {
             .leader_id()
             .filter(|&l| l != self.shared.config.id);
         if self.proposer.leader.is_none() {
-            out.respond(id, Response::Failed(Error::NotLeader { leader: hint }));
+            out.respond(id, Response::Failed(PaxosError::NotLeader { leader: hint }));
             return;
         }
         if session.is_some_and(|s| self.answer_retry(id, s, out)) {
@@ -298,7 +298,7 @@ impl<S: StateMachine> Replica<S> {
             return;
         };
         if leader.queue.len() >= queue_max {
-            out.respond(id, Response::Failed(Error::Busy));
+            out.respond(id, Response::Failed(PaxosError::Busy));
             return;
         }
         if let Some(session) = session {
@@ -339,7 +339,7 @@ impl<S: StateMachine> Replica<S> {
                 if held {
                     let waiters = self.learner.session_waiters.entry(session).or_default();
                     if waiters.len() >= SESSION_WAITERS_MAX {
-                        out.respond(id, Response::Failed(Error::Busy));
+                        out.respond(id, Response::Failed(PaxosError::Busy));
                     } else {
                         waiters.push(id);
                         self.shared.counters.retries_attached += 1;
@@ -362,7 +362,7 @@ impl<S: StateMachine> Replica<S> {
             Dedup::Duplicate(None) | Dedup::Stale => {
                 out.respond(
                     id,
-                    Response::Failed(Error::SessionStale {
+                    Response::Failed(PaxosError::SessionStale {
                         client: session.client,
                         seq: session.seq,
                     }),
@@ -415,7 +415,10 @@ impl<S: StateMachine> Replica<S> {
                         Dedup::Duplicate(None) | Dedup::Stale => {
                             leader.held.remove(&session);
                             let (client, seq) = (session.client, session.seq);
-                            out.respond(id, Response::Failed(Error::SessionStale { client, seq }));
+                            out.respond(
+                                id,
+                                Response::Failed(PaxosError::SessionStale { client, seq }),
+                            );
                             continue;
                         }
                     }

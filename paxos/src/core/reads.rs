@@ -4,14 +4,14 @@
 
 use common::{NodeId, Outbox, RequestId};
 
-use crate::error::Error;
+use crate::error::PaxosError;
 use crate::message::{Ballot, Message};
 use crate::state_machine::StateMachine;
 
 use super::leader::ReadRound;
-use super::{Replica, Response};
+use super::{PaxosNode, Response};
 
-impl<S: StateMachine> Replica<S> {
+impl<S: StateMachine> PaxosNode<S> {
     /// A linearizable read arrives.
     pub(crate) fn read(&mut self, id: RequestId, query: S::Query, out: &mut Outbox<Self>) {
         let reads_max = self.shared.config.reads_pending_max;
@@ -20,14 +20,14 @@ impl<S: StateMachine> Replica<S> {
             .leader_id()
             .filter(|&l| l != self.shared.config.id);
         let Some(leader) = self.proposer.leader.as_mut() else {
-            out.respond(id, Response::Failed(Error::NotLeader { leader: hint }));
+            out.respond(id, Response::Failed(PaxosError::NotLeader { leader: hint }));
             return;
         };
         let pending = leader.reads_waiting.len()
             + leader.reads_ready.len()
             + leader.read_probe.as_ref().map_or(0, |r| r.reads.len());
         if pending >= reads_max {
-            out.respond(id, Response::Failed(Error::Busy));
+            out.respond(id, Response::Failed(PaxosError::Busy));
             return;
         }
         leader.reads_waiting.push((id, query));

@@ -73,11 +73,11 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use common::{NodeId, Outbox, RequestId};
 
 use crate::config::validate_members;
-use crate::error::Error;
+use crate::error::PaxosError;
 use crate::message::{Ballot, Command, Membership, Message, Slot, Value};
 use crate::state_machine::StateMachine;
 
-use super::{Replica, Response};
+use super::{PaxosNode, Response};
 
 /// What a leader held when its configuration ended: handed to its next leadership.
 #[derive(Debug)]
@@ -114,7 +114,7 @@ pub(crate) fn settle_stop_signs<C>(
     None
 }
 
-impl<S: StateMachine> Replica<S> {
+impl<S: StateMachine> PaxosNode<S> {
     /// A message from a replica outside our configuration: catch-up traffic passes, anything
     /// else is rejected and counted, and prompts a catch-up request when it shows the sender is
     /// in a later configuration than ours (or could be: a heartbeat).
@@ -188,7 +188,7 @@ impl<S: StateMachine> Replica<S> {
             .leader_id()
             .filter(|&l| l != self.shared.config.id);
         if self.proposer.leader.is_none() {
-            out.respond(id, Response::Failed(Error::NotLeader { leader: hint }));
+            out.respond(id, Response::Failed(PaxosError::NotLeader { leader: hint }));
             return;
         }
         if let Err(e) = validate_members(&members) {
@@ -212,7 +212,7 @@ impl<S: StateMachine> Replica<S> {
                 .as_ref()
                 .is_some_and(|l| l.stop_sign.is_some() || l.reconfig.is_some());
         if busy {
-            out.respond(id, Response::Failed(Error::Busy));
+            out.respond(id, Response::Failed(PaxosError::Busy));
             return;
         }
         self.proposer.reconfig_pending = Some((id, members.clone()));
@@ -252,7 +252,7 @@ impl<S: StateMachine> Replica<S> {
                     },
                 );
             } else {
-                out.respond(request, Response::Failed(Error::LeadershipLost));
+                out.respond(request, Response::Failed(PaxosError::LeadershipLost));
             }
         }
         self.adopt_membership(
@@ -296,7 +296,7 @@ impl<S: StateMachine> Replica<S> {
         // Proposals after the stop-sign were never chosen in the old configuration.
         for (_, (_, requests)) in std::mem::take(&mut self.learner.pending) {
             for r in requests {
-                out.respond(r, Response::Failed(Error::LeadershipLost));
+                out.respond(r, Response::Failed(PaxosError::LeadershipLost));
             }
         }
         // The old leader tells the old members and the new ones that the stop-sign was chosen:
@@ -391,7 +391,7 @@ impl<S: StateMachine> Replica<S> {
             .into_values()
             .flatten()
         {
-            out.respond(id, Response::Failed(Error::NotLeader { leader: hint }));
+            out.respond(id, Response::Failed(PaxosError::NotLeader { leader: hint }));
         }
         let Some(carried) = self.proposer.carried.take() else {
             return;
@@ -402,7 +402,7 @@ impl<S: StateMachine> Replica<S> {
             .map(|(id, _)| id)
             .chain(carried.reads.into_iter().map(|(id, _)| id));
         for id in ids {
-            out.respond(id, Response::Failed(Error::NotLeader { leader: hint }));
+            out.respond(id, Response::Failed(PaxosError::NotLeader { leader: hint }));
         }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Two stages. [`replay`] folds the records into the durable state they describe — the
 //! acceptor's promise, the slot log (accepted entries and the chosen prefix) and the snapshot
-//! the latest checkpoint names — checking that they are consistent. [`Replica::recover_from`]
+//! the latest checkpoint names — checking that they are consistent. [`PaxosNode::recover_from`]
 //! then builds the replica from that state: it opens the state machine, loads the snapshot
 //! (see `snapshot.rs`), and re-applies the chosen prefix, which also brings the replica to its
 //! latest configuration (stop-signs in the prefix).
@@ -13,7 +13,7 @@ use common::snapshot::{SnapshotFile, SnapshotRetention, SnapshotStore};
 use common::{Outbox, Setup};
 
 use crate::config::Config;
-use crate::error::Error;
+use crate::error::PaxosError;
 use crate::message::{Ballot, Membership, PromisedEntry, Record, Slot, Value};
 use crate::state_machine::StateMachine;
 
@@ -23,7 +23,7 @@ use super::learner::Learner;
 use super::log::{Entry, SlotLog};
 use super::proposer::Proposer;
 use super::snapshot::Snapshots;
-use super::{Replica, Shared};
+use super::{PaxosNode, Shared};
 
 /// The durable state the records describe.
 pub(crate) struct Replayed<C> {
@@ -36,8 +36,8 @@ pub(crate) struct Replayed<C> {
 }
 
 /// Folds `records`, oldest first, into the state they describe. Records that contradict each
-/// other (a chosen prefix with a hole in it) are [`Error::Corrupt`].
-pub(crate) fn replay<C>(records: Vec<Record<C>>) -> Result<Replayed<C>, Error> {
+/// other (a chosen prefix with a hole in it) are [`PaxosError::Corrupt`].
+pub(crate) fn replay<C>(records: Vec<Record<C>>) -> Result<Replayed<C>, PaxosError> {
     let mut state = Replayed {
         promised: Ballot::ZERO,
         log: SlotLog::new(),
@@ -77,7 +77,7 @@ fn restart_log<C>(
     slot: Slot,
     decided: Slot,
     accepted: Vec<PromisedEntry<C>>,
-) -> Result<SlotLog<C>, Error> {
+) -> Result<SlotLog<C>, PaxosError> {
     let mut log = SlotLog::new();
     log.install(slot);
     for e in accepted {
@@ -91,7 +91,7 @@ fn restart_log<C>(
     }
     if decided > slot {
         if (slot..decided).any(|s| log.get(s).is_none()) {
-            return Err(Error::Corrupt(format!(
+            return Err(PaxosError::Corrupt(format!(
                 "snapshot decided up to {decided} without the entries"
             )));
         }
@@ -111,10 +111,10 @@ fn replay_accept<C>(log: &mut SlotLog<C>, ballot: Ballot, slot: Slot, values: Ve
 }
 
 /// A decision: every slot below `decided` is chosen, and each must hold its value.
-fn replay_commit<C>(log: &mut SlotLog<C>, decided: Slot) -> Result<(), Error> {
+fn replay_commit<C>(log: &mut SlotLog<C>, decided: Slot) -> Result<(), PaxosError> {
     if decided > log.decided {
         if (log.decided..decided).any(|s| log.get(s).is_none()) {
-            return Err(Error::Corrupt(format!(
+            return Err(PaxosError::Corrupt(format!(
                 "commit up to slot {decided} but a slot below it has no entry"
             )));
         }
@@ -128,9 +128,9 @@ fn replay_learn<C>(
     log: &mut SlotLog<C>,
     from_slot: Slot,
     values: Vec<Value<C>>,
-) -> Result<(), Error> {
+) -> Result<(), PaxosError> {
     if from_slot > log.decided {
-        return Err(Error::Corrupt(format!(
+        return Err(PaxosError::Corrupt(format!(
             "learned slots from {from_slot} beyond the decided prefix {}",
             log.decided
         )));
@@ -151,14 +151,14 @@ fn replay_learn<C>(
     Ok(())
 }
 
-impl<S: StateMachine> Replica<S> {
+impl<S: StateMachine> PaxosNode<S> {
     /// Builds a replica from its persisted `records` and its snapshot store (what
     /// [`common::Node::recover_with_snapshots`] does).
     pub(crate) fn recover_from(
         setup: Setup<Config, S>,
         records: Vec<Record<S::Command>>,
         store: Arc<dyn SnapshotStore>,
-    ) -> Result<Self, Error> {
+    ) -> Result<Self, PaxosError> {
         let Setup {
             config,
             state_machine: factory,
@@ -183,10 +183,10 @@ impl<S: StateMachine> Replica<S> {
             promised,
             config.seed,
         );
-        let state = factory().map_err(|e| Error::StateMachine(e.to_string()))?;
+        let state = factory().map_err(|e| PaxosError::StateMachine(e.to_string()))?;
         let sm_position = state.applied_index();
         let learner = Learner::new(state, config.sessions_max, log.decided);
-        let mut replica = Replica {
+        let mut replica = PaxosNode {
             shared: Shared::new(config, membership, log),
             acceptor: Acceptor { promised },
             proposer: Proposer::default(),

@@ -28,8 +28,8 @@
 //! the length and CRC32C are checked whatever the state machine read. A durable state machine
 //! whose [`StateMachine::applied_index`] is at or past the snapshot's slot is not restored (the
 //! header is still read and the whole file still checked). A missing file is
-//! [`Error::SnapshotMissing`], one that does not match its checksum or does not decode
-//! [`Error::SnapshotCorrupt`], one that cannot be read [`Error::SnapshotIo`]: recovery fails,
+//! [`PaxosError::SnapshotMissing`], one that does not match its checksum or does not decode
+//! [`PaxosError::SnapshotCorrupt`], one that cannot be read [`PaxosError::SnapshotIo`]: recovery fails,
 //! it never panics or starts from a wrong state. Every other file in the store is deleted
 //! ([`SnapshotRetention::recovered`]).
 //!
@@ -59,11 +59,11 @@ use common::state_machine::{read_frame, write_frame, StateMachineError, FRAME_BY
 use common::{NodeId, Outbox};
 use serde::{Deserialize, Serialize};
 
-use crate::error::Error;
+use crate::error::PaxosError;
 use crate::message::{Membership, PromisedEntry, Record, Slot};
 use crate::state_machine::{SessionRecord, Sessions, StateMachine};
 
-use super::{transfer, Replica, Response};
+use super::{transfer, PaxosNode, Response};
 
 /// The version of the snapshot format below.
 const SNAPSHOT_FORMAT: u32 = 1;
@@ -250,15 +250,15 @@ impl ReadFailure {
     }
 
     /// The recovery error for the snapshot `file` of slot `slot`.
-    fn into_error(self, slot: Slot, file: SnapshotFile) -> Error {
+    fn into_error(self, slot: Slot, file: SnapshotFile) -> PaxosError {
         match self {
-            ReadFailure::Missing => Error::SnapshotMissing {
+            ReadFailure::Missing => PaxosError::SnapshotMissing {
                 slot,
                 id: file.id.0,
             },
-            ReadFailure::Corrupt(reason) => Error::SnapshotCorrupt { slot, reason },
-            ReadFailure::Io(reason) => Error::SnapshotIo { slot, reason },
-            ReadFailure::StateMachine(why) => Error::StateMachine(why),
+            ReadFailure::Corrupt(reason) => PaxosError::SnapshotCorrupt { slot, reason },
+            ReadFailure::Io(reason) => PaxosError::SnapshotIo { slot, reason },
+            ReadFailure::StateMachine(why) => PaxosError::StateMachine(why),
         }
     }
 }
@@ -291,7 +291,7 @@ fn read_snapshot_file<S: StateMachine>(
     Ok((replicated, source))
 }
 
-impl<S: StateMachine> Replica<S> {
+impl<S: StateMachine> PaxosNode<S> {
     /// Recovery: loads the snapshot `file` of slot `slot` that the checkpoint names. The state
     /// machine is restored from it unless it is durable and already at or past `slot`; the
     /// header (configuration and session table) is read either way, and the whole file is
@@ -302,7 +302,7 @@ impl<S: StateMachine> Replica<S> {
         slot: Slot,
         file: SnapshotFile,
         out: &mut Outbox<Self>,
-    ) -> Result<(), Error> {
+    ) -> Result<(), PaxosError> {
         let restore = self.learner.state.applied_index() < slot;
         let (replicated, source) = read_snapshot_file(
             &*self.snapshots.store,
@@ -478,7 +478,7 @@ impl<S: StateMachine> Replica<S> {
         for s in covered {
             if let Some((_, requests)) = self.learner.pending.remove(&s) {
                 for id in requests {
-                    out.respond(id, Response::Failed(Error::LeadershipLost));
+                    out.respond(id, Response::Failed(PaxosError::LeadershipLost));
                 }
             }
         }

@@ -51,7 +51,7 @@ use crate::config::{MEMBERS_MAX, SNAPSHOT_SEND_TIMEOUTS_MAX};
 use crate::message::{Message, Slot};
 use crate::state_machine::StateMachine;
 
-use super::Replica;
+use super::PaxosNode;
 
 /// A snapshot being sent to one peer.
 pub(crate) struct Outgoing {
@@ -87,7 +87,7 @@ pub(crate) struct Incoming {
     idle_ticks: u64,
 }
 
-impl<S: StateMachine> Replica<S> {
+impl<S: StateMachine> PaxosNode<S> {
     /// Ticks without progress after which a transfer is given up (sender) or dropped
     /// (receiver, one interval later).
     fn transfer_timeout_ticks(&self) -> u64 {
@@ -425,7 +425,7 @@ fn read_fully(
 /// Tells `to` which byte of the snapshot of `slot` this replica needs next, or that it needs
 /// no more of it (`done`).
 fn snapshot_ack<S: StateMachine>(
-    out: &mut Outbox<Replica<S>>,
+    out: &mut Outbox<PaxosNode<S>>,
     to: NodeId,
     slot: Slot,
     next_offset: u64,

@@ -1,4 +1,4 @@
-//! Shared pieces of the simulation tests: a cluster of [`Replica<KvStore>`] under
+//! Shared pieces of the simulation tests: a cluster of [`PaxosNode<KvStore>`] under
 //! `common::sim`, the safety invariants (each test file checks one of them across thousands of
 //! seeds), a retrying KV client workload and the linearizability check of its history.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -12,10 +12,11 @@ use common::sim::{
 };
 use common::{Node, NodeId};
 use paxos::{
-    Config, Error, KvCommand, KvQuery, KvStore, Replica, Request, Response, Session, Slot, Value,
+    Config, KvCommand, KvQuery, KvStore, PaxosError, PaxosNode, Request, Response, Session, Slot,
+    Value,
 };
 
-pub type Kv = Replica<KvStore>;
+pub type Kv = PaxosNode<KvStore>;
 pub type KvRequest = Request<KvCommand, KvQuery>;
 
 /// A simulation of `n` replicas (ids `1..=n`) with replica configs from `tweak`.
@@ -381,10 +382,10 @@ pub fn kv_workload_with(
                         st.current = None;
                         st.done += 1;
                     }
-                    Outcome::Response(Response::Failed(Error::NotLeader { leader: Some(l) })) => {
-                        st.target = *l
-                    }
-                    Outcome::Response(Response::Failed(e @ Error::SessionStale { .. })) => {
+                    Outcome::Response(Response::Failed(PaxosError::NotLeader {
+                        leader: Some(l),
+                    })) => st.target = *l,
+                    Outcome::Response(Response::Failed(e @ PaxosError::SessionStale { .. })) => {
                         log2.borrow_mut()
                             .errors
                             .push(format!("client {}: {e}", ctx.client));

@@ -55,8 +55,8 @@ impl StateMachine for Recorder {
 // every part would have to rebuild the state the previous steps left.
 #[test]
 fn one_step_applies_its_slots_in_one_batch_without_duplicates() {
-    let mut c: Replica<Recorder> =
-        Replica::recover(Config::new(3, vec![1, 2, 3]).into(), vec![]).unwrap();
+    let mut c: PaxosNode<Recorder> =
+        PaxosNode::recover(Config::new(3, vec![1, 2, 3]).into(), vec![]).unwrap();
     let origin = Ballot::new(1, 1);
     let cmd = |client, payload| Command {
         session: Some(Session { client, seq: 1 }),
@@ -220,7 +220,7 @@ fn a_restore_failing_part_way_stops_applying_until_a_snapshot_restores() {
             fail_next: flag.clone(),
         })
     });
-    let mut c: Replica<FailingRestore> = Replica::recover(setup, vec![]).unwrap();
+    let mut c: PaxosNode<FailingRestore> = PaxosNode::recover(setup, vec![]).unwrap();
     let mut out = Outbox::new();
     c.handle_message(
         1,
@@ -233,7 +233,7 @@ fn a_restore_failing_part_way_stops_applying_until_a_snapshot_restores() {
     // Pump by hand: the two replicas have different state machine types.
     let mut to_a: VecDeque<Message<KvCommand>> = VecDeque::new();
     let mut to_c: VecDeque<Message<KvCommand>> = VecDeque::new();
-    let mut pump = |a: &mut R, c: &mut Replica<FailingRestore>, out_c: &mut Outbox<_>| {
+    let mut pump = |a: &mut R, c: &mut PaxosNode<FailingRestore>, out_c: &mut Outbox<_>| {
         for (to, m) in out_c.take().messages {
             if to == 1 {
                 to_a.push_back(m);
@@ -251,7 +251,7 @@ fn a_restore_failing_part_way_stops_applying_until_a_snapshot_restores() {
                         .map(|(_, m)| m),
                 );
             } else if let Some(m) = to_c.pop_front() {
-                let mut o: Outbox<Replica<FailingRestore>> = Outbox::new();
+                let mut o: Outbox<PaxosNode<FailingRestore>> = Outbox::new();
                 c.handle_message(1, m, &mut o);
                 to_a.extend(
                     o.take()

@@ -12,7 +12,7 @@ use common::{DetRng, Node, Outbox, Persist, RequestId, Setup, StateMachineError}
 
 use super::tests::{digest_of, perfect, put, replica, Flight, Net};
 use super::*;
-use crate::error::Error;
+use crate::error::PaxosError;
 use crate::message::{Command, Message, Session};
 use crate::state_machine::{Dedup, KvCommand, KvStore};
 use common::snapshot::SnapshotStore;
@@ -21,7 +21,7 @@ mod apply;
 mod recovery;
 mod transfer;
 
-type R = Replica<KvStore>;
+type R = PaxosNode<KvStore>;
 type M = Message<KvCommand>;
 
 /// Replica 1 of {1, 2, 3}, built from `setup` over `store`, made leader with ballot (1, 1) by
@@ -29,9 +29,9 @@ type M = Message<KvCommand>;
 fn lead<S: StateMachine>(
     setup: Setup<Config, S>,
     store: &MemSnapshotStore,
-) -> (Replica<S>, Ballot) {
+) -> (PaxosNode<S>, Ballot) {
     let mut a =
-        Replica::<S>::recover_with_snapshots(setup, vec![], Arc::new(store.clone())).unwrap();
+        PaxosNode::<S>::recover_with_snapshots(setup, vec![], Arc::new(store.clone())).unwrap();
     let b = Ballot::new(1, 1);
     let mut out = Outbox::new();
     a.election.ballot = b;
@@ -51,7 +51,7 @@ fn lead<S: StateMachine>(
 /// Has leader `a` (ballot `b`) decide `commands`, one slot each, with acceptor 2's help.
 /// Returns every record it asked for.
 fn decide<S: StateMachine>(
-    a: &mut Replica<S>,
+    a: &mut PaxosNode<S>,
     b: Ballot,
     commands: Vec<(S::Command, Option<Session>)>,
 ) -> Vec<Persist<Record<S::Command>>> {

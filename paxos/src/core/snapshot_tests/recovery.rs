@@ -18,7 +18,7 @@ fn recovery_from_a_missing_or_corrupt_snapshot_is_a_typed_error() {
     // The file is not in the store.
     assert!(matches!(
         R::recover(setup(), records.clone()),
-        Err(Error::SnapshotMissing { slot: 4, id }) if id == file.id.0
+        Err(PaxosError::SnapshotMissing { slot: 4, id }) if id == file.id.0
     ));
     // Any byte flipped anywhere in the file (header, session table or state): corrupt.
     for offset in 0..file.bytes {
@@ -26,7 +26,7 @@ fn recovery_from_a_missing_or_corrupt_snapshot_is_a_typed_error() {
         assert!(
             matches!(
                 recover(records.clone()),
-                Err(Error::SnapshotCorrupt { slot: 4, .. })
+                Err(PaxosError::SnapshotCorrupt { slot: 4, .. })
             ),
             "byte {offset}"
         );
@@ -52,7 +52,7 @@ fn recovery_from_a_missing_or_corrupt_snapshot_is_a_typed_error() {
     ] {
         assert!(matches!(
             recover(described(other)),
-            Err(Error::SnapshotCorrupt { slot: 4, .. })
+            Err(PaxosError::SnapshotCorrupt { slot: 4, .. })
         ));
     }
     assert_eq!(recover(records).unwrap().state(), a.state());
@@ -187,8 +187,8 @@ fn durable_state_machine_past_the_snapshot_is_neither_restored_nor_applied_again
     drop(a);
 
     // Restart from the checkpoint (slot 3) and the record of slot 3.
-    let mut r =
-        Replica::recover_with_snapshots(setup, stored(&records), Arc::new(store.clone())).unwrap();
+    let mut r = PaxosNode::recover_with_snapshots(setup, stored(&records), Arc::new(store.clone()))
+        .unwrap();
     {
         let disk = disk.lock().unwrap();
         assert_eq!(disk.restores, 0, "the state machine is past the snapshot");
@@ -222,7 +222,7 @@ fn durable_state_machine_past_the_snapshot_is_neither_restored_nor_applied_again
         values: vec![again],
     };
     r.handle_message(2, catch_up, &mut out);
-    let stale = Response::Failed(Error::SessionStale { client: 4, seq: 1 });
+    let stale = Response::Failed(PaxosError::SessionStale { client: 4, seq: 1 });
     assert_eq!(out.take().responses, vec![(RequestId(9), stale)]);
     assert_eq!(r.metrics().applied, 5);
     assert_eq!(r.metrics().duplicates, 1);
@@ -244,12 +244,12 @@ fn durable_state_machine_past_the_snapshot_is_neither_restored_nor_applied_again
     let mut cfg = Config::new(1, vec![1, 2, 3]);
     cfg.snapshot_interval_slots = 3;
     assert!(matches!(
-        Replica::recover_with_snapshots(
+        PaxosNode::recover_with_snapshots(
             durable_setup(cfg, &disk),
             stored(&records),
             Arc::new(store.clone())
         ),
-        Err(Error::SnapshotCorrupt { slot: 3, .. })
+        Err(PaxosError::SnapshotCorrupt { slot: 3, .. })
     ));
     assert!(store.corrupt(file.id, file.bytes - 1, 0x01));
 
@@ -258,7 +258,7 @@ fn durable_state_machine_past_the_snapshot_is_neither_restored_nor_applied_again
     *disk.lock().unwrap() = Disk::default();
     let mut cfg = Config::new(1, vec![1, 2, 3]);
     cfg.snapshot_interval_slots = 3;
-    let r = Replica::recover_with_snapshots(
+    let r = PaxosNode::recover_with_snapshots(
         durable_setup(cfg, &disk),
         stored(&records),
         Arc::new(store.clone()),

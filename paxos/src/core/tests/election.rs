@@ -28,8 +28,8 @@ fn quorum_not_reached_reads_as_a_sentence() {
 fn an_isolated_member_reports_it_then_doubles_the_interval() {
     // Replica 1 of three hears nobody for 40 rounds (round 0 sends no heartbeat and does not
     // count): an event after rounds 1, 2, 4, 8, 16 and 32, and the metrics say so.
-    let mut replica: Replica<KvStore> =
-        Replica::recover(Config::new(1, vec![1, 2, 3]).into(), vec![]).unwrap();
+    let mut replica: PaxosNode<KvStore> =
+        PaxosNode::recover(Config::new(1, vec![1, 2, 3]).into(), vec![]).unwrap();
     let mut out = Outbox::new();
     let mut reported = Vec::new();
     for _ in 0..41 * crate::config::HEARTBEAT_TICKS_DEFAULT {

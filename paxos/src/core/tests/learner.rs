@@ -154,6 +154,6 @@ fn recover_rebuilds_promise_log_and_state() {
     let bad = vec![Record::Commit { decided: 3 }];
     assert!(matches!(
         R::recover(Config::new(2, vec![1, 2, 3]).into(), bad),
-        Err(Error::Corrupt(_))
+        Err(PaxosError::Corrupt(_))
     ));
 }

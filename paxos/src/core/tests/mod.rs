@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 use common::{Node, Outbox, Persist, RequestId};
 
 use super::*;
-use crate::error::Error;
+use crate::error::PaxosError;
 use crate::message::{Command, Message, PromisedEntry, Session};
 use crate::state_machine::{KvCommand, KvOutput, KvStore};
 
@@ -18,7 +18,7 @@ mod proposer;
 mod reconfig;
 mod snapshot;
 
-type R = Replica<KvStore>;
+type R = PaxosNode<KvStore>;
 type M = Message<KvCommand>;
 
 /// A message in flight: (from, to, message).

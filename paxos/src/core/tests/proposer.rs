@@ -496,11 +496,11 @@ fn follower_refuses_proposals_and_reads_with_a_hint() {
         vec![
             (
                 RequestId(1),
-                Response::Failed(Error::NotLeader { leader: Some(1) })
+                Response::Failed(PaxosError::NotLeader { leader: Some(1) })
             ),
             (
                 RequestId(2),
-                Response::Failed(Error::NotLeader { leader: Some(1) })
+                Response::Failed(PaxosError::NotLeader { leader: Some(1) })
             )
         ]
     );
@@ -572,7 +572,7 @@ fn leader_steps_down_on_nack_and_fails_pending() {
     assert!(!a.is_leader());
     assert_eq!(
         e.responses,
-        vec![(RequestId(1), Response::Failed(Error::LeadershipLost))]
+        vec![(RequestId(1), Response::Failed(PaxosError::LeadershipLost))]
     );
     assert_eq!(a.metrics().leader, Some(3));
 }

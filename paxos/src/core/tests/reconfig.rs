@@ -46,7 +46,7 @@ fn stop_sign_ends_the_configuration_and_the_leader_carries_on_in_the_next() {
     assert!(e.messages.is_empty());
     assert_eq!(
         e.responses,
-        vec![(RequestId(2), Response::Failed(Error::Busy))]
+        vec![(RequestId(2), Response::Failed(PaxosError::Busy))]
     );
     assert_eq!(a.metrics().queued, 1);
     // The stop-sign is chosen: the change took effect from slot 1 on.
@@ -194,7 +194,7 @@ fn removed_leader_steps_down_and_goes_passive() {
             (RequestId(1), Response::Reconfigured { epoch: 1, slot: 1 }),
             (
                 RequestId(2),
-                Response::Failed(Error::NotLeader { leader: None })
+                Response::Failed(PaxosError::NotLeader { leader: None })
             ),
         ]
     );
@@ -254,7 +254,7 @@ fn removed_leader_steps_down_and_goes_passive() {
     );
     assert!(matches!(
         out.take().responses[..],
-        [(RequestId(3), Response::Failed(Error::NotLeader { .. }))]
+        [(RequestId(3), Response::Failed(PaxosError::NotLeader { .. }))]
     ));
 }
 
@@ -412,7 +412,7 @@ fn invalid_reconfiguration_is_refused() {
         a.handle_request(RequestId(1), Request::Reconfigure { members }, &mut out);
         assert!(matches!(
             out.take().responses[..],
-            [(RequestId(1), Response::Failed(Error::Config(_)))]
+            [(RequestId(1), Response::Failed(PaxosError::Config(_)))]
         ));
     }
     // The same members: nothing to do.

@@ -97,7 +97,7 @@ fn snapshot_checkpoints_compacts_and_serves_lagging_peers() {
     // Without the store that holds its file, the checkpoint does not recover.
     assert!(matches!(
         R::recover(cfg(), vec![checkpoint]),
-        Err(Error::SnapshotMissing { slot: 2, .. })
+        Err(PaxosError::SnapshotMissing { slot: 2, .. })
     ));
 }
 
