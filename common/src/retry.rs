@@ -15,7 +15,7 @@
 //! with jitter, so a crowd of clients that lost their leader together does not return in step;
 //! a redirect to a named leader resets them. After [`RetryLimits::attempts_max`] attempts the
 //! policy gives up ([`Retry::GiveUp`]). The policy only decides: it never sleeps or sends, so
-//! the async clients (`raft::RaftClient`, `paxos::PaxosClient`, `kv::net::Client`) share it and a
+//! the async clients (`raft::RaftClient`, `paxos::PaxosClient`, `kv::net::KvClient`) share it and a
 //! test can check its decisions without a clock.
 //!
 //! The delays come from [`backon`]'s exponential builder; following the leader is this module's

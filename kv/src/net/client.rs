@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::transport::tls::{secure, MaybeTlsRead, MaybeTlsWrite, TlsConfig};
+use common::retry::{FollowLeader, Retry, RetryLimits};
 use common::NodeId;
 use futures::{SinkExt, StreamExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -299,13 +300,17 @@ impl KvClient {
         if ids.is_empty() {
             return CallOutcome::Failed("no nodes".into());
         }
-        let mut rotate = 0usize;
+        // The workspace's one retry policy; this client bounds a call by its deadline instead
+        // of a number of attempts.
+        let limits = RetryLimits {
+            attempts_max: usize::MAX,
+            backoff_min: NO_LEADER_BACKOFF,
+            backoff_max: NO_LEADER_BACKOFF_MAX,
+        };
+        let mut policy = FollowLeader::new(ids, self.leader, limits);
         while started.elapsed() < self.deadline {
-            let target = self.leader;
-            let next_in_turn = |rotate: &mut usize| {
-                *rotate += 1;
-                ids[*rotate % ids.len()]
-            };
+            let target = policy.target();
+            self.leader = target;
             let reply = match self.attempt(target, &request).await {
                 Attempt::Reply(ClientReply::Output(KvOutput::Stale)) => {
                     // Our own earlier attempt was applied and a later one superseded it: cannot
@@ -318,39 +323,45 @@ impl KvClient {
                 },
                 other => other,
             };
-            match reply {
+            let next = match reply {
                 Attempt::Reply(ClientReply::NotLeader { leader }) => {
                     last = format!("node {target}: not the leader");
-                    self.follow_leader_hint(target, leader, || next_in_turn(&mut rotate))
-                        .await;
+                    self.learn_leader(target, leader, &mut policy).await;
+                    policy.redirected(leader)
                 }
                 Attempt::Reply(ClientReply::Invalid(why)) => {
                     return CallOutcome::Failed(format!("node {target}: {why}"));
                 }
                 Attempt::Reply(ClientReply::Refused(why)) => {
                     last = format!("node {target}: {why}");
-                    self.leader = next_in_turn(&mut rotate);
-                    tokio::time::sleep(NO_LEADER_BACKOFF).await;
+                    policy.failed()
                 }
                 Attempt::Reply(ClientReply::Unknown(why)) => {
                     maybe_applied = true;
                     last = format!("node {target}: {why}");
-                    self.leader = next_in_turn(&mut rotate);
+                    policy.lost()
                 }
                 Attempt::Reply(other) => {
                     last = format!("node {target}: unexpected reply {other:?}");
-                    self.leader = next_in_turn(&mut rotate);
+                    policy.lost()
                 }
                 Attempt::Lost(why) => {
                     maybe_applied = true;
                     last = format!("node {target}: {why}");
-                    self.leader = next_in_turn(&mut rotate);
+                    policy.lost()
                 }
                 Attempt::NotSent(why) => {
                     last = format!("node {target}: {why}");
-                    self.leader = next_in_turn(&mut rotate);
-                    tokio::time::sleep(NO_LEADER_BACKOFF).await;
+                    policy.failed()
                 }
+            };
+            let Retry::After { target, wait } = next else {
+                break;
+            };
+            self.leader = target;
+            let left = self.deadline.saturating_sub(started.elapsed());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait.min(left)).await;
             }
         }
         if is_write && maybe_applied {
@@ -360,28 +371,24 @@ impl KvClient {
         }
     }
 
-    /// After "not the leader" from `target`: learns where a leader added at run time is
-    /// reached, then follows the hint `leader`, or else moves on to `next()` after a pause.
-    async fn follow_leader_hint(
+    /// After "not the leader" from `target` naming `leader`, a node this client does not know
+    /// (added at run time): asks `target` where the members are reached, and lets `policy`
+    /// follow the hint.
+    async fn learn_leader(
         &mut self,
         target: NodeId,
         leader: Option<NodeId>,
-        next: impl FnOnce() -> NodeId,
+        policy: &mut FollowLeader,
     ) {
         if leader.is_some_and(|l| !self.nodes.contains_key(&l)) {
-            // A leader added at run time: ask this node where it is.
             if let Attempt::Reply(ClientReply::Members(info)) =
                 self.attempt(target, &ClientRequest::Members).await
             {
                 self.learn(&info);
             }
         }
-        match leader.filter(|l| self.nodes.contains_key(l) && *l != target) {
-            Some(l) => self.leader = l,
-            None => {
-                self.leader = next();
-                tokio::time::sleep(NO_LEADER_BACKOFF).await;
-            }
+        for id in self.nodes.keys() {
+            policy.learn(*id);
         }
     }
 

@@ -52,8 +52,12 @@ pub const CLIENT_FRAME_BYTES_MAX: usize = 4 * crate::ITEM_BYTES_MAX;
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1_000);
 /// How long [`KvClient`] keeps retrying one call before giving up.
 pub const CALL_DEADLINE: Duration = Duration::from_secs(10);
-/// Pause before retrying when no node knows a leader (an election is under way).
+/// The first pause before retrying when no node knows a leader (an election is under way) or a
+/// node refused; consecutive pauses grow, with jitter, by the workspace's retry policy
+/// ([`common::retry::FollowLeader`]), up to [`NO_LEADER_BACKOFF_MAX`].
 pub const NO_LEADER_BACKOFF: Duration = Duration::from_millis(20);
+/// The longest pause between two attempts of one call (before jitter).
+pub const NO_LEADER_BACKOFF_MAX: Duration = Duration::from_millis(100);
 
 /// A request from a client to a node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
