@@ -13,7 +13,7 @@
 //! client has its own keys, so concurrent transactions never conflict); it completes when the
 //! coordinator answers Committed.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -24,7 +24,7 @@ use common::driver::{self, DriverConfig, DriverError, DriverStats, Persistence};
 use common::transport::memory::MemoryNetwork;
 use common::txn::{AtomicCommit, ClientError, MemKv, Outcome, Request, Response, TxClient, Write};
 use common::wal::{Wal, WalConfig};
-use common::{MemStorage, Node, NodeId, Outbox, RequestId, Storage};
+use common::{pump, MemStorage, Node, NodeId, Storage};
 
 use crate::{BenchError, Cluster, ClusterSpec, Contender, Nodes, Theory};
 
@@ -64,12 +64,12 @@ pub fn writes_for(participants: usize, i: u64) -> BTreeMap<NodeId, Vec<Write>> {
         .collect()
 }
 
-/// Cores in one process, messages moved by hand, nothing persisted: what the protocol itself
-/// costs, and how many messages it sends.
+/// A coordinator and its participants pumped by hand in one thread ([`common::pump`]): no
+/// driver, no codec, records counted durable but not kept. Messages are delivered in FIFO
+/// order until none is in flight.
 pub struct CoreCluster<P: CommitProtocol> {
-    nodes: BTreeMap<NodeId, P::Node>,
+    cluster: pump::Cluster<P::Node>,
     participants: usize,
-    next_request: u64,
     /// Messages delivered so far.
     pub messages: u64,
 }
@@ -78,18 +78,15 @@ impl<P: CommitProtocol> CoreCluster<P> {
     /// A coordinator and `participants` participants.
     pub fn new(participants: usize) -> Self {
         let ids = members(participants);
-        let nodes = ids
-            .iter()
-            .filter_map(|&id| {
-                P::Node::recover(P::config(id, ids.clone()), vec![])
-                    .ok()
-                    .map(|n| (id, n))
-            })
-            .collect();
+        let mut cluster = pump::Cluster::new(
+            ids.iter()
+                .map(|&id| (id, P::config(id, ids.clone()), Vec::new())),
+            0,
+        );
+        cluster.keep_records = false;
         Self {
-            nodes,
+            cluster,
             participants,
-            next_request: 0,
             messages: 0,
         }
     }
@@ -97,36 +94,19 @@ impl<P: CommitProtocol> CoreCluster<P> {
     /// Runs transaction `i` to the end; returns its outcome (if the client got one) and the
     /// messages it took.
     pub fn commit(&mut self, i: u64) -> (Option<Outcome>, u64) {
-        let before = self.messages;
-        let mut out: Outbox<P::Node> = Outbox::new();
-        self.next_request += 1;
+        let before = self.cluster.delivered;
         let req = Request::Commit {
             writes: writes_for(self.participants, i),
         };
-        if let Some(c) = self.nodes.get_mut(&COORDINATOR) {
-            c.handle_request(RequestId(self.next_request), req, &mut out);
-        }
-        let mut outcome = None;
-        let mut queue: VecDeque<(NodeId, NodeId, <P::Node as Node>::Message)> = VecDeque::new();
-        let mut from = COORDINATOR;
-        loop {
-            let effects = out.take();
-            for (_, r) in effects.responses {
-                if let Response::Outcome { outcome: o, .. } = r {
-                    outcome = Some(o);
-                }
-            }
-            queue.extend(effects.messages.into_iter().map(|(to, m)| (from, to, m)));
-            let Some((src, to, msg)) = queue.pop_front() else {
-                break;
-            };
-            self.messages += 1;
-            from = to;
-            if let Some(n) = self.nodes.get_mut(&to) {
-                n.handle_message(src, msg, &mut out);
-            }
-        }
-        (outcome, self.messages - before)
+        let rid = self.cluster.submit(COORDINATOR, req);
+        while self.cluster.deliver_one() {}
+        let outcome = match self.cluster.take_response(rid) {
+            Some(Response::Outcome { outcome, .. }) => Some(outcome),
+            _ => None,
+        };
+        let messages = self.cluster.delivered - before;
+        self.messages += messages;
+        (outcome, messages)
     }
 }
 

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::transport::tls::{secure, MaybeTlsRead, MaybeTlsWrite, TlsConfig};
 use common::retry::{FollowLeader, Retry, RetryLimits};
+use common::transport::tls::{secure, MaybeTlsRead, MaybeTlsWrite, TlsConfig};
 use common::NodeId;
 use futures::{SinkExt, StreamExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
