@@ -206,10 +206,13 @@ impl<N: Node> Cluster<N> {
                 return;
             }
             let effects = slot.outbox.take();
-            let (records, checkpoints) = Self::persist(&mut slot.disk, effects.records.iter());
-            if !self.keep_records {
-                slot.disk.clear();
-            }
+            let (records, checkpoints) = if self.keep_records {
+                Self::persist(&mut slot.disk, effects.records.iter())
+            } else {
+                // Counted durable, never cloned onto a disk nobody reads.
+                let checkpoints = effects.records.iter().filter(|p| p.is_checkpoint()).count();
+                (effects.records.len() as u64, checkpoints as u64)
+            };
             slot.records_durable += records;
             slot.checkpoints_durable += checkpoints;
             let (records_durable, checkpoints_durable) =
