@@ -51,8 +51,10 @@ pub enum StateMachineError {
 /// not carry on with a state that differs from its peers': it panics, and the driver reports
 /// the node stopped.
 pub trait StateMachine: Send + 'static {
-    /// A command written to the log; it crosses the network and the disk.
-    type Command: Clone + Debug + PartialEq + Serialize + DeserializeOwned + Send + 'static;
+    /// A command written to the log; it crosses the network and the disk. `Sync` because a
+    /// batch of commands is shared, not copied, between the log, the records and the messages
+    /// to every follower.
+    type Command: Clone + Debug + PartialEq + Serialize + DeserializeOwned + Send + Sync + 'static;
     /// A read-only query, answered without writing to the log.
     type Query: Clone + Debug + Send + 'static;
     /// What applying a command or answering a query returns. Serializable because Multi-Paxos

@@ -5,6 +5,8 @@
 //! vectors may be longer than any honest sender would make them. The core checks each of these
 //! before acting (see [`crate::Metrics::rejected`]).
 
+use std::sync::Arc;
+
 use common::snapshot::{SnapshotDigest, SnapshotFile};
 use common::NodeId;
 use serde::{Deserialize, Serialize};
@@ -143,8 +145,10 @@ pub enum Value<C> {
         /// leader re-proposes it, which lets the creator recognise its own batch when the slot is
         /// decided and answer its clients (and only its clients).
         origin: Ballot,
-        /// The commands, applied in order.
-        commands: Vec<Command<C>>,
+        /// The commands, applied in order. Shared, not copied: the leader's log, its in-flight
+        /// list, its record and every follower's Accept hold the same list (on the wire and on
+        /// disk it is encoded as a plain sequence, the same bytes as a `Vec`).
+        commands: Arc<[Command<C>]>,
     },
     /// Ends the current configuration: once chosen in slot `s`, no later slot is decided by the
     /// current acceptors, and configuration `epoch` with `members` decides slots `s + 1 ..`.
@@ -232,8 +236,9 @@ pub enum Message<C> {
         ballot: Ballot,
         /// The first slot of the run.
         slot: Slot,
-        /// One value per slot.
-        values: Vec<Value<C>>,
+        /// One value per slot (shared with the leader's record and the other followers'
+        /// copies; encoded as a plain sequence).
+        values: Arc<[Value<C>]>,
         /// The leader's commit index.
         commit: Slot,
     },
@@ -336,8 +341,8 @@ pub enum Record<C> {
         ballot: Ballot,
         /// The first slot.
         slot: Slot,
-        /// One value per slot.
-        values: Vec<Value<C>>,
+        /// One value per slot (the Accept message's own list when it was accepted whole).
+        values: Arc<[Value<C>]>,
     },
     /// Every slot below `decided` is chosen and the log holds its chosen value.
     Commit {

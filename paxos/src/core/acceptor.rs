@@ -9,6 +9,8 @@
 //!   proposer learns it must step down. A refused or malformed message never touches the durable
 //!   promise.
 
+use std::sync::Arc;
+
 use common::{NodeId, Outbox};
 
 use crate::message::{Ballot, Message, PromisedEntry, Record, Slot, Value};
@@ -91,7 +93,7 @@ impl Acceptor {
         shared: &mut Shared<S::Command>,
         ballot: Ballot,
         slot: Slot,
-        values: Vec<Value<S::Command>>,
+        values: Arc<[Value<S::Command>]>,
         out: &mut Outbox<PaxosNode<S>>,
     ) -> bool {
         if ballot < self.promised {
@@ -108,7 +110,12 @@ impl Acceptor {
             return true;
         }
         let first = slot.max(decided);
-        let kept: Vec<Value<S::Command>> = values.into_iter().skip(skip).collect();
+        // The message's own list is the record's when all of it is new (the usual case).
+        let kept: Arc<[Value<S::Command>]> = if skip == 0 {
+            values
+        } else {
+            values[skip..].into()
+        };
         for (i, value) in kept.iter().enumerate() {
             shared.log.set(
                 first + i as u64,
@@ -202,7 +209,7 @@ impl<S: StateMachine> PaxosNode<S> {
         from: NodeId,
         ballot: Ballot,
         slot: Slot,
-        values: Vec<Value<S::Command>>,
+        values: Arc<[Value<S::Command>]>,
         commit: Slot,
         out: &mut Outbox<Self>,
     ) {
@@ -249,7 +256,7 @@ impl<S: StateMachine> PaxosNode<S> {
         &mut self,
         ballot: Ballot,
         slot: Slot,
-        values: Vec<Value<S::Command>>,
+        values: Arc<[Value<S::Command>]>,
         out: &mut Outbox<Self>,
     ) -> bool {
         let before = self.acceptor.promised;

@@ -25,6 +25,7 @@
 //! [`Config::in_flight_slots_max`]: crate::Config::in_flight_slots_max
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use common::{NodeId, Outbox, RequestId};
 
@@ -67,6 +68,24 @@ pub(crate) struct Proposer<C, Q> {
     /// ([`Config::parallel_accept`](crate::Config::parallel_accept)): `(record, ballot, first
     /// slot, slots)`, oldest first.
     pub own_accepts: VecDeque<(u64, Ballot, Slot, u64)>,
+    /// Lists `flush_queue` fills, kept between steps; empty between calls.
+    pub scratch: RunScratch<C>,
+}
+
+/// The values of a run of new slots and the commands of one batch, while a leader gathers them.
+#[derive(Debug)]
+pub(crate) struct RunScratch<C> {
+    values: Vec<Value<C>>,
+    commands: Vec<Command<C>>,
+}
+
+impl<C> Default for RunScratch<C> {
+    fn default() -> Self {
+        RunScratch {
+            values: Vec::new(),
+            commands: Vec::new(),
+        }
+    }
 }
 
 impl<C, Q> Default for Proposer<C, Q> {
@@ -77,6 +96,7 @@ impl<C, Q> Default for Proposer<C, Q> {
             relead_after_apply: false,
             carried: None,
             own_accepts: VecDeque::new(),
+            scratch: RunScratch::default(),
         }
     }
 }
@@ -198,7 +218,7 @@ impl<S: StateMachine> PaxosNode<S> {
             self.learner.commit_hint = self.learner.commit_hint.max(start);
         }
         if !values.is_empty() {
-            self.propose_run(start, values, out);
+            self.propose_run(start, values.into(), out);
         }
         // Reads and commands that arrived during phase 1.
         self.flush_queue(out);
@@ -206,22 +226,34 @@ impl<S: StateMachine> PaxosNode<S> {
     }
 
     /// Sends `values` for slots `first ..` (already in the in-flight window) to every acceptor.
-    fn propose_run(&mut self, first: Slot, values: Vec<Value<S::Command>>, out: &mut Outbox<Self>) {
+    fn propose_run(
+        &mut self,
+        first: Slot,
+        values: Arc<[Value<S::Command>]>,
+        out: &mut Outbox<Self>,
+    ) {
         let Some(leader) = self.proposer.leader.as_ref() else {
             return;
         };
         let (ballot, commit) = (leader.ballot, leader.commit);
         let chunk = usize::try_from(self.shared.config.catch_up_slots_max).unwrap_or(usize::MAX);
         let mut slot = first;
-        for run in values.chunks(chunk) {
+        for part in values.chunks(chunk) {
+            let len = part.len() as u64;
+            // One list shared by every follower's message (and by this replica's own record,
+            // below): the whole run when it fits one message, the usual case.
+            let part: Arc<[Value<S::Command>]> = if part.len() == values.len() {
+                Arc::clone(&values)
+            } else {
+                part.into()
+            };
             let msg = Message::Accept {
                 ballot,
                 slot,
-                values: run.to_vec(),
+                values: part,
                 commit,
             };
-            // The last peer gets the message itself: one deep copy of the run fewer. With
-            // `parallel_accept` it goes before this replica's own acceptance is durable: it
+            // With `parallel_accept` it goes before this replica's own acceptance is durable: it
             // claims nothing of it (the commit index it carries counts that acceptance only once
             // durable).
             let early = self.shared.config.parallel_accept;
@@ -239,7 +271,7 @@ impl<S: StateMachine> PaxosNode<S> {
                     out.send(last, msg);
                 }
             }
-            slot += run.len() as u64;
+            slot += len;
         }
         if let Some(leader) = self.proposer.leader.as_mut() {
             leader.commit_sent = commit;
@@ -384,21 +416,25 @@ impl<S: StateMachine> PaxosNode<S> {
             return; // nothing goes after a stop-sign: commands wait for the next configuration
         }
         let first = leader.next_slot;
-        let mut values = Vec::new();
         if leader.in_flight() < in_flight_max {
             if let Some(members) = leader.reconfig.take() {
                 let value = leader.push_stop_sign(members);
-                self.propose_run(first, vec![value], out);
+                self.propose_run(first, Arc::from([value]), out);
                 return;
             }
         }
         if self.learner.applied < leader.phase1_start {
             return; // catching up on what was chosen before us first (see `phase1_start`)
         }
+        // The run's values and each batch's commands gather in lists kept between steps, then
+        // move into one shared allocation each.
+        let RunScratch {
+            mut values,
+            mut commands,
+        } = std::mem::take(&mut self.proposer.scratch);
         while !leader.queue.is_empty() && leader.in_flight() < in_flight_max {
             let n = leader.queue.len().min(batch_max);
             let mut requests = Vec::with_capacity(n);
-            let mut commands = Vec::with_capacity(n);
             for (id, c) in leader.queue.drain(..n) {
                 // The session table may have learned this command since it was queued (chosen
                 // before this leadership, applied while it caught up): answer, do not re-propose.
@@ -431,7 +467,7 @@ impl<S: StateMachine> PaxosNode<S> {
             }
             let value = Value::Batch {
                 origin: leader.ballot,
-                commands,
+                commands: commands.drain(..).collect(),
             };
             self.learner
                 .pending
@@ -443,8 +479,10 @@ impl<S: StateMachine> PaxosNode<S> {
             values.push(value);
             leader.next_slot += 1;
         }
-        if !values.is_empty() {
-            self.propose_run(first, values, out);
+        let run: Arc<[Value<S::Command>]> = values.drain(..).collect();
+        self.proposer.scratch = RunScratch { values, commands };
+        if !run.is_empty() {
+            self.propose_run(first, run, out);
         }
     }
 
@@ -544,7 +582,7 @@ impl<S: StateMachine> PaxosNode<S> {
                 continue;
             };
             let take = (leader.in_flight.len() - first).min(chunk as usize);
-            let values: Vec<_> = leader
+            let values: Arc<[_]> = leader
                 .in_flight
                 .iter()
                 .skip(first)

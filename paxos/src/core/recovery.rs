@@ -37,7 +37,7 @@ pub(crate) struct Replayed<C> {
 
 /// Folds `records`, oldest first, into the state they describe. Records that contradict each
 /// other (a chosen prefix with a hole in it) are [`PaxosError::Corrupt`].
-pub(crate) fn replay<C>(records: Vec<Record<C>>) -> Result<Replayed<C>, PaxosError> {
+pub(crate) fn replay<C: Clone>(records: Vec<Record<C>>) -> Result<Replayed<C>, PaxosError> {
     let mut state = Replayed {
         promised: Ballot::ZERO,
         log: SlotLog::new(),
@@ -63,7 +63,7 @@ pub(crate) fn replay<C>(records: Vec<Record<C>>) -> Result<Replayed<C>, PaxosErr
                 values,
             } => {
                 state.promised = state.promised.max(ballot);
-                replay_accept(&mut state.log, ballot, slot, values);
+                replay_accept(&mut state.log, ballot, slot, &values);
             }
             Record::Commit { decided } => replay_commit(&mut state.log, decided)?,
             Record::Learn { from_slot, values } => replay_learn(&mut state.log, from_slot, values)?,
@@ -101,8 +101,8 @@ fn restart_log<C>(
 }
 
 /// Accepted values, except in slots already chosen (they keep their chosen value).
-fn replay_accept<C>(log: &mut SlotLog<C>, ballot: Ballot, slot: Slot, values: Vec<Value<C>>) {
-    for (i, value) in values.into_iter().enumerate() {
+fn replay_accept<C: Clone>(log: &mut SlotLog<C>, ballot: Ballot, slot: Slot, values: &[Value<C>]) {
+    for (i, value) in values.iter().cloned().enumerate() {
         let s = slot + i as u64;
         if s >= log.decided {
             log.set(s, Entry { ballot, value });

@@ -87,7 +87,7 @@ pub fn add_decided_once(sim: &mut Sim<Kv>) {
                 let Some(Value::Batch { origin, commands }) = node.decided_value(slot) else {
                     continue;
                 };
-                for c in commands {
+                for c in commands.iter() {
                     let Some(session) = c.session else { continue };
                     let copies = slots_of.entry(session).or_default();
                     if let Some((other, _)) = copies.iter().find(|(_, o)| o == origin) {
@@ -112,8 +112,8 @@ fn durable_holds(records: &[paxos::Record<KvCommand>], slot: Slot) -> bool {
             slot: first,
             values,
             ..
-        }
-        | paxos::Record::Learn {
+        } => (*first..*first + values.len() as u64).contains(&slot),
+        paxos::Record::Learn {
             from_slot: first,
             values,
         } => (*first..*first + values.len() as u64).contains(&slot),
@@ -231,7 +231,7 @@ pub fn add_validity(sim: &mut Sim<Kv>) {
             let from = if from > node.decided() { 0 } else { from }.max(node.log_start());
             for slot in from..node.decided() {
                 if let Some(Value::Batch { commands, .. }) = node.decided_value(slot) {
-                    for c in commands {
+                    for c in commands.iter() {
                         let t = token(&c.payload).unwrap_or("");
                         if !proposed.contains(t) {
                             return Err(format!(
@@ -264,7 +264,7 @@ pub fn add_integrity(sim: &mut Sim<Kv>) {
             let mut keys = BTreeSet::new();
             for slot in from.max(node.log_start())..applied {
                 if let Some(Value::Batch { commands, .. }) = node.decided_value(slot) {
-                    for c in commands {
+                    for c in commands.iter() {
                         if let KvCommand::Append { key, .. } = &c.payload {
                             keys.insert(key.clone());
                         }

@@ -65,13 +65,13 @@ fn one_step_applies_its_slots_in_one_batch_without_duplicates() {
     let values = vec![
         Value::Batch {
             origin,
-            commands: vec![cmd(1, 10), cmd(2, 20)],
+            commands: vec![cmd(1, 10), cmd(2, 20)].into(),
         },
         Value::Noop,
         // A retry of client 1's command, and a new one.
         Value::Batch {
             origin,
-            commands: vec![cmd(1, 10), cmd(3, 30)],
+            commands: vec![cmd(1, 10), cmd(3, 30)].into(),
         },
     ];
     // This replica created the last batch: its two requests wait for it.
@@ -116,7 +116,7 @@ fn one_step_applies_its_slots_in_one_batch_without_duplicates() {
     let values = vec![
         Value::Batch {
             origin,
-            commands: vec![cmd(4, 1)],
+            commands: vec![cmd(4, 1)].into(),
         },
         Value::StopSign {
             epoch: 1,
@@ -124,7 +124,7 @@ fn one_step_applies_its_slots_in_one_batch_without_duplicates() {
         },
         Value::Batch {
             origin,
-            commands: vec![cmd(5, 2)],
+            commands: vec![cmd(5, 2)].into(),
         },
     ];
     c.handle_message(

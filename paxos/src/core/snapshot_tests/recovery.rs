@@ -214,7 +214,8 @@ fn durable_state_machine_past_the_snapshot_is_neither_restored_nor_applied_again
         commands: vec![Command {
             session: session(4),
             payload: 4,
-        }],
+        }]
+        .into(),
     };
     let mut out = Outbox::new();
     let catch_up = Message::CatchUp {

@@ -15,7 +15,7 @@ fn acceptor_promises_durably_and_reports_highest_accepted() {
         M::Accept {
             ballot: b1,
             slot: 0,
-            values: vec![v.clone()],
+            values: vec![v.clone()].into(),
             commit: 0,
         },
         &mut out,
@@ -28,7 +28,7 @@ fn acceptor_promises_durably_and_reports_highest_accepted() {
             Persist::Append(Record::Accept {
                 ballot: b1,
                 slot: 0,
-                values: vec![v.clone()]
+                values: vec![v.clone()].into()
             })
         ]
     );
@@ -76,7 +76,7 @@ fn acceptor_promises_durably_and_reports_highest_accepted() {
         M::Accept {
             ballot: b1,
             slot: 1,
-            values: vec![Value::Noop],
+            values: vec![Value::Noop].into(),
             commit: 0,
         },
         &mut out,
@@ -144,7 +144,7 @@ fn bad_input_is_rejected_counted_and_leaves_the_promise_alone() {
         M::Accept {
             ballot: Ballot::new(0, 1),
             slot: 0,
-            values: vec![Value::Noop],
+            values: vec![Value::Noop].into(),
             commit: 0,
         },
         &mut out,
@@ -155,7 +155,7 @@ fn bad_input_is_rejected_counted_and_leaves_the_promise_alone() {
         M::Accept {
             ballot: Ballot::new(5, 1),
             slot: 1 << 40,
-            values: vec![Value::Noop],
+            values: vec![Value::Noop].into(),
             commit: 0,
         },
         &mut out,
@@ -166,7 +166,7 @@ fn bad_input_is_rejected_counted_and_leaves_the_promise_alone() {
         M::Accept {
             ballot: Ballot::new(5, 1),
             slot: u64::MAX,
-            values: vec![Value::Noop, Value::Noop],
+            values: vec![Value::Noop, Value::Noop].into(),
             commit: 0,
         },
         &mut out,
@@ -177,7 +177,7 @@ fn bad_input_is_rejected_counted_and_leaves_the_promise_alone() {
         M::Accept {
             ballot: Ballot::new(5, 1),
             slot: 0,
-            values: vec![],
+            values: vec![].into(),
             commit: 0,
         },
         &mut out,

@@ -16,7 +16,7 @@ fn learner_decides_matching_ballot_and_catches_up_the_rest() {
         M::Accept {
             ballot: b,
             slot: 1,
-            values: vec![v1.clone()],
+            values: vec![v1.clone()].into(),
             commit: 0,
         },
         &mut out,
@@ -139,7 +139,7 @@ fn recover_rebuilds_promise_log_and_state() {
         Record::Accept {
             ballot: b,
             slot: 0,
-            values: vec![v.clone(), Value::Noop],
+            values: vec![v.clone(), Value::Noop].into(),
         },
         Record::Commit { decided: 1 },
     ];

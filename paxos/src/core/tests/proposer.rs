@@ -52,7 +52,7 @@ fn phase1_reproposes_highest_ballot_values_and_fills_holes_with_noops() {
             M::Accept {
                 ballot: b,
                 slot: 0,
-                values: vec![v_old.clone(), Value::Noop, Value::Noop, v2.clone()],
+                values: vec![v_old.clone(), Value::Noop, Value::Noop, v2.clone()].into(),
                 commit: 0
             }
         )]
@@ -88,7 +88,7 @@ fn phase1_reproposes_highest_ballot_values_and_fills_holes_with_noops() {
         })
         .unwrap();
     // Only acceptor 2's promise was needed for the majority; 3's came after phase 1 ended.
-    assert_eq!(accept, vec![v_old]);
+    assert_eq!(accept, vec![v_old].into());
 }
 
 #[test]
@@ -111,13 +111,13 @@ fn stable_leader_runs_only_phase2_per_command_and_answers_when_applied() {
         vec![Persist::Append(Record::Accept {
             ballot: b,
             slot: 0,
-            values: vec![v.clone()]
+            values: vec![v.clone()].into()
         })]
     );
     let accept = M::Accept {
         ballot: b,
         slot: 0,
-        values: vec![v],
+        values: vec![v].into(),
         commit: 0,
     };
     assert_eq!(e.messages, vec![(2, accept.clone()), (3, accept)]);
@@ -342,7 +342,8 @@ fn retry_of_a_command_found_in_phase1_attaches_to_its_slot() {
         commands: vec![Command {
             session,
             payload: put("a", "1"),
-        }],
+        }]
+        .into(),
     };
     a.handle_message(
         2,
@@ -436,7 +437,8 @@ fn new_leader_proposes_only_after_applying_what_was_chosen_before_it() {
         commands: vec![Command {
             session,
             payload: put("a", "1"),
-        }],
+        }]
+        .into(),
     };
     a.handle_message(
         2,

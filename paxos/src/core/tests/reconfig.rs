@@ -21,7 +21,7 @@ fn stop_sign_ends_the_configuration_and_the_leader_carries_on_in_the_next() {
     let accept = M::Accept {
         ballot: b,
         slot: 0,
-        values: vec![ss.clone()],
+        values: vec![ss.clone()].into(),
         commit: 0,
     };
     assert_eq!(e.messages, vec![(2, accept.clone()), (3, accept)]);
@@ -125,7 +125,7 @@ fn stop_sign_ends_the_configuration_and_the_leader_carries_on_in_the_next() {
     let accept = M::Accept {
         ballot: b1,
         slot: 1,
-        values: vec![batch(b1, &[put("k", "v")])],
+        values: vec![batch(b1, &[put("k", "v")])].into(),
         commit: 1,
     };
     assert!(e.messages.contains(&(4, accept)));
@@ -303,7 +303,7 @@ fn acceptor_refuses_ballots_of_other_epochs_and_catches_up() {
         M::Accept {
             ballot: Ballot::new(9, 1),
             slot: 2,
-            values: vec![Value::Noop],
+            values: vec![Value::Noop].into(),
             commit: 0,
         },
         &mut out,
@@ -329,7 +329,7 @@ fn joining_replica_learns_before_it_votes() {
         M::Accept {
             ballot: Ballot::new(1, 1),
             slot: 0,
-            values: vec![Value::Noop],
+            values: vec![Value::Noop].into(),
             commit: 0,
         },
         &mut out,
@@ -354,7 +354,7 @@ fn joining_replica_learns_before_it_votes() {
             Record::Accept {
                 ballot: Ballot::new(1, 1),
                 slot: 0,
-                values: vec![Value::Noop, stop_sign(1, &[1, 2, 4])],
+                values: vec![Value::Noop, stop_sign(1, &[1, 2, 4])].into(),
             },
             Record::Commit { decided: 2 },
         ],
