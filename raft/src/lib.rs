@@ -310,7 +310,7 @@ pub use crate::handle::{
     spawn_memory_cluster, spawn_memory_cluster_with, ClientError, RaftClient, RaftHandle,
 };
 pub use crate::message::{
-    Entry, Event, LogIndex, Message, Metrics, Payload, PeerProgress, Record, Rejected,
+    Entry, EntryList, Event, LogIndex, Message, Metrics, Payload, PeerProgress, Record, Rejected,
     ReplicationState, Request, Response, Role, SnapshotMeta, Term,
 };
 pub use crate::state_machine::{Setup, StateMachine, StateMachineError};

@@ -2,6 +2,8 @@
 //! and observers exchange with a node ([`Request`], [`Response`], [`Event`], [`Metrics`]).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Deref;
+use std::sync::Arc;
 
 use common::NodeId;
 use serde::{Deserialize, Serialize};
@@ -22,6 +24,94 @@ pub struct Entry<C> {
     pub index: LogIndex,
     /// What it carries.
     pub payload: Payload<C>,
+}
+
+/// The entries of a [`Record::Entries`]: a list of the record's own, which a leader extends with
+/// every proposal of one step, or the list an AppendEntries brought, kept as it is rather than
+/// copied. Either way it reads as a slice and is encoded as a plain sequence (the same bytes as
+/// a `Vec<Entry>`).
+#[derive(Clone)]
+pub struct EntryList<C>(Entries<C>);
+
+#[derive(Clone)]
+enum Entries<C> {
+    Owned(Vec<Entry<C>>),
+    Shared(Arc<[Entry<C>]>),
+}
+
+impl<C: Clone> EntryList<C> {
+    /// Appends `entry` (a shared list is copied first: only a leader extends its own record).
+    pub fn push(&mut self, entry: Entry<C>) {
+        if let Entries::Shared(shared) = &self.0 {
+            self.0 = Entries::Owned(shared.to_vec());
+        }
+        if let Entries::Owned(entries) = &mut self.0 {
+            entries.push(entry);
+        }
+    }
+
+    /// The entries as a vector of their own (moved when the list is not shared).
+    pub fn into_vec(self) -> Vec<Entry<C>> {
+        match self.0 {
+            Entries::Owned(entries) => entries,
+            Entries::Shared(shared) => shared.to_vec(),
+        }
+    }
+}
+
+impl<C> Deref for EntryList<C> {
+    type Target = [Entry<C>];
+
+    fn deref(&self) -> &[Entry<C>] {
+        match &self.0 {
+            Entries::Owned(entries) => entries,
+            Entries::Shared(shared) => shared,
+        }
+    }
+}
+
+impl<C> From<Vec<Entry<C>>> for EntryList<C> {
+    fn from(entries: Vec<Entry<C>>) -> Self {
+        EntryList(Entries::Owned(entries))
+    }
+}
+
+impl<C> FromIterator<Entry<C>> for EntryList<C> {
+    fn from_iter<I: IntoIterator<Item = Entry<C>>>(entries: I) -> Self {
+        EntryList(Entries::Owned(entries.into_iter().collect()))
+    }
+}
+
+impl<C> From<Arc<[Entry<C>]>> for EntryList<C> {
+    fn from(entries: Arc<[Entry<C>]>) -> Self {
+        EntryList(Entries::Shared(entries))
+    }
+}
+
+impl<C: PartialEq> PartialEq for EntryList<C> {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl<C: Eq> Eq for EntryList<C> {}
+
+impl<C: std::fmt::Debug> std::fmt::Debug for EntryList<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl<C: Serialize> Serialize for EntryList<C> {
+    fn serialize<Z: serde::Serializer>(&self, serializer: Z) -> Result<Z::Ok, Z::Error> {
+        (**self).serialize(serializer)
+    }
+}
+
+impl<'de, C: Deserialize<'de>> Deserialize<'de> for EntryList<C> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Vec::<Entry<C>>::deserialize(deserializer).map(EntryList::from)
+    }
 }
 
 /// What a log entry carries.
@@ -194,8 +284,10 @@ pub enum Message<C> {
         prev_log_index: LogIndex,
         /// Term of that entry.
         prev_log_term: Term,
-        /// The entries to store (empty for a heartbeat).
-        entries: Vec<Entry<C>>,
+        /// The entries to store (empty for a heartbeat). Shared: a leader sends one list to
+        /// every follower at the same point, and the follower's record keeps it (encoded as a
+        /// plain sequence).
+        entries: Arc<[Entry<C>]>,
         /// The leader's commit index.
         leader_commit: LogIndex,
         /// Sequence number of the leader's heartbeat round, echoed back; used to confirm
@@ -286,7 +378,7 @@ pub enum Record<C> {
     },
     /// Entries appended to the log; the first one's index is at most the log's last index + 1
     /// (a truncation record comes first when entries were replaced).
-    Entries(Vec<Entry<C>>),
+    Entries(EntryList<C>),
     /// Every entry at `from` and after was removed (a follower's log repair, §5.3).
     Truncate {
         /// The first removed index.

@@ -153,7 +153,7 @@ fn arbitrary_message(
             term: a,
             prev_log_index: b,
             prev_log_term: c,
-            entries,
+            entries: entries.into(),
             leader_commit: near(b.wrapping_add(c), 5),
             read_seq: c,
         },

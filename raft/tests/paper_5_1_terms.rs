@@ -23,7 +23,7 @@ fn higher_term_heartbeat() -> Message<raft::kv::KvCommand> {
         term: 9,
         prev_log_index: 0,
         prev_log_term: 0,
-        entries: vec![],
+        entries: vec![].into(),
         leader_commit: 0,
         read_seq: 0,
     }
@@ -79,7 +79,7 @@ fn section_5_1_stale_term_requests_are_rejected() {
             term: 4,
             prev_log_index: 2,
             prev_log_term: 5,
-            entries: entries(&[1, 5, 5])[2..].to_vec(),
+            entries: entries(&[1, 5, 5])[2..].into(),
             leader_commit: 3,
             read_seq: 7,
         },

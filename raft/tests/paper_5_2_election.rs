@@ -213,7 +213,7 @@ fn section_5_2_candidate_falls_back_to_follower() {
             term,
             prev_log_index: 0,
             prev_log_term: 0,
-            entries: vec![],
+            entries: vec![].into(),
             leader_commit: 0,
             read_seq: 1,
         },

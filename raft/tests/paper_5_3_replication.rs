@@ -32,13 +32,13 @@ fn section_5_3_leader_starts_replication() {
             .iter()
             .map(|p| p.record().clone())
             .collect::<Vec<_>>(),
-        vec![Record::Entries(vec![entry.clone()])]
+        vec![Record::Entries(vec![entry.clone()].into())]
     );
     let expected = Message::AppendEntries {
         term,
         prev_log_index: 1,
         prev_log_term: term,
-        entries: vec![entry],
+        entries: vec![entry].into(),
         leader_commit: 1,
         read_seq: 1,
     };
@@ -102,14 +102,14 @@ fn section_5_3_followers_learn_and_apply_commits() {
             term: 1,
             prev_log_index: 0,
             prev_log_term: 0,
-            entries: e.clone(),
+            entries: e.clone().into(),
             leader_commit: 0,
             read_seq: 1,
         },
     );
     assert_eq!(
         fx.records.last().unwrap().record(),
-        &Record::Entries(e.clone())
+        &Record::Entries(e.clone().into())
     );
     assert_eq!(f.applied_index(), 0);
     recv(
@@ -119,7 +119,7 @@ fn section_5_3_followers_learn_and_apply_commits() {
             term: 1,
             prev_log_index: 2,
             prev_log_term: 1,
-            entries: vec![],
+            entries: vec![].into(),
             leader_commit: 1,
             read_seq: 2,
         },
@@ -152,7 +152,7 @@ fn section_5_3_follower_consistency_check() {
         term: 3,
         prev_log_index,
         prev_log_term,
-        entries: vec![],
+        entries: vec![].into(),
         leader_commit: 0,
         read_seq: 1,
     };
@@ -222,7 +222,7 @@ fn section_5_3_follower_replaces_conflicting_suffix_only() {
             term: 3,
             prev_log_index: 2,
             prev_log_term: 1,
-            entries: vec![new.clone()],
+            entries: vec![new.clone()].into(),
             leader_commit: 0,
             read_seq: 1,
         },
@@ -234,7 +234,7 @@ fn section_5_3_follower_replaces_conflicting_suffix_only() {
             .collect::<Vec<_>>(),
         vec![
             Record::Truncate { from: 3 },
-            Record::Entries(vec![new.clone()])
+            Record::Entries(vec![new.clone()].into())
         ]
     );
     assert_eq!(log_terms(&f), vec![1, 1, 3]);
@@ -246,7 +246,7 @@ fn section_5_3_follower_replaces_conflicting_suffix_only() {
             term: 3,
             prev_log_index: 1,
             prev_log_term: 1,
-            entries: entries(&[1, 1])[1..].to_vec(),
+            entries: entries(&[1, 1])[1..].into(),
             leader_commit: 0,
             read_seq: 1,
         },

@@ -48,7 +48,7 @@ fn follower_applying(id: NodeId, values: &[&str]) -> N {
         term: 1,
         prev_log_index: 0,
         prev_log_term: 0,
-        entries,
+        entries: entries.into(),
         leader_commit: last,
         read_seq: 1,
     };

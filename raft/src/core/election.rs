@@ -145,6 +145,7 @@ impl<S: StateMachine> RaftNode<S> {
     /// Drops the leader-only state.
     fn step_down_leader(&mut self, out: &mut Outbox<Self>) {
         self.progress.clear();
+        self.append_cache.clear();
         self.lease_until_tick = 0;
         self.uncommitted_bytes = 0;
         if let Some(t) = self.transfer.take() {

@@ -4,6 +4,7 @@
 //! change here goes with a [`crate::Record`] in the same step.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use crate::message::{Entry, LogIndex, Term};
 
@@ -114,24 +115,40 @@ impl<C: Clone> RaftLog<C> {
         bytes_max: usize,
         size: impl Fn(&Entry<C>) -> usize,
     ) -> Vec<Entry<C>> {
+        let (start, n) = self.span(from, count_max, bytes_max, size);
+        // Collected from an iterator of known length: one allocation of the exact size.
+        self.entries.range(start..start + n).cloned().collect()
+    }
+
+    /// The `n` entries at position `start` of the held entries (see [`RaftLog::span`]), in one
+    /// shared list.
+    pub(crate) fn shared(&self, start: usize, n: usize) -> Arc<[Entry<C>]> {
+        self.entries.range(start..start + n).cloned().collect()
+    }
+
+    /// Where [`RaftLog::slice`]'s entries start among the held entries, and how many there
+    /// are.
+    pub(crate) fn span(
+        &self,
+        from: LogIndex,
+        count_max: usize,
+        bytes_max: usize,
+        size: impl Fn(&Entry<C>) -> usize,
+    ) -> (usize, usize) {
         if from <= self.snapshot_index {
-            return Vec::new();
+            return (0, 0);
         }
         let start = ((from - self.snapshot_index - 1) as usize).min(self.entries.len());
-        let held = self.entries.range(start..);
-        // Allocated once for the most the message may carry (growing it entry by entry would
-        // reallocate about log2(count) times per message); a byte cap reached earlier leaves
-        // some of it unused.
-        let mut out = Vec::with_capacity(held.len().min(count_max));
         let mut bytes = 0usize;
-        for e in held.take(count_max) {
+        let mut n = 0;
+        for e in self.entries.range(start..).take(count_max) {
             bytes = bytes.saturating_add(size(e));
-            if !out.is_empty() && bytes > bytes_max {
+            if n > 0 && bytes > bytes_max {
                 break;
             }
-            out.push(e.clone());
+            n += 1;
         }
-        out
+        (start, n)
     }
 
     /// Entries after `index` (all of them).

@@ -132,6 +132,8 @@ pub struct RaftNode<S: StateMachine> {
     progress: Peers,
     /// Reused by `for_each_peer` for the ids it visits (it runs for every proposal).
     peers_scratch: Vec<NodeId>,
+    /// The last AppendEntries list built, shared with the next follower that needs the same.
+    append_cache: replication::AppendCache<S::Command>,
     heartbeat_elapsed_ticks: u64,
     check_quorum_elapsed_ticks: u64,
     /// The current heartbeat round; peers echo it back.

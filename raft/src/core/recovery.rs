@@ -8,7 +8,7 @@ use common::snapshot::{SnapshotFile, SnapshotReader, SnapshotRetention, Snapshot
 use common::{DetRng, Setup};
 
 use super::log::RaftLog;
-use super::replication::Peers;
+use super::replication::{AppendCache, Peers};
 use super::{CurrentSnapshot, RaftNode, RecordOf};
 use crate::config::Config;
 use crate::error::RecoverError;
@@ -87,6 +87,7 @@ impl<S: StateMachine> RaftNode<S> {
             ticks: 0,
             progress: Peers::default(),
             peers_scratch: Vec::new(),
+            append_cache: AppendCache::new(),
             records_asked: 0,
             durable_pending: VecDeque::new(),
             durable_index: 0,
@@ -130,7 +131,7 @@ impl<S: StateMachine> RaftNode<S> {
                 self.term = term;
                 self.voted_for = voted_for;
             }
-            Record::Entries(entries) => self.replay_entries(entries)?,
+            Record::Entries(entries) => self.replay_entries(entries.into_vec())?,
             Record::Truncate { from } => {
                 if from <= self.log.snapshot_index() {
                     return corrupt(format!(

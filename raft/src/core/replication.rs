@@ -3,9 +3,11 @@
 //! caps on the entries and bytes of one message.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use common::{NodeId, Outbox, Persist};
 
+use super::log::RaftLog;
 use super::RaftNode;
 use crate::message::{
     Entry, LogIndex, Membership, Message, PeerProgress, Record, ReplicationState, Role, Term,
@@ -124,6 +126,65 @@ impl Progress {
     }
 }
 
+/// The entries of the last AppendEntries the leader built, for the next follower that needs the
+/// same ones: in the steady state every follower is sent the same run, and it is built once and
+/// shared rather than copied per follower.
+pub(super) struct AppendCache<C> {
+    last: Option<Arc<[Entry<C>]>>,
+    /// The empty list of a heartbeat (shared too: an empty `Arc` slice still allocates).
+    empty: Arc<[Entry<C>]>,
+}
+
+impl<C: Clone> AppendCache<C> {
+    pub(super) fn new() -> Self {
+        AppendCache {
+            last: None,
+            empty: Arc::from([]),
+        }
+    }
+
+    /// An empty list.
+    pub(super) fn none(&self) -> Arc<[Entry<C>]> {
+        Arc::clone(&self.empty)
+    }
+
+    /// What [`RaftLog::slice_shared`] returns for these arguments: the cached list when it is
+    /// the same run, else a new one, which the cache keeps.
+    pub(super) fn entries(
+        &mut self,
+        log: &RaftLog<C>,
+        from: LogIndex,
+        count_max: usize,
+        bytes_max: usize,
+        size: impl Fn(&Entry<C>) -> usize,
+    ) -> Arc<[Entry<C>]> {
+        let (start, n) = log.span(from, count_max, bytes_max, size);
+        if n == 0 {
+            return self.none();
+        }
+        if let Some(last) = &self.last {
+            // Log Matching (§5.3): an entry's index and term identify it and every entry before
+            // it, so a list that starts at `from`, is as long, and ends in the term the log
+            // holds at its end is the list the log would give now.
+            let end = from + n as u64 - 1;
+            if last.len() == n
+                && last.first().is_some_and(|e| e.index == from)
+                && last.last().map(|e| e.term) == log.term(end)
+            {
+                return Arc::clone(last);
+            }
+        }
+        let fresh = log.shared(start, n);
+        self.last = Some(Arc::clone(&fresh));
+        fresh
+    }
+
+    /// Forgets the cached list (a new term or role: the log may change below it).
+    pub(super) fn clear(&mut self) {
+        self.last = None;
+    }
+}
+
 impl<S: StateMachine> RaftNode<S> {
     fn entry_bytes(e: &Entry<S::Command>) -> usize {
         match &e.payload {
@@ -149,7 +210,7 @@ impl<S: StateMachine> RaftNode<S> {
                 }
             }
             _ => {
-                out.persist(Record::Entries(vec![entry.clone()]));
+                out.persist(Record::Entries(vec![entry.clone()].into()));
                 self.asked_durable_through(entry.index);
             }
         }
@@ -260,14 +321,15 @@ impl<S: StateMachine> RaftNode<S> {
         let room =
             p.state != ReplicationState::Replicate || p.inflight.len() < self.config.inflight_max;
         let entries = if room {
-            self.log.slice(
+            self.append_cache.entries(
+                &self.log,
                 p.next_index,
                 self.config.append_entries_max,
                 self.config.append_bytes_max,
                 Self::entry_bytes,
             )
         } else {
-            Vec::new()
+            self.append_cache.none()
         };
         match p.state {
             ReplicationState::Probe => p.probe_sent = true,
@@ -319,7 +381,7 @@ impl<S: StateMachine> RaftNode<S> {
         from: NodeId,
         prev_log_index: LogIndex,
         prev_log_term: Term,
-        entries: Vec<Entry<S::Command>>,
+        entries: Arc<[Entry<S::Command>]>,
         leader_commit: LogIndex,
         read_seq: u64,
         out: &mut Outbox<Self>,
@@ -434,7 +496,7 @@ impl<S: StateMachine> RaftNode<S> {
     fn append_new_entries(
         &mut self,
         from: NodeId,
-        entries: Vec<Entry<S::Command>>,
+        entries: Arc<[Entry<S::Command>]>,
         out: &mut Outbox<Self>,
     ) -> bool {
         // The entries are consecutive (checked above), so those already held (below the
@@ -446,9 +508,8 @@ impl<S: StateMachine> RaftNode<S> {
                     || (e.index <= self.log.last_index() && self.log.term(e.index) == Some(e.term))
             })
             .count();
-        let mut entries = entries;
-        entries.drain(..held);
-        if let Some(first) = entries.first() {
+        let new = &entries[held..];
+        if let Some(first) = new.first() {
             let first = first.index;
             if first <= self.log.last_index() {
                 if first <= self.commit_index {
@@ -461,14 +522,20 @@ impl<S: StateMachine> RaftNode<S> {
                 out.persist(Record::Truncate { from: first });
                 self.asked_durable_through(first - 1);
             }
-            for e in &entries {
+            for e in new {
                 if let crate::message::Payload::Membership(m) = &e.payload {
                     self.membership_appended(e.index, Membership::clone(m), out);
                 }
                 self.log.push(e.clone());
             }
-            // The message's own buffer becomes the record: no second list of the entries.
-            out.persist(Record::Entries(entries));
+            // The message's own list becomes the record when all of it is new (the usual
+            // case): no second list of the entries.
+            let record = if held == 0 {
+                entries.into()
+            } else {
+                new.to_vec().into()
+            };
+            out.persist(Record::Entries(record));
             self.asked_durable_through(self.log.last_index());
         }
         true

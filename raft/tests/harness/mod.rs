@@ -60,7 +60,7 @@ pub fn log_records(term: Term, terms: &[Term]) -> Vec<Record<KvCommand>> {
             term,
             voted_for: None,
         },
-        Record::Entries(entries(terms)),
+        Record::Entries(entries(terms).into()),
     ]
 }
 

@@ -119,7 +119,7 @@ fn truncation_reverts_an_uncommitted_configuration() {
         term,
         prev_log_index: 0,
         prev_log_term: 0,
-        entries,
+        entries: entries.into(),
         leader_commit: 0,
         read_seq: 1,
     };
@@ -151,11 +151,14 @@ fn truncation_reverts_an_uncommitted_configuration() {
     assert_eq!(f.membership().voters, set(&[1, 2, 3]));
     // And recovery from the records agrees.
     let records = vec![
-        Record::Entries(vec![Entry {
-            term: 1,
-            index: 1,
-            payload: Payload::Membership(Box::new(m)),
-        }]),
+        Record::Entries(
+            vec![Entry {
+                term: 1,
+                index: 1,
+                payload: Payload::Membership(Box::new(m)),
+            }]
+            .into(),
+        ),
         Record::Truncate { from: 1 },
     ];
     let r = N::recover(cfg(2, 3).into(), records).unwrap();
@@ -245,7 +248,7 @@ fn removed_node_still_campaigns_after_a_restart_until_its_removal_commits() {
             term: 2,
             voted_for: Some(3),
         },
-        Record::Entries(entries),
+        Record::Entries(entries.into()),
     ];
     let mut n = N::recover(c.into(), records).unwrap();
     assert_eq!(n.membership().voters, set(&[1, 2]), "C_new is in force");

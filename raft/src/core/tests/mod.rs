@@ -125,7 +125,7 @@ fn heartbeat(term: u64, read_seq: u64) -> Message<KvCommand> {
         term,
         prev_log_index: 0,
         prev_log_term: 0,
-        entries: vec![],
+        entries: vec![].into(),
         leader_commit: 0,
         read_seq,
     }

@@ -15,9 +15,9 @@ fn recover_rebuilds_term_vote_and_log_and_refuses_gaps() {
             term: 3,
             voted_for: Some(2),
         },
-        Record::Entries(vec![e(1, 1), e(2, 2), e(2, 3)]),
+        Record::Entries(vec![e(1, 1), e(2, 2), e(2, 3)].into()),
         Record::Truncate { from: 3 },
-        Record::Entries(vec![e(3, 3)]),
+        Record::Entries(vec![e(3, 3)].into()),
     ];
     let n = N::recover(cfg(1, 3).into(), records).unwrap();
     assert_eq!(
@@ -26,7 +26,7 @@ fn recover_rebuilds_term_vote_and_log_and_refuses_gaps() {
     );
     assert_eq!(n.voted_for, Some(2));
     assert_eq!(n.commit_index(), 0, "the commit index is volatile");
-    let gap = vec![Record::Entries(vec![e(1, 2)])];
+    let gap = vec![Record::Entries(vec![e(1, 2)].into())];
     assert!(matches!(
         N::recover(cfg(1, 3).into(), gap),
         Err(RecoverError::Corrupt(_))
@@ -131,7 +131,7 @@ fn a_durable_state_machine_is_neither_restored_nor_replayed_past_its_applied_ind
             term: 1,
             prev_log_index: 0,
             prev_log_term: 0,
-            entries,
+            entries: entries.into(),
             leader_commit: 6,
             read_seq: 0,
         },

@@ -98,7 +98,8 @@ fn bad_input_is_rejected_and_counted() {
             term: 1,
             index: 5,
             payload: Payload::Noop,
-        }],
+        }]
+        .into(),
         leader_commit: 0,
         read_seq: 1,
     };
@@ -117,7 +118,8 @@ fn bad_input_is_rejected_and_counted() {
             term: 7,
             index: 1,
             payload: Payload::Noop,
-        }],
+        }]
+        .into(),
         leader_commit: 0,
         read_seq: 1,
     };
@@ -317,7 +319,8 @@ fn proposals_of_a_lost_leadership_are_answered_and_the_next_one_reuses_their_ind
                 term: 2,
                 index: 2,
                 payload: Payload::Noop,
-            }],
+            }]
+            .into(),
             leader_commit: 1,
             read_seq: 1,
         },
@@ -398,4 +401,44 @@ fn by_default_append_entries_wait_for_the_sync() {
     let fx = request(&mut l, 7, Request::Propose(put("a")));
     assert!(fx.early.is_empty());
     assert_eq!(fx.messages.len(), 2);
+}
+
+/// The entries of an AppendEntries, by recipient.
+fn appends(fx: &Fx) -> Vec<(NodeId, std::sync::Arc<[Entry<KvCommand>]>)> {
+    fx.messages
+        .iter()
+        .filter_map(|(to, m)| match m {
+            Message::AppendEntries { entries, .. } if !entries.is_empty() => {
+                Some((*to, std::sync::Arc::clone(entries)))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn followers_at_the_same_point_share_one_list_of_entries() {
+    let mut l = leader(cfg(1, 3), 3);
+    let fx = request(&mut l, 1, Request::Propose(put("a")));
+    let sent = appends(&fx);
+    assert_eq!(sent.len(), 2, "one AppendEntries per follower");
+    assert!(
+        std::sync::Arc::ptr_eq(&sent[0].1, &sent[1].1),
+        "both followers get the same list, not two copies"
+    );
+    // Follower 2 catches up first; more entries arrive before follower 3 does: follower 3 is
+    // not handed the shorter list built for follower 2.
+    let index = sent[0].1[0].index;
+    let fx = request(&mut l, 2, Request::Propose(put("b")));
+    assert!(appends(&fx).is_empty(), "the pipeline waits for acks");
+    let to_2 = appends(&recv(&mut l, 2, ack(1, index, 1)));
+    request(&mut l, 3, Request::Propose(put("c")));
+    let to_3 = appends(&recv(&mut l, 3, ack(1, index, 1)));
+    let indexes = |s: &[(NodeId, std::sync::Arc<[Entry<KvCommand>]>)]| -> Vec<u64> {
+        s.iter()
+            .flat_map(|(_, e)| e.iter().map(|e| e.index))
+            .collect()
+    };
+    assert_eq!(indexes(&to_2), vec![index + 1]);
+    assert_eq!(indexes(&to_3), vec![index + 1, index + 2]);
 }
