@@ -270,6 +270,8 @@ async fn watch_node(
         let stats_before = [state.borrow().stats_before, backend.stats()]
             .into_iter()
             .sum();
+        // The stopped node's handle: whatever it still holds goes with it.
+        drop(backend);
         if outage.storage {
             starter.metrics.storage_failed.set(1);
             starter.metrics.storage_failures.inc();
@@ -321,5 +323,175 @@ async fn watch_node(
         starter.metrics.storage_failed.set(0);
         starter.metrics.storage_resumes.inc();
         state.send_modify(|s| s.health = Health::Serving(backend.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The supervisor on a one-replica Raft cluster in this process: a real log in a temporary
+    //! directory and a real transport on loopback. The storage failure is injected at the
+    //! guard's slot (what [`GuardedStorage`] records when the log fails; its own tests show
+    //! that), the node stopped, and its storage closed, as a failure of the log leaves them.
+
+    use super::*;
+
+    const KEY: &[u8] = b"a test cluster key of enough bytes";
+    const WAIT: Duration = Duration::from_secs(10);
+
+    fn starter(dir: &std::path::Path) -> (Starter, NodeOptions) {
+        let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let options = NodeOptions {
+            protocol: Protocol::Raft,
+            id: 1,
+            listen: loopback,
+            client_listen: loopback,
+            peers: BTreeMap::new(),
+            join: Vec::new(),
+            data_dir: dir.join("data"),
+            cluster_key: KEY.to_vec(),
+            tuning: FileConfig::default(),
+            metrics_listen: None,
+            tls: None,
+        };
+        let topology = Topology {
+            peers: BTreeMap::new(),
+            voters: vec![1],
+            learners: Vec::new(),
+            known: Vec::new(),
+            initial: vec![1],
+        };
+        let starter = Starter {
+            tcp: TcpConfig::new(1, CLUSTER_NAME, KEY.to_vec(), loopback, BTreeMap::new()),
+            configs: consensus_configs(&options, &topology).unwrap(),
+            options: options.clone(),
+            driver_config: DriverConfig::default(),
+            book: watch::channel(AddressBook::default()).0,
+            metrics: Metrics::new(),
+            fault: FaultSlot::default(),
+            resume: ResumePolicy {
+                probe_interval: Duration::from_millis(300),
+                probe_interval_max: Duration::from_millis(300),
+                free_bytes_min: 0,
+            },
+        };
+        (starter, options)
+    }
+
+    fn raft(replica: &Replica) -> Option<raft::RaftHandle<KvMachine>> {
+        match replica.backend() {
+            Ok(Backend::Raft(h)) => Some(h),
+            _ => None,
+        }
+    }
+
+    /// Waits (bounded) until `replica` is down, and says why.
+    async fn wait_down(replica: &Replica) -> Outage {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Err(outage) = replica.backend() {
+                return outage;
+            }
+            assert!(Instant::now() < deadline, "the replica never went down");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Stops the node as a failure of its log does: `fault` noted, the storage closed.
+    async fn fail_storage(replica: &Replica, fault: &FaultSlot, resumable: bool) {
+        *fault.lock().unwrap() = Some(StorageFault {
+            reason: "injected: No space left on device".into(),
+            resumable,
+        });
+        let h = raft(replica).unwrap();
+        let storage = h
+            .driver()
+            .shutdown_and_take_storage::<TimedStorage<GuardedStorage<Wal>>>()
+            .await
+            .unwrap();
+        drop(storage);
+    }
+
+    /// Proposes or reads until the one replica leads (bounded).
+    async fn until_leader<T, F, Fut>(replica: &Replica, call: F) -> T
+    where
+        F: Fn(raft::RaftHandle<KvMachine>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, raft::ClientError>>,
+    {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(h) = raft(replica) {
+                if let Ok(out) = call(h).await {
+                    return out;
+                }
+            }
+            assert!(Instant::now() < deadline, "no answer from the replica");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_stopped_by_a_full_disk_starts_again_from_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut starter, _) = starter(dir.path());
+        let backend = starter.start().await.unwrap();
+        let port = starter.listen_addr();
+        let (fault, metrics) = (starter.fault.clone(), starter.metrics.clone());
+        let stop = CancellationToken::new();
+        let (replica, task) = supervise(starter, backend, stop.clone());
+        let put = KvCommand {
+            client: 1,
+            seq: 1,
+            op: KvOp::Put {
+                key: "k".into(),
+                value: "v".into(),
+            },
+        };
+        until_leader(&replica, |h| {
+            let put = put.clone();
+            async move { h.propose(put).await }
+        })
+        .await;
+
+        fail_storage(&replica, &fault, true).await;
+        let outage = wait_down(&replica).await;
+        assert!(outage.storage && outage.resuming, "{outage:?}");
+        assert!(
+            outage.describe().contains("resumes by itself"),
+            "{outage:?}"
+        );
+        let (view, _) = replica.view().await.unwrap();
+        assert!(view.down.is_some_and(|d| d.contains("storage unavailable")));
+        let text = metrics.encode();
+        assert!(text.contains("kv_storage_failed 1"), "{text}");
+
+        // The probe finds room: the node starts again, on the same port, from its log.
+        let value = until_leader(&replica, |h| async move {
+            h.read(KvQuery::Get("k".into())).await
+        })
+        .await;
+        assert_eq!(value, KvOutput::Value(Some("v".into())));
+        assert!(
+            std::net::TcpListener::bind(port).is_err(),
+            "the transport is back on {port}"
+        );
+        let text = metrics.encode();
+        assert!(
+            text.contains("kv_storage_failed 0") && text.contains("kv_storage_resumes_total 1"),
+            "{text}"
+        );
+
+        // A failure that is not a full disk stays: the node waits for an operator.
+        fail_storage(&replica, &fault, false).await;
+        let outage = wait_down(&replica).await;
+        assert!(!outage.resuming, "{outage:?}");
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let outage = replica.backend().err().unwrap();
+        assert!(outage.describe().contains("restart the node"), "{outage:?}");
+        stop.cancel();
+        let result = tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+        assert!(
+            matches!(&result, Err(ServeError::Node(why)) if why.contains("restart the node")),
+            "{result:?}"
+        );
     }
 }
