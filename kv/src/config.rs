@@ -44,6 +44,11 @@
 //! idle_timeout_secs = 30
 //! pipeline_max = 256                   # requests in flight per client connection
 //!
+//! [storage]                            # after the disk filled up (ENOSPC)
+//! probe_interval_ms = 1000             # first pause before probing the data directory
+//! probe_interval_max_ms = 10000        # the pause doubles up to this
+//! resume_free_bytes = 67108864         # free space needed to resume (one log segment)
+//!
 //! [tls]                                # mutual TLS on both ports (all four, or none)
 //! ca_file = "/etc/kv/ca.pem"           # the cluster's certificate authority
 //! cert_file = "/etc/kv/node-1.pem"     # this node's certificate chain
@@ -59,13 +64,15 @@ use std::time::Duration;
 use common::NodeId;
 use serde::Deserialize;
 
-use crate::server::{ClientLimits, Protocol};
+use crate::server::{ClientLimits, Protocol, ResumePolicy};
 use common::transport::tls::TlsConfig;
 
 /// Longest configuration file read, in bytes.
 pub const CONFIG_FILE_BYTES_MAX: u64 = 64 * 1024;
 /// Shortest and longest driver tick accepted, in milliseconds.
 pub const TICK_MS_RANGE: (u64, u64) = (1, 10_000);
+/// Shortest and longest pause between two probes of a full disk accepted, in milliseconds.
+pub const PROBE_INTERVAL_MS_RANGE: (u64, u64) = (1, 3_600_000);
 
 /// The file's contents: every field optional, so that flags and the environment can supply it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -102,6 +109,9 @@ pub struct FileConfig {
     /// The client port.
     #[serde(default)]
     pub client: ClientSection,
+    /// What the node does after its disk filled up.
+    #[serde(default)]
+    pub storage: StorageSection,
     /// Mutual TLS on both ports.
     #[serde(default)]
     pub tls: TlsSection,
@@ -238,6 +248,18 @@ pub struct ClientSection {
     pub pipeline_max: Option<usize>,
 }
 
+/// `[storage]`: [`ResumePolicy`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    /// [`ResumePolicy::probe_interval`], in milliseconds.
+    pub probe_interval_ms: Option<u64>,
+    /// [`ResumePolicy::probe_interval_max`], in milliseconds.
+    pub probe_interval_max_ms: Option<u64>,
+    /// [`ResumePolicy::free_bytes_min`].
+    pub resume_free_bytes: Option<u64>,
+}
+
 impl FileConfig {
     /// Reads and parses `path` (at most [`CONFIG_FILE_BYTES_MAX`] bytes).
     pub fn read(path: &Path) -> Result<Self, String> {
@@ -296,6 +318,42 @@ impl FileConfig {
                 TICK_MS_RANGE.0, TICK_MS_RANGE.1
             )),
         }
+    }
+
+    /// When and how the node resumes after its disk filled up: the defaults, changed where the
+    /// file says.
+    pub fn resume_policy(&self) -> Result<ResumePolicy, String> {
+        let mut policy = ResumePolicy::default();
+        let (min, max) = PROBE_INTERVAL_MS_RANGE;
+        let ms = |name: &str, value: u64| {
+            if (min..=max).contains(&value) {
+                Ok(Duration::from_millis(value))
+            } else {
+                Err(format!(
+                    "storage.{name} = {value}: must be between {min} and {max}"
+                ))
+            }
+        };
+        if let Some(v) = self.storage.probe_interval_ms {
+            policy.probe_interval = ms("probe_interval_ms", v)?;
+            // A shorter first pause than the default maximum lowers nothing else; a longer one
+            // raises the maximum with it unless the file sets both.
+            policy.probe_interval_max = policy.probe_interval_max.max(policy.probe_interval);
+        }
+        if let Some(v) = self.storage.probe_interval_max_ms {
+            policy.probe_interval_max = ms("probe_interval_max_ms", v)?;
+        }
+        if policy.probe_interval_max < policy.probe_interval {
+            return Err(format!(
+                "storage.probe_interval_max_ms ({} ms) is below storage.probe_interval_ms ({} ms)",
+                policy.probe_interval_max.as_millis(),
+                policy.probe_interval.as_millis()
+            ));
+        }
+        if let Some(bytes) = self.storage.resume_free_bytes {
+            policy.free_bytes_min = bytes;
+        }
+        Ok(policy)
     }
 
     /// The client port's limits: the defaults, changed where the file says.
@@ -421,6 +479,11 @@ heartbeat_ticks = 4
 connections_max = 10
 idle_timeout_secs = 5
 pipeline_max = 8
+
+[storage]
+probe_interval_ms = 200
+probe_interval_max_ms = 800
+resume_free_bytes = 1048576
 "#;
 
     #[test]
@@ -450,6 +513,14 @@ pipeline_max = 8
         assert_eq!(limits.connections_max, 10);
         assert_eq!(limits.idle_timeout, Duration::from_secs(5));
         assert_eq!(limits.pipeline_max, 8);
+        let resume = f.resume_policy().unwrap();
+        assert_eq!(resume.probe_interval, Duration::from_millis(200));
+        assert_eq!(resume.probe_interval_max, Duration::from_millis(800));
+        assert_eq!(resume.free_bytes_min, 1 << 20);
+        assert_eq!(
+            FileConfig::default().resume_policy(),
+            Ok(ResumePolicy::default())
+        );
     }
 
     #[test]
@@ -475,6 +546,17 @@ pipeline_max = 8
             .client_limits()
             .unwrap_err();
         assert!(e.contains("client.pipeline_max"), "{e}");
+        let e = FileConfig::parse("[storage]\nprobe_interval_ms = 0")
+            .unwrap()
+            .resume_policy()
+            .unwrap_err();
+        assert!(e.contains("storage.probe_interval_ms"), "{e}");
+        let e =
+            FileConfig::parse("[storage]\nprobe_interval_ms = 500\nprobe_interval_max_ms = 100")
+                .unwrap()
+                .resume_policy()
+                .unwrap_err();
+        assert!(e.contains("storage.probe_interval_max_ms"), "{e}");
         let e = parse_peers("2=127.0.0.1:1,x=127.0.0.1:2").unwrap_err();
         assert!(e.contains("peers.x"), "{e}");
         let e = parse_peers("2=127.0.0.1:1,2=127.0.0.1:2").unwrap_err();

@@ -12,8 +12,11 @@
 //! | `kv_fsync_latency_seconds` | histogram | one `sync` of the write-ahead log |
 //! | `kv_fsync_batch_records` | histogram | records made durable by one `sync` (group commit) |
 //! | `kv_messages_sent_total`, `kv_messages_received_total`, `kv_frames_rejected_total`, `kv_syncs_total`, `kv_requests_total` | counter | the driver's counters |
+//! | `kv_storage_failed` | gauge | 1 while a storage failure keeps the node stopped |
+//! | `kv_storage_failures_total`, `kv_storage_resumes_total` | counter | storage failures that stopped the node, and resumptions after a full disk |
 //!
-//! `/health` answers 200 when the node runs and knows a leader, 503 otherwise.
+//! `/health` answers 200 when the node runs and knows a leader, 503 otherwise; while the node is
+//! down (its storage failed) the 503 says why and whether it resumes by itself.
 //!
 //! The registry and the text format are `prometheus-client`'s. The HTTP side is a few lines
 //! written here on purpose: two fixed GET endpoints do not justify an HTTP framework's
@@ -64,6 +67,12 @@ pub struct Metrics {
     fsync_latency: Histogram,
     fsync_batch_records: Histogram,
     driver: DriverCounters,
+    /// 1 while a storage failure keeps the node stopped.
+    pub storage_failed: Gauge,
+    /// Storage failures that stopped the node.
+    pub storage_failures: Counter,
+    /// Times the node started again after its disk had filled up.
+    pub storage_resumes: Counter,
 }
 
 #[derive(Clone, Default)]
@@ -92,6 +101,9 @@ pub struct NodeView {
     pub applied_index: u64,
     /// Entries each follower is behind (Raft leader only).
     pub peer_lag: Vec<(u64, u64)>,
+    /// Why the node serves nothing, while it does not (its storage failed); the other fields
+    /// are then not known.
+    pub down: Option<String>,
 }
 
 impl Default for Metrics {
@@ -119,6 +131,9 @@ impl Metrics {
             // 1 to 4,096 records.
             fsync_batch_records: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
             driver: DriverCounters::default(),
+            storage_failed: Gauge::default(),
+            storage_failures: Counter::default(),
+            storage_resumes: Counter::default(),
         };
         m.register_node(&mut registry);
         m.register_driver(&mut registry);
@@ -175,6 +190,21 @@ impl Metrics {
             "Records made durable by one sync",
             self.fsync_batch_records.clone(),
         );
+        registry.register(
+            "kv_storage_failed",
+            "Whether a storage failure keeps the node stopped (1) or not (0)",
+            self.storage_failed.clone(),
+        );
+        registry.register(
+            "kv_storage_failures",
+            "Storage failures that stopped the node",
+            self.storage_failures.clone(),
+        );
+        registry.register(
+            "kv_storage_resumes",
+            "Times the node started again after its disk had filled up",
+            self.storage_resumes.clone(),
+        );
     }
 
     /// Registers the driver's counters.
@@ -203,13 +233,16 @@ impl Metrics {
         );
     }
 
-    /// Sets the node's gauges and moves the driver's counters to `stats`.
+    /// Sets the node's gauges and moves the driver's counters to `stats`. While the node is
+    /// down, the term and indexes keep their last values.
     pub fn update(&self, view: &NodeView, stats: DriverStats) {
         let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         self.is_leader.set(i64::from(view.is_leader));
-        self.term.set(as_i64(view.term));
-        self.commit_index.set(as_i64(view.commit_index));
-        self.applied_index.set(as_i64(view.applied_index));
+        if view.down.is_none() {
+            self.term.set(as_i64(view.term));
+            self.commit_index.set(as_i64(view.commit_index));
+            self.applied_index.set(as_i64(view.applied_index));
+        }
         self.peer_lag.clear();
         for &(peer, lag) in &view.peer_lag {
             self.peer_lag
@@ -351,6 +384,12 @@ where
             ("200 OK", metrics.encode())
         }
         Some(b"/health") => match &state {
+            Some((
+                NodeView {
+                    down: Some(why), ..
+                },
+                _,
+            )) => ("503 Service Unavailable", format!("{why}\n")),
             Some((v, _)) if v.leader.is_some() => (
                 "200 OK",
                 format!("ok: leader {}\n", v.leader.unwrap_or_default()),
@@ -402,6 +441,7 @@ mod tests {
             commit_index: 10,
             applied_index: 9,
             peer_lag: vec![(2, 0), (3, 4)],
+            down: None,
         };
         metrics.update(&view, stats);
         metrics.update(&view, stats); // the same stats again: counters do not move
@@ -417,9 +457,23 @@ mod tests {
             "kv_fsync_latency_seconds_count 1",
             "kv_fsync_batch_records_sum 2.0",
             "kv_proposal_latency_seconds_count 1",
+            "kv_storage_failed 0",
+            "kv_storage_failures_total 0",
+            "kv_storage_resumes_total 0",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
+        // Down: the leader flag drops, the log's position stays as last seen.
+        let down = NodeView {
+            down: Some("storage unavailable".into()),
+            ..NodeView::default()
+        };
+        metrics.update(&down, stats);
+        let text = metrics.encode();
+        assert!(
+            text.contains("kv_is_leader 0") && text.contains("kv_term 3"),
+            "{text}"
+        );
     }
 
     async fn get(addr: std::net::SocketAddr, path: &str) -> String {
@@ -461,6 +515,25 @@ mod tests {
         assert!(health.starts_with("HTTP/1.1 200 OK") && health.ends_with("ok: leader 2\n"));
         *leader.lock().unwrap() = None;
         assert!(get(addr, "/health").await.starts_with("HTTP/1.1 503"));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let down_addr = listener.local_addr().unwrap();
+        let down = || async {
+            Some((
+                NodeView {
+                    down: Some("storage unavailable: disk full".into()),
+                    leader: Some(2),
+                    ..NodeView::default()
+                },
+                DriverStats::default(),
+            ))
+        };
+        tokio::spawn(serve_http(listener, Metrics::new(), down));
+        let health = get(down_addr, "/health").await;
+        assert!(
+            health.starts_with("HTTP/1.1 503")
+                && health.ends_with("storage unavailable: disk full\n"),
+            "{health}"
+        );
         assert!(get(addr, "/nothing").await.starts_with("HTTP/1.1 404"));
         // An endless header is cut off at the limit.
         let mut s = TcpStream::connect(addr).await.unwrap();

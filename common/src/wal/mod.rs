@@ -16,6 +16,9 @@
 //!   returns [`StorageError::Poisoned`]. After a failed fsync the kernel may have dropped the dirty
 //!   pages and cleared the error, so retrying and reporting success would be a lie (the
 //!   "fsyncgate" lesson from PostgreSQL). The node must stop and reopen, which re-reads the files.
+//!   [`Wal::failure`] says which kind of call failed: a write refused for lack of space
+//!   ([`WalFailure::is_out_of_space_on_write`]) is cured by reopening once space returns (recovery
+//!   truncates the torn tail it left); after a failed fsync an operator must judge the device.
 //! - **One owner.** The data directory is locked exclusively (`flock` on a `LOCK` file); a second
 //!   opener gets [`StorageError::Locked`].
 //!
@@ -165,7 +168,7 @@ pub use config::{
     WalConfig, RECORD_BYTES_MAX_DEFAULT, SEGMENT_BYTES_MAX_DEFAULT, WRITE_BUFFER_BYTES_DEFAULT,
 };
 use format::{encode_frame, segment_header, FrameKind, SEGMENT_HEADER_BYTES};
-pub use report::{RecoveryReport, TornTail, WalStats};
+pub use report::{RecoveryReport, TornTail, WalFailure, WalStats};
 
 use crate::snapshot::{FileSnapshotStore, SnapshotStore};
 use crate::storage::{Storage, StorageError};
@@ -214,6 +217,8 @@ pub struct Wal {
     checkpoint: Option<(u64, u64)>,
     /// Set by the first failed write or fsync; the log refuses all work afterwards.
     poisoned: Option<String>,
+    /// Which kind of call set `poisoned`.
+    failure: Option<WalFailure>,
     recovery: RecoveryReport,
     stats: WalStats,
     /// The snapshot files, in [`SNAPSHOT_DIR_NAME`] under the data directory (covered by its
@@ -222,6 +227,9 @@ pub struct Wal {
     /// Test hook: the next fsync of a segment fails.
     #[cfg(test)]
     fail_next_fsync: bool,
+    /// Test hook: the next write to a segment fails with this error (a full disk, say).
+    #[cfg(test)]
+    fail_next_write: Option<io::ErrorKind>,
 }
 
 impl std::fmt::Debug for Wal {
@@ -235,6 +243,7 @@ impl std::fmt::Debug for Wal {
             .field("unsynced_records", &self.unsynced_records)
             .field("checkpoint", &self.checkpoint)
             .field("poisoned", &self.poisoned)
+            .field("failure", &self.failure)
             .finish()
     }
 }
@@ -258,18 +267,31 @@ fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Creates segment `seq` with its header, fsyncs it and the directory.
-fn create_segment(dir: &Path, seq: u64, stats: &mut WalStats) -> Result<File, StorageError> {
+/// Maps an I/O error on `path` to the [`WalFailure`] of its `kind` and a [`StorageError`].
+fn failed(
+    kind: fn(io::ErrorKind) -> WalFailure,
+    path: &Path,
+) -> impl FnOnce(io::Error) -> (WalFailure, StorageError) + '_ {
+    move |e| (kind(e.kind()), io_error(path)(e))
+}
+
+/// Creates segment `seq` with its header, fsyncs it and the directory. A failure says which
+/// kind of call failed.
+fn create_segment(
+    dir: &Path,
+    seq: u64,
+    stats: &mut WalStats,
+) -> Result<File, (WalFailure, StorageError)> {
     let path = dir.join(segment_file_name(seq));
     let mut file = OpenOptions::new()
         .append(true)
         .create_new(true)
         .open(&path)
-        .map_err(io_error(&path))?;
+        .map_err(failed(WalFailure::Write, &path))?;
     file.write_all(&segment_header(seq))
-        .map_err(io_error(&path))?;
-    file.sync_data().map_err(io_error(&path))?;
-    fsync_dir(dir).map_err(io_error(dir))?;
+        .map_err(failed(WalFailure::Write, &path))?;
+    file.sync_data().map_err(failed(WalFailure::Fsync, &path))?;
+    fsync_dir(dir).map_err(failed(WalFailure::Fsync, dir))?;
     stats.fsyncs += 2;
     stats.segments_created += 1;
     stats.bytes_written += SEGMENT_HEADER_BYTES as u64;
@@ -305,6 +327,12 @@ impl Wal {
         self.poisoned.is_some()
     }
 
+    /// Which kind of call poisoned the log, if one did: whether reopening it once space returns
+    /// is sound ([`WalFailure::is_out_of_space_on_write`]) or an operator must look first.
+    pub fn failure(&self) -> Option<WalFailure> {
+        self.failure
+    }
+
     /// Syncs, then releases the directory.
     pub fn close(mut self) -> Result<(), StorageError> {
         self.sync()
@@ -327,9 +355,10 @@ impl Wal {
 
     /// Records the first failure that leaves the files in an unknown state, and returns the
     /// error to hand to the caller.
-    fn poison(&mut self, what: String) -> StorageError {
+    fn poison(&mut self, failure: WalFailure, what: String) -> StorageError {
         tracing::error!(%what, "wal: poisoned");
         self.poisoned = Some(what.clone());
+        self.failure = Some(failure);
         StorageError::Poisoned(what)
     }
 
@@ -337,9 +366,17 @@ impl Wal {
         if self.buf.is_empty() {
             return Ok(());
         }
-        if let Err(e) = self.file.write_all(&self.buf) {
+        #[cfg(test)]
+        let result = match self.fail_next_write.take() {
+            Some(kind) => Err(io::Error::from(kind)),
+            None => self.file.write_all(&self.buf),
+        };
+        #[cfg(not(test))]
+        let result = self.file.write_all(&self.buf);
+        if let Err(e) = result {
             let path = self.segment_path(self.current_seq());
-            return Err(self.poison(format!("write to {} failed: {e}", path.display())));
+            let failure = WalFailure::Write(e.kind());
+            return Err(self.poison(failure, format!("write to {} failed: {e}", path.display())));
         }
         self.stats.bytes_written += self.buf.len() as u64;
         self.buf.clear();
@@ -361,7 +398,8 @@ impl Wal {
         let result = self.file.sync_data();
         if let Err(e) = result {
             let path = self.segment_path(self.current_seq());
-            return Err(self.poison(format!("fsync of {} failed: {e}", path.display())));
+            let failure = WalFailure::Fsync(e.kind());
+            return Err(self.poison(failure, format!("fsync of {} failed: {e}", path.display())));
         }
         self.stats.fsyncs += 1;
         Ok(())
@@ -383,7 +421,9 @@ impl Wal {
                 self.segment_len = SEGMENT_HEADER_BYTES as u64;
                 Ok(())
             }
-            Err(e) => Err(self.poison(format!("creating segment {seq} failed: {e}"))),
+            Err((failure, e)) => {
+                Err(self.poison(failure, format!("creating segment {seq} failed: {e}")))
+            }
         }
     }
 
@@ -400,7 +440,10 @@ impl Wal {
             }
             let path = self.segment_path(oldest);
             if let Err(e) = fs::remove_file(&path) {
-                return Err(self.poison(format!("deleting {} failed: {e}", path.display())));
+                let failure = WalFailure::Remove(e.kind());
+                return Err(
+                    self.poison(failure, format!("deleting {} failed: {e}", path.display()))
+                );
             }
             self.segments.pop_front();
             deleted += 1;
@@ -408,7 +451,8 @@ impl Wal {
         if deleted > 0 {
             if let Err(e) = fsync_dir(&self.config.dir) {
                 let dir = self.config.dir.display().to_string();
-                return Err(self.poison(format!("fsync of directory {dir} failed: {e}")));
+                let failure = WalFailure::Fsync(e.kind());
+                return Err(self.poison(failure, format!("fsync of directory {dir} failed: {e}")));
             }
             self.stats.fsyncs += 1;
             self.stats.segments_deleted += deleted;
@@ -537,6 +581,47 @@ mod tests {
         // is recovered, and recovery's own fsync makes it durable.
         let mut wal = open(dir.path());
         assert_eq!(wal.load().unwrap(), vec![b"a".to_vec()]);
+    }
+
+    #[test]
+    fn a_full_disk_is_told_from_a_failed_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = open(dir.path());
+        wal.append(b"a").unwrap();
+        wal.sync().unwrap();
+        assert_eq!(wal.failure(), None);
+        wal.append(b"b").unwrap();
+        wal.fail_next_write = Some(io::ErrorKind::StorageFull);
+        assert!(matches!(wal.sync(), Err(StorageError::Poisoned(_))));
+        let failure = wal.failure().unwrap();
+        assert_eq!(failure, WalFailure::Write(io::ErrorKind::StorageFull));
+        assert!(failure.is_out_of_space_on_write());
+        // Still fail-stop: the full disk does not make the log retry by itself.
+        assert!(matches!(wal.append(b"c"), Err(StorageError::Poisoned(_))));
+        drop(wal);
+        // Reopened (space returned): the synced record is there, the refused one is not, and
+        // the log goes on.
+        let mut wal = open(dir.path());
+        assert_eq!(wal.load().unwrap(), vec![b"a".to_vec()]);
+        wal.append(b"d").unwrap();
+        wal.sync().unwrap();
+        drop(wal);
+        assert_eq!(
+            open(dir.path()).load().unwrap(),
+            vec![b"a".to_vec(), b"d".to_vec()]
+        );
+
+        let mut wal = open(dir.path());
+        wal.append(b"e").unwrap();
+        wal.fail_next_fsync = true;
+        assert!(wal.sync().is_err());
+        let failure = wal.failure().unwrap();
+        assert!(matches!(failure, WalFailure::Fsync(_)), "{failure:?}");
+        assert!(!failure.is_out_of_space_on_write());
+        // A full disk reported by the fsync is still an fsync failure.
+        assert!(!WalFailure::Fsync(io::ErrorKind::StorageFull).is_out_of_space_on_write());
+        assert!(WalFailure::Write(io::ErrorKind::QuotaExceeded).is_out_of_space_on_write());
+        assert!(!WalFailure::Write(io::ErrorKind::PermissionDenied).is_out_of_space_on_write());
     }
 
     #[test]

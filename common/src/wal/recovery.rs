@@ -194,10 +194,13 @@ impl Wal {
             unsynced_records: 0,
             checkpoint,
             poisoned: None,
+            failure: None,
             recovery: report,
             stats,
             #[cfg(test)]
             fail_next_fsync: false,
+            #[cfg(test)]
+            fail_next_write: None,
         };
         let deleted_before = wal.stats.segments_deleted;
         wal.compact()?;
@@ -371,7 +374,7 @@ fn open_last_segment(
         None => {
             seqs.push_back(0);
             *last_len = SEGMENT_HEADER_BYTES as u64;
-            create_segment(dir, 0, stats)?
+            create_segment(dir, 0, stats).map_err(|(_, e)| e)?
         }
     })
 }

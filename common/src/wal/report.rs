@@ -1,6 +1,8 @@
 //! What a [`Wal`](super::Wal) reports: the [`RecoveryReport`] of its opening (with the
-//! [`TornTail`] it truncated, if any) and its running [`WalStats`].
+//! [`TornTail`] it truncated, if any), its running [`WalStats`], and the [`WalFailure`] that
+//! poisoned it, if one did.
 
+use std::io;
 use std::path::PathBuf;
 
 #[cfg(doc)]
@@ -31,6 +33,33 @@ pub struct RecoveryReport {
     /// Segments before the latest checkpoint deleted by recovery (a compaction a crash
     /// interrupted).
     pub segments_deleted: usize,
+}
+
+/// Which kind of call poisoned a [`Wal`] ([`Wal::failure`]), with the operating system's error
+/// kind. The log refuses all work after any of them; what differs is what reopening it can do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WalFailure {
+    /// Writing frames to a segment, or creating a segment (its file and header), failed: the
+    /// kernel refused those bytes, and whatever it accepted before is intact in the page cache.
+    /// Reopening the log truncates the torn tail the refused write left.
+    Write(io::ErrorKind),
+    /// An fsync of a segment or of the directory failed. The kernel may have dropped the dirty
+    /// pages and cleared the error ("fsyncgate"), so what the files read back as may not be what
+    /// is on the device: only an operator can judge it.
+    Fsync(io::ErrorKind),
+    /// Deleting a segment that a durable checkpoint made obsolete failed.
+    Remove(io::ErrorKind),
+}
+
+impl WalFailure {
+    /// Whether a write was refused because the file system is full (`ENOSPC`) or the quota is
+    /// spent (`EDQUOT`): the one failure that reopening the log cures once space returns.
+    pub fn is_out_of_space_on_write(&self) -> bool {
+        matches!(
+            self,
+            WalFailure::Write(io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
+        )
+    }
 }
 
 /// Counters of a [`Wal`] since it was opened, for reports and benches.

@@ -20,6 +20,11 @@
 //! the machine could read it. Restarting a replica with the same `--data-dir` recovers it from its
 //! write-ahead log. Prints `kv-node <id> ready` once it serves.
 //!
+//! When the write-ahead log fails the node stops but the process stays up, answering clients
+//! "storage unavailable" and saying why on `/health`; after a full disk it starts again from its
+//! directory by itself once there is room (the `[storage]` table of the file sets how it
+//! probes), after a failed fsync it waits for a restart.
+//!
 //! A replica added at run time is first registered with `kv-client member add ID PEER CLIENT`,
 //! then started with `--join` (members' client addresses) instead of `--peers`: it learns the
 //! members and their addresses from the first member that answers.

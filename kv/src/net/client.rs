@@ -336,6 +336,11 @@ impl KvClient {
                     last = format!("node {target}: {why}");
                     policy.failed()
                 }
+                // Nothing was applied there; the next node may serve it.
+                Attempt::Reply(ClientReply::Unavailable(why)) => {
+                    last = format!("node {target}: {why}");
+                    policy.failed()
+                }
                 Attempt::Reply(ClientReply::Unknown(why)) => {
                     maybe_applied = true;
                     last = format!("node {target}: {why}");

@@ -150,6 +150,10 @@ pub enum ClientReply {
     },
     /// The answer to [`ClientRequest::Members`] and to membership changes.
     Members(Box<MembersInfo>),
+    /// This node serves nothing for now: its storage failed (a full disk, say), and the text
+    /// says why and whether it resumes by itself. Nothing was applied here; another node may
+    /// serve the request. (Last among the variants, so that the others keep their encoding.)
+    Unavailable(String),
 }
 
 /// The cluster's membership as one node knows it: the answer to [`ClientRequest::Members`] and

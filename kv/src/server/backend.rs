@@ -68,6 +68,7 @@ impl Backend {
                         commit_index: m.commit_index,
                         applied_index: m.applied_index,
                         peer_lag,
+                        down: None,
                     },
                     h.driver().stats(),
                 ))
@@ -82,10 +83,28 @@ impl Backend {
                         commit_index: m.decided,
                         applied_index: m.applied,
                         peer_lag: Vec::new(),
+                        down: None,
                     },
                     h.node().stats(),
                 ))
             }
+        }
+    }
+
+    /// Waits until the node stops (its storage failed, say), and says why: `Ok(())` after a
+    /// clean shutdown.
+    pub(super) async fn stopped(&self) -> Result<(), common::driver::DriverError> {
+        match self {
+            Backend::Raft(h) => h.driver().stopped().await,
+            Backend::Paxos(h) => h.node().stopped().await,
+        }
+    }
+
+    /// The driver's counters.
+    pub(super) fn stats(&self) -> DriverStats {
+        match self {
+            Backend::Raft(h) => h.driver().stats(),
+            Backend::Paxos(h) => h.node().stats(),
         }
     }
 

@@ -17,10 +17,21 @@
 //! - **Honest answers.** A write the protocol may have applied but cannot confirm is answered
 //!   [`ClientReply::Unknown`], never as refused.
 //!
+//! - **A full disk is survived.** When the write-ahead log fails, the node stops (nothing is
+//!   built on a log it could not write) but the process stays up: clients are answered
+//!   [`ClientReply::Unavailable`] so they go to another replica, and `/health` and the metrics
+//!   say why. When the failure was a write refused for lack of space, the node probes its data
+//!   directory ([`ResumePolicy`]) and, once there is room, starts again from it as a restart
+//!   would (recovery truncates the torn tail), on the same ports, and catches up. A failed
+//!   fsync stays fail-stop until an operator restarts the node.
+//!
 //! This file holds the options and [`run`], which starts everything and shuts it down;
-//! `backend.rs` the consensus node as the client port sees it (requests, membership changes,
-//! leadership hand-over); `membership.rs` where the replicas are (the address book's follower
-//! and the cluster a node starts or joins); `clients.rs` the client port and its limits.
+//! `replica.rs` the replica as the ports see it (the node, or why there is none) and the task
+//! that starts it, watches it and resumes it; `storage.rs` the log's guard, the kinds of storage
+//! failure and the probe of a full disk; `backend.rs` the consensus node as the client port sees
+//! it (requests, membership changes, leadership hand-over); `membership.rs` where the replicas
+//! are (the address book's follower and the cluster a node starts or joins); `clients.rs` the
+//! client port and its limits.
 
 // The submodules take these imports with `use super::*`: one list for the whole service.
 use std::collections::{BTreeMap, HashMap};
@@ -37,6 +48,7 @@ use common::NodeId;
 use futures::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use common::driver::DriverStats;
 use prometheus_client::metrics::gauge::Gauge;
@@ -57,6 +69,8 @@ use tokio::sync::watch;
 mod backend;
 mod clients;
 mod membership;
+mod replica;
+mod storage;
 
 use backend::Backend;
 pub use backend::HANDOVER_WAIT;
@@ -65,6 +79,12 @@ pub use clients::{
 };
 pub use membership::JOIN_DEADLINE;
 use membership::{follow_address_book, Directory, Topology};
+use replica::{supervise, Replica, Starter};
+use storage::FaultSlot;
+pub use storage::{
+    probe, ResumePolicy, StorageFault, PROBE_FILE_NAME, PROBE_INTERVAL_DEFAULT,
+    PROBE_INTERVAL_MAX_DEFAULT, RESUME_FREE_BYTES_DEFAULT,
+};
 
 /// The cluster name in the transport handshake.
 pub const CLUSTER_NAME: &str = "kv";
@@ -132,6 +152,10 @@ pub enum ServeError {
 /// no new work, leadership handed over (Raft), the node stopped with its records persisted.
 /// Prints `kv-node <id> ready` on standard output once both ports are bound and the node runs,
 /// and `kv-node <id> stopped` after a graceful shutdown.
+///
+/// If the node's storage fails, the process stays up: clients are answered
+/// [`ClientReply::Unavailable`], `/health` says why, and when the failure was a full disk the
+/// node starts again from its data directory once there is room (see `replica.rs`).
 pub async fn run(options: NodeOptions) -> Result<(), ServeError> {
     let topology = Topology::learn(&options).await?;
     let mut tcp = TcpConfig::new(
@@ -144,32 +168,31 @@ pub async fn run(options: NodeOptions) -> Result<(), ServeError> {
     tcp.tls = options.tls.clone();
     let tuning = &options.tuning;
     let client_limits = tuning.client_limits().map_err(ServeError::Config)?;
+    let resume = tuning.resume_policy().map_err(ServeError::Config)?;
     let mut driver_config = DriverConfig::default();
     if let Some(tick) = tuning.tick().map_err(ServeError::Config)? {
         driver_config.tick = tick;
     }
     let configs = consensus_configs(&options, &topology)?;
-    let transport = TcpTransport::start(tcp).await?;
-    let (book_tx, book_rx) = watch::channel(AddressBook::default());
-    tokio::spawn(follow_address_book(
-        book_rx.clone(),
-        transport.peers(),
-        options.id,
-    ));
-    let directory = Directory::new(&options, &topology, transport.local_addr(), book_rx);
+    let (book, book_rx) = watch::channel(AddressBook::default());
     let metrics = Metrics::new();
-    let backend = start_backend(
-        &options,
+    let mut starter = Starter {
+        options: options.clone(),
+        tcp,
         configs,
         driver_config,
-        transport,
-        book_tx,
-        &metrics,
-    )
-    .await?;
+        book,
+        metrics: metrics.clone(),
+        fault: FaultSlot::default(),
+        resume,
+    };
+    let backend = starter.start().await?;
+    let directory = Directory::new(&options, &topology, starter.listen_addr(), book_rx);
+    let stop = CancellationToken::new();
+    let (replica, supervisor) = supervise(starter, backend, stop.clone());
     let listener = TcpListener::bind(options.client_listen).await?;
     if let Some(addr) = options.metrics_listen {
-        serve_metrics(addr, metrics.clone(), backend.clone()).await?;
+        serve_metrics(addr, metrics.clone(), replica.clone()).await?;
     }
     println!("kv-node {} ready", options.id);
     let draining = Arc::new(AtomicBool::new(false));
@@ -180,14 +203,13 @@ pub async fn run(options: NodeOptions) -> Result<(), ServeError> {
         options.tls.clone(),
         metrics.client_connections.clone(),
         {
-            let backend = backend.clone();
             let draining = draining.clone();
             let latency = metrics.proposal_latency.clone();
             move |request: ClientRequest| {
                 let draining = draining.load(Ordering::Relaxed);
                 let span = tracing::debug_span!("request", node = id, kind = request.kind());
-                let (backend, directory) = (backend.clone(), directory.clone());
-                serve_request(backend, directory, draining, latency.clone(), request)
+                let (replica, directory) = (replica.clone(), directory.clone());
+                serve_request(replica, directory, draining, latency.clone(), request)
                     .instrument(span)
             }
         },
@@ -200,70 +222,27 @@ pub async fn run(options: NodeOptions) -> Result<(), ServeError> {
         }
     }
     // Graceful shutdown: accept nothing new (the accept loop is gone, open connections are
-    // refused), hand leadership over, then stop the node, which persists what it produced and
-    // fails what still waits.
+    // refused), then the supervisor hands leadership over and stops the node, which persists
+    // what it produced and fails what still waits.
     draining.store(true, Ordering::Relaxed);
-    backend.hand_over().await;
-    backend.shutdown().await.map_err(ServeError::Node)?;
+    stop.cancel();
+    supervisor
+        .await
+        .map_err(|e| ServeError::Node(format!("the supervisor ended abnormally: {e}")))??;
     println!("kv-node {} stopped", options.id);
     Ok(())
-}
-
-/// Opens the write-ahead log (its fsyncs timed into `metrics`) and starts the consensus node on
-/// it over `transport`.
-async fn start_backend(
-    options: &NodeOptions,
-    configs: (raft::Config, paxos::Config),
-    driver_config: DriverConfig,
-    transport: TcpTransport,
-    book: watch::Sender<AddressBook>,
-    metrics: &Metrics,
-) -> Result<Backend, ServeError> {
-    // Every state machine the node builds (at start, and to restore a snapshot) publishes its
-    // address book to the same channel.
-    let machine = move || Ok(KvMachine::with_book_watch(book.clone()));
-    let wal = TimedStorage::new(
-        Wal::open(WalConfig::new(&options.data_dir))?,
-        metrics.clone(),
-    );
-    let (raft_config, paxos_config) = configs;
-    Ok(match options.protocol {
-        Protocol::Raft => {
-            let h = driver::spawn_recovered::<raft::RaftNode<KvMachine>, _, _, _>(
-                common::Setup::new(raft_config, machine),
-                transport,
-                wal,
-                common::codec::Bincode,
-                driver_config,
-            )
-            .await
-            .map_err(|e| ServeError::Node(e.to_string()))?;
-            Backend::Raft(raft::RaftHandle::new(h))
-        }
-        Protocol::Paxos => {
-            let h = paxos::PaxosHandle::spawn_with(
-                common::Setup::new(paxos_config, machine),
-                transport,
-                wal,
-                driver_config,
-            )
-            .await
-            .map_err(|e| ServeError::Node(e.to_string()))?;
-            Backend::Paxos(h)
-        }
-    })
 }
 
 /// Binds `addr` and serves `GET /metrics` and `GET /health` there from a task of its own.
 async fn serve_metrics(
     addr: SocketAddr,
     metrics: Metrics,
-    backend: Backend,
+    replica: Replica,
 ) -> std::io::Result<()> {
     let http = TcpListener::bind(addr).await?;
     tokio::spawn(serve_http(http, metrics, move || {
-        let backend = backend.clone();
-        async move { backend.view().await }
+        let replica = replica.clone();
+        async move { replica.view().await }
     }));
     Ok(())
 }
@@ -295,10 +274,11 @@ fn consensus_configs(
     Ok((raft_config, paxos_config))
 }
 
-/// Serves one client request through `backend`, refused while `draining`; a write's time to
-/// its answer goes into `latency`.
+/// Serves one client request through the replica's node, refused while `draining` and
+/// answered [`ClientReply::Unavailable`] while the node is down; a write's time to its answer
+/// goes into `latency`.
 async fn serve_request(
-    backend: Backend,
+    replica: Replica,
     directory: Directory,
     draining: bool,
     latency: Histogram,
@@ -308,6 +288,12 @@ async fn serve_request(
         // Refused, so the client tries another node at once.
         return ClientReply::Refused("the node is shutting down".into());
     }
+    // Reads are refused too: a linearizable read needs the node, and the state it held when
+    // its storage failed is gone (and would be stale).
+    let backend = match replica.backend() {
+        Ok(backend) => backend,
+        Err(outage) => return ClientReply::Unavailable(outage.describe()),
+    };
     let started = Instant::now();
     let is_write = matches!(request, ClientRequest::Write(_));
     let reply = backend.serve(&directory, request).await;
