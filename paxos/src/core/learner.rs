@@ -10,7 +10,7 @@
 //!   most once; the replica that proposed a batch answers its clients (the pipeline that does
 //!   so is in `apply.rs`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use common::{NodeId, Outbox, RequestId};
 
@@ -54,13 +54,64 @@ pub(crate) struct Learner<S: StateMachine> {
     pub commit_hint: Slot,
     /// Whom to ask for missed values, and when.
     pub catch_up: CatchUp,
-    /// Client proposals answered when their slot is applied: slot -> (batch origin, requests).
-    pub pending: BTreeMap<Slot, (Ballot, Vec<RequestId>)>,
+    /// Client proposals answered when their slot is applied.
+    pub pending: Owed,
     /// Retries attached to a copy of their command the leader already holds, answered when a
     /// command of that session is applied (see `proposer.rs`).
     pub session_waiters: BTreeMap<Session, Vec<RequestId>>,
     /// Reused by `apply_run` (see `apply.rs`).
     pub apply_scratch: ApplyScratch<S::Output>,
+}
+
+/// The client requests a replica answers when a slot it proposed is applied: `(slot, ballot of
+/// the batch, requests)`, in slot order. A queue, not a map: a leader proposes in increasing
+/// slots, and a leadership that ends takes every entry with it, so new entries go at the back
+/// (`insert` still keeps the order if one ever does not).
+#[derive(Debug, Default)]
+pub(crate) struct Owed {
+    slots: VecDeque<(Slot, Ballot, Vec<RequestId>)>,
+}
+
+impl Owed {
+    /// Owes `requests` the outcome of the batch proposed under `ballot` in `slot` (replacing
+    /// what was owed for `slot`, if anything).
+    pub(crate) fn insert(&mut self, slot: Slot, ballot: Ballot, requests: Vec<RequestId>) {
+        match self.slots.back() {
+            Some(&(last, ..)) if last >= slot => {
+                let at = self.slots.partition_point(|&(s, ..)| s < slot);
+                match self.slots.get_mut(at) {
+                    Some(owed) if owed.0 == slot => *owed = (slot, ballot, requests),
+                    _ => self.slots.insert(at, (slot, ballot, requests)),
+                }
+            }
+            _ => self.slots.push_back((slot, ballot, requests)),
+        }
+    }
+
+    /// What is owed for `slot`, if `slot` is the first slot owed anything.
+    pub(crate) fn take(&mut self, slot: Slot) -> Option<(Ballot, Vec<RequestId>)> {
+        match self.slots.front() {
+            Some(&(first, ..)) if first == slot => {
+                self.slots.pop_front().map(|(_, b, requests)| (b, requests))
+            }
+            _ => None,
+        }
+    }
+
+    /// The requests of the first slot owed anything, if it is below `slot`.
+    pub(crate) fn take_below(&mut self, slot: Slot) -> Option<Vec<RequestId>> {
+        match self.slots.front() {
+            Some(&(first, ..)) if first < slot => self.slots.pop_front().map(|(.., r)| r),
+            _ => None,
+        }
+    }
+
+    /// Every request owed anything, slot after slot; nothing is owed afterwards.
+    pub(crate) fn take_all(&mut self) -> impl Iterator<Item = RequestId> {
+        std::mem::take(&mut self.slots)
+            .into_iter()
+            .flat_map(|(.., requests)| requests)
+    }
 }
 
 /// The catch-up timer and whom it asks.
@@ -91,7 +142,7 @@ impl<S: StateMachine> Learner<S> {
             log_bytes: 0,
             commit_hint,
             catch_up: CatchUp::default(),
-            pending: BTreeMap::new(),
+            pending: Owed::default(),
             session_waiters: BTreeMap::new(),
             apply_scratch: ApplyScratch::default(),
         }
@@ -99,10 +150,7 @@ impl<S: StateMachine> Learner<S> {
 
     /// Takes the requests owed for `slot` if it is the first slot with any.
     pub(crate) fn take_owed(&mut self, slot: Slot) -> Option<(Ballot, Vec<RequestId>)> {
-        match self.pending.first_key_value() {
-            Some((&s, _)) if s == slot => self.pending.remove(&slot),
-            _ => None,
-        }
+        self.pending.take(slot)
     }
 
     /// The stop-sign in the first slot not yet applied, if that slot is chosen and holds one
@@ -125,13 +173,8 @@ impl<S: StateMachine> Learner<S> {
         if self.applied > first && self.applied >= self.sm_applied {
             self.state.applied(self.applied);
         }
-        while let Some((&s, _)) = self.pending.first_key_value() {
-            if s >= self.applied {
-                break;
-            }
-            if let Some((_, requests)) = self.pending.remove(&s) {
-                fail_all(requests, out);
-            }
+        while let Some(requests) = self.pending.take_below(self.applied) {
+            fail_all(requests, out);
         }
     }
 }
@@ -332,5 +375,37 @@ impl<S: StateMachine> PaxosNode<S> {
         self.after_apply(out);
         // A new leader waits to have applied what was chosen before it (see `proposer.rs`).
         self.flush_queue(out);
+    }
+}
+
+#[cfg(test)]
+mod owed_tests {
+    use super::*;
+
+    fn b(round: u64) -> Ballot {
+        Ballot {
+            epoch: 0,
+            round,
+            leader: 1,
+        }
+    }
+
+    #[test]
+    fn owed_requests_come_out_in_slot_order_whatever_order_they_went_in() {
+        let mut owed = Owed::default();
+        owed.insert(5, b(1), vec![RequestId(5)]);
+        owed.insert(7, b(1), vec![RequestId(7)]);
+        owed.insert(6, b(1), vec![RequestId(6)]);
+        owed.insert(6, b(2), vec![RequestId(60)]);
+        assert_eq!(owed.take(6), None, "only the first slot owed is taken");
+        assert_eq!(owed.take(5), Some((b(1), vec![RequestId(5)])));
+        assert_eq!(owed.take(6), Some((b(2), vec![RequestId(60)])), "replaced");
+        owed.insert(9, b(2), vec![RequestId(9), RequestId(10)]);
+        assert_eq!(owed.take_below(7), None);
+        assert_eq!(owed.take_below(8), Some(vec![RequestId(7)]));
+        owed.insert(11, b(2), vec![RequestId(11)]);
+        let all: Vec<_> = owed.take_all().collect();
+        assert_eq!(all, vec![RequestId(9), RequestId(10), RequestId(11)]);
+        assert_eq!(owed.take(11), None);
     }
 }

@@ -174,10 +174,8 @@ impl<S: StateMachine> PaxosNode<S> {
         }
         // Proposed commands may still be chosen (a later leader re-proposes them): the outcome
         // is unknown to us, so the client must retry with its session.
-        for (_, (_, requests)) in std::mem::take(&mut self.learner.pending) {
-            for id in requests {
-                out.respond(id, Response::Failed(PaxosError::LeadershipLost));
-            }
+        for id in self.learner.pending.take_all() {
+            out.respond(id, Response::Failed(PaxosError::LeadershipLost));
         }
     }
 
@@ -471,7 +469,7 @@ impl<S: StateMachine> PaxosNode<S> {
             };
             self.learner
                 .pending
-                .insert(leader.next_slot, (leader.ballot, requests));
+                .insert(leader.next_slot, leader.ballot, requests);
             leader.in_flight.push_back(InFlight {
                 acks: 0,
                 value: value.clone(),

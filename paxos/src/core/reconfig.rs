@@ -294,10 +294,8 @@ impl<S: StateMachine> PaxosNode<S> {
             });
         }
         // Proposals after the stop-sign were never chosen in the old configuration.
-        for (_, (_, requests)) in std::mem::take(&mut self.learner.pending) {
-            for r in requests {
-                out.respond(r, Response::Failed(PaxosError::LeadershipLost));
-            }
+        for r in self.learner.pending.take_all() {
+            out.respond(r, Response::Failed(PaxosError::LeadershipLost));
         }
         // The old leader tells the old members and the new ones that the stop-sign was chosen:
         // new members learn they are in (they ask for catch-up), removed ones that they are out.

@@ -469,17 +469,9 @@ impl<S: StateMachine> PaxosNode<S> {
         self.shared.counters.snapshots_installed += 1;
         self.checkpoint(LocalSnapshot { slot, file, source }, out);
         // Proposals of ours in the covered slots: their fate is unknown to us now.
-        let covered: Vec<Slot> = self
-            .learner
-            .pending
-            .range(..slot)
-            .map(|(&s, _)| s)
-            .collect();
-        for s in covered {
-            if let Some((_, requests)) = self.learner.pending.remove(&s) {
-                for id in requests {
-                    out.respond(id, Response::Failed(PaxosError::LeadershipLost));
-                }
+        while let Some(requests) = self.learner.pending.take_below(slot) {
+            for id in requests {
+                out.respond(id, Response::Failed(PaxosError::LeadershipLost));
             }
         }
         self.apply_decided(out);
