@@ -6,7 +6,9 @@
 //! `twopc` and `threepc` implement the same [`AtomicCommit`] skeleton from `common::txn` (the
 //! same request, answer, client and metrics counters), so the adapter is written once over it;
 //! a protocol only names its node type, its configuration and its theory figures
-//! ([`CommitProtocol`]). `benches::twopc` and `benches::threepc` are those instantiations.
+//! ([`CommitProtocol`]). `benches::twopc` and `benches::threepc` are those instantiations; their
+//! tests run the shared checks of the `checks` module (test builds only), each with the
+//! protocol's own expected message counts.
 //!
 //! In the shootout, node 1 coordinates and every other node is a participant. Client `c`'s
 //! operation is one transaction writing its command to key `c{c}` at every participant (each
@@ -47,6 +49,20 @@ pub trait CommitProtocol: Copy + Default + Send + Sync + 'static {
     /// The default configuration of node `id` of `members`.
     fn config(id: NodeId, members: Vec<NodeId>) -> <Self::Node as Node>::Config;
 }
+
+/// Names this module's generic types for one protocol, in that protocol's module:
+/// `CoreCluster`, `DriverCluster` and the shootout cluster (named by the second argument).
+macro_rules! protocol_types {
+    ($protocol:ident, $cluster:ident) => {
+        #[doc = concat!("Cores of [`", stringify!($protocol), "`] in one process, pumped by hand.")]
+        pub type CoreCluster = $crate::commit::CoreCluster<$protocol>;
+        #[doc = concat!("A [`", stringify!($protocol), "`] cluster on the shared driver.")]
+        pub type DriverCluster = $crate::commit::DriverCluster<$protocol>;
+        #[doc = concat!("A running shootout cluster of [`", stringify!($protocol), "`].")]
+        pub type $cluster = $crate::commit::CommitCluster<$protocol>;
+    };
+}
+pub(crate) use protocol_types;
 
 /// The member ids of a cluster with `participants` participants.
 pub fn members(participants: usize) -> Vec<NodeId> {
@@ -292,5 +308,48 @@ impl<P: CommitProtocol> Cluster for CommitCluster<P> {
 
     async fn shutdown(&self) -> Result<(), BenchError> {
         self.nodes.shutdown().await
+    }
+}
+
+/// Checks every protocol's benchmark adapter passes, each called from the protocol's own test
+/// with what it expects.
+#[cfg(test)]
+pub(crate) mod checks {
+    use super::*;
+    use crate::TransportKind;
+
+    /// One committing transaction on the hand-pumped cores, with 1, 3 and 5 participants,
+    /// commits and takes `expected(participants)` messages.
+    pub(crate) fn core_commit_costs<P: CommitProtocol>(expected: impl Fn(usize) -> u64) {
+        for n in [1usize, 3, 5] {
+            let mut cluster = CoreCluster::<P>::new(n);
+            let (outcome, messages) = cluster.commit(0);
+            assert_eq!(outcome, Some(Outcome::Committed));
+            assert_eq!(messages, expected(n), "{n} participants");
+        }
+    }
+
+    /// The shootout contender, with a coordinator and 3 participants, commits 20 transactions
+    /// with [`CommitProtocol::MESSAGES_PER_PARTICIPANT`] messages per participant each.
+    pub(crate) async fn contender_commits_with_theory_messages<P: CommitProtocol>() {
+        let spec = ClusterSpec::new(4, TransportKind::Memory, false, 5);
+        let cluster = P::default().start(&spec).await.unwrap();
+        let ops = 20u64;
+        for seq in 0..ops {
+            cluster.run_op((seq % 3) as usize, seq).await.unwrap();
+        }
+        cluster.shutdown().await.unwrap();
+        // Acks may still be in flight when the last answer arrives; after shutdown every node's
+        // counters are final. 3 participants.
+        let per_op = P::MESSAGES_PER_PARTICIPANT * 3;
+        let sent = cluster.stats().messages_sent;
+        assert!(
+            sent <= ops * per_op,
+            "{sent} messages for {ops} transactions"
+        );
+        assert!(
+            sent >= (ops - 1) * per_op,
+            "{sent} messages for {ops} transactions"
+        );
     }
 }

@@ -1,12 +1,7 @@
-//! Three-phase commit for the benchmarks and the shootout: an in-process cluster of cores pumped
-//! by hand (the protocol's own cost and its message count) and a cluster on the shared driver over
-//! the in-memory network (end to end); and the shootout contender [`ThreePc`].
-//!
-//! In the shootout, node 1 coordinates and every other node is a participant. Client `c`'s
-//! operation is one transaction writing its command to key `c{c}` at every participant (each
-//! client has its own keys, so concurrent transactions never conflict); it completes when the
-//! coordinator answers Committed. Theory: 6 messages per participant
-//! ([`THEORY_MESSAGES_PER_PARTICIPANT`]), so `6 * (nodes - 1)` per operation.
+//! Three-phase commit for the benchmarks and the shootout: [`ThreePc`], the instantiation of
+//! the generic adapter of [`crate::commit`] (which describes the clusters and the shootout
+//! operation), and its theory: 6 messages per participant ([`THEORY_MESSAGES_PER_PARTICIPANT`]),
+//! so `6 * (nodes - 1)` per operation, whatever the number of participants.
 
 use common::NodeId;
 use threepc::{Config, ThreePcNode};
@@ -14,7 +9,8 @@ use threepc::{Config, ThreePcNode};
 use crate::commit::{self, CommitProtocol};
 pub use crate::commit::{members, writes_for, COORDINATOR, KEYS_PER_PARTICIPANT};
 
-/// Messages per participant of a committing transaction, in theory: CanCommit, Vote, PreCommit, PreCommitAck, DoCommit, HaveCommitted.
+/// Messages per participant of a committing transaction, in theory: CanCommit, Vote, PreCommit,
+/// PreCommitAck, DoCommit, HaveCommitted.
 pub const THEORY_MESSAGES_PER_PARTICIPANT: u64 = 6;
 
 /// Three-phase commit as a shootout contender and benchmark subject (see [`crate::commit`]).
@@ -32,52 +28,20 @@ impl CommitProtocol for ThreePc {
     }
 }
 
-/// Cores of threepc in one process, pumped by hand.
-pub type CoreCluster = commit::CoreCluster<ThreePc>;
-/// A threepc cluster on the shared driver.
-pub type DriverCluster = commit::DriverCluster<ThreePc>;
-/// A running shootout cluster of threepc.
-pub type ThreePcCluster = commit::CommitCluster<ThreePc>;
+commit::protocol_types!(ThreePc, ThreePcCluster);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ClusterSpec, Contender};
-    use common::txn::Outcome;
+    use crate::commit::checks;
 
     #[test]
     fn a_committing_transaction_costs_six_messages_per_participant() {
-        for n in [1usize, 3, 5] {
-            let mut cluster = CoreCluster::new(n);
-            let (outcome, messages) = cluster.commit(0);
-            assert_eq!(outcome, Some(Outcome::Committed));
-            assert_eq!(
-                messages,
-                THEORY_MESSAGES_PER_PARTICIPANT * n as u64,
-                "{n} participants"
-            );
-        }
+        checks::core_commit_costs::<ThreePc>(|n| THEORY_MESSAGES_PER_PARTICIPANT * n as u64);
     }
 
     #[tokio::test]
     async fn the_contender_commits_with_the_theoretical_message_count() {
-        let spec = ClusterSpec::new(4, crate::TransportKind::Memory, false, 5);
-        let cluster = ThreePc.start(&spec).await.unwrap();
-        let ops = 20u64;
-        for seq in 0..ops {
-            cluster.run_op((seq % 3) as usize, seq).await.unwrap();
-        }
-        cluster.shutdown().await.unwrap();
-        // Acks may still be in flight when the last answer arrives; after shutdown every node's
-        // counters are final. 6 messages per participant, 3 participants.
-        let sent = cluster.stats().messages_sent;
-        assert!(
-            sent <= ops * 6 * 3,
-            "{sent} messages for {ops} transactions"
-        );
-        assert!(
-            sent >= (ops - 1) * 6 * 3,
-            "{sent} messages for {ops} transactions"
-        );
+        checks::contender_commits_with_theory_messages::<ThreePc>().await;
     }
 }

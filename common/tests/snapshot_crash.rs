@@ -15,7 +15,8 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 
 use common::codec::{Bincode, Codec};
 use common::snapshot::{
@@ -105,6 +106,108 @@ fn snapshot_crash_child() {
     }
 }
 
+/// Starts the child on the WAL in `dir`, its stdout piped.
+fn spawn_child(exe: &Path, dir: &Path) -> Child {
+    Command::new(exe)
+        .args([
+            "--exact",
+            "snapshot_crash_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_DIR_ENV, dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+/// Reads the child's acknowledgements until `target` of them or its end; each must be above
+/// `acked`, the last acknowledgement of any run (updated). Returns how many it read.
+fn read_acks(stdout: &mut impl BufRead, target: u64, acked: &mut Option<u64>) -> u64 {
+    let mut seen = 0;
+    let mut line = String::new();
+    while seen < target {
+        line.clear();
+        if stdout.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(at) = line.find(ACK_PREFIX) {
+            let generation: u64 = line[at + ACK_PREFIX.len()..].trim().parse().unwrap();
+            if let Some(prev) = *acked {
+                assert!(generation > prev, "ack {generation} after {prev}");
+            }
+            *acked = Some(generation);
+            seen += 1;
+        }
+    }
+    seen
+}
+
+/// How many files in `snapshots` end with `suffix`.
+fn files_ending(snapshots: &Path, suffix: &str) -> usize {
+    std::fs::read_dir(snapshots)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(suffix)
+        })
+        .count()
+}
+
+/// Waits (at most 2 s) until `snapshots` holds an unfinished file: right after an
+/// acknowledgement the child is writing the next snapshot, but on a busy machine it may finish
+/// before this process runs again.
+fn wait_for_unfinished(snapshots: &Path) {
+    let unfinished = || {
+        std::fs::read_dir(snapshots).is_ok_and(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .any(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        })
+    };
+    let waited = std::time::Instant::now();
+    while !unfinished() && waited.elapsed() < std::time::Duration::from_secs(2) {
+        std::thread::yield_now();
+    }
+}
+
+/// Reopens the WAL in `dir` after round `round`'s kill and checks that the checkpoint's
+/// snapshot is there, whole and right, at least the `acked` one, and that no unfinished or old
+/// snapshot is left.
+fn check_recovery(dir: &Path, round: u64, acked: u64) {
+    let snapshots = dir.join(SNAPSHOT_DIR_NAME);
+    let mut wal = Wal::open(WalConfig::new(dir)).unwrap();
+    let (generation, file) = recovered(&mut wal).expect("a checkpoint");
+    assert!(
+        generation >= acked,
+        "round {round}: acknowledged snapshot {acked} lost, recovered {generation}",
+    );
+    let mut bytes = Vec::new();
+    SnapshotReader::open(&*wal.snapshots(), file)
+        .unwrap()
+        .read_to_end(&mut bytes)
+        .unwrap();
+    assert!(
+        bytes == content(generation),
+        "round {round}: snapshot {generation} damaged"
+    );
+    assert_eq!(
+        files_ending(&snapshots, ".tmp"),
+        0,
+        "opening the store deletes unfinished snapshots"
+    );
+    // The durable checkpoint's snapshot, and at most the one written after it.
+    assert!(
+        files_ending(&snapshots, ".bin") <= 2,
+        "round {round}: old snapshots were not deleted"
+    );
+}
+
 #[test]
 fn sigkill_mid_snapshot_leaves_a_recoverable_snapshot() {
     let kills = std::env::var(KILLS_ENV)
@@ -114,103 +217,24 @@ fn sigkill_mid_snapshot_leaves_a_recoverable_snapshot() {
     let mut rng = DetRng::new(SEED);
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
+    let snapshots = dir.path().join(SNAPSHOT_DIR_NAME);
     let mut acked: Option<u64> = None;
     let mut torn = 0;
     for round in 0..kills {
         let target = rng.range_inclusive(1, ACKS_BEFORE_KILL_MAX);
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "snapshot_crash_child",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_DIR_ENV, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_child(&exe, dir.path());
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut seen = 0;
-        let mut line = String::new();
-        while seen < target {
-            line.clear();
-            if stdout.read_line(&mut line).unwrap() == 0 {
-                break;
-            }
-            if let Some(at) = line.find(ACK_PREFIX) {
-                let generation: u64 = line[at + ACK_PREFIX.len()..].trim().parse().unwrap();
-                if let Some(prev) = acked {
-                    assert!(generation > prev, "ack {generation} after {prev}");
-                }
-                acked = Some(generation);
-                seen += 1;
-            }
-        }
+        let seen = read_acks(&mut stdout, target, &mut acked);
         assert_eq!(seen, target, "round {round}: the child stopped by itself");
-        // Right after an acknowledgement the child is writing the next snapshot. On a busy
-        // machine it may finish before this process runs again: kill it once an unfinished
-        // file is seen (bounded; the kill lands anyway when the bound is reached).
-        let snapshots = dir.path().join(SNAPSHOT_DIR_NAME);
-        let unfinished = || {
-            std::fs::read_dir(&snapshots).is_ok_and(|entries| {
-                entries
-                    .filter_map(Result::ok)
-                    .any(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
-            })
-        };
-        let waited = std::time::Instant::now();
-        while !unfinished() && waited.elapsed() < std::time::Duration::from_secs(2) {
-            std::thread::yield_now();
-        }
+        // Kill it once an unfinished file is seen (bounded; the kill lands anyway when the
+        // bound is reached).
+        wait_for_unfinished(&snapshots);
         child.kill().unwrap();
         let status = child.wait().unwrap();
         drop(stdout);
         assert_eq!(status.signal(), Some(SIGKILL), "round {round}: {status}");
-
-        let names = |suffix: &str| {
-            std::fs::read_dir(&snapshots)
-                .unwrap()
-                .filter(|e| {
-                    e.as_ref()
-                        .unwrap()
-                        .file_name()
-                        .to_string_lossy()
-                        .ends_with(suffix)
-                })
-                .count()
-        };
-        torn += names(".tmp");
-
-        // Recovery: the checkpoint's snapshot is there, whole and right.
-        let mut wal = Wal::open(WalConfig::new(dir.path())).unwrap();
-        let (generation, file) = recovered(&mut wal).expect("a checkpoint");
-        assert!(
-            generation >= acked.unwrap(),
-            "round {round}: acknowledged snapshot {} lost, recovered {generation}",
-            acked.unwrap()
-        );
-        let mut bytes = Vec::new();
-        SnapshotReader::open(&*wal.snapshots(), file)
-            .unwrap()
-            .read_to_end(&mut bytes)
-            .unwrap();
-        assert!(
-            bytes == content(generation),
-            "round {round}: snapshot {generation} damaged"
-        );
-        assert_eq!(
-            names(".tmp"),
-            0,
-            "opening the store deletes unfinished snapshots"
-        );
-        // The durable checkpoint's snapshot, and at most the one written after it.
-        assert!(
-            names(".bin") <= 2,
-            "round {round}: old snapshots were not deleted"
-        );
-        drop(wal);
+        torn += files_ending(&snapshots, ".tmp");
+        check_recovery(dir.path(), round, acked.unwrap());
     }
     assert!(
         torn > 0,

@@ -104,15 +104,18 @@ fn replay_guard() -> std::sync::MutexGuard<'static, ()> {
     guard
 }
 
-/// Runs the whole scenario for `seed` and returns the client's trace.
-fn scenario(seed: u64) -> Vec<(u128, NodeId)> {
-    let _serial = replay_guard();
-    let mut sim = turmoil::Builder::new()
+/// The simulation of one scenario: 120 s of virtual time at most, 1 to 10 ms per message, every
+/// random choice drawn from `seed`.
+fn simulation(seed: u64) -> turmoil::Sim<'static> {
+    turmoil::Builder::new()
         .simulation_duration(Duration::from_secs(120))
         .min_message_latency(Duration::from_millis(1))
         .max_message_latency(Duration::from_millis(10))
-        .build_with_rng(Box::new(rand_08::rngs::SmallRng::seed_from_u64(seed)));
+        .build_with_rng(Box::new(rand_08::rngs::SmallRng::seed_from_u64(seed)))
+}
 
+/// Adds the echo hosts: each answers every frame to its sender.
+fn add_echo_hosts(sim: &mut turmoil::Sim<'_>) {
     for (name, id) in ECHO_HOSTS {
         sim.host(name, move || async move {
             let mut t = TcpTransport::<TurmoilSockets>::bind(config(id)).await?;
@@ -123,37 +126,61 @@ fn scenario(seed: u64) -> Vec<(u128, NodeId)> {
             Ok(())
         });
     }
+}
 
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let (seen, stop) = (Arc::clone(&seen), Arc::clone(&stop));
-        sim.client(CLIENT.0, async move {
-            let mut t = TcpTransport::<TurmoilSockets>::bind(config(CLIENT.1)).await?;
-            let mut ping = tokio::time::interval(Duration::from_millis(50));
-            let mut seq = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                tokio::select! {
-                    // Fixed polling order: tokio would otherwise pick a branch at random, from an
-                    // unseeded source, and a seeded simulation (turmoil) would not replay.
-                    biased;
-                    _ = ping.tick() => {
-                        for (_, id) in ECHO_HOSTS {
-                            seq += 1;
-                            let _ = t.send(id, Bytes::from(seq.to_le_bytes().to_vec()));
-                        }
-                    }
-                    Some(inbound) = t.recv() => {
-                        let mut s = seen.lock().unwrap();
-                        *s.answers.entry(inbound.from).or_default() += 1;
-                        s.trace.push((turmoil::elapsed().as_millis(), inbound.from));
+/// Adds the client host: it pings every echo host every 50 ms and records the answers in
+/// `seen`, until `stop` is set.
+fn add_pinging_client(sim: &mut turmoil::Sim<'_>, seen: Arc<Mutex<Seen>>, stop: Arc<AtomicBool>) {
+    sim.client(CLIENT.0, async move {
+        let mut t = TcpTransport::<TurmoilSockets>::bind(config(CLIENT.1)).await?;
+        let mut ping = tokio::time::interval(Duration::from_millis(50));
+        let mut seq = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            tokio::select! {
+                // Fixed polling order: tokio would otherwise pick a branch at random, from an
+                // unseeded source, and a seeded simulation (turmoil) would not replay.
+                biased;
+                _ = ping.tick() => {
+                    for (_, id) in ECHO_HOSTS {
+                        seq += 1;
+                        let _ = t.send(id, Bytes::from(seq.to_le_bytes().to_vec()));
                     }
                 }
+                Some(inbound) = t.recv() => {
+                    let mut s = seen.lock().unwrap();
+                    *s.answers.entry(inbound.from).or_default() += 1;
+                    s.trace.push((turmoil::elapsed().as_millis(), inbound.from));
+                }
             }
-            t.shutdown().await;
-            Ok(())
-        });
+        }
+        t.shutdown().await;
+        Ok(())
+    });
+}
+
+/// Stops the client and steps the simulation until it has finished (at most 10 000 steps).
+fn stop_client(sim: &mut turmoil::Sim<'_>, stop: &AtomicBool, seed: u64) {
+    stop.store(true, Ordering::Relaxed);
+    let mut finished = false;
+    for _ in 0..10_000 {
+        if sim.step().unwrap() {
+            finished = true;
+            break;
+        }
     }
+    assert!(finished, "seed {seed}: the client stops");
+}
+
+/// Runs the whole scenario for `seed` and returns the client's trace.
+// Long on purpose: one scenario read top to bottom; each fault starts from the counts the
+// previous step left.
+fn scenario(seed: u64) -> Vec<(u128, NodeId)> {
+    let _serial = replay_guard();
+    let mut sim = simulation(seed);
+    add_echo_hosts(&mut sim);
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    add_pinging_client(&mut sim, Arc::clone(&seen), Arc::clone(&stop));
 
     let all_answer = |seen: &Mutex<Seen>| ECHO_HOSTS.iter().all(|&(_, id)| answers(seen, id) >= 3);
     assert!(
@@ -224,15 +251,7 @@ fn scenario(seed: u64) -> Vec<(u128, NodeId)> {
         "seed {seed}: the restarted host is reached again"
     );
 
-    stop.store(true, Ordering::Relaxed);
-    let mut finished = false;
-    for _ in 0..10_000 {
-        if sim.step().unwrap() {
-            finished = true;
-            break;
-        }
-    }
-    assert!(finished, "seed {seed}: the client stops");
+    stop_client(&mut sim, &stop, seed);
     let trace = std::mem::take(&mut seen.lock().unwrap().trace);
     trace
 }
@@ -362,22 +381,19 @@ mod demo {
         }
     }
 
-    /// Runs the scenario for `seed`; returns how many adds were acknowledged.
-    fn scenario(seed: u64) -> usize {
-        let _serial = replay_guard();
-        let mut sim = turmoil::Builder::new()
-            .simulation_duration(Duration::from_secs(120))
-            .min_message_latency(Duration::from_millis(1))
-            .max_message_latency(Duration::from_millis(10))
-            .build_with_rng(Box::new(rand_08::rngs::SmallRng::seed_from_u64(seed)));
-        let clients = Arc::new(Mutex::new(Clients::default()));
+    /// Adds the nodes to `sim`, each booted by [`boot`] with its clients recording into
+    /// `clients`; returns their storages, which outlive crashes.
+    fn add_nodes(
+        sim: &mut turmoil::Sim<'_>,
+        clients: &Arc<Mutex<Clients>>,
+    ) -> BTreeMap<NodeId, SharedStorage> {
         let storages: BTreeMap<NodeId, SharedStorage> = NODES
             .iter()
             .map(|&(_, id)| (id, SharedStorage::default()))
             .collect();
         for (name, id) in NODES {
             let storage = storages[&id].clone();
-            let clients = Arc::clone(&clients);
+            let clients = Arc::clone(clients);
             let next_amount = Arc::new(AtomicU64::new(0));
             sim.host(name, move || {
                 boot(
@@ -388,6 +404,15 @@ mod demo {
                 )
             });
         }
+        storages
+    }
+
+    /// Runs the scenario for `seed`; returns how many adds were acknowledged.
+    fn scenario(seed: u64) -> usize {
+        let _serial = replay_guard();
+        let mut sim = simulation(seed);
+        let clients = Arc::new(Mutex::new(Clients::default()));
+        let storages = add_nodes(&mut sim, &clients);
         let acked = |id| acked_by(&clients, id);
 
         assert!(
@@ -435,9 +460,15 @@ mod demo {
         for (name, _) in NODES {
             sim.crash(name); // stop the software so the storages can be read as they are
         }
+        check_guarantee(seed, &storages, &clients.lock().unwrap());
+        let acked = clients.lock().unwrap().acked.len();
+        acked
+    }
 
-        // The demo's guarantee: an acknowledged add is durable on a majority, and every node
-        // applies each update at most once.
+    /// The demo's guarantee, checked on the stopped nodes' `storages`: an add acknowledged to
+    /// `clients` is durable on a majority, and every node applies each update at most once;
+    /// and recovery rebuilds n2 from exactly what it had persisted.
+    fn check_guarantee(seed: u64, storages: &BTreeMap<NodeId, SharedStorage>, c: &Clients) {
         let records: BTreeMap<NodeId, Vec<DemoRecord>> =
             storages.iter().map(|(&id, s)| (id, s.records())).collect();
         for (id, recs) in &records {
@@ -458,7 +489,6 @@ mod demo {
                 );
             }
         }
-        let c = clients.lock().unwrap();
         for &(origin, amount) in &c.acked {
             let holders = records
                 .values()
@@ -479,7 +509,6 @@ mod demo {
         )
         .unwrap();
         assert_eq!(n2_node.metrics().applied, records[&2].len() as u64);
-        c.acked.len()
     }
 
     #[test]

@@ -17,7 +17,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use common::wal::{Wal, WalConfig};
 use common::{DetRng, Storage};
@@ -152,6 +152,103 @@ fn crash_child() {
     }
 }
 
+/// Starts the child on the log in `dir`, its batches drawn from `seed`, its stdout piped.
+fn spawn_child(exe: &Path, dir: &Path, seed: u64) -> Child {
+    Command::new(exe)
+        .args([
+            "--exact",
+            "crash_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_DIR_ENV, dir)
+        .env(CHILD_SEED_ENV, seed.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+/// Reads the child's acknowledgements until `target` of them (0: until its first line) or its
+/// end, checking their order against `acked`, the last acknowledgement of any run (updated),
+/// and `recovered_last`, the last record the previous recovery found. Returns how many it read.
+fn read_acks(
+    stdout: &mut impl BufRead,
+    target: u64,
+    acked: &mut Option<u64>,
+    recovered_last: Option<u64>,
+) -> u64 {
+    let mut seen = 0u64;
+    let mut line = String::new();
+    while seen < target || (target == 0 && line.is_empty()) {
+        line.clear();
+        if stdout.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(at) = line.find(ACK_PREFIX) {
+            let seq: u64 = line[at + ACK_PREFIX.len()..].trim().parse().unwrap();
+            // Within one run acks are consecutive; across runs they continue after whatever
+            // the previous run left durable.
+            match (*acked, seen) {
+                (Some(prev), 0) => assert!(seq > prev, "ack {seq} after {prev}"),
+                (Some(prev), _) => assert_eq!(seq, prev + 1, "acks out of order"),
+                (None, _) => assert_eq!(seq, seen, "first run must ack from 0"),
+            }
+            if seen == 0 {
+                // The child resumed right after the records the last recovery found.
+                assert_eq!(Some(seq), recovered_last.map_or(Some(0), |s| Some(s + 1)));
+            }
+            *acked = Some(seq);
+            seen += 1;
+        }
+    }
+    seen
+}
+
+/// In some rounds (drawn from `rng`), leaves garbage after the last frame of the log in `dir`,
+/// as a torn write of a record that was never synced would after a power loss. Returns how
+/// many bytes it wrote.
+fn maybe_tear_tail(dir: &Path, rng: &mut DetRng) -> u64 {
+    let last = last_segment(dir);
+    if let Some(last) = last.filter(|_| rng.chance(0.5)) {
+        let len = rng.range_inclusive(1, 300) as usize;
+        let bytes: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&last)
+            .unwrap();
+        file.write_all(&bytes).unwrap();
+        len as u64
+    } else {
+        0
+    }
+}
+
+/// Reopens the log in `dir` after round `round`'s kill and checks it: recovery cut at least
+/// the `garbage` bytes, every acknowledged record up to `acked` is there in order, and
+/// compaction kept the log short. Returns the last record recovered.
+fn check_recovery(dir: &Path, round: u64, garbage: u64, acked: Option<u64>) -> Option<u64> {
+    let mut wal = Wal::open(config(dir)).unwrap();
+    assert!(
+        wal.recovery().truncated_bytes >= garbage,
+        "round {round}: {garbage} bytes of garbage, {} truncated",
+        wal.recovery().truncated_bytes
+    );
+    if garbage > 0 {
+        assert!(wal.recovery().torn.is_some());
+    }
+    let records = wal.load().unwrap();
+    let recovered_last = verify(&records, acked);
+    // Compaction keeps the log short: at most the segments written since the latest
+    // durable checkpoint (plus the one holding it and a fresh one).
+    let record_max = 13 + encode(1499, false).len() as u64;
+    let segments_max = (CHECKPOINT_EVERY + BATCH_MAX) * record_max / SEGMENT_BYTES + 3;
+    let segments = wal.segment_paths().len() as u64;
+    assert!(segments <= segments_max, "{segments} segments left");
+    recovered_last
+}
+
 #[test]
 fn sigkill_loses_no_acknowledged_record() {
     let kills = env_u64(KILLS_ENV, KILLS_DEFAULT);
@@ -163,47 +260,11 @@ fn sigkill_loses_no_acknowledged_record() {
     for round in 0..kills {
         // 0 means: kill as soon as the child says anything, usually during its recovery.
         let target = rng.range_inclusive(0, ACKS_BEFORE_KILL_MAX);
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "crash_child",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_DIR_ENV, dir.path())
-            .env(CHILD_SEED_ENV, rng.next_u64().to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_child(&exe, dir.path(), rng.next_u64());
         // The pipe stays open until the child is dead: closing it first would kill the child
         // with EPIPE at its next acknowledgement instead of with SIGKILL at a random point.
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut seen = 0u64;
-        let mut line = String::new();
-        while seen < target || (target == 0 && line.is_empty()) {
-            line.clear();
-            if stdout.read_line(&mut line).unwrap() == 0 {
-                break;
-            }
-            if let Some(at) = line.find(ACK_PREFIX) {
-                let seq: u64 = line[at + ACK_PREFIX.len()..].trim().parse().unwrap();
-                // Within one run acks are consecutive; across runs they continue after whatever
-                // the previous run left durable.
-                match (acked, seen) {
-                    (Some(prev), 0) => assert!(seq > prev, "ack {seq} after {prev}"),
-                    (Some(prev), _) => assert_eq!(seq, prev + 1, "acks out of order"),
-                    (None, _) => assert_eq!(seq, seen, "first run must ack from 0"),
-                }
-                if seen == 0 {
-                    // The child resumed right after the records the last recovery found.
-                    assert_eq!(Some(seq), recovered_last.map_or(Some(0), |s| Some(s + 1)));
-                }
-                acked = Some(seq);
-                seen += 1;
-            }
-        }
+        let seen = read_acks(&mut stdout, target, &mut acked, recovered_last);
         assert!(
             seen >= target,
             "round {round}: the child stopped after {seen} acks (see its stderr above)"
@@ -217,38 +278,8 @@ fn sigkill_loses_no_acknowledged_record() {
             "round {round}: the child ended by itself ({status}), not by the kill"
         );
 
-        // In some rounds, also leave garbage after the last frame, as a torn write of a record
-        // that was never synced would after a power loss: recovery must cut exactly that.
-        let last = last_segment(dir.path());
-        let garbage = if let Some(last) = last.filter(|_| rng.chance(0.5)) {
-            let len = rng.range_inclusive(1, 300) as usize;
-            let bytes: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
-            let mut file = std::fs::OpenOptions::new()
-                .append(true)
-                .open(&last)
-                .unwrap();
-            file.write_all(&bytes).unwrap();
-            len as u64
-        } else {
-            0
-        };
-        let mut wal = Wal::open(config(dir.path())).unwrap();
-        assert!(
-            wal.recovery().truncated_bytes >= garbage,
-            "round {round}: {garbage} bytes of garbage, {} truncated",
-            wal.recovery().truncated_bytes
-        );
-        if garbage > 0 {
-            assert!(wal.recovery().torn.is_some());
-        }
-        let records = wal.load().unwrap();
-        recovered_last = verify(&records, acked);
-        // Compaction keeps the log short: at most the segments written since the latest
-        // durable checkpoint (plus the one holding it and a fresh one).
-        let record_max = 13 + encode(1499, false).len() as u64;
-        let segments_max = (CHECKPOINT_EVERY + BATCH_MAX) * record_max / SEGMENT_BYTES + 3;
-        let segments = wal.segment_paths().len() as u64;
-        assert!(segments <= segments_max, "{segments} segments left");
+        let garbage = maybe_tear_tail(dir.path(), &mut rng);
+        recovered_last = check_recovery(dir.path(), round, garbage, acked);
     }
     let acked = acked.expect("no record was acknowledged in any round");
     assert!(acked > 0);

@@ -58,20 +58,19 @@ fn assert_distinct(placement: &Placement) {
     }
 }
 
-/// One membership change: prints the files that move and asserts that exactly those move, in
-/// the way the change allows. `added` / `removed` name the node that joined or left.
-// Kept whole: the example prints and checks one change in the order a reader follows it.
-fn rebalance(
+/// Checks the crate's rebalancing API against the placements `old` (on `before`) and `new` (on
+/// `after`): the ranges [`diff`] reports name exactly the files whose primary changes, and they
+/// move only to the `added` node or only from the `removed` one. Returns how many files changed
+/// primary and how many ranges changed owner.
+fn assert_diff_names_primary_moves(
     files: &[String],
     before: &Ring<String>,
     after: &Ring<String>,
+    old: &Placement,
+    new: &Placement,
     added: Option<&str>,
     removed: Option<&str>,
-) -> usize {
-    let old = place(before, files);
-    let new = place(after, files);
-    assert_distinct(&new);
-
+) -> (usize, usize) {
     // The ranges whose primary owner changes, from the crate's rebalancing API.
     let moves = diff(before, after).expect("same hasher on both rings");
     let hasher = after.hasher();
@@ -96,6 +95,23 @@ fn rebalance(
             assert_eq!(mv.from, r, "removing a node moves only its ranges");
         }
     }
+    (actual_primary.len(), moves.len())
+}
+
+/// One membership change: prints the files that move and asserts that exactly those move, in
+/// the way the change allows. `added` / `removed` name the node that joined or left.
+fn rebalance(
+    files: &[String],
+    before: &Ring<String>,
+    after: &Ring<String>,
+    added: Option<&str>,
+    removed: Option<&str>,
+) -> usize {
+    let old = place(before, files);
+    let new = place(after, files);
+    assert_distinct(&new);
+    let (primary_changed, ranges_changed) =
+        assert_diff_names_primary_moves(files, before, after, &old, &new, added, removed);
 
     let mut moved = 0;
     for file in files {
@@ -144,8 +160,8 @@ fn rebalance(
         "  {moved} of {} files moved ({:.1}%), {} of them changed primary; {} hash ranges changed owner",
         files.len(),
         share * 100.0,
-        actual_primary.len(),
-        moves.len()
+        primary_changed,
+        ranges_changed
     );
     moved
 }

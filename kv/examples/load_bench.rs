@@ -306,15 +306,14 @@ async fn run_kv(
     .await
 }
 
-// Kept whole: start etcd, load it, measure and stop it are one sequence over the same process.
-async fn run_etcd(etcd: &Path, dir: &Path, clients: usize, secs: u64) -> Row {
-    let addrs = free_addrs(6);
+/// Starts three etcd members with their data under `data`: member `i` (1 to 3) listens for
+/// peers on `addrs[i - 1]` and for clients on `addrs[2 + i]`.
+fn start_etcd(etcd: &Path, data: &Path, addrs: &[SocketAddr]) -> Procs {
     let cluster = (1..=3)
         .map(|i| format!("e{i}=http://{}", addrs[i - 1]))
         .collect::<Vec<_>>()
         .join(",");
     let mut procs = Procs(Vec::new());
-    let data = dir.join(format!("etcd-{clients}"));
     for i in 1..=3usize {
         let client_url = format!("http://{}", addrs[2 + i]);
         let peer_url = format!("http://{}", addrs[i - 1]);
@@ -336,6 +335,14 @@ async fn run_etcd(etcd: &Path, dir: &Path, clients: usize, secs: u64) -> Row {
                 .expect("etcd starts"),
         );
     }
+    procs
+}
+
+/// Measures etcd: starts a three-member cluster, loads it with `clients` closed loops of puts
+/// over its HTTP/JSON gateway for `secs`, then stops it.
+async fn run_etcd(etcd: &Path, dir: &Path, clients: usize, secs: u64) -> Row {
+    let addrs = free_addrs(6);
+    let procs = start_etcd(etcd, &dir.join(format!("etcd-{clients}")), &addrs);
     let http: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(clients)
         .build_http();

@@ -209,7 +209,7 @@
 //!   participant that crashed;
 //! - [`client`]: the async handle, [`ThreePcClient`] for this protocol with its
 //!   [`ParticipantStatus`];
-//! - [`scenario`] (feature `sim`): named seeded simulations.
+//! - `scenario` (feature `sim`): named seeded simulations.
 //!
 //! # Runnable examples
 //!
@@ -219,7 +219,7 @@
 //!   and `-- 3pc-partition` (the atomicity violation) as sequence diagrams;
 //!   `docs/viewer/index.html?trace=3pc-partition` (or `3pc-coordinator-crash`) in the repository
 //!   plays the same runs in a browser, opened from disk (the trace viewer).
-//! - [`scenario`] (feature `sim`): the slow-network anomaly as a seeded simulation, for tests and
+//! - `scenario` (feature `sim`): the slow-network anomaly as a seeded simulation, for tests and
 //!   diagrams.
 //!
 //! [`TxnConfig::decided_remembered_max`]: common::txn::TxnConfig::decided_remembered_max

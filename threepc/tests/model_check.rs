@@ -40,9 +40,7 @@ impl Protocol for ThreePc {
 
     fn config(&self, id: NodeId) -> Config {
         let mut c = Config::new(id, vec![1, 2, 3]);
-        c.txn.resend_ticks = 1;
-        c.txn.resend_ticks_max = 2;
-        c.txn.vote_timeout_ticks = 2;
+        model::scale_down_txn_timers(&mut c.txn);
         c.ack_timeout_ticks = 2;
         c.termination_timeout_ticks = 2;
         c.state_timeout_ticks = 2;

@@ -37,9 +37,7 @@ impl Protocol for TwoPc {
 
     fn config(&self, id: NodeId) -> Config {
         let mut c = Config::new(id, vec![1, 2, 3]);
-        c.txn.resend_ticks = 1;
-        c.txn.resend_ticks_max = 2;
-        c.txn.vote_timeout_ticks = 2;
+        model::scale_down_txn_timers(&mut c.txn);
         c.in_doubt_query_ticks = 1;
         c.one_phase_retries_max = 1;
         c.decision_retries_max = 1;

@@ -105,6 +105,26 @@ fn same_seed_same_run() {
     assert_ne!(run(7).0, run(8).0);
 }
 
+/// Participant `p` is in doubt about `tx` alone, reports itself blocked on it, has applied
+/// nothing and still holds the lock on its `key`.
+fn assert_blocked_in_doubt(sim: &Sim2, p: NodeId, tx: TxId, key: &str) {
+    let m = sim.node(p).unwrap().metrics();
+    assert_eq!(
+        m.in_doubt.len(),
+        1,
+        "participant {p} must still be in doubt"
+    );
+    assert_eq!(m.in_doubt[0].tx, tx);
+    assert!(
+        m.in_doubt[0].blocked,
+        "participant {p} reports itself blocked"
+    );
+    assert!(m.in_doubt[0].age_ticks > 200);
+    assert_eq!(m.blocked, 1);
+    assert_eq!(m.applied, 0);
+    assert_eq!(sim.node(p).unwrap().resource().lock_holder(key), Some(tx));
+}
+
 /// The case 2PC is known for. The coordinator collects three Yes votes and logs Commit, but its
 /// Commit messages never leave (its outgoing links are cut), and it crashes. The participants are
 /// prepared; each asks the coordinator (down) and its peers (prepared too): nobody knows, and
@@ -150,28 +170,8 @@ fn coordinator_crash_after_all_yes_blocks_until_it_recovers() {
     sim.apply(Fault::Heal).unwrap();
     // A long time passes with the coordinator down.
     sim.run_until(3_000).unwrap();
-    for p in [2, 3, 4] {
-        let m = sim.node(p).unwrap().metrics();
-        assert_eq!(
-            m.in_doubt.len(),
-            1,
-            "participant {p} must still be in doubt"
-        );
-        assert_eq!(m.in_doubt[0].tx, tx);
-        assert!(
-            m.in_doubt[0].blocked,
-            "participant {p} reports itself blocked"
-        );
-        assert!(m.in_doubt[0].age_ticks > 200);
-        assert_eq!(m.blocked, 1);
-        assert_eq!(m.applied, 0);
-        assert_eq!(
-            sim.node(p)
-                .unwrap()
-                .resource()
-                .lock_holder(["a", "b", "c"][p as usize - 2]),
-            Some(tx)
-        );
+    for (p, key) in [(2, "a"), (3, "b"), (4, "c")] {
+        assert_blocked_in_doubt(&sim, p, tx, key);
     }
     assert!(
         outcomes.borrow().is_empty(),

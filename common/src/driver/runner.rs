@@ -116,9 +116,8 @@ where
         self.stop(cause).await
     }
 
-    /// Serves inputs until shutdown (`None`) or a fatal error.
-    // Over 80 lines: the node task's one loop, the select of its inputs beside what each one
-    // does, read best in one place.
+    /// Serves inputs until shutdown (`None`) or a fatal error. The select of the inputs stays
+    /// beside what each one does; what ends a turn is [`fill_and_flush`](Self::fill_and_flush).
     pub(super) async fn serve(&mut self) -> Option<DriverError> {
         // Registered once: a `Notified` made afresh on every turn would be added to and removed
         // from the `Notify`'s waiter list (a lock each) on every turn.
@@ -182,24 +181,26 @@ where
                     continue;
                 }
             }
-            if let Err(e) = self.gather_ready() {
-                return Some(e);
-            }
-            if self.worth_waiting_for_more() {
-                // Other clients are likely runnable right now, about to send their next request
-                // (they were just answered in a bulk release). Letting them run first turns
-                // their requests into one batch: one sync, one AppendEntries, one release,
-                // instead of a turn each. `yield_now` puts this task behind the tasks that are
-                // ready, and costs one reschedule when none is.
-                tokio::task::yield_now().await;
-                if let Err(e) = self.gather_ready() {
-                    return Some(e);
-                }
-            }
-            if let Err(e) = self.flush() {
+            if let Err(e) = self.fill_and_flush().await {
                 return Some(e);
             }
         }
+    }
+
+    /// Ends a turn of [`serve`](Self::serve) that took a step: adds to the open batch what else
+    /// is ready (after letting other tasks run first when that is worth it), then flushes it.
+    async fn fill_and_flush(&mut self) -> Result<(), DriverError> {
+        self.gather_ready()?;
+        if self.worth_waiting_for_more() {
+            // Other clients are likely runnable right now, about to send their next request
+            // (they were just answered in a bulk release). Letting them run first turns their
+            // requests into one batch: one sync, one AppendEntries, one release, instead of a
+            // turn each. `yield_now` puts this task behind the tasks that are ready, and costs
+            // one reschedule when none is.
+            tokio::task::yield_now().await;
+            self.gather_ready()?;
+        }
+        self.flush()
     }
 
     /// Whether the open batch should wait one scheduling round for more input before it is

@@ -199,18 +199,7 @@ async fn run(args: Args) -> Result<(), String> {
         Command::Put { key, value } => single(client.write(KvOp::Put { key, value }).await),
         Command::Delete { key } => single(client.write(KvOp::Delete { key }).await),
         Command::Scan { prefix, limit } => single(client.scan(&prefix, limit).await),
-        Command::Status => {
-            let mut rows = Vec::new();
-            for &id in nodes.keys() {
-                rows.push((id, client.node_status(id).await));
-            }
-            print_status(&rows, output);
-            if rows.iter().any(|(_, s)| s.is_some()) {
-                Ok(())
-            } else {
-                Err("no node answered".into())
-            }
-        }
+        Command::Status => status(&mut client, &nodes, output).await,
         Command::Cas { key, expected, new } => single(
             client
                 .write(KvOp::Cas {
@@ -220,19 +209,7 @@ async fn run(args: Args) -> Result<(), String> {
                 })
                 .await,
         ),
-        Command::Member { action } => {
-            let outcome = match action {
-                MemberAction::List => client.members().await,
-                MemberAction::Add {
-                    id,
-                    peer_addr,
-                    client_addr,
-                } => client.add_member(id, &peer_addr, &client_addr).await,
-                MemberAction::Promote { id } => client.promote_member(id).await,
-                MemberAction::Remove { id } => client.remove_member(id).await,
-            };
-            members(outcome, output)
-        }
+        Command::Member { action } => members(member(&mut client, action).await, output),
         Command::TransferLeader { id } => members(client.transfer_leader(id).await, output),
         Command::Load {
             clients,
@@ -252,6 +229,39 @@ async fn run(args: Args) -> Result<(), String> {
             };
             run_load(&nodes, &options, tls, conns, history, no_check).await
         }
+    }
+}
+
+/// `kv-client status`: asks every node of `nodes` for its view and prints them; fails only if
+/// no node answered.
+async fn status(
+    client: &mut KvClient,
+    nodes: &BTreeMap<NodeId, SocketAddr>,
+    output: Output,
+) -> Result<(), String> {
+    let mut rows = Vec::new();
+    for &id in nodes.keys() {
+        rows.push((id, client.node_status(id).await));
+    }
+    print_status(&rows, output);
+    if rows.iter().any(|(_, s)| s.is_some()) {
+        Ok(())
+    } else {
+        Err("no node answered".into())
+    }
+}
+
+/// `kv-client member …`: runs the membership action; the answer is the members afterwards.
+async fn member(client: &mut KvClient, action: MemberAction) -> CallOutcome<MembersInfo> {
+    match action {
+        MemberAction::List => client.members().await,
+        MemberAction::Add {
+            id,
+            peer_addr,
+            client_addr,
+        } => client.add_member(id, &peer_addr, &client_addr).await,
+        MemberAction::Promote { id } => client.promote_member(id).await,
+        MemberAction::Remove { id } => client.remove_member(id).await,
     }
 }
 

@@ -34,6 +34,17 @@ pub(crate) struct Progress {
     pub(crate) snapshot_offset: u64,
 }
 
+/// The result of AppendEntries' consistency check ([`RaftNode::check_log_match`]).
+enum LogMatch {
+    /// Our log holds the leader's previous entry: append.
+    Matches,
+    /// It does not: reject, with the conflicting term and its first index in our log when we
+    /// hold a different entry there (so the leader can skip the whole term).
+    Mismatch(Option<(Term, LogIndex)>),
+    /// The message contradicts a committed entry: already counted as invalid; no answer.
+    Invalid,
+}
+
 /// The leader's [`Progress`] of each follower, in id order. A cluster has a handful of peers
 /// and this is read for every proposal and acknowledgement, so it is a sorted list (lookups by
 /// binary search, iteration a walk over one buffer) rather than a tree map.
@@ -416,24 +427,14 @@ impl<S: StateMachine> RaftNode<S> {
             );
         };
         // The consistency check: our log must hold prev_log_index with prev_log_term.
-        if prev_log_index > self.log.last_index() {
-            reject(self, None, out);
-            return;
-        }
-        if prev_log_index >= self.log.snapshot_index() {
-            if let Some(t) = self.log.term(prev_log_index) {
-                if t != prev_log_term {
-                    if prev_log_index <= self.commit_index {
-                        self.reject_invalid(from, "AppendEntries contradicts a committed entry");
-                        return;
-                    }
-                    let first = self.log.first_index_of_term_at(prev_log_index);
-                    reject(self, Some((t, first)), out);
-                    return;
-                }
+        match self.check_log_match(from, prev_log_index, prev_log_term) {
+            LogMatch::Matches => {}
+            LogMatch::Mismatch(conflict) => {
+                reject(self, conflict, out);
+                return;
             }
+            LogMatch::Invalid => return,
         }
-        // Below the snapshot, entries are committed and therefore match (§5.4).
 
         // Append what is new; replace what conflicts (§5.3: "if an existing entry conflicts
         // with a new one, delete the existing entry and all that follow it").
@@ -457,6 +458,34 @@ impl<S: StateMachine> RaftNode<S> {
                 read_seq,
             },
         );
+    }
+
+    /// AppendEntries' consistency check (§5.3): whether our log holds `prev_log_index` with
+    /// `prev_log_term`. A mismatch at or below our commit index is counted and logged as invalid
+    /// (a leader never contradicts a committed entry).
+    fn check_log_match(
+        &mut self,
+        from: NodeId,
+        prev_log_index: LogIndex,
+        prev_log_term: Term,
+    ) -> LogMatch {
+        if prev_log_index > self.log.last_index() {
+            return LogMatch::Mismatch(None);
+        }
+        if prev_log_index >= self.log.snapshot_index() {
+            if let Some(t) = self.log.term(prev_log_index) {
+                if t != prev_log_term {
+                    if prev_log_index <= self.commit_index {
+                        self.reject_invalid(from, "AppendEntries contradicts a committed entry");
+                        return LogMatch::Invalid;
+                    }
+                    let first = self.log.first_index_of_term_at(prev_log_index);
+                    return LogMatch::Mismatch(Some((t, first)));
+                }
+            }
+        }
+        // Below the snapshot, entries are committed and therefore match (§5.4).
+        LogMatch::Matches
     }
 
     /// Whether an AppendEntries is well formed: its entries consecutive from

@@ -1,8 +1,8 @@
-//! The bank of the `bank_transfer_2pc` and `bank_transfer_3pc` examples, written once for any atomic-commit protocol:
-//! concurrent transfers between accounts sharded over three participants, a participant and then
-//! the coordinator crashed and restarted mid-run, and at the end every participant rebuilt from
-//! its durable log alone with the sum of all balances asserted unchanged. `threepc` includes this
-//! file, as it does `ledger.rs`.
+//! The bank of the `bank_transfer_2pc` and `bank_transfer_3pc` examples, written once for any
+//! atomic-commit protocol: concurrent transfers between accounts sharded over three
+//! participants, a participant and then the coordinator crashed and restarted mid-run, and at the
+//! end every participant rebuilt from its durable log alone with the sum of all balances asserted
+//! unchanged. `threepc` includes this file, as it does `ledger.rs`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -144,6 +144,40 @@ async fn client<B: Bank>(seed: u64, coordinator: watch::Receiver<TxClient<B>>, t
     }
 }
 
+/// Opens the accounts: one transaction deposits the opening balance everywhere. Returns the
+/// total the bank must hold from then on.
+async fn open_accounts<B: Bank>(bank: &TxClient<B>) -> i64 {
+    let mut open = bank.begin();
+    for i in 0..ACCOUNTS {
+        open.write(shard(i), account(i), delta(OPENING_BALANCE));
+    }
+    assert_eq!(open.commit().await.unwrap(), Outcome::Committed);
+    OPENING_BALANCE * ACCOUNTS as i64
+}
+
+/// Stops every participant, rebuilds each from its durable log alone and adds up the balances.
+async fn rebuilt_total<B: Bank>(participants: &[NodeHandle<B>]) -> i64 {
+    let mut total = 0;
+    for p in participants {
+        let id = p.id();
+        let mut storage: MemStorage = p.shutdown_and_take_storage().await.unwrap();
+        storage.crash();
+        let records = common::Storage::load(&mut storage)
+            .unwrap()
+            .iter()
+            .map(|bytes| common::codec::Codec::decode(&Bincode, bytes).unwrap())
+            .collect();
+        let node = B::recover(B::config(id, members()), records).unwrap();
+        let shard_total = node.resource().total();
+        println!(
+            "participant {id}: {:?} (sum {shard_total})",
+            node.resource().balances()
+        );
+        total += shard_total;
+    }
+    total
+}
+
 /// Runs the bank on protocol `B`, crashing a participant and then the coordinator mid-run, and
 /// asserts that the total balance, rebuilt from the participants' durable logs, is unchanged.
 pub async fn run<B: Bank>() {
@@ -154,14 +188,8 @@ pub async fn run<B: Bank>() {
     }
     let coordinator = start::<B>(&network, COORDINATOR, MemStorage::new()).await;
 
-    // Open the accounts: one transaction deposits the opening balance everywhere.
     let bank = TxClient::new(coordinator.clone());
-    let mut open = bank.begin();
-    for i in 0..ACCOUNTS {
-        open.write(shard(i), account(i), delta(OPENING_BALANCE));
-    }
-    assert_eq!(open.commit().await.unwrap(), Outcome::Committed);
-    let expected_total = OPENING_BALANCE * ACCOUNTS as i64;
+    let expected_total = open_accounts(&bank).await;
     println!(
         "{ACCOUNTS} accounts on {} shards, {expected_total} in total",
         PARTICIPANTS.len()
@@ -205,25 +233,7 @@ pub async fn run<B: Bank>() {
         .await;
     }
 
-    // Rebuild every participant from its durable log alone and add up the balances.
-    let mut total = 0;
-    for p in &participants {
-        let id = p.id();
-        let mut storage: MemStorage = p.shutdown_and_take_storage().await.unwrap();
-        storage.crash();
-        let records = common::Storage::load(&mut storage)
-            .unwrap()
-            .iter()
-            .map(|bytes| common::codec::Codec::decode(&Bincode, bytes).unwrap())
-            .collect();
-        let node = B::recover(B::config(id, members()), records).unwrap();
-        let shard_total = node.resource().total();
-        println!(
-            "participant {id}: {:?} (sum {shard_total})",
-            node.resource().balances()
-        );
-        total += shard_total;
-    }
+    let total = rebuilt_total(&participants).await;
     coordinator.shutdown().await.unwrap();
 
     let (committed, aborted, unknown) = (

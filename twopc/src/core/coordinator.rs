@@ -283,66 +283,10 @@ impl Coordinator {
         let mut timed_out = Vec::new();
         let mut unknown = Vec::new();
         for (&tx, ctx) in self.txs.iter_mut() {
-            ctx.age_ticks += 1;
-            let due = ctx.resend.tick();
-            match &mut ctx.phase {
-                Phase::Voting { votes } => {
-                    if ctx.age_ticks >= config.txn.vote_timeout_ticks {
-                        timed_out.push(tx);
-                        continue;
-                    }
-                    let silent: Vec<(&NodeId, &Vec<Write>)> = ctx
-                        .writes
-                        .iter()
-                        .filter(|(p, _)| !votes.contains_key(p))
-                        .collect();
-                    if due && budget.take(silent.len()) {
-                        ctx.resend.sent();
-                        let peers = writing_participants(&ctx.writes);
-                        for (p, w) in silent {
-                            out.send(
-                                *p,
-                                Message::Prepare {
-                                    tx,
-                                    writes: w.clone(),
-                                    peers: peers.clone(),
-                                },
-                            );
-                        }
-                    }
-                }
-                Phase::OnePc { retries } => {
-                    if !due {
-                        continue;
-                    }
-                    if *retries >= config.one_phase_retries_max {
-                        unknown.push(tx);
-                    } else if budget.take(ctx.writes.len()) {
-                        ctx.resend.sent();
-                        *retries += 1;
-                        for (p, w) in &ctx.writes {
-                            out.send(
-                                *p,
-                                Message::OnePhaseCommit {
-                                    tx,
-                                    writes: w.clone(),
-                                },
-                            );
-                        }
-                    }
-                }
-                Phase::Committing { pending, retries } => {
-                    // A commit cannot be forgotten before it is acked, so the coordinator never
-                    // stops resending; the backoff only slows it down (in-doubt participants
-                    // also pull the decision themselves).
-                    if due && budget.take(pending.len()) {
-                        ctx.resend.sent();
-                        *retries = retries.saturating_add(1);
-                        for &p in pending.iter() {
-                            out.send(p, Message::Commit { tx });
-                        }
-                    }
-                }
+            match ctx.tick(tx, config, budget, out) {
+                Some(Overdue::Votes) => timed_out.push(tx),
+                Some(Overdue::OnePhaseResult) => unknown.push(tx),
+                None => {}
             }
         }
         for tx in timed_out {
@@ -355,6 +299,90 @@ impl Coordinator {
                 }
             }
         }
+    }
+}
+
+/// What a transaction waited for in vain, found by its tick; the coordinator ends it once every
+/// transaction has ticked.
+enum Overdue {
+    /// The votes, past the vote timeout: abort.
+    Votes,
+    /// The only participant's one-phase result, past the last retry: the outcome is unknown.
+    OnePhaseResult,
+}
+
+impl CoordTx {
+    /// One tick of transaction `tx`: ages it and, when its resend is due and fits in `budget`,
+    /// resends its phase's message to the participants that have not answered.
+    fn tick<R: Resource + Default>(
+        &mut self,
+        tx: TxId,
+        config: &Config,
+        budget: &mut SendBudget,
+        out: &mut Outbox<TwoPcNode<R>>,
+    ) -> Option<Overdue> {
+        self.age_ticks += 1;
+        let due = self.resend.tick();
+        match &mut self.phase {
+            Phase::Voting { votes } => {
+                if self.age_ticks >= config.txn.vote_timeout_ticks {
+                    return Some(Overdue::Votes);
+                }
+                let silent: Vec<(&NodeId, &Vec<Write>)> = self
+                    .writes
+                    .iter()
+                    .filter(|(p, _)| !votes.contains_key(p))
+                    .collect();
+                if due && budget.take(silent.len()) {
+                    self.resend.sent();
+                    let peers = writing_participants(&self.writes);
+                    for (p, w) in silent {
+                        out.send(
+                            *p,
+                            Message::Prepare {
+                                tx,
+                                writes: w.clone(),
+                                peers: peers.clone(),
+                            },
+                        );
+                    }
+                }
+            }
+            Phase::OnePc { retries } => {
+                if !due {
+                    return None;
+                }
+                if *retries >= config.one_phase_retries_max {
+                    return Some(Overdue::OnePhaseResult);
+                }
+                if budget.take(self.writes.len()) {
+                    self.resend.sent();
+                    *retries += 1;
+                    for (p, w) in &self.writes {
+                        out.send(
+                            *p,
+                            Message::OnePhaseCommit {
+                                tx,
+                                writes: w.clone(),
+                            },
+                        );
+                    }
+                }
+            }
+            Phase::Committing { pending, retries } => {
+                // A commit cannot be forgotten before it is acked, so the coordinator never
+                // stops resending; the backoff only slows it down (in-doubt participants
+                // also pull the decision themselves).
+                if due && budget.take(pending.len()) {
+                    self.resend.sent();
+                    *retries = retries.saturating_add(1);
+                    for &p in pending.iter() {
+                        out.send(p, Message::Commit { tx });
+                    }
+                }
+            }
+        }
+        None
     }
 }
 

@@ -31,9 +31,17 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::hash::{Hash, Hasher};
 
-use common::txn::{AtomicCommit, Outcome, Request, Response, TxId, Write};
+use common::txn::{AtomicCommit, Outcome, Request, Response, TxId, TxnConfig, Write};
 use common::{Node, NodeId, Outbox, Persist, RequestId};
 use stateright::{Model, Property};
+
+/// The shared skeleton's timers scaled down to fire within the model's tick bound: resend after
+/// 1 tick (backing off to 2), vote timeout 2 ticks.
+pub fn scale_down_txn_timers(txn: &mut TxnConfig) {
+    txn.resend_ticks = 1;
+    txn.resend_ticks_max = 2;
+    txn.vote_timeout_ticks = 2;
+}
 
 /// What the model needs to know about one protocol.
 pub trait Protocol: Send + Sync + 'static {
