@@ -332,12 +332,8 @@ impl KvClient {
                 Attempt::Reply(ClientReply::Invalid(why)) => {
                     return CallOutcome::Failed(format!("node {target}: {why}"));
                 }
-                Attempt::Reply(ClientReply::Refused(why)) => {
-                    last = format!("node {target}: {why}");
-                    policy.failed()
-                }
                 // Nothing was applied there; the next node may serve it.
-                Attempt::Reply(ClientReply::Unavailable(why)) => {
+                Attempt::Reply(ClientReply::Refused(why) | ClientReply::Unavailable(why)) => {
                     last = format!("node {target}: {why}");
                     policy.failed()
                 }
