@@ -185,6 +185,7 @@ pub async fn run(options: NodeOptions) -> Result<(), ServeError> {
         metrics: metrics.clone(),
         fault: FaultSlot::default(),
         resume,
+        book_follower: None,
     };
     let backend = starter.start().await?;
     let directory = Directory::new(&options, &topology, starter.listen_addr(), book_rx);

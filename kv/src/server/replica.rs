@@ -101,6 +101,9 @@ pub(super) struct Starter {
     /// Where the log's guard leaves its first failure.
     pub(super) fault: FaultSlot,
     pub(super) resume: ResumePolicy,
+    /// The task keeping the running transport's peers in step with the address book; a
+    /// restart in the same process replaces it (and its transport).
+    pub(super) book_follower: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Starter {
@@ -116,11 +119,14 @@ impl Starter {
         let wal = Wal::open(WalConfig::new(&self.options.data_dir))?;
         let transport = TcpTransport::start(self.tcp.clone()).await?;
         self.tcp.listen_addr = transport.local_addr();
-        tokio::spawn(follow_address_book(
+        if let Some(previous) = self.book_follower.take() {
+            previous.abort();
+        }
+        self.book_follower = Some(tokio::spawn(follow_address_book(
             self.book.subscribe(),
             transport.peers(),
             self.options.id,
-        ));
+        )));
         let storage = TimedStorage::new(
             GuardedStorage::new(wal, self.fault.clone(), classify_wal),
             self.metrics.clone(),
@@ -373,6 +379,7 @@ mod tests {
                 probe_interval_max: Duration::from_millis(300),
                 free_bytes_min: 0,
             },
+            book_follower: None,
         };
         (starter, options)
     }
