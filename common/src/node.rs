@@ -125,6 +125,21 @@ pub trait Node: Sized + Send + 'static {
     /// [`Outbox::respond`] using `id` (possibly with an error such as "not the leader").
     fn handle_request(&mut self, id: RequestId, req: Self::Request, out: &mut Outbox<Self>);
 
+    /// Client requests that arrived together, in order, as one step each: what
+    /// [`Node::handle_request`] does for each one in turn, which is the default. A core may
+    /// override it to act once for the whole batch where acting per request would be wasted
+    /// (Raft and Multi-Paxos send one round of replication messages for all the proposals of a
+    /// batch, instead of one for the first proposal and another for the rest once it is
+    /// acknowledged). The driver hands over the requests it found waiting this way.
+    fn handle_requests<I>(&mut self, requests: I, out: &mut Outbox<Self>)
+    where
+        I: IntoIterator<Item = (RequestId, Self::Request)>,
+    {
+        for (id, req) in requests {
+            self.handle_request(id, req, out);
+        }
+    }
+
     /// One logical tick of time passed.
     fn tick(&mut self, out: &mut Outbox<Self>);
 

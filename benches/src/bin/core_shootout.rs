@@ -225,8 +225,8 @@ const METHOD: &str = "Each implementation is pumped in one thread (benches::peer
 delivered synchronously from one FIFO queue, nothing is encoded, records stay in memory (our \
 cores: the outbox's records in a Vec per node; omnipaxos: its MemoryStorage; raft-rs: its \
 MemStorage). After a leader is elected (not measured) and a warm-up, rounds of W commands are \
-handed to the leader and its effects released once (as a driver's loop does with the requests \
-it found waiting), then messages are delivered until none is in flight; every round must apply \
+handed to the leader together (our cores: one `Node::handle_requests`, as the driver hands over \
+the requests it found waiting) and its effects released once, then messages are delivered until none is in flight; every round must apply \
 its W commands at the leader before the next. The figure is commands applied at the leader per \
 second. Each implementation runs with its defaults, except two of raft-rs's that let it batch \
 as the others do: max_size_per_msg is 1 MiB (as in TiKV; the default of 0 sends one entry per \

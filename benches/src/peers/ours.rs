@@ -238,11 +238,13 @@ impl<N: OurCore> Pump for OurPump<N> {
         let Some(i) = self.leader else {
             return Err(BenchError::NotReady(format!("{}: no leader", N::NAME)));
         };
-        for &command in commands {
-            self.next_request += 1;
-            let id = RequestId(self.next_request);
-            self.nodes[i].handle_request(id, N::propose(command), &mut self.out);
-        }
+        // Handed over together, as the driver hands over the requests it found waiting.
+        let first = self.next_request + 1;
+        self.next_request += commands.len() as u64;
+        let requests = (first..)
+            .zip(commands)
+            .map(|(id, &command)| (RequestId(id), N::propose(command)));
+        self.nodes[i].handle_requests(requests, &mut self.out);
         self.release(i);
         self.check()
     }

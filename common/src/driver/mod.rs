@@ -250,6 +250,7 @@ where
         storage_slot: storage_slot.clone(),
         checkpoints_durable: 0,
         records_durable: 0,
+        requests: Vec::new(),
         early_buf: Vec::new(),
         early_answers_buf: Vec::new(),
     };

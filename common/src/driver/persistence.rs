@@ -145,6 +145,7 @@ where
     /// before it, persisted inline, or sent to the persistence thread. While the thread is
     /// already busy with as many batches as allowed, the open batch stays open and keeps growing.
     pub(super) fn flush_once(&mut self) -> Result<(), DriverError> {
+        self.deliver_requests();
         // Even when the batch must stay open (storage is busy), its early messages go now.
         self.send_early();
         if self.outbox.is_empty() {
@@ -261,6 +262,7 @@ where
         }
         if done.records > 0 {
             // A step of its own: what it produces joins the open batch.
+            self.deliver_requests();
             self.records_durable += done.records;
             add(&self.counters.steps, 1);
             self.open_steps += 1;

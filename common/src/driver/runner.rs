@@ -66,6 +66,9 @@ pub(super) struct Runner<N: Node, T, S: Storage, C> {
     pub(super) checkpoints_durable: u64,
     /// Records made durable since the node was spawned ([`Node::records_durable`]).
     pub(super) records_durable: u64,
+    /// Requests taken into the open batch and not yet handed to the core (see
+    /// [`Runner::deliver_requests`]); at most the batch's steps.
+    pub(super) requests: Vec<(RequestId, N::Request)>,
     /// Reused buffers for early messages and answers.
     pub(super) early_buf: Vec<(NodeId, N::Message)>,
     pub(super) early_answers_buf: Vec<(RequestId, N::Response)>,
@@ -245,6 +248,7 @@ where
     }
 
     pub(super) fn on_frame(&mut self, inbound: Inbound) {
+        self.deliver_requests();
         let len = inbound.frame.len() as u64;
         let me = self.node.id();
         match decode_frame::<C, N::Message>(
@@ -291,12 +295,15 @@ where
     }
 
     pub(super) fn on_tick(&mut self) {
+        self.deliver_requests();
         add(&self.counters.ticks, 1);
         add(&self.counters.steps, 1);
         self.open_steps += 1;
         self.node.tick(&mut self.outbox);
     }
 
+    /// Takes a request into the open batch. The core gets the requests taken together in one
+    /// [`Node::handle_requests`], before its next other input or the batch's flush.
     pub(super) fn on_command(&mut self, Command(req, reply): Command<N>) {
         let id = RequestId(self.next_request);
         self.next_request += 1;
@@ -304,7 +311,15 @@ where
         add(&self.counters.steps, 1);
         self.open_steps += 1;
         self.open_requests += 1;
-        self.node.handle_request(id, req, &mut self.outbox);
+        self.requests.push((id, req));
+    }
+
+    /// Hands the requests taken since the core's last input to the core, in order.
+    pub(super) fn deliver_requests(&mut self) {
+        if !self.requests.is_empty() {
+            self.node
+                .handle_requests(self.requests.drain(..), &mut self.outbox);
+        }
     }
 
     /// Encodes and sends one message, counting it.

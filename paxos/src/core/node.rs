@@ -157,6 +157,21 @@ impl<S: StateMachine> Node for PaxosNode<S> {
         }
     }
 
+    /// The proposals of the batch are queued, then go out together: one Accept round for all
+    /// of them (in slots of up to [`crate::Config::batch_commands_max`] commands), rather than
+    /// an eager slot for the first and another round for the rest once it is chosen.
+    fn handle_requests<I>(&mut self, requests: I, out: &mut Outbox<Self>)
+    where
+        I: IntoIterator<Item = (RequestId, Request<S::Command, S::Query>)>,
+    {
+        self.proposer.batch_open = true;
+        for (id, req) in requests {
+            self.handle_request(id, req, out);
+        }
+        self.proposer.batch_open = false;
+        self.flush_if_eager(out);
+    }
+
     fn tick(&mut self, out: &mut Outbox<Self>) {
         // Only acceptors of the current configuration run the election; a joining or removed
         // replica is a passive learner.

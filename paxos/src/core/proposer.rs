@@ -70,6 +70,9 @@ pub(crate) struct Proposer<C, Q> {
     pub own_accepts: VecDeque<(u64, Ballot, Slot, u64)>,
     /// Lists `flush_queue` fills, kept between steps; empty between calls.
     pub scratch: RunScratch<C>,
+    /// Set while [`common::Node::handle_requests`] takes a batch: its proposals are queued and
+    /// go out together after it.
+    pub batch_open: bool,
 }
 
 /// The values of a run of new slots and the commands of one batch, while a leader gathers them.
@@ -97,6 +100,7 @@ impl<C, Q> Default for Proposer<C, Q> {
             carried: None,
             own_accepts: VecDeque::new(),
             scratch: RunScratch::default(),
+            batch_open: false,
         }
     }
 }
@@ -343,6 +347,17 @@ impl<S: StateMachine> PaxosNode<S> {
         ));
         // Under load, commands wait for the slot in flight to be chosen and then share the next
         // one (`flush_queue` runs again on every chosen slot); a lone command goes out at once.
+        if !self.proposer.batch_open {
+            self.flush_if_eager(out);
+        }
+    }
+
+    /// Moves queued commands into slots if the rule of [`crate::Config::eager_slots_max`] says
+    /// they go now: room for an eager slot, or a full batch waiting.
+    pub(crate) fn flush_if_eager(&mut self, out: &mut Outbox<Self>) {
+        let Some(leader) = self.proposer.leader.as_ref() else {
+            return;
+        };
         let eager = leader.in_flight() < self.shared.config.eager_slots_max
             || leader.queue.len() >= self.shared.config.batch_commands_max;
         if leader.is_active() && eager {

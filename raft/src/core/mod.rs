@@ -132,6 +132,8 @@ pub struct RaftNode<S: StateMachine> {
     progress: Peers,
     /// Reused by `for_each_peer` for the ids it visits (it runs for every proposal).
     peers_scratch: Vec<NodeId>,
+    /// Set while [`Node::handle_requests`] takes a batch: new entries are sent once, after it.
+    replication_deferred: bool,
     /// The last AppendEntries list built, shared with the next follower that needs the same.
     append_cache: replication::AppendCache<S::Command>,
     heartbeat_elapsed_ticks: u64,
@@ -421,6 +423,23 @@ impl<S: StateMachine> Node for RaftNode<S> {
             Request::AddVoter(node) => self.handle_add_voter(id, node, out),
             Request::RemoveNode(node) => self.handle_remove_node(id, node, out),
             Request::ChangeVoters(voters) => self.handle_change_voters(id, voters, out),
+        }
+    }
+
+    /// The proposals of the batch are appended one by one, and each follower then gets one
+    /// AppendEntries for all of them (within its flow-control limits), rather than one for the
+    /// first proposal and another for the rest once that is acknowledged.
+    fn handle_requests<I>(&mut self, requests: I, out: &mut Outbox<Self>)
+    where
+        I: IntoIterator<Item = (RequestId, RequestOf<S>)>,
+    {
+        self.replication_deferred = true;
+        for (id, req) in requests {
+            self.handle_request(id, req, out);
+        }
+        self.replication_deferred = false;
+        if self.role == Role::Leader {
+            self.send_new_entry(out);
         }
     }
 

@@ -88,6 +88,7 @@ impl<S: StateMachine> RaftNode<S> {
             progress: Peers::default(),
             peers_scratch: Vec::new(),
             append_cache: AppendCache::new(),
+            replication_deferred: false,
             records_asked: 0,
             durable_pending: VecDeque::new(),
             durable_index: 0,

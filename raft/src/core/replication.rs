@@ -229,7 +229,9 @@ impl<S: StateMachine> RaftNode<S> {
             self.membership_appended(entry.index, Membership::clone(m), out);
         }
         self.log.push(entry);
-        self.send_new_entry(out);
+        if !self.replication_deferred {
+            self.send_new_entry(out);
+        }
         // The leader's own log is already the longest a quorum counts, so appending to it moves
         // the commit point only where the leader is a quorum on its own (a single voter).
         if self.leader_alone_is_quorum() {
@@ -282,7 +284,7 @@ impl<S: StateMachine> RaftNode<S> {
     ///
     /// [`Config::append_entries_max`]: crate::Config::append_entries_max
     /// [`Config::inflight_max`]: crate::Config::inflight_max
-    fn send_new_entry(&mut self, out: &mut Outbox<Self>) {
+    pub(super) fn send_new_entry(&mut self, out: &mut Outbox<Self>) {
         let last = self.log.last_index();
         let append_entries_max = self.config.append_entries_max as u64;
         let waits = move |p: &Progress| {

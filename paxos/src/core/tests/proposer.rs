@@ -578,3 +578,37 @@ fn leader_steps_down_on_nack_and_fails_pending() {
     );
     assert_eq!(a.metrics().leader, Some(3));
 }
+
+#[test]
+fn a_batch_of_proposals_goes_out_in_one_accept_round() {
+    let propose = |command| Request::Propose {
+        command,
+        session: None,
+    };
+    let accepts = |fx: &common::Effects<R>| -> Vec<(NodeId, Vec<usize>)> {
+        fx.messages
+            .iter()
+            .filter_map(|(to, m)| match m {
+                M::Accept { values, .. } => {
+                    Some((*to, values.iter().map(Value::commands_len).collect()))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    // One by one: the first command takes the eager slot at once; the others wait for it.
+    let (mut a, _) = leader();
+    let mut out = Outbox::new();
+    out.take();
+    for i in 0..3 {
+        a.handle_request(RequestId(i), propose(put("k", &i.to_string())), &mut out);
+    }
+    let fx = out.take();
+    assert_eq!(accepts(&fx), vec![(2, vec![1]), (3, vec![1])]);
+    // Together: one slot of all three commands, in one Accept per peer.
+    let (mut a, _) = leader();
+    let requests = (0..3).map(|i| (RequestId(i), propose(put("k", &i.to_string()))));
+    a.handle_requests(requests, &mut out);
+    let fx = out.take();
+    assert_eq!(accepts(&fx), vec![(2, vec![3]), (3, vec![3])]);
+}

@@ -442,3 +442,28 @@ fn followers_at_the_same_point_share_one_list_of_entries() {
     assert_eq!(indexes(&to_2), vec![index + 1]);
     assert_eq!(indexes(&to_3), vec![index + 1, index + 2]);
 }
+
+#[test]
+fn a_batch_of_proposals_goes_to_each_follower_in_one_append_entries() {
+    // One by one: the first proposal goes out at once, the others wait for its ack.
+    let mut l = leader(cfg(1, 3), 3);
+    let mut sent = Vec::new();
+    for i in 0..3 {
+        sent.extend(appends(&request(&mut l, i, Request::Propose(put("a")))));
+    }
+    assert_eq!(sent.len(), 2, "only the first proposal was sent");
+    assert!(sent.iter().all(|(_, e)| e.len() == 1));
+    // Together: every follower gets all three in one message, the same list for both.
+    let mut l = leader(cfg(1, 3), 3);
+    let fx = step(&mut l, |n, o| {
+        n.handle_requests(
+            (0..3).map(|i| (RequestId(i), Request::Propose(put(&i.to_string())))),
+            o,
+        )
+    });
+    let sent = appends(&fx);
+    assert_eq!(sent.len(), 2, "one AppendEntries per follower");
+    assert!(sent.iter().all(|(_, e)| e.len() == 3));
+    assert!(std::sync::Arc::ptr_eq(&sent[0].1, &sent[1].1));
+    assert_eq!(fx.records.len(), 1, "one record for the batch");
+}
