@@ -381,6 +381,16 @@
 //! - **A tree map of owed requests.** The requests answered when a slot this replica proposed
 //!   is applied were a `BTreeMap` filled at the back and emptied at the front; they are a queue.
 //!
+//! - **A batch in two rounds.** The first command of a batch took the eager slot at once and
+//!   the rest waited for it to be chosen. [`common::Node::handle_requests`] hands a core the
+//!   requests that arrived together (the driver hands over those it found waiting, the core
+//!   shootout's W commands likewise); this core queues them all, then applies the eager rule
+//!   once, so a batch goes out in one Accept round. Binaries before (`9da8a5c`) and after,
+//!   alternated three times each in one session (load average about 3.1, another engineer's
+//!   tests alongside, so only the ratios compare), medians: 3 replicas with 100 in flight
+//!   19.55 → 25.88 (ratio to omnipaxos 1.39 → 1.85), 5 replicas 13.05 → 17.73 (1.12 → 1.75);
+//!   messages per command 0.12 → 0.04 and 0.24 → 0.08. Nothing changes with one in flight.
+//!
 //! What is left with one command in flight: the pump (releasing effects, delivering messages,
 //! and freeing the records a checkpoint replaces every 4,096 slots, which the peers never do) is
 //! about a fifth of the time; the rest is spread over the per-command path (deduplication by
