@@ -435,6 +435,22 @@ mod tcp_only {
             nodes[0].stats().handshakes_rejected >= 2
         })
         .await;
+        // One that trusts the cluster's authority, so it accepts node 1's certificate, but
+        // presents a certificate from another: only node 1's check of its certificate stops it.
+        let (cert, key) = other.issue(TLS_NAME);
+        let trusting = TlsConfig::from_pem(
+            ca.ca_pem.as_bytes(),
+            cert.as_bytes(),
+            key.as_bytes(),
+            TLS_NAME,
+        )
+        .unwrap();
+        let mut presenter = intruder(3, addrs[&1], |c| c.tls = Some(trusting.clone())).await;
+        presenter.send(1, Bytes::from_static(b"forged")).unwrap();
+        wait_until("node 1 refused the certificate it did not issue", || {
+            presenter.stats().handshakes_rejected >= 1
+        })
+        .await;
         let (first, rest) = nodes.split_at_mut(1);
         send_until_received(&rest[0], &mut first[0]).await;
         send_until_received(&first[0], &mut rest[0]).await;
@@ -448,7 +464,14 @@ mod tcp_only {
             0,
             "the impostor got nothing through"
         );
+        assert_eq!(
+            presenter.stats().frames_out,
+            0,
+            "the holder of a foreign certificate got nothing through"
+        );
+        assert_eq!(presenter.stats().handshakes_ok, 0);
         impostor.shutdown().await;
+        presenter.shutdown().await;
         shutdown_all(&mut nodes).await;
     }
 
