@@ -274,7 +274,12 @@ mod tcp_only {
     }
 
     async fn hostile_client_disconnected(payload: &[u8]) {
-        let (mut nodes, addrs) = tcp_cluster(2, |_| {}).await;
+        hostile_client_disconnected_with(payload, |_| {}).await;
+    }
+
+    /// [`hostile_client_disconnected`] on nodes configured by `tweak`.
+    async fn hostile_client_disconnected_with(payload: &[u8], tweak: impl Fn(&mut TcpConfig)) {
+        let (mut nodes, addrs) = tcp_cluster(2, tweak).await;
         let mut raw = tokio::net::TcpStream::connect(addrs[&1]).await.unwrap();
         if !payload.is_empty() {
             raw.write_all(payload).await.unwrap();
@@ -289,13 +294,21 @@ mod tcp_only {
 
     #[tokio::test]
     async fn garbage_client_disconnected_while_good_peer_exchanges() {
-        // A well-framed message that is not a handshake.
-        hostile_client_disconnected(b"\x00\x00\x00\x0bhello world").await;
+        // A well-framed message that is not a handshake. The handshake timeout is far beyond
+        // the wait, so only the refusal of the message can close the connection in time.
+        hostile_client_disconnected_with(b"\x00\x00\x00\x0bhello world", |c| {
+            c.handshake_timeout = 6 * WAIT;
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn oversize_length_prefix_disconnected_without_allocating() {
-        hostile_client_disconnected(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3]).await;
+        // Only the handshake's frame limit can close the connection within the wait.
+        hostile_client_disconnected_with(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3], |c| {
+            c.handshake_timeout = 6 * WAIT;
+        })
+        .await;
     }
 
     #[tokio::test]
