@@ -317,11 +317,32 @@ async fn a_cluster_starts_from_config_files_with_host_names() {
     );
 }
 
-/// SIGTERM drains a node: it stops taking work, hands leadership over (Raft), persists and
-/// exits 0; the cluster keeps serving, the node restarts from its directory, and no
-/// acknowledged write is lost.
+/// What a Raft replica logs (at debug level) when a leadership transfer makes it campaign.
+const TRANSFER_LOGGED: &str = "leadership transfer: starting election";
+
+/// How many leadership transfers the replicas' whole logs record.
+fn transfers_logged(cluster: &Cluster) -> usize {
+    cluster
+        .listen
+        .keys()
+        .map(|id| {
+            std::fs::read_to_string(cluster.dir.path().join(format!("node-{id}.log")))
+                .unwrap_or_default()
+                .matches(TRANSFER_LOGGED)
+                .count()
+        })
+        .sum()
+}
+
+/// SIGTERM drains a node: it stops taking work, hands leadership over (Raft: a follower was
+/// told to campaign at once, as its log shows), persists and exits 0; the cluster keeps
+/// serving, the node restarts from its directory, and no acknowledged write is lost.
 async fn sigterm_drains(protocol: &'static str) {
-    let mut cluster = Cluster::new(protocol);
+    let mut cluster = Cluster::prepared(protocol);
+    cluster.log_filter = Some("warn,raft=debug".into());
+    for id in 1..=NODES {
+        cluster.start(id);
+    }
     let mut probe = KvClient::new(0, cluster.clients.clone());
     for id in 1..=NODES {
         cluster.wait_serving(id, &mut probe).await;
@@ -337,6 +358,13 @@ async fn sigterm_drains(protocol: &'static str) {
             "round {round}: node {leader} did not exit cleanly\n{}",
             cluster.logs()
         );
+        if protocol == "raft" {
+            assert!(
+                transfers_logged(&cluster) > round,
+                "round {round}: node {leader} stopped without handing leadership over\n{}",
+                cluster.logs()
+            );
+        }
         cluster.leader(&mut probe).await;
         let target = load.completed.load(Ordering::SeqCst) + 20;
         wait_completed(&load, target, &cluster).await;
