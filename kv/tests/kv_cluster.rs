@@ -1,8 +1,9 @@
 //! A real cluster of `kv-node` processes on 127.0.0.1: a load generator runs while the leader
-//! is killed with SIGKILL again and again and restarted from its data directory; afterwards every
-//! acknowledged write must be readable and the recorded history must be linearizable. The nodes
-//! snapshot every [`SNAPSHOT_EVERY`] entries (slots), so kills also land while a snapshot file
-//! is being written or installed, and restarts recover from snapshot files.
+//! is killed with SIGKILL again and again and restarted from its data directory; afterwards
+//! every replica is killed at once and restarted, every acknowledged write must be readable and
+//! the recorded history must be linearizable. The nodes snapshot every [`SNAPSHOT_EVERY`]
+//! entries (slots), so kills also land while a snapshot file is being written or installed, and
+//! restarts recover from snapshot files.
 //!
 //! `KV_KILLS` raises the number of kills (default 10) for a soak; `KV_SEED` picks the seed.
 
@@ -64,6 +65,17 @@ async fn kill_the_leader_again_and_again(protocol: &'static str) {
         .await
         .expect("load generator stops")
         .unwrap();
+
+    // Every replica killed at once and restarted: what was acknowledged must come back from
+    // the replicas' own directories, with no survivor to learn it from.
+    cluster.kill_all();
+    for id in 1..=NODES {
+        cluster.start(id);
+    }
+    for id in 1..=NODES {
+        cluster.wait_serving(id, &mut probe).await;
+    }
+    cluster.leader(&mut probe).await;
 
     // Read everything back through the cluster, recording the shared keys' reads too.
     let mut reader = KvClient::new(1_000_000, cluster.clients.clone());
