@@ -396,6 +396,9 @@ async fn paxos_node_drains_on_sigterm() {
     sigterm_drains("paxos").await;
 }
 
+/// What a replica logs when a connection's length prefix is over the frame limit.
+const OVERSIZE_LOGGED: &str = "frame size too big";
+
 /// Opens `n` TCP connections to `addr` and keeps them open without a byte sent.
 async fn idle_sockets(addr: std::net::SocketAddr, n: usize) -> Vec<tokio::net::TcpStream> {
     let mut open = Vec::with_capacity(n);
@@ -427,6 +430,27 @@ async fn floods_of_idle_and_garbage_connections_on_both_ports_lock_nobody_out() 
 
     let peer_port = cluster.listen[&leader];
     let client_port = cluster.clients[&leader];
+    // Before the flood fills its connections: the replica port refuses an oversized length
+    // prefix for its size, at once (a handshake that waited for the 4 GiB would end at the
+    // handshake timeout, for another reason).
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut s = tokio::net::TcpStream::connect(peer_port).await.unwrap();
+        let _ = s.write_all(&u32::MAX.to_be_bytes()).await;
+    }
+    let log = cluster.dir.path().join(format!("node-{leader}.log"));
+    let deadline = std::time::Instant::now() + WAIT_MAX;
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains(OVERSIZE_LOGGED)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node {leader} did not refuse the oversized frame on its replica port\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(POLL).await;
+    }
     let idle_peer = idle_sockets(peer_port, 1_000).await;
     let idle_client = idle_sockets(client_port, 1_000).await;
     send_garbage(client_port).await;
