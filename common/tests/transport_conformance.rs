@@ -274,7 +274,12 @@ mod tcp_only {
     }
 
     async fn hostile_client_disconnected(payload: &[u8]) {
-        let (mut nodes, addrs) = tcp_cluster(2, |_| {}).await;
+        hostile_client_disconnected_with(payload, |_| {}).await;
+    }
+
+    /// [`hostile_client_disconnected`] on nodes configured by `tweak`.
+    async fn hostile_client_disconnected_with(payload: &[u8], tweak: impl Fn(&mut TcpConfig)) {
+        let (mut nodes, addrs) = tcp_cluster(2, tweak).await;
         let mut raw = tokio::net::TcpStream::connect(addrs[&1]).await.unwrap();
         if !payload.is_empty() {
             raw.write_all(payload).await.unwrap();
@@ -289,13 +294,21 @@ mod tcp_only {
 
     #[tokio::test]
     async fn garbage_client_disconnected_while_good_peer_exchanges() {
-        // A well-framed message that is not a handshake.
-        hostile_client_disconnected(b"\x00\x00\x00\x0bhello world").await;
+        // A well-framed message that is not a handshake. The handshake timeout is far beyond
+        // the wait, so only the refusal of the message can close the connection in time.
+        hostile_client_disconnected_with(b"\x00\x00\x00\x0bhello world", |c| {
+            c.handshake_timeout = 6 * WAIT;
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn oversize_length_prefix_disconnected_without_allocating() {
-        hostile_client_disconnected(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3]).await;
+        // Only the handshake's frame limit can close the connection within the wait.
+        hostile_client_disconnected_with(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3], |c| {
+            c.handshake_timeout = 6 * WAIT;
+        })
+        .await;
     }
 
     #[tokio::test]
@@ -435,6 +448,22 @@ mod tcp_only {
             nodes[0].stats().handshakes_rejected >= 2
         })
         .await;
+        // One that trusts the cluster's authority, so it accepts node 1's certificate, but
+        // presents a certificate from another: only node 1's check of its certificate stops it.
+        let (cert, key) = other.issue(TLS_NAME);
+        let trusting = TlsConfig::from_pem(
+            ca.ca_pem.as_bytes(),
+            cert.as_bytes(),
+            key.as_bytes(),
+            TLS_NAME,
+        )
+        .unwrap();
+        let mut presenter = intruder(3, addrs[&1], |c| c.tls = Some(trusting.clone())).await;
+        presenter.send(1, Bytes::from_static(b"forged")).unwrap();
+        wait_until("node 1 refused the certificate it did not issue", || {
+            presenter.stats().handshakes_rejected >= 1
+        })
+        .await;
         let (first, rest) = nodes.split_at_mut(1);
         send_until_received(&rest[0], &mut first[0]).await;
         send_until_received(&first[0], &mut rest[0]).await;
@@ -448,7 +477,14 @@ mod tcp_only {
             0,
             "the impostor got nothing through"
         );
+        assert_eq!(
+            presenter.stats().frames_out,
+            0,
+            "the holder of a foreign certificate got nothing through"
+        );
+        assert_eq!(presenter.stats().handshakes_ok, 0);
         impostor.shutdown().await;
+        presenter.shutdown().await;
         shutdown_all(&mut nodes).await;
     }
 

@@ -1,8 +1,9 @@
 //! A real cluster of `kv-node` processes on 127.0.0.1: a load generator runs while the leader
-//! is killed with SIGKILL again and again and restarted from its data directory; afterwards every
-//! acknowledged write must be readable and the recorded history must be linearizable. The nodes
-//! snapshot every [`SNAPSHOT_EVERY`] entries (slots), so kills also land while a snapshot file
-//! is being written or installed, and restarts recover from snapshot files.
+//! is killed with SIGKILL again and again and restarted from its data directory; afterwards
+//! every replica is killed at once and restarted, every acknowledged write must be readable and
+//! the recorded history must be linearizable. The nodes snapshot every [`SNAPSHOT_EVERY`]
+//! entries (slots), so kills also land while a snapshot file is being written or installed, and
+//! restarts recover from snapshot files.
 //!
 //! `KV_KILLS` raises the number of kills (default 10) for a soak; `KV_SEED` picks the seed.
 
@@ -64,6 +65,17 @@ async fn kill_the_leader_again_and_again(protocol: &'static str) {
         .await
         .expect("load generator stops")
         .unwrap();
+
+    // Every replica killed at once and restarted: what was acknowledged must come back from
+    // the replicas' own directories, with no survivor to learn it from.
+    cluster.kill_all();
+    for id in 1..=NODES {
+        cluster.start(id);
+    }
+    for id in 1..=NODES {
+        cluster.wait_serving(id, &mut probe).await;
+    }
+    cluster.leader(&mut probe).await;
 
     // Read everything back through the cluster, recording the shared keys' reads too.
     let mut reader = KvClient::new(1_000_000, cluster.clients.clone());
@@ -317,11 +329,32 @@ async fn a_cluster_starts_from_config_files_with_host_names() {
     );
 }
 
-/// SIGTERM drains a node: it stops taking work, hands leadership over (Raft), persists and
-/// exits 0; the cluster keeps serving, the node restarts from its directory, and no
-/// acknowledged write is lost.
+/// What a Raft replica logs (at debug level) when a leadership transfer makes it campaign.
+const TRANSFER_LOGGED: &str = "leadership transfer: starting election";
+
+/// How many leadership transfers the replicas' whole logs record.
+fn transfers_logged(cluster: &Cluster) -> usize {
+    cluster
+        .listen
+        .keys()
+        .map(|id| {
+            std::fs::read_to_string(cluster.dir.path().join(format!("node-{id}.log")))
+                .unwrap_or_default()
+                .matches(TRANSFER_LOGGED)
+                .count()
+        })
+        .sum()
+}
+
+/// SIGTERM drains a node: it stops taking work, hands leadership over (Raft: a follower was
+/// told to campaign at once, as its log shows), persists and exits 0; the cluster keeps
+/// serving, the node restarts from its directory, and no acknowledged write is lost.
 async fn sigterm_drains(protocol: &'static str) {
-    let mut cluster = Cluster::new(protocol);
+    let mut cluster = Cluster::prepared(protocol);
+    cluster.log_filter = Some("warn,raft=debug".into());
+    for id in 1..=NODES {
+        cluster.start(id);
+    }
     let mut probe = KvClient::new(0, cluster.clients.clone());
     for id in 1..=NODES {
         cluster.wait_serving(id, &mut probe).await;
@@ -337,6 +370,13 @@ async fn sigterm_drains(protocol: &'static str) {
             "round {round}: node {leader} did not exit cleanly\n{}",
             cluster.logs()
         );
+        if protocol == "raft" {
+            assert!(
+                transfers_logged(&cluster) > round,
+                "round {round}: node {leader} stopped without handing leadership over\n{}",
+                cluster.logs()
+            );
+        }
         cluster.leader(&mut probe).await;
         let target = load.completed.load(Ordering::SeqCst) + 20;
         wait_completed(&load, target, &cluster).await;
@@ -355,6 +395,9 @@ async fn raft_node_drains_on_sigterm() {
 async fn paxos_node_drains_on_sigterm() {
     sigterm_drains("paxos").await;
 }
+
+/// What a replica logs when a connection's length prefix is over the frame limit.
+const OVERSIZE_LOGGED: &str = "frame size too big";
 
 /// Opens `n` TCP connections to `addr` and keeps them open without a byte sent.
 async fn idle_sockets(addr: std::net::SocketAddr, n: usize) -> Vec<tokio::net::TcpStream> {
@@ -387,6 +430,27 @@ async fn floods_of_idle_and_garbage_connections_on_both_ports_lock_nobody_out() 
 
     let peer_port = cluster.listen[&leader];
     let client_port = cluster.clients[&leader];
+    // Before the flood fills its connections: the replica port refuses an oversized length
+    // prefix for its size, at once (a handshake that waited for the 4 GiB would end at the
+    // handshake timeout, for another reason).
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut s = tokio::net::TcpStream::connect(peer_port).await.unwrap();
+        let _ = s.write_all(&u32::MAX.to_be_bytes()).await;
+    }
+    let log = cluster.dir.path().join(format!("node-{leader}.log"));
+    let deadline = std::time::Instant::now() + WAIT_MAX;
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains(OVERSIZE_LOGGED)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node {leader} did not refuse the oversized frame on its replica port\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(POLL).await;
+    }
     let idle_peer = idle_sockets(peer_port, 1_000).await;
     let idle_client = idle_sockets(client_port, 1_000).await;
     send_garbage(client_port).await;

@@ -4,9 +4,11 @@
 //! cut off, one-way links (the leader cannot speak; the leader cannot hear), a chain (the leader
 //! and one follower cannot talk, the third replica reaches both), flapping links, narrow links
 //! (the leader's bandwidth throttled to 16–64 KiB/s, through which the load must keep going),
-//! and slow links. After each scenario the network heals and the load must make progress again within
-//! [`RECOVERY_MAX`]. At the end every acknowledged write must be readable and the history must
-//! be linearizable. Clients reach the replicas directly; only replica links are faulted.
+//! and slow links. After each scenario the network heals and the load must make progress again
+//! within [`RECOVERY_MAX`]. The silent isolation lasts past the transport's idle timeout, which
+//! must have dropped the silent connections. At the end every acknowledged write must be
+//! readable and the history must be linearizable. Clients reach the replicas directly; only
+//! replica links are faulted.
 //!
 //! `KV_SEED` picks the seed, `KV_NEMESIS_ROUNDS` the number of passes over the scenarios.
 
@@ -27,6 +29,25 @@ use support::*;
 const RECOVERY_MAX: Duration = Duration::from_secs(15);
 /// Operations that count as progress after a heal.
 const PROGRESS_OPS: u64 = 40;
+/// How long the leader stays silently isolated: past the transport's idle timeout (3 s), the
+/// only thing that notices a link swallowing every byte.
+const SILENT_HOLD: Duration = Duration::from_secs(5);
+/// What the transport logs when it drops a connection that went silent.
+const IDLE_LOGGED: &str = "no frame for";
+
+/// How many silent connections the replicas' whole logs record as dropped.
+fn idle_drops_logged(cluster: &Cluster) -> usize {
+    cluster
+        .listen
+        .keys()
+        .map(|id| {
+            std::fs::read_to_string(cluster.dir.path().join(format!("node-{id}.log")))
+                .unwrap_or_default()
+                .matches(IDLE_LOGGED)
+                .count()
+        })
+        .sum()
+}
 
 #[derive(Clone, Copy, Debug)]
 enum Scenario {
@@ -87,6 +108,11 @@ async fn nemesis(protocol: &'static str) {
             let others: Vec<NodeId> = (1..=NODES).filter(|&n| n != leader).collect();
             let other = others[rng.range_inclusive(0, others.len() as u64 - 1) as usize];
             let hold = Duration::from_millis(rng.range_inclusive(300, 1_500));
+            let hold = match scenario {
+                Scenario::IsolateLeaderSilently => SILENT_HOLD,
+                _ => hold,
+            };
+            let idle_drops = idle_drops_logged(&cluster);
             let net = cluster.net();
             match scenario {
                 Scenario::IsolateLeader => net.partition(&[leader], &others, false),
@@ -149,6 +175,13 @@ async fn nemesis(protocol: &'static str) {
             tokio::time::sleep(hold).await;
             cluster.net().heal();
             wait_progress(&load, &cluster, &format!("{scenario:?}")).await;
+            if matches!(scenario, Scenario::IsolateLeaderSilently) {
+                assert!(
+                    idle_drops_logged(&cluster) > idle_drops,
+                    "no replica dropped a silent connection ({IDLE_LOGGED:?})\n{}",
+                    cluster.logs()
+                );
+            }
             leaders.insert(cluster.leader(&mut probe).await);
         }
     }

@@ -120,6 +120,22 @@ async fn a_tls_cluster_serves_its_clients_and_nobody_else() {
         })
         .await;
     assert!(!matches!(forged, CallOutcome::Ok(_)), "{forged:?}");
+    // A client that trusts the cluster's authority (so it accepts the nodes' certificates) but
+    // presents a certificate from another: only the nodes' check of client certificates stops
+    // it.
+    let (cert, key) = TestCa::new().issue(NAME);
+    let presenting =
+        TlsConfig::from_pem(ca.ca_pem.as_bytes(), cert.as_bytes(), key.as_bytes(), NAME).unwrap();
+    let mut presenter = KvClient::new(5, cluster.clients.clone())
+        .with_tls(presenting)
+        .with_deadline(quick);
+    let forged = presenter
+        .write(kv::KvOp::Put {
+            key: "secret".into(),
+            value: "stolen".into(),
+        })
+        .await;
+    assert!(!matches!(forged, CallOutcome::Ok(_)), "{forged:?}");
     assert_eq!(
         client.get("secret").await,
         CallOutcome::Ok(kv::KvOutput::Value(Some("kept".into())))

@@ -42,6 +42,8 @@ pub struct Cluster {
     pub proxies: Option<proxy::Proxies>,
     /// Replicas the cluster starts with (`NODES` unless made with [`Cluster::with_proxies_n`]).
     pub n: u64,
+    /// `RUST_LOG` of every node started from now on (the nodes' default when unset).
+    pub log_filter: Option<String>,
 }
 
 impl Drop for Cluster {
@@ -162,6 +164,7 @@ impl Cluster {
             extra_args,
             proxies: None,
             n,
+            log_filter: None,
         }
     }
 
@@ -207,7 +210,11 @@ impl Cluster {
             .append(true)
             .open(self.dir.path().join(format!("node-{id}.log")))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_kv-node"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kv-node"));
+        if let Some(filter) = &self.log_filter {
+            command.env("RUST_LOG", filter);
+        }
+        let child = command
             .arg("--config")
             .arg(self.dir.path().join("node.toml"))
             .arg("--protocol")
