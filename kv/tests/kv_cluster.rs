@@ -332,20 +332,6 @@ async fn a_cluster_starts_from_config_files_with_host_names() {
 /// What a Raft replica logs (at debug level) when a leadership transfer makes it campaign.
 const TRANSFER_LOGGED: &str = "leadership transfer: starting election";
 
-/// How many leadership transfers the replicas' whole logs record.
-fn transfers_logged(cluster: &Cluster) -> usize {
-    cluster
-        .listen
-        .keys()
-        .map(|id| {
-            std::fs::read_to_string(cluster.dir.path().join(format!("node-{id}.log")))
-                .unwrap_or_default()
-                .matches(TRANSFER_LOGGED)
-                .count()
-        })
-        .sum()
-}
-
 /// SIGTERM drains a node: it stops taking work, hands leadership over (Raft: a follower was
 /// told to campaign at once, as its log shows), persists and exits 0; the cluster keeps
 /// serving, the node restarts from its directory, and no acknowledged write is lost.
@@ -372,7 +358,7 @@ async fn sigterm_drains(protocol: &'static str) {
         );
         if protocol == "raft" {
             assert!(
-                transfers_logged(&cluster) > round,
+                cluster.logged(TRANSFER_LOGGED) > round,
                 "round {round}: node {leader} stopped without handing leadership over\n{}",
                 cluster.logs()
             );

@@ -35,20 +35,6 @@ const SILENT_HOLD: Duration = Duration::from_secs(5);
 /// What the transport logs when it drops a connection that went silent.
 const IDLE_LOGGED: &str = "no frame for";
 
-/// How many silent connections the replicas' whole logs record as dropped.
-fn idle_drops_logged(cluster: &Cluster) -> usize {
-    cluster
-        .listen
-        .keys()
-        .map(|id| {
-            std::fs::read_to_string(cluster.dir.path().join(format!("node-{id}.log")))
-                .unwrap_or_default()
-                .matches(IDLE_LOGGED)
-                .count()
-        })
-        .sum()
-}
-
 #[derive(Clone, Copy, Debug)]
 enum Scenario {
     IsolateLeader,
@@ -112,7 +98,7 @@ async fn nemesis(protocol: &'static str) {
                 Scenario::IsolateLeaderSilently => SILENT_HOLD,
                 _ => hold,
             };
-            let idle_drops = idle_drops_logged(&cluster);
+            let idle_drops = cluster.logged(IDLE_LOGGED);
             let net = cluster.net();
             match scenario {
                 Scenario::IsolateLeader => net.partition(&[leader], &others, false),
@@ -177,7 +163,7 @@ async fn nemesis(protocol: &'static str) {
             wait_progress(&load, &cluster, &format!("{scenario:?}")).await;
             if matches!(scenario, Scenario::IsolateLeaderSilently) {
                 assert!(
-                    idle_drops_logged(&cluster) > idle_drops,
+                    cluster.logged(IDLE_LOGGED) > idle_drops,
                     "no replica dropped a silent connection ({IDLE_LOGGED:?})\n{}",
                     cluster.logs()
                 );

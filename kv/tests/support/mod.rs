@@ -64,6 +64,19 @@ pub fn free_addrs(n: usize) -> Vec<SocketAddr> {
 }
 
 impl Cluster {
+    /// How many times `text` stands in the replicas' whole logs (`node-{id}.log`).
+    pub fn logged(&self, text: &str) -> usize {
+        self.listen
+            .keys()
+            .map(|id| {
+                std::fs::read_to_string(self.dir.path().join(format!("node-{id}.log")))
+                    .unwrap_or_default()
+                    .matches(text)
+                    .count()
+            })
+            .sum()
+    }
+
     pub fn new(protocol: &'static str) -> Self {
         Self::with_spares(protocol, 0)
     }
