@@ -491,6 +491,9 @@ mod tests {
         fail_storage(&replica, &fault, false).await;
         let outage = wait_down(&replica).await;
         assert!(!outage.resuming, "{outage:?}");
+        // An absence is checked over time: more than two probe intervals (300 ms here) pass,
+        // and the node must still be down (nothing to wait on: the point is that nothing
+        // happens).
         tokio::time::sleep(Duration::from_millis(700)).await;
         let outage = replica.backend().err().unwrap();
         assert!(outage.describe().contains("restart the node"), "{outage:?}");
