@@ -24,7 +24,7 @@ use crate::error::PaxosError;
 use crate::message::{Ballot, Command, Session, Slot, Value};
 use crate::state_machine::{Dedup, StateMachine};
 
-use super::learner::{fail_all, Learner};
+use super::learner::{fail_all, Learner, OwedRequests};
 use super::log::SlotLog;
 use super::{PaxosNode, Response, Shared};
 
@@ -46,7 +46,7 @@ enum Fate<O> {
 struct PlannedSlot {
     slot: Slot,
     /// The client requests this replica answers for the slot's commands, in order.
-    requests: Vec<RequestId>,
+    requests: OwedRequests,
     /// How many fates of the run's list are this slot's (one per command, in order).
     fates: usize,
 }
@@ -177,14 +177,14 @@ impl<S: StateMachine> Learner<S> {
         origin: Ballot,
         commands: usize,
         out: &mut Outbox<PaxosNode<S>>,
-    ) -> Vec<RequestId> {
+    ) -> OwedRequests {
         match self.take_owed(slot) {
             Some((ballot, requests)) if ballot == origin && requests.len() == commands => requests,
             Some((_, requests)) => {
                 fail_all(requests, out);
-                Vec::new()
+                OwedRequests::new()
             }
-            None => Vec::new(),
+            None => OwedRequests::new(),
         }
     }
 

@@ -34,6 +34,7 @@ use crate::message::{Ballot, Command, Message, PromisedEntry, Session, Slot, Val
 use crate::state_machine::{Dedup, StateMachine};
 
 use super::leader::{InFlight, Leader, Promised};
+use super::learner::OwedRequests;
 use super::{reconfig, PaxosNode, Response};
 
 /// Most retries of one command waiting for the copy a leader already holds (a client retrying
@@ -447,7 +448,7 @@ impl<S: StateMachine> PaxosNode<S> {
         } = std::mem::take(&mut self.proposer.scratch);
         while !leader.queue.is_empty() && leader.in_flight() < in_flight_max {
             let n = leader.queue.len().min(batch_max);
-            let mut requests = Vec::with_capacity(n);
+            let mut requests = OwedRequests::new();
             for (id, c) in leader.queue.drain(..n) {
                 // The session table may have learned this command since it was queued (chosen
                 // before this leadership, applied while it caught up): answer, do not re-propose.
@@ -492,9 +493,12 @@ impl<S: StateMachine> PaxosNode<S> {
             values.push(value);
             leader.next_slot += 1;
         }
-        let run: Arc<[Value<S::Command>]> = values.drain(..).collect();
+        // Nothing to send is the common case (this runs after every commit): an empty `Arc`
+        // slice still allocates its counts, so it is not built at all.
+        let run: Option<Arc<[Value<S::Command>]>> =
+            (!values.is_empty()).then(|| values.drain(..).collect());
         self.proposer.scratch = RunScratch { values, commands };
-        if !run.is_empty() {
+        if let Some(run) = run {
             self.propose_run(first, run, out);
         }
     }

@@ -77,7 +77,7 @@ fn one_step_applies_its_slots_in_one_batch_without_duplicates() {
     // This replica created the last batch: its two requests wait for it.
     c.learner
         .pending
-        .insert(2, origin, vec![RequestId(7), RequestId(8)]);
+        .insert(2, origin, vec![RequestId(7), RequestId(8)].into());
     let mut out = Outbox::new();
     c.handle_message(
         1,

@@ -208,7 +208,7 @@ fn durable_state_machine_past_the_snapshot_is_neither_restored_nor_applied_again
     );
     // A copy of that command decided again later is not applied again either, and a client
     // waiting for it is told its command's output is gone.
-    r.learner.pending.insert(4, b, vec![RequestId(9)]);
+    r.learner.pending.insert(4, b, vec![RequestId(9)].into());
     let again = Value::Batch {
         origin: b,
         commands: vec![Command {
