@@ -448,7 +448,7 @@ async fn full_request_queue_makes_callers_wait_or_busy_and_stop_fails_them() {
         })
         .collect();
     bounded(async {
-        while n1.stats().requests < 3 {
+        while n1.queued_requests() < 2 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     })
@@ -458,6 +458,12 @@ async fn full_request_queue_makes_callers_wait_or_busy_and_stop_fails_them() {
         Err(DriverError::Busy { capacity: 2 })
     ));
     assert_eq!(n1.stats().requests_busy, 1);
+    assert_eq!(
+        n1.stats().requests,
+        1,
+        "the node took one; two wait in its queue"
+    );
+    assert_eq!(n1.queued_requests(), 2);
     // The waiting form is not refused: it waits for room (backpressure), and is still waiting
     // when the node stops, which answers it with the stop cause.
     let waiting = tokio::spawn({

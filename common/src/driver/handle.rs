@@ -84,7 +84,6 @@ impl<N: Node> NodeHandle<N> {
         if self.commands.send(Command(req, reply)).await.is_err() {
             return Err(self.stop_cause());
         }
-        add(&self.counters.requests, 1);
         self.answer(answer).await
     }
 
@@ -94,9 +93,9 @@ impl<N: Node> NodeHandle<N> {
     pub async fn try_request(&self, req: N::Request) -> Result<N::Response, DriverError> {
         let (reply, answer) = oneshot::channel();
         match self.commands.try_send(Command(req, reply)) {
-            Ok(()) => add(&self.counters.requests, 1),
+            Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
-                add(&self.counters.requests_busy, 1);
+                add(&self.counters.requests_busy.0, 1);
                 return Err(DriverError::Busy {
                     capacity: self.request_queue_capacity,
                 });
@@ -133,6 +132,12 @@ impl<N: Node> NodeHandle<N> {
             return Err(self.stop_cause());
         }
         answer.await.map_err(|_| self.stop_cause())
+    }
+
+    /// Requests sent to the node that it has not taken from its queue yet (at most the
+    /// configured `request_queue_capacity`), read without waiting for the node.
+    pub fn queued_requests(&self) -> usize {
+        self.commands.max_capacity() - self.commands.capacity()
     }
 
     /// The driver's counters, read without waiting for the node.

@@ -308,6 +308,7 @@ where
         let id = RequestId(self.next_request);
         self.next_request += 1;
         self.pending.insert(id, reply);
+        add(&self.counters.requests, 1);
         add(&self.counters.steps, 1);
         self.open_steps += 1;
         self.open_requests += 1;
