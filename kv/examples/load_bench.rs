@@ -9,7 +9,9 @@
 //! ```
 //!
 //! It also measures, in the same run and on the same disk, what bounds a durable write: the
-//! disk's `fdatasync` (4 KiB appends) and a loopback round trip. It prints the machine's load
+//! disk's `fdatasync` (4 KiB appends) and a loopback round trip, and from them the bound for
+//! one client (two `fdatasync`s, a leader's and a follower's, plus one round trip), with a line
+//! per one-client row saying whether its p50 is within it. It prints the machine's load
 //! average before and after, so a noisy run shows. The etcd clients use its HTTP gateway
 //! (`POST /v3/kv/put`) over kept-alive connections, spread over the three members as etcd's
 //! own clients do; the `kv` clients talk to the leader, each over a connection of its own
@@ -107,6 +109,11 @@ struct Row {
 }
 
 impl Row {
+    /// Median latency in milliseconds.
+    fn p50_ms(&self) -> f64 {
+        self.latency_us.value_at_quantile(0.5) as f64 / 1e3
+    }
+
     fn print(&self, system: &str, clients: usize, conns: &str) {
         let ms = |q: f64| self.latency_us.value_at_quantile(q) as f64 / 1e3;
         let per_op = |d: Duration| d.as_secs_f64() * 1e6 / self.ops.max(1) as f64;
@@ -469,6 +476,10 @@ async fn main() {
         "fdatasync (4 KiB appends): p50 {sync_p50:.3} ms, p99 {sync_p99:.3} ms; \
          loopback round trip p50 {rtt:.3} ms"
     );
+    // One write with one client costs at least the leader's and a follower's `fdatasync`, which
+    // run at the same time but share the disk, plus the client's round trip.
+    let bound = 2.0 * sync_p50 + rtt;
+    println!("one-client bound: 2 x fdatasync p50 + round trip = {bound:.3} ms");
     println!(
         "closed-loop puts, {VALUE_BYTES}-byte values over {KEYS} keys, 3 replicas on \
          loopback, fsync on; {} s per row after {} s of warm-up",
@@ -482,6 +493,7 @@ async fn main() {
     );
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     let etcd = find_on_path("etcd");
+    let mut one_client = Vec::new();
     for system in &args.systems {
         for &clients in &args.clients {
             match system.as_str() {
@@ -499,9 +511,11 @@ async fn main() {
                         } else {
                             conns.to_string()
                         };
-                        run_kv(bin, system, dir.path(), clients, conns, args.secs)
-                            .await
-                            .print(&format!("kv-node ({system})"), clients, &shown);
+                        let row = run_kv(bin, system, dir.path(), clients, conns, args.secs).await;
+                        row.print(&format!("kv-node ({system})"), clients, &shown);
+                        if clients == 1 {
+                            one_client.push((system.clone(), row.p50_ms()));
+                        }
                     }
                 }
                 "etcd" => match &etcd {
@@ -524,5 +538,11 @@ async fn main() {
         }
     }
     println!();
+    for (system, p50) in one_client {
+        let verdict = if p50 <= bound { "within" } else { "over" };
+        println!(
+            "kv-node ({system}), one client: p50 {p50:.3} ms, {verdict} the bound of {bound:.3} ms"
+        );
+    }
     println!("load average after: {}", load_average());
 }
