@@ -633,3 +633,92 @@ fn step_limit_stops_a_run() {
     assert_eq!(err.kind, SimErrorKind::StepLimit { steps_max: 100 });
     assert_eq!(err.step, 101);
 }
+
+/// The demo, noting the size of every batch of requests it is handed.
+struct CountsBatches {
+    inner: DemoNode,
+    batches: Vec<usize>,
+}
+
+impl Node for CountsBatches {
+    type Config = DemoConfig;
+    type Message = DemoMessage;
+    type Request = DemoRequest;
+    type Response = DemoResponse;
+    type Event = DemoEvent;
+    type Record = DemoRecord;
+    type Metrics = DemoMetrics;
+    type Error = DemoError;
+    const PROTOCOL: u16 = DemoNode::PROTOCOL;
+    const WIRE_VERSION: u16 = DemoNode::WIRE_VERSION;
+
+    fn recover(config: DemoConfig, records: Vec<DemoRecord>) -> Result<Self, DemoError> {
+        Ok(Self {
+            inner: DemoNode::recover(config, records)?,
+            batches: Vec::new(),
+        })
+    }
+    fn id(&self) -> NodeId {
+        self.inner.id()
+    }
+    fn handle_message(&mut self, from: NodeId, msg: DemoMessage, out: &mut Outbox<Self>) {
+        let mut inner = Outbox::new();
+        self.inner.handle_message(from, msg, &mut inner);
+        forward(inner, out, false);
+    }
+    fn handle_request(&mut self, id: RequestId, req: DemoRequest, out: &mut Outbox<Self>) {
+        self.handle_requests(std::iter::once((id, req)), out);
+    }
+    fn handle_requests<I>(&mut self, requests: I, out: &mut Outbox<Self>)
+    where
+        I: IntoIterator<Item = (RequestId, DemoRequest)>,
+    {
+        let mut inner = Outbox::new();
+        let mut n = 0;
+        for (id, req) in requests {
+            n += 1;
+            self.inner.handle_request(id, req, &mut inner);
+        }
+        self.batches.push(n);
+        forward(inner, out, false);
+    }
+    fn tick(&mut self, out: &mut Outbox<Self>) {
+        let mut inner = Outbox::new();
+        self.inner.tick(&mut inner);
+        forward(inner, out, false);
+    }
+    fn metrics(&self) -> DemoMetrics {
+        self.inner.metrics()
+    }
+}
+
+/// Runs `CountsBatches` with `window`: three requests reach node 1 at the same instant, one a
+/// tick later, one long after. Returns node 1's batch sizes once all five are answered.
+fn batches_with_window(window: u64) -> Vec<usize> {
+    let mut config = SimConfig::new(3, MEMBERS.to_vec());
+    config.request_batch_window = window;
+    let mut sim: Sim<CountsBatches> =
+        Sim::new(config, |id| DemoConfig::new(id, MEMBERS.to_vec())).unwrap();
+    let ids: Vec<RequestId> = [(10, 1), (10, 2), (10, 3), (11, 4), (200, 5)]
+        .into_iter()
+        .map(|(at, amount)| sim.submit(at, 1, DemoRequest::Add(amount)))
+        .collect();
+    sim.run_until(400).unwrap();
+    for id in ids {
+        let outcome = &sim.op(id).unwrap().outcome;
+        assert!(matches!(outcome, Outcome::Response(_)), "{id}: {outcome:?}");
+    }
+    sim.node(1).unwrap().batches.clone()
+}
+
+#[test]
+fn requests_in_a_batch_window_are_handed_over_together() {
+    // Without a window each request is a batch of its own, handed over on arrival.
+    assert_eq!(batches_with_window(0), vec![1; 5]);
+    // With one, the three simultaneous requests share a batch (nothing can come between
+    // them); the late one comes alone. Every request is handed over exactly once.
+    let batches = batches_with_window(5);
+    assert_eq!(batches.iter().sum::<usize>(), 5, "{batches:?}");
+    assert!(batches[0] >= 3, "{batches:?}");
+    assert_eq!(batches.last(), Some(&1), "{batches:?}");
+}

@@ -66,6 +66,13 @@ pub struct SimConfig {
     pub record_events: bool,
     /// Longest label of a message, request or response in the trace.
     pub label_chars_max: usize,
+    /// Client requests that reach a node gather for up to this long and are handed to it
+    /// together ([`Node::handle_requests`](crate::Node::handle_requests)), as the driver hands
+    /// over the requests it found waiting: a batch is handed over when the window (drawn from
+    /// `1..=request_batch_window` for each batch) ends, or before the node's next other input
+    /// (a tick, a message, a sync), whichever comes first. 0 (the default) hands each request
+    /// over on its own the moment it arrives.
+    pub request_batch_window: u64,
 }
 
 impl SimConfig {
@@ -89,6 +96,7 @@ impl SimConfig {
             record_trace: false,
             record_events: true,
             label_chars_max: LABEL_CHARS_MAX_DEFAULT,
+            request_batch_window: 0,
         }
     }
 

@@ -34,6 +34,11 @@ pub(super) struct Slot<N: Node> {
     pub(super) incarnation: u64,
     /// [`Fault::FailSync`]: the next sync with records fails.
     pub(super) fail_next_sync: bool,
+    /// Requests that arrived and wait to be handed over together
+    /// ([`SimConfig::request_batch_window`]).
+    pub(super) requests: Vec<(RequestId, N::Request)>,
+    /// A [`Ev::HandOver`] is scheduled for `requests`.
+    pub(super) hand_over_scheduled: bool,
 }
 
 /// A scheduled event.
@@ -58,6 +63,11 @@ pub(super) enum Ev<N: Node> {
     },
     Fault(Fault),
     Flush {
+        node: usize,
+        incarnation: u64,
+    },
+    /// The batch window of a node's waiting requests ends.
+    HandOver {
         node: usize,
         incarnation: u64,
     },
@@ -171,6 +181,8 @@ where
                 flush_scheduled: false,
                 incarnation: 0,
                 fail_next_sync: false,
+                requests: Vec::new(),
+                hand_over_scheduled: false,
             });
             self.schedule_first_tick(i);
         }
@@ -361,6 +373,15 @@ where
                 }
                 Ok(())
             }
+            Ev::HandOver { node, incarnation } => {
+                self.rec.hasher.write_u8(8);
+                self.rec.hasher.write_usize(node);
+                if self.cluster.slots[node].incarnation == incarnation {
+                    self.hand_over_requests(node);
+                    return self.after_step(node);
+                }
+                Ok(())
+            }
             Ev::ClientTimeout { op } => {
                 self.rec.hasher.write_u8(6);
                 self.rec.hasher.write_usize(op);
@@ -385,6 +406,11 @@ where
         if slot.incarnation != incarnation {
             return Ok(()); // a tick chain of a previous life
         }
+        if slot.node.is_none() {
+            return Ok(());
+        }
+        self.hand_over_requests(node);
+        let slot = &mut self.cluster.slots[node];
         let Some(n) = slot.node.as_mut() else {
             return Ok(());
         };
@@ -439,12 +465,32 @@ where
                 sent,
             });
         }
+        self.hand_over_requests(to);
         let slot = &mut self.cluster.slots[to];
         if let Some(n) = slot.node.as_mut() {
             let _span = node_span(slot.id, self.sched.now, self.sched.steps);
             n.handle_message(from, msg, &mut slot.outbox);
         }
         self.after_step(to)
+    }
+
+    /// Hands node `i` the requests waiting for it, all at once, before its next input (the
+    /// driver's rule). Their effects join the open batch; the caller's step releases them.
+    pub(super) fn hand_over_requests(&mut self, i: usize) {
+        let slot = &mut self.cluster.slots[i];
+        slot.hand_over_scheduled = false;
+        if slot.requests.is_empty() {
+            return;
+        }
+        let mut requests = std::mem::take(&mut slot.requests);
+        self.rec.hasher.write_u8(9);
+        self.rec.hasher.write_usize(requests.len());
+        if let Some(n) = slot.node.as_mut() {
+            let _span = node_span(slot.id, self.sched.now, self.sched.steps);
+            n.handle_requests(requests.drain(..), &mut slot.outbox);
+        }
+        // The list's buffer serves the next batch.
+        self.cluster.slots[i].requests = requests;
     }
 
     /// After a node's step: release its effects now, or batch them until a scheduled sync.
@@ -543,6 +589,7 @@ where
         }
         if records > 0 {
             // Tell the node, as a step of its own, which of its records are durable now.
+            self.hand_over_requests(i);
             let slot = &mut self.cluster.slots[i];
             slot.records_durable += records;
             if let Some(node) = slot.node.as_mut() {

@@ -428,6 +428,9 @@ where
         slot.incarnation += 1;
         slot.batch_steps = 0;
         slot.flush_scheduled = false;
+        // Requests waiting to be handed over die with the node (their clients learn below).
+        slot.requests.clear();
+        slot.hand_over_scheduled = false;
         self.record(TraceKind::Crash {
             node: id,
             unsynced_kept: kept,

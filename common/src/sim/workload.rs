@@ -337,20 +337,52 @@ where
             self.end_op(op, Outcome::NodeDown, "unknown node");
             return Ok(());
         };
-        let slot = &mut self.cluster.slots[i];
-        let Some(n) = slot.node.as_mut() else {
+        if self.cluster.slots[i].node.is_none() {
             self.end_op(op, Outcome::NodeDown, "node down");
             return Ok(());
-        };
+        }
         self.clients.inflight.insert(id, op);
-        let _span = node_span(node, self.sched.now, self.sched.steps);
-        // Through the batch entry point (a batch of one), so that the seeded runs check the
-        // path the driver takes.
-        n.handle_requests(std::iter::once((id, request)), &mut slot.outbox);
+        if self.config.request_batch_window > 0 {
+            self.wait_for_batch(i, id, request);
+            if let Some(t) = timeout {
+                self.push(self.sched.now + t, Ev::ClientTimeout { op });
+            }
+            return Ok(());
+        }
+        let slot = &mut self.cluster.slots[i];
+        if let Some(n) = slot.node.as_mut() {
+            let _span = node_span(node, self.sched.now, self.sched.steps);
+            // Through the batch entry point (a batch of one), so that the seeded runs check
+            // the path the driver takes.
+            n.handle_requests(std::iter::once((id, request)), &mut slot.outbox);
+        }
         if let Some(t) = timeout {
             self.push(self.sched.now + t, Ev::ClientTimeout { op });
         }
         self.after_step(i)
+    }
+
+    /// Puts a request that reached node `i` in the list handed over when its batch window ends
+    /// (see [`SimConfig::request_batch_window`](super::SimConfig::request_batch_window)).
+    fn wait_for_batch(&mut self, i: usize, id: RequestId, request: N::Request) {
+        let slot = &mut self.cluster.slots[i];
+        slot.requests.push((id, request));
+        if slot.hand_over_scheduled {
+            return;
+        }
+        slot.hand_over_scheduled = true;
+        let incarnation = slot.incarnation;
+        let delay = self
+            .cluster
+            .rng
+            .range_inclusive(1, self.config.request_batch_window);
+        self.push(
+            self.sched.now + delay,
+            Ev::HandOver {
+                node: i,
+                incarnation,
+            },
+        );
     }
 
     /// Ends history entry `op` without a response (or records the completion time for one).

@@ -41,6 +41,12 @@ pub fn sim_with_spares(
     config.torn_tail = true;
     config.record_events = false;
     config.hash_contents = false;
+    // Half the seeds gather the requests that reach a replica close together and hand them
+    // over at once, as the driver does; drawn from a stream of its own, so every other draw of
+    // a seed stays the same.
+    config.request_batch_window = [0, 0, 3, 8][common::DetRng::new(seed ^ 0x4241_5443_4845_5321)
+        .index(4)
+        .unwrap_or(0)];
     Sim::new(config, move |id| {
         let mut c = Config::new(id, first.clone());
         c.seed = seed;
