@@ -111,7 +111,7 @@ impl<S: StateMachine> Learner<S> {
     ) {
         // The lists of the run are kept between runs (one run per step at one command in
         // flight: allocating them made most of a command's allocations).
-        let mut scratch = std::mem::take(&mut self.apply_scratch);
+        let mut scratch = self.apply_scratch.take().unwrap_or_default();
         scratch.clear();
         self.deduplicate_run(shared, &mut scratch, out);
         if !scratch.plan.is_empty() {
@@ -119,7 +119,7 @@ impl<S: StateMachine> Learner<S> {
             self.respond_run(shared.config.parallel_accept, held, &mut scratch, out);
         }
         scratch.clear();
-        self.apply_scratch = scratch;
+        self.apply_scratch = Some(scratch);
     }
 
     /// Stage 1: walks the chosen slots from `applied` on, up to a stop-sign, a gap or the end
