@@ -449,7 +449,7 @@ impl<S: StateMachine> PaxosNode<S> {
         let RunScratch { values, commands } = scratch;
         while !leader.queue.is_empty() && leader.in_flight() < in_flight_max {
             let n = leader.queue.len().min(batch_max);
-            let mut requests = OwedRequests::new();
+            let mut requests = OwedRequests::with_capacity(n);
             for (id, c) in leader.queue.drain(..n) {
                 // The session table may have learned this command since it was queued (chosen
                 // before this leadership, applied while it caught up): answer, do not re-propose.
