@@ -391,10 +391,30 @@
 //!   19.55 → 25.88 (ratio to omnipaxos 1.39 → 1.85), 5 replicas 13.05 → 17.73 (1.12 → 1.75);
 //!   messages per command 0.12 → 0.04 and 0.24 → 0.08. Nothing changes with one in flight.
 //!
-//! What is left with one command in flight: the pump (releasing effects, delivering messages,
-//! and freeing the records a checkpoint replaces every 4,096 slots, which the peers never do) is
-//! about a fifth of the time; the rest is spread over the per-command path (deduplication by
-//! session, the apply pipeline, two shared allocations per command) with no single hot spot.
+//! **One command in flight.** The first profile of this setup showed no protocol work on top,
+//! only bookkeeping around it; three changes took it from about 0.8 of omnipaxos to about 1.0
+//! (binaries `c45ceb4` and after, alternated three times each in one session with another
+//! build running at low priority, so only the ratios compare; millions of commands per second,
+//! ratio to omnipaxos in the same run):
+//!
+//! - **An empty run was still built.** After every commit the leader looks for queued
+//!   commands; with none, it still collected an empty `Arc<[Value]>`, and an empty shared
+//!   list allocates its counts. The requests a slot owes answers to were a `Vec` per batch;
+//!   one or two now stay inline (`smallvec`). Allocations per command with one in flight:
+//!   5.01 → 2.01 (with 100 in flight 0.07 → 0.05).
+//! - **Lists moved through the stack.** The apply pipeline's lists and the proposer's run lists
+//!   were moved out of the node and back on every step; perf put a third of `apply_decided` and
+//!   of `flush_queue` on the load right after each move (a 16-byte load of a value just written
+//!   as two 8-byte halves waits for the stores). The apply lists are boxed (taking them out
+//!   moves a pointer) and the run lists are borrowed in place.
+//! - Together: 1.74–1.83 → 2.08–2.15 M/s, ratio 0.80–0.86 → 0.96–1.04.
+//!
+//! The core shootout's pump for these cores moved every message through the stack the same
+//! way; it now queues each step's list of messages whole, as the omnipaxos pump does (2.01–2.04
+//! → 2.19–2.22 M/s here, the Raft core likewise). What is left is spread over the per-command
+//! path: two shared allocations (the batch and the run), an atomic reference count taken for
+//! each holder of a value, the session check, and the records a checkpoint frees every 4,096
+//! slots (the peers never free theirs). The latest full run is in `docs/core-shootout.md`.
 //!
 //! # Runnable examples
 //!
