@@ -116,8 +116,9 @@ fn many_raft_groups_per_process_stay_safe_and_live_under_faults() {
         "too few elections: {t:?}"
     );
     assert!(t.snapshots >= t.seeds, "too few snapshots: {t:?}");
+    // Compaction needs groups that checkpoint (snapshots are on in half the seeds).
     assert!(
-        t.compacted_runs * 2 >= t.seeds,
+        t.compacted_runs * 3 >= t.seeds,
         "too few compactions: {t:?}"
     );
     assert!(t.parts > t.messages, "messages were not coalesced: {t:?}");
