@@ -1,6 +1,7 @@
 //! [`GroupsConfig`]: the groups one process hosts, and the adapter's limits.
 
 use super::GroupId;
+use crate::storage::RECORD_BYTES_MAX;
 use crate::NodeId;
 
 /// Default of [`GroupsConfig::groups_max`].
@@ -13,9 +14,9 @@ pub const PARTS_PER_MESSAGE_MAX_DEFAULT: usize = 4_096;
 pub const COMPACT_RECORDS_MIN_DEFAULT: u64 = 4_096;
 /// Default of [`GroupsConfig::compact_live_multiple`].
 pub const COMPACT_LIVE_MULTIPLE_DEFAULT: u64 = 4;
-/// Default of [`GroupsConfig::compacted_bytes_max`]: half the write-ahead log's 16 MiB
-/// record limit, so an encoded compaction record always fits with room to spare.
-pub const COMPACTED_BYTES_MAX_DEFAULT: usize = 8 * 1024 * 1024;
+/// Default of [`GroupsConfig::compacted_bytes_max`]: half the workspace's record limit
+/// ([`RECORD_BYTES_MAX`]), so an encoded compaction record always fits with room to spare.
+pub const COMPACTED_BYTES_MAX_DEFAULT: usize = RECORD_BYTES_MAX / 2;
 
 /// The configuration of a [`Groups`](super::Groups) host: which groups this process runs,
 /// each with its own core configuration, and the adapter's limits.
