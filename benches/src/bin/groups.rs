@@ -23,6 +23,8 @@
 //!    the measured window saw;
 //! 4. `EXIT` shuts the node down.
 //!
+//! A recorded run and how to read it: `docs/groups.md`.
+//!
 //! Each client proposes puts of a small value to its own key. Latencies are from the client's
 //! call on the leader's handle to the `Applied` answer (commit on a majority, fsynced).
 #![allow(clippy::expect_used)]
