@@ -189,6 +189,8 @@ impl<N: Node> Groups<N> {
         out: &mut Outbox<Self>,
         f: impl FnOnce(&mut N, &mut Outbox<N>),
     ) {
+        // Log lines of the group's core carry its group (inside the driver's span of the node).
+        let _span = tracing::debug_span!("group", group = self.ids[slot]).entered();
         f(&mut self.nodes[slot], &mut self.inner);
         self.inner.take_into(&mut self.scratch);
         self.absorb(slot, out);
