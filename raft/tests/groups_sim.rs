@@ -18,7 +18,8 @@
 //!   sync latency, torn unsynced tails at crashes.
 //! - **Faults** ([`FaultPlan::random`]) between [`FAULTS_START`] and [`FAULTS_UNTIL`]:
 //!   crash-restarts of whole processes (all their groups at once), partitions, partial
-//!   connectivity, loss and duplication bursts, latency spikes.
+//!   connectivity, loss and duplication bursts, latency spikes; on half the seeds, failed syncs
+//!   (part of a batch of every group reaches the disk and the process stops until a restart).
 //! - **Clients**: closed-loop, [`CLIENTS_PER_GROUP`] per group, puts and linearizable reads,
 //!   following their group's leader hints.
 //!
@@ -65,6 +66,8 @@ const CLIENTS_PER_GROUP: u64 = 2;
 const REQUESTS_MAX: u64 = 400;
 /// A client gives up on a request after this long (virtual time).
 const REQUEST_TIMEOUT: u64 = 300;
+/// Failed syncs planned on the seeds that have them (half).
+const FAILED_SYNCS: usize = 2;
 
 /// The members of group `g` among processes `1..=n`.
 fn members(g: GroupId, n: u64) -> Vec<NodeId> {
@@ -87,6 +90,8 @@ struct Totals {
     snapshots: u64,
     /// Runs whose durable logs ended with a compaction record at their start on some process.
     compacted_runs: u64,
+    /// Runs in which a sync failed.
+    failed_sync_runs: u64,
     /// Frames the processes sent, and the groups' messages they carried.
     messages: u64,
     parts: u64,
@@ -121,6 +126,10 @@ fn many_raft_groups_per_process_stay_safe_and_live_under_faults() {
         t.compacted_runs * 3 >= t.seeds,
         "too few compactions: {t:?}"
     );
+    assert!(
+        t.failed_sync_runs * 4 >= t.seeds,
+        "too few failed syncs: {t:?}"
+    );
     assert!(t.parts > t.messages, "messages were not coalesced: {t:?}");
 }
 
@@ -150,6 +159,9 @@ fn run(seed: u64, totals: &mut Totals) -> Result<Sim<H>, SimError> {
         .filter(|(_, f)| matches!(f, Fault::Crash(_)))
         .count() as u64;
     sim.schedule(plan);
+    if rng.chance(0.5) {
+        schedule_failed_syncs(&mut sim, &mut rng, n);
+    }
     start_clients(&mut sim, n);
     sim.run_until(FAULTS_UNTIL)?;
     for &g in &groups {
@@ -157,6 +169,24 @@ fn run(seed: u64, totals: &mut Totals) -> Result<Sim<H>, SimError> {
     }
     count(&sim, totals);
     Ok(sim)
+}
+
+/// Failed syncs (a full disk, a failing device): at seeded moments a process's sync fails,
+/// only part of that batch (of all its groups) reaches the disk, nothing else of it leaves, and
+/// the process stops until a restart; every process is restarted after the faults.
+fn schedule_failed_syncs(sim: &mut Sim<H>, rng: &mut DetRng, n: u64) {
+    for _ in 0..FAILED_SYNCS {
+        let node = rng.range_inclusive(1, n);
+        let at = rng.range_inclusive(FAULTS_START, FAULTS_UNTIL - 400);
+        sim.schedule_fault(at, Fault::FailSync(node));
+        sim.schedule_fault(at + rng.range_inclusive(50, 300), Fault::Restart(node));
+    }
+    // A failure fires at the process's next write, which may come after its planned restart:
+    // everyone is up again soon after the faults stop, whatever happened.
+    for node in 1..=n {
+        sim.schedule_fault(FAULTS_UNTIL, Fault::Restart(node));
+        sim.schedule_fault(FAULTS_UNTIL + 300, Fault::Restart(node));
+    }
 }
 
 /// The simulator: the network and disk drawn from `rng`, and every process's share of
@@ -437,6 +467,7 @@ fn count(sim: &Sim<H>, totals: &mut Totals) {
         )
     });
     totals.compacted_runs += u64::from(compacted);
+    totals.failed_sync_runs += u64::from(sim.failed_syncs() > 0);
     for (_, host) in view.nodes() {
         if let Some(h) = host {
             totals.messages += h.counters().messages_sent;
