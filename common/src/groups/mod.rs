@@ -27,6 +27,46 @@
 //! ([`Node::handle_requests`](crate::Node::handle_requests)) is split by group, in order, and
 //! each group gets its share in one call, so a batching core still replicates it in one round.
 //!
+//! Two groups of the demo counter on process 1 of three: one step with a request for each
+//! sends each peer one message carrying both groups' updates, and persists two tagged records.
+//!
+//! ```
+//! use common::demo::{DemoConfig, DemoNode, DemoRequest};
+//! use common::groups::{Groups, GroupsConfig, GroupsRecord};
+//! use common::{Node, Outbox, Persist, RequestId};
+//!
+//! let members = vec![1, 2, 3];
+//! let config = GroupsConfig::new(
+//!     1,
+//!     vec![
+//!         (10, DemoConfig::new(1, members.clone())),
+//!         (20, DemoConfig::new(1, members.clone())),
+//!     ],
+//! );
+//! let mut host = Groups::<DemoNode>::recover(config, Vec::new()).unwrap();
+//! let mut out = Outbox::new();
+//! host.handle_requests(
+//!     [
+//!         (RequestId(1), (10, DemoRequest::Add(5))),
+//!         (RequestId(2), (20, DemoRequest::Add(7))),
+//!     ],
+//!     &mut out,
+//! );
+//! let effects = out.take();
+//! assert_eq!(effects.messages.len(), 2); // one message per peer, not one per group and peer
+//! for (_, message) in &effects.messages {
+//!     let groups: Vec<u64> = message.parts.iter().map(|(group, _)| *group).collect();
+//!     assert_eq!(groups, vec![10, 20]);
+//! }
+//! assert!(matches!(
+//!     &effects.records[..],
+//!     [
+//!         Persist::Append(GroupsRecord::Append { group: 10, .. }),
+//!         Persist::Append(GroupsRecord::Append { group: 20, .. }),
+//!     ]
+//! ));
+//! ```
+//!
 //! # The Outbox rule, preserved
 //!
 //! Each group's step runs into an outbox of its own; the host moves its effects into the
