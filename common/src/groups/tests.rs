@@ -377,3 +377,18 @@ fn the_frame_tags_name_the_grouped_protocol() {
     assert_eq!(G::PROTOCOL, 77 | GROUPED_PROTOCOL_BIT);
     assert_eq!(G::WIRE_VERSION, (GROUPS_WIRE_VERSION << 12) | 3);
 }
+
+#[test]
+fn durability_past_what_was_asked_is_ignored_without_a_panic() {
+    let mut h = host(&[1]);
+    let mut out = Outbox::new();
+    h.handle_request(RequestId(1), (1, Cmd::Write(1)), &mut out);
+    out.take();
+    // A driver reporting more than was persisted: logged, never counted past what was asked.
+    h.records_durable(5, &mut out);
+    assert_eq!(h.group(1).unwrap().durable, vec![(1, 0)]);
+    h.handle_request(RequestId(2), (1, Cmd::Write(2)), &mut out);
+    out.take();
+    h.records_durable(6, &mut out);
+    assert_eq!(h.group(1).unwrap().durable, vec![(1, 0), (2, 0)]);
+}
