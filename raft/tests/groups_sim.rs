@@ -15,7 +15,8 @@
 //!   each group with its own seed; snapshots every few entries on half the seeds (small
 //!   chunks, so snapshots travel in pieces). The host compacts its shared log often.
 //! - **Network and disk**: jitter (reorders), loss, duplication, group commit with a seeded
-//!   sync latency, torn unsynced tails at crashes.
+//!   sync latency, torn unsynced tails at crashes; on half the seeds, requests that reach a
+//!   process close together are handed over as one batch (split by group by the host).
 //! - **Faults** ([`FaultPlan::random`]) between [`FAULTS_START`] and [`FAULTS_UNTIL`]:
 //!   crash-restarts of whole processes (all their groups at once), partitions, partial
 //!   connectivity, loss and duplication bursts, latency spikes; on half the seeds, failed syncs
@@ -201,6 +202,12 @@ fn build(seed: u64, rng: &mut DetRng, n: u64, groups: u64) -> Result<Sim<H>, Sim
     sc.sync_latency_max = [0, 3, 10][rng.index(3).unwrap_or(0)];
     sc.torn_tail = true;
     sc.request_timeout = Some(REQUEST_TIMEOUT);
+    // Half the seeds hand the requests that reach a process close together over at once, as
+    // the driver does: the host splits the batch by group. A stream of its own, so the other
+    // draws of a seed stay the same.
+    sc.request_batch_window = [0, 0, 3, 8][DetRng::new(seed ^ 0x4241_5443_4845_5321)
+        .index(4)
+        .unwrap_or(0)];
     sc.hash_contents = false;
 
     let pre_vote = rng.chance(0.8);
