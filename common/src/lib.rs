@@ -13,6 +13,8 @@
 //! - [`state_machine`] and [`kv_store`]: the state machine the consensus crates run, and the
 //!   small key-value one they share;
 //! - [`txn`]: what the atomic-commit protocols share (the async `TxClient` needs `runtime`);
+//! - [`groups`]: many groups of one protocol in one process, as one [`Node`]: coalesced
+//!   messages, one shared log with compaction, per-group snapshots;
 //! - [`retry`]: the leader-following retry policy every client shares;
 //! - [`rng`]: seeded randomness for cores;
 //! - [`wal`] (feature `wal`, implied by `runtime`): the durable, segmented write-ahead log
@@ -59,6 +61,7 @@ pub mod demo;
 #[cfg(feature = "runtime")]
 #[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
 pub mod driver;
+pub mod groups;
 pub mod id;
 pub mod kv_store;
 pub mod node;
