@@ -98,6 +98,13 @@
 //! best peer, and allocations and messages per command; it writes
 //! `target/core-shootout/core-shootout.{md,json}`, and with `--write-docs` refreshes the
 //! committed `docs/core-shootout.{md,json}`.
+//!
+//! # Many groups per process (the `groups` binary)
+//!
+//! `cargo run --release -p benches --bin groups` starts three copies of itself as processes,
+//! each hosting 1, 16 or 256 Raft groups behind one [`common::groups::Groups`] host (one TCP
+//! transport, one write-ahead log with fsync), and prints throughput, latency, frames,
+//! records and fsyncs per operation; `docs/groups.md` has a recorded run and how to read it.
 
 pub mod commit;
 pub mod demo;
