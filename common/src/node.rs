@@ -143,6 +143,18 @@ pub trait Node: Sized + Send + 'static {
     /// One logical tick of time passed.
     fn tick(&mut self, out: &mut Outbox<Self>);
 
+    /// Merges, where the protocol can carry them together, messages to the same peer that
+    /// leave at the same time. Drivers and the simulator call it on the messages a batch of
+    /// steps releases together (and on the early messages they send together) just before
+    /// sending them, so a core that hosts several others ([`crate::groups::Groups`]) can send
+    /// one message per peer for a whole batch instead of one per step. It must keep the order
+    /// of the messages to each peer (their content concatenated in that order) and never
+    /// change what they say; the order across peers does not matter. The default leaves the
+    /// list as it is.
+    fn coalesce(&self, messages: &mut Vec<(NodeId, Self::Message)>) {
+        let _ = messages;
+    }
+
     /// The node's current metrics.
     fn metrics(&self) -> Self::Metrics;
 }

@@ -205,7 +205,12 @@ impl<N: Node> Cluster<N> {
             if slot.outbox.is_empty() {
                 return;
             }
-            let effects = slot.outbox.take();
+            let mut effects = slot.outbox.take();
+            if let Some(node) = slot.node.as_ref() {
+                // What a driver does before sending a batch (`Node::coalesce`).
+                node.coalesce(&mut effects.early);
+                node.coalesce(&mut effects.messages);
+            }
             let (records, checkpoints) = if self.keep_records {
                 Self::persist(&mut slot.disk, effects.records.iter())
             } else {

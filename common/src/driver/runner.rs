@@ -361,6 +361,7 @@ where
         let mut early = std::mem::take(&mut self.early_buf);
         let mut answers = std::mem::take(&mut self.early_answers_buf);
         self.outbox.take_early_into(&mut early, &mut answers);
+        self.node.coalesce(&mut early);
         for (to, msg) in early.drain(..) {
             self.send(to, &msg);
         }
@@ -384,11 +385,13 @@ where
     }
 
     /// Lets a batch's effects leave the node. Only called once its records are durable.
-    pub(super) fn release(&mut self, effects: Effects<N>) {
+    pub(super) fn release(&mut self, mut effects: Effects<N>) {
         add(&self.counters.batches, 1);
+        self.node.coalesce(&mut effects.messages);
         for (to, msg) in effects.messages {
             self.send(to, &msg);
         }
+        self.node.coalesce(&mut effects.early);
         for (to, msg) in effects.early {
             // Early messages normally left when the batch was taken; any that remain (a batch
             // released without records) go now.

@@ -503,6 +503,9 @@ where
                 .outbox
                 .take_early_into(&mut early, &mut answers);
             let from = self.cluster.slots[i].id;
+            if let Some(node) = self.cluster.slots[i].node.as_ref() {
+                node.coalesce(&mut early);
+            }
             for (to, msg) in early {
                 self.send(from, to, msg)?;
             }
@@ -541,8 +544,13 @@ where
         let slot = &mut self.cluster.slots[i];
         slot.batch_steps = 0;
         slot.flush_scheduled = false;
-        let effects = slot.outbox.take();
+        let mut effects = slot.outbox.take();
         let from = slot.id;
+        if let Some(node) = slot.node.as_ref() {
+            // What a driver does before sending a batch (`Node::coalesce`).
+            node.coalesce(&mut effects.messages);
+            node.coalesce(&mut effects.early);
+        }
         if slot.fail_next_sync && !effects.records.is_empty() {
             // `Fault::FailSync`: the write reaches the disk only in part, and the node stops
             // before anything of the batch leaves it (fail-stop, as the driver does).
