@@ -66,6 +66,15 @@ pub struct Config {
     /// How often a leader sends AppendEntries to idle followers. Must be well below the
     /// election timeout.
     pub heartbeat_interval_ticks: u64,
+    /// Send heartbeats on the ticks that are a multiple of `heartbeat_interval_ticks` since
+    /// this node started, instead of every `heartbeat_interval_ticks` from its election. Many
+    /// groups ticked together in one process ([`common::groups::Groups`]) then send their
+    /// heartbeats on the same ticks, which go to each peer process in one message, not in as
+    /// many as there are phases among the leaders. Each node counts its own ticks, so cores
+    /// started together share the phase; one started later has a phase of its own. The
+    /// interval between heartbeats is the same; only the first after an election may come
+    /// sooner. Off by default.
+    pub heartbeat_aligned: bool,
     /// Run a pre-vote round before a real election, so a node that was partitioned away cannot
     /// disrupt a healthy cluster by bumping the term (Ongaro's thesis §9.6).
     pub pre_vote: bool,
@@ -136,6 +145,7 @@ impl Config {
             append_bytes_max: APPEND_BYTES_MAX_DEFAULT,
             inflight_max: INFLIGHT_MAX_DEFAULT,
             parallel_append: false,
+            heartbeat_aligned: false,
             uncommitted_bytes_max: UNCOMMITTED_BYTES_MAX_DEFAULT,
             proposals_pending_max: PROPOSALS_PENDING_MAX_DEFAULT,
             reads_pending_max: READS_PENDING_MAX_DEFAULT,

@@ -432,7 +432,13 @@ impl<S: StateMachine> RaftNode<S> {
                 return;
             }
         }
-        if self.heartbeat_elapsed_ticks >= self.config.heartbeat_interval_ticks {
+        let due = if self.config.heartbeat_aligned {
+            // On the node's own clock, which every group of a host shares (see the config).
+            self.ticks % self.config.heartbeat_interval_ticks.max(1) == 0
+        } else {
+            self.heartbeat_elapsed_ticks >= self.config.heartbeat_interval_ticks
+        };
+        if due {
             self.heartbeat_elapsed_ticks = 0;
             self.broadcast_heartbeat(out);
         }

@@ -238,6 +238,9 @@ fn build_sim(
     // Half the seeds let the leader send AppendEntries before its own write is durable
     // (§10.2.1). Drawn from a stream of its own, so every other draw of a seed stays the same.
     let parallel_append = DetRng::new(seed ^ 0x5041_5241_4c4c_454c).chance(0.5);
+    // Half the seeds send heartbeats on the node's clock, not from the election (liveness
+    // must not depend on which). A stream of its own too.
+    let heartbeat_aligned = DetRng::new(seed ^ 0x4842_414c_4947_4e21).chance(0.5);
     let (cluster, joiners) = (voters.to_vec(), spares.to_vec());
     let make = move |id: NodeId| {
         let mut c = Config::new(id, cluster.clone());
@@ -257,6 +260,7 @@ fn build_sim(
         c.append_entries_max = append_entries_max;
         c.inflight_max = inflight_max;
         c.parallel_append = parallel_append;
+        c.heartbeat_aligned = heartbeat_aligned;
         if small_caps {
             // About three commands of the workload, and two proposals per node.
             c.uncommitted_bytes_max = 48;
