@@ -217,6 +217,7 @@ fn build(seed: u64, rng: &mut DetRng, n: u64, groups: u64) -> Result<Sim<H>, Sim
     let inflight_max = 1 + rng.index(4).unwrap_or(0);
     let parallel_append = rng.chance(0.5);
     let snapshot_log_entries_max = if rng.chance(0.5) { 6 } else { 0 };
+    let heartbeat_aligned = rng.chance(0.5);
     let make = move |id: NodeId| {
         let hosted = (1..=groups)
             .filter(|&g| members(g, n).contains(&id))
@@ -232,6 +233,7 @@ fn build(seed: u64, rng: &mut DetRng, n: u64, groups: u64) -> Result<Sim<H>, Sim
                 c.append_entries_max = append_entries_max;
                 c.inflight_max = inflight_max;
                 c.parallel_append = parallel_append;
+                c.heartbeat_aligned = heartbeat_aligned;
                 c.snapshot_log_entries_max = snapshot_log_entries_max;
                 c.snapshot_chunk_bytes_max = SNAPSHOT_CHUNK_BYTES;
                 (g, c.into())

@@ -350,6 +350,8 @@ async fn node_main(id: NodeId, groups: u64, dir: std::path::PathBuf) {
         .map(|g| {
             let mut c = Config::new(id, members.clone());
             c.seed = g;
+            // The leaders of a process heartbeat on the same ticks: one message per peer.
+            c.heartbeat_aligned = true;
             (g, c.into())
         })
         .collect();

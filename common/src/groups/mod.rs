@@ -10,9 +10,10 @@
 //!   [`GroupsMessage`] whose parts are `(group, message)`. A tick runs every group's tick in one
 //!   step, so the heartbeats of all the groups led here travel to each peer in one frame, and a
 //!   frame from a peer is answered by one frame per peer whatever the number of groups in it.
-//!   (Coalescing is per step: a driver batch of several steps sends one message per step and
-//!   peer. Merging across steps would need access to the outbox's messages, which the node
-//!   contract does not give a core.)
+//!   A driver batch of several steps merges them further ([`Node::coalesce`](crate::Node::coalesce)):
+//!   each peer gets one message per batch, up to [`GroupsConfig::parts_per_message_max`]
+//!   parts. Raft groups whose leaders should heartbeat on the same ticks set
+//!   `heartbeat_aligned` in their configuration.
 //! - **One log, one fsync per batch.** Every group's records go, tagged with the group, into
 //!   the host's one record stream, so the driver's group commit makes a batch of steps durable
 //!   with one sync across all groups.
@@ -141,6 +142,7 @@
 //! `journal.rs` the shared log's records, compaction and the durability mapping;
 //! `snapshots.rs` [`GroupSnapshots`]; `tests.rs` the adapter's unit tests.
 
+mod coalesce;
 mod config;
 mod journal;
 mod node;

@@ -53,7 +53,8 @@ pub struct GroupsCounters {
     /// Compactions due but not written: the record would have exceeded
     /// [`GroupsConfig::compacted_bytes_max`] (or failed to encode).
     pub compactions_skipped: u64,
-    /// Messages sent (coalesced), early ones included.
+    /// Messages the host's steps sent (one per step and peer), early ones included; a driver
+    /// may merge a batch's further before they leave ([`Node::coalesce`]).
     pub messages_sent: u64,
     /// Parts those messages carried: the messages the groups' cores sent.
     pub parts_sent: u64,
@@ -393,6 +394,11 @@ impl<N: Node> Node for Groups<N> {
             self.step(slot, out, |n, o| n.tick(o));
         }
         self.finish(out);
+    }
+
+    /// A batch of steps sends each peer one message (see `coalesce.rs`).
+    fn coalesce(&self, messages: &mut Vec<(NodeId, Self::Message)>) {
+        super::coalesce::merge_per_peer(messages, self.parts_per_message_max);
     }
 
     fn metrics(&self) -> Self::Metrics {
