@@ -47,8 +47,8 @@
 //! let mut out = Outbox::new();
 //! host.handle_requests(
 //!     [
-//!         (RequestId(1), (10, DemoRequest::Add(5))),
-//!         (RequestId(2), (20, DemoRequest::Add(7))),
+//!         (RequestId(1), (10, DemoRequest::Add(5)).into()),
+//!         (RequestId(2), (20, DemoRequest::Add(7)).into()),
 //!     ],
 //!     &mut out,
 //! );
@@ -143,19 +143,20 @@
 
 mod config;
 mod journal;
+mod membership;
 mod node;
 mod snapshots;
 #[cfg(test)]
 mod tests;
 
 pub use config::{
-    GroupsConfig, COMPACTED_BYTES_MAX_DEFAULT, COMPACT_LIVE_MULTIPLE_DEFAULT,
+    Configure, GroupsConfig, COMPACTED_BYTES_MAX_DEFAULT, COMPACT_LIVE_MULTIPLE_DEFAULT,
     COMPACT_RECORDS_MIN_DEFAULT, GROUPS_MAX_DEFAULT, PARTS_PER_MESSAGE_MAX_DEFAULT,
 };
-pub use journal::{group_records, GroupsRecord};
+pub use journal::{group_records, CompactedGroup, GroupsRecord};
 pub use node::{
     GroupResponse, Groups, GroupsCounters, GroupsError, GroupsMessage, GroupsMetrics,
-    GROUPED_PROTOCOL_BIT, GROUPS_WIRE_VERSION,
+    GroupsRequest, GROUPED_PROTOCOL_BIT, GROUPS_WIRE_VERSION,
 };
 pub use snapshots::GroupSnapshots;
 

@@ -115,7 +115,7 @@ fn step(out: &mut Outbox<G>) -> Effects<G> {
 fn effects_are_tagged_with_their_group() {
     let mut h = host(&[1, 2]);
     let mut out = Outbox::new();
-    h.handle_request(RequestId(9), (2, Cmd::Write(5)), &mut out);
+    h.handle_request(RequestId(9), (2, Cmd::Write(5)).into(), &mut out);
     let fx = step(&mut out);
     assert_eq!(
         fx.records,
@@ -185,9 +185,9 @@ fn early_messages_stay_early_and_apart_from_the_rest() {
     let mut out = Outbox::new();
     h.handle_requests(
         [
-            (RequestId(1), (1, Cmd::Early(4))),
-            (RequestId(2), (2, Cmd::Write(6))),
-            (RequestId(3), (2, Cmd::Early(5))),
+            (RequestId(1), (1, Cmd::Early(4)).into()),
+            (RequestId(2), (2, Cmd::Write(6)).into()),
+            (RequestId(3), (2, Cmd::Early(5)).into()),
         ],
         &mut out,
     );
@@ -223,7 +223,7 @@ fn durability_of_the_shared_log_maps_back_to_each_group_in_order() {
         (1, Cmd::Checkpoint(11)),
         (1, Cmd::Write(12)),
     ] {
-        h.handle_request(RequestId(0), (g, cmd), &mut out);
+        h.handle_request(RequestId(0), (g, cmd).into(), &mut out);
     }
     assert_eq!(step(&mut out).records.len(), 4);
     h.records_durable(2, &mut out);
@@ -269,7 +269,7 @@ fn compaction_keeps_every_groups_live_records_across_recovery() {
         } else {
             Cmd::Write(i)
         };
-        h.handle_request(RequestId(i), (g, cmd), &mut out);
+        h.handle_request(RequestId(i), (g, cmd).into(), &mut out);
         store(&mut log, step(&mut out));
     }
     assert!(h.counters().compactions >= 2, "{:?}", h.counters());
@@ -297,7 +297,7 @@ fn a_compaction_too_large_is_skipped_and_counted() {
     let mut out = Outbox::new();
     for i in 0..10 {
         // Checkpoints keep the live records few, so a compaction is due.
-        h.handle_request(RequestId(i), (1, Cmd::Checkpoint(i)), &mut out);
+        h.handle_request(RequestId(i), (1, Cmd::Checkpoint(i)).into(), &mut out);
     }
     assert!(step(&mut out).records.iter().all(|p| !p.is_checkpoint()));
     assert_eq!(h.counters().compactions, 0);
@@ -324,7 +324,7 @@ fn unknown_groups_and_oversized_messages_are_dropped_and_counted() {
         },
         &mut out,
     );
-    h.handle_request(RequestId(4), (42, Cmd::Write(1)), &mut out);
+    h.handle_request(RequestId(4), (42, Cmd::Write(1)).into(), &mut out);
     let fx = step(&mut out);
     assert_eq!(fx.events, vec![(1, 2)]);
     assert_eq!(
@@ -382,12 +382,12 @@ fn the_frame_tags_name_the_grouped_protocol() {
 fn durability_past_what_was_asked_is_ignored_without_a_panic() {
     let mut h = host(&[1]);
     let mut out = Outbox::new();
-    h.handle_request(RequestId(1), (1, Cmd::Write(1)), &mut out);
+    h.handle_request(RequestId(1), (1, Cmd::Write(1)).into(), &mut out);
     out.take();
     // A driver reporting more than was persisted: logged, never counted past what was asked.
     h.records_durable(5, &mut out);
     assert_eq!(h.group(1).unwrap().durable, vec![(1, 0)]);
-    h.handle_request(RequestId(2), (1, Cmd::Write(2)), &mut out);
+    h.handle_request(RequestId(2), (1, Cmd::Write(2)).into(), &mut out);
     out.take();
     h.records_durable(6, &mut out);
     assert_eq!(h.group(1).unwrap().durable, vec![(1, 0), (2, 0)]);
