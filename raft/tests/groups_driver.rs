@@ -82,12 +82,12 @@ async fn ask(
 ) -> Response<KvOutput> {
     for _ in 0..POLLS_MAX {
         let h = leader(hosts, g).await;
-        match h.request((g, req.clone())).await.unwrap() {
+        match h.request((g, req.clone()).into()).await.unwrap() {
             GroupResponse::Group(_, Response::Failed(_)) => {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             GroupResponse::Group(_, r) => return r,
-            GroupResponse::UnknownGroup(g) => panic!("group {g} unknown"),
+            other => panic!("group {g}: {other:?}"),
         }
     }
     panic!("group {g} answered nothing but failures");

@@ -33,7 +33,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use common::check::kv::{check_kv, KvInput, KvOutput as CheckOutput, Verdict};
 use common::check::{Completion, History};
-use common::groups::{group_records, GroupId, GroupResponse, Groups, GroupsConfig, GroupsRecord};
+use common::groups::{
+    group_records, GroupId, GroupResponse, Groups, GroupsConfig, GroupsRecord, GroupsRequest,
+};
 use common::sim::{
     run_seeds, ClosedLoop, Fault, FaultPlan, Outcome, RandomFaults, Sim, SimConfig, SimError,
     SimView,
@@ -256,6 +258,7 @@ fn live_of<'a>(view: &SimView<'a, H>, g: GroupId) -> Vec<Live<'a>> {
                 GroupsRecord::Append { group, .. } | GroupsRecord::Checkpoint { group, .. } => {
                     *group == g
                 }
+                GroupsRecord::Added { group, .. } | GroupsRecord::Removed { group } => *group == g,
                 GroupsRecord::Compacted { .. } => false,
             });
             Some(Live { id, node, synced })
@@ -384,7 +387,7 @@ fn start_clients(sim: &mut Sim<H>, n: u64) {
                 let value = format!("{}.{seq}", ctx.client);
                 Request::Propose(KvCommand::Put { key, value })
             };
-            Some((*node, (g, req)))
+            Some((*node, GroupsRequest::Group(g, req)))
         },
     );
 }
@@ -426,7 +429,7 @@ fn await_group(sim: &mut Sim<H>, g: GroupId, n: u64) -> Result<(), SimError> {
             key: "final".into(),
             value: "done".into(),
         });
-        let id = sim.submit(sim.now(), leader, (g, put));
+        let id = sim.submit(sim.now(), leader, GroupsRequest::Group(g, put));
         let ended = sim.run_until_cond(deadline, |v| {
             v.op(id).is_some_and(|op| op.outcome != Outcome::Pending)
         })?;
@@ -488,12 +491,14 @@ fn count(sim: &Sim<H>, totals: &mut Totals) {
 fn linearizable(sim: &mut Sim<H>) -> Result<(), SimError> {
     let history = History::from_sim(
         sim.history(),
-        |(g, req): &(GroupId, Req)| match req {
-            Request::Propose(KvCommand::Put { key, value }) => Some(KvInput::Put {
-                key: format!("{g}/{key}"),
-                value: value.clone(),
-            }),
-            Request::Read(KvQuery::Get(key)) => Some(KvInput::Get {
+        |req: &GroupsRequest<Req>| match req {
+            GroupsRequest::Group(g, Request::Propose(KvCommand::Put { key, value })) => {
+                Some(KvInput::Put {
+                    key: format!("{g}/{key}"),
+                    value: value.clone(),
+                })
+            }
+            GroupsRequest::Group(g, Request::Read(KvQuery::Get(key))) => Some(KvInput::Get {
                 key: format!("{g}/{key}"),
             }),
             _ => None,
