@@ -158,7 +158,7 @@ pub use node::{
     GroupResponse, Groups, GroupsCounters, GroupsError, GroupsMessage, GroupsMetrics,
     GroupsRequest, GROUPED_PROTOCOL_BIT, GROUPS_WIRE_VERSION,
 };
-pub use snapshots::GroupSnapshots;
+pub use snapshots::{snapshot_group, GroupSnapshots};
 
 /// Identifies one group (one replicated log) among those a process hosts.
 pub type GroupId = u64;

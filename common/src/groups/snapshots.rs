@@ -98,8 +98,12 @@ impl SnapshotStore for GroupSnapshots {
     }
 }
 
-/// The group whose header starts file `id` of `store`, if it starts with one.
-fn owner(store: &dyn SnapshotStore, id: SnapshotId) -> Result<Option<GroupId>, SnapshotError> {
+/// The group whose header starts file `id` of `store`, if it starts with one (for checks and
+/// tools that look into a process's shared store).
+pub fn snapshot_group(
+    store: &dyn SnapshotStore,
+    id: SnapshotId,
+) -> Result<Option<GroupId>, SnapshotError> {
     let source = store.open(id)?;
     let mut h = [0u8; HEADER_BYTES as usize];
     let mut read = 0;
@@ -127,7 +131,7 @@ pub(super) fn remove_orphans(
 ) -> Result<usize, SnapshotError> {
     let mut removed = 0;
     for id in store.list()? {
-        match owner(store, id) {
+        match snapshot_group(store, id) {
             Ok(Some(group)) if !hosted(group) => {
                 store.remove(id)?;
                 removed += 1;
