@@ -16,9 +16,11 @@
 //!   not, nothing of the group survived there either (all its records follow `Added`) and
 //!   nothing it claimed was released, so the controller adds it afresh and Raft stays safe.
 //!
-//! Per seed: 3 groups from the configuration; group 10 added early, 12 during the faults (both
-//! kept), and 11 added during the faults and removed later, each on its three members by a
-//! controller that retries after the faults until every member answered.
+//! Per seed: 3 groups from the configuration; group 10 added early, 12 during the faults, 11
+//! added during the faults and removed later, and 13 added right behind that removal (so it
+//! takes the removed group's slot while the removed group's last records may still wait for
+//! durability); each on its three members, by a controller that retries after the faults
+//! until every member answered. Only 11 is removed; 10, 12 and 13 are kept.
 //! `SIM_SEED=n` replays seed `n`; `SIM_SEEDS=n` runs more seeds.
 
 use std::cell::RefCell;
@@ -36,7 +38,7 @@ const DYN_SEEDS: u64 = 2_000;
 /// Groups of the configuration.
 const CONFIGURED: u64 = 3;
 /// Groups added at run time.
-const ADDED: [GroupId; 3] = [10, 11, 12];
+const ADDED: [GroupId; 4] = [10, 11, 12, 13];
 /// The added group that is removed again.
 const REMOVED: GroupId = 11;
 /// After the faults, the controller retries one member's request for this long at most.
@@ -195,11 +197,15 @@ fn schedule_controls(sim: &mut Sim<H>, rng: &mut DetRng, n: u64, controls: &Cont
     let t11 = rng.range_inclusive(FAULTS_START, 1_200);
     let t12 = rng.range_inclusive(800, 2_000);
     let t11_removed = rng.range_inclusive(1_500, 2_200);
+    // Right behind the removal, so it takes the removed group's slot while that group's last
+    // records may still wait for durability.
+    let t13 = t11_removed + rng.range_inclusive(0, 40);
     let plan = [
         (10, t10, true),
         (11, t11, true),
         (12, t12, true),
         (REMOVED, t11_removed, false),
+        (13, t13, true),
     ];
     let mut adds = Vec::new();
     for (g, t, add) in plan {
