@@ -294,6 +294,11 @@ fn reconcile(
             if done {
                 break;
             }
+            if sim.op(id).is_some_and(|op| op.outcome == Outcome::NodeDown) {
+                // A failed sync armed during the faults may stop a process after its last
+                // planned restart: the operator restarts it.
+                sim.restart(m)?;
+            }
             if sim.now() >= deadline {
                 let verb = if add { "add" } else { "remove" };
                 return Err(sim.fail_now(format!("process {m} did not {verb} group {g}")));
