@@ -231,14 +231,14 @@ fn schedule_controls(sim: &mut Sim<H>, rng: &mut DetRng, n: u64, controls: &Cont
 fn install_membership_invariant(sim: &mut Sim<H>, controls: Controls, lost: Lost) {
     sim.add_invariant("hosted groups", move |view| {
         let controls = controls.borrow();
-        let mut last: BTreeMap<(NodeId, GroupId), RequestId> = BTreeMap::new();
+        let mut last: BTreeMap<(NodeId, GroupId), Control> = BTreeMap::new();
         for c in controls.iter() {
             if view.op(c.id).is_some_and(|op| op.invoked_at <= view.now()) {
-                last.insert((c.node, c.group), c.id);
+                last.insert((c.node, c.group), *c);
             }
         }
-        for ((node, g), id) in last {
-            let (Some(host), Some(op)) = (view.node(node), view.op(id)) else {
+        for ((node, g), c) in last {
+            let (Some(host), Some(op)) = (view.node(node), view.op(c.id)) else {
                 continue;
             };
             let hosts = host.group(g).is_some();
@@ -253,10 +253,8 @@ fn install_membership_invariant(sim: &mut Sim<H>, controls: Controls, lost: Lost
                         "process {node} answered group {g} removed, hosts it"
                     ));
                 }
-                None if op.outcome == Outcome::Crashed && !hosts => {
-                    if controls.iter().any(|c| c.id == id && c.add) {
-                        lost.borrow_mut().insert(id);
-                    }
+                None if op.outcome == Outcome::Crashed && !hosts && c.add => {
+                    lost.borrow_mut().insert(c.id);
                 }
                 _ => {}
             }
