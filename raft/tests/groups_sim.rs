@@ -168,7 +168,7 @@ fn run(seed: u64, totals: &mut Totals) -> Result<Sim<H>, SimError> {
     if rng.chance(0.5) {
         schedule_failed_syncs(&mut sim, &mut rng, n);
     }
-    start_clients(&mut sim, n, &groups);
+    start_clients(&mut sim, n, &groups, REQUESTS_MAX);
     sim.run_until(FAULTS_UNTIL)?;
     for &g in &groups {
         await_group(&mut sim, g, n)?;
@@ -397,8 +397,8 @@ fn durable_holds(records: &[Record<KvCommand>], index: LogIndex, term: Term) -> 
 }
 
 /// Closed-loop clients, [`CLIENTS_PER_GROUP`] per group of `groups`: puts and reads on three
-/// keys of their group, each following its group's leader hints.
-fn start_clients(sim: &mut Sim<H>, n: u64, groups: &[GroupId]) {
+/// keys of their group, each following its group's leader hints, `requests_max` in all.
+fn start_clients(sim: &mut Sim<H>, n: u64, groups: &[GroupId], requests_max: u64) {
     let groups = groups.to_vec();
     let mut hint: BTreeMap<u64, NodeId> = BTreeMap::new();
     let mut seq = 0u64;
@@ -408,7 +408,7 @@ fn start_clients(sim: &mut Sim<H>, n: u64, groups: &[GroupId]) {
             start: 100,
             think_min: 0,
             think_max: 30,
-            requests_max: REQUESTS_MAX,
+            requests_max,
             until: FAULTS_UNTIL + 500,
             timeout: Some(REQUEST_TIMEOUT),
         },

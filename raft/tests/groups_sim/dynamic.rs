@@ -21,6 +21,11 @@
 //! takes the removed group's slot while the removed group's last records may still wait for
 //! durability); each on its three members, by a controller that retries after the faults
 //! until every member answered. Only 11 is removed; 10, 12 and 13 are kept.
+//! The durable-commit check of the removed group stops when its removal starts: a member that
+//! removed the group durably holds nothing of it any more, by design. Its other checks go on.
+//! The clients keep busy past the removal, so some requests the removed group held are
+//! answered `Abandoned` (checked as of unknown effect).
+//!
 //! `SIM_SEED=n` replays seed `n`; `SIM_SEEDS=n` runs more seeds.
 
 use std::cell::RefCell;
@@ -41,6 +46,9 @@ const CONFIGURED: u64 = 3;
 const ADDED: [GroupId; 4] = [10, 11, 12, 13];
 /// The added group that is removed again.
 const REMOVED: GroupId = 11;
+/// Requests per run at most, all clients together: enough that the clients are still busy
+/// when the removal comes, so requests the removed group holds are abandoned.
+const DYN_REQUESTS_MAX: u64 = 1_000;
 /// After the faults, the controller retries one member's request for this long at most.
 const RECONCILE_WITHIN: u64 = 2_000;
 
@@ -145,7 +153,7 @@ fn run_dynamic(seed: u64, totals: &mut DynTotals) -> Result<Sim<H>, SimError> {
     if rng.chance(0.5) {
         schedule_failed_syncs(&mut sim, &mut rng, n);
     }
-    start_clients(&mut sim, n, &all);
+    start_clients(&mut sim, n, &all, DYN_REQUESTS_MAX);
     sim.run_until(FAULTS_UNTIL)?;
     for g in ADDED {
         reconcile(&mut sim, &controls, g, g != REMOVED, n)?;
