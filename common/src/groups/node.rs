@@ -222,6 +222,27 @@ pub(super) fn recover_core<N: Node>(
     }
 }
 
+/// The core configuration of `group` as the log left it: from the initial set if it has no
+/// spec (taken out of `initial`), else built by `configure` from its spec.
+fn core_config<C, E: std::error::Error + 'static>(
+    group: GroupId,
+    spec: Option<&[u8]>,
+    initial: &mut BTreeMap<GroupId, C>,
+    configure: &Option<Configure<C>>,
+) -> Result<C, GroupsError<E>> {
+    let Some(spec) = spec else {
+        return initial
+            .remove(&group)
+            .ok_or(GroupsError::UnknownGroupInLog(group));
+    };
+    let configure = configure.as_ref().ok_or_else(|| {
+        GroupsError::Config(format!(
+            "the log adds group {group}, and no configure is set"
+        ))
+    })?;
+    configure(group, spec).map_err(|e| GroupsError::Config(format!("group {group}'s spec: {e}")))
+}
+
 impl<N: Node> Groups<N> {
     /// Builds the host from its configuration and the shared log's records: the log, replayed
     /// from the configuration's initial groups, decides the hosted set; each group's core is
@@ -237,20 +258,7 @@ impl<N: Node> Groups<N> {
             replay(records, initial.keys().copied()).map_err(GroupsError::UnknownGroupInLog)?;
         let (mut ids, mut nodes, mut specs, mut live) = (vec![], vec![], vec![], vec![]);
         for (group, (spec, records)) in hosted {
-            let c = match &spec {
-                None => initial
-                    .remove(&group)
-                    .ok_or(GroupsError::UnknownGroupInLog(group))?,
-                Some(spec) => {
-                    let configure = config.configure.as_ref().ok_or_else(|| {
-                        GroupsError::Config(format!(
-                            "the log adds group {group}, and no configure is set"
-                        ))
-                    })?;
-                    configure(group, spec)
-                        .map_err(|e| GroupsError::Config(format!("group {group}'s spec: {e}")))?
-                }
-            };
+            let c = core_config(group, spec.as_deref(), &mut initial, &config.configure)?;
             let node = recover_core::<N>(snapshots.as_ref(), group, c, records.clone())
                 .map_err(|source| GroupsError::Group { group, source })?;
             if node.id() != config.id {
