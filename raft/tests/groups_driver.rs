@@ -2,7 +2,8 @@
 //! groups each, every host on its own write-ahead log and snapshot directory, take puts in every
 //! group while the groups snapshot and the hosts compact their shared logs; then the whole
 //! cluster shuts down, reopens from those directories, and every group still holds every
-//! acknowledged put.
+//! acknowledged put; and groups added and removed at run time stay added and removed across
+//! such a restart, with a removed group's snapshot files gone.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::{Path, PathBuf};
@@ -10,10 +11,11 @@ use std::time::Duration;
 
 use common::codec::Bincode;
 use common::driver::{self, DriverConfig, NodeHandle};
-use common::groups::{GroupId, GroupResponse, Groups, GroupsConfig};
+use common::groups::{snapshot_group, GroupId, GroupResponse, Groups, GroupsConfig, GroupsRequest};
 use common::transport::memory::MemoryNetwork;
 use common::wal::{Wal, WalConfig};
 use common::NodeId;
+use common::Storage;
 use raft::kv::{KvCommand, KvOutput, KvQuery, KvStore};
 use raft::{Config, RaftNode, Request, Response, Role};
 
@@ -36,7 +38,14 @@ fn host_config(id: NodeId) -> GroupsConfig<raft::Setup<Config, KvStore>> {
             (g, c.into())
         })
         .collect();
-    let mut config = GroupsConfig::new(id, groups);
+    let mut config = GroupsConfig::new(id, groups).with_configure(move |g, spec| {
+        // A group added at run time: its members, one byte each.
+        let members: Vec<NodeId> = spec.iter().map(|&b| NodeId::from(b)).collect();
+        let mut c = Config::new(id, members);
+        c.seed = g;
+        c.snapshot_log_entries_max = 4;
+        Ok(c.into())
+    });
     config.compact_records_min = 16;
     config.compact_live_multiple = 2;
     config
@@ -82,12 +91,12 @@ async fn ask(
 ) -> Response<KvOutput> {
     for _ in 0..POLLS_MAX {
         let h = leader(hosts, g).await;
-        match h.request((g, req.clone())).await.unwrap() {
+        match h.request((g, req.clone()).into()).await.unwrap() {
             GroupResponse::Group(_, Response::Failed(_)) => {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             GroupResponse::Group(_, r) => return r,
-            GroupResponse::UnknownGroup(g) => panic!("group {g} unknown"),
+            other => panic!("group {g}: {other:?}"),
         }
     }
     panic!("group {g} answered nothing but failures");
@@ -147,6 +156,93 @@ async fn groups_survive_a_full_restart_from_their_shared_logs() {
             );
         }
     }
+    for h in &hosts {
+        h.shutdown().await.unwrap();
+    }
+}
+
+/// Sends a request for the host itself to every host, expecting `want` from each.
+async fn ask_hosts(
+    hosts: &[NodeHandle<Host>],
+    req: GroupsRequest<Request<KvCommand, KvQuery>>,
+    want: GroupResponse<Response<KvOutput>>,
+) {
+    for h in hosts {
+        assert_eq!(h.request(req.clone()).await.unwrap(), want);
+    }
+}
+
+/// Snapshot files of group `g` in each host's store.
+fn snapshot_files_of(wal: &Wal, g: GroupId) -> usize {
+    let store = wal.snapshots();
+    let files = store.list().unwrap();
+    files
+        .into_iter()
+        .filter(|&f| matches!(snapshot_group(store.as_ref(), f), Ok(Some(owner)) if owner == g))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_added_and_removed_at_run_time_survive_a_full_restart() {
+    const ADDED: GroupId = 100;
+    let root = tempfile::tempdir().unwrap();
+    let dirs = dirs(root.path());
+    let net = MemoryNetwork::new(1);
+    let hosts = start(&net, &dirs).await;
+    let spec: Vec<u8> = MEMBERS.iter().map(|&m| m as u8).collect();
+    let add = GroupsRequest::AddGroup {
+        group: ADDED,
+        spec: spec.clone(),
+    };
+    ask_hosts(&hosts, add.clone(), GroupResponse::Added(ADDED)).await;
+    ask_hosts(&hosts, add.clone(), GroupResponse::AlreadyHosted(ADDED)).await;
+    // Both the added group and group 1 snapshot, so both have files.
+    for g in [1, ADDED] {
+        for i in 0..PUTS {
+            let put = Request::Propose(KvCommand::Put {
+                key: "k".into(),
+                value: format!("{g}.{i}"),
+            });
+            let r = ask(&hosts, g, put).await;
+            assert!(matches!(r, Response::Applied { .. }), "{r:?}");
+        }
+    }
+    let remove = GroupsRequest::RemoveGroup { group: 1 };
+    ask_hosts(&hosts, remove.clone(), GroupResponse::Removed(1)).await;
+    ask_hosts(&hosts, remove, GroupResponse::UnknownGroup(1)).await;
+    for h in &hosts {
+        let wal: Wal = h.shutdown_and_take_storage().await.unwrap();
+        assert_eq!(
+            snapshot_files_of(&wal, 1),
+            0,
+            "the removed group's files are gone"
+        );
+        assert!(
+            snapshot_files_of(&wal, ADDED) >= 1,
+            "the added group snapshotted"
+        );
+        drop(wal);
+    }
+
+    let net = MemoryNetwork::new(2);
+    let hosts = start(&net, &dirs).await;
+    for h in &hosts {
+        let groups = h.metrics().await.unwrap().groups;
+        assert!(groups.contains_key(&ADDED), "the added group is back");
+        assert!(!groups.contains_key(&1), "the removed group stays removed");
+    }
+    let read = Request::Read(KvQuery::Get("k".into()));
+    let r = ask(&hosts, ADDED, read).await;
+    let last = format!("{ADDED}.{}", PUTS - 1);
+    assert_eq!(r, Response::Read(KvOutput::Value(Some(last))));
+    let put = Request::Propose(KvCommand::Put {
+        key: "k".into(),
+        value: "x".into(),
+    });
+    assert_eq!(
+        hosts[0].request((1, put).into()).await.unwrap(),
+        GroupResponse::UnknownGroup(1)
+    );
     for h in &hosts {
         h.shutdown().await.unwrap();
     }

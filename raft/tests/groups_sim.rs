@@ -27,24 +27,29 @@
 //! `SIM_SEED=n` replays seed `n` (every failure names it); `SIM_SEEDS=n` runs more seeds.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+/// Groups added and removed at run time, under the same faults and checks.
+#[path = "groups_sim/dynamic.rs"]
+mod dynamic;
 mod sim_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::check::kv::{check_kv, KvInput, KvOutput as CheckOutput, Verdict};
 use common::check::{Completion, History};
-use common::groups::{group_records, GroupId, GroupResponse, Groups, GroupsConfig, GroupsRecord};
+use common::groups::{
+    group_records, GroupId, GroupResponse, Groups, GroupsConfig, GroupsRecord, GroupsRequest,
+};
 use common::sim::{
     run_seeds, ClosedLoop, Fault, FaultPlan, Outcome, RandomFaults, Sim, SimConfig, SimError,
     SimView,
 };
-use common::{DetRng, NodeId};
+use common::{DetRng, Node, NodeId};
 use raft::kv::{KvCommand, KvOutput, KvQuery};
 use raft::message::Membership;
-use raft::{Config, Event, LogIndex, RaftError, Record, Request, Response, Role, Term};
+use raft::{Config, Event, LogIndex, RaftError, Request, Response, Role, Term};
 use sim_support::{
-    ElectionSafety, Invariant, LeaderAppendOnly, LeaderCompleteness, Live, LogMatching,
-    StateMachineSafety, N, SNAPSHOT_CHUNK_BYTES,
+    durable_holds, ElectionSafety, Invariant, LeaderAppendOnly, LeaderCompleteness, Live,
+    LogMatching, StateMachineSafety, N, SNAPSHOT_CHUNK_BYTES,
 };
 
 /// The host under test: many Raft groups of the replicated KV store.
@@ -141,9 +146,9 @@ fn run(seed: u64, totals: &mut Totals) -> Result<Sim<H>, SimError> {
     let n: u64 = if rng.chance(0.5) { 3 } else { 5 };
     let processes: Vec<NodeId> = (1..=n).collect();
     let groups: Vec<GroupId> = (1..=GROUPS).collect();
-    let mut sim = build(seed, &mut rng, n, GROUPS)?;
+    let mut sim = build(seed, &mut rng, n, GROUPS, false)?;
     for &g in &groups {
-        install_group_invariants(&mut sim, g, members(g, n));
+        install_group_invariants(&mut sim, g, members(g, n), u64::MAX);
     }
     let knobs = {
         let mut k = RandomFaults::new(FAULTS_START, FAULTS_UNTIL, 1.0);
@@ -163,7 +168,7 @@ fn run(seed: u64, totals: &mut Totals) -> Result<Sim<H>, SimError> {
     if rng.chance(0.5) {
         schedule_failed_syncs(&mut sim, &mut rng, n);
     }
-    start_clients(&mut sim, n);
+    start_clients(&mut sim, n, &groups, REQUESTS_MAX);
     sim.run_until(FAULTS_UNTIL)?;
     for &g in &groups {
         await_group(&mut sim, g, n)?;
@@ -190,9 +195,55 @@ fn schedule_failed_syncs(sim: &mut Sim<H>, rng: &mut DetRng, n: u64) {
     }
 }
 
+/// The per-seed Raft knobs every group of a run shares.
+#[derive(Clone, Copy, Debug)]
+struct Knobs {
+    seed: u64,
+    pre_vote: bool,
+    check_quorum: bool,
+    lease_reads: bool,
+    append_entries_max: usize,
+    inflight_max: usize,
+    parallel_append: bool,
+    snapshot_log_entries_max: u64,
+    heartbeat_aligned: bool,
+}
+
+/// Group `g`'s configuration on process `id`, among `members`.
+fn group_config(k: &Knobs, id: NodeId, g: GroupId, members: Vec<NodeId>) -> <N as Node>::Config {
+    let mut c = Config::new(id, members);
+    c.seed = k.seed ^ g.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    c.election_timeout_ticks_min = 10;
+    c.election_timeout_ticks_max = 20;
+    c.heartbeat_interval_ticks = 2;
+    c.pre_vote = k.pre_vote;
+    c.check_quorum = k.check_quorum;
+    c.lease_reads = k.lease_reads;
+    c.append_entries_max = k.append_entries_max;
+    c.inflight_max = k.inflight_max;
+    c.parallel_append = k.parallel_append;
+    // Groups started with the process share its heartbeat phase; one added later has its own.
+    c.heartbeat_aligned = k.heartbeat_aligned;
+    c.snapshot_log_entries_max = k.snapshot_log_entries_max;
+    c.snapshot_chunk_bytes_max = SNAPSHOT_CHUNK_BYTES;
+    c.into()
+}
+
+/// The spec of a group added at run time: its members, one byte each.
+fn spec(members: &[NodeId]) -> Vec<u8> {
+    members.iter().map(|&m| m as u8).collect()
+}
+
 /// The simulator: the network and disk drawn from `rng`, and every process's share of
-/// `groups` groups.
-fn build(seed: u64, rng: &mut DetRng, n: u64, groups: u64) -> Result<Sim<H>, SimError> {
+/// groups `1..=groups`; with `dynamic`, the processes configure groups added at run time from
+/// their [`spec`].
+fn build(
+    seed: u64,
+    rng: &mut DetRng,
+    n: u64,
+    groups: u64,
+    dynamic: bool,
+) -> Result<Sim<H>, SimError> {
     let mut sc = SimConfig::new(seed, (1..=n).collect());
     sc.link.latency_min = 1;
     sc.link.latency_max = 2 + rng.range_inclusive(0, 10);
@@ -212,37 +263,35 @@ fn build(seed: u64, rng: &mut DetRng, n: u64, groups: u64) -> Result<Sim<H>, Sim
 
     let pre_vote = rng.chance(0.8);
     let check_quorum = pre_vote || rng.chance(0.5);
-    let lease_reads = check_quorum && rng.chance(0.3);
-    let append_entries_max = 1 + rng.index(8).unwrap_or(0);
-    let inflight_max = 1 + rng.index(4).unwrap_or(0);
-    let parallel_append = rng.chance(0.5);
-    let snapshot_log_entries_max = if rng.chance(0.5) { 6 } else { 0 };
-    let heartbeat_aligned = rng.chance(0.5);
+    let k = Knobs {
+        seed,
+        pre_vote,
+        check_quorum,
+        lease_reads: check_quorum && rng.chance(0.3),
+        append_entries_max: 1 + rng.index(8).unwrap_or(0),
+        inflight_max: 1 + rng.index(4).unwrap_or(0),
+        parallel_append: rng.chance(0.5),
+        snapshot_log_entries_max: if rng.chance(0.5) { 6 } else { 0 },
+        heartbeat_aligned: rng.chance(0.5),
+    };
     let make = move |id: NodeId| {
         let hosted = (1..=groups)
             .filter(|&g| members(g, n).contains(&id))
-            .map(|g| {
-                let mut c = Config::new(id, members(g, n));
-                c.seed = seed ^ g.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-                c.election_timeout_ticks_min = 10;
-                c.election_timeout_ticks_max = 20;
-                c.heartbeat_interval_ticks = 2;
-                c.pre_vote = pre_vote;
-                c.check_quorum = check_quorum;
-                c.lease_reads = lease_reads;
-                c.append_entries_max = append_entries_max;
-                c.inflight_max = inflight_max;
-                c.parallel_append = parallel_append;
-                c.heartbeat_aligned = heartbeat_aligned;
-                c.snapshot_log_entries_max = snapshot_log_entries_max;
-                c.snapshot_chunk_bytes_max = SNAPSHOT_CHUNK_BYTES;
-                (g, c.into())
-            })
+            .map(|g| (g, group_config(&k, id, g, members(g, n))))
             .collect();
         let mut gc = GroupsConfig::new(id, hosted);
         // Compact often, so crashes meet compactions, torn or whole.
         gc.compact_records_min = 16;
         gc.compact_live_multiple = 2;
+        if dynamic {
+            gc = gc.with_configure(move |g, spec| {
+                let members: Vec<NodeId> = spec.iter().map(|&b| NodeId::from(b)).collect();
+                if !members.contains(&id) {
+                    return Err(format!("process {id} is no member of {members:?}"));
+                }
+                Ok(group_config(&k, id, g, members))
+            });
+        }
         gc
     };
     Sim::new(sc, make)
@@ -258,6 +307,7 @@ fn live_of<'a>(view: &SimView<'a, H>, g: GroupId) -> Vec<Live<'a>> {
                 GroupsRecord::Append { group, .. } | GroupsRecord::Checkpoint { group, .. } => {
                     *group == g
                 }
+                GroupsRecord::Added { group, .. } | GroupsRecord::Removed { group } => *group == g,
                 GroupsRecord::Compacted { .. } => false,
             });
             Some(Live { id, node, synced })
@@ -266,8 +316,10 @@ fn live_of<'a>(view: &SimView<'a, H>, g: GroupId) -> Vec<Live<'a>> {
 }
 
 /// Checks every property of Figure 3 for group `g` after every step, and the durable-commit
-/// property over its members' shares of the shared logs.
-fn install_group_invariants(sim: &mut Sim<H>, g: GroupId, voters: Vec<NodeId>) {
+/// property over its members' shares of the shared logs until `durable_until` (when the group
+/// starts being removed: a member that removed it durably holds nothing of it any more, by
+/// design).
+fn install_group_invariants(sim: &mut Sim<H>, g: GroupId, voters: Vec<NodeId>, durable_until: u64) {
     let mut invariants: Vec<Box<dyn Invariant>> = vec![
         Box::new(ElectionSafety::default()),
         Box::new(LeaderAppendOnly::default()),
@@ -290,6 +342,9 @@ fn install_group_invariants(sim: &mut Sim<H>, g: GroupId, voters: Vec<NodeId>) {
         }
         // Durable commit (thesis §10.2.1): a commit index a follower learned is held durably
         // by a majority of the group.
+        if view.now() >= durable_until {
+            return Ok(());
+        }
         for n in &nodes {
             let commit = n.node.commit_index();
             if n.node.role() == Role::Leader || commit <= checked.get(&n.id).copied().unwrap_or(0) {
@@ -316,52 +371,24 @@ fn install_group_invariants(sim: &mut Sim<H>, g: GroupId, voters: Vec<NodeId>) {
     });
 }
 
-/// Whether a group's durable records (as its recovery would read them) hold entry `index` of
-/// `term`; an index inside its snapshot counts as held (only committed entries are compacted).
-fn durable_holds(records: &[Record<KvCommand>], index: LogIndex, term: Term) -> bool {
-    let mut held = None;
-    for record in records {
-        match record {
-            Record::HardState { .. } => {}
-            Record::Entries(entries) => {
-                if let Some(e) = entries.iter().find(|e| e.index == index) {
-                    held = Some(e.term);
-                }
-            }
-            Record::Truncate { from } => {
-                if *from <= index {
-                    held = None;
-                }
-            }
-            Record::Snapshot { meta, entries, .. } => {
-                held = if meta.index >= index {
-                    Some(term)
-                } else {
-                    entries.iter().find(|e| e.index == index).map(|e| e.term)
-                };
-            }
-        }
-    }
-    held == Some(term)
-}
-
-/// Closed-loop clients, [`CLIENTS_PER_GROUP`] per group: puts and reads on three keys of their
-/// group, each following its group's leader hints.
-fn start_clients(sim: &mut Sim<H>, n: u64) {
+/// Closed-loop clients, [`CLIENTS_PER_GROUP`] per group of `groups`: puts and reads on three
+/// keys of their group, each following its group's leader hints, `requests_max` in all.
+fn start_clients(sim: &mut Sim<H>, n: u64, groups: &[GroupId], requests_max: u64) {
+    let groups = groups.to_vec();
     let mut hint: BTreeMap<u64, NodeId> = BTreeMap::new();
     let mut seq = 0u64;
     sim.closed_loop(
         ClosedLoop {
-            clients: GROUPS * CLIENTS_PER_GROUP,
+            clients: groups.len() as u64 * CLIENTS_PER_GROUP,
             start: 100,
             think_min: 0,
             think_max: 30,
-            requests_max: REQUESTS_MAX,
+            requests_max,
             until: FAULTS_UNTIL + 500,
             timeout: Some(REQUEST_TIMEOUT),
         },
         move |rng, ctx| {
-            let g = 1 + ctx.client % GROUPS;
+            let g = groups[(ctx.client % groups.len() as u64) as usize];
             let m = members(g, n);
             let node = hint.entry(ctx.client).or_insert(m[0]);
             if let Some(last) = ctx.last {
@@ -386,7 +413,7 @@ fn start_clients(sim: &mut Sim<H>, n: u64) {
                 let value = format!("{}.{seq}", ctx.client);
                 Request::Propose(KvCommand::Put { key, value })
             };
-            Some((*node, (g, req)))
+            Some((*node, GroupsRequest::Group(g, req)))
         },
     );
 }
@@ -428,7 +455,7 @@ fn await_group(sim: &mut Sim<H>, g: GroupId, n: u64) -> Result<(), SimError> {
             key: "final".into(),
             value: "done".into(),
         });
-        let id = sim.submit(sim.now(), leader, (g, put));
+        let id = sim.submit(sim.now(), leader, GroupsRequest::Group(g, put));
         let ended = sim.run_until_cond(deadline, |v| {
             v.op(id).is_some_and(|op| op.outcome != Outcome::Pending)
         })?;
@@ -490,12 +517,14 @@ fn count(sim: &Sim<H>, totals: &mut Totals) {
 fn linearizable(sim: &mut Sim<H>) -> Result<(), SimError> {
     let history = History::from_sim(
         sim.history(),
-        |(g, req): &(GroupId, Req)| match req {
-            Request::Propose(KvCommand::Put { key, value }) => Some(KvInput::Put {
-                key: format!("{g}/{key}"),
-                value: value.clone(),
-            }),
-            Request::Read(KvQuery::Get(key)) => Some(KvInput::Get {
+        |req: &GroupsRequest<Req>| match req {
+            GroupsRequest::Group(g, Request::Propose(KvCommand::Put { key, value })) => {
+                Some(KvInput::Put {
+                    key: format!("{g}/{key}"),
+                    value: value.clone(),
+                })
+            }
+            GroupsRequest::Group(g, Request::Read(KvQuery::Get(key))) => Some(KvInput::Get {
                 key: format!("{g}/{key}"),
             }),
             _ => None,
@@ -510,6 +539,8 @@ fn linearizable(sim: &mut Sim<H>) -> Result<(), SimError> {
             GroupResponse::Group(_, Response::Failed(RaftError::Indeterminate { .. })) => {
                 Completion::Unknown
             }
+            // The group was removed while it held the request: it may have been applied.
+            GroupResponse::Abandoned(_) => Completion::Unknown,
             _ => Completion::Fail,
         },
     );
@@ -528,7 +559,7 @@ fn linearizable(sim: &mut Sim<H>) -> Result<(), SimError> {
 fn groups_on_a_quiet_network_share_frames() {
     const MANY: u64 = 24;
     let mut rng = DetRng::new(7);
-    let mut sim = build(7, &mut rng, 3, MANY).unwrap();
+    let mut sim = build(7, &mut rng, 3, MANY, false).unwrap();
     let link = sim.network_mut().default_link_mut();
     link.drop = 0.0;
     link.duplicate = 0.0;

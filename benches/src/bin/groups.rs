@@ -432,7 +432,7 @@ async fn run_clients(
                     value: value.clone(),
                 });
                 let t = Instant::now();
-                let answer = handle.request((group, put)).await;
+                let answer = handle.request((group, put).into()).await;
                 let done = Instant::now();
                 match answer {
                     Ok(GroupResponse::Group(_, Response::Applied { .. })) => {

@@ -1,9 +1,10 @@
 //! The shared log's bookkeeping: each group's live records (its last checkpoint and what
-//! followed), when to compact, recovery's replay per group, and which group each record of
-//! the shared log belongs to, so that durability reported for the shared log maps back to each
-//! group in order.
+//! followed), when to compact, recovery's replay of the hosted set and of each group, and
+//! whose each record of the shared log is (a group's, or the host's own: compactions, groups
+//! added and removed), so that durability reported for the shared log maps back to each group
+//! in order.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -27,27 +28,57 @@ pub enum GroupsRecord<R> {
         /// Its checkpoint record.
         record: R,
     },
-    /// A compaction of the whole log, written as the shared log's checkpoint: for each group,
-    /// its live records (its last checkpoint first, if it made one, then what it appended
-    /// since), oldest first. Recovery starts from it.
-    Compacted {
-        /// Each group's live records.
-        groups: Vec<(GroupId, Vec<R>)>,
+    /// The process started hosting group `group` (a
+    /// [`GroupsRequest::AddGroup`](super::GroupsRequest::AddGroup)), configured from `spec`
+    /// ([`GroupsConfig::configure`](super::GroupsConfig::configure)). Every record of the
+    /// group's core follows it in the log.
+    Added {
+        /// The group.
+        group: GroupId,
+        /// Its spec, as the request carried it.
+        spec: Vec<u8>,
     },
+    /// The process stopped hosting group `group`: its earlier records are dead.
+    Removed {
+        /// The group.
+        group: GroupId,
+    },
+    /// A compaction of the whole log, written as the shared log's checkpoint: every hosted
+    /// group (those without live records too), with how it is configured and its live records
+    /// (its last checkpoint first, if it made one, then what it appended since), oldest first.
+    /// Recovery starts from it, and hosts exactly the groups it lists.
+    Compacted {
+        /// Each hosted group.
+        groups: Vec<CompactedGroup<R>>,
+    },
+}
+
+/// One hosted group in a [`GroupsRecord::Compacted`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactedGroup<R> {
+    /// The group.
+    pub group: GroupId,
+    /// Its spec if it was added at run time ([`GroupsRecord::Added`]); `None` for a group of
+    /// the initial set, configured by [`GroupsConfig::groups`](super::GroupsConfig::groups).
+    pub spec: Option<Vec<u8>>,
+    /// Its live records.
+    pub records: Vec<R>,
 }
 
 /// Whose record one entry of the shared log is, for the durability mapping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Owner {
-    /// Index of the group's slot; `u32::MAX` for a compaction record (no group's).
-    slot: u32,
-    /// Whether it is the group's checkpoint.
-    checkpoint: bool,
+enum Owner {
+    /// A record of the group in a slot (its checkpoint if `checkpoint`).
+    Group { slot: u32, checkpoint: bool },
+    /// A record of the host that no group needs to hear of: a compaction, an `Added`, or a
+    /// record of a group removed since.
+    Host,
+    /// The `Removed` record of a group: once durable, the group's snapshot files may go.
+    Removed(GroupId),
 }
 
-const NO_GROUP: u32 = u32::MAX;
-
-/// What one group has asked for and what of it is durable, counted since recovery.
+/// What one group has asked for and what of it is durable, counted since its core was
+/// recovered (at the host's recovery, or when it was added).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(super) struct Durable {
     /// Records of the group that are durable ([`crate::Node::records_durable`]).
@@ -56,10 +87,20 @@ pub(super) struct Durable {
     pub(super) checkpoints: u64,
 }
 
-/// The bookkeeping of the shared log. Slots are the groups' indexes in the host.
+/// What a durability report changed.
+#[derive(Debug, Default)]
+pub(super) struct DurableReport {
+    /// Slots whose durable counts grew, ascending, with their new counts.
+    pub(super) groups: Vec<(usize, Durable)>,
+    /// Groups whose `Removed` record became durable.
+    pub(super) removed: Vec<GroupId>,
+}
+
+/// The bookkeeping of the shared log. Slots are the groups' places in the host; a slot freed
+/// by a removal may be reused by a later addition.
 #[derive(Debug)]
 pub(super) struct Journal<R> {
-    /// Per slot: the group's live records.
+    /// Per slot: the group's live records (empty for a free slot).
     live: Vec<Vec<R>>,
     /// Sum of `live`'s lengths.
     live_total: u64,
@@ -101,10 +142,40 @@ impl<R: Clone> Journal<R> {
         live.push(record.clone());
         self.live_total += 1;
         self.since_compaction += 1;
-        self.pending.push_back(Owner {
+        self.pending.push_back(Owner::Group {
             slot: slot as u32,
             checkpoint,
         });
+    }
+
+    /// A group was added in `slot` (a free one, or one past the last): its `Added` record
+    /// goes into the shared log next, and its counts start from nothing.
+    pub(super) fn added(&mut self, slot: usize) {
+        if slot == self.live.len() {
+            self.live.push(Vec::new());
+            self.durable.push(Durable::default());
+        }
+        self.durable[slot] = Durable::default();
+        self.since_compaction += 1;
+        self.pending.push_back(Owner::Host);
+    }
+
+    /// Group `group` in `slot` was removed: its `Removed` record goes into the shared log
+    /// next, its live records are dropped (the next compaction forgets them), and its records
+    /// still waiting for durability become the host's, so the slot can be reused without a
+    /// new group being told of the old one's records.
+    pub(super) fn removed(&mut self, slot: usize, group: GroupId) {
+        let live = &mut self.live[slot];
+        self.live_total -= live.len() as u64;
+        *live = Vec::new();
+        for owner in self.pending.iter_mut() {
+            if matches!(owner, Owner::Group { slot: s, .. } if *s as usize == slot) {
+                *owner = Owner::Host;
+            }
+        }
+        self.durable[slot] = Durable::default();
+        self.since_compaction += 1;
+        self.pending.push_back(Owner::Removed(group));
     }
 
     /// Whether a compaction is due: at least `records_min` appended since the last one, and
@@ -114,15 +185,19 @@ impl<R: Clone> Journal<R> {
             && self.since_compaction > self.live_total.saturating_mul(live_multiple)
     }
 
-    /// The compaction record of the live records as they stand, with `ids[slot]` naming each
-    /// slot's group.
-    pub(super) fn compaction(&self, ids: &[GroupId]) -> GroupsRecord<R> {
+    /// The compaction record of the live records as they stand, for the hosted groups
+    /// `(group, slot, spec)`.
+    pub(super) fn compaction<'a>(
+        &self,
+        hosted: impl Iterator<Item = (GroupId, usize, Option<&'a Vec<u8>>)>,
+    ) -> GroupsRecord<R> {
         GroupsRecord::Compacted {
-            groups: ids
-                .iter()
-                .zip(&self.live)
-                .filter(|(_, l)| !l.is_empty())
-                .map(|(g, l)| (*g, l.clone()))
+            groups: hosted
+                .map(|(group, slot, spec)| CompactedGroup {
+                    group,
+                    spec: spec.cloned(),
+                    records: self.live[slot].clone(),
+                })
                 .collect(),
         }
     }
@@ -130,10 +205,7 @@ impl<R: Clone> Journal<R> {
     /// The compaction record went into the shared log next.
     pub(super) fn compacted(&mut self) {
         self.since_compaction = 0;
-        self.pending.push_back(Owner {
-            slot: NO_GROUP,
-            checkpoint: false,
-        });
+        self.pending.push_back(Owner::Host);
     }
 
     /// A compaction was due but not written; start counting afresh so the next try waits for
@@ -142,11 +214,12 @@ impl<R: Clone> Journal<R> {
         self.since_compaction = 0;
     }
 
-    /// The first `count` records of the shared log asked for since recovery are durable.
-    /// Calls `changed(slot, durable)` for every group whose durable counts grew, in slot order.
-    pub(super) fn durable(&mut self, count: u64, mut changed: impl FnMut(usize, Durable)) {
+    /// The first `count` records of the shared log asked for since recovery are durable:
+    /// which groups' durable counts grew (in slot order), and which removals became durable.
+    pub(super) fn durable(&mut self, count: u64) -> DurableReport {
+        let mut report = DurableReport::default();
         if count <= self.outer_durable {
-            return;
+            return report;
         }
         let mut touched = Vec::new();
         while self.outer_durable < count {
@@ -157,20 +230,25 @@ impl<R: Clone> Journal<R> {
                 break;
             };
             self.outer_durable += 1;
-            if owner.slot == NO_GROUP {
-                continue;
+            match owner {
+                Owner::Host => {}
+                Owner::Removed(group) => report.removed.push(group),
+                Owner::Group { slot, checkpoint } => {
+                    let slot = slot as usize;
+                    let d = &mut self.durable[slot];
+                    d.records += 1;
+                    d.checkpoints += u64::from(checkpoint);
+                    touched.push(slot);
+                }
             }
-            let slot = owner.slot as usize;
-            let d = &mut self.durable[slot];
-            d.records += 1;
-            d.checkpoints += u64::from(owner.checkpoint);
-            touched.push(slot);
         }
         touched.sort_unstable();
         touched.dedup();
-        for slot in touched {
-            changed(slot, self.durable[slot]);
-        }
+        report.groups = touched
+            .into_iter()
+            .map(|slot| (slot, self.durable[slot]))
+            .collect();
+        report
     }
 
     /// Live records, all groups together.
@@ -184,43 +262,57 @@ impl<R: Clone> Journal<R> {
     }
 }
 
-/// Replays the shared log: each slot's records as its core's recovery must see them, and how
-/// many records followed the last compaction. `slot_of` maps a group id to its slot; a record
-/// of a group this host does not run is an error naming the group.
+/// One group as the log leaves it: how it is configured (`None`: by the initial set) and its
+/// live records.
+pub(super) type Replayed<R> = (Option<Vec<u8>>, Vec<R>);
+
+/// Replays the shared log from the `initial` groups: the groups it leaves hosted with their
+/// records as each core's recovery must see them, and how many records followed the last
+/// compaction. A record naming a group not hosted at that point of the log (or adding one
+/// twice) is an error naming the group.
 pub(super) fn replay<R>(
     records: Vec<GroupsRecord<R>>,
-    slots: usize,
-    slot_of: impl Fn(GroupId) -> Option<usize>,
-) -> Result<(Vec<Vec<R>>, u64), GroupId> {
-    let mut live: Vec<Vec<R>> = (0..slots).map(|_| Vec::new()).collect();
+    initial: impl Iterator<Item = GroupId>,
+) -> Result<(BTreeMap<GroupId, Replayed<R>>, u64), GroupId> {
+    let mut hosted: BTreeMap<GroupId, Replayed<R>> =
+        initial.map(|g| (g, (None, Vec::new()))).collect();
     let mut since = 0u64;
     for r in records {
         match r {
             GroupsRecord::Append { group, record } => {
-                live[slot_of(group).ok_or(group)?].push(record);
-                since += 1;
+                hosted.get_mut(&group).ok_or(group)?.1.push(record);
             }
             GroupsRecord::Checkpoint { group, record } => {
-                let l = &mut live[slot_of(group).ok_or(group)?];
-                l.clear();
-                l.push(record);
-                since += 1;
+                let live = &mut hosted.get_mut(&group).ok_or(group)?.1;
+                live.clear();
+                live.push(record);
+            }
+            GroupsRecord::Added { group, spec } => {
+                if hosted.insert(group, (Some(spec), Vec::new())).is_some() {
+                    return Err(group);
+                }
+            }
+            GroupsRecord::Removed { group } => {
+                hosted.remove(&group).ok_or(group)?;
             }
             GroupsRecord::Compacted { groups } => {
-                live.iter_mut().for_each(Vec::clear);
-                for (group, records) in groups {
-                    live[slot_of(group).ok_or(group)?] = records;
-                }
+                hosted = groups
+                    .into_iter()
+                    .map(|c| (c.group, (c.spec, c.records)))
+                    .collect();
                 since = 0;
+                continue;
             }
         }
+        since += 1;
     }
-    Ok((live, since))
+    Ok((hosted, since))
 }
 
 /// The records group `group`'s recovery would be handed from the shared log `records`: its
 /// live records at the last compaction, then its own records after it (a checkpoint of the
-/// group replaces what came before). For checks and tools that read a host's log.
+/// group replaces what came before; its addition or removal starts it afresh). For checks and
+/// tools that read a host's log.
 pub fn group_records<R: Clone>(records: &[GroupsRecord<R>], group: GroupId) -> Vec<R> {
     let mut out = Vec::new();
     for r in records {
@@ -230,10 +322,15 @@ pub fn group_records<R: Clone>(records: &[GroupsRecord<R>], group: GroupId) -> V
                 out.clear();
                 out.push(record.clone());
             }
+            GroupsRecord::Added { group: g, .. } | GroupsRecord::Removed { group: g }
+                if *g == group =>
+            {
+                out.clear();
+            }
             GroupsRecord::Compacted { groups } => {
                 out.clear();
-                if let Some((_, live)) = groups.iter().find(|(g, _)| *g == group) {
-                    out.extend(live.iter().cloned());
+                if let Some(c) = groups.iter().find(|c| c.group == group) {
+                    out.extend(c.records.iter().cloned());
                 }
             }
             _ => {}

@@ -23,7 +23,8 @@
 //!   ([`GroupsCounters::oversized_messages`]); a request for an unknown group is answered
 //!   [`GroupResponse::UnknownGroup`]. Nothing of it panics.
 //!
-//! Requests are `(group, request)`, answers [`GroupResponse`], events `(group, event)`;
+//! Requests are [`GroupsRequest`]s (a group's request, or adding and removing a group; see
+//! below), answers [`GroupResponse`], events `(group, event)`;
 //! [`GroupsMetrics`] holds every group's metrics. A batch of requests
 //! ([`Node::handle_requests`](crate::Node::handle_requests)) is split by group, in order, and
 //! each group gets its share in one call, so a batching core still replicates it in one round.
@@ -48,8 +49,8 @@
 //! let mut out = Outbox::new();
 //! host.handle_requests(
 //!     [
-//!         (RequestId(1), (10, DemoRequest::Add(5))),
-//!         (RequestId(2), (20, DemoRequest::Add(7))),
+//!         (RequestId(1), (10, DemoRequest::Add(5)).into()),
+//!         (RequestId(2), (20, DemoRequest::Add(7)).into()),
 //!     ],
 //!     &mut out,
 //! );
@@ -132,34 +133,89 @@
 //! compaction thresholds above. Each part is bounded by its core's own limits; a message of
 //! many large parts can still exceed the transport's frame limit, in which case the transport
 //! refuses it and the groups' own retransmission takes over (a limit in bytes per message is
-//! future work). The set of groups is fixed at recovery: a log holding records of a group the
-//! configuration no longer lists is refused ([`GroupsError::UnknownGroupInLog`]), since the next
-//! compaction would otherwise forget that group.
+//! future work). [`GroupsConfig::groups_max`] is enforced when a group is added
+//! ([`GroupResponse::TooManyGroups`]).
+//!
+//! # Groups added and removed at run time
+//!
+//! A process starts and stops hosting groups with the host's own requests,
+//! [`GroupsRequest::AddGroup`] and [`GroupsRequest::RemoveGroup`] (a group's request is
+//! [`GroupsRequest::Group`]; `(group, request).into()` makes one).
+//!
+//! - **Configuration.** An added group's core configuration is built by
+//!   [`GroupsConfig::configure`] from the request's *spec*, opaque bytes the host writes to its
+//!   log and hands to `configure` again at every recovery. The log does not hold the core's
+//!   configuration itself: a consensus core's configuration carries its state machine's
+//!   factory (a closure), Raft's `Config` is not serializable, and what a group needs from the
+//!   process (the factory, a directory) is the process's business. The spec holds what the
+//!   group's creator decides (its members, say); `configure` adds the rest.
+//! - **Adding** recovers the group's core with no records (recovery has no effects), then asks
+//!   for a [`GroupsRecord::Added`] before the core can run a step, so every record of the group
+//!   follows it in the log. Its answer, [`GroupResponse::Added`], is an ordinary answer: the
+//!   driver releases it only once the `Added` record is durable. The core's ordinary messages
+//!   wait likewise (they follow the record); its early messages claim nothing by the Outbox
+//!   rule. A crash before the record is durable may tear it away: the group is then not hosted
+//!   after the restart, and neither is anything of it (its records followed), and nothing it
+//!   claimed left the process; the request was never answered, and asking again adds it afresh.
+//! - **Removing** drops the core, asks for a [`GroupsRecord::Removed`], and drops the group's
+//!   live records (the next compaction forgets it). Requests its core held unanswered are
+//!   answered [`GroupResponse::Abandoned`] (their effect is unknown); later requests get
+//!   [`GroupResponse::UnknownGroup`], and message parts for it are dropped and counted. Its
+//!   answer, [`GroupResponse::Removed`], waits for the record like any other. Its snapshot files
+//!   are deleted (through [`GroupSnapshots`]) only once the `Removed` record is durable: before,
+//!   a crash could bring the group back, and it needs its files. Files left by a crash between
+//!   the two belong to no hosted group, and the next recovery deletes them. Until the removal is
+//!   durable, adding the same group again is refused ([`GroupResponse::RemovalPending`]): the
+//!   new core's recovery would delete the old one's files, which a crash could still need.
+//! - **Refusals** change nothing and are answered (after the step's sync, like every answer):
+//!   a group already hosted ([`GroupResponse::AlreadyHosted`]), a removal of a group not hosted
+//!   ([`GroupResponse::UnknownGroup`]), over the limit ([`GroupResponse::TooManyGroups`]), a
+//!   spec `configure` or the core refuses, or no `configure` at all ([`GroupResponse::BadSpec`]).
+//! - **Durability mapping.** `Added`, `Removed` and compaction records belong to no group: the
+//!   FIFO of record owners holds them as the host's. When a group is removed, its records still
+//!   waiting for durability become the host's too, so a group added later in the same slot is
+//!   never credited with them. A new group's durable counts start at zero, as after recovery.
+//! - **Compaction** lists every hosted group, those without live records too, with its spec
+//!   (none for a group of the initial set), so recovery after a compaction knows the set.
+//! - **Recovery: the log decides.** [`GroupsConfig::groups`] is the initial set: it is what a
+//!   process with an empty log hosts, and it is where replay starts when the log holds no
+//!   compaction; the log's `Added` and `Removed` records apply on top. From a compaction on,
+//!   the set is exactly what the compaction lists, so a configured group removed at run time
+//!   stays removed, and a group added to the configuration after the log was compacted is not
+//!   started (logged): add it at run time instead. A group of the initial set listed by the log
+//!   but missing from the configuration is refused ([`GroupsError::UnknownGroupInLog`]), as is
+//!   any record of a group the log does not host at that point.
+//!
+//! What this does not do: it makes no group-level decision. Moving a replica (adding it as a
+//! learner, catching it up by snapshot, promoting it, removing the old one) is the sharding
+//! layer's, which sends these requests and the cores' own membership changes.
 //!
 //! # Layout
 //!
 //! `config.rs` holds [`GroupsConfig`] and its limits; `node.rs` [`Groups`] and its wire types;
-//! `journal.rs` the shared log's records, compaction and the durability mapping;
+//! `membership.rs` adding and removing groups at run time; `journal.rs` the shared log's
+//! records, compaction, the replay of the hosted set and the durability mapping;
 //! `snapshots.rs` [`GroupSnapshots`]; `tests.rs` the adapter's unit tests.
 
 mod coalesce;
 mod config;
 mod journal;
+mod membership;
 mod node;
 mod snapshots;
 #[cfg(test)]
 mod tests;
 
 pub use config::{
-    GroupsConfig, COMPACTED_BYTES_MAX_DEFAULT, COMPACT_LIVE_MULTIPLE_DEFAULT,
+    Configure, GroupsConfig, COMPACTED_BYTES_MAX_DEFAULT, COMPACT_LIVE_MULTIPLE_DEFAULT,
     COMPACT_RECORDS_MIN_DEFAULT, GROUPS_MAX_DEFAULT, PARTS_PER_MESSAGE_MAX_DEFAULT,
 };
-pub use journal::{group_records, GroupsRecord};
+pub use journal::{group_records, CompactedGroup, GroupsRecord};
 pub use node::{
     GroupResponse, Groups, GroupsCounters, GroupsError, GroupsMessage, GroupsMetrics,
-    GROUPED_PROTOCOL_BIT, GROUPS_WIRE_VERSION,
+    GroupsRequest, GROUPED_PROTOCOL_BIT, GROUPS_WIRE_VERSION,
 };
-pub use snapshots::GroupSnapshots;
+pub use snapshots::{snapshot_group, GroupSnapshots};
 
 /// Identifies one group (one replicated log) among those a process hosts.
 pub type GroupId = u64;

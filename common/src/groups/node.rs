@@ -1,15 +1,16 @@
-//! [`Groups`]: the host of many groups, itself a [`Node`]: recovery per group, the routing of
-//! inputs to the group they name, and the translation of each group's effects into the host's
-//! (tagged records, coalesced messages, tagged answers and events).
+//! [`Groups`]: the host of many groups, itself a [`Node`]: recovery of the hosted set and of
+//! each group, the routing of inputs to the group they name, and the translation of each
+//! group's effects into the host's (tagged records, coalesced messages, tagged answers and
+//! events). Adding and removing groups at run time is in `membership.rs`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::config::GroupsConfig;
+use super::config::{Configure, GroupsConfig};
 use super::journal::{replay, Journal};
-use super::snapshots::GroupSnapshots;
+use super::snapshots::{remove_orphans, GroupSnapshots};
 use super::{GroupId, GroupsRecord};
 use crate::codec::{Bincode, Codec};
 use crate::snapshot::SnapshotStore;
@@ -30,13 +31,70 @@ pub struct GroupsMessage<M> {
     pub parts: Vec<(GroupId, M)>,
 }
 
-/// The answer to a request `(group, request)`.
+/// A request to a [`Groups`] host: one for a group's core, or one for the host itself.
+/// `(group, request)` converts into [`GroupsRequest::Group`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GroupsRequest<R> {
+    /// A request for group `.0`'s core.
+    Group(GroupId, R),
+    /// Start hosting group `group`, configured by
+    /// [`GroupsConfig::configure`](super::GroupsConfig::configure) from `spec`. Answered
+    /// [`GroupResponse::Added`] once the group's [`GroupsRecord::Added`] is durable, or with a
+    /// refusal that changed nothing.
+    AddGroup {
+        /// The group.
+        group: GroupId,
+        /// What the group's configuration is built from (its members, say), kept in the log.
+        spec: Vec<u8>,
+    },
+    /// Stop hosting group `group`: answered [`GroupResponse::Removed`] once its
+    /// [`GroupsRecord::Removed`] is durable ([`GroupResponse::UnknownGroup`] if it is not
+    /// hosted).
+    RemoveGroup {
+        /// The group.
+        group: GroupId,
+    },
+}
+
+impl<R> From<(GroupId, R)> for GroupsRequest<R> {
+    fn from((group, request): (GroupId, R)) -> Self {
+        GroupsRequest::Group(group, request)
+    }
+}
+
+/// The answer to a [`GroupsRequest`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GroupResponse<R> {
     /// The group's core answered.
     Group(GroupId, R),
-    /// This process hosts no such group; no core saw the request.
+    /// This process hosts no such group; no core saw the request (or, for a
+    /// [`GroupsRequest::RemoveGroup`], nothing was removed).
     UnknownGroup(GroupId),
+    /// The group was removed while its core held the request unanswered: the request may or
+    /// may not have taken effect in the group.
+    Abandoned(GroupId),
+    /// The group is hosted, and its addition is durable.
+    Added(GroupId),
+    /// The group is no longer hosted, and its removal is durable.
+    Removed(GroupId),
+    /// Refused: the group is hosted already (nothing changed).
+    AlreadyHosted(GroupId),
+    /// Refused: the group's removal is not durable yet; ask again later (nothing changed).
+    RemovalPending(GroupId),
+    /// Refused: this process hosts [`GroupsConfig::groups_max`] groups already.
+    TooManyGroups {
+        /// The group.
+        group: GroupId,
+        /// The limit.
+        max: usize,
+    },
+    /// Refused: no configuration could be built from the spec, or the core refused it.
+    BadSpec {
+        /// The group.
+        group: GroupId,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// What the host itself counted (each group's core counts its own in its metrics).
@@ -48,6 +106,15 @@ pub struct GroupsCounters {
     pub oversized_messages: u64,
     /// Requests naming a group this process does not host, refused.
     pub unknown_group_requests: u64,
+    /// Groups added at run time ([`GroupsRequest::AddGroup`] accepted).
+    pub groups_added: u64,
+    /// Groups removed at run time.
+    pub groups_removed: u64,
+    /// Additions and removals refused (duplicate, unknown, over the limit, bad spec, removal
+    /// pending).
+    pub membership_refused: u64,
+    /// Requests answered [`GroupResponse::Abandoned`] because their group was removed.
+    pub abandoned_requests: u64,
     /// Compaction records written.
     pub compactions: u64,
     /// Compactions due but not written: the record would have exceeded
@@ -88,57 +155,112 @@ pub enum GroupsError<E: std::error::Error + 'static> {
         #[source]
         source: E,
     },
-    /// The log holds records of a group this process does not host (stage 1 hosts a fixed
-    /// set of groups; dropping them would lose that group's state at the next compaction).
+    /// The log holds records of a group it does not host at that point (or adds a group
+    /// twice), or its hosted set names a group of the initial set that the configuration no
+    /// longer lists: dropping them would lose that group's state at the next compaction.
     #[error("the log holds records of group {0}, which this process does not host")]
     UnknownGroupInLog(GroupId),
 }
 
 /// Many groups of core `N` in one process: one [`Node`] to the driver, the transport, the
 /// write-ahead log and the simulator. See the module documentation.
+///
+/// Each hosted group has a *slot*: its place in the per-group vectors below. A removal frees
+/// the slot (every per-slot vector keeps its length) and a later addition may reuse it.
 pub struct Groups<N: Node> {
-    id: NodeId,
+    pub(super) id: NodeId,
+    pub(super) groups_max: usize,
     parts_per_message_max: usize,
     compact_records_min: u64,
     compact_live_multiple: u64,
     compacted_bytes_max: usize,
-    /// Slot → group id, ascending.
-    ids: Vec<GroupId>,
-    /// Slot → the group's core.
-    nodes: Vec<N>,
-    /// Group id → slot.
-    index: BTreeMap<GroupId, usize>,
-    journal: Journal<N::Record>,
+    /// Builds the configuration of a group added at run time.
+    pub(super) configure: Option<Configure<N::Config>>,
+    /// The process's snapshot store, when recovered with one.
+    pub(super) snapshots: Option<Arc<dyn SnapshotStore>>,
+    /// Slot → group id (of the last group in it, for a free slot).
+    pub(super) ids: Vec<GroupId>,
+    /// Slot → the group's core; `None` for a free slot.
+    pub(super) nodes: Vec<Option<N>>,
+    /// Slot → the group's spec if it was added at run time.
+    pub(super) specs: Vec<Option<Vec<u8>>>,
+    /// Slot → requests handed to the group's core and not answered yet, answered
+    /// [`GroupResponse::Abandoned`] if the group is removed.
+    pub(super) asked: Vec<BTreeSet<RequestId>>,
+    /// Free slots.
+    pub(super) free: Vec<usize>,
+    /// Group id → slot, for the hosted groups.
+    pub(super) index: BTreeMap<GroupId, usize>,
+    /// The hosted groups' slots in group order (how a tick visits them).
+    pub(super) order: Vec<usize>,
+    /// Groups removed whose `Removed` record is not durable yet.
+    pub(super) removing: BTreeSet<GroupId>,
+    pub(super) journal: Journal<N::Record>,
     /// Slot → checkpoints last reported durable to the group's core.
-    checkpoints_reported: Vec<u64>,
+    pub(super) checkpoints_reported: Vec<u64>,
     /// The outbox every group's step runs into, and the buffers its effects are swapped into.
     inner: Outbox<N>,
     scratch: Effects<N>,
     /// This step's messages per peer, not yet sent: after the sync, and early.
     late: BTreeMap<NodeId, Vec<(GroupId, N::Message)>>,
     early: BTreeMap<NodeId, Vec<(GroupId, N::Message)>>,
-    counters: GroupsCounters,
+    pub(super) counters: GroupsCounters,
+}
+
+/// A core recovered from `records`, with group `group`'s view of `snapshots` if there is one.
+pub(super) fn recover_core<N: Node>(
+    snapshots: Option<&Arc<dyn SnapshotStore>>,
+    group: GroupId,
+    config: N::Config,
+    records: Vec<N::Record>,
+) -> Result<N, N::Error> {
+    match snapshots {
+        Some(store) => {
+            let own: Arc<dyn SnapshotStore> = Arc::new(GroupSnapshots::new(store.clone(), group));
+            N::recover_with_snapshots(config, records, own)
+        }
+        None => N::recover(config, records),
+    }
+}
+
+/// The core configuration of `group` as the log left it: from the initial set if it has no
+/// spec (taken out of `initial`), else built by `configure` from its spec.
+fn core_config<C, E: std::error::Error + 'static>(
+    group: GroupId,
+    spec: Option<&[u8]>,
+    initial: &mut BTreeMap<GroupId, C>,
+    configure: &Option<Configure<C>>,
+) -> Result<C, GroupsError<E>> {
+    let Some(spec) = spec else {
+        return initial
+            .remove(&group)
+            .ok_or(GroupsError::UnknownGroupInLog(group));
+    };
+    let configure = configure.as_ref().ok_or_else(|| {
+        GroupsError::Config(format!(
+            "the log adds group {group}, and no configure is set"
+        ))
+    })?;
+    configure(group, spec).map_err(|e| GroupsError::Config(format!("group {group}'s spec: {e}")))
 }
 
 impl<N: Node> Groups<N> {
-    /// Builds the host from its configuration and the shared log's records, recovering each
-    /// group with `recover_group(group, config, records)`.
+    /// Builds the host from its configuration and the shared log's records: the log, replayed
+    /// from the configuration's initial groups, decides the hosted set; each group's core is
+    /// recovered from its records, with its view of `snapshots` if there is a store.
     fn build(
         config: GroupsConfig<N::Config>,
         records: Vec<GroupsRecord<N::Record>>,
-        mut recover_group: impl FnMut(GroupId, N::Config, Vec<N::Record>) -> Result<N, N::Error>,
+        snapshots: Option<Arc<dyn SnapshotStore>>,
     ) -> Result<Self, GroupsError<N::Error>> {
         config.validate().map_err(GroupsError::Config)?;
-        let mut groups = config.groups;
-        groups.sort_by_key(|(g, _)| *g);
-        let ids: Vec<GroupId> = groups.iter().map(|(g, _)| *g).collect();
-        let index: BTreeMap<GroupId, usize> =
-            ids.iter().enumerate().map(|(i, g)| (*g, i)).collect();
-        let (live, since) = replay(records, ids.len(), |g| index.get(&g).copied())
-            .map_err(GroupsError::UnknownGroupInLog)?;
-        let mut nodes = Vec::with_capacity(ids.len());
-        for ((group, c), records) in groups.into_iter().zip(live.iter().cloned()) {
-            let node = recover_group(group, c, records)
+        let mut initial: BTreeMap<GroupId, N::Config> = config.groups.into_iter().collect();
+        let (hosted, since) =
+            replay(records, initial.keys().copied()).map_err(GroupsError::UnknownGroupInLog)?;
+        let (mut ids, mut nodes, mut specs, mut live) = (vec![], vec![], vec![], vec![]);
+        for (group, (spec, records)) in hosted {
+            let c = core_config(group, spec.as_deref(), &mut initial, &config.configure)?;
+            let node = recover_core::<N>(snapshots.as_ref(), group, c, records.clone())
                 .map_err(|source| GroupsError::Group { group, source })?;
             if node.id() != config.id {
                 return Err(GroupsError::Config(format!(
@@ -147,35 +269,67 @@ impl<N: Node> Groups<N> {
                     config.id
                 )));
             }
-            nodes.push(node);
+            ids.push(group);
+            nodes.push(Some(node));
+            specs.push(spec);
+            live.push(records);
         }
-        Ok(Self {
+        if !initial.is_empty() {
+            // Configured, but the log removed them (or was compacted before they were
+            // configured): the log decides.
+            tracing::info!(groups = ?initial.keys().collect::<Vec<_>>(), "groups: configured groups the log does not host are not started");
+        }
+        let slots = ids.len();
+        let host = Self {
             id: config.id,
+            groups_max: config.groups_max,
             parts_per_message_max: config.parts_per_message_max,
             compact_records_min: config.compact_records_min,
             compact_live_multiple: config.compact_live_multiple,
             compacted_bytes_max: config.compacted_bytes_max,
-            checkpoints_reported: vec![0; ids.len()],
+            configure: config.configure,
+            checkpoints_reported: vec![0; slots],
             journal: Journal::recovered(live, since),
+            index: ids.iter().enumerate().map(|(i, g)| (*g, i)).collect(),
+            order: (0..slots).collect(),
             ids,
             nodes,
-            index,
+            specs,
+            asked: vec![BTreeSet::new(); slots],
+            free: Vec::new(),
+            removing: BTreeSet::new(),
+            snapshots,
             inner: Outbox::new(),
             scratch: Effects::default(),
             late: BTreeMap::new(),
             early: BTreeMap::new(),
             counters: GroupsCounters::default(),
-        })
+        };
+        if let Some(store) = &host.snapshots {
+            // Files of groups the log no longer hosts: a crash came between a removal's
+            // record becoming durable and its files' deletion.
+            if let Err(e) = remove_orphans(store.as_ref(), |g| host.index.contains_key(&g)) {
+                tracing::warn!(error = %e, "groups: orphan snapshot files not removed");
+            }
+        }
+        Ok(host)
     }
 
     /// Group `group`'s core, if this process hosts it.
     pub fn group(&self, group: GroupId) -> Option<&N> {
-        self.index.get(&group).map(|&i| &self.nodes[i])
+        self.index.get(&group).and_then(|&i| self.nodes[i].as_ref())
     }
 
     /// Every hosted group and its core, by group id.
     pub fn groups(&self) -> impl Iterator<Item = (GroupId, &N)> + '_ {
-        self.ids.iter().copied().zip(&self.nodes)
+        self.index
+            .iter()
+            .filter_map(|(&g, &i)| self.nodes[i].as_ref().map(|n| (g, n)))
+    }
+
+    /// Whether group `group`'s removal is not durable yet.
+    pub fn removal_pending(&self, group: GroupId) -> bool {
+        self.removing.contains(&group)
     }
 
     /// The host's counters.
@@ -184,15 +338,18 @@ impl<N: Node> Groups<N> {
     }
 
     /// Runs one step of the group in `slot` and takes its effects into this step's.
-    fn step(
+    pub(super) fn step(
         &mut self,
         slot: usize,
         out: &mut Outbox<Self>,
         f: impl FnOnce(&mut N, &mut Outbox<N>),
     ) {
+        let Some(node) = self.nodes[slot].as_mut() else {
+            return; // a free slot: nothing runs there
+        };
         // Log lines of the group's core carry its group (inside the driver's span of the node).
         let _span = tracing::debug_span!("group", group = self.ids[slot]).entered();
-        f(&mut self.nodes[slot], &mut self.inner);
+        f(node, &mut self.inner);
         self.inner.take_into(&mut self.scratch);
         self.absorb(slot, out);
     }
@@ -221,10 +378,13 @@ impl<N: Node> Groups<N> {
         for (to, msg) in fx.early.drain(..) {
             self.early.entry(to).or_default().push((group, msg));
         }
+        let asked = &mut self.asked[slot];
         for (id, r) in fx.early_responses.drain(..) {
+            asked.remove(&id);
             out.respond_early(id, GroupResponse::Group(group, r));
         }
         for (id, r) in fx.responses.drain(..) {
+            asked.remove(&id);
             out.respond(id, GroupResponse::Group(group, r));
         }
         for e in fx.events.drain(..) {
@@ -234,7 +394,7 @@ impl<N: Node> Groups<N> {
 
     /// Ends a step of the host: each peer's parts leave as one message (early parts in one
     /// early message), then a compaction record follows the step's records if one is due.
-    fn finish(&mut self, out: &mut Outbox<Self>) {
+    pub(super) fn finish(&mut self, out: &mut Outbox<Self>) {
         let max = self.parts_per_message_max;
         let c = &mut self.counters;
         for (early, buckets) in [(true, &mut self.early), (false, &mut self.late)] {
@@ -268,7 +428,11 @@ impl<N: Node> Groups<N> {
         {
             return;
         }
-        let record = self.journal.compaction(&self.ids);
+        let hosted = self
+            .order
+            .iter()
+            .map(|&slot| (self.ids[slot], slot, self.specs[slot].as_ref()));
+        let record = self.journal.compaction(hosted);
         let fits = Bincode
             .encode(&record)
             .is_ok_and(|b| b.len() <= self.compacted_bytes_max);
@@ -291,7 +455,7 @@ impl<N: Node> Groups<N> {
 impl<N: Node> Node for Groups<N> {
     type Config = GroupsConfig<N::Config>;
     type Message = GroupsMessage<N::Message>;
-    type Request = (GroupId, N::Request);
+    type Request = GroupsRequest<N::Request>;
     type Response = GroupResponse<N::Response>;
     type Event = (GroupId, N::Event);
     type Record = GroupsRecord<N::Record>;
@@ -302,7 +466,7 @@ impl<N: Node> Node for Groups<N> {
     const WIRE_VERSION: u16 = (GROUPS_WIRE_VERSION << 12) | (N::WIRE_VERSION & 0x0FFF);
 
     fn recover(config: Self::Config, records: Vec<Self::Record>) -> Result<Self, Self::Error> {
-        Self::build(config, records, |_, c, r| N::recover(c, r))
+        Self::build(config, records, None)
     }
 
     fn recover_with_snapshots(
@@ -310,11 +474,7 @@ impl<N: Node> Node for Groups<N> {
         records: Vec<Self::Record>,
         snapshots: Arc<dyn SnapshotStore>,
     ) -> Result<Self, Self::Error> {
-        Self::build(config, records, |group, c, r| {
-            let own: Arc<dyn SnapshotStore> =
-                Arc::new(GroupSnapshots::new(snapshots.clone(), group));
-            N::recover_with_snapshots(c, r, own)
-        })
+        Self::build(config, records, Some(snapshots))
     }
 
     fn checkpoints_durable(&mut self, count: u64) {
@@ -324,15 +484,18 @@ impl<N: Node> Node for Groups<N> {
     }
 
     fn records_durable(&mut self, count: u64, out: &mut Outbox<Self>) {
-        let mut changed = Vec::new();
-        self.journal
-            .durable(count, |slot, d| changed.push((slot, d)));
-        for (slot, d) in changed {
+        let report = self.journal.durable(count);
+        for (slot, d) in report.groups {
             if d.checkpoints > self.checkpoints_reported[slot] {
                 self.checkpoints_reported[slot] = d.checkpoints;
-                self.nodes[slot].checkpoints_durable(d.checkpoints);
+                if let Some(node) = self.nodes[slot].as_mut() {
+                    node.checkpoints_durable(d.checkpoints);
+                }
             }
             self.step(slot, out, |n, o| n.records_durable(d.records, o));
+        }
+        for group in report.removed {
+            self.removal_durable(group);
         }
         self.finish(out);
     }
@@ -372,25 +535,38 @@ impl<N: Node> Node for Groups<N> {
         I: IntoIterator<Item = (RequestId, Self::Request)>,
     {
         // Each group gets its share of the batch in one call, in arrival order, so a core
-        // that batches (Raft, Multi-Paxos) still sends one round for it.
+        // that batches (Raft, Multi-Paxos) still sends one round for it. A request for the
+        // host (adding or removing a group) first hands the groups what came before it, so
+        // the batch acts as its requests would one by one.
         let mut per_slot: BTreeMap<usize, Vec<(RequestId, N::Request)>> = BTreeMap::new();
-        for (id, (group, req)) in requests {
+        for (id, request) in requests {
+            let (group, req) = match request {
+                GroupsRequest::Group(group, req) => (group, req),
+                host => {
+                    self.run_batches(&mut per_slot, out);
+                    self.handle_host_request(id, host, out);
+                    continue;
+                }
+            };
             match self.index.get(&group) {
-                Some(&slot) => per_slot.entry(slot).or_default().push((id, req)),
+                Some(&slot) => {
+                    self.asked[slot].insert(id);
+                    per_slot.entry(slot).or_default().push((id, req));
+                }
                 None => {
                     self.counters.unknown_group_requests += 1;
                     out.respond(id, GroupResponse::UnknownGroup(group));
                 }
             }
         }
-        for (slot, batch) in per_slot {
-            self.step(slot, out, |n, o| n.handle_requests(batch, o));
-        }
+        self.run_batches(&mut per_slot, out);
         self.finish(out);
     }
 
     fn tick(&mut self, out: &mut Outbox<Self>) {
-        for slot in 0..self.nodes.len() {
+        // No step of a core adds or removes a group, so the order holds through the loop.
+        for i in 0..self.order.len() {
+            let slot = self.order[i];
             self.step(slot, out, |n, o| n.tick(o));
         }
         self.finish(out);

@@ -8,6 +8,10 @@
 //! the bytes after the header. The header is below the snapshot's own length and CRC32C (the
 //! core's writer never sees it), so nothing in a core changes.
 //!
+//! A group removed at run time has its files deleted once its removal is durable; files a
+//! crash left behind (between that and the deletion) belong to no hosted group, and the host's
+//! recovery removes them ([`remove_orphans`]).
+//!
 //! Cost: `list` opens every file of the store and reads its 16-byte header, which recovery
 //! does once per group (groups × files reads of 16 bytes). A store with a directory per group
 //! would avoid it; the shared store keeps the storage layer unchanged.
@@ -92,6 +96,51 @@ impl SnapshotStore for GroupSnapshots {
             Err(e) => Err(e),
         }
     }
+}
+
+/// The group whose header starts file `id` of `store`, if it starts with one (for checks and
+/// tools that look into a process's shared store).
+pub fn snapshot_group(
+    store: &dyn SnapshotStore,
+    id: SnapshotId,
+) -> Result<Option<GroupId>, SnapshotError> {
+    let source = store.open(id)?;
+    let mut h = [0u8; HEADER_BYTES as usize];
+    let mut read = 0;
+    while read < h.len() {
+        let n = source.read_at(read as u64, &mut h[read..])?;
+        if n == 0 {
+            return Ok(None);
+        }
+        read += n;
+    }
+    if h[..8] != MAGIC {
+        return Ok(None);
+    }
+    let mut g = [0u8; 8];
+    g.copy_from_slice(&h[8..]);
+    Ok(Some(GroupId::from_le_bytes(g)))
+}
+
+/// Removes from the shared `store` every group's file whose group `hosted` says no: the files
+/// of groups removed whose clean-up a crash interrupted. Files without a group header are
+/// left alone. Returns how many were removed.
+pub(super) fn remove_orphans(
+    store: &dyn SnapshotStore,
+    hosted: impl Fn(GroupId) -> bool,
+) -> Result<usize, SnapshotError> {
+    let mut removed = 0;
+    for id in store.list()? {
+        match snapshot_group(store, id) {
+            Ok(Some(group)) if !hosted(group) => {
+                store.remove(id)?;
+                removed += 1;
+            }
+            Ok(_) | Err(SnapshotError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(removed)
 }
 
 /// A group's snapshot read past its header.

@@ -289,7 +289,7 @@ impl Invariant for StateMachineSafety {
 /// Whether a node's durable records (as recovery would read them) hold entry `index` of
 /// `term`; an index inside their snapshot counts as held (only committed entries are
 /// compacted, and those never change).
-fn durable_holds(records: &[Record<KvCommand>], index: LogIndex, term: Term) -> bool {
+pub fn durable_holds(records: &[Record<KvCommand>], index: LogIndex, term: Term) -> bool {
     let mut held = None;
     for record in records {
         match record {
