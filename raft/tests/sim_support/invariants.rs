@@ -150,12 +150,17 @@ impl Invariant for LogMatching {
 
 /// Leader completeness (§5.4): if a log entry is committed in a given term, that entry is
 /// present in the logs of the leaders of all higher terms. Every entry a synced node holds at
-/// or below its commit index counts as committed from then on; every leader must hold each
-/// committed entry of its term or earlier that its log has not compacted.
+/// or below its commit index counts as committed from then on, in the term that node was in
+/// when it was first seen so (at least the term of the leader that committed it, since a node
+/// learns a commit index only from a leader of its current term); every leader of that term or
+/// later must hold it unless its log has compacted it. The term the entry was *created* in is
+/// not the term it was committed in: an entry of term 1 may be committed only in term 3, and
+/// a leader of term 2 may rightly lack it.
 #[derive(Default)]
 pub struct LeaderCompleteness {
-    /// Committed index → (term, the node it was first seen committed on).
-    pub committed: BTreeMap<LogIndex, (Term, NodeId)>,
+    /// Committed index → (the entry's term, the term it was first seen committed in, the node
+    /// it was first seen committed on).
+    pub committed: BTreeMap<LogIndex, (Term, Term, NodeId)>,
     /// Per node: the commit index up to which its entries were recorded.
     recorded: BTreeMap<NodeId, LogIndex>,
 }
@@ -176,7 +181,8 @@ impl Invariant for LeaderCompleteness {
                 let Some(term) = n.node.entry_term(index) else {
                     continue;
                 };
-                let (t, by) = *self.committed.entry(index).or_insert((term, n.id));
+                let in_term = n.node.term();
+                let (t, _, by) = *self.committed.entry(index).or_insert((term, in_term, n.id));
                 if t != term {
                     return Err(format!(
                         "entry {index} committed with term {t} on node {by} and term {term} \
@@ -190,11 +196,11 @@ impl Invariant for LeaderCompleteness {
         for n in nodes.iter().filter(|n| n.node.role() == Role::Leader) {
             let term = n.node.term();
             let from = n.node.first_log_index().saturating_sub(1);
-            for (&index, &(t, by)) in self.committed.range(from..) {
-                if t <= term && n.node.entry_term(index) != Some(t) {
+            for (&index, &(t, in_term, by)) in self.committed.range(from..) {
+                if in_term <= term && n.node.entry_term(index) != Some(t) {
                     return Err(format!(
                         "leader {} of term {term} lacks entry {index} of term {t}, committed \
-                         on node {by} (it holds term {:?} there)",
+                         in term {in_term} on node {by} (it holds term {:?} there)",
                         n.id,
                         n.node.entry_term(index)
                     ));
