@@ -7,6 +7,8 @@ use common::NodeId;
 
 use crate::error::RecoverError;
 
+/// Default for [`Config::promote_lag_entries_max`].
+pub const PROMOTE_LAG_ENTRIES_MAX_DEFAULT: u64 = 64;
 /// Default for [`Config::election_timeout_ticks_min`].
 pub const ELECTION_TIMEOUT_TICKS_MIN_DEFAULT: u64 = 10;
 /// Default for [`Config::election_timeout_ticks_max`].
@@ -58,6 +60,18 @@ pub struct Config {
     /// configuration naming them reaches this node (which would otherwise reject them as
     /// unknown senders). Nodes named by any configuration this node has seen are always known.
     pub known_nodes: Vec<NodeId>,
+    /// How far behind a learner may be and still be promoted to voter. A leader asked to make a
+    /// learner a voter ([`crate::Request::AddVoter`] naming a learner) does so only once the
+    /// learner has caught up: the learner has acknowledged an entry or a snapshot to this leader
+    /// (the leader's match index for it is above 0; progress starts over at every election),
+    /// and that match index is at least the leader's commit index minus this many entries
+    /// (saturating at 0). Otherwise the promotion is refused with [`crate::RaftError::Busy`],
+    /// nothing is appended, and the caller retries later, as etcd refuses a learner that is
+    /// not in sync. A new voter that still has most of the log to fetch would count towards
+    /// majorities before it can help make them (Ongaro's thesis §4.2.1). 0 asks for every
+    /// committed entry; `u64::MAX` only for an answer. Adding a node that is not a learner
+    /// directly as a voter is not checked: add it as a learner first for this guarantee.
+    pub promote_lag_entries_max: u64,
     /// The shortest election timeout. A follower that hears nothing from a leader for a
     /// randomized timeout in `[min, max]` starts an election (§5.2).
     pub election_timeout_ticks_min: u64,
@@ -133,6 +147,7 @@ impl Config {
             voters,
             learners: Vec::new(),
             known_nodes: Vec::new(),
+            promote_lag_entries_max: PROMOTE_LAG_ENTRIES_MAX_DEFAULT,
             election_timeout_ticks_min: ELECTION_TIMEOUT_TICKS_MIN_DEFAULT,
             election_timeout_ticks_max: ELECTION_TIMEOUT_TICKS_MAX_DEFAULT,
             heartbeat_interval_ticks: HEARTBEAT_INTERVAL_TICKS_DEFAULT,

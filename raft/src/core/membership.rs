@@ -8,6 +8,13 @@
 //! configuration needs majorities of the old and new voters for elections and commits; once
 //! committed, the leader appends the new configuration on its own. A leader that is not a voter
 //! of the configuration it commits steps down (thesis §4.2.2).
+//!
+//! A learner is promoted to voter only once it has caught up (thesis §4.2.1; etcd's
+//! ErrLearnerNotReady): it has answered this leader and is at most
+//! [`Config::promote_lag_entries_max`] entries behind the commit index; otherwise the promotion
+//! is refused as busy. A node that is not a learner may still be added as a voter at once.
+//!
+//! [`Config::promote_lag_entries_max`]: crate::Config::promote_lag_entries_max
 
 use std::collections::BTreeSet;
 
@@ -259,10 +266,32 @@ impl<S: StateMachine> RaftNode<S> {
             );
             return;
         }
+        if self.membership.learners.contains(&node) && !self.learner_caught_up(node) {
+            out.respond(
+                id,
+                Response::Failed(RaftError::Busy("the learner has not caught up")),
+            );
+            return;
+        }
         let mut m = self.membership.clone();
         m.learners.remove(&node);
         m.voters.insert(node);
         self.propose_membership(id, m, out);
+    }
+
+    /// Whether the learner `node` may be promoted ([`Config::promote_lag_entries_max`]): it
+    /// has acknowledged an entry or a snapshot to this leader (its match index, which starts
+    /// at 0 with every leadership, is above 0) and its match index is at most
+    /// `promote_lag_entries_max` entries behind the commit index.
+    ///
+    /// [`Config::promote_lag_entries_max`]: crate::Config::promote_lag_entries_max
+    fn learner_caught_up(&self, node: NodeId) -> bool {
+        let floor = self
+            .commit_index
+            .saturating_sub(self.config.promote_lag_entries_max);
+        self.progress
+            .get(&node)
+            .is_some_and(|p| p.match_index > 0 && p.match_index >= floor)
     }
 
     pub(super) fn handle_remove_node(

@@ -30,16 +30,26 @@ fn add_learner_then_promote_it() {
     assert_eq!(l.membership().learners, set(&[4]), "in force once appended");
     let fx = recv(&mut l, 2, ack(1, 2, 1));
     assert_eq!(membership_response(&fx, 1).unwrap().learners, set(&[4]));
+    // The learner has not answered yet: not promoted, although the commit index (2) is within
+    // the allowed lag.
+    let fx = request(&mut l, 2, Request::AddVoter(4));
+    assert_eq!(fx.responses, vec![(RequestId(2), not_caught_up())]);
+    assert!(fx.records.is_empty());
+    recv(&mut l, 4, ack(1, 2, 1));
     // Promotion: now four voters, three needed.
-    request(&mut l, 2, Request::AddVoter(4));
+    request(&mut l, 3, Request::AddVoter(4));
     let fx = recv(&mut l, 2, ack(1, 3, 1));
     assert!(
         fx.responses.is_empty(),
         "two of four voters are not a majority"
     );
     let fx = recv(&mut l, 4, ack(1, 3, 1));
-    let m = membership_response(&fx, 2).unwrap();
+    let m = membership_response(&fx, 3).unwrap();
     assert_eq!((m.voters, m.learners), (set(&[1, 2, 3, 4]), set(&[])));
+}
+
+fn not_caught_up() -> Response<KvOutput> {
+    Response::Failed(RaftError::Busy("the learner has not caught up"))
 }
 
 #[test]
