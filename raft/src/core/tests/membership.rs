@@ -1,5 +1,5 @@
-//! Unit tests of membership change: learners and promotion, one change at a time, joint
-//! consensus, truncated configurations, and removed nodes that still campaign.
+//! Unit tests of membership change: learners and their promotion once caught up, one change at
+//! a time, joint consensus, truncated configurations, and removed nodes that still campaign.
 
 use super::*;
 
@@ -50,6 +50,129 @@ fn add_learner_then_promote_it() {
 
 fn not_caught_up() -> Response<KvOutput> {
     Response::Failed(RaftError::Busy("the learner has not caught up"))
+}
+
+/// A leader of voters {1, 2, 3} (configured by `c`) with learner 4 added (index 2) and then
+/// `k` proposals (indexes 3..=2 + k), all committed by node 2. Node 4 has not answered.
+fn leader_with_learner(c: Config, k: u64) -> N {
+    let mut l = leader(c, 3);
+    request(&mut l, 1, Request::AddLearner(4));
+    recv(&mut l, 2, ack(1, 2, 1));
+    for i in 0..k {
+        request(&mut l, 100 + i, Request::Propose(put(&format!("v{i}"))));
+    }
+    recv(&mut l, 2, ack(1, 2 + k, 1));
+    assert_eq!(l.commit_index(), 2 + k);
+    assert_eq!(l.membership().learners, set(&[4]));
+    l
+}
+
+/// Delivers the messages of `fx` for node 4 to the learner `f`, its answers to the leader
+/// `l`, and so on until no message is left.
+fn pump_learner(l: &mut N, f: &mut N, fx: Fx) {
+    let to_4 = |fx: Fx| -> Vec<Message<KvCommand>> {
+        fx.messages
+            .into_iter()
+            .filter(|(to, _)| *to == 4)
+            .map(|(_, m)| m)
+            .collect()
+    };
+    let mut msgs = to_4(fx);
+    for _ in 0..1000 {
+        let Some(m) = msgs.pop() else { return };
+        for (_, reply) in recv(f, 1, m).messages {
+            msgs.extend(to_4(recv(l, 4, reply)));
+        }
+    }
+    panic!("the messages between the leader and the learner never ended");
+}
+
+/// Ongaro's thesis §4.2.1: a new server catches up before it counts towards majorities. A
+/// learner far behind the commit index is not promoted (nothing is appended, the caller may
+/// retry); once messages have brought it up to date, it is.
+#[test]
+fn a_learner_is_promoted_only_once_it_has_caught_up() {
+    let lag = crate::config::PROMOTE_LAG_ENTRIES_MAX_DEFAULT;
+    let mut l = leader_with_learner(cfg(1, 3), lag + 8);
+    let last = l.last_log_index();
+    let fx = request(&mut l, 2, Request::AddVoter(4));
+    assert_eq!(fx.responses, vec![(RequestId(2), not_caught_up())]);
+    assert!(fx.records.is_empty(), "nothing is appended");
+    assert_eq!(l.last_log_index(), last);
+    assert_eq!(l.membership().learners, set(&[4]));
+    assert_eq!(l.metrics().progress[&4].match_index, 0);
+
+    // The learner (node 4 in its own configuration) catches up from the next heartbeat on.
+    let mut c = Config::new(4, vec![1, 2, 3]);
+    c.learners = vec![4];
+    let mut f = node(c);
+    let fx = ticks(&mut l, 2);
+    pump_learner(&mut l, &mut f, fx);
+    assert_eq!(f.last_log_index(), last);
+    assert_eq!(l.metrics().progress[&4].match_index, last);
+
+    let fx = request(&mut l, 3, Request::AddVoter(4));
+    assert!(fx.responses.is_empty(), "{:?}", fx.responses);
+    assert!(matches!(
+        records(&fx).as_slice(),
+        [Record::Entries(e)] if e[0].index == last + 1
+            && matches!(&e[0].payload, Payload::Membership(m) if m.voters == set(&[1, 2, 3, 4]))
+    ));
+    recv(&mut l, 2, ack(1, last + 1, 1));
+    let fx = recv(&mut l, 3, ack(1, last + 1, 1));
+    let m = membership_response(&fx, 3).unwrap();
+    assert_eq!((m.voters, m.learners), (set(&[1, 2, 3, 4]), set(&[])));
+}
+
+/// The learner holds index 2 and the commit index is 2 + 20: a lag of 20 entries allows the
+/// promotion, a lag of 19 does not.
+#[test]
+fn promote_lag_entries_max_sets_how_far_behind_a_learner_may_be() {
+    for (lag, allowed) in [(19, false), (20, true), (u64::MAX, true)] {
+        let mut c = cfg(1, 3);
+        c.promote_lag_entries_max = lag;
+        let mut l = leader(c, 3);
+        request(&mut l, 1, Request::AddLearner(4));
+        recv(&mut l, 2, ack(1, 2, 1));
+        recv(&mut l, 4, ack(1, 2, 1));
+        for i in 0..20 {
+            request(&mut l, 100 + i, Request::Propose(put(&format!("v{i}"))));
+        }
+        recv(&mut l, 2, ack(1, 22, 1));
+        assert_eq!(l.commit_index(), 22);
+        assert_eq!(l.metrics().progress[&4].match_index, 2);
+        let fx = request(&mut l, 2, Request::AddVoter(4));
+        if allowed {
+            assert!(fx.responses.is_empty(), "lag {lag}: {:?}", fx.responses);
+            assert_eq!(l.last_log_index(), 23, "lag {lag}");
+            assert_eq!(l.membership().voters, set(&[1, 2, 3, 4]), "lag {lag}");
+        } else {
+            assert_eq!(
+                fx.responses,
+                vec![(RequestId(2), not_caught_up())],
+                "lag {lag}"
+            );
+            assert!(fx.records.is_empty(), "lag {lag}");
+            assert_eq!(l.last_log_index(), 22, "lag {lag}");
+        }
+    }
+}
+
+/// The check is on promotions: a node that is not a member may still be added as a voter at
+/// once (a single-server change, thesis §4.1), however far behind it is.
+#[test]
+fn a_node_that_is_not_a_learner_is_still_added_as_a_voter_at_once() {
+    let mut c = cfg(1, 3);
+    c.promote_lag_entries_max = 0;
+    let mut l = leader(c, 3);
+    for i in 0..5 {
+        request(&mut l, 100 + i, Request::Propose(put(&format!("v{i}"))));
+    }
+    recv(&mut l, 2, ack(1, 6, 1));
+    let fx = request(&mut l, 1, Request::AddVoter(4));
+    assert!(fx.responses.is_empty(), "{:?}", fx.responses);
+    assert_eq!(l.membership().voters, set(&[1, 2, 3, 4]));
+    assert_eq!(l.last_log_index(), 7);
 }
 
 #[test]
