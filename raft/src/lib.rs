@@ -126,7 +126,12 @@
 //!   load costs a heartbeat per follower per round trip, not per read.
 //! - Membership change: single-server additions and removals ([`Request::AddVoter`],
 //!   [`Request::RemoveNode`]), learners and their promotion ([`Request::AddLearner`]), joint
-//!   consensus for arbitrary changes ([`Request::ChangeVoters`]), and removal of the leader.
+//!   consensus for arbitrary changes ([`Request::ChangeVoters`]), and removal of the leader. A
+//!   learner is promoted only once it has caught up (thesis §4.2.1): it has answered the leader
+//!   and is at most [`Config::promote_lag_entries_max`] entries (64 by default) behind the
+//!   commit index; until then [`Request::AddVoter`] is refused with [`RaftError::Busy`] and the
+//!   caller retries. A node that is not a learner is added as a voter at once, unchecked: add
+//!   it as a learner first for the guarantee.
 //! - Bad input (unknown senders, stale terms, impossible indexes) is rejected, logged and
 //!   counted ([`Metrics::rejected`]), never a panic.
 //!
