@@ -161,7 +161,9 @@ where
         self.change_membership(Request::AddLearner(node)).await
     }
 
-    /// Makes `node` a voter (promotes a learner, or adds a new node).
+    /// Makes `node` a voter (promotes a learner, or adds a new node). The leader refuses to
+    /// promote a learner that has not caught up ([`RaftError::Busy`]; see
+    /// [`Config::promote_lag_entries_max`](crate::Config::promote_lag_entries_max)): ask again.
     pub async fn add_voter(&self, node: NodeId) -> Result<Membership, ClientError> {
         self.change_membership(Request::AddVoter(node)).await
     }
@@ -452,10 +454,22 @@ mod tests {
             .await
             .unwrap();
         assert!(m.learners.contains(&4));
-        let m = client
-            .change_membership(Request::AddVoter(4))
-            .await
-            .unwrap();
+        // The leader promotes the learner only once it has caught up; until then it answers
+        // Busy, and the caller asks again.
+        let mut promoted = None;
+        for _ in 0..100 {
+            match client.change_membership(Request::AddVoter(4)).await {
+                Ok(m) => {
+                    promoted = Some(m);
+                    break;
+                }
+                Err(ClientError::Raft(RaftError::Busy(_))) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                Err(e) => panic!("promotion failed: {e}"),
+            }
+        }
+        let m = promoted.expect("the learner was never promoted");
         assert_eq!(m.voters.len(), 4);
         let m = client
             .change_membership(Request::ChangeVoters([2, 3, 4].into_iter().collect()))

@@ -415,7 +415,9 @@ pub enum Request<C, Q> {
     /// once the configuration entry is committed.
     AddLearner(NodeId),
     /// Make a node a voter: promotes a learner, or adds a new node (single-server change,
-    /// thesis §4.1).
+    /// thesis §4.1). A learner is promoted only once it has caught up
+    /// ([`Config::promote_lag_entries_max`](crate::Config::promote_lag_entries_max)); until
+    /// then the leader answers [`RaftError::Busy`](crate::RaftError::Busy) and appends nothing.
     AddVoter(NodeId),
     /// Remove a voter or learner (single-server change). Removing the leader is allowed: it
     /// leads until the new configuration is committed, then steps down.
