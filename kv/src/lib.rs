@@ -65,6 +65,7 @@ pub mod load;
 pub mod metrics;
 pub mod net;
 pub mod server;
+pub mod shard;
 
 mod book;
 mod command;

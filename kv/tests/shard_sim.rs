@@ -1,0 +1,501 @@
+//! The sharded store (`kv::shard`) under the simulator's faults: a process joins the ring
+//! while clients read and write, and the partitions the ring names move to it (learner,
+//! catch-up, promotion, removal of the replica it replaces) through crash-restarts,
+//! partitions, loss, duplication, jitter and torn tails, with the mover itself restarted at
+//! random steps.
+//!
+//! # One run
+//!
+//! - **Processes**: 3 or 4 founders (`1..=f`) hold the map group and every partition the
+//!   ring places on them; process `f + 1` starts empty. [`PARTITIONS`] partitions of 3
+//!   replicas.
+//! - **Groups**: the per-seed Raft knobs of the other simulations; on half the seeds the
+//!   groups snapshot every few entries, so a learner is caught up by snapshot.
+//! - **Clients**: [`CLIENTS`] closed-loop clients, each with its own [`Router`]: puts and
+//!   linearizable reads on [`KEYS`] keys spread over the partitions, routed by the map,
+//!   following leader hints, reading the map again after a redirect.
+//! - **Mover**: at a seeded time it puts process `f + 1` on the ring and moves partitions
+//!   until the map is in place. Now and then it forgets everything (a mover process that
+//!   crashed) and resumes from the map.
+//! - **Checks**: after every step, no two leaders of a group in one term. At the end: the
+//!   whole client history is linearizable; the mover finished; it moved exactly the
+//!   partitions whose place on the ring changed, each by one replica, to the new process;
+//!   every process hosts exactly the groups the map gives it; every group's voters are the
+//!   map's replicas; every group has a leader.
+//!
+//! `SIM_SEED=n` replays seed `n` (every failure names it); `SIM_SEEDS=n` runs more seeds.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+
+use common::check::kv::{check_kv, KvInput, KvOutput as CheckOutput, Verdict};
+use common::check::{Completion, History};
+use common::groups::{GroupId, GroupResponse, GroupsRequest};
+use common::kv_store::{KvCommand, KvOutput, KvQuery};
+use common::sim::{
+    run_seeds, ClosedLoop, FaultPlan, RandomFaults, Sim, SimConfig, SimError, SimView,
+};
+use common::{DetRng, NodeId};
+use kv::shard::{
+    Layout, MapCommand, Mover, Next, Router, ShardCommand, ShardConfig, ShardHost, ShardMap,
+    ShardOutput, ShardQuery, ShardRequest, ShardResponse, MAP_GROUP,
+};
+use raft::{Config, RaftError, Request, Response, Role, Term};
+
+/// Seeds in the normal test run.
+const SEEDS: u64 = 1_000;
+/// Partitions of the key space.
+const PARTITIONS: u32 = 6;
+/// Keys the clients use (spread over the partitions by hash).
+const KEYS: usize = 8;
+/// Closed-loop clients.
+const CLIENTS: u64 = 4;
+/// Client requests per run at most.
+const REQUESTS_MAX: u64 = 300;
+/// Faults start once first leaders had time to be elected.
+const FAULTS_START: u64 = 200;
+/// Faults stop (and everything is repaired) here.
+const FAULTS_UNTIL: u64 = 2_500;
+/// After the faults, the mover finishes within this long.
+const SETTLE_WITHIN: u64 = 6_000;
+/// A request is given up after this long (virtual time).
+const REQUEST_TIMEOUT: u64 = 200;
+/// The chance that the mover forgets everything before one of its requests.
+const MOVER_RESTART_CHANCE: f64 = 0.03;
+
+type H = ShardHost;
+
+/// What the runs did, to show they are not vacuous.
+#[derive(Clone, Copy, Debug, Default)]
+struct Totals {
+    seeds: u64,
+    applied: u64,
+    reads: u64,
+    moved: u64,
+    catch_up_waits: u64,
+    redirects: u64,
+    snapshots_installed: u64,
+}
+
+#[test]
+fn partitions_move_to_a_new_process_under_faults_and_every_key_stays_linearizable() {
+    let mut totals = Totals::default();
+    let report = run_seeds(SEEDS, |seed| run(seed, &mut totals));
+    match report {
+        Ok(r) => totals.seeds = r.seeds,
+        Err(e) => panic!("{e}"),
+    }
+    eprintln!("{totals:?}");
+    if totals.seeds < 20 {
+        return; // a replay of one seed proves nothing about the others
+    }
+    let t = totals;
+    assert!(t.applied >= 10 * t.seeds, "too little work: {t:?}");
+    assert!(t.reads >= t.seeds, "too few reads: {t:?}");
+    assert!(t.moved >= t.seeds, "too few moves: {t:?}");
+    assert!(t.redirects > 0, "no client was redirected: {t:?}");
+    assert!(t.catch_up_waits > 0, "no promotion waited: {t:?}");
+    assert!(
+        t.snapshots_installed > 0,
+        "no learner caught up by snapshot: {t:?}"
+    );
+}
+
+/// The per-seed Raft knobs every group of a run shares.
+fn raft_template(seed: u64, rng: &mut DetRng) -> Config {
+    let mut c = Config::new(1, vec![1]);
+    c.seed = seed;
+    c.election_timeout_ticks_min = 10;
+    c.election_timeout_ticks_max = 20;
+    c.heartbeat_interval_ticks = 2;
+    c.pre_vote = rng.chance(0.8);
+    c.check_quorum = c.pre_vote || rng.chance(0.5);
+    c.lease_reads = c.check_quorum && rng.chance(0.3);
+    c.append_entries_max = 1 + rng.index(8).unwrap_or(0);
+    c.inflight_max = 1 + rng.index(4).unwrap_or(0);
+    c.parallel_append = rng.chance(0.5);
+    c.heartbeat_aligned = rng.chance(0.5);
+    c.snapshot_log_entries_max = if rng.chance(0.5) { 6 } else { 0 };
+    c.snapshot_chunk_bytes_max = 64;
+    c
+}
+
+fn run(seed: u64, totals: &mut Totals) -> Result<(), SimError> {
+    let mut rng = DetRng::new(seed ^ 0x5348_4152_4453_0000);
+    let founders: u64 = if rng.chance(0.5) { 3 } else { 4 };
+    let joiner = founders + 1;
+    let all: Vec<NodeId> = (1..=joiner).collect();
+    let layout = Layout::new(PARTITIONS, 3).unwrap();
+    let map_group: Vec<NodeId> = (1..=3).collect();
+    let template = raft_template(seed, &mut rng);
+    let config = move |id: NodeId| ShardConfig {
+        id,
+        layout,
+        map_group: map_group.clone(),
+        initial_processes: (1..=founders).collect(),
+        raft: template.clone(),
+    };
+    let genesis = config(1).genesis().unwrap();
+
+    let mut sc = SimConfig::new(seed, all.clone());
+    sc.link.latency_min = 1;
+    sc.link.latency_max = 2 + rng.range_inclusive(0, 10);
+    sc.link.drop = [0.0, 0.02, 0.05][rng.index(3).unwrap_or(0)];
+    sc.link.duplicate = [0.0, 0.02][rng.index(2).unwrap_or(0)];
+    sc.sync_latency_min = 0;
+    sc.sync_latency_max = [0, 3, 10][rng.index(3).unwrap_or(0)];
+    sc.torn_tail = true;
+    sc.request_timeout = Some(REQUEST_TIMEOUT);
+    sc.request_batch_window = [0, 0, 3, 8][rng.index(4).unwrap_or(0)];
+    sc.hash_contents = false;
+    let mut sim: Sim<H> = Sim::new(sc, move |id| {
+        let mut gc = config(id).groups_config().expect("a valid configuration");
+        // Compact the shared log often, so crashes meet compactions.
+        gc.compact_records_min = 32;
+        gc.compact_live_multiple = 2;
+        gc
+    })?;
+    let installs = Rc::new(RefCell::new(0u64));
+    install_checks(&mut sim, joiner, installs.clone());
+
+    let knobs = {
+        let mut k = RandomFaults::new(FAULTS_START, FAULTS_UNTIL, 1.0);
+        k.mean_gap = 80;
+        k.duration_min = 20;
+        k.duration_max = 400;
+        k.allow_majority_down = rng.chance(0.2);
+        k
+    };
+    sim.schedule(FaultPlan::random(seed, &all, &knobs));
+
+    let redirects = Rc::new(RefCell::new(0u64));
+    start_clients(&mut sim, redirects.clone());
+    let mover = Rc::new(RefCell::new(Mover::new(vec![1, 2, 3])));
+    mover
+        .borrow_mut()
+        .change_ring(MapCommand::AddProcess(joiner));
+    let move_at = rng.range_inclusive(FAULTS_START, FAULTS_UNTIL / 2);
+    start_mover(&mut sim, move_at, mover.clone());
+
+    sim.run_until(FAULTS_UNTIL)?;
+    let deadline = FAULTS_UNTIL + SETTLE_WITHIN;
+    let m = mover.clone();
+    if !sim.run_until_cond(deadline, move |_| m.borrow().is_done())? {
+        let state = format!("{:?}", mover.borrow());
+        return Err(sim.fail_now(format!("the mover did not finish: {state}")));
+    }
+    let map = mover
+        .borrow()
+        .map()
+        .cloned()
+        .expect("a finished mover read the map");
+    check_placement(&mut sim, &genesis, &map, joiner, &mover.borrow())?;
+    check_groups(&mut sim, &map, joiner)?;
+    linearizable(&mut sim)?;
+
+    let history = sim.history();
+    let answered = |f: &dyn Fn(&Response<ShardOutput>) -> bool| {
+        history
+            .iter()
+            .filter(|op| matches!(op.outcome.response(), Some(GroupResponse::Group(g, r)) if *g != MAP_GROUP && f(r)))
+            .count() as u64
+    };
+    totals.applied += answered(&|r| {
+        matches!(
+            r,
+            Response::Applied {
+                output: ShardOutput::Kv(_),
+                ..
+            }
+        )
+    });
+    totals.reads += answered(&|r| matches!(r, Response::Read(ShardOutput::Kv(_))));
+    totals.moved += mover.borrow().moved().len() as u64;
+    totals.catch_up_waits += mover.borrow().stats().catch_up_waits;
+    totals.redirects += *redirects.borrow();
+    totals.snapshots_installed += *installs.borrow();
+    Ok(())
+}
+
+/// After every step: no group has two leaders in one term (Election Safety, §5.2), across
+/// every process that ever hosted it. Also counts the snapshots the new process installed
+/// through InstallSnapshot (a replica's snapshot index jumps past the last entry it held the
+/// step before).
+fn install_checks(sim: &mut Sim<H>, joiner: NodeId, installs: Rc<RefCell<u64>>) {
+    let mut leaders: BTreeMap<(GroupId, Term), NodeId> = BTreeMap::new();
+    let mut last: BTreeMap<(NodeId, GroupId), u64> = BTreeMap::new();
+    sim.add_invariant("one leader per group and term", move |view| {
+        for (id, host) in view.nodes() {
+            let Some(host) = host else {
+                last.retain(|(n, _), _| *n != id);
+                continue;
+            };
+            for (g, node) in host.groups() {
+                let base = node.first_log_index() - 1;
+                if id == joiner && last.get(&(id, g)).is_some_and(|&prev| base > prev) {
+                    *installs.borrow_mut() += 1;
+                }
+                last.insert((id, g), node.last_log_index());
+                if node.role() != Role::Leader {
+                    continue;
+                }
+                let other = *leaders.entry((g, node.term())).or_insert(id);
+                if other != id {
+                    return Err(format!(
+                        "group {g} has leaders {other} and {id} in term {}",
+                        node.term()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    });
+}
+
+/// The keys of the run.
+fn key(i: usize) -> String {
+    format!("key{i}")
+}
+
+/// Closed-loop clients, each routing by its own [`Router`].
+fn start_clients(sim: &mut Sim<H>, redirects: Rc<RefCell<u64>>) {
+    let mut routers: BTreeMap<u64, Router> = BTreeMap::new();
+    let mut seq = 0u64;
+    sim.closed_loop(
+        ClosedLoop {
+            clients: CLIENTS,
+            start: 100,
+            think_min: 0,
+            think_max: 30,
+            requests_max: REQUESTS_MAX,
+            until: FAULTS_UNTIL + 500,
+            timeout: Some(REQUEST_TIMEOUT),
+        },
+        move |rng, ctx| {
+            let router = routers
+                .entry(ctx.client)
+                .or_insert_with(|| Router::new(vec![1, 2, 3]));
+            if let Some(last) = ctx.last {
+                let group = match &last.request {
+                    GroupsRequest::Group(g, _) => *g,
+                    _ => MAP_GROUP,
+                };
+                let answer = last.outcome.response();
+                if matches!(answer, Some(GroupResponse::UnknownGroup(_))) {
+                    *redirects.borrow_mut() += 1;
+                }
+                router.observe(group, last.node, answer);
+            }
+            let k = key(rng.index(KEYS).unwrap_or(0));
+            match router.next(&k) {
+                Next::ReadMap(node) => Some((node, Router::map_request())),
+                Next::Send { group, node } => {
+                    seq += 1;
+                    let request = if rng.index(10).unwrap_or(0) < 4 {
+                        Request::Read(ShardQuery::Kv(KvQuery::Get(k)))
+                    } else {
+                        let value = format!("{}.{seq}", ctx.client);
+                        Request::Propose(ShardCommand::Kv(KvCommand::Put { key: k, value }))
+                    };
+                    Some((node, GroupsRequest::Group(group, request)))
+                }
+            }
+        },
+    );
+}
+
+/// The mover, as one closed-loop client from `at` on, forgetting everything now and then.
+fn start_mover(sim: &mut Sim<H>, at: u64, mover: Rc<RefCell<Mover>>) {
+    sim.closed_loop(
+        ClosedLoop {
+            clients: 1,
+            start: at,
+            think_min: 2,
+            think_max: 10,
+            requests_max: u64::MAX,
+            until: FAULTS_UNTIL + SETTLE_WITHIN,
+            timeout: Some(REQUEST_TIMEOUT),
+        },
+        move |rng, ctx| {
+            let mut mover = mover.borrow_mut();
+            if let Some(last) = ctx.last {
+                mover.observe(last.node, last.outcome.response());
+            }
+            if rng.chance(MOVER_RESTART_CHANCE) {
+                mover.restart();
+            }
+            mover.next_request()
+        },
+    );
+}
+
+/// The mover moved exactly the partitions whose place on the ring changed, each by handing
+/// one replica to the new process, and the map is in place.
+fn check_placement(
+    sim: &mut Sim<H>,
+    genesis: &ShardMap,
+    map: &ShardMap,
+    joiner: NodeId,
+    mover: &Mover,
+) -> Result<(), SimError> {
+    let target = map.target();
+    let diff: BTreeSet<u32> = (0..PARTITIONS)
+        .filter(|&p| genesis.partitions[p as usize].replicas != target[p as usize])
+        .collect();
+    let mut problems = Vec::new();
+    if !map.processes.contains(&joiner) {
+        problems.push(format!("process {joiner} is not on the ring"));
+    }
+    if mover.moved() != &diff {
+        problems.push(format!(
+            "moved {:?}, the ring names {diff:?}",
+            mover.moved()
+        ));
+    }
+    for (p, state) in map.partitions.iter().enumerate() {
+        if state.moving_to.is_some() || state.replicas != target[p] {
+            problems.push(format!("partition {p} not in place: {state:?}"));
+        }
+        let old = &genesis.partitions[p].replicas;
+        let gained: Vec<NodeId> = state
+            .replicas
+            .iter()
+            .filter(|n| !old.contains(n))
+            .copied()
+            .collect();
+        if diff.contains(&(p as u32)) && gained != vec![joiner] {
+            problems.push(format!(
+                "partition {p} went from {old:?} to {:?}",
+                state.replicas
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(sim.fail_now(problems.join("; ")))
+    }
+}
+
+/// Every process hosts exactly the groups the map gives it, and every group elects a leader
+/// whose voters are the map's replicas.
+fn check_groups(sim: &mut Sim<H>, map: &ShardMap, joiner: NodeId) -> Result<(), SimError> {
+    let expected = |id: NodeId| -> BTreeSet<GroupId> {
+        let mut groups: BTreeSet<GroupId> = map
+            .partitions
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.replicas.contains(&id))
+            .map(|(p, _)| Layout::group_of(p as u32))
+            .collect();
+        if map.map_group.contains(&id) {
+            groups.insert(MAP_GROUP);
+        }
+        groups
+    };
+    let deadline = sim.now() + 2_000;
+    let settled = move |view: &SimView<'_, H>| {
+        let hosting = view.nodes().all(|(id, host)| {
+            host.is_some_and(|h| {
+                h.groups().map(|(g, _)| g).collect::<BTreeSet<_>>() == expected(id)
+            })
+        });
+        hosting && (0..=u64::from(PARTITIONS)).all(|g| leader_of(view, g).is_some())
+    };
+    if !sim.run_until_cond(deadline, settled)? {
+        let view = sim.view();
+        let hosted: Vec<(NodeId, Vec<GroupId>)> = view
+            .nodes()
+            .map(|(id, h)| {
+                (
+                    id,
+                    h.map(|h| h.groups().map(|(g, _)| g).collect())
+                        .unwrap_or_default(),
+                )
+            })
+            .collect();
+        return Err(sim.fail_now(format!(
+            "processes do not host what the map says, or a group has no leader (joiner {joiner}): {hosted:?}"
+        )));
+    }
+    let view = sim.view();
+    for (p, state) in map.partitions.iter().enumerate() {
+        let g = Layout::group_of(p as u32);
+        let Some(leader) = leader_of(&view, g) else {
+            continue;
+        };
+        let membership = view
+            .node(leader)
+            .and_then(|h| h.group(g))
+            .map(|n| n.membership().clone());
+        let Some(m) = membership else { continue };
+        let voters: Vec<NodeId> = m.voters.iter().copied().collect();
+        if voters != state.replicas || !m.learners.is_empty() || m.voters_outgoing.is_some() {
+            let message = format!(
+                "group {g}: members {m:?}, the map says {:?}",
+                state.replicas
+            );
+            return Err(sim.fail_now(message));
+        }
+    }
+    Ok(())
+}
+
+/// Group `g`'s leader with the highest term, if any process hosting it leads.
+fn leader_of(view: &SimView<'_, H>, g: GroupId) -> Option<NodeId> {
+    view.nodes()
+        .filter_map(|(id, host)| {
+            let node = host?.group(g)?;
+            (node.role() == Role::Leader).then_some((node.term(), id))
+        })
+        .max()
+        .map(|(_, id)| id)
+}
+
+/// The whole client history is linearizable, key by key (a key stays in its partition's
+/// group however the group's members change).
+fn linearizable(sim: &mut Sim<H>) -> Result<(), SimError> {
+    let history = History::from_sim(
+        sim.history(),
+        |req: &ShardRequest| match req {
+            GroupsRequest::Group(
+                _,
+                Request::Propose(ShardCommand::Kv(KvCommand::Put { key, value })),
+            ) => Some(KvInput::Put {
+                key: key.clone(),
+                value: value.clone(),
+            }),
+            GroupsRequest::Group(_, Request::Read(ShardQuery::Kv(KvQuery::Get(key)))) => {
+                Some(KvInput::Get { key: key.clone() })
+            }
+            _ => None,
+        },
+        |_req, resp: &ShardResponse| match resp {
+            GroupResponse::Group(
+                _,
+                Response::Applied {
+                    output: ShardOutput::Kv(_),
+                    ..
+                },
+            ) => Completion::Ok(CheckOutput::Done),
+            GroupResponse::Group(_, Response::Read(ShardOutput::Kv(KvOutput::Value(value)))) => {
+                Completion::Ok(CheckOutput::Value {
+                    value: value.clone(),
+                })
+            }
+            GroupResponse::Group(_, Response::Failed(RaftError::Indeterminate { .. })) => {
+                Completion::Unknown
+            }
+            // The replica was removed from the process while it held the request.
+            GroupResponse::Abandoned(_) => Completion::Unknown,
+            _ => Completion::Fail,
+        },
+    );
+    match check_kv(&history) {
+        Ok(Verdict::Linearizable) => Ok(()),
+        Ok(v) => Err(sim.fail_now(format!("not linearizable: {v:?}"))),
+        Err(e) => Err(sim.fail_now(format!("bad history: {e}"))),
+    }
+}
