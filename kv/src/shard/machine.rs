@@ -9,9 +9,12 @@ use serde::{Deserialize, Serialize};
 
 use super::layout::{Layout, PartitionId};
 use super::map::{MapCommand, MapError, ShardMap};
+use super::txn::{TxCommand, TxInDoubt, TxOutput, TxTable};
 
 /// Largest shard map a snapshot may hold, in bytes.
 pub const MAP_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Largest transaction table a partition's snapshot may hold, in bytes.
+pub const TX_TABLE_BYTES_MAX: usize = 16 * 1024 * 1024;
 
 /// A command of a sharded store's group.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,6 +23,8 @@ pub enum ShardCommand {
     Kv(KvCommand),
     /// A change of the shard map, for the map group.
     Map(MapCommand),
+    /// A step of a transaction across partitions, for a participant's group.
+    Tx(TxCommand),
 }
 
 /// A query of a sharded store's group.
@@ -29,6 +34,8 @@ pub enum ShardQuery {
     Kv(KvQuery),
     /// The shard map, from the map group.
     Map,
+    /// The transactions a partition's group holds prepared or unfinished.
+    InDoubt,
 }
 
 /// What a command or query of a sharded store's group answers.
@@ -38,6 +45,10 @@ pub enum ShardOutput {
     Kv(KvOutput),
     /// The shard map (after the change, for a [`ShardCommand::Map`]).
     Map(Box<ShardMap>),
+    /// What a transaction step answers.
+    Tx(TxOutput),
+    /// The transactions a group holds prepared or unfinished.
+    InDoubt(Vec<TxInDoubt>),
     /// Refused; nothing changed.
     Refused(Refusal),
 }
@@ -52,6 +63,14 @@ pub enum Refusal {
         key_partition: PartitionId,
         /// This group's partition.
         partition: PartitionId,
+    },
+    /// The key is locked by a prepared transaction: retry once it is decided.
+    #[error("key {key:?} is locked by {holder}")]
+    Locked {
+        /// The key.
+        key: String,
+        /// The transaction holding it.
+        holder: common::txn::TxId,
     },
     /// A map command or query sent to a partition's group, or a key-value one to the map
     /// group.
@@ -75,6 +94,8 @@ pub enum ShardMachine {
         partition: PartitionId,
         /// Its keys.
         store: KvStore,
+        /// Its transactions.
+        txns: TxTable,
     },
 }
 
@@ -90,6 +111,7 @@ impl ShardMachine {
             layout,
             partition,
             store: KvStore::default(),
+            txns: TxTable::default(),
         }
     }
 
@@ -101,12 +123,29 @@ impl ShardMachine {
         }
     }
 
+    /// The transaction table of a partition's group (`None` for the map group).
+    pub fn txns(&self) -> Option<&TxTable> {
+        match self {
+            ShardMachine::Partition { txns, .. } => Some(txns),
+            ShardMachine::Map(_) => None,
+        }
+    }
+
     /// The shard map of the map group (`None` for a partition's group).
     pub fn shard_map(&self) -> Option<&ShardMap> {
         match self {
             ShardMachine::Map(m) => Some(m),
             ShardMachine::Partition { .. } => None,
         }
+    }
+
+    /// The refusal of `key` if a prepared transaction holds its lock.
+    fn locked(txns: &TxTable, key: Option<&str>) -> Option<Refusal> {
+        let key = key?;
+        txns.lock_holder(key).map(|holder| Refusal::Locked {
+            key: key.to_string(),
+            holder,
+        })
     }
 
     /// The refusal of `key` if it does not belong to this partition.
@@ -144,12 +183,44 @@ impl StateMachine for ShardMachine {
                     layout,
                     partition,
                     store,
+                    txns,
                 },
                 ShardCommand::Kv(c),
-            ) => match Self::misplaced(layout, *partition, command_key(c)) {
-                Some(refusal) => ShardOutput::Refused(refusal),
-                None => ShardOutput::Kv(store.apply(index, c)),
-            },
+            ) => {
+                let key = command_key(c);
+                if let Some(refusal) = Self::misplaced(layout, *partition, key) {
+                    return ShardOutput::Refused(refusal);
+                }
+                if let Some(refusal) = Self::locked(txns, key) {
+                    return ShardOutput::Refused(refusal);
+                }
+                ShardOutput::Kv(store.apply(index, c))
+            }
+            (
+                ShardMachine::Partition {
+                    layout,
+                    partition,
+                    store,
+                    txns,
+                },
+                ShardCommand::Tx(c),
+            ) => {
+                let part = match c {
+                    TxCommand::Prepare { part, .. } | TxCommand::OnePhase { part, .. } => {
+                        Some(part)
+                    }
+                    _ => None,
+                };
+                let misplaced = part
+                    .into_iter()
+                    .flat_map(|p| p.keys())
+                    .find_map(|k| Self::misplaced(layout, *partition, Some(k)));
+                if let Some(refusal) = misplaced {
+                    return ShardOutput::Refused(refusal);
+                }
+                let group = Layout::group_of(*partition);
+                ShardOutput::Tx(txns.apply(group, index, c, store))
+            }
             _ => ShardOutput::Refused(Refusal::WrongGroup),
         }
     }
@@ -162,14 +233,20 @@ impl StateMachine for ShardMachine {
                     layout,
                     partition,
                     store,
+                    txns,
                 },
                 ShardQuery::Kv(q),
             ) => {
                 let KvQuery::Get(key) = q;
-                match Self::misplaced(layout, *partition, Some(key)) {
+                let refusal = Self::misplaced(layout, *partition, Some(key))
+                    .or_else(|| Self::locked(txns, Some(key)));
+                match refusal {
                     Some(refusal) => ShardOutput::Refused(refusal),
                     None => ShardOutput::Kv(store.query(q)),
                 }
+            }
+            (ShardMachine::Partition { txns, .. }, ShardQuery::InDoubt) => {
+                ShardOutput::InDoubt(txns.in_doubt())
             }
             _ => ShardOutput::Refused(Refusal::WrongGroup),
         }
@@ -178,7 +255,10 @@ impl StateMachine for ShardMachine {
     fn snapshot(&self, out: &mut dyn Write) -> Result<(), StateMachineError> {
         match self {
             ShardMachine::Map(map) => write_frame(out, map.as_ref()),
-            ShardMachine::Partition { store, .. } => store.snapshot(out),
+            ShardMachine::Partition { store, txns, .. } => {
+                write_frame(out, txns)?;
+                store.snapshot(out)
+            }
         }
     }
 
@@ -197,7 +277,14 @@ impl StateMachine for ShardMachine {
                 **map = restored;
                 Ok(())
             }
-            ShardMachine::Partition { store, .. } => store.restore(input),
+            ShardMachine::Partition { store, txns, .. } => {
+                *txns = read_frame(input, TX_TABLE_BYTES_MAX)?.ok_or_else(|| {
+                    StateMachineError::Malformed(
+                        "a partition snapshot without its transactions".into(),
+                    )
+                })?;
+                store.restore(input)
+            }
         }
     }
 
@@ -205,6 +292,22 @@ impl StateMachine for ShardMachine {
         match command {
             ShardCommand::Kv(c) => KvStore::command_bytes(c),
             ShardCommand::Map(_) => std::mem::size_of::<ShardCommand>(),
+            ShardCommand::Tx(c) => {
+                let part_bytes = |p: &super::txn::TxPart| {
+                    p.compares
+                        .iter()
+                        .map(|c| c.key.len() + c.value.as_ref().map_or(0, String::len))
+                        .chain(p.writes.iter().map(|w| w.key.len() + w.value.len()))
+                        .sum::<usize>()
+                };
+                std::mem::size_of::<ShardCommand>()
+                    + match c {
+                        TxCommand::Prepare { part, .. } | TxCommand::OnePhase { part, .. } => {
+                            part_bytes(part)
+                        }
+                        _ => 0,
+                    }
+            }
         }
     }
 }

@@ -72,6 +72,16 @@ impl Router {
         &self.seeds
     }
 
+    /// Whether the next request must read the map (none yet, or a redirect made it stale).
+    pub fn needs_map(&self) -> bool {
+        self.map.is_none() || self.stale
+    }
+
+    /// The process to read the map from.
+    pub(crate) fn map_node(&self) -> NodeId {
+        self.pick(MAP_GROUP)
+    }
+
     /// The request that reads the shard map.
     pub fn map_request() -> ShardRequest {
         GroupsRequest::Group(MAP_GROUP, Request::Read(ShardQuery::Map))

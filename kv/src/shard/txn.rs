@@ -1,0 +1,810 @@
+//! Transactions across partitions, the state-machine side: two-phase commit whose every step
+//! is a command in a group's Raft log. [`TxTable`] is what a partition's group keeps of the
+//! transactions it takes part in: the locks, the prepared parts, and, in the transaction's
+//! coordinator group, its record.
+//!
+//! # The protocol
+//!
+//! A transaction is a set of *parts*, one per partition it touches; each part has compare
+//! conditions (a key must hold a value, or be absent) and writes. The group of the first
+//! partition, in partition order, is the transaction's *coordinator group*; it takes part too.
+//!
+//! 1. **Prepare, coordinator first.** [`TxCommand::Prepare`] at the coordinator group checks
+//!    its part's compares, locks every key the part compares or writes (no waiting: a key
+//!    locked by another transaction refuses the prepare), holds the writes, and creates the
+//!    transaction's *record*, pending. Then each other participant prepares its part the same
+//!    way, naming the coordinator group. A prepared part answers the log index it was prepared
+//!    at.
+//! 2. **Decide in the coordinator's log.** [`TxCommand::Decide`] with `Committed` (when every
+//!    part voted yes, with their prepare indexes) turns a pending record into a committed one
+//!    and applies the coordinator's own part in the same entry. With `Aborted`, or when the
+//!    record is not pending, the answer is `Aborted`: **presumed abort**, an aborted
+//!    transaction leaves no record, and no record means aborted. The decision is a Raft entry,
+//!    so no single crash loses it, and the first decision in the log wins: a driver deciding
+//!    commit and a resolver deciding abort cannot both succeed.
+//! 3. **Finish.** [`TxCommand::Finish`] tells each other participant the outcome, with the
+//!    index its part was prepared at: the part applies its writes (commit) or drops them
+//!    (abort) and releases its locks. A part prepared again by a stale duplicate message, at
+//!    another index, is dropped, never committed.
+//! 4. **Forget.** Once every participant has finished, [`TxCommand::Forget`] drops the
+//!    committed record.
+//!
+//! A transaction that touches one partition commits in one entry ([`TxCommand::OnePhase`]):
+//! compares checked, writes applied, no locks, no record (**one-phase commit**).
+//!
+//! Whoever sends these commands holds nothing the logs do not: a driver that stops anywhere
+//! leaves prepared parts that a *resolver* finds ([`TxInDoubt`]), and resolves by deciding
+//! abort in the coordinator's log (which answers the real outcome if the transaction was
+//! decided already) and finishing the parts with it.
+//!
+//! # Isolation: strictly serializable
+//!
+//! Every key a transaction compares or writes is locked from its prepare until its outcome is
+//! applied at that partition, and single-key reads and writes of a locked key are refused
+//! ([`Refusal::Locked`](super::Refusal::Locked)) rather than served: strict two-phase locking
+//! over the keys, with the lock point after the last prepare. So committed transactions and
+//! single-key operations are conflict-serializable in an order that respects real time; a
+//! compare is checked while its key is locked, so what a transaction compared still holds when
+//! it commits. No-wait locking never deadlocks; conflicting transactions abort and retry.
+//!
+//! Why parts that only compare are not let go at their vote, as `twopc`'s read-only
+//! participants are: `twopc` runs its operations before the commit protocol starts, so every
+//! lock is taken before any vote. Here locks are taken *by* the prepares, so a part released
+//! at its vote could let a conflicting transaction in before a later part locks its keys:
+//! T1 compares x at A and writes y at B, T2 writes x at A and compares y at B; if each
+//! compare-only part let go at once, both could commit, each having seen the other's old
+//! value (write skew). So compare-only parts hold their locks to the outcome like the others.
+
+use std::collections::BTreeMap;
+
+use common::groups::GroupId;
+use common::kv_store::{KvCommand, KvStore};
+use common::txn::{Outcome, TxId};
+use common::StateMachine;
+use serde::{Deserialize, Serialize};
+
+/// Most partitions one transaction may touch.
+pub const TX_PARTS_MAX: usize = 16;
+/// Most keys one part may compare and write together.
+pub const TX_KEYS_PER_PART_MAX: usize = 64;
+/// Most prepared parts one group holds at once; more prepares are refused.
+pub const TX_PREPARED_MAX: usize = 1_024;
+/// Most transaction records one coordinator group holds at once; more are refused.
+pub const TX_RECORDS_MAX: usize = 1_024;
+/// How many finished transactions a group remembers the outcome of (for duplicates, and for
+/// checking atomicity).
+pub const TX_FINISHED_REMEMBERED: usize = 4_096;
+
+/// A compare condition: `key` holds `value` (`None`: `key` is absent).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compare {
+    /// The key.
+    pub key: String,
+    /// The value it must hold, or `None` for absent.
+    pub value: Option<String>,
+}
+
+/// One write of a transaction: set `key` to `value`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxWrite {
+    /// The key.
+    pub key: String,
+    /// Its new value.
+    pub value: String,
+}
+
+/// A transaction's share in one partition: its compares and its writes there.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxPart {
+    /// Conditions checked at the prepare.
+    pub compares: Vec<Compare>,
+    /// Writes applied at the commit.
+    pub writes: Vec<TxWrite>,
+}
+
+impl TxPart {
+    /// Every key the part compares or writes, once each, in order.
+    pub fn keys(&self) -> Vec<&str> {
+        let mut keys: Vec<&str> = self
+            .compares
+            .iter()
+            .map(|c| c.key.as_str())
+            .chain(self.writes.iter().map(|w| w.key.as_str()))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+}
+
+/// A step of a transaction, as a command in one group's log (see the module documentation).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxCommand {
+    /// Check the part's compares, lock its keys and hold its writes. At the coordinator group
+    /// (`coordinator` is this group) it also creates the pending record listing
+    /// `participants`.
+    Prepare {
+        /// The transaction.
+        tx: TxId,
+        /// This group's part.
+        part: TxPart,
+        /// The coordinator group.
+        coordinator: GroupId,
+        /// Every participant group, the coordinator first.
+        participants: Vec<GroupId>,
+    },
+    /// Coordinator group: decide. `Committed` needs a pending record and names where every
+    /// other participant prepared its part; anything else decides abort.
+    Decide {
+        /// The transaction.
+        tx: TxId,
+        /// The outcome asked for.
+        outcome: Outcome,
+        /// Every other participant's prepare index (for a commit).
+        prepared: Vec<(GroupId, u64)>,
+    },
+    /// Participant: apply the outcome to the part prepared at `prepared_at` (a commit of a
+    /// part prepared elsewhere in the log is an abort of that part: it is a stale duplicate).
+    Finish {
+        /// The transaction.
+        tx: TxId,
+        /// The outcome.
+        outcome: Outcome,
+        /// Where the committed part was prepared (`None` for an abort).
+        prepared_at: Option<u64>,
+    },
+    /// Coordinator group: drop the committed record once every participant has finished.
+    Forget {
+        /// The transaction.
+        tx: TxId,
+    },
+    /// A transaction of one partition: compares checked and writes applied in one entry.
+    OnePhase {
+        /// The transaction.
+        tx: TxId,
+        /// Its part.
+        part: TxPart,
+    },
+}
+
+/// What a [`TxCommand`] answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxOutput {
+    /// Prepare: the part is prepared at this log index (the first prepare's index, for a
+    /// duplicate).
+    Prepared {
+        /// The index.
+        at: u64,
+    },
+    /// Prepare or one-phase commit: refused, nothing held; the transaction aborts.
+    No(TxRefusal),
+    /// Decide (and a one-phase commit): the outcome, and for a commit every other
+    /// participant's prepare index.
+    Decided {
+        /// The outcome.
+        outcome: Outcome,
+        /// Every other participant's prepare index (empty for an abort).
+        prepared: Vec<(GroupId, u64)>,
+    },
+    /// Finish or Forget: done (or nothing to do).
+    Done,
+}
+
+/// Why a part was not prepared (or a one-phase transaction not committed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum TxRefusal {
+    /// A compare failed.
+    #[error("{key:?} does not hold {expected:?}")]
+    CompareFailed {
+        /// The key.
+        key: String,
+        /// What the compare expected.
+        expected: Option<String>,
+    },
+    /// A key is locked by another transaction (no-wait locking).
+    #[error("{key:?} is locked by {holder}")]
+    Locked {
+        /// The key.
+        key: String,
+        /// The transaction holding it.
+        holder: TxId,
+    },
+    /// The transaction finished here already, or its record says it is decided.
+    #[error("{0} is decided already")]
+    Decided(TxId),
+    /// A limit was hit (parts, keys, prepared parts, records).
+    #[error("limit: {0}")]
+    Limit(String),
+    /// The command does not fit the transaction (a coordinator that is not a participant,
+    /// ...).
+    #[error("malformed: {0}")]
+    Malformed(String),
+}
+
+/// A prepared part.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prepared {
+    /// The coordinator group.
+    pub coordinator: GroupId,
+    /// The log index it was prepared at.
+    pub at: u64,
+    /// The writes it applies at commit.
+    pub writes: Vec<TxWrite>,
+    /// The keys it locks.
+    pub locked: Vec<String>,
+}
+
+/// A coordinator group's record of a transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxRecord {
+    /// Prepared at the coordinator; no decision yet.
+    Pending {
+        /// Every participant group.
+        participants: Vec<GroupId>,
+    },
+    /// Decided commit; the coordinator's part is applied.
+    Committed {
+        /// Every other participant's prepare index.
+        prepared: Vec<(GroupId, u64)>,
+    },
+}
+
+/// One transaction a group holds undecided or unfinished, as a resolver sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxInDoubt {
+    /// A part prepared here, of a transaction coordinated by `coordinator`.
+    Prepared {
+        /// The transaction.
+        tx: TxId,
+        /// Its coordinator group.
+        coordinator: GroupId,
+        /// Where it was prepared.
+        at: u64,
+    },
+    /// A committed record whose participants may not all have finished.
+    Committed {
+        /// The transaction.
+        tx: TxId,
+        /// Every other participant's prepare index.
+        prepared: Vec<(GroupId, u64)>,
+    },
+}
+
+/// What a partition's group keeps of transactions: locks, prepared parts, records as
+/// coordinator, and the outcomes of recent ones.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxTable {
+    locks: BTreeMap<String, TxId>,
+    prepared: BTreeMap<TxId, Prepared>,
+    records: BTreeMap<TxId, TxRecord>,
+    finished: BTreeMap<TxId, Outcome>,
+    finished_order: std::collections::VecDeque<TxId>,
+}
+
+impl TxTable {
+    /// The transaction holding `key`'s lock.
+    pub fn lock_holder(&self, key: &str) -> Option<TxId> {
+        self.locks.get(key).copied()
+    }
+
+    /// The outcome of a transaction that finished here, if remembered.
+    pub fn finished(&self, tx: TxId) -> Option<Outcome> {
+        self.finished.get(&tx).copied()
+    }
+
+    /// The transactions whose outcomes are remembered, oldest first (an observer can read
+    /// what is new since it last looked).
+    pub fn finished_log(&self) -> &std::collections::VecDeque<TxId> {
+        &self.finished_order
+    }
+
+    /// Every remembered outcome.
+    pub fn outcomes(&self) -> impl Iterator<Item = (TxId, Outcome)> + '_ {
+        self.finished.iter().map(|(t, o)| (*t, *o))
+    }
+
+    /// Prepared parts and committed records: what a resolver may have to finish.
+    pub fn in_doubt(&self) -> Vec<TxInDoubt> {
+        let mut v: Vec<TxInDoubt> = self
+            .prepared
+            .iter()
+            .map(|(tx, p)| TxInDoubt::Prepared {
+                tx: *tx,
+                coordinator: p.coordinator,
+                at: p.at,
+            })
+            .collect();
+        v.extend(self.records.iter().filter_map(|(tx, r)| match r {
+            TxRecord::Committed { prepared } => Some(TxInDoubt::Committed {
+                tx: *tx,
+                prepared: prepared.clone(),
+            }),
+            TxRecord::Pending { .. } => None,
+        }));
+        v
+    }
+
+    /// Whether nothing is locked, prepared or recorded.
+    pub fn is_quiet(&self) -> bool {
+        self.locks.is_empty() && self.prepared.is_empty() && self.records.is_empty()
+    }
+
+    fn remember(&mut self, tx: TxId, outcome: Outcome) {
+        if self.finished.insert(tx, outcome).is_none() {
+            self.finished_order.push_back(tx);
+            while self.finished_order.len() > TX_FINISHED_REMEMBERED {
+                if let Some(old) = self.finished_order.pop_front() {
+                    self.finished.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// The first key of `keys` locked by a transaction other than `tx`.
+    fn conflict(&self, tx: TxId, keys: &[&str]) -> Option<TxRefusal> {
+        keys.iter().find_map(|k| {
+            self.locks
+                .get(*k)
+                .filter(|holder| **holder != tx)
+                .map(|holder| TxRefusal::Locked {
+                    key: (*k).to_string(),
+                    holder: *holder,
+                })
+        })
+    }
+
+    fn check(part: &TxPart, store: &KvStore) -> Result<(), TxRefusal> {
+        if part.keys().len() > TX_KEYS_PER_PART_MAX {
+            return Err(TxRefusal::Limit("keys per part".into()));
+        }
+        for c in &part.compares {
+            if store.get(&c.key) != c.value.as_deref() {
+                return Err(TxRefusal::CompareFailed {
+                    key: c.key.clone(),
+                    expected: c.value.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_writes(store: &mut KvStore, index: u64, writes: &[TxWrite]) {
+        for w in writes {
+            store.apply(
+                index,
+                &KvCommand::Put {
+                    key: w.key.clone(),
+                    value: w.value.clone(),
+                },
+            );
+        }
+    }
+
+    fn release(&mut self, p: &Prepared) {
+        for k in &p.locked {
+            self.locks.remove(k);
+        }
+    }
+
+    /// Applies a transaction command at log `index`, over the partition's `store`; `group` is
+    /// this group. The caller has checked that every key of a part belongs to this partition.
+    pub fn apply(
+        &mut self,
+        group: GroupId,
+        index: u64,
+        command: &TxCommand,
+        store: &mut KvStore,
+    ) -> TxOutput {
+        match command {
+            TxCommand::Prepare {
+                tx,
+                part,
+                coordinator,
+                participants,
+            } => self.prepare(group, index, *tx, part, *coordinator, participants, store),
+            TxCommand::Decide {
+                tx,
+                outcome,
+                prepared,
+            } => self.decide(index, *tx, *outcome, prepared, store),
+            TxCommand::Finish {
+                tx,
+                outcome,
+                prepared_at,
+            } => {
+                self.finish(index, *tx, *outcome, *prepared_at, store);
+                TxOutput::Done
+            }
+            TxCommand::Forget { tx } => {
+                if matches!(self.records.get(tx), Some(TxRecord::Committed { .. })) {
+                    self.records.remove(tx);
+                }
+                TxOutput::Done
+            }
+            TxCommand::OnePhase { tx, part } => {
+                if self.finished.contains_key(tx) {
+                    return TxOutput::No(TxRefusal::Decided(*tx));
+                }
+                if let Some(refusal) = self.conflict(*tx, &part.keys()) {
+                    return TxOutput::No(refusal);
+                }
+                if let Err(refusal) = Self::check(part, store) {
+                    return TxOutput::No(refusal);
+                }
+                Self::apply_writes(store, index, &part.writes);
+                self.remember(*tx, Outcome::Committed);
+                TxOutput::Decided {
+                    outcome: Outcome::Committed,
+                    prepared: Vec::new(),
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn prepare(
+        &mut self,
+        group: GroupId,
+        index: u64,
+        tx: TxId,
+        part: &TxPart,
+        coordinator: GroupId,
+        participants: &[GroupId],
+        store: &KvStore,
+    ) -> TxOutput {
+        if let Some(p) = self.prepared.get(&tx) {
+            return TxOutput::Prepared { at: p.at };
+        }
+        if self.finished.contains_key(&tx) || self.records.contains_key(&tx) {
+            return TxOutput::No(TxRefusal::Decided(tx));
+        }
+        if participants.len() > TX_PARTS_MAX {
+            return TxOutput::No(TxRefusal::Limit("parts per transaction".into()));
+        }
+        if participants.first() != Some(&coordinator) || !participants.contains(&group) {
+            return TxOutput::No(TxRefusal::Malformed(
+                "the coordinator must be the first participant, and this group one of them".into(),
+            ));
+        }
+        if self.prepared.len() >= TX_PREPARED_MAX {
+            return TxOutput::No(TxRefusal::Limit("prepared parts".into()));
+        }
+        if group == coordinator && self.records.len() >= TX_RECORDS_MAX {
+            return TxOutput::No(TxRefusal::Limit("transaction records".into()));
+        }
+        let keys = part.keys();
+        if let Some(refusal) = self.conflict(tx, &keys) {
+            return TxOutput::No(refusal);
+        }
+        if let Err(refusal) = Self::check(part, store) {
+            return TxOutput::No(refusal);
+        }
+        for k in &keys {
+            self.locks.insert((*k).to_string(), tx);
+        }
+        self.prepared.insert(
+            tx,
+            Prepared {
+                coordinator,
+                at: index,
+                writes: part.writes.clone(),
+                locked: keys.iter().map(|k| (*k).to_string()).collect(),
+            },
+        );
+        if group == coordinator {
+            self.records.insert(
+                tx,
+                TxRecord::Pending {
+                    participants: participants.to_vec(),
+                },
+            );
+        }
+        TxOutput::Prepared { at: index }
+    }
+
+    fn decide(
+        &mut self,
+        index: u64,
+        tx: TxId,
+        outcome: Outcome,
+        prepared: &[(GroupId, u64)],
+        store: &mut KvStore,
+    ) -> TxOutput {
+        match self.records.get(&tx) {
+            Some(TxRecord::Committed { prepared }) => {
+                return TxOutput::Decided {
+                    outcome: Outcome::Committed,
+                    prepared: prepared.clone(),
+                }
+            }
+            Some(TxRecord::Pending { participants }) => {
+                let others: Vec<GroupId> = participants.iter().skip(1).copied().collect();
+                let named: Vec<GroupId> = prepared.iter().map(|(g, _)| *g).collect();
+                if outcome == Outcome::Committed && named == others {
+                    let own = self.prepared.remove(&tx);
+                    if let Some(p) = &own {
+                        Self::apply_writes(store, index, &p.writes);
+                        self.release(p);
+                    }
+                    self.records.insert(
+                        tx,
+                        TxRecord::Committed {
+                            prepared: prepared.to_vec(),
+                        },
+                    );
+                    self.remember(tx, Outcome::Committed);
+                    return TxOutput::Decided {
+                        outcome: Outcome::Committed,
+                        prepared: prepared.to_vec(),
+                    };
+                }
+            }
+            None => {}
+        }
+        // Abort: asked for, or a commit without a pending record (presumed abort), or one
+        // that does not name every other participant.
+        self.records.remove(&tx);
+        if let Some(p) = self.prepared.remove(&tx) {
+            self.release(&p);
+            self.remember(tx, Outcome::Aborted);
+        }
+        TxOutput::Decided {
+            outcome: Outcome::Aborted,
+            prepared: Vec::new(),
+        }
+    }
+
+    fn finish(
+        &mut self,
+        index: u64,
+        tx: TxId,
+        outcome: Outcome,
+        prepared_at: Option<u64>,
+        store: &mut KvStore,
+    ) {
+        let Some(p) = self.prepared.remove(&tx) else {
+            return; // finished already, or never prepared here: nothing to do
+        };
+        self.release(&p);
+        if outcome == Outcome::Committed && prepared_at == Some(p.at) {
+            Self::apply_writes(store, index, &p.writes);
+            self.remember(tx, Outcome::Committed);
+        } else if outcome == Outcome::Aborted {
+            self.remember(tx, Outcome::Aborted);
+        }
+        // A commit of a part prepared at another index: this part is a stale duplicate's,
+        // dropped without remembering anything.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(compares: &[(&str, Option<&str>)], writes: &[(&str, &str)]) -> TxPart {
+        TxPart {
+            compares: compares
+                .iter()
+                .map(|(k, v)| Compare {
+                    key: (*k).into(),
+                    value: v.map(Into::into),
+                })
+                .collect(),
+            writes: writes
+                .iter()
+                .map(|(k, v)| TxWrite {
+                    key: (*k).into(),
+                    value: (*v).into(),
+                })
+                .collect(),
+        }
+    }
+
+    fn prepare(tx: TxId, p: TxPart, coordinator: GroupId, parts: &[GroupId]) -> TxCommand {
+        TxCommand::Prepare {
+            tx,
+            part: p,
+            coordinator,
+            participants: parts.to_vec(),
+        }
+    }
+
+    #[test]
+    fn commit_through_the_coordinators_record_applies_every_part_once() {
+        let (t, c, p) = (TxId::new(9, 1), 1, 2);
+        let (mut tc, mut sc) = (TxTable::default(), KvStore::default());
+        let (mut tp, mut sp) = (TxTable::default(), KvStore::default());
+        let out = tc.apply(
+            c,
+            5,
+            &prepare(t, part(&[("a", None)], &[("a", "1")]), c, &[c, p]),
+            &mut sc,
+        );
+        assert_eq!(out, TxOutput::Prepared { at: 5 });
+        let out = tp.apply(
+            p,
+            7,
+            &prepare(t, part(&[], &[("b", "2")]), c, &[c, p]),
+            &mut sp,
+        );
+        assert_eq!(out, TxOutput::Prepared { at: 7 });
+        // A duplicate prepare answers the first index.
+        assert_eq!(
+            tp.apply(
+                p,
+                8,
+                &prepare(t, part(&[], &[("b", "2")]), c, &[c, p]),
+                &mut sp
+            ),
+            TxOutput::Prepared { at: 7 }
+        );
+        assert_eq!(tp.lock_holder("b"), Some(t));
+        let decide = TxCommand::Decide {
+            tx: t,
+            outcome: Outcome::Committed,
+            prepared: vec![(p, 7)],
+        };
+        let out = tc.apply(c, 9, &decide, &mut sc);
+        assert_eq!(
+            out,
+            TxOutput::Decided {
+                outcome: Outcome::Committed,
+                prepared: vec![(p, 7)]
+            }
+        );
+        assert_eq!(sc.get("a"), Some("1"));
+        // A resolver deciding abort afterwards hears the commit.
+        let abort = TxCommand::Decide {
+            tx: t,
+            outcome: Outcome::Aborted,
+            prepared: vec![],
+        };
+        assert_eq!(tc.apply(c, 10, &abort, &mut sc), out);
+        let finish = TxCommand::Finish {
+            tx: t,
+            outcome: Outcome::Committed,
+            prepared_at: Some(7),
+        };
+        tp.apply(p, 11, &finish, &mut sp);
+        assert_eq!(sp.get("b"), Some("2"));
+        assert!(tp.is_quiet());
+        assert_eq!(tp.finished(t), Some(Outcome::Committed));
+        // A stale duplicate prepare after the finish is refused; so is a re-prepare at the
+        // coordinator while its record stands.
+        assert_eq!(
+            tp.apply(
+                p,
+                12,
+                &prepare(t, part(&[], &[("b", "2")]), c, &[c, p]),
+                &mut sp
+            ),
+            TxOutput::No(TxRefusal::Decided(t))
+        );
+        assert_eq!(tc.in_doubt().len(), 1);
+        tc.apply(c, 13, &TxCommand::Forget { tx: t }, &mut sc);
+        assert!(tc.is_quiet());
+    }
+
+    #[test]
+    fn the_first_decision_wins_and_no_record_means_abort() {
+        let (t, c, p) = (TxId::new(9, 2), 1, 2);
+        let (mut tc, mut sc) = (TxTable::default(), KvStore::default());
+        tc.apply(
+            c,
+            1,
+            &prepare(t, part(&[], &[("a", "1")]), c, &[c, p]),
+            &mut sc,
+        );
+        let abort = TxCommand::Decide {
+            tx: t,
+            outcome: Outcome::Aborted,
+            prepared: vec![],
+        };
+        let aborted = TxOutput::Decided {
+            outcome: Outcome::Aborted,
+            prepared: vec![],
+        };
+        assert_eq!(tc.apply(c, 2, &abort, &mut sc), aborted);
+        assert!(tc.is_quiet());
+        let commit = TxCommand::Decide {
+            tx: t,
+            outcome: Outcome::Committed,
+            prepared: vec![(p, 4)],
+        };
+        assert_eq!(tc.apply(c, 3, &commit, &mut sc), aborted);
+        assert_eq!(sc.get("a"), None);
+        // A commit that leaves out a participant is an abort too.
+        let t2 = TxId::new(9, 3);
+        tc.apply(
+            c,
+            4,
+            &prepare(t2, part(&[], &[("a", "1")]), c, &[c, p, 3]),
+            &mut sc,
+        );
+        let partial = TxCommand::Decide {
+            tx: t2,
+            outcome: Outcome::Committed,
+            prepared: vec![(p, 4)],
+        };
+        assert_eq!(tc.apply(c, 5, &partial, &mut sc), aborted);
+    }
+
+    #[test]
+    fn locks_refuse_without_waiting_and_compares_are_checked() {
+        let (t1, t2, c) = (TxId::new(1, 1), TxId::new(2, 1), 1);
+        let (mut t, mut s) = (TxTable::default(), KvStore::default());
+        t.apply(
+            c,
+            1,
+            &prepare(t1, part(&[("x", None)], &[("y", "1")]), c, &[c, 2]),
+            &mut s,
+        );
+        assert_eq!(t.lock_holder("x"), Some(t1));
+        assert_eq!(
+            t.apply(
+                c,
+                2,
+                &prepare(t2, part(&[], &[("x", "2")]), c, &[c]),
+                &mut s
+            ),
+            TxOutput::No(TxRefusal::Locked {
+                key: "x".into(),
+                holder: t1
+            })
+        );
+        let t3 = TxId::new(3, 1);
+        assert_eq!(
+            t.apply(
+                c,
+                3,
+                &TxCommand::OnePhase {
+                    tx: t3,
+                    part: part(&[("z", Some("9"))], &[("z", "1")])
+                },
+                &mut s
+            ),
+            TxOutput::No(TxRefusal::CompareFailed {
+                key: "z".into(),
+                expected: Some("9".into())
+            })
+        );
+        let ok = t.apply(
+            c,
+            4,
+            &TxCommand::OnePhase {
+                tx: t3,
+                part: part(&[("z", None)], &[("z", "1")]),
+            },
+            &mut s,
+        );
+        assert!(matches!(
+            ok,
+            TxOutput::Decided {
+                outcome: Outcome::Committed,
+                ..
+            }
+        ));
+        assert_eq!(s.get("z"), Some("1"));
+    }
+
+    #[test]
+    fn a_commit_for_a_part_prepared_at_another_index_drops_it() {
+        let (tx, c, p) = (TxId::new(4, 4), 1, 2);
+        let (mut t, mut s) = (TxTable::default(), KvStore::default());
+        t.apply(
+            p,
+            20,
+            &prepare(tx, part(&[], &[("b", "stale")]), c, &[c, p]),
+            &mut s,
+        );
+        let finish = TxCommand::Finish {
+            tx,
+            outcome: Outcome::Committed,
+            prepared_at: Some(7),
+        };
+        t.apply(p, 21, &finish, &mut s);
+        assert_eq!(s.get("b"), None);
+        assert!(t.is_quiet());
+        assert_eq!(t.finished(tx), None);
+    }
+}
