@@ -5,7 +5,10 @@
 //!
 //! # One run
 //!
-//! - **Processes**: 3 founders hold the map group and every partition (3 replicas each);
+//! - **Processes**: 3 founders hold the map group and every partition (3 replicas each); on
+//!   half the seeds a fourth joins the ring during the run and a [`Mover`] moves the
+//!   partitions the ring names to it (learner, catch-up, promotion, removal), prepared parts
+//!   and locks included;
 //!   [`PARTITIONS`] partitions, [`ACCOUNTS`] accounts spread over them by hash, each starting
 //!   at [`INITIAL`] (an absent key).
 //! - **Groups**: the per-seed Raft knobs of the other simulations; snapshots every few entries
@@ -40,8 +43,8 @@ use common::sim::{
 use common::txn::{Outcome, TxId};
 use common::{DetRng, NodeId};
 use kv::shard::{
-    Compare, Layout, Next, Resolver, ShardConfig, ShardHost, ShardOutput, ShardQuery, ShardRequest,
-    ShardResponse, TxDriver, TxResult, TxWrite, MAP_GROUP,
+    Compare, Layout, MapCommand, Mover, Next, Resolver, ShardConfig, ShardHost, ShardOutput,
+    ShardQuery, ShardRequest, ShardResponse, TxDriver, TxResult, TxWrite, MAP_GROUP,
 };
 use raft::{Config, Request, Response, Role};
 
@@ -83,6 +86,7 @@ struct Totals {
     resolved: u64,
     resolved_committed: u64,
     locked_reads: u64,
+    moved: u64,
 }
 
 #[test]
@@ -108,6 +112,7 @@ fn bank_transfers_across_partitions_stay_atomic_and_the_total_never_changes() {
         "the resolver never found a commit: {t:?}"
     );
     assert!(t.locked_reads > 0, "no read met a lock: {t:?}");
+    assert!(t.moved >= t.seeds / 4, "too few partitions moved: {t:?}");
 }
 
 fn account(i: usize) -> String {
@@ -141,7 +146,10 @@ type Seen = Rc<RefCell<BTreeMap<TxId, TxResult>>>;
 
 fn run(seed: u64, totals: &mut Totals) -> Result<(), SimError> {
     let mut rng = DetRng::new(seed ^ 0x4241_4e4b_0000_0000);
-    let processes: Vec<NodeId> = (1..=3).collect();
+    // On half the seeds a fourth process joins the ring during the bank's run, and the
+    // partitions the ring names move to it while transactions hold locks in them.
+    let joins = rng.chance(0.5);
+    let processes: Vec<NodeId> = (1..=if joins { 4 } else { 3 }).collect();
     let layout = Layout::new(PARTITIONS, 3).unwrap();
     let template = raft_template(seed, &mut rng);
     let config = move |id: NodeId| ShardConfig {
@@ -185,10 +193,20 @@ fn run(seed: u64, totals: &mut Totals) -> Result<(), SimError> {
     start_bank(&mut sim, seen.clone(), stats.clone());
     let resolver = Rc::new(RefCell::new(Resolver::new(vec![1, 2, 3], RESOLVE_AFTER)));
     start_resolver(&mut sim, resolver.clone());
+    let mover = Rc::new(RefCell::new(Mover::new(vec![1, 2, 3])));
+    if joins {
+        mover.borrow_mut().change_ring(MapCommand::AddProcess(4));
+        let at = rng.range_inclusive(FAULTS_START, FAULTS_UNTIL / 2);
+        start_mover(&mut sim, at, mover.clone());
+    }
 
     sim.run_until(FAULTS_UNTIL)?;
     let deadline = FAULTS_UNTIL + SETTLE_WITHIN;
-    if !sim.run_until_cond(deadline, |view| quiet(view, layout).is_some())? {
+    let m = mover.clone();
+    let settled = move |view: &SimView<'_, H>| {
+        (!joins || m.borrow().is_done()) && quiet(view, layout).is_some()
+    };
+    if !sim.run_until_cond(deadline, settled)? {
         let view = sim.view();
         let tables: Vec<String> = (0..PARTITIONS)
             .map(|p| {
@@ -198,8 +216,9 @@ fn run(seed: u64, totals: &mut Totals) -> Result<(), SimError> {
                 format!("group {g}: {t:?}")
             })
             .collect();
+        let mover = format!("{:?}", mover.borrow());
         return Err(sim.fail_now(format!(
-            "transactions left undecided after the faults: {tables:?}"
+            "transactions left undecided after the faults: {tables:?}; mover {mover}"
         )));
     }
     let view = sim.view();
@@ -229,6 +248,7 @@ fn run(seed: u64, totals: &mut Totals) -> Result<(), SimError> {
     totals.aborted += s.aborted;
     totals.dropped += s.dropped;
     totals.locked_reads += s.locked_reads;
+    totals.moved += mover.borrow().moved().len() as u64;
     let r = resolver.borrow();
     totals.resolved += r.stats().decisions;
     totals.resolved_committed += r.stats().found_committed;
@@ -474,6 +494,28 @@ fn start_resolver(sim: &mut Sim<H>, resolver: Rc<RefCell<Resolver>>) {
                 r.observe(ctx.now, last.node, &last.request, last.outcome.response());
             }
             Some(r.next_request())
+        },
+    );
+}
+
+/// The mover, as one closed-loop client from `at` on.
+fn start_mover(sim: &mut Sim<H>, at: u64, mover: Rc<RefCell<Mover>>) {
+    sim.closed_loop(
+        ClosedLoop {
+            clients: 1,
+            start: at,
+            think_min: 2,
+            think_max: 10,
+            requests_max: u64::MAX,
+            until: FAULTS_UNTIL + SETTLE_WITHIN,
+            timeout: Some(REQUEST_TIMEOUT),
+        },
+        move |_rng, ctx| {
+            let mut mover = mover.borrow_mut();
+            if let Some(last) = ctx.last {
+                mover.observe(last.node, last.outcome.response());
+            }
+            mover.next_request()
         },
     );
 }
