@@ -20,6 +20,9 @@
 //!   [`TxDriver`]: compare both balances, write both. Transfers within one partition commit in
 //!   one entry. Before any request a client may drop its transaction
 //!   ([`DRIVER_DROP_CHANCE`]), as a crashed client process would, leaving prepared parts.
+//! - **Auditor**: a client that reads every account in one read-only transaction, again and
+//!   again (dropping some half-way too); every audit that completes must add up to the bank's
+//!   total: a transfer seen half-applied would show (serializability of reads).
 //! - **Resolver**: one [`Resolver`] scans the groups all run long and resolves what stays in
 //!   doubt [`RESOLVE_AFTER`] ticks.
 //! - **Checks**: after every step, atomicity: no transaction is remembered committed by one
@@ -44,7 +47,7 @@ use common::txn::{Outcome, TxId};
 use common::{DetRng, NodeId};
 use kv::shard::{
     Compare, Layout, MapCommand, Mover, Next, Resolver, ShardConfig, ShardHost, ShardOutput,
-    ShardQuery, ShardRequest, ShardResponse, TxDriver, TxResult, TxWrite, MAP_GROUP,
+    ShardQuery, ShardRequest, ShardResponse, TxDriver, TxPlan, TxResult, TxWrite, MAP_GROUP,
 };
 use raft::{Config, Request, Response, Role};
 
@@ -87,6 +90,7 @@ struct Totals {
     resolved_committed: u64,
     locked_reads: u64,
     moved: u64,
+    audits: u64,
 }
 
 #[test]
@@ -113,6 +117,7 @@ fn bank_transfers_across_partitions_stay_atomic_and_the_total_never_changes() {
     );
     assert!(t.locked_reads > 0, "no read met a lock: {t:?}");
     assert!(t.moved >= t.seeds / 4, "too few partitions moved: {t:?}");
+    assert!(t.audits >= t.seeds, "too few audits: {t:?}");
 }
 
 fn account(i: usize) -> String {
@@ -191,6 +196,8 @@ fn run(seed: u64, totals: &mut Totals) -> Result<(), SimError> {
     let seen: Seen = Rc::default();
     let stats = Rc::new(RefCell::new(Totals::default()));
     start_bank(&mut sim, seen.clone(), stats.clone());
+    let audit_failures: Rc<RefCell<Vec<String>>> = Rc::default();
+    start_auditor(&mut sim, stats.clone(), audit_failures.clone());
     let resolver = Rc::new(RefCell::new(Resolver::new(vec![1, 2, 3], RESOLVE_AFTER)));
     start_resolver(&mut sim, resolver.clone());
     let mover = Rc::new(RefCell::new(Mover::new(vec![1, 2, 3])));
@@ -221,6 +228,10 @@ fn run(seed: u64, totals: &mut Totals) -> Result<(), SimError> {
             "transactions left undecided after the faults: {tables:?}; mover {mover}"
         )));
     }
+    if let Some(failure) = audit_failures.borrow().first() {
+        let message = format!("an audit saw a total that is not the bank's: {failure}");
+        return Err(sim.fail_now(message));
+    }
     let view = sim.view();
     let total = quiet(&view, layout).unwrap_or(i64::MIN);
     if total != INITIAL * ACCOUNTS as i64 {
@@ -248,6 +259,7 @@ fn run(seed: u64, totals: &mut Totals) -> Result<(), SimError> {
     totals.aborted += s.aborted;
     totals.dropped += s.dropped;
     totals.locked_reads += s.locked_reads;
+    totals.audits += s.audits;
     totals.moved += mover.borrow().moved().len() as u64;
     let r = resolver.borrow();
     totals.resolved += r.stats().decisions;
@@ -516,6 +528,63 @@ fn start_mover(sim: &mut Sim<H>, at: u64, mover: Rc<RefCell<Mover>>) {
                 mover.observe(last.node, last.outcome.response());
             }
             mover.next_request()
+        },
+    );
+}
+
+/// The auditor: read-only transactions over every account, each of which must see the bank's
+/// total; `failures` collects those that do not.
+fn start_auditor(sim: &mut Sim<H>, stats: Rc<RefCell<Totals>>, failures: Rc<RefCell<Vec<String>>>) {
+    let mut driver = TxDriver::new(vec![1, 2, 3]);
+    let mut seq = 0u64;
+    let mut busy = false;
+    sim.closed_loop(
+        ClosedLoop {
+            clients: 1,
+            start: 150,
+            think_min: 10,
+            think_max: 60,
+            requests_max: REQUESTS_MAX,
+            until: FAULTS_UNTIL,
+            timeout: Some(REQUEST_TIMEOUT),
+        },
+        move |rng, ctx| {
+            if let (Some(last), true) = (ctx.last, busy) {
+                driver.observe(last.node, &last.request, last.outcome.response());
+            }
+            if busy {
+                if let Some(result) = driver.result() {
+                    busy = false;
+                    if *result == TxResult::Committed {
+                        stats.borrow_mut().audits += 1;
+                        let total: i64 = driver
+                            .reads()
+                            .iter()
+                            .map(|(_, v)| balance(v.as_deref()))
+                            .sum();
+                        let expected = INITIAL * ACCOUNTS as i64;
+                        if driver.reads().len() != ACCOUNTS || total != expected {
+                            failures.borrow_mut().push(format!(
+                                "{:?} read {:?}: total {total}",
+                                driver.tx(),
+                                driver.reads()
+                            ));
+                        }
+                    }
+                } else if rng.chance(DRIVER_DROP_CHANCE) {
+                    busy = false; // dropped half-way: the resolver releases its locks
+                } else {
+                    return driver.next_request();
+                }
+            }
+            seq += 1;
+            let plan = TxPlan {
+                reads: (0..ACCOUNTS).map(account).collect(),
+                ..TxPlan::default()
+            };
+            driver.start(TxId::new(99, seq), plan);
+            busy = true;
+            driver.next_request()
         },
     );
 }

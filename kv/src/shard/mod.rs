@@ -85,8 +85,8 @@ pub use mover::{MoveStep, Mover, MoverStats};
 pub use router::{Next, Router, ShardRequest, ShardResponse};
 pub use setup::{GroupSpec, ShardConfig, ShardHost, ShardNode, ShardSetup, SPEC_MEMBERS_MAX};
 pub use txn::{
-    Compare, Prepared, TxCommand, TxInDoubt, TxOutput, TxPart, TxRecord, TxRefusal, TxTable,
-    TxWrite, TX_FINISHED_REMEMBERED, TX_KEYS_PER_PART_MAX, TX_PARTS_MAX, TX_PREPARED_MAX,
+    Compare, Prepared, ReadValue, TxCommand, TxInDoubt, TxOutput, TxPart, TxRecord, TxRefusal,
+    TxTable, TxWrite, TX_FINISHED_REMEMBERED, TX_KEYS_PER_PART_MAX, TX_PARTS_MAX, TX_PREPARED_MAX,
     TX_RECORDS_MAX,
 };
-pub use txn_client::{Resolver, ResolverStats, TxDriver, TxResult};
+pub use txn_client::{Resolver, ResolverStats, TxDriver, TxPlan, TxResult};

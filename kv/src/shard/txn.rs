@@ -93,9 +93,16 @@ pub struct TxWrite {
     pub value: String,
 }
 
-/// A transaction's share in one partition: its compares and its writes there.
+/// A key and the value a transaction read there (`None`: absent).
+pub type ReadValue = (String, Option<String>);
+
+/// A transaction's share in one partition: what it reads, compares and writes there.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TxPart {
+    /// Keys read at the prepare (and locked like the others, so the values stay true until the
+    /// outcome).
+    #[serde(default)]
+    pub reads: Vec<String>,
     /// Conditions checked at the prepare.
     pub compares: Vec<Compare>,
     /// Writes applied at the commit.
@@ -103,12 +110,13 @@ pub struct TxPart {
 }
 
 impl TxPart {
-    /// Every key the part compares or writes, once each, in order.
+    /// Every key the part reads, compares or writes, once each, in order.
     pub fn keys(&self) -> Vec<&str> {
         let mut keys: Vec<&str> = self
-            .compares
+            .reads
             .iter()
-            .map(|c| c.key.as_str())
+            .map(String::as_str)
+            .chain(self.compares.iter().map(|c| c.key.as_str()))
             .chain(self.writes.iter().map(|w| w.key.as_str()))
             .collect();
         keys.sort_unstable();
@@ -175,6 +183,8 @@ pub enum TxOutput {
     Prepared {
         /// The index.
         at: u64,
+        /// The values of the part's reads, under its locks.
+        reads: Vec<ReadValue>,
     },
     /// Prepare or one-phase commit: refused, nothing held; the transaction aborts.
     No(TxRefusal),
@@ -185,6 +195,8 @@ pub enum TxOutput {
         outcome: Outcome,
         /// Every other participant's prepare index (empty for an abort).
         prepared: Vec<(GroupId, u64)>,
+        /// A one-phase commit's reads (empty otherwise).
+        reads: Vec<ReadValue>,
     },
     /// Finish or Forget: done (or nothing to do).
     Done,
@@ -368,6 +380,14 @@ impl TxTable {
         Ok(())
     }
 
+    /// The values of the part's reads.
+    fn read(part: &TxPart, store: &KvStore) -> Vec<ReadValue> {
+        part.reads
+            .iter()
+            .map(|k| (k.clone(), store.get(k).map(str::to_string)))
+            .collect()
+    }
+
     fn apply_writes(store: &mut KvStore, index: u64, writes: &[TxWrite]) {
         for w in writes {
             store.apply(
@@ -431,11 +451,13 @@ impl TxTable {
                 if let Err(refusal) = Self::check(part, store) {
                     return TxOutput::No(refusal);
                 }
+                let reads = Self::read(part, store);
                 Self::apply_writes(store, index, &part.writes);
                 self.remember(*tx, Outcome::Committed);
                 TxOutput::Decided {
                     outcome: Outcome::Committed,
                     prepared: Vec::new(),
+                    reads,
                 }
             }
         }
@@ -453,7 +475,11 @@ impl TxTable {
         store: &KvStore,
     ) -> TxOutput {
         if let Some(p) = self.prepared.get(&tx) {
-            return TxOutput::Prepared { at: p.at };
+            // The keys are still locked by it: the values read are the same again.
+            return TxOutput::Prepared {
+                at: p.at,
+                reads: Self::read(part, store),
+            };
         }
         if self.finished.contains_key(&tx) || self.records.contains_key(&tx) {
             return TxOutput::No(TxRefusal::Decided(tx));
@@ -499,7 +525,10 @@ impl TxTable {
                 },
             );
         }
-        TxOutput::Prepared { at: index }
+        TxOutput::Prepared {
+            at: index,
+            reads: Self::read(part, store),
+        }
     }
 
     fn decide(
@@ -515,6 +544,7 @@ impl TxTable {
                 return TxOutput::Decided {
                     outcome: Outcome::Committed,
                     prepared: prepared.clone(),
+                    reads: Vec::new(),
                 }
             }
             Some(TxRecord::Pending { participants }) => {
@@ -536,6 +566,7 @@ impl TxTable {
                     return TxOutput::Decided {
                         outcome: Outcome::Committed,
                         prepared: prepared.to_vec(),
+                        reads: Vec::new(),
                     };
                 }
             }
@@ -551,6 +582,7 @@ impl TxTable {
         TxOutput::Decided {
             outcome: Outcome::Aborted,
             prepared: Vec::new(),
+            reads: Vec::new(),
         }
     }
 
@@ -562,6 +594,13 @@ impl TxTable {
         prepared_at: Option<u64>,
         store: &mut KvStore,
     ) {
+        if outcome == Outcome::Aborted
+            && matches!(self.records.get(&tx), Some(TxRecord::Pending { .. }))
+        {
+            // The coordinator's own part of a transaction known to abort (or of a read-only
+            // one, which decides nothing): the same as deciding abort.
+            self.records.remove(&tx);
+        }
         let Some(p) = self.prepared.remove(&tx) else {
             return; // finished already, or never prepared here: nothing to do
         };
@@ -583,6 +622,7 @@ mod tests {
 
     fn part(compares: &[(&str, Option<&str>)], writes: &[(&str, &str)]) -> TxPart {
         TxPart {
+            reads: Vec::new(),
             compares: compares
                 .iter()
                 .map(|(k, v)| Compare {
@@ -620,14 +660,26 @@ mod tests {
             &prepare(t, part(&[("a", None)], &[("a", "1")]), c, &[c, p]),
             &mut sc,
         );
-        assert_eq!(out, TxOutput::Prepared { at: 5 });
+        assert_eq!(
+            out,
+            TxOutput::Prepared {
+                at: 5,
+                reads: vec![]
+            }
+        );
         let out = tp.apply(
             p,
             7,
             &prepare(t, part(&[], &[("b", "2")]), c, &[c, p]),
             &mut sp,
         );
-        assert_eq!(out, TxOutput::Prepared { at: 7 });
+        assert_eq!(
+            out,
+            TxOutput::Prepared {
+                at: 7,
+                reads: vec![]
+            }
+        );
         // A duplicate prepare answers the first index.
         assert_eq!(
             tp.apply(
@@ -636,7 +688,10 @@ mod tests {
                 &prepare(t, part(&[], &[("b", "2")]), c, &[c, p]),
                 &mut sp
             ),
-            TxOutput::Prepared { at: 7 }
+            TxOutput::Prepared {
+                at: 7,
+                reads: vec![]
+            }
         );
         assert_eq!(tp.lock_holder("b"), Some(t));
         let decide = TxCommand::Decide {
@@ -649,7 +704,8 @@ mod tests {
             out,
             TxOutput::Decided {
                 outcome: Outcome::Committed,
-                prepared: vec![(p, 7)]
+                prepared: vec![(p, 7)],
+                reads: vec![],
             }
         );
         assert_eq!(sc.get("a"), Some("1"));
@@ -703,6 +759,7 @@ mod tests {
         let aborted = TxOutput::Decided {
             outcome: Outcome::Aborted,
             prepared: vec![],
+            reads: Vec::new(),
         };
         assert_eq!(tc.apply(c, 2, &abort, &mut sc), aborted);
         assert!(tc.is_quiet());
@@ -785,6 +842,39 @@ mod tests {
             }
         ));
         assert_eq!(s.get("z"), Some("1"));
+    }
+
+    #[test]
+    fn reads_answer_values_under_lock_and_a_read_only_part_is_released_by_an_abort() {
+        let (tx, c) = (TxId::new(5, 1), 1);
+        let (mut t, mut s) = (TxTable::default(), KvStore::default());
+        s.apply(
+            1,
+            &KvCommand::Put {
+                key: "a".into(),
+                value: "7".into(),
+            },
+        );
+        let read_a = TxPart {
+            reads: vec!["a".into(), "b".into()],
+            ..TxPart::default()
+        };
+        let reads = vec![
+            ("a".to_string(), Some("7".to_string())),
+            ("b".to_string(), None),
+        ];
+        assert_eq!(
+            t.apply(c, 2, &prepare(tx, read_a, c, &[c, 2]), &mut s),
+            TxOutput::Prepared { at: 2, reads }
+        );
+        assert_eq!(t.lock_holder("a"), Some(tx));
+        let release = TxCommand::Finish {
+            tx,
+            outcome: Outcome::Aborted,
+            prepared_at: None,
+        };
+        t.apply(c, 3, &release, &mut s);
+        assert!(t.is_quiet(), "{t:?}");
     }
 
     #[test]

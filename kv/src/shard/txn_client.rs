@@ -14,10 +14,23 @@ use raft::{Request, Response};
 use super::layout::Layout;
 use super::machine::{Refusal, ShardCommand, ShardOutput, ShardQuery};
 use super::router::{Router, ShardRequest, ShardResponse};
-use super::txn::{Compare, TxCommand, TxInDoubt, TxOutput, TxPart, TxRefusal, TxWrite};
+use super::txn::{Compare, ReadValue, TxCommand, TxInDoubt, TxOutput, TxPart, TxRefusal, TxWrite};
 
-/// A key's compares and writes in a transaction, before they are grouped by partition.
-type KeyOps = (Vec<Compare>, Vec<TxWrite>);
+/// A key's read, compares and writes in a transaction, before they are grouped by partition.
+type KeyOps = (bool, Vec<Compare>, Vec<TxWrite>);
+
+/// What a transaction does: the keys it reads (their values come back, true at the commit),
+/// the conditions that must hold, and the writes applied if they do, on keys of any
+/// partitions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TxPlan {
+    /// Keys to read.
+    pub reads: Vec<String>,
+    /// Conditions.
+    pub compares: Vec<Compare>,
+    /// Writes.
+    pub writes: Vec<TxWrite>,
+}
 
 /// How a transaction ended, as its driver saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,6 +72,8 @@ pub struct TxDriver {
     refusal: Option<TxRefusal>,
     phase: Step,
     outcome: Outcome,
+    reads: Vec<ReadValue>,
+    read_only: bool,
 }
 
 impl TxDriver {
@@ -73,6 +88,8 @@ impl TxDriver {
             refusal: None,
             phase: Step::Done(TxResult::Aborted(None)),
             outcome: Outcome::Aborted,
+            reads: Vec::new(),
+            read_only: false,
         }
     }
 
@@ -85,18 +102,39 @@ impl TxDriver {
     /// Forgets any transaction under way (which a [`Resolver`] then finishes). The driver
     /// needs the map: it reads it first if it has none.
     pub fn begin(&mut self, tx: TxId, compares: Vec<Compare>, writes: Vec<TxWrite>) {
+        self.start(
+            tx,
+            TxPlan {
+                reads: Vec::new(),
+                compares,
+                writes,
+            },
+        );
+    }
+
+    /// Starts transaction `tx` as [`TxDriver::begin`] does, with reads: once it commits,
+    /// [`TxDriver::reads`] holds the values, all true at one moment (the transaction's
+    /// serialization point). A transaction that only reads and compares decides nothing: once
+    /// every part is prepared (every key locked) its values are consistent, and its parts are
+    /// released without a decision entry.
+    pub fn start(&mut self, tx: TxId, plan: TxPlan) {
         self.tx = Some(tx);
         self.parts.clear();
         self.prepared.clear();
         self.refusal = None;
         self.outcome = Outcome::Aborted;
+        self.reads.clear();
+        self.read_only = plan.writes.is_empty();
         // Split once the map is known (`split`); until then the phase waits for it.
         let mut staged: BTreeMap<String, KeyOps> = BTreeMap::new();
-        for c in compares {
-            staged.entry(c.key.clone()).or_default().0.push(c);
+        for k in plan.reads {
+            staged.entry(k).or_default().0 = true;
         }
-        for w in writes {
-            staged.entry(w.key.clone()).or_default().1.push(w);
+        for c in plan.compares {
+            staged.entry(c.key.clone()).or_default().1.push(c);
+        }
+        for w in plan.writes {
+            staged.entry(w.key.clone()).or_default().2.push(w);
         }
         self.pending_keys = staged.into_iter().collect();
         self.phase = Step::Prepare(0);
@@ -110,6 +148,11 @@ impl TxDriver {
         }
     }
 
+    /// The values the transaction read, once it committed (in key order within each part).
+    pub fn reads(&self) -> &[ReadValue] {
+        &self.reads
+    }
+
     /// The transaction under way or last ended.
     pub fn tx(&self) -> Option<TxId> {
         self.tx
@@ -118,10 +161,13 @@ impl TxDriver {
     /// Groups the pending keys into parts by partition, once the map is known.
     fn split(&mut self, layout: Layout) {
         let mut parts: BTreeMap<GroupId, TxPart> = BTreeMap::new();
-        for (key, (compares, writes)) in std::mem::take(&mut self.pending_keys) {
+        for (key, (read, compares, writes)) in std::mem::take(&mut self.pending_keys) {
             let part = parts
                 .entry(Layout::group_of(layout.partition_of(&key)))
                 .or_default();
+            if read {
+                part.reads.push(key);
+            }
             part.compares.extend(compares);
             part.writes.extend(writes);
         }
@@ -224,20 +270,31 @@ impl TxDriver {
         };
         let last = self.parts.len().saturating_sub(1);
         self.phase = match (&self.phase, out) {
-            (Step::Single, TxOutput::Decided { outcome, .. }) => Step::Done(match outcome {
-                Outcome::Committed => TxResult::Committed,
-                Outcome::Aborted => TxResult::Aborted(None),
-            }),
+            (Step::Single, TxOutput::Decided { outcome, reads, .. }) => {
+                self.reads = reads.clone();
+                Step::Done(match outcome {
+                    Outcome::Committed => TxResult::Committed,
+                    Outcome::Aborted => TxResult::Aborted(None),
+                })
+            }
             // A one-phase commit answered "decided already": an earlier try of it committed.
             (Step::Single, TxOutput::No(TxRefusal::Decided(_))) => Step::Done(TxResult::Committed),
             (Step::Single, TxOutput::No(r)) => Step::Done(TxResult::Aborted(Some(r.clone()))),
-            (Step::Prepare(i), TxOutput::Prepared { at }) => {
+            (Step::Prepare(i), TxOutput::Prepared { at, reads }) => {
                 if *i > 0 {
                     self.prepared.retain(|(g, _)| g != group);
                     self.prepared.push((*group, *at));
                 }
+                self.reads
+                    .retain(|(k, _)| !reads.iter().any(|(r, _)| r == k));
+                self.reads.extend(reads.iter().cloned());
                 if *i < last {
                     Step::Prepare(i + 1)
+                } else if self.read_only {
+                    // Every key is locked: the values read are consistent. Nothing to decide;
+                    // release every part (an abort of nothing), the coordinator's included.
+                    self.outcome = Outcome::Aborted;
+                    Step::Finish(0)
                 } else {
                     Step::Decide(Outcome::Committed)
                 }
@@ -270,6 +327,9 @@ impl TxDriver {
     }
 
     fn end(&mut self) -> Step {
+        if self.read_only && self.refusal.is_none() {
+            return Step::Done(TxResult::Committed);
+        }
         Step::Done(match self.outcome {
             Outcome::Committed => TxResult::Committed,
             Outcome::Aborted => TxResult::Aborted(self.refusal.take()),
@@ -433,7 +493,9 @@ impl Resolver {
                 Some(Work::Decide {
                     tx, group: part, ..
                 }),
-                ShardOutput::Tx(TxOutput::Decided { outcome, prepared }),
+                ShardOutput::Tx(TxOutput::Decided {
+                    outcome, prepared, ..
+                }),
             ) => {
                 self.work.pop_front();
                 self.stats.decisions += 1;
