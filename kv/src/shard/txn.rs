@@ -5,13 +5,14 @@
 //!
 //! # The protocol
 //!
-//! A transaction is a set of *parts*, one per partition it touches; each part has compare
-//! conditions (a key must hold a value, or be absent) and writes. The group of the first
+//! A transaction is a set of *parts*, one per partition it touches; each part has reads,
+//! compare conditions (a key must hold a value, or be absent) and writes. The group of the first
 //! partition, in partition order, is the transaction's *coordinator group*; it takes part too.
 //!
 //! 1. **Prepare, coordinator first.** [`TxCommand::Prepare`] at the coordinator group checks
-//!    its part's compares, locks every key the part compares or writes (no waiting: a key
-//!    locked by another transaction refuses the prepare), holds the writes, and creates the
+//!    its part's compares, locks every key the part reads, compares or writes (no waiting: a
+//!    key locked by another transaction refuses the prepare), answers the values read, holds
+//!    the writes, and creates the
 //!    transaction's *record*, pending. Then each other participant prepares its part the same
 //!    way, naming the coordinator group. A prepared part answers the log index it was prepared
 //!    at.
@@ -30,7 +31,11 @@
 //!    committed record.
 //!
 //! A transaction that touches one partition commits in one entry ([`TxCommand::OnePhase`]):
-//! compares checked, writes applied, no locks, no record (**one-phase commit**).
+//! compares checked, reads answered, writes applied, no locks, no record (**one-phase
+//! commit**). A transaction that only reads and compares (**read-only**) decides nothing:
+//! once every part is prepared its keys are all locked, so what it read is consistent, and its
+//! driver releases every part with [`TxCommand::Finish`] `Aborted` (which at the coordinator
+//! also drops the pending record), with no decision entry.
 //!
 //! Whoever sends these commands holds nothing the logs do not: a driver that stops anywhere
 //! leaves prepared parts that a *resolver* finds ([`TxInDoubt`]), and resolves by deciding
