@@ -761,6 +761,7 @@ fn shard_command_label(c: &kv::shard::ShardCommand) -> String {
             format!("Finish {outcome} {}", tx(t))
         }
         ShardCommand::Tx(TxCommand::Forget { tx: t }) => format!("Forget {}", tx(t)),
+        ShardCommand::Tx(TxCommand::EndReadOnly { tx: t }) => format!("EndReadOnly {}", tx(t)),
         ShardCommand::Tx(TxCommand::OnePhase { tx: t, .. }) => format!("OnePhase {}", tx(t)),
         ShardCommand::Kv(_) => "Kv".into(),
         ShardCommand::Map(_) => "Map".into(),

@@ -82,7 +82,7 @@ pub use machine::{
 };
 pub use map::{MapCommand, MapError, PartitionState, PendingMove, ShardMap, PROCESSES_MAX};
 pub use mover::{MoveStep, Mover, MoverStats};
-pub use router::{Next, Router, ShardRequest, ShardResponse};
+pub use router::{Next, Router, ShardRequest, ShardResponse, SUSPECT_FOR};
 pub use setup::{GroupSpec, ShardConfig, ShardHost, ShardNode, ShardSetup, SPEC_MEMBERS_MAX};
 pub use txn::{
     Compare, Prepared, ReadValue, TxCommand, TxInDoubt, TxOutput, TxPart, TxRecord, TxRefusal,

@@ -41,6 +41,11 @@ pub enum Next {
 ///   while it held the request (`Abandoned`), or a group that says the key is not its own
 ///   ([`Refusal::WrongPartition`]) mark the map stale: the next request reads the map again;
 /// - no answer, or any other failure, tries the next process the map names for the group.
+///
+/// A process that did not answer is *suspect* for the next [`SUSPECT_FOR`] answers the router
+/// hears: hints naming it are not followed (followers of a crashed leader keep naming it until
+/// they elect another) and other processes are tried first. It stops being suspect as soon as
+/// it answers, or when the count runs out (a restarted process is tried again).
 #[derive(Clone, Debug)]
 pub struct Router {
     seeds: Vec<NodeId>,
@@ -48,7 +53,11 @@ pub struct Router {
     stale: bool,
     hints: BTreeMap<GroupId, NodeId>,
     turn: usize,
+    suspects: BTreeMap<NodeId, u32>,
 }
+
+/// How many answers a process that did not answer stays suspect for (see [`Router`]).
+pub const SUSPECT_FOR: u32 = 8;
 
 impl Router {
     /// A router that first asks one of `seeds` (the map group's members) for the map.
@@ -59,6 +68,7 @@ impl Router {
             stale: true,
             hints: BTreeMap::new(),
             turn: 0,
+            suspects: BTreeMap::new(),
         }
     }
 
@@ -115,9 +125,19 @@ impl Router {
                 .unwrap_or_default(),
         };
         let candidates = if candidates.is_empty() {
-            &self.seeds
+            self.seeds.clone()
         } else {
-            &candidates
+            candidates
+        };
+        let trusted: Vec<NodeId> = candidates
+            .iter()
+            .copied()
+            .filter(|n| !self.suspects.contains_key(n))
+            .collect();
+        let candidates = if trusted.is_empty() {
+            candidates
+        } else {
+            trusted
         };
         candidates
             .get(self.turn % candidates.len().max(1))
@@ -127,6 +147,15 @@ impl Router {
 
     /// Learns from the answer (`None`: none came) to a request sent to `group` on `node`.
     pub fn observe(&mut self, group: GroupId, node: NodeId, answer: Option<&ShardResponse>) {
+        self.suspects.retain(|_, left| {
+            *left -= 1;
+            *left > 0
+        });
+        if answer.is_some() {
+            self.suspects.remove(&node);
+        } else {
+            self.suspects.insert(node, SUSPECT_FOR);
+        }
         match answer {
             Some(GroupResponse::Group(
                 _,
@@ -156,7 +185,7 @@ impl Router {
                     RaftError::NotLeader { leader: Some(l) }
                     | RaftError::LeadershipLost { leader: Some(l) },
                 ),
-            )) if *l != node => {
+            )) if *l != node && !self.suspects.contains_key(l) => {
                 self.hints.insert(group, *l);
             }
             Some(GroupResponse::UnknownGroup(_) | GroupResponse::Abandoned(_)) => {
@@ -216,12 +245,48 @@ mod tests {
         };
         assert_eq!(g, group);
         assert!((1..=3).contains(&node));
+        let hinted = if node == 3 { 2 } else { 3 };
         let not_leader = GroupResponse::Group(
             group,
-            Response::Failed(RaftError::NotLeader { leader: Some(3) }),
+            Response::Failed(RaftError::NotLeader {
+                leader: Some(hinted),
+            }),
         );
         r.observe(group, node, Some(&not_leader));
-        assert_eq!(r.next("x"), Next::Send { group, node: 3 });
+        assert_eq!(
+            r.next("x"),
+            Next::Send {
+                group,
+                node: hinted
+            }
+        );
+        // The hinted node does not answer: it is suspect, so a hint naming it is not
+        // followed, and the others are tried first, until it answers again.
+        r.observe(group, hinted, None);
+        let Next::Send { node: other, .. } = r.next("x") else {
+            panic!()
+        };
+        assert_ne!(other, hinted);
+        r.observe(group, other, Some(&not_leader));
+        assert_ne!(
+            r.next("x"),
+            Next::Send {
+                group,
+                node: hinted
+            }
+        );
+        let ok = GroupResponse::Group(
+            group,
+            Response::Read(ShardOutput::Kv(common::kv_store::KvOutput::Value(None))),
+        );
+        r.observe(group, hinted, Some(&ok));
+        assert_eq!(
+            r.next("x"),
+            Next::Send {
+                group,
+                node: hinted
+            }
+        );
     }
 
     #[test]

@@ -32,10 +32,11 @@
 //!
 //! A transaction that touches one partition commits in one entry ([`TxCommand::OnePhase`]):
 //! compares checked, reads answered, writes applied, no locks, no record (**one-phase
-//! commit**). A transaction that only reads and compares (**read-only**) decides nothing:
-//! once every part is prepared its keys are all locked, so what it read is consistent, and its
-//! driver releases every part with [`TxCommand::Finish`] `Aborted` (which at the coordinator
-//! also drops the pending record), with no decision entry.
+//! commit**). A transaction that only reads and compares (**read-only**) keeps no record:
+//! once every part is prepared, [`TxCommand::EndReadOnly`] at the coordinator checks that its
+//! record is still pending (so no resolver released any part: a resolver aborts at the
+//! coordinator before it releases a part) and drops it; what the transaction read is then
+//! consistent, and the other parts are released with [`TxCommand::Finish`] `Aborted`.
 //!
 //! Whoever sends these commands holds nothing the logs do not: a driver that stops anywhere
 //! leaves prepared parts that a *resolver* finds ([`TxInDoubt`]), and resolves by deciding
@@ -165,6 +166,15 @@ pub enum TxCommand {
         outcome: Outcome,
         /// Where the committed part was prepared (`None` for an abort).
         prepared_at: Option<u64>,
+    },
+    /// Coordinator group, for a transaction that writes nothing: if its record is still
+    /// pending (no resolver aborted it, so every part still holds its locks), drop the record
+    /// and release the coordinator's part, answering `Committed` (what the transaction read is
+    /// consistent); otherwise `Aborted`. The other parts are then released with
+    /// [`TxCommand::Finish`] `Aborted`; no record is kept and nothing needs forgetting.
+    EndReadOnly {
+        /// The transaction.
+        tx: TxId,
     },
     /// Coordinator group: drop the committed record once every participant has finished.
     Forget {
@@ -440,6 +450,27 @@ impl TxTable {
                 self.finish(index, *tx, *outcome, *prepared_at, store);
                 TxOutput::Done
             }
+            TxCommand::EndReadOnly { tx } => {
+                let pending = matches!(self.records.get(tx), Some(TxRecord::Pending { .. }));
+                let writes_nothing = self.prepared.get(tx).is_some_and(|p| p.writes.is_empty());
+                self.records.remove(tx);
+                if let Some(p) = self.prepared.remove(tx) {
+                    self.release(&p);
+                }
+                let outcome = if pending && writes_nothing {
+                    Outcome::Committed
+                } else {
+                    Outcome::Aborted
+                };
+                // Nothing was applied here, whatever the answer: remembered as the other parts
+                // remember their release.
+                self.remember(*tx, Outcome::Aborted);
+                TxOutput::Decided {
+                    outcome,
+                    prepared: Vec::new(),
+                    reads: Vec::new(),
+                }
+            }
             TxCommand::Forget { tx } => {
                 if matches!(self.records.get(tx), Some(TxRecord::Committed { .. })) {
                     self.records.remove(tx);
@@ -599,13 +630,6 @@ impl TxTable {
         prepared_at: Option<u64>,
         store: &mut KvStore,
     ) {
-        if outcome == Outcome::Aborted
-            && matches!(self.records.get(&tx), Some(TxRecord::Pending { .. }))
-        {
-            // The coordinator's own part of a transaction known to abort (or of a read-only
-            // one, which decides nothing): the same as deciding abort.
-            self.records.remove(&tx);
-        }
         let Some(p) = self.prepared.remove(&tx) else {
             return; // finished already, or never prepared here: nothing to do
         };
@@ -850,7 +874,7 @@ mod tests {
     }
 
     #[test]
-    fn reads_answer_values_under_lock_and_a_read_only_part_is_released_by_an_abort() {
+    fn reads_answer_values_under_lock_and_a_read_only_transaction_ends_only_if_still_pending() {
         let (tx, c) = (TxId::new(5, 1), 1);
         let (mut t, mut s) = (TxTable::default(), KvStore::default());
         s.apply(
@@ -873,13 +897,37 @@ mod tests {
             TxOutput::Prepared { at: 2, reads }
         );
         assert_eq!(t.lock_holder("a"), Some(tx));
-        let release = TxCommand::Finish {
-            tx,
-            outcome: Outcome::Aborted,
-            prepared_at: None,
-        };
-        t.apply(c, 3, &release, &mut s);
+        let end = t.apply(c, 3, &TxCommand::EndReadOnly { tx }, &mut s);
+        assert!(matches!(
+            end,
+            TxOutput::Decided {
+                outcome: Outcome::Committed,
+                ..
+            }
+        ));
         assert!(t.is_quiet(), "{t:?}");
+        // Once a resolver aborted it at the coordinator, ending it answers Aborted: what it
+        // read may no longer hold.
+        let tx2 = TxId::new(5, 2);
+        let read_b = TxPart {
+            reads: vec!["b".into()],
+            ..TxPart::default()
+        };
+        t.apply(c, 4, &prepare(tx2, read_b, c, &[c, 2]), &mut s);
+        let abort = TxCommand::Decide {
+            tx: tx2,
+            outcome: Outcome::Aborted,
+            prepared: vec![],
+        };
+        t.apply(c, 5, &abort, &mut s);
+        let end = t.apply(c, 6, &TxCommand::EndReadOnly { tx: tx2 }, &mut s);
+        assert!(matches!(
+            end,
+            TxOutput::Decided {
+                outcome: Outcome::Aborted,
+                ..
+            }
+        ));
     }
 
     #[test]

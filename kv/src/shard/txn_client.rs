@@ -49,6 +49,8 @@ enum Step {
     Prepare(usize),
     /// Deciding in the coordinator group's log.
     Decide(Outcome),
+    /// A read-only transaction: checking at the coordinator that no part was released.
+    EndReadOnly,
     /// Telling part `i` the outcome.
     Finish(usize),
     /// Dropping the committed record.
@@ -74,6 +76,7 @@ pub struct TxDriver {
     outcome: Outcome,
     reads: Vec<ReadValue>,
     read_only: bool,
+    read_only_result: Option<Outcome>,
 }
 
 impl TxDriver {
@@ -90,6 +93,7 @@ impl TxDriver {
             outcome: Outcome::Aborted,
             reads: Vec::new(),
             read_only: false,
+            read_only_result: None,
         }
     }
 
@@ -114,9 +118,9 @@ impl TxDriver {
 
     /// Starts transaction `tx` as [`TxDriver::begin`] does, with reads: once it commits,
     /// [`TxDriver::reads`] holds the values, all true at one moment (the transaction's
-    /// serialization point). A transaction that only reads and compares decides nothing: once
-    /// every part is prepared (every key locked) its values are consistent, and its parts are
-    /// released without a decision entry.
+    /// serialization point). A transaction that only reads and compares keeps no record: once
+    /// every part is prepared, one entry at the coordinator checks that no part was released
+    /// meanwhile and ends it, and the other parts are released.
     pub fn start(&mut self, tx: TxId, plan: TxPlan) {
         self.tx = Some(tx);
         self.parts.clear();
@@ -125,6 +129,7 @@ impl TxDriver {
         self.outcome = Outcome::Aborted;
         self.reads.clear();
         self.read_only = plan.writes.is_empty();
+        self.read_only_result = None;
         // Split once the map is known (`split`); until then the phase waits for it.
         let mut staged: BTreeMap<String, KeyOps> = BTreeMap::new();
         for k in plan.reads {
@@ -238,6 +243,7 @@ impl TxDriver {
                 )
             }
             Step::Forget => (coordinator, TxCommand::Forget { tx }),
+            Step::EndReadOnly => (coordinator, TxCommand::EndReadOnly { tx }),
         };
         let node = self.router.pick(group);
         Some((
@@ -291,10 +297,9 @@ impl TxDriver {
                 if *i < last {
                     Step::Prepare(i + 1)
                 } else if self.read_only {
-                    // Every key is locked: the values read are consistent. Nothing to decide;
-                    // release every part (an abort of nothing), the coordinator's included.
-                    self.outcome = Outcome::Aborted;
-                    Step::Finish(0)
+                    // Every key is locked, if no resolver released a part meanwhile: the
+                    // coordinator's pending record says so.
+                    Step::EndReadOnly
                 } else {
                     Step::Decide(Outcome::Committed)
                 }
@@ -303,6 +308,19 @@ impl TxDriver {
             (Step::Prepare(_), TxOutput::No(r)) => {
                 self.refusal = Some(r.clone());
                 Step::Decide(Outcome::Aborted)
+            }
+            (Step::EndReadOnly, TxOutput::Decided { outcome, .. }) => {
+                if *outcome == Outcome::Aborted {
+                    self.reads.clear();
+                }
+                // The other parts are released with an abort (there is nothing to commit).
+                self.outcome = Outcome::Aborted;
+                self.read_only_result = Some(*outcome);
+                if last == 0 {
+                    self.end()
+                } else {
+                    Step::Finish(1)
+                }
             }
             (Step::Decide(_), TxOutput::Decided { outcome, .. }) => {
                 self.outcome = *outcome;
@@ -327,8 +345,11 @@ impl TxDriver {
     }
 
     fn end(&mut self) -> Step {
-        if self.read_only && self.refusal.is_none() {
-            return Step::Done(TxResult::Committed);
+        if let Some(outcome) = self.read_only_result.take() {
+            return Step::Done(match outcome {
+                Outcome::Committed => TxResult::Committed,
+                Outcome::Aborted => TxResult::Aborted(None),
+            });
         }
         Step::Done(match self.outcome {
             Outcome::Committed => TxResult::Committed,
