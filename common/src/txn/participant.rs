@@ -10,8 +10,9 @@ use super::{AtomicCommit, Outcome, Resource, ResourceError, TxError, TxId, Vote,
 use crate::Outbox;
 
 /// The outcomes of recent transactions, to answer duplicates and peers: at most a fixed number
-/// of them, the oldest forgotten first.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// of them, the oldest forgotten first. Serializable, for state machines that keep it in their
+/// snapshots (`kv::shard`'s transaction table).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Decided {
     outcomes: BTreeMap<TxId, Outcome>,
     order: VecDeque<TxId>,
@@ -26,6 +27,11 @@ impl Decided {
             order: VecDeque::new(),
             max,
         }
+    }
+
+    /// The transactions remembered, oldest first.
+    pub fn order(&self) -> &VecDeque<TxId> {
+        &self.order
     }
 
     /// The remembered outcome of `tx`.

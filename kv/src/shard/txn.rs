@@ -65,7 +65,7 @@ use std::collections::BTreeMap;
 
 use common::groups::GroupId;
 use common::kv_store::{KvCommand, KvStore};
-use common::txn::{Outcome, TxId};
+use common::txn::{Decided, Outcome, TxId};
 use common::StateMachine;
 use serde::{Deserialize, Serialize};
 
@@ -299,13 +299,25 @@ pub enum TxInDoubt {
 
 /// What a partition's group keeps of transactions: locks, prepared parts, records as
 /// coordinator, and the outcomes of recent ones.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TxTable {
     locks: BTreeMap<String, TxId>,
     prepared: BTreeMap<TxId, Prepared>,
     records: BTreeMap<TxId, TxRecord>,
-    finished: BTreeMap<TxId, Outcome>,
-    finished_order: std::collections::VecDeque<TxId>,
+    /// The outcomes of the transactions that finished here (`common::txn`'s bounded cache,
+    /// as `twopc` and `threepc` participants keep it).
+    finished: Decided,
+}
+
+impl Default for TxTable {
+    fn default() -> Self {
+        Self {
+            locks: BTreeMap::new(),
+            prepared: BTreeMap::new(),
+            records: BTreeMap::new(),
+            finished: Decided::new(TX_FINISHED_REMEMBERED),
+        }
+    }
 }
 
 impl TxTable {
@@ -316,18 +328,21 @@ impl TxTable {
 
     /// The outcome of a transaction that finished here, if remembered.
     pub fn finished(&self, tx: TxId) -> Option<Outcome> {
-        self.finished.get(&tx).copied()
+        self.finished.get(tx)
     }
 
     /// The transactions whose outcomes are remembered, oldest first (an observer can read
     /// what is new since it last looked).
     pub fn finished_log(&self) -> &std::collections::VecDeque<TxId> {
-        &self.finished_order
+        self.finished.order()
     }
 
     /// Every remembered outcome.
     pub fn outcomes(&self) -> impl Iterator<Item = (TxId, Outcome)> + '_ {
-        self.finished.iter().map(|(t, o)| (*t, *o))
+        self.finished
+            .order()
+            .iter()
+            .filter_map(|t| Some((*t, self.finished.get(*t)?)))
     }
 
     /// Prepared parts and committed records: what a resolver may have to finish.
@@ -357,14 +372,7 @@ impl TxTable {
     }
 
     fn remember(&mut self, tx: TxId, outcome: Outcome) {
-        if self.finished.insert(tx, outcome).is_none() {
-            self.finished_order.push_back(tx);
-            while self.finished_order.len() > TX_FINISHED_REMEMBERED {
-                if let Some(old) = self.finished_order.pop_front() {
-                    self.finished.remove(&old);
-                }
-            }
-        }
+        self.finished.remember(tx, outcome);
     }
 
     /// The first key of `keys` locked by a transaction other than `tx`.
@@ -478,7 +486,7 @@ impl TxTable {
                 TxOutput::Done
             }
             TxCommand::OnePhase { tx, part } => {
-                if self.finished.contains_key(tx) {
+                if self.finished.get(*tx).is_some() {
                     return TxOutput::No(TxRefusal::Decided(*tx));
                 }
                 if let Some(refusal) = self.conflict(*tx, &part.keys()) {
@@ -517,7 +525,7 @@ impl TxTable {
                 reads: Self::read(part, store),
             };
         }
-        if self.finished.contains_key(&tx) || self.records.contains_key(&tx) {
+        if self.finished.get(tx).is_some() || self.records.contains_key(&tx) {
             return TxOutput::No(TxRefusal::Decided(tx));
         }
         if participants.len() > TX_PARTS_MAX {
