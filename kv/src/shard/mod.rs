@@ -71,6 +71,7 @@ mod layout;
 mod machine;
 mod map;
 mod mover;
+pub mod net;
 mod router;
 mod setup;
 mod txn;
