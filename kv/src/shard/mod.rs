@@ -60,12 +60,23 @@
 //!   aborted in another; once the network heals no lock, prepared part or record remains and
 //!   the balances add up; what each driver was told agrees with the groups.
 //!
+//! # Running it
+//!
+//! `net.rs` is the client protocol (length-delimited bincode frames on a client port, answers
+//! matched by request id) and [`net::ShardClient`], which drives the agents over it; the
+//! `kv-shard` binary hosts one process (driver, TCP transport, write-ahead log with fsync,
+//! snapshot files) and runs `get`, `put`, `txn` and `join` from the command line.
+//! `kv/tests/shard_process.rs` runs three real processes under a bank workload while a fourth
+//! joins and partitions move, kills one with SIGKILL and restarts it, and checks that the
+//! balances add up and nothing stays prepared.
+//!
 //! # Not yet
 //!
-//! The store runs in the simulator and as a library; `kv-node` does not host a sharded store
-//! yet. Transactions and moves are not combined in one simulation yet. The map group's members
-//! are fixed at creation. A mover moves one partition at a time, which is slow with many partitions but
-//! keeps at most one extra replica per move.
+//! `kv-shard` is a preview (`kv/README.md` says what is missing: peers fixed at start, no
+//! metrics or configuration file, resolvers only where started with `--resolver`); `kv-node`
+//! does not host a sharded store. The map group's members are fixed at creation. A mover moves
+//! one partition at a time, which is slow with many partitions but keeps at most one extra
+//! replica per move.
 
 mod layout;
 mod machine;
