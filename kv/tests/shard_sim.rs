@@ -29,6 +29,13 @@
 //! `SIM_SEED=n` replays seed `n` (every failure names it); `SIM_SEEDS=n` runs more seeds.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod shard_support;
+
+use shard_support::{
+    build, leader_of, raft_template, schedule_faults, start_mover, FAULTS_START, FAULTS_UNTIL, H,
+    REQUEST_TIMEOUT,
+};
+
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
@@ -37,15 +44,13 @@ use common::check::kv::{check_kv, KvInput, KvOutput as CheckOutput, Verdict};
 use common::check::{Completion, History};
 use common::groups::{GroupId, GroupResponse, GroupsRequest};
 use common::kv_store::{KvCommand, KvOutput, KvQuery};
-use common::sim::{
-    run_seeds, ClosedLoop, FaultPlan, RandomFaults, Sim, SimConfig, SimError, SimView,
-};
+use common::sim::{run_seeds, ClosedLoop, Sim, SimConfig, SimError, SimView};
 use common::{DetRng, NodeId};
 use kv::shard::{
-    Layout, MapCommand, Mover, Next, Router, ShardCommand, ShardConfig, ShardHost, ShardMap,
-    ShardOutput, ShardQuery, ShardRequest, ShardResponse, MAP_GROUP,
+    Layout, MapCommand, Mover, Next, Router, ShardCommand, ShardConfig, ShardMap, ShardOutput,
+    ShardQuery, ShardRequest, ShardResponse, MAP_GROUP,
 };
-use raft::{Config, RaftError, Request, Response, Role, Term};
+use raft::{RaftError, Request, Response, Role, Term};
 
 /// Seeds in the normal test run.
 const SEEDS: u64 = 1_000;
@@ -57,18 +62,10 @@ const KEYS: usize = 8;
 const CLIENTS: u64 = 4;
 /// Client requests per run at most.
 const REQUESTS_MAX: u64 = 300;
-/// Faults start once first leaders had time to be elected.
-const FAULTS_START: u64 = 200;
-/// Faults stop (and everything is repaired) here.
-const FAULTS_UNTIL: u64 = 2_500;
 /// After the faults, the mover finishes within this long.
 const SETTLE_WITHIN: u64 = 6_000;
-/// A request is given up after this long (virtual time).
-const REQUEST_TIMEOUT: u64 = 200;
 /// The chance that the mover forgets everything before one of its requests.
 const MOVER_RESTART_CHANCE: f64 = 0.03;
-
-type H = ShardHost;
 
 /// What the runs did, to show they are not vacuous.
 #[derive(Clone, Copy, Debug, Default)]
@@ -111,25 +108,6 @@ fn partitions_move_to_a_new_process_under_faults_and_every_key_stays_linearizabl
     );
 }
 
-/// The per-seed Raft knobs every group of a run shares.
-fn raft_template(seed: u64, rng: &mut DetRng) -> Config {
-    let mut c = Config::new(1, vec![1]);
-    c.seed = seed;
-    c.election_timeout_ticks_min = 10;
-    c.election_timeout_ticks_max = 20;
-    c.heartbeat_interval_ticks = 2;
-    c.pre_vote = rng.chance(0.8);
-    c.check_quorum = c.pre_vote || rng.chance(0.5);
-    c.lease_reads = c.check_quorum && rng.chance(0.3);
-    c.append_entries_max = 1 + rng.index(8).unwrap_or(0);
-    c.inflight_max = 1 + rng.index(4).unwrap_or(0);
-    c.parallel_append = rng.chance(0.5);
-    c.heartbeat_aligned = rng.chance(0.5);
-    c.snapshot_log_entries_max = if rng.chance(0.5) { 6 } else { 0 };
-    c.snapshot_chunk_bytes_max = 64;
-    c
-}
-
 fn run(seed: u64, totals: &mut Totals) -> Result<(), SimError> {
     let mut rng = DetRng::new(seed ^ 0x5348_4152_4453_0000);
     let founders: u64 = if rng.chance(0.5) { 3 } else { 4 };
@@ -153,43 +131,24 @@ fn run(seed: u64, totals: &mut Totals) -> Result<(), SimError> {
     };
     let genesis = config(1).genesis().unwrap();
 
-    let mut sc = SimConfig::new(seed, all.clone());
-    sc.link.latency_min = 1;
-    sc.link.latency_max = 2 + rng.range_inclusive(0, 10);
-    sc.link.drop = [0.0, 0.02, 0.05][rng.index(3).unwrap_or(0)];
-    sc.link.duplicate = [0.0, 0.02][rng.index(2).unwrap_or(0)];
-    sc.sync_latency_min = 0;
-    sc.sync_latency_max = [0, 3, 10][rng.index(3).unwrap_or(0)];
-    sc.torn_tail = true;
-    sc.request_timeout = Some(REQUEST_TIMEOUT);
-    sc.request_batch_window = [0, 0, 3, 8][rng.index(4).unwrap_or(0)];
-    sc.hash_contents = false;
-    let mut sim: Sim<H> = Sim::new(sc, move |id| {
-        let mut gc = config(id).groups_config().expect("a valid configuration");
-        // Compact the shared log often, so crashes meet compactions.
-        gc.compact_records_min = 32;
-        gc.compact_live_multiple = 2;
-        gc
-    })?;
+    let mut sim = build(seed, &mut rng, &all, config)?;
     let installs = Rc::new(RefCell::new(0u64));
     install_checks(&mut sim, &genesis, installs.clone());
 
-    let knobs = {
-        let mut k = RandomFaults::new(FAULTS_START, FAULTS_UNTIL, 1.0);
-        k.mean_gap = 80;
-        k.duration_min = 20;
-        k.duration_max = 400;
-        k.allow_majority_down = rng.chance(0.2);
-        k
-    };
-    sim.schedule(FaultPlan::random(seed, &all, &knobs));
+    schedule_faults(&mut sim, seed, &mut rng, &all);
 
     let redirects = Rc::new(RefCell::new(0u64));
     start_clients(&mut sim, redirects.clone());
     let mover = Rc::new(RefCell::new(Mover::new(vec![1, 2, 3])));
     mover.borrow_mut().change_ring(change.clone());
     let move_at = rng.range_inclusive(FAULTS_START, FAULTS_UNTIL / 2);
-    start_mover(&mut sim, move_at, mover.clone());
+    start_mover(
+        &mut sim,
+        move_at,
+        FAULTS_UNTIL + SETTLE_WITHIN,
+        MOVER_RESTART_CHANCE,
+        mover.clone(),
+    );
 
     sim.run_until(FAULTS_UNTIL)?;
     let deadline = FAULTS_UNTIL + SETTLE_WITHIN;
@@ -330,31 +289,6 @@ fn start_clients(sim: &mut Sim<H>, redirects: Rc<RefCell<u64>>) {
     );
 }
 
-/// The mover, as one closed-loop client from `at` on, forgetting everything now and then.
-fn start_mover(sim: &mut Sim<H>, at: u64, mover: Rc<RefCell<Mover>>) {
-    sim.closed_loop(
-        ClosedLoop {
-            clients: 1,
-            start: at,
-            think_min: 2,
-            think_max: 10,
-            requests_max: u64::MAX,
-            until: FAULTS_UNTIL + SETTLE_WITHIN,
-            timeout: Some(REQUEST_TIMEOUT),
-        },
-        move |rng, ctx| {
-            let mut mover = mover.borrow_mut();
-            if let Some(last) = ctx.last {
-                mover.observe(last.node, last.outcome.response());
-            }
-            if rng.chance(MOVER_RESTART_CHANCE) {
-                mover.restart();
-            }
-            mover.next_request()
-        },
-    );
-}
-
 /// The mover moved exactly the partitions whose place on the ring changed, each by handing
 /// one replica to the new process, and the map is in place.
 fn check_placement(
@@ -488,17 +422,6 @@ fn check_groups(sim: &mut Sim<H>, map: &ShardMap) -> Result<(), SimError> {
     Ok(())
 }
 
-/// Group `g`'s leader with the highest term, if any process hosting it leads.
-fn leader_of(view: &SimView<'_, H>, g: GroupId) -> Option<NodeId> {
-    view.nodes()
-        .filter_map(|(id, host)| {
-            let node = host?.group(g)?;
-            (node.role() == Role::Leader).then_some((node.term(), id))
-        })
-        .max()
-        .map(|(_, id)| id)
-}
-
 /// The whole client history is linearizable, key by key (a key stays in its partition's
 /// group however the group's members change).
 fn linearizable(sim: &mut Sim<H>) -> Result<(), SimError> {
@@ -582,7 +505,13 @@ fn the_store_serves_throughout_the_moves_on_a_healthy_network() {
         let mover = Rc::new(RefCell::new(Mover::new(vec![1, 2, 3])));
         mover.borrow_mut().change_ring(MapCommand::AddProcess(4));
         let move_at = 400;
-        start_mover(&mut sim, move_at, mover.clone());
+        start_mover(
+            &mut sim,
+            move_at,
+            FAULTS_UNTIL + SETTLE_WITHIN,
+            MOVER_RESTART_CHANCE,
+            mover.clone(),
+        );
         let m = mover.clone();
         if !sim.run_until_cond(FAULTS_UNTIL, move |_| m.borrow().is_done())? {
             return Err(sim.fail_now("the mover did not finish".into()));

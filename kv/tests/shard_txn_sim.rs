@@ -34,22 +34,27 @@
 //! `SIM_SEED=n` replays seed `n` (every failure names it); `SIM_SEEDS=n` runs more seeds.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod shard_support;
+
+use shard_support::{
+    build, leader_of, raft_template, schedule_faults, start_mover, FAULTS_START, FAULTS_UNTIL, H,
+    REQUEST_TIMEOUT,
+};
+
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use common::groups::{GroupId, GroupResponse, GroupsRequest};
 use common::kv_store::{KvOutput, KvQuery};
-use common::sim::{
-    run_seeds, ClosedLoop, FaultPlan, RandomFaults, Sim, SimConfig, SimError, SimView,
-};
+use common::sim::{run_seeds, ClosedLoop, Sim, SimError, SimView};
 use common::txn::{Outcome, TxId};
 use common::{DetRng, NodeId};
 use kv::shard::{
-    Compare, Layout, MapCommand, Mover, Next, Resolver, ShardConfig, ShardHost, ShardOutput,
-    ShardQuery, ShardRequest, ShardResponse, TxDriver, TxPlan, TxResult, TxWrite, MAP_GROUP,
+    Compare, Layout, MapCommand, Mover, Next, Resolver, ShardConfig, ShardOutput, ShardQuery,
+    ShardRequest, ShardResponse, TxDriver, TxPlan, TxResult, TxWrite, MAP_GROUP,
 };
-use raft::{Config, Request, Response, Role};
+use raft::{Request, Response};
 
 /// Seeds in the normal test run.
 const SEEDS: u64 = 1_000;
@@ -63,20 +68,12 @@ const INITIAL: i64 = 100;
 const CLIENTS: u64 = 3;
 /// Client requests per run at most (reads and transaction steps).
 const REQUESTS_MAX: u64 = 500;
-/// Faults start once first leaders had time to be elected.
-const FAULTS_START: u64 = 200;
-/// Faults stop (and everything is repaired) here.
-const FAULTS_UNTIL: u64 = 2_500;
 /// After the faults, every group is quiet within this long.
 const SETTLE_WITHIN: u64 = 5_000;
-/// A request is given up after this long (virtual time).
-const REQUEST_TIMEOUT: u64 = 200;
 /// The resolver resolves what stays in doubt this long.
 const RESOLVE_AFTER: u64 = 300;
 /// The chance that a client drops its transaction before one of its requests.
 const DRIVER_DROP_CHANCE: f64 = 0.02;
-
-type H = ShardHost;
 
 /// What the runs did, to show they are not vacuous.
 #[derive(Clone, Copy, Debug, Default)]
@@ -128,24 +125,6 @@ fn balance(value: Option<&str>) -> i64 {
     value.map_or(INITIAL, |v| v.parse().unwrap_or(i64::MIN))
 }
 
-fn raft_template(seed: u64, rng: &mut DetRng) -> Config {
-    let mut c = Config::new(1, vec![1]);
-    c.seed = seed;
-    c.election_timeout_ticks_min = 10;
-    c.election_timeout_ticks_max = 20;
-    c.heartbeat_interval_ticks = 2;
-    c.pre_vote = rng.chance(0.8);
-    c.check_quorum = c.pre_vote || rng.chance(0.5);
-    c.lease_reads = c.check_quorum && rng.chance(0.3);
-    c.append_entries_max = 1 + rng.index(8).unwrap_or(0);
-    c.inflight_max = 1 + rng.index(4).unwrap_or(0);
-    c.parallel_append = rng.chance(0.5);
-    c.heartbeat_aligned = rng.chance(0.5);
-    c.snapshot_log_entries_max = if rng.chance(0.5) { 6 } else { 0 };
-    c.snapshot_chunk_bytes_max = 64;
-    c
-}
-
 /// What the drivers saw: every transaction's result, by id.
 type Seen = Rc<RefCell<BTreeMap<TxId, TxResult>>>;
 
@@ -164,34 +143,10 @@ fn run(seed: u64, totals: &mut Totals) -> Result<(), SimError> {
         initial_processes: (1..=3).collect(),
         raft: template.clone(),
     };
-    let mut sc = SimConfig::new(seed, processes.clone());
-    sc.link.latency_min = 1;
-    sc.link.latency_max = 2 + rng.range_inclusive(0, 10);
-    sc.link.drop = [0.0, 0.02, 0.05][rng.index(3).unwrap_or(0)];
-    sc.link.duplicate = [0.0, 0.02, 0.05][rng.index(3).unwrap_or(0)];
-    sc.sync_latency_min = 0;
-    sc.sync_latency_max = [0, 3, 10][rng.index(3).unwrap_or(0)];
-    sc.torn_tail = true;
-    sc.request_timeout = Some(REQUEST_TIMEOUT);
-    sc.request_batch_window = [0, 0, 3, 8][rng.index(4).unwrap_or(0)];
-    sc.hash_contents = false;
-    let mut sim: Sim<H> = Sim::new(sc, move |id| {
-        let mut gc = config(id).groups_config().expect("a valid configuration");
-        gc.compact_records_min = 32;
-        gc.compact_live_multiple = 2;
-        gc
-    })?;
+    let mut sim = build(seed, &mut rng, &processes, config)?;
     let outcomes: Rc<RefCell<BTreeMap<TxId, Outcome>>> = Rc::default();
     install_atomicity(&mut sim, outcomes.clone());
-    let knobs = {
-        let mut k = RandomFaults::new(FAULTS_START, FAULTS_UNTIL, 1.0);
-        k.mean_gap = 80;
-        k.duration_min = 20;
-        k.duration_max = 400;
-        k.allow_majority_down = rng.chance(0.2);
-        k
-    };
-    sim.schedule(FaultPlan::random(seed, &processes, &knobs));
+    schedule_faults(&mut sim, seed, &mut rng, &processes);
 
     let seen: Seen = Rc::default();
     let stats = Rc::new(RefCell::new(Totals::default()));
@@ -204,7 +159,13 @@ fn run(seed: u64, totals: &mut Totals) -> Result<(), SimError> {
     if joins {
         mover.borrow_mut().change_ring(MapCommand::AddProcess(4));
         let at = rng.range_inclusive(FAULTS_START, FAULTS_UNTIL / 2);
-        start_mover(&mut sim, at, mover.clone());
+        start_mover(
+            &mut sim,
+            at,
+            FAULTS_UNTIL + SETTLE_WITHIN,
+            0.0,
+            mover.clone(),
+        );
     }
 
     sim.run_until(FAULTS_UNTIL)?;
@@ -301,17 +262,6 @@ fn install_atomicity(sim: &mut Sim<H>, outcomes: Rc<RefCell<BTreeMap<TxId, Outco
         }
         Ok(())
     });
-}
-
-/// Group `g`'s leader with the highest term, if any process hosting it leads.
-fn leader_of(view: &SimView<'_, H>, g: GroupId) -> Option<NodeId> {
-    view.nodes()
-        .filter_map(|(id, host)| {
-            let node = host?.group(g)?;
-            (node.role() == Role::Leader).then_some((node.term(), id))
-        })
-        .max()
-        .map(|(_, id)| id)
 }
 
 /// The total of the balances if every partition's group has a leader that has committed an
@@ -506,28 +456,6 @@ fn start_resolver(sim: &mut Sim<H>, resolver: Rc<RefCell<Resolver>>) {
                 r.observe(ctx.now, last.node, &last.request, last.outcome.response());
             }
             Some(r.next_request())
-        },
-    );
-}
-
-/// The mover, as one closed-loop client from `at` on.
-fn start_mover(sim: &mut Sim<H>, at: u64, mover: Rc<RefCell<Mover>>) {
-    sim.closed_loop(
-        ClosedLoop {
-            clients: 1,
-            start: at,
-            think_min: 2,
-            think_max: 10,
-            requests_max: u64::MAX,
-            until: FAULTS_UNTIL + SETTLE_WITHIN,
-            timeout: Some(REQUEST_TIMEOUT),
-        },
-        move |_rng, ctx| {
-            let mut mover = mover.borrow_mut();
-            if let Some(last) = ctx.last {
-                mover.observe(last.node, last.outcome.response());
-            }
-            mover.next_request()
         },
     );
 }
