@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use common::driver::DriverStats;
 use common::NodeId;
 
-use crate::{demo, paxos, raft, threepc, twopc, BenchError, ClusterSpec};
+use crate::{demo, paxos, raft, sharded, threepc, twopc, BenchError, ClusterSpec};
 
 /// A protocol taking part in the shootout. See the crate documentation for how to add one.
 #[async_trait]
@@ -123,5 +123,6 @@ pub fn contenders() -> Vec<Box<dyn Contender>> {
         Box::new(paxos::MultiPaxos),
         Box::new(twopc::TwoPc),
         Box::new(threepc::ThreePc),
+        Box::new(sharded::ShardedTwoPc),
     ]
 }

@@ -41,7 +41,8 @@
 //!   SVG charts and the HTML page;
 //! - [`wan`]: the wide-area scenario; [`viewer`]: the trace viewer's JSON export;
 //!   [`hashring`]: the placement algorithms side by side; one module per adapter
-//!   ([`demo`], [`raft`](mod@raft), [`paxos`](mod@paxos), [`twopc`], [`threepc`]).
+//!   ([`demo`], [`raft`](mod@raft), [`paxos`](mod@paxos), [`twopc`], [`threepc`], and
+//!   [`sharded`]: 2PC over Raft groups).
 //!
 //! The criterion suites (`benches/benches/`) share their quick-pass setting through
 //! `benches/benches/support/mod.rs`, so criterion stays a development dependency.
@@ -115,6 +116,7 @@ pub mod paxos;
 pub mod peers;
 pub mod raft;
 pub mod redb_kv;
+pub mod sharded;
 pub mod threepc;
 pub mod twopc;
 

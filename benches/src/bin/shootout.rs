@@ -48,7 +48,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Protocols to run (comma-separated: demo, raft, multi-paxos, 2pc, 3pc); all when absent.
+    /// Protocols to run (comma-separated: demo, raft, multi-paxos, 2pc, 3pc, 2pc-raft); all when
+    /// absent.
     #[arg(long, value_delimiter = ',')]
     protocols: Vec<String>,
     /// Transports to run over (comma-separated).
@@ -77,7 +78,8 @@ struct Args {
     #[arg(long)]
     durable: bool,
     /// Also run the fault scenarios: a third of the way in, the leader or coordinator crashes
-    /// (every protocol), or its links slow to 1 s per frame for 0.5 s (2PC and 3PC).
+    /// (every protocol), or its links slow to 1 s per frame for 0.5 s (2PC, 3PC and 2PC over
+    /// Raft).
     #[arg(long)]
     faults: bool,
     /// Seconds of each crash-scenario run.
@@ -198,7 +200,8 @@ fn setup(plan: &Plan) -> String {
     format!(
         "Closed loop over the {} transport, {} storage, {}{}; same driver, codec (bincode) and \
          workload for every protocol (16-byte commands for Raft and Multi-Paxos, one write at \
-         every participant per 2PC/3PC transaction).",
+         every participant per 2PC/3PC transaction, one write in each of two partitions per \
+         2PC-over-Raft transaction).",
         plan.transports
             .iter()
             .map(|t| t.name())
