@@ -58,7 +58,9 @@
 //! - [`server`]: one replica as a service (consensus node, client port, membership);
 //! - [`config`]: the TOML file and its merge with the environment and the flags;
 //! - [`metrics`]: the Prometheus metrics, the health check and the timed storage;
-//! - [`load`]: the recorded load generator.
+//! - [`load`]: the recorded load generator;
+//! - [`shard`]: the store sharded over many Raft groups by the consistent-hash ring, with
+//!   transactions across the groups (its own state machine, client and `kv-shard` binary).
 
 pub mod config;
 pub mod load;
