@@ -369,7 +369,8 @@ fn demo(seed: u64) -> Result<Run, SimError> {
 
 type RaftKv = raft::RaftNode<raft::kv::KvStore>;
 
-fn raft_state(n: &RaftKv) -> NodeState {
+/// A Raft node's role, term and log, whatever its state machine.
+fn raft_state<S: common::StateMachine>(n: &raft::RaftNode<S>) -> NodeState {
     use raft::Role;
     let role = match n.role() {
         Role::Follower => "follower",
@@ -725,26 +726,8 @@ type Shard = kv::shard::ShardHost;
 /// A process of the sharded store, seen through its replica of the coordinator group (g1).
 fn shard_state(h: &Shard) -> NodeState {
     match h.group(1) {
-        Some(n) => raft_group_state(n),
+        Some(n) => raft_state(n),
         None => NodeState::role("none"),
-    }
-}
-
-fn raft_group_state<S: common::StateMachine>(n: &raft::RaftNode<S>) -> NodeState {
-    use raft::Role;
-    let role = match n.role() {
-        Role::Follower => "follower",
-        Role::PreCandidate => "pre-candidate",
-        Role::Candidate => "candidate",
-        Role::Leader => "leader",
-        Role::Learner => "learner",
-    };
-    NodeState {
-        term: Some(n.term()),
-        log: Some(n.last_log_index()),
-        commit: Some(n.commit_index()),
-        leader: n.leader(),
-        ..NodeState::role(role)
     }
 }
 
