@@ -28,7 +28,7 @@
 //!   refuses to promote a learner that has not caught up), removal of the replica replaced.
 //!   Its only memory is the map, so a mover that stops at any step and starts again finishes
 //!   the move.
-//! - Transactions across partitions (`txn.rs`, `txn_client.rs`): compare conditions and writes
+//! - Transactions across partitions (`txn/`, `txn_client.rs`): compare conditions and writes
 //!   on keys of any partitions, committed all or none by two-phase commit whose every step is
 //!   a command in a group's Raft log. The coordinator's decision is an entry in the log of the
 //!   transaction's first partition, so the crash of any one process blocks no transaction:
@@ -36,7 +36,7 @@
 //!   deciding abort in the coordinator's log (which answers the real outcome if one was
 //!   decided). Presumed abort, and one-phase commit for a transaction of one partition.
 //!   Strictly serializable (strict two-phase locking over the keys; the argument is in
-//!   `txn.rs`).
+//!   `txn/mod.rs`).
 //!
 //! # Guarantees, and what checks them
 //!
@@ -62,7 +62,7 @@
 //!
 //! # Running it
 //!
-//! `net.rs` is the client protocol (length-delimited bincode frames on a client port, answers
+//! `net/` is the client protocol (length-delimited bincode frames on a client port, answers
 //! matched by request id) and [`net::ShardClient`], which drives the agents over it; the
 //! `kv-shard` binary hosts one process (driver, TCP transport, write-ahead log with fsync,
 //! snapshot files) and runs `get`, `put`, `txn` and `join` from the command line.

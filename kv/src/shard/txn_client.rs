@@ -1,6 +1,6 @@
 //! Transactions across partitions, the client side: [`TxDriver`] runs one transaction's
 //! two-phase commit through the groups' logs, and [`Resolver`] finishes what drivers left
-//! (see `txn.rs` for the protocol). Both are sans-IO, like [`Router`] and
+//! (see `txn/mod.rs` for the protocol). Both are sans-IO, like [`Router`] and
 //! [`Mover`](super::Mover): the caller sends what `next_request` names and reports the answer
 //! to `observe`.
 

@@ -1,5 +1,6 @@
 //! The client protocol's tests: round trips, bad input, limits, and a real node.
 
+use super::wire::BUSY_UNKNOWN;
 use super::*;
 use crate::shard::{MapCommand, TxCommand, TxOutput};
 use common::txn::TxId;

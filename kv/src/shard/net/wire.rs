@@ -207,7 +207,7 @@ const BUSY_REASONS: [&str; 6] = [
     "the leader has not committed an entry of its term yet",
 ];
 /// The reason of a busy answer whose reason this client does not know.
-const BUSY_UNKNOWN: &str = "busy (a reason this client does not know)";
+pub(super) const BUSY_UNKNOWN: &str = "busy (a reason this client does not know)";
 
 impl From<RaftError> for WireRaftError {
     fn from(e: RaftError) -> Self {
