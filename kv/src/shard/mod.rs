@@ -30,8 +30,9 @@
 //!   the move.
 //! - Transactions across partitions (`txn/`, `txn_client.rs`): reads, compare conditions and
 //!   writes on keys of any partitions, committed all or none by two-phase commit whose every
-//!   step is a command in a group's Raft log. The coordinator's decision is an entry in the log of the
-//!   transaction's first partition, so the crash of any one process blocks no transaction:
+//!   step is a command in a group's Raft log. The coordinator's decision is an entry in the
+//!   log of the transaction's first partition, so the crash of any one process blocks no
+//!   transaction:
 //!   [`TxDriver`] runs a transaction, and [`Resolver`] finishes what a vanished driver left by
 //!   deciding abort in the coordinator's log (which answers the real outcome if one was
 //!   decided). Presumed abort, and one-phase commit for a transaction of one partition.
