@@ -21,6 +21,9 @@
 //!   transaction, replay and lock recovery (`participant.rs`);
 //! - [`replay_records`] and [`reject`]: routing records to a node's roles at recovery, and
 //!   counting and logging refused messages (`node.rs`);
+//! - [`Locks`] and [`Tally`]: the no-wait lock table and the count of votes, the two rules that
+//!   do not depend on where the protocol's steps run (`rules.rs`; `kv::shard` runs them inside
+//!   Raft state machines);
 //! - [`Resource`]: the local resource manager a participant drives (stage, prepare = validate and
 //!   lock, commit, abort, re-take the locks of a prepared transaction after a crash);
 //! - [`MemKv`]: an in-memory key-value resource with **no-wait locking**;
@@ -68,6 +71,7 @@ mod coordinator;
 mod node;
 mod participant;
 mod protocol;
+mod rules;
 #[cfg(feature = "sim")]
 pub mod storm;
 #[cfg(feature = "sim")]
@@ -81,6 +85,7 @@ pub use coordinator::{Coordination, TxIds, SEQ_BLOCK};
 pub use node::{reject, replay_records};
 pub use participant::{oldest_first, Decided, Ledger};
 pub use protocol::{AtomicCommit, Counters, Request, Response, TxError};
+pub use rules::{LockConflict, Locks, Tally, TallyError};
 
 /// A globally unique transaction id: the coordinator that started it and a sequence number that
 /// coordinator never hands out twice (it reserves blocks of sequence numbers durably before using
@@ -317,7 +322,7 @@ pub struct MemKv {
     limits: MemKvLimits,
     data: BTreeMap<String, Vec<u8>>,
     open: BTreeMap<TxId, OpenTx>,
-    locks: BTreeMap<String, TxId>,
+    locks: Locks,
     applied: VecDeque<TxId>,
 }
 
@@ -348,7 +353,7 @@ impl MemKv {
 
     /// The holder of `key`'s lock, if any.
     pub fn lock_holder(&self, key: &str) -> Option<TxId> {
-        self.locks.get(key).copied()
+        self.locks.holder(key)
     }
 
     /// Transactions staged or prepared here.
@@ -356,26 +361,14 @@ impl MemKv {
         self.open.len()
     }
 
-    fn lock_all(&mut self, tx: TxId, writes: &[Write]) -> Result<(), (String, TxId)> {
-        for w in writes {
-            if let Some(&holder) = self.locks.get(&w.key) {
-                if holder != tx {
-                    return Err((w.key.clone(), holder));
-                }
-            }
-        }
-        for w in writes {
-            self.locks.insert(w.key.clone(), tx);
-        }
-        Ok(())
+    fn lock_all(&mut self, tx: TxId, writes: &[Write]) -> Result<(), LockConflict> {
+        self.locks
+            .lock_all(tx, writes.iter().map(|w| w.key.as_str()))
     }
 
     fn unlock_all(&mut self, tx: TxId, writes: &[Write]) {
-        for w in writes {
-            if self.locks.get(&w.key) == Some(&tx) {
-                self.locks.remove(&w.key);
-            }
-        }
+        self.locks
+            .unlock_all(tx, writes.iter().map(|w| w.key.as_str()));
     }
 
     fn record_applied(&mut self, tx: TxId) {
@@ -428,7 +421,7 @@ impl Resource for MemKv {
         }
         let writes = open.writes.clone();
         self.lock_all(tx, &writes)
-            .map_err(|(key, holder)| PrepareError::Conflict { key, holder })?;
+            .map_err(|LockConflict { key, holder }| PrepareError::Conflict { key, holder })?;
         if let Some(open) = self.open.get_mut(&tx) {
             open.prepared = true;
         }
@@ -468,7 +461,7 @@ impl Resource for MemKv {
 
     fn recover_prepared(&mut self, tx: TxId, writes: Vec<Write>) -> Result<(), ResourceError> {
         self.lock_all(tx, &writes)
-            .map_err(|(key, holder)| ResourceError::LockTaken { tx, key, holder })?;
+            .map_err(|LockConflict { key, holder }| ResourceError::LockTaken { tx, key, holder })?;
         self.open.insert(
             tx,
             OpenTx {

@@ -39,6 +39,21 @@ impl Decided {
         self.outcomes.get(&tx).copied()
     }
 
+    /// The answer to a repeated request to vote on `tx`, if it was voted on here already: Yes
+    /// again while it is `undecided` here (its vote is durable; the first Yes was lost or is
+    /// late), No again if it was refused or aborted. A request to vote on a transaction
+    /// committed here is out of place. `None`: not voted on here yet.
+    pub fn vote_again(&self, tx: TxId, undecided: bool) -> Result<Option<Vote>, &'static str> {
+        if undecided {
+            return Ok(Some(Vote::Yes));
+        }
+        match self.get(tx) {
+            Some(Outcome::Aborted) => Ok(Some(Vote::No)),
+            Some(Outcome::Committed) => Err("request to vote after commit"),
+            None => Ok(None),
+        }
+    }
+
     /// Remembers the outcome of `tx` (the first one given stays), forgetting the oldest beyond
     /// the bound.
     pub fn remember(&mut self, tx: TxId, outcome: Outcome) {
@@ -81,19 +96,9 @@ impl<R: Resource> Ledger<R> {
         }
     }
 
-    /// The answer to a repeated request to vote on `tx`, if it was voted on here already: Yes
-    /// again while it is `undecided` here (its vote record is durable; the first Yes was lost
-    /// or is late), No again if it was refused or aborted. A request to vote on a transaction
-    /// committed here is out of place. `None`: not voted on here yet.
+    /// The answer to a repeated request to vote on `tx`: see [`Decided::vote_again`].
     pub fn vote_again(&self, tx: TxId, undecided: bool) -> Result<Option<Vote>, &'static str> {
-        if undecided {
-            return Ok(Some(Vote::Yes));
-        }
-        match self.decided.get(tx) {
-            Some(Outcome::Aborted) => Ok(Some(Vote::No)),
-            Some(Outcome::Committed) => Err("request to vote after commit"),
-            None => Ok(None),
-        }
+        self.decided.vote_again(tx, undecided)
     }
 
     /// Stages and locks `writes` for `tx`; true if the transaction is prepared in the resource.

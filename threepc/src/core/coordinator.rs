@@ -2,15 +2,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::txn::{Backoff, Coordination, Outcome, Resource, SendBudget, TxId, Vote, Write};
+use common::txn::{Backoff, Coordination, Outcome, Resource, SendBudget, Tally, TxId, Vote, Write};
 use common::{NodeId, Outbox, RequestId};
 
 use crate::{Config, Event, Message, Record, ThreePcNode};
 
 #[derive(Clone, Debug)]
 pub(crate) enum Phase {
-    /// CanCommit sent; the Yes voters so far.
-    Voting { yes: BTreeSet<NodeId> },
+    /// CanCommit sent; collecting votes (`common::txn`'s rule: one No aborts, every Yes
+    /// commits; 3PC has no read-only votes).
+    Voting { tally: Tally<NodeId> },
     /// PreCommit logged and sent; waiting for these acks.
     PreCommitting { pending: BTreeSet<NodeId> },
     /// Commit logged and sent; waiting for these HaveCommitted.
@@ -104,15 +105,14 @@ impl Coordinator {
                 },
             );
         }
+        let tally = Tally::new(participants.iter().copied());
         self.txs.insert(
             tx,
             CoordTx {
                 request: Some(request),
                 writes,
                 participants,
-                phase: Phase::Voting {
-                    yes: BTreeSet::new(),
-                },
+                phase: Phase::Voting { tally },
                 phase_ticks: 0,
                 resend: Backoff::new(config.txn.resend_ticks, config.txn.resend_ticks_max),
             },
@@ -133,17 +133,21 @@ impl Coordinator {
         if !ctx.participants.contains(&from) {
             return Err("vote from a non-participant");
         }
-        let Phase::Voting { yes } = &mut ctx.phase else {
+        let Phase::Voting { tally } = &mut ctx.phase else {
             return Err("vote after the votes were counted");
         };
-        if vote != Vote::Yes {
+        // 3PC has no read-only participants: a ReadOnly vote counts as No.
+        let vote = if vote == Vote::Yes {
+            Vote::Yes
+        } else {
+            Vote::No
+        };
+        let decided = tally.record(from, vote).map_err(|e| e.as_str())?;
+        if decided == Some(Outcome::Aborted) {
             self.abort(tx, out);
             return Ok(());
         }
-        if !yes.insert(from) {
-            return Err("duplicate vote");
-        }
-        if yes.len() == ctx.participants.len() {
+        if decided == Some(Outcome::Committed) {
             // Forced before any PreCommit leaves: a recovered coordinator must know it may have
             // pre-committed someone.
             out.persist(Record::PreCommitDecision {
@@ -331,15 +335,16 @@ impl Coordinator {
             ctx.phase_ticks += 1;
             let due = ctx.resend.tick();
             match &ctx.phase {
-                Phase::Voting { yes } => {
+                Phase::Voting { tally } => {
                     if ctx.phase_ticks >= config.txn.vote_timeout_ticks {
                         to_abort.push(tx);
                         continue;
                     }
+                    let missing = tally.missing();
                     let silent: Vec<(&NodeId, &Vec<Write>)> = ctx
                         .writes
                         .iter()
-                        .filter(|(p, _)| !yes.contains(p))
+                        .filter(|(p, _)| missing.contains(p))
                         .collect();
                     if due && budget.take(silent.len()) {
                         ctx.resend.sent();

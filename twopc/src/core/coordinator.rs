@@ -3,7 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::txn::{
-    Backoff, Coordination, Outcome, Resource, Response, SendBudget, TxError, TxId, Vote, Write,
+    Backoff, Coordination, Outcome, Resource, Response, SendBudget, Tally, TxError, TxId, Vote,
+    Write,
 };
 use common::{NodeId, Outbox, RequestId};
 
@@ -12,8 +13,9 @@ use crate::{Config, Message, Record, TwoPcNode};
 /// Where a coordinated transaction stands.
 #[derive(Clone, Debug)]
 pub(crate) enum Phase {
-    /// Prepare sent; collecting votes. A participant absent from `votes` has not answered.
-    Voting { votes: BTreeMap<NodeId, Vote> },
+    /// Prepare sent; collecting votes (`common::txn`'s rule: one No aborts, every Yes or
+    /// ReadOnly commits).
+    Voting { tally: Tally<NodeId> },
     /// One-phase commit sent to the only participant, which decides.
     OnePc { retries: u32 },
     /// Commit logged and sent; waiting for the acks of `pending`.
@@ -101,7 +103,7 @@ impl Coordinator {
             Phase::OnePc { retries: 0 }
         } else {
             Phase::Voting {
-                votes: BTreeMap::new(),
+                tally: Tally::new(writes.keys().copied()),
             }
         };
         let ctx = CoordTx {
@@ -130,18 +132,11 @@ impl Coordinator {
             return Err("vote for an unknown transaction");
         };
         match &mut ctx.phase {
-            Phase::Voting { votes } => {
-                if !ctx.writes.contains_key(&from) {
-                    return Err("vote from a non-participant");
-                }
-                if votes.contains_key(&from) {
-                    return Err("duplicate vote");
-                }
-                votes.insert(from, vote);
-                if vote == Vote::No {
-                    self.abort(tx, out);
-                } else if votes.len() == ctx.writes.len() {
-                    self.decide_commit(tx, out);
+            Phase::Voting { tally } => {
+                match tally.record(from, vote).map_err(|e| e.as_str())? {
+                    Some(Outcome::Aborted) => self.abort(tx, out),
+                    Some(Outcome::Committed) => self.decide_commit(tx, out),
+                    None => {}
                 }
                 Ok(())
             }
@@ -160,14 +155,10 @@ impl Coordinator {
         let Some(ctx) = self.txs.get_mut(&tx) else {
             return;
         };
-        let Phase::Voting { votes } = &ctx.phase else {
+        let Phase::Voting { tally } = &ctx.phase else {
             return;
         };
-        let yes: Vec<NodeId> = votes
-            .iter()
-            .filter(|(_, v)| **v == Vote::Yes)
-            .map(|(p, _)| *p)
-            .collect();
+        let yes = tally.voted_yes();
         let request = ctx.request.take();
         self.book.decided(tx, Outcome::Committed, request, out);
         if yes.is_empty() {
@@ -199,11 +190,9 @@ impl Coordinator {
         let Some(ctx) = self.txs.remove(&tx) else {
             return;
         };
-        if let Phase::Voting { votes } = &ctx.phase {
-            for p in ctx.writes.keys() {
-                if !matches!(votes.get(p), Some(Vote::No) | Some(Vote::ReadOnly)) {
-                    out.send(*p, Message::Abort { tx });
-                }
+        if let Phase::Voting { tally } = &ctx.phase {
+            for p in tally.may_be_prepared() {
+                out.send(p, Message::Abort { tx });
             }
         }
         self.book.decided(tx, Outcome::Aborted, ctx.request, out);
@@ -324,14 +313,15 @@ impl CoordTx {
         self.age_ticks += 1;
         let due = self.resend.tick();
         match &mut self.phase {
-            Phase::Voting { votes } => {
+            Phase::Voting { tally } => {
                 if self.age_ticks >= config.txn.vote_timeout_ticks {
                     return Some(Overdue::Votes);
                 }
+                let missing = tally.missing();
                 let silent: Vec<(&NodeId, &Vec<Write>)> = self
                     .writes
                     .iter()
-                    .filter(|(p, _)| !votes.contains_key(p))
+                    .filter(|(p, _)| missing.contains(p))
                     .collect();
                 if due && budget.take(silent.len()) {
                     self.resend.sent();
