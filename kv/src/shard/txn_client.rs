@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use common::groups::{GroupId, GroupResponse, GroupsRequest};
-use common::txn::{Outcome, TxId};
+use common::txn::{Outcome, Tally, TxId, Vote};
 use common::NodeId;
 use raft::{Request, Response};
 
@@ -70,6 +70,8 @@ pub struct TxDriver {
     tx: Option<TxId>,
     pending_keys: Vec<(String, KeyOps)>,
     parts: Vec<(GroupId, TxPart)>,
+    /// The parts' votes, counted by `common::txn`'s rule (as `twopc`'s coordinator counts).
+    tally: Tally<GroupId>,
     prepared: Vec<(GroupId, u64)>,
     refusal: Option<TxRefusal>,
     phase: Step,
@@ -87,6 +89,7 @@ impl TxDriver {
             tx: None,
             pending_keys: Vec::new(),
             parts: Vec::new(),
+            tally: Tally::new([]),
             prepared: Vec::new(),
             refusal: None,
             phase: Step::Done(TxResult::Aborted(None)),
@@ -177,6 +180,7 @@ impl TxDriver {
             part.writes.extend(writes);
         }
         self.parts = parts.into_iter().collect();
+        self.tally = Tally::new(self.parts.iter().map(|(g, _)| *g));
         if self.parts.len() == 1 {
             self.phase = Step::Single;
         }
@@ -294,16 +298,20 @@ impl TxDriver {
                 self.reads
                     .retain(|(k, _)| !reads.iter().any(|(r, _)| r == k));
                 self.reads.extend(reads.iter().cloned());
-                if *i < last {
-                    Step::Prepare(i + 1)
-                } else if self.read_only {
+                // A repeated answer (`Err`: duplicate) changes nothing.
+                let _ = self.tally.record(*group, Vote::Yes);
+                match self.tally.outcome() {
                     // Every key is locked, if no resolver released a part meanwhile: the
                     // coordinator's pending record says so.
-                    Step::EndReadOnly
-                } else {
-                    Step::Decide(Outcome::Committed)
+                    Some(Outcome::Committed) if self.read_only => Step::EndReadOnly,
+                    Some(Outcome::Committed) => Step::Decide(Outcome::Committed),
+                    None if *i < last => Step::Prepare(i + 1),
+                    // Not reached (every part voted yes or one voted no): abort, never stall.
+                    _ => Step::Decide(Outcome::Aborted),
                 }
             }
+            // One no aborts. The coordinator's part is prepared first: when it refuses,
+            // nothing is held anywhere and there is nothing to decide.
             (Step::Prepare(0), TxOutput::No(r)) => Step::Done(TxResult::Aborted(Some(r.clone()))),
             (Step::Prepare(_), TxOutput::No(r)) => {
                 self.refusal = Some(r.clone());

@@ -53,6 +53,13 @@
 //! compare is checked while its key is locked, so what a transaction compared still holds when
 //! it commits. No-wait locking never deadlocks; conflicting transactions abort and retry.
 //!
+//! # What comes from `common::txn`
+//!
+//! The rules shared with `twopc` and `threepc` are their code, not a copy: the no-wait lock
+//! table is [`Locks`](common::txn::Locks), a repeated prepare is answered by
+//! [`Decided::vote_again`](common::txn::Decided::vote_again) over the same bounded outcome
+//! cache, and the driver counts votes with [`Tally`](common::txn::Tally).
+//!
 //! Why parts that only compare are not let go at their vote, as `twopc`'s read-only
 //! participants are: `twopc` runs its operations before the commit protocol starts, so every
 //! lock is taken before any vote. Here locks are taken *by* the prepares, so a part released
@@ -65,7 +72,7 @@ use std::collections::BTreeMap;
 
 use common::groups::GroupId;
 use common::kv_store::{KvCommand, KvStore};
-use common::txn::{Decided, Outcome, TxId};
+use common::txn::{Decided, Locks, Outcome, TxId, Vote};
 use common::StateMachine;
 use serde::{Deserialize, Serialize};
 
@@ -301,7 +308,8 @@ pub enum TxInDoubt {
 /// coordinator, and the outcomes of recent ones.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TxTable {
-    locks: BTreeMap<String, TxId>,
+    /// `common::txn`'s no-wait lock table, as `twopc` and `threepc` participants lock.
+    locks: Locks,
     prepared: BTreeMap<TxId, Prepared>,
     records: BTreeMap<TxId, TxRecord>,
     /// The outcomes of the transactions that finished here (`common::txn`'s bounded cache,
@@ -312,7 +320,7 @@ pub struct TxTable {
 impl Default for TxTable {
     fn default() -> Self {
         Self {
-            locks: BTreeMap::new(),
+            locks: Locks::default(),
             prepared: BTreeMap::new(),
             records: BTreeMap::new(),
             finished: Decided::new(TX_FINISHED_REMEMBERED),
@@ -323,7 +331,7 @@ impl Default for TxTable {
 impl TxTable {
     /// The transaction holding `key`'s lock.
     pub fn lock_holder(&self, key: &str) -> Option<TxId> {
-        self.locks.get(key).copied()
+        self.locks.holder(key)
     }
 
     /// The outcome of a transaction that finished here, if remembered.
@@ -377,15 +385,12 @@ impl TxTable {
 
     /// The first key of `keys` locked by a transaction other than `tx`.
     fn conflict(&self, tx: TxId, keys: &[&str]) -> Option<TxRefusal> {
-        keys.iter().find_map(|k| {
-            self.locks
-                .get(*k)
-                .filter(|holder| **holder != tx)
-                .map(|holder| TxRefusal::Locked {
-                    key: (*k).to_string(),
-                    holder: *holder,
-                })
-        })
+        self.locks
+            .conflict(tx, keys.iter().copied())
+            .map(|c| TxRefusal::Locked {
+                key: c.key,
+                holder: c.holder,
+            })
     }
 
     fn check(part: &TxPart, store: &KvStore) -> Result<(), TxRefusal> {
@@ -423,10 +428,9 @@ impl TxTable {
         }
     }
 
-    fn release(&mut self, p: &Prepared) {
-        for k in &p.locked {
-            self.locks.remove(k);
-        }
+    fn release(&mut self, tx: TxId, p: &Prepared) {
+        self.locks
+            .unlock_all(tx, p.locked.iter().map(String::as_str));
     }
 
     /// Applies a transaction command at log `index`, over the partition's `store`; `group` is
@@ -463,7 +467,7 @@ impl TxTable {
                 let writes_nothing = self.prepared.get(tx).is_some_and(|p| p.writes.is_empty());
                 self.records.remove(tx);
                 if let Some(p) = self.prepared.remove(tx) {
-                    self.release(&p);
+                    self.release(*tx, &p);
                 }
                 let outcome = if pending && writes_nothing {
                     Outcome::Committed
@@ -518,14 +522,26 @@ impl TxTable {
         participants: &[GroupId],
         store: &KvStore,
     ) -> TxOutput {
-        if let Some(p) = self.prepared.get(&tx) {
-            // The keys are still locked by it: the values read are the same again.
-            return TxOutput::Prepared {
-                at: p.at,
-                reads: Self::read(part, store),
-            };
+        // A repeated prepare gets the first one's answer (`common::txn`'s rule, as `twopc`
+        // participants answer a repeated Prepare): yes again while the part is prepared, no
+        // once the transaction finished here.
+        match self
+            .finished
+            .vote_again(tx, self.prepared.contains_key(&tx))
+        {
+            Ok(Some(Vote::Yes)) => {
+                if let Some(p) = self.prepared.get(&tx) {
+                    // The keys are still locked by it: the values read are the same again.
+                    return TxOutput::Prepared {
+                        at: p.at,
+                        reads: Self::read(part, store),
+                    };
+                }
+            }
+            Ok(Some(_)) | Err(_) => return TxOutput::No(TxRefusal::Decided(tx)),
+            Ok(None) => {}
         }
-        if self.finished.get(tx).is_some() || self.records.contains_key(&tx) {
+        if self.records.contains_key(&tx) {
             return TxOutput::No(TxRefusal::Decided(tx));
         }
         if participants.len() > TX_PARTS_MAX {
@@ -549,8 +565,12 @@ impl TxTable {
         if let Err(refusal) = Self::check(part, store) {
             return TxOutput::No(refusal);
         }
-        for k in &keys {
-            self.locks.insert((*k).to_string(), tx);
+        if let Err(c) = self.locks.lock_all(tx, keys.iter().copied()) {
+            // Not reached: the conflict check above found every key free.
+            return TxOutput::No(TxRefusal::Locked {
+                key: c.key,
+                holder: c.holder,
+            });
         }
         self.prepared.insert(
             tx,
@@ -598,7 +618,7 @@ impl TxTable {
                     let own = self.prepared.remove(&tx);
                     if let Some(p) = &own {
                         Self::apply_writes(store, index, &p.writes);
-                        self.release(p);
+                        self.release(tx, p);
                     }
                     self.records.insert(
                         tx,
@@ -620,7 +640,7 @@ impl TxTable {
         // that does not name every other participant.
         self.records.remove(&tx);
         if let Some(p) = self.prepared.remove(&tx) {
-            self.release(&p);
+            self.release(tx, &p);
             self.remember(tx, Outcome::Aborted);
         }
         TxOutput::Decided {
@@ -641,7 +661,7 @@ impl TxTable {
         let Some(p) = self.prepared.remove(&tx) else {
             return; // finished already, or never prepared here: nothing to do
         };
-        self.release(&p);
+        self.release(tx, &p);
         if outcome == Outcome::Committed && prepared_at == Some(p.at) {
             Self::apply_writes(store, index, &p.writes);
             self.remember(tx, Outcome::Committed);
