@@ -390,9 +390,10 @@ fn note(
         ),
     };
     match undecided_at_end {
-        Some(0) if fault == Fault::Crash => note.push_str(
-            "; the participants decided every transaction the coordinator left open, without it",
-        ),
+        // Said of no role: in 3PC the participants decide what the crashed coordinator left
+        // open; in 2PC over Raft groups the groups' new leaders do.
+        Some(0) if fault == Fault::Crash => note
+            .push_str("; every transaction open at the crash was decided without the crashed node"),
         Some(0) => note.push_str("; nothing is left undecided"),
         Some(n) => note.push_str(&format!(
             "; {n} transaction(s) stay undecided at the participants, holding their locks \
