@@ -30,6 +30,15 @@
 //!   committed is committed, every one it saw aborted is not; once the network heals, no
 //!   group holds a lock, a prepared part or a record (nothing left undecided), within
 //!   [`SETTLE_WITHIN`]; and the balances add up to `ACCOUNTS × INITIAL`.
+//! - **Strict serializability** ([`check_serializable`]): every balance written names the
+//!   transaction that wrote it, so each value read is a version with a known writer. The
+//!   committed transactions (transfers the groups committed, whether or not their driver
+//!   lived to see it, and audits their driver saw commit) form Adya's serialization graph:
+//!   write→read and write→write edges from the version each one compared or read, read→write
+//!   edges to the transaction that overwrote it, and real-time edges from each transaction
+//!   its client saw end to each one begun later. The graph must have no cycle, no version may
+//!   be overwritten twice (a lost update), and no committed transaction may have read a
+//!   version no committed transaction wrote (a dirty read).
 //!
 //! `SIM_SEED=n` replays seed `n` (every failure names it); `SIM_SEEDS=n` runs more seeds.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -42,7 +51,7 @@ use shard_support::{
 };
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
 use common::groups::{GroupId, GroupResponse, GroupsRequest};
@@ -88,6 +97,8 @@ struct Totals {
     locked_reads: u64,
     moved: u64,
     audits: u64,
+    /// Transactions in the serialization graphs whose clients saw them commit.
+    checked: u64,
 }
 
 #[test]
@@ -115,18 +126,177 @@ fn bank_transfers_across_partitions_stay_atomic_and_the_total_never_changes() {
     assert!(t.locked_reads > 0, "no read met a lock: {t:?}");
     assert!(t.moved >= t.seeds / 4, "too few partitions moved: {t:?}");
     assert!(t.audits >= t.seeds, "too few audits: {t:?}");
+    assert!(
+        t.checked >= t.committed,
+        "the serialization graphs left out commits: {t:?}"
+    );
 }
 
 fn account(i: usize) -> String {
     format!("acct{i}")
 }
 
+/// A balance as written: the amount, and the transaction that wrote it (so that every value
+/// is a version with a known writer).
+fn versioned(amount: i64, tx: TxId) -> String {
+    format!("{amount}@{tx}")
+}
+
 fn balance(value: Option<&str>) -> i64 {
-    value.map_or(INITIAL, |v| v.parse().unwrap_or(i64::MIN))
+    value.map_or(INITIAL, |v| {
+        let amount = v.split_once('@').map_or(v, |(a, _)| a);
+        amount.parse().unwrap_or(i64::MIN)
+    })
 }
 
 /// What the drivers saw: every transaction's result, by id.
 type Seen = Rc<RefCell<BTreeMap<TxId, TxResult>>>;
+
+/// One transaction as its client ran it, for the serializability check.
+#[derive(Clone, Debug, Default)]
+struct Ran {
+    /// The versions it compared or read (`None`: the key's initial, absent version).
+    read: Vec<(String, Option<String>)>,
+    /// The versions it wrote.
+    wrote: Vec<(String, String)>,
+    /// When its client began it.
+    began: u64,
+    /// When its client saw it commit (`None`: the client never saw it end so).
+    committed_at: Option<u64>,
+}
+
+/// Every transaction the clients began, by id.
+type History = Rc<RefCell<BTreeMap<TxId, Ran>>>;
+
+/// A node of the serialization graph: a transaction, or the initial state every key's first
+/// version comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Writer {
+    Initial,
+    Tx(TxId),
+}
+
+/// Checks that the committed transactions of `history` are strictly serializable (see the
+/// module documentation). A transaction is committed if the groups decided so
+/// (`decided`) or its client saw it commit (read-only audits leave no outcome in the groups).
+fn check_serializable(
+    history: &BTreeMap<TxId, Ran>,
+    decided: &BTreeMap<TxId, Outcome>,
+) -> Result<(), String> {
+    let committed: BTreeMap<TxId, &Ran> = history
+        .iter()
+        .filter(|(tx, ran)| {
+            decided.get(tx) == Some(&Outcome::Committed) || ran.committed_at.is_some()
+        })
+        .map(|(tx, ran)| (*tx, ran))
+        .collect();
+    let mut writer: BTreeMap<(&str, Option<&str>), Writer> = BTreeMap::new();
+    for (tx, ran) in &committed {
+        for (key, value) in &ran.wrote {
+            writer.insert((key.as_str(), Some(value.as_str())), Writer::Tx(*tx));
+        }
+    }
+    let writer_of = |key: &str, value: Option<&str>| -> Option<Writer> {
+        match value {
+            None => Some(Writer::Initial),
+            Some(v) => writer.get(&(key, Some(v))).copied(),
+        }
+    };
+    // Who overwrote each version: the committed transaction that compared it and wrote the
+    // same key (every write here compares the key first).
+    let mut overwritten_by: BTreeMap<(&str, Option<&str>), TxId> = BTreeMap::new();
+    for (tx, ran) in &committed {
+        for (key, value) in &ran.read {
+            if ran.wrote.iter().any(|(k, _)| k == key) {
+                let version = (key.as_str(), value.as_deref());
+                if let Some(other) = overwritten_by.insert(version, *tx) {
+                    return Err(format!(
+                        "lost update: {other} and {tx} both overwrote {key}={value:?}"
+                    ));
+                }
+            }
+        }
+    }
+    let mut edges: BTreeMap<Writer, BTreeSet<Writer>> = BTreeMap::new();
+    for (tx, ran) in &committed {
+        for (key, value) in &ran.read {
+            let Some(w) = writer_of(key, value.as_deref()) else {
+                return Err(format!(
+                    "dirty read: {tx} read {key}={value:?}, which no committed transaction wrote"
+                ));
+            };
+            edges.entry(w).or_default().insert(Writer::Tx(*tx));
+            if let Some(next) = overwritten_by.get(&(key.as_str(), value.as_deref())) {
+                if next != tx {
+                    edges
+                        .entry(Writer::Tx(*tx))
+                        .or_default()
+                        .insert(Writer::Tx(*next));
+                }
+            }
+        }
+        // Real time: a transaction its client saw commit precedes every one begun later.
+        if let Some(end) = ran.committed_at {
+            for (later, other) in &committed {
+                if other.began > end {
+                    edges
+                        .entry(Writer::Tx(*tx))
+                        .or_default()
+                        .insert(Writer::Tx(*later));
+                }
+            }
+        }
+    }
+    match find_cycle(&edges) {
+        Some(cycle) => Err(format!("the serialization graph has a cycle: {cycle:?}")),
+        None => Ok(()),
+    }
+}
+
+/// A cycle of `edges`, if there is one (iterative depth-first search).
+fn find_cycle(edges: &BTreeMap<Writer, BTreeSet<Writer>>) -> Option<Vec<Writer>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Open,
+        Done,
+    }
+    let mut marks: BTreeMap<Writer, Mark> = BTreeMap::new();
+    for &root in edges.keys() {
+        if marks.contains_key(&root) {
+            continue;
+        }
+        let mut path: Vec<(Writer, Vec<Writer>)> = vec![(root, successors(edges, root))];
+        marks.insert(root, Mark::Open);
+        while let Some((node, todo)) = path.last_mut() {
+            let node = *node;
+            match todo.pop() {
+                Some(next) => match marks.get(&next) {
+                    Some(Mark::Open) => {
+                        let start = path.iter().position(|(n, _)| *n == next).unwrap_or(0);
+                        return Some(path[start..].iter().map(|(n, _)| *n).collect());
+                    }
+                    Some(Mark::Done) => {}
+                    None => {
+                        marks.insert(next, Mark::Open);
+                        path.push((next, successors(edges, next)));
+                    }
+                },
+                None => {
+                    marks.insert(node, Mark::Done);
+                    path.pop();
+                }
+            }
+        }
+    }
+    None
+}
+
+fn successors(edges: &BTreeMap<Writer, BTreeSet<Writer>>, node: Writer) -> Vec<Writer> {
+    edges
+        .get(&node)
+        .map(|s| s.iter().copied().collect())
+        .unwrap_or_default()
+}
 
 fn run(seed: u64, totals: &mut Totals) -> Result<(), SimError> {
     let mut rng = DetRng::new(seed ^ 0x4241_4e4b_0000_0000);
@@ -149,10 +319,16 @@ fn run(seed: u64, totals: &mut Totals) -> Result<(), SimError> {
     schedule_faults(&mut sim, seed, &mut rng, &processes);
 
     let seen: Seen = Rc::default();
+    let history: History = Rc::default();
     let stats = Rc::new(RefCell::new(Totals::default()));
-    start_bank(&mut sim, seen.clone(), stats.clone());
+    start_bank(&mut sim, seen.clone(), history.clone(), stats.clone());
     let audit_failures: Rc<RefCell<Vec<String>>> = Rc::default();
-    start_auditor(&mut sim, stats.clone(), audit_failures.clone());
+    start_auditor(
+        &mut sim,
+        history.clone(),
+        stats.clone(),
+        audit_failures.clone(),
+    );
     let resolver = Rc::new(RefCell::new(Resolver::new(vec![1, 2, 3], RESOLVE_AFTER)));
     start_resolver(&mut sim, resolver.clone());
     let mover = Rc::new(RefCell::new(Mover::new(vec![1, 2, 3])));
@@ -214,7 +390,15 @@ fn run(seed: u64, totals: &mut Totals) -> Result<(), SimError> {
             return Err(sim.fail_now(message));
         }
     }
+    if let Err(e) = check_serializable(&history.borrow(), &decided) {
+        return Err(sim.fail_now(format!("not strictly serializable: {e}")));
+    }
     let s = *stats.borrow();
+    totals.checked += history
+        .borrow()
+        .values()
+        .filter(|r| r.committed_at.is_some())
+        .count() as u64;
     totals.committed += s.committed;
     totals.one_phase += s.one_phase;
     totals.aborted += s.aborted;
@@ -302,8 +486,10 @@ struct Bank {
 impl Bank {
     fn next(
         &mut self,
+        now: u64,
         rng: &mut DetRng,
         seen: &Seen,
+        history: &History,
         stats: &RefCell<Totals>,
     ) -> Option<(NodeId, ShardRequest)> {
         if self.in_tx {
@@ -314,6 +500,11 @@ impl Bank {
                     TxResult::Aborted(_) => s.aborted += 1,
                 }
                 if let Some(tx) = self.driver.tx() {
+                    if result == TxResult::Committed {
+                        if let Some(ran) = history.borrow_mut().get_mut(&tx) {
+                            ran.committed_at = Some(now);
+                        }
+                    }
                     seen.borrow_mut().insert(tx, result);
                 }
                 self.in_tx = false;
@@ -354,24 +545,39 @@ impl Bank {
                 value: vb.clone(),
             },
         ];
+        let tx = TxId::new(100 + self.client, self.seq + 1);
         let writes = vec![
             TxWrite {
                 key: a.clone(),
-                value: (balance(va.as_deref()) - *amount).to_string(),
+                value: versioned(balance(va.as_deref()) - *amount, tx),
             },
             TxWrite {
                 key: b.clone(),
-                value: (balance(vb.as_deref()) + *amount).to_string(),
+                value: versioned(balance(vb.as_deref()) + *amount, tx),
             },
         ];
+        history.borrow_mut().insert(
+            tx,
+            Ran {
+                read: compares
+                    .iter()
+                    .map(|c| (c.key.clone(), c.value.clone()))
+                    .collect(),
+                wrote: writes
+                    .iter()
+                    .map(|w| (w.key.clone(), w.value.clone()))
+                    .collect(),
+                began: now,
+                committed_at: None,
+            },
+        );
         if let Some(map) = self.driver.router_mut().map() {
             if map.layout.partition_of(&a) == map.layout.partition_of(&b) {
                 stats.borrow_mut().one_phase += 1;
             }
         }
         self.seq += 1;
-        self.driver
-            .begin(TxId::new(100 + self.client, self.seq), compares, writes);
+        self.driver.begin(tx, compares, writes);
         self.in_tx = true;
         self.driver.next_request()
     }
@@ -411,7 +617,7 @@ impl Bank {
     }
 }
 
-fn start_bank(sim: &mut Sim<H>, seen: Seen, stats: Rc<RefCell<Totals>>) {
+fn start_bank(sim: &mut Sim<H>, seen: Seen, history: History, stats: Rc<RefCell<Totals>>) {
     let mut banks: BTreeMap<u64, Bank> = BTreeMap::new();
     sim.closed_loop(
         ClosedLoop {
@@ -434,7 +640,7 @@ fn start_bank(sim: &mut Sim<H>, seen: Seen, stats: Rc<RefCell<Totals>>) {
             if let Some(last) = ctx.last {
                 bank.observe(last.node, &last.request, last.outcome.response(), &stats);
             }
-            bank.next(rng, &seen, &stats)
+            bank.next(ctx.now, rng, &seen, &history, &stats)
         },
     );
 }
@@ -462,7 +668,12 @@ fn start_resolver(sim: &mut Sim<H>, resolver: Rc<RefCell<Resolver>>) {
 
 /// The auditor: read-only transactions over every account, each of which must see the bank's
 /// total; `failures` collects those that do not.
-fn start_auditor(sim: &mut Sim<H>, stats: Rc<RefCell<Totals>>, failures: Rc<RefCell<Vec<String>>>) {
+fn start_auditor(
+    sim: &mut Sim<H>,
+    history: History,
+    stats: Rc<RefCell<Totals>>,
+    failures: Rc<RefCell<Vec<String>>>,
+) {
     let mut driver = TxDriver::new(vec![1, 2, 3]);
     let mut seq = 0u64;
     let mut busy = false;
@@ -485,6 +696,12 @@ fn start_auditor(sim: &mut Sim<H>, stats: Rc<RefCell<Totals>>, failures: Rc<RefC
                     busy = false;
                     if *result == TxResult::Committed {
                         stats.borrow_mut().audits += 1;
+                        if let Some(tx) = driver.tx() {
+                            if let Some(ran) = history.borrow_mut().get_mut(&tx) {
+                                ran.read = driver.reads().to_vec();
+                                ran.committed_at = Some(ctx.now);
+                            }
+                        }
                         let total: i64 = driver
                             .reads()
                             .iter()
@@ -510,9 +727,110 @@ fn start_auditor(sim: &mut Sim<H>, stats: Rc<RefCell<Totals>>, failures: Rc<RefC
                 reads: (0..ACCOUNTS).map(account).collect(),
                 ..TxPlan::default()
             };
+            history.borrow_mut().insert(
+                TxId::new(99, seq),
+                Ran {
+                    began: ctx.now,
+                    ..Ran::default()
+                },
+            );
             driver.start(TxId::new(99, seq), plan);
             busy = true;
             driver.next_request()
         },
     );
+}
+
+/// The checker itself, on hand-made histories: each anomaly it exists for is found, and a
+/// serial history passes.
+#[test]
+fn the_serializability_check_finds_each_anomaly() {
+    let t = |seq| TxId::new(101, seq);
+    let audit = TxId::new(99, 1);
+    let kv = |k: &str, v: Option<String>| (k.to_string(), v);
+    let transfer = |seq, from_a: Option<String>, from_b: Option<String>, began, end| Ran {
+        read: vec![kv("a", from_a), kv("b", from_b)],
+        wrote: vec![
+            ("a".to_string(), versioned(90, t(seq))),
+            ("b".to_string(), versioned(110, t(seq))),
+        ],
+        began,
+        committed_at: end,
+    };
+    let v = |seq| Some(versioned(90, t(seq)));
+    let w = |seq| Some(versioned(110, t(seq)));
+    let decided: BTreeMap<TxId, Outcome> = [(t(1), Outcome::Committed), (t(2), Outcome::Committed)]
+        .into_iter()
+        .collect();
+
+    // Serial: t1 then t2 (which compared t1's versions), an audit after both.
+    let mut serial = BTreeMap::new();
+    serial.insert(t(1), transfer(1, None, None, 0, Some(10)));
+    serial.insert(t(2), transfer(2, v(1), w(1), 11, Some(20)));
+    serial.insert(
+        audit,
+        Ran {
+            read: vec![kv("a", v(2)), kv("b", w(2))],
+            wrote: vec![],
+            began: 21,
+            committed_at: Some(30),
+        },
+    );
+    assert_eq!(check_serializable(&serial, &decided), Ok(()));
+
+    // Lost update: both overwrote the initial versions.
+    let mut lost = serial.clone();
+    lost.insert(t(2), transfer(2, None, None, 11, Some(20)));
+    assert!(check_serializable(&lost, &decided)
+        .unwrap_err()
+        .starts_with("lost update"));
+
+    // Read skew: the audit saw t2's a and the b t2 overwrote.
+    let mut skew = serial.clone();
+    skew.insert(
+        audit,
+        Ran {
+            read: vec![kv("a", v(2)), kv("b", w(1))],
+            wrote: vec![],
+            began: 15,
+            committed_at: Some(30),
+        },
+    );
+    assert!(check_serializable(&skew, &decided)
+        .unwrap_err()
+        .contains("cycle"));
+
+    // Stale in real time: the audit began after t2 committed yet saw t1's versions.
+    let mut stale = serial.clone();
+    stale.insert(
+        audit,
+        Ran {
+            read: vec![kv("a", v(1)), kv("b", w(1))],
+            wrote: vec![],
+            began: 21,
+            committed_at: Some(30),
+        },
+    );
+    assert!(check_serializable(&stale, &decided)
+        .unwrap_err()
+        .contains("cycle"));
+    // The same read, begun before t2 committed, is serializable (the audit goes first).
+    stale.get_mut(&audit).unwrap().began = 12;
+    assert_eq!(check_serializable(&stale, &decided), Ok(()));
+
+    // Dirty read: a version of a transaction that did not commit.
+    let mut dirty = serial.clone();
+    dirty.insert(t(3), transfer(3, v(2), w(2), 22, None));
+    dirty.insert(
+        audit,
+        Ran {
+            read: vec![kv("a", v(3)), kv("b", w(3))],
+            wrote: vec![],
+            began: 25,
+            committed_at: Some(30),
+        },
+    );
+    assert!(check_serializable(&dirty, &decided)
+        .unwrap_err()
+        .starts_with("dirty read"));
 }
