@@ -417,7 +417,7 @@ pub enum Request<C, Q> {
     /// Make a node a voter: promotes a learner, or adds a new node (single-server change,
     /// thesis §4.1). A learner is promoted only once it has caught up
     /// ([`Config::promote_lag_entries_max`](crate::Config::promote_lag_entries_max)); until
-    /// then the leader answers [`RaftError::Busy`](crate::RaftError::Busy) and appends nothing.
+    /// then the leader answers [`RaftError::Busy`] and appends nothing.
     AddVoter(NodeId),
     /// Remove a voter or learner (single-server change). Removing the leader is allowed: it
     /// leads until the new configuration is committed, then steps down.

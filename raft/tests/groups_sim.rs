@@ -44,13 +44,10 @@ use common::sim::{
     SimView,
 };
 use common::{DetRng, Node, NodeId};
-use raft::kv::{KvCommand, KvOutput, KvQuery};
+use raft::kv::{KvCommand, KvOutput, KvQuery, KvStore};
 use raft::message::Membership;
 use raft::{Config, Event, LogIndex, RaftError, Request, Response, Role, Term};
-use sim_support::{
-    durable_holds, ElectionSafety, Invariant, LeaderAppendOnly, LeaderCompleteness, Live,
-    LogMatching, StateMachineSafety, N, SNAPSHOT_CHUNK_BYTES,
-};
+use sim_support::{durable_holds, figure_3, Live, N, SNAPSHOT_CHUNK_BYTES};
 
 /// The host under test: many Raft groups of the replicated KV store.
 type H = Groups<N>;
@@ -303,13 +300,10 @@ fn live_of<'a>(view: &SimView<'a, H>, g: GroupId) -> Vec<Live<'a>> {
     view.nodes()
         .filter_map(|(id, host)| {
             let node = host?.group(g)?;
-            let synced = !view.unsynced(id).iter().any(|p| match p.record() {
-                GroupsRecord::Append { group, .. } | GroupsRecord::Checkpoint { group, .. } => {
-                    *group == g
-                }
-                GroupsRecord::Added { group, .. } | GroupsRecord::Removed { group } => *group == g,
-                GroupsRecord::Compacted { .. } => false,
-            });
+            let synced = !view
+                .unsynced(id)
+                .iter()
+                .any(|p| p.record().group() == Some(g));
             Some(Live { id, node, synced })
         })
         .collect()
@@ -320,13 +314,7 @@ fn live_of<'a>(view: &SimView<'a, H>, g: GroupId) -> Vec<Live<'a>> {
 /// starts being removed: a member that removed it durably holds nothing of it any more, by
 /// design).
 fn install_group_invariants(sim: &mut Sim<H>, g: GroupId, voters: Vec<NodeId>, durable_until: u64) {
-    let mut invariants: Vec<Box<dyn Invariant>> = vec![
-        Box::new(ElectionSafety::default()),
-        Box::new(LeaderAppendOnly::default()),
-        Box::new(LogMatching::default()),
-        Box::new(LeaderCompleteness::default()),
-        Box::new(StateMachineSafety::default()),
-    ];
+    let mut invariants = figure_3::<KvStore>();
     let voters: BTreeSet<NodeId> = voters.into_iter().collect();
     let membership = Membership {
         voters: voters.clone(),

@@ -53,6 +53,19 @@ pub enum GroupsRecord<R> {
     },
 }
 
+impl<R> GroupsRecord<R> {
+    /// The one group the record belongs to; `None` for a compaction, which holds them all.
+    pub fn group(&self) -> Option<GroupId> {
+        match self {
+            GroupsRecord::Append { group, .. }
+            | GroupsRecord::Checkpoint { group, .. }
+            | GroupsRecord::Added { group, .. }
+            | GroupsRecord::Removed { group } => Some(*group),
+            GroupsRecord::Compacted { .. } => None,
+        }
+    }
+}
+
 /// One hosted group in a [`GroupsRecord::Compacted`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompactedGroup<R> {

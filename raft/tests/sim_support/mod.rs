@@ -43,8 +43,7 @@ mod invariants;
 mod run;
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::{Hash, Hasher};
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
 use common::check::kv::{check_kv, KvInput, KvOutput as CheckOutput, Verdict};
@@ -58,7 +57,7 @@ use raft::kv::{KvCommand, KvOutput, KvQuery, KvStore};
 use raft::message::Membership;
 use raft::{
     Config, Entry, Event, LogIndex, Message, Payload, RaftError, RaftNode, Record, Request,
-    Response, Role, StateMachine, Term,
+    Response, Role, Term,
 };
 
 // Each test file uses a part of what the submodules hold, as with `dead_code` above.
@@ -132,18 +131,21 @@ impl Default for Scenario {
 
 // ----- invariants -----
 
-/// One live node as the invariants see it after a step.
-pub struct Live<'a> {
-    /// Its id.
-    pub id: NodeId,
-    /// Its state.
-    pub node: &'a N,
-    /// Whether every record it asked to persist is synced. Until then its in-memory state may
-    /// rest on records a crash loses (a leader alone in its configuration commits its own
-    /// unsynced entries); nothing of that state has left the node yet (the Outbox rule), so
-    /// the commit and apply checks only look at synced nodes.
-    pub synced: bool,
-}
+/// The properties of Figure 3 live in `raft::testing::invariants`, generic over the state
+/// machine; this file's runs check them on the KV store.
+#[allow(unused_imports)]
+pub use raft::testing::invariants::{
+    figure_3, forget_down, state_digest, ElectionSafety, Invariant, LeaderAppendOnly,
+    LeaderCompleteness,
+};
+
+/// Log matching over the KV store's commands.
+pub type LogMatching = raft::testing::invariants::LogMatching<KvStore>;
+/// State machine safety over the KV store.
+pub type StateMachineSafety = raft::testing::invariants::StateMachineSafety<KvStore>;
+
+/// One live node of the KV store's cluster, as the invariants see it.
+pub type Live<'a> = raft::testing::invariants::Live<'a, KvStore>;
 
 /// The live nodes of a simulation, in id order.
 pub fn live<'a>(view: &SimView<'a, N>) -> Vec<Live<'a>> {
@@ -158,32 +160,16 @@ pub fn live<'a>(view: &SimView<'a, N>) -> Vec<Live<'a>> {
         .collect()
 }
 
-/// A safety property checked after every step.
-pub trait Invariant: 'static {
-    /// Its name in failure messages (with the paper's section).
-    fn name(&self) -> &'static str;
-    /// Checks the live nodes; `Err` explains the violation.
-    fn check(&mut self, nodes: &[Live<'_>]) -> Result<(), String>;
-}
-
 /// Installs `invariant` in `sim`: checked after every step from now on.
-pub fn install<I: Invariant>(sim: &mut Sim<N>, mut invariant: I) {
+pub fn install<I: Invariant<KvStore> + 'static>(sim: &mut Sim<N>, mut invariant: I) {
     let name = invariant.name();
     sim.add_invariant(name, move |view| invariant.check(&live(view)));
 }
 
 /// Installs every property of the paper's Figure 3 (§5.2–§5.4.3).
 pub fn install_all(sim: &mut Sim<N>) {
-    install(sim, ElectionSafety::default());
-    install(sim, LeaderAppendOnly::default());
-    install(sim, LogMatching::default());
-    install(sim, LeaderCompleteness::default());
-    install(sim, StateMachineSafety::default());
-}
-
-/// Forgets what a cache knows of nodes that are down, so a restarted node is read afresh.
-fn forget_down<V>(cache: &mut BTreeMap<NodeId, V>, nodes: &[Live<'_>]) {
-    if cache.len() != nodes.len() || nodes.iter().any(|n| !cache.contains_key(&n.id)) {
-        cache.retain(|id, _| nodes.iter().any(|n| n.id == *id));
+    for mut invariant in figure_3::<KvStore>() {
+        let name = invariant.name();
+        sim.add_invariant(name, move |view| invariant.check(&live(view)));
     }
 }

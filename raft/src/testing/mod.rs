@@ -9,6 +9,12 @@
 //! It serves the paper-section tests, the crate documentation and the core benchmarks, where
 //! stepping by hand is the point; the simulation proofs (`tests/sim_*.rs`) run on the
 //! workspace simulator, `common::sim`, instead.
+//!
+//! [`invariants`] holds the properties of the paper's Figure 3 as checks over the live nodes of
+//! a cluster, generic over the state machine, for this cluster, the simulator, or a host of
+//! many groups alike.
+
+pub mod invariants;
 
 use std::ops::{Deref, DerefMut};
 
