@@ -26,7 +26,8 @@
 //! - **Resolver**: one [`Resolver`] scans the groups all run long and resolves what stays in
 //!   doubt [`RESOLVE_AFTER`] ticks.
 //! - **Checks**: after every step, atomicity: no transaction is remembered committed by one
-//!   group and aborted by another, on any replica. At the end: every transaction a driver saw
+//!   group and aborted by another, on any replica; and every property of the Raft paper's
+//!   Figure 3 for every group. At the end: every transaction a driver saw
 //!   committed is committed, every one it saw aborted is not; once the network heals, no
 //!   group holds a lock, a prepared part or a record (nothing left undecided), within
 //!   [`SETTLE_WITHIN`]; and the balances add up to `ACCOUNTS × INITIAL`.
@@ -46,8 +47,8 @@
 mod shard_support;
 
 use shard_support::{
-    build, leader_of, raft_template, schedule_faults, start_mover, FAULTS_START, FAULTS_UNTIL, H,
-    REQUEST_TIMEOUT,
+    build, install_raft_invariants, leader_of, raft_template, schedule_faults, start_mover,
+    FAULTS_START, FAULTS_UNTIL, H, REQUEST_TIMEOUT,
 };
 
 use std::cell::RefCell;
@@ -316,6 +317,7 @@ fn run(seed: u64, totals: &mut Totals) -> Result<(), SimError> {
     let mut sim = build(seed, &mut rng, &processes, config)?;
     let outcomes: Rc<RefCell<BTreeMap<TxId, Outcome>>> = Rc::default();
     install_atomicity(&mut sim, outcomes.clone());
+    install_raft_invariants(&mut sim);
     schedule_faults(&mut sim, seed, &mut rng, &processes);
 
     let seen: Seen = Rc::default();

@@ -1,14 +1,17 @@
 //! What the sharded store's simulations share: the per-seed Raft settings, the simulated
-//! network and disk, the fault plan, the mover as a closed-loop client, and who leads a group.
+//! network and disk, the fault plan, the mover as a closed-loop client, who leads a group, and
+//! the Raft paper's Figure 3 checked for every group after every step.
 #![allow(dead_code)]
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use common::groups::GroupId;
 use common::sim::{ClosedLoop, FaultPlan, RandomFaults, Sim, SimConfig, SimError, SimView};
 use common::{DetRng, NodeId};
-use kv::shard::{Mover, ShardConfig, ShardHost};
+use kv::shard::{Mover, ShardConfig, ShardHost, ShardMachine};
+use raft::testing::invariants::{figure_3, Invariant, Live};
 use raft::{Config, Role};
 
 /// The host every simulated process runs.
@@ -125,4 +128,47 @@ pub fn leader_of(view: &SimView<'_, H>, g: GroupId) -> Option<NodeId> {
         })
         .max()
         .map(|(_, id)| id)
+}
+
+/// After every step, every property of the Raft paper's Figure 3 (election safety, leader
+/// append-only, log matching, leader completeness, state machine safety) for every group, on
+/// the processes hosting it at that step: replicas come and go as partitions move, and a
+/// replica is taken as synced when none of its group's records wait for its process's sync.
+pub fn install_raft_invariants(sim: &mut Sim<H>) {
+    let mut per_group: BTreeMap<GroupId, Vec<Box<dyn Invariant<ShardMachine>>>> = BTreeMap::new();
+    sim.add_invariant("raft's figure 3, per group", move |view| {
+        let mut members: BTreeMap<GroupId, Vec<Live<'_, ShardMachine>>> = BTreeMap::new();
+        for (id, host) in view.nodes() {
+            let Some(host) = host else { continue };
+            for (g, node) in host.groups() {
+                let synced = !view
+                    .unsynced(id)
+                    .iter()
+                    .any(|p| p.record().group() == Some(g));
+                members
+                    .entry(g)
+                    .or_default()
+                    .push(Live { id, node, synced });
+            }
+        }
+        for (g, checks) in per_group.iter_mut() {
+            let nodes = members.remove(g).unwrap_or_default();
+            for check in checks.iter_mut() {
+                check
+                    .check(&nodes)
+                    .map_err(|e| format!("group {g}: {}: {e}", check.name()))?;
+            }
+        }
+        // Groups seen for the first time.
+        for (g, nodes) in members {
+            let mut checks = figure_3::<ShardMachine>();
+            for check in checks.iter_mut() {
+                check
+                    .check(&nodes)
+                    .map_err(|e| format!("group {g}: {}: {e}", check.name()))?;
+            }
+            per_group.insert(g, checks);
+        }
+        Ok(())
+    });
 }
