@@ -32,7 +32,6 @@
 //! answers) or was given bad arguments.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::hash::BuildHasher;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,7 +42,6 @@ use clap::{Parser, Subcommand};
 use common::codec::Bincode;
 use common::driver::{self, DriverConfig};
 use common::transport::tcp::{TcpConfig, TcpTransport, CLUSTER_KEY_BYTES_MIN};
-use common::txn::TxId;
 use common::wal::{Wal, WalConfig};
 use common::NodeId;
 use kv::shard::net::{serve, ShardClient};
@@ -92,7 +90,7 @@ enum Command {
         #[command(flatten)]
         cluster: ClusterArg,
     },
-    /// Writes a key.
+    /// Writes a key, once (a one-phase transaction of its own, so a resend is not applied again).
     Put {
         /// The key.
         key: String,
@@ -393,16 +391,6 @@ fn key_value<'a>(flag: &str, text: &'a str) -> Result<(&'a str, &'a str), Failur
     }
 }
 
-/// A transaction id no other client picks: a per-process random coordinator number.
-fn fresh_tx() -> TxId {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let tag = std::collections::hash_map::RandomState::new().hash_one((nanos, std::process::id()));
-    TxId::new(tag, 1)
-}
-
 /// Runs `work` within `deadline`, or fails saying what did not finish.
 async fn within<T>(
     deadline: Duration,
@@ -463,7 +451,7 @@ async fn run_client(command: Command) -> Result<(), Failure> {
             }
             let client = ShardClient::new(parse_addrs("--cluster", &cluster.cluster)?);
             let mut driver = TxDriver::new(client.nodes());
-            driver.begin(fresh_tx(), compare, writes);
+            driver.begin(client.fresh_tx(), compare, writes);
             // Cut short, the transaction is left to the cluster's resolvers.
             match within(OP_DEADLINE, "txn", client.run_tx(&mut driver)).await? {
                 TxResult::Committed => println!("committed"),

@@ -23,6 +23,10 @@ struct ClientInner {
     slots: std::sync::Mutex<BTreeMap<NodeId, Slot>>,
     next_id: AtomicU64,
     timeout: Duration,
+    /// The coordinator number of this client's transaction ids (random: no other client picks
+    /// it) and the next sequence number under it.
+    tx_tag: u64,
+    next_tx: AtomicU64,
 }
 
 /// A client of the processes of a sharded store: one connection per process, opened when
@@ -60,8 +64,19 @@ impl ShardClient {
                 slots: std::sync::Mutex::new(BTreeMap::new()),
                 next_id: AtomicU64::new(1),
                 timeout,
+                tx_tag: random_tag(),
+                next_tx: AtomicU64::new(1),
             }),
         }
+    }
+
+    /// A transaction id no other client uses: this client's random coordinator number and
+    /// its next sequence number.
+    pub fn fresh_tx(&self) -> TxId {
+        TxId::new(
+            self.inner.tx_tag,
+            self.inner.next_tx.fetch_add(1, Ordering::Relaxed),
+        )
     }
 
     /// The processes it knows, the seeds to give agents.
@@ -181,27 +196,48 @@ impl ShardClient {
         }
     }
 
-    /// Sets `key` to `value` through its partition's log, through `router`; asks again while a
-    /// transaction holds the key. Retried after a lost answer, so it may apply twice (see the
-    /// module documentation).
+    /// Sets `key` to `value` through its partition's log, through `router`, exactly once: the
+    /// write is a one-phase transaction with an id of its own ([`ShardClient::fresh_tx`]), so
+    /// when an answer is lost and the write is sent again, a group that applied it answers
+    /// "decided already" instead of applying it a second time (it remembers the last
+    /// [`TX_FINISHED_REMEMBERED`](crate::shard::TX_FINISHED_REMEMBERED) transactions it
+    /// finished). Asks again while a transaction holds the key.
     pub async fn put(&self, router: &mut Router, key: &str, value: &str) {
-        let command = Request::Propose(ShardCommand::Kv(KvCommand::Put {
-            key: key.to_string(),
-            value: value.to_string(),
+        let tx = self.fresh_tx();
+        let command = Request::Propose(ShardCommand::Tx(TxCommand::OnePhase {
+            tx,
+            part: TxPart {
+                writes: vec![TxWrite {
+                    key: key.to_string(),
+                    value: value.to_string(),
+                }],
+                ..TxPart::default()
+            },
         }));
         loop {
             let answer = self.routed(router, key, command.clone()).await;
-            if let Some(GroupResponse::Group(
+            let Some(GroupResponse::Group(
                 g,
                 Response::Applied {
-                    output: ShardOutput::Kv(_),
+                    output: ShardOutput::Tx(output),
                     ..
                 },
             )) = answer
-            {
-                if g != MAP_GROUP {
-                    return;
+            else {
+                continue;
+            };
+            match output {
+                TxOutput::Decided {
+                    outcome: common::txn::Outcome::Committed,
+                    ..
                 }
+                | TxOutput::No(TxRefusal::Decided(_))
+                    if g != MAP_GROUP =>
+                {
+                    return
+                }
+                // Locked by a transaction (nothing applied): again, after a pause.
+                _ => tokio::time::sleep(RETRY_PAUSE).await,
             }
         }
     }
@@ -341,4 +377,15 @@ async fn run_connection(
             }
         }
     }
+}
+
+/// A number no other client picks: a hash of the time and the process id under a randomly
+/// keyed hasher.
+fn random_tag() -> u64 {
+    use std::hash::BuildHasher;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    std::collections::hash_map::RandomState::new().hash_one((nanos, std::process::id()))
 }

@@ -38,9 +38,9 @@
 //!
 //! A call that answers `None` may or may not have taken effect. The agents are built for that:
 //! every step of a move and of a transaction is idempotent, and the resolver keeps nothing a
-//! retry could contradict. [`ShardClient::put`] is the exception: a put retried after a lost
-//! answer is applied again (last writer wins, so only a concurrent writer to the same key can
-//! tell). Use a transaction ([`ShardClient::run_tx`]) where that matters.
+//! retry could contradict. [`ShardClient::put`] is a one-phase transaction with an id of its
+//! own, so a put sent again after a lost answer is applied once: the group remembers the
+//! transactions it finished and answers the copy "decided already".
 //!
 //! # Not there
 //!
@@ -59,7 +59,8 @@ use bytes::Bytes;
 use common::codec::{Bincode, Codec};
 use common::driver::NodeHandle;
 use common::groups::{GroupId, GroupResponse, GroupsRequest};
-use common::kv_store::{KvCommand, KvOutput, KvQuery};
+use common::kv_store::{KvOutput, KvQuery};
+use common::txn::TxId;
 use common::NodeId;
 use futures::{SinkExt, StreamExt};
 use raft::message::Membership;
@@ -75,7 +76,7 @@ use super::machine::{Refusal, ShardCommand, ShardOutput, ShardQuery, MAP_BYTES_M
 use super::mover::Mover;
 use super::router::{Next, Router, ShardRequest, ShardResponse};
 use super::setup::ShardHost;
-use super::txn::TxRefusal;
+use super::txn::{TxCommand, TxOutput, TxPart, TxRefusal, TxWrite};
 use super::txn_client::{Resolver, ResolverStats, TxDriver, TxResult};
 
 /// Largest frame either way: room for a shard map of [`MAP_BYTES_MAX`] and then some.

@@ -304,3 +304,33 @@ fn a_commit_for_a_part_prepared_at_another_index_drops_it() {
     assert!(t.is_quiet());
     assert_eq!(t.finished(tx), None);
 }
+
+/// `ShardClient::put` sends a one-phase transaction and sends it again after a lost answer: the
+/// copy that arrives after the first was applied, even after a later write to the key, is
+/// answered "decided already" and changes nothing.
+#[test]
+fn a_one_phase_write_sent_again_applies_once() {
+    let (first, later) = (TxId::new(8, 1), TxId::new(9, 1));
+    let (mut t, mut s) = (TxTable::default(), KvStore::default());
+    let put = |tx, value| TxCommand::OnePhase {
+        tx,
+        part: part(&[], &[("k", value)]),
+    };
+    assert!(matches!(
+        t.apply(1, 1, &put(first, "old"), &mut s),
+        TxOutput::Decided {
+            outcome: Outcome::Committed,
+            ..
+        }
+    ));
+    t.apply(1, 2, &put(later, "new"), &mut s);
+    assert_eq!(
+        t.apply(1, 3, &put(first, "old"), &mut s),
+        TxOutput::No(TxRefusal::Decided(first))
+    );
+    assert_eq!(
+        s.get("k"),
+        Some("new"),
+        "the resent write did not apply again"
+    );
+}
