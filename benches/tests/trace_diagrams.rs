@@ -6,7 +6,7 @@
 //! file. Regenerate them with `UPDATE_DIAGRAMS=1 cargo test -p benches --test trace_diagrams`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs, dead_code)]
 
-#[path = "../src/bin/trace.rs"]
+#[path = "../src/bin/trace/main.rs"]
 mod trace;
 
 use std::path::PathBuf;
