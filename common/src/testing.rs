@@ -13,14 +13,53 @@
 //!   of commands: determinism, snapshot round trips, damaged snapshots refused without a panic,
 //!   and a reported applied index that survives reopening.
 //!
+//! - **Ports for process tests**: [`free_loopback_addrs`] hands out loopback addresses a test
+//!   can give the processes it starts.
+//!
 //! Each check panics with a message naming what failed, the way a test assertion does.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::sync::Mutex;
 
 use crate::snapshot::{SnapshotId, SnapshotReader, SnapshotStore, SnapshotWriter};
 use crate::state_machine::{StateMachine, StateMachineError};
 use crate::storage::{Storage, StorageError};
+
+/// The ports [`free_loopback_addrs`] hands out: below Linux's default range of automatic
+/// ports (32768–60999), so that no connection's automatically chosen source port, and no other
+/// test's bind of port 0, can take one between the hand-out and the bind of the process it
+/// was handed to.
+pub const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// `n` loopback addresses, each free when handed out, never handed out twice by one process.
+///
+/// Binding port 0, noting the port and releasing it, the usual way, races: the kernel gives the
+/// released port to the next automatic bind or outgoing connection, which under a test's load
+/// can come before the process that was handed the port binds it ("address in use"). These
+/// come from [`TEST_PORTS`] instead, which the kernel never hands out by itself, starting at an
+/// offset drawn from the process id (so that test binaries run one after another do not reuse
+/// the previous one's ports while its processes wind down), and each is checked free by a bind.
+pub fn free_loopback_addrs(n: usize) -> Vec<SocketAddr> {
+    static NEXT: Mutex<Option<u32>> = Mutex::new(None);
+    let span = u32::from(TEST_PORTS.end - TEST_PORTS.start);
+    let mut next = NEXT.lock().unwrap_or_else(|e| e.into_inner());
+    let cursor = next.get_or_insert_with(|| std::process::id().wrapping_mul(2_654_435_761) % span);
+    let mut addrs = Vec::with_capacity(n);
+    let mut tried = 0;
+    while addrs.len() < n {
+        assert!(tried < span, "no free port left in {TEST_PORTS:?}");
+        tried += 1;
+        let port = TEST_PORTS.start + u16::try_from(*cursor % span).unwrap_or(0);
+        *cursor = cursor.wrapping_add(1);
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        if TcpListener::bind(addr).is_ok() {
+            addrs.push(addr);
+        }
+    }
+    addrs
+}
 
 /// A storage implementation under test: opens it, and simulates a crash of it.
 pub trait StorageSubject {
@@ -580,5 +619,28 @@ pub mod transport {
         send_until_received(&b, &mut a).await;
         a.shutdown().await;
         b.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod port_tests {
+    use super::*;
+
+    #[test]
+    fn loopback_addresses_are_free_distinct_and_never_handed_out_twice() {
+        let first = free_loopback_addrs(20);
+        let second = free_loopback_addrs(20);
+        let all: std::collections::BTreeSet<SocketAddr> =
+            first.iter().chain(&second).copied().collect();
+        assert_eq!(all.len(), 40, "a port was handed out twice");
+        for addr in &all {
+            assert!(
+                TEST_PORTS.contains(&addr.port()),
+                "{addr} is outside {TEST_PORTS:?}"
+            );
+            assert!(addr.ip().is_loopback());
+        }
+        // Free when handed out: the caller can bind it.
+        assert!(TcpListener::bind(second[0]).is_ok());
     }
 }

@@ -6,7 +6,7 @@
 pub mod proxy;
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
@@ -55,12 +55,10 @@ impl Drop for Cluster {
     }
 }
 
-/// Free ports: bind port 0, note the port, release it.
+/// Free loopback addresses for the processes a test starts (see
+/// [`common::testing::free_loopback_addrs`]: binding port 0 and releasing it races).
 pub fn free_addrs(n: usize) -> Vec<SocketAddr> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners.iter().map(|l| l.local_addr().unwrap()).collect()
+    common::testing::free_loopback_addrs(n)
 }
 
 impl Cluster {
