@@ -1,10 +1,8 @@
-//! The properties of the paper's Figure 3 as simulator invariants (election safety, leader
-//! append-only, log matching, leader completeness, state machine safety), and the check that a
-//! commit index a follower learned is durable on a majority (for the leader's parallel append).
+//! The check that a commit index a follower learned is durable on a majority (for the
+//! leader's parallel append). The properties of the paper's Figure 3 themselves live in
+//! `raft::testing::invariants`, generic over the state machine.
 
 use super::*;
-
-// ----- the run -----
 
 /// Whether a node's durable records (as recovery would read them) hold entry `index` of
 /// `term`; an index inside their snapshot counts as held (only committed entries are

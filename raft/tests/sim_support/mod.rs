@@ -33,9 +33,10 @@
 //!
 //! # Where things are
 //!
-//! This file holds the scenario, the constants of a run and the [`Invariant`] seam; `run.rs`
-//! one run and the seed loop; `invariants.rs` the properties checked after every step;
-//! `fixtures.rs` the client history and hand-built nodes for the invariants' own tests.
+//! This file holds the scenario, the constants of a run and how the properties of Figure 3
+//! (`raft::testing::invariants`) are installed; `run.rs` one run and the seed loop;
+//! `invariants.rs` the durable-commit check; `fixtures.rs` the client history and hand-built
+//! nodes for the invariants' own tests.
 #![allow(dead_code)]
 
 mod fixtures;
