@@ -460,6 +460,10 @@ fn print_status(rows: &[(u64, Option<NodeStatus>)], output: Output) {
     }
 }
 
+/// The same allocator as `kv-node`'s, cheaper than glibc's malloc for many small blocks.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()

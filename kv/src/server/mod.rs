@@ -188,7 +188,13 @@ pub async fn run(options: NodeOptions) -> Result<(), ServeError> {
         book_follower: None,
     };
     let backend = starter.start().await?;
-    let directory = Directory::new(&options, &topology, starter.listen_addr(), book_rx);
+    // Shared, not cloned, by the requests: it holds maps that would be copied per request.
+    let directory = Arc::new(Directory::new(
+        &options,
+        &topology,
+        starter.listen_addr(),
+        book_rx,
+    ));
     let stop = CancellationToken::new();
     let (replica, supervisor) = supervise(starter, backend, stop.clone());
     let listener = TcpListener::bind(options.client_listen).await?;
@@ -280,7 +286,7 @@ fn consensus_configs(
 /// goes into `latency`.
 async fn serve_request(
     replica: Replica,
-    directory: Directory,
+    directory: Arc<Directory>,
     draining: bool,
     latency: Histogram,
     request: ClientRequest,

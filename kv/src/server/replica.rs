@@ -42,7 +42,9 @@ impl Outage {
 
 #[derive(Clone)]
 enum Health {
-    Serving(Backend),
+    /// Shared: every request takes the backend, and cloning the node's handle itself touches
+    /// half a dozen reference counts that every request would then contend on.
+    Serving(Arc<Backend>),
     Down(Outage),
 }
 
@@ -62,7 +64,7 @@ pub(super) struct Replica {
 
 impl Replica {
     /// The running node, or why there is none.
-    pub(super) fn backend(&self) -> Result<Backend, Outage> {
+    pub(super) fn backend(&self) -> Result<Arc<Backend>, Outage> {
         match &self.state.borrow().health {
             Health::Serving(backend) => Ok(backend.clone()),
             Health::Down(outage) => Err(outage.clone()),
@@ -249,7 +251,7 @@ pub(super) fn supervise(
     stop: CancellationToken,
 ) -> (Replica, tokio::task::JoinHandle<Result<(), ServeError>>) {
     let (state, state_rx) = watch::channel(State {
-        health: Health::Serving(backend.clone()),
+        health: Health::Serving(Arc::new(backend.clone())),
         stats_before: DriverStats::default(),
     });
     let task = tokio::spawn(watch_node(starter, backend, state, stop));
@@ -328,7 +330,7 @@ async fn watch_node(
         );
         starter.metrics.storage_failed.set(0);
         starter.metrics.storage_resumes.inc();
-        state.send_modify(|s| s.health = Health::Serving(backend.clone()));
+        state.send_modify(|s| s.health = Health::Serving(Arc::new(backend.clone())));
     }
 }
 
@@ -385,8 +387,8 @@ mod tests {
     }
 
     fn raft(replica: &Replica) -> Option<raft::RaftHandle<KvMachine>> {
-        match replica.backend() {
-            Ok(Backend::Raft(h)) => Some(h),
+        match replica.backend().as_deref() {
+            Ok(Backend::Raft(h)) => Some(h.clone()),
             _ => None,
         }
     }
