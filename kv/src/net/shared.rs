@@ -192,6 +192,7 @@ async fn run_mux(
             call = queue.recv(), if waiting.len() < SHARED_PIPELINE_MAX => {
                 let Some(mut call) = call else { return };
                 let mut failed = None;
+                let mut yielded = false;
                 loop {
                     if let Err(e) = requests.feed(call.request).await {
                         let _ = call.answer.send(Err(e.to_string()));
@@ -204,6 +205,18 @@ async fn run_mux(
                     }
                     match queue.try_recv() {
                         Ok(next) => call = next,
+                        // Once, when others already wait for answers on this connection: the
+                        // clients answered together are about to send their next calls, and
+                        // letting them run first turns their calls into this write rather than
+                        // a write (a system call, and the receiver's work on loopback) each.
+                        Err(_) if !yielded && waiting.len() > 1 => {
+                            yielded = true;
+                            tokio::task::yield_now().await;
+                            match queue.try_recv() {
+                                Ok(next) => call = next,
+                                Err(_) => break,
+                            }
+                        }
                         Err(_) => break,
                     }
                 }
