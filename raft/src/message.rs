@@ -27,9 +27,10 @@ pub struct Entry<C> {
 }
 
 /// The entries of a [`Record::Entries`]: a list of the record's own, which a leader extends with
-/// every proposal of one step, or the list an AppendEntries brought, kept as it is rather than
-/// copied. Either way it reads as a slice and is encoded as a plain sequence (the same bytes as
-/// a `Vec<Entry>`).
+/// every proposal of one step, or a list shared with an AppendEntries, kept as it is rather than
+/// copied (on a follower, the list the message brought; on a leader, the list it sent its
+/// followers for the entries of a batch of proposals). Either way it reads as a slice and is
+/// encoded as a plain sequence (the same bytes as a `Vec<Entry>`).
 #[derive(Clone)]
 pub struct EntryList<C>(Entries<C>);
 
@@ -47,6 +48,14 @@ impl<C: Clone> EntryList<C> {
         }
         if let Entries::Owned(entries) = &mut self.0 {
             entries.push(entry);
+        }
+    }
+
+    /// The list's own entries, when it is not shared: a leader extends those in place.
+    pub(crate) fn owned_mut(&mut self) -> Option<&mut Vec<Entry<C>>> {
+        match &mut self.0 {
+            Entries::Owned(entries) => Some(entries),
+            Entries::Shared(_) => None,
         }
     }
 

@@ -134,6 +134,12 @@ pub struct RaftNode<S: StateMachine> {
     peers_scratch: Vec<NodeId>,
     /// Set while [`Node::handle_requests`] takes a batch: new entries are sent once, after it.
     replication_deferred: bool,
+    /// Set while [`Node::handle_requests`] takes a proposal of its batch: the record of the
+    /// entry it appends may wait for the end of the batch (`persist_deferred_entries`).
+    record_deferrable: bool,
+    /// The first of the entries appended in this batch of requests whose record waits for its
+    /// end; they run to the end of the log.
+    entries_deferred_from: Option<LogIndex>,
     /// The last AppendEntries list built, shared with the next follower that needs the same.
     append_cache: replication::AppendCache<S::Command>,
     heartbeat_elapsed_ticks: u64,
@@ -254,6 +260,10 @@ impl<S: StateMachine> RaftNode<S> {
     }
 
     fn persist_hard_state(&mut self, out: &mut Outbox<Self>) {
+        debug_assert!(
+            self.entries_deferred_from.is_none(),
+            "a record asked for before the deferred entries'"
+        );
         self.records_asked += 1;
         out.persist(Record::HardState {
             term: self.term,
@@ -263,6 +273,10 @@ impl<S: StateMachine> RaftNode<S> {
 
     /// Counts a record just asked for that makes the log durable up to `index`.
     pub(super) fn asked_durable_through(&mut self, index: LogIndex) {
+        debug_assert!(
+            self.entries_deferred_from.is_none(),
+            "a record asked for before the deferred entries'"
+        );
         self.records_asked += 1;
         self.durable_pending.push_back((self.records_asked, index));
     }
@@ -428,19 +442,35 @@ impl<S: StateMachine> Node for RaftNode<S> {
 
     /// The proposals of the batch are appended one by one, and each follower then gets one
     /// AppendEntries for all of them (within its flow-control limits), rather than one for the
-    /// first proposal and another for the rest once that is acknowledged.
+    /// first proposal and another for the rest once that is acknowledged. The leader's own
+    /// record of them is asked for last, from the same list when the followers were sent
+    /// exactly these entries: one list of the batch's entries, not two.
     fn handle_requests<I>(&mut self, requests: I, out: &mut Outbox<Self>)
     where
         I: IntoIterator<Item = (RequestId, RequestOf<S>)>,
     {
         self.replication_deferred = true;
         for (id, req) in requests {
-            self.handle_request(id, req, out);
+            match req {
+                Request::Propose(command) => {
+                    self.record_deferrable = true;
+                    self.handle_propose(id, command, out);
+                    self.record_deferrable = false;
+                }
+                req => {
+                    // Anything else may ask for records of its own: the deferred entries'
+                    // comes first.
+                    self.persist_deferred_entries(out);
+                    self.handle_request(id, req, out);
+                }
+            }
         }
         self.replication_deferred = false;
         if self.role == Role::Leader {
+            // Sending asks for no record, so the deferred entries' record may come after it.
             self.send_new_entry(out);
         }
+        self.persist_deferred_entries(out);
     }
 
     fn tick(&mut self, out: &mut Outbox<Self>) {

@@ -89,6 +89,8 @@ impl<S: StateMachine> RaftNode<S> {
             peers_scratch: Vec::new(),
             append_cache: AppendCache::new(),
             replication_deferred: false,
+            record_deferrable: false,
+            entries_deferred_from: None,
             records_asked: 0,
             durable_pending: VecDeque::new(),
             durable_index: 0,

@@ -173,21 +173,31 @@ impl<C: Clone> AppendCache<C> {
         if n == 0 {
             return self.none();
         }
-        if let Some(last) = &self.last {
-            // Log Matching (§5.3): an entry's index and term identify it and every entry before
-            // it, so a list that starts at `from`, is as long, and ends in the term the log
-            // holds at its end is the list the log would give now.
-            let end = from + n as u64 - 1;
-            if last.len() == n
-                && last.first().is_some_and(|e| e.index == from)
-                && last.last().map(|e| e.term) == log.term(end)
-            {
-                return Arc::clone(last);
-            }
+        if let Some(cached) = self.cached(log, from, n) {
+            return cached;
         }
         let fresh = log.shared(start, n);
         self.last = Some(Arc::clone(&fresh));
         fresh
+    }
+
+    /// The cached list, if it is the `n` entries the log holds from `from` on.
+    pub(super) fn cached(
+        &self,
+        log: &RaftLog<C>,
+        from: LogIndex,
+        n: usize,
+    ) -> Option<Arc<[Entry<C>]>> {
+        let last = self.last.as_ref()?;
+        // Log Matching (§5.3): an entry's index and term identify it and every entry before
+        // it, so a list that starts at `from`, is as long, and ends in the term the log holds
+        // at its end is the list the log would give now.
+        let end = from + n as u64 - 1;
+        let same = n > 0
+            && last.len() == n
+            && last.first().is_some_and(|e| e.index == from)
+            && last.last().map(|e| e.term) == log.term(end);
+        same.then(|| Arc::clone(last))
     }
 
     /// Forgets the cached list (a new term or role: the log may change below it).
@@ -207,6 +217,21 @@ impl<S: StateMachine> RaftNode<S> {
 
     /// Appends an entry of the leader's own term, persists it, and replicates it.
     pub(super) fn append_as_leader(&mut self, entry: Entry<S::Command>, out: &mut Outbox<Self>) {
+        if self.record_deferrable
+            && matches!(entry.payload, crate::message::Payload::Command(_))
+            && !self.leader_alone_is_quorum()
+        {
+            // A proposal of a batch (`Node::handle_requests`): its record waits for the end of
+            // the batch, where it is built from the list the followers were sent
+            // (`persist_deferred_entries`). Nothing between here and there asks for a record
+            // or changes the log but by appending, and a leader that is not a quorum on its
+            // own commits nothing by appending, so the records come in the same order as if
+            // asked for now.
+            self.entries_deferred_from.get_or_insert(entry.index);
+            self.log.push(entry);
+            return;
+        }
+        self.persist_deferred_entries(out);
         // Every entry proposed in one step goes into one record: the previous one, when it is
         // the record this step asked for last and it ends just before this entry (storage gets
         // the same entries in the same order as from one record per entry).
@@ -237,6 +262,48 @@ impl<S: StateMachine> RaftNode<S> {
         if self.leader_alone_is_quorum() {
             self.maybe_commit(out);
         }
+    }
+
+    /// Asks for the record of the entries whose record [`Self::append_as_leader`] deferred, if
+    /// any: the batch's proposals, from the first deferred one to the end of the log. When the
+    /// followers were just sent exactly these entries, the record shares their list (the
+    /// leader's own write costs no second list of the entries); otherwise it extends the
+    /// record asked for last when that one is the leader's own list and ends just before them,
+    /// or is a new list.
+    pub(super) fn persist_deferred_entries(&mut self, out: &mut Outbox<Self>) {
+        let Some(first) = self.entries_deferred_from.take() else {
+            return;
+        };
+        let last = self.log.last_index();
+        if first > last {
+            debug_assert!(false, "deferred entries {first}.. gone from the log");
+            return;
+        }
+        let n = (last - first + 1) as usize;
+        let record = match self.append_cache.cached(&self.log, first, n) {
+            Some(shared) => shared.into(),
+            None => {
+                if let Some(Persist::Append(Record::Entries(batch))) = out.last_record_mut() {
+                    if batch.last().is_some_and(|e| e.index + 1 == first) {
+                        if let Some(own) = batch.owned_mut() {
+                            own.extend(self.log.range(first, last).cloned());
+                            // The same record now makes the log durable further.
+                            if let Some(pending) = self.durable_pending.back_mut() {
+                                pending.1 = last;
+                            }
+                            return;
+                        }
+                    }
+                }
+                self.log
+                    .range(first, last)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .into()
+            }
+        };
+        out.persist(Record::Entries(record));
+        self.asked_durable_through(last);
     }
 
     /// Calls `f` for every peer the leader replicates to (or, with `only`, those it selects),

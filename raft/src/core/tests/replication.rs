@@ -467,3 +467,109 @@ fn a_batch_of_proposals_goes_to_each_follower_in_one_append_entries() {
     assert!(std::sync::Arc::ptr_eq(&sent[0].1, &sent[1].1));
     assert_eq!(fx.records.len(), 1, "one record for the batch");
 }
+
+/// The entries of each `Record::Entries` of `fx`, in order.
+fn entry_records(fx: &Fx) -> Vec<&[Entry<KvCommand>]> {
+    fx.records
+        .iter()
+        .filter_map(|p| match p.record() {
+            Record::Entries(e) => Some(&e[..]),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_leader_records_a_batch_in_the_list_its_followers_are_sent() {
+    for (batch, parallel) in [(1, false), (3, false), (1, true)] {
+        let mut c = cfg(1, 3);
+        c.parallel_append = parallel;
+        let mut l = leader(c, 3);
+        step(&mut l, |n, o| n.records_durable(u64::MAX, o));
+        let fx = step(&mut l, |n, o| {
+            n.handle_requests(
+                (0..batch).map(|i| (RequestId(i), Request::Propose(put(&i.to_string())))),
+                o,
+            )
+        });
+        let sent: Vec<_> = fx
+            .messages
+            .iter()
+            .chain(&fx.early)
+            .filter_map(|(_, m)| match m {
+                Message::AppendEntries { entries, .. } => Some(std::sync::Arc::clone(entries)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sent.len(), 2, "one AppendEntries per follower");
+        let records = entry_records(&fx);
+        assert_eq!(fx.records.len(), 1, "one record for the batch");
+        assert_eq!(records[0], &sent[0][..]);
+        assert!(
+            std::ptr::eq(records[0].as_ptr(), sent[0].as_ptr()),
+            "the record is the followers' list, not a copy"
+        );
+        // The record still counts as the leader's own write of the batch (with the parallel
+        // append, once durable): with one follower's ack, a majority holds the batch.
+        let last = l.last_log_index();
+        let acked = recv(&mut l, 2, ack(1, last, 1));
+        assert_eq!(
+            l.commit_index() == last,
+            !parallel,
+            "counted before its write is durable"
+        );
+        let synced = step(&mut l, |n, o| n.records_durable(u64::MAX, o));
+        assert_eq!(l.commit_index(), last);
+        let answered = [acked, synced]
+            .iter()
+            .map(|fx| fx.responses.len() + fx.early_responses.len())
+            .sum::<usize>();
+        assert_eq!(answered, batch as usize);
+    }
+}
+
+#[test]
+fn a_batch_whose_followers_wait_records_its_own_list() {
+    let mut l = leader(cfg(1, 3), 3);
+    // An AppendEntries in flight to each follower: the next batch waits for their answers.
+    request(&mut l, 0, Request::Propose(put("a")));
+    let fx = step(&mut l, |n, o| {
+        n.handle_requests(
+            (1..4).map(|i| (RequestId(i), Request::Propose(put(&i.to_string())))),
+            o,
+        )
+    });
+    assert!(appends(&fx).is_empty(), "the pipeline waits for acks");
+    let indexes: Vec<Vec<u64>> = entry_records(&fx)
+        .iter()
+        .map(|r| r.iter().map(|e| e.index).collect())
+        .collect();
+    assert_eq!(indexes, vec![vec![3, 4, 5]]);
+}
+
+#[test]
+fn a_batch_with_other_requests_records_its_entries_in_log_order() {
+    let mut l = leader(cfg(1, 3), 3);
+    let fx = step(&mut l, |n, o| {
+        n.handle_requests(
+            [
+                (RequestId(1), Request::Propose(put("a"))),
+                (RequestId(2), Request::AddLearner(4)),
+                (RequestId(3), Request::Propose(put("b"))),
+                (RequestId(4), Request::Read(KvQuery::Get("k".into()))),
+                (RequestId(5), Request::Propose(put("c"))),
+            ],
+            o,
+        )
+    });
+    assert_eq!(l.last_log_index(), 5);
+    let indexes: Vec<u64> = entry_records(&fx)
+        .iter()
+        .flat_map(|r| r.iter().map(|e| e.index))
+        .collect();
+    assert_eq!(
+        indexes,
+        vec![2, 3, 4, 5],
+        "every entry recorded once, in order"
+    );
+}
