@@ -226,6 +226,20 @@
 //! - **Two walks per applied entry on followers.** A follower answers no proposal and acts on no
 //!   committed configuration, so after the state machine's pass (one walk over the log's
 //!   buffer) it is done.
+//! - **A second list of the entries on the leader.** The leader built its own `Record::Entries`
+//!   as each proposal was appended, and then, for its followers' AppendEntries, the shared list
+//!   of the same entries (next paragraph): two lists, and so two allocations per command with
+//!   one in flight. The record of a batch of proposals ([`common::Node::handle_requests`]) now
+//!   waits for the end of the batch and takes the list the followers were sent when they were
+//!   sent exactly those entries, the usual case; a batch they are not sent at once (their
+//!   AppendEntries still in flight) is recorded in one list of the exact size rather than one
+//!   regrown per proposal. The records are asked for in the same order as before (a deferred
+//!   proposal only appends to the log, and anything else in the batch asks for the deferred
+//!   record before its own), and with the parallel append the leader still counts the batch
+//!   only once that record is durable. Allocations per command in the core shootout (300,000
+//!   commands, one repetition before and after; the counts do not vary between runs): 2.00 →
+//!   1.00 with one in flight on three replicas, 0.08 → 0.01 with 100 in flight on three and on
+//!   five.
 //!
 //! What is left, from a profile of five replicas with 100 in flight after the changes:
 //!
@@ -244,8 +258,8 @@
 //! once, keeps it, and hands it to the next follower whose next index, list length and last
 //! term match (Log Matching, §5.3, makes that check exact: an entry's index and term identify
 //! it and every entry before it). A follower's record keeps the message's list
-//! ([`EntryList`]: the leader's own record stays a list it extends with one step's proposals),
-//! so the follower copies nothing more than before. The encoding is unchanged (a plain
+//! ([`EntryList`]), so the follower copies nothing more than before; since then the leader's
+//! own record of a batch of proposals keeps it too (the bullet above). The encoding is unchanged (a plain
 //! sequence). Binaries before (`11a5ddf`) and after, run alternately three times each in one
 //! session on the idle two-core machine (load average 0.7 to 1.5), medians of the runs'
 //! medians in millions of commands per second, with this core's ratio to omnipaxos in the same
