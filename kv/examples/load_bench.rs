@@ -56,7 +56,7 @@ struct Args {
     /// connection of its own; N > 0 has the clients share N connections to the leader, each
     /// carrying several clients' requests at once (a value not below the client count is
     /// skipped). etcd's clients always use the HTTP client's pool of kept-alive connections.
-    #[arg(long, default_value = "0,16", value_delimiter = ',')]
+    #[arg(long, default_value = "0,8", value_delimiter = ',')]
     conns: Vec<usize>,
     /// Systems to run: raft, paxos, etcd (etcd only when the binary is on the PATH).
     #[arg(long, default_value = "raft,paxos,etcd", value_delimiter = ',')]
