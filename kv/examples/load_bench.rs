@@ -18,7 +18,8 @@
 //! (`conns` = clients) or sharing a few pipelined connections (`--conns`,
 //! [`kv::net::SharedConnections`]), as etcd's own benchmark tool shares its gRPC connections
 //! among its clients. `LOAD_BENCH_DEBUG=1` prints every write that did not end `Ok` (the
-//! `errors` column counts them).
+//! `errors` column counts them) and lets the `kv-node`s' logs through to this process's
+//! standard error (`RUST_LOG` sets their level).
 //!
 //! For every row it also prints the CPU time spent per operation, read from `/proc` over the
 //! measured window: by the three server processes together, and by this process (the clients).
@@ -253,7 +254,11 @@ async fn start_kv(bin: &Path, protocol: &str, dir: &Path) -> (Procs, BTreeMap<u6
                 .arg(dir.join(format!("node-{i}")))
                 .env("KV_CLUSTER_KEY", KEY)
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(if std::env::var_os("LOAD_BENCH_DEBUG").is_some() {
+                    Stdio::inherit()
+                } else {
+                    Stdio::null()
+                })
                 .spawn()
                 .expect("kv-node starts"),
         );
