@@ -57,6 +57,12 @@ use log::SlotLog;
 use proposer::Proposer;
 use snapshot::Snapshots;
 
+/// Election rounds in a row a leader keeps leading without hearing a majority, before it steps
+/// down (each round's end reconciles leadership with the election's view): a follower likewise waits at least one missed
+/// round, and up to [`Config::election_jitter_rounds_max`] more, before it stands against a
+/// leader it no longer hears.
+pub const LEADER_QUORUM_GRACE_ROUNDS: u64 = 2;
+
 /// Counters of rejected input.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Counters {
@@ -219,9 +225,13 @@ impl<S: StateMachine> PaxosNode<S> {
         }
     }
 
-    /// After each election round: lead exactly when the election chose this replica and it is
-    /// quorum-connected. A leader that no longer hears a majority cannot commit anything, so it
-    /// stops claiming leadership and clients go elsewhere (a quorum-connected replica takes over).
+    /// After each election round: start leading when the election chose this replica and it is
+    /// quorum-connected. A leader that no longer hears a majority cannot commit anything, so
+    /// after [`LEADER_QUORUM_GRACE_ROUNDS`] more rounds without one it stops claiming leadership
+    /// and clients go elsewhere (a quorum-connected replica takes over). It does not stop at the
+    /// first such round: on a busy machine the heartbeat replies of one round can come back
+    /// late while the Accepteds still flow, and a leader that stepped down then would start
+    /// again with a higher ballot a few rounds later, stalling every client in between.
     pub(crate) fn reconcile_leadership(&mut self, out: &mut Outbox<Self>) {
         if !self.shared.is_member(self.shared.config.id) {
             self.step_down(out);
@@ -249,7 +259,9 @@ impl<S: StateMachine> PaxosNode<S> {
                 return;
             }
             self.start_leading(ballot, out);
-        } else if self.proposer.leader.is_some() {
+        } else if self.proposer.leader.is_some()
+            && (!elected || e.rounds_without_quorum > LEADER_QUORUM_GRACE_ROUNDS)
+        {
             self.step_down(out);
         }
     }

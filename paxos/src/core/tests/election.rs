@@ -45,3 +45,27 @@ fn an_isolated_member_reports_it_then_doubles_the_interval() {
     assert_eq!(m.rounds_without_quorum, 40);
     assert_eq!(m.round_ticks, crate::config::HEARTBEAT_TICKS_DEFAULT);
 }
+
+#[test]
+fn a_leader_outlives_a_few_rounds_without_a_quorum_then_steps_down() {
+    // Replica 1 leads {1, 2, 3}, then hears no heartbeat reply at all. Round 0 sent no
+    // heartbeats and does not count; it keeps leading through LEADER_QUORUM_GRACE_ROUNDS
+    // rounds without a majority (late replies on a busy machine), and steps down at the next.
+    let (mut a, _) = leader();
+    let mut out = Outbox::new();
+    let round_ticks = crate::config::HEARTBEAT_TICKS_DEFAULT;
+    for round in 0..=crate::LEADER_QUORUM_GRACE_ROUNDS {
+        for _ in 0..round_ticks {
+            a.tick(&mut out);
+        }
+        assert!(a.is_leader(), "still leading after round {round}");
+    }
+    for _ in 0..round_ticks {
+        a.tick(&mut out);
+    }
+    assert_eq!(
+        a.metrics().rounds_without_quorum,
+        crate::LEADER_QUORUM_GRACE_ROUNDS + 1
+    );
+    assert!(!a.is_leader(), "a leader that hears no majority steps down");
+}
