@@ -300,6 +300,11 @@ fn label<T: std::fmt::Debug>(message: &T) -> String {
     let text = format!("{message:?}");
     let text = abbreviate(&text, "TxId", ["coordinator", "seq"], "tx");
     let text = abbreviate(&text, "Ballot", ["round", "leader"], "b");
+    cut_label(text)
+}
+
+/// `text`, or its first [`LABEL_CHARS_MAX`] characters ending in an ellipsis when it is longer.
+fn cut_label(text: String) -> String {
     if text.chars().count() <= LABEL_CHARS_MAX {
         text
     } else {

@@ -79,14 +79,7 @@ fn shard_label(
         })
         .collect();
     // Not ";": Mermaid ends a statement there.
-    let text = parts.join(" / ");
-    if text.chars().count() <= LABEL_CHARS_MAX {
-        text
-    } else {
-        let mut cut: String = text.chars().take(LABEL_CHARS_MAX - 1).collect();
-        cut.push('…');
-        cut
-    }
+    cut_label(parts.join(" / "))
 }
 
 /// A client request to a process of the sharded store, in a few words.
@@ -163,12 +156,7 @@ pub(super) fn twopc_raft_coordinator_crash(seed: u64) -> Result<Run, SimError> {
         let Some((node, request)) = driver.next_request() else {
             break;
         };
-        let id = run.sim.submit_as(run.sim.now(), 1, node, request.clone());
-        let deadline = run.sim.now() + 100;
-        run.run_until_cond(deadline, |v| {
-            v.op(id).is_some_and(|op| op.completed_at.is_some())
-        })?;
-        let answer = run.sim.op(id).and_then(|op| op.outcome.response().cloned());
+        let answer = call(&mut run, 1, node, request.clone(), 100)?;
         decided = matches!(
             answer,
             Some(common::groups::GroupResponse::Group(
@@ -207,12 +195,7 @@ pub(super) fn twopc_raft_coordinator_crash(seed: u64) -> Result<Run, SimError> {
     let resolve_until = run.sim.now() + 1_500;
     while !quiet(&run.sim.view()) && run.sim.now() < resolve_until {
         let (node, request): (NodeId, ShardRequest) = resolver.next_request();
-        let id = run.sim.submit_as(run.sim.now(), 2, node, request.clone());
-        let deadline = run.sim.now() + 60;
-        run.run_until_cond(deadline, |v| {
-            v.op(id).is_some_and(|op| op.completed_at.is_some())
-        })?;
-        let answer = run.sim.op(id).and_then(|op| op.outcome.response().cloned());
+        let answer = call(&mut run, 2, node, request.clone(), 60)?;
         resolver.observe(run.sim.now(), node, &request, answer.as_ref());
         let pause = run.sim.now() + 5;
         run.run_until(pause)?;
@@ -225,4 +208,21 @@ pub(super) fn twopc_raft_coordinator_crash(seed: u64) -> Result<Run, SimError> {
     let end = run.sim.now() + 10;
     run.run_until(end)?;
     Ok(Run::of(run, options(start, end, None)))
+}
+
+/// Submits `request` as `client`'s to process `node` now, runs until it is answered or `within`
+/// ticks pass, and returns the answer (`None`: none came).
+fn call(
+    run: &mut Observed<Shard>,
+    client: u64,
+    node: NodeId,
+    request: kv::shard::ShardRequest,
+    within: u64,
+) -> Result<Option<<Shard as common::Node>::Response>, SimError> {
+    let id = run.sim.submit_as(run.sim.now(), client, node, request);
+    let deadline = run.sim.now() + within;
+    run.run_until_cond(deadline, |v| {
+        v.op(id).is_some_and(|op| op.completed_at.is_some())
+    })?;
+    Ok(run.sim.op(id).and_then(|op| op.outcome.response().cloned()))
 }
