@@ -449,7 +449,7 @@ pub use error::PaxosError;
 #[cfg(feature = "runtime")]
 pub use handle::{ClientError, PaxosClient, PaxosHandle};
 pub use message::{
-    Ballot, Command, Membership, Message, PromisedEntry, Record, Session, Slot, Value,
+    Ballot, Command, Membership, Message, PromisedEntry, Record, Session, Slot, Value, Values,
 };
 pub use state_machine::{
     Counter, KvCommand, KvOutput, KvQuery, KvStore, Setup, StateMachine, StateMachineError,
