@@ -341,7 +341,7 @@ pub enum Message<C> {
         slot: Slot,
         /// One value per slot (shared with the leader's record and the other followers'
         /// copies; encoded as a plain sequence).
-        values: Arc<[Value<C>]>,
+        values: Values<C>,
         /// The leader's commit index.
         commit: Slot,
     },
@@ -444,8 +444,8 @@ pub enum Record<C> {
         ballot: Ballot,
         /// The first slot.
         slot: Slot,
-        /// One value per slot (the Accept message's own list when it was accepted whole).
-        values: Arc<[Value<C>]>,
+        /// One value per slot (the Accept message's own run when it was accepted whole).
+        values: Values<C>,
     },
     /// Every slot below `decided` is chosen and the log holds its chosen value.
     Commit {
@@ -548,6 +548,16 @@ mod tests {
         assert!(matches!(noop.0, Held::One(_)));
         // Sequence length 1, variant 0 (`Noop`).
         assert_eq!(Bincode.encode(&noop).unwrap(), [1, 0]);
+        let accept = Message::Accept {
+            ballot: Ballot::new(1, 2),
+            slot: 5,
+            values: noop,
+            commit: 4,
+        };
+        // Variant 4 (`Accept`), the ballot (epoch 0, round 1, leader 2), slot 5, the run, commit 4.
+        let bytes = Bincode.encode(&accept).unwrap();
+        assert_eq!(bytes, [4, 0, 1, 2, 5, 1, 0, 4]);
+        assert_eq!(Bincode.decode::<Message<u64>>(&bytes).unwrap(), accept);
     }
 
     /// A length prefix claiming far more values than the input holds is refused with an error,
