@@ -382,9 +382,10 @@
 //!   the time with five replicas: a batch was deep-copied into the leader's log, its in-flight
 //!   list, its record and every follower's Accept, and each follower copied it again into its
 //!   log and record. [`Value::Batch`] now holds `Arc<[Command]>`, and [`Message::Accept`] and
-//!   [`Record::Accept`] hold `Arc<[Value]>`, so one allocation serves them all in a process (a
-//!   follower across the network decodes its own and shares it between log and record). The
-//!   encoding is unchanged: serde writes a shared list as a plain sequence.
+//!   [`Record::Accept`] held `Arc<[Value]>` (now [`Values`], see below), so one allocation
+//!   serves them all in a process (a follower across the network decodes its own and shares it
+//!   between log and record). The encoding is unchanged: serde writes a shared list as a plain
+//!   sequence.
 //! - **Per-step lists.** The leader gathers a run of new slots and a batch's commands in lists
 //!   it keeps between steps, then moves each into its shared allocation.
 //! - **A tree map of owed requests.** The requests answered when a slot this replica proposed
@@ -420,10 +421,35 @@
 //!
 //! The core shootout's pump for these cores moved every message through the stack the same
 //! way; it now queues each step's list of messages whole, as the omnipaxos pump does (2.01–2.04
-//! → 2.19–2.22 M/s here, the Raft core likewise). What is left is spread over the per-command
-//! path: two shared allocations (the batch and the run), an atomic reference count taken for
-//! each holder of a value, the session check, and the records a checkpoint frees every 4,096
-//! slots (the peers never free theirs). The latest full run is in `docs/core-shootout.md`.
+//! → 2.19–2.22 M/s here, the Raft core likewise).
+//!
+//! **A list of one value.** With one command in flight every run of new slots is a single
+//! slot, yet its value still moved into an `Arc<[Value]>` of its own: the second of the two
+//! allocations per command, after the batch's list of commands. [`Message::Accept`] and
+//! [`Record::Accept`] now carry [`Values`], which holds a lone value inline (cloning it clones
+//! the value: for a batch, one reference count) and shares an `Arc<[Value]>` only for longer
+//! runs; the bytes on the wire and on disk are the same plain sequence. Allocations per applied
+//! command in the core shootout (`--only our-paxos`, binaries `c042d7a` and after):
+//!
+//! | setup | allocations, before → after |
+//! | --- | ---: |
+//! | 3 replicas, 1 in flight | 2.01 → 1.01 |
+//! | 3 replicas, 100 in flight | 0.050 → 0.050 |
+//! | 5 replicas, 100 in flight | 0.050 → 0.050 |
+//!
+//! Throughput, binaries alternated three times each on a shared machine, so only indicative:
+//! with one in flight 1.37–1.41 → 1.42–1.44 M/s; with 100 in flight no change beyond the noise
+//! (3 replicas 15.11–15.78 before and 15.04–15.53 after, 5 replicas 10.46–10.65 and
+//! 10.25–10.44; a second alternation of each, four times seven repetitions, put the medians
+//! within 1.5 % of each other, either way). A first alternation, with other work running
+//! (load average 1.3), had 3 replicas with 100 in flight about 8 % slower after; the two on
+//! the idle machine did not repeat it. A [`Message`] grows from 72 to 88 bytes, as an Accept
+//! holds a value inline, but only a few messages move per command once commands are batched.
+//!
+//! What is left is spread over the per-command path: one shared allocation (the batch's
+//! commands), an atomic reference count taken for each holder of a value, the session check,
+//! and the records a checkpoint frees every 4,096 slots (the peers never free theirs). The
+//! latest full run is in `docs/core-shootout.md`.
 //!
 //! # Runnable examples
 //!
@@ -449,7 +475,7 @@ pub use error::PaxosError;
 #[cfg(feature = "runtime")]
 pub use handle::{ClientError, PaxosClient, PaxosHandle};
 pub use message::{
-    Ballot, Command, Membership, Message, PromisedEntry, Record, Session, Slot, Value,
+    Ballot, Command, Membership, Message, PromisedEntry, Record, Session, Slot, Value, Values,
 };
 pub use state_machine::{
     Counter, KvCommand, KvOutput, KvQuery, KvStore, Setup, StateMachine, StateMachineError,

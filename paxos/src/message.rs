@@ -5,11 +5,12 @@
 //! vectors may be longer than any honest sender would make them. The core checks each of these
 //! before acting (see [`crate::Metrics::rejected`]).
 
+use std::ops::Deref;
 use std::sync::Arc;
 
 use common::snapshot::{SnapshotDigest, SnapshotFile};
 use common::NodeId;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A position in the replicated log. Slot 0 is the first one.
 pub type Slot = u64;
@@ -170,6 +171,108 @@ impl<C> Value<C> {
     }
 }
 
+/// The values of a run of consecutive slots, one per slot, as [`Message::Accept`] and
+/// [`Record::Accept`] carry them: a list that is cheap to clone, read as a `&[Value]` (it
+/// derefs to one).
+///
+/// The leader's Accept and its record, and every follower's copy of the Accept, hold the same
+/// run. A run of one value, what a leader sends while commands arrive one at a time, holds that
+/// value inline, and a clone clones the value (for a batch, one reference count), so the run
+/// allocates nothing of its own. A longer run shares one `Arc<[Value]>`.
+///
+/// Either way it is encoded as a plain sequence, the same bytes as a `Vec<Value>` or an
+/// `Arc<[Value]>`, and decoded as a `Vec` is, with the same limits on what a length prefix may
+/// claim. Two runs are equal when their values are, whatever form holds them.
+#[derive(Clone)]
+pub struct Values<C>(Held<C>);
+
+/// How a [`Values`] holds its values.
+#[derive(Clone)]
+enum Held<C> {
+    /// A run of one slot.
+    One(Value<C>),
+    /// A run of any other length (a leader never proposes an empty one, but a peer may send
+    /// it), or one handed over already shared.
+    Shared(Arc<[Value<C>]>),
+}
+
+impl<C> Deref for Values<C> {
+    type Target = [Value<C>];
+
+    fn deref(&self) -> &[Value<C>] {
+        match &self.0 {
+            Held::One(value) => std::slice::from_ref(value),
+            Held::Shared(values) => values,
+        }
+    }
+}
+
+impl<C> From<Value<C>> for Values<C> {
+    fn from(value: Value<C>) -> Self {
+        Values(Held::One(value))
+    }
+}
+
+impl<C> From<Arc<[Value<C>]>> for Values<C> {
+    fn from(values: Arc<[Value<C>]>) -> Self {
+        Values(Held::Shared(values))
+    }
+}
+
+impl<C> From<Vec<Value<C>>> for Values<C> {
+    fn from(values: Vec<Value<C>>) -> Self {
+        match <[Value<C>; 1]>::try_from(values) {
+            Ok([value]) => value.into(),
+            Err(values) => Values(Held::Shared(values.into())),
+        }
+    }
+}
+
+impl<C: Clone> From<&[Value<C>]> for Values<C> {
+    fn from(values: &[Value<C>]) -> Self {
+        match values {
+            [value] => value.clone().into(),
+            _ => Values(Held::Shared(values.into())),
+        }
+    }
+}
+
+/// Collects into a `Vec` first; a run gathered in a list of its own converts from it.
+impl<C> FromIterator<Value<C>> for Values<C> {
+    fn from_iter<I: IntoIterator<Item = Value<C>>>(values: I) -> Self {
+        values.into_iter().collect::<Vec<_>>().into()
+    }
+}
+
+impl<C: PartialEq> PartialEq for Values<C> {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl<C: Eq> Eq for Values<C> {}
+
+/// Printed as a list, as the slice it derefs to.
+impl<C: std::fmt::Debug> std::fmt::Debug for Values<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl<C: Serialize> Serialize for Values<C> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter())
+    }
+}
+
+impl<'de, C: Deserialize<'de>> Deserialize<'de> for Values<C> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Through `Vec`'s own decoding, which never trusts the claimed length for its first
+        // allocation.
+        Vec::<Value<C>>::deserialize(deserializer).map(Values::from)
+    }
+}
+
 /// One accepted entry reported in a promise.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PromisedEntry<C> {
@@ -238,7 +341,7 @@ pub enum Message<C> {
         slot: Slot,
         /// One value per slot (shared with the leader's record and the other followers'
         /// copies; encoded as a plain sequence).
-        values: Arc<[Value<C>]>,
+        values: Values<C>,
         /// The leader's commit index.
         commit: Slot,
     },
@@ -341,8 +444,8 @@ pub enum Record<C> {
         ballot: Ballot,
         /// The first slot.
         slot: Slot,
-        /// One value per slot (the Accept message's own list when it was accepted whole).
-        values: Arc<[Value<C>]>,
+        /// One value per slot (the Accept message's own run when it was accepted whole).
+        values: Values<C>,
     },
     /// Every slot below `decided` is chosen and the log holds its chosen value.
     Commit {
@@ -373,4 +476,116 @@ pub enum Record<C> {
         /// Every entry the acceptor holds from `slot` on, with its ballot.
         accepted: Vec<PromisedEntry<C>>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use common::codec::{Bincode, Codec, CodecError};
+
+    use super::*;
+
+    fn batch(commands: &[u64]) -> Value<u64> {
+        Value::Batch {
+            origin: Ballot::new(3, 2),
+            commands: commands
+                .iter()
+                .map(|&payload| Command {
+                    session: Some(Session {
+                        client: 7,
+                        seq: payload,
+                    }),
+                    payload,
+                })
+                .collect(),
+        }
+    }
+
+    fn stop_sign() -> Value<u64> {
+        Value::StopSign {
+            epoch: 1,
+            members: vec![1, 2, 4],
+        }
+    }
+
+    /// Whichever form holds a run, its bytes are those of the same values in a `Vec` (and so of
+    /// the `Arc<[Value]>` the field used to be), and they decode back to an equal run; a run of
+    /// one value decodes to the inline form.
+    #[test]
+    fn a_run_encodes_as_a_plain_sequence_in_either_form() {
+        let runs: Vec<Vec<Value<u64>>> = vec![
+            vec![batch(&[1])],
+            vec![batch(&[1, 2, 3])],
+            vec![Value::Noop],
+            vec![stop_sign()],
+            vec![batch(&[1]), Value::Noop, batch(&[2, 3]), stop_sign()],
+            vec![],
+        ];
+        for list in runs {
+            let expected = Bincode.encode(&list).unwrap();
+            let shared: Arc<[Value<u64>]> = list.clone().into();
+            assert_eq!(Bincode.encode(&shared).unwrap(), expected);
+            let forms = [
+                Values::from(list.clone()),
+                Values::from(shared),
+                Values::from(list.as_slice()),
+                list.iter().cloned().collect(),
+            ];
+            for run in forms {
+                assert_eq!(*run, *list);
+                assert_eq!(Bincode.encode(&run).unwrap(), expected, "{run:?}");
+                let back: Values<u64> = Bincode.decode(&expected).unwrap();
+                assert_eq!(back, run);
+                assert_eq!(matches!(back.0, Held::One(_)), list.len() == 1);
+            }
+        }
+    }
+
+    /// The bytes themselves, written out: a length of one, then the value. A run held inline
+    /// that forgot its length prefix, or wrote a second one, fails here.
+    #[test]
+    fn a_one_value_run_is_a_length_then_the_value() {
+        let noop: Values<u64> = Value::Noop.into();
+        assert!(matches!(noop.0, Held::One(_)));
+        // Sequence length 1, variant 0 (`Noop`).
+        assert_eq!(Bincode.encode(&noop).unwrap(), [1, 0]);
+        let accept = Message::Accept {
+            ballot: Ballot::new(1, 2),
+            slot: 5,
+            values: noop,
+            commit: 4,
+        };
+        // Variant 4 (`Accept`), the ballot (epoch 0, round 1, leader 2), slot 5, the run, commit 4.
+        let bytes = Bincode.encode(&accept).unwrap();
+        assert_eq!(bytes, [4, 0, 1, 2, 5, 1, 0, 4]);
+        assert_eq!(Bincode.decode::<Message<u64>>(&bytes).unwrap(), accept);
+    }
+
+    /// A length prefix claiming far more values than the input holds is refused with an error,
+    /// as for a `Vec`, instead of allocating what it claims.
+    #[test]
+    fn a_hostile_length_prefix_is_refused() {
+        // Varint: 0xfd, then the length as a little-endian u64 (2^34 values).
+        let mut bytes = vec![0xfd];
+        bytes.extend_from_slice(&(1u64 << 34).to_le_bytes());
+        bytes.extend_from_slice(&[0, 0, 0]);
+        let err = Bincode.decode::<Values<u64>>(&bytes).unwrap_err();
+        assert!(matches!(err, CodecError::Decode(_)), "{err:?}");
+        assert_eq!(
+            Bincode.decode::<Vec<Value<u64>>>(&bytes).unwrap_err(),
+            err,
+            "the same error as a Vec"
+        );
+    }
+
+    /// Equal values are equal runs whatever holds them, and a run prints as a list (the
+    /// committed sequence diagrams show Accepts this way).
+    #[test]
+    fn a_run_compares_and_prints_as_its_values() {
+        let inline: Values<u64> = batch(&[9]).into();
+        let shared: Values<u64> = Arc::<[Value<u64>]>::from(vec![batch(&[9])]).into();
+        assert_eq!(inline, shared);
+        assert_ne!(inline, Values::from(Value::Noop));
+        assert_eq!(format!("{inline:?}"), format!("{:?}", [batch(&[9])]));
+        assert_eq!(format!("{:?}", Values::<u64>::from(Value::Noop)), "[Noop]");
+    }
 }

@@ -9,11 +9,9 @@
 //!   proposer learns it must step down. A refused or malformed message never touches the durable
 //!   promise.
 
-use std::sync::Arc;
-
 use common::{NodeId, Outbox};
 
-use crate::message::{Ballot, Message, PromisedEntry, Record, Slot, Value};
+use crate::message::{Ballot, Message, PromisedEntry, Record, Slot, Values};
 use crate::state_machine::StateMachine;
 
 use super::log::Entry;
@@ -93,7 +91,7 @@ impl Acceptor {
         shared: &mut Shared<S::Command>,
         ballot: Ballot,
         slot: Slot,
-        values: Arc<[Value<S::Command>]>,
+        values: Values<S::Command>,
         out: &mut Outbox<PaxosNode<S>>,
     ) -> bool {
         if ballot < self.promised {
@@ -111,7 +109,7 @@ impl Acceptor {
         }
         let first = slot.max(decided);
         // The message's own list is the record's when all of it is new (the usual case).
-        let kept: Arc<[Value<S::Command>]> = if skip == 0 {
+        let kept: Values<S::Command> = if skip == 0 {
             values
         } else {
             values[skip..].into()
@@ -209,7 +207,7 @@ impl<S: StateMachine> PaxosNode<S> {
         from: NodeId,
         ballot: Ballot,
         slot: Slot,
-        values: Arc<[Value<S::Command>]>,
+        values: Values<S::Command>,
         commit: Slot,
         out: &mut Outbox<Self>,
     ) {
@@ -256,7 +254,7 @@ impl<S: StateMachine> PaxosNode<S> {
         &mut self,
         ballot: Ballot,
         slot: Slot,
-        values: Arc<[Value<S::Command>]>,
+        values: Values<S::Command>,
         out: &mut Outbox<Self>,
     ) -> bool {
         let before = self.acceptor.promised;

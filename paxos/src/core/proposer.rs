@@ -30,7 +30,7 @@ use std::sync::Arc;
 use common::{NodeId, Outbox, RequestId};
 
 use crate::error::PaxosError;
-use crate::message::{Ballot, Command, Message, PromisedEntry, Session, Slot, Value};
+use crate::message::{Ballot, Command, Message, PromisedEntry, Session, Slot, Value, Values};
 use crate::state_machine::{Dedup, StateMachine};
 
 use super::leader::{InFlight, Leader, Promised};
@@ -229,12 +229,7 @@ impl<S: StateMachine> PaxosNode<S> {
     }
 
     /// Sends `values` for slots `first ..` (already in the in-flight window) to every acceptor.
-    fn propose_run(
-        &mut self,
-        first: Slot,
-        values: Arc<[Value<S::Command>]>,
-        out: &mut Outbox<Self>,
-    ) {
+    fn propose_run(&mut self, first: Slot, values: Values<S::Command>, out: &mut Outbox<Self>) {
         let Some(leader) = self.proposer.leader.as_ref() else {
             return;
         };
@@ -243,10 +238,10 @@ impl<S: StateMachine> PaxosNode<S> {
         let mut slot = first;
         for part in values.chunks(chunk) {
             let len = part.len() as u64;
-            // One list shared by every follower's message (and by this replica's own record,
+            // One run shared by every follower's message (and by this replica's own record,
             // below): the whole run when it fits one message, the usual case.
-            let part: Arc<[Value<S::Command>]> = if part.len() == values.len() {
-                Arc::clone(&values)
+            let part = if part.len() == values.len() {
+                values.clone()
             } else {
                 part.into()
             };
@@ -436,7 +431,7 @@ impl<S: StateMachine> PaxosNode<S> {
         if leader.in_flight() < in_flight_max {
             if let Some(members) = leader.reconfig.take() {
                 let value = leader.push_stop_sign(members);
-                self.propose_run(first, Arc::from([value]), out);
+                self.propose_run(first, value.into(), out);
                 return;
             }
         }
@@ -444,8 +439,9 @@ impl<S: StateMachine> PaxosNode<S> {
             return; // catching up on what was chosen before us first (see `phase1_start`)
         }
         // The run's values and each batch's commands gather in lists kept between steps, then
-        // move into one shared allocation each. Borrowed in place: moving the lists out and
-        // back through the stack cost more than the rest of a one-command flush.
+        // move into one shared allocation each (a run of one value needs none, below).
+        // Borrowed in place: moving the lists out and back through the stack cost more than the
+        // rest of a one-command flush.
         let RunScratch { values, commands } = scratch;
         while !leader.queue.is_empty() && leader.in_flight() < in_flight_max {
             let n = leader.queue.len().min(batch_max);
@@ -495,9 +491,13 @@ impl<S: StateMachine> PaxosNode<S> {
             leader.next_slot += 1;
         }
         // Nothing to send is the common case (this runs after every commit): an empty `Arc`
-        // slice still allocates its counts, so it is not built at all.
-        let run: Option<Arc<[Value<S::Command>]>> =
-            (!values.is_empty()).then(|| values.drain(..).collect());
+        // slice still allocates its counts, so it is not built at all. One value, the usual
+        // case with one command in flight, needs no list: the run holds it inline.
+        let run: Option<Values<S::Command>> = match values.len() {
+            0 => None,
+            1 => values.pop().map(Values::from),
+            _ => Some(values.drain(..).collect::<Arc<[_]>>().into()),
+        };
         if let Some(run) = run {
             self.propose_run(first, run, out);
         }
@@ -599,7 +599,7 @@ impl<S: StateMachine> PaxosNode<S> {
                 continue;
             };
             let take = (leader.in_flight.len() - first).min(chunk as usize);
-            let values: Arc<[_]> = leader
+            let values: Values<_> = leader
                 .in_flight
                 .iter()
                 .skip(first)
