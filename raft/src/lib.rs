@@ -296,8 +296,10 @@
 //! stack into its queue; it now queues each step's list whole, as the omnipaxos pump does
 //! (3 replicas, one in flight: 2.10–2.17 → 2.29–2.43 M/s in one run with another build at low
 //! priority). The latest full run (`docs/core-shootout.md`, idle machine, an Intel Xeon):
-//! 1.18× omnipaxos with one command in flight, 1.39× with 100 on three replicas, 1.16× on
-//! five; the run before it, on an AMD EPYC, gave 1.05×, 1.63× and 1.17×.
+//! 1.16× omnipaxos with one command in flight, 1.60× with 100 on three replicas, 1.20× on
+//! five; the run before it on the same machine gave 1.18×, 1.39× and 1.16× (omnipaxos itself
+//! moved most between the two: 11.2 and 9.7 M/s with 100 in flight on three replicas), and
+//! one on an AMD EPYC 1.05×, 1.63× and 1.17×.
 //!
 //! The same changes took the criterion group `raft_core` (three cores pumped in one thread by
 //! `testing::Cluster`, `BENCH_FAST=1`, load average about 2) from 2.2 µs per proposal with one
