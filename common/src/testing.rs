@@ -428,7 +428,7 @@ pub mod transport {
 
     use bytes::Bytes;
 
-    use crate::transport::{Inbound, Transport, TransportError};
+    use crate::transport::{Inbound, Transport, TransportError, TryRecvError};
     use crate::NodeId;
 
     /// Upper bound on any single wait of the suite.
@@ -604,6 +604,36 @@ pub mod transport {
         );
         nodes[1].shutdown().await; // idempotent
         shutdown_all(&mut nodes).await;
+    }
+
+    /// [`Transport::try_recv`] never waits: `Empty` with nothing due, the frames in the order
+    /// `recv` would give them once they arrive, `Closed` after shutdown.
+    pub async fn try_recv_never_waits<H: TransportHarness>(mut h: H) {
+        let mut nodes = h.start(2).await;
+        let mut b = nodes.pop().unwrap();
+        let a = nodes.pop().unwrap();
+        // Connected; the frame that proved it was the last one sent, so nothing is in flight.
+        send_until_received(&a, &mut b).await;
+        assert_eq!(b.try_recv(), Err(TryRecvError::Empty));
+        let sent: Vec<Bytes> = (0..3u8).map(|i| Bytes::from(vec![i; 8])).collect();
+        for frame in &sent {
+            a.send(b.local_id(), frame.clone()).unwrap();
+        }
+        let mut got = Vec::new();
+        wait_until("the frames can be taken without waiting", || {
+            while let Ok(inbound) = b.try_recv() {
+                assert_eq!(inbound.from, a.local_id());
+                got.push(inbound.frame);
+            }
+            got.len() >= sent.len()
+        })
+        .await;
+        assert_eq!(got, sent, "all of them, in order");
+        assert_eq!(b.try_recv(), Err(TryRecvError::Empty));
+        b.shutdown().await;
+        assert_eq!(b.try_recv(), Err(TryRecvError::Closed));
+        let mut a = a;
+        a.shutdown().await;
     }
 
     /// Delivery resumes both ways after a peer restarts on the same id.

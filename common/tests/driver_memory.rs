@@ -521,6 +521,65 @@ async fn callers_beyond_the_queue_wait_for_room_and_are_all_answered() {
     n1.shutdown().await.unwrap();
 }
 
+/// Requests waiting together are taken into a batch several at a time: every one is answered
+/// once, none is refused, and they share batches (no more steps than the limit allows per
+/// batch on average).
+#[tokio::test(start_paused = true)]
+async fn requests_taken_together_respect_the_batch_and_pending_limits() {
+    const CALLERS: u64 = 500;
+    let net = MemoryNetwork::new(9);
+    let config = DriverConfig {
+        request_queue_capacity: 400,
+        requests_pending_max: 70,
+        batch_steps_max: 45,
+        ..inline()
+    };
+    let n1 = driver::spawn(
+        single(1),
+        net.join(1).unwrap(),
+        MemStorage::new(),
+        Bincode,
+        config,
+    )
+    .unwrap();
+    // Queued before the node task runs (the clock is paused and nothing has yielded yet), so
+    // the node finds hundreds waiting at once.
+    let callers: Vec<_> = (0..CALLERS)
+        .map(|i| {
+            let n = n1.clone();
+            tokio::spawn(async move { n.request(DemoRequest::Add(i + 1)).await })
+        })
+        .collect();
+    let mut totals = Vec::new();
+    for c in callers {
+        match c.await.unwrap() {
+            Ok(DemoResponse::Total(t)) => totals.push(t),
+            other => panic!("{other:?}"),
+        }
+    }
+    totals.sort_unstable();
+    totals.dedup();
+    assert_eq!(
+        totals.len() as u64,
+        CALLERS,
+        "each add answered with its own total"
+    );
+    assert_eq!(*totals.last().unwrap(), CALLERS * (CALLERS + 1) / 2);
+    let s = n1.stats();
+    assert_eq!(
+        (s.requests, s.responses, s.requests_busy),
+        (CALLERS, CALLERS, 0)
+    );
+    assert!(
+        s.batches * 45 >= s.steps,
+        "at least one batch per 45 steps: {} steps in {} batches",
+        s.steps,
+        s.batches
+    );
+    assert!(s.batches < CALLERS / 10, "requests shared batches: {s:?}");
+    n1.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn invalid_configuration_is_refused() {
     let net = MemoryNetwork::new(7);

@@ -188,6 +188,7 @@ conformance!(
     frames_up_to_the_limit,
     unknown_peer_rejected,
     shutdown_closes,
+    try_recv_never_waits,
     delivery_resumes_after_restart,
 );
 

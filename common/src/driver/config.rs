@@ -21,6 +21,12 @@ pub const BATCH_STEPS_MAX_DEFAULT: usize = 256;
 /// before ([`Node::records_durable`]).
 pub(super) const INLINE_FLUSH_ROUNDS_MAX: usize = 4;
 
+/// Requests the node task takes from its queue at once while it gathers a batch: the slots
+/// they free go back to waiting callers in one release (tokio's bounded channel locks for each),
+/// yet between two such takes it looks for a frame, so requests cannot keep peers' messages
+/// waiting.
+pub(super) const REQUESTS_TAKEN_AT_ONCE: usize = 32;
+
 /// Default for [`DriverConfig::persist_batches_in_flight_max`].
 pub const PERSIST_BATCHES_IN_FLIGHT_MAX_DEFAULT: usize = 1;
 /// Default for [`DriverConfig::events_capacity`].

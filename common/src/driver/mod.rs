@@ -251,6 +251,7 @@ where
         checkpoints_durable: 0,
         records_durable: 0,
         requests: Vec::new(),
+        commands_buf: Vec::new(),
         early_buf: Vec::new(),
         early_answers_buf: Vec::new(),
     };

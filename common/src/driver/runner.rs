@@ -13,7 +13,7 @@ use futures::FutureExt;
 use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 use tokio::time::Interval;
 
-use super::config::{DriverConfig, REJECTIONS_LOGGED_FIRST};
+use super::config::{DriverConfig, REJECTIONS_LOGGED_FIRST, REQUESTS_TAKEN_AT_ONCE};
 use super::handle::{Command, Reply};
 use super::persistence::{next_result, BatchResult, Stage};
 #[cfg(doc)]
@@ -21,7 +21,7 @@ use super::stats::DriverStats;
 use super::stats::{add, Counters};
 use super::DriverError;
 use crate::codec::{decode_frame, encode_frame, Codec, Header};
-use crate::transport::{Inbound, Transport};
+use crate::transport::{Inbound, Transport, TryRecvError};
 use crate::{Effects, Node, NodeId, Outbox, RequestId, Storage, StorageError};
 
 /// One input taken by the node task.
@@ -69,6 +69,8 @@ pub(super) struct Runner<N: Node, T, S: Storage, C> {
     /// Requests taken into the open batch and not yet handed to the core (see
     /// [`Runner::deliver_requests`]); at most the batch's steps.
     pub(super) requests: Vec<(RequestId, N::Request)>,
+    /// Reused buffer for requests taken from the queue together ([`Runner::take_ready_requests`]).
+    pub(super) commands_buf: Vec<Command<N>>,
     /// Reused buffers for early messages and answers.
     pub(super) early_buf: Vec<(NodeId, N::Message)>,
     pub(super) early_answers_buf: Vec<(RequestId, N::Response)>,
@@ -223,28 +225,46 @@ where
         let mut taken = 0;
         while self.open_steps < self.config.batch_steps_max && taken < self.config.batch_steps_max {
             taken += 1;
-            let mut took = false;
-            if self.pending.len() < self.config.requests_pending_max {
-                if let Ok(command) = self.commands.try_recv() {
-                    self.on_command(command);
-                    took = true;
-                }
-            }
-            // `recv` of a transport is cancel-safe (a frame is either returned or left queued),
-            // so polling it once and dropping the future loses nothing.
-            match self.transport.recv().now_or_never() {
-                Some(Some(inbound)) => {
+            let mut took = self.take_ready_requests();
+            match self.transport.try_recv() {
+                Ok(inbound) => {
                     self.on_frame(inbound);
                     took = true;
                 }
-                Some(None) => return Err(DriverError::TransportClosed),
-                None => {}
+                Err(TryRecvError::Closed) => return Err(DriverError::TransportClosed),
+                Err(TryRecvError::Empty) => {}
             }
             if !took {
                 break;
             }
         }
         Ok(())
+    }
+
+    /// Takes up to [`REQUESTS_TAKEN_AT_ONCE`] waiting requests into the open batch, within its
+    /// room and the pending limit; whether it took any. Taken together, not one by one: tokio's
+    /// bounded channel takes a lock to hand back each freed slot, once per call here.
+    fn take_ready_requests(&mut self) -> bool {
+        let room = (self.config.batch_steps_max.saturating_sub(self.open_steps))
+            .min(
+                self.config
+                    .requests_pending_max
+                    .saturating_sub(self.pending.len()),
+            )
+            .min(REQUESTS_TAKEN_AT_ONCE);
+        if room == 0 || self.commands.is_empty() {
+            return false;
+        }
+        let mut taken = std::mem::take(&mut self.commands_buf);
+        // Ready (the queue is not empty), so this completes at once; a closed, empty queue
+        // gives 0 and the select in `serve` sees it next.
+        let _ = self.commands.recv_many(&mut taken, room).now_or_never();
+        let took = !taken.is_empty();
+        for command in taken.drain(..) {
+            self.on_command(command);
+        }
+        self.commands_buf = taken;
+        took
     }
 
     pub(super) fn on_frame(&mut self, inbound: Inbound) {

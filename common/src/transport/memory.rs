@@ -66,7 +66,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{Inbound, Transport, TransportError, FRAME_BYTES_MAX_DEFAULT};
+use super::{Inbound, Transport, TransportError, TryRecvError, FRAME_BYTES_MAX_DEFAULT};
 use crate::{DetRng, NodeId};
 
 /// Default for [`MemoryConfig::inbound_queue_max`].
@@ -560,6 +560,26 @@ impl MemoryTransport {
     pub fn queued(&self) -> usize {
         lock(&self.inbox).len()
     }
+
+    /// The next frame that is due, or why there is none: `Err(None)` once closed,
+    /// `Err(Some(due))` otherwise, with when the earliest delayed frame falls due (if any).
+    fn take_ready(&mut self) -> Result<Inbound, Option<Option<Instant>>> {
+        let mut inbox = lock(&self.inbox);
+        if inbox.closed {
+            return Err(None);
+        }
+        // Without delayed frames (no fault set) there is nothing to promote, and no need to
+        // read the clock on every receive.
+        if !inbox.delayed.is_empty() {
+            inbox.promote(Instant::now());
+        }
+        if let Some(inbound) = inbox.ready.pop_front() {
+            drop(inbox);
+            self.network.delivered.fetch_add(1, Ordering::Relaxed);
+            return Ok(inbound);
+        }
+        Err(Some(inbox.delayed.peek().map(|Reverse(d)| d.due)))
+    }
 }
 
 #[async_trait]
@@ -577,22 +597,10 @@ impl Transport for MemoryTransport {
 
     async fn recv(&mut self) -> Option<Inbound> {
         loop {
-            let next_due = {
-                let mut inbox = lock(&self.inbox);
-                if inbox.closed {
-                    return None;
-                }
-                // Without delayed frames (no fault set) there is nothing to promote, and no need
-                // to read the clock on every receive.
-                if !inbox.delayed.is_empty() {
-                    inbox.promote(Instant::now());
-                }
-                if let Some(inbound) = inbox.ready.pop_front() {
-                    drop(inbox);
-                    self.network.delivered.fetch_add(1, Ordering::Relaxed);
-                    return Some(inbound);
-                }
-                inbox.delayed.peek().map(|Reverse(d)| d.due)
+            let next_due = match self.take_ready() {
+                Ok(inbound) => return Some(inbound),
+                Err(None) => return None,
+                Err(Some(next_due)) => next_due,
             };
             // `notify_one` stores a permit when nobody waits, so a send between the check above
             // and this wait is not missed.
@@ -608,6 +616,14 @@ impl Transport for MemoryTransport {
                 }
                 None => self.notify.notified().await,
             }
+        }
+    }
+
+    fn try_recv(&mut self) -> Result<Inbound, TryRecvError> {
+        match self.take_ready() {
+            Ok(inbound) => Ok(inbound),
+            Err(None) => Err(TryRecvError::Closed),
+            Err(Some(_)) => Err(TryRecvError::Empty),
         }
     }
 
@@ -674,6 +690,33 @@ mod tests {
         let mut sorted = sent.clone();
         sorted.sort();
         assert_eq!(got, sorted, "but loses nothing");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn try_recv_takes_what_is_due_and_never_waits() {
+        let network = MemoryNetwork::new(3);
+        let a = network.join(1).unwrap();
+        let mut b = network.join(2).unwrap();
+        assert_eq!(b.try_recv(), Err(TryRecvError::Empty));
+        a.send(2, frame(1)).unwrap();
+        a.send(2, frame(2)).unwrap();
+        assert_eq!(b.try_recv().unwrap().frame, frame(1));
+        assert_eq!(b.try_recv().unwrap().frame, frame(2));
+        assert_eq!(b.try_recv(), Err(TryRecvError::Empty));
+        // A delayed frame is not there before it is due, and is once it is.
+        let delay = Duration::from_millis(20);
+        network.faults().set_default(LinkFaults {
+            delay_min: delay,
+            delay_max: delay,
+            ..LinkFaults::NONE
+        });
+        a.send(2, frame(3)).unwrap();
+        assert_eq!(b.try_recv(), Err(TryRecvError::Empty));
+        tokio::time::advance(delay).await;
+        assert_eq!(b.try_recv().unwrap().frame, frame(3));
+        assert_eq!(network.stats().delivered, 3);
+        b.shutdown().await;
+        assert_eq!(b.try_recv(), Err(TryRecvError::Closed));
     }
 
     #[tokio::test(start_paused = true)]

@@ -44,6 +44,15 @@ pub struct Inbound {
     pub frame: Bytes,
 }
 
+/// Why [`Transport::try_recv`] returned no frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TryRecvError {
+    /// No frame is ready now.
+    Empty,
+    /// The transport is shut down: no frame will come.
+    Closed,
+}
+
 /// Why a frame could not be handed to the transport.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum TransportError {
@@ -95,6 +104,18 @@ pub trait Transport: Send + 'static {
 
     /// Waits for the next frame from any peer. Returns `None` once the transport is shut down.
     async fn recv(&mut self) -> Option<Inbound>;
+
+    /// The next frame if one is ready now, without waiting. The default polls
+    /// [`recv`](Self::recv) once, which (through `async_trait`) allocates its future and may
+    /// register a waker only to drop it; transports override it with a plain check, since the
+    /// driver asks after every input it takes (to gather what is ready into one batch).
+    fn try_recv(&mut self) -> Result<Inbound, TryRecvError> {
+        match futures::FutureExt::now_or_never(self.recv()) {
+            Some(Some(inbound)) => Ok(inbound),
+            Some(None) => Err(TryRecvError::Closed),
+            None => Err(TryRecvError::Empty),
+        }
+    }
 
     /// Stops sending and receiving, closes connections and releases the listening socket.
     async fn shutdown(&mut self);

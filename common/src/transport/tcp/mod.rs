@@ -86,7 +86,7 @@ use self::handshake::{Challenge, HandshakeError, Hello, Welcome, HANDSHAKE_FRAME
 pub use self::sockets::TurmoilSockets;
 pub use self::sockets::{Sockets, TokioSockets};
 use super::tls::{secure, MaybeTlsRead, MaybeTlsWrite};
-use super::{Inbound, Transport, TransportError};
+use super::{Inbound, Transport, TransportError, TryRecvError};
 use crate::NodeId;
 
 pub use config::{
@@ -413,6 +413,16 @@ impl<S: Sockets> Transport for TcpTransport<S> {
             return None;
         }
         self.inbound.recv().await
+    }
+
+    fn try_recv(&mut self) -> Result<Inbound, TryRecvError> {
+        if self.closed {
+            return Err(TryRecvError::Closed);
+        }
+        self.inbound.try_recv().map_err(|e| match e {
+            mpsc::error::TryRecvError::Empty => TryRecvError::Empty,
+            mpsc::error::TryRecvError::Disconnected => TryRecvError::Closed,
+        })
     }
 
     async fn shutdown(&mut self) {
