@@ -49,8 +49,16 @@
 //! # What the driver expects from its parts
 //!
 //! - [`Transport::recv`] is cancel-safe: a frame is either returned or stays queued when the
-//!   future is dropped. The driver selects over it and polls it once, without waiting, when it
-//!   gathers a batch. (Both transports of the workspace are.)
+//!   future is dropped. The driver selects over it while it waits for an input. (Both
+//!   transports of the workspace are.)
+//! - [`Transport::try_recv`] never waits: while gathering a batch the driver asks it for one
+//!   more frame after every input, so a transport should implement it with a plain check (the
+//!   default polls `recv` once, allocating its future each time).
+//!
+//! While gathering, the driver takes waiting requests up to 32 at a time: tokio's bounded
+//! channel locks to hand each freed slot back to the callers, once per take. Between two takes
+//! it looks for a frame, so requests cannot keep the peers' messages waiting. (Both changes
+//! measured in the `raft` crate's docs, "Through the driver".)
 //! - Storage calls of [`Persistence::Inline`] never block for long; see [`Persistence`].
 //! - The core answers every request exactly once ([`Node::handle_request`]); an answer to an
 //!   unknown request id is logged and dropped.
