@@ -328,9 +328,10 @@
 //! | 1 | TCP loopback | 20,100 (f8b1975) | 49.8 µs | 82 µs |
 //!
 //! Those rows are from the same kind of virtual machine on an AMD EPYC. On the Intel Xeon of
-//! the latest runs the same binary (839947e) gives about half of that: 1,040,000 to 1,080,000
-//! per second at 256 clients (1.45 to 1.52 µs of CPU each), 1,060,000 to 1,400,000 at 4096,
-//! 7.3 to 7.4 µs per proposal with one client. There, a profile at 256 clients put a fifth of
+//! the latest runs the same code (a build of 839947e and one of the commit before the change
+//! below) gives about half of that: 1,042,000 to 1,083,000 per second at 256 clients (1.44 to
+//! 1.52 µs of CPU each), 1,065,000 to 1,496,000 at 4096, 7.1 to 7.4 µs per proposal with one
+//! client. There, a profile at 256 clients put a fifth of
 //! the time in the node task taking its inputs: tokio's bounded channel takes a lock to hand a
 //! freed slot back to the callers, once per request taken, and looking for one more frame
 //! polled the transport's `recv`, whose future (an `async_trait` method) is allocated on every
