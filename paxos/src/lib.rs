@@ -60,7 +60,9 @@
 //!   rounds before they shrink back, after which fail-over is as quick as before (same file).
 //!   Round trips at or beyond the cap connect nobody: each replica then reports
 //!   [`Event::QuorumNotReached`] after the first round without a quorum and each time the count
-//!   doubles, with the longest round trip it saw, and shows [`Metrics::round_ticks`],
+//!   doubles, with the longest round trip it saw (logged as a warning once the count is past
+//!   [`LEADER_QUORUM_GRACE_ROUNDS`], at debug level before: a round or two without one happens
+//!   under load and changes nothing), and shows [`Metrics::round_ticks`],
 //!   [`Metrics::rounds_without_quorum`] and [`Metrics::rtt_ticks_max`]. Knobs: raise
 //!   `heartbeat_ticks_max` for slower links; raise `heartbeat_ticks` to send fewer heartbeats,
 //!   at the price of slower fail-over on every link.

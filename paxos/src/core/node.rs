@@ -11,7 +11,9 @@ use crate::error::PaxosError;
 use crate::message::{Message, Record};
 use crate::state_machine::StateMachine;
 
-use super::{election, transfer, Event, Metrics, PaxosNode, Request, Response};
+use super::{
+    election, transfer, Event, Metrics, PaxosNode, Request, Response, LEADER_QUORUM_GRACE_ROUNDS,
+};
 
 impl<S: StateMachine> Node for PaxosNode<S> {
     type Config = Setup<Config, S>;
@@ -198,7 +200,15 @@ impl<S: StateMachine> Node for PaxosNode<S> {
                     rtt_ticks_max: e.streak_rtt_ticks_max,
                     round_ticks: e.round_ticks,
                 };
-                tracing::warn!(id = self.shared.config.id, "paxos: {event}");
+                // A round or two without a quorum happens under load (replies queued behind
+                // large batches) and changes nothing: a leader rides it out (see
+                // `LEADER_QUORUM_GRACE_ROUNDS`). Past the grace it is worth an operator's eye.
+                let id = self.shared.config.id;
+                if round.rounds_without_quorum > LEADER_QUORUM_GRACE_ROUNDS {
+                    tracing::warn!(id, "paxos: {event}");
+                } else {
+                    tracing::debug!(id, "paxos: {event}");
+                }
                 out.emit(event);
             }
             self.reconcile_leadership(out);

@@ -46,6 +46,58 @@ fn an_isolated_member_reports_it_then_doubles_the_interval() {
     assert_eq!(m.round_ticks, crate::config::HEARTBEAT_TICKS_DEFAULT);
 }
 
+/// What a test's log lines say, captured through a `fmt` subscriber.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn rounds_without_a_quorum_are_a_warning_only_past_the_grace() {
+    // The same isolated replica as above: every report is logged, at debug level while a leader
+    // would still ride it out, as a warning after that.
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .without_time()
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let mut replica: PaxosNode<KvStore> =
+            PaxosNode::recover(Config::new(1, vec![1, 2, 3]).into(), vec![]).unwrap();
+        let mut out = Outbox::new();
+        for _ in 0..9 * crate::config::HEARTBEAT_TICKS_DEFAULT {
+            replica.tick(&mut out);
+            out.take();
+        }
+    });
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let level_of = |rounds: &str| {
+        text.lines()
+            .find(|l| l.contains(&format!("quorum not reached in {rounds};")))
+            .map(|l| l.split_whitespace().next().unwrap_or_default().to_owned())
+    };
+    assert_eq!(
+        crate::LEADER_QUORUM_GRACE_ROUNDS,
+        2,
+        "the cases below assume it"
+    );
+    assert_eq!(level_of("1 round").as_deref(), Some("DEBUG"), "{text}");
+    assert_eq!(level_of("2 rounds").as_deref(), Some("DEBUG"), "{text}");
+    assert_eq!(level_of("4 rounds").as_deref(), Some("WARN"), "{text}");
+    assert_eq!(level_of("8 rounds").as_deref(), Some("WARN"), "{text}");
+}
+
 #[test]
 fn a_leader_outlives_a_few_rounds_without_a_quorum_then_steps_down() {
     // Replica 1 leads {1, 2, 3}, then hears no heartbeat reply at all. Round 0 sent no
