@@ -15,6 +15,8 @@
 //!
 //! - **Ports for process tests**: [`free_loopback_addrs`] hands out loopback addresses a test
 //!   can give the processes it starts.
+//! - **Logs**: [`LogCapture`], a writer to hand a `tracing` subscriber, so a test can check what
+//!   was logged and at which level.
 //!
 //! Each check panics with a message naming what failed, the way a test assertion does.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -26,6 +28,33 @@ use std::sync::Mutex;
 use crate::snapshot::{SnapshotId, SnapshotReader, SnapshotStore, SnapshotWriter};
 use crate::state_machine::{StateMachine, StateMachineError};
 use crate::storage::{Storage, StorageError};
+
+/// A log sink for tests: give clones of it to a `tracing` subscriber as its writer (say,
+/// `tracing_subscriber::fmt().with_ansi(false).with_writer(move || sink.clone())`), then read
+/// what was written with [`LogCapture::text`].
+#[derive(Clone, Debug, Default)]
+pub struct LogCapture(std::sync::Arc<Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 /// The ports [`free_loopback_addrs`] hands out: below Linux's default range of automatic
 /// ports (32768–60999), so that no connection's automatically chosen source port, and no other

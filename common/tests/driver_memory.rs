@@ -66,6 +66,18 @@ fn single(id: NodeId) -> DemoNode {
     DemoNode::recover(DemoConfig::new(id, vec![id]), vec![]).unwrap()
 }
 
+/// Node 1 alone on `net`, on `config`, with memory storage.
+fn spawn_single(net: &MemoryNetwork, config: DriverConfig) -> NodeHandle<DemoNode> {
+    driver::spawn(
+        single(1),
+        net.join(1).unwrap(),
+        MemStorage::new(),
+        Bincode,
+        config,
+    )
+    .unwrap()
+}
+
 fn background() -> DriverConfig {
     DriverConfig::default()
 }
@@ -496,14 +508,7 @@ async fn callers_beyond_the_queue_wait_for_room_and_are_all_answered() {
         requests_pending_max: 1,
         ..inline()
     };
-    let n1 = driver::spawn(
-        single(1),
-        net.join(1).unwrap(),
-        MemStorage::new(),
-        Bincode,
-        config,
-    )
-    .unwrap();
+    let n1 = spawn_single(&net, config);
     let callers: Vec<_> = (0..50)
         .map(|_| {
             let n = n1.clone();
@@ -534,14 +539,7 @@ async fn requests_taken_together_respect_the_batch_and_pending_limits() {
         batch_steps_max: 45,
         ..inline()
     };
-    let n1 = driver::spawn(
-        single(1),
-        net.join(1).unwrap(),
-        MemStorage::new(),
-        Bincode,
-        config,
-    )
-    .unwrap();
+    let n1 = spawn_single(&net, config);
     // Queued before the node task runs (the clock is paused and nothing has yielded yet), so
     // the node finds hundreds waiting at once.
     let callers: Vec<_> = (0..CALLERS)

@@ -489,30 +489,11 @@ mod tcp_only {
         shutdown_all(&mut nodes).await;
     }
 
-    /// Collects what the transport logs on this thread (tests run on a current-thread runtime,
-    /// so the transport's tasks log here too).
-    #[derive(Clone, Default)]
-    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Captured {
-        fn text(&self) -> String {
-            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-        }
-    }
-
     #[tokio::test]
     async fn disconnect_reasons_are_logged() {
-        let captured = Captured::default();
+        // Tests run on a current-thread runtime, so the transport's tasks log on this thread,
+        // where the subscriber is the default.
+        let captured = common::testing::LogCapture::default();
         let sink = captured.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_max_level(tracing::Level::WARN)

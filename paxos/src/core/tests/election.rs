@@ -46,25 +46,11 @@ fn an_isolated_member_reports_it_then_doubles_the_interval() {
     assert_eq!(m.round_ticks, crate::config::HEARTBEAT_TICKS_DEFAULT);
 }
 
-/// What a test's log lines say, captured through a `fmt` subscriber.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn rounds_without_a_quorum_are_a_warning_only_past_the_grace() {
     // The same isolated replica as above: every report is logged, at debug level while a leader
     // would still ride it out, as a warning after that.
-    let captured = Captured::default();
+    let captured = common::testing::LogCapture::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::DEBUG)
@@ -81,7 +67,7 @@ fn rounds_without_a_quorum_are_a_warning_only_past_the_grace() {
             out.take();
         }
     });
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let text = captured.text();
     let level_of = |rounds: &str| {
         text.lines()
             .find(|l| l.contains(&format!("quorum not reached in {rounds};")))
