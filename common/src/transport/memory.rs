@@ -561,12 +561,11 @@ impl MemoryTransport {
         lock(&self.inbox).len()
     }
 
-    /// The next frame that is due, or why there is none: `Err(None)` once closed,
-    /// `Err(Some(due))` otherwise, with when the earliest delayed frame falls due (if any).
-    fn take_ready(&mut self) -> Result<Inbound, Option<Option<Instant>>> {
+    /// The next frame that is due, or why there is none.
+    fn take_ready(&mut self) -> Taken {
         let mut inbox = lock(&self.inbox);
         if inbox.closed {
-            return Err(None);
+            return Taken::Closed;
         }
         // Without delayed frames (no fault set) there is nothing to promote, and no need to
         // read the clock on every receive.
@@ -576,10 +575,22 @@ impl MemoryTransport {
         if let Some(inbound) = inbox.ready.pop_front() {
             drop(inbox);
             self.network.delivered.fetch_add(1, Ordering::Relaxed);
-            return Ok(inbound);
+            return Taken::Frame(inbound);
         }
-        Err(Some(inbox.delayed.peek().map(|Reverse(d)| d.due)))
+        Taken::Empty {
+            next_due: inbox.delayed.peek().map(|Reverse(d)| d.due),
+        }
     }
+}
+
+/// What [`MemoryTransport::take_ready`] found.
+enum Taken {
+    Frame(Inbound),
+    Closed,
+    /// Nothing due now; the earliest delayed frame falls due at `next_due`, if there is one.
+    Empty {
+        next_due: Option<Instant>,
+    },
 }
 
 #[async_trait]
@@ -598,9 +609,9 @@ impl Transport for MemoryTransport {
     async fn recv(&mut self) -> Option<Inbound> {
         loop {
             let next_due = match self.take_ready() {
-                Ok(inbound) => return Some(inbound),
-                Err(None) => return None,
-                Err(Some(next_due)) => next_due,
+                Taken::Frame(inbound) => return Some(inbound),
+                Taken::Closed => return None,
+                Taken::Empty { next_due } => next_due,
             };
             // `notify_one` stores a permit when nobody waits, so a send between the check above
             // and this wait is not missed.
@@ -621,9 +632,9 @@ impl Transport for MemoryTransport {
 
     fn try_recv(&mut self) -> Result<Inbound, TryRecvError> {
         match self.take_ready() {
-            Ok(inbound) => Ok(inbound),
-            Err(None) => Err(TryRecvError::Closed),
-            Err(Some(_)) => Err(TryRecvError::Empty),
+            Taken::Frame(inbound) => Ok(inbound),
+            Taken::Closed => Err(TryRecvError::Closed),
+            Taken::Empty { .. } => Err(TryRecvError::Empty),
         }
     }
 
