@@ -259,8 +259,8 @@
 //! term match (Log Matching, §5.3, makes that check exact: an entry's index and term identify
 //! it and every entry before it). A follower's record keeps the message's list
 //! ([`EntryList`]), so the follower copies nothing more than before; since then the leader's
-//! own record of a batch of proposals keeps it too (the bullet above). The encoding is unchanged (a plain
-//! sequence). Binaries before (`11a5ddf`) and after, run alternately three times each in one
+//! own record of a batch of proposals keeps it too (the bullet above). The encoding is
+//! unchanged (a plain sequence). Binaries before (`11a5ddf`) and after, run alternately three times each in one
 //! session on the idle two-core machine (load average 0.7 to 1.5), medians of the runs'
 //! medians in millions of commands per second, with this core's ratio to omnipaxos in the same
 //! run:

@@ -58,9 +58,9 @@ use proposer::Proposer;
 use snapshot::Snapshots;
 
 /// Election rounds in a row a leader keeps leading without hearing a majority, before it steps
-/// down (each round's end reconciles leadership with the election's view): a follower likewise waits at least one missed
-/// round, and up to [`Config::election_jitter_rounds_max`] more, before it stands against a
-/// leader it no longer hears.
+/// down (each round's end reconciles leadership with the election's view). A follower likewise
+/// waits at least one missed round, and up to [`Config::election_jitter_rounds_max`] more,
+/// before it stands against a leader it no longer hears.
 pub const LEADER_QUORUM_GRACE_ROUNDS: u64 = 2;
 
 /// Counters of rejected input.
