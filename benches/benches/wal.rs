@@ -8,6 +8,9 @@
 //!   all of it, as the driver does. Nobody chooses a batch size: the batch is whatever arrived
 //!   during the previous fsync, so records per fsync grows with the load. The line printed after
 //!   it shows the factor (the target is at least 100 records per fsync).
+//! - `wal_preallocate/{on,off}/{batch}`: `wal_append_sync` of 64-byte records with the segment
+//!   zero-filled ahead (`WalConfig::preallocate_bytes`, the default) and without (the file grows
+//!   with every sync, which then also commits the new length through the file system's journal).
 //!
 //! One fsync costs a few milliseconds on the reference machine, so batch 1 is bounded by a few
 //! hundred records per second: group commit is what makes the log fast.
@@ -35,6 +38,9 @@ const COMMIT_BATCH_MAX: usize = 4096;
 fn open(dir: &std::path::Path) -> Wal {
     Wal::open(WalConfig::new(dir)).unwrap()
 }
+
+/// Batches of the preallocation comparison: one record per sync, and a small group.
+const PREALLOCATE_BATCHES: [u64; 2] = [1, 16];
 
 /// Compacts the log between measurements so the benchmark's disk use stays bounded.
 fn compact(wal: &mut Wal) {
@@ -194,5 +200,48 @@ fn group_commit(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, append_sync, group_commit);
+/// `batch` records of `record` appended, then one sync, `iters` times; compacts afterwards.
+fn append_sync_run(wal: &mut Wal, record: &[u8], batch: u64, iters: u64) -> Duration {
+    let start = Instant::now();
+    for _ in 0..iters {
+        for _ in 0..batch {
+            wal.append(record).unwrap();
+        }
+        wal.sync().unwrap();
+    }
+    start.elapsed()
+}
+
+fn preallocate(c: &mut Criterion) {
+    let mut group = c.benchmark_group("wal_preallocate");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2))
+        .sampling_mode(SamplingMode::Flat);
+    support::fast_mode(&mut group);
+    let record = vec![0x3Cu8; RECORD_SIZES[0]];
+    for batch in PREALLOCATE_BATCHES {
+        for on in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut config = WalConfig::new(dir.path());
+            if !on {
+                config.preallocate_bytes = 0;
+            }
+            let mut wal = Wal::open(config).unwrap();
+            let name = if on { "on" } else { "off" };
+            group.throughput(Throughput::Elements(batch));
+            group.bench_with_input(BenchmarkId::new(name, batch), &batch, |b, &batch| {
+                b.iter_custom(|iters| {
+                    let elapsed = append_sync_run(&mut wal, &record, batch, iters);
+                    compact(&mut wal);
+                    elapsed
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, append_sync, group_commit, preallocate);
 criterion_main!(benches);

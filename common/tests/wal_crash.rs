@@ -206,14 +206,17 @@ fn read_acks(
     seen
 }
 
-/// In some rounds (drawn from `rng`), leaves garbage after the last frame of the log in `dir`,
-/// as a torn write of a record that was never synced would after a power loss. Returns how
+/// In some rounds (drawn from `rng`), leaves garbage at the end of the last segment file in
+/// `dir` (after the last frame and any zeros written ahead), as a torn write of a record that was
+/// never synced would after a power loss. Returns how
 /// many bytes it wrote.
 fn maybe_tear_tail(dir: &Path, rng: &mut DetRng) -> u64 {
     let last = last_segment(dir);
     if let Some(last) = last.filter(|_| rng.chance(0.5)) {
         let len = rng.range_inclusive(1, 300) as usize;
-        let bytes: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+        let mut bytes: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+        // Zeros alone would be a clean end (preallocated space), not a torn tail.
+        bytes[0] |= 1;
         let mut file = std::fs::OpenOptions::new()
             .append(true)
             .open(&last)

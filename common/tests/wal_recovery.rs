@@ -1,5 +1,6 @@
 //! Recovery of damaged logs: torn tails are truncated, damage before the tail is corruption
-//! named by file and offset, and the directory lock keeps a second opener out.
+//! named by file and offset, zeros after the last frame are kept as preallocated space, and the
+//! directory lock keeps a second opener out.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::fs;
@@ -9,10 +10,20 @@ use common::wal::format::{FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 use common::wal::{segment_file_name, Wal, WalConfig};
 use common::{Storage, StorageError};
 
+/// Small limits, and no zeros written ahead: the segment files hold exactly their frames, so the
+/// tests can cut and damage them at known offsets.
 fn config(dir: &Path) -> WalConfig {
     let mut cfg = WalConfig::new(dir);
     cfg.record_bytes_max = 1024;
     cfg.segment_bytes_max = 64 * 1024;
+    cfg.preallocate_bytes = 0;
+    cfg
+}
+
+/// [`config`] with `bytes` of zeros written ahead of the frames.
+fn preallocating(dir: &Path, bytes: u64) -> WalConfig {
+    let mut cfg = config(dir);
+    cfg.preallocate_bytes = bytes;
     cfg
 }
 
@@ -69,9 +80,15 @@ fn expect_corrupt(result: Result<Wal, StorageError>, file: &Path, offset: usize)
 /// Opens a copy of `bytes` as segment 0 of a fresh directory, checks that the records before the
 /// last survive and that the rest was truncated and reported, then that appending works.
 fn check_torn(bytes: &[u8], records: &[Vec<u8>], last_at: usize) {
+    check_torn_with(bytes, records, last_at, 0);
+}
+
+/// [`check_torn`], appending afterwards with `preallocate` bytes of zeros written ahead.
+fn check_torn_with(bytes: &[u8], records: &[Vec<u8>], last_at: usize, preallocate: u64) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(segment_file_name(0));
     fs::write(&path, bytes).unwrap();
+    let config = |dir: &Path| preallocating(dir, preallocate);
     let mut wal = Wal::open(config(dir.path())).unwrap();
     let kept = &records[..records.len() - 1];
     assert_eq!(wal.load().unwrap(), kept, "cut at {}", bytes.len());
@@ -85,6 +102,7 @@ fn check_torn(bytes: &[u8], records: &[Vec<u8>], last_at: usize) {
         assert!(report.torn.is_none());
     }
     assert_eq!(fs::metadata(&path).unwrap().len() as usize, last_at);
+    assert_eq!(report.preallocated_bytes, 0);
     wal.append(b"after recovery").unwrap();
     wal.sync().unwrap();
     drop(wal);
@@ -118,11 +136,122 @@ fn torn_tail_with_garbage_after_the_cut_is_truncated() {
     let last_at = frame_offset(&records, records.len() - 1);
     for cut in last_at..bytes.len() {
         for fill in [0x00u8, 0xA5] {
+            if cut == last_at && fill == 0 {
+                // The last frame whole gone, zeros after the one before: a clean end, below.
+                continue;
+            }
             let mut damaged = bytes.clone();
             damaged[cut..].fill(fill);
             check_torn(&damaged, &records, last_at);
         }
     }
+}
+
+#[test]
+fn zeros_after_the_last_frame_are_kept_and_written_over() {
+    // What the log itself leaves when it writes zeros ahead, and what a crash leaves when the
+    // file's new length reached the disk but none of its new data did.
+    let dir = tempfile::tempdir().unwrap();
+    let records = records(6);
+    let path = write_log(dir.path(), &records);
+    let frames_end = fs::metadata(&path).unwrap().len();
+    let mut bytes = fs::read(&path).unwrap();
+    bytes.resize(bytes.len() + 5000, 0);
+    fs::write(&path, &bytes).unwrap();
+    let mut wal = Wal::open(config(dir.path())).unwrap();
+    assert_eq!(wal.load().unwrap(), records);
+    let report = wal.recovery().clone();
+    assert_eq!(report.torn, None);
+    assert_eq!(report.truncated_bytes, 0);
+    assert_eq!(report.preallocated_bytes, 5000);
+    assert_eq!(fs::metadata(&path).unwrap().len(), frames_end + 5000);
+    // The next frames go over the zeros, right after the last frame.
+    wal.append(b"after").unwrap();
+    wal.close().unwrap();
+    assert_eq!(fs::metadata(&path).unwrap().len(), frames_end + 5000);
+    let mut wal = Wal::open(config(dir.path())).unwrap();
+    let mut expected = records.clone();
+    expected.push(b"after".to_vec());
+    assert_eq!(wal.load().unwrap(), expected);
+    assert_eq!(
+        wal.recovery().preallocated_bytes,
+        5000 - (FRAME_HEADER_BYTES + 5) as u64
+    );
+}
+
+#[test]
+fn a_new_segment_is_zero_filled_ahead_and_recovers_at_every_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = records(6);
+    let cfg = preallocating(dir.path(), 4096);
+    let mut wal = Wal::open(cfg.clone()).unwrap();
+    for r in &records {
+        wal.append(r).unwrap();
+        wal.sync().unwrap();
+    }
+    // The zeros were written once, with the segment; the frames went over them.
+    assert_eq!(wal.stats().bytes_zero_filled, 4096);
+    wal.close().unwrap();
+    let path = dir.path().join(segment_file_name(0));
+    let bytes = fs::read(&path).unwrap();
+    // The header, then 4096 bytes of zeros that the frames were written over.
+    assert_eq!(bytes.len(), SEGMENT_HEADER_BYTES + 4096);
+    let frames_end = frame_offset(&records, records.len());
+    assert!(bytes[frames_end..].iter().all(|&b| b == 0));
+    let mut wal = Wal::open(cfg).unwrap();
+    assert_eq!(wal.load().unwrap(), records);
+    assert_eq!(
+        wal.recovery().preallocated_bytes,
+        (bytes.len() - frames_end) as u64
+    );
+    assert_eq!(wal.recovery().torn, None);
+    drop(wal);
+    // A crash mid-write of the last frame leaves part of it before the zeros, or junk anywhere
+    // in them: a torn tail, truncated; the log then zero-fills again as it appends.
+    let last_at = frame_offset(&records, records.len() - 1);
+    for cut in last_at + 1..frames_end {
+        let mut damaged = bytes.clone();
+        damaged[cut..frames_end].fill(0);
+        check_torn_with(&damaged, &records, last_at, 4096);
+    }
+    let mut damaged = bytes[..frames_end - 1].to_vec();
+    damaged.resize(bytes.len(), 0);
+    damaged[bytes.len() - 7] = 0xA5;
+    check_torn_with(&damaged, &records, last_at, 4096);
+}
+
+#[test]
+fn closed_segments_end_with_their_last_frame() {
+    // Zeros are only ever left in the last segment: in an earlier one they would be damage.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = {
+        let mut cfg = preallocating(dir.path(), 1024);
+        cfg.segment_bytes_max = 2048;
+        cfg
+    };
+    let mut wal = Wal::open(cfg.clone()).unwrap();
+    let records = records(80);
+    for r in &records {
+        wal.append(r).unwrap();
+    }
+    wal.close().unwrap();
+    let mut wal = Wal::open(cfg.clone()).unwrap();
+    assert_eq!(wal.load().unwrap(), records);
+    let paths = wal.segment_paths();
+    assert!(paths.len() >= 3, "{} segments", paths.len());
+    for path in &paths[..paths.len() - 1] {
+        let bytes = fs::read(path).unwrap();
+        assert_ne!(bytes.last(), Some(&0), "{} ends in zeros", path.display());
+    }
+    assert!(wal.stats().bytes_zero_filled == 0 && wal.recovery().preallocated_bytes > 0);
+    // A checkpoint closes the segment early, and compaction keeps working.
+    wal.append_checkpoint(b"ck").unwrap();
+    wal.sync().unwrap();
+    assert!(wal.stats().bytes_zero_filled > 0);
+    drop(wal);
+    let mut wal = Wal::open(cfg).unwrap();
+    assert_eq!(wal.load().unwrap(), vec![b"ck".to_vec()]);
+    assert_eq!(wal.segment_paths().len(), 1);
 }
 
 #[test]

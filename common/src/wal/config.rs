@@ -11,6 +11,8 @@ pub const SEGMENT_BYTES_MAX_DEFAULT: u64 = 64 * 1024 * 1024;
 pub const RECORD_BYTES_MAX_DEFAULT: usize = RECORD_BYTES_MAX;
 /// Default for [`WalConfig::write_buffer_bytes`]: 1 MiB.
 pub const WRITE_BUFFER_BYTES_DEFAULT: usize = 1024 * 1024;
+/// Default for [`WalConfig::preallocate_bytes`]: 1 MiB.
+pub const PREALLOCATE_BYTES_DEFAULT: u64 = 1024 * 1024;
 
 /// Configuration of a [`Wal`](super::Wal). Plain data: build it with [`WalConfig::new`], adjust
 /// fields, and [`Wal::open`](super::Wal::open) checks it with [`WalConfig::validate`].
@@ -27,6 +29,18 @@ pub struct WalConfig {
     /// pending, or at `sync`. Larger buffers make `append` cheaper; they do not change what is
     /// durable (only `sync` does that).
     pub write_buffer_bytes: usize,
+    /// The segment being written is kept this many bytes longer than its frames, the excess
+    /// written as zeros, so that most `fdatasync`s overwrite blocks the file already has and
+    /// need not commit a new file size (or convert unwritten extents) through the file system's
+    /// journal. On ext4 on the project's 2-core test machine, the `wal_preallocate` benchmark
+    /// (`cargo bench -p benches --bench wal -- wal_preallocate`) measured one record appended
+    /// and synced in 105 µs this way against 180 µs without. `fallocate` alone does not do it:
+    /// writing into an allocated but unwritten extent is itself a metadata change. The zeros are written (not synced) when
+    /// the frames reach the end of what was zeroed; the next sync carries them, so one sync per
+    /// this many bytes pays for them. Never beyond [`WalConfig::segment_bytes_max`]; a segment
+    /// is cut back to its frames when it is closed. 0 turns it off: the file then grows with
+    /// every write.
+    pub preallocate_bytes: u64,
 }
 
 impl WalConfig {
@@ -37,6 +51,7 @@ impl WalConfig {
             segment_bytes_max: SEGMENT_BYTES_MAX_DEFAULT,
             record_bytes_max: RECORD_BYTES_MAX_DEFAULT,
             write_buffer_bytes: WRITE_BUFFER_BYTES_DEFAULT,
+            preallocate_bytes: PREALLOCATE_BYTES_DEFAULT,
         }
     }
 

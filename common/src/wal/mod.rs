@@ -82,11 +82,17 @@
 //! over the limit is refused without reading or allocating anything. It also makes the search for
 //! "is there an intact frame after this damage?" cheap (9 bytes hashed per candidate offset).
 //!
+//! The last segment may end in zeros after its last frame: the log writes
+//! [`WalConfig::preallocate_bytes`] of them ahead of its frames and then writes the frames over
+//! them, so that a sync rarely has to make a new file length durable. No frame is all zeros (its
+//! header checksum would not match), so a reader knows where the frames stop.
+//!
 //! Every checkpoint starts a new segment (unless the current one holds no frame yet), so "the
 //! records before the latest checkpoint" are always whole segments, and compaction is deleting
 //! files. A segment is also closed when the next frame
-//! would make it exceed [`WalConfig::segment_bytes_max`]. Closing a segment fsyncs it before the
-//! next one is created; creating one writes and fsyncs its header, then fsyncs the directory.
+//! would make it exceed [`WalConfig::segment_bytes_max`]. Closing a segment cuts off its zeros and
+//! fsyncs it before the next one is created; creating one writes its header and zeros, fsyncs
+//! them, then fsyncs the directory.
 //!
 //! # The recovery rule
 //!
@@ -98,15 +104,20 @@
 //!    successor is created, so no crash can leave it partly written.
 //! 2. A frame whose header is intact but impossible (unknown kind, length over the limit) is
 //!    **corruption** wherever it is: a torn write cannot produce a matching header checksum.
-//! 3. In the last segment, damage at offset `x` is a **torn tail** only if no intact frame
+//! 3. In the last segment, only zeros from offset `x` to the end of the file are **the end of the
+//!    frames**, not damage: zeros written ahead, or a crash that made the file's new length
+//!    durable but not its data. They are kept for the appends that follow and reported in
+//!    [`RecoveryReport::preallocated_bytes`].
+//! 4. In the last segment, damage at offset `x` is a **torn tail** only if no intact frame
 //!    starts anywhere after it: from `x + 1` when the header is damaged (its length cannot be
 //!    trusted, so every offset is a candidate), from the end of the frame when only its payload
 //!    is. A crash mid-write leaves garbage, zeros or nothing after the last complete frame, but
 //!    never a complete frame after an incomplete one written earlier in the same file. If an
 //!    intact frame follows, it is **corruption** at `x`, because accepting it would mean skipping
 //!    a record in the middle of the log.
-//! 4. A torn tail is truncated at `x`, the truncation is fsynced and reported in
-//!    [`Wal::recovery`] ([`RecoveryReport::torn`]), and appends continue from there. A last
+//! 5. A torn tail is truncated at `x` (zeros after it included), the truncation is fsynced and
+//!    reported in [`Wal::recovery`] ([`RecoveryReport::torn`]), and appends continue from there
+//!    (zero-filling ahead again). A last
 //!    segment whose own header is torn (its creation was interrupted) is reset to a fresh header
 //!    when it holds no intact frame. Bytes of the last segment beyond
 //!    [`WalConfig::segment_bytes_max`] are never read (the log never writes there) and are part
@@ -125,7 +136,9 @@
 //!
 //! - [`Storage::append`] and [`Storage::append_checkpoint`] only copy into a memory buffer of
 //!   [`WalConfig::write_buffer_bytes`] (written to the file when full, without fsync). They may
-//!   fsync when they close a segment (segment full, or a checkpoint starts a new one).
+//!   fsync when they close a segment (segment full, or a checkpoint starts a new one). Writing
+//!   the buffer also writes the next [`WalConfig::preallocate_bytes`] of zeros once the frames
+//!   have reached the end of the last ones.
 //! - [`Storage::sync`] writes the buffer, `fdatasync`s the segment, and after a checkpoint became
 //!   durable deletes older segments (then fsyncs the directory). One sync covers any number of
 //!   appends: that is group commit; [`WalStats::records_per_sync`] shows how well it works.
@@ -136,8 +149,8 @@
 //!
 //! # What a production system would add
 //!
-//! Preallocated, recycled segment files (`fallocate`, so `fdatasync` need not update the file
-//! size, and no directory fsync per segment); `O_DIRECT` with aligned writes; a sequence number
+//! Recycled segment files (no new file, zero-fill and directory fsync per segment, which today
+//! every checkpoint pays); `O_DIRECT` with aligned writes; a sequence number
 //! or epoch in each frame so that after a power loss unsynced frames can be told from synced ones
 //! (removing the false corruption report above); a background thread that syncs while the next
 //! batch is being appended; checksummed snapshots in separate files rather than records in the
@@ -160,12 +173,14 @@ use recovery::{read_segment, scan_segment};
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use config::{
-    WalConfig, RECORD_BYTES_MAX_DEFAULT, SEGMENT_BYTES_MAX_DEFAULT, WRITE_BUFFER_BYTES_DEFAULT,
+    WalConfig, PREALLOCATE_BYTES_DEFAULT, RECORD_BYTES_MAX_DEFAULT, SEGMENT_BYTES_MAX_DEFAULT,
+    WRITE_BUFFER_BYTES_DEFAULT,
 };
 use format::{encode_frame, segment_header, FrameKind, SEGMENT_HEADER_BYTES};
 pub use report::{RecoveryReport, TornTail, WalFailure, WalStats};
@@ -203,10 +218,13 @@ pub struct Wal {
     _lock: File,
     /// Segment numbers on disk, oldest first; the last is `file`.
     segments: VecDeque<u64>,
-    /// The segment being written, opened for appending.
+    /// The segment being written, written at explicit offsets.
     file: File,
-    /// Length of the current segment including the buffered frames.
+    /// Length of the current segment's frames, the buffered ones included.
     segment_len: u64,
+    /// Length of the current segment's file: past the written frames it holds zeros written
+    /// ahead ([`WalConfig::preallocate_bytes`]).
+    file_len: u64,
     /// Frames appended but not yet written to `file`.
     buf: Vec<u8>,
     /// Whether the current segment holds bytes (written or buffered) not yet fsynced.
@@ -275,27 +293,53 @@ fn failed(
     move |e| (kind(e.kind()), io_error(path)(e))
 }
 
-/// Creates segment `seq` with its header, fsyncs it and the directory. A failure says which
-/// kind of call failed.
+/// Zeros written at a time when a segment is preallocated.
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+
+/// Writes zeros over `from..to` of `file`.
+fn write_zeros(file: &File, from: u64, to: u64) -> io::Result<()> {
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(ZEROS.len() as u64);
+        file.write_all_at(&ZEROS[..n as usize], at)?;
+        at += n;
+    }
+    Ok(())
+}
+
+/// How far a segment whose frames end at `end` is zero-filled ahead.
+fn preallocated_len(config: &WalConfig, end: u64) -> u64 {
+    end.saturating_add(config.preallocate_bytes)
+        .min(config.segment_bytes_max)
+        .max(end)
+}
+
+/// Creates segment `seq` with its header and preallocated zeros, fsyncs it and the directory,
+/// and returns it with its file length. A failure says which kind of call failed.
 fn create_segment(
-    dir: &Path,
+    config: &WalConfig,
     seq: u64,
     stats: &mut WalStats,
-) -> Result<File, (WalFailure, StorageError)> {
+) -> Result<(File, u64), (WalFailure, StorageError)> {
+    let dir = &config.dir;
     let path = dir.join(segment_file_name(seq));
-    let mut file = OpenOptions::new()
-        .append(true)
+    let file = OpenOptions::new()
+        .write(true)
         .create_new(true)
         .open(&path)
         .map_err(failed(WalFailure::Write, &path))?;
-    file.write_all(&segment_header(seq))
+    file.write_all_at(&segment_header(seq), 0)
         .map_err(failed(WalFailure::Write, &path))?;
+    let header_end = SEGMENT_HEADER_BYTES as u64;
+    let file_len = preallocated_len(config, header_end);
+    write_zeros(&file, header_end, file_len).map_err(failed(WalFailure::Write, &path))?;
     file.sync_data().map_err(failed(WalFailure::Fsync, &path))?;
     fsync_dir(dir).map_err(failed(WalFailure::Fsync, dir))?;
     stats.fsyncs += 2;
     stats.segments_created += 1;
-    stats.bytes_written += SEGMENT_HEADER_BYTES as u64;
-    Ok(file)
+    stats.bytes_written += header_end;
+    stats.bytes_zero_filled += file_len - header_end;
+    Ok((file, file_len))
 }
 
 impl Wal {
@@ -366,19 +410,33 @@ impl Wal {
         if self.buf.is_empty() {
             return Ok(());
         }
+        // The buffer holds the frames after the written ones, up to `segment_len`.
+        let end = self.segment_len;
+        let at = end - self.buf.len() as u64;
+        // Once the frames pass the end of the zeros written ahead, write the next stretch.
+        let zero_to = if end > self.file_len {
+            preallocated_len(&self.config, end)
+        } else {
+            end
+        };
         #[cfg(test)]
         let result = match self.fail_next_write.take() {
             Some(kind) => Err(io::Error::from(kind)),
-            None => self.file.write_all(&self.buf),
+            None => self.file.write_all_at(&self.buf, at),
         };
         #[cfg(not(test))]
-        let result = self.file.write_all(&self.buf);
+        let result = self.file.write_all_at(&self.buf, at);
+        let result = result.and_then(|()| write_zeros(&self.file, end, zero_to));
         if let Err(e) = result {
             let path = self.segment_path(self.current_seq());
             let failure = WalFailure::Write(e.kind());
             return Err(self.poison(failure, format!("write to {} failed: {e}", path.display())));
         }
         self.stats.bytes_written += self.buf.len() as u64;
+        if zero_to > end {
+            self.stats.bytes_zero_filled += zero_to - end;
+        }
+        self.file_len = self.file_len.max(zero_to);
         self.buf.clear();
         // A huge record must not pin a huge buffer for the rest of the log's life.
         if self.buf.capacity() > 2 * self.config.write_buffer_bytes {
@@ -409,16 +467,29 @@ impl Wal {
     /// starts the next one.
     fn roll_over(&mut self) -> Result<(), StorageError> {
         self.write_buffer()?;
+        // A closed segment ends with its last frame: recovery refuses anything else in a
+        // segment that is not the last one.
+        if self.file_len > self.segment_len {
+            if let Err(e) = self.file.set_len(self.segment_len) {
+                let path = self.segment_path(self.current_seq());
+                let failure = WalFailure::Write(e.kind());
+                let what = format!("cutting the zeros off {} failed: {e}", path.display());
+                return Err(self.poison(failure, what));
+            }
+            self.file_len = self.segment_len;
+            self.dirty = true;
+        }
         if self.dirty {
             self.fsync_segment()?;
             self.dirty = false;
         }
         let seq = self.current_seq() + 1;
-        match create_segment(&self.config.dir, seq, &mut self.stats) {
-            Ok(file) => {
+        match create_segment(&self.config, seq, &mut self.stats) {
+            Ok((file, file_len)) => {
                 self.file = file;
                 self.segments.push_back(seq);
                 self.segment_len = SEGMENT_HEADER_BYTES as u64;
+                self.file_len = file_len;
                 Ok(())
             }
             Err((failure, e)) => {
@@ -534,9 +605,15 @@ impl Storage for Wal {
             .copied()
             .filter(|&s| s >= from_seq)
             .collect();
+        let current = self.current_seq();
         for seq in seqs {
             let path = self.segment_path(seq);
-            let (data, _) = read_segment(&path, self.config.segment_bytes_max, false)?;
+            let last = seq == current;
+            let (mut data, _) = read_segment(&path, self.config.segment_bytes_max, last)?;
+            if last {
+                // The zeros written ahead are not frames.
+                data.truncate(self.segment_len as usize);
+            }
             // Everything up to the buffer's end was written by this process: any damage now is
             // corruption, wherever it is.
             scan_segment(

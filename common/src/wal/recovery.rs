@@ -3,7 +3,8 @@
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -57,6 +58,9 @@ pub(super) fn read_segment(
 pub(super) enum ScanEnd {
     /// Every byte belongs to an intact frame; the segment is `len` bytes.
     Clean { len: usize },
+    /// The frames end at `len` and only zeros follow (last segment only): space the log wrote
+    /// ahead, not damage.
+    Zeroed { len: usize },
     /// A torn tail starts at `offset` (last segment only).
     Torn { offset: usize, reason: String },
     /// The segment header itself is torn and no intact frame follows (last segment only).
@@ -110,6 +114,11 @@ pub(super) fn scan_segment(
                 continue;
             }
             Parse::End => return Ok(ScanEnd::Clean { len: at }),
+            // No frame is all zeros (its header checksum could not match), so zeros to the end
+            // are where the frames stop, not a frame torn by a crash.
+            _ if last && data[at..].iter().all(|&b| b == 0) => {
+                return Ok(ScanEnd::Zeroed { len: at })
+            }
             Parse::Invalid(reason) => return Err(corrupt(path, at, reason)),
             // Nothing can follow a frame that runs to the end of the file.
             Parse::Truncated(reason) => (reason, data.len()),
@@ -174,8 +183,15 @@ impl Wal {
             mut seqs,
             checkpoint,
             mut last_len,
+            mut last_file_len,
         } = recover_segments(&dir, &config, &mut stats, &mut report)?;
-        let file = open_last_segment(&dir, &mut seqs, &mut last_len, &mut stats)?;
+        let file = open_last_segment(
+            &config,
+            &mut seqs,
+            &mut last_len,
+            &mut last_file_len,
+            &mut stats,
+        )?;
 
         let snapshot_dir = dir.join(SNAPSHOT_DIR_NAME);
         let snapshots = FileSnapshotStore::open(&snapshot_dir).map_err(|e| StorageError::Io {
@@ -189,6 +205,7 @@ impl Wal {
             segments: seqs,
             file,
             segment_len: last_len,
+            file_len: last_file_len,
             buf: Vec::new(),
             dirty: false,
             unsynced_records: 0,
@@ -244,8 +261,10 @@ struct Recovered {
     seqs: VecDeque<u64>,
     /// Segment number and offset of the latest checkpoint.
     checkpoint: Option<(u64, u64)>,
-    /// Length of the last segment after any truncation.
+    /// Length of the last segment's frames after any truncation.
     last_len: u64,
+    /// Length of the last segment's file: `last_len` and any zeros after it.
+    last_file_len: u64,
 }
 
 /// Reads and validates every segment in order, counting records and finding the latest
@@ -259,7 +278,7 @@ fn recover_segments(
     let mut checkpoint = None;
     let seqs: VecDeque<u64> = list_segments(dir)?.into();
     report.segments = seqs.len();
-    let mut last_len = 0u64;
+    let (mut last_len, mut last_file_len) = (0u64, 0u64);
     for (i, &seq) in seqs.iter().enumerate() {
         let last = i + 1 == seqs.len();
         let path = dir.join(segment_file_name(seq));
@@ -279,27 +298,30 @@ fn recover_segments(
         )?;
         let end = match end {
             // Only the first `segment_bytes_max` bytes were read: the rest is junk.
-            ScanEnd::Clean { len } if (len as u64) < file_len => ScanEnd::Torn {
-                offset: len,
-                reason: format!(
-                    "{} bytes past the end of the last frame, beyond segment_bytes_max",
-                    file_len - len as u64
-                ),
-            },
+            ScanEnd::Clean { len } | ScanEnd::Zeroed { len } if (data.len() as u64) < file_len => {
+                ScanEnd::Torn {
+                    offset: len,
+                    reason: format!(
+                        "{} bytes past the end of the last frame, beyond segment_bytes_max",
+                        file_len - len as u64
+                    ),
+                }
+            }
             end => end,
         };
-        last_len = repair_tail(path, seq, end, file_len, stats, report)?;
+        (last_len, last_file_len) = repair_tail(path, seq, end, file_len, stats, report)?;
     }
     Ok(Recovered {
         seqs,
         checkpoint,
         last_len,
+        last_file_len,
     })
 }
 
-/// Applies the end of a segment's scan: nothing to do for a clean end; a torn tail is
-/// truncated and a torn segment header reset, durably, and reported. Returns the segment's
-/// length afterwards.
+/// Applies the end of a segment's scan: nothing to do for a clean end or zeros after the
+/// frames; a torn tail is truncated and a torn segment header reset, durably, and reported.
+/// Returns the length of the segment's frames and of its file afterwards.
 fn repair_tail(
     path: PathBuf,
     seq: u64,
@@ -307,9 +329,13 @@ fn repair_tail(
     file_len: u64,
     stats: &mut WalStats,
     report: &mut RecoveryReport,
-) -> Result<u64, StorageError> {
+) -> Result<(u64, u64), StorageError> {
     match end {
-        ScanEnd::Clean { len } => Ok(len as u64),
+        ScanEnd::Clean { len } => Ok((len as u64, file_len)),
+        ScanEnd::Zeroed { len } => {
+            report.preallocated_bytes = file_len - len as u64;
+            Ok((len as u64, file_len))
+        }
         ScanEnd::Torn { offset, reason } => {
             let file = OpenOptions::new()
                 .write(true)
@@ -325,15 +351,15 @@ fn repair_tail(
                 offset: offset as u64,
                 reason,
             });
-            Ok(offset as u64)
+            Ok((offset as u64, offset as u64))
         }
         ScanEnd::HeaderTorn { reason } => {
-            let mut file = OpenOptions::new()
+            let file = OpenOptions::new()
                 .write(true)
                 .open(&path)
                 .map_err(io_error(&path))?;
             file.set_len(0).map_err(io_error(&path))?;
-            file.write_all(&segment_header(seq))
+            file.write_all_at(&segment_header(seq), 0)
                 .map_err(io_error(&path))?;
             file.sync_all().map_err(io_error(&path))?;
             stats.fsyncs += 1;
@@ -344,24 +370,27 @@ fn repair_tail(
                 offset: 0,
                 reason,
             });
-            Ok(SEGMENT_HEADER_BYTES as u64)
+            let len = SEGMENT_HEADER_BYTES as u64;
+            Ok((len, len))
         }
     }
 }
 
-/// Opens the last segment for appending and makes what recovery found durable, or creates the
+/// Opens the last segment for writing and makes what recovery found durable, or creates the
 /// first segment of an empty log.
 fn open_last_segment(
-    dir: &Path,
+    config: &WalConfig,
     seqs: &mut VecDeque<u64>,
     last_len: &mut u64,
+    last_file_len: &mut u64,
     stats: &mut WalStats,
 ) -> Result<File, StorageError> {
+    let dir = &config.dir;
     Ok(match seqs.back() {
         Some(&seq) => {
             let path = dir.join(segment_file_name(seq));
             let file = OpenOptions::new()
-                .append(true)
+                .write(true)
                 .open(&path)
                 .map_err(io_error(&path))?;
             // A crashed process's writes may still be only in the page cache: make what we
@@ -374,7 +403,9 @@ fn open_last_segment(
         None => {
             seqs.push_back(0);
             *last_len = SEGMENT_HEADER_BYTES as u64;
-            create_segment(dir, 0, stats).map_err(|(_, e)| e)?
+            let (file, file_len) = create_segment(config, 0, stats).map_err(|(_, e)| e)?;
+            *last_file_len = file_len;
+            file
         }
     })
 }

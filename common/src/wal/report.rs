@@ -6,7 +6,7 @@ use std::io;
 use std::path::PathBuf;
 
 #[cfg(doc)]
-use super::Wal;
+use super::{Wal, WalConfig};
 
 /// A torn tail found and truncated by recovery.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,6 +28,11 @@ pub struct RecoveryReport {
     pub records: u64,
     /// Bytes cut off the end of the last segment (0 if it ended cleanly).
     pub truncated_bytes: u64,
+    /// Zeros after the last frame of the last segment, kept for the appends that follow:
+    /// space the log wrote ahead ([`WalConfig::preallocate_bytes`]), or that a crash left when
+    /// the file's new length reached the disk before its data. Zeros are not a torn tail: no
+    /// frame is all zeros.
+    pub preallocated_bytes: u64,
     /// The torn tail, if one was truncated.
     pub torn: Option<TornTail>,
     /// Segments before the latest checkpoint deleted by recovery (a compaction a crash
@@ -73,6 +78,8 @@ pub struct WalStats {
     pub bytes_appended: u64,
     /// Bytes written to segment files (frames and segment headers).
     pub bytes_written: u64,
+    /// Zeros written ahead of the frames ([`WalConfig::preallocate_bytes`]).
+    pub bytes_zero_filled: u64,
     /// Calls to `sync`.
     pub sync_calls: u64,
     /// Calls to `sync` that had records to make durable (each one `fdatasync`).
