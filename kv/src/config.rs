@@ -44,6 +44,11 @@
 //! idle_timeout_secs = 30
 //! pipeline_max = 256                   # requests in flight per client connection
 //!
+//! [wal]                                # the write-ahead log (common::wal::WalConfig)
+//! segment_bytes_max = 67108864         # a segment file is closed at this size
+//! write_buffer_bytes = 1048576         # appends buffered in memory before a write
+//! preallocate_bytes = 1048576          # zeros written ahead of the frames (0: off)
+//!
 //! [storage]                            # after the disk filled up (ENOSPC)
 //! probe_interval_ms = 1000             # first pause before probing the data directory
 //! probe_interval_max_ms = 10000        # the pause doubles up to this
@@ -61,7 +66,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::NodeId;
+use common::wal::WalConfig;
+use common::{NodeId, StorageError};
 use serde::Deserialize;
 
 use crate::server::{ClientLimits, Protocol, ResumePolicy};
@@ -109,6 +115,9 @@ pub struct FileConfig {
     /// The client port.
     #[serde(default)]
     pub client: ClientSection,
+    /// The write-ahead log.
+    #[serde(default)]
+    pub wal: WalSection,
     /// What the node does after its disk filled up.
     #[serde(default)]
     pub storage: StorageSection,
@@ -248,6 +257,18 @@ pub struct ClientSection {
     pub pipeline_max: Option<usize>,
 }
 
+/// `[wal]`: fields of [`WalConfig`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WalSection {
+    /// [`WalConfig::segment_bytes_max`].
+    pub segment_bytes_max: Option<u64>,
+    /// [`WalConfig::write_buffer_bytes`].
+    pub write_buffer_bytes: Option<usize>,
+    /// [`WalConfig::preallocate_bytes`].
+    pub preallocate_bytes: Option<u64>,
+}
+
 /// `[storage]`: [`ResumePolicy`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -354,6 +375,21 @@ impl FileConfig {
             policy.free_bytes_min = bytes;
         }
         Ok(policy)
+    }
+
+    /// The write-ahead log's configuration for `dir`: the defaults, changed where the file says,
+    /// and checked.
+    pub fn wal_config(&self, dir: &Path) -> Result<WalConfig, String> {
+        let mut c = WalConfig::new(dir);
+        set(&mut c.segment_bytes_max, self.wal.segment_bytes_max);
+        set(&mut c.write_buffer_bytes, self.wal.write_buffer_bytes);
+        set(&mut c.preallocate_bytes, self.wal.preallocate_bytes);
+        c.validate().map_err(|e| match e {
+            // Its messages start with the field's name.
+            StorageError::Config(why) => format!("wal.{why}"),
+            other => format!("wal: {other}"),
+        })?;
+        Ok(c)
     }
 
     /// The client port's limits: the defaults, changed where the file says.
@@ -480,6 +516,11 @@ connections_max = 10
 idle_timeout_secs = 5
 pipeline_max = 8
 
+[wal]
+segment_bytes_max = 33554432
+write_buffer_bytes = 65536
+preallocate_bytes = 0
+
 [storage]
 probe_interval_ms = 200
 probe_interval_max_ms = 800
@@ -517,6 +558,19 @@ resume_free_bytes = 1048576
         assert_eq!(resume.probe_interval, Duration::from_millis(200));
         assert_eq!(resume.probe_interval_max, Duration::from_millis(800));
         assert_eq!(resume.free_bytes_min, 1 << 20);
+        let wal = f.wal_config(Path::new("/var/lib/kv")).unwrap();
+        assert_eq!(
+            (
+                wal.segment_bytes_max,
+                wal.write_buffer_bytes,
+                wal.preallocate_bytes
+            ),
+            (32 << 20, 64 << 10, 0)
+        );
+        assert_eq!(
+            FileConfig::default().wal_config(Path::new("/d")),
+            Ok(WalConfig::new("/d"))
+        );
         assert_eq!(
             FileConfig::default().resume_policy(),
             Ok(ResumePolicy::default())
@@ -551,6 +605,11 @@ resume_free_bytes = 1048576
             .resume_policy()
             .unwrap_err();
         assert!(e.contains("storage.probe_interval_ms"), "{e}");
+        let e = FileConfig::parse("[wal]\nsegment_bytes_max = 1000")
+            .unwrap()
+            .wal_config(Path::new("/d"))
+            .unwrap_err();
+        assert!(e.starts_with("wal.segment_bytes_max 1000"), "{e}");
         let e =
             FileConfig::parse("[storage]\nprobe_interval_ms = 500\nprobe_interval_max_ms = 100")
                 .unwrap()

@@ -169,6 +169,9 @@ pub async fn run(options: NodeOptions) -> Result<(), ServeError> {
     let tuning = &options.tuning;
     let client_limits = tuning.client_limits().map_err(ServeError::Config)?;
     let resume = tuning.resume_policy().map_err(ServeError::Config)?;
+    let wal_config = tuning
+        .wal_config(&options.data_dir)
+        .map_err(ServeError::Config)?;
     let mut driver_config = DriverConfig::default();
     if let Some(tick) = tuning.tick().map_err(ServeError::Config)? {
         driver_config.tick = tick;
@@ -185,6 +188,7 @@ pub async fn run(options: NodeOptions) -> Result<(), ServeError> {
         metrics: metrics.clone(),
         fault: FaultSlot::default(),
         resume,
+        wal_config,
         book_follower: None,
     };
     let backend = starter.start().await?;

@@ -103,6 +103,8 @@ pub(super) struct Starter {
     /// Where the log's guard leaves its first failure.
     pub(super) fault: FaultSlot,
     pub(super) resume: ResumePolicy,
+    /// The write-ahead log's configuration (the `[wal]` table).
+    pub(super) wal_config: WalConfig,
     /// The task keeping the running transport's peers in step with the address book; a
     /// restart in the same process replaces it (and its transport).
     pub(super) book_follower: Option<tokio::task::JoinHandle<()>>,
@@ -118,7 +120,7 @@ impl Starter {
     /// replica address, keeps its peers in step with the address book, and starts the
     /// consensus node recovered from the log.
     pub(super) async fn start(&mut self) -> Result<Backend, ServeError> {
-        let wal = Wal::open(WalConfig::new(&self.options.data_dir))?;
+        let wal = Wal::open(self.wal_config.clone())?;
         let transport = TcpTransport::start(self.tcp.clone()).await?;
         self.tcp.listen_addr = transport.local_addr();
         if let Some(previous) = self.book_follower.take() {
@@ -381,6 +383,7 @@ mod tests {
                 probe_interval_max: Duration::from_millis(300),
                 free_bytes_min: 0,
             },
+            wal_config: WalConfig::new(&options.data_dir),
             book_follower: None,
         };
         (starter, options)
