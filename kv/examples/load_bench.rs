@@ -12,8 +12,10 @@
 //! disk's `fdatasync` (4 KiB appends) alone and three at once (each replica syncs its own log
 //! when a write arrives), and a loopback round trip between two threads, and from them the bound
 //! for one client (two `fdatasync`s, a leader's and a follower's, plus one round trip), with a
-//! line per one-client row saying whether its p50 is within it. It prints the machine's load
-//! average before and after, so a noisy run shows. The etcd clients use its HTTP gateway
+//! line per one-client row saying whether its p50 is within it. It also prints the `fdatasync`
+//! of 4 KiB written over a zero-filled file, which is what the write-ahead log does
+//! (`WalConfig::preallocate_bytes`); the bound keeps the appends' figure. It prints the
+//! machine's load average before and after, so a noisy run shows. The etcd clients use its HTTP gateway
 //! (`POST /v3/kv/put`) over kept-alive connections, spread over the three members as etcd's
 //! own clients do; the `kv` clients talk to the leader, each over a connection of its own
 //! (`conns` = clients) or sharing a few pipelined connections (`--conns`,
@@ -417,9 +419,11 @@ const SYNC_PROBES: usize = 500;
 const RTT_PROBES: usize = 2_000;
 
 /// `fdatasync` of 4 KiB appends to a file of its own in `dir`, `SYNC_PROBES` times, by each of
-/// `writers` threads at once: every sync's time in milliseconds, sorted.
-fn fdatasync_ms(dir: &Path, writers: usize) -> Vec<f64> {
+/// `writers` threads at once: every sync's time in milliseconds, sorted. With `zeroed`, the file
+/// is first filled with zeros (and synced), and the 4 KiB blocks are written over them.
+fn fdatasync_ms(dir: &Path, writers: usize, zeroed: bool) -> Vec<f64> {
     use std::io::Write;
+    use std::os::unix::fs::FileExt;
     let start = Arc::new(std::sync::Barrier::new(writers));
     let threads: Vec<_> = (0..writers)
         .map(|w| {
@@ -428,10 +432,15 @@ fn fdatasync_ms(dir: &Path, writers: usize) -> Vec<f64> {
             std::thread::spawn(move || {
                 let mut file = std::fs::File::create(&path).unwrap();
                 let block = [7u8; 4096];
+                if zeroed {
+                    file.write_all(&vec![0u8; block.len() * SYNC_PROBES])
+                        .unwrap();
+                    file.sync_data().unwrap();
+                }
                 start.wait();
                 let times: Vec<f64> = (0..SYNC_PROBES)
-                    .map(|_| {
-                        file.write_all(&block).unwrap();
+                    .map(|i| {
+                        file.write_all_at(&block, (i * block.len()) as u64).unwrap();
                         let began = Instant::now();
                         file.sync_data().unwrap();
                         began.elapsed().as_secs_f64() * 1e3
@@ -515,14 +524,22 @@ async fn main() {
         .filter(|p| p.is_file());
     let dir = tempfile::tempdir().unwrap();
     println!("load average before: {}", load_average());
-    let alone = fdatasync_ms(dir.path(), 1);
+    let alone = fdatasync_ms(dir.path(), 1, false);
     let (sync_p50, sync_p99) = (quantile(&alone, 0.5), quantile(&alone, 0.99));
-    let three = quantile(&fdatasync_ms(dir.path(), 3), 0.5);
+    let three = quantile(&fdatasync_ms(dir.path(), 3, false), 0.5);
+    let over = fdatasync_ms(dir.path(), 1, true);
+    let over_three = quantile(&fdatasync_ms(dir.path(), 3, true), 0.5);
     let rtt = loopback_rtt_ms();
     println!(
         "fdatasync (4 KiB appends): p50 {sync_p50:.3} ms, p99 {sync_p99:.3} ms; three at once \
          (one per replica, as in the cluster): p50 {three:.3} ms; loopback round trip between \
          two threads p50 {rtt:.3} ms"
+    );
+    println!(
+        "fdatasync (4 KiB over zeros, as the log writes): p50 {:.3} ms, p99 {:.3} ms; three at \
+         once: p50 {over_three:.3} ms",
+        quantile(&over, 0.5),
+        quantile(&over, 0.99)
     );
     // One write with one client costs at least the leader's and a follower's `fdatasync`, which
     // run at the same time but share the disk, plus the client's round trip.
