@@ -447,7 +447,10 @@ pub enum Record<C> {
         /// One value per slot (the Accept message's own run when it was accepted whole).
         values: Values<C>,
     },
-    /// Every slot below `decided` is chosen and the log holds its chosen value.
+    /// Every slot below `decided` is chosen and the log holds its chosen value. Written lazily,
+    /// since nothing a replica sends claims it: before the replica's next record, or at its next
+    /// tick (at once when the prefix chose a stop-sign). A crash may lose the latest one; the
+    /// replica then relearns that part of the chosen prefix from the leader.
     Commit {
         /// The first undecided slot.
         decided: Slot,

@@ -4,8 +4,9 @@
 //! - A leader's commit index `c` under ballot `b` means "every slot below `c` is chosen, and in
 //!   the slots I proposed, my value is the chosen one". So a slot whose entry was accepted under
 //!   `b` is decided here at once; any other slot below `c` is fetched from a peer (catch-up).
-//! - Decisions are durable (`Commit`/`Learn` records), so a restarted replica re-applies its
-//!   chosen prefix without asking anyone.
+//! - Decisions are logged (`Learn` records at once; `Commit` records with the replica's next
+//!   record or at its next tick, since nothing it sends claims them), so a restarted replica
+//!   re-applies the chosen prefix it logged without asking anyone, and relearns the rest.
 //! - Slots are applied strictly in order; the session table makes a retried command apply at
 //!   most once; the replica that proposed a batch answers its clients (the pipeline that does
 //!   so is in `apply.rs`).
@@ -226,7 +227,17 @@ impl<S: StateMachine> PaxosNode<S> {
         }
         if decided > first {
             self.shared.log.decided = decided;
-            self.shared.persist(Record::Commit { decided }, out);
+            self.shared.note_commit(decided);
+            // A chosen stop-sign is logged at once: a replica restarted from its log should
+            // know the configuration it last learned (a removed one, that it was removed).
+            if (first..decided).any(|s| {
+                matches!(
+                    self.shared.log.get(s).map(|e| &e.value),
+                    Some(Value::StopSign { .. })
+                )
+            }) {
+                self.shared.log_commit(out);
+            }
             self.apply_decided(out);
         }
         if self.shared.log.decided < commit && from != self.shared.config.id {

@@ -94,6 +94,9 @@ pub(crate) struct Shared<C> {
     pub counters: Counters,
     /// Records asked for since recovery (what [`common::Node::records_durable`] counts).
     pub records_asked: u64,
+    /// A decided prefix not yet written as a [`Record::Commit`]: it rides with the next record
+    /// this replica writes, or goes on its own at the next tick ([`Shared::log_commit`]).
+    pub commit_unlogged: Option<Slot>,
 }
 
 impl<C> Shared<C> {
@@ -110,6 +113,7 @@ impl<C> Shared<C> {
             log,
             counters: Counters::default(),
             records_asked: 0,
+            commit_unlogged: None,
         };
         shared.set_membership(membership);
         shared
@@ -148,14 +152,38 @@ impl<C> Shared<C> {
     }
 
     /// Asks for `record` to be appended (durable before this step's messages leave) and counts
-    /// it.
+    /// it; a decided prefix not yet logged goes first.
     pub(crate) fn persist<N: Node<Record = Record<C>>>(
         &mut self,
         record: Record<C>,
         out: &mut Outbox<N>,
     ) {
+        self.log_commit(out);
         out.persist(record);
         self.records_asked += 1;
+    }
+
+    /// Notes that every slot below `decided` is chosen, to be logged as a [`Record::Commit`]
+    /// with the next record this replica writes rather than now (a prefix that chose a
+    /// stop-sign is logged at once, by the learner).
+    ///
+    /// Nothing this replica sends claims its Commit records: a decision is a fact about a
+    /// majority's durable acceptances, not about this replica's log, and recovery relearns a
+    /// decided prefix that a crash cut short (a leader by its Prepare round, which chooses every
+    /// accepted value again; a follower from the leader's commit index). So the record need not
+    /// be durable before anything leaves. Logged at once, it cost a sync of its own whenever no
+    /// other record was in the batch: with one client, one extra `fdatasync` per command on the
+    /// leader, which the next command's Accept then waited behind.
+    pub(crate) fn note_commit(&mut self, decided: Slot) {
+        self.commit_unlogged = Some(decided);
+    }
+
+    /// Logs the decided prefix noted by [`Shared::note_commit`], if any.
+    pub(crate) fn log_commit<N: Node<Record = Record<C>>>(&mut self, out: &mut Outbox<N>) {
+        if let Some(decided) = self.commit_unlogged.take() {
+            out.persist(Record::Commit { decided });
+            self.records_asked += 1;
+        }
     }
 }
 

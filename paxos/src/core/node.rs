@@ -175,6 +175,8 @@ impl<S: StateMachine> Node for PaxosNode<S> {
     }
 
     fn tick(&mut self, out: &mut Outbox<Self>) {
+        // A decided prefix no other record carried since the last tick is logged on its own.
+        self.shared.log_commit(out);
         // Only acceptors of the current configuration run the election; a joining or removed
         // replica is a passive learner.
         let member = self.shared.is_member(self.shared.config.id);

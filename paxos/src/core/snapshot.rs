@@ -369,6 +369,8 @@ impl<S: StateMachine> PaxosNode<S> {
             decided: self.shared.log.decided,
             accepted,
         });
+        // The checkpoint holds the decided prefix.
+        self.shared.commit_unlogged = None;
         self.shared.records_asked += 1;
         self.snapshots
             .retention

@@ -157,3 +157,49 @@ fn recover_rebuilds_promise_log_and_state() {
         Err(PaxosError::Corrupt(_))
     ));
 }
+
+#[test]
+fn a_decision_not_yet_logged_is_relearned_after_a_restart() {
+    // A follower accepts slot 0 and learns that it is chosen: it applies it at once, but logs
+    // the decision only with its next record or at its next tick (nothing it sends claims it).
+    let config = || Config::new(3, vec![1, 2, 3]);
+    let mut c = replica(3);
+    let mut out = Outbox::new();
+    let b = Ballot::new(2, 1);
+    let v0 = batch(b, &[put("a", "1")]);
+    let accept = M::Accept {
+        ballot: b,
+        slot: 0,
+        values: vec![v0].into(),
+        commit: 0,
+    };
+    c.handle_message(1, accept, &mut out);
+    let mut records: Vec<Record<KvCommand>> = out
+        .take()
+        .records
+        .iter()
+        .map(|r| r.record().clone())
+        .collect();
+    let commit = M::Commit {
+        ballot: b,
+        commit: 1,
+    };
+    c.handle_message(1, commit.clone(), &mut out);
+    let e = out.take();
+    assert!(e.records.is_empty(), "{:?}", e.records);
+    assert_eq!(c.state().get("a"), Some("1"));
+    // A crash now loses the decision but not the accepted value: the restarted replica holds
+    // slot 0 undecided, and relearns it from the leader's commit index.
+    let mut r = R::recover(config().into(), records.clone()).unwrap();
+    assert_eq!((r.decided(), r.state().get("a")), (0, None));
+    r.handle_message(1, commit, &mut out);
+    out.take();
+    assert_eq!((r.decided(), r.state().get("a")), (1, Some("1")));
+    // Without a crash, the next tick logs it, and a restart finds it.
+    c.tick(&mut out);
+    let logged = out.take().records;
+    assert_eq!(logged, vec![Persist::Append(Record::Commit { decided: 1 })]);
+    records.extend(logged.iter().map(|r| r.record().clone()));
+    let r = R::recover(config().into(), records).unwrap();
+    assert_eq!((r.decided(), r.state().get("a")), (1, Some("1")));
+}

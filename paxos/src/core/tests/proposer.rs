@@ -132,10 +132,9 @@ fn stable_leader_runs_only_phase2_per_command_and_answers_when_applied() {
         &mut out,
     );
     let e = out.take();
-    assert_eq!(
-        e.records,
-        vec![Persist::Append(Record::Commit { decided: 1 })]
-    );
+    // The decision is logged later, with the next record or at the next tick: nothing claims
+    // it, and alone it would cost a sync of its own.
+    assert!(e.records.is_empty(), "{:?}", e.records);
     assert_eq!(
         e.responses,
         vec![(
@@ -146,9 +145,13 @@ fn stable_leader_runs_only_phase2_per_command_and_answers_when_applied() {
             }
         )]
     );
-    // The idle commit goes out on the next tick.
+    // The idle commit goes out on the next tick, and the decision is logged then.
     a.tick(&mut out);
     let e = out.take();
+    assert_eq!(
+        e.records,
+        vec![Persist::Append(Record::Commit { decided: 1 })]
+    );
     assert!(e.messages.contains(&(
         2,
         M::Commit {
