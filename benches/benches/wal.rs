@@ -42,6 +42,17 @@ fn open(dir: &std::path::Path) -> Wal {
 /// Batches of the preallocation comparison: one record per sync, and a small group.
 const PREALLOCATE_BATCHES: [u64; 2] = [1, 16];
 
+/// Ten samples of about two seconds each, one iteration count per sample (every iteration
+/// syncs, so their time is not a line to fit).
+fn configure(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2))
+        .sampling_mode(SamplingMode::Flat);
+    support::fast_mode(group);
+}
+
 /// Compacts the log between measurements so the benchmark's disk use stays bounded.
 fn compact(wal: &mut Wal) {
     wal.append_checkpoint(b"bench checkpoint").unwrap();
@@ -79,12 +90,7 @@ impl Tally {
 
 fn append_sync(c: &mut Criterion) {
     let mut group = c.benchmark_group("wal_append_sync");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(2))
-        .sampling_mode(SamplingMode::Flat);
-    support::fast_mode(&mut group);
+    configure(&mut group);
     for size in RECORD_SIZES {
         let record = vec![0xA5u8; size];
         for batch in BATCHES {
@@ -98,14 +104,7 @@ fn append_sync(c: &mut Criterion) {
                 |b, &batch| {
                     b.iter_custom(|iters| {
                         let before = wal.stats();
-                        let start = Instant::now();
-                        for _ in 0..iters {
-                            for _ in 0..batch {
-                                wal.append(&record).unwrap();
-                            }
-                            wal.sync().unwrap();
-                        }
-                        let elapsed = start.elapsed();
+                        let elapsed = append_sync_run(&mut wal, &record, batch, iters);
                         tally.borrow_mut().add(before, wal.stats(), elapsed);
                         compact(&mut wal);
                         elapsed
@@ -166,12 +165,7 @@ fn group_commit_run(wal: &mut Wal, record: &[u8], writers: usize, per_writer: u6
 
 fn group_commit(c: &mut Criterion) {
     let mut group = c.benchmark_group("wal_group_commit");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(2))
-        .sampling_mode(SamplingMode::Flat);
-    support::fast_mode(&mut group);
+    configure(&mut group);
     let size = RECORD_SIZES[0];
     let record = vec![0x5Au8; size];
     for writers in WRITERS {
@@ -200,7 +194,7 @@ fn group_commit(c: &mut Criterion) {
     group.finish();
 }
 
-/// `batch` records of `record` appended, then one sync, `iters` times; compacts afterwards.
+/// `batch` records of `record` appended, then one sync, `iters` times.
 fn append_sync_run(wal: &mut Wal, record: &[u8], batch: u64, iters: u64) -> Duration {
     let start = Instant::now();
     for _ in 0..iters {
@@ -214,12 +208,7 @@ fn append_sync_run(wal: &mut Wal, record: &[u8], batch: u64, iters: u64) -> Dura
 
 fn preallocate(c: &mut Criterion) {
     let mut group = c.benchmark_group("wal_preallocate");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(2))
-        .sampling_mode(SamplingMode::Flat);
-    support::fast_mode(&mut group);
+    configure(&mut group);
     let record = vec![0x3Cu8; RECORD_SIZES[0]];
     for batch in PREALLOCATE_BATCHES {
         for on in [true, false] {
