@@ -3,7 +3,9 @@
 //!
 //! - A leader's commit index `c` under ballot `b` means "every slot below `c` is chosen, and in
 //!   the slots I proposed, my value is the chosen one". So a slot whose entry was accepted under
-//!   `b` is decided here at once; any other slot below `c` is fetched from a peer (catch-up).
+//!   `b` is decided here at once; any other slot below `c` is fetched from a peer (catch-up),
+//!   and once catch-up has filled it, the slots after it accepted under `b` are decided from
+//!   the `c` already heard (the latest ballot's is kept), not only when `c` is heard again.
 //! - Decisions are logged (`Learn` records at once; `Commit` records with the replica's next
 //!   record or at its next tick, since nothing it sends claims them), so a restarted replica
 //!   re-applies the chosen prefix it logged without asking anyone, and relearns the rest.
@@ -53,6 +55,10 @@ pub(crate) struct Learner<S: StateMachine> {
     pub log_bytes: u64,
     /// Highest commit index heard of (slots below are chosen somewhere).
     pub commit_hint: Slot,
+    /// The latest leader's ballot a commit index was heard under, with the highest index heard
+    /// under it: kept so that the slots accepted under that ballot can still be decided once
+    /// catch-up has filled a gap before them (see [`PaxosNode::decide_after_gap`]).
+    pub commit_known: Option<(Ballot, Slot)>,
     /// Whom to ask for missed values, and when.
     pub catch_up: CatchUp,
     /// Client proposals answered when their slot is applied.
@@ -148,6 +154,7 @@ impl<S: StateMachine> Learner<S> {
             state_invalid: false,
             log_bytes: 0,
             commit_hint,
+            commit_known: None,
             catch_up: CatchUp::default(),
             pending: Owed::default(),
             session_waiters: BTreeMap::new(),
@@ -214,6 +221,19 @@ impl<S: StateMachine> PaxosNode<S> {
             return;
         }
         self.learner.commit_hint = self.learner.commit_hint.max(commit);
+        self.learner.commit_known = match self.learner.commit_known {
+            Some((b, c)) if b > ballot || (b == ballot && c >= commit) => Some((b, c)),
+            _ => Some((ballot, commit)),
+        };
+        self.decide_under(ballot, commit, out);
+        if self.shared.log.decided < commit && from != self.shared.config.id {
+            self.request_catch_up(from, out);
+        }
+    }
+
+    /// Decides the slots from the first undecided one on that hold a value accepted under
+    /// `ballot`, below `ballot`'s commit index `commit`, and applies them.
+    fn decide_under(&mut self, ballot: Ballot, commit: Slot, out: &mut Outbox<Self>) {
         let first = self.shared.log.decided;
         let mut decided = first;
         while decided < commit
@@ -239,9 +259,6 @@ impl<S: StateMachine> PaxosNode<S> {
                 self.shared.log_commit(out);
             }
             self.apply_decided(out);
-        }
-        if self.shared.log.decided < commit && from != self.shared.config.id {
-            self.request_catch_up(from, out);
         }
     }
 
@@ -269,6 +286,8 @@ impl<S: StateMachine> PaxosNode<S> {
     /// leader (partial connectivity) cannot starve catch-up.
     pub(crate) fn learner_tick(&mut self, out: &mut Outbox<Self>) {
         self.learner.catch_up.cooldown = self.learner.catch_up.cooldown.saturating_sub(1);
+        // A gap may also have been filled by a snapshot.
+        self.decide_after_gap(out);
         if self.learner.commit_hint > self.shared.log.decided && self.learner.catch_up.cooldown == 0
         {
             self.learner.catch_up.attempts = self.learner.catch_up.attempts.wrapping_add(1);
@@ -354,10 +373,29 @@ impl<S: StateMachine> PaxosNode<S> {
             values: learned,
         };
         self.shared.persist(record, out);
+        self.decide_after_gap(out);
         self.apply_decided(out);
         if self.learner.commit_hint > self.shared.log.decided {
             self.learner.catch_up.cooldown = 0;
             self.request_catch_up(from, out);
+        }
+    }
+
+    /// Decides what the latest commit index heard allows, once more. A commit index `c` under
+    /// ballot `b` decides the slots accepted under `b` only from the first undecided slot on,
+    /// and stops at a slot held under another ballot or not at all: one chosen before `b`'s
+    /// phase 1, which proposes only from the highest decided prefix an acceptor reported and
+    /// leaves the slots below it to catch-up. Once catch-up (or a snapshot) has filled such a
+    /// gap, the slots after it under `b` are decided here. Without this, in a run of the
+    /// reconfiguration simulation (seed 2857 of 3,000), the leader and its followers all held
+    /// a stop-sign after such a gap under the leader's ballot, all knew it chosen, and none
+    /// could decide it: catch-up asked peers that had not decided it either. The leader then
+    /// refused every later reconfiguration as busy.
+    pub(crate) fn decide_after_gap(&mut self, out: &mut Outbox<Self>) {
+        if let Some((ballot, commit)) = self.learner.commit_known {
+            if commit > self.shared.log.decided {
+                self.decide_under(ballot, commit, out);
+            }
         }
     }
 

@@ -203,3 +203,47 @@ fn a_decision_not_yet_logged_is_relearned_after_a_restart() {
     let r = R::recover(config().into(), records).unwrap();
     assert_eq!((r.decided(), r.state().get("a")), (1, Some("1")));
 }
+
+#[test]
+fn slots_after_a_gap_are_decided_once_catch_up_fills_it() {
+    // Slot 1 accepted under b and known chosen (commit index 2), slot 0 missing. The peer asked
+    // knows slot 0 only (its own decided prefix ends there): once it arrives, slot 1 is decided
+    // from the commit index already heard, without waiting for the leader to send it again.
+    let mut c = replica(3);
+    let mut out = Outbox::new();
+    let b = Ballot::new(2, 1);
+    let v0 = batch(Ballot::new(1, 1), &[put("a", "1")]);
+    let v1 = batch(b, &[put("a", "2")]);
+    let accept = M::Accept {
+        ballot: b,
+        slot: 1,
+        values: vec![v1.clone()].into(),
+        commit: 0,
+    };
+    c.handle_message(1, accept, &mut out);
+    c.handle_message(
+        1,
+        M::Commit {
+            ballot: b,
+            commit: 2,
+        },
+        &mut out,
+    );
+    let e = out.take();
+    assert!(e
+        .messages
+        .contains(&(1, M::CatchUpRequest { from_slot: 0 })));
+    assert_eq!(c.decided(), 0);
+    c.handle_message(
+        2,
+        M::CatchUp {
+            from_slot: 0,
+            values: vec![v0],
+        },
+        &mut out,
+    );
+    out.take();
+    assert_eq!(c.decided(), 2);
+    assert_eq!(c.decided_value(1), Some(&v1));
+    assert_eq!(c.state().get("a"), Some("2"));
+}
