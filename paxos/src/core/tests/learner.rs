@@ -3,24 +3,22 @@
 
 use super::*;
 
-#[test]
-fn learner_decides_matching_ballot_and_catches_up_the_rest() {
+/// Replica 3 with slot 1 accepted under leader 1's ballot `b` and slot 0 never received, told
+/// by the leader that both are chosen (commit index 2). Returns the replica, the outbox holding
+/// what that commit index produced, and slot 0's and slot 1's chosen values.
+fn gap_before_an_accepted_slot() -> (R, Outbox<R>, Value<KvCommand>, Value<KvCommand>) {
     let mut c = replica(3);
     let mut out = Outbox::new();
     let b = Ballot::new(2, 1);
     let v0 = batch(Ballot::new(1, 1), &[put("a", "1")]);
     let v1 = batch(b, &[put("a", "2")]);
-    // Slot 1 accepted under b, slot 0 never received.
-    c.handle_message(
-        1,
-        M::Accept {
-            ballot: b,
-            slot: 1,
-            values: vec![v1.clone()].into(),
-            commit: 0,
-        },
-        &mut out,
-    );
+    let accept = M::Accept {
+        ballot: b,
+        slot: 1,
+        values: vec![v1.clone()].into(),
+        commit: 0,
+    };
+    c.handle_message(1, accept, &mut out);
     out.take();
     c.handle_message(
         1,
@@ -30,6 +28,12 @@ fn learner_decides_matching_ballot_and_catches_up_the_rest() {
         },
         &mut out,
     );
+    (c, out, v0, v1)
+}
+
+#[test]
+fn learner_decides_matching_ballot_and_catches_up_the_rest() {
+    let (mut c, mut out, v0, v1) = gap_before_an_accepted_slot();
     let e = out.take();
     assert!(
         e.records.is_empty(),
@@ -206,33 +210,12 @@ fn a_decision_not_yet_logged_is_relearned_after_a_restart() {
 
 #[test]
 fn slots_after_a_gap_are_decided_once_catch_up_fills_it() {
-    // Slot 1 accepted under b and known chosen (commit index 2), slot 0 missing. The peer asked
-    // knows slot 0 only (its own decided prefix ends there): once it arrives, slot 1 is decided
-    // from the commit index already heard, without waiting for the leader to send it again.
-    let mut c = replica(3);
-    let mut out = Outbox::new();
-    let b = Ballot::new(2, 1);
-    let v0 = batch(Ballot::new(1, 1), &[put("a", "1")]);
-    let v1 = batch(b, &[put("a", "2")]);
-    let accept = M::Accept {
-        ballot: b,
-        slot: 1,
-        values: vec![v1.clone()].into(),
-        commit: 0,
-    };
-    c.handle_message(1, accept, &mut out);
-    c.handle_message(
-        1,
-        M::Commit {
-            ballot: b,
-            commit: 2,
-        },
-        &mut out,
-    );
+    // The peer asked knows slot 0 only (its own decided prefix ends there): once slot 0 arrives,
+    // slot 1 is decided from the commit index already heard, without waiting for the leader to
+    // send it again.
+    let (mut c, mut out, v0, v1) = gap_before_an_accepted_slot();
     let e = out.take();
-    assert!(e
-        .messages
-        .contains(&(1, M::CatchUpRequest { from_slot: 0 })));
+    assert_eq!(e.messages, vec![(1, M::CatchUpRequest { from_slot: 0 })]);
     assert_eq!(c.decided(), 0);
     c.handle_message(
         2,
