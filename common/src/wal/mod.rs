@@ -138,7 +138,7 @@
 //!   [`WalConfig::write_buffer_bytes`] (written to the file when full, without fsync). They may
 //!   fsync when they close a segment (segment full, or a checkpoint starts a new one). Writing
 //!   the buffer also writes the next [`WalConfig::preallocate_bytes`] of zeros once the frames
-//!   have reached the end of the last ones.
+//!   have passed the end of the zeros written before.
 //! - [`Storage::sync`] writes the buffer, `fdatasync`s the segment, and after a checkpoint became
 //!   durable deletes older segments (then fsyncs the directory). One sync covers any number of
 //!   appends: that is group commit; [`WalStats::records_per_sync`] shows how well it works.
