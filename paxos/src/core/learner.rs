@@ -248,16 +248,6 @@ impl<S: StateMachine> PaxosNode<S> {
         if decided > first {
             self.shared.log.decided = decided;
             self.shared.note_commit(decided);
-            // A chosen stop-sign is logged at once: a replica restarted from its log should
-            // know the configuration it last learned (a removed one, that it was removed).
-            if (first..decided).any(|s| {
-                matches!(
-                    self.shared.log.get(s).map(|e| &e.value),
-                    Some(Value::StopSign { .. })
-                )
-            }) {
-                self.shared.log_commit(out);
-            }
             self.apply_decided(out);
         }
     }

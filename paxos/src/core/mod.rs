@@ -165,7 +165,7 @@ impl<C> Shared<C> {
 
     /// Notes that every slot below `decided` is chosen, to be logged as a [`Record::Commit`]
     /// with the next record this replica writes rather than now (a prefix that chose a
-    /// stop-sign is logged at once, by the learner).
+    /// stop-sign is logged once the stop-sign is applied).
     ///
     /// Nothing this replica sends claims its Commit records: a decision is a fact about a
     /// majority's durable acceptances, not about this replica's log, and recovery relearns a

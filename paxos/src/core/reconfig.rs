@@ -263,6 +263,10 @@ impl<S: StateMachine> PaxosNode<S> {
             },
             out,
         );
+        // The decision that chose it is logged at once, not with the next record: a replica
+        // restarted from its log should know the configuration it last learned (a removed
+        // one, that it was removed).
+        self.shared.log_commit(out);
     }
 
     /// Moves this replica to configuration `m` (from a stop-sign or a snapshot).
