@@ -478,3 +478,40 @@ async fn floods_of_idle_and_garbage_connections_on_both_ports_lock_nobody_out() 
     drop((idle_peer, idle_client));
     stop_and_check(&load, runner, &cluster, 7_600_000).await;
 }
+
+/// `kv-client load` against a cluster that is not there stops once nothing has been
+/// acknowledged for `--stall-secs`, and fails, instead of waiting out every operation's
+/// deadline (here that would be 2,000 calls of ten seconds each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_against_no_cluster_stops_and_fails() {
+    // Nothing listens there: the address is released before the load starts.
+    let addr = free_addrs(1)[0];
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_kv-client"))
+        .args(["--nodes", &format!("1={addr}"), "load"])
+        .args([
+            "--clients",
+            "2",
+            "--ops",
+            "1000",
+            "--stall-secs",
+            "1",
+            "--no-check",
+        ])
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), run)
+        .await
+        .expect("the load stops by itself")
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no operation acknowledged for 1 s"),
+        "{stderr}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("0 acknowledged"),
+        "{out:?}"
+    );
+}

@@ -140,8 +140,17 @@ enum Command {
         /// once); 0 gives every client a connection of its own.
         #[arg(long, default_value_t = 0)]
         conns: usize,
+        /// Stop, and fail, when no operation has been acknowledged for this many seconds (a
+        /// cluster that is down or unreachable), instead of waiting out every operation's
+        /// deadline.
+        #[arg(long, default_value_t = STALL_SECS_DEFAULT, value_parser = clap::value_parser!(u64).range(1..))]
+        stall_secs: u64,
     },
 }
+
+/// Default of `load --stall-secs`: three times a call's deadline, long enough to ride out
+/// leader elections and restarts.
+const STALL_SECS_DEFAULT: u64 = 30;
 
 #[derive(Subcommand, Debug)]
 enum MemberAction {
@@ -218,6 +227,7 @@ async fn run(args: Args) -> Result<(), String> {
             history,
             no_check,
             conns,
+            stall_secs,
         } => {
             let options = LoadOptions {
                 clients,
@@ -227,7 +237,14 @@ async fn run(args: Args) -> Result<(), String> {
                 // Fresh keys: the checker assumes every key starts absent.
                 key_prefix: format!("run{client_id}/"),
             };
-            run_load(&nodes, &options, tls, conns, history, no_check).await
+            let run = LoadRun {
+                tls,
+                conns,
+                history,
+                no_check,
+                stall: Duration::from_secs(stall_secs),
+            };
+            run_load(&nodes, &options, run).await
         }
     }
 }
@@ -265,16 +282,34 @@ async fn member(client: &mut KvClient, action: MemberAction) -> CallOutcome<Memb
     }
 }
 
-/// `kv-client load`: runs the recorded load with `options`, writes its history to `history`
-/// if asked, prints throughput and latency, and checks the history unless `no_check`.
+/// How `kv-client load` runs, besides the load's own options.
+struct LoadRun {
+    tls: Option<TlsConfig>,
+    /// Shared connections per node; 0 for one per client.
+    conns: usize,
+    /// Where to write the history, if anywhere.
+    history: Option<PathBuf>,
+    no_check: bool,
+    /// Stop and fail after this long without an acknowledged operation.
+    stall: Duration,
+}
+
+/// `kv-client load`: runs the recorded load with `options`, writes its history if asked,
+/// prints throughput and latency, and checks the history unless told not to. Fails when no
+/// operation was acknowledged for `run.stall` (the clients still waiting are dropped; their
+/// operations stay open in the history), or when none was acknowledged at all.
 async fn run_load(
     nodes: &BTreeMap<NodeId, SocketAddr>,
     options: &LoadOptions,
-    tls: Option<TlsConfig>,
-    conns: usize,
-    history: Option<PathBuf>,
-    no_check: bool,
+    run: LoadRun,
 ) -> Result<(), String> {
+    let LoadRun {
+        tls,
+        conns,
+        history,
+        no_check,
+        stall,
+    } = run;
     let mut load = Load::new();
     if let Some(tls) = &tls {
         load = load.with_tls(tls.clone());
@@ -300,7 +335,10 @@ async fn run_load(
             }
         });
     }
-    load.run(nodes, options).await;
+    let stalled = tokio::select! {
+        () = load.run(nodes, options) => false,
+        () = stalled_for(&load, stall) => true,
+    };
     let elapsed = started.elapsed();
     progress.finish_and_clear();
     let h = load.recorder.history();
@@ -310,6 +348,15 @@ async fn run_load(
             .map_err(|e| e.to_string())?;
     }
     print_summary(&load, elapsed);
+    if stalled {
+        return Err(format!(
+            "no operation acknowledged for {} s: stopped (is the cluster up and reachable?)",
+            stall.as_secs()
+        ));
+    }
+    if load.acknowledged.load(Ordering::SeqCst) == 0 && total > 0 {
+        return Err("no operation was acknowledged".into());
+    }
     if no_check {
         println!("linearizable: not checked");
         return Ok(());
@@ -322,6 +369,25 @@ async fn run_load(
         Err(format!("history is not linearizable: {verdict:?}"))
     }
 }
+
+/// Resolves once no operation of `load` has been acknowledged for `stall`.
+async fn stalled_for(load: &Load, stall: Duration) {
+    let mut acknowledged = load.acknowledged.load(Ordering::SeqCst);
+    let mut since = Instant::now();
+    loop {
+        tokio::time::sleep(STALL_POLL.min(stall)).await;
+        let now = load.acknowledged.load(Ordering::SeqCst);
+        if now != acknowledged {
+            acknowledged = now;
+            since = Instant::now();
+        } else if since.elapsed() >= stall {
+            return;
+        }
+    }
+}
+
+/// How often `load` looks for acknowledged operations.
+const STALL_POLL: Duration = Duration::from_millis(100);
 
 /// Prints what a load run did: operations, acknowledged ones, throughput and latency.
 fn print_summary(load: &Load, elapsed: Duration) {
