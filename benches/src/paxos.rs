@@ -84,46 +84,53 @@ impl Contender for MultiPaxos {
             c.into()
         })
         .await?;
-        // Wait for the steady state: one replica leads.
-        let deadline = Instant::now() + LEADER_WAIT;
-        loop {
-            for (i, h) in nodes.handles.iter().enumerate() {
-                let metrics: paxos::Metrics = h.metrics().await?;
-                if metrics.is_leader {
-                    return Ok(Arc::new(PaxosCluster {
-                        nodes,
-                        leader: AtomicUsize::new(i),
-                    }));
-                }
-            }
-            if Instant::now() >= deadline {
-                return Err(BenchError::NotReady("no leader elected".into()));
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let leader = stable_leader(&nodes, LEADER_WAIT).await?;
+        Ok(Arc::new(PaxosCluster {
+            nodes,
+            leader: AtomicUsize::new(leader),
+        }))
     }
 }
 
-impl PaxosCluster {
-    /// Waits until a live replica reports itself leader; returns its index.
-    async fn wait_for_leader(&self, wait: Duration) -> Result<usize, BenchError> {
-        let deadline = Instant::now() + wait;
-        loop {
-            for (i, h) in self.nodes.handles.iter().enumerate() {
-                if self.nodes.is_crashed(i) {
-                    continue;
-                }
-                if let Ok(metrics) = h.metrics().await {
-                    if metrics.is_leader {
-                        return Ok(i);
-                    }
+/// Waits for the steady state: every live replica is quorum-connected and follows the same
+/// leader, and that replica leads (its phase 1 is done). Returns the leader's index.
+///
+/// The first replica to say it leads is not enough. At start every replica is a candidate with
+/// a ballot of the same round, and the election settles on the highest node id only once that
+/// replica has heard a majority; a load sent to a replica that led before that meets the
+/// hand-over. Once every replica is quorum-connected and follows one leader, none holds a
+/// higher ballot ([`paxos::Metrics::quorum_connected`]).
+async fn stable_leader(
+    nodes: &Nodes<PaxosNode<Applied>>,
+    wait: Duration,
+) -> Result<usize, BenchError> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let mut followed = Vec::new();
+        let mut leading = Vec::new();
+        let mut connected = true;
+        for (i, h) in nodes.handles.iter().enumerate() {
+            if nodes.is_crashed(i) {
+                continue;
+            }
+            if let Ok(metrics) = h.metrics().await {
+                followed.push(metrics.leader);
+                connected &= metrics.quorum_connected;
+                if metrics.is_leader {
+                    leading.push(i);
                 }
             }
-            if Instant::now() >= deadline {
-                return Err(BenchError::NotReady("no leader elected".into()));
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        if let [leader] = leading[..] {
+            let id = nodes.handles[leader].id();
+            if connected && !followed.is_empty() && followed.iter().all(|&l| l == Some(id)) {
+                return Ok(leader);
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(BenchError::NotReady("no leader elected".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -164,7 +171,7 @@ impl Cluster for PaxosCluster {
     }
 
     async fn crash_leader(&self) -> Result<Option<common::NodeId>, BenchError> {
-        let leader = self.wait_for_leader(LEADER_WAIT).await?;
+        let leader = stable_leader(&self.nodes, LEADER_WAIT).await?;
         Ok(Some(self.nodes.crash(leader).await))
     }
 

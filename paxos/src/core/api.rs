@@ -167,6 +167,13 @@ pub struct Metrics {
     /// [`Config::heartbeat_ticks`](crate::Config::heartbeat_ticks) and
     /// [`Config::heartbeat_ticks_max`](crate::Config::heartbeat_ticks_max).
     pub round_ticks: u64,
+    /// Whether this replica's last heartbeat round heard a majority, itself included (false
+    /// before its first round ends, and on a replica outside the configuration). A
+    /// quorum-connected replica follows the highest ballot it heard among quorum-connected
+    /// replicas, its own included: once every replica is quorum-connected and follows the same
+    /// leader, no replica's ballot is above that leader's, and the leader stays until a
+    /// replica stops hearing it.
+    pub quorum_connected: bool,
     /// Heartbeat rounds in a row that did not hear a majority (0 while connected; always 0 on a
     /// replica outside the configuration, which takes no part in the election).
     pub rounds_without_quorum: u64,

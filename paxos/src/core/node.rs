@@ -247,6 +247,8 @@ impl<S: StateMachine> Node for PaxosNode<S> {
             members: self.shared.membership.members.clone(),
             is_member: self.shared.is_member(self.shared.config.id),
             round_ticks: self.election.round_ticks,
+            quorum_connected: self.shared.is_member(self.shared.config.id)
+                && self.election.quorum_connected,
             rounds_without_quorum: if self.shared.is_member(self.shared.config.id) {
                 self.election.rounds_without_quorum
             } else {

@@ -43,6 +43,7 @@ fn an_isolated_member_reports_it_then_doubles_the_interval() {
     assert_eq!(reported, vec![1, 2, 4, 8, 16, 32]);
     let m = replica.metrics();
     assert_eq!(m.rounds_without_quorum, 40);
+    assert!(!m.quorum_connected);
     assert_eq!(m.round_ticks, crate::config::HEARTBEAT_TICKS_DEFAULT);
 }
 
@@ -90,6 +91,7 @@ fn a_leader_outlives_a_few_rounds_without_a_quorum_then_steps_down() {
     // heartbeats and does not count; it keeps leading through LEADER_QUORUM_GRACE_ROUNDS
     // rounds without a majority (late replies on a busy machine), and steps down at the next.
     let (mut a, _) = leader();
+    assert!(a.metrics().quorum_connected);
     let mut out = Outbox::new();
     let round_ticks = crate::config::HEARTBEAT_TICKS_DEFAULT;
     for round in 0..=crate::LEADER_QUORUM_GRACE_ROUNDS {
@@ -105,5 +107,6 @@ fn a_leader_outlives_a_few_rounds_without_a_quorum_then_steps_down() {
         a.metrics().rounds_without_quorum,
         crate::LEADER_QUORUM_GRACE_ROUNDS + 1
     );
+    assert!(!a.metrics().quorum_connected);
     assert!(!a.is_leader(), "a leader that hears no majority steps down");
 }
