@@ -24,6 +24,10 @@
 //! `errors` column counts them) and lets the `kv-node`s' logs through to this process's
 //! standard error (`RUST_LOG` sets their level).
 //!
+//! Each server process computes with `--threads` threads (`kv-node --worker-threads`, etcd's
+//! `GOMAXPROCS`): one by default, since the three replicas and the clients share the machine's
+//! CPUs.
+//!
 //! For every row it also prints the CPU time spent per operation, read from `/proc` over the
 //! measured window: by the three server processes together, and by this process (the clients).
 //! Throughput moves with whatever else runs on the machine; CPU per operation much less, so it
@@ -65,6 +69,10 @@ struct Args {
     /// Systems to run: raft, paxos, etcd (etcd only when the binary is on the PATH).
     #[arg(long, default_value = "raft,paxos,etcd", value_delimiter = ',')]
     systems: Vec<String>,
+    /// Threads each server process computes with: `kv-node --worker-threads`, and etcd's
+    /// `GOMAXPROCS`. The three replicas share this machine's CPUs, so one each by default.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    threads: u64,
 }
 
 /// Keys the load writes (uniformly at random).
@@ -238,7 +246,12 @@ fn key_of(client: usize, n: u64) -> u64 {
 }
 
 /// Starts three `kv-node`s in fresh directories under `dir` and waits until one leads.
-async fn start_kv(bin: &Path, protocol: &str, dir: &Path) -> (Procs, BTreeMap<u64, SocketAddr>) {
+async fn start_kv(
+    bin: &Path,
+    protocol: &str,
+    dir: &Path,
+    threads: u64,
+) -> (Procs, BTreeMap<u64, SocketAddr>) {
     let addrs = free_addrs(6);
     let peers = (1..=3)
         .map(|i| format!("{i}={}", addrs[i - 1]))
@@ -255,6 +268,7 @@ async fn start_kv(bin: &Path, protocol: &str, dir: &Path) -> (Procs, BTreeMap<u6
                 .args(["--peers", &peers])
                 .arg("--data-dir")
                 .arg(dir.join(format!("node-{i}")))
+                .args(["--worker-threads", &threads.to_string()])
                 .env("KV_CLUSTER_KEY", KEY)
                 .stdout(Stdio::null())
                 .stderr(if std::env::var_os("LOAD_BENCH_DEBUG").is_some() {
@@ -284,10 +298,11 @@ async fn run_kv(
     clients: usize,
     conns: usize,
     secs: u64,
+    threads: u64,
 ) -> Row {
     // A fresh cluster per row: no state (sessions included) carries over.
     let data = dir.join(format!("{protocol}-{clients}-{conns}"));
-    let (procs, nodes) = start_kv(bin, protocol, &data).await;
+    let (procs, nodes) = start_kv(bin, protocol, &data, threads).await;
     let pids: Vec<u32> = procs.0.iter().map(Child::id).collect();
     let value = "v".repeat(VALUE_BYTES);
     let shared = (conns > 0).then(|| SharedConnections::new(conns));
@@ -325,7 +340,7 @@ async fn run_kv(
 
 /// Starts three etcd members with their data under `data`: member `i` (1 to 3) listens for
 /// peers on `addrs[i - 1]` and for clients on `addrs[2 + i]`.
-fn start_etcd(etcd: &Path, data: &Path, addrs: &[SocketAddr]) -> Procs {
+fn start_etcd(etcd: &Path, data: &Path, addrs: &[SocketAddr], threads: u64) -> Procs {
     let cluster = (1..=3)
         .map(|i| format!("e{i}=http://{}", addrs[i - 1]))
         .collect::<Vec<_>>()
@@ -346,6 +361,7 @@ fn start_etcd(etcd: &Path, data: &Path, addrs: &[SocketAddr]) -> Procs {
                 .args(["--initial-cluster", &cluster])
                 .args(["--initial-cluster-state", "new"])
                 .args(["--initial-cluster-token", "load-bench"])
+                .env("GOMAXPROCS", threads.to_string())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -357,9 +373,9 @@ fn start_etcd(etcd: &Path, data: &Path, addrs: &[SocketAddr]) -> Procs {
 
 /// Measures etcd: starts a three-member cluster, loads it with `clients` closed loops of puts
 /// over its HTTP/JSON gateway for `secs`, then stops it.
-async fn run_etcd(etcd: &Path, dir: &Path, clients: usize, secs: u64) -> Row {
+async fn run_etcd(etcd: &Path, dir: &Path, clients: usize, secs: u64, threads: u64) -> Row {
     let addrs = free_addrs(6);
-    let procs = start_etcd(etcd, &dir.join(format!("etcd-{clients}")), &addrs);
+    let procs = start_etcd(etcd, &dir.join(format!("etcd-{clients}")), &addrs, threads);
     let http: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(clients)
         .build_http();
@@ -547,7 +563,8 @@ async fn main() {
     println!("one-client bound: 2 x fdatasync p50 + round trip = {bound:.3} ms");
     println!(
         "closed-loop puts, {VALUE_BYTES}-byte values over {KEYS} keys, 3 replicas on \
-         loopback, fsync on; {} s per row after {} s of warm-up",
+         loopback, fsync on, {} thread(s) per server process; {} s per row after {} s of warm-up",
+        args.threads,
         args.secs,
         WARM_UP.as_secs()
     );
@@ -576,7 +593,16 @@ async fn main() {
                         } else {
                             conns.to_string()
                         };
-                        let row = run_kv(bin, system, dir.path(), clients, conns, args.secs).await;
+                        let row = run_kv(
+                            bin,
+                            system,
+                            dir.path(),
+                            clients,
+                            conns,
+                            args.secs,
+                            args.threads,
+                        )
+                        .await;
                         row.print(&format!("kv-node ({system})"), clients, &shown);
                         if clients == 1 {
                             one_client.push((system.clone(), row.p50_ms()));
@@ -584,7 +610,7 @@ async fn main() {
                     }
                 }
                 "etcd" => match &etcd {
-                    Some(bin) => run_etcd(bin, dir.path(), clients, args.secs)
+                    Some(bin) => run_etcd(bin, dir.path(), clients, args.secs, args.threads)
                         .await
                         .print("etcd", clients, "pool"),
                     None => {

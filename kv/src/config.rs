@@ -17,6 +17,7 @@
 //! data_dir = "/var/lib/kv/1"
 //! key_file = "/etc/kv/cluster.key"
 //! metrics_listen = "127.0.0.1:9001"     # GET /metrics and /health
+//! worker_threads = 2                   # default: one per CPU; fewer when replicas share CPUs
 //!
 //! [peers]                              # the other replicas: id = "host:port"
 //! 2 = "node-2.internal:7002"
@@ -77,6 +78,8 @@ use common::transport::tls::TlsConfig;
 pub const CONFIG_FILE_BYTES_MAX: u64 = 64 * 1024;
 /// Shortest and longest driver tick accepted, in milliseconds.
 pub const TICK_MS_RANGE: (u64, u64) = (1, 10_000);
+/// Most worker threads accepted for the node's runtime.
+pub const WORKER_THREADS_MAX: usize = 1024;
 /// Shortest and longest pause between two probes of a full disk accepted, in milliseconds.
 pub const PROBE_INTERVAL_MS_RANGE: (u64, u64) = (1, 3_600_000);
 
@@ -103,6 +106,9 @@ pub struct FileConfig {
     pub key_file: Option<PathBuf>,
     /// Where to serve metrics and the health check (`host:port`).
     pub metrics_listen: Option<String>,
+    /// Threads of the node's async runtime (network, protocol, client connections; the log is
+    /// written by a thread of its own). Default: one per CPU.
+    pub worker_threads: Option<usize>,
     /// The driver.
     #[serde(default)]
     pub driver: DriverSection,
@@ -445,6 +451,16 @@ pub fn protocol(name: &str) -> Result<Protocol, String> {
     }
 }
 
+/// The runtime's worker threads, when set: between 1 and [`WORKER_THREADS_MAX`].
+pub fn worker_threads(value: Option<usize>) -> Result<Option<usize>, String> {
+    match value {
+        Some(n) if !(1..=WORKER_THREADS_MAX).contains(&n) => Err(format!(
+            "worker_threads = {n}: must be between 1 and {WORKER_THREADS_MAX}"
+        )),
+        n => Ok(n),
+    }
+}
+
 /// Resolves `host:port` (a host name or an IP address) to its first address; `field` names the
 /// setting in the error.
 pub fn resolve(field: &str, text: &str) -> Result<SocketAddr, String> {
@@ -496,6 +512,7 @@ id = 2
 listen = "localhost:7002"
 client_listen = "127.0.0.1:8002"
 data_dir = "/tmp/kv/2"
+worker_threads = 1
 
 [peers]
 1 = "127.0.0.1:7001"
@@ -536,6 +553,7 @@ resume_free_bytes = 1048576
             Ok(Protocol::Paxos)
         );
         assert_eq!(f.tick(), Ok(Some(Duration::from_millis(5))));
+        assert_eq!(f.worker_threads, Some(1));
         let peers = resolve_peers(f.peers.as_ref().unwrap()).unwrap();
         assert_eq!(peers.len(), 2);
         assert!(peers[&3].ip().is_loopback(), "host names resolve");
@@ -590,6 +608,16 @@ resume_free_bytes = 1048576
             .tick()
             .unwrap_err();
         assert!(e.contains("driver.tick_ms"), "{e}");
+        let e = worker_threads(
+            FileConfig::parse("worker_threads = 0")
+                .unwrap()
+                .worker_threads,
+        )
+        .unwrap_err();
+        assert!(e.contains("worker_threads"), "{e}");
+        assert!(worker_threads(Some(WORKER_THREADS_MAX + 1)).is_err());
+        assert_eq!(worker_threads(Some(1)), Ok(Some(1)));
+        assert_eq!(worker_threads(None), Ok(None));
         let e = FileConfig::parse("[client]\nconnections_max = 0")
             .unwrap()
             .client_limits()

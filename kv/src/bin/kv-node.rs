@@ -76,6 +76,10 @@ struct Args {
     /// host:port.
     #[arg(long, env = "KV_METRICS_LISTEN")]
     metrics_listen: Option<String>,
+    /// Threads of the async runtime. Default: one per CPU. Replicas that share a machine run
+    /// best with the CPUs split among them (the load bench runs three on two CPUs with one each).
+    #[arg(long, env = "KV_WORKER_THREADS")]
+    worker_threads: Option<usize>,
     /// Mutual TLS on both ports (or the `[tls]` table of the file).
     #[command(flatten)]
     tls: config::TlsArgs,
@@ -100,12 +104,14 @@ fn cluster_key(key_file: Option<PathBuf>) -> Result<Vec<u8>, String> {
     }
 }
 
-/// Merges the flags (and the environment) over the file into the node's options.
-fn options(args: Args) -> Result<NodeOptions, String> {
+/// Merges the flags (and the environment) over the file into the node's options, and the
+/// runtime's worker threads when set.
+fn options(args: Args) -> Result<(NodeOptions, Option<usize>), String> {
     let file = match &args.config {
         Some(path) => FileConfig::read(path)?,
         None => FileConfig::default(),
     };
+    let worker_threads = config::worker_threads(args.worker_threads.or(file.worker_threads))?;
     let protocol = config::protocol(&config::required(
         "protocol",
         "KV_PROTOCOL",
@@ -147,7 +153,7 @@ fn options(args: Args) -> Result<NodeOptions, String> {
         file.data_dir.clone(),
     )?;
     let tls = config::TlsSection::from(args.tls).or(&file.tls).load()?;
-    Ok(NodeOptions {
+    let options = NodeOptions {
         tls,
         protocol,
         id,
@@ -163,7 +169,8 @@ fn options(args: Args) -> Result<NodeOptions, String> {
             .map(|a| config::resolve("metrics_listen", &a))
             .transpose()?,
         tuning: file,
-    })
+    };
+    Ok((options, worker_threads))
 }
 
 /// The allocator: glibc's malloc took about an eighth of a busy leader's CPU time (the
@@ -179,18 +186,18 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    let options = match options(Args::parse()) {
+    let (options, worker_threads) = match options(Args::parse()) {
         Ok(options) => options,
         Err(e) => {
             eprintln!("kv-node: {e}");
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = worker_threads {
+        runtime.worker_threads(n);
+    }
+    let runtime = match runtime.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("kv-node: runtime: {e}");
