@@ -383,9 +383,13 @@ impl FileConfig {
         Ok(policy)
     }
 
-    /// The write-ahead log's configuration for `dir`: the defaults, changed where the file says,
-    /// and checked.
+    /// The write-ahead log's configuration for `dir` (the node's `data_dir`): the defaults,
+    /// changed where the file says, and checked.
     pub fn wal_config(&self, dir: &Path) -> Result<WalConfig, String> {
+        // The log's own check would name its field `dir`, which is no setting of this file.
+        if dir.as_os_str().is_empty() {
+            return Err("data_dir must not be empty".into());
+        }
         let mut c = WalConfig::new(dir);
         set(&mut c.segment_bytes_max, self.wal.segment_bytes_max);
         set(&mut c.write_buffer_bytes, self.wal.write_buffer_bytes);
@@ -638,6 +642,8 @@ resume_free_bytes = 1048576
             .wal_config(Path::new("/d"))
             .unwrap_err();
         assert!(e.starts_with("wal.segment_bytes_max 1000"), "{e}");
+        let e = FileConfig::default().wal_config(Path::new("")).unwrap_err();
+        assert_eq!(e, "data_dir must not be empty");
         let e =
             FileConfig::parse("[storage]\nprobe_interval_ms = 500\nprobe_interval_max_ms = 100")
                 .unwrap()
