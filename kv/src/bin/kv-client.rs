@@ -150,7 +150,7 @@ enum Command {
 
 /// Default of `load --stall-secs`: three times a call's deadline, long enough to ride out
 /// leader elections and restarts.
-const STALL_SECS_DEFAULT: u64 = 30;
+const STALL_SECS_DEFAULT: u64 = 3 * kv::net::CALL_DEADLINE.as_secs();
 
 #[derive(Subcommand, Debug)]
 enum MemberAction {
