@@ -226,7 +226,7 @@ async fn a_cluster_starts_from_config_files_with_host_names() {
         let text = format!(
             "protocol = \"raft\"\nid = {id}\nlisten = \"localhost:{}\"\n\
              client_listen = \"localhost:{}\"\nmetrics_listen = \"127.0.0.1:{}\"\n\
-             data_dir = \"{}\"\nkey_file = \"{}\"\n\
+             data_dir = \"{}\"\nkey_file = \"{}\"\nworker_threads = 1\n\
              [peers]\n{peers}\n[raft]\nelection_timeout_ticks_min = 15\n\
              election_timeout_ticks_max = 30\n[client]\nidle_timeout_secs = 60\n",
             port(id),
@@ -315,6 +315,16 @@ async fn a_cluster_starts_from_config_files_with_host_names() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("electon_timeout"), "{stderr}");
+    // A value out of range, the same.
+    std::fs::write(&bad, "worker_threads = 0\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kv-node"))
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("worker_threads = 0"), "{stderr}");
     // A missing setting says where to give it.
     let out = Command::new(env!("CARGO_BIN_EXE_kv-node"))
         .args(["--protocol", "raft", "--id", "1"])

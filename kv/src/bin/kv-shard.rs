@@ -168,6 +168,10 @@ struct NodeArgs {
     /// A group snapshots its state (and its log can be compacted) after this many entries.
     #[arg(long, default_value_t = SNAPSHOT_ENTRIES_DEFAULT)]
     snapshot_entries: u64,
+    /// Threads of the async runtime (at least 1). Default: one per CPU; fewer when processes
+    /// share a machine's CPUs.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=kv::config::WORKER_THREADS_MAX as u64))]
+    worker_threads: Option<u64>,
 }
 
 /// Why a command failed: bad input (exit 2) or a failure while running (exit 1).
@@ -186,11 +190,16 @@ fn main() -> ExitCode {
         )
         .init();
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Node(NodeArgs {
+        worker_threads: Some(n),
+        ..
+    }) = &args.command
     {
+        // In range: the parser checked it.
+        runtime.worker_threads(usize::try_from(*n).unwrap_or(1));
+    }
+    let runtime = match runtime.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("kv-shard: runtime: {e}");
