@@ -36,9 +36,22 @@ impl<S: StateMachine> RaftNode<S> {
             // Its state is unknown until a snapshot restores: no applies, no reads.
             return;
         }
-        if self.applied_index < self.commit_index {
-            self.apply_batch(out);
+        if self.applying {
+            // Called from the walk of `apply_batch` below: a committed joint configuration made
+            // this leader append the new one and commit it alone. The state machine has already
+            // taken the batch the walk is in; applying from `applied_index + 1` now would apply
+            // its later commands twice. The loop below applies what was committed meanwhile.
+            return;
         }
+        self.applying = true;
+        while self.applied_index < self.commit_index && !self.state_machine_invalid {
+            let before = self.applied_index;
+            self.apply_batch(out);
+            if self.applied_index == before {
+                break; // an entry is missing (logged in `apply_batch`): never skip one
+            }
+        }
+        self.applying = false;
         self.advance_reads(out);
         self.maybe_snapshot(out);
     }

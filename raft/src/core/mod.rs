@@ -171,6 +171,10 @@ pub struct RaftNode<S: StateMachine> {
     /// Set when restoring a received snapshot failed: the state machine's state is unknown, so
     /// nothing is applied or read until a snapshot restores cleanly.
     state_machine_invalid: bool,
+    /// Set while [`Self::apply_committed`] runs: applying a committed joint configuration can
+    /// append and commit the new one (a leader that is its only voter), which asks to apply
+    /// again from inside the walk; that call returns and the running one applies the rest.
+    applying: bool,
     /// Reused buffer for the outputs of one applied batch.
     outputs: Vec<S::Output>,
     /// Approximate bytes of the commands applied since the last snapshot

@@ -109,6 +109,7 @@ impl<S: StateMachine> RaftNode<S> {
             snapshot: None,
             incoming_snapshot: None,
             state_machine_invalid: false,
+            applying: false,
             outputs: Vec::new(),
             log_bytes: 0,
             snapshot_retry_at: 0,

@@ -240,6 +240,38 @@ fn joint_consensus_needs_both_majorities_then_finishes_by_itself() {
     );
 }
 
+/// Seed 4018 of the membership sweep (`SIM_SEEDS=6000`). A leader whose joint configuration
+/// leaves it the only new voter commits the joint entry and a command after it in one step.
+/// Applying the joint entry appends the new configuration, which the leader commits on its own
+/// at once; that commit must not apply the command a second time while the first pass is
+/// still walking the entries (it did: the command's effect twice, and state machine safety
+/// broken between the leader and a follower that applied the same log once).
+#[test]
+fn a_commit_made_while_applying_does_not_apply_an_entry_twice() {
+    let mut c = cfg(1, 3);
+    c.parallel_append = false;
+    let mut l = leader(c, 3);
+    // From {1, 2, 3} to {1}: the joint entry at 2, then a command at 3.
+    request(&mut l, 1, Request::ChangeVoters(set(&[1])));
+    assert_eq!(l.membership().voters_outgoing, Some(set(&[1, 2, 3])));
+    let append = KvCommand::Append {
+        key: "k".into(),
+        value: "x,".into(),
+    };
+    request(&mut l, 2, Request::Propose(append));
+    // Node 2 holds both: the old majority (1, 2) and the new one (1) commit 2 and 3 at once.
+    let fx = recv(&mut l, 2, ack(1, 3, 1));
+    // The new configuration went to 4 and the leader committed it alone.
+    assert_eq!(l.membership().voters, set(&[1]));
+    assert_eq!(l.membership().voters_outgoing, None);
+    assert_eq!((l.commit_index(), l.applied_index()), (4, 4));
+    assert_eq!(l.state_machine().get("k"), Some("x,"), "applied once");
+    // Each request answered once: the command, then the change when the new one committed.
+    let answered: Vec<u64> = fx.responses.iter().map(|(r, _)| r.0).collect();
+    assert_eq!(answered, vec![2, 1], "{:?}", fx.responses);
+    assert_eq!(membership_response(&fx, 1).unwrap().voters, set(&[1]));
+}
+
 #[test]
 fn truncation_reverts_an_uncommitted_configuration() {
     let mut f = node(cfg(2, 3));
