@@ -82,3 +82,21 @@ fn removed_leader_restarting_before_its_removal_commits_does_not_stall_the_clust
         }
     }
 }
+
+/// Seed 4018 of the membership sweep (`SIM_SEEDS=6000` finds it). Node 4 leads voters
+/// {1, 2, 4, 7} into a joint configuration whose new half is {4} alone, and commits the joint
+/// entry together with the command after it. Applying the joint entry appends the new
+/// configuration, which node 4 commits on its own at once; that inner commit applied the
+/// command a second time, and state machine safety failed between node 4 and node 5, which
+/// applied the same log once. See the core unit test
+/// `a_commit_made_while_applying_does_not_apply_an_entry_twice`.
+#[test]
+fn a_leader_committing_its_new_configuration_alone_applies_each_entry_once() {
+    let scenario = Scenario {
+        membership: true,
+        ..Scenario::default()
+    };
+    if let Err(e) = sim_support::run(4018, &scenario, &install_all) {
+        panic!("{e}");
+    }
+}
