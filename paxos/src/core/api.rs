@@ -171,8 +171,8 @@ pub struct Metrics {
     /// before its first round ends, and on a replica outside the configuration). A
     /// quorum-connected replica follows the highest ballot it heard among quorum-connected
     /// replicas, its own included: once every replica is quorum-connected and follows the same
-    /// leader, no replica's ballot is above that leader's, and the leader stays until a
-    /// replica stops hearing it.
+    /// leader, no replica's ballot is above that leader's, so none takes over until one stops
+    /// hearing the leader or restarts (a restarted replica's ballot is above all it promised).
     pub quorum_connected: bool,
     /// Heartbeat rounds in a row that did not hear a majority (0 while connected; always 0 on a
     /// replica outside the configuration, which takes no part in the election).
