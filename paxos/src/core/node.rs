@@ -223,6 +223,8 @@ impl<S: StateMachine> Node for PaxosNode<S> {
     }
 
     fn metrics(&self) -> Metrics {
+        // A replica outside the configuration takes no part in the election.
+        let is_member = self.shared.is_member(self.shared.config.id);
         Metrics {
             id: self.shared.config.id,
             leader: self.election.leader_id(),
@@ -245,11 +247,10 @@ impl<S: StateMachine> Node for PaxosNode<S> {
             snapshot_bytes: self.snapshots.latest.as_ref().map_or(0, |l| l.file.bytes),
             epoch: self.shared.membership.epoch,
             members: self.shared.membership.members.clone(),
-            is_member: self.shared.is_member(self.shared.config.id),
+            is_member,
             round_ticks: self.election.round_ticks,
-            quorum_connected: self.shared.is_member(self.shared.config.id)
-                && self.election.quorum_connected,
-            rounds_without_quorum: if self.shared.is_member(self.shared.config.id) {
+            quorum_connected: is_member && self.election.quorum_connected,
+            rounds_without_quorum: if is_member {
                 self.election.rounds_without_quorum
             } else {
                 0
