@@ -80,7 +80,14 @@ impl KvMachine {
         }
         let output = self.apply_op(&command.op);
         self.applied += 1;
-        if !self.sessions.contains_key(&command.client) && self.sessions.len() >= SESSIONS_MAX {
+        // A known client's session is updated where it is (the common case: one look-up).
+        if let Some(session) = self.sessions.get_mut(&command.client) {
+            session.seq = command.seq;
+            session.output.clone_from(&output);
+            session.used_at = self.applied;
+            return output;
+        }
+        if self.sessions.len() >= SESSIONS_MAX {
             let oldest = self
                 .sessions
                 .iter()
@@ -106,9 +113,11 @@ impl KvMachine {
             return KvOutput::TooLarge;
         }
         match op {
-            KvOp::Put { key, value } => {
-                KvOutput::Value(self.map.insert(key.clone(), value.clone()))
-            }
+            // An existing key keeps its stored copy: only the value is replaced.
+            KvOp::Put { key, value } => KvOutput::Value(match self.map.get_mut(key) {
+                Some(stored) => Some(std::mem::replace(stored, value.clone())),
+                None => self.map.insert(key.clone(), value.clone()),
+            }),
             KvOp::Delete { key } => KvOutput::Value(self.map.remove(key)),
             KvOp::Register { id, peer, client } => {
                 if self.book.removed.contains(id) {

@@ -93,7 +93,14 @@ impl SharedConnections {
             .entry(key)
             .or_default()
             .clone();
-        let mux = {
+        // The usual case, the connection open and nobody opening it, takes no timer.
+        let open = slot
+            .try_lock()
+            .ok()
+            .and_then(|slot| slot.as_ref().filter(|m| !m.calls.is_closed()).cloned());
+        let mux = if let Some(mux) = open {
+            mux
+        } else {
             let mut slot = match tokio::time::timeout(timeout, slot.lock()).await {
                 Ok(slot) => slot,
                 Err(_) => return Attempt::NotSent("connect timed out".into()),
