@@ -208,11 +208,7 @@ impl Storage for SlowStorage {
     }
 }
 
-async fn groups_steps_behind_a_slow_sync(persist_batches_in_flight_max: usize) {
-    let config = DriverConfig {
-        persist_batches_in_flight_max,
-        ..background()
-    };
+async fn groups_steps_behind_a_slow_sync(config: DriverConfig) {
     let net = MemoryNetwork::new(7);
     let nodes: Vec<_> = MEMBERS
         .iter()
@@ -247,12 +243,32 @@ async fn groups_steps_behind_a_slow_sync(persist_batches_in_flight_max: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_persistence_groups_steps_behind_a_slow_sync() {
-    groups_steps_behind_a_slow_sync(1).await;
+    groups_steps_behind_a_slow_sync(DriverConfig {
+        persist_batches_in_flight_max: 1,
+        ..background()
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_persistence_with_several_batches_in_flight_keeps_order() {
-    groups_steps_behind_a_slow_sync(3).await;
+    groups_steps_behind_a_slow_sync(DriverConfig {
+        persist_batches_in_flight_max: 3,
+        ..background()
+    })
+    .await;
+}
+
+/// A persistence thread that checks for the next batch before it sleeps (longer than a sync
+/// here, so batches are taken while it checks as well as after it slept) persists the same
+/// batches in the same order, and ends when the node stops, checking or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_persistence_that_checks_before_sleeping_keeps_order_and_stops() {
+    groups_steps_behind_a_slow_sync(DriverConfig {
+        persist_spin: Duration::from_millis(5),
+        ..background()
+    })
+    .await;
 }
 
 async fn failed_sync_stops_the_node_before_anything_of_the_batch_leaves(config: DriverConfig) {

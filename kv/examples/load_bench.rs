@@ -73,6 +73,18 @@ struct Args {
     /// `GOMAXPROCS`. The three replicas share this machine's CPUs, so one each by default.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
     threads: u64,
+    /// `[driver] persist_spin_us` for every `kv-node` (how long the log's thread checks for the
+    /// next batch before it sleeps; 0 turns it off), given in a configuration file. Default:
+    /// kv-node's own.
+    #[arg(long)]
+    persist_spin_us: Option<u64>,
+}
+
+/// How each `kv-node` runs: [`Args::threads`] and [`Args::persist_spin_us`].
+#[derive(Clone, Copy)]
+struct Servers {
+    threads: u64,
+    persist_spin_us: Option<u64>,
 }
 
 /// Keys the load writes (uniformly at random).
@@ -250,7 +262,7 @@ async fn start_kv(
     bin: &Path,
     protocol: &str,
     dir: &Path,
-    threads: u64,
+    servers: Servers,
 ) -> (Procs, BTreeMap<u64, SocketAddr>) {
     let addrs = free_addrs(6);
     let peers = (1..=3)
@@ -259,16 +271,24 @@ async fn start_kv(
         .join(",");
     let clients: BTreeMap<u64, SocketAddr> = (1..=3).map(|i| (i, addrs[2 + i as usize])).collect();
     let mut procs = Procs(Vec::new());
+    std::fs::create_dir_all(dir).expect("data directory");
     for i in 1..=3u64 {
+        let mut command = Command::new(bin);
+        if let Some(us) = servers.persist_spin_us {
+            let file = dir.join(format!("node-{i}.toml"));
+            std::fs::write(&file, format!("[driver]\npersist_spin_us = {us}\n"))
+                .expect("configuration file");
+            command.arg("--config").arg(file);
+        }
         procs.0.push(
-            Command::new(bin)
+            command
                 .args(["--protocol", protocol, "--id", &i.to_string()])
                 .args(["--listen", &addrs[i as usize - 1].to_string()])
                 .args(["--client-listen", &clients[&i].to_string()])
                 .args(["--peers", &peers])
                 .arg("--data-dir")
                 .arg(dir.join(format!("node-{i}")))
-                .args(["--worker-threads", &threads.to_string()])
+                .args(["--worker-threads", &servers.threads.to_string()])
                 .env("KV_CLUSTER_KEY", KEY)
                 .stdout(Stdio::null())
                 .stderr(if std::env::var_os("LOAD_BENCH_DEBUG").is_some() {
@@ -298,11 +318,11 @@ async fn run_kv(
     clients: usize,
     conns: usize,
     secs: u64,
-    threads: u64,
+    servers: Servers,
 ) -> Row {
     // A fresh cluster per row: no state (sessions included) carries over.
     let data = dir.join(format!("{protocol}-{clients}-{conns}"));
-    let (procs, nodes) = start_kv(bin, protocol, &data, threads).await;
+    let (procs, nodes) = start_kv(bin, protocol, &data, servers).await;
     let pids: Vec<u32> = procs.0.iter().map(Child::id).collect();
     let value = "v".repeat(VALUE_BYTES);
     let shared = (conns > 0).then(|| SharedConnections::new(conns));
@@ -563,8 +583,16 @@ async fn main() {
     println!("one-client bound: 2 x fdatasync p50 + round trip = {bound:.3} ms");
     println!(
         "closed-loop puts, {VALUE_BYTES}-byte values over {KEYS} keys, 3 replicas on \
-         loopback, fsync on, {} thread(s) per server process; {} s per row after {} s of warm-up",
+         loopback, fsync on, {} thread(s) per server process, kv-node's log thread checking \
+         {} before it sleeps; {} s per row after {} s of warm-up",
         args.threads,
+        args.persist_spin_us.map_or_else(
+            || format!(
+                "{} µs (its default)",
+                kv::server::PERSIST_SPIN_DEFAULT.as_micros()
+            ),
+            |us| format!("{us} µs")
+        ),
         args.secs,
         WARM_UP.as_secs()
     );
@@ -600,7 +628,10 @@ async fn main() {
                             clients,
                             conns,
                             args.secs,
-                            args.threads,
+                            Servers {
+                                threads: args.threads,
+                                persist_spin_us: args.persist_spin_us,
+                            },
                         )
                         .await;
                         row.print(&format!("kv-node ({system})"), clients, &shown);

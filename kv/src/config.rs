@@ -27,6 +27,7 @@
 //!
 //! [driver]
 //! tick_ms = 10                         # one protocol tick
+//! persist_spin_us = 400                # the log's thread checks for writes this long before it sleeps (0: off)
 //!
 //! [raft]                               # in ticks
 //! election_timeout_ticks_min = 10
@@ -215,6 +216,9 @@ impl TlsSection {
 pub struct DriverSection {
     /// Milliseconds per protocol tick.
     pub tick_ms: Option<u64>,
+    /// Microseconds the write-ahead log's thread keeps checking for the next batch of writes
+    /// before it sleeps ([`common::driver::DriverConfig::persist_spin`]).
+    pub persist_spin_us: Option<u64>,
 }
 
 /// `[raft]`: fields of [`raft::Config`].
@@ -343,6 +347,19 @@ impl FileConfig {
             Some(ms) => Err(format!(
                 "driver.tick_ms = {ms}: must be between {} and {}",
                 TICK_MS_RANGE.0, TICK_MS_RANGE.1
+            )),
+        }
+    }
+
+    /// How long the write-ahead log's thread checks for the next batch before it sleeps.
+    pub fn persist_spin(&self) -> Result<Option<Duration>, String> {
+        let max = common::driver::PERSIST_SPIN_MAX;
+        match self.driver.persist_spin_us {
+            None => Ok(None),
+            Some(us) if Duration::from_micros(us) <= max => Ok(Some(Duration::from_micros(us))),
+            Some(us) => Err(format!(
+                "driver.persist_spin_us = {us}: must be at most {}",
+                max.as_micros()
             )),
         }
     }
@@ -524,6 +541,7 @@ worker_threads = 1
 
 [driver]
 tick_ms = 5
+persist_spin_us = 200
 
 [raft]
 election_timeout_ticks_min = 30
@@ -557,6 +575,7 @@ resume_free_bytes = 1048576
             Ok(Protocol::Paxos)
         );
         assert_eq!(f.tick(), Ok(Some(Duration::from_millis(5))));
+        assert_eq!(f.persist_spin(), Ok(Some(Duration::from_micros(200))));
         assert_eq!(f.worker_threads, Some(1));
         let peers = resolve_peers(f.peers.as_ref().unwrap()).unwrap();
         assert_eq!(peers.len(), 2);
@@ -612,6 +631,11 @@ resume_free_bytes = 1048576
             .tick()
             .unwrap_err();
         assert!(e.contains("driver.tick_ms"), "{e}");
+        let e = FileConfig::parse("[driver]\npersist_spin_us = 10001")
+            .unwrap()
+            .persist_spin()
+            .unwrap_err();
+        assert!(e.contains("driver.persist_spin_us"), "{e}");
         let e = worker_threads(
             FileConfig::parse("worker_threads = 0")
                 .unwrap()

@@ -39,7 +39,9 @@
 //! - [`Persistence::Background`] (the default, for real disks): a dedicated thread owns the
 //!   storage and receives batches in order. While it fsyncs, the node task keeps stepping and
 //!   gathers the next batch, so a slow fsync turns into larger batches rather than a stalled
-//!   node, and the tokio worker never blocks on disk IO.
+//!   node, and the tokio worker never blocks on disk IO. After a sync the thread may keep
+//!   checking for the next batch for [`DriverConfig::persist_spin`] before it sleeps, trading
+//!   CPU time for the wake-ups a write crosses (off by default; `kv-node` turns it on).
 //! - [`Persistence::Inline`] (for [`MemStorage`](crate::MemStorage), whose `sync` is free): the
 //!   node task calls storage itself, saving a thread hop per batch.
 //!
@@ -140,9 +142,9 @@ use tracing::Instrument;
 
 pub use config::{
     DriverConfig, Persistence, BATCH_STEPS_MAX_DEFAULT, EVENTS_CAPACITY_DEFAULT,
-    METRICS_QUEUE_CAPACITY, PERSIST_BATCHES_IN_FLIGHT_MAX_DEFAULT, QUEUE_CAPACITY_LIMIT,
-    REJECTIONS_LOGGED_FIRST, REQUESTS_PENDING_MAX_DEFAULT, REQUEST_QUEUE_CAPACITY_DEFAULT,
-    TICK_DEFAULT,
+    METRICS_QUEUE_CAPACITY, PERSIST_BATCHES_IN_FLIGHT_MAX_DEFAULT, PERSIST_SPIN_MAX,
+    QUEUE_CAPACITY_LIMIT, REJECTIONS_LOGGED_FIRST, REQUESTS_PENDING_MAX_DEFAULT,
+    REQUEST_QUEUE_CAPACITY_DEFAULT, TICK_DEFAULT,
 };
 pub use handle::NodeHandle;
 pub use stats::DriverStats;
@@ -345,6 +347,15 @@ mod tests {
             ..DriverConfig::default()
         };
         assert!(zero_tick.validate().is_err());
+        let spin = |persist_spin| DriverConfig {
+            persist_spin,
+            ..DriverConfig::default()
+        };
+        assert!(spin(PERSIST_SPIN_MAX).validate().is_ok());
+        let err = spin(PERSIST_SPIN_MAX + Duration::from_micros(1))
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("persist_spin"), "{err}");
     }
 
     #[test]

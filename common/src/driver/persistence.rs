@@ -3,6 +3,7 @@
 //! side of it (flushing the open batch, counting what was synced).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -55,9 +56,10 @@ impl<S: Storage> Stage<S> {
             std::sync::mpsc::sync_channel::<EncodedBatch>(config.persist_batches_in_flight_max);
         let (result_tx, results) = mpsc::channel(config.persist_batches_in_flight_max);
         let (storage_tx, storage_rx) = oneshot::channel();
+        let spin = config.persist_spin;
         std::thread::Builder::new()
             .name(format!("persist-{id}"))
-            .spawn(move || persistence_thread(storage, batch_rx, result_tx, storage_tx))
+            .spawn(move || persistence_thread(storage, batch_rx, result_tx, storage_tx, spin))
             .map_err(|e| DriverError::Spawn(e.to_string()))?;
         Ok(Stage::Background {
             batches: Some(batch_tx),
@@ -69,14 +71,15 @@ impl<S: Storage> Stage<S> {
 
 /// Appends and syncs the batches it receives, in order, reporting each result. Exits after the
 /// first failure (the storage's state is then unknown) or when the node closes the channel, and
-/// hands the storage back.
+/// hands the storage back. Waits for a batch as [`next_batch`] says.
 fn persistence_thread<S: Storage>(
     mut storage: S,
     batches: std::sync::mpsc::Receiver<EncodedBatch>,
     results: mpsc::Sender<BatchResult>,
     storage_back: oneshot::Sender<S>,
+    spin: Duration,
 ) {
-    while let Ok(batch) = batches.recv() {
+    while let Some(batch) = next_batch(&batches, spin) {
         let result = persist_batch(&mut storage, batch.iter().map(|(c, b)| (*c, b.as_slice())));
         let failed = result.is_err();
         if results.blocking_send(result).is_err() || failed {
@@ -85,6 +88,28 @@ fn persistence_thread<S: Storage>(
     }
     // The node may be gone already; then nobody wants the storage back.
     let _ = storage_back.send(storage);
+}
+
+/// The next batch, or `None` once the node closed the channel. Checks for one, yielding the
+/// CPU between checks, for up to `spin` ([`DriverConfig::persist_spin`]), then sleeps until one
+/// comes.
+fn next_batch(
+    batches: &std::sync::mpsc::Receiver<EncodedBatch>,
+    spin: Duration,
+) -> Option<EncodedBatch> {
+    use std::sync::mpsc::TryRecvError;
+    if !spin.is_zero() {
+        let start = Instant::now();
+        loop {
+            match batches.try_recv() {
+                Ok(batch) => return Some(batch),
+                Err(TryRecvError::Disconnected) => return None,
+                Err(TryRecvError::Empty) if start.elapsed() >= spin => break,
+                Err(TryRecvError::Empty) => std::thread::yield_now(),
+            }
+        }
+    }
+    batches.recv().ok()
 }
 
 /// Appends every record, then syncs once.

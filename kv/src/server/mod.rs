@@ -89,6 +89,11 @@ pub use storage::{
 /// The cluster name in the transport handshake.
 pub const CLUSTER_NAME: &str = "kv";
 
+/// `kv-node`'s default for [`DriverConfig::persist_spin`] (`[driver] persist_spin_us`): the
+/// log's thread checks for the next batch of writes for this long before it sleeps. Chosen from
+/// side-by-side runs of the load bench (the README's "How fast"); 0 turns it off.
+pub const PERSIST_SPIN_DEFAULT: Duration = Duration::from_micros(400);
+
 /// Which consensus protocol replicates the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Protocol {
@@ -176,6 +181,10 @@ pub async fn run(options: NodeOptions) -> Result<(), ServeError> {
     if let Some(tick) = tuning.tick().map_err(ServeError::Config)? {
         driver_config.tick = tick;
     }
+    driver_config.persist_spin = tuning
+        .persist_spin()
+        .map_err(ServeError::Config)?
+        .unwrap_or(PERSIST_SPIN_DEFAULT);
     let configs = consensus_configs(&options, &topology)?;
     let (book, book_rx) = watch::channel(AddressBook::default());
     let metrics = Metrics::new();
