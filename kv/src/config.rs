@@ -27,7 +27,8 @@
 //!
 //! [driver]
 //! tick_ms = 10                         # one protocol tick
-//! persist_spin_us = 400                # the log's thread checks for writes this long before it sleeps (0: off)
+//! persist_spin_us = 400                # the log thread looks for writes this long before
+//!                                      # it sleeps (0: sleep at once)
 //!
 //! [raft]                               # in ticks
 //! election_timeout_ticks_min = 10
