@@ -6,7 +6,13 @@
 //! ```text
 //! cargo build --release -p kv && cargo run --release -p kv --example load_bench
 //! cargo run --release -p kv --example load_bench -- --clients 1,32,256 --secs 5
+//! cargo run --release -p kv --example load_bench -- --clients 256 --conns 8 --turns 5
 //! ```
+//!
+//! On a shared machine one run of a row says little: `--turns N` runs all the rows N times in
+//! turns (the systems alternate, so each meets the machine's good and bad moments alike), then
+//! prints each row's median throughput, its lowest and highest, and its median p99 latency and
+//! server CPU per operation; the one-client lines then judge the median p50.
 //!
 //! It also measures, in the same run and on the same disk, what bounds a durable write: the
 //! disk's `fdatasync` (4 KiB appends) alone and three at once (each replica syncs its own log
@@ -78,7 +84,15 @@ struct Args {
     /// kv-node's own.
     #[arg(long)]
     persist_spin_us: Option<u64>,
+    /// Runs every row this many times, in turns (each turn runs the rows once, in order, so
+    /// every system meets the same moments of the machine), then prints per row the median and
+    /// the range over the turns: how noisy the run was.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=TURNS_MAX))]
+    turns: u64,
 }
+
+/// Most turns `--turns` takes (each turn of the default rows takes about two minutes).
+const TURNS_MAX: u64 = 20;
 
 /// How each `kv-node` runs: [`Args::threads`] and [`Args::persist_spin_us`].
 #[derive(Clone, Copy)]
@@ -138,6 +152,20 @@ impl Row {
         self.latency_us.value_at_quantile(0.5) as f64 / 1e3
     }
 
+    fn p99_ms(&self) -> f64 {
+        self.latency_us.value_at_quantile(0.99) as f64 / 1e3
+    }
+
+    fn ops_per_sec(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// CPU µs per operation of the servers, if `/proc` could be read.
+    fn server_us_per_op(&self) -> Option<f64> {
+        self.cpu
+            .map(|(servers, _)| servers.as_secs_f64() * 1e6 / self.ops.max(1) as f64)
+    }
+
     fn print(&self, system: &str, clients: usize, conns: &str) {
         let ms = |q: f64| self.latency_us.value_at_quantile(q) as f64 / 1e3;
         let per_op = |d: Duration| d.as_secs_f64() * 1e6 / self.ops.max(1) as f64;
@@ -150,7 +178,7 @@ impl Row {
         };
         println!(
             "| {system} | {clients} | {conns} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {servers} | {client} |",
-            self.ops as f64 / self.elapsed.as_secs_f64(),
+            self.ops_per_sec(),
             ms(0.5),
             ms(0.99),
             ms(0.999),
@@ -536,6 +564,43 @@ fn loopback_rtt_ms() -> f64 {
     quantile(&times, 0.5)
 }
 
+/// The median of `values` (the mean of the middle two for an even count); NaN when empty.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// The summary of a run in turns: per row, the median and the range of the throughput, and
+/// the medians of the p99 latency and of the servers' CPU per operation.
+fn print_turns(rows: &[(String, usize, String, Vec<Row>)]) {
+    println!();
+    println!("over the turns, per row: median, and lowest to highest:");
+    println!();
+    println!("| system | clients | conns | ops/s median | ops/s lowest to highest | p99 ms median | server CPU µs/op median |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (system, clients, conns, runs) in rows {
+        let ops: Vec<f64> = runs.iter().map(Row::ops_per_sec).collect();
+        let lowest = ops.iter().copied().fold(f64::INFINITY, f64::min);
+        let highest = ops.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let cpu: Vec<f64> = runs.iter().filter_map(Row::server_us_per_op).collect();
+        let cpu = if cpu.is_empty() {
+            "?".to_string()
+        } else {
+            format!("{:.1}", median(cpu))
+        };
+        println!(
+            "| {system} | {clients} | {conns} | {:.0} | {lowest:.0} to {highest:.0} | {:.2} | {cpu} |",
+            median(ops),
+            median(runs.iter().map(Row::p99_ms).collect()),
+        );
+    }
+}
+
 fn find_on_path(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
@@ -596,75 +661,110 @@ async fn main() {
         args.secs,
         WARM_UP.as_secs()
     );
-    println!();
-    println!(
-        "| system | clients | conns | ops/s | p50 ms | p99 ms | p99.9 ms | errors \
-         | server CPU µs/op | client CPU µs/op |"
-    );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     let etcd = find_on_path("etcd");
-    let mut one_client = Vec::new();
-    for system in &args.systems {
-        for &clients in &args.clients {
-            match system.as_str() {
-                "raft" | "paxos" => {
-                    let Some(bin) = &kv_node else {
-                        eprintln!(
-                            "kv-node not found beside this example: \
-                             run `cargo build --release -p kv` first"
-                        );
-                        std::process::exit(2);
-                    };
-                    for &conns in args.conns.iter().filter(|&&n| n < clients) {
-                        let shown = if conns == 0 {
-                            clients.to_string()
-                        } else {
-                            conns.to_string()
-                        };
-                        let row = run_kv(
-                            bin,
-                            system,
-                            dir.path(),
-                            clients,
-                            conns,
-                            args.secs,
-                            Servers {
-                                threads: args.threads,
-                                persist_spin_us: args.persist_spin_us,
-                            },
-                        )
-                        .await;
-                        row.print(&format!("kv-node ({system})"), clients, &shown);
-                        if clients == 1 {
-                            one_client.push((system.clone(), row.p50_ms()));
-                        }
-                    }
-                }
-                "etcd" => match &etcd {
-                    Some(bin) => run_etcd(bin, dir.path(), clients, args.secs, args.threads)
-                        .await
-                        .print("etcd", clients, "pool"),
-                    None => {
-                        if clients == args.clients[0] {
-                            println!(
-                                "| etcd | - | - | skipped: no `etcd` on the PATH | | | | | | |"
+    // Every row of every turn, in the order of a turn: (system, clients, conns shown, runs).
+    let mut rows: Vec<(String, usize, String, Vec<Row>)> = Vec::new();
+    for turn in 1..=args.turns {
+        println!();
+        if args.turns > 1 {
+            println!(
+                "turn {turn} of {} (load average {}):",
+                args.turns,
+                load_average()
+            );
+            println!();
+        }
+        println!(
+            "| system | clients | conns | ops/s | p50 ms | p99 ms | p99.9 ms | errors \
+             | server CPU µs/op | client CPU µs/op |"
+        );
+        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        // A directory per turn: every row starts a fresh cluster, with no data (sessions
+        // included) from the same row of an earlier turn.
+        let turn_dir = dir.path().join(format!("turn-{turn}"));
+        std::fs::create_dir_all(&turn_dir).unwrap();
+        let mut at = 0;
+        let mut keep = |system: String, clients: usize, conns: String, row: Row| {
+            row.print(&system, clients, &conns);
+            if rows.len() <= at {
+                rows.push((system, clients, conns, Vec::new()));
+            }
+            rows[at].3.push(row);
+            at += 1;
+        };
+        for system in &args.systems {
+            for &clients in &args.clients {
+                match system.as_str() {
+                    "raft" | "paxos" => {
+                        let Some(bin) = &kv_node else {
+                            eprintln!(
+                                "kv-node not found beside this example: \
+                                 run `cargo build --release -p kv` first"
                             );
+                            std::process::exit(2);
+                        };
+                        for &conns in args.conns.iter().filter(|&&n| n < clients) {
+                            let shown = if conns == 0 {
+                                clients.to_string()
+                            } else {
+                                conns.to_string()
+                            };
+                            let row = run_kv(
+                                bin,
+                                system,
+                                &turn_dir,
+                                clients,
+                                conns,
+                                args.secs,
+                                Servers {
+                                    threads: args.threads,
+                                    persist_spin_us: args.persist_spin_us,
+                                },
+                            )
+                            .await;
+                            keep(format!("kv-node ({system})"), clients, shown, row);
                         }
                     }
-                },
-                other => {
-                    eprintln!("unknown system `{other}`: expected raft, paxos or etcd");
-                    std::process::exit(2);
+                    "etcd" => match &etcd {
+                        Some(bin) => {
+                            let row =
+                                run_etcd(bin, &turn_dir, clients, args.secs, args.threads).await;
+                            keep("etcd".into(), clients, "pool".into(), row);
+                        }
+                        None => {
+                            if clients == args.clients[0] && turn == 1 {
+                                println!(
+                                    "| etcd | - | - | skipped: no `etcd` on the PATH | | | | | | |"
+                                );
+                            }
+                        }
+                    },
+                    other => {
+                        eprintln!("unknown system `{other}`: expected raft, paxos or etcd");
+                        std::process::exit(2);
+                    }
                 }
             }
         }
+        // Every row's processes have stopped: its data is no longer needed.
+        let _ = std::fs::remove_dir_all(&turn_dir);
+    }
+    if args.turns > 1 {
+        print_turns(&rows);
     }
     println!();
-    for (system, p50) in one_client {
+    for (system, clients, _, runs) in &rows {
+        if *clients != 1 || !system.starts_with("kv-node") {
+            continue;
+        }
+        let p50 = median(runs.iter().map(Row::p50_ms).collect());
         let verdict = if p50 <= bound { "within" } else { "over" };
-        println!(
-            "kv-node ({system}), one client: p50 {p50:.3} ms, {verdict} the bound of {bound:.3} ms"
-        );
+        let of = if runs.len() > 1 {
+            " (median of the turns)"
+        } else {
+            ""
+        };
+        println!("{system}, one client: p50 {p50:.3} ms{of}, {verdict} the bound of {bound:.3} ms");
     }
     println!("load average after: {}", load_average());
 }
