@@ -469,7 +469,8 @@
 //! latest full run (`docs/core-shootout.md`, after the change above, idle machine, an Intel
 //! Xeon): 1.09× omnipaxos with one command in flight (1.39–1.43 M/s against 1.28–1.32, the
 //! ranges apart for the first time; the run before gave 1.03×), 1.67× with 100 on three
-//! replicas and 1.48× on five.
+//! replicas and 1.48× on five. A later run on an AMD EPYC (five repetitions, load average 1.3):
+//! 1.07× (1.44–1.61 M/s against 1.35–1.53), 1.56× and 1.35×.
 //!
 //! # Runnable examples
 //!

@@ -299,7 +299,9 @@
 //! 1.16× omnipaxos with one command in flight, 1.60× with 100 on three replicas, 1.20× on
 //! five; the run before it on the same machine gave 1.18×, 1.39× and 1.16× (omnipaxos itself
 //! moved most between the two: 11.2 and 9.7 M/s with 100 in flight on three replicas), and
-//! one on an AMD EPYC 1.05×, 1.63× and 1.17×.
+//! one on an AMD EPYC 1.05×, 1.63× and 1.17×, a later one there 1.23×, 1.52× and 1.05× (five
+//! repetitions; in one of them our Raft on five replicas fell to 7.42 M/s against its median
+//! of 10.08).
 //!
 //! The same changes took the criterion group `raft_core` (three cores pumped in one thread by
 //! `testing::Cluster`, `BENCH_FAST=1`, load average about 2) from 2.2 µs per proposal with one
