@@ -605,6 +605,14 @@ async fn the_command_line_commits_across_two_partitions_and_a_failed_compare_abo
         (node("1", "short"), "cluster key"),
         (node("1", KEY), "--founders"),
         (node("1,2,3", KEY), "founder 2 has no --peer"),
+        (
+            {
+                let mut cmd = node("1", KEY);
+                cmd.args(["--persist-spin-us", "20000"]);
+                cmd
+            },
+            "--persist-spin-us",
+        ),
     ] {
         let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
             .await

@@ -172,6 +172,16 @@ struct NodeArgs {
     /// share a machine's CPUs.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=kv::config::WORKER_THREADS_MAX as u64))]
     worker_threads: Option<u64>,
+    /// How long, in microseconds, the log's thread keeps checking for the next batch of writes
+    /// after a sync before it sleeps, yielding the CPU between checks (as `kv-node`'s
+    /// `[driver] persist_spin_us`; 0: sleep at once).
+    #[arg(
+        long,
+        default_value_t = kv::server::PERSIST_SPIN_DEFAULT.as_micros() as u64,
+        value_parser = clap::value_parser!(u64)
+            .range(0..=driver::PERSIST_SPIN_MAX.as_micros() as u64)
+    )]
+    persist_spin_us: u64,
 }
 
 /// Why a command failed: bad input (exit 2) or a failure while running (exit 1).
@@ -334,7 +344,10 @@ async fn run_node(a: NodeArgs) -> Result<(), Failure> {
         transport,
         wal,
         Bincode,
-        DriverConfig::default(),
+        DriverConfig {
+            persist_spin: Duration::from_micros(a.persist_spin_us),
+            ..DriverConfig::default()
+        },
     )
     .await
     .map_err(|e| Failure::Run(format!("starting the node: {e}")))?;
