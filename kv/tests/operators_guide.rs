@@ -3,7 +3,8 @@
 //! `/tmp/kv` replaced by a temporary directory and the built binaries first on the `PATH`). They
 //! start three replicas from configuration files, write and read, add a fourth replica with
 //! `--join`, promote it, hand it the leadership, remove a replica, read the metrics and stop
-//! everything with SIGTERM. The guide uses fixed loopback ports (7001–7004, 8001–8004, 9001).
+//! everything with SIGTERM. The guide uses fixed loopback ports (7001–7004, 8001–8004,
+//! 9001–9003); the test moves each group of them to free ports.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -14,6 +15,40 @@ use std::time::{Duration, Instant};
 
 /// The whole guide must run within this.
 const GUIDE_MAX: Duration = Duration::from_secs(120);
+
+/// The guide's ports are `PREFIX` followed by the replica's id (1 to 4), built in the shell as
+/// `localhost:700$i`: replicas on 700x, clients on 800x, metrics on 900x.
+const GUIDE_PREFIXES: [&str; 3] = [":700", ":800", ":900"];
+
+/// Four-digit prefixes the test may use instead: ports 20001 to 32764, below Linux's ephemeral
+/// range (32768 on), where outgoing connections take their ports.
+const PREFIXES: std::ops::Range<u16> = 2000..3276;
+
+/// A prefix of [`PREFIXES`], not in `taken`, whose ports 1 to 4 are free now. Where the search
+/// starts depends on the process id, so that two runs at once rarely try the same ports.
+fn free_prefix(taken: &[u16]) -> u16 {
+    let span = PREFIXES.end - PREFIXES.start;
+    let start = (std::process::id() % u32::from(span)) as u16;
+    (0..span)
+        .map(|k| PREFIXES.start + (start + k) % span)
+        .filter(|p| !taken.contains(p))
+        .find(|p| (1..=4).all(|i| std::net::TcpListener::bind(("127.0.0.1", p * 10 + i)).is_ok()))
+        .expect("four free loopback ports in a row")
+}
+
+/// `script` with the guide's port prefixes replaced by prefixes of free ports, so that a
+/// cluster started by hand from the guide on this machine (or anything else on those ports)
+/// does not make the test fail.
+fn on_free_ports(script: &str) -> String {
+    let mut taken = Vec::new();
+    let mut out = script.to_string();
+    for prefix in GUIDE_PREFIXES {
+        let free = free_prefix(&taken);
+        taken.push(free);
+        out = out.replace(prefix, &format!(":{free}"));
+    }
+    out
+}
 
 /// The guide's shell blocks, in order.
 fn guide_script() -> String {
@@ -41,7 +76,7 @@ fn guide_script() -> String {
 // Long on purpose: it runs the guide's blocks in the guide's order, and the order is the test.
 fn the_operators_guide_runs_as_written() {
     let dir = tempfile::tempdir().unwrap();
-    let script = guide_script().replace("/tmp/kv", dir.path().to_str().unwrap());
+    let script = on_free_ports(&guide_script().replace("/tmp/kv", dir.path().to_str().unwrap()));
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_kv-node"))
         .parent()
         .unwrap()
