@@ -353,11 +353,12 @@
 //! 730,000 per second at 64 clients (2.3 µs of CPU each) and 32.5 µs per proposal with one
 //! client. **On that Intel Xeon the driver's targets are not all met**: 2,000,000 per second is
 //! reached at 4096 clients only on the idle machine, not at 256 clients (1.4 million), and one
-//! client takes 6.9 µs, not 6 (on the AMD EPYC below they are). What is left at 256 clients (perf): the clients' side of the
-//! request queue (a tokio task per client; its send, whose atomics every client and the node
-//! task contend on, and a `oneshot` per request) about a third, waking and parking workers a
-//! tenth, encoding and decoding the messages a tenth; with one client, the kernel parking and
-//! waking the two workers for every message is over a quarter.
+//! client takes 6.9 µs, not 6 (on the AMD EPYC below they are). What is left at 256 clients
+//! (perf): the clients' side of the request queue (a tokio task per client; its send, whose
+//! atomics every client and the node task contend on, and a `oneshot` per request) about a
+//! third, waking and parking workers a tenth, encoding and decoding the messages a tenth; with
+//! one client, the kernel parking and waking the two workers for every message is over a
+//! quarter.
 //!
 //! Five more runs at 256 clients in the same minutes, alternated with the binary from before
 //! the change below, gave 1,675,000 to 2,143,000 (the binary before it: 1,627,000 to
