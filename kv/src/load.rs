@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
@@ -65,6 +65,9 @@ pub struct Load {
     shared: Option<usize>,
 }
 
+/// How often [`Load::stalled_for`] looks for acknowledged operations.
+pub const STALL_POLL: Duration = Duration::from_millis(100);
+
 /// Longest latency the histogram tracks, in microseconds (longer ones are clamped to it).
 pub const LATENCY_US_MAX: u64 = 60_000_000;
 
@@ -112,6 +115,26 @@ impl Load {
     /// Asks every client to stop after its current operation.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Resolves once no operation has been acknowledged for `stall` (looking every
+    /// [`STALL_POLL`], or every `stall` if shorter): a load against a cluster that is down
+    /// would otherwise wait out every call's deadline, one after another. Run it beside
+    /// [`Load::run`] (`tokio::select!`) and stop the load when it resolves; `kv-client load
+    /// --stall-secs` does so.
+    pub async fn stalled_for(&self, stall: Duration) {
+        let mut acknowledged = self.acknowledged.load(Ordering::SeqCst);
+        let mut since = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(STALL_POLL.min(stall)).await;
+            let now = self.acknowledged.load(Ordering::SeqCst);
+            if now != acknowledged {
+                acknowledged = now;
+                since = tokio::time::Instant::now();
+            } else if since.elapsed() >= stall {
+                return;
+            }
+        }
     }
 
     /// Runs the clients against `nodes` until they are done or stopped.
@@ -275,5 +298,42 @@ mod tests {
         h.saturating_record(LATENCY_US_MAX);
         assert_eq!(h.len(), 2);
         assert!(h.max() >= LATENCY_US_MAX);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_load_is_stalled_only_after_a_whole_stall_without_an_acknowledgement() {
+        let stall = Duration::from_secs(2);
+        let load = Load::new();
+        // Acknowledgements every 500 ms for 3 s, then none.
+        let acker = {
+            let load = load.clone();
+            tokio::spawn(async move {
+                for _ in 0..6 {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    load.acknowledged.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        };
+        let start = tokio::time::Instant::now();
+        load.stalled_for(stall).await;
+        let waited = start.elapsed();
+        acker.await.unwrap();
+        // The last acknowledgement came at 3 s; the watch sees it within one poll and then
+        // waits a whole stall, seen within one more poll.
+        assert!(waited >= Duration::from_secs(5), "{waited:?}");
+        assert!(
+            waited <= Duration::from_secs(5) + 2 * STALL_POLL,
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_load_that_never_acknowledges_is_stalled_after_one_stall() {
+        let stall = Duration::from_millis(50);
+        let start = tokio::time::Instant::now();
+        Load::new().stalled_for(stall).await;
+        // Shorter than a poll: it looks every `stall`.
+        let waited = start.elapsed();
+        assert!(waited >= stall && waited <= 2 * stall, "{waited:?}");
     }
 }

@@ -337,7 +337,7 @@ async fn run_load(
     }
     let stalled = tokio::select! {
         () = load.run(nodes, options) => false,
-        () = stalled_for(&load, stall) => true,
+        () = load.stalled_for(stall) => true,
     };
     let elapsed = started.elapsed();
     progress.finish_and_clear();
@@ -369,25 +369,6 @@ async fn run_load(
         Err(format!("history is not linearizable: {verdict:?}"))
     }
 }
-
-/// Resolves once no operation of `load` has been acknowledged for `stall`.
-async fn stalled_for(load: &Load, stall: Duration) {
-    let mut acknowledged = load.acknowledged.load(Ordering::SeqCst);
-    let mut since = Instant::now();
-    loop {
-        tokio::time::sleep(STALL_POLL.min(stall)).await;
-        let now = load.acknowledged.load(Ordering::SeqCst);
-        if now != acknowledged {
-            acknowledged = now;
-            since = Instant::now();
-        } else if since.elapsed() >= stall {
-            return;
-        }
-    }
-}
-
-/// How often `load` looks for acknowledged operations.
-const STALL_POLL: Duration = Duration::from_millis(100);
 
 /// Prints what a load run did: operations, acknowledged ones, throughput and latency.
 fn print_summary(load: &Load, elapsed: Duration) {
