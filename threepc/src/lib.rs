@@ -41,6 +41,13 @@
 //! - A partition is the extreme case: one side commits and the other aborts (the
 //!   `the_known_flaw_a_partition_splits_the_decision` simulation asserts exactly that).
 //!
+//! After a split, a participant that aborted answers the coordinator's DoCommit with its abort
+//! ([`Message::Decision`]) instead of ignoring it, and the coordinator stops waiting for it: the
+//! commit is forgotten once every participant has either acknowledged it or said it aborted.
+//! Both count the conflict in [`Metrics::decision_conflicts`]. (Before, the coordinator resent
+//! DoCommit to that participant for as long as it ran; `sim_storm` found it at seed 11416 of
+//! 20,000 and runs that seed on every test run.)
+//!
 //! A timeout cannot tell a crashed node from a slow or unreachable one. 2PC blocks instead of
 //! splitting; consensus-based commit (Paxos Commit, or the decision replicated by Raft) neither
 //! blocks with a majority up nor splits. So set the timeouts long against the worst delay the

@@ -101,7 +101,9 @@ pub enum Message {
         /// The transaction.
         tx: TxId,
     },
-    /// The answer to a [`Message::DecisionRequest`], from a node that knows.
+    /// The answer to a [`Message::DecisionRequest`], from a node that knows; also a participant's
+    /// answer to a [`Message::DoCommit`] for a transaction it aborted (after a split), so that
+    /// the coordinator stops resending it.
     Decision {
         /// The transaction.
         tx: TxId,

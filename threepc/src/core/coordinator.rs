@@ -38,6 +38,8 @@ pub(crate) struct CoordTx {
 pub(crate) struct Coordinator {
     pub(crate) txs: BTreeMap<TxId, CoordTx>,
     pub(crate) book: Coordination,
+    /// Participants that answered this coordinator's commit with their abort.
+    pub(crate) conflicts: u64,
 }
 
 impl Coordinator {
@@ -267,15 +269,40 @@ impl Coordinator {
         }
     }
 
+    /// A participant's decision: the answer to this coordinator's DecisionRequest after a
+    /// restart, or a participant's abort of a transaction this coordinator committed.
     pub(crate) fn on_decision<R: Resource + Default>(
         &mut self,
+        from: NodeId,
         tx: TxId,
         outcome: Outcome,
         out: &mut Outbox<ThreePcNode<R>>,
     ) -> Result<(), &'static str> {
-        match self.txs.get(&tx).map(|c| &c.phase) {
-            Some(Phase::Learning) => {
+        let Some(ctx) = self.txs.get_mut(&tx) else {
+            return Err("decision not asked for");
+        };
+        match (&mut ctx.phase, outcome) {
+            (Phase::Learning, _) => {
                 self.learned(tx, outcome, out);
+                Ok(())
+            }
+            // The participant's termination protocol aborted while this coordinator, taking its
+            // silence for a crash, committed: the split that 3PC allows when messages take
+            // longer than its timeouts (the crate documentation). Its abort is durable, so it
+            // will never acknowledge the commit; waiting for it would resend DoCommit forever.
+            (Phase::Committing { pending }, Outcome::Aborted) if pending.contains(&from) => {
+                pending.remove(&from);
+                let done = pending.is_empty();
+                self.conflicts += 1;
+                tracing::error!(
+                    %tx,
+                    participant = from,
+                    "a participant aborted a transaction this coordinator committed"
+                );
+                if done {
+                    self.txs.remove(&tx);
+                    out.persist(Record::End { tx });
+                }
                 Ok(())
             }
             _ => Err("decision not asked for"),

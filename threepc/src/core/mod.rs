@@ -83,8 +83,10 @@ pub struct Metrics {
     pub terminated_as_backup: u64,
     /// Messages rejected (unknown senders or transactions, out-of-place messages).
     pub rejected: u64,
-    /// Participant: decisions contradicting one taken here (ignored; never expected without
-    /// partitions).
+    /// Decisions contradicting one taken here: as a participant, a decision against its own
+    /// (ignored; it answers the coordinator's DoCommit with its abort); as a coordinator, a
+    /// participant's abort of a transaction it committed. Either is the split of a network
+    /// slower than the timeouts, never seen while messages arrive within them.
     pub decision_conflicts: u64,
 }
 
@@ -148,7 +150,7 @@ impl<R: Resource + Default> ThreePcNode<R> {
             Message::HaveCommitted { tx } if mine(tx) => c.on_have_committed(from, tx, out),
             Message::DecisionRequest { tx } if mine(tx) => c.on_decision_request(from, tx, out),
             Message::DecisionRequest { tx } => p.on_query(from, tx, false, out),
-            Message::Decision { tx, outcome } if mine(tx) => c.on_decision(tx, outcome, out),
+            Message::Decision { tx, outcome } if mine(tx) => c.on_decision(from, tx, outcome, out),
             Message::Decision { tx, outcome } => p.on_decision(from, tx, outcome, out),
             Message::Vote { .. } | Message::HaveCommitted { .. } => {
                 Err("coordinator message for another coordinator's transaction")
@@ -213,7 +215,7 @@ impl<R: Resource + Default> Node for ThreePcNode<R> {
             in_doubt: participant.in_doubt(),
             applied: participant.ledger.applied,
             aborted: participant.ledger.aborted,
-            decision_conflicts: participant.ledger.decision_conflicts,
+            decision_conflicts: participant.ledger.decision_conflicts + coordinator.conflicts,
             terminated_as_backup: participant.terminated_as_backup,
             coordinating: coordinator.txs.len(),
             decided_committed: coordinator.book.decided_committed,

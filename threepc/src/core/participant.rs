@@ -291,9 +291,16 @@ impl<R: Resource + Default> Participant<R> {
                 }
                 Ok(())
             }
-            Some(_) => {
+            Some(taken) => {
                 self.ledger.decision_conflicts += 1;
                 tracing::error!(%tx, %outcome, "decision contradicts the one taken here");
+                if ack {
+                    // The coordinator committed what the termination protocol aborted here (the
+                    // split of a network slower than the timeouts) and resends DoCommit until
+                    // every participant has it. This one never will: it says what it took, so
+                    // that the coordinator can stop.
+                    out.send(from, Message::Decision { tx, outcome: taken });
+                }
                 Err("decision contradicting the one taken here")
             }
             None => {

@@ -151,6 +151,48 @@ fn coordinator_ack_timeout_resends_then_commits_without_the_silent() {
 }
 
 #[test]
+fn a_participant_that_aborted_what_the_coordinator_committed_ends_its_resends() {
+    // The split of a slow network: participant 4 was silent past the ack timeout, so the
+    // coordinator committed; meanwhile 4's termination protocol aborted. 4 answers DoCommit
+    // with its abort, and the coordinator stops waiting for it.
+    let mut c = node(C);
+    let cfg = config(C);
+    request(&mut c);
+    for p in PS {
+        msg(&mut c, p, yes(tx0()));
+    }
+    msg(&mut c, 2, Message::PreCommitAck { tx: tx0() });
+    msg(&mut c, 3, Message::PreCommitAck { tx: tx0() });
+    let e = ticks(&mut c, cfg.ack_timeout_ticks);
+    assert_eq!(
+        e.messages.last(),
+        Some(&(4, Message::DoCommit { tx: tx0() }))
+    );
+    msg(&mut c, 2, Message::HaveCommitted { tx: tx0() });
+    let aborted = |tx| Message::Decision {
+        tx,
+        outcome: Outcome::Aborted,
+    };
+    let e = msg(&mut c, 4, aborted(tx0()));
+    assert!(e.is_empty(), "{e:?}");
+    assert_eq!(c.metrics().decision_conflicts, 1);
+    assert_eq!(c.metrics().rejected, 0);
+    // Only 3 is still sent DoCommit.
+    let e = ticks(&mut c, cfg.txn.resend_ticks);
+    assert_eq!(e.messages, vec![(3, Message::DoCommit { tx: tx0() })]);
+    // The same abort again, or from a participant that acknowledged, is refused.
+    msg(&mut c, 4, aborted(tx0()));
+    msg(&mut c, 2, aborted(tx0()));
+    assert_eq!(c.metrics().rejected, 2);
+    assert_eq!(c.metrics().decision_conflicts, 1);
+    // The last answer ends the transaction: every participant has decided.
+    let e = msg(&mut c, 3, Message::HaveCommitted { tx: tx0() });
+    assert_eq!(appended(&e), vec![Record::End { tx: tx0() }]);
+    assert_eq!(c.metrics().coordinating, 0);
+    assert!(ticks(&mut c, cfg.txn.resend_ticks_max * 2).is_empty());
+}
+
+#[test]
 fn coordinator_answers_decision_requests_with_its_phase() {
     let mut c = node(C);
     request(&mut c);

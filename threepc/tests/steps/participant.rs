@@ -194,7 +194,21 @@ fn participant_rejects_bad_input() {
     assert_eq!(p.metrics().rejected, 4);
     assert_eq!(p.metrics().in_doubt.len(), 1);
     msg(&mut p, C, Message::Abort { tx: tx0() });
-    assert!(msg(&mut p, C, Message::DoCommit { tx: tx0() }).is_empty());
+    // A commit against the abort taken here (a split): ignored, and answered with the abort so
+    // that the coordinator stops resending it.
+    assert_eq!(
+        msg(&mut p, C, Message::DoCommit { tx: tx0() }).messages,
+        vec![(
+            C,
+            Message::Decision {
+                tx: tx0(),
+                outcome: Outcome::Aborted
+            }
+        )]
+    );
     assert_eq!(p.metrics().decision_conflicts, 1);
     assert!(p.resource().applied().is_empty());
+    // Only the coordinator's DoCommit is answered so: another member's commit is just refused.
+    assert!(msg(&mut p, 3, Message::DoCommit { tx: tx0() }).is_empty());
+    assert_eq!(p.metrics().decision_conflicts, 2);
 }
