@@ -167,8 +167,9 @@ pub const SCENARIOS: &[Scenario] = &[
                 participants as crashed, commits and tells the client Committed. The \
                 participants hear nothing from the coordinator, take it as crashed, elect node \
                 2 as backup, find everyone Uncertain and abort. The slow PreCommits and \
-                DoCommits arrive long after: too late. 3PC is safe only when every message \
-                arrives within the timeouts.",
+                DoCommits arrive long after: too late. Each participant answers a DoCommit with \
+                its abort, which ends the coordinator's resends; the split stays. 3PC is safe \
+                only when every message arrives within the timeouts.",
         run: threepc_slow_network,
     },
     Scenario {
