@@ -44,7 +44,8 @@
 //! After a split, a participant that aborted answers the coordinator's DoCommit with its abort
 //! ([`Message::Decision`]) instead of ignoring it, and the coordinator stops waiting for it: the
 //! commit is forgotten once every participant has either acknowledged it or said it aborted.
-//! Both count the conflict in [`Metrics::decision_conflicts`]. (Before, the coordinator resent
+//! The participant counts the conflict in [`Metrics::decision_conflicts`], the coordinator in
+//! [`Metrics::commits_refused`]. (Before, the coordinator resent
 //! DoCommit to that participant for as long as it ran; `sim_storm` found it at seed 11416 of
 //! 20,000 and runs that seed on every test run.)
 //!

@@ -39,7 +39,7 @@ pub(crate) struct Coordinator {
     pub(crate) txs: BTreeMap<TxId, CoordTx>,
     pub(crate) book: Coordination,
     /// Participants that answered this coordinator's commit with their abort.
-    pub(crate) conflicts: u64,
+    pub(crate) commits_refused: u64,
 }
 
 impl Coordinator {
@@ -293,7 +293,7 @@ impl Coordinator {
             (Phase::Committing { pending }, Outcome::Aborted) if pending.contains(&from) => {
                 pending.remove(&from);
                 let done = pending.is_empty();
-                self.conflicts += 1;
+                self.commits_refused += 1;
                 tracing::error!(
                     %tx,
                     participant = from,

@@ -83,11 +83,14 @@ pub struct Metrics {
     pub terminated_as_backup: u64,
     /// Messages rejected (unknown senders or transactions, out-of-place messages).
     pub rejected: u64,
-    /// Decisions contradicting one taken here: as a participant, a decision against its own
-    /// (ignored; it answers the coordinator's DoCommit with its abort); as a coordinator, a
-    /// participant's abort of a transaction it committed. Either is the split of a network
-    /// slower than the timeouts, never seen while messages arrive within them.
+    /// Participant: decisions contradicting one taken here (ignored; a DoCommit from the
+    /// coordinator is answered with the abort taken here). Each is a transaction decided both
+    /// ways: the split of a network slower than the timeouts, never seen while messages arrive
+    /// within them.
     pub decision_conflicts: u64,
+    /// Coordinator: participants that answered this coordinator's commit with their abort (the
+    /// other side of a split; since the last restart). The coordinator stops resending to them.
+    pub commits_refused: u64,
 }
 
 /// A three-phase-commit node: the coordinator of its clients' transactions and a participant
@@ -215,7 +218,8 @@ impl<R: Resource + Default> Node for ThreePcNode<R> {
             in_doubt: participant.in_doubt(),
             applied: participant.ledger.applied,
             aborted: participant.ledger.aborted,
-            decision_conflicts: participant.ledger.decision_conflicts + coordinator.conflicts,
+            decision_conflicts: participant.ledger.decision_conflicts,
+            commits_refused: coordinator.commits_refused,
             terminated_as_backup: participant.terminated_as_backup,
             coordinating: coordinator.txs.len(),
             decided_committed: coordinator.book.decided_committed,

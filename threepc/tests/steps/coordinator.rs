@@ -175,7 +175,7 @@ fn a_participant_that_aborted_what_the_coordinator_committed_ends_its_resends() 
     };
     let e = msg(&mut c, 4, aborted(tx0()));
     assert!(e.is_empty(), "{e:?}");
-    assert_eq!(c.metrics().decision_conflicts, 1);
+    assert_eq!(c.metrics().commits_refused, 1);
     assert_eq!(c.metrics().rejected, 0);
     // Only 3 is still sent DoCommit.
     let e = ticks(&mut c, cfg.txn.resend_ticks);
@@ -184,7 +184,7 @@ fn a_participant_that_aborted_what_the_coordinator_committed_ends_its_resends() 
     msg(&mut c, 4, aborted(tx0()));
     msg(&mut c, 2, aborted(tx0()));
     assert_eq!(c.metrics().rejected, 2);
-    assert_eq!(c.metrics().decision_conflicts, 1);
+    assert_eq!(c.metrics().commits_refused, 1);
     // The last answer ends the transaction: every participant has decided.
     let e = msg(&mut c, 3, Message::HaveCommitted { tx: tx0() });
     assert_eq!(appended(&e), vec![Record::End { tx: tx0() }]);
