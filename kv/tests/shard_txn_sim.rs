@@ -754,6 +754,18 @@ fn start_auditor(
     );
 }
 
+/// Seed 9921 of a sweep of 12,000: a driver's answer to its commit decision was lost while an
+/// impatient resolver found the committed record, finished the parts and forgot the record;
+/// the driver asked again and the coordinator group, finding no record, presumed abort, so the
+/// driver reported an abort for a transaction that committed (a client retrying the transfer
+/// would have made it twice). The group now answers from its outcome cache, and the run's
+/// final check (what each driver saw agrees with what the groups decided) passes. Run on every
+/// test run.
+#[test]
+fn a_decision_asked_again_after_a_resolver_forgot_it_is_still_the_commit() {
+    run(9921, &mut Totals::default()).unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// The checker itself, on hand-made histories: each anomaly it exists for is found, and a
 /// serial history passes.
 #[test]

@@ -22,7 +22,12 @@
 //!    record is not pending, the answer is `Aborted`: **presumed abort**, an aborted
 //!    transaction leaves no record, and no record means aborted. The decision is a Raft entry,
 //!    so no single crash loses it, and the first decision in the log wins: a driver deciding
-//!    commit and a resolver deciding abort cannot both succeed.
+//!    commit and a resolver deciding abort cannot both succeed. A committed record is
+//!    forgotten once every part finished (step 4), but the outcome stays in the group's
+//!    bounded outcome cache ([`TX_FINISHED_REMEMBERED`]): a decision asked again afterwards
+//!    (a driver whose answer was lost while a resolver finished the transaction) is answered
+//!    `Committed` from it. Past that bound, such a late question would hear the presumed
+//!    abort.
 //! 3. **Finish.** [`TxCommand::Finish`] tells each other participant the outcome, with the
 //!    index its part was prepared at: the part applies its writes (commit) or drops them
 //!    (abort) and releases its locks. A part prepared again by a stale duplicate message, at
@@ -157,7 +162,9 @@ pub enum TxCommand {
         participants: Vec<GroupId>,
     },
     /// Coordinator group: decide. `Committed` needs a pending record and names where every
-    /// other participant prepared its part; anything else decides abort.
+    /// other participant prepared its part; anything else decides abort. A transaction already
+    /// decided is answered its outcome: from its committed record, or from the outcome cache
+    /// once the record is forgotten.
     Decide {
         /// The transaction.
         tx: TxId,
@@ -635,6 +642,17 @@ impl TxTable {
                         reads: Vec::new(),
                     };
                 }
+            }
+            // No record: aborted (presumed abort), or committed and forgotten once every part
+            // finished. A driver whose answer to its decision was lost asks again, possibly
+            // after a resolver finished and forgot the transaction: it must hear the commit,
+            // which the outcome cache still holds, not report an abort to its client.
+            None if self.finished.get(tx) == Some(Outcome::Committed) => {
+                return TxOutput::Decided {
+                    outcome: Outcome::Committed,
+                    prepared: Vec::new(),
+                    reads: Vec::new(),
+                };
             }
             None => {}
         }

@@ -122,6 +122,20 @@ fn commit_through_the_coordinators_record_applies_every_part_once() {
     assert_eq!(tc.in_doubt().len(), 1);
     tc.apply(c, 13, &TxCommand::Forget { tx: t }, &mut sc);
     assert!(tc.is_quiet());
+    // The driver's answer to its decision was lost, and a resolver finished and forgot the
+    // transaction meanwhile: the driver asks again, and hears the commit, not a presumed
+    // abort (which it would report to its client for a transaction that committed). So does
+    // a resolver. Nothing is applied again.
+    let committed = TxOutput::Decided {
+        outcome: Outcome::Committed,
+        prepared: vec![],
+        reads: vec![],
+    };
+    assert_eq!(tc.apply(c, 14, &decide, &mut sc), committed);
+    assert_eq!(tc.apply(c, 15, &abort, &mut sc), committed);
+    assert!(tc.is_quiet());
+    assert_eq!(tc.finished(t), Some(Outcome::Committed));
+    assert_eq!(sc.get("a"), Some("1"));
 }
 
 #[test]
