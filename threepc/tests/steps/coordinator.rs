@@ -106,15 +106,24 @@ fn coordinator_vote_timeout_resends_then_aborts() {
     assert_eq!(e.responses.len(), 1);
 }
 
-#[test]
-fn coordinator_ack_timeout_resends_then_commits_without_the_silent() {
+/// The coordinator with `tx0` voted Yes by every participant, PreCommit sent, and acknowledged
+/// by `acks`.
+fn pre_committing(acks: &[NodeId]) -> N {
     let mut c = node(C);
-    let cfg = config(C);
     request(&mut c);
     for p in PS {
         msg(&mut c, p, yes(tx0()));
     }
-    msg(&mut c, 2, Message::PreCommitAck { tx: tx0() });
+    for &p in acks {
+        msg(&mut c, p, Message::PreCommitAck { tx: tx0() });
+    }
+    c
+}
+
+#[test]
+fn coordinator_ack_timeout_resends_then_commits_without_the_silent() {
+    let mut c = pre_committing(&[2]);
+    let cfg = config(C);
     let resends = resend_schedule(
         cfg.txn.resend_ticks,
         cfg.txn.resend_ticks_max,
@@ -155,14 +164,8 @@ fn a_participant_that_aborted_what_the_coordinator_committed_ends_its_resends() 
     // The split of a slow network: participant 4 was silent past the ack timeout, so the
     // coordinator committed; meanwhile 4's termination protocol aborted. 4 answers DoCommit
     // with its abort, and the coordinator stops waiting for it.
-    let mut c = node(C);
+    let mut c = pre_committing(&[2, 3]);
     let cfg = config(C);
-    request(&mut c);
-    for p in PS {
-        msg(&mut c, p, yes(tx0()));
-    }
-    msg(&mut c, 2, Message::PreCommitAck { tx: tx0() });
-    msg(&mut c, 3, Message::PreCommitAck { tx: tx0() });
     let e = ticks(&mut c, cfg.ack_timeout_ticks);
     assert_eq!(
         e.messages.last(),
