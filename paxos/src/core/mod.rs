@@ -94,8 +94,8 @@ pub(crate) struct Shared<C> {
     pub counters: Counters,
     /// Records asked for since recovery (what [`common::Node::records_durable`] counts).
     pub records_asked: u64,
-    /// A decided prefix not yet written as a [`Record::Commit`]: it rides with the next record
-    /// this replica writes, or goes on its own at the next tick ([`Shared::log_commit`]).
+    /// A decided prefix not yet written as a [`Record::Commit`]: it goes at the next tick
+    /// ([`Shared::log_commit`]), or before a [`Record::Learn`] that extends it.
     pub commit_unlogged: Option<Slot>,
 }
 
@@ -152,20 +152,24 @@ impl<C> Shared<C> {
     }
 
     /// Asks for `record` to be appended (durable before this step's messages leave) and counts
-    /// it; a decided prefix not yet logged goes first.
+    /// it. A [`Record::Learn`] extends the logged chosen prefix, which recovery requires to
+    /// have no gap, so a decided prefix not yet logged goes before it; other records do not
+    /// wait for one (see [`Shared::note_commit`]).
     pub(crate) fn persist<N: Node<Record = Record<C>>>(
         &mut self,
         record: Record<C>,
         out: &mut Outbox<N>,
     ) {
-        self.log_commit(out);
+        if matches!(record, Record::Learn { .. }) {
+            self.log_commit(out);
+        }
         out.persist(record);
         self.records_asked += 1;
     }
 
     /// Notes that every slot below `decided` is chosen, to be logged as a [`Record::Commit`]
-    /// with the next record this replica writes rather than now (a prefix that chose a
-    /// stop-sign is logged once the stop-sign is applied).
+    /// at the replica's next tick rather than now (a prefix that chose a stop-sign is logged
+    /// once the stop-sign is applied, and a [`Record::Learn`] takes the prefix before it).
     ///
     /// Nothing this replica sends claims its Commit records: a decision is a fact about a
     /// majority's durable acceptances, not about this replica's log, and recovery relearns a
@@ -174,6 +178,13 @@ impl<C> Shared<C> {
     /// be durable before anything leaves. Logged at once, it cost a sync of its own whenever no
     /// other record was in the batch: with one client, one extra `fdatasync` per command on the
     /// leader, which the next command's Accept then waited behind.
+    ///
+    /// Nor does it ride with the replica's next record, as it first did: under steady load
+    /// that wrote a Commit beside every Accept, two records per command on each replica where
+    /// one carries the data. Once a tick, the decided prefix a crash can lose is what a tick
+    /// decides, which a follower decides again from the leader's next commit index (its
+    /// accepted entries are there already) and a new leader chooses again in its Prepare
+    /// round.
     pub(crate) fn note_commit(&mut self, decided: Slot) {
         self.commit_unlogged = Some(decided);
     }

@@ -175,7 +175,7 @@ impl<S: StateMachine> Node for PaxosNode<S> {
     }
 
     fn tick(&mut self, out: &mut Outbox<Self>) {
-        // A decided prefix no other record carried since the last tick is logged on its own.
+        // The decided prefix learned since the last tick is logged (see `Shared::note_commit`).
         self.shared.log_commit(out);
         // Only acceptors of the current configuration run the election; a joining or removed
         // replica is a passive learner.

@@ -132,8 +132,8 @@ fn stable_leader_runs_only_phase2_per_command_and_answers_when_applied() {
         &mut out,
     );
     let e = out.take();
-    // The decision is logged later, with the next record or at the next tick: nothing claims
-    // it, and alone it would cost a sync of its own.
+    // The decision is logged later, at the next tick: nothing claims it, and alone it would
+    // cost a sync of its own.
     assert!(e.records.is_empty(), "{:?}", e.records);
     assert_eq!(
         e.responses,
@@ -159,6 +159,56 @@ fn stable_leader_runs_only_phase2_per_command_and_answers_when_applied() {
             commit: 1
         }
     )));
+}
+
+/// Under steady load the decisions wait for the tick, not for the next record: each command
+/// costs the leader one record (its Accept), and one Commit covers every decision of the tick.
+#[test]
+fn decisions_under_load_are_logged_once_a_tick_not_beside_every_accept() {
+    let (mut a, b) = leader();
+    let mut out = Outbox::new();
+    out.take();
+    for slot in 0..3u64 {
+        let key = format!("k{slot}");
+        a.handle_request(
+            RequestId(slot),
+            Request::Propose {
+                command: put(&key, "v"),
+                session: None,
+            },
+            &mut out,
+        );
+        let e = out.take();
+        assert_eq!(
+            e.records,
+            vec![Persist::Append(Record::Accept {
+                ballot: b,
+                slot,
+                values: vec![batch(b, &[put(&key, "v")])].into()
+            })],
+            "command {slot}: its Accept alone, no Commit for the slots decided before it"
+        );
+        a.handle_message(
+            2,
+            M::Accepted {
+                ballot: b,
+                slot,
+                count: 1,
+            },
+            &mut out,
+        );
+        let e = out.take();
+        assert!(e.records.is_empty(), "{:?}", e.records);
+        assert_eq!(e.responses.len(), 1, "command {slot} answered once chosen");
+    }
+    a.tick(&mut out);
+    let e = out.take();
+    assert_eq!(
+        e.records,
+        vec![Persist::Append(Record::Commit { decided: 3 })]
+    );
+    a.tick(&mut out);
+    assert!(out.take().records.is_empty(), "nothing new to log");
 }
 
 /// With `parallel_accept`, the leader's Accepts leave before its own acceptance is durable, and
