@@ -287,7 +287,8 @@ impl TxDriver {
                     Outcome::Aborted => TxResult::Aborted(None),
                 })
             }
-            // A one-phase commit answered "decided already": an earlier try of it committed.
+            // A one-phase commit answered "decided already": an earlier try of it committed
+            // (a group that remembers the id as aborted answers with the abort instead).
             (Step::Single, TxOutput::No(TxRefusal::Decided(_))) => Step::Done(TxResult::Committed),
             (Step::Single, TxOutput::No(r)) => Step::Done(TxResult::Aborted(Some(r.clone()))),
             (Step::Prepare(i), TxOutput::Prepared { at, reads }) => {

@@ -252,7 +252,8 @@ pub enum TxRefusal {
         /// The transaction holding it.
         holder: TxId,
     },
-    /// The transaction finished here already, or its record says it is decided.
+    /// The transaction finished here already, or its record says it is decided. To a
+    /// one-phase commit, only ever said of a commit (an abort is answered as such).
     #[error("{0} is decided already")]
     Decided(TxId),
     /// A limit was hit (parts, keys, prepared parts, records).
@@ -499,8 +500,20 @@ impl TxTable {
                 TxOutput::Done
             }
             TxCommand::OnePhase { tx, part } => {
-                if self.finished.get(*tx).is_some() {
-                    return TxOutput::No(TxRefusal::Decided(*tx));
+                match self.finished.get(*tx) {
+                    // An earlier copy of this one-phase commit applied (its answer was lost):
+                    // "decided already", which the client reads as its commit.
+                    Some(Outcome::Committed) => return TxOutput::No(TxRefusal::Decided(*tx)),
+                    // Remembered as aborted here: said so, so that "decided already" only ever
+                    // stands for a commit.
+                    Some(Outcome::Aborted) => {
+                        return TxOutput::Decided {
+                            outcome: Outcome::Aborted,
+                            prepared: Vec::new(),
+                            reads: Vec::new(),
+                        }
+                    }
+                    None => {}
                 }
                 if let Some(refusal) = self.conflict(*tx, &part.keys()) {
                     return TxOutput::No(refusal);

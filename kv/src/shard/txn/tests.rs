@@ -319,6 +319,34 @@ fn a_commit_for_a_part_prepared_at_another_index_drops_it() {
     assert_eq!(t.finished(tx), None);
 }
 
+/// "Decided already" answers a one-phase commit only when the outcome remembered is a commit
+/// (the client reads it so); an id remembered as aborted is answered with the abort.
+#[test]
+fn a_one_phase_commit_of_an_id_remembered_as_aborted_is_told_aborted() {
+    let tx = TxId::new(8, 2);
+    let (mut t, mut s) = (TxTable::default(), KvStore::default());
+    t.apply(1, 1, &TxCommand::EndReadOnly { tx }, &mut s);
+    assert_eq!(t.finished(tx), Some(Outcome::Aborted));
+    let out = t.apply(
+        1,
+        2,
+        &TxCommand::OnePhase {
+            tx,
+            part: part(&[], &[("k", "v")]),
+        },
+        &mut s,
+    );
+    assert_eq!(
+        out,
+        TxOutput::Decided {
+            outcome: Outcome::Aborted,
+            prepared: Vec::new(),
+            reads: Vec::new(),
+        }
+    );
+    assert_eq!(s.get("k"), None, "nothing applied");
+}
+
 /// `ShardClient::put` sends a one-phase transaction and sends it again after a lost answer: the
 /// copy that arrives after the first was applied, even after a later write to the key, is
 /// answered "decided already" and changes nothing.
