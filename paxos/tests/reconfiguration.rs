@@ -180,6 +180,15 @@ fn reconfiguration_under_faults() {
     );
 }
 
+/// Seed 12629 of a 30,000-seed sweep: the leader that proposed a stop-sign fell behind it and
+/// learned the new configuration from a snapshot, then refused every later change as `Busy`
+/// (its change was never answered). Run on every test run; the step test
+/// `a_change_learned_from_a_snapshot_is_answered_and_frees_the_next` shows the rule itself.
+#[test]
+fn a_leader_that_learns_its_own_change_from_a_snapshot_takes_the_next() {
+    run(12_629).unwrap();
+}
+
 /// Without faults, every change of the cycle takes effect and the replicas end up in the same
 /// configuration with the same state: an exact account of one run.
 #[test]

@@ -242,19 +242,6 @@ impl<S: StateMachine> PaxosNode<S> {
             );
             return;
         }
-        if let Some((request, wanted)) = self.proposer.reconfig_pending.take() {
-            if wanted == members {
-                out.respond(
-                    request,
-                    Response::Reconfigured {
-                        epoch,
-                        slot: slot + 1,
-                    },
-                );
-            } else {
-                out.respond(request, Response::Failed(PaxosError::LeadershipLost));
-            }
-        }
         self.adopt_membership(
             Membership {
                 epoch,
@@ -275,6 +262,22 @@ impl<S: StateMachine> PaxosNode<S> {
             return;
         }
         tracing::debug!(id = self.shared.config.id, epoch = m.epoch, members = ?m.members, "paxos: configuration");
+        // The change this replica asked for is answered whichever way the configuration came:
+        // by its stop-sign, or in a snapshot when the replica fell behind its own stop-sign.
+        // Left pending, it would refuse every later change as `Busy`.
+        if let Some((request, wanted)) = self.proposer.reconfig_pending.take() {
+            if wanted == m.members {
+                out.respond(
+                    request,
+                    Response::Reconfigured {
+                        epoch: m.epoch,
+                        slot: m.start,
+                    },
+                );
+            } else {
+                out.respond(request, Response::Failed(PaxosError::LeadershipLost));
+            }
+        }
         let id = self.shared.config.id;
         let old_leader = self.election.leader;
         let leader_stays = m.contains(old_leader.leader);

@@ -428,3 +428,46 @@ fn invalid_reconfiguration_is_refused() {
         vec![(RequestId(2), Response::Reconfigured { epoch: 0, slot: 0 })]
     );
 }
+
+/// A leader may learn its own stop-sign's configuration from a snapshot rather than by
+/// applying the slot (it fell behind while the others compacted). The change it asked for is
+/// answered then; left pending, it made the leader refuse every later change as `Busy`, in the
+/// new configuration too (found by a reconfiguration sweep, seed 12629 of 30,000).
+#[test]
+fn a_change_learned_from_a_snapshot_is_answered_and_frees_the_next() {
+    for (adopted, answer) in [
+        (vec![1, 2, 4], Response::Reconfigured { epoch: 1, slot: 1 }),
+        (
+            vec![1, 2, 3, 5],
+            Response::Failed(PaxosError::LeadershipLost),
+        ),
+    ] {
+        let (mut a, _) = leader();
+        let mut out = Outbox::new();
+        out.take();
+        a.handle_request(
+            RequestId(1),
+            Request::Reconfigure {
+                members: vec![1, 2, 4],
+            },
+            &mut out,
+        );
+        out.take();
+        // What installing a snapshot of the next configuration does to the membership.
+        a.adopt_membership(
+            Membership {
+                epoch: 1,
+                start: 1,
+                members: adopted.clone(),
+            },
+            &mut out,
+        );
+        let e = out.take();
+        assert_eq!(
+            e.responses,
+            vec![(RequestId(1), answer)],
+            "adopted {adopted:?}"
+        );
+        assert!(a.proposer.reconfig_pending.is_none());
+    }
+}
