@@ -478,11 +478,12 @@
 //! What is left is spread over the per-command path: one shared allocation (the batch's
 //! commands), an atomic reference count taken for each holder of a value, the session check,
 //! and the records a checkpoint frees every 4,096 slots (the peers never free theirs). The
-//! latest full run (`docs/core-shootout.md`, after the change above, idle machine, an Intel
-//! Xeon): 1.09× omnipaxos with one command in flight (1.39–1.43 M/s against 1.28–1.32, the
-//! ranges apart for the first time; the run before gave 1.03×), 1.67× with 100 on three
-//! replicas and 1.48× on five. A later run on an AMD EPYC (five repetitions, load average 1.3):
-//! 1.07× (1.44–1.61 M/s against 1.35–1.53), 1.56× and 1.35×.
+//! latest full run (`docs/core-shootout.md`, after the Commit change above, an idle AMD EPYC,
+//! five repetitions, load average 1.03): 1.11× omnipaxos with one command in flight (1.20–1.38
+//! M/s against 1.05–1.42), 1.92× with 100 on three replicas and 1.51× on five; the run right
+//! after it gave 1.09× (1.55–1.64 against 1.33–1.48), 1.64× and 1.45×. Before that change, on
+//! an Intel Xeon: 1.09× (1.39–1.43 M/s against 1.28–1.32), 1.67× and 1.48×; on the AMD EPYC:
+//! 1.07× (1.44–1.61 against 1.35–1.53), 1.56× and 1.35×.
 //!
 //! # Runnable examples
 //!

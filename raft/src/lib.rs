@@ -295,11 +295,12 @@
 //! The core shootout's pump for our cores used to move every message it released through the
 //! stack into its queue; it now queues each step's list whole, as the omnipaxos pump does
 //! (3 replicas, one in flight: 2.10–2.17 → 2.29–2.43 M/s in one run with another build at low
-//! priority). The latest full run (`docs/core-shootout.md`, idle machine, an Intel Xeon):
-//! 1.16× omnipaxos with one command in flight, 1.60× with 100 on three replicas, 1.20× on
-//! five; the run before it on the same machine gave 1.18×, 1.39× and 1.16× (omnipaxos itself
-//! moved most between the two: 11.2 and 9.7 M/s with 100 in flight on three replicas), and
-//! one on an AMD EPYC 1.05×, 1.63× and 1.17×, a later one there 1.23×, 1.52× and 1.05× (five
+//! priority). The latest full run (`docs/core-shootout.md`, an idle AMD EPYC, five
+//! repetitions, load average 1.03): 1.39× omnipaxos with one command in flight, 1.69× with 100
+//! on three replicas, 1.18× on five; the run right after it gave 1.21×, 1.46× and 1.10×.
+//! Earlier runs on an Intel Xeon gave 1.16×, 1.60× and 1.20×, and 1.18×, 1.39× and 1.16×
+//! (omnipaxos itself moved most between the two: 11.2 and 9.7 M/s with 100 in flight on three
+//! replicas); on the AMD EPYC 1.05×, 1.63× and 1.17×, and 1.23×, 1.52× and 1.05× (five
 //! repetitions; in one of them our Raft on five replicas fell to 7.42 M/s against its median
 //! of 10.08).
 //!
