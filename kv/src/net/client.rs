@@ -295,22 +295,18 @@ impl KvClient {
         let started = Instant::now();
         // Whether the request may have reached a node that could apply it.
         let mut maybe_applied = false;
-        let mut last = String::from("no attempt");
-        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
-        if ids.is_empty() {
+        // What went wrong with the latest attempt (every attempt that does not return sets it).
+        let mut last: String;
+        if self.nodes.is_empty() {
             return CallOutcome::Failed("no nodes".into());
         }
-        // The workspace's one retry policy; this client bounds a call by its deadline instead
-        // of a number of attempts.
-        let limits = RetryLimits {
-            attempts_max: usize::MAX,
-            backoff_min: NO_LEADER_BACKOFF,
-            backoff_max: NO_LEADER_BACKOFF_MAX,
-        };
-        let mut policy = FollowLeader::new(ids, self.leader, limits);
-        while started.elapsed() < self.deadline {
-            let target = policy.target();
-            self.leader = target;
+        // The workspace's one retry policy, built only once the first attempt, at the leader
+        // this client last knew, did not answer: most calls need no retry, and the policy
+        // costs a list of the members and a backoff each. This client bounds a call by its
+        // deadline instead of a number of attempts.
+        let mut policy: Option<FollowLeader> = None;
+        let mut target = self.leader;
+        loop {
             let reply = match self.attempt(target, &request).await {
                 Attempt::Reply(ClientReply::Output(KvOutput::Stale)) => {
                     // Our own earlier attempt was applied and a later one superseded it: cannot
@@ -323,10 +319,18 @@ impl KvClient {
                 },
                 other => other,
             };
+            let policy = policy.get_or_insert_with(|| {
+                let limits = RetryLimits {
+                    attempts_max: usize::MAX,
+                    backoff_min: NO_LEADER_BACKOFF,
+                    backoff_max: NO_LEADER_BACKOFF_MAX,
+                };
+                FollowLeader::new(self.nodes.keys().copied().collect(), target, limits)
+            });
             let next = match reply {
                 Attempt::Reply(ClientReply::NotLeader { leader }) => {
                     last = format!("node {target}: not the leader");
-                    self.learn_leader(target, leader, &mut policy).await;
+                    self.learn_leader(target, leader, policy).await;
                     policy.redirected(leader)
                 }
                 Attempt::Reply(ClientReply::Invalid(why)) => {
@@ -356,13 +360,17 @@ impl KvClient {
                     policy.failed()
                 }
             };
-            let Retry::After { target, wait } = next else {
+            let Retry::After { target: next, wait } = next else {
                 break;
             };
+            target = next;
             self.leader = target;
             let left = self.deadline.saturating_sub(started.elapsed());
             if !wait.is_zero() {
                 tokio::time::sleep(wait.min(left)).await;
+            }
+            if started.elapsed() >= self.deadline {
+                break;
             }
         }
         if is_write && maybe_applied {
