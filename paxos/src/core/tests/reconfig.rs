@@ -2,6 +2,17 @@
 
 use super::*;
 
+/// Asks `a` to change the acceptors to `members`, as request `id`.
+fn reconfigure(a: &mut R, id: u64, members: &[NodeId], out: &mut Outbox<R>) {
+    a.handle_request(
+        RequestId(id),
+        Request::Reconfigure {
+            members: members.to_vec(),
+        },
+        out,
+    );
+}
+
 // Long: one scenario followed step by step, asserting each step's exact effects; split up,
 // every part would have to rebuild the state the previous steps left.
 #[test]
@@ -9,13 +20,7 @@ fn stop_sign_ends_the_configuration_and_the_leader_carries_on_in_the_next() {
     let (mut a, b) = leader();
     let mut out = Outbox::new();
     out.take();
-    a.handle_request(
-        RequestId(1),
-        Request::Reconfigure {
-            members: vec![1, 2, 4],
-        },
-        &mut out,
-    );
+    reconfigure(&mut a, 1, &[1, 2, 4], &mut out);
     let e = out.take();
     let ss = stop_sign(1, &[1, 2, 4]);
     let accept = M::Accept {
@@ -27,13 +32,7 @@ fn stop_sign_ends_the_configuration_and_the_leader_carries_on_in_the_next() {
     assert_eq!(e.messages, vec![(2, accept.clone()), (3, accept)]);
     // A second change while one is in flight is refused; a command waits: nothing is proposed
     // after a stop-sign.
-    a.handle_request(
-        RequestId(2),
-        Request::Reconfigure {
-            members: vec![1, 2],
-        },
-        &mut out,
-    );
+    reconfigure(&mut a, 2, &[1, 2], &mut out);
     a.handle_request(
         RequestId(3),
         Request::Propose {
@@ -162,13 +161,7 @@ fn stop_sign_ends_the_configuration_and_the_leader_carries_on_in_the_next() {
 fn removed_leader_steps_down_and_goes_passive() {
     let (mut a, b) = leader();
     let mut out = Outbox::new();
-    a.handle_request(
-        RequestId(1),
-        Request::Reconfigure {
-            members: vec![2, 3, 4],
-        },
-        &mut out,
-    );
+    reconfigure(&mut a, 1, &[2, 3, 4], &mut out);
     a.handle_request(
         RequestId(2),
         Request::Propose {
@@ -245,13 +238,7 @@ fn removed_leader_steps_down_and_goes_passive() {
     }
     assert!(out.take().messages.is_empty());
     // ...and refuses requests.
-    a.handle_request(
-        RequestId(3),
-        Request::Reconfigure {
-            members: vec![1, 2, 3],
-        },
-        &mut out,
-    );
+    reconfigure(&mut a, 3, &[1, 2, 3], &mut out);
     assert!(matches!(
         out.take().responses[..],
         [(RequestId(3), Response::Failed(PaxosError::NotLeader { .. }))]
@@ -416,13 +403,7 @@ fn invalid_reconfiguration_is_refused() {
         ));
     }
     // The same members: nothing to do.
-    a.handle_request(
-        RequestId(2),
-        Request::Reconfigure {
-            members: vec![1, 2, 3],
-        },
-        &mut out,
-    );
+    reconfigure(&mut a, 2, &[1, 2, 3], &mut out);
     assert_eq!(
         out.take().responses,
         vec![(RequestId(2), Response::Reconfigured { epoch: 0, slot: 0 })]
@@ -445,13 +426,7 @@ fn a_change_learned_from_a_snapshot_is_answered_and_frees_the_next() {
         let (mut a, _) = leader();
         let mut out = Outbox::new();
         out.take();
-        a.handle_request(
-            RequestId(1),
-            Request::Reconfigure {
-                members: vec![1, 2, 4],
-            },
-            &mut out,
-        );
+        reconfigure(&mut a, 1, &[1, 2, 4], &mut out);
         out.take();
         // What installing a snapshot of the next configuration does to the membership.
         a.adopt_membership(
