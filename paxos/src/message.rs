@@ -448,10 +448,10 @@ pub enum Record<C> {
         values: Values<C>,
     },
     /// Every slot below `decided` is chosen and the log holds its chosen value. Written lazily,
-    /// since nothing a replica sends claims it: at the replica's next tick, before a `Learn`
-    /// record that extends the prefix, and at once when the prefix chose a stop-sign. A crash
-    /// may lose the latest one; the replica then relearns that part of the chosen prefix from
-    /// the leader.
+    /// since nothing a replica sends claims it: with the replica's next record at most once a
+    /// tick, at a tick when none rode since the one before, before a `Learn` record that
+    /// extends the prefix, and at once when the prefix chose a stop-sign. A crash may lose the
+    /// latest one; the replica then relearns that part of the chosen prefix from the leader.
     Commit {
         /// The first undecided slot.
         decided: Slot,

@@ -94,9 +94,12 @@ pub(crate) struct Shared<C> {
     pub counters: Counters,
     /// Records asked for since recovery (what [`common::Node::records_durable`] counts).
     pub records_asked: u64,
-    /// A decided prefix not yet written as a [`Record::Commit`]: it goes at the next tick
-    /// ([`Shared::log_commit`]), or before a [`Record::Learn`] that extends it.
+    /// A decided prefix not yet written as a [`Record::Commit`]: it rides with the replica's
+    /// next record once a tick, or goes at a tick ([`Shared::tick_commit`]), and always before
+    /// a [`Record::Learn`] that extends it.
     pub commit_unlogged: Option<Slot>,
+    /// Whether a Commit rode with another record since the last tick.
+    pub commit_rode: bool,
 }
 
 impl<C> Shared<C> {
@@ -114,6 +117,7 @@ impl<C> Shared<C> {
             counters: Counters::default(),
             records_asked: 0,
             commit_unlogged: None,
+            commit_rode: false,
         };
         shared.set_membership(membership);
         shared
@@ -152,24 +156,27 @@ impl<C> Shared<C> {
     }
 
     /// Asks for `record` to be appended (durable before this step's messages leave) and counts
-    /// it. A [`Record::Learn`] extends the logged chosen prefix, which recovery requires to
-    /// have no gap, so a decided prefix not yet logged goes before it; other records do not
-    /// wait for one (see [`Shared::note_commit`]).
+    /// it. A decided prefix not yet logged goes before it if none rode since the last tick
+    /// (see [`Shared::note_commit`]), and always before a [`Record::Learn`]: that extends the
+    /// logged chosen prefix, which recovery requires to have no gap.
     pub(crate) fn persist<N: Node<Record = Record<C>>>(
         &mut self,
         record: Record<C>,
         out: &mut Outbox<N>,
     ) {
-        if matches!(record, Record::Learn { .. }) {
+        let learn = matches!(record, Record::Learn { .. });
+        if self.commit_unlogged.is_some() && (learn || !self.commit_rode) {
             self.log_commit(out);
+            self.commit_rode = true;
         }
         out.persist(record);
         self.records_asked += 1;
     }
 
     /// Notes that every slot below `decided` is chosen, to be logged as a [`Record::Commit`]
-    /// at the replica's next tick rather than now (a prefix that chose a stop-sign is logged
-    /// once the stop-sign is applied, and a [`Record::Learn`] takes the prefix before it).
+    /// later rather than now: with the replica's next record, at most once a tick, or at a
+    /// tick when none rode since the one before (a prefix that chose a stop-sign is logged once
+    /// the stop-sign is applied, and a [`Record::Learn`] always takes the prefix before it).
     ///
     /// Nothing this replica sends claims its Commit records: a decision is a fact about a
     /// majority's durable acceptances, not about this replica's log, and recovery relearns a
@@ -179,14 +186,24 @@ impl<C> Shared<C> {
     /// other record was in the batch: with one client, one extra `fdatasync` per command on the
     /// leader, which the next command's Accept then waited behind.
     ///
-    /// Nor does it ride with the replica's next record, as it first did: under steady load
-    /// that wrote a Commit beside every Accept, two records per command on each replica where
-    /// one carries the data. Once a tick, the decided prefix a crash can lose is what a tick
-    /// decides, which a follower decides again from the leader's next commit index (its
+    /// Nor does it ride with every record, as it first did: under steady load that wrote a
+    /// Commit beside every Accept, two records per command on each replica where one carries
+    /// the data. Logged only at the tick, it was a sync of its own each tick. Riding once a
+    /// tick costs neither; the decided prefix a crash can lose is then at most what two ticks
+    /// decide, which a follower decides again from the leader's next commit index (its
     /// accepted entries are there already) and a new leader chooses again in its Prepare
     /// round.
     pub(crate) fn note_commit(&mut self, decided: Slot) {
         self.commit_unlogged = Some(decided);
+    }
+
+    /// At a tick: logs the decided prefix on its own unless a Commit rode with another record
+    /// since the last tick (what was decided after that one waits for the next record, or
+    /// the next tick at the latest).
+    pub(crate) fn tick_commit<N: Node<Record = Record<C>>>(&mut self, out: &mut Outbox<N>) {
+        if !std::mem::take(&mut self.commit_rode) {
+            self.log_commit(out);
+        }
     }
 
     /// Logs the decided prefix noted by [`Shared::note_commit`], if any.

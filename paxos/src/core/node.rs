@@ -175,8 +175,9 @@ impl<S: StateMachine> Node for PaxosNode<S> {
     }
 
     fn tick(&mut self, out: &mut Outbox<Self>) {
-        // The decided prefix learned since the last tick is logged (see `Shared::note_commit`).
-        self.shared.log_commit(out);
+        // The decided prefix no record carried since the last tick is logged (see
+        // `Shared::note_commit`).
+        self.shared.tick_commit(out);
         // Only acceptors of the current configuration run the election; a joining or removed
         // replica is a passive learner.
         let member = self.shared.is_member(self.shared.config.id);

@@ -70,7 +70,7 @@ fn decide<S: StateMachine>(
         assert_eq!(a.decided(), slot + 1);
         records.extend(out.take().records);
     }
-    // The decided prefix, which would otherwise wait for the next tick.
+    // The decided prefix, which would otherwise wait for the next record or tick.
     a.shared.log_commit(&mut out);
     records.extend(out.take().records);
     records

@@ -165,7 +165,7 @@ fn recover_rebuilds_promise_log_and_state() {
 #[test]
 fn a_decision_not_yet_logged_is_relearned_after_a_restart() {
     // A follower accepts slot 0 and learns that it is chosen: it applies it at once, but logs
-    // the decision only at its next tick (nothing it sends claims it).
+    // the decision only with its next record or at its next tick (nothing it sends claims it).
     let config = || Config::new(3, vec![1, 2, 3]);
     let mut c = replica(3);
     let mut out = Outbox::new();
