@@ -42,9 +42,9 @@
 //! ```
 //!
 //! Then build a simulation per seed, add invariants, drive a workload through faults, check what
-//! must hold at the end, and loop over seeds. [`run_seeds`] reads `SIM_SEEDS` (how many seeds)
-//! and `SIM_SEED` (replay one seed) from the environment and returns the first failure, whose
-//! message names the seed to replay:
+//! must hold at the end, and loop over seeds. [`run_seeds`] reads `SIM_SEEDS` (how many seeds),
+//! `SIM_SEED_FIRST` (where they start) and `SIM_SEED` (replay one seed) from the environment and
+//! returns the first failure, whose message names the seed to replay:
 //!
 //! ```
 //! use common::demo::{DemoConfig, DemoNode, DemoRecord, DemoRequest, DemoResponse};
