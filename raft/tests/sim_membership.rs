@@ -100,3 +100,22 @@ fn a_leader_committing_its_new_configuration_alone_applies_each_entry_once() {
         panic!("{e}");
     }
 }
+
+/// Seed 12371 of the snapshot membership sweep (`SIM_SEED_FIRST=6000 SIM_SEEDS=8000` finds
+/// it). Node 1 leads voters {1, 3}, appends a configuration of {3} alone and crashes. Node 3,
+/// now its configuration's only voter, elected itself in term 3 at once and crashed before the
+/// record of its vote was written; it came back in term 2 and voted for node 1 (a removed
+/// leader campaigns until its removal commits, thesis §4.1), which won term 3 too: two leaders
+/// of one term (§5.2). A lone candidate now leads only once its vote is durable; see
+/// `section_5_2_one_round_election_outcomes`.
+#[test]
+fn a_lone_voter_leads_only_once_its_vote_is_durable() {
+    let scenario = Scenario {
+        membership: true,
+        snapshot_log_entries_max: 5,
+        ..Scenario::default()
+    };
+    if let Err(e) = sim_support::run(12_371, &scenario, &install_all) {
+        panic!("{e}");
+    }
+}

@@ -171,6 +171,13 @@ impl<S: StateMachine> RaftNode<S> {
             return;
         }
         if self.election_elapsed_ticks >= self.election_timeout_ticks {
+            if self.role == Role::Candidate && self.own_vote_record.is_some() {
+                // A lone candidate whose vote is still being written has nobody to hear from:
+                // a new term would only start the wait over (a slow disk must not keep it
+                // from ever leading).
+                self.reset_election_timer();
+                return;
+            }
             if self.config.pre_vote {
                 self.start_pre_vote(out);
             } else {
@@ -248,7 +255,13 @@ impl<S: StateMachine> RaftNode<S> {
         self.persist_hard_state(out);
         self.emit_leader(out);
         if self.quorum(&self.votes_granted) {
-            self.become_leader(out);
+            // The only voter: its own vote is the majority, and it counts once durable. With
+            // other voters it always is by the time their votes arrive (the RequestVote that
+            // asks for them waits for it); alone, a node that led at once could crash before
+            // the record was written, come back in the term before, and vote for another
+            // candidate in the term it had led: two leaders of one term (§5.2).
+            self.own_vote_record = Some(self.records_asked);
+            self.lead_alone_once_durable(out);
             return;
         }
         let msg = Message::RequestVote {
@@ -359,6 +372,22 @@ impl<S: StateMachine> RaftNode<S> {
             self.votes_refused.insert(from);
             if self.membership.quorum_impossible(&self.votes_refused) {
                 self.become_follower(self.term, None, out);
+            }
+        }
+    }
+
+    /// Leads once the vote of a candidate that is its configuration's only voter is durable
+    /// (see `campaign`).
+    pub(super) fn lead_alone_once_durable(&mut self, out: &mut Outbox<Self>) {
+        let Some(record) = self.own_vote_record else {
+            return;
+        };
+        if self.role != Role::Candidate {
+            self.own_vote_record = None;
+        } else if self.records_durable >= record {
+            self.own_vote_record = None;
+            if self.quorum(&self.votes_granted) {
+                self.become_leader(out);
             }
         }
     }

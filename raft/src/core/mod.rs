@@ -127,6 +127,11 @@ pub struct RaftNode<S: StateMachine> {
     durable_pending: VecDeque<(u64, LogIndex)>,
     /// Every entry of the current log up to here is durable on this node (a lower bound).
     durable_index: LogIndex,
+    /// Records reported durable since recovery ([`Node::records_durable`]).
+    records_durable: u64,
+    /// A candidate that is its configuration's only voter waits for its own vote, this record,
+    /// to be durable before it leads (see `campaign`).
+    own_vote_record: Option<u64>,
 
     // Leader state.
     progress: Peers,
@@ -340,6 +345,8 @@ impl<S: StateMachine> Node for RaftNode<S> {
     }
 
     fn records_durable(&mut self, count: u64, out: &mut Outbox<Self>) {
+        self.records_durable = self.records_durable.max(count);
+        self.lead_alone_once_durable(out);
         let before = self.durable_index;
         while let Some(&(record, index)) = self.durable_pending.front() {
             if record > count {

@@ -94,6 +94,8 @@ impl<S: StateMachine> RaftNode<S> {
             records_asked: 0,
             durable_pending: VecDeque::new(),
             durable_index: 0,
+            records_durable: 0,
+            own_vote_record: None,
             heartbeat_elapsed_ticks: 0,
             check_quorum_elapsed_ticks: 0,
             read_seq: 0,
