@@ -251,6 +251,7 @@ impl<S: StateMachine> RaftNode<S> {
         self.votes_granted.clear();
         self.votes_refused.clear();
         self.votes_granted.insert(self.config.id);
+        self.own_vote_record = None;
         self.reset_election_timer();
         self.persist_hard_state(out);
         self.emit_leader(out);
