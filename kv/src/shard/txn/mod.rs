@@ -233,6 +233,17 @@ pub enum TxOutput {
     Done,
 }
 
+impl TxOutput {
+    /// A decision with nothing prepared or read to report.
+    fn decided(outcome: Outcome) -> Self {
+        TxOutput::Decided {
+            outcome,
+            prepared: Vec::new(),
+            reads: Vec::new(),
+        }
+    }
+}
+
 /// Why a part was not prepared (or a one-phase transaction not committed).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum TxRefusal {
@@ -487,11 +498,7 @@ impl TxTable {
                 // Nothing was applied here, whatever the answer: remembered as the other parts
                 // remember their release.
                 self.remember(*tx, Outcome::Aborted);
-                TxOutput::Decided {
-                    outcome,
-                    prepared: Vec::new(),
-                    reads: Vec::new(),
-                }
+                TxOutput::decided(outcome)
             }
             TxCommand::Forget { tx } => {
                 if matches!(self.records.get(tx), Some(TxRecord::Committed { .. })) {
@@ -506,13 +513,7 @@ impl TxTable {
                     Some(Outcome::Committed) => return TxOutput::No(TxRefusal::Decided(*tx)),
                     // Remembered as aborted here: said so, so that "decided already" only ever
                     // stands for a commit.
-                    Some(Outcome::Aborted) => {
-                        return TxOutput::Decided {
-                            outcome: Outcome::Aborted,
-                            prepared: Vec::new(),
-                            reads: Vec::new(),
-                        }
-                    }
+                    Some(Outcome::Aborted) => return TxOutput::decided(Outcome::Aborted),
                     None => {}
                 }
                 if let Some(refusal) = self.conflict(*tx, &part.keys()) {
@@ -661,11 +662,7 @@ impl TxTable {
             // after a resolver finished and forgot the transaction: it must hear the commit,
             // which the outcome cache still holds, not report an abort to its client.
             None if self.finished.get(tx) == Some(Outcome::Committed) => {
-                return TxOutput::Decided {
-                    outcome: Outcome::Committed,
-                    prepared: Vec::new(),
-                    reads: Vec::new(),
-                };
+                return TxOutput::decided(Outcome::Committed);
             }
             None => {}
         }
@@ -676,11 +673,7 @@ impl TxTable {
             self.release(tx, &p);
             self.remember(tx, Outcome::Aborted);
         }
-        TxOutput::Decided {
-            outcome: Outcome::Aborted,
-            prepared: Vec::new(),
-            reads: Vec::new(),
-        }
+        TxOutput::decided(Outcome::Aborted)
     }
 
     fn finish(
