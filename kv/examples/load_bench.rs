@@ -37,7 +37,15 @@
 //! For every row it also prints the CPU time spent per operation, read from `/proc` over the
 //! measured window: by the three server processes together, and by this process (the clients).
 //! Throughput moves with whatever else runs on the machine; CPU per operation much less, so it
-//! is the figure to compare across runs.
+//! is the figure to compare across runs. The load generator's own CPU per operation is a gauge
+//! of the machine's speed at that moment: its work per operation does not change between rows.
+//!
+//! For the `kv-node` rows it reads the leader's metrics (`kv-node --metrics-listen`) before and
+//! after the row, and prints how many times a second the leader synced its log (warm-up
+//! included) and how long a sync took on average. A leader syncs one batch at a time, so the
+//! sync time over the period between syncs (one second over the syncs per second) is the
+//! share of the time its disk was busy: what is left of the period is the rest of a batch's
+//! round (answering the batch before, taking the next requests, handing them to the log).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -153,6 +161,17 @@ struct Row {
     /// CPU time over the measured window: the servers' processes, and this process (the
     /// clients).
     cpu: Option<(Duration, Duration)>,
+    /// The leader's log syncs, read from its metrics (`kv-node` rows only).
+    syncs: Option<LeaderSyncs>,
+}
+
+/// How often the leader synced its log over a row (warm-up included), and how long a sync
+/// took on average: against the `fdatasync` measured alone, it tells whether the disk or
+/// the rest of a batch's round sets the pace.
+#[derive(Clone, Copy)]
+struct LeaderSyncs {
+    per_sec: f64,
+    mean_ms: f64,
 }
 
 impl Row {
@@ -185,8 +204,12 @@ impl Row {
             ),
             None => ("?".into(), "?".into()),
         };
+        let (syncs, sync_ms) = match self.syncs {
+            Some(s) => (format!("{:.0}", s.per_sec), format!("{:.3}", s.mean_ms)),
+            None => ("-".into(), "-".into()),
+        };
         println!(
-            "| {system} | {clients} | {conns} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {servers} | {client} |",
+            "| {system} | {clients} | {conns} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {servers} | {client} | {syncs} | {sync_ms} |",
             self.ops_per_sec(),
             ms(0.5),
             ms(0.99),
@@ -278,6 +301,7 @@ where
     let (ops, errors) = *counts.lock().unwrap();
     let latency_us = latency_us.lock().unwrap().clone();
     Row {
+        syncs: None,
         ops,
         elapsed: Duration::from_secs(secs),
         latency_us,
@@ -294,14 +318,77 @@ fn key_of(client: usize, n: u64) -> u64 {
         % KEYS
 }
 
-/// Starts three `kv-node`s in fresh directories under `dir` and waits until one leads.
+/// One node's metrics without labels (`name value` lines), read from its `--metrics-listen`
+/// address; `None` when it does not answer.
+fn scrape(addr: SocketAddr) -> Option<BTreeMap<String, f64>> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, SCRAPE_TIMEOUT).ok()?;
+    stream.set_read_timeout(Some(SCRAPE_TIMEOUT)).ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: load-bench\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    stream
+        .take(SCRAPE_BYTES_MAX)
+        .read_to_string(&mut text)
+        .ok()?;
+    Some(
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.contains('{'))
+            .filter_map(|l| {
+                let (name, value) = l.split_once(' ')?;
+                Some((name.to_string(), value.trim().parse().ok()?))
+            })
+            .collect(),
+    )
+}
+
+/// Longest wait for a node's metrics.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most bytes of one metrics page read.
+const SCRAPE_BYTES_MAX: u64 = 1 << 20;
+
+/// Every node's metrics, by id (nodes that do not answer are left out).
+async fn scrape_all(metrics: &BTreeMap<u64, SocketAddr>) -> BTreeMap<u64, BTreeMap<String, f64>> {
+    let metrics = metrics.clone();
+    tokio::task::spawn_blocking(move || {
+        metrics
+            .iter()
+            .filter_map(|(&id, &addr)| Some((id, scrape(addr)?)))
+            .collect()
+    })
+    .await
+    .unwrap_or_default()
+}
+
+/// The syncs of the node that leads at the end, between the two readings.
+fn leader_syncs(
+    before: &BTreeMap<u64, BTreeMap<String, f64>>,
+    after: &BTreeMap<u64, BTreeMap<String, f64>>,
+    over: Duration,
+) -> Option<LeaderSyncs> {
+    let (id, now) = after
+        .iter()
+        .find(|(_, m)| m.get("kv_is_leader") == Some(&1.0))?;
+    let then = before.get(id)?;
+    let delta = |name: &str| Some(now.get(name)? - then.get(name)?);
+    let syncs = delta("kv_fsync_latency_seconds_count")?;
+    Some(LeaderSyncs {
+        per_sec: syncs / over.as_secs_f64(),
+        mean_ms: delta("kv_fsync_latency_seconds_sum")? * 1e3 / syncs.max(1.0),
+    })
+}
+
+/// Starts three `kv-node`s in fresh directories under `dir` and waits until one leads; returns
+/// them with their client and metrics addresses.
 async fn start_kv(
     bin: &Path,
     protocol: &str,
     dir: &Path,
     servers: Servers,
-) -> (Procs, BTreeMap<u64, SocketAddr>) {
-    let addrs = free_addrs(6);
+) -> (Procs, BTreeMap<u64, SocketAddr>, BTreeMap<u64, SocketAddr>) {
+    let addrs = free_addrs(9);
+    let metrics: BTreeMap<u64, SocketAddr> = (1..=3).map(|i| (i, addrs[5 + i as usize])).collect();
     let peers = (1..=3)
         .map(|i| format!("{i}={}", addrs[i - 1]))
         .collect::<Vec<_>>()
@@ -322,6 +409,7 @@ async fn start_kv(
                 .args(["--protocol", protocol, "--id", &i.to_string()])
                 .args(["--listen", &addrs[i as usize - 1].to_string()])
                 .args(["--client-listen", &clients[&i].to_string()])
+                .args(["--metrics-listen", &metrics[&i].to_string()])
                 .args(["--peers", &peers])
                 .arg("--data-dir")
                 .arg(dir.join(format!("node-{i}")))
@@ -345,7 +433,7 @@ async fn start_kv(
         })
         .await;
     assert!(matches!(ready, CallOutcome::Ok(_)), "{protocol}: {ready:?}");
-    (procs, clients)
+    (procs, clients, metrics)
 }
 
 async fn run_kv(
@@ -359,7 +447,7 @@ async fn run_kv(
 ) -> Row {
     // A fresh cluster per row: no state (sessions included) carries over.
     let data = dir.join(format!("{protocol}-{clients}-{conns}"));
-    let (procs, nodes) = start_kv(bin, protocol, &data, servers).await;
+    let (procs, nodes, metrics) = start_kv(bin, protocol, &data, servers).await;
     let pids: Vec<u32> = procs.0.iter().map(Child::id).collect();
     let value = "v".repeat(VALUE_BYTES);
     let shared = (conns > 0).then(|| SharedConnections::new(conns));
@@ -374,7 +462,9 @@ async fn run_kv(
             })
             .collect(),
     );
-    closed_loop(clients, secs, &pids, move |c, n| {
+    let before = scrape_all(&metrics).await;
+    let began = Instant::now();
+    let mut row = closed_loop(clients, secs, &pids, move |c, n| {
         let sessions = sessions.clone();
         let value = value.clone();
         async move {
@@ -392,7 +482,11 @@ async fn run_kv(
             matches!(outcome, CallOutcome::Ok(_))
         }
     })
-    .await
+    .await;
+    let after = scrape_all(&metrics).await;
+    row.syncs = leader_syncs(&before, &after, began.elapsed());
+    drop(procs);
+    row
 }
 
 /// Starts three etcd members with their data under `data`: member `i` (1 to 3) listens for
@@ -698,9 +792,11 @@ async fn run(args: Args) {
         }
         println!(
             "| system | clients | conns | ops/s | p50 ms | p99 ms | p99.9 ms | errors \
-             | server CPU µs/op | client CPU µs/op |"
+             | server CPU µs/op | client CPU µs/op | leader syncs/s | leader sync ms |"
         );
-        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        println!(
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        );
         // A directory per turn: every row starts a fresh cluster, with no data (sessions
         // included) from the same row of an earlier turn.
         let turn_dir = dir.path().join(format!("turn-{turn}"));
@@ -756,7 +852,7 @@ async fn run(args: Args) {
                         None => {
                             if clients == args.clients[0] && turn == 1 {
                                 println!(
-                                    "| etcd | - | - | skipped: no `etcd` on the PATH | | | | | | |"
+                                    "| etcd | - | - | skipped: no `etcd` on the PATH | | | | | | | | |"
                                 );
                             }
                         }

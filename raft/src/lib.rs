@@ -120,6 +120,15 @@
 //!   the slower of the leader's write and a follower's round trip with its write, not their
 //!   sum. The simulations run half their seeds this way and check after every step that every
 //!   commit index a follower learned is durable on a majority.
+//! - The same rule for votes: a candidate that is its configuration's only voter (a one-node
+//!   cluster, or the last voter after removals) leads only once its driver reported the record
+//!   of its own vote durable. Its vote is the whole majority; had it led at once and crashed
+//!   before the record was written, it could come back in the earlier term, vote for another
+//!   candidate in the term it had led, and give that term two leaders (§5.2). With other voters
+//!   nothing waits: their votes answer a RequestVote that leaves only after that record is
+//!   durable. Meanwhile its election timeout does not start a new term, so a slow disk delays
+//!   its leading but cannot prevent it. `tests/paper_5_2_election.rs` checks the wait, and
+//!   `tests/sim_membership.rs` replays the simulated run that found it.
 //! - Leadership transfer ([`Request::TransferLeadership`], TimeoutNow).
 //! - Linearizable reads: ReadIndex, and lease reads ([`Config::lease_reads`]). At most one
 //!   ReadIndex round is in flight: reads that arrive during one share the next, so a read-heavy
