@@ -81,8 +81,18 @@ impl<N: Node> NodeHandle<N> {
     /// including while waiting for room.
     pub async fn request(&self, req: N::Request) -> Result<N::Response, DriverError> {
         let (reply, answer) = oneshot::channel();
-        if self.commands.send(Command(req, reply)).await.is_err() {
-            return Err(self.stop_cause());
+        // Room in the queue is the common case, and takes no waiting. Tokio's queue hands freed
+        // room to waiting senders first, so this cannot overtake a caller already waiting.
+        match self.commands.try_send(Command(req, reply)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(command)) => {
+                // Boxed: a future is as large as its largest await, and every request's future
+                // would otherwise carry (and copy with each move) room for this rare wait.
+                if Box::pin(self.commands.send(command)).await.is_err() {
+                    return Err(self.stop_cause());
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(self.stop_cause()),
         }
         self.answer(answer).await
     }
@@ -113,7 +123,11 @@ impl<N: Node> NodeHandle<N> {
             Ok(result) => result,
             // Dropped unanswered: the node task ended abnormally (a clean stop answers every
             // waiting request). Its final status says why, and is set right after it ends.
-            Err(_) => Err(self.stopped().await.err().unwrap_or(DriverError::Stopped)),
+            // Boxed, like the wait for room in `request`: rare, and large.
+            Err(_) => Err(Box::pin(self.stopped())
+                .await
+                .err()
+                .unwrap_or(DriverError::Stopped)),
         }
     }
 
