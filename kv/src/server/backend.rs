@@ -118,40 +118,27 @@ impl Backend {
     }
 
     pub(super) async fn serve(&self, dir: &Directory, request: ClientRequest) -> ClientReply {
-        match request {
-            ClientRequest::Write(command) if command.op.is_membership() => ClientReply::Invalid(
-                "the address book changes only through `member add` and `member remove`".into(),
-            ),
-            ClientRequest::Members
-            | ClientRequest::AddMember(_)
-            | ClientRequest::PromoteMember(_)
-            | ClientRequest::RemoveMember(_)
-            | ClientRequest::TransferLeader(_) => {
-                // Boxed: the membership futures are large, and a future is as large as its
-                // largest branch. Unboxed, every put and get would carry (and copy, on each
-                // move on its way into the connection's queue) room for a membership change.
-                Box::pin(self.serve_membership(dir, request)).await
-            }
-            other => match self {
-                Backend::Raft(h) => serve_raft(h, other).await,
-                Backend::Paxos(h) => serve_paxos(h, other).await,
-            },
-        }
-    }
-
-    /// Serves a membership request: the list, a change, or a leadership transfer.
-    async fn serve_membership(&self, dir: &Directory, request: ClientRequest) -> ClientReply {
+        // The membership calls are boxed: their futures are large, and a future is as large as
+        // its largest branch. Unboxed, every put and get would carry (and copy, on each move on
+        // its way into the connection's queue) room for a membership change.
         let result = match request {
-            ClientRequest::Members => self.members(dir).await,
-            ClientRequest::AddMember(command) => self.add_member(dir, command).await,
-            ClientRequest::PromoteMember(id) => self.promote_member(dir, id).await,
-            ClientRequest::RemoveMember(command) => self.remove_member(dir, command).await,
-            ClientRequest::TransferLeader(id) => self.transfer_leader(dir, id).await,
+            ClientRequest::Write(command) if command.op.is_membership() => {
+                return ClientReply::Invalid(
+                    "the address book changes only through `member add` and `member remove`".into(),
+                )
+            }
+            ClientRequest::Members => Box::pin(self.members(dir)).await,
+            ClientRequest::AddMember(command) => Box::pin(self.add_member(dir, command)).await,
+            ClientRequest::PromoteMember(id) => Box::pin(self.promote_member(dir, id)).await,
+            ClientRequest::RemoveMember(command) => {
+                Box::pin(self.remove_member(dir, command)).await
+            }
+            ClientRequest::TransferLeader(id) => Box::pin(self.transfer_leader(dir, id)).await,
             other => {
-                return ClientReply::Invalid(format!(
-                    "{} is not a membership request",
-                    other.kind()
-                ))
+                return match self {
+                    Backend::Raft(h) => serve_raft(h, other).await,
+                    Backend::Paxos(h) => serve_paxos(h, other).await,
+                }
             }
         };
         match result {
