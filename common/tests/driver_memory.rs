@@ -542,6 +542,69 @@ async fn callers_beyond_the_queue_wait_for_room_and_are_all_answered() {
     n1.shutdown().await.unwrap();
 }
 
+/// `submit` hands each request over at the call, in call order, also past a full queue (where
+/// the rest wait in line for room, each in a task of its own), whatever order the answers are
+/// awaited in.
+#[tokio::test(start_paused = true)]
+async fn submitted_requests_reach_the_node_in_call_order_past_a_full_queue() {
+    let net = MemoryNetwork::new(10);
+    let config = DriverConfig {
+        request_queue_capacity: 2,
+        requests_pending_max: 1,
+        ..inline()
+    };
+    let n1 = spawn_single(&net, config);
+    // Distinct powers of two: each answer's total says which adds were taken before it.
+    let answers: Vec<_> = (0..20)
+        .map(|i| n1.submit(DemoRequest::Add(1 << i)))
+        .collect();
+    assert_eq!(n1.queued_requests(), 2, "two fit; the rest wait for room");
+    let mut totals = Vec::new();
+    for answer in answers.into_iter().rev() {
+        totals.push(answer.await.unwrap());
+    }
+    totals.reverse();
+    let expected: Vec<_> = (0..20)
+        .map(|i| DemoResponse::Total((1u64 << (i + 1)) - 1))
+        .collect();
+    assert_eq!(totals, expected);
+    assert_eq!(n1.stats().requests_busy, 0, "none was refused");
+    n1.shutdown().await.unwrap();
+}
+
+/// A submitted request the node never answers learns the stop cause, whether it was taken by
+/// the node, queued, or still waiting for room; one submitted to a stopped node fails at once.
+#[tokio::test(start_paused = true)]
+async fn submitted_requests_learn_the_stop_cause() {
+    let net = MemoryNetwork::new(11);
+    // Node 1 alone: its updates are never acknowledged, so requests stay pending.
+    let config = DriverConfig {
+        request_queue_capacity: 1,
+        requests_pending_max: 1,
+        ..inline()
+    };
+    let n1 = driver::spawn(
+        demo(1),
+        net.join(1).unwrap(),
+        MemStorage::new(),
+        Bincode,
+        config,
+    )
+    .unwrap();
+    let answers: Vec<_> = (0..4).map(|_| n1.submit(DemoRequest::Add(1))).collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(n1.stats().requests, 1, "the node took one");
+    assert_eq!(n1.queued_requests(), 1, "one is queued, two wait for room");
+    n1.shutdown().await.unwrap();
+    for answer in answers {
+        assert!(matches!(answer.await, Err(DriverError::Stopped)));
+    }
+    assert!(matches!(
+        n1.submit(DemoRequest::Get).await,
+        Err(DriverError::Stopped)
+    ));
+}
+
 /// Requests waiting together are taken into a batch several at a time: every one is answered
 /// once, none is refused, and they share batches (no more steps than the limit allows per
 /// batch on average).

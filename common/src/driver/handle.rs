@@ -2,7 +2,10 @@
 //! reported to them.
 
 use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch, Notify};
 
@@ -80,54 +83,85 @@ impl<N: Node> NodeHandle<N> {
     /// at once). Fails with the node's stop cause if it is or becomes stopped before answering,
     /// including while waiting for room.
     pub async fn request(&self, req: N::Request) -> Result<N::Response, DriverError> {
-        let (reply, answer) = oneshot::channel();
-        // Room in the queue is the common case, and takes no waiting. Tokio's queue hands freed
-        // room to waiting senders first, so this cannot overtake a caller already waiting.
-        match self.commands.try_send(Command(req, reply)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(command)) => {
-                // Boxed: a future is as large as its largest await, and every request's future
-                // would otherwise carry (and copy with each move) room for this rare wait.
-                if Box::pin(self.commands.send(command)).await.is_err() {
-                    return Err(self.stop_cause());
-                }
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(self.stop_cause()),
+        match self.try_hand_over(req) {
+            Ok(answer) => answer.await,
+            // Boxed: a future is as large as its largest await, and every request's future
+            // would otherwise carry (and copy with each move) room for this rare wait.
+            Err(Unsent::Full(req)) => Box::pin(self.hand_over_when_room(req)).await?.await,
+            Err(Unsent::Stopped(cause)) => Err(cause),
         }
-        self.answer(answer).await
     }
 
     /// [`NodeHandle::request`] without waiting for room: fails at once with
     /// [`DriverError::Busy`] when the request queue is full (the request is dropped), for callers
     /// that would rather shed load than queue it.
     pub async fn try_request(&self, req: N::Request) -> Result<N::Response, DriverError> {
-        let (reply, answer) = oneshot::channel();
-        match self.commands.try_send(Command(req, reply)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
+        match self.try_hand_over(req) {
+            Ok(answer) => answer.await,
+            Err(Unsent::Full(_)) => {
                 add(&self.counters.requests_busy.0, 1);
-                return Err(DriverError::Busy {
+                Err(DriverError::Busy {
                     capacity: self.request_queue_capacity,
-                });
+                })
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(self.stop_cause()),
+            Err(Unsent::Stopped(cause)) => Err(cause),
         }
-        self.answer(answer).await
     }
 
-    async fn answer(
-        &self,
-        answer: oneshot::Receiver<Result<N::Response, DriverError>>,
-    ) -> Result<N::Response, DriverError> {
-        match answer.await {
-            Ok(result) => result,
-            // Dropped unanswered: the node task ended abnormally (a clean stop answers every
-            // waiting request). Its final status says why, and is set right after it ends.
-            // Boxed, like the wait for room in `request`: rare, and large.
-            Err(_) => Err(Box::pin(self.stopped())
-                .await
-                .err()
-                .unwrap_or(DriverError::Stopped)),
+    /// [`NodeHandle::request`], with `req` handed to the node now, at the call, rather than at
+    /// the future's first poll; the returned [`Answer`] resolves exactly as `request`'s future
+    /// would. For a caller that keeps many requests in flight (a server answering pipelined
+    /// clients, say): requests reach the node in the order of the calls, and each one waiting
+    /// costs a small future (a channel end and the node's status) instead of an `async` state
+    /// machine. Answers may be awaited in any order, or not at all.
+    ///
+    /// When the request queue is full, the request takes its place in the line of senders
+    /// waiting for room at once, and a task of its own (spawned on the current tokio runtime,
+    /// which must exist) puts it on the queue when its turn comes: backpressure is the same as
+    /// `request`'s, and order is kept.
+    pub fn submit(&self, req: N::Request) -> Answer<N> {
+        match self.try_hand_over(req) {
+            Ok(answer) => answer,
+            Err(Unsent::Full(req)) => {
+                let (reply, answer) = oneshot::channel();
+                let commands = self.commands.clone();
+                // Should the node stop first, `reply` is dropped unanswered and the answer
+                // reports the stop cause.
+                let mut send = Box::pin(async move {
+                    let _ = commands.send(Command(req, reply)).await;
+                });
+                // Polled once here, which puts it in the line; its task re-registers the waker.
+                if send
+                    .as_mut()
+                    .poll(&mut Context::from_waker(Waker::noop()))
+                    .is_pending()
+                {
+                    tokio::spawn(send);
+                }
+                Answer::waiting(answer, self.status.clone())
+            }
+            Err(Unsent::Stopped(cause)) => Answer::done(Err(cause)),
+        }
+    }
+
+    /// Puts `req` on the request queue if it has room, without waiting.
+    fn try_hand_over(&self, req: N::Request) -> Result<Answer<N>, Unsent<N::Request>> {
+        let (reply, answer) = oneshot::channel();
+        // Room in the queue is the common case, and takes no waiting. Tokio's queue hands freed
+        // room to waiting senders first, so this cannot overtake a caller already waiting.
+        match self.commands.try_send(Command(req, reply)) {
+            Ok(()) => Ok(Answer::waiting(answer, self.status.clone())),
+            Err(mpsc::error::TrySendError::Full(Command(req, _))) => Err(Unsent::Full(req)),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Unsent::Stopped(self.stop_cause())),
+        }
+    }
+
+    /// Puts `req` on the request queue, waiting for room.
+    async fn hand_over_when_room(&self, req: N::Request) -> Result<Answer<N>, DriverError> {
+        let (reply, answer) = oneshot::channel();
+        match self.commands.send(Command(req, reply)).await {
+            Ok(()) => Ok(Answer::waiting(answer, self.status.clone())),
+            Err(_) => Err(self.stop_cause()),
         }
     }
 
@@ -167,17 +201,7 @@ impl<N: Node> NodeHandle<N> {
     /// Waits until the node stops, and says why: `Ok(())` after a clean shutdown, the error that
     /// stopped it otherwise.
     pub async fn stopped(&self) -> Result<(), DriverError> {
-        let mut status = self.status.clone();
-        let result = status
-            .wait_for(|s| matches!(s, Status::Stopped(_)))
-            .await
-            .map(|s| s.clone());
-        match result {
-            Ok(Status::Stopped(None)) => Ok(()),
-            Ok(Status::Stopped(Some(e))) => Err(e),
-            // The node task ended without reporting (it panicked).
-            Ok(Status::Running) | Err(_) => Err(DriverError::Stopped),
-        }
+        wait_stopped(self.status.clone()).await
     }
 
     /// Shuts the node down gracefully and waits until it has stopped: it takes no new input,
@@ -214,6 +238,118 @@ impl<N: Node> NodeHandle<N> {
             Status::Stopped(Some(e)) => e.clone(),
             _ => DriverError::Stopped,
         }
+    }
+}
+
+/// Waits until `status` says the node stopped, and says why (see [`NodeHandle::stopped`]).
+async fn wait_stopped(mut status: watch::Receiver<Status>) -> Result<(), DriverError> {
+    let result = status
+        .wait_for(|s| matches!(s, Status::Stopped(_)))
+        .await
+        .map(|s| s.clone());
+    match result {
+        Ok(Status::Stopped(None)) => Ok(()),
+        Ok(Status::Stopped(Some(e))) => Err(e),
+        // The node task ended without reporting (it panicked).
+        Ok(Status::Running) | Err(_) => Err(DriverError::Stopped),
+    }
+}
+
+/// Why a request was not put on the node's queue.
+enum Unsent<R> {
+    /// The queue is full; the request comes back.
+    Full(R),
+    /// The node is stopped, for this reason.
+    Stopped(DriverError),
+}
+
+/// The answer to a request handed to the node by [`NodeHandle::submit`]: a future resolving to
+/// what [`NodeHandle::request`] would. Small and `Unpin`, so a caller can keep many of them in a
+/// plain queue. Dropping it abandons the answer, not the request (the node has it already).
+#[must_use = "the request is on its way to the node either way; the answer is lost if dropped"]
+pub struct Answer<N: Node> {
+    state: AnswerState<N>,
+}
+
+type BoxedAnswer<N> =
+    Pin<Box<dyn Future<Output = Result<<N as Node>::Response, DriverError>> + Send>>;
+
+enum AnswerState<N: Node> {
+    /// On the queue: the node answers through `reply`; `status` says why if it stops first.
+    Waiting {
+        reply: oneshot::Receiver<Result<N::Response, DriverError>>,
+        status: watch::Receiver<Status>,
+    },
+    /// The node dropped the request unanswered: waiting for its status to say why (rare, so
+    /// boxed to keep the common case small).
+    Stopping(BoxedAnswer<N>),
+    /// Known before the first poll (the node was stopped, say); taken by that poll.
+    Done(Option<Result<N::Response, DriverError>>),
+}
+
+impl<N: Node> Answer<N> {
+    fn waiting(
+        reply: oneshot::Receiver<Result<N::Response, DriverError>>,
+        status: watch::Receiver<Status>,
+    ) -> Self {
+        Answer {
+            state: AnswerState::Waiting { reply, status },
+        }
+    }
+
+    fn done(result: Result<N::Response, DriverError>) -> Self {
+        Answer {
+            state: AnswerState::Done(Some(result)),
+        }
+    }
+}
+
+// No field is pinned in place: the channel ends are `Unpin`, the rare future is boxed, and a
+// result waiting in `Done` is only ever moved out.
+impl<N: Node> Unpin for Answer<N> {}
+
+impl<N: Node> Future for Answer<N> {
+    type Output = Result<N::Response, DriverError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let state = &mut self.state;
+        match state {
+            AnswerState::Waiting { reply, status } => match Pin::new(reply).poll(cx) {
+                Poll::Ready(Ok(result)) => Poll::Ready(result),
+                Poll::Ready(Err(_)) => {
+                    // Dropped unanswered: the node task ended abnormally (a clean stop answers
+                    // every waiting request). Its final status says why, and is set right after
+                    // it ends.
+                    let status = status.clone();
+                    let mut stopped = Box::pin(async move {
+                        Err(wait_stopped(status)
+                            .await
+                            .err()
+                            .unwrap_or(DriverError::Stopped))
+                    });
+                    let poll = stopped.as_mut().poll(cx);
+                    *state = AnswerState::Stopping(stopped);
+                    poll
+                }
+                Poll::Pending => Poll::Pending,
+            },
+            AnswerState::Stopping(future) => future.as_mut().poll(cx),
+            AnswerState::Done(result) => {
+                // Polled again after it resolved (a misuse): it has nothing more to say.
+                Poll::Ready(result.take().unwrap_or(Err(DriverError::Stopped)))
+            }
+        }
+    }
+}
+
+impl<N: Node> std::fmt::Debug for Answer<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match self.state {
+            AnswerState::Waiting { .. } => "waiting",
+            AnswerState::Stopping(_) => "stopping",
+            AnswerState::Done(_) => "done",
+        };
+        f.debug_struct("Answer").field("state", &state).finish()
     }
 }
 

@@ -18,8 +18,8 @@
 //!   [`DriverStats::frames_rejected`], logged, and dropped while the node keeps serving.
 //! - **Every queue is bounded.** Client requests wait in a queue of
 //!   [`DriverConfig::request_queue_capacity`]; when it is full, [`NodeHandle::request`] waits
-//!   for room (backpressure) and [`NodeHandle::try_request`] answers [`DriverError::Busy`]; the
-//!   queue never grows. At most [`DriverConfig::requests_pending_max`] requests wait for the core's
+//!   for room (backpressure), [`NodeHandle::submit`] takes its place in line for room and
+//!   [`NodeHandle::try_request`] answers [`DriverError::Busy`]; the queue never grows. At most [`DriverConfig::requests_pending_max`] requests wait for the core's
 //!   answer, at most [`DriverConfig::batch_steps_max`] steps go into one batch and at most
 //!   [`DriverConfig::persist_batches_in_flight_max`] batches wait for storage at once.
 //! - **No caller hangs.** A request pending when the node stops (shutdown, storage failure,
@@ -146,7 +146,7 @@ pub use config::{
     QUEUE_CAPACITY_LIMIT, REJECTIONS_LOGGED_FIRST, REQUESTS_PENDING_MAX_DEFAULT,
     REQUEST_QUEUE_CAPACITY_DEFAULT, TICK_DEFAULT,
 };
-pub use handle::NodeHandle;
+pub use handle::{Answer, NodeHandle};
 pub use stats::DriverStats;
 
 use crate::codec::{Codec, CodecError};
