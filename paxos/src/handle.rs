@@ -11,11 +11,14 @@
 //!   workspace's one retry policy, [`common::retry::FollowLeader`]: a named leader at once,
 //!   otherwise the next replica after a wait that starts at [`CLIENT_RETRY_BACKOFF`] and grows).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use common::codec::Bincode;
-use common::driver::{self, DriverConfig, DriverError, NodeHandle};
+use common::driver::{self, Answer, DriverConfig, DriverError, NodeHandle};
 use common::retry::{FollowLeader, Retry, RetryLimits};
 use common::transport::Transport;
 use common::{NodeId, Setup, Storage};
@@ -43,6 +46,64 @@ pub enum ClientError {
     /// The replica answered with a response of the wrong kind (a bug).
     #[error("unexpected response: {0}")]
     Unexpected(String),
+}
+
+fn applied<O: std::fmt::Debug>(response: Response<O>) -> Result<O, ClientError> {
+    match response {
+        Response::Applied { output, .. } => Ok(output),
+        Response::Failed(e) => Err(e.into()),
+        other => Err(ClientError::Unexpected(format!("{other:?}"))),
+    }
+}
+
+fn read_output<O: std::fmt::Debug>(response: Response<O>) -> Result<O, ClientError> {
+    match response {
+        Response::Read(output) => Ok(output),
+        Response::Failed(e) => Err(e.into()),
+        other => Err(ClientError::Unexpected(format!("{other:?}"))),
+    }
+}
+
+/// A proposal handed to a replica by [`PaxosHandle::submit`]: resolves like
+/// [`PaxosHandle::propose`], with the state machine's output.
+#[must_use = "the command is proposed either way; dropping this only loses its outcome"]
+pub struct Proposal<S: StateMachine>(Answer<PaxosNode<S>>);
+
+impl<S: StateMachine> Future for Proposal<S> {
+    type Output = Result<S::Output, ClientError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|answer| applied(answer?))
+    }
+}
+
+/// A read handed to a replica by [`PaxosHandle::submit_read`]: resolves like
+/// [`PaxosHandle::read`].
+#[must_use = "the read is answered either way; dropping this only loses the answer"]
+pub struct ReadAnswer<S: StateMachine>(Answer<PaxosNode<S>>);
+
+impl<S: StateMachine> Future for ReadAnswer<S> {
+    type Output = Result<S::Output, ClientError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|answer| read_output(answer?))
+    }
+}
+
+impl<S: StateMachine> std::fmt::Debug for Proposal<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Proposal").field(&self.0).finish()
+    }
+}
+
+impl<S: StateMachine> std::fmt::Debug for ReadAnswer<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ReadAnswer").field(&self.0).finish()
+    }
 }
 
 /// One replica run by the tokio driver.
@@ -111,7 +172,7 @@ impl<S: StateMachine> PaxosHandle<S> {
         command: S::Command,
         session: Option<Session>,
     ) -> Result<S::Output, ClientError> {
-        Self::applied(
+        applied(
             self.node
                 .request(Request::Propose { command, session })
                 .await?,
@@ -126,28 +187,30 @@ impl<S: StateMachine> PaxosHandle<S> {
         command: S::Command,
         session: Option<Session>,
     ) -> Result<S::Output, ClientError> {
-        Self::applied(
+        applied(
             self.node
                 .try_request(Request::Propose { command, session })
                 .await?,
         )
     }
 
-    fn applied(response: Response<S::Output>) -> Result<S::Output, ClientError> {
-        match response {
-            Response::Applied { output, .. } => Ok(output),
-            Response::Failed(e) => Err(e.into()),
-            other => Err(ClientError::Unexpected(format!("{other:?}"))),
-        }
-    }
-
     /// A linearizable read on the leader.
     pub async fn read(&self, query: S::Query) -> Result<S::Output, ClientError> {
-        match self.node.request(Request::Read(query)).await? {
-            Response::Read(output) => Ok(output),
-            Response::Failed(e) => Err(e.into()),
-            other => Err(ClientError::Unexpected(format!("{other:?}"))),
-        }
+        read_output(self.node.request(Request::Read(query)).await?)
+    }
+
+    /// [`PaxosHandle::propose`], with the command handed to the replica now, at the call,
+    /// rather than at the future's first poll (see [`NodeHandle::submit`]). For a server that
+    /// keeps many proposals in flight: each waits as a small [`Proposal`], and they reach the
+    /// replica in the order of the calls. Backpressure is `propose`'s: on a full queue the
+    /// proposal waits for room.
+    pub fn submit(&self, command: S::Command, session: Option<Session>) -> Proposal<S> {
+        Proposal(self.node.submit(Request::Propose { command, session }))
+    }
+
+    /// [`PaxosHandle::read`], handed to the replica at the call, like [`PaxosHandle::submit`].
+    pub fn submit_read(&self, query: S::Query) -> ReadAnswer<S> {
+        ReadAnswer(self.node.submit(Request::Read(query)))
     }
 
     /// Changes the set of acceptors to `members` (see [`Request::Reconfigure`]) and returns the

@@ -511,7 +511,7 @@ pub use config::Config;
 pub use core::{Event, Metrics, PaxosNode, Request, Response, LEADER_QUORUM_GRACE_ROUNDS};
 pub use error::PaxosError;
 #[cfg(feature = "runtime")]
-pub use handle::{ClientError, PaxosClient, PaxosHandle};
+pub use handle::{ClientError, PaxosClient, PaxosHandle, Proposal, ReadAnswer};
 pub use message::{
     Ballot, Command, Membership, Message, PromisedEntry, Record, Session, Slot, Value, Values,
 };

@@ -122,3 +122,67 @@ async fn handle_reconfigure_adds_a_replica_and_removes_the_leader() {
         r.shutdown().await.unwrap();
     }
 }
+
+// A paused clock: no election timeout fires while the answers wait, so the leader stays.
+#[tokio::test(start_paused = true)]
+async fn submitted_proposals_and_reads_are_answered_like_awaited_ones() {
+    let network = MemoryNetwork::new(5);
+    let driver = DriverConfig {
+        persistence: Persistence::Inline,
+        ..DriverConfig::default()
+    };
+    let mut replicas = Vec::new();
+    for id in 1..=3 {
+        let transport = network.join(id).unwrap();
+        let config = Config::new(id, vec![1, 2, 3]);
+        replicas.push(
+            PaxosHandle::<KvStore>::spawn(config, transport, MemStorage::new(), driver)
+                .await
+                .unwrap(),
+        );
+    }
+    // Through the client first, so a leader is elected and known.
+    PaxosClient::new(1, replicas.clone())
+        .propose(append(0))
+        .await
+        .unwrap();
+    let l = leader(&replicas).await;
+    // Handed over at the call, in call order: answers awaited last-first still show the appends
+    // in the order of the calls.
+    let appends: Vec<_> = (1..10)
+        .map(|i| replicas[l].submit(append(i), None))
+        .collect();
+    let read = replicas[l].submit_read(KvQuery::Get("k".into()));
+    let mut outputs = Vec::new();
+    for answer in appends.into_iter().rev() {
+        outputs.push(answer.await.unwrap());
+    }
+    outputs.reverse();
+    // An append answers the value before it.
+    for (i, out) in (1..10).zip(&outputs) {
+        let before: String = (0..i).map(|j| format!("{j};")).collect();
+        assert_eq!(out.value(), Some(before.as_str()), "append {i}");
+    }
+    // The read ran concurrently with the appends: it sees some prefix of them.
+    let seen = read.await.unwrap().value().unwrap_or_default().to_string();
+    assert!(
+        (1..=10).any(|n| seen == (0..n).map(|j| format!("{j};")).collect::<String>()),
+        "{seen:?}"
+    );
+    // A follower refuses, naming the leader, as `propose` does.
+    let follower = (l + 1) % 3;
+    let err = replicas[follower]
+        .submit(append(99), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            paxos::ClientError::Paxos(paxos::PaxosError::NotLeader { .. })
+        ),
+        "{err}"
+    );
+    for r in &replicas {
+        r.shutdown().await.unwrap();
+    }
+}

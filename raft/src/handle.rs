@@ -3,10 +3,13 @@
 //! [`spawn_memory_cluster`] to start an in-process cluster over the in-memory network.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 
 use common::codec::Bincode;
-use common::driver::{self, DriverConfig, DriverError, NodeHandle, Persistence};
+use common::driver::{self, Answer, DriverConfig, DriverError, NodeHandle, Persistence};
 use common::retry::{FollowLeader, Retry, RetryLimits};
 use common::transport::memory::MemoryNetwork;
 use common::transport::TransportError;
@@ -63,6 +66,64 @@ impl From<TransportError> for ClientError {
     }
 }
 
+fn applied<O: std::fmt::Debug>(response: Response<O>) -> Result<(LogIndex, O), ClientError> {
+    match response {
+        Response::Applied { index, output } => Ok((index, output)),
+        Response::Failed(e) => Err(e.into()),
+        other => Err(ClientError::Unexpected(format!("{other:?}"))),
+    }
+}
+
+fn read_output<O: std::fmt::Debug>(response: Response<O>) -> Result<O, ClientError> {
+    match response {
+        Response::Read(output) => Ok(output),
+        Response::Failed(e) => Err(e.into()),
+        other => Err(ClientError::Unexpected(format!("{other:?}"))),
+    }
+}
+
+/// A proposal handed to the node by [`RaftHandle::submit`]: resolves like
+/// [`RaftHandle::propose`], with the entry's log index and the state machine's output.
+#[must_use = "the command is proposed either way; dropping this only loses its outcome"]
+pub struct Proposal<S: StateMachine>(Answer<RaftNode<S>>);
+
+impl<S: StateMachine> Future for Proposal<S> {
+    type Output = Result<(LogIndex, S::Output), ClientError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|answer| applied(answer?))
+    }
+}
+
+/// A read handed to the node by [`RaftHandle::submit_read`]: resolves like
+/// [`RaftHandle::read`].
+#[must_use = "the read is answered either way; dropping this only loses the answer"]
+pub struct ReadAnswer<S: StateMachine>(Answer<RaftNode<S>>);
+
+impl<S: StateMachine> Future for ReadAnswer<S> {
+    type Output = Result<S::Output, ClientError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|answer| read_output(answer?))
+    }
+}
+
+impl<S: StateMachine> std::fmt::Debug for Proposal<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Proposal").field(&self.0).finish()
+    }
+}
+
+impl<S: StateMachine> std::fmt::Debug for ReadAnswer<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ReadAnswer").field(&self.0).finish()
+    }
+}
+
 /// A running Raft node: typed calls over the driver's [`NodeHandle`].
 pub struct RaftHandle<S: StateMachine> {
     inner: NodeHandle<RaftNode<S>>,
@@ -99,7 +160,7 @@ where
     /// the state machine's output. On a follower: [`RaftError::NotLeader`] naming the leader.
     /// When the node's request queue is full, waits for room (backpressure).
     pub async fn propose(&self, command: S::Command) -> Result<(LogIndex, S::Output), ClientError> {
-        Self::applied(self.inner.request(Request::Propose(command)).await?)
+        applied(self.inner.request(Request::Propose(command)).await?)
     }
 
     /// [`RaftHandle::propose`] that fails at once with a driver `Busy` error
@@ -109,24 +170,26 @@ where
         &self,
         command: S::Command,
     ) -> Result<(LogIndex, S::Output), ClientError> {
-        Self::applied(self.inner.try_request(Request::Propose(command)).await?)
-    }
-
-    fn applied(response: Response<S::Output>) -> Result<(LogIndex, S::Output), ClientError> {
-        match response {
-            Response::Applied { index, output } => Ok((index, output)),
-            Response::Failed(e) => Err(e.into()),
-            other => Err(ClientError::Unexpected(format!("{other:?}"))),
-        }
+        applied(self.inner.try_request(Request::Propose(command)).await?)
     }
 
     /// A linearizable read (ReadIndex or lease, as configured), answered by the leader.
     pub async fn read(&self, query: S::Query) -> Result<S::Output, ClientError> {
-        match self.inner.request(Request::Read(query)).await? {
-            Response::Read(output) => Ok(output),
-            Response::Failed(e) => Err(e.into()),
-            other => Err(ClientError::Unexpected(format!("{other:?}"))),
-        }
+        read_output(self.inner.request(Request::Read(query)).await?)
+    }
+
+    /// [`RaftHandle::propose`], with the command handed to the node now, at the call, rather
+    /// than at the future's first poll (see [`NodeHandle::submit`]). For a server that keeps
+    /// many proposals in flight: each waits as a small [`Proposal`], and they reach the node in
+    /// the order of the calls. Backpressure is `propose`'s: on a full queue the proposal waits
+    /// for room.
+    pub fn submit(&self, command: S::Command) -> Proposal<S> {
+        Proposal(self.inner.submit(Request::Propose(command)))
+    }
+
+    /// [`RaftHandle::read`], handed to the node at the call, like [`RaftHandle::submit`].
+    pub fn submit_read(&self, query: S::Query) -> ReadAnswer<S> {
+        ReadAnswer(self.inner.submit(Request::Read(query)))
     }
 
     /// Hands leadership to `target` (call on the leader); resolves once the target was told
@@ -432,6 +495,64 @@ mod tests {
         assert_eq!(m.commit_index, m.applied_index);
         assert_eq!(m.progress.len(), 2);
         client.shutdown().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn submitted_proposals_and_reads_are_answered_like_awaited_ones() {
+        let net = MemoryNetwork::new(4);
+        let client: RaftClient<KvStore> =
+            spawn_memory_cluster(configs(3), &net, DriverConfig::default()).unwrap();
+        let leader = wait_leader(&client).await;
+        let h = client.node(leader).unwrap();
+        // Handed over at the call, in call order, whatever order the answers are awaited in.
+        let puts: Vec<_> = ["1", "2"]
+            .into_iter()
+            .map(|v| {
+                h.submit(KvCommand::Put {
+                    key: "a".into(),
+                    value: v.into(),
+                })
+            })
+            .collect();
+        let read = h.submit_read(KvQuery::Get("a".into()));
+        let mut outputs = Vec::new();
+        for put in puts.into_iter().rev() {
+            outputs.push(put.await.unwrap());
+        }
+        let ((second, after_first), (first, before)) = (outputs[0].clone(), outputs[1].clone());
+        assert!(second > first, "the puts reached the log in call order");
+        assert_eq!(
+            (before, after_first),
+            (KvOutput::Value(None), KvOutput::Value(Some("1".into())))
+        );
+        // The read ran concurrently with the puts: it sees none, the first, or both.
+        let seen = read.await.unwrap();
+        assert!(
+            [None, Some("1"), Some("2")]
+                .into_iter()
+                .any(|v| seen == KvOutput::Value(v.map(String::from))),
+            "{seen:?}"
+        );
+        assert_eq!(
+            h.submit_read(KvQuery::Get("a".into())).await.unwrap(),
+            KvOutput::Value(Some("2".into())),
+            "a read after both answers sees both"
+        );
+        // A follower's answers carry the leader hint, as `propose`'s do.
+        let follower = client.nodes().find(|h| h.id() != leader).unwrap();
+        let err = follower.submit(KvCommand::Nop).await.unwrap_err();
+        assert_eq!(err.leader_hint(), Some(leader));
+        let err = follower
+            .submit_read(KvQuery::Get("a".into()))
+            .await
+            .unwrap_err();
+        assert_eq!(err.leader_hint(), Some(leader));
+        client.shutdown().await.unwrap();
+        // A stopped node fails what is submitted to it, with the stop cause.
+        assert!(matches!(
+            h.submit(KvCommand::Nop).await,
+            Err(ClientError::Driver(DriverError::Stopped))
+        ));
     }
 
     #[tokio::test(start_paused = true)]

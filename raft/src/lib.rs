@@ -450,7 +450,8 @@ pub use crate::core::{MessageOf, RaftNode, RecordOf, RequestOf, ResponseOf};
 pub use crate::error::{RaftError, RecoverError};
 #[cfg(feature = "runtime")]
 pub use crate::handle::{
-    spawn_memory_cluster, spawn_memory_cluster_with, ClientError, RaftClient, RaftHandle,
+    spawn_memory_cluster, spawn_memory_cluster_with, ClientError, Proposal, RaftClient, RaftHandle,
+    ReadAnswer,
 };
 pub use crate::message::{
     Entry, EntryList, Event, LogIndex, Message, Metrics, Payload, PeerProgress, Record, Rejected,
