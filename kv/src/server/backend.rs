@@ -117,28 +117,60 @@ impl Backend {
         }
     }
 
+    /// Hands a put, get or scan to the node at once and returns its answer as the protocol's
+    /// small future; any other request comes back, for [`Backend::serve`]. This is the path of
+    /// nearly every request, kept free of `async` state machines: a connection holds one
+    /// [`Submitted`] per request in flight, and they reach the node in the order they came.
+    pub(super) fn submit(&self, request: ClientRequest) -> Result<Submitted, ClientRequest> {
+        Ok(match (self, request) {
+            (_, ClientRequest::Write(command)) if command.op.is_membership() => {
+                return Err(ClientRequest::Write(command))
+            }
+            (Backend::Raft(h), ClientRequest::Write(command)) => {
+                Submitted::RaftWrite(h.submit(command))
+            }
+            (Backend::Raft(h), ClientRequest::Get { key }) => {
+                Submitted::RaftRead(h.submit_read(KvQuery::Get(key)))
+            }
+            (Backend::Raft(h), ClientRequest::Scan { prefix, limit }) => {
+                Submitted::RaftRead(h.submit_read(KvQuery::Scan { prefix, limit }))
+            }
+            // Exactly-once is the state machine's session table (the same on both protocols),
+            // so no paxos-level session is passed.
+            (Backend::Paxos(h), ClientRequest::Write(command)) => {
+                Submitted::PaxosWrite(h.submit(command, None))
+            }
+            (Backend::Paxos(h), ClientRequest::Get { key }) => {
+                Submitted::PaxosRead(h.submit_read(KvQuery::Get(key)))
+            }
+            (Backend::Paxos(h), ClientRequest::Scan { prefix, limit }) => {
+                Submitted::PaxosRead(h.submit_read(KvQuery::Scan { prefix, limit }))
+            }
+            (_, other) => return Err(other),
+        })
+    }
+
+    /// Serves any client request: puts, gets and scans through [`Backend::submit`], the rest
+    /// (status, membership) here.
     pub(super) async fn serve(&self, dir: &Directory, request: ClientRequest) -> ClientReply {
-        // The membership calls are boxed: their futures are large, and a future is as large as
-        // its largest branch. Unboxed, every put and get would carry (and copy, on each move on
-        // its way into the connection's queue) room for a membership change.
+        let request = match self.submit(request) {
+            Ok(submitted) => return submitted.await,
+            Err(request) => request,
+        };
         let result = match request {
             ClientRequest::Write(command) if command.op.is_membership() => {
                 return ClientReply::Invalid(
                     "the address book changes only through `member add` and `member remove`".into(),
                 )
             }
-            ClientRequest::Members => Box::pin(self.members(dir)).await,
-            ClientRequest::AddMember(command) => Box::pin(self.add_member(dir, command)).await,
-            ClientRequest::PromoteMember(id) => Box::pin(self.promote_member(dir, id)).await,
-            ClientRequest::RemoveMember(command) => {
-                Box::pin(self.remove_member(dir, command)).await
-            }
-            ClientRequest::TransferLeader(id) => Box::pin(self.transfer_leader(dir, id)).await,
+            ClientRequest::Members => self.members(dir).await,
+            ClientRequest::AddMember(command) => self.add_member(dir, command).await,
+            ClientRequest::PromoteMember(id) => self.promote_member(dir, id).await,
+            ClientRequest::RemoveMember(command) => self.remove_member(dir, command).await,
+            ClientRequest::TransferLeader(id) => self.transfer_leader(dir, id).await,
+            ClientRequest::Status => return self.status().await,
             other => {
-                return match self {
-                    Backend::Raft(h) => serve_raft(h, other).await,
-                    Backend::Paxos(h) => serve_paxos(h, other).await,
-                }
+                return ClientReply::Refused(format!("{} has no handler", other.kind()));
             }
         };
         match result {
@@ -363,6 +395,49 @@ impl Backend {
     }
 }
 
+/// A put, get or scan handed to the node by [`Backend::submit`]: resolves to the client's
+/// answer, as [`Backend::serve`] would give it.
+pub(super) enum Submitted {
+    RaftWrite(raft::Proposal<KvMachine>),
+    RaftRead(raft::ReadAnswer<KvMachine>),
+    PaxosWrite(paxos::Proposal<KvMachine>),
+    PaxosRead(paxos::ReadAnswer<KvMachine>),
+}
+
+impl Submitted {
+    /// Whether this is a write (whose time to its answer is the proposal latency).
+    pub(super) fn is_write(&self) -> bool {
+        matches!(self, Submitted::RaftWrite(_) | Submitted::PaxosWrite(_))
+    }
+}
+
+impl std::future::Future for Submitted {
+    type Output = ClientReply;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<ClientReply> {
+        use std::pin::Pin;
+        match &mut *self {
+            Submitted::RaftWrite(p) => Pin::new(p).poll(cx).map(|result| match result {
+                Ok((_, out)) => ClientReply::Output(out),
+                Err(e) => raft_reply(e),
+            }),
+            Submitted::RaftRead(r) => Pin::new(r)
+                .poll(cx)
+                .map(|result| read_reply(result.map_err(raft_reply))),
+            Submitted::PaxosWrite(p) => Pin::new(p).poll(cx).map(|result| match result {
+                Ok(out) => ClientReply::Output(out),
+                Err(e) => paxos_reply(e),
+            }),
+            Submitted::PaxosRead(r) => Pin::new(r)
+                .poll(cx)
+                .map(|result| read_reply(result.map_err(paxos_reply))),
+        }
+    }
+}
+
 /// The answer to a read: a read changes nothing, so a failure whose effect would otherwise be
 /// unknown is a plain refusal.
 fn read_reply(result: Result<KvOutput, ClientReply>) -> ClientReply {
@@ -403,66 +478,32 @@ fn paxos_reply(e: paxos::ClientError) -> ClientReply {
     }
 }
 
-async fn serve_raft(h: &raft::RaftHandle<KvMachine>, request: ClientRequest) -> ClientReply {
-    let map_err = raft_reply;
-    match request {
-        ClientRequest::Write(command) => match h.propose(command).await {
-            Ok((_, out)) => ClientReply::Output(out),
-            Err(e) => map_err(e),
-        },
-        ClientRequest::Get { key } => read_reply(h.read(KvQuery::Get(key)).await.map_err(map_err)),
-        ClientRequest::Scan { prefix, limit } => read_reply(
-            h.read(KvQuery::Scan { prefix, limit })
-                .await
-                .map_err(map_err),
-        ),
-        ClientRequest::Status => match h.metrics().await {
-            Ok(m) => ClientReply::Status {
-                id: m.id,
-                is_leader: m.role == raft::Role::Leader,
-                leader: m.leader,
-                term: m.term,
-                commit_index: m.commit_index,
-                applied_index: m.applied_index,
+impl Backend {
+    /// The answer to [`ClientRequest::Status`]: this node's view of the leader and its indexes.
+    async fn status(&self) -> ClientReply {
+        match self {
+            Backend::Raft(h) => match h.metrics().await {
+                Ok(m) => ClientReply::Status {
+                    id: m.id,
+                    is_leader: m.role == raft::Role::Leader,
+                    leader: m.leader,
+                    term: m.term,
+                    commit_index: m.commit_index,
+                    applied_index: m.applied_index,
+                },
+                Err(e) => ClientReply::Refused(e.to_string()),
             },
-            Err(e) => ClientReply::Refused(e.to_string()),
-        },
-        membership => ClientReply::Refused(format!(
-            "{} is answered by the node's membership service",
-            membership.kind()
-        )),
-    }
-}
-
-async fn serve_paxos(h: &paxos::PaxosHandle<KvMachine>, request: ClientRequest) -> ClientReply {
-    let map_err = paxos_reply;
-    match request {
-        // Exactly-once is the state machine's session table (the same on both protocols), so
-        // no paxos-level session is passed.
-        ClientRequest::Write(command) => match h.propose(command, None).await {
-            Ok(out) => ClientReply::Output(out),
-            Err(e) => map_err(e),
-        },
-        ClientRequest::Get { key } => read_reply(h.read(KvQuery::Get(key)).await.map_err(map_err)),
-        ClientRequest::Scan { prefix, limit } => read_reply(
-            h.read(KvQuery::Scan { prefix, limit })
-                .await
-                .map_err(map_err),
-        ),
-        ClientRequest::Status => match h.metrics().await {
-            Ok(m) => ClientReply::Status {
-                id: m.id,
-                is_leader: m.is_leader,
-                leader: m.leader,
-                term: m.ballot.round,
-                commit_index: m.decided,
-                applied_index: m.applied,
+            Backend::Paxos(h) => match h.metrics().await {
+                Ok(m) => ClientReply::Status {
+                    id: m.id,
+                    is_leader: m.is_leader,
+                    leader: m.leader,
+                    term: m.ballot.round,
+                    commit_index: m.decided,
+                    applied_index: m.applied,
+                },
+                Err(e) => ClientReply::Refused(e.to_string()),
             },
-            Err(e) => ClientReply::Refused(e.to_string()),
-        },
-        membership => ClientReply::Refused(format!(
-            "{} is answered by the node's membership service",
-            membership.kind()
-        )),
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! The client port: the accept loop with its connection limit ([`ClientLimits`]), and one task
 //! per connection that reads pipelined requests and answers them in order.
 
+use std::collections::VecDeque;
+
 use common::transport::tls::{MaybeTlsRead, MaybeTlsWrite};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
@@ -56,6 +58,11 @@ type Conns = Arc<Mutex<HashMap<u64, Conn>>>;
 /// Serves the client protocol on `listener` with `handler`, within `limits`, until the
 /// listener fails for good. Each connection is its own task; a malformed or oversized frame
 /// closes that connection only.
+///
+/// `handler` is called as each request arrives and must start serving it then: the future it
+/// returns is polled only once it is the oldest on its connection, because answers go out in
+/// request order (and waiting on the oldest alone costs one wake per batch of answers, where
+/// polling them all would cost one per answer).
 pub async fn serve_clients<H, F>(
     listener: TcpListener,
     limits: ClientLimits,
@@ -64,7 +71,7 @@ pub async fn serve_clients<H, F>(
     handler: H,
 ) where
     H: Fn(ClientRequest) -> F + Clone + Send + Sync + 'static,
-    F: std::future::Future<Output = ClientReply> + Send,
+    F: std::future::Future<Output = ClientReply> + Send + Unpin,
 {
     let conns: Conns = Arc::new(Mutex::new(HashMap::new()));
     let mut next_id = 0u64;
@@ -147,9 +154,8 @@ async fn serve_connection<H, F>(
 ) -> Result<(), String>
 where
     H: Fn(ClientRequest) -> F,
-    F: std::future::Future<Output = ClientReply>,
+    F: std::future::Future<Output = ClientReply> + Unpin,
 {
-    use futures::stream::FuturesOrdered;
     use futures::FutureExt;
     use tokio_util::codec::{FramedRead, FramedWrite};
 
@@ -159,7 +165,7 @@ where
     // Requests being served, answered in the order they arrived (a client may pipeline: send
     // several before reading an answer). At most `pipeline_max`; past that the connection is not
     // read until an answer goes out, so TCP pushes back on the client.
-    let mut in_flight = FuturesOrdered::new();
+    let mut in_flight = VecDeque::new();
     let pipeline_max = limits.pipeline_max.max(1);
     // The idle clock runs only while nothing is in flight: it starts when the connection goes
     // quiet, and a request that arrives (whole) or an answer that goes out restarts it.
@@ -169,12 +175,12 @@ where
         tokio::select! {
             biased;
             () = close.notified() => return Err("closed to make room for a new client".into()),
-            Some(reply) = in_flight.next(), if !in_flight.is_empty() => {
+            Some(reply) = oldest_answer(&mut in_flight), if !in_flight.is_empty() => {
                 // Send every answer that is ready with one write.
                 let mut reply: ClientReply = reply;
                 loop {
                     feed_reply(&mut replies, &reply).await?;
-                    match in_flight.next().now_or_never() {
+                    match oldest_answer(&mut in_flight).now_or_never() {
                         Some(Some(next)) => reply = next,
                         _ => break,
                     }
@@ -191,7 +197,7 @@ where
                     None if in_flight.is_empty() => return Ok(()),
                     // The client closed its side: answer what it sent, then close.
                     None => {
-                        while let Some(reply) = in_flight.next().await {
+                        while let Some(reply) = oldest_answer(&mut in_flight).await {
                             feed_reply(&mut replies, &reply).await?;
                         }
                         SinkExt::<bytes::Bytes>::flush(&mut replies).await.map_err(|e| e.to_string())?;
@@ -209,6 +215,25 @@ where
             }
         }
     }
+}
+
+/// The answer to the oldest request in flight, once it is ready; `None` when nothing is in
+/// flight. Answers go out in request order, so only the oldest is waited on (and only its
+/// answer wakes the connection); the later ones are looked at once it has gone out. A request
+/// is handed to the node when it arrives, not when it becomes the oldest, so they are all
+/// served meanwhile.
+fn oldest_answer<F>(in_flight: &mut VecDeque<F>) -> impl Future<Output = Option<F::Output>> + '_
+where
+    F: Future + Unpin,
+{
+    std::future::poll_fn(move |cx| {
+        let Some(oldest) = in_flight.front_mut() else {
+            return Poll::Ready(None);
+        };
+        let answer = std::task::ready!(Pin::new(oldest).poll(cx));
+        in_flight.pop_front();
+        Poll::Ready(Some(answer))
+    })
 }
 
 /// The connection's halves, after the TLS handshake when `tls` is set. The handshake must
@@ -263,7 +288,7 @@ mod tests {
             limits,
             None,
             Gauge::default(),
-            |_| async { ClientReply::NotLeader { leader: None } },
+            |_| std::future::ready(ClientReply::NotLeader { leader: None }),
         ));
         addr
     }
@@ -357,7 +382,8 @@ mod tests {
             move |request| {
                 let started = started.clone();
                 let gate = gate.clone();
-                async move {
+                // Started at the call, as the handler's contract asks: a task of its own.
+                let serving = tokio::spawn(async move {
                     started.fetch_add(1, Ordering::SeqCst);
                     let _open = gate.acquire().await.unwrap();
                     let ClientRequest::Get { key } = request else {
@@ -366,7 +392,8 @@ mod tests {
                     let ms: u64 = key.parse().unwrap();
                     tokio::time::sleep(Duration::from_millis(ms)).await;
                     ClientReply::Output(KvOutput::Value(Some(key)))
-                }
+                });
+                futures::FutureExt::map(serving, |served| served.unwrap())
             },
         ));
         (addr, connections)

@@ -35,10 +35,13 @@
 
 // The submodules take these imports with `use super::*`: one list for the whole service.
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use common::driver::{self, DriverConfig};
@@ -53,7 +56,6 @@ use tokio_util::sync::CancellationToken;
 use common::driver::DriverStats;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use tracing::Instrument;
 
 use super::config::FileConfig;
 use super::metrics::{serve_http, Metrics, NodeView, TimedStorage};
@@ -72,8 +74,8 @@ mod membership;
 mod replica;
 mod storage;
 
-use backend::Backend;
 pub use backend::HANDOVER_WAIT;
+use backend::{Backend, Submitted};
 pub use clients::{
     serve_clients, ClientLimits, CLIENT_CONNECTIONS_MAX, CLIENT_IDLE_TIMEOUT, CLIENT_PIPELINE_MAX,
 };
@@ -228,9 +230,9 @@ pub async fn run(options: NodeOptions) -> Result<(), ServeError> {
             move |request: ClientRequest| {
                 let draining = draining.load(Ordering::Relaxed);
                 let span = tracing::debug_span!("request", node = id, kind = request.kind());
-                let (replica, directory) = (replica.clone(), directory.clone());
-                serve_request(replica, directory, draining, latency.clone(), request)
-                    .instrument(span)
+                let state = span
+                    .in_scope(|| start_request(&replica, &directory, draining, &latency, request));
+                Served { span, state }
             }
         },
     );
@@ -294,33 +296,92 @@ fn consensus_configs(
     Ok((raft_config, paxos_config))
 }
 
-/// Serves one client request through the replica's node, refused while `draining` and
-/// answered [`ClientReply::Unavailable`] while the node is down; a write's time to its answer
-/// goes into `latency`.
-async fn serve_request(
-    replica: Replica,
-    directory: Arc<Directory>,
+/// One client request being served, as its connection holds it until the answer goes out.
+/// Puts, gets and scans wait as the protocol's small answer future; the rare rest (status,
+/// membership) as a boxed `async` call. Each poll runs in the request's span.
+struct Served {
+    span: tracing::Span,
+    state: ServedState,
+}
+
+enum ServedState {
+    /// Answered without the node (refused while draining, unavailable while it is down).
+    Answered(Option<ClientReply>),
+    /// Handed to the node; a write's time to its answer goes into `latency`.
+    Submitted {
+        answer: Submitted,
+        started: Instant,
+        latency: Option<Histogram>,
+    },
+    /// Served through [`Backend::serve`].
+    Boxed(Pin<Box<dyn Future<Output = ClientReply> + Send>>),
+}
+
+impl Future for Served {
+    type Output = ClientReply;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<ClientReply> {
+        let this = &mut *self;
+        let _entered = this.span.enter();
+        match &mut this.state {
+            // Polled again after it answered (a misuse): it has nothing more to say.
+            ServedState::Answered(reply) => Poll::Ready(reply.take().unwrap_or_else(|| {
+                ClientReply::Refused("the request was answered already".into())
+            })),
+            ServedState::Submitted {
+                answer,
+                started,
+                latency,
+            } => {
+                let reply = std::task::ready!(Pin::new(answer).poll(cx));
+                if let Some(latency) = latency {
+                    latency.observe(started.elapsed().as_secs_f64());
+                }
+                Poll::Ready(reply)
+            }
+            ServedState::Boxed(serving) => serving.as_mut().poll(cx),
+        }
+    }
+}
+
+/// Starts serving one client request through the replica's node: refused while `draining`,
+/// answered [`ClientReply::Unavailable`] while the node is down, handed to the node at once
+/// when it is a put, get or scan.
+fn start_request(
+    replica: &Replica,
+    directory: &Arc<Directory>,
     draining: bool,
-    latency: Histogram,
+    latency: &Histogram,
     request: ClientRequest,
-) -> ClientReply {
+) -> ServedState {
     if draining {
         // Refused, so the client tries another node at once.
-        return ClientReply::Refused("the node is shutting down".into());
+        return ServedState::Answered(Some(ClientReply::Refused(
+            "the node is shutting down".into(),
+        )));
     }
     // Reads are refused too: a linearizable read needs the node, and the state it held when
     // its storage failed is gone (and would be stale).
     let backend = match replica.backend() {
         Ok(backend) => backend,
-        Err(outage) => return ClientReply::Unavailable(outage.describe()),
+        Err(outage) => {
+            return ServedState::Answered(Some(ClientReply::Unavailable(outage.describe())))
+        }
     };
     let started = Instant::now();
-    let is_write = matches!(request, ClientRequest::Write(_));
-    let reply = backend.serve(&directory, request).await;
-    if is_write {
-        latency.observe(started.elapsed().as_secs_f64());
+    match backend.submit(request) {
+        Ok(answer) => ServedState::Submitted {
+            latency: answer.is_write().then(|| latency.clone()),
+            answer,
+            started,
+        },
+        Err(request) => {
+            let directory = directory.clone();
+            ServedState::Boxed(Box::pin(
+                async move { backend.serve(&directory, request).await },
+            ))
+        }
     }
-    reply
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C), naming it.
