@@ -45,7 +45,10 @@
 //! included) and how long a sync took on average. A leader syncs one batch at a time, so the
 //! sync time over the period between syncs (one second over the syncs per second) is the
 //! share of the time its disk was busy: what is left of the period is the rest of a batch's
-//! round (answering the batch before, taking the next requests, handing them to the log).
+//! round (answering the batch before, taking the next requests, handing them to the log). The
+//! last column is a write's mean time inside the leader, from its request taken off the
+//! connection to its answer: set against the clients' latency, it shows how much of that the
+//! loopback trip and the clients' own side take.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -172,6 +175,10 @@ struct Row {
 struct LeaderSyncs {
     per_sec: f64,
     mean_ms: f64,
+    /// Mean time of a write inside the leader, from its request taken off the connection to
+    /// its answer (`kv_proposal_latency_seconds`): what the clients see beyond it is the trip
+    /// over the loopback and their own side.
+    write_ms: f64,
 }
 
 impl Row {
@@ -204,12 +211,16 @@ impl Row {
             ),
             None => ("?".into(), "?".into()),
         };
-        let (syncs, sync_ms) = match self.syncs {
-            Some(s) => (format!("{:.0}", s.per_sec), format!("{:.3}", s.mean_ms)),
-            None => ("-".into(), "-".into()),
+        let (syncs, sync_ms, write_ms) = match self.syncs {
+            Some(s) => (
+                format!("{:.0}", s.per_sec),
+                format!("{:.3}", s.mean_ms),
+                format!("{:.2}", s.write_ms),
+            ),
+            None => ("-".into(), "-".into(), "-".into()),
         };
         println!(
-            "| {system} | {clients} | {conns} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {servers} | {client} | {syncs} | {sync_ms} |",
+            "| {system} | {clients} | {conns} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {servers} | {client} | {syncs} | {sync_ms} | {write_ms} |",
             self.ops_per_sec(),
             ms(0.5),
             ms(0.99),
@@ -373,9 +384,11 @@ fn leader_syncs(
     let then = before.get(id)?;
     let delta = |name: &str| Some(now.get(name)? - then.get(name)?);
     let syncs = delta("kv_fsync_latency_seconds_count")?;
+    let writes = delta("kv_proposal_latency_seconds_count")?;
     Some(LeaderSyncs {
         per_sec: syncs / over.as_secs_f64(),
         mean_ms: delta("kv_fsync_latency_seconds_sum")? * 1e3 / syncs.max(1.0),
+        write_ms: delta("kv_proposal_latency_seconds_sum")? * 1e3 / writes.max(1.0),
     })
 }
 
@@ -792,10 +805,12 @@ async fn run(args: Args) {
         }
         println!(
             "| system | clients | conns | ops/s | p50 ms | p99 ms | p99.9 ms | errors \
-             | server CPU µs/op | client CPU µs/op | leader syncs/s | leader sync ms |"
+             | server CPU µs/op | client CPU µs/op | leader syncs/s | leader sync ms \
+             | leader write ms |"
         );
         println!(
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: \
+             | ---: |"
         );
         // A directory per turn: every row starts a fresh cluster, with no data (sessions
         // included) from the same row of an earlier turn.
