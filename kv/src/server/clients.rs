@@ -59,10 +59,12 @@ type Conns = Arc<Mutex<HashMap<u64, Conn>>>;
 /// listener fails for good. Each connection is its own task; a malformed or oversized frame
 /// closes that connection only.
 ///
-/// `handler` is called as each request arrives and must start serving it then: the future it
-/// returns is polled only once it is the oldest on its connection, because answers go out in
-/// request order (and waiting on the oldest alone costs one wake per batch of answers, where
-/// polling them all would cost one per answer).
+/// `handler` is called as each request arrives. The future it returns is polled only once it
+/// is the oldest on its connection: answers go out in request order, and waiting on the oldest
+/// alone costs one wake per batch of answers where polling them all would cost one per answer.
+/// So a handler that wants a connection's requests served at the same time starts each at the
+/// call (`kv-node` hands puts, gets and scans to its node then); a future that does its work
+/// only when polled is served in turn.
 pub async fn serve_clients<H, F>(
     listener: TcpListener,
     limits: ClientLimits,
