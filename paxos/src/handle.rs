@@ -11,14 +11,11 @@
 //!   workspace's one retry policy, [`common::retry::FollowLeader`]: a named leader at once,
 //!   otherwise the next replica after a wait that starts at [`CLIENT_RETRY_BACKOFF`] and grows).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use common::codec::Bincode;
-use common::driver::{self, Answer, DriverConfig, DriverError, NodeHandle};
+use common::driver::{self, DriverConfig, DriverError, MappedAnswer, NodeHandle};
 use common::retry::{FollowLeader, Retry, RetryLimits};
 use common::transport::Transport;
 use common::{NodeId, Setup, Storage};
@@ -66,45 +63,12 @@ fn read_output<O: std::fmt::Debug>(response: Response<O>) -> Result<O, ClientErr
 
 /// A proposal handed to a replica by [`PaxosHandle::submit`]: resolves like
 /// [`PaxosHandle::propose`], with the state machine's output.
-#[must_use = "the command is proposed either way; dropping this only loses its outcome"]
-pub struct Proposal<S: StateMachine>(Answer<PaxosNode<S>>);
-
-impl<S: StateMachine> Future for Proposal<S> {
-    type Output = Result<S::Output, ClientError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|answer| applied(answer?))
-    }
-}
+pub type Proposal<S> = MappedAnswer<PaxosNode<S>, Result<<S as StateMachine>::Output, ClientError>>;
 
 /// A read handed to a replica by [`PaxosHandle::submit_read`]: resolves like
 /// [`PaxosHandle::read`].
-#[must_use = "the read is answered either way; dropping this only loses the answer"]
-pub struct ReadAnswer<S: StateMachine>(Answer<PaxosNode<S>>);
-
-impl<S: StateMachine> Future for ReadAnswer<S> {
-    type Output = Result<S::Output, ClientError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|answer| read_output(answer?))
-    }
-}
-
-impl<S: StateMachine> std::fmt::Debug for Proposal<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("Proposal").field(&self.0).finish()
-    }
-}
-
-impl<S: StateMachine> std::fmt::Debug for ReadAnswer<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("ReadAnswer").field(&self.0).finish()
-    }
-}
+pub type ReadAnswer<S> =
+    MappedAnswer<PaxosNode<S>, Result<<S as StateMachine>::Output, ClientError>>;
 
 /// One replica run by the tokio driver.
 pub struct PaxosHandle<S: StateMachine> {
@@ -205,12 +169,16 @@ impl<S: StateMachine> PaxosHandle<S> {
     /// replica in the order of the calls. Backpressure is `propose`'s: on a full queue the
     /// proposal waits for room.
     pub fn submit(&self, command: S::Command, session: Option<Session>) -> Proposal<S> {
-        Proposal(self.node.submit(Request::Propose { command, session }))
+        self.node
+            .submit(Request::Propose { command, session })
+            .map(|answer| applied(answer?))
     }
 
     /// [`PaxosHandle::read`], handed to the replica at the call, like [`PaxosHandle::submit`].
     pub fn submit_read(&self, query: S::Query) -> ReadAnswer<S> {
-        ReadAnswer(self.node.submit(Request::Read(query)))
+        self.node
+            .submit(Request::Read(query))
+            .map(|answer| read_output(answer?))
     }
 
     /// Changes the set of acceptors to `members` (see [`Request::Reconfigure`]) and returns the

@@ -3,13 +3,10 @@
 //! [`spawn_memory_cluster`] to start an in-process cluster over the in-memory network.
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 
 use common::codec::Bincode;
-use common::driver::{self, Answer, DriverConfig, DriverError, NodeHandle, Persistence};
+use common::driver::{self, DriverConfig, DriverError, MappedAnswer, NodeHandle, Persistence};
 use common::retry::{FollowLeader, Retry, RetryLimits};
 use common::transport::memory::MemoryNetwork;
 use common::transport::TransportError;
@@ -84,45 +81,13 @@ fn read_output<O: std::fmt::Debug>(response: Response<O>) -> Result<O, ClientErr
 
 /// A proposal handed to the node by [`RaftHandle::submit`]: resolves like
 /// [`RaftHandle::propose`], with the entry's log index and the state machine's output.
-#[must_use = "the command is proposed either way; dropping this only loses its outcome"]
-pub struct Proposal<S: StateMachine>(Answer<RaftNode<S>>);
-
-impl<S: StateMachine> Future for Proposal<S> {
-    type Output = Result<(LogIndex, S::Output), ClientError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|answer| applied(answer?))
-    }
-}
+pub type Proposal<S> =
+    MappedAnswer<RaftNode<S>, Result<(LogIndex, <S as StateMachine>::Output), ClientError>>;
 
 /// A read handed to the node by [`RaftHandle::submit_read`]: resolves like
 /// [`RaftHandle::read`].
-#[must_use = "the read is answered either way; dropping this only loses the answer"]
-pub struct ReadAnswer<S: StateMachine>(Answer<RaftNode<S>>);
-
-impl<S: StateMachine> Future for ReadAnswer<S> {
-    type Output = Result<S::Output, ClientError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|answer| read_output(answer?))
-    }
-}
-
-impl<S: StateMachine> std::fmt::Debug for Proposal<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("Proposal").field(&self.0).finish()
-    }
-}
-
-impl<S: StateMachine> std::fmt::Debug for ReadAnswer<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("ReadAnswer").field(&self.0).finish()
-    }
-}
+pub type ReadAnswer<S> =
+    MappedAnswer<RaftNode<S>, Result<<S as StateMachine>::Output, ClientError>>;
 
 /// A running Raft node: typed calls over the driver's [`NodeHandle`].
 pub struct RaftHandle<S: StateMachine> {
@@ -184,12 +149,16 @@ where
     /// the order of the calls. Backpressure is `propose`'s: on a full queue the proposal waits
     /// for room.
     pub fn submit(&self, command: S::Command) -> Proposal<S> {
-        Proposal(self.inner.submit(Request::Propose(command)))
+        self.inner
+            .submit(Request::Propose(command))
+            .map(|answer| applied(answer?))
     }
 
     /// [`RaftHandle::read`], handed to the node at the call, like [`RaftHandle::submit`].
     pub fn submit_read(&self, query: S::Query) -> ReadAnswer<S> {
-        ReadAnswer(self.inner.submit(Request::Read(query)))
+        self.inner
+            .submit(Request::Read(query))
+            .map(|answer| read_output(answer?))
     }
 
     /// Hands leadership to `target` (call on the leader); resolves once the target was told

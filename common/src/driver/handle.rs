@@ -342,6 +342,37 @@ impl<N: Node> Future for Answer<N> {
     }
 }
 
+impl<N: Node> Answer<N> {
+    /// This answer, turned into a `T` by `f` when it resolves: how a protocol's handle gives its
+    /// own typed answer (Raft's `Proposal`, say) without a future of its own. `f` is a plain
+    /// function, so the mapped answer stays as small as the answer.
+    pub fn map<T>(self, f: fn(Result<N::Response, DriverError>) -> T) -> MappedAnswer<N, T> {
+        MappedAnswer { answer: self, f }
+    }
+}
+
+/// An [`Answer`] turned into a `T` when it resolves ([`Answer::map`]).
+#[must_use = "the request is on its way to the node either way; the answer is lost if dropped"]
+pub struct MappedAnswer<N: Node, T> {
+    answer: Answer<N>,
+    f: fn(Result<N::Response, DriverError>) -> T,
+}
+
+impl<N: Node, T> Future for MappedAnswer<N, T> {
+    type Output = T;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let f = self.f;
+        Pin::new(&mut self.answer).poll(cx).map(f)
+    }
+}
+
+impl<N: Node, T> std::fmt::Debug for MappedAnswer<N, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("MappedAnswer").field(&self.answer).finish()
+    }
+}
+
 impl<N: Node> std::fmt::Debug for Answer<N> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = match self.state {

@@ -146,7 +146,7 @@ pub use config::{
     QUEUE_CAPACITY_LIMIT, REJECTIONS_LOGGED_FIRST, REQUESTS_PENDING_MAX_DEFAULT,
     REQUEST_QUEUE_CAPACITY_DEFAULT, TICK_DEFAULT,
 };
-pub use handle::{Answer, NodeHandle};
+pub use handle::{Answer, MappedAnswer, NodeHandle};
 pub use stats::DriverStats;
 
 use crate::codec::{Codec, CodecError};
