@@ -288,6 +288,13 @@ enum AnswerState<N: Node> {
 }
 
 impl<N: Node> Answer<N> {
+    /// This answer, turned into a `T` by `f` when it resolves: how a protocol's handle gives its
+    /// own typed answer (Raft's `Proposal`, say) without a future of its own. `f` is a plain
+    /// function, so the mapped answer stays as small as the answer.
+    pub fn map<T>(self, f: fn(Result<N::Response, DriverError>) -> T) -> MappedAnswer<N, T> {
+        MappedAnswer { answer: self, f }
+    }
+
     fn waiting(
         reply: oneshot::Receiver<Result<N::Response, DriverError>>,
         status: watch::Receiver<Status>,
@@ -339,15 +346,6 @@ impl<N: Node> Future for Answer<N> {
                 Poll::Ready(result.take().unwrap_or(Err(DriverError::Stopped)))
             }
         }
-    }
-}
-
-impl<N: Node> Answer<N> {
-    /// This answer, turned into a `T` by `f` when it resolves: how a protocol's handle gives its
-    /// own typed answer (Raft's `Proposal`, say) without a future of its own. `f` is a plain
-    /// function, so the mapped answer stays as small as the answer.
-    pub fn map<T>(self, f: fn(Result<N::Response, DriverError>) -> T) -> MappedAnswer<N, T> {
-        MappedAnswer { answer: self, f }
     }
 }
 
