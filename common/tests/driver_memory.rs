@@ -592,7 +592,14 @@ async fn submitted_requests_learn_the_stop_cause() {
     )
     .unwrap();
     let answers: Vec<_> = (0..4).map(|_| n1.submit(DemoRequest::Add(1))).collect();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Let the node task and the two senders waiting for room run as far as they can: a bounded
+    // number of turns of this single-threaded runtime.
+    for _ in 0..1_000 {
+        if n1.stats().requests == 1 && n1.queued_requests() == 1 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
     assert_eq!(n1.stats().requests, 1, "the node took one");
     assert_eq!(n1.queued_requests(), 1, "one is queued, two wait for room");
     n1.shutdown().await.unwrap();
