@@ -169,6 +169,7 @@ impl Backend {
             ClientRequest::RemoveMember(command) => self.remove_member(dir, command).await,
             ClientRequest::TransferLeader(id) => self.transfer_leader(dir, id).await,
             ClientRequest::Status => return self.status().await,
+            // Puts, gets and scans were taken by `submit` above.
             other => {
                 return ClientReply::Refused(format!("{} has no handler", other.kind()));
             }
@@ -176,6 +177,34 @@ impl Backend {
         match result {
             Ok(info) => ClientReply::Members(Box::new(info)),
             Err(reply) => reply,
+        }
+    }
+
+    /// The answer to [`ClientRequest::Status`]: this node's view of the leader and its indexes.
+    async fn status(&self) -> ClientReply {
+        match self {
+            Backend::Raft(h) => match h.metrics().await {
+                Ok(m) => ClientReply::Status {
+                    id: m.id,
+                    is_leader: m.role == raft::Role::Leader,
+                    leader: m.leader,
+                    term: m.term,
+                    commit_index: m.commit_index,
+                    applied_index: m.applied_index,
+                },
+                Err(e) => ClientReply::Refused(e.to_string()),
+            },
+            Backend::Paxos(h) => match h.metrics().await {
+                Ok(m) => ClientReply::Status {
+                    id: m.id,
+                    is_leader: m.is_leader,
+                    leader: m.leader,
+                    term: m.ballot.round,
+                    commit_index: m.decided,
+                    applied_index: m.applied,
+                },
+                Err(e) => ClientReply::Refused(e.to_string()),
+            },
         }
     }
 
@@ -411,14 +440,10 @@ impl Submitted {
     }
 }
 
-impl std::future::Future for Submitted {
+impl Future for Submitted {
     type Output = ClientReply;
 
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<ClientReply> {
-        use std::pin::Pin;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<ClientReply> {
         match &mut *self {
             Submitted::RaftWrite(p) => Pin::new(p).poll(cx).map(|result| match result {
                 Ok((_, out)) => ClientReply::Output(out),
@@ -475,35 +500,5 @@ fn paxos_reply(e: paxos::ClientError) -> ClientReply {
             ClientReply::Refused(e.to_string())
         }
         other => ClientReply::Unknown(other.to_string()),
-    }
-}
-
-impl Backend {
-    /// The answer to [`ClientRequest::Status`]: this node's view of the leader and its indexes.
-    async fn status(&self) -> ClientReply {
-        match self {
-            Backend::Raft(h) => match h.metrics().await {
-                Ok(m) => ClientReply::Status {
-                    id: m.id,
-                    is_leader: m.role == raft::Role::Leader,
-                    leader: m.leader,
-                    term: m.term,
-                    commit_index: m.commit_index,
-                    applied_index: m.applied_index,
-                },
-                Err(e) => ClientReply::Refused(e.to_string()),
-            },
-            Backend::Paxos(h) => match h.metrics().await {
-                Ok(m) => ClientReply::Status {
-                    id: m.id,
-                    is_leader: m.is_leader,
-                    leader: m.leader,
-                    term: m.ballot.round,
-                    commit_index: m.decided,
-                    applied_index: m.applied,
-                },
-                Err(e) => ClientReply::Refused(e.to_string()),
-            },
-        }
     }
 }
