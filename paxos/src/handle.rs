@@ -5,6 +5,8 @@
 //!   (confirmed by a quorum round), [`PaxosHandle::reconfigure`] changes the set of acceptors and
 //!   answers once the change took effect, [`PaxosHandle::metrics`] shows the leader, ballot, decided
 //!   and applied slots, slots in flight and the configuration (epoch and members).
+//!   [`PaxosHandle::submit`] and [`PaxosHandle::submit_read`] hand a command or read to the
+//!   replica at the call and return a small future, for servers that keep many in flight.
 //! - [`PaxosClient`] talks to a whole cluster: it follows "not the leader" hints, and retries a
 //!   command whose outcome it did not learn with the same [`Session`], so a command is applied
 //!   at most once however often it is retried (at most [`CLIENT_RETRIES_MAX`] attempts, by the

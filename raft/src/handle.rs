@@ -1,6 +1,8 @@
 //! The async API on the shared tokio driver ([`common::driver`]): [`RaftHandle`] for one node,
 //! [`RaftClient`] for a cluster (it follows "not the leader, try node N" hints), and
 //! [`spawn_memory_cluster`] to start an in-process cluster over the in-memory network.
+//! [`RaftHandle::submit`] and [`RaftHandle::submit_read`] hand a command or read to the node at
+//! the call and return a small future, for servers that keep many in flight.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
