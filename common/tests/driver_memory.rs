@@ -66,6 +66,24 @@ fn single(id: NodeId) -> DemoNode {
     DemoNode::recover(DemoConfig::new(id, vec![id]), vec![]).unwrap()
 }
 
+/// Node 1 of three, alone on `net`: its updates are never acknowledged, so its requests stay
+/// pending. It takes one request at a time, and `queue` more wait in its queue.
+fn spawn_unacknowledged(net: &MemoryNetwork, queue: usize) -> NodeHandle<DemoNode> {
+    let config = DriverConfig {
+        request_queue_capacity: queue,
+        requests_pending_max: 1,
+        ..inline()
+    };
+    driver::spawn(
+        demo(1),
+        net.join(1).unwrap(),
+        MemStorage::new(),
+        Bincode,
+        config,
+    )
+    .unwrap()
+}
+
 /// Node 1 alone on `net`, on `config`, with memory storage.
 fn spawn_single(net: &MemoryNetwork, config: DriverConfig) -> NodeHandle<DemoNode> {
     driver::spawn(
@@ -445,20 +463,7 @@ async fn restarted_node_recovers_from_its_storage_and_continues() {
 #[tokio::test(start_paused = true)]
 async fn full_request_queue_makes_callers_wait_or_busy_and_stop_fails_them() {
     let net = MemoryNetwork::new(7);
-    // Node 1 alone: its updates are never acknowledged, so requests stay pending.
-    let config = DriverConfig {
-        request_queue_capacity: 2,
-        requests_pending_max: 1,
-        ..inline()
-    };
-    let n1 = driver::spawn(
-        demo(1),
-        net.join(1).unwrap(),
-        MemStorage::new(),
-        Bincode,
-        config,
-    )
-    .unwrap();
+    let n1 = spawn_unacknowledged(&net, 2);
     let first = tokio::spawn({
         let n = n1.clone();
         async move { n.request(DemoRequest::Add(1)).await }
@@ -577,20 +582,7 @@ async fn submitted_requests_reach_the_node_in_call_order_past_a_full_queue() {
 #[tokio::test(start_paused = true)]
 async fn submitted_requests_learn_the_stop_cause() {
     let net = MemoryNetwork::new(11);
-    // Node 1 alone: its updates are never acknowledged, so requests stay pending.
-    let config = DriverConfig {
-        request_queue_capacity: 1,
-        requests_pending_max: 1,
-        ..inline()
-    };
-    let n1 = driver::spawn(
-        demo(1),
-        net.join(1).unwrap(),
-        MemStorage::new(),
-        Bincode,
-        config,
-    )
-    .unwrap();
+    let n1 = spawn_unacknowledged(&net, 1);
     let answers: Vec<_> = (0..4).map(|_| n1.submit(DemoRequest::Add(1))).collect();
     // Let the node task and the two senders waiting for room run as far as they can: a bounded
     // number of turns of this single-threaded runtime.
