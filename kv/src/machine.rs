@@ -1,7 +1,7 @@
 //! [`KvMachine`], the replicated state machine: the map, the session table that makes writes
 //! exactly-once, the address book, and the streaming snapshot of all three.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
 use std::sync::Arc;
 
@@ -26,11 +26,61 @@ struct Session {
     used_at: u64,
 }
 
+/// The store's keys and values: a hash table for the point reads and writes, with the keys
+/// also kept in order for scans and snapshots (one allocation per key, shared by both).
+///
+/// A `BTreeMap` of the strings alone cost a lookup a dozen key comparisons, each reading
+/// another key's heap buffer; on a replica whose caches the other processes on its CPU keep
+/// evicting, those reads were most of the time a put took to apply (kv/README.md, "How
+/// fast").
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Map {
+    values: HashMap<Arc<str>, String>,
+    /// The keys of `values`, in order.
+    keys: BTreeSet<Arc<str>>,
+}
+
+impl Map {
+    fn get(&self, key: &str) -> Option<&String> {
+        self.values.get(key)
+    }
+
+    /// Sets `key` to `value`, returning the previous value. An existing key keeps its stored
+    /// copy and place in the order: only the value is replaced.
+    fn put(&mut self, key: &str, value: &str) -> Option<String> {
+        if let Some(stored) = self.values.get_mut(key) {
+            return Some(std::mem::replace(stored, value.to_owned()));
+        }
+        let key: Arc<str> = Arc::from(key);
+        self.keys.insert(key.clone());
+        self.values.insert(key, value.to_owned())
+    }
+
+    fn remove(&mut self, key: &str) -> Option<String> {
+        let value = self.values.remove(key)?;
+        self.keys.remove(key);
+        Some(value)
+    }
+
+    fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// The keys from `first` on, in order, with their values.
+    fn from(&self, first: &str) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.keys
+            .range::<str, _>((std::ops::Bound::Included(first), std::ops::Bound::Unbounded))
+            .filter_map(|k| Some((&**k, self.values.get(k)?.as_str())))
+    }
+}
+
 /// The replicated store: the map, the session table and the address book.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KvMachine {
-    map: BTreeMap<String, String>,
-    sessions: BTreeMap<u64, Session>,
+    map: Map,
+    /// By client. A hash table for the same reason as the map's; the snapshot writes it in
+    /// the clients' order.
+    sessions: HashMap<u64, Session>,
     /// Commands applied (not counting duplicates): a deterministic clock for eviction.
     applied: u64,
     book: AddressBook,
@@ -57,9 +107,19 @@ impl KvMachine {
         self.map.get(key).map(String::as_str)
     }
 
-    /// Every key and value.
-    pub fn data(&self) -> &BTreeMap<String, String> {
-        &self.map
+    /// Every key and its value, in key order.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.map.from("")
+    }
+
+    /// How many keys the store holds.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the store holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.map.len() == 0
     }
 
     /// Commands applied, duplicates not counted.
@@ -69,24 +129,29 @@ impl KvMachine {
 
     /// Applies `command` once per (client, seq); see the module's guarantees.
     pub fn apply_command(&mut self, command: &KvCommand) -> KvOutput {
-        match self.sessions.get(&command.client) {
-            Some(session) if command.seq == session.seq => return session.output.clone(),
-            Some(session) if command.seq < session.seq => return KvOutput::Stale,
-            Some(_) => {}
-            // A client starts at 1; an unknown client further on had its session forgotten,
-            // and this may be a retry of a command already applied: refuse it.
-            None if command.seq != 1 => return KvOutput::Stale,
-            None => {}
-        }
-        let output = self.apply_op(&command.op);
-        self.applied += 1;
-        // A known client's session is updated where it is (the common case: one look-up).
+        // A known client's session is checked and updated where it is (the common case: one
+        // look-up).
         if let Some(session) = self.sessions.get_mut(&command.client) {
+            if command.seq == session.seq {
+                return session.output.clone();
+            }
+            if command.seq < session.seq {
+                return KvOutput::Stale;
+            }
+            let output = apply_op(&mut self.map, &mut self.book, &self.watch, &command.op);
+            self.applied += 1;
             session.seq = command.seq;
             session.output.clone_from(&output);
             session.used_at = self.applied;
             return output;
         }
+        // A client starts at 1; an unknown client further on had its session forgotten, and
+        // this may be a retry of a command already applied: refuse it.
+        if command.seq != 1 {
+            return KvOutput::Stale;
+        }
+        let output = apply_op(&mut self.map, &mut self.book, &self.watch, &command.op);
+        self.applied += 1;
         if self.sessions.len() >= SESSIONS_MAX {
             let oldest = self
                 .sessions
@@ -108,75 +173,6 @@ impl KvMachine {
         output
     }
 
-    fn apply_op(&mut self, op: &KvOp) -> KvOutput {
-        if op.too_large() {
-            return KvOutput::TooLarge;
-        }
-        match op {
-            // An existing key keeps its stored copy: only the value is replaced.
-            KvOp::Put { key, value } => KvOutput::Value(match self.map.get_mut(key) {
-                Some(stored) => Some(std::mem::replace(stored, value.clone())),
-                None => self.map.insert(key.clone(), value.clone()),
-            }),
-            KvOp::Delete { key } => KvOutput::Value(self.map.remove(key)),
-            KvOp::Register { id, peer, client } => {
-                if self.book.removed.contains(id) {
-                    return KvOutput::Refused(format!(
-                        "node {id} was removed; a removed id is never used again"
-                    ));
-                }
-                if !self.book.nodes.contains_key(id)
-                    && self.book.nodes.len() + self.book.removed.len() >= ADDRESS_BOOK_NODES_MAX
-                {
-                    return KvOutput::Refused(format!(
-                        "the address book holds {ADDRESS_BOOK_NODES_MAX} nodes, its limit"
-                    ));
-                }
-                let addrs = MemberAddrs {
-                    peer: peer.clone(),
-                    client: client.clone(),
-                };
-                let previous = self.book.nodes.insert(*id, addrs).map(|a| a.peer);
-                self.watch.publish(&self.book);
-                KvOutput::Value(previous)
-            }
-            KvOp::Deregister { id } => {
-                if !self.book.removed.contains(id)
-                    && self.book.nodes.len() + self.book.removed.len() >= ADDRESS_BOOK_NODES_MAX
-                    && !self.book.nodes.contains_key(id)
-                {
-                    return KvOutput::Refused(format!(
-                        "the address book holds {ADDRESS_BOOK_NODES_MAX} nodes, its limit"
-                    ));
-                }
-                let previous = self.book.nodes.remove(id).map(|a| a.peer);
-                self.book.removed.insert(*id);
-                self.watch.publish(&self.book);
-                KvOutput::Value(previous)
-            }
-            KvOp::Cas { key, expected, new } => {
-                if self.map.get(key) != expected.as_ref() {
-                    return KvOutput::Cas {
-                        swapped: false,
-                        current: self.map.get(key).cloned(),
-                    };
-                }
-                match new {
-                    Some(v) => {
-                        self.map.insert(key.clone(), v.clone());
-                    }
-                    None => {
-                        self.map.remove(key);
-                    }
-                }
-                KvOutput::Cas {
-                    swapped: true,
-                    current: new.clone(),
-                }
-            }
-        }
-    }
-
     fn answer(&self, query: &KvQuery) -> KvOutput {
         match query {
             KvQuery::Get(key) => KvOutput::Value(self.map.get(key).cloned()),
@@ -185,10 +181,7 @@ impl KvMachine {
                 // The map is ordered: the keys with a prefix are one contiguous range from it.
                 let matching = self
                     .map
-                    .range::<str, _>((
-                        std::ops::Bound::Included(prefix.as_str()),
-                        std::ops::Bound::Unbounded,
-                    ))
+                    .from(prefix)
                     .take_while(|(k, _)| k.starts_with(prefix.as_str()));
                 let mut entries: Vec<(String, String)> = Vec::new();
                 let mut bytes = 0usize;
@@ -202,9 +195,77 @@ impl KvMachine {
                         break;
                     }
                     bytes += size;
-                    entries.push((k.clone(), v.clone()));
+                    entries.push((k.to_owned(), v.to_owned()));
                 }
                 KvOutput::Entries { entries, more }
+            }
+        }
+    }
+}
+
+/// Applies `op` to the map or the address book (publishing the book to `watch` when it
+/// changes). The session table is the caller's: separate arguments let it keep the session it
+/// looked up while this runs.
+fn apply_op(map: &mut Map, book: &mut AddressBook, watch: &BookWatch, op: &KvOp) -> KvOutput {
+    if op.too_large() {
+        return KvOutput::TooLarge;
+    }
+    match op {
+        KvOp::Put { key, value } => KvOutput::Value(map.put(key, value)),
+        KvOp::Delete { key } => KvOutput::Value(map.remove(key)),
+        KvOp::Register { id, peer, client } => {
+            if book.removed.contains(id) {
+                return KvOutput::Refused(format!(
+                    "node {id} was removed; a removed id is never used again"
+                ));
+            }
+            if !book.nodes.contains_key(id)
+                && book.nodes.len() + book.removed.len() >= ADDRESS_BOOK_NODES_MAX
+            {
+                return KvOutput::Refused(format!(
+                    "the address book holds {ADDRESS_BOOK_NODES_MAX} nodes, its limit"
+                ));
+            }
+            let addrs = MemberAddrs {
+                peer: peer.clone(),
+                client: client.clone(),
+            };
+            let previous = book.nodes.insert(*id, addrs).map(|a| a.peer);
+            watch.publish(book);
+            KvOutput::Value(previous)
+        }
+        KvOp::Deregister { id } => {
+            if !book.removed.contains(id)
+                && book.nodes.len() + book.removed.len() >= ADDRESS_BOOK_NODES_MAX
+                && !book.nodes.contains_key(id)
+            {
+                return KvOutput::Refused(format!(
+                    "the address book holds {ADDRESS_BOOK_NODES_MAX} nodes, its limit"
+                ));
+            }
+            let previous = book.nodes.remove(id).map(|a| a.peer);
+            book.removed.insert(*id);
+            watch.publish(book);
+            KvOutput::Value(previous)
+        }
+        KvOp::Cas { key, expected, new } => {
+            if map.get(key) != expected.as_ref() {
+                return KvOutput::Cas {
+                    swapped: false,
+                    current: map.get(key).cloned(),
+                };
+            }
+            match new {
+                Some(v) => {
+                    map.put(key, v);
+                }
+                None => {
+                    map.remove(key);
+                }
+            }
+            KvOutput::Cas {
+                swapped: true,
+                current: new.clone(),
             }
         }
     }
@@ -229,12 +290,18 @@ impl KvMachine {
     fn write_snapshot(&self, out: &mut dyn Write) -> Result<(), StateMachineError> {
         let header = SnapshotHeader {
             applied: self.applied,
-            sessions: self.sessions.iter().map(|(c, s)| (*c, s.clone())).collect(),
+            sessions: {
+                // In the clients' order: replicas with the same state write the same bytes.
+                let mut sessions: Vec<_> =
+                    self.sessions.iter().map(|(c, s)| (*c, s.clone())).collect();
+                sessions.sort_unstable_by_key(|(c, _)| *c);
+                sessions
+            },
             book: self.book.clone(),
             keys: self.map.len() as u64,
         };
         write_frame(out, &header)?;
-        for pair in &self.map {
+        for pair in self.map.from("") {
             write_frame(out, &pair)?;
         }
         Ok(())
@@ -245,9 +312,9 @@ impl KvMachine {
     fn read_snapshot(&mut self, input: &mut dyn Read) -> Result<(), StateMachineError> {
         let header: SnapshotHeader = read_frame(input, SNAPSHOT_FRAME_BYTES_MAX)?
             .ok_or_else(|| StateMachineError::Malformed("empty kv snapshot".into()))?;
-        let mut map = BTreeMap::new();
+        let mut map = Map::default();
         while let Some((k, v)) = read_frame::<(String, String)>(input, SNAPSHOT_FRAME_BYTES_MAX)? {
-            map.insert(k, v);
+            map.put(&k, &v);
         }
         if map.len() as u64 != header.keys {
             return Err(StateMachineError::Malformed(format!(
