@@ -65,6 +65,9 @@ pub enum CodecError {
     TrailingBytes(usize),
 }
 
+/// The capacity [`Codec::encode`] starts its buffer with, in bytes.
+pub const ENCODE_CAPACITY_START: usize = 64;
+
 /// A serde-based binary format. Implementations must be deterministic (the same value always
 /// encodes to the same bytes) and must bound what decoding allocates.
 pub trait Codec: Clone + Send + Sync + 'static {
@@ -83,7 +86,9 @@ pub trait Codec: Clone + Send + Sync + 'static {
 
     /// Encodes `value` into a new buffer.
     fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>, CodecError> {
-        let mut buf = Vec::new();
+        // Room for a typical small message (a client's put or its answer) from the start: an
+        // empty buffer grew three or four times while one was written.
+        let mut buf = Vec::with_capacity(ENCODE_CAPACITY_START);
         self.encode_into(value, &mut buf)?;
         Ok(buf)
     }
@@ -181,7 +186,7 @@ pub fn encode_frame<C: Codec, M: Serialize>(
     header: &Header,
     payload: &M,
 ) -> Result<Bytes, CodecError> {
-    let mut buf = Vec::with_capacity(64);
+    let mut buf = Vec::with_capacity(ENCODE_CAPACITY_START);
     codec.encode_into(header, &mut buf)?;
     codec.encode_into(payload, &mut buf)?;
     Ok(Bytes::from(buf))
