@@ -13,6 +13,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
+use super::shared::SharedRoute;
 use super::*;
 use crate::{KvCommand, KvOp, KvOutput};
 
@@ -37,7 +38,7 @@ pub struct KvClient {
     conn: Option<(NodeId, Framed<ClientStream, LengthDelimitedCodec>)>,
     /// When set, requests go over these connections (shared with other clients) instead of
     /// a connection of this client's own.
-    shared: Option<SharedConnections>,
+    shared: Option<SharedRoute>,
     tls: Option<TlsConfig>,
     attempt_timeout: Duration,
     deadline: Duration,
@@ -111,7 +112,7 @@ impl KvClient {
     /// connection carries several clients' requests at once), instead of a connection of its
     /// own. The session (id and sequence numbers) stays this client's.
     pub fn with_shared_connections(mut self, connections: SharedConnections) -> Self {
-        self.shared = Some(connections);
+        self.shared = Some(SharedRoute::new(connections));
         self
     }
 
@@ -405,7 +406,7 @@ impl KvClient {
         let Some(addr) = self.nodes.get(&target).copied() else {
             return Attempt::NotSent(format!("unknown node {target}"));
         };
-        if let Some(shared) = &self.shared {
+        if let Some(shared) = &mut self.shared {
             let slot = usize::try_from(self.client).unwrap_or(0);
             return shared
                 .call(target, addr, slot, request, self.attempt_timeout)

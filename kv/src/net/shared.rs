@@ -73,19 +73,15 @@ impl SharedConnections {
         self
     }
 
-    pub(super) async fn call(
+    /// The open connection `client` uses to `target`, opened when it is not.
+    async fn mux(
         &self,
         target: NodeId,
         addr: SocketAddr,
         client: usize,
-        request: &ClientRequest,
         timeout: Duration,
-    ) -> Attempt {
+    ) -> Result<Mux, Attempt> {
         let key = (target, client % self.per_node);
-        let bytes = match encode_request(request) {
-            Ok(b) => bytes::Bytes::from(b),
-            Err(e) => return Attempt::NotSent(format!("encode: {e}")),
-        };
         let slot = self
             .open
             .lock()
@@ -98,23 +94,90 @@ impl SharedConnections {
             .try_lock()
             .ok()
             .and_then(|slot| slot.as_ref().filter(|m| !m.calls.is_closed()).cloned());
-        let mux = if let Some(mux) = open {
-            mux
-        } else {
-            let mut slot = match tokio::time::timeout(timeout, slot.lock()).await {
-                Ok(slot) => slot,
-                Err(_) => return Attempt::NotSent("connect timed out".into()),
+        if let Some(mux) = open {
+            return Ok(mux);
+        }
+        let mut slot = match tokio::time::timeout(timeout, slot.lock()).await {
+            Ok(slot) => slot,
+            Err(_) => return Err(Attempt::NotSent("connect timed out".into())),
+        };
+        if let Some(mux) = slot.as_ref().filter(|m| !m.calls.is_closed()) {
+            return Ok(mux.clone());
+        }
+        let mux = self.connect(addr, timeout).await?;
+        *slot = Some(mux.clone());
+        Ok(mux)
+    }
+
+    async fn connect(&self, addr: SocketAddr, timeout: Duration) -> Result<Mux, Attempt> {
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(Attempt::NotSent(format!("connect: {e}"))),
+            Err(_) => return Err(Attempt::NotSent("connect timed out".into())),
+        };
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        let (read, write) =
+            match tokio::time::timeout(timeout, secure(self.tls.as_ref(), read, write, true)).await
+            {
+                Ok(Ok(halves)) => halves,
+                Ok(Err(e)) => return Err(Attempt::NotSent(format!("TLS handshake: {e}"))),
+                Err(_) => return Err(Attempt::NotSent("TLS handshake timed out".into())),
             };
-            match slot.as_ref().filter(|m| !m.calls.is_closed()) {
-                Some(mux) => mux.clone(),
-                None => match self.connect(addr, timeout).await {
-                    Ok(mux) => {
-                        *slot = Some(mux.clone());
-                        mux
-                    }
-                    Err(attempt) => return attempt,
-                },
+        let (calls, queue) = mpsc::channel(SHARED_QUEUE_MAX);
+        tokio::spawn(run_mux(
+            FramedRead::new(read, client_codec()),
+            FramedWrite::new(write, client_codec()),
+            queue,
+        ));
+        Ok(Mux { calls })
+    }
+}
+
+/// One client's use of [`SharedConnections`]: the connections, and the one it last used,
+/// which its next call to the same node takes straight away while it stays open (no look-up
+/// under the lock all the clients share).
+#[derive(Clone)]
+pub(super) struct SharedRoute {
+    connections: SharedConnections,
+    last: Option<(NodeId, Mux)>,
+}
+
+impl SharedRoute {
+    pub(super) fn new(connections: SharedConnections) -> Self {
+        Self {
+            connections,
+            last: None,
+        }
+    }
+
+    /// Sends `request` on `client`'s connection to `target` and waits for its answer, for at
+    /// most `timeout`.
+    pub(super) async fn call(
+        &mut self,
+        target: NodeId,
+        addr: SocketAddr,
+        client: usize,
+        request: &ClientRequest,
+        timeout: Duration,
+    ) -> Attempt {
+        let bytes = match encode_request(request) {
+            Ok(b) => bytes::Bytes::from(b),
+            Err(e) => return Attempt::NotSent(format!("encode: {e}")),
+        };
+        let usable = |last: &Option<(NodeId, Mux)>| {
+            last.as_ref()
+                .is_some_and(|(t, mux)| *t == target && !mux.calls.is_closed())
+        };
+        if !usable(&self.last) {
+            self.last = None;
+            match self.connections.mux(target, addr, client, timeout).await {
+                Ok(mux) => self.last = Some((target, mux)),
+                Err(attempt) => return attempt,
             }
+        }
+        let Some((_, mux)) = &self.last else {
+            return Attempt::NotSent("no connection".into());
         };
         let (answer, reply) = oneshot::channel();
         let exchange = async {
@@ -140,30 +203,6 @@ impl SharedConnections {
             // The answer, if it comes, is dropped by the connection's task.
             Err(_) => Attempt::Lost("timed out".into()),
         }
-    }
-
-    async fn connect(&self, addr: SocketAddr, timeout: Duration) -> Result<Mux, Attempt> {
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(Attempt::NotSent(format!("connect: {e}"))),
-            Err(_) => return Err(Attempt::NotSent("connect timed out".into())),
-        };
-        let _ = stream.set_nodelay(true);
-        let (read, write) = stream.into_split();
-        let (read, write) =
-            match tokio::time::timeout(timeout, secure(self.tls.as_ref(), read, write, true)).await
-            {
-                Ok(Ok(halves)) => halves,
-                Ok(Err(e)) => return Err(Attempt::NotSent(format!("TLS handshake: {e}"))),
-                Err(_) => return Err(Attempt::NotSent("TLS handshake timed out".into())),
-            };
-        let (calls, queue) = mpsc::channel(SHARED_QUEUE_MAX);
-        tokio::spawn(run_mux(
-            FramedRead::new(read, client_codec()),
-            FramedWrite::new(write, client_codec()),
-            queue,
-        ));
-        Ok(Mux { calls })
     }
 }
 
@@ -238,5 +277,66 @@ async fn run_mux(
     };
     for call in waiting {
         let _ = call.send(Err(failure.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::collections::BTreeMap;
+
+    use tokio::net::TcpListener;
+    use tokio_util::codec::Framed;
+
+    use super::*;
+    use crate::net::{decode_request, encode_reply, CallOutcome, KvClient};
+    use crate::KvOutput;
+
+    /// A node that answers `n` requests on its `n`th connection (1, 2, …), each answer naming
+    /// the connection, and then closes it.
+    async fn closing_node() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            for n in 1u32.. {
+                let (stream, _) = listener.accept().await.unwrap();
+                let mut framed = Framed::new(stream, client_codec());
+                for _ in 0..n {
+                    let Some(Ok(frame)) = framed.next().await else {
+                        break;
+                    };
+                    assert!(matches!(
+                        decode_request(&frame),
+                        Ok(ClientRequest::Get { .. })
+                    ));
+                    let reply = ClientReply::Output(KvOutput::Value(Some(n.to_string())));
+                    let bytes = bytes::Bytes::from(encode_reply(&reply).unwrap());
+                    framed.send(bytes).await.unwrap();
+                }
+            }
+        });
+        addr
+    }
+
+    /// A client keeps the shared connection it used; once the node has closed it, the client's
+    /// next call notices, opens another and is answered there.
+    #[tokio::test(start_paused = true)]
+    async fn a_client_follows_its_shared_connection_to_a_new_one_when_it_closes() {
+        let addr = closing_node().await;
+        let shared = SharedConnections::new(1);
+        let mut client =
+            KvClient::new(1, BTreeMap::from([(1, addr)])).with_shared_connections(shared.clone());
+        let value = |n: &str| CallOutcome::Ok(KvOutput::Value(Some(n.to_string())));
+        assert_eq!(client.get("k").await, value("1"));
+        // The first connection is closed now: the call is lost on it and retried on the next.
+        assert_eq!(client.get("k").await, value("2"));
+        // Another client sharing the connections takes the one opened last from their table.
+        let mut other =
+            KvClient::new(2, BTreeMap::from([(1, addr)])).with_shared_connections(shared);
+        assert_eq!(other.get("k").await, value("2"));
+        // That one is closed too now; both clients move on to the next.
+        assert_eq!(other.get("k").await, value("3"));
+        assert_eq!(client.get("k").await, value("3"));
     }
 }
