@@ -157,7 +157,7 @@ pub use config::{
 };
 pub use fault::{describe_fault, Fault, FaultPlan, RandomFaults};
 pub use net::{DropReason, LinkConfig, Network};
-pub use seeds::{run_seeds, SeedReport};
+pub use seeds::{run_seed_range, run_seeds, SeedReport};
 pub use trace::{short_debug, InFlight, TraceEvent, TraceKind};
 pub use view::SimView;
 pub use workload::{ClientCtx, ClientOp, ClosedLoop, OpenLoop, Outcome};

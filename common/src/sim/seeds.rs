@@ -17,7 +17,7 @@ pub struct SeedReport {
 /// - `SIM_SEED=s` runs only seed `s` (replaying a failure);
 /// - otherwise `SIM_SEEDS=n` runs `n` seeds, and without it `default_count`, from seed
 ///   `SIM_SEED_FIRST` (0 without it): a long sweep can go on where the last one ended.
-pub fn run_seeds<F>(default_count: u64, mut run: F) -> Result<SeedReport, SimError>
+pub fn run_seeds<F>(default_count: u64, run: F) -> Result<SeedReport, SimError>
 where
     F: FnMut(u64) -> Result<(), SimError>,
 {
@@ -28,6 +28,15 @@ where
         env("SIM_SEED_FIRST"),
         default_count,
     );
+    run_seed_range(first, count, run)
+}
+
+/// Runs `run` for the `count` seeds from `first`, stopping at the first failure: what
+/// [`run_seeds`] does once the environment has chosen, for a caller that chooses itself.
+pub fn run_seed_range<F>(first: u64, count: u64, mut run: F) -> Result<SeedReport, SimError>
+where
+    F: FnMut(u64) -> Result<(), SimError>,
+{
     for seed in first..first.saturating_add(count) {
         run(seed)?;
     }
