@@ -56,6 +56,15 @@ impl Map {
         self.values.insert(key, value.to_owned())
     }
 
+    /// Puts a pair read from a snapshot, whose strings are owned already (a key met twice
+    /// keeps the later value, as `put` would).
+    fn restore(&mut self, key: String, value: String) {
+        let key: Arc<str> = Arc::from(key);
+        if self.values.insert(key.clone(), value).is_none() {
+            self.keys.insert(key);
+        }
+    }
+
     fn remove(&mut self, key: &str) -> Option<String> {
         let value = self.values.remove(key)?;
         self.keys.remove(key);
@@ -314,7 +323,7 @@ impl KvMachine {
             .ok_or_else(|| StateMachineError::Malformed("empty kv snapshot".into()))?;
         let mut map = Map::default();
         while let Some((k, v)) = read_frame::<(String, String)>(input, SNAPSHOT_FRAME_BYTES_MAX)? {
-            map.put(&k, &v);
+            map.restore(k, v);
         }
         if map.len() as u64 != header.keys {
             return Err(StateMachineError::Malformed(format!(
