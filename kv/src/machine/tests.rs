@@ -1,5 +1,6 @@
 //! Unit tests of [`KvMachine`]: exactly-once sessions, CAS, size limits, scans, snapshots and
-//! the address book; and the same machine replicated in process by both protocols.
+//! the address book; the map against a plain ordered map over random commands; and the same
+//! machine replicated in process by both protocols.
 
 use super::*;
 use crate::{ADDRESS_BYTES_MAX, ITEM_BYTES_MAX};
@@ -459,6 +460,122 @@ mod replicated {
         assert_eq!(read, KvOutput::Value(Some(WRITES.to_string())));
         for node in nodes.iter().filter(|n| Some(n.id()) != stopped) {
             node.shutdown().await.unwrap();
+        }
+    }
+}
+
+/// The map (a hash table with its keys kept in order beside it) against a plain `BTreeMap`
+/// over random puts, deletes, compare-and-sets and retries from a few clients on a few keys:
+/// every output, every scan, the contents in order, and a snapshot's round trip agree.
+mod against_a_model {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const KEYS: [&str; 6] = ["a", "ab", "abc", "b", "ba", "c"];
+
+    #[derive(Clone, Debug)]
+    enum Step {
+        Put(usize, u8),
+        Delete(usize),
+        Cas(usize, Option<u8>, Option<u8>),
+        /// The client's last command sent again.
+        Retry,
+    }
+
+    fn step() -> impl Strategy<Value = (u64, Step)> {
+        let key = 0..KEYS.len();
+        let value = prop::option::of(0..3u8);
+        let step = prop_oneof![
+            (key.clone(), 0..3u8).prop_map(|(k, v)| Step::Put(k, v)),
+            key.clone().prop_map(Step::Delete),
+            (key, value.clone(), value).prop_map(|(k, e, n)| Step::Cas(k, e, n)),
+            Just(Step::Retry),
+        ];
+        (1..4u64, step)
+    }
+
+    fn value(v: u8) -> String {
+        format!("v{v}")
+    }
+
+    /// What the model answers to `op` (never a retry: the test answers those itself).
+    fn model_apply(model: &mut BTreeMap<String, String>, op: &KvOp) -> KvOutput {
+        match op {
+            KvOp::Put { key, value } => KvOutput::Value(model.insert(key.clone(), value.clone())),
+            KvOp::Delete { key } => KvOutput::Value(model.remove(key)),
+            KvOp::Cas { key, expected, new } => {
+                if model.get(key) != expected.as_ref() {
+                    return KvOutput::Cas {
+                        swapped: false,
+                        current: model.get(key).cloned(),
+                    };
+                }
+                match new {
+                    Some(v) => model.insert(key.clone(), v.clone()),
+                    None => model.remove(key),
+                };
+                KvOutput::Cas {
+                    swapped: true,
+                    current: new.clone(),
+                }
+            }
+            _ => unreachable!("the steps make no membership commands"),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_map_agrees_with_an_ordered_map(steps in prop::collection::vec(step(), 1..120)) {
+            use raft::StateMachine as _;
+            let mut kv = KvMachine::default();
+            let mut model = BTreeMap::new();
+            // Per client: its last command and the answer it got.
+            let mut last: BTreeMap<u64, (KvCommand, KvOutput)> = BTreeMap::new();
+            for (client, step) in steps {
+                let seq = last.get(&client).map_or(0, |(c, _)| c.seq);
+                let op = match step {
+                    Step::Put(k, v) => put(KEYS[k], &value(v)),
+                    Step::Delete(k) => KvOp::Delete { key: KEYS[k].into() },
+                    Step::Cas(k, e, n) => KvOp::Cas {
+                        key: KEYS[k].into(),
+                        expected: e.map(value),
+                        new: n.map(value),
+                    },
+                    Step::Retry => {
+                        if let Some((command, answer)) = last.get(&client) {
+                            prop_assert_eq!(&kv.apply_command(command), answer);
+                        }
+                        continue;
+                    }
+                };
+                let command = cmd(client, seq + 1, op);
+                let answer = kv.apply_command(&command);
+                prop_assert_eq!(&answer, &model_apply(&mut model, &command.op));
+                last.insert(client, (command, answer));
+            }
+            let contents: Vec<(String, String)> =
+                kv.entries().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+            let expected: Vec<(String, String)> = model.clone().into_iter().collect();
+            prop_assert_eq!(&contents, &expected);
+            prop_assert_eq!(kv.len(), model.len());
+            prop_assert_eq!(kv.map.keys.len(), kv.map.values.len(), "the order holds every key once");
+            for prefix in ["", "a", "ab", "b", "z"] {
+                let entries: Vec<(String, String)> = model
+                    .iter()
+                    .filter(|(k, _)| k.starts_with(prefix))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                let scan = kv.answer(&KvQuery::Scan { prefix: prefix.into(), limit: 100 });
+                prop_assert_eq!(scan, KvOutput::Entries { entries, more: false });
+            }
+            let mut snap = Vec::new();
+            kv.snapshot(&mut snap).unwrap();
+            let mut copy = KvMachine::default();
+            copy.restore(&mut &snap[..]).unwrap();
+            prop_assert_eq!(&copy, &kv);
         }
     }
 }
