@@ -76,7 +76,7 @@ impl Map {
     }
 
     /// The keys from `first` on, in order, with their values.
-    fn from(&self, first: &str) -> impl Iterator<Item = (&str, &str)> + '_ {
+    fn range_from(&self, first: &str) -> impl Iterator<Item = (&str, &str)> + '_ {
         self.keys
             .range::<str, _>((std::ops::Bound::Included(first), std::ops::Bound::Unbounded))
             .filter_map(|k| Some((&**k, self.values.get(k)?.as_str())))
@@ -118,7 +118,7 @@ impl KvMachine {
 
     /// Every key and its value, in key order.
     pub fn entries(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        self.map.from("")
+        self.map.range_from("")
     }
 
     /// How many keys the store holds.
@@ -190,7 +190,7 @@ impl KvMachine {
                 // The map is ordered: the keys with a prefix are one contiguous range from it.
                 let matching = self
                     .map
-                    .from(prefix)
+                    .range_from(prefix)
                     .take_while(|(k, _)| k.starts_with(prefix.as_str()));
                 let mut entries: Vec<(String, String)> = Vec::new();
                 let mut bytes = 0usize;
@@ -310,7 +310,7 @@ impl KvMachine {
             keys: self.map.len() as u64,
         };
         write_frame(out, &header)?;
-        for pair in self.map.from("") {
+        for pair in self.map.range_from("") {
             write_frame(out, &pair)?;
         }
         Ok(())
